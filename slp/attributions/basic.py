@@ -1,0 +1,30 @@
+"""Gradient sensitivity and Insens as registered attribution methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+
+from slp.attributions.registry import register, target_logit
+from slp.insens import insens as _insens
+
+__all__ = ["gradient", "insens"]
+
+
+@register("insens")
+def insens(
+    f: Callable, x: jax.Array, *, target=None, include_pool_losers: bool = False
+) -> jax.Array:
+    """Insens (eq. 8). Independent of ``target``: it explains the network's state."""
+    del target
+    return _insens(f, include_pool_losers=include_pool_losers)(x)
+
+
+@register("gradient")
+def gradient(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+    """Gradient sensitivity ``d f_target / d x`` (Simonyan et al. 2014).
+
+    Equals the switched weight vector of the target output neuron.
+    """
+    return jax.grad(target_logit(f, target))(x)
