@@ -303,7 +303,8 @@ class _Flattener:
         if name == "reduce_window_max":
             if any(d != 1 for d in e.params.get("base_dilation", ())):
                 raise UnsupportedOperationError(
-                    f"unsupported operation 'reduce_window_max'{ctx}: base dilation is not supported"
+                    f"unsupported operation 'reduce_window_max'{ctx}: "
+                    "base dilation is not supported"
                 )
             return "max_pool"
         if name not in _STRUCTURAL:
