@@ -9,22 +9,34 @@ from slp.data._cache import CorruptDataError as CorruptDataError
 from slp.data._cache import DatasetNotFoundError as DatasetNotFoundError
 from slp.data._cache import atomic_writer as atomic_writer
 from slp.data._cache import data_dir as data_dir
+from slp.data.cifar10 import Dataset as Dataset
+from slp.data.cifar10 import fetch_cifar10 as fetch_cifar10
+from slp.data.cifar10 import load_cifar10 as load_cifar10
 from slp.data.idx import read_idx as read_idx
 from slp.data.mnist import LabelledImages as LabelledImages
 from slp.data.mnist import fetch_fashion_mnist as fetch_fashion_mnist
 from slp.data.mnist import fetch_mnist as fetch_mnist
 from slp.data.mnist import load_fashion_mnist as load_fashion_mnist
 from slp.data.mnist import load_mnist as load_mnist
+from slp.data.smallnorb import SmallNorb as SmallNorb
+from slp.data.smallnorb import load_smallnorb as load_smallnorb
+from slp.data.smallnorb import read_norb_matrix as read_norb_matrix
 
 __all__ = [
     "CorruptDataError",
+    "Dataset",
     "DatasetNotFoundError",
     "LabelledImages",
+    "SmallNorb",
     "atomic_writer",
     "data_dir",
+    "fetch_cifar10",
     "fetch_fashion_mnist",
     "fetch_mnist",
+    "load_cifar10",
     "load_fashion_mnist",
     "load_mnist",
+    "load_smallnorb",
     "read_idx",
+    "read_norb_matrix",
 ]

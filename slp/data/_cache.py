@@ -8,6 +8,7 @@ leaves a partial file under the final name.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import hashlib
@@ -211,6 +212,8 @@ def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
     }
     table: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray}
     table[("numpy", "dtype")] = np.dtype
+    # Python 3 pickles of protocol <= 2 spell bytes as _codecs.encode(str, "latin1").
+    table[("_codecs", "encode")] = codecs.encode
     for core in ("numpy.core", "numpy._core"):
         for name, obj in allowed.items():
             if obj is not None:
