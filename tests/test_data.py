@@ -29,6 +29,7 @@ from slp.data.__main__ import main as cli_main
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
 
 _REAL_DATA_DIR = Path(os.environ.get("SLP_DATA_DIR") or "~/.cache/slp").expanduser()
+_REAL_CIFAR10_IMAGES = os.environ.get("SLP_CIFAR10_ZIP")
 
 
 @pytest.fixture(autouse=True)
@@ -486,7 +487,10 @@ def test_load_cifar10_official_batches(monkeypatch, tmp_path):
     batches, md5s = _cifar_archive(folder / "cifar-10-python.tar.gz", rng, sizes)
     monkeypatch.setattr(cifar10, "_BATCH_MD5", md5s)
 
-    train = slp.data.load_cifar10("train", data_dir=tmp_path, download=False)
+    # official batches win over an image copy when both are there
+    train = slp.data.load_cifar10(
+        "train", data_dir=tmp_path, download=False, images_path=tmp_path / "unused"
+    )
     assert train.source == "official" and train.lossy is False
     assert train.images.shape == (10, 32, 32, 3) and train.images.dtype == np.uint8
     expected_labels = [lab for i in range(1, 6) for lab in batches[f"data_batch_{i}"][1]]
@@ -675,3 +679,17 @@ def test_real_fashion_mnist(split, n):
     images, labels = slp.data.load_fashion_mnist(split, data_dir=_REAL_DATA_DIR, download=False)
     assert images.shape == (n, 28, 28)
     assert np.bincount(labels, minlength=10).tolist() == [n // 10] * 10
+
+
+@pytest.mark.realdata
+def test_real_cifar10_test_split():
+    official = _REAL_DATA_DIR / "cifar10" / "cifar-10-batches-py" / "test_batch"
+    if not official.is_file() and not _REAL_CIFAR10_IMAGES:
+        pytest.skip(f"no official CIFAR-10 batches in {official.parent} and no $SLP_CIFAR10_ZIP")
+    data = slp.data.load_cifar10(
+        "test", data_dir=_REAL_DATA_DIR, download=False, images_path=_REAL_CIFAR10_IMAGES
+    )
+    assert data.images.shape == (10000, 32, 32, 3) and data.images.dtype == np.uint8
+    assert np.bincount(data.labels, minlength=10).tolist() == [1000] * 10
+    if data.source == "official":
+        assert data.lossy is False

@@ -70,7 +70,6 @@ _BATCH_MD5 = {
 }
 _IMAGE_SUFFIXES = {".png": False, ".jpg": True, ".jpeg": True}  # suffix -> lossy
 _CACHE_VERSION = 1
-_ARCHIVE_TIMEOUT_S = 30.0
 
 
 class Dataset(NamedTuple):
@@ -198,7 +197,6 @@ def _download_archive(archive: Path) -> None:
         _cache.download_file(
             ARCHIVE_URL,
             archive,
-            timeout=_ARCHIVE_TIMEOUT_S,
             verify=lambda tmp: _check_file_md5(tmp, ARCHIVE_MD5, archive.name),
         )
     except Exception as e:  # noqa: BLE001 - reported as the reason this source failed
