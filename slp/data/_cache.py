@@ -166,15 +166,6 @@ def read_maybe_gzip(path: str | os.PathLike[str]) -> bytes:
         raise CorruptDataError(f"{path}: damaged or truncated gzip file ({e})") from e
 
 
-def fetch_url(url: str, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
-    """Downloads ``url`` into memory (``timeout``: seconds to connect and between reads)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-        buf = io.BytesIO()
-        for block in iter(lambda: response.read(_CHUNK), b""):
-            buf.write(block)
-    return buf.getvalue()
-
-
 def download_file(
     url: str,
     path: str | os.PathLike[str],

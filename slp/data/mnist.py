@@ -253,8 +253,11 @@ def _load(
 def _read_verified(key: str, folder: Path, name: str) -> np.ndarray:
     path = _locate(folder, name)
     assert path is not None
-    data = _cache.read_maybe_gzip(path)
-    _cache.check_digest(data, _MD5[key][name], algorithm="md5", name=str(path))
+    try:
+        data = _cache.read_maybe_gzip(path)
+        _cache.check_digest(data, _MD5[key][name], algorithm="md5", name=str(path))
+    except CorruptDataError as e:
+        raise CorruptDataError(f"{e}; delete it to fetch it again") from e
     return parse_idx(data, name=str(path))
 
 
