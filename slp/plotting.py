@@ -1,0 +1,222 @@
+"""Heatmaps of attributions and grids of them (matplotlib).
+
+Convention of the paper (Figure 4): positive values red, negative blue, zero
+white, on a colour scale symmetric about zero and set per map from the map's
+own largest magnitude. The colour map `HEATMAP_CMAP` runs linearly blue (0, 0, 1)
+-> white (1, 1, 1) -> red (1, 0, 0) with an odd number (255) of entries, so that
+0 falls on an entry that is exactly white (matplotlib's 256-entry `"bwr"` would
+draw 0 faintly red).
+
+Figures are built with the object-oriented API (no pyplot state), so the
+module works headless and inside tests; `save_figure` writes atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
+
+__all__ = [
+    "HEATMAP_CMAP",
+    "to_2d",
+    "symmetric_limit",
+    "heatmap",
+    "show_image",
+    "grid_figure",
+    "save_figure",
+]
+
+HEATMAP_CMAP = LinearSegmentedColormap.from_list(
+    "slp_blue_white_red", [(0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)], N=255
+)
+"""Blue (negative) - white (zero) - red (positive)."""
+
+
+def to_2d(values: np.ndarray) -> np.ndarray:
+    """A map `(H, W)` from `(H, W)`, `(H, W, 1)` or `(H, W, C)` (channels summed).
+
+    Summing over channels keeps the signed total contribution of each pixel.
+
+    Args:
+      values: array `(H, W)` or `(H, W, C)`.
+
+    Returns:
+      float numpy array `(H, W)`.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 2:
+        return values
+    if values.ndim == 3:
+        return values.sum(axis=-1)
+    raise ValueError(f"expected a map shaped (H, W) or (H, W, C), got shape {values.shape}")
+
+
+def symmetric_limit(values: np.ndarray) -> float:
+    """The colour limit `L` of a map, so that it is drawn on `[-L, L]`.
+
+    `L = max |values|` over finite entries; 1 for an all-zero (or empty) map, so
+    that it is drawn white instead of failing.
+
+    Args:
+      values: any array.
+
+    Returns:
+      A positive float.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    limit = float(np.max(np.abs(finite))) if finite.size else 0.0
+    return limit if limit > 0 else 1.0
+
+
+def heatmap(ax: Axes, values: np.ndarray, *, title: str | None = None, limit=None):
+    """Draws a signed map: red positive, blue negative, white zero.
+
+    Args:
+      ax: the axes to draw into (ticks are removed).
+      values: array `(H, W)` or `(H, W, C)` (channels are summed, see `to_2d`).
+      title: optional axes title.
+      limit: colour limit `L` (scale `[-L, L]`); default `symmetric_limit(values)`.
+
+    Returns:
+      The `AxesImage`.
+    """
+    values = to_2d(values)
+    limit = symmetric_limit(values) if limit is None else float(limit)
+    if not limit > 0:
+        raise ValueError(f"limit must be > 0, got {limit}")
+    im = ax.imshow(values, cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
+    _decorate(ax, title)
+    return im
+
+
+def show_image(ax: Axes, image: np.ndarray, *, title: str | None = None):
+    """Draws an input image with intensities in [0, 1] (grayscale, or RGB for 3 channels).
+
+    Args:
+      ax: the axes to draw into (ticks are removed).
+      image: array `(H, W)`, `(H, W, 1)` or `(H, W, 3)` in [0, 1].
+      title: optional axes title.
+
+    Returns:
+      The `AxesImage`.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        im = ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    elif image.ndim == 3 and image.shape[-1] == 3:
+        im = ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
+    else:
+        raise ValueError(f"expected an image (H, W), (H, W, 1) or (H, W, 3), got {image.shape}")
+    _decorate(ax, title)
+    return im
+
+
+def _decorate(ax: Axes, title: str | None) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+
+
+def grid_figure(
+    panels: Sequence[Sequence[np.ndarray]],
+    *,
+    col_titles: Sequence[str],
+    row_titles: Sequence[str] | None = None,
+    image_columns: Sequence[int] = (0,),
+    cell_size: float = 1.4,
+    title: str | None = None,
+) -> Figure:
+    """A rows x columns grid of inputs and heatmaps.
+
+    Columns listed in `image_columns` are drawn as inputs (`show_image`), all
+    others as heatmaps (`heatmap`), each with its own symmetric colour scale.
+
+    Args:
+      panels: `R` rows of `C` arrays each (every array `(H, W)` or `(H, W, C')`).
+      col_titles: `C` titles shown above the first row.
+      row_titles: optional `R` labels shown left of each row.
+      image_columns: indices of the columns holding input images.
+      cell_size: size of one panel in inches.
+      title: optional figure title.
+
+    Returns:
+      The matplotlib `Figure`.
+    """
+    rows = [list(r) for r in panels]
+    if not rows or not rows[0]:
+        raise ValueError("grid_figure needs at least one row and one column")
+    n_cols = len(rows[0])
+    if any(len(r) != n_cols for r in rows):
+        raise ValueError(f"every row must have {n_cols} panels; got {[len(r) for r in rows]}")
+    if len(col_titles) != n_cols:
+        raise ValueError(f"got {len(col_titles)} column titles for {n_cols} columns")
+    if row_titles is not None and len(row_titles) != len(rows):
+        raise ValueError(f"got {len(row_titles)} row titles for {len(rows)} rows")
+    bad = [c for c in image_columns if not 0 <= c < n_cols]
+    if bad:
+        raise ValueError(f"image_columns {bad} out of range for {n_cols} columns")
+
+    left = 1.4 if row_titles is not None else 0.1
+    top = 0.5 + (0.3 if title else 0.0)
+    width = left + n_cols * cell_size + 0.1
+    height = top + len(rows) * cell_size + 0.1
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - 0.1 / width,
+        top=1 - top / height,
+        bottom=0.1 / height,
+        wspace=0.05,
+        hspace=0.05,
+    )
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, values in enumerate(row):
+            ax = axes[r, c]
+            col_title = col_titles[c] if r == 0 else None
+            if c in image_columns:
+                show_image(ax, values, title=col_title)
+            else:
+                heatmap(ax, values, title=col_title)
+            if c == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Saves `fig` atomically (temp file in the same folder, then `os.replace`).
+
+    Args:
+      fig: the figure.
+      path: destination; its suffix picks the format (e.g. `.png`).
+      dpi: resolution.
+
+    Returns:
+      The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".") or "png"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

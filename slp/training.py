@@ -1,0 +1,520 @@
+"""Training and evaluation of the 2CONV network with optax, and its checkpoints.
+
+Everything here is deterministic given `TrainConfig.seed`: parameter
+initialisation and the per-epoch shuffles are drawn from JAX PRNG keys derived
+from it, and XLA on CPU is deterministic for a fixed program.
+
+A checkpoint is two files side by side, both written atomically (temp file in
+the same directory, then `os.replace`):
+
+- `<name>.msgpack`: the parameters, `flax.serialization.to_bytes`;
+- `<name>.json`: the sidecar with the training config, the test accuracy and
+  the per-epoch history.
+
+`<name>` is derived from a hash of the config (`checkpoint_name`), so different
+configs never overwrite each other and `load_or_train` reuses a checkpoint only
+when its config matches the requested one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from slp.models import TwoConv
+
+__all__ = [
+    "TrainConfig",
+    "TrainOutput",
+    "Checkpoint",
+    "make_model",
+    "to_float_images",
+    "init_params",
+    "predict_logits",
+    "accuracy",
+    "train",
+    "checkpoint_name",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_or_train",
+]
+
+CHECKPOINT_FORMAT = 1  # bump when the sidecar's meaning changes
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (all JSON-serialisable).
+
+    Attributes:
+      seed: PRNG seed for initialisation and shuffling.
+      epochs: passes over the training set.
+      batch_size: examples per optimiser step (the last incomplete batch of an
+        epoch is dropped; the shuffle changes every epoch).
+      learning_rate: peak learning rate of Adam.
+      warmup_fraction: fraction of all steps spent warming the learning rate up
+        linearly from 0; a cosine decay to 0 follows.
+      num_train: use only the first `num_train` training examples (None: all).
+      num_classes: logits of the network.
+      features: channels of TwoConv's two conv layers.
+      hidden: width of TwoConv's hidden dense layer.
+      dataset: name of the training data, part of the checkpoint name.
+      input_shape: one example's shape `(H, W, C)`.
+    """
+
+    seed: int = 0
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    warmup_fraction: float = 0.05
+    num_train: int | None = None
+    num_classes: int = 10
+    features: tuple[int, ...] = (32, 64)
+    hidden: int = 1024
+    dataset: str = "mnist"
+    input_shape: tuple[int, ...] = (28, 28, 1)
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.num_train is not None and self.num_train < 1:
+            raise ValueError(f"num_train must be None or >= 1, got {self.num_train}")
+        # JSON turns tuples into lists; keep the frozen config hashable either way.
+        object.__setattr__(self, "features", tuple(int(f) for f in self.features))
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain JSON-compatible dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys raise a `ValueError` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {unknown}")
+        return cls(**d)
+
+
+class TrainOutput(NamedTuple):
+    """What `train` returns.
+
+    Attributes:
+      params: the trained flax parameters (a pytree of float32 arrays).
+      history: one dict per epoch with `epoch` (int), `loss` and
+        `train_accuracy` (floats, means over the epoch's steps), `seconds`
+        (wall time of the epoch's steps), `cpu_seconds` (CPU time of this
+        process over all its threads in that time) and, when test data was given,
+        `test_accuracy` (float in [0, 1]).
+    """
+
+    params: Any
+    history: list[dict[str, Any]]
+
+
+class Checkpoint(NamedTuple):
+    """A trained network as `load_or_train` returns it.
+
+    Attributes:
+      model: the flax module (TwoConv) the parameters belong to.
+      params: its parameters (pytree of float32 arrays).
+      metadata: the JSON sidecar: `format`, `config` (dict), `test_accuracy`
+        (float or None), `history` (list of per-epoch dicts), `train_seconds`.
+      path: the parameter file (`<name>.msgpack`).
+      reused: True when loaded from disk, False when just trained.
+    """
+
+    model: nn.Module
+    params: Any
+    metadata: dict[str, Any]
+    path: Path
+    reused: bool
+
+
+def make_model(config: TrainConfig) -> TwoConv:
+    """The TwoConv network described by `config`."""
+    return TwoConv(num_classes=config.num_classes, features=config.features, hidden=config.hidden)
+
+
+def to_float_images(images: np.ndarray) -> np.ndarray:
+    """Converts uint8 grayscale images to the network's float input.
+
+    Args:
+      images: uint8 array `(N, H, W)` with values 0..255.
+
+    Returns:
+      float32 array `(N, H, W, 1)` with values in [0, 1] (`images / 255`).
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got dtype {images.dtype}")
+    if images.ndim != 3:
+        raise ValueError(f"expected images shaped (N, H, W), got shape {images.shape}")
+    return (images.astype(np.float32) / np.float32(255.0))[..., None]
+
+
+def init_params(config: TrainConfig) -> Any:
+    """Initial parameters of `make_model(config)` from `config.seed`.
+
+    Args:
+      config: the training config (its `input_shape` sizes the dense layer).
+
+    Returns:
+      The flax parameter pytree.
+    """
+    init_key, _ = jax.random.split(jax.random.key(config.seed))
+    x = jnp.zeros((1, *config.input_shape), jnp.float32)
+    return make_model(config).init(init_key, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(model: nn.Module, params: Any, x_BX: jax.Array) -> jax.Array:
+    return model.apply(params, x_BX)
+
+
+def predict_logits(
+    model: nn.Module, params: Any, inputs: np.ndarray, *, batch_size: int = 1000
+) -> np.ndarray:
+    """Logits of `model` on every input, computed in jitted batches.
+
+    The last batch is padded to `batch_size` so that one compiled program serves
+    every call with the same batch size and example shape.
+
+    Args:
+      model: a flax module mapping `(B, ...)` to `(B, C)`.
+      params: its parameters.
+      inputs: array `(N, ...)` of examples.
+      batch_size: examples per forward pass.
+
+    Returns:
+      numpy array `(N, C)` of logits.
+    """
+    inputs = np.asarray(inputs)
+    n = inputs.shape[0]
+    if n == 0:
+        raise ValueError("predict_logits got zero inputs")
+    batch_size = min(batch_size, n)
+    out = []
+    for start in range(0, n, batch_size):
+        batch = inputs[start : start + batch_size]
+        m = batch.shape[0]
+        if m < batch_size:
+            pad = np.zeros((batch_size - m, *batch.shape[1:]), batch.dtype)
+            batch = np.concatenate([batch, pad])
+        out.append(np.asarray(_apply(model, params, jnp.asarray(batch)))[:m])
+    return np.concatenate(out)
+
+
+def accuracy(
+    model: nn.Module,
+    params: Any,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 1000,
+) -> float:
+    """Fraction of `inputs` whose arg-max logit equals the label.
+
+    Args:
+      model: a flax module mapping `(B, ...)` to `(B, C)`.
+      params: its parameters.
+      inputs: array `(N, ...)`.
+      labels: integer array `(N,)`.
+      batch_size: examples per forward pass.
+
+    Returns:
+      Accuracy in [0, 1].
+    """
+    labels = np.asarray(labels)
+    if labels.shape != (np.shape(inputs)[0],):
+        raise ValueError(
+            f"labels must be shaped (N,) = ({np.shape(inputs)[0]},), got {labels.shape}"
+        )
+    pred = predict_logits(model, params, inputs, batch_size=batch_size).argmax(-1)
+    return float(np.mean(pred == labels))
+
+
+def _check_data(images: np.ndarray, labels: np.ndarray, what: str) -> None:
+    if np.asarray(images).ndim != 4:
+        raise ValueError(f"{what} images must be float (N, H, W, C); got shape {images.shape}")
+    if np.shape(labels) != (np.shape(images)[0],):
+        raise ValueError(
+            f"{what} labels must be shaped ({np.shape(images)[0]},), got {np.shape(labels)}"
+        )
+
+
+def train(
+    config: TrainConfig,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    *,
+    test_images: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    progress: bool = True,
+) -> TrainOutput:
+    """Trains `make_model(config)` with Adam on softmax cross-entropy.
+
+    Learning rate: linear warm-up over `warmup_fraction` of the steps to
+    `learning_rate`, then cosine decay to 0. Deterministic given `config.seed`.
+
+    Args:
+      config: hyperparameters.
+      train_images: float array `(N, H, W, C)` (see `to_float_images`).
+      train_labels: integer array `(N,)` in `[0, num_classes)`.
+      test_images: optional float array `(M, H, W, C)` evaluated after every epoch.
+      test_labels: optional integer array `(M,)`.
+      progress: show a tqdm progress bar with the running loss and accuracy.
+
+    Returns:
+      `TrainOutput(params, history)`.
+    """
+    _check_data(train_images, train_labels, "training")
+    if tuple(train_images.shape[1:]) != config.input_shape:
+        raise ValueError(
+            f"training images have example shape {tuple(train_images.shape[1:])}, "
+            f"but config.input_shape is {config.input_shape}"
+        )
+    if (test_images is None) != (test_labels is None):
+        raise ValueError("give both test_images and test_labels, or neither")
+    if test_images is not None:
+        _check_data(test_images, test_labels, "test")
+    if config.num_train is not None:
+        train_images = train_images[: config.num_train]
+        train_labels = train_labels[: config.num_train]
+    train_labels = np.asarray(train_labels).astype(np.int32)
+    if train_labels.min() < 0 or train_labels.max() >= config.num_classes:
+        raise ValueError(
+            f"training labels must lie in [0, {config.num_classes}); "
+            f"got range [{train_labels.min()}, {train_labels.max()}]"
+        )
+    n = train_images.shape[0]
+    steps_per_epoch = n // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {n} training examples")
+    total_steps = steps_per_epoch * config.epochs
+
+    model = make_model(config)
+    params = init_params(config)
+    warmup = int(config.warmup_fraction * total_steps)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=total_steps,
+        end_value=0.0,
+    )
+    optimizer = optax.adam(schedule)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, x_BX, y_B):
+        def loss_fn(p):
+            logits = model.apply(p, x_BX)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+            return loss, logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        correct = jnp.sum(jnp.argmax(logits, -1) == y_B)
+        return optax.apply_updates(params, updates), opt_state, loss, correct
+
+    images_dev = jnp.asarray(train_images, jnp.float32)
+    labels_dev = jnp.asarray(train_labels)
+    _, shuffle_key = jax.random.split(jax.random.key(config.seed))
+    bs = config.batch_size
+    history = []
+    bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True)
+    try:
+        for epoch in range(config.epochs):
+            perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
+            losses, corrects = [], []
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(steps_per_epoch):
+                idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+                params, opt_state, loss, correct = step(
+                    params, opt_state, images_dev[idx], labels_dev[idx]
+                )
+                losses.append(loss)
+                corrects.append(correct)
+                bar.update(1)
+                if progress and (i % 20 == 19 or i == steps_per_epoch - 1):
+                    k = min(len(losses), 50)
+                    bar.set_postfix(
+                        epoch=epoch + 1,
+                        loss=f"{float(jnp.mean(jnp.stack(losses[-k:]))):.4f}",
+                        acc=f"{float(jnp.sum(jnp.stack(corrects[-k:]))) / (k * bs):.4f}",
+                    )
+            jax.block_until_ready(params)
+            record = {
+                "epoch": epoch + 1,
+                "loss": float(jnp.mean(jnp.stack(losses))),
+                "train_accuracy": float(jnp.sum(jnp.stack(corrects)))
+                / (steps_per_epoch * config.batch_size),
+                "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - c0,
+            }
+            if test_images is not None:
+                record["test_accuracy"] = accuracy(model, params, test_images, test_labels)
+                if progress:
+                    bar.write(
+                        f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}, "
+                        f"test accuracy {record['test_accuracy']:.4f}, {record['seconds']:.0f} s",
+                        file=sys.stderr,
+                    )
+            history.append(record)
+    finally:
+        bar.close()
+    return TrainOutput(params=params, history=history)
+
+
+def checkpoint_name(config: TrainConfig) -> str:
+    """File stem of the checkpoint for `config`: `twoconv_<dataset>_seed<seed>_<hash>`."""
+    canonical = json.dumps(config.to_dict(), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    return f"twoconv_{config.dataset}_seed{config.seed}_{digest}"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, params: Any, metadata: dict[str, Any]) -> Path:
+    """Writes `params` and the JSON sidecar `metadata` atomically.
+
+    Args:
+      path: the parameter file, conventionally `<dir>/<name>.msgpack`; the
+        sidecar goes to the same path with suffix `.json`.
+      params: the flax parameter pytree.
+      metadata: JSON-serialisable dict (config, test accuracy, ...).
+
+    Returns:
+      The parameter file's path.
+    """
+    path = Path(path)
+    sidecar = json.dumps(metadata, indent=2, sort_keys=True).encode() + b"\n"
+    # Parameters first: a sidecar never points at a missing or partial parameter file.
+    _atomic_write_bytes(path, flax.serialization.to_bytes(params))
+    _atomic_write_bytes(path.with_suffix(".json"), sidecar)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[Any, dict[str, Any]]:
+    """Reads a checkpoint written by `save_checkpoint` for the network of `config`.
+
+    Args:
+      path: the parameter file (`.msgpack`); its `.json` sidecar must exist.
+      config: the config the checkpoint must have been trained with.
+
+    Returns:
+      `(params, metadata)`.
+
+    Raises:
+      FileNotFoundError: either file is missing.
+      ValueError: the sidecar's config differs from `config`, or the
+        parameters do not fit the network.
+    """
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint parameter file not found: {path}")
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"checkpoint sidecar not found: {sidecar}")
+    metadata = json.loads(sidecar.read_text())
+    if metadata.get("config") != config.to_dict():
+        raise ValueError(
+            f"checkpoint {path} was trained with config {metadata.get('config')}, "
+            f"not the requested {config.to_dict()}"
+        )
+    template = jax.eval_shape(lambda: init_params(config))
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
+    try:
+        params = flax.serialization.from_bytes(template, path.read_bytes())
+    except Exception as err:  # msgpack/flax raise a variety of types for bad files
+        raise ValueError(
+            f"checkpoint {path} does not hold parameters of this network: {err}"
+        ) from err
+    shapes_ok = jax.tree.all(
+        jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), params, template)
+    )
+    if not shapes_ok:
+        raise ValueError(f"checkpoint {path} holds parameters of different shapes")
+    return jax.tree.map(jnp.asarray, params), metadata
+
+
+def load_or_train(
+    config: TrainConfig,
+    *,
+    checkpoint_dir: str | os.PathLike,
+    load_data: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    retrain: bool = False,
+    progress: bool = True,
+) -> Checkpoint:
+    """Loads the checkpoint for `config` from `checkpoint_dir`, training it if missing.
+
+    Args:
+      config: the training config; it determines the checkpoint's name.
+      checkpoint_dir: folder holding checkpoints (created if needed).
+      load_data: called only when training; returns float
+        `(train_images (N, H, W, C), train_labels (N,), test_images (M, H, W, C),
+        test_labels (M,))`.
+      retrain: train (and overwrite the checkpoint) even if one exists.
+      progress: show the training progress bar.
+
+    Returns:
+      A `Checkpoint`.
+    """
+    path = Path(checkpoint_dir) / f"{checkpoint_name(config)}.msgpack"
+    model = make_model(config)
+    if not retrain and path.is_file() and path.with_suffix(".json").is_file():
+        params, metadata = load_checkpoint(path, config=config)
+        return Checkpoint(model, params, metadata, path, reused=True)
+    train_x, train_y, test_x, test_y = load_data()
+    t0 = time.perf_counter()
+    out = train(config, train_x, train_y, test_images=test_x, test_labels=test_y, progress=progress)
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.to_dict(),
+        "test_accuracy": out.history[-1].get("test_accuracy"),
+        "history": out.history,
+        "train_seconds": time.perf_counter() - t0,
+        "num_test": int(len(test_y)) if test_y is not None else None,
+        "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__},
+    }
+    save_checkpoint(path, out.params, metadata)
+    return Checkpoint(model, out.params, metadata, path, reused=False)

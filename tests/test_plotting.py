@@ -1,0 +1,103 @@
+"""Tests of slp.plotting: colours of rendered heatmaps, grid layout, atomic saving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from slp import plotting
+
+
+def render_pixels(draw, *, size_px: int = 40) -> np.ndarray:
+    """Renders `draw(ax)` into a borderless square figure; returns RGB uint8 (H, W, 3)."""
+    fig = Figure(figsize=(1, 1), dpi=size_px)
+    ax = fig.add_axes((0, 0, 1, 1))
+    draw(ax)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3]
+
+
+def test_heatmap_draws_red_positive_blue_negative_white_zero():
+    values = np.array([[2.0, -2.0], [0.0, 1.0]])
+    px = render_pixels(lambda ax: plotting.heatmap(ax, values))
+    # Centres of the four cells of a 40x40 rendering.
+    np.testing.assert_array_equal(px[10, 10], [255, 0, 0])  # +max: pure red
+    np.testing.assert_array_equal(px[10, 30], [0, 0, 255])  # -max: pure blue
+    np.testing.assert_array_equal(px[30, 10], [255, 255, 255])  # 0: white
+    # +max/2 is halfway from white to red on the symmetric scale.
+    r, g, b = px[30, 30].astype(int)
+    assert r == 255 and abs(g - 128) <= 2 and abs(b - 128) <= 2
+
+
+def test_heatmap_scale_is_symmetric_per_map():
+    fig = Figure()
+    a, b = fig.subplots(1, 2)
+    im1 = plotting.heatmap(a, np.array([[0.5, -0.1]]))
+    im2 = plotting.heatmap(b, np.array([[3.0, -7.0]]))
+    assert im1.get_clim() == (-0.5, 0.5)
+    assert im2.get_clim() == (-7.0, 7.0)
+    # An all-zero map is drawn white rather than failing.
+    px = render_pixels(lambda ax: plotting.heatmap(ax, np.zeros((3, 3))))
+    assert (px[3:-3, 3:-3] == 255).all()  # inside the axes frame
+
+
+def test_heatmap_sums_channels_and_ignores_nonfinite_for_the_scale():
+    values = np.zeros((2, 2, 3))
+    values[0, 0] = [1.0, 1.0, -4.0]  # sum -2
+    values[1, 1] = [0.5, 0.5, 0.0]  # sum 1
+    np.testing.assert_array_equal(plotting.to_2d(values), [[-2.0, 0.0], [0.0, 1.0]])
+    assert plotting.symmetric_limit(np.array([np.nan, -3.0, np.inf])) == 3.0
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\)"):
+        plotting.to_2d(np.zeros((1, 2, 2, 1)))
+
+
+def test_show_image_is_grayscale_on_unit_range():
+    img = np.array([[0.0, 1.0], [0.5, 1.0]])[..., None]
+    px = render_pixels(lambda ax: plotting.show_image(ax, img))
+    np.testing.assert_array_equal(px[10, 10], [0, 0, 0])
+    np.testing.assert_array_equal(px[10, 30], [255, 255, 255])
+    assert abs(int(px[30, 10, 0]) - 128) <= 1
+
+
+def test_grid_figure_layout_and_titles():
+    rng = np.random.default_rng(0)
+    panels = [[rng.random((5, 5)), rng.normal(size=(5, 5, 1)), -rng.random((5, 5))]] * 2
+    fig = plotting.grid_figure(
+        panels, col_titles=["input", "a", "b"], row_titles=["r0", "r1"], title="T"
+    )
+    axes = fig.get_axes()
+    assert len(axes) == 6
+    assert [ax.get_title() for ax in axes[:3]] == ["input", "a", "b"]
+    assert [ax.get_title() for ax in axes[3:]] == ["", "", ""]
+    assert axes[0].get_ylabel() == "r0" and axes[3].get_ylabel() == "r1"
+    # The input column is grayscale on [0, 1]; heatmaps are symmetric per panel.
+    assert axes[0].images[0].get_clim() == (0.0, 1.0)
+    lim = np.abs(panels[0][2]).max()
+    assert axes[2].images[0].get_clim() == (-lim, lim)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"panels": [[np.zeros((2, 2))], []], "col_titles": ["a"]}, "every row"),
+        ({"panels": [[np.zeros((2, 2))]], "col_titles": ["a", "b"]}, "column titles"),
+        ({"panels": [[np.zeros((2, 2))]], "col_titles": ["a"], "row_titles": []}, "row titles"),
+        ({"panels": [[np.zeros((2, 2))]], "col_titles": ["a"], "image_columns": [3]}, "range"),
+        ({"panels": [], "col_titles": []}, "at least one"),
+    ],
+)
+def test_grid_figure_rejects_bad_layouts(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plotting.grid_figure(**kwargs)
+
+
+def test_save_figure_writes_a_png_atomically(tmp_path):
+    fig = plotting.grid_figure([[np.zeros((4, 4)), np.eye(4)]], col_titles=["x", "y"])
+    path = plotting.save_figure(fig, tmp_path / "sub" / "fig.png")
+    assert [p.name for p in path.parent.iterdir()] == ["fig.png"]
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 50 and im.size[1] > 50
