@@ -371,7 +371,7 @@ def trace(f: Callable, x: jax.Array) -> Program:
         raise ValueError(f"the network input must be a floating-point array; got {x_aval.dtype}")
     try:
         closed, out_shape = jax.make_jaxpr(f, return_shape=True)(x_aval)
-    except (TypeError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - flax raises its own error types for shapes
         raise ValueError(
             f"calling the network on one input of shape {x_aval.shape} and dtype "
             f"{x_aval.dtype} failed. slp transforms take a function of a single example; "
@@ -553,9 +553,7 @@ class FrozenRules(Rules):
     """
 
     def __init__(self, state: NetworkState):
-        self.masks = tuple(
-            (v > 0).astype(v.dtype) for v in state.activities
-        )
+        self.masks = tuple((v > 0).astype(v.dtype) for v in state.activities)
         self.winners = state.winners
 
     def relu(self, eqn, z):

@@ -121,9 +121,7 @@ def switched_projections(f: Callable, *, method: str = "jacfwd") -> Callable:
         weights = jax.jacfwd(layers)(x)
         biases = layers(jnp.zeros_like(x))
         acts = (*state.activities, state.output)
-        return tuple(
-            Projection(w, b, a) for w, b, a in zip(weights, biases, acts, strict=True)
-        )
+        return tuple(Projection(w, b, a) for w, b, a in zip(weights, biases, acts, strict=True))
 
     return fn
 
@@ -148,7 +146,7 @@ def switched_centres(f: Callable, *, method: str = "jacfwd") -> Callable:
             sq = jnp.sum(p.weights * p.weights, axis=axes)
             scale = jnp.where(sq > 0, p.activity / jnp.where(sq > 0, sq, 1), 0)
             scale = scale.reshape(scale.shape + (1,) * x.ndim)
-            out.append(x - scale * p.weights)
+            out.append(x.reshape((1,) * p.activity.ndim + x.shape) - scale * p.weights)
         return tuple(out)
 
     return fn
