@@ -18,6 +18,7 @@ when its config matches the requested one.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import hashlib
@@ -39,6 +40,8 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from slp import data as slp_data
+from slp.data import load_mnist
 from slp.models import TwoConv
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "Checkpoint",
     "make_model",
     "to_float_images",
+    "load_mnist_float",
     "init_params",
     "predict_logits",
     "accuracy",
@@ -55,6 +59,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_or_train",
+    "load_or_train_mnist",
+    "add_config_arguments",
+    "config_from_arguments",
 ]
 
 CHECKPOINT_FORMAT = 1  # bump when the sidecar's meaning changes
@@ -154,6 +161,30 @@ class Checkpoint(NamedTuple):
     metadata: dict[str, Any]
     path: Path
     reused: bool
+
+
+def load_mnist_float(
+    split: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST as network input: `slp.data.load_mnist` followed by `to_float_images`.
+
+    Args:
+      split: "train" or "test".
+      data_dir: the data directory (default `$SLP_DATA_DIR` or `~/.cache/slp`).
+      download: fetch missing files.
+      limit: keep only the first `limit` examples (None: all).
+
+    Returns:
+      `(images, labels)`: float32 `(N, 28, 28, 1)` in [0, 1] and int32 `(N,)`.
+    """
+    images, labels = load_mnist(split, data_dir=data_dir, download=download)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return to_float_images(images), np.asarray(labels, dtype=np.int32)
 
 
 def make_model(config: TrainConfig) -> TwoConv:
@@ -518,3 +549,89 @@ def load_or_train(
     }
     save_checkpoint(path, out.params, metadata)
     return Checkpoint(model, out.params, metadata, path, reused=False)
+
+
+def load_or_train_mnist(
+    config: TrainConfig,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    retrain: bool = False,
+    progress: bool = True,
+    num_test: int | None = None,
+) -> Checkpoint:
+    """`load_or_train` on MNIST: the checkpoint for `config`, trained first if missing.
+
+    Args:
+      config: the training config (`num_train` limits the training images).
+      data_dir: the data directory (default `$SLP_DATA_DIR` or `~/.cache/slp`).
+      checkpoint_dir: where checkpoints live (default `<data dir>/checkpoints`).
+      download: fetch MNIST when missing.
+      retrain: train even if the checkpoint exists.
+      progress: show the training progress bar.
+      num_test: when training, evaluate on the first `num_test` test images (None: all).
+
+    Returns:
+      The `Checkpoint`.
+    """
+    data_dir = slp_data.data_dir(data_dir)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else data_dir / "checkpoints"
+
+    def load_data():
+        train_x, train_y = load_mnist_float(
+            "train", data_dir=data_dir, download=download, limit=config.num_train
+        )
+        test_x, test_y = load_mnist_float(
+            "test", data_dir=data_dir, download=download, limit=num_test
+        )
+        return train_x, train_y, test_x, test_y
+
+    return load_or_train(
+        config,
+        checkpoint_dir=checkpoint_dir,
+        load_data=load_data,
+        retrain=retrain,
+        progress=progress,
+    )
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one command-line option per `TrainConfig` field used for MNIST, plus locations.
+
+    Options: --seed, --epochs, --batch-size, --learning-rate, --warmup-fraction,
+    --num-train, --features F1 F2, --hidden, --retrain, --no-progress, --data-dir,
+    --checkpoint-dir, --no-download. Read them back with `config_from_arguments`.
+    """
+    d = TrainConfig()
+    g = parser.add_argument_group("training (see slp.training.TrainConfig)")
+    g.add_argument("--seed", type=int, default=d.seed, help="initialisation/shuffle seed")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak Adam LR")
+    g.add_argument("--warmup-fraction", type=float, default=d.warmup_fraction)
+    g.add_argument("--num-train", type=int, default=None, help="first N training images only")
+    g.add_argument("--features", type=int, nargs=2, default=list(d.features), help="conv widths")
+    g.add_argument("--hidden", type=int, default=d.hidden, help="hidden dense width")
+    g.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    g = parser.add_argument_group("locations")
+    g.add_argument("--data-dir", type=Path, default=None, help="default: $SLP_DATA_DIR")
+    g.add_argument(
+        "--checkpoint-dir", type=Path, default=None, help="default: <data dir>/checkpoints"
+    )
+    g.add_argument("--no-download", action="store_true", help="fail instead of fetching MNIST")
+
+
+def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
+    """The `TrainConfig` described by options parsed with `add_config_arguments`."""
+    return TrainConfig(
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_fraction=args.warmup_fraction,
+        num_train=args.num_train,
+        features=tuple(args.features),
+        hidden=args.hidden,
+    )

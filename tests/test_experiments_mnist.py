@@ -1,0 +1,156 @@
+"""Smoke tests of experiments/train.py and experiments/mnist_noise.py on a tiny config.
+
+The MNIST loader is replaced by synthetic digit-like images (a few hundred), the
+network is a narrow TwoConv and training is one short epoch, so each script runs
+in seconds and needs neither the network nor the real data set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import slp
+from slp import training
+from slp.attributions import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "experiments" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_mnist(split: str, *, data_dir=None, download=True):
+    """Synthetic stand-in for `slp.data.load_mnist`: class k is a bar in row band k."""
+    n = 300 if split == "train" else 120
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    labels = rng.integers(0, 10, size=n).astype(np.int32)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, y in enumerate(labels):
+        row = 4 + 2 * int(y)
+        start = rng.integers(4, 9)
+        images[i, row : row + 2, start : start + 14] = 255
+        images[i, row + 2, start : start + 14] = 90  # a faint rim, above the digit threshold
+    return slp.data.LabelledImages(images, labels)
+
+
+TINY_TRAIN = [
+    "--num-train", "256", "--epochs", "1", "--batch-size", "32",
+    "--features", "4", "8", "--hidden", "16", "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    monkeypatch.setattr(training, "load_mnist", fake_mnist)
+
+
+def test_train_script_trains_then_reuses(tmp_path, fake_data):
+    script = load_script("train.py")
+    args = [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path)]
+    first = script.main(args)
+    assert not first["reused_checkpoint"]
+    saved = json.loads((tmp_path / "mnist_train.json").read_text())
+    assert saved["config"]["num_train"] == 256 and saved["config"]["features"] == [4, 8]
+    assert 0.0 <= saved["test_accuracy"] <= 1.0 and len(saved["epoch_seconds"]) == 1
+    ckpts = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert len(ckpts) == 2 and ckpts[0].endswith(".json") and ckpts[1].endswith(".msgpack")
+    second = script.main(args)
+    assert second["reused_checkpoint"]
+    assert second["test_accuracy"] == first["test_accuracy"]
+
+
+def test_mnist_noise_script_end_to_end(tmp_path, fake_data, monkeypatch):
+    # Figure 4's columns follow the registry: with a registry of three methods (a small
+    # one keeps the test fast), the third, unknown to the script, is the last column.
+    small = {name: registry.get_method(name) for name in ("insens", "gradient")}
+    small["input_times_two"] = lambda f, x, *, target=None: 2 * jnp.asarray(x)
+    monkeypatch.setattr(registry, "_METHODS", small)
+    script = load_script("mnist_noise.py")
+    out = tmp_path / "results"
+    result = script.main(
+        [
+            *TINY_TRAIN,
+            "--checkpoint-dir", str(tmp_path / "ck"),
+            "--out", str(out),
+            "--sigma", "0.5",
+            "--sigmas", "0.2", "1.0",
+            "--examples", "0", "3",
+            "--num-map-images", "6",
+        ]
+    )  # fmt: skip
+    assert result["figure_columns"] == ["input", "insens", "gradient", "input_times_two"]
+
+    saved = json.loads((out / "mnist_noise.json").read_text())
+    assert set(saved) == {"clean_accuracy", "variants", "paper", "active_fraction", "config"}
+    assert saved["paper"]["bordered"] == 0.87 and saved["paper"]["background"] == 0.32
+    assert saved["paper"]["framed"] == 0.45
+    grid = {(r["variant"], r["sigma"]) for r in saved["variants"]}
+    assert grid == {(v, s) for v in slp.noise.VARIANTS for s in (0.2, 0.5, 1.0)}
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in saved["variants"])
+    assert saved["config"]["sigma"] == 0.5 and saved["config"]["num_test"] == 120
+
+    # Active fractions: the fake digits and a fixed network give values in (0, 1) per
+    # layer, and the overall value is the neuron-weighted mean of the layers'.
+    af = saved["active_fraction"]
+    assert [layer["shape"] for layer in af["layers"]] == [[28, 28, 4], [14, 14, 8], [16]]
+    sizes = np.array([layer["neurons"] for layer in af["layers"]])
+    means = np.array([layer["mean"] for layer in af["layers"]])
+    assert af["overall"]["neurons"] == sizes.sum() == 28 * 28 * 4 + 14 * 14 * 8 + 16
+    assert af["overall"]["mean"] == pytest.approx((means * sizes).sum() / sizes.sum())
+
+    # Map measures: the clean map is identical to itself.
+    maps = json.loads((out / "mnist_noise_maps.json").read_text())
+    assert maps["num_images"] == 6
+    for method in ("insens", "gradient", "input_times_two"):
+        assert maps["methods"][method]["clean"]["cosine_to_clean_mean"] == pytest.approx(1.0)
+    # 2 * input puts all its mass on the digit when the image is clean.
+    assert maps["methods"]["input_times_two"]["clean"]["on_digit_mean"] == pytest.approx(1.0)
+
+    md = (out / "mnist_noise.md").read_text()
+    assert "| noisy bordered |" in md and "0.87" in md and "figure4.png" in md
+    with Image.open(out / "figure4.png") as im:
+        width, height = im.size
+    # 2 examples x 4 conditions = 8 rows; 1 + 3 columns: taller than wide.
+    assert height > width > 200
+    assert (out / "mnist_noise_sweep.png").stat().st_size > 1000
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_mnist_noise_rejects_bad_examples(tmp_path, fake_data):
+    script = load_script("mnist_noise.py")
+    with pytest.raises(ValueError, match="--examples"):
+        script.main(
+            [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path), "--out", str(tmp_path)]
+            + ["--examples", "500"]
+        )
+
+
+def test_scripts_document_command_and_runtime():
+    for name in ("train.py", "mnist_noise.py"):
+        doc = load_script(name).__doc__
+        assert f"python experiments/{name}" in doc and "minutes" in doc
+
+
+def test_every_registered_method_runs_through_the_script(fake_data):
+    """The figure calls every registered method the same way, keys included (smoothgrad)."""
+    script = load_script("mnist_noise.py")
+    cfg = training.TrainConfig(features=(2, 2), hidden=4)
+    model = training.make_model(cfg)
+    f = slp.models.as_single_example(model, training.init_params(cfg))
+    x = training.to_float_images(fake_mnist("test").images[:3])
+    attributor = script.Attributor(f, batch_size=2)
+    for method in slp.available_methods():
+        maps = attributor(method, x)
+        assert maps.shape == x.shape, method
+        assert np.isfinite(maps).all(), method
