@@ -30,8 +30,12 @@ Variants (which pixels stay clean; everything else gets noise):
 - `"framed_noisy_digit"`: the other reading of the paper's sentence: only a
   frame with as many pixels as the outline is clean, the digit gets noise too.
 
-`DEFAULT_SIGMA` is the noise strength the experiment reports by default; the
-paper does not state its own. See `experiments/mnist_noise.py` for the sweep.
+`DEFAULT_SIGMA` = 2.0 is the noise strength the experiment reports by default.
+The paper does not state its own; 2.0 is the value of the sweep (0.1 ... 3.0) at
+which our clean-trained 2CONV comes closest to the paper's accuracies on the two
+unambiguously defined variants, bordered (87%) and background (32%). Noise that
+strong saturates: after clipping, most noisy pixels are 0 or 1. See
+`experiments/mnist_noise.py` and results/mnist_noise.md for the sweep.
 
 All functions are pure functions of one example (batch with `jax.vmap`); the
 PRNG key is an explicit argument; `variant`, `threshold` and `radius` are static.
@@ -69,8 +73,10 @@ DIGIT_THRESHOLD = 0.1
 OUTLINE_RADIUS = 3
 """Width in pixels of the outline around the digit (square dilation radius)."""
 
-DEFAULT_SIGMA = 0.5
-"""Default standard deviation of the additive Gaussian noise (intensities in [0, 1])."""
+DEFAULT_SIGMA = 2.0
+"""Default standard deviation of the additive Gaussian noise (intensities in [0, 1]).
+
+Calibrated: the sweep value that best matches the paper's bordered/background accuracies."""
 
 VARIANTS = ("bordered", "background", "framed", "framed_noisy_digit")
 """Names accepted by `clean_mask` and `make_noisy`; the first three are the paper's."""
