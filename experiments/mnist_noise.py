@@ -51,7 +51,6 @@ PAPER = {
     "active_fraction": 0.17,
     "source": "Szymanski, McCane & Atkinson, arXiv:1909.11275, section 5.1",
 }
-PAPER_VARIANTS = ("bordered", "background", "framed")
 FIGURE_CONDITIONS = ("clean", "bordered", "background", "framed")
 DEFAULT_SWEEP = tuple(round(0.1 * k, 1) for k in range(1, 11)) + (1.25, 1.5, 2.0, 2.5, 3.0)
 # The two variants whose definitions leave no choice: the default sigma is calibrated on them.
