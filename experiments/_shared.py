@@ -1,0 +1,453 @@
+"""Helpers shared by the measurement experiments (mnist_metrics, encodings, cifar10).
+
+Not an experiment itself: batched maps of every registered attribution method for a
+network given by ``apply(params, x) -> logits``, per-image measures from `slp.metrics`
+on top of them, summaries with their spread, and atomic JSON output.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+import slp
+from slp import metrics
+from slp.attributions import get_method
+from slp.data import atomic_writer
+
+ORDERS = ("signed", "abs")
+"""Pixel orders of deletion/insertion: by the signed map, by |map|."""
+MODES = ("deletion", "insertion")
+RANDOM = "random"
+
+SUPPLIED_OPTIONS = ("key", "low", "high")
+"""Method options the experiments supply: a PRNG key per image, the input range."""
+
+
+def required_options(method: str) -> list[str]:
+    """Keyword-only options of ``method`` that have no default and are not supplied."""
+    params = inspect.signature(get_method(method)).parameters.values()
+    return [
+        p.name
+        for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and p.default is inspect.Parameter.empty
+        and p.name not in SUPPLIED_OPTIONS + ("target",)
+    ]
+
+
+class MethodRunner:
+    """Maps of registered methods over batches, for any parameters of one network.
+
+    Each method is compiled once (`jax.jit` of `jax.vmap`) with the parameters as an
+    argument, so the same program serves the trained and the randomised networks.
+    Options supplied where the method takes them: ``key`` (one PRNG key per image,
+    ``fold_in(key(seed), image index)``), ``low``/``high`` (the input range).
+
+    Args:
+      apply: ``apply(params, x) -> logits`` for one example ``x``.
+      input_range: ``(low, high)`` of the network's input values.
+      batch_size: images per compiled call (the last batch is padded).
+      seed: seed of the per-image keys.
+    """
+
+    def __init__(
+        self,
+        apply: Callable,
+        *,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        batch_size: int = 25,
+        seed: int = 0,
+    ):
+        self.apply = apply
+        self.low, self.high = (float(v) for v in input_range)
+        self.batch_size = int(batch_size)
+        self.key = jax.random.key(seed)
+        self._compiled: dict[str, Callable] = {}
+
+    def _fn(self, method: str) -> Callable:
+        if method not in self._compiled:
+            accepted = inspect.signature(get_method(method)).parameters
+            low, high, key = self.low, self.high, self.key
+
+            def one(params, x, target, index):
+                opts = {}
+                if "key" in accepted:
+                    opts["key"] = jax.random.fold_in(key, index)
+                if "low" in accepted:
+                    opts["low"] = low
+                if "high" in accepted:
+                    opts["high"] = high
+                return slp.attribute(
+                    lambda z: self.apply(params, z), x, method, target=target, **opts
+                )
+
+            self._compiled[method] = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+        return self._compiled[method]
+
+    def __call__(
+        self, method: str, params: Any, inputs: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray:
+        """Maps ``(N, ...)`` of ``method`` for ``inputs (N, ...)`` and class ``targets (N,)``."""
+        fn = self._fn(method)
+        return _batched(
+            lambda x, t, i: fn(params, x, t, i),
+            self.batch_size,
+            np.asarray(inputs),
+            np.asarray(targets, np.int32),
+            np.arange(len(inputs), dtype=np.int32),
+        )
+
+
+def _batched(fn: Callable, batch_size: int, *arrays: np.ndarray):
+    """``fn`` over equal-length arrays in padded batches; outputs concatenated (pytrees too)."""
+    n = len(arrays[0])
+    bs = min(batch_size, n)
+    outs = []
+    for start in range(0, n, bs):
+        parts = [a[start : start + bs] for a in arrays]
+        m = len(parts[0])
+        if m < bs:
+            parts = [np.concatenate([p, np.repeat(p[-1:], bs - m, axis=0)]) for p in parts]
+        out = fn(*(jnp.asarray(p) for p in parts))
+        outs.append(jax.tree.map(lambda o, m=m: np.asarray(o)[:m], out))
+    return jax.tree.map(lambda *o: np.concatenate(o), *outs)
+
+
+def usable_methods(
+    runner: MethodRunner, params: Any, x: np.ndarray, methods: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """The methods that run on one example here, and why each of the others does not.
+
+    Args:
+      runner: the `MethodRunner`.
+      params: network parameters.
+      x: one input.
+      methods: candidate method names.
+
+    Returns:
+      ``(usable, skipped)``: names, and ``{name: reason}``.
+    """
+    usable, skipped = [], {}
+    for method in methods:
+        missing = required_options(method)
+        if missing:
+            skipped[method] = f"needs option(s) {missing} that this experiment cannot supply"
+            continue
+        try:
+            out = runner(method, params, x[None], np.zeros(1, np.int32))
+        except Exception as err:  # any failure of a method is reported, not fatal
+            skipped[method] = f"{type(err).__name__}: {err}"
+            continue
+        if not np.isfinite(out).all():
+            skipped[method] = "non-finite values on a test input"
+            continue
+        usable.append(method)
+    return usable, skipped
+
+
+def pixel_maps(maps: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` pixel maps from maps ``(N, H, W)`` or ``(N, H, W, C)`` (channels summed)."""
+    return np.asarray(jax.vmap(metrics.pixel_map)(jnp.asarray(maps)))
+
+
+_similarities = jax.jit(
+    jax.vmap(
+        lambda a, b: {
+            "spearman": metrics.spearman(a, b),
+            "spearman_abs": metrics.spearman(jnp.abs(a), jnp.abs(b)),
+            "pearson": metrics.pearson(a, b),
+            "cosine": metrics.cosine_similarity(a, b),
+        }
+    )
+)
+
+
+def similarities(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image similarities of pixel maps ``a, b (N, H, W)``.
+
+    Returns:
+      ``{"spearman", "spearman_abs", "pearson", "cosine"}``, each ``(N,)`` (NaN where
+      undefined); ``spearman_abs`` compares ``|a|`` with ``|b|`` (Adebayo et al. 2018).
+    """
+    return {k: np.asarray(v) for k, v in _similarities(jnp.asarray(a), jnp.asarray(b)).items()}
+
+
+def mass_on(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per-image share of |map| on ``masks (N, H, W)``, for maps ``(N, H, W[, C])``."""
+    return np.asarray(jax.vmap(metrics.mass_on_mask)(jnp.asarray(maps), jnp.asarray(masks)))
+
+
+class CurveRunner:
+    """Deletion and insertion curves over batches (`slp.metrics`), compiled once.
+
+    Args:
+      apply: ``apply(params, x) -> logits`` for one example.
+      baseline: replacement value, scalar or shaped like one example.
+      steps: curve steps after the start.
+      batch_size: images per compiled call.
+    """
+
+    def __init__(self, apply: Callable, *, baseline: Any, steps: int, batch_size: int = 25):
+        self.batch_size = int(batch_size)
+        baseline = jnp.asarray(baseline, jnp.float32)
+
+        def both(params, x, scores, target):
+            f = lambda z: apply(params, z)  # noqa: E731
+            kw = dict(target=target, baseline=baseline, steps=steps)
+            d = metrics.deletion_curve(f, x, scores, **kw)
+            i = metrics.insertion_curve(f, x, scores, **kw)
+            area = lambda c: (  # noqa: E731
+                metrics.curve_area(c.fraction, c.logit),
+                metrics.curve_area(c.fraction, c.probability),
+            )
+            return {"deletion": (d, *area(d)), "insertion": (i, *area(i))}
+
+        self._fn = jax.jit(jax.vmap(both, in_axes=(None, 0, 0, 0)))
+
+    def __call__(self, params, inputs, scores, targets) -> dict[str, dict[str, np.ndarray]]:
+        """Curves for ``inputs (N, H, W[, C])`` ordered by pixel ``scores (N, H, W)``.
+
+        Returns:
+          ``{"deletion"|"insertion": {"fraction" (S+1,), "logit" (N, S+1),
+          "probability" (N, S+1), "auc_logit" (N,), "auc_probability" (N,)}}``.
+        """
+        out = _batched(
+            lambda x, s, t: self._fn(params, x, s, t),
+            self.batch_size,
+            np.asarray(inputs),
+            np.asarray(scores, np.float32),
+            np.asarray(targets, np.int32),
+        )
+        result = {}
+        for mode, (curve, auc_logit, auc_prob) in out.items():
+            result[mode] = {
+                "fraction": curve.fraction[0],
+                "logit": curve.logit,
+                "probability": curve.probability,
+                "auc_logit": auc_logit,
+                "auc_probability": auc_prob,
+            }
+        return result
+
+
+def summary(values: np.ndarray) -> dict[str, float | int | None]:
+    """Mean, standard deviation, standard error and count of the finite values.
+
+    Returns:
+      ``{"mean", "std", "sem", "n", "n_undefined"}``; statistics are None when no value
+      is finite.
+    """
+    values = np.asarray(values, np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    n = int(finite.size)
+    out: dict[str, float | int | None] = {"n": n, "n_undefined": int(values.size - n)}
+    if n == 0:
+        return {"mean": None, "std": None, "sem": None, **out}
+    std = float(finite.std(ddof=1)) if n > 1 else 0.0
+    return {"mean": float(finite.mean()), "std": std, "sem": std / math.sqrt(n), **out}
+
+
+def fmt(s: dict[str, Any], *, digits: int = 3, spread: str = "std") -> str:
+    """``mean ± spread`` of a `summary`; says how many values were undefined (NaN)."""
+    undefined = s.get("n_undefined", 0)
+    if s.get("mean") is None:
+        return f"n/a ({undefined} undefined)"
+    text = f"{s['mean']:.{digits}f} ± {s[spread]:.{digits}f}"
+    return text + (f" ({undefined} undef.)" if undefined else "")
+
+
+def rank_of(scores: dict[str, float | None], name: str, *, higher_is_better: bool) -> str:
+    """``"k of M"``: where ``name`` stands among the methods with a defined score."""
+    defined = {m: v for m, v in scores.items() if v is not None and np.isfinite(v)}
+    if name not in defined:
+        return "n/a"
+    order = sorted(defined, key=lambda m: defined[m], reverse=higher_is_better)
+    return f"{order.index(name) + 1} of {len(order)}"
+
+
+def verdict_line(what: str, scores: dict[str, float | None], *, higher_is_better: bool) -> str:
+    """One markdown bullet: Insens's score and rank on a measure, and the best method's."""
+    defined = {m: v for m, v in scores.items() if v is not None and np.isfinite(v)}
+    if "insens" not in defined or not defined:
+        return f"- {what}: Insens n/a."
+    pick = max if higher_is_better else min
+    top = pick(defined, key=defined.get)
+    rank = rank_of(scores, "insens", higher_is_better=higher_is_better)
+    return (
+        f"- {what}: Insens {defined['insens']:.3f}, rank {rank} (best: {top} {defined[top]:.3f})."
+    )
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Writes ``obj`` as indented JSON, atomically."""
+    with atomic_writer(Path(path)) as fh:
+        fh.write((json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes ``text`` (UTF-8) atomically."""
+    with atomic_writer(Path(path)) as fh:
+        fh.write(text.encode())
+
+
+def faithfulness(curves, params, images, labels, clean_maps, *, seed, methods, log):
+    """Deletion/insertion areas per method and pixel order, against a random order.
+
+    Args:
+      curves: a `CurveRunner`.
+      params: network parameters.
+      images: ``(N, H, W, C)``.
+      labels: ``(N,)`` targets.
+      clean_maps: ``{method: (N, H, W, C) maps}``.
+      seed: seed of the random orders (one per image).
+      methods: method names.
+      log: progress printer.
+
+    Returns:
+      ``(results, mean_curves)``: ``results[method][order][mode]`` and
+      ``results["random"][mode]`` hold summaries ``auc_logit``, ``auc_probability`` and
+      their paired differences with the random order (``..._minus_random``);
+      ``mean_curves`` the mean curves over images and ``fraction``.
+    """
+    n = len(images)
+    rand = np.asarray(
+        jax.vmap(
+            lambda i: metrics.random_scores(
+                jax.random.fold_in(jax.random.key(seed), i), images.shape[1:3]
+            )
+        )(jnp.arange(n))
+    )
+    random_out = curves(params, images, rand, labels)
+    results: dict[str, Any] = {}
+    mean_curves: dict[str, Any] = {"fraction": random_out["deletion"]["fraction"].tolist()}
+
+    def record(out):
+        entry, mean = {}, {}
+        for mode in MODES:
+            entry[mode] = {}
+            mean[mode] = {}
+            for kind in ("logit", "probability"):
+                auc = out[mode][f"auc_{kind}"]
+                rnd = random_out[mode][f"auc_{kind}"]
+                entry[mode][f"auc_{kind}"] = summary(auc)
+                entry[mode][f"auc_{kind}_minus_random"] = summary(auc - rnd)
+                mean[mode][kind] = out[mode][kind].mean(axis=0).tolist()
+        return entry, mean
+
+    results[RANDOM], mean_curves[RANDOM] = record(random_out)
+    for method in methods:
+        t0 = time.perf_counter()
+        px = pixel_maps(clean_maps[method])
+        results[method], mean_curves[method] = {}, {}
+        for order in ORDERS:
+            scores = px if order == "signed" else np.abs(px)
+            out = curves(params, images, scores, labels)
+            results[method][order], mean_curves[method][order] = record(out)
+        log(f"faithfulness {method}: {time.perf_counter() - t0:.0f} s")
+    return results, mean_curves
+
+
+def randomization(runner, model, params, images, labels, clean_maps, *, seed, methods, log):
+    """Similarity of each method's map to the trained network's as layers are re-initialised.
+
+    Layers are replaced from the top (`slp.metrics.cascading_randomization`) by a fresh
+    ``model.init`` with key ``seed``.
+
+    Returns:
+      ``(results, steps)``: ``results[method][layer]`` holds summaries ``spearman`` and
+      ``spearman_abs`` of the per-image similarity with ``clean_maps``; ``steps`` the
+      layer names in the order they were re-initialised.
+    """
+    fresh = model.init(jax.random.key(seed), jnp.zeros((1, *images.shape[1:]), jnp.float32))
+    cascade = metrics.cascading_randomization(params, fresh)
+    steps = [name for name, _ in cascade]
+    results = {}
+    for method in methods:
+        t0 = time.perf_counter()
+        trained = pixel_maps(clean_maps[method][: len(images)])
+        per = {}
+        for name, p in cascade:
+            px = pixel_maps(runner(method, p, images, labels))
+            sims = similarities(trained, px)
+            per[name] = {k: summary(sims[k]) for k in ("spearman", "spearman_abs")}
+        results[method] = per
+        log(f"randomisation {method}: {time.perf_counter() - t0:.0f} s")
+    return results, steps
+
+
+def method_colours(methods: Sequence[str]) -> dict[str, Any]:
+    """A distinct colour per method; Insens red."""
+    tab = colormaps["tab20"]
+    # Dark shades first, then the light ones: neighbours in the list differ in hue.
+    shades = [tab(i) for i in range(0, 20, 2)] + [tab(i) for i in range(1, 20, 2)]
+    others = [m for m in methods if m != "insens"]
+    colours = {m: shades[i % 20] for i, m in enumerate(others)}
+    colours["insens"] = "red"
+    return colours
+
+
+def curves_figure(mean_curves, methods, *, kind: str, title: str) -> Figure:
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2, sharex=True)
+    colours = method_colours(methods)
+    frac = mean_curves["fraction"]
+    for r, mode in enumerate(MODES):
+        for c, order in enumerate(ORDERS):
+            ax = axes[r, c]
+            for m in methods:
+                ax.plot(
+                    frac,
+                    mean_curves[m][order][mode][kind],
+                    color=colours[m],
+                    lw=2.5 if m == "insens" else 1.0,
+                    label=m,
+                )
+            ax.plot(frac, mean_curves[RANDOM][mode][kind], "k--", lw=1.5, label="random order")
+            ax.set_title(
+                f"{mode}, pixels ordered by {'the signed map' if order == 'signed' else '|map|'}",
+                fontsize=9,
+            )
+            ax.set_ylabel(f"mean target {kind}")
+            if r == 1:
+                ax.set_xlabel("share of pixels perturbed")
+    axes[0, 1].legend(fontsize=7, loc="upper right", ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def randomization_figure(rand, steps, methods) -> Figure:
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
+    colours = method_colours(methods)
+    labels = ["trained"] + [f"+{s}" for s in steps]
+    for ax, key in zip(axes, ("spearman", "spearman_abs"), strict=True):
+        for m in methods:
+            ys = [1.0] + [rand[m][s][key]["mean"] for s in steps]
+            ys = [np.nan if y is None else y for y in ys]
+            ax.plot(
+                labels, ys, "o-", color=colours[m], lw=2.5 if m == "insens" else 1, ms=3, label=m
+            )
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.set_ylabel(f"{'Spearman' if key == 'spearman' else 'Spearman of |map|'} to trained map")
+        ax.set_xlabel("layers re-initialised, cumulative from the top")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(
+        "Cascading model randomisation (a map that stays near 1 does not depend on "
+        "the randomised weights)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig

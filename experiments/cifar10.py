@@ -1,0 +1,451 @@
+"""CIFAR-10 (paper Figure 6, left): 2CONV with 3 input channels, every method's maps, measures.
+
+Run:
+    SLP_CIFAR10_ZIP=../shared/data/cifar10-jpeg.zip \
+        python experiments/cifar10.py --source images --epochs 6
+        # about 25-35 minutes on 2 CPU cores: ~15-20 minutes of training, then the maps
+
+Trains TwoConv (conv 5x5x32, pool, conv 5x5x64, pool, dense 1024, dense 10; inputs RGB
+in [0, 1]) on the 50,000 training images (checkpoint reused unless --retrain) and
+reports the test accuracy on all 10,000 test images. Then, on a fixed random sample of
+--num-images test images (the image copies are ordered by class, so the first images
+would all be aeroplanes), for every method in `slp.available_methods()`, each map
+explaining the true class:
+
+1. Figure 6 (left): --examples-per-class images of each of the first --figure-classes
+   classes, the input and every method's map (channels summed, red/blue symmetric).
+2. Robustness: there is no object mask in CIFAR-10, so the MNIST noise variants and
+   the share-on-object measure do not apply; instead Gaussian noise of --sigma on every
+   pixel (`slp.noise.add_noise`, clipped to [0, 1]) and the Spearman/cosine similarity
+   of the noisy image's map with the clean image's.
+3. Faithfulness: deletion and insertion curves, pixels (all three channels together)
+   ordered by the signed map and by |map|, replaced by the training set's mean colour,
+   against a random order.
+4. Model randomisation from the top layer down, on the first --num-random-images of the
+   sample.
+
+With the JPEG copy of CIFAR-10 (`slp.data.load_cifar10` reports `lossy=True`) the
+pixels differ from the official data by JPEG compression; every output says so.
+Writes to --out (default results/): cifar10.json, cifar10.md, cifar10_figure6.png,
+cifar10_robustness.png, cifar10_curves.png, cifar10_curves_logit.png,
+cifar10_randomization.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _shared  # noqa: E402
+
+import slp  # noqa: E402
+from slp import data as slp_data  # noqa: E402
+from slp import noise, plotting, training  # noqa: E402
+from slp.attributions import get_method  # noqa: E402
+from slp.data.cifar10 import CLASSES  # noqa: E402
+
+ORDERS, MODES, RANDOM = _shared.ORDERS, _shared.MODES, _shared.RANDOM
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    training.add_config_arguments(parser)
+    g = parser.add_argument_group("experiment")
+    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    g.add_argument(
+        "--source",
+        choices=("official", "images"),
+        default=None,
+        help="CIFAR-10 source (default: official if present, else the image copy)",
+    )
+    g.add_argument(
+        "--images-path",
+        type=Path,
+        default=None,
+        help="zip/folder of the image copy (default: $SLP_CIFAR10_ZIP)",
+    )
+    g.add_argument("--num-images", type=int, default=100, help="test images measured")
+    g.add_argument("--num-random-images", type=int, default=50, help="for randomisation")
+    g.add_argument("--num-test", type=int, default=None, help="test images for accuracy (all)")
+    g.add_argument("--figure-classes", type=int, default=6, help="classes in the figure")
+    g.add_argument("--examples-per-class", type=int, default=1)
+    g.add_argument("--sigma", type=float, default=0.1, help="std of the robustness noise")
+    g.add_argument("--seed-sample", type=int, default=0, help="seed of sample, noise, orders")
+    g.add_argument("--steps", type=int, default=64, help="deletion/insertion curve steps")
+    g.add_argument("--batch-size-maps", type=int, default=20, help="images per compiled call")
+    g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
+    args = parser.parse_args(argv)
+    for method in args.methods or ():
+        get_method(method)
+    if args.num_images < 2 or args.num_random_images < 1:
+        parser.error("--num-images must be >= 2 and --num-random-images >= 1")
+    return args
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(N, 32, 32, 3)`` -> float32 in [0, 1]."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}")
+    return images.astype(np.float32) / np.float32(255.0)
+
+
+@jax.jit
+def _noisy(keys, images, sigma):
+    clean = jnp.zeros(images.shape[1:3], bool)
+    return jax.vmap(lambda k, x: noise.add_noise(k, x, clean, sigma=sigma))(keys, images)
+
+
+def figure_indices(labels: np.ndarray, *, classes: int, per_class: int) -> list[int]:
+    """Positions in the sample of the first ``per_class`` images of classes ``0..classes-1``."""
+    out = []
+    for c in range(classes):
+        out += [int(i) for i in np.flatnonzero(labels == c)[:per_class]]
+    return out
+
+
+def robustness_figure(rob, methods, sigma, lossy: str) -> Figure:
+    fig = Figure(figsize=(12, 4.5))
+    ax = fig.add_subplot()
+    x = np.arange(len(methods))
+    for k, key in enumerate(("spearman", "cosine")):
+        means = [rob[m][key]["mean"] for m in methods]
+        errs = [rob[m][key]["std"] for m in methods]
+        ax.bar(
+            x + (k - 0.5) * 0.4,
+            [np.nan if v is None else v for v in means],
+            0.4,
+            yerr=[0 if v is None else v for v in errs],
+            capsize=2,
+            label=key,
+        )
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_xticks(x)
+    ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("similarity of clean and noisy map")
+    ax.set_title(
+        f"CIFAR-10{lossy}: map on the clean image vs on the image with "
+        f"Gaussian noise sigma = {sigma:g} (mean ± std)",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    methods = cfg["methods"]
+    rob, faith, rand = result["robustness"], result["faithfulness"], result["randomization"]
+    steps = result["randomization_steps"]
+    f = _shared.fmt
+    acc = result["test_accuracy"]
+    lines = ["# CIFAR-10 (paper Figure 6, left): 2CONV, every method, measures", ""]
+    if cfg["lossy"]:
+        lines += [
+            "**Lossy data:** these results use a JPEG copy of CIFAR-10 (source "
+            f"`{cfg['source']}`); its pixels differ from the official dataset by JPEG "
+            "compression, so accuracies and maps are not exactly those of the official data.",
+            "",
+        ]
+    train = cfg["train"]
+    lines += [
+        f"Produced by `{cfg['command']}` in {cfg['seconds']['total'] / 60:.1f} minutes on 2 "
+        f"CPU cores. 2CONV with 3 input channels, trained for {train['epochs']} epochs "
+        f"(batch {train['batch_size']}, Adam, peak learning rate {train['learning_rate']:g}, "
+        f"no augmentation) on {cfg['num_train']} training images"
+        + (f" in {cfg['train_seconds'] / 60:.1f} minutes" if cfg["train_seconds"] else "")
+        + f": **test accuracy {acc:.4f}** on {cfg['num_test']} test images. Measures on a "
+        f"fixed random sample of {cfg['num_images']} test images (randomisation: "
+        f"{cfg['num_random_images']} of them); every map explains the true class; mean ± "
+        "standard deviation over images.",
+        "",
+        "![Figure 6 left](cifar10_figure6.png)",
+        "",
+        "## Where Insens stands",
+        "",
+        _shared.verdict_line(
+            f"Spearman clean vs noisy (sigma {cfg['sigma']:g}; higher = more robust)",
+            {m: rob[m]["spearman"]["mean"] for m in methods},
+            higher_is_better=True,
+        ),
+    ]
+    for order in ORDERS:
+        for mode, higher in (("deletion", False), ("insertion", True)):
+            lines.append(
+                _shared.verdict_line(
+                    f"{mode} AUC of probability, {order} order ("
+                    f"{'higher' if higher else 'lower'} = more faithful; random "
+                    f"{faith[RANDOM][mode]['auc_probability']['mean']:.3f})",
+                    {m: faith[m][order][mode]["auc_probability"]["mean"] for m in methods},
+                    higher_is_better=higher,
+                )
+            )
+    for step in (steps[0], steps[-1]):
+        lines.append(
+            _shared.verdict_line(
+                f"Spearman of |map| to the trained map after re-initialising down to {step} "
+                "(lower = more dependent on the weights)",
+                {m: rand[m][step]["spearman_abs"]["mean"] for m in methods},
+                higher_is_better=False,
+            )
+        )
+    lines += [
+        "",
+        "## Robustness to Gaussian noise",
+        "",
+        "No object masks exist for CIFAR-10, so the MNIST noise variants and the "
+        f"share-on-object measure do not apply. Noise: `clip(x + {cfg['sigma']:g} z, 0, 1)` on "
+        f"every pixel and channel. Test accuracy on the noisy images: "
+        f"{result['noisy_accuracy']:.4f} (clean, same images: {result['sample_accuracy']:.4f}).",
+        "",
+        "| method | Spearman clean vs noisy | cosine clean vs noisy |",
+        "|---|---|---|",
+    ]
+    for m in methods:
+        lines.append(f"| {m} | {f(rob[m]['spearman'])} | {f(rob[m]['cosine'])} |")
+    lines += [
+        "",
+        "![robustness](cifar10_robustness.png)",
+        "",
+        "## Faithfulness: deletion and insertion",
+        "",
+        f"Pixels (all three channels) perturbed in {cfg['steps']} equal steps, most important "
+        "first, replaced by the training set's mean colour "
+        f"({', '.join(f'{v:.3f}' for v in cfg['baseline'])}); insertion starts from an image "
+        "of that colour. Orders and columns as in `mnist_metrics.md`.",
+        "",
+        "| method | order | deletion AUC prob | Δ random | insertion AUC prob | Δ random |",
+        "|---|---|---|---|---|---|",
+        f"| random | - | {f(faith[RANDOM]['deletion']['auc_probability'])} | 0 | "
+        f"{f(faith[RANDOM]['insertion']['auc_probability'])} | 0 |",
+    ]
+    for m in methods:
+        for order in ORDERS:
+            e = faith[m][order]
+            lines.append(
+                f"| {m} | {order} | {f(e['deletion']['auc_probability'])} | "
+                f"{f(e['deletion']['auc_probability_minus_random'])} | "
+                f"{f(e['insertion']['auc_probability'])} | "
+                f"{f(e['insertion']['auc_probability_minus_random'])} |"
+            )
+    lines += [
+        "",
+        "![curves](cifar10_curves.png)",
+        "",
+        "![curves (logit)](cifar10_curves_logit.png)",
+        "",
+        "## Model randomisation",
+        "",
+        f"Cumulative re-initialisation from the output layer down: {' → '.join(steps)}; "
+        "Spearman correlation (signed / absolute) with the trained network's map.",
+        "",
+        "| method | " + " | ".join(f"+{s}" for s in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
+    for m in methods:
+        cells = [
+            f"{f(rand[m][s]['spearman'], digits=2)} / {f(rand[m][s]['spearman_abs'], digits=2)}"
+            for s in steps
+        ]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "![randomisation](cifar10_randomization.png)", ""]
+    if result["skipped_methods"]:
+        lines += ["## Methods skipped", ""]
+        lines += [f"- {m}: {why}" for m, why in result["skipped_methods"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the experiment; returns the dict written to cifar10.json."""
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    load = functools.partial(
+        slp_data.load_cifar10,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        source=args.source,
+        images_path=args.images_path,
+    )
+    test = load("test")
+    test_x, test_y = to_float(test.images), np.asarray(test.labels, np.int32)
+    if args.num_test is not None:
+        test_x, test_y = test_x[: args.num_test], test_y[: args.num_test]
+    if len(test_x) < args.num_images:
+        raise ValueError(f"--num-images {args.num_images} exceeds the {len(test_x)} test images")
+    config = dataclasses.replace(
+        training.config_from_arguments(args),
+        dataset=f"cifar10_{test.source}",
+        input_shape=(32, 32, 3),
+        num_classes=len(CLASSES),
+    )
+    train_cache: dict[str, Any] = {}
+
+    def train_data():
+        if not train_cache:
+            train = load("train")
+            if train.source != test.source:
+                raise ValueError(f"train split from {train.source}, test from {test.source}")
+            train_cache["x"] = to_float(train.images)
+            train_cache["y"] = np.asarray(train.labels, np.int32)
+        return train_cache["x"], train_cache["y"]
+
+    def load_data():
+        tx, ty = train_data()
+        return tx, ty, test_x, test_y
+
+    checkpoint_dir = args.checkpoint_dir or slp_data.data_dir(args.data_dir) / "checkpoints"
+    ck = training.load_or_train(
+        config,
+        checkpoint_dir=checkpoint_dir,
+        load_data=load_data,
+        retrain=args.retrain,
+        progress=not args.no_progress,
+    )
+    model, params = ck.model, ck.params
+    test_acc = training.accuracy(model, params, test_x, test_y)
+    log(f"test accuracy {test_acc:.4f} ({'reused' if ck.reused else 'trained'} {ck.path.name})")
+    tx, _ = train_data()
+    num_train = len(tx) if config.num_train is None else min(config.num_train, len(tx))
+    baseline = tx[:num_train].mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+
+    rng = np.random.default_rng(args.seed_sample)
+    sample = np.sort(rng.choice(len(test_x), size=args.num_images, replace=False))
+    x, y = test_x[sample], test_y[sample]
+    n_rand = min(args.num_random_images, len(x))
+
+    def apply(p, z):
+        return model.apply(p, z[None])[0]
+
+    runner = _shared.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.seed_sample)
+    candidates = tuple(args.methods) if args.methods else slp.available_methods()
+    methods, skipped = _shared.usable_methods(runner, params, x[0], candidates)
+    for m, why in skipped.items():
+        log(f"skipping {m}: {why}")
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    keys = jax.random.split(jax.random.key(args.seed_sample), len(x))
+    x_noisy = np.asarray(_noisy(keys, jnp.asarray(x), args.sigma))
+    rob, clean_maps = {}, {}
+    for m in methods:
+        t1 = time.perf_counter()
+        clean_maps[m] = runner(m, params, x, y)
+        sims = _shared.similarities(
+            _shared.pixel_maps(clean_maps[m]), _shared.pixel_maps(runner(m, params, x_noisy, y))
+        )
+        rob[m] = {k: _shared.summary(sims[k]) for k in ("spearman", "cosine")}
+        log(f"maps and robustness {m}: {time.perf_counter() - t1:.0f} s")
+    seconds["robustness"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    curves = _shared.CurveRunner(
+        apply, baseline=baseline, steps=args.steps, batch_size=args.batch_size_maps
+    )
+    faith, mean_curves = _shared.faithfulness(
+        curves, params, x, y, clean_maps, seed=args.seed_sample + 1, methods=methods, log=log
+    )
+    seconds["faithfulness"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rand, steps = _shared.randomization(
+        runner,
+        model,
+        params,
+        x[:n_rand],
+        y[:n_rand],
+        clean_maps,
+        seed=args.seed_sample + 2,
+        methods=methods,
+        log=log,
+    )
+    seconds["randomization"] = time.perf_counter() - t0
+
+    fig_idx = figure_indices(y, classes=args.figure_classes, per_class=args.examples_per_class)
+    preds = training.predict_logits(model, params, x[fig_idx]).argmax(-1) if fig_idx else []
+    seconds["total"] = time.perf_counter() - t_start
+    result = {
+        "test_accuracy": test_acc,
+        "sample_accuracy": training.accuracy(model, params, x, y),
+        "noisy_accuracy": training.accuracy(model, params, x_noisy, y),
+        "robustness": rob,
+        "faithfulness": faith,
+        "mean_curves": mean_curves,
+        "randomization": rand,
+        "randomization_steps": steps,
+        "skipped_methods": skipped,
+        "config": {
+            "source": test.source,
+            "lossy": bool(test.lossy),
+            "methods": methods,
+            "num_train": int(num_train),
+            "num_test": int(len(test_x)),
+            "num_images": int(len(x)),
+            "num_random_images": int(n_rand),
+            "sample_indices": sample.tolist(),
+            "figure_sample_positions": fig_idx,
+            "target": "true label",
+            "sigma": args.sigma,
+            "steps": args.steps,
+            "baseline": baseline.tolist(),
+            "train": config.to_dict(),
+            "checkpoint_name": ck.path.name,
+            "trained_this_run": not ck.reused,
+            "train_seconds": ck.metadata.get("train_seconds"),
+            "epoch_seconds": [h["seconds"] for h in ck.metadata.get("history", [])],
+            "seconds": seconds,
+            "command": "python experiments/cifar10.py " + " ".join(argv or sys.argv[1:]),
+        },
+    }
+    out = args.out
+    lossy = " (lossy JPEG copy)" if test.lossy else ""
+    _shared.write_json(out / "cifar10.json", result)
+    _shared.write_text(out / "cifar10.md", markdown(result))
+    if fig_idx:
+        panels = [[x[i]] + [clean_maps[m][i] for m in methods] for i in fig_idx]
+        rows = [f"{CLASSES[y[i]]}\npred {CLASSES[p]}" for i, p in zip(fig_idx, preds, strict=True)]
+        fig = plotting.grid_figure(
+            panels,
+            col_titles=["input"] + methods,
+            row_titles=rows,
+            title=f"Figure 6 left (reproduction): 2CONV on CIFAR-10{lossy}, test accuracy "
+            f"{test_acc:.3f}; maps of the true class",
+        )
+        plotting.save_figure(fig, out / "cifar10_figure6.png", dpi=100)
+    plotting.save_figure(
+        robustness_figure(rob, methods, args.sigma, lossy), out / "cifar10_robustness.png"
+    )
+    for kind, name in (
+        ("probability", "cifar10_curves.png"),
+        ("logit", "cifar10_curves_logit.png"),
+    ):
+        title = (
+            f"Deletion / insertion on {len(x)} CIFAR-10{lossy} test images: mean target "
+            f"{kind} (deleted pixels = training mean colour)"
+        )
+        plotting.save_figure(
+            _shared.curves_figure(mean_curves, methods, kind=kind, title=title), out / name
+        )
+    plotting.save_figure(
+        _shared.randomization_figure(rand, steps, methods), out / "cifar10_randomization.png"
+    )
+    log(f"wrote {out}/cifar10.json, .md and PNGs in {seconds['total']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

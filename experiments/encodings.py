@@ -1,0 +1,433 @@
+"""The paper's encodings experiment (Figure 5): four 2CONV networks, four pixel encodings.
+
+Run:
+    python experiments/encodings.py --dataset fashion_mnist --epochs 2
+        # about 15-25 minutes on 2 CPU cores (four trainings of 2 epochs, then the maps)
+    python experiments/encodings.py --dataset smallnorb
+        # the paper's data set; needs the smallNORB files (not reachable on every machine)
+
+The paper trains 2CONV on smallNORB with the pixels (black to white) encoded four ways:
+0 -> 1 ("plain"), 1 -> 0 ("neg"), -1 -> +1 ("mean") and +1 -> -1 ("neg mean"), and
+claims that Insens shows the role of the background and that the Insens maps of the two
+zero-centred encodings are reversed, while other methods show only outlines.
+
+For each encoding this trains a TwoConv (same seed, same shuffles: only the encoding
+differs; checkpoints reused unless --retrain), reports its test accuracy, and computes
+the map of every registered method for the true class on the first --num-images test
+images. Measures:
+
+- reversal: per-image Pearson and Spearman correlation between the maps of the same
+  image under two encodings, for the mirror pairs (mean, neg mean) and (plain, neg) and
+  the same-polarity controls (plain, mean) and (neg, neg mean). Reversed maps correlate
+  near -1. As a reference, "mean vs its exact mirror" compares the mean network with the
+  same network made exactly equivalent on negated inputs (its first-layer kernel
+  negated): the correlation each method would show if the two zero-centred networks were
+  mirror images of each other (+1 or -1 by the method's algebra, not by training).
+- background: the share of |map| on the object (pixels > 0.1 on the 0 -> 1 scale), on
+  its 3-pixel outline, and on the rest of the background.
+
+smallNORB input: the first camera's 96x96 image averaged over 3x3 blocks to 32x32 (a
+choice of this project; the paper's appendix with its preprocessing is unavailable).
+Fashion-MNIST is the stand-in used where smallNORB cannot be fetched; its results are
+labelled as such. Writes to --out (default results/): encodings_<dataset>.json, .md,
+encodings_<dataset>.png (maps) and encodings_<dataset>_correlation.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _shared  # noqa: E402
+
+import slp  # noqa: E402
+from slp import data as slp_data  # noqa: E402
+from slp import noise, plotting, training  # noqa: E402
+from slp.attributions import get_method  # noqa: E402
+
+ENCODINGS = {"plain": (0.0, 1.0), "neg": (1.0, 0.0), "mean": (-1.0, 1.0), "neg_mean": (1.0, -1.0)}
+"""Encoding name -> (value of black, value of white)."""
+LABELS = {
+    "plain": "0→1",
+    "neg": "1→0 (neg)",
+    "mean": "−1→+1 (mean)",
+    "neg_mean": "+1→−1 (neg mean)",
+}
+MIRROR_PAIRS = (("mean", "neg_mean"), ("plain", "neg"))
+CONTROL_PAIRS = (("plain", "mean"), ("neg", "neg_mean"))
+MIRROR_REFERENCE = "mean vs its exact mirror"
+DATASETS = ("fashion_mnist", "smallnorb")
+STAND_IN = {"fashion_mnist": "smallnorb"}
+OBJECT_THRESHOLD = noise.DIGIT_THRESHOLD
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    training.add_config_arguments(parser)
+    g = parser.add_argument_group("experiment")
+    g.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
+    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    g.add_argument("--num-images", type=int, default=100, help="test images measured")
+    g.add_argument("--num-test", type=int, default=None, help="test images for accuracy (all)")
+    g.add_argument("--examples", type=int, nargs="+", default=[0, 1, 2], help="figure images")
+    g.add_argument("--batch-size-maps", type=int, default=25, help="images per compiled call")
+    g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
+    args = parser.parse_args(argv)
+    for method in args.methods or ():
+        get_method(method)
+    if args.num_images < 1:
+        parser.error("--num-images must be >= 1")
+    if max(args.examples) >= args.num_images:
+        parser.error(f"--examples {args.examples} must be below --num-images {args.num_images}")
+    return args
+
+
+def load_unit_images(dataset: str, split: str, *, data_dir, download) -> tuple[np.ndarray, ...]:
+    """Images on the 0 -> 1 scale, float32 ``(N, H, W, 1)``, and int32 labels ``(N,)``.
+
+    smallNORB: the first camera's image, 3x3 block means (96x96 -> 32x32).
+    """
+    if dataset == "fashion_mnist":
+        images, labels = slp_data.load_fashion_mnist(split, data_dir=data_dir, download=download)
+        return training.to_float_images(images), np.asarray(labels, np.int32)
+    if dataset == "smallnorb":
+        norb = slp_data.load_smallnorb(split, data_dir=data_dir, download=download)
+        left = norb.images[:, 0].astype(np.float32) / np.float32(255.0)
+        n, h, w = left.shape
+        small = left.reshape(n, h // 3, 3, w // 3, 3).mean(axis=(2, 4))
+        return small[..., None].astype(np.float32), np.asarray(norb.labels, np.int32)
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def encode(x_unit: np.ndarray, encoding: str) -> np.ndarray:
+    """Maps 0 -> 1 intensities to ``encoding``: ``black + (white - black) x``."""
+    black, white = ENCODINGS[encoding]
+    return (np.float32(black) + np.float32(white - black) * x_unit).astype(np.float32)
+
+
+def mirror_first_layer(params: dict) -> dict:
+    """The same network on negated inputs: the first conv kernel negated.
+
+    With zero padding, ``conv(-x, -K) = conv(x, K)``, so ``f'(-x) = f(x)`` exactly.
+    """
+    layers = dict(params["params"])
+    first = next(iter(layers))
+    layers[first] = {**layers[first], "kernel": -layers[first]["kernel"]}
+    return {**params, "params": layers}
+
+
+def locality(maps: np.ndarray, x_unit: np.ndarray) -> dict[str, dict]:
+    """Share of |map| on the object, its 3-pixel outline and the rest (summaries)."""
+    xs = jnp.asarray(x_unit)
+    obj = np.asarray(jax.vmap(lambda x: noise.digit_mask(x, threshold=OBJECT_THRESHOLD))(xs))
+    ring = np.asarray(jax.vmap(lambda x: noise.outline_mask(x, threshold=OBJECT_THRESHOLD))(xs))
+    rest = ~(obj | ring)
+    return {
+        name: _shared.summary(_shared.mass_on(maps, mask))
+        for name, mask in (("object", obj), ("outline", ring), ("background", rest))
+    }
+
+
+def pair_stats(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Per-image Pearson and Spearman of pixel maps, summarised, plus the share negative."""
+    sims = _shared.similarities(a, b)
+    pearson = sims["pearson"]
+    finite = pearson[np.isfinite(pearson)]
+    return {
+        "pearson": _shared.summary(pearson),
+        "spearman": _shared.summary(sims["spearman"]),
+        "share_negative": float(np.mean(finite < 0)) if finite.size else None,
+    }
+
+
+def maps_figure(x_unit, encoded, maps, methods, examples, labels, accuracies, title) -> Figure:
+    panels, row_titles = [], []
+    for e in examples:
+        for enc in ENCODINGS:
+            lo, hi = sorted(ENCODINGS[enc])
+            shown = (encoded[enc][e] - lo) / (hi - lo)
+            panels.append([shown] + [maps[enc][m][e] for m in methods])
+            row_titles.append(f"{LABELS[enc]}\nclass {labels[e]}, acc {accuracies[enc]:.3f}")
+    return plotting.grid_figure(
+        panels, col_titles=["input"] + list(methods), row_titles=row_titles, title=title
+    )
+
+
+def correlation_figure(stats, methods, title) -> Figure:
+    fig = Figure(figsize=(14.5, 4.8))
+    ax = fig.add_subplot()
+    pairs = [f"{a} vs {b}" for a, b in MIRROR_PAIRS + CONTROL_PAIRS] + [MIRROR_REFERENCE]
+    x = np.arange(len(methods))
+    width = 0.8 / len(pairs)
+    for k, pair in enumerate(pairs):
+        means = [stats[m][pair]["pearson"]["mean"] for m in methods]
+        errs = [stats[m][pair]["pearson"]["std"] for m in methods]
+        means = [np.nan if v is None else v for v in means]
+        errs = [0.0 if v is None else v for v in errs]
+        hatch = "//" if pair == MIRROR_REFERENCE else None
+        ax.bar(
+            x + (k - (len(pairs) - 1) / 2) * width,
+            means,
+            width,
+            yerr=errs,
+            capsize=1.5,
+            label=pair,
+            hatch=hatch,
+            edgecolor="k" if hatch else None,
+            linewidth=0.3,
+        )
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xticks(x)
+    ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("per-image Pearson correlation of maps")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    ds = cfg["dataset"]
+    methods = cfg["methods"]
+    f = _shared.fmt
+    title = f"# Encodings experiment (paper Figure 5) on {ds}"
+    lines = [title, ""]
+    if ds in STAND_IN:
+        lines += [
+            f"**Stand-in data:** {ds} replaces the paper's {STAND_IN[ds]}, which cannot be "
+            "fetched where these results were produced. Run "
+            "`python experiments/encodings.py --dataset smallnorb` where it can.",
+            "",
+        ]
+    lines += [
+        f"Produced by `{cfg['command']}` in {cfg['seconds']['total'] / 60:.1f} minutes on 2 "
+        f"CPU cores. Four 2CONV networks (seed {cfg['train']['seed']}, "
+        f"{cfg['train']['epochs']} epochs on "
+        + ("all" if cfg["train"]["num_train"] is None else f"the first {cfg['train']['num_train']}")
+        + " training images each, same initialisation and shuffles), one per pixel encoding. "
+        f"Maps of the first {cfg['num_images']} test images, each explaining the true class. "
+        "Values: mean ± standard deviation over images. Integrated gradients uses its "
+        "default baseline 0 in every encoding (black for 0 → 1, white for 1 → 0, mid-grey for "
+        "the zero-centred ones); deep_taylor_bounded gets each encoding's input range.",
+        "",
+        "| encoding (black → white) | test accuracy |",
+        "|---|---|",
+    ]
+    for enc in ENCODINGS:
+        lines.append(f"| {LABELS[enc]} | {result['accuracy'][enc]:.4f} |")
+    pairs = [f"{a} vs {b}" for a, b in MIRROR_PAIRS + CONTROL_PAIRS] + [MIRROR_REFERENCE]
+    lines += [
+        "",
+        "## Are the maps of mirrored encodings reversed?",
+        "",
+        "Per-image Pearson correlation between the maps of the same image under two "
+        "encodings (reversed maps: near -1; in brackets the share of images with a "
+        "negative correlation). The mirror pairs come first, then the same-polarity "
+        f"controls. `{MIRROR_REFERENCE}`: the mean network against itself with the first "
+        "kernel negated, fed the negated image — an exactly equivalent network, so this "
+        "column is the value each method's algebra gives for perfectly mirrored networks "
+        "(gradient-type maps flip sign, gradient×input and LRP-type maps do not).",
+        "",
+        "| method | " + " | ".join(pairs) + " |",
+        "|---|" + "---|" * len(pairs),
+    ]
+    for m in methods:
+        cells = []
+        for pair in pairs:
+            s = result["reversal"][m][pair]
+            neg = s["share_negative"]
+            cells.append(f"{f(s['pearson'], digits=2)} [{'n/a' if neg is None else f'{neg:.0%}'}]")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"![correlations](encodings_{ds}_correlation.png)",
+        "",
+        "## Where the maps lie: object, outline, background",
+        "",
+        f"Share of |map| on the object (pixels > {OBJECT_THRESHOLD} on the 0 → 1 scale), on "
+        "its 3-pixel outline and on the remaining background; the areas are "
+        + ", ".join(f"{k} {v:.1%}" for k, v in result["area_fraction"].items())
+        + " of the image on average.",
+        "",
+        "| method | "
+        + " | ".join(f"{LABELS[e]} object / outline / background" for e in ENCODINGS)
+        + " |",
+        "|---|" + "---|" * len(ENCODINGS),
+    ]
+    for m in methods:
+        cells = []
+        for enc in ENCODINGS:
+            loc = result["locality"][enc][m]
+            cells.append(
+                " / ".join(
+                    f"{loc[k]['mean']:.2f}" if loc[k]["mean"] is not None else "n/a"
+                    for k in ("object", "outline", "background")
+                )
+            )
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", f"![maps](encodings_{ds}.png)", ""]
+    if result["skipped_methods"]:
+        lines += ["## Methods skipped", ""]
+        lines += [f"- {m}: {why}" for m, why in result["skipped_methods"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the experiment; returns the dict written to encodings_<dataset>.json."""
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    load = functools.partial(
+        load_unit_images, args.dataset, data_dir=args.data_dir, download=not args.no_download
+    )
+    test_unit, test_labels = load("test")
+    if args.num_test is not None:
+        test_unit, test_labels = test_unit[: args.num_test], test_labels[: args.num_test]
+    if len(test_unit) < args.num_images:
+        raise ValueError(f"--num-images {args.num_images} exceeds the {len(test_unit)} test images")
+    num_classes = int(max(test_labels.max() + 1, 10 if args.dataset == "fashion_mnist" else 5))
+    base = dataclasses.replace(
+        training.config_from_arguments(args),
+        input_shape=tuple(test_unit.shape[1:]),
+        num_classes=num_classes,
+    )
+    checkpoint_dir = args.checkpoint_dir or slp_data.data_dir(args.data_dir) / "checkpoints"
+    train_cache: dict[str, Any] = {}
+
+    def train_unit():
+        if "x" not in train_cache:
+            train_cache["x"], train_cache["y"] = load("train")
+        return train_cache["x"], train_cache["y"]
+
+    x_unit = test_unit[: args.num_images]
+    y = test_labels[: args.num_images]
+    candidates = tuple(args.methods) if args.methods else slp.available_methods()
+    nets, accuracy, encoded, seconds = {}, {}, {}, {"train": {}}
+    for enc in ENCODINGS:
+        config = dataclasses.replace(base, dataset=f"{args.dataset}_{enc}")
+
+        def load_data(enc=enc):
+            tx, ty = train_unit()
+            return encode(tx, enc), ty, encode(test_unit, enc), test_labels
+
+        t0 = time.perf_counter()
+        ck = training.load_or_train(
+            config,
+            checkpoint_dir=checkpoint_dir,
+            load_data=load_data,
+            retrain=args.retrain,
+            progress=not args.no_progress,
+        )
+        seconds["train"][enc] = time.perf_counter() - t0
+        nets[enc] = ck
+        accuracy[enc] = training.accuracy(ck.model, ck.params, encode(test_unit, enc), test_labels)
+        encoded[enc] = encode(x_unit, enc)
+        log(f"{enc}: test accuracy {accuracy[enc]:.4f} ({'reused' if ck.reused else 'trained'})")
+
+    model = nets["plain"].model
+
+    def apply(p, x):
+        return model.apply(p, x[None])[0]
+
+    runners = {
+        enc: _shared.MethodRunner(
+            apply, input_range=sorted(ENCODINGS[enc]), batch_size=args.batch_size_maps
+        )
+        for enc in ENCODINGS
+    }
+    methods, skipped = _shared.usable_methods(
+        runners["plain"], nets["plain"].params, encoded["plain"][0], candidates
+    )
+    t0 = time.perf_counter()
+    maps: dict[str, dict[str, np.ndarray]] = {enc: {} for enc in ENCODINGS}
+    mirror_maps = {}
+    mirrored = mirror_first_layer(nets["mean"].params)
+    for m in methods:
+        t1 = time.perf_counter()
+        for enc in ENCODINGS:
+            maps[enc][m] = runners[enc](m, nets[enc].params, encoded[enc], y)
+        mirror_maps[m] = runners["neg_mean"](m, mirrored, encoded["neg_mean"], y)
+        log(f"maps {m}: {time.perf_counter() - t1:.0f} s")
+    seconds["maps"] = time.perf_counter() - t0
+
+    reversal, loc = {}, {enc: {} for enc in ENCODINGS}
+    for m in methods:
+        px = {enc: _shared.pixel_maps(maps[enc][m]) for enc in ENCODINGS}
+        reversal[m] = {
+            f"{a} vs {b}": pair_stats(px[a], px[b]) for a, b in MIRROR_PAIRS + CONTROL_PAIRS
+        }
+        reversal[m][MIRROR_REFERENCE] = pair_stats(px["mean"], _shared.pixel_maps(mirror_maps[m]))
+        for enc in ENCODINGS:
+            loc[enc][m] = locality(maps[enc][m], x_unit)
+    obj = np.asarray(jax.vmap(lambda x: noise.digit_mask(x))(jnp.asarray(x_unit)))
+    ring = np.asarray(jax.vmap(lambda x: noise.outline_mask(x))(jnp.asarray(x_unit)))
+    area = {
+        "object": float(obj.mean()),
+        "outline": float(ring.mean()),
+        "background": float((~(obj | ring)).mean()),
+    }
+    seconds["total"] = time.perf_counter() - t_start
+    result = {
+        "accuracy": accuracy,
+        "reversal": reversal,
+        "locality": loc,
+        "area_fraction": area,
+        "skipped_methods": skipped,
+        "config": {
+            "dataset": args.dataset,
+            "stand_in_for": STAND_IN.get(args.dataset),
+            "encodings": {k: list(v) for k, v in ENCODINGS.items()},
+            "methods": methods,
+            "num_images": int(len(x_unit)),
+            "num_test": int(len(test_unit)),
+            "target": "true label",
+            "train": base.to_dict(),
+            "checkpoints": {enc: ck.path.name for enc, ck in nets.items()},
+            "seconds": seconds,
+            "command": "python experiments/encodings.py " + " ".join(argv or sys.argv[1:]),
+        },
+    }
+    out, ds = args.out, args.dataset
+    label = f" (stand-in for {STAND_IN[ds]})" if ds in STAND_IN else ""
+    _shared.write_json(out / f"encodings_{ds}.json", result)
+    _shared.write_text(out / f"encodings_{ds}.md", markdown(result))
+    fig = maps_figure(
+        x_unit,
+        encoded,
+        maps,
+        methods,
+        args.examples,
+        y,
+        accuracy,
+        title=f"Figure 5 (reproduction) on {ds}{label}: rows = encodings, maps of the true class",
+    )
+    plotting.save_figure(fig, out / f"encodings_{ds}.png", dpi=90)
+    plotting.save_figure(
+        correlation_figure(
+            reversal,
+            methods,
+            f"{ds}{label}: per-image correlation of maps between encodings (mean ± std)",
+        ),
+        out / f"encodings_{ds}_correlation.png",
+    )
+    log(f"wrote {out}/encodings_{ds}.json, .md, .png in {seconds['total']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

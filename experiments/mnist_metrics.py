@@ -1,0 +1,445 @@
+"""Robustness, faithfulness and model-randomisation measures of every method on MNIST.
+
+Run:
+    python experiments/mnist_metrics.py       # about 20-30 minutes on 2 CPU cores
+                                              # (plus 4-7 minutes of training without a checkpoint)
+
+Measures what the paper's Figure 4 shows by eye (PAPER.md section 4: "measuring them
+... is welcome"), for Insens and every method in `slp.available_methods()`, on the first
+--num-images MNIST test images, with the 2CONV checkpoint of experiments/train.py (same
+training options; trained first when missing):
+
+1. Robustness to the paper's noise (`slp.noise`, sigma --sigma): per image, the rank
+   correlation (Spearman) and cosine similarity between the map of the clean digit and
+   the map of its bordered / background / framed version, and the share of |map| on
+   the clean digit and its 3-pixel outline.
+2. Faithfulness: deletion and insertion curves (`slp.metrics`) on the clean digits,
+   pixels ordered by the signed map (most positive first) and by |map|, replaced by
+   --baseline (0: the MNIST background); areas under the target's logit and
+   probability curves, against a random order.
+3. Model randomisation (Adebayo et al. 2018): on the first --num-random-images images,
+   the layers are re-initialised one by one from the output layer down; Spearman
+   correlation of each method's map (signed and absolute) with the trained network's.
+
+Every map explains the true class (target = label). Writes to --out (default results/):
+mnist_metrics.json, mnist_metrics.md, mnist_metrics_robustness.png,
+mnist_metrics_curves.png, mnist_metrics_curves_logit.png, mnist_metrics_randomization.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _shared  # noqa: E402
+
+import slp  # noqa: E402
+from slp import noise, plotting, training  # noqa: E402
+from slp.attributions import get_method  # noqa: E402
+
+CONDITIONS = ("clean", "bordered", "background", "framed")
+NOISY = CONDITIONS[1:]
+ORDERS, MODES, RANDOM = _shared.ORDERS, _shared.MODES, _shared.RANDOM
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    training.add_config_arguments(parser)
+    g = parser.add_argument_group("experiment")
+    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    g.add_argument("--num-images", type=int, default=200, help="test images measured")
+    g.add_argument(
+        "--num-random-images", type=int, default=100, help="test images for randomisation"
+    )
+    g.add_argument("--sigma", type=float, default=noise.DEFAULT_SIGMA, help="noise std")
+    g.add_argument("--noise-seed", type=int, default=0, help="seed of noise, keys, random orders")
+    g.add_argument("--steps", type=int, default=56, help="deletion/insertion curve steps")
+    g.add_argument("--baseline", type=float, default=0.0, help="value of deleted pixels")
+    g.add_argument("--batch-size-maps", type=int, default=25, help="images per compiled call")
+    g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
+    args = parser.parse_args(argv)
+    for method in args.methods or ():
+        get_method(method)  # a clear error listing the registered methods
+    if args.num_images < 2 or args.num_random_images < 1:
+        parser.error("--num-images must be >= 2 and --num-random-images >= 1")
+    return args
+
+
+@functools.partial(jax.jit, static_argnames="variant")
+def _noisy(keys, images, sigma, *, variant):
+    return jax.vmap(lambda k, x: noise.make_noisy(variant, k, x, sigma=sigma))(keys, images)
+
+
+def robustness(runner, params, images, labels, keys, *, sigma, methods, log):
+    """Similarity clean vs noisy and share on digit + outline, per method and condition.
+
+    Returns:
+      ``(results, clean_maps)``: ``results[method][condition]`` holds summaries
+      ``on_digit`` and (noisy conditions) ``spearman``, ``cosine``; ``clean_maps[method]``
+      is ``(N, 28, 28, 1)``.
+    """
+    region = np.asarray(jax.vmap(lambda x: noise.clean_mask("bordered", x))(jnp.asarray(images)))
+    inputs = {
+        c: images if c == "clean" else np.asarray(_noisy(keys, images, sigma, variant=c))
+        for c in CONDITIONS
+    }
+    results, clean_maps = {}, {}
+    for method in methods:
+        t0 = time.perf_counter()
+        per = {}
+        clean = None
+        for cond in CONDITIONS:
+            maps = runner(method, params, inputs[cond], labels)
+            px = _shared.pixel_maps(maps)
+            entry = {"on_digit": _shared.summary(_shared.mass_on(px, region))}
+            if cond == "clean":
+                clean, clean_maps[method] = px, maps
+            else:
+                sims = _shared.similarities(clean, px)
+                entry["spearman"] = _shared.summary(sims["spearman"])
+                entry["cosine"] = _shared.summary(sims["cosine"])
+            per[cond] = entry
+        results[method] = per
+        log(f"robustness {method}: {time.perf_counter() - t0:.0f} s")
+    return results, clean_maps, float(region.mean())
+
+
+def _val(v, default=np.nan):
+    return default if v is None else v
+
+
+def robustness_figure(rob, region_fraction, methods) -> Figure:
+    fig = Figure(figsize=(13, 7.5))
+    axes = fig.subplots(2, 1)
+    x = np.arange(len(methods))
+    width = 0.8 / len(NOISY)
+    for k, cond in enumerate(NOISY):
+        means = [_val(rob[m][cond]["spearman"]["mean"]) for m in methods]
+        errs = [_val(rob[m][cond]["spearman"]["std"], 0.0) for m in methods]
+        axes[0].bar(x + (k - 1) * width, means, width, yerr=errs, label=cond, capsize=2)
+    axes[0].set_ylabel("Spearman(clean map, noisy map)")
+    axes[0].set_title(
+        "Robustness: rank correlation of the map on the clean and noisy digit "
+        "(mean ± std over images)",
+        fontsize=10,
+    )
+    width = 0.8 / len(CONDITIONS)
+    for k, cond in enumerate(CONDITIONS):
+        means = [_val(rob[m][cond]["on_digit"]["mean"]) for m in methods]
+        errs = [_val(rob[m][cond]["on_digit"]["std"], 0.0) for m in methods]
+        axes[1].bar(x + (k - 1.5) * width, means, width, yerr=errs, label=cond, capsize=2)
+    axes[1].axhline(region_fraction, color="k", ls="--", lw=1, label="area share (uniform map)")
+    axes[1].set_ylabel("share of |map| on digit + outline")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title(
+        "Locality: share of the map's absolute mass on the digit and its 3-pixel outline",
+        fontsize=10,
+    )
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
+        ax.legend(fontsize=7, ncol=5)
+        ax.axhline(0, color="gray", lw=0.5)
+    fig.tight_layout()
+    return fig
+
+
+def verdicts(result) -> list[str]:
+    """Where Insens stands among the methods on each headline measure (one line each)."""
+    methods = result["config"]["methods"]
+    if "insens" not in methods:
+        return ["Insens was not among the measured methods."]
+    rob, faith, rand = result["robustness"], result["faithfulness"], result["randomization"]
+    lines = []
+
+    def line(what, scores, higher):
+        lines.append(_shared.verdict_line(what, scores, higher_is_better=higher))
+
+    for cond in NOISY:
+        line(
+            f"Spearman clean vs {cond} (higher = more robust)",
+            {m: rob[m][cond]["spearman"]["mean"] for m in methods},
+            True,
+        )
+    for cond in CONDITIONS:
+        line(
+            f"share on digit + outline, {cond} (higher = more local)",
+            {m: rob[m][cond]["on_digit"]["mean"] for m in methods},
+            True,
+        )
+    for order in ORDERS:
+        line(
+            f"deletion AUC of probability, {order} order (lower = more faithful; random "
+            f"{faith[RANDOM]['deletion']['auc_probability']['mean']:.3f})",
+            {m: faith[m][order]["deletion"]["auc_probability"]["mean"] for m in methods},
+            False,
+        )
+        line(
+            f"insertion AUC of probability, {order} order (higher = more faithful; random "
+            f"{faith[RANDOM]['insertion']['auc_probability']['mean']:.3f})",
+            {m: faith[m][order]["insertion"]["auc_probability"]["mean"] for m in methods},
+            True,
+        )
+    steps = result["randomization_steps"]
+    for step in (steps[0], steps[-1]):
+        line(
+            f"Spearman of |map| to the trained map after re-initialising down to {step} "
+            "(lower = more dependent on the weights)",
+            {m: rand[m][step]["spearman_abs"]["mean"] for m in methods},
+            False,
+        )
+    return lines
+
+
+def markdown(result) -> str:
+    cfg = result["config"]
+    methods = cfg["methods"]
+    rob, faith, rand = result["robustness"], result["faithfulness"], result["randomization"]
+    steps = result["randomization_steps"]
+    f = _shared.fmt
+    out = [
+        "# Measuring the attribution maps on MNIST (beyond the paper's visual comparison)",
+        "",
+        f"Produced by `{cfg['command']}` in {cfg['seconds']['total'] / 60:.1f} minutes on "
+        f"2 CPU cores. 2CONV checkpoint `{cfg['checkpoint_name']}` (test accuracy "
+        f"{cfg['checkpoint_test_accuracy']:.4f}). The first {cfg['num_images']} MNIST test "
+        f"images (randomisation: the first {cfg['num_random_images']}); every map explains "
+        "the true class. Values are mean ± standard deviation over images (the standard "
+        "error of the mean is std/sqrt(n); all values and n are in `mnist_metrics.json`).",
+        "",
+        "## Where Insens stands",
+        "",
+        *verdicts(result),
+        "",
+        "## Robustness to the paper's noise",
+        "",
+        f"Noise sigma = {cfg['sigma']:g} (`slp.noise`: bordered = noise off the digit and its "
+        "3-pixel outline; background = noise off the digit; framed = noise off the digit "
+        "and a border frame as large as the outline). `Spearman`/`cosine`: similarity of "
+        "the map on the noisy image with the same method's map on the clean image. "
+        "`on digit`: share of |map| on the clean digit and its 3-pixel outline; that "
+        f"region covers {result['region_fraction']:.1%} of the image on average (the score "
+        "of a uniform map).",
+        "",
+        "| method | Spearman bordered | Spearman background | Spearman framed "
+        "| cosine bordered | cosine background | cosine framed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        r = rob[m]
+        out.append(
+            f"| {m} | "
+            + " | ".join(f(r[c]["spearman"]) for c in NOISY)
+            + " | "
+            + " | ".join(f(r[c]["cosine"]) for c in NOISY)
+            + " |"
+        )
+    out += [
+        "",
+        "| method | on digit clean | on digit bordered | on digit background | on digit framed |",
+        "|---|---|---|---|---|",
+    ]
+    for m in methods:
+        out.append(f"| {m} | " + " | ".join(f(rob[m][c]["on_digit"]) for c in CONDITIONS) + " |")
+    out += [
+        "",
+        "![robustness](mnist_metrics_robustness.png)",
+        "",
+        "## Faithfulness: deletion and insertion",
+        "",
+        f"Clean digits; pixels perturbed in {cfg['steps']} equal steps, most important "
+        f"first; a deleted pixel becomes {cfg['baseline']:g} (the MNIST background), "
+        f"insertion starts from an image of {cfg['baseline']:g}s. Order `signed`: by the "
+        "map's value (most positive first); `abs`: by |map|. Areas under the target's "
+        "probability and logit curves over the share of pixels perturbed (deletion: lower "
+        "is better; insertion: higher is better). `Δ random`: paired difference with the "
+        "same image's random order (mean ± std).",
+        "",
+        "| method | order | deletion AUC prob | Δ random | insertion AUC prob | Δ random "
+        "| deletion AUC logit | insertion AUC logit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rnd = faith[RANDOM]
+    out.append(
+        f"| random | - | {f(rnd['deletion']['auc_probability'])} | 0 | "
+        f"{f(rnd['insertion']['auc_probability'])} | 0 | "
+        f"{f(rnd['deletion']['auc_logit'], digits=2)} | "
+        f"{f(rnd['insertion']['auc_logit'], digits=2)} |"
+    )
+    for m in methods:
+        for order in ORDERS:
+            e = faith[m][order]
+            out.append(
+                f"| {m} | {order} | {f(e['deletion']['auc_probability'])} | "
+                f"{f(e['deletion']['auc_probability_minus_random'])} | "
+                f"{f(e['insertion']['auc_probability'])} | "
+                f"{f(e['insertion']['auc_probability_minus_random'])} | "
+                f"{f(e['deletion']['auc_logit'], digits=2)} | "
+                f"{f(e['insertion']['auc_logit'], digits=2)} |"
+            )
+    out += [
+        "",
+        "![curves (probability)](mnist_metrics_curves.png)",
+        "",
+        "![curves (logit)](mnist_metrics_curves_logit.png)",
+        "",
+        "## Model randomisation",
+        "",
+        "Layers re-initialised (fresh draws of flax's initialisers) cumulatively from the "
+        f"output layer down: {' → '.join(steps)}. Spearman correlation of each method's map "
+        "(signed / absolute values) with its map on the trained network; a method whose map "
+        "stays near 1 does not depend on the randomised weights. Insens excludes the output "
+        "neurons (eq. 8) and does not depend on the target, so re-initialising only the "
+        "output layer cannot change it.",
+        "",
+        "| method | " + " | ".join(f"+{s} (signed / abs)" for s in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
+    for m in methods:
+        out.append(
+            f"| {m} | "
+            + " | ".join(
+                f"{f(rand[m][s]['spearman'], digits=2)} / {f(rand[m][s]['spearman_abs'], digits=2)}"
+                for s in steps
+            )
+            + " |"
+        )
+    out += ["", "![randomisation](mnist_metrics_randomization.png)", ""]
+    if result["skipped_methods"]:
+        out += ["## Methods skipped", ""]
+        out += [f"- {m}: {why}" for m, why in result["skipped_methods"].items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the measurements; returns the dict written to mnist_metrics.json."""
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    config = training.config_from_arguments(args)
+    ck = training.load_or_train_mnist(
+        config,
+        data_dir=args.data_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        download=not args.no_download,
+        retrain=args.retrain,
+        progress=not args.no_progress,
+    )
+    model, params = ck.model, ck.params
+    images, labels = training.load_mnist_float(
+        "test", data_dir=args.data_dir, download=not args.no_download, limit=args.num_images
+    )
+    n_rand = min(args.num_random_images, len(images))
+
+    def apply(p, x):
+        return model.apply(p, x[None])[0]
+
+    runner = _shared.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.noise_seed)
+    candidates = tuple(args.methods) if args.methods else slp.available_methods()
+    methods, skipped = _shared.usable_methods(runner, params, images[0], candidates)
+    for m, why in skipped.items():
+        log(f"skipping {m}: {why}")
+    keys = jax.random.split(jax.random.key(args.noise_seed), len(images))
+    seconds = {}
+
+    t0 = time.perf_counter()
+    rob, clean_maps, region_fraction = robustness(
+        runner, params, images, labels, keys, sigma=args.sigma, methods=methods, log=log
+    )
+    seconds["robustness"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    curves = _shared.CurveRunner(
+        apply, baseline=args.baseline, steps=args.steps, batch_size=args.batch_size_maps
+    )
+    faith, mean_curves = _shared.faithfulness(
+        curves,
+        params,
+        images,
+        labels,
+        clean_maps,
+        seed=args.noise_seed + 1,
+        methods=methods,
+        log=log,
+    )
+    seconds["faithfulness"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rand, steps = _shared.randomization(
+        runner,
+        model,
+        params,
+        images[:n_rand],
+        labels[:n_rand],
+        clean_maps,
+        seed=args.noise_seed + 2,
+        methods=methods,
+        log=log,
+    )
+    seconds["randomization"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+
+    result = {
+        "robustness": rob,
+        "region_fraction": region_fraction,
+        "faithfulness": faith,
+        "mean_curves": mean_curves,
+        "randomization": rand,
+        "randomization_steps": steps,
+        "skipped_methods": skipped,
+        "config": {
+            "methods": methods,
+            "num_images": len(images),
+            "num_random_images": n_rand,
+            "target": "true label",
+            "sigma": args.sigma,
+            "noise_seed": args.noise_seed,
+            "steps": args.steps,
+            "baseline": args.baseline,
+            "digit_threshold": noise.DIGIT_THRESHOLD,
+            "outline_radius": noise.OUTLINE_RADIUS,
+            "train": config.to_dict(),
+            "checkpoint_name": ck.path.name,
+            "checkpoint_test_accuracy": ck.metadata.get("test_accuracy"),
+            "seconds": seconds,
+            "command": "python experiments/mnist_metrics.py " + " ".join(argv or sys.argv[1:]),
+        },
+    }
+    out = args.out
+    _shared.write_json(out / "mnist_metrics.json", result)
+    _shared.write_text(out / "mnist_metrics.md", markdown(result))
+    plotting.save_figure(
+        robustness_figure(rob, region_fraction, methods), out / "mnist_metrics_robustness.png"
+    )
+    for kind, name in (
+        ("probability", "mnist_metrics_curves.png"),
+        ("logit", "mnist_metrics_curves_logit.png"),
+    ):
+        title = (
+            f"Deletion / insertion on {len(images)} MNIST test digits: mean target {kind} "
+            f"(deleted pixels = {args.baseline:g})"
+        )
+        plotting.save_figure(
+            _shared.curves_figure(mean_curves, methods, kind=kind, title=title), out / name
+        )
+    plotting.save_figure(
+        _shared.randomization_figure(rand, steps, methods), out / "mnist_metrics_randomization.png"
+    )
+    log(f"wrote {out}/mnist_metrics.json, .md and 4 PNGs in {seconds['total']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Smoke tests of experiments/mnist_metrics.py, encodings.py and cifar10.py on tiny configs.
+
+The data loaders are replaced by small synthetic data sets and the networks are narrow
+TwoConvs trained for one short epoch, so each script runs in seconds without the real
+data. The registry is cut down to a few methods (covering the options the scripts must
+supply: a PRNG key for smoothgrad, the input range for deep_taylor_bounded) plus methods
+defined here, which shows that new registry entries are picked up without edits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import slp
+from slp import training
+from slp.attributions import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = [
+    "--num-train", "128", "--epochs", "1", "--batch-size", "32",
+    "--features", "2", "4", "--hidden", "8", "--no-progress",
+]  # fmt: skip
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_extra_{name}", ROOT / "experiments" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_grey(split: str, *, data_dir=None, download=True):
+    """Digit-like stand-in for MNIST/Fashion-MNIST: class k is a bar at row band k."""
+    n = 160 if split == "train" else 40
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    labels = rng.integers(0, 10, size=n).astype(np.int32)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, y in enumerate(labels):
+        row = 4 + 2 * int(y)
+        start = rng.integers(4, 9)
+        images[i, row : row + 2, start : start + 14] = 255
+        images[i, row + 2, start : start + 14] = 90  # above the digit threshold
+    return slp.data.LabelledImages(images, labels)
+
+
+def fake_cifar(split: str = "train", **kwargs):
+    """Colour stand-in for CIFAR-10: class k has a coloured square at a class position."""
+    n = 160 if split == "train" else 40
+    rng = np.random.default_rng(2 if split == "train" else 3)
+    labels = rng.integers(0, 10, size=n).astype(np.int32)
+    images = rng.integers(0, 60, size=(n, 32, 32, 3)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        r, c = divmod(int(y), 5)
+        images[i, 4 + 12 * r : 12 + 12 * r, 2 + 6 * c : 6 + 6 * c, y % 3] = 250
+    return slp.data.Dataset(images=images, labels=labels, source="images", lossy=True)
+
+
+def _needs_foo(f, x, *, target=None, foo):
+    return x * foo
+
+
+@pytest.fixture
+def small_registry(monkeypatch):
+    small = {n: registry.get_method(n) for n in ("insens", "gradient", "smoothgrad")}
+    small["deep_taylor_bounded"] = registry.get_method("deep_taylor_bounded")
+    small["input_times_two"] = lambda f, x, *, target=None: 2 * jnp.asarray(x)
+    small["needs_foo"] = _needs_foo
+    monkeypatch.setattr(registry, "_METHODS", small)
+    return small
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_mnist_metrics_end_to_end(tmp_path, monkeypatch, small_registry):
+    monkeypatch.setattr(training, "load_mnist", fake_grey)
+    script = load_script("mnist_metrics.py")
+    out = tmp_path / "results"
+    result = script.main(
+        [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
+         "--num-images", "6", "--num-random-images", "3", "--steps", "4"]
+    )  # fmt: skip
+    methods = ["insens", "gradient", "smoothgrad", "deep_taylor_bounded", "input_times_two"]
+    assert result["config"]["methods"] == methods
+    assert "foo" in result["skipped_methods"]["needs_foo"]
+    saved = json.loads((out / "mnist_metrics.json").read_text())
+    assert saved["config"]["num_images"] == 6 and saved["config"]["num_random_images"] == 3
+
+    rob = saved["robustness"]
+    # 2 x input is zero off the (thresholded) fake digit: all its mass is on the digit.
+    assert rob["input_times_two"]["clean"]["on_digit"]["mean"] == pytest.approx(1.0)
+    assert set(rob["insens"]) == {"clean", "bordered", "background", "framed"}
+    assert -1 <= rob["gradient"]["bordered"]["spearman"]["mean"] <= 1
+    assert rob["gradient"]["bordered"]["spearman"]["n"] == 6
+
+    # Every deletion curve ends on the all-baseline image and starts on the clean one,
+    # whatever the order; insertion curves run the other way.
+    curves = saved["mean_curves"]
+    assert curves["fraction"] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+    start = curves["random"]["deletion"]["probability"][0]
+    end = curves["random"]["deletion"]["probability"][-1]
+    for m in methods:
+        for order in ("signed", "abs"):
+            c = curves[m][order]
+            assert c["deletion"]["probability"][0] == pytest.approx(start, rel=1e-5)
+            assert c["deletion"]["probability"][-1] == pytest.approx(end, rel=1e-5)
+            assert c["insertion"]["probability"][0] == pytest.approx(end, rel=1e-5)
+            assert c["insertion"]["probability"][-1] == pytest.approx(start, rel=1e-5)
+
+    # Insens ignores the output layer, so re-initialising it leaves the map unchanged;
+    # an input-only map never changes; the gradient of the target logit does.
+    rand = saved["randomization"]
+    assert saved["randomization_steps"] == ["Dense_1", "Dense_0", "Conv_1", "Conv_0"]
+    assert rand["insens"]["Dense_1"]["spearman"]["mean"] == pytest.approx(1.0)
+    assert rand["input_times_two"]["Conv_0"]["spearman"]["mean"] == pytest.approx(1.0)
+    assert rand["gradient"]["Dense_1"]["spearman"]["mean"] < 0.99
+
+    md = (out / "mnist_metrics.md").read_text()
+    assert "## Where Insens stands" in md and "needs_foo" in md
+    for name in ("robustness", "curves", "curves_logit", "randomization"):
+        width, height = _png_size(out / f"mnist_metrics_{name}.png")
+        assert width > 400 and height > 200
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_scripts_document_command_and_runtime():
+    for name in ("mnist_metrics.py", "encodings.py", "cifar10.py"):
+        doc = load_script(name).__doc__
+        assert f"python experiments/{name}" in doc and "minutes" in doc
+
+
+def test_encodings_end_to_end(tmp_path, monkeypatch, small_registry):
+    monkeypatch.setattr(slp.data, "load_fashion_mnist", fake_grey)
+    script = load_script("encodings.py")
+    out = tmp_path / "results"
+    result = script.main(
+        [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
+         "--dataset", "fashion_mnist", "--num-images", "5", "--examples", "0", "1",
+         "--methods", "insens", "gradient", "deep_taylor_bounded", "input_times_two"]
+    )  # fmt: skip
+    assert set(result["accuracy"]) == {"plain", "neg", "mean", "neg_mean"}
+    assert sorted(p.name for p in (tmp_path / "ck").glob("*.msgpack")) == sorted(
+        p.name for p in (tmp_path / "ck").glob("twoconv_fashion_mnist_*.msgpack")
+    )
+    assert len(list((tmp_path / "ck").glob("*.msgpack"))) == 4
+    saved = json.loads((out / "encodings_fashion_mnist.json").read_text())
+    assert saved["config"]["stand_in_for"] == "smallnorb"
+    rev = saved["reversal"]
+    # 2 x input: the mean and neg-mean inputs are exact negatives, plain and neg are
+    # 1 - each other: both pairs are perfectly anti-correlated, whatever the networks.
+    for pair in ("mean vs neg_mean", "plain vs neg"):
+        assert rev["input_times_two"][pair]["pearson"]["mean"] == pytest.approx(-1.0, abs=1e-5)
+        assert rev["input_times_two"][pair]["share_negative"] == 1.0
+    assert rev["input_times_two"]["plain vs mean"]["pearson"]["mean"] == pytest.approx(1.0)
+    # The exactly mirrored network: the gradient flips sign, Insens too (eq. 7 with
+    # w_hat -> -w_hat and v unchanged).
+    ref = "mean vs its exact mirror"
+    assert rev["gradient"][ref]["pearson"]["mean"] == pytest.approx(-1.0, abs=1e-4)
+    assert rev["insens"][ref]["pearson"]["mean"] == pytest.approx(-1.0, abs=1e-4)
+    # 2 x input in the 0 -> 1 encoding lies on the (thresholded) object only.
+    assert saved["locality"]["plain"]["input_times_two"]["object"]["mean"] == pytest.approx(1.0)
+    md = (out / "encodings_fashion_mnist.md").read_text()
+    assert "Stand-in data" in md and "smallnorb" in md
+    width, height = _png_size(out / "encodings_fashion_mnist.png")
+    assert height > width  # 2 examples x 4 encodings = 8 rows, 5 columns
+    assert _png_size(out / "encodings_fashion_mnist_correlation.png")[0] > 400
+
+
+def test_encodings_smallnorb_missing_is_a_clear_error(tmp_path):
+    script = load_script("encodings.py")
+    with pytest.raises(slp.data.DatasetNotFoundError, match="smallNORB"):
+        script.main(
+            [*TINY_TRAIN, "--dataset", "smallnorb", "--data-dir", str(tmp_path),
+             "--no-download", "--out", str(tmp_path / "out")]
+        )  # fmt: skip
+
+
+def test_encodings_smallnorb_preprocessing(monkeypatch):
+    """smallNORB input: first camera, 3x3 block means, 0 -> 1 scale."""
+    script = load_script("encodings.py")
+    images = np.zeros((2, 2, 96, 96), np.uint8)
+    images[0, 0, :3, :3] = 255  # one full block -> 1.0
+    images[0, 0, 3:6, :3] = [[255, 0, 0], [0, 0, 0], [0, 0, 0]]  # 1/9 of 255
+    images[:, 1] = 255  # the second camera is ignored
+    norb = slp.data.SmallNorb(images, np.array([3, 4], np.int32), np.zeros((2, 4), np.int32))
+    monkeypatch.setattr(slp.data, "load_smallnorb", lambda split, **kw: norb)
+    x, y = script.load_unit_images("smallnorb", "test", data_dir=None, download=False)
+    assert x.shape == (2, 32, 32, 1) and y.tolist() == [3, 4]
+    assert x[0, 0, 0, 0] == pytest.approx(1.0) and x[0, 1, 0, 0] == pytest.approx(1 / 9)
+    assert x[1].max() == 0.0
+    enc = script.encode(x, "neg_mean")
+    assert enc[0, 0, 0, 0] == pytest.approx(-1.0) and enc[1, 5, 5, 0] == pytest.approx(1.0)
+
+
+def test_cifar10_end_to_end(tmp_path, monkeypatch, small_registry):
+    monkeypatch.setattr(slp.data, "load_cifar10", fake_cifar)
+    script = load_script("cifar10.py")
+    out = tmp_path / "results"
+    result = script.main(
+        [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
+         "--num-images", "6", "--num-random-images", "2", "--steps", "4",
+         "--figure-classes", "3", "--methods", "insens", "gradient", "input_times_two"]
+    )  # fmt: skip
+    saved = json.loads((out / "cifar10.json").read_text())
+    assert saved["config"]["lossy"] is True and saved["config"]["train"]["input_shape"] == [
+        32,
+        32,
+        3,
+    ]
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    # The deletion baseline is the training images' mean colour (first --num-train images).
+    train = fake_cifar("train")
+    expected = train.images[:128].reshape(-1, 3).astype(np.float64).mean(axis=0) / 255
+    np.testing.assert_allclose(saved["config"]["baseline"], expected, rtol=1e-5)
+    assert len(set(saved["config"]["sample_indices"])) == 6
+    assert result["randomization"]["input_times_two"]["Conv_0"]["spearman"]["mean"] == 1.0
+    md = (out / "cifar10.md").read_text()
+    assert "Lossy data" in md and "test accuracy" in md
+    for name in ("figure6", "robustness", "curves", "curves_logit", "randomization"):
+        assert _png_size(out / f"cifar10_{name}.png")[0] > 300
+
+
+def test_cifar10_figure_indices():
+    script = load_script("cifar10.py")
+    labels = np.array([3, 0, 1, 0, 2, 1])
+    assert script.figure_indices(labels, classes=3, per_class=1) == [1, 2, 4]
+    assert script.figure_indices(labels, classes=2, per_class=2) == [1, 3, 2, 5]
