@@ -1,13 +1,43 @@
 """Attribution methods, all on one registry: ``slp.attribute(f, x, method, ...)``."""
 
 from slp.attributions.basic import gradient, insens
+from slp.attributions.gradients import (
+    deconvnet,
+    gradient_x_input,
+    guided_backprop,
+    integrated_gradients,
+    smoothgrad,
+)
+from slp.attributions.lrp import (
+    deep_taylor,
+    deep_taylor_bounded,
+    lrp,
+    lrp_alpha1_beta0,
+    lrp_alpha2_beta1,
+    lrp_alpha_beta,
+    lrp_epsilon,
+    lrp_zplus,
+)
 from slp.attributions.registry import attribute, available_methods, get_method, register
 
 __all__ = [
     "attribute",
     "available_methods",
+    "deconvnet",
+    "deep_taylor",
+    "deep_taylor_bounded",
     "get_method",
     "gradient",
+    "gradient_x_input",
+    "guided_backprop",
     "insens",
+    "integrated_gradients",
+    "lrp",
+    "lrp_alpha1_beta0",
+    "lrp_alpha2_beta1",
+    "lrp_alpha_beta",
+    "lrp_epsilon",
+    "lrp_zplus",
     "register",
+    "smoothgrad",
 ]

@@ -1,0 +1,299 @@
+"""Gradient-family attribution methods.
+
+Gradient x input, Integrated Gradients and SmoothGrad are built on the ordinary
+gradient of the target logit (as in Captum, the backward pass starts from a one-hot
+cotangent on the target). Guided backpropagation and DeconvNet change only what the
+ReLUs do on the way back, so they are `slp.network.Rules` over the network walker whose
+ReLU carries a custom VJP; max-pools send the signal to each window's winner (the
+"switches" of Zeiler & Fergus) and every linear operation keeps its transpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slp import network as net
+from slp.attributions._walk import DifferentiableForward
+from slp.attributions.registry import register
+
+__all__ = [
+    "gradient_x_input",
+    "integrated_gradients",
+    "smoothgrad",
+    "guided_backprop",
+    "deconvnet",
+    "path_points",
+]
+
+_IG_METHODS = (
+    "linspace",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+    "gausslegendre",
+)
+
+
+def _resolve_target(f: Callable, x: jax.Array, target) -> tuple[jax.Array, jax.Array]:
+    """``(f(x), t)``: the output at ``x`` and the target index (arg-max when None)."""
+    y = f(x)
+    if y.ndim != 1:
+        raise ValueError(f"attribution needs f(x) to be a vector of logits; got {y.shape}")
+    if target is None:
+        return y, jnp.argmax(y)
+    if isinstance(target, (int, np.integer)) and not 0 <= int(target) < y.shape[0]:
+        raise ValueError(f"target {target} is out of range for {y.shape[0]} output logits")
+    return y, target
+
+
+def _grad_of_target(f: Callable, t) -> Callable:
+    return jax.grad(lambda xp: f(xp)[t])
+
+
+@register("gradient_x_input")
+def gradient_x_input(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+    """Gradient x input, ``x * d f_t / d x`` (Shrikumar et al. 2016).
+
+    Args:
+      f: per-example network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+
+    Returns:
+      Array of shape ``X``.
+    """
+    _, t = _resolve_target(f, x, target)
+    return x * _grad_of_target(f, t)(x)
+
+
+def path_points(steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``alpha`` in [0, 1] and weights of a quadrature of ``int_0^1 g(alpha) d alpha``.
+
+    Args:
+      steps: number of points (>= 1; >= 2 for ``"linspace"`` and ``"riemann_trapezoid"``).
+      method: ``"linspace"`` (iNNvestigate 1.0.x: ``steps`` equally spaced points from 0 to 1
+        inclusive, plain mean), ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
+        ``"riemann_trapezoid"`` (weights summing to 1; Captum's sum to ``1 - 1/steps``) or
+        ``"gausslegendre"`` (Captum's default).
+
+    Returns:
+      ``(alphas, weights)``, both float64 arrays of shape ``(steps,)``.
+    """
+    if method not in _IG_METHODS:
+        raise ValueError(f"unknown path method {method!r}; choose one of {', '.join(_IG_METHODS)}")
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    n = int(steps)
+    if method in ("linspace", "riemann_trapezoid") and n < 2:
+        raise ValueError(f"method {method!r} needs steps >= 2; got {n}")
+    k = np.arange(n, dtype=np.float64)
+    w = np.full(n, 1.0 / n)
+    if method == "linspace":
+        a = np.linspace(0.0, 1.0, n)
+    elif method == "riemann_left":
+        a = k / n
+    elif method == "riemann_right":
+        a = (k + 1) / n
+    elif method == "riemann_middle":
+        a = (k + 0.5) / n
+    elif method == "riemann_trapezoid":
+        a = np.linspace(0.0, 1.0, n)
+        w = np.full(n, 1.0 / (n - 1))
+        w[[0, -1]] /= 2
+    else:
+        t, wt = np.polynomial.legendre.leggauss(n)
+        a, w = (t + 1) / 2, wt / 2
+    return a, w
+
+
+@register("integrated_gradients")
+def integrated_gradients(
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    baseline=0.0,
+    steps: int = 64,
+    method: str = "linspace",
+    batch_size: int | None = None,
+) -> jax.Array:
+    """Integrated Gradients (Sundararajan et al. 2017).
+
+    ``(x - x') * int_0^1 grad f_t(x' + alpha (x - x')) d alpha`` by a quadrature of
+    ``steps`` points; the sum over components approximates ``f_t(x) - f_t(x')``
+    (completeness). The target (arg-max when None) is chosen at ``x``.
+
+    Args:
+      f: per-example network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit at ``x``.
+      baseline: ``x'``, a scalar or an array of shape ``X`` (default 0).
+      steps: number of points on the path (iNNvestigate's and this default: 64).
+      method: the quadrature, see `path_points` (default iNNvestigate's ``"linspace"``).
+      batch_size: points evaluated at once (None: all ``steps`` in one batch); bounds
+        memory at about ``batch_size`` backward passes.
+
+    Returns:
+      Array of shape ``X``.
+    """
+    alphas, weights = path_points(steps, method)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
+    _, t = _resolve_target(f, x, target)
+    base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
+    diff = x - base
+    grad = _grad_of_target(f, t)
+    a = jnp.asarray(alphas, x.dtype)
+    wts = jnp.asarray(weights, x.dtype)
+
+    def weighted(aw):
+        al, wt = aw
+        return wt * grad(base + al * diff)
+
+    if batch_size is None or batch_size >= len(alphas):
+        per_point = jax.vmap(weighted)((a, wts))
+    else:
+        per_point = jax.lax.map(weighted, (a, wts), batch_size=batch_size)
+    return diff * jnp.sum(per_point, axis=0)
+
+
+@register("smoothgrad")
+def smoothgrad(
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    key: jax.Array | None = None,
+    samples: int = 32,
+    noise_level: float = 0.15,
+) -> jax.Array:
+    """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of ``x``.
+
+    ``mean_k grad f_t(x + e_k)``, ``e_k ~ N(0, sigma^2)``, with
+    ``sigma = noise_level * (max(x) - min(x))``. The target (arg-max when None) is
+    chosen at ``x``.
+
+    Args:
+      f: per-example network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit at ``x``.
+      key: a `jax.random` key (required; split it per example when batching).
+      samples: number of noisy copies.
+      noise_level: noise standard deviation relative to the input's value range.
+
+    Returns:
+      Array of shape ``X``.
+    """
+    if key is None:
+        raise ValueError(
+            "smoothgrad needs an explicit PRNG key, e.g. key=jax.random.key(0) "
+            "(split it per example when batching with vmap)"
+        )
+    if not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"samples must be a positive integer; got {samples!r}")
+    _, t = _resolve_target(f, x, target)
+    sigma = noise_level * (jnp.max(x) - jnp.min(x))
+    noise = jax.random.normal(key, (int(samples),) + x.shape, x.dtype) * sigma
+    grads = jax.vmap(_grad_of_target(f, t))(x[None] + noise)
+    return jnp.mean(grads, axis=0)
+
+
+# --- modified ReLU backward passes on the walker ---------------------------------------------
+
+
+def _relu(z):
+    return jnp.where(z > 0, z, jnp.zeros_like(z))
+
+
+@jax.custom_vjp
+def _guided_relu(z):
+    return _relu(z)
+
+
+def _guided_fwd(z):
+    return _relu(z), z > 0
+
+
+def _guided_bwd(active, g):
+    return (jnp.where(active & (g > 0), g, jnp.zeros_like(g)),)
+
+
+_guided_relu.defvjp(_guided_fwd, _guided_bwd)
+
+
+@jax.custom_vjp
+def _deconv_relu(z):
+    return _relu(z)
+
+
+def _deconv_fwd(z):
+    return _relu(z), None
+
+
+def _deconv_bwd(_, g):
+    return (jnp.maximum(g, jnp.zeros_like(g)),)
+
+
+_deconv_relu.defvjp(_deconv_fwd, _deconv_bwd)
+
+
+class ReluBackwardRules(DifferentiableForward):
+    """The forward pass with every ReLU replaced by ``relu_fn`` (same value, other VJP)."""
+
+    def __init__(self, relu_fn: Callable[[jax.Array], jax.Array]):
+        super().__init__()
+        self.relu_fn = relu_fn
+
+    def relu(self, eqn, z):
+        return self.relu_fn(z)
+
+
+def _modified_gradient(f: Callable, x: jax.Array, target, relu_fn) -> jax.Array:
+    program = net.trace(f, x)
+    _, t = _resolve_target(lambda xp: net.forward(program, xp).output, x, target)
+
+    def out(xp):
+        return net.walk(program, xp, ReluBackwardRules(relu_fn)).output[t]
+
+    return jax.grad(out)(x)
+
+
+@register("guided_backprop")
+def guided_backprop(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+    """Guided backpropagation (Springenberg et al. 2015).
+
+    Backward through each ReLU only where the neuron is active *and* the incoming
+    signal is positive: ``g_in = g_out * [z > 0] * [g_out > 0]``.
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+
+    Returns:
+      Array of shape ``X``.
+    """
+    return _modified_gradient(f, x, target, _guided_relu)
+
+
+@register("deconvnet")
+def deconvnet(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+    """DeconvNet (Zeiler & Fergus 2014).
+
+    Backward through each ReLU by a ReLU of the incoming signal, ``g_in = max(g_out, 0)``,
+    whatever the neuron's state; max-pools route to their winners.
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+
+    Returns:
+      Array of shape ``X``.
+    """
+    return _modified_gradient(f, x, target, _deconv_relu)

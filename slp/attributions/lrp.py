@@ -1,0 +1,626 @@
+"""Layer-wise relevance propagation (LRP) and Deep Taylor decomposition on the network walker.
+
+Every method here is one set of `slp.network.Rules` over the program that `slp.network.trace`
+finds: the forward values are the network's own, and each dense/conv layer (a
+``dot_general``/``conv_general_dilated`` equation together with the bias add that follows
+it) carries a custom vector-Jacobian product that applies an LRP rule. ReLUs and max-pools
+keep their ordinary derivative (relevance passes through active neurons and to the winner
+of every pooling window); every other linear operation -- reshapes, transposes, average
+pooling, additions of branches -- keeps its own transpose.
+
+The backward signal is the *relevance per unit of value*, ``s = R / value``, the form in
+which LRP is "gradient times input" with modified gradients: at every value ``v`` of the
+network the relevance is ``R = v * s``. In this form an operation's own transpose is the
+LRP-0 (z) rule, which redistributes relevance in proportion to contributions and is
+conservative; a reshape passes relevance unchanged, an average pool splits a window's
+relevance in proportion to its inputs. The rules divide by the layer outputs ``z``
+explicitly and never by an input, so a zero input carries zero relevance without a 0/0.
+
+Convention for the relevance that enters at the output (iNNvestigate's): the target
+logit itself, ``R_out = f(x)[t]`` on the target neuron and 0 elsewhere (Deep Taylor:
+``max(f(x)[t], 0)``, as iNNvestigate appends a ReLU to the output). With it LRP-0 on a
+bias-free ReLU network equals gradient x input, and conservative rules sum to ``f(x)[t]``.
+Other libraries differ only by a scale per example, since every map here is linear in
+the output relevance for a fixed input:
+
+* Zennit's attributors start from ``attr_output``, by default the whole output vector
+  ``f(x)`` (all classes at once); with the usual one-hot ``attr_output`` its maps are
+  this library's divided by ``f(x)[t]``; ``attr_output = one_hot * f(x)`` gives this
+  library's convention.
+* Captum's ``LRP`` multiplies by the target output, as here; Captum's gradient methods
+  (and this library's gradient family) start from the gradient of the target logit.
+
+References: Bach et al., "On pixel-wise explanations for non-linear classifier decisions
+by layer-wise relevance propagation", PLoS ONE 2015; Montavon et al., "Explaining
+nonlinear classification decisions with deep Taylor decomposition", Pattern Recognition
+2017; Montavon et al., "Layer-wise relevance propagation: an overview", 2019; Alber et al.,
+"iNNvestigate neural networks!", JMLR 2019.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from slp import network as net
+from slp.attributions._walk import DifferentiableForward
+from slp.attributions.registry import register
+
+__all__ = [
+    "AffineLayer",
+    "affine_layers",
+    "Epsilon",
+    "AlphaBeta",
+    "ZBox",
+    "lrp",
+    "lrp_epsilon",
+    "lrp_alpha_beta",
+    "lrp_alpha1_beta0",
+    "lrp_alpha2_beta1",
+    "lrp_zplus",
+    "deep_taylor",
+    "deep_taylor_bounded",
+]
+
+_WEIGHT_PRIMITIVES = ("dot_general", "conv_general_dilated")
+_ADD_PRIMITIVES = ("add", "add_any")
+# Operations that only move, drop or relabel elements: between a layer and its bias add
+# they are part of the layer's linear map (and commute with the rules' elementwise steps).
+_REARRANGING = frozenset(
+    {
+        "reshape",
+        "squeeze",
+        "expand_dims",
+        "transpose",
+        "slice",
+        "dynamic_slice",
+        "rev",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+    }
+)
+
+
+# --- finding the dense/conv layers of a program ---------------------------------------------
+
+
+class AffineLayer(NamedTuple):
+    """One dense/conv layer of a `slp.network.Program`: ``z = chain(lin(a, W)) + b``.
+
+    Attributes:
+      weight_eqn: index into ``program.eqns`` of the ``dot_general``/``conv_general_dilated``.
+      operand: position (0 or 1) of its input-dependent operand ``a``; the other is ``W``.
+      chain: indices of the rearranging operations (reshape, squeeze, transpose, ...)
+        between it and its bias add, e.g. the ``[0]`` of ``conv(x[None])[0] + b``.
+      bias_eqn: index of the add with a constant ``b`` that follows, or -1 (no bias).
+      bias_operand: position of ``b`` in that add (-1 when there is none).
+    """
+
+    weight_eqn: int
+    operand: int
+    chain: tuple[int, ...]
+    bias_eqn: int
+    bias_operand: int
+
+
+def affine_layers(program: net.Program) -> tuple[AffineLayer, ...]:
+    """The dense/conv layers of ``program`` in forward order, each with its bias add.
+
+    A layer is a ``dot_general`` or ``conv_general_dilated`` with exactly one
+    input-dependent operand. Its bias is the constant of an ``add`` reached from the
+    layer's output through operations that only rearrange elements, each the only
+    consumer of the previous value; an output used anywhere else has no bias here (a
+    later addition is then an ordinary linear operation).
+
+    Args:
+      program: a traced network.
+
+    Returns:
+      Tuple of `AffineLayer`, one per layer, in forward order.
+    """
+    uses: collections.Counter = collections.Counter()
+    consumer: dict[int, int] = {}
+    for i, e in enumerate(program.eqns):
+        for a in e.inputs:
+            if isinstance(a, int):
+                uses[a] += 1
+                consumer[a] = i
+    if isinstance(program.output_id, int):
+        uses[program.output_id] += 1
+    layers = []
+    for i, e in enumerate(program.eqns):
+        if e.kind != "linear" or e.primitive.name not in _WEIGHT_PRIMITIVES or sum(e.dep) != 1:
+            continue
+        out, chain = e.outputs[0], []
+        bias_eqn, bias_operand = -1, -1
+        while uses[out] == 1 and out in consumer:
+            j = consumer[out]
+            c = program.eqns[j]
+            if c.kind != "linear" or sum(c.dep) != 1:
+                break
+            if c.primitive.name in _ADD_PRIMITIVES:
+                bias_eqn, bias_operand = j, c.dep.index(False)
+                break
+            if c.primitive.name not in _REARRANGING or len(c.outputs) != 1:
+                break
+            chain.append(j)
+            out = c.outputs[0]
+        if bias_eqn < 0:
+            chain = []
+        layers.append(AffineLayer(i, e.dep.index(True), tuple(chain), bias_eqn, bias_operand))
+    return tuple(layers)
+
+
+# --- the rules ---------------------------------------------------------------------------------
+
+
+def _stabilize(z: jax.Array, eps: float) -> jax.Array:
+    """``z + eps * sign(z)`` with sign(0) = +1 (iNNvestigate's and Zennit's convention)."""
+    return z + jnp.where(z >= 0, eps, -eps).astype(z.dtype)
+
+
+def _divide(r: jax.Array, d: jax.Array) -> jax.Array:
+    """``r / d``, 0 where ``d == 0`` (no relevance can flow through a zero denominator)."""
+    nz = d != 0
+    return jnp.where(nz, r / jnp.where(nz, d, 1), 0)
+
+
+def _transpose(lin: Callable, a: jax.Array, w: jax.Array, c: jax.Array) -> jax.Array:
+    """``W^T c``: the transpose of ``t -> lin(t, w)`` applied to ``c``."""
+    return jax.vjp(lambda t: lin(t, w), a)[1](c)[0]
+
+
+def _pos(v):
+    return jnp.maximum(v, 0)
+
+
+def _neg(v):
+    return jnp.minimum(v, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Epsilon:
+    """LRP-epsilon: ``R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k``, bias in ``z_k``.
+
+    With ``epsilon = 0`` this is LRP-0 (zero denominators pass no relevance).
+
+    Attributes:
+      epsilon: the stabiliser added to every layer output with its sign (sign(0) = +1).
+    """
+
+    epsilon: float = 1e-7
+    needs_bounds = False
+
+    def backward(self, lin, inputs, w, b, z, s):
+        (a,) = inputs
+        c = _divide(z * s, _stabilize(z, self.epsilon))
+        return (_transpose(lin, a, w, c),)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaBeta:
+    """LRP-alpha-beta: positive and negative contributions redistributed separately.
+
+    ``R_j = sum_k (alpha (a_j w_jk)^+ / z_k^+ - beta (a_j w_jk)^- / z_k^-) R_k`` with
+    ``z_k^+ = sum_j (a_j w_jk)^+`` and ``z_k^- = sum_j (a_j w_jk)^-`` plus, by ``bias``:
+
+    * ``"split"``: ``b_k^+`` in ``z_k^+`` and ``b_k^-`` in ``z_k^-`` (Montavon et al. 2019,
+      Zennit's ``AlphaBeta``/``ZPlus``);
+    * ``"none"``: no bias (the z+ rule when ``alpha=1, beta=0``);
+    * ``"full"``: the whole ``b_k`` in both denominators (what iNNvestigate 1.0.x's
+      ``AlphaBetaRule(bias=True)`` computes: its positive and negative layer copies keep
+      ``b^+`` and ``b^-`` and their outputs are added).
+
+    Attributes:
+      alpha, beta: weights of the positive and negative parts.
+      bias: ``"split"``, ``"none"`` or ``"full"``.
+      stabilizer: added to each denominator with its sign (Zennit's default 1e-6); 0 means
+        a zero denominator passes no relevance.
+    """
+
+    alpha: float = 1.0
+    beta: float = 0.0
+    bias: str = "split"
+    stabilizer: float = 1e-6
+    needs_bounds = False
+
+    def __post_init__(self):
+        if self.bias not in ("split", "none", "full"):
+            raise ValueError(f"AlphaBeta bias must be 'split', 'none' or 'full'; got {self.bias!r}")
+        if self.alpha < 0 or self.beta < 0:
+            raise ValueError(
+                f"alpha and beta must be >= 0; got alpha={self.alpha}, beta={self.beta}"
+            )
+
+    def _biases(self, b):
+        if self.bias == "split":
+            return _pos(b), _neg(b)
+        if self.bias == "full":
+            return b, b
+        return jnp.zeros_like(b), jnp.zeros_like(b)
+
+    def backward(self, lin, inputs, w, b, z, s):
+        (a,) = inputs
+        r = z * s
+        wp, wn = _pos(w), _neg(w)
+        ap, an = _pos(a), _neg(a)
+        on, off = a > 0, a < 0
+        bp, bn = self._biases(b)
+
+        def part(w_on_pos, w_on_neg, bias):
+            # (a w)^+ pairs positive inputs with positive weights and negative with negative;
+            # (a w)^- pairs them the other way round.
+            denom = lin(ap, w_on_pos) + lin(an, w_on_neg) + bias
+            c = _divide(r, _stabilize(denom, self.stabilizer))
+            return jnp.where(on, _transpose(lin, a, w_on_pos, c), 0) + jnp.where(
+                off, _transpose(lin, a, w_on_neg, c), 0
+            )
+
+        out = self.alpha * part(wp, wn, bp)
+        if self.beta != 0:
+            out = out - self.beta * part(wn, wp, bn)
+        return (out,)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZBox:
+    """The zB rule of Deep Taylor decomposition for inputs bounded by ``low <= x <= high``.
+
+    ``R_i = sum_k (x_i w_ik - l_i w_ik^+ - h_i w_ik^-) / z_k^B R_k`` with
+    ``z_k^B = sum_i (x_i w_ik - l_i w_ik^+ - h_i w_ik^-)`` (bias not involved). The bounds
+    travel through the linear operations before the layer with the input (e.g. a
+    normalisation ``(x - m) / s`` inside the network maps them too).
+
+    Attributes:
+      low, high: the bounds, scalars or arrays broadcastable to the input's shape.
+      stabilizer: added to ``z^B`` with its sign (Zennit's default 1e-6).
+    """
+
+    low: Any = 0.0
+    high: Any = 1.0
+    stabilizer: float = 1e-6
+    needs_bounds = True
+
+    def backward(self, lin, inputs, w, b, z, s):
+        x, low, high = inputs
+        wp, wn = _pos(w), _neg(w)
+        zb = lin(x, w) - lin(low, wp) - lin(high, wn)
+        c = _divide(z * s, _stabilize(zb, self.stabilizer))
+        return (_transpose(lin, x, w, c), -_transpose(lin, x, wp, c), -_transpose(lin, x, wn, c))
+
+
+# --- the walk ----------------------------------------------------------------------------------
+
+
+class _FromInput(NamedTuple):
+    """Values that are the input and its bounds mapped by linear operations only."""
+
+    values: tuple
+
+
+class _Pending(NamedTuple):
+    """A layer's ``(a, W)`` waiting for its bias add, with the rearrangements met so far."""
+
+    layer: int
+    a: Any
+    w: jax.Array
+    chain: tuple = ()
+
+
+def _layer_fn(rule, lin: Callable, n_inputs: int) -> Callable:
+    """``(*inputs, w, b) -> lin(inputs[0], w) + b`` whose VJP is ``rule.backward``."""
+
+    @jax.custom_vjp
+    def layer(*args):
+        return lin(args[0], args[n_inputs]) + args[n_inputs + 1]
+
+    def fwd(*args):
+        z = lin(args[0], args[n_inputs]) + args[n_inputs + 1]
+        return z, (args, z)
+
+    def bwd(res, s):
+        args, z = res
+        inputs, w, b = args[:n_inputs], args[n_inputs], args[n_inputs + 1]
+        grads = rule.backward(lin, inputs, w, b, z, s)
+        return (*grads, None, None)
+
+    layer.defvjp(fwd, bwd)
+    return layer
+
+
+class LrpRules(DifferentiableForward):
+    """Forward pass whose dense/conv layers backpropagate by LRP rules.
+
+    Args:
+      program: the traced network.
+      layers: its `affine_layers`.
+      rule: the rule of every layer.
+      first_rule: the rule of the layers fed by the input through linear operations only
+        (None: ``rule``). If it `needs_bounds`, the walk's input is ``(x, low, high)``.
+    """
+
+    def __init__(self, program: net.Program, layers, rule, first_rule=None):
+        super().__init__()
+        self.program = program
+        self.layers = layers
+        self.rule = rule
+        self.first_rule = first_rule
+        self.by_weight = {program.eqns[l.weight_eqn].outputs[0]: k for k, l in enumerate(layers)}
+        self.by_bias = {
+            program.eqns[l.bias_eqn].outputs[0]: k for k, l in enumerate(layers) if l.bias_eqn >= 0
+        }
+        self.in_chain = {program.eqns[j].outputs[0] for l in layers for j in l.chain}
+
+    def input(self, x):
+        return _FromInput(tuple(x)) if self.first_rule is not None else x
+
+    def _plain(self, eqn, z):
+        if isinstance(z, _FromInput):
+            raise ValueError(
+                f"the first-layer rule needs a dense/conv layer before any ReLU or max-pool, but "
+                f"the network applies '{eqn.primitive.name}' to its input first"
+            )
+        return z
+
+    def relu(self, eqn, z):
+        return super().relu(eqn, self._plain(eqn, z))
+
+    def max_pool(self, eqn, z):
+        return super().max_pool(eqn, self._plain(eqn, z))
+
+    def linear(self, eqn, args):
+        key = eqn.outputs[0]
+        if key in self.by_weight:
+            k = self.by_weight[key]
+            op = self.layers[k].operand
+            if self.layers[k].bias_eqn >= 0:
+                return [_Pending(k, args[op], args[1 - op])]
+            return [self._layer(k, args[op], args[1 - op], None)]
+        if key in self.in_chain:
+            pending = args[eqn.dep.index(True)]
+            return [pending._replace(chain=pending.chain + ((eqn, args),))]
+        if key in self.by_bias:
+            k = self.by_bias[key]
+            bop = self.layers[k].bias_operand
+            pending = args[1 - bop]
+            return [self._layer(k, pending.a, pending.w, args[bop], pending.chain)]
+        if any(isinstance(a, _FromInput) for a in args):
+            # Linear operations on the input map its bounds alongside it.
+            n = next(len(a.values) for a in args if isinstance(a, _FromInput))
+            per = [
+                super(LrpRules, self).linear(
+                    eqn, [a.values[i] if isinstance(a, _FromInput) else a for a in args]
+                )
+                for i in range(n)
+            ]
+            return [_FromInput(tuple(vals)) for vals in zip(*per, strict=True)]
+        return super().linear(eqn, args)
+
+    def _layer(self, k: int, a, w, b, chain=()):
+        eqn = self.program.eqns[self.layers[k].weight_eqn]
+        op = self.layers[k].operand
+        precision = self.precision
+
+        def lin(t, w_):
+            ops = (t, w_) if op == 0 else (w_, t)
+            v = eqn.bind(*ops, precision=precision)
+            for e, e_args in chain:
+                pos = e.dep.index(True)
+                v = e.bind(*e_args[:pos], v, *e_args[pos + 1 :])
+            return v
+
+        if isinstance(a, _FromInput):
+            rule, inputs = self.first_rule, a.values
+        else:
+            rule, inputs = self.rule, (a,)
+        if rule.needs_bounds and len(inputs) != 3:
+            raise ValueError(f"{type(rule).__name__} applies only to the first layer (first_rule)")
+        dtype = inputs[0].dtype
+        b = jnp.zeros((), dtype) if b is None else jnp.asarray(b, dtype)
+        return _layer_fn(rule, lin, len(inputs))(*inputs, w, b)
+
+
+def _check_target(target, n: int):
+    if target is not None and isinstance(target, int) and not 0 <= target < n:
+        raise ValueError(f"target {target} is out of range for {n} output logits")
+
+
+def lrp(
+    f: Callable,
+    x: jax.Array,
+    *,
+    rule,
+    first_rule=None,
+    target=None,
+    positive_output: bool = False,
+) -> jax.Array:
+    """Relevance of every input component by LRP with the given layer rules.
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits`` of shape ``(classes,)``.
+      x: one input, shape ``X``.
+      rule: rule of every dense/conv layer (`Epsilon`, `AlphaBeta`).
+      first_rule: rule of the layers fed directly by the input (e.g. `ZBox`); None: ``rule``.
+      target: class index; None means the arg-max logit.
+      positive_output: start from ``max(f(x)[t], 0)`` instead of ``f(x)[t]``.
+
+    Returns:
+      Relevance, shape ``X``. Initial relevance is the target logit (see the module
+      docstring for how Zennit and Captum differ).
+    """
+    program = net.trace(f, x)
+    if len(program.output_shape) != 1:
+        raise ValueError(
+            f"attribution needs f(x) to be a vector of logits; got {program.output_shape}"
+        )
+    layers = affine_layers(program)
+    if not layers:
+        raise ValueError("LRP needs at least one dense or convolution layer; the network has none")
+    if rule.needs_bounds:
+        raise ValueError(f"{type(rule).__name__} can only be the first_rule")
+    if first_rule is not None and first_rule.needs_bounds:
+        shape = jnp.shape(x)
+        dtype = jnp.result_type(x)
+        primals = (
+            x,
+            jnp.broadcast_to(jnp.asarray(first_rule.low, dtype), shape),
+            jnp.broadcast_to(jnp.asarray(first_rule.high, dtype), shape),
+        )
+    else:
+        primals = (x,)
+
+    def run(*inputs):
+        rules = LrpRules(program, layers, rule, first_rule)
+        out = net.walk(program, inputs if first_rule is not None else inputs[0], rules).output
+        if isinstance(out, (_FromInput, _Pending)):
+            raise ValueError("the network output is not computed by a dense/conv layer")
+        return out
+
+    y, vjp = jax.vjp(run, *primals)
+    _check_target(target, y.shape[0])
+    t = jnp.argmax(y) if target is None else target
+    s0 = jax.nn.one_hot(t, y.shape[0], dtype=y.dtype)
+    if positive_output:
+        s0 = s0 * (y[t] > 0).astype(y.dtype)
+    cots = vjp(s0)
+    return sum(p * c for p, c in zip(primals, cots, strict=True))
+
+
+@register("lrp_epsilon")
+def lrp_epsilon(f: Callable, x: jax.Array, *, target=None, epsilon: float = 1e-7) -> jax.Array:
+    """LRP-epsilon on every dense/conv layer (Bach et al. 2015), bias included.
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+      epsilon: stabiliser (iNNvestigate's default 1e-7); epsilon -> 0 on a bias-free
+        network gives gradient x input.
+
+    Returns:
+      Relevance, shape ``X``; initial relevance ``f(x)[t]``.
+    """
+    return lrp(f, x, rule=Epsilon(epsilon), target=target)
+
+
+@register("lrp_alpha_beta")
+def lrp_alpha_beta(
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    bias: bool = True,
+    stabilizer: float = 1e-6,
+) -> jax.Array:
+    """LRP-alpha-beta on every dense/conv layer (Bach et al. 2015).
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+      alpha, beta: weights of positive and negative contributions, ``alpha - beta = 1``.
+      bias: keep the bias, ``b^+`` in the positive and ``b^-`` in the negative
+        denominator (as Zennit); False ignores it.
+      stabilizer: added to the denominators with their sign.
+
+    Returns:
+      Relevance, shape ``X``; initial relevance ``f(x)[t]``.
+    """
+    if abs(alpha - beta - 1) > 1e-12:
+        raise ValueError(f"lrp_alpha_beta needs alpha - beta = 1; got alpha={alpha}, beta={beta}")
+    rule = AlphaBeta(alpha, beta, "split" if bias else "none", stabilizer)
+    return lrp(f, x, rule=rule, target=target)
+
+
+@register("lrp_alpha1_beta0")
+def lrp_alpha1_beta0(f: Callable, x: jax.Array, *, target=None, bias: bool = True) -> jax.Array:
+    """`lrp_alpha_beta` with ``alpha=1, beta=0``. Returns relevance shaped like ``x``."""
+    return lrp_alpha_beta(f, x, target=target, alpha=1.0, beta=0.0, bias=bias)
+
+
+@register("lrp_alpha2_beta1")
+def lrp_alpha2_beta1(f: Callable, x: jax.Array, *, target=None, bias: bool = True) -> jax.Array:
+    """`lrp_alpha_beta` with ``alpha=2, beta=1``. Returns relevance shaped like ``x``."""
+    return lrp_alpha_beta(f, x, target=target, alpha=2.0, beta=1.0, bias=bias)
+
+
+@register("lrp_zplus")
+def lrp_zplus(f: Callable, x: jax.Array, *, target=None, stabilizer: float = 1e-6) -> jax.Array:
+    """LRP z+ on every dense/conv layer: ``R_j = sum_k (a_j w_jk)^+ / sum_j (a_j w_jk)^+ R_k``.
+
+    The bias is ignored, so on a bias-free network the relevance is conserved layer by
+    layer (up to neurons whose positive contributions are all zero). Equal to
+    alpha=1, beta=0 without bias; for ReLU inputs ``(a w)^+ = a w^+``.
+
+    Returns:
+      Relevance, shape like ``x``; initial relevance ``f(x)[t]``.
+    """
+    return lrp(f, x, rule=AlphaBeta(1.0, 0.0, "none", stabilizer), target=target)
+
+
+@register("deep_taylor")
+def deep_taylor(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+    """Deep Taylor decomposition as iNNvestigate 1.0.x computed it (``DeepTaylor``).
+
+    Its α1β0 rule with the bias kept on every dense/conv layer (in iNNvestigate 1.0.x
+    every Keras layer with a kernel "contains an activation", the output layer
+    included), where the whole bias enters the positive denominator,
+    ``R_j = sum_k (a_j w_jk)^+ / (sum_j (a_j w_jk)^+ + b_k) R_k``; ReLUs and max-pools pass
+    relevance by their gradient (to active neurons, to each window's winner); a ReLU on
+    the output makes the initial relevance ``max(f(x)[t], 0)``. Zero denominators pass
+    nothing (iNNvestigate's safe division).
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+
+    Returns:
+      Relevance, shape ``X``.
+    """
+    return lrp(f, x, rule=AlphaBeta(1.0, 0.0, "full", 0.0), target=target, positive_output=True)
+
+
+@register("deep_taylor_bounded")
+def deep_taylor_bounded(
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    low: Any = 0.0,
+    high: Any = 1.0,
+    stabilizer: float = 1e-6,
+) -> jax.Array:
+    """Deep Taylor decomposition for bounded inputs (Montavon et al. 2017).
+
+    The zB rule on the layers that read the input, z+ (bias ignored) on every other
+    dense/conv layer; the initial relevance is ``max(f(x)[t], 0)``. (iNNvestigate 1.0.x's
+    ``BoundedDeepTaylor`` used its biased α1β0 rule, `deep_taylor`'s, in the upper layers.)
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``, with ``low <= x <= high``.
+      target: class index; None means the arg-max logit.
+      low, high: the input domain, scalars or arrays broadcastable to ``X``
+        (default the [0, 1] pixel range).
+      stabilizer: added to the denominators with their sign.
+
+    Returns:
+      Relevance, shape ``X``.
+    """
+    return lrp(
+        f,
+        x,
+        rule=AlphaBeta(1.0, 0.0, "none", stabilizer),
+        first_rule=ZBox(low, high, stabilizer),
+        target=target,
+        positive_output=True,
+    )
