@@ -2,7 +2,7 @@
 
 Needs the `rl` extra and a trained RLNET checkpoint (experiments/pong_train.py).
 
-    python experiments/pong.py                      # final checkpoint in the data dir
+    python experiments/pong.py    # the latest checkpoint in the data dir
     python experiments/pong.py --checkpoint PATH --out results
 
 Time: about 3 minutes on 2 CPU cores (Insens of the 84x84x4 Q-network takes ~20 s).
@@ -39,6 +39,7 @@ from slp.models import QNetwork, as_single_example
 from slp.plotting import heatmap, save_figure, show_image, symmetric_limit
 from slp.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values
 
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "pong_qnetwork.msgpack"
 PONG_ACTIONS = ("NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE")
 
 
@@ -166,7 +167,11 @@ def _write_json(path: Path, obj) -> None:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--checkpoint", type=Path, default=None, help="default: latest.msgpack in the data dir"
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="default: latest.msgpack in the data dir, else results/pong_qnetwork.msgpack "
+        "(a parameters-only copy, kept out of git)",
     )
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--name", default="pong", help="file stem of the outputs")
@@ -178,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = args.checkpoint
     if ckpt is None:
         ckpt = default_checkpoint_dir("Pong") / "latest.msgpack"
+        if not ckpt.is_file():
+            ckpt = COMMITTED
     ck = load_checkpoint(ckpt)
     methods = slp.available_methods()
     if args.methods:
@@ -221,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
             "file": ckpt.name,
             "agent_steps": ck.step,
             "frames": ck.step * ck.config.frame_skip,
+            "trained_on": ck.device,
         },
         "state": {
             "seed": args.seed,

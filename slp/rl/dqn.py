@@ -501,11 +501,13 @@ def save_checkpoint(
     best_mean_return: float = -math.inf,
     wall_seconds: float = 0.0,
     np_rng_state: dict | None = None,
+    device: str | None = None,
 ) -> Path:
     """Writes a checkpoint atomically (msgpack; temp file + `os.replace`).
 
     With only `params` given it is a parameters-only file (for evaluation and figures);
     with `target_params`, `opt_state` and `np_rng_state` training resumes from it.
+    `device` (default: this process's JAX backend and device) records where it trained.
 
     Returns:
       The path written.
@@ -524,7 +526,7 @@ def save_checkpoint(
         "best_mean_return": float(best_mean_return),
         "wall_seconds": float(wall_seconds),
         "np_rng_state": np_rng_state,
-        "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
+        "device": device or f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
     }
     tree = {
         "meta": json.dumps(meta),

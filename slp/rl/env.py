@@ -30,9 +30,16 @@ __all__ = [
 _REQUIRED = {"gymnasium": "gymnasium", "ale_py": "ale-py", "cv2": "opencv-python-headless"}
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # e.g. a module blocked with sys.modules[name] = None
+        return False
+
+
 def rl_dependencies_missing() -> str | None:
     """Returns a message naming the missing `rl` extra packages, or None if all are present."""
-    missing = [pip for mod, pip in _REQUIRED.items() if importlib.util.find_spec(mod) is None]
+    missing = [pip for mod, pip in _REQUIRED.items() if not _importable(mod)]
     if not missing:
         return None
     return (
