@@ -388,14 +388,16 @@ def test_integrated_gradients_completeness(conv_case):
     f, x, reference = conv_case
     y, y0 = f(x), f(jnp.zeros_like(x))
     t = 1
-    ig = A.integrated_gradients(f, x, target=t, steps=512, method="riemann_middle")
+    ig = A.integrated_gradients(f, x, target=t, steps=512, quadrature="riemann_middle")
     assert abs(float(jnp.sum(ig)) - float(y[t] - y0[t])) < 2e-3 * max(1.0, abs(y[t]))
     # iNNvestigate's default (64 points, 0 and 1 included) is close, not exact
     ig = A.integrated_gradients(f, x, target=t)
     assert abs(float(jnp.sum(ig)) - float(y[t] - y0[t])) < 5e-2 * max(1.0, abs(y[t]))
     # a baseline other than 0
     base = jnp.full_like(x, 0.3)
-    ig = A.integrated_gradients(f, x, baseline=base, target=0, steps=512, method="gausslegendre")
+    ig = A.integrated_gradients(
+        f, x, baseline=base, target=0, steps=512, quadrature="gausslegendre"
+    )
     assert abs(float(jnp.sum(ig)) - float(y[0] - f(base)[0])) < 2e-3 * max(1.0, abs(y[0]))
 
 
@@ -404,11 +406,11 @@ def test_integrated_gradients_exact_on_a_ray(x64):
     f = _bias_free(CONV_SPEC, IN_SHAPE, seed=10)
     x = jax.random.normal(jax.random.PRNGKey(11), IN_SHAPE, jnp.float64)
     gxi = A.gradient_x_input(f, x)
-    for method in ("riemann_middle", "gausslegendre"):
-        ig = A.integrated_gradients(f, x, steps=5, method=method)
+    for quadrature in ("riemann_middle", "gausslegendre"):
+        ig = A.integrated_gradients(f, x, steps=5, quadrature=quadrature)
         np.testing.assert_allclose(ig, gxi, atol=tol(np.float64))
     # the chunked evaluation gives the same
-    ig = A.integrated_gradients(f, x, steps=5, method="riemann_middle", batch_size=2)
+    ig = A.integrated_gradients(f, x, steps=5, quadrature="riemann_middle", batch_size=2)
     np.testing.assert_allclose(ig, gxi, atol=tol(np.float64))
 
 
@@ -426,7 +428,7 @@ def test_path_points():
     # Gauss-Legendre with 3 points integrates a degree-5 polynomial exactly
     a, w = A.gradients.path_points(3, "gausslegendre")
     np.testing.assert_allclose(np.sum(w * a**5), 1 / 6)
-    with pytest.raises(ValueError, match="unknown path method"):
+    with pytest.raises(ValueError, match="unknown quadrature"):
         A.gradients.path_points(4, "simpson")
     with pytest.raises(ValueError, match="steps"):
         A.gradients.path_points(0, "riemann_left")

@@ -29,7 +29,7 @@ __all__ = [
     "path_points",
 ]
 
-_IG_METHODS = (
+_QUADRATURES = (
     "linspace",
     "riemann_left",
     "riemann_right",
@@ -71,12 +71,12 @@ def gradient_x_input(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
     return x * _grad_of_target(f, t)(x)
 
 
-def path_points(steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+def path_points(steps: int, quadrature: str) -> tuple[np.ndarray, np.ndarray]:
     """Points ``alpha`` in [0, 1] and weights of a quadrature of ``int_0^1 g(alpha) d alpha``.
 
     Args:
       steps: number of points (>= 1; >= 2 for ``"linspace"`` and ``"riemann_trapezoid"``).
-      method: ``"linspace"`` (iNNvestigate 1.0.x: ``steps`` equally spaced points from 0 to 1
+      quadrature: ``"linspace"`` (iNNvestigate 1.0.x: ``steps`` equally spaced points from 0 to 1
         inclusive, plain mean), ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
         ``"riemann_trapezoid"`` (weights summing to 1; Captum's sum to ``1 - 1/steps``) or
         ``"gausslegendre"`` (Captum's default).
@@ -84,24 +84,26 @@ def path_points(steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
     Returns:
       ``(alphas, weights)``, both float64 arrays of shape ``(steps,)``.
     """
-    if method not in _IG_METHODS:
-        raise ValueError(f"unknown path method {method!r}; choose one of {', '.join(_IG_METHODS)}")
+    if quadrature not in _QUADRATURES:
+        raise ValueError(
+            f"unknown quadrature {quadrature!r}; choose one of {', '.join(_QUADRATURES)}"
+        )
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     n = int(steps)
-    if method in ("linspace", "riemann_trapezoid") and n < 2:
-        raise ValueError(f"method {method!r} needs steps >= 2; got {n}")
+    if quadrature in ("linspace", "riemann_trapezoid") and n < 2:
+        raise ValueError(f"quadrature {quadrature!r} needs steps >= 2; got {n}")
     k = np.arange(n, dtype=np.float64)
     w = np.full(n, 1.0 / n)
-    if method == "linspace":
+    if quadrature == "linspace":
         a = np.linspace(0.0, 1.0, n)
-    elif method == "riemann_left":
+    elif quadrature == "riemann_left":
         a = k / n
-    elif method == "riemann_right":
+    elif quadrature == "riemann_right":
         a = (k + 1) / n
-    elif method == "riemann_middle":
+    elif quadrature == "riemann_middle":
         a = (k + 0.5) / n
-    elif method == "riemann_trapezoid":
+    elif quadrature == "riemann_trapezoid":
         a = np.linspace(0.0, 1.0, n)
         w = np.full(n, 1.0 / (n - 1))
         w[[0, -1]] /= 2
@@ -119,7 +121,7 @@ def integrated_gradients(
     target=None,
     baseline=0.0,
     steps: int = 64,
-    method: str = "linspace",
+    quadrature: str = "linspace",
     batch_size: int | None = None,
 ) -> jax.Array:
     """Integrated Gradients (Sundararajan et al. 2017).
@@ -134,14 +136,15 @@ def integrated_gradients(
       target: class index; None means the arg-max logit at ``x``.
       baseline: ``x'``, a scalar or an array of shape ``X`` (default 0).
       steps: number of points on the path (iNNvestigate's and this default: 64).
-      method: the quadrature, see `path_points` (default iNNvestigate's ``"linspace"``).
+      quadrature: how the path integral is approximated, see `path_points` (default
+        iNNvestigate's ``"linspace"``; Captum's ``method``).
       batch_size: points evaluated at once (None: all ``steps`` in one batch); bounds
         memory at about ``batch_size`` backward passes.
 
     Returns:
       Array of shape ``X``.
     """
-    alphas, weights = path_points(steps, method)
+    alphas, weights = path_points(steps, quadrature)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     _, t = _resolve_target(f, x, target)

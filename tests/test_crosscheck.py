@@ -1,0 +1,328 @@
+"""Cross-checks against Zennit and Captum on the same weights (float64 on both sides).
+
+A small flax TwoConv and an MLP are ported to torch: dense kernels (in, out) -> (out, in),
+conv kernels HWIO -> OIHW, inputs NHWC -> NCHW, and the torch network flattens after
+permuting back to NHWC so that its dense layer reads the same order as flax's.
+
+Scale conventions (see `slp.attributions.lrp`): this library starts LRP from the target
+logit ``y_t`` (Deep Taylor: ``max(y_t, 0)``); Zennit is called with the common one-hot
+``attr_output``, so its maps are multiplied by ``y_t`` before comparing. Captum's
+gradient methods start from the gradient of the target logit, as this library does.
+
+Needs the ``crosscheck`` extra (torch, torchvision, zennit, captum); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="cross-checks need torch (the crosscheck extra)")
+zennit = pytest.importorskip("zennit", reason="cross-checks need zennit (the crosscheck extra)")
+captum = pytest.importorskip("captum", reason="cross-checks need captum (the crosscheck extra)")
+
+from captum.attr import (  # noqa: E402
+    Deconvolution,
+    InputXGradient,
+    IntegratedGradients,
+    Saliency,
+)
+from zennit.attribution import Gradient  # noqa: E402
+from zennit.composites import (  # noqa: E402
+    GuidedBackprop,
+    LayerMapComposite,
+    SpecialFirstLayerMapComposite,
+)
+from zennit.rules import AlphaBeta, Epsilon, ZBox, ZPlus  # noqa: E402
+
+import slp  # noqa: E402
+from slp.models import MLP, TwoConv, as_single_example  # noqa: E402
+
+pytestmark = pytest.mark.crosscheck
+
+RTOL = 1e-9  # float64 on both sides; differences are summation order only
+
+
+class TorchTwoConv(torch.nn.Module):
+    """`slp.models.TwoConv` in torch (odd kernel, stride 1: SAME padding is k // 2)."""
+
+    def __init__(self, c_in, features, hidden, classes, k, spatial):
+        super().__init__()
+        f1, f2 = features
+        self.conv1 = torch.nn.Conv2d(c_in, f1, k, padding=k // 2)
+        self.relu1 = torch.nn.ReLU()
+        self.pool1 = torch.nn.MaxPool2d(2)
+        self.conv2 = torch.nn.Conv2d(f1, f2, k, padding=k // 2)
+        self.relu2 = torch.nn.ReLU()
+        self.pool2 = torch.nn.MaxPool2d(2)
+        self.dense1 = torch.nn.Linear((spatial // 4) ** 2 * f2, hidden)
+        self.relu3 = torch.nn.ReLU()
+        self.dense2 = torch.nn.Linear(hidden, classes)
+
+    def forward(self, x_NCHW):
+        h = self.pool1(self.relu1(self.conv1(x_NCHW)))
+        h = self.pool2(self.relu2(self.conv2(h)))
+        h = h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)  # flax flattens NHWC
+        return self.dense2(self.relu3(self.dense1(h)))
+
+
+class TorchMLP(torch.nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(torch.nn.ReLU())
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x.reshape(x.shape[0], -1))
+
+
+def _t(a):
+    return torch.from_numpy(np.array(a, np.float64))
+
+
+def _with_biases(params, seed):
+    """Flax initialises biases to 0; give them values so every bias path is compared."""
+    rng = np.random.default_rng(seed)
+
+    def f(path, p):
+        if "bias" in jax.tree_util.keystr(path):
+            return jnp.asarray(rng.normal(0, 0.1, p.shape), jnp.float64)
+        return jnp.asarray(p, jnp.float64)
+
+    return jax.tree_util.tree_map_with_path(f, params)
+
+
+def _copy_dense(lin, p):
+    lin.weight.data = _t(p["kernel"]).T.contiguous()  # (in, out) -> (out, in)
+    lin.bias.data = _t(p["bias"])
+
+
+def _copy_conv(conv, p):
+    conv.weight.data = _t(p["kernel"]).permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
+    conv.bias.data = _t(p["bias"])
+
+
+class Net(NamedTuple):
+    """A flax network and its torch port.
+
+    Attributes:
+      f: per-example flax network (float64 parameters).
+      torch: the torch port (float64).
+      x: one input, NumPy float64, the flax layout.
+      to_torch: NumPy input -> torch batch of one in torch's layout.
+      from_torch: torch batch of one -> NumPy map in the flax layout.
+      model, params: the flax module and its parameters.
+    """
+
+    f: Callable
+    torch: Any
+    x: np.ndarray
+    to_torch: Callable
+    from_torch: Callable
+    model: Any
+    params: Any
+
+
+@pytest.fixture(scope="module")
+def twoconv():
+    with jax.enable_x64(True):
+        model = TwoConv(num_classes=5, features=(4, 6), hidden=16, kernel_size=5)
+        x = jax.random.uniform(jax.random.PRNGKey(0), (12, 12, 2), jnp.float64)
+        params = _with_biases(model.init(jax.random.PRNGKey(1), x[None]), seed=2)
+        p = params["params"]
+        tm = TorchTwoConv(2, (4, 6), 16, 5, 5, 12).double().eval()
+        _copy_conv(tm.conv1, p["Conv_0"])
+        _copy_conv(tm.conv2, p["Conv_1"])
+        _copy_dense(tm.dense1, p["Dense_0"])
+        _copy_dense(tm.dense2, p["Dense_1"])
+        params = jax.tree.map(np.asarray, params)
+    return Net(
+        as_single_example(model, params),
+        tm,
+        np.asarray(x),
+        lambda a: _t(a)[None].permute(0, 3, 1, 2).contiguous(),
+        lambda r: r[0].permute(1, 2, 0).detach().numpy(),
+        model,
+        params,
+    )
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    with jax.enable_x64(True):
+        model = MLP(hidden=(16, 12), num_classes=5)
+        x = jax.random.normal(jax.random.PRNGKey(3), (4, 5), jnp.float64)
+        params = _with_biases(model.init(jax.random.PRNGKey(4), x[None]), seed=5)
+        p = params["params"]
+        tm = TorchMLP((20, 16, 12, 5)).double().eval()
+        for lin, name in zip(tm.net[::2], ("Dense_0", "Dense_1", "Dense_2"), strict=True):
+            _copy_dense(lin, p[name])
+        params = jax.tree.map(np.asarray, params)
+    return Net(
+        as_single_example(model, params),
+        tm,
+        np.asarray(x),
+        lambda a: _t(a)[None].contiguous(),
+        lambda r: r[0].detach().numpy(),
+        model,
+        params,
+    )
+
+
+def _case(request, name):
+    return request.getfixturevalue(name)
+
+
+def _close(got, want, rtol=RTOL):
+    scale = np.max(np.abs(want))
+    assert scale > 0
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=rtol * scale)
+
+
+def test_ported_networks_agree(twoconv, mlp):
+    for f, tm, x, to_t, *_ in (twoconv, mlp):
+        with jax.enable_x64(True):
+            y = np.asarray(f(jnp.asarray(x)))
+        np.testing.assert_allclose(tm(to_t(x)).detach().numpy()[0], y, rtol=1e-12, atol=1e-12)
+
+
+# --- Zennit: LRP rules ------------------------------------------------------------------------
+
+LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
+
+ZENNIT_CASES = {
+    "lrp_epsilon": (
+        {"epsilon": 1e-3},
+        lambda: LayerMapComposite([(LAYERS, Epsilon(epsilon=1e-3))]),
+        False,
+    ),
+    "lrp_zplus": (
+        {},
+        lambda: LayerMapComposite([(LAYERS, ZPlus(zero_params="bias"))]),
+        False,
+    ),
+    "lrp_alpha2_beta1": (
+        {},
+        lambda: LayerMapComposite([(LAYERS, AlphaBeta(alpha=2.0, beta=1.0))]),
+        False,
+    ),
+    "deep_taylor_bounded": (
+        {"low": 0.0, "high": 1.0},
+        lambda: SpecialFirstLayerMapComposite(
+            layer_map=[(LAYERS, ZPlus(zero_params="bias"))],
+            first_map=[(LAYERS, ZBox(low=0.0, high=1.0))],
+        ),
+        True,
+    ),
+}
+
+
+def _zennit(tm, x_t, target, composite):
+    onehot = torch.zeros((1, 5), dtype=torch.float64)
+    onehot[0, target] = 1.0
+    x_t = x_t.clone().requires_grad_(True)
+    with Gradient(model=tm, composite=composite) as attributor:
+        out, relevance = attributor(x_t, attr_output=onehot)
+    return out.detach().numpy()[0], relevance
+
+
+@pytest.mark.parametrize("net", ["twoconv", "mlp"])
+@pytest.mark.parametrize("method", list(ZENNIT_CASES))
+def test_lrp_against_zennit(net, method, request):
+    f, tm, x, to_t, from_t, *_ = _case(request, net)
+    options, composite, positive = ZENNIT_CASES[method]
+    with jax.enable_x64(True):
+        y = np.asarray(f(jnp.asarray(x)))
+        for target in (int(np.argmax(y)), int(np.argsort(y)[-2])):
+            if positive:
+                assert y[target] > 0, "pick a network whose compared logits are positive"
+            out, rel = _zennit(tm, to_t(x), target, composite())
+            np.testing.assert_allclose(out, y, rtol=1e-12, atol=1e-12)
+            scale = max(y[target], 0.0) if positive else y[target]
+            got = slp.attribute(f, jnp.asarray(x), method, target=target, **options)
+            _close(got, scale * from_t(rel))
+
+
+@pytest.mark.parametrize("net", ["twoconv", "mlp"])
+def test_guided_backprop_against_zennit(net, request):
+    f, tm, x, to_t, from_t, *_ = _case(request, net)
+    with jax.enable_x64(True):
+        for target in (0, 3):
+            _, rel = _zennit(tm, to_t(x), target, GuidedBackprop())
+            got = slp.attribute(f, jnp.asarray(x), "guided_backprop", target=target)
+            _close(got, from_t(rel))
+
+
+# --- Captum: gradient family and DeconvNet ---------------------------------------------------
+
+
+def _captum(cls, tm, x_t, target, **kwargs):
+    x_t = x_t.clone().requires_grad_(True)
+    return cls(tm).attribute(x_t, target=target, **kwargs)
+
+
+CAPTUM_CASES = [
+    ("gradient", {}, Saliency, {"abs": False}),
+    ("gradient_x_input", {}, InputXGradient, {}),
+    (
+        "integrated_gradients",
+        {"steps": 16, "quadrature": "riemann_middle"},
+        IntegratedGradients,
+        {"n_steps": 16, "method": "riemann_middle"},
+    ),
+    (
+        "integrated_gradients",
+        {"steps": 9, "quadrature": "gausslegendre", "baseline": 0.25},
+        IntegratedGradients,
+        {"n_steps": 9, "method": "gausslegendre", "baselines": 0.25},
+    ),
+    ("deconvnet", {}, Deconvolution, {}),
+]
+
+
+@pytest.mark.parametrize("net", ["twoconv", "mlp"])
+@pytest.mark.parametrize(
+    "method,options,cls,kwargs",
+    CAPTUM_CASES,
+    ids=[f"{m}-{o.get('quadrature', '')}" for m, o, _, _ in CAPTUM_CASES],
+)
+def test_against_captum(net, method, options, cls, kwargs, request):
+    f, tm, x, to_t, from_t, *_ = _case(request, net)
+    with jax.enable_x64(True):
+        for target in (1, 4):
+            want = from_t(_captum(cls, tm, to_t(x), target, **kwargs))
+            got = slp.attribute(f, jnp.asarray(x), method, target=target, **options)
+            # Captum rounds its quadrature weights to float32 (exact for the Riemann
+            # rules with a power-of-two number of steps, not for Gauss-Legendre).
+            gauss = options.get("quadrature") == "gausslegendre"
+            _close(got, want, rtol=1e-6 if gauss else RTOL)
+
+
+def test_float32_agreement(twoconv):
+    """In float32 on both sides the maps agree to float32 precision."""
+    params32 = jax.tree.map(lambda a: np.asarray(a, np.float32), twoconv.params)
+    f = as_single_example(twoconv.model, params32)
+    tm32 = TorchTwoConv(2, (4, 6), 16, 5, 5, 12).eval()
+    tm32.load_state_dict({k: v.float() for k, v in twoconv.torch.state_dict().items()})
+    x32 = twoconv.x.astype(np.float32)
+    y = np.asarray(f(jnp.asarray(x32)))
+    t = int(np.argmax(y))
+    composite = LayerMapComposite([(LAYERS, Epsilon(epsilon=1e-3))])
+    onehot = torch.zeros((1, 5))
+    onehot[0, t] = 1.0
+    x_t = twoconv.to_torch(x32).float().requires_grad_(True)
+    with Gradient(model=tm32, composite=composite) as attributor:
+        _, rel = attributor(x_t, attr_output=onehot)
+    got = slp.attribute(f, jnp.asarray(x32), "lrp_epsilon", epsilon=1e-3)
+    assert got.dtype == jnp.float32
+    want = y[t] * twoconv.from_torch(rel)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.max(np.abs(want)))
