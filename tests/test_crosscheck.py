@@ -22,23 +22,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="cross-checks need torch (the crosscheck extra)")
-zennit = pytest.importorskip("zennit", reason="cross-checks need zennit (the crosscheck extra)")
-captum = pytest.importorskip("captum", reason="cross-checks need captum (the crosscheck extra)")
-
-from captum.attr import (  # noqa: E402
-    Deconvolution,
-    InputXGradient,
-    IntegratedGradients,
-    Saliency,
-)
-from zennit.attribution import Gradient  # noqa: E402
-from zennit.composites import (  # noqa: E402
-    GuidedBackprop,
-    LayerMapComposite,
-    SpecialFirstLayerMapComposite,
-)
-from zennit.rules import AlphaBeta, Epsilon, ZBox, ZPlus  # noqa: E402
+try:
+    import torch
+    from captum.attr import Deconvolution, InputXGradient, IntegratedGradients, Saliency
+    from zennit.attribution import Gradient
+    from zennit.composites import GuidedBackprop, LayerMapComposite, SpecialFirstLayerMapComposite
+    from zennit.rules import AlphaBeta, Epsilon, ZBox, ZPlus
+except Exception as err:  # noqa: BLE001 - a broken install raises more than ImportError
+    pytest.skip(
+        "cross-checks need torch, torchvision, zennit and captum (the crosscheck extra): "
+        f"{type(err).__name__}: {err}",
+        allow_module_level=True,
+    )
 
 import slp  # noqa: E402
 from slp.models import MLP, TwoConv, as_single_example  # noqa: E402
