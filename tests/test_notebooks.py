@@ -1,0 +1,138 @@
+"""The tutorial notebooks: built from their sources, committed executed, and run in CI.
+
+The fast tests read the committed ``.ipynb`` files: their cells are those of
+``notebooks/src/*.py``, and their outputs come from one uninterrupted top-to-bottom run
+(execution counts 1, 2, 3, ...) without errors. The slow tests execute every notebook from
+scratch in a fresh kernel of this interpreter (``nbclient``), training its network from
+scratch, and fail on any cell error; the notebooks themselves assert the library's claims
+(Theorem 1, Insens by hand), so a wrong result fails the run as well.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import slp.data
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+MAX_BYTES = 1_500_000
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("_notebook_build", NOTEBOOK_DIR / "_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_builder()
+NAMES = build.NOTEBOOKS
+
+
+def _read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+
+
+def _errors(nb: nbformat.NotebookNode) -> list[str]:
+    return [
+        f"cell {i}: {out.get('ename')}: {out.get('evalue')}"
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.output_type == "error"
+    ]
+
+
+def test_parse_cells_reads_the_percent_format():
+    text = (
+        '"""Docstring before the first cell is ignored."""\n'
+        "# %% [markdown]\n"
+        "# # Title\n"
+        "#\n"
+        "# Some *text*.\n"
+        "\n"
+        "# %%\n"
+        "# %matplotlib inline\n"
+        "x = 1  # a comment stays\n"
+        "\n"
+        "\n"
+        "# %%\n"
+        "\n"
+        "# %%\n"
+        "print(x)\n"
+    )
+    assert build.parse_cells(text) == [
+        ("markdown", "# Title\n\nSome *text*."),
+        ("code", "%matplotlib inline\nx = 1  # a comment stays"),
+        ("code", "print(x)"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("# %% [raw]\nx\n", "unknown cell marker"), ("# %% [markdown]\nnot a comment\n", "not a")],
+)
+def test_parse_cells_rejects_malformed_sources(text, message):
+    with pytest.raises(ValueError, match=message):
+        build.parse_cells(text)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_matches_its_source(name):
+    committed = _read(name)
+    built = build.build(name)
+    assert [(c.cell_type, c.source) for c in committed.cells] == [
+        (c.cell_type, c.source) for c in built.cells
+    ], f"notebooks/{name}.ipynb is out of date: run python notebooks/_build.py {name}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_ran_top_to_bottom(name):
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    assert path.stat().st_size < MAX_BYTES
+    nb = _read(name)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    # One uninterrupted run in a fresh kernel numbers the cells 1, 2, 3, ...
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    assert _errors(nb) == []
+    images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, "the committed notebook has no figures: was it executed?"
+    stderr = [o.text for c in code for o in c.outputs if o.get("name") == "stderr"]
+    assert stderr == [], f"warnings or errors printed by the notebook: {stderr}"
+
+
+def _mnist_available() -> bool:
+    try:
+        for split in ("train", "test"):
+            slp.data.load_mnist(split, download=False)
+    except (slp.data.DatasetNotFoundError, FileNotFoundError):
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_executes_from_scratch(name, tmp_path):
+    if not _mnist_available():
+        pytest.skip("MNIST is not in the data directory; run `python -m slp.data fetch mnist`")
+    nb = _read(name)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
+    t0 = time.perf_counter()
+    build.execute(nb, cwd=tmp_path)  # raises CellExecutionError on the first failing cell
+    seconds = time.perf_counter() - t0
+    print(f"{name}: {seconds:.0f} s")
+    assert _errors(nb) == []
+    assert nb.cells[-1].outputs[0].text.strip() == sys.executable
+    assert list(tmp_path.iterdir()) == [], "a notebook wrote files into its working directory"
