@@ -269,12 +269,13 @@ def fmt(s: dict[str, Any], *, digits: int = 3, spread: str = "std") -> str:
 
 
 def rank_of(scores: dict[str, float | None], name: str, *, higher_is_better: bool) -> str:
-    """``"k of M"``: where ``name`` stands among the methods with a defined score."""
+    """``"k of M"``: 1 + the number of methods strictly better than ``name`` (ties share)."""
     defined = {m: v for m, v in scores.items() if v is not None and np.isfinite(v)}
     if name not in defined:
         return "n/a"
-    order = sorted(defined, key=lambda m: defined[m], reverse=higher_is_better)
-    return f"{order.index(name) + 1} of {len(order)}"
+    mine = defined[name]
+    better = sum((v > mine) if higher_is_better else (v < mine) for v in defined.values())
+    return f"{better + 1} of {len(defined)}"
 
 
 def verdict_line(what: str, scores: dict[str, float | None], *, higher_is_better: bool) -> str:
@@ -390,16 +391,17 @@ def randomization(runner, model, params, images, labels, clean_maps, *, seed, me
 def method_colours(methods: Sequence[str]) -> dict[str, Any]:
     """A distinct colour per method; Insens red."""
     tab = colormaps["tab20"]
-    # Dark shades first, then the light ones: neighbours in the list differ in hue.
-    shades = [tab(i) for i in range(0, 20, 2)] + [tab(i) for i in range(1, 20, 2)]
+    # Dark shades first, then the light ones, so that neighbours differ in hue; the red
+    # pair (6, 7) is left out: red is Insens.
+    shades = [tab(i) for i in (0, 2, 4, 8, 10, 12, 14, 16, 18, 1, 3, 5, 9, 11, 13, 15, 17, 19)]
     others = [m for m in methods if m != "insens"]
-    colours = {m: shades[i % 20] for i, m in enumerate(others)}
+    colours = {m: shades[i % len(shades)] for i, m in enumerate(others)}
     colours["insens"] = "red"
     return colours
 
 
 def curves_figure(mean_curves, methods, *, kind: str, title: str) -> Figure:
-    fig = Figure(figsize=(12, 8))
+    fig = Figure(figsize=(14, 8))
     axes = fig.subplots(2, 2, sharex=True)
     colours = method_colours(methods)
     frac = mean_curves["fraction"]
@@ -422,14 +424,14 @@ def curves_figure(mean_curves, methods, *, kind: str, title: str) -> Figure:
             ax.set_ylabel(f"mean target {kind}")
             if r == 1:
                 ax.set_xlabel("share of pixels perturbed")
-    axes[0, 1].legend(fontsize=7, loc="upper right", ncol=2)
+    axes[0, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def randomization_figure(rand, steps, methods) -> Figure:
-    fig = Figure(figsize=(12, 4.5))
+    fig = Figure(figsize=(14, 4.5))
     axes = fig.subplots(1, 2)
     colours = method_colours(methods)
     labels = ["trained"] + [f"+{s}" for s in steps]
@@ -443,7 +445,7 @@ def randomization_figure(rand, steps, methods) -> Figure:
         ax.axhline(0, color="gray", lw=0.5)
         ax.set_ylabel(f"{'Spearman' if key == 'spearman' else 'Spearman of |map|'} to trained map")
         ax.set_xlabel("layers re-initialised, cumulative from the top")
-    axes[1].legend(fontsize=7, ncol=2)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(
         "Cascading model randomisation (a map that stays near 1 does not depend on "
         "the randomised weights)",
