@@ -36,7 +36,7 @@ from matplotlib.colors import LogNorm
 import slp
 from slp import plotting, training
 
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 print("slp", slp.__version__, "| jax", jax.__version__, "| devices", jax.devices())
 
 # %% [markdown]
@@ -363,4 +363,5 @@ plt.show()
 # stands for. Notebook 2 builds on it: the switched centres, and Insens.
 
 # %%
-print(f"notebook ran in {time.perf_counter() - start:.0f} s")
+wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+print(f"notebook ran in {wall:.0f} s, {cpu:.0f} s of CPU time")
