@@ -218,7 +218,8 @@ print(f"{'(uniform / random)':22s}{'':60s}{region.mean():20.3f}{0:20.3f}{0:20.3f
 # %%
 tab20 = plt.get_cmap("tab20")
 others = [m for m in methods if m != "insens"]
-colour = {m: tab20((2 * k) % 20 + (2 * k) // 20) for k, m in enumerate(others)} | {"insens": "red"}
+shades = [i for i in (*range(0, 20, 2), *range(1, 20, 2)) if i not in (6, 7)]  # no reds
+colour = {m: tab20(shades[k % len(shades)]) for k, m in enumerate(others)} | {"insens": "red"}
 style = {m: 2.5 if m == "insens" else 1.0 for m in methods}
 
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [3, 2, 2]})
