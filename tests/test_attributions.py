@@ -606,3 +606,50 @@ def test_unsupported_network_is_named():
     for method in ("lrp_epsilon", "guided_backprop"):
         with pytest.raises(slp.UnsupportedOperationError, match="tanh"):
             slp.attribute(f, x[0], method)
+
+
+# --- the benchmark script -----------------------------------------------------------------
+
+
+def _load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / name
+    spec = importlib.util.spec_from_file_location(f"_bench_{name[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_script_smoke(tmp_path):
+    import json
+
+    bench = _load_script("bench_attributions.py")
+    argv = ["--tiny", "--batch", "2", "--repeats", "1", "--no-torch", "--out", str(tmp_path)]
+    result = bench.main(argv + ["--methods", "gradient", "lrp_epsilon", "smoothgrad"])
+    written = json.loads((tmp_path / "bench_attributions.json").read_text())
+    assert set(written["library"]) == {"gradient", "lrp_epsilon", "smoothgrad"}
+    for res in result["library"].values():
+        assert res["images_per_s"] > 0 and len(res["runs_s"]) == 1
+    with pytest.raises(ValueError, match="unknown methods"):
+        bench.main(argv + ["--methods", "magic"])
+
+
+def test_affine_layers_of_twoconv():
+    """Four layers, each with its bias; all but the first read ReLU outputs."""
+    model = TwoConv(num_classes=3, features=(2, 3), hidden=5)
+    x = jnp.ones((8, 8, 1))
+    f = as_single_example(model, model.init(jax.random.PRNGKey(0), x[None]))
+    program = slp.network.trace(f, x)
+    layers = A.relevance.affine_layers(program)
+    names = [program.eqns[layer.weight_eqn].primitive.name for layer in layers]
+    assert names == ["conv_general_dilated"] * 2 + ["dot_general"] * 2
+    assert all(layer.bias_eqn > layer.weight_eqn for layer in layers)
+    assert [layer.nonnegative_input for layer in layers] == [False, True, True, True]
+    # a layer whose output is used twice has no bias of its own
+    w = np.ones((4, 3), np.float32)
+    used_twice = slp.network.trace(lambda v: (lambda h: (h + 1.0) * 2 + h)(v @ w), jnp.ones(4))
+    assert [layer.bias_eqn for layer in A.relevance.affine_layers(used_twice)] == [-1]
+    two = slp.network.trace(lambda v: (v @ w + 1.0) + (v @ w), jnp.ones(4))
+    assert [layer.bias_eqn >= 0 for layer in A.relevance.affine_layers(two)] == [True, False]

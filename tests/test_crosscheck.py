@@ -4,7 +4,7 @@ A small flax TwoConv and an MLP are ported to torch: dense kernels (in, out) -> 
 conv kernels HWIO -> OIHW, inputs NHWC -> NCHW, and the torch network flattens after
 permuting back to NHWC so that its dense layer reads the same order as flax's.
 
-Scale conventions (see `slp.attributions.lrp`): this library starts LRP from the target
+Scale conventions (see `slp.attributions.relevance`): this library starts LRP from the target
 logit ``y_t`` (Deep Taylor: ``max(y_t, 0)``); Zennit is called with the common one-hot
 ``attr_output``, so its maps are multiplied by ``y_t`` before comparing. Captum's
 gradient methods start from the gradient of the target logit, as this library does.
@@ -321,3 +321,21 @@ def test_float32_agreement(twoconv):
     assert got.dtype == jnp.float32
     want = y[t] * twoconv.from_torch(rel)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.max(np.abs(want)))
+
+
+def test_bench_script_with_torch(tmp_path):
+    """The benchmark runs Captum and Zennit on its torch port, which matches the flax net."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_attributions.py"
+    spec = importlib.util.spec_from_file_location("_bench_torch", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(
+        ["--tiny", "--batch", "2", "--repeats", "1", "--ig-steps", "4", "--out", str(tmp_path)]
+        + ["--methods", "gradient", "integrated_gradients", "lrp_epsilon"]
+    )
+    assert result["torch"]["max_logit_difference_to_jax"] < 1e-4
+    assert set(result["ratios"]) == {"gradient", "integrated_gradients", "lrp_epsilon"}
+    assert all(r > 0 for r in result["ratios"].values())

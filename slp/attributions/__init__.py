@@ -8,7 +8,8 @@ from slp.attributions.gradients import (
     integrated_gradients,
     smoothgrad,
 )
-from slp.attributions.lrp import (
+from slp.attributions.registry import attribute, available_methods, get_method, register
+from slp.attributions.relevance import (
     deep_taylor,
     deep_taylor_bounded,
     lrp,
@@ -18,7 +19,6 @@ from slp.attributions.lrp import (
     lrp_epsilon,
     lrp_zplus,
 )
-from slp.attributions.registry import attribute, available_methods, get_method, register
 
 __all__ = [
     "attribute",

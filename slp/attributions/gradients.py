@@ -2,10 +2,12 @@
 
 Gradient x input, Integrated Gradients and SmoothGrad are built on the ordinary
 gradient of the target logit (as in Captum, the backward pass starts from a one-hot
-cotangent on the target). Guided backpropagation and DeconvNet change only what the
-ReLUs do on the way back, so they are `slp.network.Rules` over the network walker whose
-ReLU carries a custom VJP; max-pools send the signal to each window's winner (the
-"switches" of Zeiler & Fergus) and every linear operation keeps its transpose.
+cotangent on the target), taken through the network walker where it describes the
+network, whose max-pool derivative is much cheaper on CPU than XLA's. Guided
+backpropagation and DeconvNet change only what the ReLUs do on the way back, so they
+are `slp.network.Rules` over the network walker whose ReLU carries a custom VJP;
+max-pools send the signal to each window's winner (the "switches" of Zeiler & Fergus)
+and every linear operation keeps its transpose.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slp import network as net
-from slp.attributions._walk import DifferentiableForward
+from slp.attributions._walk import DifferentiableForward, walker_function
 from slp.attributions.registry import register
 
 __all__ = [
@@ -39,20 +41,26 @@ _QUADRATURES = (
 )
 
 
-def _resolve_target(f: Callable, x: jax.Array, target) -> tuple[jax.Array, jax.Array]:
-    """``(f(x), t)``: the output at ``x`` and the target index (arg-max when None)."""
-    y = f(x)
+def _resolve_target(y: jax.Array, target):
+    """The target index for the output ``y`` (its arg-max when ``target`` is None)."""
     if y.ndim != 1:
         raise ValueError(f"attribution needs f(x) to be a vector of logits; got {y.shape}")
     if target is None:
-        return y, jnp.argmax(y)
+        return jnp.argmax(y)
     if isinstance(target, (int, np.integer)) and not 0 <= int(target) < y.shape[0]:
         raise ValueError(f"target {target} is out of range for {y.shape[0]} output logits")
-    return y, target
+    return target
 
 
 def _grad_of_target(f: Callable, t) -> Callable:
     return jax.grad(lambda xp: f(xp)[t])
+
+
+def _target_gradient(f: Callable, x: jax.Array, target) -> jax.Array:
+    """``d f_t / d x`` at ``x`` with one forward pass (the target chosen at ``x``)."""
+    y, vjp = jax.vjp(f, x)
+    t = _resolve_target(y, target)
+    return vjp(jax.nn.one_hot(t, y.shape[0], dtype=y.dtype))[0]
 
 
 @register("gradient_x_input")
@@ -67,8 +75,7 @@ def gradient_x_input(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
     Returns:
       Array of shape ``X``.
     """
-    _, t = _resolve_target(f, x, target)
-    return x * _grad_of_target(f, t)(x)
+    return x * _target_gradient(walker_function(f, x), x, target)
 
 
 def path_points(steps: int, quadrature: str) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +154,8 @@ def integrated_gradients(
     alphas, weights = path_points(steps, quadrature)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
-    _, t = _resolve_target(f, x, target)
+    f = walker_function(f, x)
+    t = _resolve_target(f(x), target)
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
     diff = x - base
     grad = _grad_of_target(f, t)
@@ -199,7 +207,8 @@ def smoothgrad(
         )
     if not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"samples must be a positive integer; got {samples!r}")
-    _, t = _resolve_target(f, x, target)
+    f = walker_function(f, x)
+    t = _resolve_target(f(x), target)
     sigma = noise_level * (jnp.max(x) - jnp.min(x))
     noise = jax.random.normal(key, (int(samples),) + x.shape, x.dtype) * sigma
     grads = jax.vmap(_grad_of_target(f, t))(x[None] + noise)
@@ -258,12 +267,9 @@ class ReluBackwardRules(DifferentiableForward):
 
 def _modified_gradient(f: Callable, x: jax.Array, target, relu_fn) -> jax.Array:
     program = net.trace(f, x)
-    _, t = _resolve_target(lambda xp: net.forward(program, xp).output, x, target)
-
-    def out(xp):
-        return net.walk(program, xp, ReluBackwardRules(relu_fn)).output[t]
-
-    return jax.grad(out)(x)
+    return _target_gradient(
+        lambda xp: net.walk(program, xp, ReluBackwardRules(relu_fn)).output, x, target
+    )
 
 
 @register("guided_backprop")
