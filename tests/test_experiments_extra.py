@@ -133,6 +133,13 @@ def test_mnist_metrics_end_to_end(tmp_path, monkeypatch, small_registry):
         assert width > 400 and height > 200
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
+    # --replot rebuilds the report from the JSON alone, unchanged.
+    (out / "mnist_metrics.md").unlink()
+    (out / "mnist_metrics_curves.png").unlink()
+    script.main(["--replot", "--out", str(out)])
+    assert (out / "mnist_metrics.md").read_text() == md
+    assert (out / "mnist_metrics_curves.png").is_file()
+
 
 def test_scripts_document_command_and_runtime():
     for name in ("mnist_metrics.py", "encodings.py", "cifar10.py"):
