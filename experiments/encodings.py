@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--examples", type=int, nargs="+", default=[0, 1, 2], help="figure images")
     g.add_argument("--batch-size-maps", type=int, default=25, help="images per compiled call")
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
+    g.add_argument(
+        "--replot",
+        action="store_true",
+        help="only rewrite the markdown and the correlation PNG from the saved JSON",
+    )
     args = parser.parse_args(argv)
     for method in args.methods or ():
         get_method(method)
@@ -232,6 +238,30 @@ def markdown(result: dict[str, Any]) -> str:
     pairs = [f"{a} vs {b}" for a, b in MIRROR_PAIRS + CONTROL_PAIRS] + [MIRROR_REFERENCE]
     lines += [
         "",
+        "## Where Insens stands",
+        "",
+        "Rank among the methods with a defined value (1 = best; equal values share a rank).",
+        "",
+    ]
+    for a, b in MIRROR_PAIRS:
+        lines.append(
+            _shared.verdict_line(
+                f"correlation of the {a} and {b} maps (lower = more reversed)",
+                {m: result["reversal"][m][f"{a} vs {b}"]["pearson"]["mean"] for m in methods},
+                higher_is_better=False,
+            )
+        )
+    for enc in ENCODINGS:
+        lines.append(
+            _shared.verdict_line(
+                f"share of |map| on the background beyond the outline, {LABELS[enc]} "
+                "(higher = more of the background shown)",
+                {m: result["locality"][enc][m]["background"]["mean"] for m in methods},
+                higher_is_better=True,
+            )
+        )
+    lines += [
+        "",
         "## Are the maps of mirrored encodings reversed?",
         "",
         "Per-image Pearson correlation between the maps of the same image under two "
@@ -287,9 +317,28 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report(result: dict[str, Any], out: Path) -> None:
+    """Writes encodings_<dataset>.md and the correlation PNG from the result dict."""
+    ds = result["config"]["dataset"]
+    label = f" (stand-in for {STAND_IN[ds]})" if ds in STAND_IN else ""
+    _shared.write_text(out / f"encodings_{ds}.md", markdown(result))
+    plotting.save_figure(
+        correlation_figure(
+            result["reversal"],
+            result["config"]["methods"],
+            f"{ds}{label}: per-image correlation of maps between encodings (mean ± std)",
+        ),
+        out / f"encodings_{ds}_correlation.png",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; returns the dict written to encodings_<dataset>.json."""
     args = parse_args(argv)
+    if args.replot:
+        result = json.loads((args.out / f"encodings_{args.dataset}.json").read_text())
+        write_report(result, args.out)
+        return result
     t_start = time.perf_counter()
     log = functools.partial(print, file=sys.stderr, flush=True)
     load = functools.partial(
@@ -405,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out, ds = args.out, args.dataset
     label = f" (stand-in for {STAND_IN[ds]})" if ds in STAND_IN else ""
     _shared.write_json(out / f"encodings_{ds}.json", result)
-    _shared.write_text(out / f"encodings_{ds}.md", markdown(result))
+    write_report(result, out)
     fig = maps_figure(
         x_unit,
         encoded,
@@ -417,14 +466,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         title=f"Figure 5 (reproduction) on {ds}{label}: rows = encodings, maps of the true class",
     )
     plotting.save_figure(fig, out / f"encodings_{ds}.png", dpi=90)
-    plotting.save_figure(
-        correlation_figure(
-            reversal,
-            methods,
-            f"{ds}{label}: per-image correlation of maps between encodings (mean ± std)",
-        ),
-        out / f"encodings_{ds}_correlation.png",
-    )
     log(f"wrote {out}/encodings_{ds}.json, .md, .png in {seconds['total']:.0f} s")
     return result
 

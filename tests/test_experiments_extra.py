@@ -179,6 +179,10 @@ def test_encodings_end_to_end(tmp_path, monkeypatch, small_registry):
     assert saved["locality"]["plain"]["input_times_two"]["object"]["mean"] == pytest.approx(1.0)
     md = (out / "encodings_fashion_mnist.md").read_text()
     assert "Stand-in data" in md and "smallnorb" in md
+    assert "correlation of the mean and neg_mean maps" in md
+    (out / "encodings_fashion_mnist.md").unlink()
+    script.main(["--replot", "--dataset", "fashion_mnist", "--out", str(out)])
+    assert (out / "encodings_fashion_mnist.md").read_text() == md
     width, height = _png_size(out / "encodings_fashion_mnist.png")
     assert height > width  # 2 examples x 4 encodings = 8 rows, 5 columns
     assert _png_size(out / "encodings_fashion_mnist_correlation.png")[0] > 400
