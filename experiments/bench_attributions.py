@@ -8,13 +8,17 @@ The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> den
 -> dense 10) with random weights (non-zero biases) on a batch of MNIST-sized inputs
 (28x28x1, uniform in [0, 1]). Each library method is timed batched, ``jax.jit`` of
 ``jax.vmap``, after one compiling call; the torch port of the same weights is timed with
-Captum (saliency, Integrated Gradients with the same number of steps) and Zennit (LRP
-with the ``EpsilonPlus`` composite), all targets the arg-max logit. Threads: XLA and
+Captum (saliency, input x gradient, Integrated Gradients and SmoothGrad with the same
+numbers of points, guided backprop, deconvolution) and Zennit (LRP with the
+``EpsilonPlus`` composite: epsilon on dense, z+ on conv layers), all targets the arg-max
+logit. Threads: XLA and
 torch are both limited to ``--threads``. The machine's load average is recorded before
 and after every timing, since other jobs may share the CPU.
 
 Writes --out/bench_attributions.json (default results/) and prints a table of images/s
-and the ratio to the comparable torch method (> 1: this library is faster).
+and the ratio to the comparable torch method (> 1: this library is faster). Captum's IG
+uses its default Gauss-Legendre points, this library its default (iNNvestigate's): the
+same number of gradients.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -34,11 +39,11 @@ from typing import Any
 
 COMPARE = {
     "gradient": "captum_saliency",
-    "gradient_x_input": "captum_saliency",
+    "gradient_x_input": "captum_input_x_gradient",
     "integrated_gradients": "captum_integrated_gradients",
-    "smoothgrad": "captum_saliency",
-    "guided_backprop": "captum_saliency",
-    "deconvnet": "captum_saliency",
+    "smoothgrad": "captum_smoothgrad",
+    "guided_backprop": "captum_guided_backprop",
+    "deconvnet": "captum_deconvolution",
     "lrp_epsilon": "zennit_epsilon_plus",
     "lrp_alpha_beta": "zennit_epsilon_plus",
     "lrp_alpha1_beta0": "zennit_epsilon_plus",
@@ -59,8 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ig-batch-size",
         type=int,
-        default=16,
-        help="IG path points evaluated at once per image (bounds memory)",
+        default=None,
+        help="IG path points evaluated at once per image (default all; fewer bound memory "
+        "but run slower on CPU)",
     )
     p.add_argument("--smoothgrad-samples", type=int, default=32)
     p.add_argument(
@@ -75,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("results"))
     args = p.parse_args(argv)
     for name in ("batch", "threads", "repeats", "ig_steps", "ig_batch_size", "smoothgrad_samples"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     return args
 
@@ -214,7 +220,14 @@ def torch_port(model, params, x):
 def time_torch(args, model, params, x, y) -> dict[str, Any]:
     import numpy as np
     import torch
-    from captum.attr import IntegratedGradients, Saliency
+    from captum.attr import (
+        Deconvolution,
+        GuidedBackprop,
+        InputXGradient,
+        IntegratedGradients,
+        NoiseTunnel,
+        Saliency,
+    )
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlus
 
@@ -225,27 +238,41 @@ def time_torch(args, model, params, x, y) -> dict[str, Any]:
     max_diff = float(np.max(np.abs(yt - np.asarray(y))))
     targets = torch.from_numpy(np.argmax(yt, axis=1))
     onehot = torch.nn.functional.one_hot(targets, yt.shape[1]).float()
+    # SmoothGrad's noise as in slp.attributions.smoothgrad: 0.15 of each image's range.
+    stdevs = float(0.15 * (xt.amax() - xt.amin()))
 
-    def saliency():
-        return Saliency(net).attribute(xt.clone().requires_grad_(True), target=targets, abs=False)
+    def inp():
+        return xt.clone().requires_grad_(True)
 
-    def ig():
-        return IntegratedGradients(net).attribute(xt, target=targets, n_steps=args.ig_steps)
+    calls = {
+        "captum_saliency": lambda: Saliency(net).attribute(inp(), target=targets, abs=False),
+        "captum_input_x_gradient": lambda: InputXGradient(net).attribute(inp(), target=targets),
+        "captum_integrated_gradients": lambda: IntegratedGradients(net).attribute(
+            xt, target=targets, n_steps=args.ig_steps
+        ),
+        "captum_smoothgrad": lambda: NoiseTunnel(Saliency(net)).attribute(
+            inp(),
+            nt_type="smoothgrad",
+            nt_samples=args.smoothgrad_samples,
+            stdevs=stdevs,
+            target=targets,
+            abs=False,
+        ),
+        "captum_guided_backprop": lambda: GuidedBackprop(net).attribute(inp(), target=targets),
+        "captum_deconvolution": lambda: Deconvolution(net).attribute(inp(), target=targets),
+    }
 
     def epsilon_plus():
         with Gradient(model=net, composite=EpsilonPlus()) as attributor:
-            return attributor(xt.clone().requires_grad_(True), attr_output=onehot)
+            return attributor(inp(), attr_output=onehot)
 
+    calls["zennit_epsilon_plus"] = epsilon_plus
     out = {"torch_version": torch.__version__, "max_logit_difference_to_jax": max_diff}
-    for name, call in (
-        ("captum_saliency", saliency),
-        ("captum_integrated_gradients", ig),
-        ("zennit_epsilon_plus", epsilon_plus),
-    ):
+    for name, call in calls.items():
         res = _time(call, args.repeats)
         res["images_per_s"] = x.shape[0] / res["median_s"]
         out[name] = res
-        print(f"  {name:24s} {res['images_per_s']:9.1f} img/s", file=sys.stderr, flush=True)
+        print(f"  {name:28s} {res['images_per_s']:9.1f} img/s", file=sys.stderr, flush=True)
     return out
 
 
@@ -298,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if m in COMPARE
         }
     result["machine"]["load_at_end"] = _load()
+    result["machine"]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"\n{'method':26s} {'img/s':>9s}  {'vs':28s} {'img/s':>9s} {'ratio':>7s}")
     for m in methods:
@@ -308,7 +336,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             line += f"  {ref:28s} {result['torch'][ref]['images_per_s']:9.1f}"
             line += f" {result['ratios'][m]:7.2f}"
         print(line)
-    print(f"load average at start {result['machine']['load_at_start']}, end {_load()}")
+    print(
+        f"load average at start {result['machine']['load_at_start']}, end {_load()}; "
+        f"peak memory {result['machine']['peak_rss_mb']:.0f} MB"
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_writer(args.out / "bench_attributions.json") as fh:
