@@ -653,3 +653,19 @@ def test_affine_layers_of_twoconv():
     assert [layer.bias_eqn for layer in A.relevance.affine_layers(used_twice)] == [-1]
     two = slp.network.trace(lambda v: (v @ w + 1.0) + (v @ w), jnp.ones(4))
     assert [layer.bias_eqn >= 0 for layer in A.relevance.affine_layers(two)] == [True, False]
+
+
+def test_weights_traced_by_outer_jit():
+    """The walker-based methods work when the weights themselves are tracers."""
+    model = TwoConv(num_classes=3, features=(2, 3), hidden=5)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (8, 8, 1))
+    params = model.init(jax.random.PRNGKey(1), x[None])
+    methods = ("lrp_epsilon", "lrp_alpha2_beta1", "deep_taylor_bounded", "guided_backprop")
+
+    @jax.jit
+    def run(p, x):
+        return [slp.attribute(as_single_example(model, p), x, m) for m in methods]
+
+    for got, m in zip(run(params, x), methods, strict=True):
+        want = slp.attribute(as_single_example(model, params), x, m)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
