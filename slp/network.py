@@ -275,9 +275,7 @@ class _Flattener:
                 source = self.relu_out.get(ins[0], -1)
                 self.pool_sources.append(source)
             self.dep.update(outs)
-        elif name in _ZERO_PRESERVING and all(
-            isinstance(a, Lit) and np.all(np.asarray(a.val) == 0) or a in self.zero for a in ins
-        ):
+        elif name in _ZERO_PRESERVING and all(self._is_zero(a) for a in ins):
             self.zero.update(outs)
         self.eqns.append(
             Eqn(e.primitive, dict(e.params), tuple(ins), outs, kind, dep, site, source, where)
@@ -532,7 +530,10 @@ class ForwardRules(Rules):
         return jnp.where(z > 0, z, jnp.zeros_like(z))
 
     def max_pool(self, eqn, z):
-        w = pool_winners(eqn, z)
+        # Winners are chosen on a value cut off from differentiation (the choice is
+        # piecewise constant), so the forward pass can be differentiated: the
+        # derivative of a pool routes to its winners.
+        w = pool_winners(eqn, lax.stop_gradient(z))
         self.winners[eqn.site] = w
         return _gather_winners(z, w)
 

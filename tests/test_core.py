@@ -422,3 +422,24 @@ def test_params_traced_by_outer_jit():
 def test_public_api_imports():
     for name in slp.__all__:
         assert getattr(slp, name) is not None, name
+
+
+def test_nonzero_array_literals_and_differentiable_forward(x64):
+    """Non-zero array constants are weights, not ReLU zeros; the forward walk has a gradient."""
+    from slp import network as net
+
+    def f(x):
+        return jax.nn.relu(x) @ jnp.ones((4, 2)) + jnp.full((2,), 0.5)
+
+    x = jnp.array([1.0, -2.0, 3.0, 0.5])
+    proj = slp.switched_projections(f)(x)
+    np.testing.assert_allclose(proj[-1].weights, [[1.0, 0.0, 1.0, 1.0]] * 2)
+    np.testing.assert_allclose(proj[-1].bias, [0.5, 0.5])
+
+    def g(x):
+        h = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2,), (2,), "VALID")
+        return jnp.sum(h * jnp.array([1.0, 10.0]))
+
+    program = net.trace(g, x)
+    grad = jax.grad(lambda xp: net.walk(program, xp, net.ForwardRules()).output)(x)
+    np.testing.assert_allclose(grad, [1.0, 0.0, 10.0, 0.0])
