@@ -327,7 +327,8 @@ class _BoxRules(net.Rules):
             new = lo.shape[:nb] + (1,) * len(o_free) + lo.shape[nb:]
         shape = tuple(aval.shape) + (self.nx,)
         return _Box(
-            np.broadcast_to(lo.reshape(new), shape), np.broadcast_to(hi.reshape(new), shape),
+            np.broadcast_to(lo.reshape(new), shape),
+            np.broadcast_to(hi.reshape(new), shape),
             aval.dtype,
         )
 
@@ -372,9 +373,7 @@ def _boxes(program: net.Program, x) -> tuple[tuple[_Box, ...], dict[int, tuple[_
     rules = _BoxRules(program)
     with jax.ensure_compile_time_eval():
         res = net.walk(program, x, rules)
-    relu = tuple(
-        _Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in res.relu_inputs
-    )
+    relu = tuple(_Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in res.relu_inputs)
     dots = {
         i: tuple(_Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in pair)
         for i, pair in rules.dots.items()
@@ -491,8 +490,14 @@ class _ConeRules(net.Rules):
     """
 
     def __init__(
-        self, program: net.Program, spatial: tuple[int, ...], end: int, *, setup=None,
-        state=None, block=None,
+        self,
+        program: net.Program,
+        spatial: tuple[int, ...],
+        end: int,
+        *,
+        setup=None,
+        state=None,
+        block=None,
     ):
         self.program = program
         self.spatial = spatial  # input axes that are spatial, in order (k = position)
@@ -671,8 +676,13 @@ class _ConeRules(net.Rules):
         (z,) = vals
         if isinstance(z, _Flat):
             raise _Unsupported(f"{name} of a flattened value")
-        if name in ("convert_element_type", "copy", "copy_p", "reduce_precision",
-                    "sharding_constraint"):
+        if name in (
+            "convert_element_type",
+            "copy",
+            "copy_p",
+            "reduce_precision",
+            "sharding_constraint",
+        ):
             return [z]
         if name == "neg":
             return [self._scale(z, -1)]
@@ -766,8 +776,9 @@ class _ConeRules(net.Rules):
         for logical, pos in enumerate(dn.out_spec):
             if logical >= 2:
                 out_link[pos] = ks[logical - 2]
-        ng = _Geom(tuple(n_out), tuple(out_link), tuple(sigma), tuple(beta), tuple(recep),
-                   tuple(width))
+        ng = _Geom(
+            tuple(n_out), tuple(out_link), tuple(sigma), tuple(beta), tuple(recep), tuple(width)
+        )
         self.geoms.append(ng)
         self.convs += 1
         if not self.computing:
@@ -1085,9 +1096,19 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
         cone = _cone_setup(program, x, end)
         if cone is not None:
             return InsensPlan(
-                "cone", **common, lattice=(), n_colours=0, n_chunks=0, colours_per_chunk=0,
-                pixels_per_chunk=0, n_groups=0, rows_per_group=0,
-                colour=np.zeros(shape, np.int32), group_rows=None, slots=None, cone=cone,
+                "cone",
+                **common,
+                lattice=(),
+                n_colours=0,
+                n_chunks=0,
+                colours_per_chunk=0,
+                pixels_per_chunk=0,
+                n_groups=0,
+                rows_per_group=0,
+                colour=np.zeros(shape, np.int32),
+                group_rows=None,
+                slots=None,
+                cone=cone,
             )
         if route == "cone":
             raise ValueError("the cone route does not apply to this network")
@@ -1101,9 +1122,18 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     if cut is None:
         kc = min(chunk, n_lat)
         return InsensPlan(
-            "probes", **common, lattice=lattice, n_colours=n_lat, n_chunks=-(-n_lat // kc),
-            colours_per_chunk=kc, pixels_per_chunk=0, n_groups=0, rows_per_group=0,
-            colour=lat.reshape(shape).astype(np.int32), group_rows=None, slots=None,
+            "probes",
+            **common,
+            lattice=lattice,
+            n_colours=n_lat,
+            n_chunks=-(-n_lat // kc),
+            colours_per_chunk=kc,
+            pixels_per_chunk=0,
+            n_groups=0,
+            rows_per_group=0,
+            colour=lat.reshape(shape).astype(np.int32),
+            group_rows=None,
+            slots=None,
         )
     # Split colour classes larger than a chunk (probes are cheap before a dense cut).
     order = np.argsort(lat, kind="stable")
@@ -1160,10 +1190,18 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     table[gi, colour[pix]] = slot[pix]
     slots = table.reshape(n_groups, n_chunks, kc).transpose(1, 0, 2)
     return InsensPlan(
-        "probes", **common, lattice=lattice, n_colours=n_colours, n_chunks=n_chunks,
-        colours_per_chunk=kc, pixels_per_chunk=n_slots, n_groups=n_groups,
-        rows_per_group=r_max, colour=colour.reshape(shape).astype(np.int32),
-        group_rows=group_rows.astype(np.int32), slots=slots.astype(np.int32),
+        "probes",
+        **common,
+        lattice=lattice,
+        n_colours=n_colours,
+        n_chunks=n_chunks,
+        colours_per_chunk=kc,
+        pixels_per_chunk=n_slots,
+        n_groups=n_groups,
+        rows_per_group=r_max,
+        colour=colour.reshape(shape).astype(np.int32),
+        group_rows=group_rows.astype(np.int32),
+        slots=slots.astype(np.int32),
     )
 
 

@@ -1,0 +1,303 @@
+"""The fast Insens routes (cone and probe) against independent references, in float64.
+
+References: forward-mode autodiff of the whole switched network (every neuron's
+switched weight vector materialised, then eq. 8 by hand), and the brute-force dense
+matrices of ``tests/reference.py``. Also: which route a network gets, and that the
+choice falls back to the generic route where the structured one does not apply.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from reference import dense_model, init_params, jax_function, random_spec
+
+import slp
+from slp import network as net
+from slp.models import MLP, TwoConv, as_single_example
+
+fast = sys.modules["slp.insens"]  # the module (``slp.insens`` the attribute is the function)
+
+TOL = 1e-10
+
+
+def jacfwd_insens(f, x, *, include_pool_losers=False):
+    """Eq. 8 from the full Jacobian of the switched network (the naive route)."""
+    program = net.trace(f, x)
+
+    @jax.jit
+    def full(x):
+        state = net.forward(program, x)
+        frozen = net.frozen_network(program, state)
+        return state, jax.jacfwd(lambda xp: frozen(xp).relu_inputs)(x)
+
+    state, jac = full(x)
+    inactive = [np.asarray(v) <= 0 for v in state.activities]
+    if include_pool_losers:
+        for k, src in enumerate(program.pool_sources):
+            won = np.zeros(int(np.prod(program.pool_input_shapes[k])), bool)
+            won[np.asarray(state.winners[k]).reshape(-1)] = True
+            inactive[src] = inactive[src] | ~won.reshape(program.pool_input_shapes[k])
+    total, count = np.zeros(x.shape), 0
+    for j, v, i in zip(jac, state.activities, inactive, strict=True):
+        w = np.asarray(j).reshape(v.size, -1)
+        sq = np.sum(w * w, axis=1)
+        vv = np.asarray(v).reshape(-1)
+        ii = i.reshape(-1)
+        coef = np.where(ii & (sq > 0), vv / np.where(sq > 0, sq, 1), 0)
+        total += (coef @ w).reshape(x.shape)
+        count += int(ii.sum())
+    return total / max(count, 1)
+
+
+def _params(model, shape, seed=0):
+    """Random float64 weights of a flax model (NumPy: no init compile) and an input x."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=shape))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x[None])
+
+    def draw(path, leaf):
+        if "bias" in jax.tree_util.keystr(path):  # away from 0: both states in every layer
+            return jnp.asarray(rng.normal(0.0, 0.3, leaf.shape))
+        fan_in = int(np.prod(leaf.shape[:-1]))
+        return jnp.asarray(rng.normal(0.0, 1.0 / np.sqrt(fan_in), leaf.shape))
+
+    return jax.tree_util.tree_map_with_path(draw, shapes), x
+
+
+def _flax(model, shape, seed=0):
+    """``f(x)`` of a flax model with random float64 weights, and an input x."""
+    params, x = _params(model, shape, seed)
+    return as_single_example(model, params), x
+
+
+class ConvNet(nn.Module):
+    """A configurable conv/pool/dense ReLU net (NHWC) for route tests."""
+
+    convs: tuple = ((3, 3, "SAME"),)  # (features, kernel, padding)
+    pool: tuple | None = ((2, 2), (2, 2), "VALID")  # window, strides, padding
+    avg: bool = False
+    hidden: tuple = (7,)
+    classes: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        h = x
+        for feat, k, pad in self.convs:
+            h = nn.relu(nn.Conv(feat, (k, k), padding=pad)(h))
+            if self.pool is not None:
+                win, st, pp = self.pool
+                pool = nn.avg_pool if self.avg else nn.max_pool
+                h = pool(h, win, strides=st, padding=pp)
+        h = h.reshape((h.shape[0], -1))
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        return nn.Dense(self.classes)(h)
+
+
+CONE_NETS = {
+    "twoconv": (TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1)),
+    "twoconv_rgb_odd": (TwoConv(num_classes=3, features=(2, 3), hidden=6), (13, 11, 3)),
+    "valid_conv": (ConvNet(convs=((3, 4, "VALID"), (2, 3, "VALID"))), (17, 15, 2)),
+    "overlapping_pool": (ConvNet(pool=((3, 3), (2, 2), "SAME")), (12, 12, 1)),
+    "avg_pool": (ConvNet(avg=True, convs=((3, 3, "SAME"), (2, 3, "SAME"))), (12, 12, 2)),
+    "no_pool_two_dense": (
+        ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
+        (8, 9, 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONE_NETS))
+def test_cone_route_exact(x64, name):
+    model, shape = CONE_NETS[name]
+    f, x = _flax(model, shape)
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
+    assert plan.cut is not None
+    ref = jacfwd_insens(f, x)
+    assert np.abs(ref).max() > 1e-3  # a map that is not trivially zero
+    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
+
+
+@pytest.mark.parametrize("name", sorted(CONE_NETS))
+def test_probe_route_exact(x64, name):
+    model, shape = CONE_NETS[name]
+    f, x = _flax(model, shape)
+    ref = jacfwd_insens(f, x)
+    chunk = 5 if name == "twoconv" else None  # several steps / a single step
+    got = slp.insens(f, route="probes", chunk_size=chunk)(x)
+    np.testing.assert_allclose(got, ref, atol=TOL)
+
+
+def test_cone_route_pool_losers(x64):
+    f, x = _flax(TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1), seed=3)
+    ref = jacfwd_insens(f, x, include_pool_losers=True)
+    assert np.abs(ref - jacfwd_insens(f, x)).max() > 1e-6  # the option matters here
+    np.testing.assert_allclose(slp.insens(f, include_pool_losers=True)(x), ref, atol=TOL)
+
+
+def test_cone_route_without_dense_layer(x64):
+    """The last ReLU is a conv layer: the cone route ends there, without a cut."""
+
+    k1 = jnp.full((3, 3, 1, 2), 0.3)
+    k2 = jnp.full((3, 3, 2, 2), -0.2)
+
+    def f(x):
+        dn = ("NHWC", "HWIO", "NHWC")
+        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = jax.nn.relu(h - 0.1)
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        h = lax.conv_general_dilated(h, k2, (1, 1), "SAME", dimension_numbers=dn)
+        h = jax.nn.relu(h + 0.05)
+        return jnp.sum(h, axis=(0, 1, 2))
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (10, 10, 1), jnp.float64)
+    plan = fast.insens_plan(f, x)
+    assert (plan.route, plan.cut) == ("cone", None)
+    np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
+
+
+def test_cone_route_nchw_layout(x64):
+    """Convolutions in NCHW/OIHW layout, written with lax directly."""
+    rng = np.random.default_rng(0)
+    k1 = jnp.asarray(rng.normal(size=(3, 2, 3, 3)))
+    k2 = jnp.asarray(rng.normal(size=(4, 3, 2, 2)))
+    w = jnp.asarray(rng.normal(size=(4 * 3 * 3, 5)))
+
+    def f(x):  # x: (C, H, W)
+        dn = ("NCHW", "OIHW", "NCHW")
+        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = jax.nn.relu(h + 0.1)
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        h = lax.conv_general_dilated(h, k2, (1, 1), "VALID", dimension_numbers=dn)
+        h = jax.nn.relu(h)
+        return jax.nn.relu(h.reshape(-1) @ w)
+
+    x = jnp.asarray(rng.normal(size=(2, 8, 8)))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
+    assert plan.cone.spatial == (1, 2)  # the channel axis is not spatial
+    np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_architectures(x64, seed):
+    """Random conv/pool/dense mixes against the brute-force dense-matrix reference."""
+    rng = np.random.default_rng(7000 + seed)
+    spec = random_spec(rng)
+    params = init_params(spec, (8, 8, 2), rng)
+    x = rng.normal(size=(8, 8, 2))
+    f = jax_function(spec, params, relu="nn" if seed % 2 else "max")
+    ref = dense_model(spec, params, x).insens()
+    xj = jnp.asarray(x)
+    plan = fast.insens_plan(f, xj)
+    strided = any(layer[0] == "conv" and layer[3] > 1 for layer in spec)
+    has_conv = any(layer[0] == "conv" for layer in spec)
+    # The cone route takes stride-1 convolutional nets; everything else gets probes.
+    assert plan.route == ("cone" if has_conv and not strided else "probes")
+    for route in ("auto", "probes"):
+        got = slp.insens(f, route=route)(xj)
+        np.testing.assert_allclose(np.asarray(got).reshape(-1), ref, atol=TOL)
+
+
+def test_plan_full_size_twoconv(x64):
+    """2CONV on 28x28x1: cone route, cut at the dense layer, 7x7 blocks of 4x4 pixels."""
+    f, x = _flax(TwoConv(), (28, 28, 1))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
+    assert plan.cone.sigma_tot == (4, 4)
+    assert len(plan.cone.blocks) == 49
+    assert (plan.pre_sites, plan.post_sites, plan.cut_out_shape) == ((0, 1), (2,), (1, 1024))
+    probes = fast.insens_plan(f, x, route="probes")
+    # Probe route: pooled units of the second block see 16x16 inputs -> 256 colours.
+    assert probes.lattice == (16, 16, 1)
+    assert probes.n_colours == 256
+    assert probes.n_groups == 49
+
+
+def test_plan_mlp_uses_cut_without_probing(x64):
+    f, x = _flax(MLP(hidden=(6, 5), num_classes=3), (5, 4, 1))
+    plan = fast.insens_plan(f, x, chunk_size=8)
+    assert plan.route == "probes"
+    assert plan.lattice == (1, 1, 1)  # nothing before the cut: one colour, split in chunks
+    assert plan.cut is not None and plan.pre_sites == () and plan.post_sites == (0, 1)
+    assert plan.pixels_per_chunk <= 8
+    np.testing.assert_allclose(slp.insens(f, chunk_size=8)(x), jacfwd_insens(f, x), atol=TOL)
+    np.testing.assert_allclose(slp.insens(f, chunk_size=None)(x), jacfwd_insens(f, x), atol=TOL)
+    with pytest.raises(ValueError, match="cone route does not apply"):
+        slp.insens(f, route="cone")(x)
+
+
+class Strided(nn.Module):
+    """A stride-2 convolution (outside the cone route)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(3, (3, 3), strides=(2, 2), padding="SAME")(x))
+        h = nn.relu(nn.Conv(2, (3, 3), padding="SAME")(h))
+        h = h.reshape((h.shape[0], -1))
+        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+
+
+def test_strided_conv_falls_back_to_probes(x64):
+    f, x = _flax(Strided(), (10, 10, 1))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "probes"
+    assert plan.lattice[:2] == (7, 7)  # receptive fields of the second conv: 7x7
+    np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
+
+
+def test_operation_without_box_rule_is_safe(x64):
+    """An op with no receptive-field rule gets the whole input: still exact (one-hot probes)."""
+    rng = np.random.default_rng(1)
+    k = jnp.asarray(rng.normal(size=(3, 3, 1, 2)))
+    w = jnp.asarray(rng.normal(size=(2 * 6 * 6, 4)))
+
+    def f(x):
+        h = lax.conv_general_dilated(
+            x[None], k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        h = jnp.cumsum(jax.nn.relu(h + 0.2), axis=1)[:, ::-1]  # cumsum + rev: mixing rows
+        h = jax.nn.relu(h.reshape(-1) @ w)
+        return h
+
+    x = jnp.asarray(rng.normal(size=(6, 6, 1)))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "probes"
+    np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
+
+
+def test_batched_traced_params_and_no_recompile(x64):
+    model = TwoConv(num_classes=3, features=(2, 3), hidden=5)
+    params, _ = _params(model, (12, 12, 1), seed=1)
+    xs = jax.random.normal(jax.random.PRNGKey(0), (3, 12, 12, 1), jnp.float64)
+
+    @jax.jit
+    def run(p, xb):  # weights traced by the outer jit: the route must not need their values
+        return jax.vmap(slp.insens(as_single_example(model, p)))(xb)
+
+    got = run(params, xs)
+    f = as_single_example(model, params)
+    assert fast.insens_plan(f, xs[0]).route == "cone"
+    for i in range(3):
+        np.testing.assert_allclose(got[i], jacfwd_insens(f, xs[i]), atol=TOL)
+    ins = slp.insens(f)
+    ins(xs[0])
+    n = ins._cache_size()
+    ins(xs[1])
+    assert ins._cache_size() == n
+
+
+def test_bad_options():
+    f = lambda x: jax.nn.relu(x)  # noqa: E731
+    with pytest.raises(ValueError, match="chunk_size"):
+        slp.insens(f, chunk_size=0)
+    with pytest.raises(ValueError, match="unknown route"):
+        slp.insens(f, route="fast")
