@@ -242,6 +242,16 @@ def test_cifar10_end_to_end(tmp_path, monkeypatch, small_registry):
         assert _png_size(out / f"cifar10_{name}.png")[0] > 300
 
 
+def test_cifar10_names_hide_directories():
+    script = load_script("cifar10.py")
+    jpeg = slp.data.Dataset(None, None, source="images:/some/dir/cifar10-jpeg.zip", lossy=True)
+    assert script.source_label(jpeg) == "images:cifar10-jpeg.zip"
+    assert script.dataset_name(jpeg) == "cifar10_jpeg"
+    official = slp.data.Dataset(None, None, source="official", lossy=False)
+    assert script.source_label(official) == "official"
+    assert script.dataset_name(official) == "cifar10_official"
+
+
 def test_cifar10_figure_indices():
     script = load_script("cifar10.py")
     labels = np.array([3, 0, 1, 0, 2, 1])
