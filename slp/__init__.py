@@ -5,7 +5,7 @@ inactive state sensitivity for deep neural network interpretability",
 arXiv:1909.11275.
 """
 
-from slp import attributions, models, network
+from slp import attributions, metrics, models, network
 from slp.attributions import attribute, available_methods
 from slp.insens import insens
 from slp.network import UnsupportedOperationError
@@ -30,6 +30,7 @@ __all__ = [
     "available_methods",
     "explicit_projections",
     "insens",
+    "metrics",
     "models",
     "network",
     "switched_centres",
