@@ -12,29 +12,32 @@ vector-Jacobian product of the switched network with cotangent ``v_i/|w_hat_i|^2
 on inactive neurons and 0 elsewhere, so the switched weight vectors are never
 materialised. The work is in the squared norms ``|w_hat_i|^2``, the squared row
 norms of the switched network's Jacobian. They are computed exactly, with memory
-bounded by ``chunk_size``, using the network's structure (`insens_plan`):
+bounded independently of ``neurons x inputs``, by one of two routes (`insens_plan`
+says which one a network gets):
 
-1. *Receptive fields.* Every value in the program gets, per element, the bounding box
-   of the input elements it can depend on, propagated from shapes alone (conv and
-   pooling windows, strides, padding, reshapes, ...); operations without a box rule
-   get the whole input, which is always safe.
-2. *Column colouring* (Curtis, Powell & Reid 1974). Input elements whose coordinates
-   agree modulo the largest box width ``k_a`` along every axis never share a box, so
-   one Jacobian-vector product with the sum of their one-hot directions (a *probe*)
-   gives each neuron's derivative with respect to the one of them it depends on. A
-   conv layer whose receptive field is 16x16 needs 256 probes instead of one per
-   input element.
-3. *Cut at the first global dense layer.* Rows of a dense layer depend on the whole
-   input, so probing through it would need one probe per input element. Instead the
-   probes stop at its operand, whose Jacobian rows are rebuilt from the compressed
-   ones (each row holds each colour at most once inside its box) and multiplied by
-   the dense weights group by group (rows with the same box share one matrix
-   product), which gives the exact Jacobian columns of the dense layer's output for
-   the input elements of the current probes. Those columns are pushed through the
-   rest of the network by ordinary forward mode.
+* **Cone route** (networks whose input-dependent part up to the first global dense
+  layer is stride-1 convolutions, bias adds, ReLUs and max/sum pooling): input
+  element ``j`` reaches only a small window of each layer (its *cone*: e.g. 7x7
+  positions of 2CONV's second conv layer). The Jacobian column of ``j`` restricted to
+  its cone is propagated exactly, layer by layer: a convolution is one explicit matrix
+  from input cone to output cone (the same for every ``j``), a ReLU multiplies by the
+  state, a max-pool picks the frozen winners. Input elements are processed in blocks
+  (one scan step each); squared columns are summed onto every layer's positions.
+* **Probe route** (any other network): every value gets, per element, the bounding
+  box of the input elements it can depend on (from shapes alone; operations without a
+  box rule get the whole input, which is always safe). Input elements whose
+  coordinates agree modulo the largest box width never share a box (column colouring,
+  Curtis, Powell & Reid 1974), so one Jacobian-vector product with the sum of their
+  one-hot directions (a *probe*) gives each neuron's derivative with respect to the
+  one of them it depends on. Without structure the probes are one-hot directions
+  (plain chunked forward mode).
 
-Without any structure (every box the whole input) the probes are one-hot input
-directions and the route is plain chunked forward mode.
+Both routes stop at the first dense layer that depends on (most of) the whole input
+(the *cut*): its Jacobian columns are the block's (or probe's) columns of its operand
+times the slice of the dense weights that they touch, and are pushed through the rest
+of the network by forward mode. The numbers equal the naive route (``jax.jacfwd`` of
+every pre-activation) up to floating-point rounding; all products use the highest
+matmul precision (no TF32 on GPUs).
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ from jax import lax
 from slp import network as net
 
 __all__ = ["insens", "insens_plan", "InsensPlan", "inactive_sets", "switched_sq_norms"]
+
+# Matrix products of this module (the walker's own: `slp.network.Rules.precision`). The
+# highest precision keeps GPUs from rounding operands to TF32, which would break exactness.
+_PRECISION = lax.Precision.HIGHEST
 
 
 def switched_sq_norms(
@@ -809,7 +816,7 @@ class _ConeRules(net.Rules):
         lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
         tt = jnp.transpose(t, list(range(npre)) + lhs_order)
         lead = tt.shape[: npre + 1]
-        out = jnp.dot(tt.reshape(-1, big.shape[0]), big, precision=lax.Precision.HIGHEST)
+        out = jnp.dot(tt.reshape(-1, big.shape[0]), big, precision=_PRECISION)
         out = out.reshape(lead + tuple(w_out) + (cout,))
         src = {0: npre, 1: npre + 1 + nsp}
         for i in range(nsp):
@@ -1309,7 +1316,7 @@ def _probe_norms(program, state, x, plan: InsensPlan) -> list:
     kc = plan.colours_per_chunk
     colour = jnp.asarray(plan.colour)
     cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
-    hp = lax.Precision.HIGHEST
+    hp = _PRECISION
 
     def pre(xp):
         rules = _PreCut(state, cut_eqn)
@@ -1359,7 +1366,7 @@ def _cone_norms(program, state, x, plan: InsensPlan) -> list:
     nk = len(spatial)
     relu_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
     end = plan.cut if plan.cut is not None else relu_idx[-1]
-    hp = lax.Precision.HIGHEST
+    hp = _PRECISION
 
     def walk_block(b):
         rules = _ConeRules(program, spatial, end, setup=setup, state=state, block=b)

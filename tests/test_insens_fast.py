@@ -301,3 +301,25 @@ def test_bad_options():
         slp.insens(f, chunk_size=0)
     with pytest.raises(ValueError, match="unknown route"):
         slp.insens(f, route="fast")
+
+
+def test_bench_smoke(tmp_path):
+    """experiments/bench_insens.py on a tiny network: every route, ratios, exact maps."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_insens.py"
+    spec = importlib.util.spec_from_file_location("_bench_insens", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--tiny", "--batches", "1", "3", "--repeats", "1", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "bench_insens.json").read_text())
+    assert saved["network"]["insens_route"] == "cone"
+    for name in ("naive", "insens", "forward"):
+        for batch in (1, 3):
+            assert saved["cases"][f"{name}@{batch}"]["images_per_s"] > 0
+    assert set(saved["ratios"]["3"]) >= {"insens_vs_naive_speed", "forward_vs_insens_speed"}
+    assert 0 < saved["network"]["active_fraction_all"] < 1
+    # float32 maps: agreement to float32 rounding, not to zero
+    assert result["exactness"]["max_abs_diff"] <= 1e-4 * result["exactness"]["max_abs_naive"]
