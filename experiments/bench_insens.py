@@ -68,12 +68,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also time slp.insens with default matmul precision (inexact on GPU)",
     )
-    p.add_argument("--check-images", type=int, default=8, help="images for the exactness check")
+    p.add_argument(
+        "--check-images",
+        type=int,
+        default=None,
+        help="images for the exactness check (default: the smallest batch size)",
+    )
     p.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--worker", nargs=2, metavar=("ROUTE", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.check_images is None:
+        args.check_images = min(args.batches)
     if min(args.batches) < 1 or args.repeats < 1 or args.chunk_size < 1:
         raise ValueError("--batches, --repeats and --chunk-size must be >= 1")
     return args
@@ -207,8 +214,12 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measure(fn, x, *, repeats: int, limit: float) -> dict[str, Any]:
-    """Compiles ``jit(vmap(fn))`` for ``x``, reads XLA's memory analysis, times it."""
+def measure(fn, x, *, repeats: int, limit: float, rss: bool = False) -> dict[str, Any]:
+    """Compiles ``jit(vmap(fn))`` for ``x``, reads XLA's memory analysis, times it.
+
+    With ``rss``, also the peak RSS of the calls above the RSS before them (meaningful in a
+    fresh process only: memory freed by earlier cases is reused without showing up).
+    """
     import jax
 
     batched = jax.jit(jax.vmap(fn))
@@ -231,7 +242,7 @@ def measure(fn, x, *, repeats: int, limit: float) -> dict[str, Any]:
     dev = jax.devices()[0]
     on_gpu = dev.platform != "cpu"
     # Peak RSS of the calls alone (not of compiling): reset the high-water mark first.
-    rss_ok = _reset_peak_rss()
+    rss_ok = rss and _reset_peak_rss()
     rss_base = _rss("VmRSS")
     res["load_before"] = _load()
     t0 = time.perf_counter()
@@ -252,6 +263,7 @@ def measure(fn, x, *, repeats: int, limit: float) -> dict[str, Any]:
     if on_gpu:  # the process's peak: per case only with --isolate
         res["device_peak_bytes"] = (dev.memory_stats() or {}).get("peak_bytes_in_use")
     del out
+    res["_compiled"] = compiled
     return res
 
 
@@ -271,7 +283,8 @@ def worker(args) -> None:
     limit = args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
     ctx = default_precision() if route == "insens_default_precision" else contextlib.nullcontext()
     with ctx:
-        res = measure(fns[route], x, repeats=args.repeats, limit=limit)
+        res = measure(fns[route], x, repeats=args.repeats, limit=limit, rss=True)
+    res.pop("_compiled", None)
     print("WORKER_RESULT " + json.dumps(res))
 
 
@@ -310,6 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.precision_probe and "insens" in names:
         names.append("insens_default_precision")
     cases: dict[str, dict[str, Any]] = {}
+    compiled: dict[tuple[str, int], Any] = {}  # executables, reused by the exactness check
     for batch in sorted(args.batches):
         x = x_all[:batch]
         for name in names:
@@ -341,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     if name == "insens_default_precision":  # a fresh jit: new precision
                         fn = slp.insens(f, chunk_size=args.chunk_size, route=args.insens_route)
                     res = measure(fn, x, repeats=args.repeats, limit=limit)
+            compiled[(name, batch)] = res.pop("_compiled", None)
             cases[key] = res
             if "skipped" in res:
                 print(f"{key}: skipped ({res['skipped']})", flush=True)
@@ -355,15 +370,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ),
                     flush=True,
                 )
-    # Exactness: slp.insens against the naive route on the first images.
+    # Exactness: slp.insens against the naive route on the first images (executables of
+    # the timed cases where they have that batch size, else compiled here).
     xc = x_all[: args.check_images]
-    ref = jax.jit(jax.vmap(fns["naive"]))(xc)
+
+    def run(name, fn):
+        exe = compiled.get((name, int(xc.shape[0])))
+        return exe(xc) if exe is not None else jax.jit(jax.vmap(fn))(xc)
+
+    ref = run("naive", fns["naive"])
     diffs = {"images": int(xc.shape[0]), "max_abs_naive": float(jnp.max(jnp.abs(ref)))}
-    diffs["max_abs_diff"] = float(jnp.max(jnp.abs(jax.jit(jax.vmap(fns["insens"]))(xc) - ref)))
+    diffs["max_abs_diff"] = float(jnp.max(jnp.abs(run("insens", fns["insens"]) - ref)))
     if args.precision_probe:
         with default_precision():
             loose = slp.insens(f, chunk_size=args.chunk_size, route=args.insens_route)
-            out = jax.jit(jax.vmap(loose))(xc)
+            out = run("insens_default_precision", loose)
         diffs["max_abs_diff_default_precision"] = float(jnp.max(jnp.abs(out - ref)))
     ratios = {}
     for batch in sorted(args.batches):
