@@ -505,6 +505,7 @@ class _ConeRules(net.Rules):
         setup=None,
         state=None,
         block=None,
+        mats=None,
     ):
         self.program = program
         self.spatial = spatial  # input axes that are spatial, in order (k = position)
@@ -513,6 +514,7 @@ class _ConeRules(net.Rules):
         self.setup = setup  # _ConeSetup when computing, None for the geometry pass
         self.state = state
         self.block = block  # (K,) int32 block start b of the current step
+        self.mats: dict[int, Any] = dict(mats or {})  # cone matrices of the convolutions
         self.relu_vals: dict[int, _ConeVal] = {}
         self.convs = 0
         self.cut_operand = None
@@ -796,11 +798,39 @@ class _ConeRules(net.Rules):
         npre = self.n_pre
         cout = rshape[dn.rhs_spec[0]]
         cin = g.shape[f_ax]
+        key = self.index[id(eqn)]
+        big = self.mats.get(key)
+        if big is None:
+            big = self._cone_matrix(kernel, dn, [g.width[k] for k in ks], cin).astype(t.dtype)
+            self.mats[key] = big
+        # t: (pre..., lhs axes) -> (pre..., batch, spatial..., feature)
+        lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
+        tt = jnp.transpose(t, list(range(npre)) + lhs_order)
+        lead = tt.shape[: npre + 1]
+        out = jnp.dot(tt.reshape(-1, big.shape[0]), big, precision=_PRECISION)
+        out = out.reshape(lead + tuple(width[k] for k in ks) + (cout,))
+        src = {0: npre, 1: npre + 1 + nsp}
+        for i in range(nsp):
+            src[2 + i] = npre + 1 + i
+        perm = list(range(npre)) + [0] * len(g.shape)
+        for logical, pos in enumerate(dn.out_spec):
+            perm[npre + pos] = src[logical]
+        return _ConeVal(ng, jnp.transpose(out, perm), valid=False)
+
+    @staticmethod
+    def _cone_matrix(kernel, dn, w_in: list[int], cin: int):
+        """A stride-1 convolution as a matrix from an input cone to the output cone.
+
+        Rows ``(s..., c)``, columns ``(e..., o)``: tap ``d = s - e + k - 1`` (the same for
+        every input element), zero where ``d`` is outside the kernel.
+        """
+        nsp = len(w_in)
+        rshape = np.shape(kernel)
+        ksz = [rshape[dn.rhs_spec[2 + i]] for i in range(nsp)]
+        w_out = [w + k - 1 for w, k in zip(w_in, ksz, strict=True)]
         kern = jnp.transpose(
             kernel, [dn.rhs_spec[2 + i] for i in range(nsp)] + [dn.rhs_spec[1], dn.rhs_spec[0]]
         )
-        w_in = [g.width[k] for k in ks]
-        w_out = [width[k] for k in ks]
         idx, ok = [], np.ones(tuple(w_in) + tuple(w_out), bool)
         for i in range(nsp):
             s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nsp)] + [1] * nsp)
@@ -811,20 +841,7 @@ class _ConeRules(net.Rules):
         big = kern[tuple(idx)] * jnp.asarray(ok, kern.dtype)[..., None, None]
         # (w_in..., w_out..., cin, cout) -> (w_in..., cin, w_out..., cout)
         perm = list(range(nsp)) + [2 * nsp] + list(range(nsp, 2 * nsp)) + [2 * nsp + 1]
-        big = jnp.transpose(big, perm).reshape(int(np.prod(w_in)) * cin, -1).astype(t.dtype)
-        # t: (pre..., lhs axes) -> (pre..., batch, spatial..., feature)
-        lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
-        tt = jnp.transpose(t, list(range(npre)) + lhs_order)
-        lead = tt.shape[: npre + 1]
-        out = jnp.dot(tt.reshape(-1, big.shape[0]), big, precision=_PRECISION)
-        out = out.reshape(lead + tuple(w_out) + (cout,))
-        src = {0: npre, 1: npre + 1 + nsp}
-        for i in range(nsp):
-            src[2 + i] = npre + 1 + i
-        perm = list(range(npre)) + [0] * len(g.shape)
-        for logical, pos in enumerate(dn.out_spec):
-            perm[npre + pos] = src[logical]
-        return _ConeVal(ng, jnp.transpose(out, perm), valid=False)
+        return jnp.transpose(big, perm).reshape(int(np.prod(w_in)) * cin, -1)
 
     def _pool(self, eqn, z, *, winners):
         if not isinstance(z, _ConeVal):
@@ -1368,13 +1385,17 @@ def _cone_norms(program, state, x, plan: InsensPlan) -> list:
     end = plan.cut if plan.cut is not None else relu_idx[-1]
     hp = _PRECISION
 
-    def walk_block(b):
-        rules = _ConeRules(program, spatial, end, setup=setup, state=state, block=b)
+    def walk_block(b, mats=None):
+        rules = _ConeRules(program, spatial, end, setup=setup, state=state, block=b, mats=mats)
         try:
             net.walk(program, x, rules)
         except _Stop:
             pass
         return rules
+
+    # The convolutions' cone matrices, built once outside the loop over blocks (the rest of
+    # this walk is unused and compiled away).
+    mats = walk_block(jnp.zeros((nk,), jnp.int32)).mats
 
     if plan.cut is not None:
         # The dense weights, with their rows laid out as the cut operand (before flattening).
@@ -1409,7 +1430,7 @@ def _cone_norms(program, state, x, plan: InsensPlan) -> list:
         w_pad = jnp.pad(w_full, pad)
 
     def step(b):
-        rules = walk_block(b)
+        rules = walk_block(b, mats)
         sums = []
         for s in plan.pre_sites:
             v = rules.relu_vals[s]
