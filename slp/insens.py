@@ -513,7 +513,7 @@ class _ConeRules(net.Rules):
         self.index = {id(e): i for i, e in enumerate(program.eqns)}
         self.setup = setup  # _ConeSetup when computing, None for the geometry pass
         self.state = state
-        self.block = block  # (K,) int32 block start b of the current step
+        self.block = block  # (K,) int32 index B of the current block
         self.mats: dict[int, Any] = dict(mats or {})  # cone matrices of the convolutions
         self.relu_vals: dict[int, _ConeVal] = {}
         self.convs = 0
