@@ -1481,8 +1481,8 @@ def insens(
       f: per-example ReLU network ``f(x) -> logits``.
       include_pool_losers: also count max-pool losers with ``v > 0`` as inactive.
       chunk_size: probe route: probes and input elements per step; bounds memory.
-        None: a single step. (The cone route works one input class and one block of
-        the cut at a time.)
+        None: a single step. (The cone route works one block of input elements at a
+        time; its memory is bounded by the network's structure.)
       route: ``"auto"`` (the cone route where it applies, else the probe route),
         ``"cone"`` (error where it does not apply) or ``"probes"``.
 
