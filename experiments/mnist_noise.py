@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,11 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-import slp
-from slp import noise, plotting, training
-from slp.attributions import get_method
-from slp.data import atomic_writer
-from slp.models import as_single_example
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _shared  # noqa: E402
+
+import slp  # noqa: E402
+from slp import noise, plotting, training  # noqa: E402
+from slp.models import as_single_example  # noqa: E402
 
 PAPER = {
     "clean_accuracy": "> 0.99",
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     for method in args.methods or ():
-        get_method(method)  # a clear error listing the registered methods
+        slp.attributions.get_method(method)  # a clear error listing the registered methods
     return args
 
 
@@ -156,49 +156,8 @@ def active_fractions(f, images: np.ndarray, *, batch_size: int = 500) -> dict[st
     }
 
 
-class Attributor:
-    """Maps of registered attribution methods over batches of inputs.
-
-    Each method runs as `jax.jit(jax.vmap(...))` on fixed-size (padded) batches,
-    compiled once per method. Target: the arg-max logit (the registry's default).
-    Methods with a `key` option (e.g. smoothgrad) get one PRNG key per input.
-    """
-
-    def __init__(self, f, *, batch_size: int = 10, seed: int = 0):
-        self.f = f
-        self.batch_size = batch_size
-        self.key = jax.random.key(seed)
-        self._fns: dict[str, Any] = {}
-
-    def _fn(self, method: str):
-        if method not in self._fns:
-            takes_key = "key" in inspect.signature(get_method(method)).parameters
-
-            def one(x, key):
-                options = {"key": key} if takes_key else {}
-                return slp.attribute(self.f, x, method, **options)
-
-            self._fns[method] = jax.jit(jax.vmap(one))
-        return self._fns[method]
-
-    def __call__(self, method: str, inputs: np.ndarray) -> np.ndarray:
-        """Maps `(N, ...)` of `method` for inputs `(N, ...)`."""
-        fn = self._fn(method)
-        n, bs = len(inputs), self.batch_size
-        keys = jax.random.split(self.key, -(-n // bs) * bs)
-        out = []
-        for start in range(0, n, bs):
-            batch = inputs[start : start + bs]
-            m = len(batch)
-            if m < bs:  # pad: one compiled program for every batch
-                pad = np.zeros((bs - m, *batch.shape[1:]), batch.dtype)
-                batch = np.concatenate([batch, pad])
-            out.append(np.asarray(fn(jnp.asarray(batch), keys[start : start + bs]))[:m])
-        return np.concatenate(out)
-
-
 def figure4(
-    f, attributor: Attributor, images, labels, keys, *, examples, sigma, methods
+    f, runner: _shared.MethodRunner, params, images, labels, keys, *, examples, sigma, methods
 ) -> tuple[Figure, list[str], list[str]]:
     """Figure 4: rows = each example in each condition, columns = input + every method."""
     idx = np.asarray(examples)
@@ -212,7 +171,8 @@ def figure4(
     preds = np.asarray(jax.vmap(f)(jnp.asarray(rows_x))).argmax(-1)
     for r, (e, cond) in enumerate((e, c) for e in range(len(idx)) for c in FIGURE_CONDITIONS):
         row_titles.append(f"{cond}\nlabel {labels[idx[e]]}, pred {preds[r]}")
-    maps = {m: attributor(m, rows_x) for m in methods}
+    # Every map explains the predicted class, as in the paper's figure.
+    maps = {m: runner(m, params, rows_x, preds) for m in methods}
     panels = [[rows_x[r]] + [maps[m][r] for m in methods] for r in range(len(rows_x))]
     col_titles = ["input"] + list(methods)
     fig = plotting.grid_figure(
@@ -320,11 +280,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    with atomic_writer(path) as fh:
-        fh.write((json.dumps(obj, indent=2) + "\n").encode())
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; returns the dict written to mnist_noise.json (plus `figure_columns`)."""
     args = parse_args(argv)
@@ -370,11 +325,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_active = time.perf_counter() - t0
 
     methods = tuple(args.methods) if args.methods else slp.available_methods()
-    attributor = Attributor(f, seed=args.noise_seed)
+    runner = _shared.MethodRunner(
+        lambda p, x: model.apply(p, x[None])[0], batch_size=10, seed=args.noise_seed
+    )
     t0 = time.perf_counter()
     fig, col_titles, _ = figure4(
         f,
-        attributor,
+        runner,
+        params,
         images,
         labels,
         keys,
@@ -419,9 +377,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "command": "python experiments/mnist_noise.py " + " ".join(argv or sys.argv[1:]),
         },
     }
-    write_json(args.out / "mnist_noise.json", result)
-    with atomic_writer(args.out / "mnist_noise.md") as fh:
-        fh.write(markdown(result).encode())
+    _shared.write_json(args.out / "mnist_noise.json", result)
+    _shared.write_text(args.out / "mnist_noise.md", markdown(result))
     log(f"wrote {args.out}/mnist_noise.json, .md, figure4.png, mnist_noise_sweep.png")
     return {**result, "figure_columns": col_titles}
 

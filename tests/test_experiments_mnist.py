@@ -138,10 +138,10 @@ def test_every_registered_method_runs_through_the_script(fake_data):
     script = load_script("mnist_noise.py")
     cfg = training.TrainConfig(features=(2, 2), hidden=4)
     model = training.make_model(cfg)
-    f = slp.models.as_single_example(model, training.init_params(cfg))
+    params = training.init_params(cfg)
     x = training.to_float_images(fake_mnist("test").images[:3])
-    attributor = script.Attributor(f, batch_size=2)
+    runner = script._shared.MethodRunner(lambda p, z: model.apply(p, z[None])[0], batch_size=2)
     for method in slp.available_methods():
-        maps = attributor(method, x)
+        maps = runner(method, params, x, np.zeros(len(x), np.int32))
         assert maps.shape == x.shape, method
         assert np.isfinite(maps).all(), method
