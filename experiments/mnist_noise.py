@@ -156,6 +156,17 @@ def active_fractions(f, images: np.ndarray, *, batch_size: int = 500) -> dict[st
     }
 
 
+def insens_on_digit(f, images: np.ndarray, *, batch_size: int = 250) -> np.ndarray:
+    """Insens of every image (exact, `slp.insens`) and its share on the digit + outline.
+
+    Returns:
+      `(N,)` share of |Insens| on the digit and its 3-pixel outline, per image.
+    """
+    maps = _shared._batched(jax.vmap(slp.insens(f)), batch_size, np.asarray(images))
+    region = jax.vmap(lambda x: noise.dilate(noise.digit_mask(x)))(jnp.asarray(images))
+    return _shared.mass_on(_shared.pixel_maps(maps), np.asarray(region))
+
+
 def figure4(
     f, runner: _shared.MethodRunner, params, images, labels, keys, *, examples, sigma, methods
 ) -> tuple[Figure, list[str], list[str]]:
@@ -267,6 +278,17 @@ def markdown(result: dict[str, Any]) -> str:
         )
     o = af["overall"]
     lines.append(f"| all hidden | | {o['neurons']} | {o['mean']:.3f} ± {o['std']:.3f} |")
+    ia = result["insens_all"]
+    share = ia["share_on_digit_outline"]
+    lines += [
+        "",
+        "## Insens of every clean test image",
+        "",
+        f"`slp.insens` computed the maps of all {ia['num_images']} clean test images in "
+        f"{ia['seconds']:.0f} s ({ia['images_per_second']:.0f} images/s on this machine). "
+        f"Share of |Insens| on the digit and its {noise.OUTLINE_RADIUS}-pixel outline: "
+        f"{share['mean']:.3f} ± {share['std']:.3f} (mean ± std over images).",
+    ]
     lines += [
         "",
         "## Figure 4",
@@ -324,6 +346,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"active fraction {active['overall']['mean']:.3f} ± {active['overall']['std']:.3f}")
     t_active = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    insens_share = insens_on_digit(f, images)
+    t_insens = time.perf_counter() - t0
+    log(f"Insens of {len(images)} test images in {t_insens:.1f} s")
+
     methods = tuple(args.methods) if args.methods else slp.available_methods()
     runner = _shared.MethodRunner(
         lambda p, x: model.apply(p, x[None])[0], batch_size=10, seed=args.noise_seed
@@ -351,6 +378,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "variants": variants,
         "paper": PAPER,
         "active_fraction": active,
+        "insens_all": {
+            "num_images": len(images),
+            "seconds": t_insens,
+            "images_per_second": len(images) / t_insens,
+            "share_on_digit_outline": _shared.summary(insens_share),
+        },
         "config": {
             "sigma": args.sigma,
             "sigma_reason": SIGMA_REASON,
@@ -371,6 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seconds": {
                 "accuracy": t_acc,
                 "active_fraction": t_active,
+                "insens_all": t_insens,
                 "figure4": t_fig,
                 "total": time.perf_counter() - t_start,
             },

@@ -91,7 +91,17 @@ def test_mnist_noise_script_end_to_end(tmp_path, fake_data, monkeypatch):
     assert result["figure_columns"] == ["input", "insens", "gradient", "input_times_two"]
 
     saved = json.loads((out / "mnist_noise.json").read_text())
-    assert set(saved) == {"clean_accuracy", "variants", "paper", "active_fraction", "config"}
+    assert set(saved) == {
+        "clean_accuracy",
+        "variants",
+        "paper",
+        "active_fraction",
+        "insens_all",
+        "config",
+    }
+    ia = saved["insens_all"]
+    assert ia["num_images"] == saved["config"]["num_test"]
+    assert 0.0 <= ia["share_on_digit_outline"]["mean"] <= 1.0
     assert saved["paper"]["bordered"] == 0.87 and saved["paper"]["background"] == 0.32
     assert saved["paper"]["framed"] == 0.45
     grid = {(r["variant"], r["sigma"]) for r in saved["variants"]}
