@@ -54,7 +54,17 @@ def parse_idx(data: bytes, *, name: str = "IDX data") -> np.ndarray:
     if len(data) < header:
         raise CorruptDataError(f"{name}: truncated header ({len(data)} of {header} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = IDX_TYPES[code]
+    return payload(data, header, dims, IDX_TYPES[code], name=name)
+
+
+def payload(data: bytes, header: int, dims: tuple[int, ...], dtype: np.dtype, *, name: str):
+    """The array stored after a ``header``-byte header, checked against ``dims``.
+
+    Shared by the IDX and NORB binary-matrix readers.
+
+    Raises:
+      CorruptDataError: the file is shorter or longer than the header says.
+    """
     expected = header + math.prod(dims) * dtype.itemsize
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "has trailing bytes"

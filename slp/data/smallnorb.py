@@ -14,7 +14,6 @@ first ndim are used), then the values in C order, little-endian.
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 import time
@@ -23,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from slp.data import _cache
+from slp.data import _cache, idx
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
 
 CLASSES = ("animal", "human", "airplane", "truck", "car")
@@ -98,16 +97,7 @@ def parse_norb_matrix(data: bytes, *, name: str = "matrix") -> np.ndarray:
     dims = struct.unpack(f"<{stored}i", data[8:header])[:ndim]
     if any(d < 0 for d in dims):
         raise CorruptDataError(f"{name}: negative dimension in {dims}")
-    dtype = NORB_TYPES[magic]
-    expected = header + math.prod(dims) * dtype.itemsize
-    if len(data) != expected:
-        kind = "truncated" if len(data) < expected else "has trailing bytes"
-        raise CorruptDataError(
-            f"{name}: file {kind}: header says dims {dims} of {dtype.name} "
-            f"({expected} bytes in all), file has {len(data)} bytes"
-        )
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    return idx.payload(data, header, dims, NORB_TYPES[magic], name=name)
 
 
 def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
