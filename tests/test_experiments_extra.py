@@ -9,10 +9,10 @@ defined here, which shows that new registry entries are picked up without edits.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+import experiment_helpers as helpers
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,32 +22,14 @@ import slp
 from slp import training
 from slp.attributions import registry
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = [
     "--num-train", "128", "--epochs", "1", "--batch-size", "32",
     "--features", "2", "4", "--hidden", "8", "--no-progress",
 ]  # fmt: skip
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_extra_{name}", ROOT / "experiments" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def fake_grey(split: str, *, data_dir=None, download=True):
-    """Digit-like stand-in for MNIST/Fashion-MNIST: class k is a bar at row band k."""
-    n = 160 if split == "train" else 40
-    rng = np.random.default_rng(0 if split == "train" else 1)
-    labels = rng.integers(0, 10, size=n).astype(np.int32)
-    images = np.zeros((n, 28, 28), np.uint8)
-    for i, y in enumerate(labels):
-        row = 4 + 2 * int(y)
-        start = rng.integers(4, 9)
-        images[i, row : row + 2, start : start + 14] = 255
-        images[i, row + 2, start : start + 14] = 90  # above the digit threshold
-    return slp.data.LabelledImages(images, labels)
+load_script = helpers.load_script
+fake_grey = helpers.bar_digits(n_train=160, n_test=40)
 
 
 def fake_cifar(split: str = "train", **kwargs):

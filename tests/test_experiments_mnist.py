@@ -7,10 +7,9 @@ in seconds and needs neither the network nor the real data set.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
+import experiment_helpers as helpers
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,28 +19,8 @@ import slp
 from slp import training
 from slp.attributions import registry
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "experiments" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def fake_mnist(split: str, *, data_dir=None, download=True):
-    """Synthetic stand-in for `slp.data.load_mnist`: class k is a bar in row band k."""
-    n = 300 if split == "train" else 120
-    rng = np.random.default_rng(0 if split == "train" else 1)
-    labels = rng.integers(0, 10, size=n).astype(np.int32)
-    images = np.zeros((n, 28, 28), np.uint8)
-    for i, y in enumerate(labels):
-        row = 4 + 2 * int(y)
-        start = rng.integers(4, 9)
-        images[i, row : row + 2, start : start + 14] = 255
-        images[i, row + 2, start : start + 14] = 90  # a faint rim, above the digit threshold
-    return slp.data.LabelledImages(images, labels)
+load_script = helpers.load_script
+fake_mnist = helpers.bar_digits(n_train=300, n_test=120)
 
 
 TINY_TRAIN = [
