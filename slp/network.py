@@ -48,6 +48,7 @@ __all__ = [
     "forward",
     "frozen_network",
     "pool_winners",
+    "select_winners",
 ]
 
 
@@ -471,11 +472,49 @@ def walk(program: Program, x, rules: Rules) -> WalkResult:
     return WalkResult(read(program.output_id), tuple(relu_in), tuple(pool_in))
 
 
+def _tiled_window(eqn: Eqn, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The window of a max-pool whose windows tile its input (stride = window, no padding,
+    no dilation, sizes divisible), else None."""
+    p = eqn.params
+    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+    dil = tuple(p.get("window_dilation") or (1,) * len(win))
+    base = tuple(p.get("base_dilation") or (1,) * len(win))
+    if (
+        win == strides
+        and all(lo == 0 and hi == 0 for lo, hi in p["padding"])
+        and all(d == 1 for d in dil + base)
+        and all(n % w == 0 for n, w in zip(shape, win, strict=True))
+    ):
+        return win
+    return None
+
+
+def _windows(z: jax.Array, win: tuple[int, ...]) -> jax.Array:
+    """Tiled windows of ``z`` laid out along a trailing axis: ``out_shape + (prod(win),)``,
+    each window in row-major order."""
+    split = [s for n, w in zip(z.shape, win, strict=True) for s in (n // w, w)]
+    nd = z.ndim
+    perm = list(range(0, 2 * nd, 2)) + list(range(1, 2 * nd, 2))
+    out_shape = tuple(n // w for n, w in zip(z.shape, win, strict=True))
+    return z.reshape(split).transpose(perm).reshape(out_shape + (int(np.prod(win)),))
+
+
 def pool_winners(eqn: Eqn, z: jax.Array) -> jax.Array:
     """Flat index into ``z`` of the winner of every window of the max-pool ``eqn``.
 
     Ties go to the lowest flat index. Returns an int32 array of the pool's output shape.
     """
+    win = _tiled_window(eqn, z.shape)
+    if win is not None:
+        # Row-major order inside a window is flat-index order, so argmax's first maximum
+        # is the lowest flat index among ties.
+        pos = jnp.argmax(_windows(z, win), axis=-1)
+        offsets = jnp.unravel_index(pos, win)
+        coords = [
+            lax.broadcasted_iota(jnp.int32, pos.shape, d) * w + o.astype(jnp.int32)
+            for d, (w, o) in enumerate(zip(win, offsets, strict=True))
+        ]
+        return jnp.ravel_multi_index(tuple(coords), z.shape, mode="clip").astype(jnp.int32)
     p = eqn.params
     idx = jnp.arange(z.size, dtype=jnp.int32).reshape(z.shape)
 
@@ -485,7 +524,7 @@ def pool_winners(eqn: Eqn, z: jax.Array) -> jax.Array:
         return jnp.where(take_b, vb, va), jnp.where(take_b, ib, ia)
 
     init = (jnp.array(-jnp.inf, z.dtype), jnp.array(np.iinfo(np.int32).max, jnp.int32))
-    _, win = lax.reduce_window(
+    _, winners = lax.reduce_window(
         (z, idx),
         init,
         pick,
@@ -495,11 +534,26 @@ def pool_winners(eqn: Eqn, z: jax.Array) -> jax.Array:
         p.get("base_dilation"),
         p.get("window_dilation"),
     )
-    return win
+    return winners
 
 
-def _gather_winners(z: jax.Array, winners: jax.Array) -> jax.Array:
-    return z.reshape(-1)[winners.reshape(-1)].reshape(winners.shape)
+def select_winners(eqn: Eqn, z: jax.Array, winners: jax.Array) -> jax.Array:
+    """The values of ``z`` at ``winners`` (flat indices, pool output shape); linear in ``z``.
+
+    For tiled windows (the usual 2x2 stride-2 pool) the winner is picked by a mask along
+    the window axis, so the derivative is elementwise -- far cheaper on CPU than the
+    scatter-add that transposes a gather.
+    """
+    win = _tiled_window(eqn, z.shape)
+    if win is None:
+        return z.reshape(-1)[winners.reshape(-1)].reshape(winners.shape)
+    coords = jnp.unravel_index(winners, z.shape)
+    pos = jnp.ravel_multi_index(
+        tuple(c % w for c, w in zip(coords, win, strict=True)), win, mode="clip"
+    )
+    zt = _windows(z, win)
+    won = lax.broadcasted_iota(pos.dtype, zt.shape, zt.ndim - 1) == pos[..., None]
+    return jnp.sum(jnp.where(won, zt, jnp.zeros_like(zt)), axis=-1)
 
 
 class NetworkState(NamedTuple):
@@ -535,7 +589,7 @@ class ForwardRules(Rules):
         # derivative of a pool routes to its winners.
         w = pool_winners(eqn, lax.stop_gradient(z))
         self.winners[eqn.site] = w
-        return _gather_winners(z, w)
+        return select_winners(eqn, z, w)
 
 
 def forward(program: Program, x: jax.Array) -> NetworkState:
@@ -561,7 +615,7 @@ class FrozenRules(Rules):
         return z * self.masks[eqn.site].astype(z.dtype)
 
     def max_pool(self, eqn, z):
-        return _gather_winners(z, self.winners[eqn.site])
+        return select_winners(eqn, z, self.winners[eqn.site])
 
 
 def frozen_network(program: Program, state: NetworkState) -> Callable[[jax.Array], WalkResult]:

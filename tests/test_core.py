@@ -443,3 +443,23 @@ def test_nonzero_array_literals_and_differentiable_forward(x64):
     program = net.trace(g, x)
     grad = jax.grad(lambda xp: net.walk(program, xp, net.ForwardRules()).output)(x)
     np.testing.assert_allclose(grad, [1.0, 0.0, 10.0, 0.0])
+
+
+@pytest.mark.parametrize("strides", [(2, 2), (1, 1)])
+def test_pool_winners_ties_go_to_lowest_flat_index(strides):
+    """Tiled (stride = window) and general pools pick the same, hand-computed winners."""
+    from slp import network as net
+
+    z = jnp.array([[1.0, 2, 0, 0], [3, 3, 0, 0], [1, 1, 5, 5], [1, 1, 5, 5]])
+
+    def g(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2, 2), strides, "VALID")
+
+    program = net.trace(g, z)
+    (eqn,) = [e for e in program.eqns if e.kind == "max_pool"]
+    winners = np.asarray(net.pool_winners(eqn, z))
+    if strides == (2, 2):
+        np.testing.assert_array_equal(winners, [[4, 2], [8, 10]])
+    else:
+        np.testing.assert_array_equal(winners, [[4, 5, 2], [4, 10, 10], [8, 10, 10]])
+    np.testing.assert_array_equal(net.select_winners(eqn, z, jnp.asarray(winners)), g(z))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slp import network as net
-from slp.attributions._walk import DifferentiableForward, walker_function
+from slp.attributions._walk import walker_function
 from slp.attributions.registry import register
 
 __all__ = [
@@ -254,7 +254,7 @@ def _deconv_bwd(_, g):
 _deconv_relu.defvjp(_deconv_fwd, _deconv_bwd)
 
 
-class ReluBackwardRules(DifferentiableForward):
+class ReluBackwardRules(net.ForwardRules):
     """The forward pass with every ReLU replaced by ``relu_fn`` (same value, other VJP)."""
 
     def __init__(self, relu_fn: Callable[[jax.Array], jax.Array]):

@@ -48,7 +48,6 @@ import jax
 import jax.numpy as jnp
 
 from slp import network as net
-from slp.attributions._walk import DifferentiableForward
 from slp.attributions.registry import register
 
 __all__ = [
@@ -369,7 +368,7 @@ def _layer_fn(rule, lin: Callable, n_inputs: int, nonnegative: bool) -> Callable
     return layer
 
 
-class LrpRules(DifferentiableForward):
+class LrpRules(net.ForwardRules):
     """Forward pass whose dense/conv layers backpropagate by LRP rules.
 
     Args:
