@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +40,7 @@ import optax
 from tqdm import tqdm
 
 from slp import data as slp_data
-from slp.data import load_mnist
+from slp.data import atomic_writer, load_mnist
 from slp.models import TwoConv
 
 __all__ = [
@@ -431,18 +430,8 @@ def checkpoint_name(config: TrainConfig) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as fh:
+        fh.write(data)
 
 
 def save_checkpoint(path: str | os.PathLike, params: Any, metadata: dict[str, Any]) -> Path:

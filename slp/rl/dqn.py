@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from slp.data import atomic_writer
 from slp.models import QNetwork
 
 __all__ = [
@@ -472,18 +472,8 @@ class ReplayBuffer:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as fh:
+        fh.write(data)
 
 
 def save_checkpoint(
@@ -585,16 +575,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def _save_replay(path: Path, replay: ReplayBuffer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **replay.state_dict())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as fh:
+        np.savez(fh, **replay.state_dict())
 
 
 # ----------------------------------------------------------------------------- training
