@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 import slp
 from slp.attributions import get_method
 from slp.models import QNetwork, as_single_example
-from slp.plotting import heatmap, save_figure, show_image, symmetric_limit
+from slp.plotting import canvas, heatmap, save_figure, show_image, symmetric_limit
 from slp.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "pong_qnetwork.msgpack"
@@ -128,18 +128,7 @@ def draw(x: np.ndarray, maps: dict[str, np.ndarray], *, title: str) -> Figure:
     """Rows: the 4 frames, then one row per method (4 frame maps, then their sum)."""
     names = list(maps)
     n_rows, n_cols, cell = 1 + len(names), 5, 1.3
-    left, top = 1.5, 0.9
-    width, height = left + n_cols * cell + 0.1, top + n_rows * cell + 0.1
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(
-        left=left / width,
-        right=1 - 0.1 / width,
-        top=1 - top / height,
-        bottom=0.1 / height,
-        wspace=0.05,
-        hspace=0.05,
-    )
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig, axes = canvas(n_rows, n_cols, cell=cell, left=1.5, top=0.9)
     for k in range(4):
         show_image(axes[0, k], x[..., k], title=f"frame {k + 1}" + (" (now)" if k == 3 else ""))
     heatmap(axes[0, 4], x[..., 3] - x[..., 0], title="frame 4 - frame 1\n(maps: sum of frames)")

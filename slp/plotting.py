@@ -14,7 +14,6 @@ module works headless and inside tests; `save_figure` writes atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+
+from slp.data import atomic_writer
 
 __all__ = [
     "HEATMAP_CMAP",
@@ -128,6 +129,33 @@ def _decorate(ax: Axes, title: str | None) -> None:
         ax.set_title(title, fontsize=8)
 
 
+def canvas(
+    n_rows: int, n_cols: int, *, cell: float, left: float, top: float
+) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n_rows x n_cols`` square panels of ``cell`` inches, tightly spaced.
+
+    Args:
+      n_rows, n_cols: panels.
+      cell: side of a panel in inches.
+      left, top: margins in inches for row titles and column titles.
+
+    Returns:
+      The figure and its axes, shape ``(n_rows, n_cols)``.
+    """
+    width = left + n_cols * cell + 0.1
+    height = top + n_rows * cell + 0.1
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - 0.1 / width,
+        top=1 - top / height,
+        bottom=0.1 / height,
+        wspace=0.05,
+        hspace=0.05,
+    )
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False)
+
+
 def grid_figure(
     panels: Sequence[Sequence[np.ndarray]],
     *,
@@ -169,18 +197,7 @@ def grid_figure(
 
     left = 1.4 if row_titles is not None else 0.1
     top = 0.5 + (0.3 if title else 0.0)
-    width = left + n_cols * cell_size + 0.1
-    height = top + len(rows) * cell_size + 0.1
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(
-        left=left / width,
-        right=1 - 0.1 / width,
-        top=1 - top / height,
-        bottom=0.1 / height,
-        wspace=0.05,
-        hspace=0.05,
-    )
-    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    fig, axes = canvas(len(rows), n_cols, cell=cell_size, left=left, top=top)
     for r, row in enumerate(rows):
         for c, values in enumerate(row):
             ax = axes[r, c]
@@ -208,15 +225,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path
       The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".") or "png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as fh:
+        fig.savefig(fh, format=fmt, dpi=dpi)
     return path
