@@ -3,7 +3,8 @@
 Run:
     python experiments/bench_insens.py                  # CPU, 2 cores: about 4-6 minutes
     python experiments/bench_insens.py --isolate        # + peak RSS per case (subprocesses)
-    python experiments/bench_insens.py --batches 64 1024 --precision-probe   # on a GPU
+    python experiments/bench_insens.py --batches 64 1024 4096 \
+        --precisions TF32_TF32_F32_X3 default --variant-batches 1024 4096   # on a GPU
 
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
 -> dense 10) on 28x28x1 inputs, the same weights and inputs for every route: random
@@ -23,9 +24,13 @@ mark is reset after compiling; meaningful per case with ``--isolate``, which run
 case in a fresh process); on a GPU also the device's peak bytes in use (per process).
 A case whose XLA estimate exceeds ``--max-memory-gb`` is skipped. `slp.insens` is
 checked against the naive route (max abs difference) on the first ``--check-images``
-images. JAX uses the GPU when one is present; the matrix products run at the highest
-precision (no TF32). ``--precision-probe`` also times `slp.insens` with default matmul
-precision (inexact on GPUs: TF32) to show what the highest precision costs.
+images, and every route's float32 maps against the naive route in float64 (relative
+error: float32 rounding is about 1e-7..1e-5, TF32 about 1e-3). JAX uses the GPU when one
+is present; by default the matrix products run at the highest precision (no TF32).
+``--precisions`` also times `slp.insens(..., precision=P)` for each P (``insens:P``), e.g.
+``TF32_TF32_F32_X3`` (three TF32 tensor-core passes) or ``default`` (TF32 on GPUs);
+a precision the platform does not support is reported as skipped.
+``--precision-probe`` is short for ``--precisions default``.
 
 Writes --out/bench_insens.json (default results/) and prints a table with the ratios.
 """
@@ -33,7 +38,6 @@ Writes --out/bench_insens.json (default results/) and prints a table with the ra
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -75,6 +79,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time slp.insens with default matmul precision (inexact on GPU)",
     )
     p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=[],
+        help="also time slp.insens(precision=P) for each P (e.g. TF32_TF32_F32_X3, default)",
+    )
+    p.add_argument(
+        "--variant-batches",
+        type=int,
+        nargs="+",
+        default=None,
+        help="batch sizes for the --precisions variants (default: --batches)",
+    )
+    p.add_argument(
+        "--no-x64-check",
+        action="store_true",
+        help="skip the float64 naive reference (it needs ~225 MiB per image, 8 at a time)",
+    )
+    p.add_argument(
         "--check-images",
         type=int,
         default=None,
@@ -87,6 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.check_images is None:  # a timed batch size, so its executables are reused
         args.check_images = min([b for b in args.batches if b >= 8] or [max(args.batches)])
+    if args.precision_probe and "default" not in args.precisions:
+        args.precisions.append("default")
+    if args.variant_batches is None:
+        args.variant_batches = list(args.batches)
     if min(args.batches) < 1 or args.repeats < 1 or args.chunk_size < 1:
         raise ValueError("--batches, --repeats and --chunk-size must be >= 1")
     return args
@@ -109,7 +135,7 @@ def _free_memory_bytes(jax) -> int:
 
 
 def build(args):
-    """The network ``f(x)`` (one example), its weights and a batch of inputs for each size."""
+    """The network ``f(x)`` (one example), the model, its weights and the inputs (all sizes)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -153,7 +179,27 @@ def build(args):
         x = jnp.asarray(np.concatenate([images] * reps)[:n])
     else:
         x = jax.random.uniform(kx, (n,) + shape, jnp.float32)
-    return as_single_example(model, params), params, x
+    return as_single_example(model, params), model, params, x
+
+
+def in_float64(model, params, x):
+    """``f`` and ``x`` in float64 (call under ``jax.enable_x64(True)``)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from slp.models import as_single_example
+
+    params64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), params)
+    return as_single_example(model, params64), jnp.asarray(np.asarray(x), jnp.float64)
+
+
+def insens_route(args, f, name: str):
+    """`slp.insens` for route ``insens`` or ``insens:PRECISION``."""
+    import slp
+
+    precision = name.split(":", 1)[1] if ":" in name else None
+    return slp.insens(f, chunk_size=args.chunk_size, route=args.insens_route, precision=precision)
 
 
 def routes(f):
@@ -182,23 +228,6 @@ def routes(f):
         return jnp.where(count > 0, total / jnp.maximum(count, 1), 0)
 
     return {"naive": naive, "forward": f}
-
-
-@contextlib.contextmanager
-def default_precision():
-    """Matmuls of the walker and of slp.insens at default precision (TF32 on GPUs)."""
-    from jax import lax
-
-    import slp.insens  # noqa: F401  (the module, for its precision constant)
-    from slp import network as net
-
-    mod = sys.modules["slp.insens"]
-    saved = net.Rules.precision, mod._PRECISION
-    net.Rules.precision, mod._PRECISION = lax.Precision.DEFAULT, lax.Precision.DEFAULT
-    try:
-        yield
-    finally:
-        net.Rules.precision, mod._PRECISION = saved
 
 
 def _rss(field: str) -> int | None:
@@ -233,7 +262,11 @@ def measure(fn, x, *, repeats: int, limit: float, rss: bool = False) -> dict[str
 
     batched = jax.jit(jax.vmap(fn))
     t0 = time.perf_counter()
-    compiled = batched.lower(x).compile()
+    try:
+        compiled = batched.lower(x).compile()
+    except Exception as err:  # e.g. a matmul precision this platform does not have
+        msg = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return {"skipped": f"does not compile: {msg[:200]}"}
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     temp = int(getattr(mem, "temp_size_in_bytes", 0) or 0)
@@ -281,18 +314,12 @@ def worker(args) -> None:
     import jax
 
     route, batch = args.worker[0], int(args.worker[1])
-    f, _, x_all = build(args)
+    f, _, _, x_all = build(args)
     x = x_all[:batch]
-    fns = routes(f)
-    if route.startswith("insens"):
-        import slp
-
-        fns[route] = slp.insens(f, chunk_size=args.chunk_size, route=args.insens_route)
+    fn = insens_route(args, f, route) if route.startswith("insens") else routes(f)[route]
     jax.block_until_ready(x)
     limit = args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
-    ctx = default_precision() if route == "insens_default_precision" else contextlib.nullcontext()
-    with ctx:
-        res = measure(fns[route], x, repeats=args.repeats, limit=limit, rss=True)
+    res = measure(fn, x, repeats=args.repeats, limit=limit, rss=True)
     res.pop("_compiled", None)
     print("WORKER_RESULT " + json.dumps(res))
 
@@ -311,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from slp.data import atomic_writer
 
     sys_mod = sys.modules["slp.insens"]
-    f, _, x_all = build(args)
+    f, model, params, x_all = build(args)
     dev = jax.devices()[0]
     plan = sys_mod.insens_plan(f, x_all[0], chunk_size=args.chunk_size, route=args.insens_route)
     acts = jax.jit(jax.vmap(slp.activation_pattern(f)))(x_all[: min(256, len(x_all))])
@@ -320,17 +347,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     active_all = sum(float(jnp.sum(a)) for a in acts) / (n_all * acts[0].shape[0])
     limit = args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
     print(
-        f"device {dev.device_kind} ({dev.platform}); load average {_load()} on "
-        f"{os.cpu_count()} CPUs; input {tuple(x_all.shape[1:])}; insens route {plan.route}; "
-        f"active fraction per ReLU layer {[round(a, 3) for a in active]} "
+        f"device {dev.device_kind} ({dev.platform}); jax {jax.__version__}; load average "
+        f"{_load()} on {os.cpu_count()} CPUs; input {tuple(x_all.shape[1:])}; insens route "
+        f"{plan.route}; active fraction per ReLU layer {[round(a, 3) for a in active]} "
         f"(all {active_all:.3f}); memory limit {limit / 2**30:.1f} GiB",
         flush=True,
     )
     fns = routes(f)
-    fns["insens"] = slp.insens(f, chunk_size=args.chunk_size, route=args.insens_route)
     names = [r for r in ROUTES if r in args.routes]
-    if args.precision_probe and "insens" in names:
-        names.append("insens_default_precision")
+    if "insens" in names:
+        names += [f"insens:{p}" for p in args.precisions]
+    for name in names:
+        if name.startswith("insens"):
+            fns[name] = insens_route(args, f, name)
     cases: dict[str, dict[str, Any]] = {}
     compiled: dict[tuple[str, int], Any] = {}  # executables, reused by the exactness check
     result: dict[str, Any] = {
@@ -356,24 +385,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with atomic_writer(args.out / "bench_insens.json") as fh:
             fh.write(json.dumps(result, indent=2).encode())
 
-    for batch in sorted(args.batches):
+    for batch in sorted(set(args.batches) | set(args.variant_batches)):
         x = x_all[:batch]
         for name in names:
             key = f"{name}@{batch}"
+            if ":" in name and batch not in args.variant_batches:
+                continue
+            if ":" not in name and batch not in args.batches:
+                continue
             if name == "naive" and batch > args.naive_max_batch:
                 cases[key] = {"skipped": f"batch > --naive-max-batch {args.naive_max_batch}"}
                 print(f"{key}: skipped ({cases[key]['skipped']})", flush=True)
                 continue
             if args.isolate:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    *(argv or sys.argv[1:]),
-                    "--worker",
-                    name,
-                    str(batch),
-                ]
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                cmd = [sys.executable, __file__, *(argv or sys.argv[1:]), "--worker", name]
+                proc = subprocess.run(
+                    cmd + [str(batch)], capture_output=True, text=True, check=False
+                )
                 line = [s for s in proc.stdout.splitlines() if s.startswith("WORKER_RESULT ")]
                 if not line:
                     cases[key] = {"skipped": f"worker failed: {proc.stderr[-500:]}"}
@@ -381,16 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     continue
                 res = json.loads(line[-1][len("WORKER_RESULT ") :])
             else:
-                ctx = (
-                    default_precision()
-                    if name == "insens_default_precision"
-                    else contextlib.nullcontext()
-                )
-                fn = fns["insens" if name.startswith("insens") else name]
-                with ctx:
-                    if name == "insens_default_precision":  # a fresh jit: new precision
-                        fn = slp.insens(f, chunk_size=args.chunk_size, route=args.insens_route)
-                    res = measure(fn, x, repeats=args.repeats, limit=limit)
+                res = measure(fns[name], x, repeats=args.repeats, limit=limit)
             compiled[(name, batch)] = res.pop("_compiled", None)
             cases[key] = res
             save()
@@ -404,69 +423,97 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f", RSS peak +{res['rss_peak_delta_bytes_per_image'] / 2**20:.2f} MiB/image"
                         if "rss_peak_delta_bytes_per_image" in res
                         else ""
+                    )
+                    + (
+                        f", device peak {res['device_peak_bytes'] / 2**30:.2f} GiB"
+                        if res.get("device_peak_bytes")
+                        else ""
                     ),
                     flush=True,
                 )
-    # Exactness: slp.insens against the naive route on the first images (executables of
-    # the timed cases where they have that batch size, else compiled here).
-    xc = x_all[: args.check_images]
-
-    def run(name, fn):
-        exe = compiled.get((name, int(xc.shape[0])))
-        return exe(xc) if exe is not None else jax.jit(jax.vmap(fn))(xc)
-
-    ref = run("naive", fns["naive"])
-    diffs = {"images": int(xc.shape[0]), "max_abs_naive": float(jnp.max(jnp.abs(ref)))}
-    diffs["max_abs_diff"] = float(jnp.max(jnp.abs(run("insens", fns["insens"]) - ref)))
-    if args.precision_probe:
-        with default_precision():
-            loose = slp.insens(f, chunk_size=args.chunk_size, route=args.insens_route)
-            out = run("insens_default_precision", loose)
-        diffs["max_abs_diff_default_precision"] = float(jnp.max(jnp.abs(out - ref)))
+    diffs = exactness(args, names, fns, compiled, model, params, x_all)
     ratios = {}
-    for batch in sorted(args.batches):
+    for batch in sorted(set(args.batches) | set(args.variant_batches)):
         c = {n: cases.get(f"{n}@{batch}", {}) for n in names}
+        ips = {n: v["images_per_s"] for n, v in c.items() if "images_per_s" in v}
         r: dict[str, float] = {}
-        if "images_per_s" in c.get("insens", {}) and "images_per_s" in c.get("naive", {}):
-            r["insens_vs_naive_speed"] = c["insens"]["images_per_s"] / c["naive"]["images_per_s"]
+        if "insens" in ips and "naive" in ips:
+            r["insens_vs_naive_speed"] = ips["insens"] / ips["naive"]
             for k in ("xla_temp_bytes_per_image", "rss_peak_delta_bytes_per_image"):
                 if k in c["insens"] and k in c["naive"] and c["naive"][k]:
                     r[f"insens_vs_naive_{k}"] = c["insens"][k] / c["naive"][k]
-        if "images_per_s" in c.get("insens", {}) and "images_per_s" in c.get("forward", {}):
-            r["forward_vs_insens_speed"] = (
-                c["forward"]["images_per_s"] / c["insens"]["images_per_s"]
-            )
-        if "images_per_s" in c.get("insens_default_precision", {}) and "images_per_s" in c.get(
-            "insens", {}
-        ):
-            r["default_vs_highest_precision_speed"] = (
-                c["insens_default_precision"]["images_per_s"] / c["insens"]["images_per_s"]
-            )
+        if "insens" in ips and "forward" in ips:
+            r["forward_vs_insens_speed"] = ips["forward"] / ips["insens"]
+        for n in ips:
+            if ":" in n and "insens" in ips:
+                r[f"{n}_vs_insens_speed"] = ips[n] / ips["insens"]
         ratios[str(batch)] = r
     result["machine"]["load_at_end"] = _load()
     result["exactness"] = diffs
     result["ratios"] = ratios
     print(f"\n{'batch':>6s} {'route':26s} {'images/s':>10s} {'XLA MiB/img':>12s}")
-    for batch in sorted(args.batches):
+    for batch in sorted(set(args.batches) | set(args.variant_batches)):
         for name in names:
-            c = cases.get(f"{name}@{batch}", {})
+            c = cases.get(f"{name}@{batch}")
+            if c is None:
+                continue
             ips = f"{c['images_per_s']:10.1f}" if "images_per_s" in c else f"{'skipped':>10s}"
             mem = c.get("xla_temp_bytes_per_image")
             mem_s = f"{mem / 2**20:12.2f}" if mem is not None else f"{'-':>12s}"
             print(f"{batch:6d} {name:26s} {ips} {mem_s}")
         for k, v in ratios[str(batch)].items():
             print(f"{'':6s}   {k}: {v:.3g}")
-    print(
-        f"exactness on {diffs['images']} images: max |insens - naive| = "
-        f"{diffs['max_abs_diff']:.3g} (max |naive| {diffs['max_abs_naive']:.3g})"
-        + (
-            f"; default precision: {diffs['max_abs_diff_default_precision']:.3g}"
-            if "max_abs_diff_default_precision" in diffs
-            else ""
-        )
-    )
+    print(f"exactness on {diffs['images']} images (max |naive| {diffs['max_abs_naive']:.3g}):")
+    for k, v in diffs.items():
+        if k.startswith("max_abs_diff") or k.startswith("rel_err"):
+            print(f"   {k}: {v:.3g}")
     save()
     return result
+
+
+def exactness(args, names, fns, compiled, model, params, x_all) -> dict[str, Any]:
+    """Every route's maps on the first images against the naive route (float32, float64).
+
+    ``max_abs_diff[_P]``: ``slp.insens`` (at precision P) against the float32 naive
+    route; ``rel_err_x64_R``: max |R - naive in float64| / max |naive in float64|.
+    """
+    import jax
+    import numpy as np
+
+    n = int(args.check_images)
+    xc = x_all[:n]
+
+    def run(name):
+        sizes = [b for (m, b), exe in compiled.items() if m == name and exe is not None]
+        sizes = [b for b in sizes if b >= n]
+        if sizes:  # a timed executable: pad the check images up to its batch size
+            b = min(sizes)
+            return np.asarray(compiled[(name, b)](x_all[:b]))[:n]
+        try:
+            return np.asarray(jax.jit(jax.vmap(fns[name]))(xc))
+        except Exception:  # a precision this platform does not have
+            return None
+
+    maps = {name: run(name) for name in names if name != "forward"}
+    maps = {k: v for k, v in maps.items() if v is not None}
+    ref = maps.get("naive")
+    if ref is None:
+        ref = np.asarray(jax.jit(jax.vmap(fns["naive"]))(xc))
+    diffs: dict[str, Any] = {"images": n, "max_abs_naive": float(np.max(np.abs(ref)))}
+    for name, m in maps.items():
+        if name.startswith("insens"):
+            suffix = name[len("insens") :].replace(":", "_")
+            diffs[f"max_abs_diff{suffix}"] = float(np.max(np.abs(m - ref)))
+    if args.no_x64_check:
+        return diffs
+    with jax.enable_x64(True):
+        f64, x64 = in_float64(model, params, xc)
+        naive64 = jax.jit(jax.vmap(routes(f64)["naive"]))
+        ref64 = np.concatenate([np.asarray(naive64(x64[i : i + 8])) for i in range(0, n, 8)])
+    scale = float(np.max(np.abs(ref64)))
+    for name, m in maps.items():
+        diffs[f"rel_err_x64_{name.replace(':', '_')}"] = float(np.max(np.abs(m - ref64))) / scale
+    return diffs
 
 
 if __name__ == "__main__":

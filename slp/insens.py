@@ -506,8 +506,10 @@ class _ConeRules(net.Rules):
         state=None,
         block=None,
         mats=None,
+        precision=None,
     ):
         self.program = program
+        self.precision = _PRECISION if precision is None else precision
         self.spatial = spatial  # input axes that are spatial, in order (k = position)
         self.end = end
         self.index = {id(e): i for i, e in enumerate(program.eqns)}
@@ -807,7 +809,7 @@ class _ConeRules(net.Rules):
         lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
         tt = jnp.transpose(t, list(range(npre)) + lhs_order)
         lead = tt.shape[: npre + 1]
-        out = jnp.dot(tt.reshape(-1, big.shape[0]), big, precision=_PRECISION)
+        out = jnp.dot(tt.reshape(-1, big.shape[0]), big, precision=self.precision)
         out = out.reshape(lead + tuple(width[k] for k in ks) + (cout,))
         src = {0: npre, 1: npre + 1 + nsp}
         for i in range(nsp):
@@ -1328,12 +1330,12 @@ def _scan_sum(step, xs, n: int):
     return out
 
 
-def _probe_norms(program, state, x, plan: InsensPlan) -> list:
+def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     """``|w_hat|^2`` per ReLU layer by the probe route (module docstring)."""
     kc = plan.colours_per_chunk
     colour = jnp.asarray(plan.colour)
     cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
-    hp = _PRECISION
+    hp = precision
 
     def pre(xp):
         rules = _PreCut(state, cut_eqn)
@@ -1370,7 +1372,7 @@ def _probe_norms(program, state, x, plan: InsensPlan) -> list:
     return [by_site[s] for s in range(len(program.relu_shapes))]
 
 
-def _cone_norms(program, state, x, plan: InsensPlan) -> list:
+def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
     """``|w_hat|^2`` per ReLU layer by the cone route (module docstring).
 
     One scan step per block of input elements: their cone tangents through the
@@ -1383,10 +1385,12 @@ def _cone_norms(program, state, x, plan: InsensPlan) -> list:
     nk = len(spatial)
     relu_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
     end = plan.cut if plan.cut is not None else relu_idx[-1]
-    hp = _PRECISION
+    hp = precision
 
     def walk_block(b, mats=None):
-        rules = _ConeRules(program, spatial, end, setup=setup, state=state, block=b, mats=mats)
+        rules = _ConeRules(
+            program, spatial, end, setup=setup, state=state, block=b, mats=mats, precision=hp
+        )
         try:
             net.walk(program, x, rules)
         except _Stop:
@@ -1465,6 +1469,7 @@ def insens(
     include_pool_losers: bool = False,
     chunk_size: int | None = 128,
     route: str = "auto",
+    precision: Any = None,
 ) -> Callable:
     """Inactive state sensitivity ``Omega_hat(x)`` (eq. 8). Jit-compiled.
 
@@ -1485,6 +1490,12 @@ def insens(
         time; its memory is bounded by the network's structure.)
       route: ``"auto"`` (the cone route where it applies, else the probe route),
         ``"cone"`` (error where it does not apply) or ``"probes"``.
+      precision: matrix-product precision of the squared norms (the bulk of the work;
+        the forward pass and the final vector-Jacobian product always run at the
+        highest precision). None: ``lax.Precision.HIGHEST`` (true float32 products, also
+        on GPUs). Anything `jax.numpy.dot` takes, e.g. ``"TF32_TF32_F32_X3"`` (three
+        TF32 tensor-core passes, float32-level accuracy on NVIDIA GPUs; not on CPU).
+        ``"default"`` lets a GPU round operands to TF32: inexact.
 
     Returns:
       ``fn(x) -> Omega_hat``, shaped like ``x``; batch with `jax.vmap`.
@@ -1493,6 +1504,8 @@ def insens(
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")
     if route not in _ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
+
+    prec = _PRECISION if precision is None else precision
 
     def fn(x):
         program = net.trace(f, x)
@@ -1505,9 +1518,9 @@ def insens(
             return frozen(xp).relu_inputs
 
         if plan.route == "cone":
-            sq = _cone_norms(program, state, x, plan)
+            sq = _cone_norms(program, state, x, plan, prec)
         else:
-            sq = _probe_norms(program, state, x, plan)
+            sq = _probe_norms(program, state, x, plan, prec)
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
         coeffs = tuple(
             jnp.where(i & (s > 0), v / jnp.where(s > 0, s, 1), 0)

@@ -313,7 +313,8 @@ def test_bench_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("_bench_insens", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    result = bench.main(["--tiny", "--batches", "1", "3", "--repeats", "1", "--out", str(tmp_path)])
+    argv = ["--tiny", "--batches", "1", "3", "--repeats", "1", "--out", str(tmp_path)]
+    result = bench.main(argv + ["--precisions", "bfloat16", "--variant-batches", "3"])
     saved = json.loads((tmp_path / "bench_insens.json").read_text())
     assert saved["network"]["insens_route"] == "cone"
     for name in ("naive", "insens", "forward"):
@@ -321,5 +322,10 @@ def test_bench_smoke(tmp_path):
             assert saved["cases"][f"{name}@{batch}"]["images_per_s"] > 0
     assert set(saved["ratios"]["3"]) >= {"insens_vs_naive_speed", "forward_vs_insens_speed"}
     assert 0 < saved["network"]["active_fraction_all"] < 1
-    # float32 maps: agreement to float32 rounding, not to zero
-    assert result["exactness"]["max_abs_diff"] <= 1e-4 * result["exactness"]["max_abs_naive"]
+    assert saved["cases"]["insens:bfloat16@3"]["images_per_s"] > 0
+    assert "insens:bfloat16@1" not in saved["cases"]
+    # float32 maps: agreement to float32 rounding, not to zero; and against float64
+    ex = result["exactness"]
+    assert ex["max_abs_diff"] <= 1e-4 * ex["max_abs_naive"]
+    for name in ("naive", "insens"):
+        assert 0 <= ex[f"rel_err_x64_{name}"] < 1e-5
