@@ -60,6 +60,46 @@ __all__ = ["insens", "insens_plan", "InsensPlan", "inactive_sets", "switched_sq_
 # highest precision keeps GPUs from rounding operands to TF32, which would break exactness.
 _PRECISION = lax.Precision.HIGHEST
 
+# Split-operand products (Ootomo & Yokota 2022; Henry et al. 2019): each float32 operand
+# is split into pieces of a narrower type (a = a1 + a2 [+ a3]) and the product is the sum
+# of the piece products that carry float32-level information, as ONE matrix product over
+# a concatenated contraction axis on the tensor cores, accumulated in float32. Values:
+# (piece type, number of pieces, piece pairs).
+_SPLIT_PRODUCTS = {
+    "tf32x3": ("tf32", 2, ((0, 0), (0, 1), (1, 0))),
+    "bf16x6": ("bf16", 3, ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))),
+    "bf16x9": ("bf16", 3, tuple(itertools.product(range(3), range(3)))),
+}
+
+
+def _pieces(a: jax.Array, kind: str, n: int) -> list[jax.Array]:
+    """``a`` (float32) as ``n`` pieces of decreasing magnitude whose sum is ``a``."""
+    # Rounding by reduce_precision, not by a float32 -> bfloat16 -> float32 round trip,
+    # which a compiler allowed excess precision may remove.
+    out, rest = [], a
+    for _ in range(n):
+        piece = lax.reduce_precision(
+            rest, exponent_bits=8, mantissa_bits=7 if kind == "bf16" else 10
+        )
+        rest = rest - piece
+        out.append(piece.astype(jnp.bfloat16) if kind == "bf16" else piece)  # exact
+    return out
+
+
+def _dot(a: jax.Array, b: jax.Array, precision) -> jax.Array:
+    """``a @ b`` for 2-D ``a, b`` at ``precision`` (anything `jnp.dot` takes, or a key of
+    `_SPLIT_PRODUCTS`; split products apply to float32 operands only)."""
+    split = _SPLIT_PRODUCTS.get(precision) if isinstance(precision, str) else None
+    if split is None or a.dtype != jnp.float32 or b.dtype != jnp.float32:
+        return jnp.dot(a, b, precision=_PRECISION if split is not None else precision)
+    kind, n, pairs = split
+    pa, pb = _pieces(a, kind, n), _pieces(b, kind, n)
+    lhs = jnp.concatenate([pa[i] for i, _ in pairs], axis=1)
+    rhs = jnp.concatenate([pb[j] for _, j in pairs], axis=0)
+    # TF32 pieces are exact in TF32, so default precision (TF32 on GPUs) multiplies them
+    # exactly; bfloat16 pieces go to a bfloat16 product with a float32 result.
+    return jnp.dot(lhs, rhs, precision=lax.Precision.DEFAULT, preferred_element_type=a.dtype)
+
 
 def switched_sq_norms(
     linear_fn: Callable, x: jax.Array, *, chunk_size: int | None = 128
@@ -809,7 +849,7 @@ class _ConeRules(net.Rules):
         lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
         tt = jnp.transpose(t, list(range(npre)) + lhs_order)
         lead = tt.shape[: npre + 1]
-        out = jnp.dot(tt.reshape(-1, big.shape[0]), big, precision=self.precision)
+        out = _dot(tt.reshape(-1, big.shape[0]), big, self.precision)
         out = out.reshape(lead + tuple(width[k] for k in ks) + (cout,))
         src = {0: npre, 1: npre + 1 + nsp}
         for i in range(nsp):
@@ -1335,7 +1375,8 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     kc = plan.colours_per_chunk
     colour = jnp.asarray(plan.colour)
     cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
-    hp = precision
+    # The grouped product below is an einsum: split products fall back to float32.
+    hp = _PRECISION if isinstance(precision, str) and precision in _SPLIT_PRODUCTS else precision
 
     def pre(xp):
         rules = _PreCut(state, cut_eqn)
@@ -1452,7 +1493,7 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
                 starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
                 part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
             w_win = lax.dynamic_slice(w_pad, starts, sizes).reshape(-1, n_out)
-            cols.append(jnp.dot(part.reshape(-1, w_win.shape[0]), w_win, precision=hp))
+            cols.append(_dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
         cols = jnp.concatenate(cols, 0)
         cols = cols.reshape((cols.shape[0],) + plan.cut_out_shape)
         return sums + _post_norms(program, state, x, plan, cols)
