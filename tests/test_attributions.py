@@ -592,6 +592,17 @@ def test_errors_name_the_problem():
         A.lrp_epsilon(lambda x: x, jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="at least one dense or convolution"):
         A.lrp_epsilon(lambda x: jax.nn.relu(x), jnp.ones(3))
+    with pytest.raises(ValueError, match="unknown precision 'fast'"):
+        slp.attribute(f, xs[0], "insens", precision="fast")
+
+
+def test_insens_method_passes_precision():
+    """The registered method takes `slp.insens`'s precision (float32 maps, same map)."""
+    f, _, xs = _flax_and_jnp()
+    ref = np.asarray(slp.insens(f)(xs[0]))
+    got = np.asarray(slp.attribute(f, xs[0], "insens", precision="bf16x6"))
+    assert np.abs(ref).max() > 0
+    assert np.max(np.abs(got - ref)) <= 1e-5 * np.abs(ref).max()
 
 
 def test_unsupported_network_is_named():

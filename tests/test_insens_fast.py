@@ -136,6 +136,48 @@ def test_probe_route_exact(x64, name):
     np.testing.assert_allclose(got, ref, atol=TOL)
 
 
+@pytest.mark.parametrize("kind", sorted(fast._SPLIT_PRODUCTS))
+def test_split_products_are_float32_level(kind):
+    """``precision="tf32x3"`` etc.: the pieces sum back to the operand and the product
+    matches a float64 product of the float32 operands to float32 accumulation error."""
+    rng = np.random.default_rng(0)
+    a = (rng.normal(size=(40, 300)) * np.exp(2 * rng.normal(size=(40, 1)))).astype(np.float32)
+    b = rng.normal(size=(300, 20)).astype(np.float32)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    got = np.asarray(fast._dot(jnp.asarray(a), jnp.asarray(b), kind), np.float64)
+    scale = np.abs(a64) @ np.abs(b64)
+    # float32 accumulation of 300 terms: ~1e-7; one bfloat16 or TF32 pass alone: ~1e-3
+    assert np.max(np.abs(got - a64 @ b64) / scale) < 1e-5
+    piece_kind, n, _ = fast._SPLIT_PRODUCTS[kind]
+    pieces = [np.asarray(p, np.float64) for p in fast._pieces(jnp.asarray(a), piece_kind, n)]
+    assert np.max(np.abs(sum(pieces) - a64) / np.abs(a64)) <= 2.0**-21
+    assert np.max(np.abs(pieces[0] - a64) / np.abs(a64)) > 2.0**-14  # the rest matters
+
+
+@pytest.mark.parametrize("precision", ["tf32x3", "bf16x6", "highest"])
+def test_insens_precision_option(precision):
+    """float32 maps at each precision against the naive route in float64."""
+    model, shape = CONE_NETS["twoconv"]
+    params, x = _params(model, shape, seed=5)
+    assert x.dtype == jnp.float32
+    got = np.asarray(slp.insens(as_single_example(model, params), precision=precision)(x))
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), params)
+        ref = jacfwd_insens(
+            as_single_example(model, params64), jnp.asarray(np.asarray(x), jnp.float64)
+        )
+    assert np.abs(ref).max() > 1e-3
+    assert np.max(np.abs(got - ref)) / np.max(np.abs(ref)) < 1e-5
+
+
+def test_split_precision_in_float64_is_exact(x64):
+    """Split products apply to float32 only: float64 stays exact."""
+    model, shape = CONE_NETS["twoconv"]
+    f, x = _flax(model, shape, seed=6)
+    ref = jacfwd_insens(f, x)
+    np.testing.assert_allclose(slp.insens(f, precision="bf16x6")(x), ref, atol=TOL)
+
+
 def test_cone_route_pool_losers(x64):
     f, x = _flax(TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1), seed=3)
     ref = jacfwd_insens(f, x, include_pool_losers=True)
@@ -301,6 +343,8 @@ def test_bad_options():
         slp.insens(f, chunk_size=0)
     with pytest.raises(ValueError, match="unknown route"):
         slp.insens(f, route="fast")
+    with pytest.raises(ValueError, match="unknown precision 'tf32x6'"):
+        slp.insens(f, precision="tf32x6")
 
 
 def test_bench_smoke(tmp_path):

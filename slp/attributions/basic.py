@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -15,11 +16,19 @@ __all__ = ["gradient", "insens"]
 
 @register("insens")
 def insens(
-    f: Callable, x: jax.Array, *, target=None, include_pool_losers: bool = False
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    include_pool_losers: bool = False,
+    precision: Any = None,
 ) -> jax.Array:
-    """Insens (eq. 8). Independent of ``target``: it explains the network's state."""
+    """Insens (eq. 8). Independent of ``target``: it explains the network's state.
+
+    ``precision``: of the norm products, as in `slp.insens` (None: float32 exact).
+    """
     del target
-    return _insens(f, include_pool_losers=include_pool_losers)(x)
+    return _insens(f, include_pool_losers=include_pool_losers, precision=precision)(x)
 
 
 @register("gradient")
