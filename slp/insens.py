@@ -39,11 +39,15 @@ of the network by forward mode. The numbers equal the naive route (``jax.jacfwd`
 every pre-activation) up to floating-point rounding; by default all products use the
 highest matmul precision (no TF32 on GPUs; `insens`'s ``precision`` trades exactness
 for speed).
+
+This module holds the public functions, the plan and the computation; the machinery of
+the routes lives in private modules: `slp._cone` (the cone route's geometry and walk),
+`slp._boxes` (receptive-field boxes for the probe route's colouring) and `slp._matmul`
+(the products at the chosen precision).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -53,53 +57,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from slp import _boxes, _cone, _matmul
 from slp import network as net
 
 __all__ = ["insens", "insens_plan", "InsensPlan", "inactive_sets", "switched_sq_norms"]
-
-# Matrix products of this module (the walker's own: `slp.network.Rules.precision`). The
-# highest precision keeps GPUs from rounding operands to TF32, which would break exactness.
-_PRECISION = lax.Precision.HIGHEST
-
-# Split-operand products (Ootomo & Yokota 2022; Henry et al. 2019): each float32 operand
-# is split into pieces of a narrower type (a = a1 + a2 [+ a3]) and the product is the sum
-# of the piece products that carry float32-level information, as ONE matrix product over
-# a concatenated contraction axis on the tensor cores, accumulated in float32. Values:
-# (piece type, number of pieces, piece pairs).
-_SPLIT_PRODUCTS = {
-    "tf32x3": ("tf32", 2, ((0, 0), (0, 1), (1, 0))),
-    "bf16x6": ("bf16", 3, ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))),
-    "bf16x9": ("bf16", 3, tuple(itertools.product(range(3), range(3)))),
-}
-
-
-def _pieces(a: jax.Array, kind: str, n: int) -> list[jax.Array]:
-    """``a`` (float32) as ``n`` pieces of decreasing magnitude whose sum is ``a``."""
-    # Rounding by reduce_precision, not by a float32 -> bfloat16 -> float32 round trip,
-    # which a compiler allowed excess precision may remove.
-    out, rest = [], a
-    for _ in range(n):
-        piece = lax.reduce_precision(
-            rest, exponent_bits=8, mantissa_bits=7 if kind == "bf16" else 10
-        )
-        rest = rest - piece
-        out.append(piece.astype(jnp.bfloat16) if kind == "bf16" else piece)  # exact
-    return out
-
-
-def _dot(a: jax.Array, b: jax.Array, precision) -> jax.Array:
-    """``a @ b`` for 2-D ``a, b`` at ``precision`` (anything `jnp.dot` takes, or a key of
-    `_SPLIT_PRODUCTS`; split products apply to float32 operands only)."""
-    split = _SPLIT_PRODUCTS.get(precision) if isinstance(precision, str) else None
-    if split is None or a.dtype != jnp.float32 or b.dtype != jnp.float32:
-        return jnp.dot(a, b, precision=_PRECISION if split is not None else precision)
-    kind, n, pairs = split
-    pa, pb = _pieces(a, kind, n), _pieces(b, kind, n)
-    lhs = jnp.concatenate([pa[i] for i, _ in pairs], axis=1)
-    rhs = jnp.concatenate([pb[j] for _, j in pairs], axis=0)
-    # TF32 pieces are exact in TF32, so default precision (TF32 on GPUs) multiplies them
-    # exactly; bfloat16 pieces go to a bfloat16 product with a float32 result.
-    return jnp.dot(lhs, rhs, precision=lax.Precision.DEFAULT, preferred_element_type=a.dtype)
 
 
 def switched_sq_norms(
@@ -164,831 +125,6 @@ def inactive_sets(
 
 
 # ----------------------------------------------------------------------------------
-# Receptive-field boxes, propagated from shapes.
-
-
-class _Box(NamedTuple):
-    """Per element of a value (shape ``V``): lowest/highest input coordinate it depends on.
-
-    ``lo``, ``hi``: float arrays ``V + (x.ndim,)``; an element that depends on no
-    input has ``lo = +inf``, ``hi = -inf``. ``dtype`` is the dtype of the value itself.
-    """
-
-    lo: Any
-    hi: Any
-    dtype: Any
-
-
-class _NotConcrete(Exception):
-    """A box depends on a traced value (e.g. gather indices computed under jit)."""
-
-
-# Index-moving primitives: applying them to the coordinate arrays moves the boxes exactly.
-_MOVING = frozenset(
-    {
-        "reshape",
-        "transpose",
-        "broadcast_in_dim",
-        "squeeze",
-        "expand_dims",
-        "slice",
-        "dynamic_slice",
-        "dynamic_update_slice",
-        "rev",
-        "gather",
-        "concatenate",
-        "select_n",
-        "pad",
-    }
-)
-_SAME_BOX = frozenset(
-    {
-        "convert_element_type",
-        "reduce_precision",
-        "copy",
-        "copy_p",
-        "neg",
-        "sharding_constraint",
-    }
-)
-_ELEMENTWISE = frozenset({"add", "sub", "add_any", "mul", "div"})
-# Operands that are indices/predicates rather than data (kept as they are).
-_INDEX_OPERANDS = {
-    "dynamic_slice": lambda n: range(1, n),
-    "dynamic_update_slice": lambda n: range(2, n),
-    "gather": lambda n: (1,),
-    "select_n": lambda n: (0,),
-}
-_BOX_DTYPE = np.float32  # coordinates are exact up to 2**24
-
-
-class _BoxRules(net.Rules):
-    """Walks a program propagating `_Box` values; records the operand/output of each dot."""
-
-    def __init__(self, program: net.Program):
-        self.in_shape = program.input_shape
-        self.nx = len(program.input_shape)
-        self.index = {id(e): i for i, e in enumerate(program.eqns)}
-        self.dots: dict[int, tuple[_Box, _Box]] = {}
-
-    def input(self, x):
-        grid = np.stack(np.indices(self.in_shape), -1).astype(_BOX_DTYPE)
-        return _Box(grid, grid, jnp.result_type(x))
-
-    def _full(self, shape, dtype) -> _Box:
-        lo = np.zeros(tuple(shape) + (self.nx,), _BOX_DTYPE)
-        hi = np.broadcast_to(np.asarray(self.in_shape, _BOX_DTYPE) - 1, lo.shape)
-        return _Box(lo, hi, dtype)
-
-    def relu(self, eqn, z):
-        return z
-
-    def max_pool(self, eqn, z):
-        return self._window(eqn.params, z, z.dtype)
-
-    def _window(self, p, z: _Box, dtype) -> _Box:
-        def red(a, init, op):
-            return lax.reduce_window(
-                jnp.asarray(a),
-                np.array(init, _BOX_DTYPE),
-                op,
-                tuple(p["window_dimensions"]) + (1,),
-                tuple(p["window_strides"]) + (1,),
-                tuple(tuple(q) for q in p["padding"]) + ((0, 0),),
-                tuple(p.get("base_dilation") or (1,) * (z.lo.ndim - 1)) + (1,),
-                tuple(p.get("window_dilation") or (1,) * (z.lo.ndim - 1)) + (1,),
-            )
-
-        return _Box(red(z.lo, np.inf, lax.min), red(z.hi, -np.inf, lax.max), dtype)
-
-    def linear(self, eqn, args):
-        avals = self._out_avals(eqn, args)
-        try:
-            outs = self._rule(eqn, args, avals)
-        except _NotConcrete:
-            raise
-        except Exception:  # noqa: BLE001 - no box rule applies: depend on everything (safe)
-            outs = None
-        if outs is None or any(
-            tuple(o.lo.shape) != tuple(a.shape) + (self.nx,)
-            for o, a in zip(outs, avals, strict=True)
-        ):
-            outs = [self._full(a.shape, a.dtype) for a in avals]
-        for o in outs:
-            if isinstance(o.lo, jax.core.Tracer) or isinstance(o.hi, jax.core.Tracer):
-                raise _NotConcrete
-        if eqn.primitive.name == "dot_general":
-            self.dots[self.index[id(eqn)]] = (args[eqn.dep.index(True)], outs[0])
-        return outs
-
-    def _out_avals(self, eqn, args):
-        specs = []
-        for a, d in zip(args, eqn.dep, strict=True):
-            if d:
-                specs.append(jax.ShapeDtypeStruct(a.lo.shape[:-1], a.dtype))
-            else:
-                specs.append(jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)))
-        out = jax.eval_shape(lambda *s: eqn.primitive.bind(*s, **eqn.params), *specs)
-        return list(out) if eqn.primitive.multiple_results else [out]
-
-    def _rule(self, eqn, args, avals):
-        name = eqn.primitive.name
-        dep = eqn.dep
-        if name in _SAME_BOX:
-            return [_Box(args[0].lo, args[0].hi, avals[0].dtype)]
-        if name == "optimization_barrier":
-            return [
-                a if d else self._empty(av.shape, av.dtype)
-                for a, d, av in zip(args, dep, avals, strict=True)
-            ]
-        if name in _ELEMENTWISE:
-            shape = tuple(avals[0].shape) + (self.nx,)
-            boxes = [a for a, d in zip(args, dep, strict=True) if d]
-            lo = np.minimum.reduce([np.broadcast_to(np.asarray(b.lo), shape) for b in boxes])
-            hi = np.maximum.reduce([np.broadcast_to(np.asarray(b.hi), shape) for b in boxes])
-            return [_Box(lo, hi, avals[0].dtype)]
-        if name in _MOVING:
-            return self._moving(eqn, args, avals)
-        if name == "reduce_sum":
-            axes = tuple(eqn.params["axes"])
-            z = args[0]
-            return [_Box(np.min(z.lo, axis=axes), np.max(z.hi, axis=axes), avals[0].dtype)]
-        if name == "cumsum":
-            z, p = args[0], eqn.params
-            lo = lax.cummin(jnp.asarray(z.lo), p["axis"], reverse=p["reverse"])
-            hi = lax.cummax(jnp.asarray(z.hi), p["axis"], reverse=p["reverse"])
-            return [_Box(lo, hi, avals[0].dtype)]
-        if name == "reduce_window_sum":
-            return [self._window(eqn.params, args[0], avals[0].dtype)]
-        if name == "dot_general":
-            return [self._dot(eqn, args, avals[0])]
-        if name == "conv_general_dilated":
-            return [self._conv(eqn, args, avals[0])]
-        return None
-
-    def _empty(self, shape, dtype) -> _Box:
-        s = tuple(shape) + (self.nx,)
-        return _Box(np.full(s, np.inf, _BOX_DTYPE), np.full(s, -np.inf, _BOX_DTYPE), dtype)
-
-    def _moving(self, eqn, args, avals):
-        n = len(args)
-        index_ops = set(_INDEX_OPERANDS.get(eqn.primitive.name, lambda n: ())(n))
-        in_axes = [None if (i in index_ops) else -1 for i in range(n)]
-
-        def coords(which: str, fill: float):
-            ops = []
-            for i, (a, d) in enumerate(zip(args, eqn.dep, strict=True)):
-                if d:
-                    ops.append(jnp.asarray(getattr(a, which)))
-                elif i in index_ops:
-                    ops.append(a)
-                else:  # data that does not depend on the input (incl. pad values)
-                    ops.append(jnp.full(np.shape(a) + (self.nx,), fill, _BOX_DTYPE))
-            out = jax.vmap(
-                lambda *o: eqn.primitive.bind(*o, **eqn.params), in_axes=in_axes, out_axes=-1
-            )(*ops)
-            return out if eqn.primitive.multiple_results else [out]
-
-        los, his = coords("lo", np.inf), coords("hi", -np.inf)
-        return [_Box(lo, hi, av.dtype) for lo, hi, av in zip(los, his, avals, strict=True)]
-
-    def _dot(self, eqn, args, aval) -> _Box:
-        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-        if sum(eqn.dep) != 1:
-            return None
-        dep_lhs = eqn.dep[0]
-        z, other = (args[0], args[1]) if dep_lhs else (args[1], args[0])
-        c_ax, b_ax = (lc, lb) if dep_lhs else (rc, rb)
-        o_c, o_b = (rc, rb) if dep_lhs else (lc, lb)
-        nd = z.lo.ndim - 1
-        free = [a for a in range(nd) if a not in c_ax and a not in b_ax]
-        perm = list(b_ax) + free + list(c_ax) + [nd]
-        red = tuple(range(len(b_ax) + len(free), nd))
-        lo = np.min(np.transpose(np.asarray(z.lo), perm), axis=red)
-        hi = np.max(np.transpose(np.asarray(z.hi), perm), axis=red)
-        o_shape = np.shape(other)
-        o_free = [o_shape[a] for a in range(len(o_shape)) if a not in o_c and a not in o_b]
-        nb, nf = len(b_ax), len(free)
-        if dep_lhs:
-            new = lo.shape[: nb + nf] + (1,) * len(o_free) + lo.shape[nb + nf :]
-        else:
-            new = lo.shape[:nb] + (1,) * len(o_free) + lo.shape[nb:]
-        shape = tuple(aval.shape) + (self.nx,)
-        return _Box(
-            np.broadcast_to(lo.reshape(new), shape),
-            np.broadcast_to(hi.reshape(new), shape),
-            aval.dtype,
-        )
-
-    def _conv(self, eqn, args, aval) -> _Box:
-        p = eqn.params
-        if not eqn.dep[0] or eqn.dep[1] or p.get("batch_group_count", 1) != 1:
-            return None
-        dn = p["dimension_numbers"]
-        z = args[0]
-        nd = z.lo.ndim - 1
-        rshape = np.shape(args[1])
-        window, strides = [1] * nd, [1] * nd
-        pads, base, wdil = [(0, 0)] * nd, [1] * nd, [1] * nd
-        window[dn.lhs_spec[1]] = z.lo.shape[dn.lhs_spec[1]]  # every input feature
-        for i in range(nd - 2):
-            ax = dn.lhs_spec[2 + i]
-            window[ax] = rshape[dn.rhs_spec[2 + i]]
-            strides[ax] = p["window_strides"][i]
-            pads[ax] = tuple(p["padding"][i])
-            base[ax] = (p.get("lhs_dilation") or (1,) * (nd - 2))[i]
-            wdil[ax] = (p.get("rhs_dilation") or (1,) * (nd - 2))[i]
-        params = dict(
-            window_dimensions=window,
-            window_strides=strides,
-            padding=pads,
-            base_dilation=base,
-            window_dilation=wdil,
-        )
-        red = self._window(params, z, aval.dtype)
-        # Logical dims (batch, feature, spatial...) from the lhs layout to the out layout.
-        perm = [0] * nd
-        for k, pos in enumerate(dn.out_spec):
-            perm[pos] = dn.lhs_spec[k]
-        lo = np.transpose(np.asarray(red.lo), perm + [nd])
-        hi = np.transpose(np.asarray(red.hi), perm + [nd])
-        shape = tuple(aval.shape) + (self.nx,)
-        return _Box(np.broadcast_to(lo, shape), np.broadcast_to(hi, shape), aval.dtype)
-
-
-def _boxes(program: net.Program, x) -> tuple[tuple[_Box, ...], dict[int, tuple[_Box, _Box]]]:
-    """Boxes of every ReLU layer's input and of every dot_general's operand and output."""
-    rules = _BoxRules(program)
-    with jax.ensure_compile_time_eval():
-        res = net.walk(program, x, rules)
-    relu = tuple(_Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in res.relu_inputs)
-    dots = {
-        i: tuple(_Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in pair)
-        for i, pair in rules.dots.items()
-    }
-    return relu, dots
-
-
-# ----------------------------------------------------------------------------------
-# The cone route: exact Jacobian columns restricted to each input element's cone.
-
-
-class _Unsupported(Exception):
-    """The program is outside what the cone route handles (the probe route takes over)."""
-
-
-class _Restart(Exception):
-    """An input axis assumed spatial is a channel axis (contracted by a convolution)."""
-
-    def __init__(self, axis: int):
-        super().__init__(axis)
-        self.axis = axis
-
-
-class _Stop(Exception):
-    """The walk reached the end of the part the cone route computes."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Geom:
-    """Where a value's elements sit relative to the input, in the cone route.
-
-    Along every spatial input axis ``k``, element ``p`` of the value's axis linked to
-    ``k`` depends on input coordinates ``sigma_k p + beta_k ... + recep_k - 1``, so
-    input coordinate ``j`` reaches at most ``width_k`` consecutive elements, starting
-    at ``floor((j - beta_k) / sigma_k) - width_k + 1`` (the element's *cone*).
-
-    Attributes:
-      shape: the value's shape.
-      link: per value axis, the spatial input axis ``k`` it follows, or -1 (free axis:
-        batch, channels).
-      sigma, beta, recep, width: per spatial input axis.
-    """
-
-    shape: tuple[int, ...]
-    link: tuple[int, ...]
-    sigma: tuple[int, ...]
-    beta: tuple[int, ...]
-    recep: tuple[int, ...]
-    width: tuple[int, ...]
-
-    def window_shape(self) -> tuple[int, ...]:
-        return tuple(
-            self.width[k] if k >= 0 else n for n, k in zip(self.shape, self.link, strict=True)
-        )
-
-    def axis_of(self, k: int) -> int:
-        return self.link.index(k)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Flat:
-    """A cone value reshaped so that spatial and free axes merge (the operand of a cut)."""
-
-    geom: _Geom
-    t: Any
-
-
-class _ConeVal(NamedTuple):
-    """A value in the cone route: geometry and, when computing, its cone tangents ``t``.
-
-    ``t`` has shape ``(r_0, ..., r_{K-1}, f) + geom.window_shape()``: one Jacobian
-    column per input element of the current block (spatial offsets ``r_k`` inside the
-    block, ``f`` the flat index over the free input axes), restricted to the element's
-    cone. Two factors may still be pending (applied when a consumer needs them):
-    ``mask``, a value-shaped array that multiplies the value (a ReLU's 0/1 state), and,
-    if ``valid`` is False, the zeroing of cone slots outside the value.
-    """
-
-    geom: _Geom
-    t: Any
-    mask: Any = None
-    valid: bool = True
-
-
-class _ConeSetup(NamedTuple):
-    """Static layout of the cone route for one program (from the geometry pass).
-
-    Input elements are processed in *blocks* of ``sigma_tot`` consecutive elements per
-    spatial axis (``sigma_tot``: the total stride of the deepest value), elements
-    ``j = sigma_tot B + r``. In a value of geometry ``g`` the cone of offset ``r`` of
-    block ``B`` starts at ``rho B + d(r)`` with ``rho = sigma_tot / g.sigma`` and a
-    static ``d(r)``.
-    """
-
-    spatial: tuple[int, ...]  # input axes that are spatial (k = position)
-    sigma_tot: tuple[int, ...]
-    in_shape: tuple[int, ...]
-    blocks: np.ndarray  # (n_blocks, K) block indices B
-
-    def starts(self, g: _Geom, k: int) -> tuple[int, np.ndarray]:
-        """``(rho, d)``: cone start ``rho B + d[r]`` of element offset ``r`` along ``k``."""
-        rho = self.sigma_tot[k] // g.sigma[k]
-        r = np.arange(self.sigma_tot[k])
-        return rho, np.floor_divide(r - g.beta[k], g.sigma[k]) - g.width[k] + 1
-
-
-class _ConeRules(net.Rules):
-    """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
-
-    Supported on input-dependent values: insertion/removal of free unit axes,
-    convolutions with stride 1 and no dilation, bias adds and scalings by constants,
-    ReLU, max and sum pooling (reduce_window) along spatial axes, and at ``end`` the
-    cut (a dense layer on a flattened cone value) or the last ReLU.
-    """
-
-    def __init__(
-        self,
-        program: net.Program,
-        spatial: tuple[int, ...],
-        end: int,
-        *,
-        setup=None,
-        state=None,
-        block=None,
-        mats=None,
-        precision=None,
-    ):
-        self.program = program
-        self.precision = _PRECISION if precision is None else precision
-        self.spatial = spatial  # input axes that are spatial, in order (k = position)
-        self.end = end
-        self.index = {id(e): i for i, e in enumerate(program.eqns)}
-        self.setup = setup  # _ConeSetup when computing, None for the geometry pass
-        self.state = state
-        self.block = block  # (K,) int32 index B of the current block
-        self.mats: dict[int, Any] = dict(mats or {})  # cone matrices of the convolutions
-        self.relu_vals: dict[int, _ConeVal] = {}
-        self.convs = 0
-        self.cut_operand = None
-        self.end_geom = None
-        self.geoms: list[_Geom] = []
-
-    # -- helpers --------------------------------------------------------------------
-
-    @property
-    def computing(self) -> bool:
-        return self.setup is not None
-
-    @property
-    def n_pre(self) -> int:
-        """Leading axes of ``t`` that index the block's input elements."""
-        return len(self.spatial) + 1
-
-    def _shift(self, arr, axis: int, c, length: int, c_range: tuple[int, int], fill=0):
-        """``out[i] = arr[i + c]`` along ``axis`` for ``i < length`` (``fill`` outside).
-
-        ``c`` is traced (it depends on the block); ``c_range`` is its range over blocks.
-        """
-        n = arr.shape[axis]
-        lo = max(0, -c_range[0])
-        hi = max(0, c_range[1] + length - n)
-        pad = [(0, 0)] * arr.ndim
-        pad[axis] = (lo, hi)
-        padded = jnp.pad(arr, pad, constant_values=fill)
-        return lax.dynamic_slice_in_dim(padded, c + lo, length, axis)
-
-    def _union(self, g: _Geom, k: int):
-        """Start (traced), static ``d - min(d)``, length and start range of the block's cones."""
-        rho, d = self.setup.starts(g, k)
-        dmin = int(d.min())
-        span = g.width[k] + int(d.max()) - dmin
-        b = self.setup.blocks[:, k]
-        rng = (rho * int(b.min()) + dmin, rho * int(b.max()) + dmin)
-        return rho * self.block[k] + dmin, d - dmin, span, rng
-
-    def _windows(self, arr, g: _Geom, fill=0):
-        """``arr`` (value-shaped; free axes may have size 1) cut into the block's cones.
-
-        Returns ``(r_0, ..., r_{K-1}) + window shape`` (free axes as in ``arr``).
-        """
-        out = arr
-        for k in range(len(self.spatial)):
-            pos = k + g.axis_of(k)  # earlier r axes were put in front
-            start, rel, span, rng = self._union(g, k)
-            shifted = self._shift(out, pos, start, span, rng, fill)
-            w = g.width[k]
-            pieces = [lax.slice_in_dim(shifted, int(o), int(o) + w, axis=pos) for o in rel]
-            out = jnp.moveaxis(jnp.stack(pieces, axis=pos), pos, k)
-        return out
-
-    def _overlap_add(self, t, g: _Geom):
-        """Transpose of `_windows` for ``t`` with one ``r`` axis per spatial axis in front."""
-        out = t
-        nk = len(self.spatial)
-        for k in range(nk):
-            ax = (nk - k - 1) + g.axis_of(k)  # window axis after the remaining r axes
-            start, rel, span, rng = self._union(g, k)
-            w = g.width[k]
-            v = jnp.moveaxis(out, 0, ax)  # r axis of k right before its window axis
-            shape = list(v.shape)
-            del shape[ax]
-            shape[ax] = span
-            acc = jnp.zeros(shape, v.dtype)
-            for i, o in enumerate(rel):
-                idx = [slice(None)] * len(shape)
-                idx[ax] = slice(int(o), int(o) + w)
-                acc = acc.at[tuple(idx)].add(lax.index_in_dim(v, i, ax, keepdims=False))
-            # Back onto the value's positions: acc[i] is position start + i.
-            n = g.shape[g.axis_of(k)]
-            lo = max(0, rng[1])
-            hi = max(0, n - rng[0] - span)
-            pad = [(0, 0)] * acc.ndim
-            pad[ax] = (lo, hi)
-            out = lax.dynamic_slice_in_dim(jnp.pad(acc, pad), lo - start, n, ax)
-        return out
-
-    def _valid_windows(self, g: _Geom, dtype):
-        shape = tuple(n if k >= 0 else 1 for n, k in zip(g.shape, g.link, strict=True))
-        return self._windows(jnp.ones(shape, dtype), g)
-
-    def _apply(self, t, win):
-        """``t`` times cone windows ``win`` (no ``f`` axis: the same for every channel)."""
-        nk = len(self.spatial)
-        return t * jnp.expand_dims(win, nk)
-
-    def _materialize(self, z: _ConeVal):
-        """``z.t`` with its pending mask / validity applied."""
-        if z.t is None:
-            return None
-        if z.mask is not None:
-            return self._apply(z.t, self._windows(z.mask.astype(z.t.dtype), z.geom))
-        if not z.valid:
-            return self._apply(z.t, self._valid_windows(z.geom, z.t.dtype))
-        return z.t
-
-    # -- the walk -------------------------------------------------------------------
-
-    def input(self, x):
-        shape = tuple(x.shape)
-        kk = {a: i for i, a in enumerate(self.spatial)}
-        link = tuple(kk.get(a, -1) for a in range(len(shape)))
-        nk = len(self.spatial)
-        g = _Geom(shape, link, (1,) * nk, (0,) * nk, (1,) * nk, (1,) * nk)
-        self.geoms.append(g)
-        if not self.computing:
-            return _ConeVal(g, None)
-        s = self.setup
-        # One-hot over the free input axes: element f of the block is channel f.
-        free_shape = tuple(n for n, k in zip(shape, link, strict=True) if k < 0)
-        nf = int(np.prod(free_shape))
-        eye = jnp.eye(nf, dtype=x.dtype).reshape((nf,) + free_shape)
-        ok = jnp.ones((), x.dtype)
-        for k in range(nk):
-            j = s.sigma_tot[k] * self.block[k] + jnp.arange(s.sigma_tot[k])
-            inside = (j >= 0) & (j < shape[self.spatial[k]])
-            ok = ok.reshape(ok.shape + (1,)) * inside.astype(x.dtype).reshape(
-                (1,) * ok.ndim + (-1,)
-            )
-        t = ok.reshape(ok.shape + (1,) * (1 + len(free_shape))) * eye.reshape(
-            (1,) * nk + (nf,) + free_shape
-        )
-        # Put the window axes (size 1) of the spatial axes in place.
-        win = [1 if k >= 0 else n for n, k in zip(shape, link, strict=True)]
-        return _ConeVal(g, t.reshape(t.shape[: nk + 1] + tuple(win)))
-
-    def relu(self, eqn, z):
-        if not isinstance(z, _ConeVal):
-            raise _Unsupported("ReLU of a flattened value")
-        if self.computing:
-            # Cone slots outside the value need no zeroing here: the norms only sum onto
-            # real positions, and the ReLU mask's cones are zero outside.
-            t = self._materialize(z) if z.mask is not None else z.t
-            z = _ConeVal(z.geom, t, valid=z.valid)
-            out = _ConeVal(z.geom, t, self.state.activities[eqn.site] > 0)
-        else:
-            out = z
-        self.relu_vals[eqn.site] = z
-        if self.index[id(eqn)] >= self.end:
-            self.end_geom = z.geom
-            raise _Stop
-        return out
-
-    def max_pool(self, eqn, z):
-        if self.index[id(eqn)] >= self.end:
-            raise _Stop
-        return self._pool(eqn, z, winners=self.state.winners[eqn.site] if self.computing else 0)
-
-    def linear(self, eqn, args):
-        i = self.index[id(eqn)]
-        name = eqn.primitive.name
-        dep = eqn.dep
-        if i == self.end:  # the cut
-            op = args[dep.index(True)]
-            if isinstance(op, _ConeVal):
-                op = _Flat(op.geom, self._materialize(op))
-            self.cut_operand = op
-            self.end_geom = op.geom
-            raise _Stop
-        if i > self.end:
-            raise _Stop
-        vals = [a for a, d in zip(args, dep, strict=True) if d]
-        if len(vals) != 1 or eqn.primitive.multiple_results:
-            raise _Unsupported(f"{name} with several input-dependent operands")
-        (z,) = vals
-        if isinstance(z, _Flat):
-            raise _Unsupported(f"{name} of a flattened value")
-        if name in (
-            "convert_element_type",
-            "copy",
-            "copy_p",
-            "reduce_precision",
-            "sharding_constraint",
-        ):
-            return [z]
-        if name == "neg":
-            return [self._scale(z, -1)]
-        if name in ("add", "sub", "add_any"):
-            out_shape = np.broadcast_shapes(
-                *(a.geom.shape if d else np.shape(a) for a, d in zip(args, dep, strict=True))
-            )
-            if tuple(out_shape) != z.geom.shape:
-                raise _Unsupported("an add that broadcasts an input-dependent value")
-            return [self._scale(z, -1) if (name == "sub" and dep[1]) else z]
-        if name in ("mul", "div"):
-            if name == "div" and not dep[0]:
-                raise _Unsupported("division by an input-dependent value")
-            const = args[1 - dep.index(True)]
-            if np.ndim(const) != 0:
-                raise _Unsupported(f"{name} by a non-scalar constant")
-            return [self._scale(z, const if name == "mul" else 1 / const)]
-        if name in ("broadcast_in_dim", "reshape", "expand_dims", "squeeze"):
-            return [self._reshape(eqn, args, z)]
-        if name == "conv_general_dilated":
-            return [self._conv(eqn, z, args[1])]
-        if name == "reduce_window_sum":
-            return [self._pool(eqn, z, winners=None)]
-        raise _Unsupported(name)
-
-    def _scale(self, z: _ConeVal, c):
-        return z if z.t is None else z._replace(t=z.t * c)
-
-    def _reshape(self, eqn, args, z: _ConeVal):
-        g = z.geom
-        new_shape = tuple(
-            jax.eval_shape(
-                lambda a: eqn.primitive.bind(a, *args[1:], **eqn.params),
-                jax.ShapeDtypeStruct(g.shape, jnp.float32),
-            ).shape
-        )
-        core_old = [(ax, n) for ax, n in enumerate(g.shape) if not (n == 1 and g.link[ax] < 0)]
-        if any(n == 1 for _, n in core_old):
-            raise _Unsupported("a spatial axis of size 1")
-        core_new = [ax for ax, n in enumerate(new_shape) if n != 1]
-        t = self._materialize(z)
-        if [n for _, n in core_old] != [new_shape[ax] for ax in core_new]:
-            return _Flat(g, t)
-        link = [-1] * len(new_shape)
-        for (ax_old, _), ax_new in zip(core_old, core_new, strict=True):
-            link[ax_new] = g.link[ax_old]
-        ng = dataclasses.replace(g, shape=new_shape, link=tuple(link))
-        self.geoms.append(ng)
-        if t is None:
-            return _ConeVal(ng, None)
-        return _ConeVal(ng, t.reshape(t.shape[: self.n_pre] + ng.window_shape()))
-
-    def _conv(self, eqn, z: _ConeVal, kernel):
-        p = eqn.params
-        g = z.geom
-        dn = p["dimension_numbers"]
-        nsp = len(dn.lhs_spec) - 2
-        if (
-            any(s != 1 for s in p["window_strides"])
-            or any(d != 1 for d in (p.get("lhs_dilation") or ()))
-            or any(d != 1 for d in (p.get("rhs_dilation") or ()))
-            or p.get("feature_group_count", 1) != 1
-            or p.get("batch_group_count", 1) != 1
-        ):
-            raise _Unsupported("a strided, dilated or grouped convolution")
-        b_ax, f_ax = dn.lhs_spec[0], dn.lhs_spec[1]
-        if g.link[f_ax] >= 0:
-            k = g.link[f_ax]
-            if g.sigma[k] == 1 and g.width[k] == 1 and g.recep[k] == 1:
-                raise _Restart(self.spatial[k])
-            raise _Unsupported("a convolution over a spatial axis as features")
-        if g.link[b_ax] >= 0 or g.shape[b_ax] != 1:
-            raise _Unsupported("a convolution with a batch axis")
-        sp = [dn.lhs_spec[2 + i] for i in range(nsp)]
-        ks = [g.link[ax] for ax in sp]
-        if any(k < 0 for k in ks) or sorted(ks) != list(range(len(self.spatial))):
-            raise _Unsupported("a convolution that does not slide along every spatial axis")
-        rshape = np.shape(kernel)
-        ksz = [rshape[dn.rhs_spec[2 + i]] for i in range(nsp)]
-        sigma, beta, recep, width = map(list, (g.sigma, g.beta, g.recep, g.width))
-        for i, k in enumerate(ks):
-            beta[k] = beta[k] - sigma[k] * p["padding"][i][0]
-            recep[k] = recep[k] + sigma[k] * (ksz[i] - 1)
-            width[k] = width[k] + ksz[i] - 1
-        n_out = jax.eval_shape(
-            lambda a, w: eqn.bind(a, w),
-            jax.ShapeDtypeStruct(g.shape, jnp.float32),
-            jax.ShapeDtypeStruct(rshape, jnp.float32),
-        ).shape
-        out_link = [-1] * len(g.shape)
-        for logical, pos in enumerate(dn.out_spec):
-            if logical >= 2:
-                out_link[pos] = ks[logical - 2]
-        ng = _Geom(
-            tuple(n_out), tuple(out_link), tuple(sigma), tuple(beta), tuple(recep), tuple(width)
-        )
-        self.geoms.append(ng)
-        self.convs += 1
-        if not self.computing:
-            return _ConeVal(ng, None)
-        # The convolution as one explicit matrix from an input cone to the output cone
-        # (stride 1: the same for every input element): tap d = s - e + k - 1.
-        t = self._materialize(z)
-        npre = self.n_pre
-        cout = rshape[dn.rhs_spec[0]]
-        cin = g.shape[f_ax]
-        key = self.index[id(eqn)]
-        big = self.mats.get(key)
-        if big is None:
-            big = self._cone_matrix(kernel, dn, [g.width[k] for k in ks], cin).astype(t.dtype)
-            self.mats[key] = big
-        # t: (pre..., lhs axes) -> (pre..., batch, spatial..., feature)
-        lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
-        tt = jnp.transpose(t, list(range(npre)) + lhs_order)
-        lead = tt.shape[: npre + 1]
-        out = _dot(tt.reshape(-1, big.shape[0]), big, self.precision)
-        out = out.reshape(lead + tuple(width[k] for k in ks) + (cout,))
-        src = {0: npre, 1: npre + 1 + nsp}
-        for i in range(nsp):
-            src[2 + i] = npre + 1 + i
-        perm = list(range(npre)) + [0] * len(g.shape)
-        for logical, pos in enumerate(dn.out_spec):
-            perm[npre + pos] = src[logical]
-        return _ConeVal(ng, jnp.transpose(out, perm), valid=False)
-
-    @staticmethod
-    def _cone_matrix(kernel, dn, w_in: list[int], cin: int):
-        """A stride-1 convolution as a matrix from an input cone to the output cone.
-
-        Rows ``(s..., c)``, columns ``(e..., o)``: tap ``d = s - e + k - 1`` (the same for
-        every input element), zero where ``d`` is outside the kernel.
-        """
-        nsp = len(w_in)
-        rshape = np.shape(kernel)
-        ksz = [rshape[dn.rhs_spec[2 + i]] for i in range(nsp)]
-        w_out = [w + k - 1 for w, k in zip(w_in, ksz, strict=True)]
-        kern = jnp.transpose(
-            kernel, [dn.rhs_spec[2 + i] for i in range(nsp)] + [dn.rhs_spec[1], dn.rhs_spec[0]]
-        )
-        idx, ok = [], np.ones(tuple(w_in) + tuple(w_out), bool)
-        for i in range(nsp):
-            s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nsp)] + [1] * nsp)
-            e_ = np.arange(w_out[i]).reshape([1] * nsp + [-1 if a == i else 1 for a in range(nsp)])
-            d = s_ - e_ + ksz[i] - 1
-            ok = ok & (d >= 0) & (d < ksz[i])
-            idx.append(np.broadcast_to(np.clip(d, 0, ksz[i] - 1), ok.shape))
-        big = kern[tuple(idx)] * jnp.asarray(ok, kern.dtype)[..., None, None]
-        # (w_in..., w_out..., cin, cout) -> (w_in..., cin, w_out..., cout)
-        perm = list(range(nsp)) + [2 * nsp] + list(range(nsp, 2 * nsp)) + [2 * nsp + 1]
-        return jnp.transpose(big, perm).reshape(int(np.prod(w_in)) * cin, -1)
-
-    def _pool(self, eqn, z, *, winners):
-        if not isinstance(z, _ConeVal):
-            raise _Unsupported("pooling of a flattened value")
-        p = eqn.params
-        g = z.geom
-        wd, st, pads = p["window_dimensions"], p["window_strides"], p["padding"]
-        if any(d != 1 for d in (p.get("base_dilation") or ())) or any(
-            d != 1 for d in (p.get("window_dilation") or ())
-        ):
-            raise _Unsupported("dilated pooling")
-        sigma, beta, recep, width = map(list, (g.sigma, g.beta, g.recep, g.width))
-        for ax, k in enumerate(g.link):
-            if k < 0:
-                if wd[ax] != 1 or st[ax] != 1:
-                    raise _Unsupported("pooling across a free axis")
-                continue
-            beta[k] = beta[k] - sigma[k] * pads[ax][0]
-            recep[k] = recep[k] + sigma[k] * (wd[ax] - 1)
-            sigma[k] = sigma[k] * st[ax]
-            width[k] = -(-recep[k] // sigma[k])
-        out_shape = tuple(
-            (n + pl + ph - w) // s + 1
-            for n, (pl, ph), w, s in zip(g.shape, pads, wd, st, strict=True)
-        )
-        ng = _Geom(out_shape, g.link, tuple(sigma), tuple(beta), tuple(recep), tuple(width))
-        self.geoms.append(ng)
-        if not self.computing:
-            return _ConeVal(ng, None)
-        nk, npre = len(self.spatial), self.n_pre
-        lin = [(ax, k) for ax, k in enumerate(g.link) if k >= 0]
-        if winners is None:  # sum pooling reads every position: apply pending factors
-            t, mask = self._materialize(z), None
-        else:  # max pooling reads only winners: fold a pending ReLU mask into the selection
-            t, mask = z.t, z.mask
-            if mask is not None:
-                mask = mask.reshape(-1)[winners.reshape(-1)].reshape(out_shape)
-            coords = jnp.unravel_index(winners, g.shape)
-            base = jnp.indices(out_shape)
-            offs = {ax: coords[ax] - (base[ax] * st[ax] - pads[ax][0]) for ax, _ in lin}
-        # Output cone slot e' of element r reads input cone slot st e' + delta + kappa[r],
-        # kappa static: st (rho' b + d'[r]) - pad - (rho b + d[r]) with st rho' = rho.
-        kappas = {}
-        for ax, k in lin:
-            _, d_in = self.setup.starts(g, k)
-            _, d_out = self.setup.starts(ng, k)
-            kappas[ax] = st[ax] * d_out - pads[ax][0] - d_in
-
-        def gather(arr, ax, k, extra: int, length: int, stride: int):
-            """Per element offset r_k: window slots ``stride i + extra + kappa[r]``."""
-            kap = kappas[ax] + extra
-            lo = max(0, -int(kap.min()))
-            hi = max(0, int(kap.max()) + length - arr.shape[npre + ax])
-            pad = [(0, 0)] * arr.ndim
-            pad[npre + ax] = (lo, hi)
-            arr = jnp.pad(arr, pad)
-            pieces = []
-            for r, kk in enumerate(kap):
-                row = lax.index_in_dim(arr, r, k, keepdims=True)
-                start = int(kk) + lo
-                pieces.append(lax.slice_in_dim(row, start, start + length, stride, npre + ax))
-            return jnp.concatenate(pieces, axis=k)
-
-        if winners is not None and all(wd[ax] == st[ax] for ax, _ in lin):
-            # Non-overlapping windows: one slice per element offset, a reshape exposes delta.
-            piece = t
-            for ax, k in lin:
-                piece = gather(piece, ax, k, 0, st[ax] * ng.width[k], 1)
-            split = list(piece.shape[:npre])
-            for ax, n in enumerate(piece.shape[npre:]):
-                split += [ng.width[g.link[ax]], st[ax]] if g.link[ax] >= 0 else [n]
-            piece = piece.reshape(split)
-            code = jnp.zeros(out_shape, jnp.int32)
-            for ax, _ in lin:
-                code = code * wd[ax] + offs[ax].astype(jnp.int32)
-            if mask is not None:
-                code = jnp.where(mask, code, -1)
-            code = jnp.expand_dims(self._windows(code, ng, fill=-1), nk)
-            out = 0
-            for i, delta in enumerate(np.ndindex(*[wd[ax] for ax, _ in lin])):
-                idx = [slice(None)] * npre
-                it = iter(delta)
-                for ax in range(len(g.shape)):
-                    idx += [slice(None), next(it)] if g.link[ax] >= 0 else [slice(None)]
-                out = out + jnp.where(code == i, piece[tuple(idx)], 0)
-            return _ConeVal(ng, out)
-        out = 0
-        for delta in np.ndindex(*[wd[ax] for ax, _ in lin]):
-            piece = t
-            for (ax, k), dd in zip(lin, delta, strict=True):
-                piece = gather(piece, ax, k, dd, st[ax] * (ng.width[k] - 1) + 1, st[ax])
-            if winners is None:
-                out = out + piece
-                continue
-            sel = jnp.ones(out_shape, bool)
-            for (ax, _), dd in zip(lin, delta, strict=True):
-                sel = sel & (offs[ax] == dd)
-            if mask is not None:
-                sel = sel & mask
-            out = self._apply(piece, self._windows(sel.astype(t.dtype), ng)) + out
-        return _ConeVal(ng, out, valid=winners is not None)
-
-
-# ----------------------------------------------------------------------------------
 # The plan.
 
 
@@ -1017,7 +153,7 @@ class InsensPlan(NamedTuple):
       slots: probe route: int32 ``(n_chunks, n_groups, colours_per_chunk)``, for each
         group and colour of a step, the slot (column of the step) of the input element
         of that colour inside the group's box; ``pixels_per_chunk`` where there is none.
-      cone: cone route: its `_ConeSetup` (spatial axes, block layout), else None.
+      cone: cone route: its `slp._cone._ConeSetup` (spatial axes, block layout), else None.
     """
 
     route: str
@@ -1105,48 +241,20 @@ class _DotShapes(net.ForwardRules):
         return outs
 
 
-def _cone_setup(program: net.Program, x, end: int):
-    """Geometry pass of the cone route; None where it does not apply."""
-    shape = tuple(program.input_shape)
-    spatial = tuple(a for a, n in enumerate(shape) if n > 1)
-    while True:
-        rules = _ConeRules(program, spatial, end)
-        try:
-            net.walk(program, x, rules)
-        except _Stop:
-            pass
-        except _Restart as r:
-            spatial = tuple(a for a in spatial if a != r.axis)
-            continue
-        except _Unsupported:
-            return None
-        break
-    g = rules.end_geom
-    if rules.convs == 0 or not spatial or g is None:
-        return None
-    nk = len(spatial)
-    if any(len([a for a in gg.link if a >= 0]) != nk for gg in rules.geoms):
-        return None
-    sigma_tot = g.sigma
-    ranges = [np.arange(-(-shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
-    blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
-    return _ConeSetup(spatial, sigma_tot, shape, blocks)
-
-
 def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> InsensPlan:
     shape = tuple(program.input_shape)
     nx, d = len(shape), int(np.prod(shape))
     relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
     try:
-        relu_boxes, dots = _boxes(program, x)
-    except _NotConcrete:
+        relu_boxes, dots = _boxes.receptive_boxes(program, x)
+    except _boxes.NotConcrete:
         relu_boxes, dots = None, None
     if relu_boxes is None:  # no structure known: every element depends on everything
         full = np.zeros(nx), np.asarray(shape) - 1.0
 
         def whole(s):
             lo = np.broadcast_to(full[0], tuple(s) + (nx,))
-            return _Box(lo, np.broadcast_to(full[1], lo.shape), None)
+            return _boxes.Box(lo, np.broadcast_to(full[1], lo.shape), None)
 
         relu_boxes = tuple(whole(s) for s in program.relu_shapes)
         rules = _DotShapes(program)
@@ -1160,7 +268,7 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     common = dict(cut=cut, pre_sites=pre, post_sites=post, cut_out_shape=cut_out_shape)
     if route in ("auto", "cone") and relu_eqn_idx:
         end = cut if cut is not None else relu_eqn_idx[-1]
-        cone = _cone_setup(program, x, end)
+        cone = _cone.cone_setup(program, x, end)
         if cone is not None:
             return InsensPlan(
                 "cone",
@@ -1377,7 +485,7 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     colour = jnp.asarray(plan.colour)
     cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
     # The grouped product below is an einsum: split products fall back to float32.
-    hp = _PRECISION if isinstance(precision, str) and precision in _SPLIT_PRODUCTS else precision
+    hp = _matmul.PRECISION if _matmul.is_split(precision) else precision
 
     def pre(xp):
         rules = _PreCut(state, cut_eqn)
@@ -1430,12 +538,12 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
     hp = precision
 
     def walk_block(b, mats=None):
-        rules = _ConeRules(
+        rules = _cone.ConeRules(
             program, spatial, end, setup=setup, state=state, block=b, mats=mats, precision=hp
         )
         try:
             net.walk(program, x, rules)
-        except _Stop:
+        except _cone.Stop:
             pass
         return rules
 
@@ -1481,7 +589,7 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
         for s in plan.pre_sites:
             v = rules.relu_vals[s]
             sq = jnp.sum(v.t * v.t, axis=nk)  # over the free-channel axis f
-            sums.append(rules._overlap_add(sq, v.geom))
+            sums.append(rules.overlap_add(sq, v.geom))
         if plan.cut is None:
             return sums
         t = rules.cut_operand.t
@@ -1494,7 +602,7 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
                 starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
                 part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
             w_win = lax.dynamic_slice(w_pad, starts, sizes).reshape(-1, n_out)
-            cols.append(_dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
+            cols.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
         cols = jnp.concatenate(cols, 0)
         cols = cols.reshape((cols.shape[0],) + plan.cut_out_shape)
         return sums + _post_norms(program, state, x, plan, cols)
@@ -1551,17 +659,7 @@ def insens(
     if route not in _ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
 
-    prec = _PRECISION if precision is None else precision
-    if not (isinstance(prec, str) and prec in _SPLIT_PRODUCTS):
-        try:  # the matmul precisions JAX knows (strings, lax.Precision, DotAlgorithmPreset)
-            jax.eval_shape(
-                lambda a: jnp.dot(a, a, precision=prec), jax.ShapeDtypeStruct((1, 1), jnp.float32)
-            )
-        except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"unknown precision {precision!r}: use None, one of {sorted(_SPLIT_PRODUCTS)} "
-                f"or a precision jax.numpy.dot accepts ({err})"
-            ) from None
+    prec = _matmul.resolve(precision)
 
     def fn(x):
         program = net.trace(f, x)

@@ -19,6 +19,7 @@ from jax import lax
 from reference import dense_model, init_params, jax_function, random_spec
 
 import slp
+from slp import _matmul
 from slp import network as net
 from slp.models import MLP, TwoConv, as_single_example
 
@@ -136,7 +137,7 @@ def test_probe_route_exact(x64, name):
     np.testing.assert_allclose(got, ref, atol=TOL)
 
 
-@pytest.mark.parametrize("kind", sorted(fast._SPLIT_PRODUCTS))
+@pytest.mark.parametrize("kind", sorted(_matmul.SPLIT_PRODUCTS))
 def test_split_products_are_float32_level(kind):
     """``precision="tf32x3"`` etc.: the pieces sum back to the operand and the product
     matches a float64 product of the float32 operands to float32 accumulation error."""
@@ -144,12 +145,12 @@ def test_split_products_are_float32_level(kind):
     a = (rng.normal(size=(40, 300)) * np.exp(2 * rng.normal(size=(40, 1)))).astype(np.float32)
     b = rng.normal(size=(300, 20)).astype(np.float32)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    got = np.asarray(fast._dot(jnp.asarray(a), jnp.asarray(b), kind), np.float64)
+    got = np.asarray(_matmul.dot(jnp.asarray(a), jnp.asarray(b), kind), np.float64)
     scale = np.abs(a64) @ np.abs(b64)
     # float32 accumulation of 300 terms: ~1e-7; one bfloat16 or TF32 pass alone: ~1e-3
     assert np.max(np.abs(got - a64 @ b64) / scale) < 1e-5
-    piece_kind, n, _ = fast._SPLIT_PRODUCTS[kind]
-    pieces = [np.asarray(p, np.float64) for p in fast._pieces(jnp.asarray(a), piece_kind, n)]
+    piece_kind, n, _ = _matmul.SPLIT_PRODUCTS[kind]
+    pieces = [np.asarray(p, np.float64) for p in _matmul.pieces(jnp.asarray(a), piece_kind, n)]
     assert np.max(np.abs(sum(pieces) - a64) / np.abs(a64)) <= 2.0**-21
     assert np.max(np.abs(pieces[0] - a64) / np.abs(a64)) > 2.0**-14  # the rest matters
 

@@ -1,0 +1,278 @@
+"""Receptive-field boxes of the probe route of `slp.insens`, propagated from shapes.
+
+Every value of the traced program gets, per element, the bounding box of the input
+elements it can depend on; operations without a box rule give the whole input (safe).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from slp import network as net
+
+
+class Box(NamedTuple):
+    """Per element of a value (shape ``V``): lowest/highest input coordinate it depends on.
+
+    ``lo``, ``hi``: float arrays ``V + (x.ndim,)``; an element that depends on no
+    input has ``lo = +inf``, ``hi = -inf``. ``dtype`` is the dtype of the value itself.
+    """
+
+    lo: Any
+    hi: Any
+    dtype: Any
+
+
+class NotConcrete(Exception):
+    """A box depends on a traced value (e.g. gather indices computed under jit)."""
+
+
+# Index-moving primitives: applying them to the coordinate arrays moves the boxes exactly.
+_MOVING = frozenset(
+    {
+        "reshape",
+        "transpose",
+        "broadcast_in_dim",
+        "squeeze",
+        "expand_dims",
+        "slice",
+        "dynamic_slice",
+        "dynamic_update_slice",
+        "rev",
+        "gather",
+        "concatenate",
+        "select_n",
+        "pad",
+    }
+)
+_SAME_BOX = frozenset(
+    {
+        "convert_element_type",
+        "reduce_precision",
+        "copy",
+        "copy_p",
+        "neg",
+        "sharding_constraint",
+    }
+)
+_ELEMENTWISE = frozenset({"add", "sub", "add_any", "mul", "div"})
+# Operands that are indices/predicates rather than data (kept as they are).
+_INDEX_OPERANDS = {
+    "dynamic_slice": lambda n: range(1, n),
+    "dynamic_update_slice": lambda n: range(2, n),
+    "gather": lambda n: (1,),
+    "select_n": lambda n: (0,),
+}
+_BOX_DTYPE = np.float32  # coordinates are exact up to 2**24
+
+
+class _BoxRules(net.Rules):
+    """Walks a program propagating `Box` values; records the operand/output of each dot."""
+
+    def __init__(self, program: net.Program):
+        self.in_shape = program.input_shape
+        self.nx = len(program.input_shape)
+        self.index = {id(e): i for i, e in enumerate(program.eqns)}
+        self.dots: dict[int, tuple[Box, Box]] = {}
+
+    def input(self, x):
+        grid = np.stack(np.indices(self.in_shape), -1).astype(_BOX_DTYPE)
+        return Box(grid, grid, jnp.result_type(x))
+
+    def _full(self, shape, dtype) -> Box:
+        lo = np.zeros(tuple(shape) + (self.nx,), _BOX_DTYPE)
+        hi = np.broadcast_to(np.asarray(self.in_shape, _BOX_DTYPE) - 1, lo.shape)
+        return Box(lo, hi, dtype)
+
+    def relu(self, eqn, z):
+        return z
+
+    def max_pool(self, eqn, z):
+        return self._window(eqn.params, z, z.dtype)
+
+    def _window(self, p, z: Box, dtype) -> Box:
+        def red(a, init, op):
+            return lax.reduce_window(
+                jnp.asarray(a),
+                np.array(init, _BOX_DTYPE),
+                op,
+                tuple(p["window_dimensions"]) + (1,),
+                tuple(p["window_strides"]) + (1,),
+                tuple(tuple(q) for q in p["padding"]) + ((0, 0),),
+                tuple(p.get("base_dilation") or (1,) * (z.lo.ndim - 1)) + (1,),
+                tuple(p.get("window_dilation") or (1,) * (z.lo.ndim - 1)) + (1,),
+            )
+
+        return Box(red(z.lo, np.inf, lax.min), red(z.hi, -np.inf, lax.max), dtype)
+
+    def linear(self, eqn, args):
+        avals = self._out_avals(eqn, args)
+        try:
+            outs = self._rule(eqn, args, avals)
+        except NotConcrete:
+            raise
+        except Exception:  # noqa: BLE001 - no box rule applies: depend on everything (safe)
+            outs = None
+        if outs is None or any(
+            tuple(o.lo.shape) != tuple(a.shape) + (self.nx,)
+            for o, a in zip(outs, avals, strict=True)
+        ):
+            outs = [self._full(a.shape, a.dtype) for a in avals]
+        for o in outs:
+            if isinstance(o.lo, jax.core.Tracer) or isinstance(o.hi, jax.core.Tracer):
+                raise NotConcrete
+        if eqn.primitive.name == "dot_general":
+            self.dots[self.index[id(eqn)]] = (args[eqn.dep.index(True)], outs[0])
+        return outs
+
+    def _out_avals(self, eqn, args):
+        specs = []
+        for a, d in zip(args, eqn.dep, strict=True):
+            if d:
+                specs.append(jax.ShapeDtypeStruct(a.lo.shape[:-1], a.dtype))
+            else:
+                specs.append(jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)))
+        out = jax.eval_shape(lambda *s: eqn.primitive.bind(*s, **eqn.params), *specs)
+        return list(out) if eqn.primitive.multiple_results else [out]
+
+    def _rule(self, eqn, args, avals):
+        name = eqn.primitive.name
+        dep = eqn.dep
+        if name in _SAME_BOX:
+            return [Box(args[0].lo, args[0].hi, avals[0].dtype)]
+        if name == "optimization_barrier":
+            return [
+                a if d else self._empty(av.shape, av.dtype)
+                for a, d, av in zip(args, dep, avals, strict=True)
+            ]
+        if name in _ELEMENTWISE:
+            shape = tuple(avals[0].shape) + (self.nx,)
+            boxes = [a for a, d in zip(args, dep, strict=True) if d]
+            lo = np.minimum.reduce([np.broadcast_to(np.asarray(b.lo), shape) for b in boxes])
+            hi = np.maximum.reduce([np.broadcast_to(np.asarray(b.hi), shape) for b in boxes])
+            return [Box(lo, hi, avals[0].dtype)]
+        if name in _MOVING:
+            return self._moving(eqn, args, avals)
+        if name == "reduce_sum":
+            axes = tuple(eqn.params["axes"])
+            z = args[0]
+            return [Box(np.min(z.lo, axis=axes), np.max(z.hi, axis=axes), avals[0].dtype)]
+        if name == "cumsum":
+            z, p = args[0], eqn.params
+            lo = lax.cummin(jnp.asarray(z.lo), p["axis"], reverse=p["reverse"])
+            hi = lax.cummax(jnp.asarray(z.hi), p["axis"], reverse=p["reverse"])
+            return [Box(lo, hi, avals[0].dtype)]
+        if name == "reduce_window_sum":
+            return [self._window(eqn.params, args[0], avals[0].dtype)]
+        if name == "dot_general":
+            return [self._dot(eqn, args, avals[0])]
+        if name == "conv_general_dilated":
+            return [self._conv(eqn, args, avals[0])]
+        return None
+
+    def _empty(self, shape, dtype) -> Box:
+        s = tuple(shape) + (self.nx,)
+        return Box(np.full(s, np.inf, _BOX_DTYPE), np.full(s, -np.inf, _BOX_DTYPE), dtype)
+
+    def _moving(self, eqn, args, avals):
+        n = len(args)
+        index_ops = set(_INDEX_OPERANDS.get(eqn.primitive.name, lambda n: ())(n))
+        in_axes = [None if (i in index_ops) else -1 for i in range(n)]
+
+        def coords(which: str, fill: float):
+            ops = []
+            for i, (a, d) in enumerate(zip(args, eqn.dep, strict=True)):
+                if d:
+                    ops.append(jnp.asarray(getattr(a, which)))
+                elif i in index_ops:
+                    ops.append(a)
+                else:  # data that does not depend on the input (incl. pad values)
+                    ops.append(jnp.full(np.shape(a) + (self.nx,), fill, _BOX_DTYPE))
+            out = jax.vmap(
+                lambda *o: eqn.primitive.bind(*o, **eqn.params), in_axes=in_axes, out_axes=-1
+            )(*ops)
+            return out if eqn.primitive.multiple_results else [out]
+
+        los, his = coords("lo", np.inf), coords("hi", -np.inf)
+        return [Box(lo, hi, av.dtype) for lo, hi, av in zip(los, his, avals, strict=True)]
+
+    def _dot(self, eqn, args, aval) -> Box:
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        if sum(eqn.dep) != 1:
+            return None
+        dep_lhs = eqn.dep[0]
+        z, other = (args[0], args[1]) if dep_lhs else (args[1], args[0])
+        c_ax, b_ax = (lc, lb) if dep_lhs else (rc, rb)
+        o_c, o_b = (rc, rb) if dep_lhs else (lc, lb)
+        nd = z.lo.ndim - 1
+        free = [a for a in range(nd) if a not in c_ax and a not in b_ax]
+        perm = list(b_ax) + free + list(c_ax) + [nd]
+        red = tuple(range(len(b_ax) + len(free), nd))
+        lo = np.min(np.transpose(np.asarray(z.lo), perm), axis=red)
+        hi = np.max(np.transpose(np.asarray(z.hi), perm), axis=red)
+        o_shape = np.shape(other)
+        o_free = [o_shape[a] for a in range(len(o_shape)) if a not in o_c and a not in o_b]
+        nb, nf = len(b_ax), len(free)
+        if dep_lhs:
+            new = lo.shape[: nb + nf] + (1,) * len(o_free) + lo.shape[nb + nf :]
+        else:
+            new = lo.shape[:nb] + (1,) * len(o_free) + lo.shape[nb:]
+        shape = tuple(aval.shape) + (self.nx,)
+        return Box(
+            np.broadcast_to(lo.reshape(new), shape),
+            np.broadcast_to(hi.reshape(new), shape),
+            aval.dtype,
+        )
+
+    def _conv(self, eqn, args, aval) -> Box:
+        p = eqn.params
+        if not eqn.dep[0] or eqn.dep[1] or p.get("batch_group_count", 1) != 1:
+            return None
+        dn = p["dimension_numbers"]
+        z = args[0]
+        nd = z.lo.ndim - 1
+        rshape = np.shape(args[1])
+        window, strides = [1] * nd, [1] * nd
+        pads, base, wdil = [(0, 0)] * nd, [1] * nd, [1] * nd
+        window[dn.lhs_spec[1]] = z.lo.shape[dn.lhs_spec[1]]  # every input feature
+        for i in range(nd - 2):
+            ax = dn.lhs_spec[2 + i]
+            window[ax] = rshape[dn.rhs_spec[2 + i]]
+            strides[ax] = p["window_strides"][i]
+            pads[ax] = tuple(p["padding"][i])
+            base[ax] = (p.get("lhs_dilation") or (1,) * (nd - 2))[i]
+            wdil[ax] = (p.get("rhs_dilation") or (1,) * (nd - 2))[i]
+        params = dict(
+            window_dimensions=window,
+            window_strides=strides,
+            padding=pads,
+            base_dilation=base,
+            window_dilation=wdil,
+        )
+        red = self._window(params, z, aval.dtype)
+        # Logical dims (batch, feature, spatial...) from the lhs layout to the out layout.
+        perm = [0] * nd
+        for k, pos in enumerate(dn.out_spec):
+            perm[pos] = dn.lhs_spec[k]
+        lo = np.transpose(np.asarray(red.lo), perm + [nd])
+        hi = np.transpose(np.asarray(red.hi), perm + [nd])
+        shape = tuple(aval.shape) + (self.nx,)
+        return Box(np.broadcast_to(lo, shape), np.broadcast_to(hi, shape), aval.dtype)
+
+
+def receptive_boxes(program: net.Program, x) -> tuple[tuple[Box, ...], dict[int, tuple[Box, Box]]]:
+    """Boxes of every ReLU layer's input and of every dot_general's operand and output."""
+    rules = _BoxRules(program)
+    with jax.ensure_compile_time_eval():
+        res = net.walk(program, x, rules)
+    relu = tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in res.relu_inputs)
+    dots = {
+        i: tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in pair)
+        for i, pair in rules.dots.items()
+    }
+    return relu, dots

@@ -1,0 +1,599 @@
+"""The cone route of `slp.insens`: exact Jacobian columns restricted to each input
+element's cone (the window of each layer that it reaches), for stride-1 conv/pool nets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from slp import _matmul
+from slp import network as net
+
+
+class _Unsupported(Exception):
+    """The program is outside what the cone route handles (the probe route takes over)."""
+
+
+class _Restart(Exception):
+    """An input axis assumed spatial is a channel axis (contracted by a convolution)."""
+
+    def __init__(self, axis: int):
+        super().__init__(axis)
+        self.axis = axis
+
+
+class Stop(Exception):
+    """The walk reached the end of the part the cone route computes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Geom:
+    """Where a value's elements sit relative to the input, in the cone route.
+
+    Along every spatial input axis ``k``, element ``p`` of the value's axis linked to
+    ``k`` depends on input coordinates ``sigma_k p + beta_k ... + recep_k - 1``, so
+    input coordinate ``j`` reaches at most ``width_k`` consecutive elements, starting
+    at ``floor((j - beta_k) / sigma_k) - width_k + 1`` (the element's *cone*).
+
+    Attributes:
+      shape: the value's shape.
+      link: per value axis, the spatial input axis ``k`` it follows, or -1 (free axis:
+        batch, channels).
+      sigma, beta, recep, width: per spatial input axis.
+    """
+
+    shape: tuple[int, ...]
+    link: tuple[int, ...]
+    sigma: tuple[int, ...]
+    beta: tuple[int, ...]
+    recep: tuple[int, ...]
+    width: tuple[int, ...]
+
+    def window_shape(self) -> tuple[int, ...]:
+        return tuple(
+            self.width[k] if k >= 0 else n for n, k in zip(self.shape, self.link, strict=True)
+        )
+
+    def axis_of(self, k: int) -> int:
+        return self.link.index(k)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flat:
+    """A cone value reshaped so that spatial and free axes merge (the operand of a cut)."""
+
+    geom: _Geom
+    t: Any
+
+
+class _ConeVal(NamedTuple):
+    """A value in the cone route: geometry and, when computing, its cone tangents ``t``.
+
+    ``t`` has shape ``(r_0, ..., r_{K-1}, f) + geom.window_shape()``: one Jacobian
+    column per input element of the current block (spatial offsets ``r_k`` inside the
+    block, ``f`` the flat index over the free input axes), restricted to the element's
+    cone. Two factors may still be pending (applied when a consumer needs them):
+    ``mask``, a value-shaped array that multiplies the value (a ReLU's 0/1 state), and,
+    if ``valid`` is False, the zeroing of cone slots outside the value.
+    """
+
+    geom: _Geom
+    t: Any
+    mask: Any = None
+    valid: bool = True
+
+
+class _ConeSetup(NamedTuple):
+    """Static layout of the cone route for one program (from the geometry pass).
+
+    Input elements are processed in *blocks* of ``sigma_tot`` consecutive elements per
+    spatial axis (``sigma_tot``: the total stride of the deepest value), elements
+    ``j = sigma_tot B + r``. In a value of geometry ``g`` the cone of offset ``r`` of
+    block ``B`` starts at ``rho B + d(r)`` with ``rho = sigma_tot / g.sigma`` and a
+    static ``d(r)``.
+    """
+
+    spatial: tuple[int, ...]  # input axes that are spatial (k = position)
+    sigma_tot: tuple[int, ...]
+    in_shape: tuple[int, ...]
+    blocks: np.ndarray  # (n_blocks, K) block indices B
+
+    def starts(self, g: _Geom, k: int) -> tuple[int, np.ndarray]:
+        """``(rho, d)``: cone start ``rho B + d[r]`` of element offset ``r`` along ``k``."""
+        rho = self.sigma_tot[k] // g.sigma[k]
+        r = np.arange(self.sigma_tot[k])
+        return rho, np.floor_divide(r - g.beta[k], g.sigma[k]) - g.width[k] + 1
+
+
+class ConeRules(net.Rules):
+    """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
+
+    Supported on input-dependent values: insertion/removal of free unit axes,
+    convolutions with stride 1 and no dilation, bias adds and scalings by constants,
+    ReLU, max and sum pooling (reduce_window) along spatial axes, and at ``end`` the
+    cut (a dense layer on a flattened cone value) or the last ReLU.
+    """
+
+    def __init__(
+        self,
+        program: net.Program,
+        spatial: tuple[int, ...],
+        end: int,
+        *,
+        setup=None,
+        state=None,
+        block=None,
+        mats=None,
+        precision=None,
+    ):
+        self.program = program
+        self.precision = _matmul.PRECISION if precision is None else precision
+        self.spatial = spatial  # input axes that are spatial, in order (k = position)
+        self.end = end
+        self.index = {id(e): i for i, e in enumerate(program.eqns)}
+        self.setup = setup  # _ConeSetup when computing, None for the geometry pass
+        self.state = state
+        self.block = block  # (K,) int32 index B of the current block
+        self.mats: dict[int, Any] = dict(mats or {})  # cone matrices of the convolutions
+        self.relu_vals: dict[int, _ConeVal] = {}
+        self.convs = 0
+        self.cut_operand = None
+        self.end_geom = None
+        self.geoms: list[_Geom] = []
+
+    # -- helpers --------------------------------------------------------------------
+
+    @property
+    def computing(self) -> bool:
+        return self.setup is not None
+
+    @property
+    def n_pre(self) -> int:
+        """Leading axes of ``t`` that index the block's input elements."""
+        return len(self.spatial) + 1
+
+    def _shift(self, arr, axis: int, c, length: int, c_range: tuple[int, int], fill=0):
+        """``out[i] = arr[i + c]`` along ``axis`` for ``i < length`` (``fill`` outside).
+
+        ``c`` is traced (it depends on the block); ``c_range`` is its range over blocks.
+        """
+        n = arr.shape[axis]
+        lo = max(0, -c_range[0])
+        hi = max(0, c_range[1] + length - n)
+        pad = [(0, 0)] * arr.ndim
+        pad[axis] = (lo, hi)
+        padded = jnp.pad(arr, pad, constant_values=fill)
+        return lax.dynamic_slice_in_dim(padded, c + lo, length, axis)
+
+    def _union(self, g: _Geom, k: int):
+        """Start (traced), static ``d - min(d)``, length and start range of the block's cones."""
+        rho, d = self.setup.starts(g, k)
+        dmin = int(d.min())
+        span = g.width[k] + int(d.max()) - dmin
+        b = self.setup.blocks[:, k]
+        rng = (rho * int(b.min()) + dmin, rho * int(b.max()) + dmin)
+        return rho * self.block[k] + dmin, d - dmin, span, rng
+
+    def _windows(self, arr, g: _Geom, fill=0):
+        """``arr`` (value-shaped; free axes may have size 1) cut into the block's cones.
+
+        Returns ``(r_0, ..., r_{K-1}) + window shape`` (free axes as in ``arr``).
+        """
+        out = arr
+        for k in range(len(self.spatial)):
+            pos = k + g.axis_of(k)  # earlier r axes were put in front
+            start, rel, span, rng = self._union(g, k)
+            shifted = self._shift(out, pos, start, span, rng, fill)
+            w = g.width[k]
+            pieces = [lax.slice_in_dim(shifted, int(o), int(o) + w, axis=pos) for o in rel]
+            out = jnp.moveaxis(jnp.stack(pieces, axis=pos), pos, k)
+        return out
+
+    def overlap_add(self, t, g: _Geom):
+        """Transpose of `_windows` for ``t`` with one ``r`` axis per spatial axis in front."""
+        out = t
+        nk = len(self.spatial)
+        for k in range(nk):
+            ax = (nk - k - 1) + g.axis_of(k)  # window axis after the remaining r axes
+            start, rel, span, rng = self._union(g, k)
+            w = g.width[k]
+            v = jnp.moveaxis(out, 0, ax)  # r axis of k right before its window axis
+            shape = list(v.shape)
+            del shape[ax]
+            shape[ax] = span
+            acc = jnp.zeros(shape, v.dtype)
+            for i, o in enumerate(rel):
+                idx = [slice(None)] * len(shape)
+                idx[ax] = slice(int(o), int(o) + w)
+                acc = acc.at[tuple(idx)].add(lax.index_in_dim(v, i, ax, keepdims=False))
+            # Back onto the value's positions: acc[i] is position start + i.
+            n = g.shape[g.axis_of(k)]
+            lo = max(0, rng[1])
+            hi = max(0, n - rng[0] - span)
+            pad = [(0, 0)] * acc.ndim
+            pad[ax] = (lo, hi)
+            out = lax.dynamic_slice_in_dim(jnp.pad(acc, pad), lo - start, n, ax)
+        return out
+
+    def _valid_windows(self, g: _Geom, dtype):
+        shape = tuple(n if k >= 0 else 1 for n, k in zip(g.shape, g.link, strict=True))
+        return self._windows(jnp.ones(shape, dtype), g)
+
+    def _apply(self, t, win):
+        """``t`` times cone windows ``win`` (no ``f`` axis: the same for every channel)."""
+        nk = len(self.spatial)
+        return t * jnp.expand_dims(win, nk)
+
+    def _materialize(self, z: _ConeVal):
+        """``z.t`` with its pending mask / validity applied."""
+        if z.t is None:
+            return None
+        if z.mask is not None:
+            return self._apply(z.t, self._windows(z.mask.astype(z.t.dtype), z.geom))
+        if not z.valid:
+            return self._apply(z.t, self._valid_windows(z.geom, z.t.dtype))
+        return z.t
+
+    # -- the walk -------------------------------------------------------------------
+
+    def input(self, x):
+        shape = tuple(x.shape)
+        kk = {a: i for i, a in enumerate(self.spatial)}
+        link = tuple(kk.get(a, -1) for a in range(len(shape)))
+        nk = len(self.spatial)
+        g = _Geom(shape, link, (1,) * nk, (0,) * nk, (1,) * nk, (1,) * nk)
+        self.geoms.append(g)
+        if not self.computing:
+            return _ConeVal(g, None)
+        s = self.setup
+        # One-hot over the free input axes: element f of the block is channel f.
+        free_shape = tuple(n for n, k in zip(shape, link, strict=True) if k < 0)
+        nf = int(np.prod(free_shape))
+        eye = jnp.eye(nf, dtype=x.dtype).reshape((nf,) + free_shape)
+        ok = jnp.ones((), x.dtype)
+        for k in range(nk):
+            j = s.sigma_tot[k] * self.block[k] + jnp.arange(s.sigma_tot[k])
+            inside = (j >= 0) & (j < shape[self.spatial[k]])
+            ok = ok.reshape(ok.shape + (1,)) * inside.astype(x.dtype).reshape(
+                (1,) * ok.ndim + (-1,)
+            )
+        t = ok.reshape(ok.shape + (1,) * (1 + len(free_shape))) * eye.reshape(
+            (1,) * nk + (nf,) + free_shape
+        )
+        # Put the window axes (size 1) of the spatial axes in place.
+        win = [1 if k >= 0 else n for n, k in zip(shape, link, strict=True)]
+        return _ConeVal(g, t.reshape(t.shape[: nk + 1] + tuple(win)))
+
+    def relu(self, eqn, z):
+        if not isinstance(z, _ConeVal):
+            raise _Unsupported("ReLU of a flattened value")
+        if self.computing:
+            # Cone slots outside the value need no zeroing here: the norms only sum onto
+            # real positions, and the ReLU mask's cones are zero outside.
+            t = self._materialize(z) if z.mask is not None else z.t
+            z = _ConeVal(z.geom, t, valid=z.valid)
+            out = _ConeVal(z.geom, t, self.state.activities[eqn.site] > 0)
+        else:
+            out = z
+        self.relu_vals[eqn.site] = z
+        if self.index[id(eqn)] >= self.end:
+            self.end_geom = z.geom
+            raise Stop
+        return out
+
+    def max_pool(self, eqn, z):
+        if self.index[id(eqn)] >= self.end:
+            raise Stop
+        return self._pool(eqn, z, winners=self.state.winners[eqn.site] if self.computing else 0)
+
+    def linear(self, eqn, args):
+        i = self.index[id(eqn)]
+        name = eqn.primitive.name
+        dep = eqn.dep
+        if i == self.end:  # the cut
+            op = args[dep.index(True)]
+            if isinstance(op, _ConeVal):
+                op = _Flat(op.geom, self._materialize(op))
+            self.cut_operand = op
+            self.end_geom = op.geom
+            raise Stop
+        if i > self.end:
+            raise Stop
+        vals = [a for a, d in zip(args, dep, strict=True) if d]
+        if len(vals) != 1 or eqn.primitive.multiple_results:
+            raise _Unsupported(f"{name} with several input-dependent operands")
+        (z,) = vals
+        if isinstance(z, _Flat):
+            raise _Unsupported(f"{name} of a flattened value")
+        if name in (
+            "convert_element_type",
+            "copy",
+            "copy_p",
+            "reduce_precision",
+            "sharding_constraint",
+        ):
+            return [z]
+        if name == "neg":
+            return [self._scale(z, -1)]
+        if name in ("add", "sub", "add_any"):
+            out_shape = np.broadcast_shapes(
+                *(a.geom.shape if d else np.shape(a) for a, d in zip(args, dep, strict=True))
+            )
+            if tuple(out_shape) != z.geom.shape:
+                raise _Unsupported("an add that broadcasts an input-dependent value")
+            return [self._scale(z, -1) if (name == "sub" and dep[1]) else z]
+        if name in ("mul", "div"):
+            if name == "div" and not dep[0]:
+                raise _Unsupported("division by an input-dependent value")
+            const = args[1 - dep.index(True)]
+            if np.ndim(const) != 0:
+                raise _Unsupported(f"{name} by a non-scalar constant")
+            return [self._scale(z, const if name == "mul" else 1 / const)]
+        if name in ("broadcast_in_dim", "reshape", "expand_dims", "squeeze"):
+            return [self._reshape(eqn, args, z)]
+        if name == "conv_general_dilated":
+            return [self._conv(eqn, z, args[1])]
+        if name == "reduce_window_sum":
+            return [self._pool(eqn, z, winners=None)]
+        raise _Unsupported(name)
+
+    def _scale(self, z: _ConeVal, c):
+        return z if z.t is None else z._replace(t=z.t * c)
+
+    def _reshape(self, eqn, args, z: _ConeVal):
+        g = z.geom
+        new_shape = tuple(
+            jax.eval_shape(
+                lambda a: eqn.primitive.bind(a, *args[1:], **eqn.params),
+                jax.ShapeDtypeStruct(g.shape, jnp.float32),
+            ).shape
+        )
+        core_old = [(ax, n) for ax, n in enumerate(g.shape) if not (n == 1 and g.link[ax] < 0)]
+        if any(n == 1 for _, n in core_old):
+            raise _Unsupported("a spatial axis of size 1")
+        core_new = [ax for ax, n in enumerate(new_shape) if n != 1]
+        t = self._materialize(z)
+        if [n for _, n in core_old] != [new_shape[ax] for ax in core_new]:
+            return _Flat(g, t)
+        link = [-1] * len(new_shape)
+        for (ax_old, _), ax_new in zip(core_old, core_new, strict=True):
+            link[ax_new] = g.link[ax_old]
+        ng = dataclasses.replace(g, shape=new_shape, link=tuple(link))
+        self.geoms.append(ng)
+        if t is None:
+            return _ConeVal(ng, None)
+        return _ConeVal(ng, t.reshape(t.shape[: self.n_pre] + ng.window_shape()))
+
+    def _conv(self, eqn, z: _ConeVal, kernel):
+        p = eqn.params
+        g = z.geom
+        dn = p["dimension_numbers"]
+        nsp = len(dn.lhs_spec) - 2
+        if (
+            any(s != 1 for s in p["window_strides"])
+            or any(d != 1 for d in (p.get("lhs_dilation") or ()))
+            or any(d != 1 for d in (p.get("rhs_dilation") or ()))
+            or p.get("feature_group_count", 1) != 1
+            or p.get("batch_group_count", 1) != 1
+        ):
+            raise _Unsupported("a strided, dilated or grouped convolution")
+        b_ax, f_ax = dn.lhs_spec[0], dn.lhs_spec[1]
+        if g.link[f_ax] >= 0:
+            k = g.link[f_ax]
+            if g.sigma[k] == 1 and g.width[k] == 1 and g.recep[k] == 1:
+                raise _Restart(self.spatial[k])
+            raise _Unsupported("a convolution over a spatial axis as features")
+        if g.link[b_ax] >= 0 or g.shape[b_ax] != 1:
+            raise _Unsupported("a convolution with a batch axis")
+        sp = [dn.lhs_spec[2 + i] for i in range(nsp)]
+        ks = [g.link[ax] for ax in sp]
+        if any(k < 0 for k in ks) or sorted(ks) != list(range(len(self.spatial))):
+            raise _Unsupported("a convolution that does not slide along every spatial axis")
+        rshape = np.shape(kernel)
+        ksz = [rshape[dn.rhs_spec[2 + i]] for i in range(nsp)]
+        sigma, beta, recep, width = map(list, (g.sigma, g.beta, g.recep, g.width))
+        for i, k in enumerate(ks):
+            beta[k] = beta[k] - sigma[k] * p["padding"][i][0]
+            recep[k] = recep[k] + sigma[k] * (ksz[i] - 1)
+            width[k] = width[k] + ksz[i] - 1
+        n_out = jax.eval_shape(
+            lambda a, w: eqn.bind(a, w),
+            jax.ShapeDtypeStruct(g.shape, jnp.float32),
+            jax.ShapeDtypeStruct(rshape, jnp.float32),
+        ).shape
+        out_link = [-1] * len(g.shape)
+        for logical, pos in enumerate(dn.out_spec):
+            if logical >= 2:
+                out_link[pos] = ks[logical - 2]
+        ng = _Geom(
+            tuple(n_out), tuple(out_link), tuple(sigma), tuple(beta), tuple(recep), tuple(width)
+        )
+        self.geoms.append(ng)
+        self.convs += 1
+        if not self.computing:
+            return _ConeVal(ng, None)
+        # The convolution as one explicit matrix from an input cone to the output cone
+        # (stride 1: the same for every input element): tap d = s - e + k - 1.
+        t = self._materialize(z)
+        npre = self.n_pre
+        cout = rshape[dn.rhs_spec[0]]
+        cin = g.shape[f_ax]
+        key = self.index[id(eqn)]
+        big = self.mats.get(key)
+        if big is None:
+            big = self._cone_matrix(kernel, dn, [g.width[k] for k in ks], cin).astype(t.dtype)
+            self.mats[key] = big
+        # t: (pre..., lhs axes) -> (pre..., batch, spatial..., feature)
+        lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
+        tt = jnp.transpose(t, list(range(npre)) + lhs_order)
+        lead = tt.shape[: npre + 1]
+        out = _matmul.dot(tt.reshape(-1, big.shape[0]), big, self.precision)
+        out = out.reshape(lead + tuple(width[k] for k in ks) + (cout,))
+        src = {0: npre, 1: npre + 1 + nsp}
+        for i in range(nsp):
+            src[2 + i] = npre + 1 + i
+        perm = list(range(npre)) + [0] * len(g.shape)
+        for logical, pos in enumerate(dn.out_spec):
+            perm[npre + pos] = src[logical]
+        return _ConeVal(ng, jnp.transpose(out, perm), valid=False)
+
+    @staticmethod
+    def _cone_matrix(kernel, dn, w_in: list[int], cin: int):
+        """A stride-1 convolution as a matrix from an input cone to the output cone.
+
+        Rows ``(s..., c)``, columns ``(e..., o)``: tap ``d = s - e + k - 1`` (the same for
+        every input element), zero where ``d`` is outside the kernel.
+        """
+        nsp = len(w_in)
+        rshape = np.shape(kernel)
+        ksz = [rshape[dn.rhs_spec[2 + i]] for i in range(nsp)]
+        w_out = [w + k - 1 for w, k in zip(w_in, ksz, strict=True)]
+        kern = jnp.transpose(
+            kernel, [dn.rhs_spec[2 + i] for i in range(nsp)] + [dn.rhs_spec[1], dn.rhs_spec[0]]
+        )
+        idx, ok = [], np.ones(tuple(w_in) + tuple(w_out), bool)
+        for i in range(nsp):
+            s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nsp)] + [1] * nsp)
+            e_ = np.arange(w_out[i]).reshape([1] * nsp + [-1 if a == i else 1 for a in range(nsp)])
+            d = s_ - e_ + ksz[i] - 1
+            ok = ok & (d >= 0) & (d < ksz[i])
+            idx.append(np.broadcast_to(np.clip(d, 0, ksz[i] - 1), ok.shape))
+        big = kern[tuple(idx)] * jnp.asarray(ok, kern.dtype)[..., None, None]
+        # (w_in..., w_out..., cin, cout) -> (w_in..., cin, w_out..., cout)
+        perm = list(range(nsp)) + [2 * nsp] + list(range(nsp, 2 * nsp)) + [2 * nsp + 1]
+        return jnp.transpose(big, perm).reshape(int(np.prod(w_in)) * cin, -1)
+
+    def _pool(self, eqn, z, *, winners):
+        if not isinstance(z, _ConeVal):
+            raise _Unsupported("pooling of a flattened value")
+        p = eqn.params
+        g = z.geom
+        wd, st, pads = p["window_dimensions"], p["window_strides"], p["padding"]
+        if any(d != 1 for d in (p.get("base_dilation") or ())) or any(
+            d != 1 for d in (p.get("window_dilation") or ())
+        ):
+            raise _Unsupported("dilated pooling")
+        sigma, beta, recep, width = map(list, (g.sigma, g.beta, g.recep, g.width))
+        for ax, k in enumerate(g.link):
+            if k < 0:
+                if wd[ax] != 1 or st[ax] != 1:
+                    raise _Unsupported("pooling across a free axis")
+                continue
+            beta[k] = beta[k] - sigma[k] * pads[ax][0]
+            recep[k] = recep[k] + sigma[k] * (wd[ax] - 1)
+            sigma[k] = sigma[k] * st[ax]
+            width[k] = -(-recep[k] // sigma[k])
+        out_shape = tuple(
+            (n + pl + ph - w) // s + 1
+            for n, (pl, ph), w, s in zip(g.shape, pads, wd, st, strict=True)
+        )
+        ng = _Geom(out_shape, g.link, tuple(sigma), tuple(beta), tuple(recep), tuple(width))
+        self.geoms.append(ng)
+        if not self.computing:
+            return _ConeVal(ng, None)
+        nk, npre = len(self.spatial), self.n_pre
+        lin = [(ax, k) for ax, k in enumerate(g.link) if k >= 0]
+        if winners is None:  # sum pooling reads every position: apply pending factors
+            t, mask = self._materialize(z), None
+        else:  # max pooling reads only winners: fold a pending ReLU mask into the selection
+            t, mask = z.t, z.mask
+            if mask is not None:
+                mask = mask.reshape(-1)[winners.reshape(-1)].reshape(out_shape)
+            coords = jnp.unravel_index(winners, g.shape)
+            base = jnp.indices(out_shape)
+            offs = {ax: coords[ax] - (base[ax] * st[ax] - pads[ax][0]) for ax, _ in lin}
+        # Output cone slot e' of element r reads input cone slot st e' + delta + kappa[r],
+        # kappa static: st (rho' b + d'[r]) - pad - (rho b + d[r]) with st rho' = rho.
+        kappas = {}
+        for ax, k in lin:
+            _, d_in = self.setup.starts(g, k)
+            _, d_out = self.setup.starts(ng, k)
+            kappas[ax] = st[ax] * d_out - pads[ax][0] - d_in
+
+        def gather(arr, ax, k, extra: int, length: int, stride: int):
+            """Per element offset r_k: window slots ``stride i + extra + kappa[r]``."""
+            kap = kappas[ax] + extra
+            lo = max(0, -int(kap.min()))
+            hi = max(0, int(kap.max()) + length - arr.shape[npre + ax])
+            pad = [(0, 0)] * arr.ndim
+            pad[npre + ax] = (lo, hi)
+            arr = jnp.pad(arr, pad)
+            pieces = []
+            for r, kk in enumerate(kap):
+                row = lax.index_in_dim(arr, r, k, keepdims=True)
+                start = int(kk) + lo
+                pieces.append(lax.slice_in_dim(row, start, start + length, stride, npre + ax))
+            return jnp.concatenate(pieces, axis=k)
+
+        if winners is not None and all(wd[ax] == st[ax] for ax, _ in lin):
+            # Non-overlapping windows: one slice per element offset, a reshape exposes delta.
+            piece = t
+            for ax, k in lin:
+                piece = gather(piece, ax, k, 0, st[ax] * ng.width[k], 1)
+            split = list(piece.shape[:npre])
+            for ax, n in enumerate(piece.shape[npre:]):
+                split += [ng.width[g.link[ax]], st[ax]] if g.link[ax] >= 0 else [n]
+            piece = piece.reshape(split)
+            code = jnp.zeros(out_shape, jnp.int32)
+            for ax, _ in lin:
+                code = code * wd[ax] + offs[ax].astype(jnp.int32)
+            if mask is not None:
+                code = jnp.where(mask, code, -1)
+            code = jnp.expand_dims(self._windows(code, ng, fill=-1), nk)
+            out = 0
+            for i, delta in enumerate(np.ndindex(*[wd[ax] for ax, _ in lin])):
+                idx = [slice(None)] * npre
+                it = iter(delta)
+                for ax in range(len(g.shape)):
+                    idx += [slice(None), next(it)] if g.link[ax] >= 0 else [slice(None)]
+                out = out + jnp.where(code == i, piece[tuple(idx)], 0)
+            return _ConeVal(ng, out)
+        out = 0
+        for delta in np.ndindex(*[wd[ax] for ax, _ in lin]):
+            piece = t
+            for (ax, k), dd in zip(lin, delta, strict=True):
+                piece = gather(piece, ax, k, dd, st[ax] * (ng.width[k] - 1) + 1, st[ax])
+            if winners is None:
+                out = out + piece
+                continue
+            sel = jnp.ones(out_shape, bool)
+            for (ax, _), dd in zip(lin, delta, strict=True):
+                sel = sel & (offs[ax] == dd)
+            if mask is not None:
+                sel = sel & mask
+            out = self._apply(piece, self._windows(sel.astype(t.dtype), ng)) + out
+        return _ConeVal(ng, out, valid=winners is not None)
+
+
+def cone_setup(program: net.Program, x, end: int):
+    """Geometry pass of the cone route; None where it does not apply."""
+    shape = tuple(program.input_shape)
+    spatial = tuple(a for a, n in enumerate(shape) if n > 1)
+    while True:
+        rules = ConeRules(program, spatial, end)
+        try:
+            net.walk(program, x, rules)
+        except Stop:
+            pass
+        except _Restart as r:
+            spatial = tuple(a for a in spatial if a != r.axis)
+            continue
+        except _Unsupported:
+            return None
+        break
+    g = rules.end_geom
+    if rules.convs == 0 or not spatial or g is None:
+        return None
+    nk = len(spatial)
+    if any(len([a for a in gg.link if a >= 0]) != nk for gg in rules.geoms):
+        return None
+    sigma_tot = g.sigma
+    ranges = [np.arange(-(-shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
+    blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
+    return _ConeSetup(spatial, sigma_tot, shape, blocks)

@@ -1,0 +1,76 @@
+"""Matrix products of the Insens norms at a chosen precision (`slp.insens`'s ``precision``)."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Matrix products of the Insens norms (the walker's own: `slp.network.Rules.precision`). The
+# highest precision keeps GPUs from rounding operands to TF32, which would break exactness.
+PRECISION = lax.Precision.HIGHEST
+
+# Split-operand products (Ootomo & Yokota 2022; Henry et al. 2019): each float32 operand
+# is split into pieces of a narrower type (a = a1 + a2 [+ a3]) and the product is the sum
+# of the piece products that carry float32-level information, as ONE matrix product over
+# a concatenated contraction axis on the tensor cores, accumulated in float32. Values:
+# (piece type, number of pieces, piece pairs).
+SPLIT_PRODUCTS = {
+    "tf32x3": ("tf32", 2, ((0, 0), (0, 1), (1, 0))),
+    "bf16x6": ("bf16", 3, ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))),
+    "bf16x9": ("bf16", 3, tuple(itertools.product(range(3), range(3)))),
+}
+
+
+def pieces(a: jax.Array, kind: str, n: int) -> list[jax.Array]:
+    """``a`` (float32) as ``n`` pieces of decreasing magnitude whose sum is ``a``."""
+    # Rounding by reduce_precision, not by a float32 -> bfloat16 -> float32 round trip,
+    # which a compiler allowed excess precision may remove.
+    out, rest = [], a
+    for _ in range(n):
+        piece = lax.reduce_precision(
+            rest, exponent_bits=8, mantissa_bits=7 if kind == "bf16" else 10
+        )
+        rest = rest - piece
+        out.append(piece.astype(jnp.bfloat16) if kind == "bf16" else piece)  # exact
+    return out
+
+
+def dot(a: jax.Array, b: jax.Array, precision) -> jax.Array:
+    """``a @ b`` for 2-D ``a, b`` at ``precision`` (anything `jnp.dot` takes, or a key of
+    `SPLIT_PRODUCTS`; split products apply to float32 operands only)."""
+    split = SPLIT_PRODUCTS[precision] if is_split(precision) else None
+    if split is None or a.dtype != jnp.float32 or b.dtype != jnp.float32:
+        return jnp.dot(a, b, precision=PRECISION if split is not None else precision)
+    kind, n, pairs = split
+    pa, pb = pieces(a, kind, n), pieces(b, kind, n)
+    lhs = jnp.concatenate([pa[i] for i, _ in pairs], axis=1)
+    rhs = jnp.concatenate([pb[j] for _, j in pairs], axis=0)
+    # TF32 pieces are exact in TF32, so default precision (TF32 on GPUs) multiplies them
+    # exactly; bfloat16 pieces go to a bfloat16 product with a float32 result.
+    return jnp.dot(lhs, rhs, precision=lax.Precision.DEFAULT, preferred_element_type=a.dtype)
+
+
+def is_split(precision) -> bool:
+    """Whether ``precision`` names a split-operand product (`SPLIT_PRODUCTS`)."""
+    return isinstance(precision, str) and precision in SPLIT_PRODUCTS
+
+
+def resolve(precision):
+    """`slp.insens`'s ``precision`` checked: None gives `PRECISION`; unknown ones raise."""
+    if precision is None:
+        return PRECISION
+    if is_split(precision):
+        return precision
+    try:  # the matmul precisions JAX knows (strings, lax.Precision, DotAlgorithmPreset)
+        jax.eval_shape(
+            lambda a: jnp.dot(a, a, precision=precision), jax.ShapeDtypeStruct((1, 1), jnp.float32)
+        )
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"unknown precision {precision!r}: use None, one of {sorted(SPLIT_PRODUCTS)} "
+            f"or a precision jax.numpy.dot accepts ({err})"
+        ) from None
+    return precision
