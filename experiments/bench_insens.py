@@ -1,10 +1,10 @@
 """Throughput and peak memory of Insens: the naive jacfwd route, `slp.insens`, the forward pass.
 
 Run:
-    python experiments/bench_insens.py                  # CPU, 2 cores: about 4-6 minutes
+    python experiments/bench_insens.py                  # CPU, 2 cores: about 4 minutes
     python experiments/bench_insens.py --isolate        # + peak RSS per case (subprocesses)
-    python experiments/bench_insens.py --batches 64 1024 4096 \
-        --precisions TF32_TF32_F32_X3 default --variant-batches 1024 4096   # on a GPU
+    python experiments/bench_insens.py --batches 64 1024 8192 --precisions tf32x3 bf16x6 \
+        --variant-batches 1024 8192 --naive-max-batch 64 --max-memory-gb 60   # H100: 2 min
 
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
 -> dense 10) on 28x28x1 inputs, the same weights and inputs for every route: random
