@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,11 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-import slp
-from slp.attributions import get_method
-from slp.models import QNetwork, as_single_example
-from slp.plotting import canvas, heatmap, save_figure, show_image, symmetric_limit
-from slp.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _shared  # noqa: E402
+
+import slp  # noqa: E402
+from slp.attributions import get_method  # noqa: E402
+from slp.models import QNetwork, as_single_example  # noqa: E402
+from slp.plotting import canvas, heatmap, save_figure, show_image, symmetric_limit  # noqa: E402
+from slp.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values  # noqa: E402
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "pong_qnetwork.msgpack"
 PONG_ACTIONS = ("NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE")
@@ -144,15 +145,6 @@ def draw(x: np.ndarray, maps: dict[str, np.ndarray], *, title: str) -> Figure:
     return fig
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -236,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "figure": png.name,
     }
-    _write_json(args.out / f"{args.name}.json", results)
+    _shared.write_json(args.out / f"{args.name}.json", results)
     print(f"wrote {png} and {args.out / (args.name + '.json')}", file=sys.stderr)
     return results
 

@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from slp.rl import DQNConfig, default_checkpoint_dir, evaluate, load_checkpoint, train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _shared  # noqa: E402
+
+from slp.rl import DQNConfig, default_checkpoint_dir, evaluate, load_checkpoint, train  # noqa: E402
 
 PRESETS = {
     # A few hundred steps: the smoke test.
@@ -73,15 +75,6 @@ PRESETS = {
         eps_decay_steps=100_000,
     ),
 }
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def running_mean(x: np.ndarray, window: int = 10) -> np.ndarray:
@@ -211,7 +204,10 @@ def main(argv: list[str] | None = None) -> dict:
         "gradient_updates": latest.updates,
         "training_episodes": latest.episodes,
         "training_wall_seconds": round(latest.wall_seconds, 1),
-        "best_training_mean10": latest.best_mean_return,
+        # -inf until 10 episodes have ended: null in (strict) JSON
+        "best_training_mean10": (
+            latest.best_mean_return if np.isfinite(latest.best_mean_return) else None
+        ),
         "best_checkpoint_step": best.step if "best" in candidates else None,
         "evaluation": {
             "episodes": args.eval_episodes,
@@ -231,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
             "mean10_return": [round(float(v), 2) for v in curve[keep]],
         },
     }
-    _write_json(args.out / "pong_training.json", results)
+    _shared.write_json(args.out / "pong_training.json", results)
     plot_curve(args.out / "pong_training.png", frames, latest.episode_returns, evals)
     print(f"wrote {args.out / 'pong_training.json'}", file=sys.stderr)
     return results
