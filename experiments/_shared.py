@@ -291,6 +291,13 @@ def verdict_line(what: str, scores: dict[str, float | None], *, higher_is_better
     )
 
 
+def skipped_section(skipped: dict[str, str]) -> list[str]:
+    """Markdown lines listing the methods an experiment skipped, and why (none: no lines)."""
+    if not skipped:
+        return []
+    return ["## Methods skipped", "", *(f"- {m}: {why}" for m, why in skipped.items()), ""]
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Writes ``obj`` as indented JSON, atomically."""
     with atomic_writer(Path(path)) as fh:

@@ -282,10 +282,7 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "![randomisation](cifar10_randomization.png)", ""]
-    if result["skipped_methods"]:
-        lines += ["## Methods skipped", ""]
-        lines += [f"- {m}: {why}" for m, why in result["skipped_methods"].items()]
-        lines.append("")
+    lines += _shared.skipped_section(result["skipped_methods"])
     return "\n".join(lines)
 
 

@@ -310,10 +310,7 @@ def markdown(result: dict[str, Any]) -> str:
             )
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", f"![maps](encodings_{ds}.png)", ""]
-    if result["skipped_methods"]:
-        lines += ["## Methods skipped", ""]
-        lines += [f"- {m}: {why}" for m, why in result["skipped_methods"].items()]
-        lines.append("")
+    lines += _shared.skipped_section(result["skipped_methods"])
     return "\n".join(lines)
 
 

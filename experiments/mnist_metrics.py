@@ -332,10 +332,7 @@ def markdown(result) -> str:
             + " |"
         )
     out += ["", "![randomisation](mnist_metrics_randomization.png)", ""]
-    if result["skipped_methods"]:
-        out += ["## Methods skipped", ""]
-        out += [f"- {m}: {why}" for m, why in result["skipped_methods"].items()]
-        out.append("")
+    out += _shared.skipped_section(result["skipped_methods"])
     return "\n".join(out)
 
 
