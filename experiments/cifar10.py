@@ -325,10 +325,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tx, ty = train_data()
         return tx, ty, test_x, test_y
 
-    checkpoint_dir = args.checkpoint_dir or slp_data.data_dir(args.data_dir) / "checkpoints"
     ck = training.load_or_train(
         config,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        data_dir=args.data_dir,
         load_data=load_data,
         retrain=args.retrain,
         progress=not args.no_progress,

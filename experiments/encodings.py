@@ -352,7 +352,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         input_shape=tuple(test_unit.shape[1:]),
         num_classes=num_classes,
     )
-    checkpoint_dir = args.checkpoint_dir or slp_data.data_dir(args.data_dir) / "checkpoints"
     train_cache: dict[str, Any] = {}
 
     def train_unit():
@@ -374,7 +373,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         ck = training.load_or_train(
             config,
-            checkpoint_dir=checkpoint_dir,
+            checkpoint_dir=args.checkpoint_dir,
+            data_dir=args.data_dir,
             load_data=load_data,
             retrain=args.retrain,
             progress=not args.no_progress,

@@ -372,15 +372,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result
     t_start = time.perf_counter()
     log = functools.partial(print, file=sys.stderr, flush=True)
-    config = training.config_from_arguments(args)
-    ck = training.load_or_train_mnist(
-        config,
-        data_dir=args.data_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        download=not args.no_download,
-        retrain=args.retrain,
-        progress=not args.no_progress,
-    )
+    ck = training.checkpoint_from_arguments(args)
     model, params = ck.model, ck.params
     images, labels = training.load_mnist_float(
         "test", data_dir=args.data_dir, download=not args.no_download, limit=args.num_images
@@ -454,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "baseline": args.baseline,
             "digit_threshold": noise.DIGIT_THRESHOLD,
             "outline_radius": noise.OUTLINE_RADIUS,
-            "train": config.to_dict(),
+            "train": ck.metadata["config"],
             "checkpoint_name": ck.path.name,
             "checkpoint_test_accuracy": ck.metadata.get("test_accuracy"),
             "seconds": seconds,

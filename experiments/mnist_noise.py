@@ -306,20 +306,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; returns the dict written to mnist_noise.json (plus `figure_columns`)."""
     args = parse_args(argv)
     t_start = time.perf_counter()
-    config = training.config_from_arguments(args)
     sigmas = sorted(set(args.sigmas) | {args.sigma})
     if min(sigmas) < 0:
         raise ValueError(f"noise sigmas must be >= 0, got {sigmas}")
 
-    ck = training.load_or_train_mnist(
-        config,
-        data_dir=args.data_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        download=not args.no_download,
-        retrain=args.retrain,
-        progress=not args.no_progress,
-        num_test=args.num_test,
-    )
+    ck = training.checkpoint_from_arguments(args, num_test=args.num_test)
     model, params = ck.model, ck.params
     f = as_single_example(model, params)
     images, labels = training.load_mnist_float(
@@ -395,7 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "num_test": len(images),
             "examples": args.examples,
             "methods": list(methods),
-            "train": config.to_dict(),
+            "train": ck.metadata["config"],
             "checkpoint_name": ck.path.name,
             "checkpoint_test_accuracy": ck.metadata.get("test_accuracy"),
             "trained_this_run": not ck.reused,

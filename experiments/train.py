@@ -32,15 +32,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
-    ck = training.load_or_train_mnist(
-        training.config_from_arguments(args),
-        data_dir=args.data_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        download=not args.no_download,
-        retrain=args.retrain,
-        progress=not args.no_progress,
-        num_test=args.num_test,
-    )
+    ck = training.checkpoint_from_arguments(args, num_test=args.num_test)
     meta = ck.metadata
     history = meta.get("history", [])
     summary = {

@@ -500,8 +500,9 @@ def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[An
 def load_or_train(
     config: TrainConfig,
     *,
-    checkpoint_dir: str | os.PathLike,
     load_data: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    checkpoint_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
     retrain: bool = False,
     progress: bool = True,
 ) -> Checkpoint:
@@ -509,7 +510,10 @@ def load_or_train(
 
     Args:
       config: the training config; it determines the checkpoint's name.
-      checkpoint_dir: folder holding checkpoints (created if needed).
+      checkpoint_dir: folder holding checkpoints (created if needed); default
+        ``<data dir>/checkpoints``.
+      data_dir: the data directory of that default (default ``$SLP_DATA_DIR`` or
+        ``~/.cache/slp``).
       load_data: called only when training; returns float
         `(train_images (N, H, W, C), train_labels (N,), test_images (M, H, W, C),
         test_labels (M,))`.
@@ -519,6 +523,8 @@ def load_or_train(
     Returns:
       A `Checkpoint`.
     """
+    if checkpoint_dir is None:
+        checkpoint_dir = slp_data.data_dir(data_dir) / "checkpoints"
     path = Path(checkpoint_dir) / f"{checkpoint_name(config)}.msgpack"
     model = make_model(config)
     if not retrain and path.is_file() and path.with_suffix(".json").is_file():
@@ -565,7 +571,6 @@ def load_or_train_mnist(
       The `Checkpoint`.
     """
     data_dir = slp_data.data_dir(data_dir)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else data_dir / "checkpoints"
 
     def load_data():
         train_x, train_y = load_mnist_float(
@@ -578,10 +583,34 @@ def load_or_train_mnist(
 
     return load_or_train(
         config,
-        checkpoint_dir=checkpoint_dir,
         load_data=load_data,
+        checkpoint_dir=checkpoint_dir,
+        data_dir=data_dir,
         retrain=retrain,
         progress=progress,
+    )
+
+
+def checkpoint_from_arguments(
+    args: argparse.Namespace, *, num_test: int | None = None
+) -> Checkpoint:
+    """`load_or_train_mnist` for the options parsed with `add_config_arguments`.
+
+    Args:
+      args: the parsed options (config, locations, --retrain, --no-progress, --no-download).
+      num_test: when training, evaluate on the first `num_test` test images (None: all).
+
+    Returns:
+      The `Checkpoint`.
+    """
+    return load_or_train_mnist(
+        config_from_arguments(args),
+        data_dir=args.data_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        download=not args.no_download,
+        retrain=args.retrain,
+        progress=not args.no_progress,
+        num_test=num_test,
     )
 
 
