@@ -218,3 +218,10 @@ def test_load_or_train_trains_once_then_reuses(tmp_path, data):
         cfg, checkpoint_dir=tmp_path, load_data=load_data, retrain=True, progress=False
     )
     assert not third.reused and len(calls) == 2
+
+
+def test_load_or_train_default_folder_is_in_the_data_dir(tmp_path, data):
+    cfg = T.TrainConfig.from_dict({**TINY.to_dict(), "epochs": 1})
+    ck = T.load_or_train(cfg, data_dir=tmp_path, load_data=lambda: data, progress=False)
+    assert ck.path == tmp_path / "checkpoints" / f"{T.checkpoint_name(cfg)}.msgpack"
+    assert ck.path.is_file()
