@@ -16,6 +16,7 @@ import io
 import os
 import pickle
 import sys
+import tarfile
 import tempfile
 import urllib.request
 import zlib
@@ -149,6 +150,18 @@ def check_digest(data: bytes, expected: str, *, algorithm: str = "md5", name: st
             f"{name}: {algorithm} checksum mismatch (expected {expected}, got {got}); "
             "the file is corrupt or not the official one"
         )
+
+
+def tar_member_bytes(tar: tarfile.TarFile, member: str, *, archive: str) -> bytes:
+    """The bytes of regular file ``member`` of an open tar archive (named ``archive`` in
+    messages); CorruptDataError when it is missing or not a regular file."""
+    try:
+        f = tar.extractfile(member)
+    except KeyError:
+        f = None
+    if f is None:
+        raise CorruptDataError(f"{archive} has no file {member}")
+    return f.read()
 
 
 def read_maybe_gzip(path: str | os.PathLike[str]) -> bytes:

