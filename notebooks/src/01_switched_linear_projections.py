@@ -243,10 +243,11 @@ plt.show()
 #
 # Now a small version of the paper's "2CONV" network (`slp.models.TwoConv`: conv 5x5 +
 # max-pool, conv 5x5 + max-pool, one hidden dense layer, linear output; here with 16 and 32
-# channels and 128 hidden units instead of 32, 64 and 1024). It is trained for one epoch on
-# the first 12,000 MNIST training images with `slp.training.train` (seeded, deterministic):
-# a few seconds of CPU time. MNIST is downloaded to `~/.cache/slp` (or `$SLP_DATA_DIR`)
-# on first use.
+# channels and 128 hidden units instead of 32, 64 and 1024), trained for one epoch on the
+# first 12,000 MNIST training images (seeded, deterministic; a few seconds of CPU time).
+# `slp.training.load_or_train_mnist` trains it the first time and keeps the checkpoint in
+# `~/.cache/slp/checkpoints` (or `$SLP_DATA_DIR`), where notebooks 2 and 3 find it. MNIST
+# is downloaded there too on first use.
 
 # %%
 config = training.TrainConfig(
@@ -258,13 +259,11 @@ config = training.TrainConfig(
     features=(16, 32),
     hidden=128,
 )
-train_x, train_y = training.load_mnist_float("train", limit=config.num_train)
+ck = training.load_or_train_mnist(config, num_test=2_000, progress=False)
+model, params = ck.model, ck.params
 test_x, test_y = training.load_mnist_float("test", limit=2_000)
-trained = training.train(
-    config, train_x, train_y, test_images=test_x, test_labels=test_y, progress=False
-)
-model, params = training.make_model(config), trained.params
-print(f"test accuracy on {len(test_y)} images: {trained.history[-1]['test_accuracy']:.3f}")
+accuracy = training.accuracy(model, params, test_x, test_y)
+print(f"test accuracy on {len(test_y)} images: {accuracy:.3f}")
 
 f = slp.models.as_single_example(model, params)  # one image (28, 28, 1) -> 10 logits
 
