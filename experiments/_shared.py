@@ -291,6 +291,22 @@ def verdict_line(what: str, scores: dict[str, float | None], *, higher_is_better
     )
 
 
+def with_random_biases(params: Any, key: jax.Array, scale: float = 0.05) -> Any:
+    """``params`` with ``scale * N(0, 1)`` added to every bias (flax initialises them to
+    zero; benchmarks and cross-checks want every bias path exercised)."""
+    leaves, tree = jax.tree.flatten_with_path(params)
+    keys = iter(jax.random.split(key, len(leaves)))
+    return jax.tree.unflatten(
+        tree,
+        [
+            p + scale * jax.random.normal(next(keys), p.shape, p.dtype)
+            if "bias" in jax.tree_util.keystr(path)
+            else p
+            for path, p in leaves
+        ],
+    )
+
+
 def skipped_section(skipped: dict[str, str]) -> list[str]:
     """Markdown lines listing the methods an experiment skipped, and why (none: no lines)."""
     if not skipped:

@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# experiments/_shared.py (imported lazily: it imports jax)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 # The thread limit must be in the environment before XLA starts, so jax (and slp, which
 # imports it) is imported inside main().
 
@@ -112,6 +115,7 @@ def _time(call, repeats: int) -> dict[str, Any]:
 
 def build_network(args):
     """Random-weight TwoConv (flax) with non-zero biases, and a batch of inputs."""
+    import _shared  # imports jax: only once the thread options are set
     import jax
     import jax.numpy as jnp
 
@@ -123,18 +127,7 @@ def build_network(args):
         model, shape = TwoConv(num_classes=10), (28, 28, 1)
     kx, kp, kb = jax.random.split(jax.random.key(args.seed), 3)
     x = jax.random.uniform(kx, (args.batch,) + shape, jnp.float32)
-    params = model.init(kp, x[:1])
-    leaves, tree = jax.tree.flatten_with_path(params)
-    bkeys = iter(jax.random.split(kb, len(leaves)))
-    params = jax.tree.unflatten(
-        tree,
-        [
-            p + 0.05 * jax.random.normal(next(bkeys), p.shape, p.dtype)
-            if "bias" in jax.tree_util.keystr(path)
-            else p
-            for path, p in leaves
-        ],
-    )
+    params = _shared.with_random_biases(model.init(kp, x[:1]), kb)
     return model, params, x
 
 

@@ -48,6 +48,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# experiments/_shared.py (imported lazily: it imports jax)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 ROUTES = ("naive", "insens", "forward")
 
 
@@ -136,6 +139,7 @@ def _free_memory_bytes(jax) -> int:
 
 def build(args):
     """The network ``f(x)`` (one example), the model, its weights and the inputs (all sizes)."""
+    import _shared
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -158,18 +162,7 @@ def build(args):
         )
         shape = tuple(config.input_shape)
     else:
-        params = model.init(kp, jnp.zeros((1,) + shape))
-        leaves, tree = jax.tree.flatten_with_path(params)
-        keys = iter(jax.random.split(kb, len(leaves)))
-        params = jax.tree.unflatten(
-            tree,
-            [
-                p + 0.05 * jax.random.normal(next(keys), p.shape, p.dtype)
-                if "bias" in jax.tree_util.keystr(path)
-                else p
-                for path, p in leaves
-            ],
-        )
+        params = _shared.with_random_biases(model.init(kp, jnp.zeros((1,) + shape)), kb)
     n = max(args.batches)
     if args.data == "mnist":
         from slp.training import load_mnist_float
