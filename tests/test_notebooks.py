@@ -4,8 +4,9 @@ The fast tests read the committed ``.ipynb`` files: their cells are those of
 ``notebooks/src/*.py``, and their outputs come from one uninterrupted top-to-bottom run
 (execution counts 1, 2, 3, ...) without errors. The slow tests execute every notebook from
 scratch in a fresh kernel of this interpreter (``nbclient``), training its network (or
-loading the checkpoint that an earlier notebook cached in the data directory), and fail on any cell error; the notebooks themselves assert the library's claims
-(Theorem 1, Insens by hand), so a wrong result fails the run as well.
+loading the checkpoint that an earlier notebook cached in the data directory), and fail on
+any cell error; the notebooks themselves assert the library's claims (Theorem 1, Insens by
+hand), so a wrong result fails the run as well.
 """
 
 from __future__ import annotations
