@@ -428,6 +428,7 @@ class ConeRules(net.Rules):
         big = self.mats.get(key)
         if big is None:
             big = self._cone_matrix(kernel, dn, [g.width[k] for k in ks], cin).astype(t.dtype)
+            big = _matmul.split(big, self.precision)  # once, outside the loop over blocks
             self.mats[key] = big
         # t: (pre..., lhs axes) -> (pre..., batch, spatial..., feature)
         lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,14 +40,46 @@ def pieces(a: jax.Array, kind: str, n: int) -> list[jax.Array]:
     return out
 
 
-def dot(a: jax.Array, b: jax.Array, precision) -> jax.Array:
+class Pieces(NamedTuple):
+    """A float32 right operand split once (`split`) for repeated split-operand products.
+
+    Attributes:
+      parts: the pieces, each shaped like the operand, largest first.
+    """
+
+    parts: tuple[jax.Array, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.parts[0].shape
+
+
+def each(fn: Callable[[jax.Array], jax.Array], b: jax.Array | Pieces) -> jax.Array | Pieces:
+    """``fn`` (a slice, a reshape) applied to ``b``, or to every piece of a split ``b``."""
+    return Pieces(tuple(fn(p) for p in b.parts)) if isinstance(b, Pieces) else fn(b)
+
+
+def split(b: jax.Array, precision) -> jax.Array | Pieces:
+    """``b`` split once for `dot` at ``precision`` (outside a loop that reuses it); ``b``
+    itself where ``precision`` is not a split product or ``b`` is not float32."""
+    if not is_split(precision) or b.dtype != jnp.float32:
+        return b
+    kind, n, _ = SPLIT_PRODUCTS[precision]
+    return Pieces(tuple(pieces(b, kind, n)))
+
+
+def dot(a: jax.Array, b: jax.Array | Pieces, precision) -> jax.Array:
     """``a @ b`` for 2-D ``a, b`` at ``precision`` (anything `jnp.dot` takes, or a key of
-    `SPLIT_PRODUCTS`; split products apply to float32 operands only)."""
-    split = SPLIT_PRODUCTS[precision] if is_split(precision) else None
-    if split is None or a.dtype != jnp.float32 or b.dtype != jnp.float32:
-        return jnp.dot(a, b, precision=PRECISION if split is not None else precision)
-    kind, n, pairs = split
-    pa, pb = pieces(a, kind, n), pieces(b, kind, n)
+    `SPLIT_PRODUCTS`; split products apply to float32 operands only). ``b`` may come
+    split already (`split`)."""
+    if isinstance(b, Pieces):
+        pb = b.parts
+    elif is_split(precision) and a.dtype == b.dtype == jnp.float32:
+        pb = split(b, precision).parts
+    else:
+        return jnp.dot(a, b, precision=PRECISION if is_split(precision) else precision)
+    kind, n, pairs = SPLIT_PRODUCTS[precision]
+    pa = pieces(a, kind, n)
     lhs = jnp.concatenate([pa[i] for i, _ in pairs], axis=1)
     rhs = jnp.concatenate([pb[j] for _, j in pairs], axis=0)
     # TF32 pieces are exact in TF32, so default precision (TF32 on GPUs) multiplies them

@@ -581,7 +581,7 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
             b_max = int(setup.blocks[:, k].max())
             pad[ax] = (max(0, -min(us)), max(0, b_max + max(us) + g.width[k] - g.shape[ax]))
             sizes[ax] = g.width[k]
-        w_pad = jnp.pad(w_full, pad)
+        w_pad = _matmul.split(jnp.pad(w_full, pad), hp)  # once, outside the loop
 
     def step(b):
         rules = walk_block(b, mats)
@@ -595,13 +595,15 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
         t = rules.cut_operand.t
         cols = []
         for combo in itertools.product(*groups):
-            starts = [jnp.zeros((), jnp.int32)] * w_pad.ndim
+            starts = [jnp.zeros((), jnp.int32)] * len(w_pad.shape)
             part = t
             for k, (u, members) in enumerate(combo):
                 ax = g.axis_of(k)
                 starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
                 part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
-            w_win = lax.dynamic_slice(w_pad, starts, sizes).reshape(-1, n_out)
+            w_win = _matmul.each(
+                lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_pad
+            )
             cols.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
         cols = jnp.concatenate(cols, 0)
         cols = cols.reshape((cols.shape[0],) + plan.cut_out_shape)

@@ -149,6 +149,9 @@ def test_split_products_are_float32_level(kind):
     scale = np.abs(a64) @ np.abs(b64)
     # float32 accumulation of 300 terms: ~1e-7; one bfloat16 or TF32 pass alone: ~1e-3
     assert np.max(np.abs(got - a64 @ b64) / scale) < 1e-5
+    # b split once ahead (as for a loop that reuses it): the same product
+    presplit = _matmul.dot(jnp.asarray(a), _matmul.split(jnp.asarray(b), kind), kind)
+    np.testing.assert_array_equal(np.asarray(presplit, np.float64), got)
     piece_kind, n, _ = _matmul.SPLIT_PRODUCTS[kind]
     pieces = [np.asarray(p, np.float64) for p in _matmul.pieces(jnp.asarray(a), piece_kind, n)]
     assert np.max(np.abs(sum(pieces) - a64) / np.abs(a64)) <= 2.0**-21
