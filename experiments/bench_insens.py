@@ -30,7 +30,6 @@ is present; by default the matrix products run at the highest precision (no TF32
 ``--precisions`` also times `slp.insens(..., precision=P)` for each P (``insens:P``), e.g.
 ``TF32_TF32_F32_X3`` (three TF32 tensor-core passes) or ``default`` (TF32 on GPUs);
 a precision the platform does not support is reported as skipped.
-``--precision-probe`` is short for ``--precisions default``.
 
 Writes --out/bench_insens.json (default results/) and prints a table with the ratios.
 """
@@ -77,11 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", choices=("random", "mnist"), default="random")
     p.add_argument("--isolate", action="store_true", help="measure each case in a subprocess")
     p.add_argument(
-        "--precision-probe",
-        action="store_true",
-        help="also time slp.insens with default matmul precision (inexact on GPU)",
-    )
-    p.add_argument(
         "--precisions",
         nargs="+",
         default=[],
@@ -112,8 +106,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.check_images is None:  # a timed batch size, so its executables are reused
         args.check_images = min([b for b in args.batches if b >= 8] or [max(args.batches)])
-    if args.precision_probe and "default" not in args.precisions:
-        args.precisions.append("default")
     if args.variant_batches is None:
         args.variant_batches = list(args.batches)
     if min(args.batches) < 1 or args.repeats < 1 or args.chunk_size < 1:
