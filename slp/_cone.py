@@ -533,27 +533,38 @@ class ConeRules(net.Rules):
             return jnp.concatenate(pieces, axis=k)
 
         if winners is not None and all(wd[ax] == st[ax] for ax, _ in lin):
-            # Non-overlapping windows: one slice per element offset, a reshape exposes delta.
-            piece = t
-            for ax, k in lin:
-                piece = gather(piece, ax, k, 0, st[ax] * ng.width[k], 1)
-            split = list(piece.shape[:npre])
-            for ax, n in enumerate(piece.shape[npre:]):
-                split += [ng.width[g.link[ax]], st[ax]] if g.link[ax] >= 0 else [n]
-            piece = piece.reshape(split)
+            # Non-overlapping windows: per element offset r and window offset delta, one
+            # strided slice of the input cone; the winner's delta selects among them. All
+            # slices and selections are elementwise, so they fuse into one pass.
             code = jnp.zeros(out_shape, jnp.int32)
             for ax, _ in lin:
                 code = code * wd[ax] + offs[ax].astype(jnp.int32)
             if mask is not None:
                 code = jnp.where(mask, code, -1)
-            code = jnp.expand_dims(self._windows(code, ng, fill=-1), nk)
-            out = 0
-            for i, delta in enumerate(np.ndindex(*[wd[ax] for ax, _ in lin])):
-                idx = [slice(None)] * npre
-                it = iter(delta)
-                for ax in range(len(g.shape)):
-                    idx += [slice(None), next(it)] if g.link[ax] >= 0 else [slice(None)]
-                out = out + jnp.where(code == i, piece[tuple(idx)], 0)
+            code = self._windows(code, ng, fill=-1)  # (r..., window shape)
+            deltas = list(np.ndindex(*[wd[ax] for ax, _ in lin]))
+            rows = []
+            for r in np.ndindex(*t.shape[:nk]):
+                sub = t[r]  # (f,) + window shape
+                out = 0
+                for i, delta in enumerate(deltas):
+                    # Output slots e' read input slot st e' + delta + kappa[r]: slice the
+                    # slots inside the input cone, zeros for the others.
+                    piece = sub
+                    for (ax, k), dd in zip(lin, delta, strict=True):
+                        first = int(kappas[ax][r[k]]) + dd
+                        n_in, n_out = piece.shape[1 + ax], ng.width[k]
+                        e0 = max(0, -(first // st[ax]))
+                        e1 = max(e0, min(n_out, (n_in - 1 - first) // st[ax] + 1))
+                        start = first + st[ax] * e0
+                        stop = start + st[ax] * (e1 - e0 - 1) + 1 if e1 > e0 else start
+                        piece = lax.slice_in_dim(piece, start, stop, st[ax], 1 + ax)
+                        widths = [(0, 0)] * piece.ndim
+                        widths[1 + ax] = (e0, n_out - e1)
+                        piece = jnp.pad(piece, widths)
+                    out = jnp.where(code[r][None] == i, piece, out)
+                rows.append(out)
+            out = jnp.stack(rows).reshape(t.shape[:npre] + ng.window_shape())
             return _ConeVal(ng, out)
         out = 0
         for delta in np.ndindex(*[wd[ax] for ax, _ in lin]):
