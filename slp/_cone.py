@@ -517,69 +517,41 @@ class ConeRules(net.Rules):
             _, d_out = self.setup.starts(ng, k)
             kappas[ax] = st[ax] * d_out - pads[ax][0] - d_in
 
-        def gather(arr, ax, k, extra: int, length: int, stride: int):
-            """Per element offset r_k: window slots ``stride i + extra + kappa[r]``."""
-            kap = kappas[ax] + extra
-            lo = max(0, -int(kap.min()))
-            hi = max(0, int(kap.max()) + length - arr.shape[npre + ax])
-            pad = [(0, 0)] * arr.ndim
-            pad[npre + ax] = (lo, hi)
-            arr = jnp.pad(arr, pad)
-            pieces = []
-            for r, kk in enumerate(kap):
-                row = lax.index_in_dim(arr, r, k, keepdims=True)
-                start = int(kk) + lo
-                pieces.append(lax.slice_in_dim(row, start, start + length, stride, npre + ax))
-            return jnp.concatenate(pieces, axis=k)
-
-        if winners is not None and all(wd[ax] == st[ax] for ax, _ in lin):
-            # Non-overlapping windows: per element offset r and window offset delta, one
-            # strided slice of the input cone; the winner's delta selects among them. All
-            # slices and selections are elementwise, so they fuse into one pass.
+        code = None
+        if winners is not None:  # the winner's window offset delta (-1: masked)
             code = jnp.zeros(out_shape, jnp.int32)
             for ax, _ in lin:
                 code = code * wd[ax] + offs[ax].astype(jnp.int32)
             if mask is not None:
                 code = jnp.where(mask, code, -1)
             code = self._windows(code, ng, fill=-1)  # (r..., window shape)
-            deltas = list(np.ndindex(*[wd[ax] for ax, _ in lin]))
-            rows = []
-            for r in np.ndindex(*t.shape[:nk]):
-                sub = t[r]  # (f,) + window shape
-                out = 0
-                for i, delta in enumerate(deltas):
-                    # Output slots e' read input slot st e' + delta + kappa[r]: slice the
-                    # slots inside the input cone, zeros for the others.
-                    piece = sub
-                    for (ax, k), dd in zip(lin, delta, strict=True):
-                        first = int(kappas[ax][r[k]]) + dd
-                        n_in, n_out = piece.shape[1 + ax], ng.width[k]
-                        e0 = max(0, -(first // st[ax]))
-                        e1 = max(e0, min(n_out, (n_in - 1 - first) // st[ax] + 1))
-                        start = first + st[ax] * e0
-                        stop = start + st[ax] * (e1 - e0 - 1) + 1 if e1 > e0 else start
-                        piece = lax.slice_in_dim(piece, start, stop, st[ax], 1 + ax)
-                        widths = [(0, 0)] * piece.ndim
-                        widths[1 + ax] = (e0, n_out - e1)
-                        piece = jnp.pad(piece, widths)
+        # Per element offset r and window offset delta, one strided slice of the input cone
+        # (clipped to it, zeros elsewhere); max pooling selects the winner's delta, sum
+        # pooling adds them. Slices, pads and selections are elementwise: they fuse.
+        deltas = list(np.ndindex(*[wd[ax] for ax, _ in lin]))
+        rows = []
+        for r in np.ndindex(*t.shape[:nk]):
+            sub = t[r]  # (f,) + window shape
+            out = 0
+            for i, delta in enumerate(deltas):
+                piece = sub
+                for (ax, k), dd in zip(lin, delta, strict=True):
+                    first = int(kappas[ax][r[k]]) + dd  # input slot of output slot 0
+                    n_in, n_out = piece.shape[1 + ax], ng.width[k]
+                    e0 = max(0, -(first // st[ax]))
+                    e1 = max(e0, min(n_out, (n_in - 1 - first) // st[ax] + 1))
+                    start = first + st[ax] * e0
+                    stop = start + st[ax] * (e1 - e0 - 1) + 1 if e1 > e0 else start
+                    piece = lax.slice_in_dim(piece, start, stop, st[ax], 1 + ax)
+                    widths = [(0, 0)] * piece.ndim
+                    widths[1 + ax] = (e0, n_out - e1)
+                    piece = jnp.pad(piece, widths)
+                if code is None:
+                    out = out + piece
+                else:
                     out = jnp.where(code[r][None] == i, piece, out)
-                rows.append(out)
-            out = jnp.stack(rows).reshape(t.shape[:npre] + ng.window_shape())
-            return _ConeVal(ng, out)
-        out = 0
-        for delta in np.ndindex(*[wd[ax] for ax, _ in lin]):
-            piece = t
-            for (ax, k), dd in zip(lin, delta, strict=True):
-                piece = gather(piece, ax, k, dd, st[ax] * (ng.width[k] - 1) + 1, st[ax])
-            if winners is None:
-                out = out + piece
-                continue
-            sel = jnp.ones(out_shape, bool)
-            for (ax, _), dd in zip(lin, delta, strict=True):
-                sel = sel & (offs[ax] == dd)
-            if mask is not None:
-                sel = sel & mask
-            out = self._apply(piece, self._windows(sel.astype(t.dtype), ng)) + out
+            rows.append(out)
+        out = jnp.stack(rows).reshape(t.shape[:npre] + ng.window_shape())
         return _ConeVal(ng, out, valid=winners is not None)
 
 
