@@ -108,6 +108,10 @@ CONE_NETS = {
     "valid_conv": (ConvNet(convs=((3, 4, "VALID"), (2, 3, "VALID"))), (17, 15, 2)),
     "overlapping_pool": (ConvNet(pool=((3, 3), (2, 2), "SAME")), (12, 12, 1)),
     "avg_pool": (ConvNet(avg=True, convs=((3, 3, "SAME"), (2, 3, "SAME"))), (12, 12, 2)),
+    "pool3_same_odd": (
+        ConvNet(convs=((2, 3, "SAME"), (2, 2, "VALID")), pool=((3, 3), (3, 3), "SAME")),
+        (14, 13, 1),
+    ),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
