@@ -5,6 +5,7 @@ element's cone (the window of each layer that it reaches), for stride-1 conv/poo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, NamedTuple
 
 import jax
@@ -525,34 +526,78 @@ class ConeRules(net.Rules):
             if mask is not None:
                 code = jnp.where(mask, code, -1)
             code = self._windows(code, ng, fill=-1)  # (r..., window shape)
-        # Per element offset r and window offset delta, one strided slice of the input cone
-        # (clipped to it, zeros elsewhere); max pooling selects the winner's delta, sum
-        # pooling adds them. Slices, pads and selections are elementwise: they fuse.
+        # Per group of element offsets r with the same kappa (`_kappa_runs`) and window
+        # offset delta, one strided slice of the input cone (clipped to it, zeros elsewhere);
+        # max pooling selects the winner's delta, sum pooling adds them. Slices, pads and
+        # selections are elementwise: they fuse.
         deltas = list(np.ndindex(*[wd[ax] for ax, _ in lin]))
-        rows = []
-        for r in np.ndindex(*t.shape[:nk]):
-            sub = t[r]  # (f,) + window shape
+        runs = [None] * nk
+        lead = []  # r_k split into (q, rho): r_k = q * period + rho
+        for ax, k in sorted(lin, key=lambda pair: pair[1]):  # r axes are in the order of k
+            period, runs[k] = _kappa_runs(kappas[ax])
+            lead += [t.shape[k] // period, period]
+        tt = t.reshape(tuple(lead) + t.shape[nk:])
+        cc = None if code is None else code.reshape(tuple(lead) + code.shape[nk:])
+        blocks = {}
+        for combo in itertools.product(*runs):
+            sub, csub = tt, cc
+            for k, (rho0, rho1, _) in enumerate(combo):
+                sub = lax.slice_in_dim(sub, rho0, rho1, axis=2 * k + 1)
+                if csub is not None:
+                    csub = lax.slice_in_dim(csub, rho0, rho1, axis=2 * k + 1)
             out = 0
             for i, delta in enumerate(deltas):
                 piece = sub
                 for (ax, k), dd in zip(lin, delta, strict=True):
-                    first = int(kappas[ax][r[k]]) + dd  # input slot of output slot 0
-                    n_in, n_out = piece.shape[1 + ax], ng.width[k]
+                    first = combo[k][2] + dd  # input slot of output slot 0
+                    pos = 2 * nk + 1 + ax
+                    n_in, n_out = piece.shape[pos], ng.width[k]
                     e0 = max(0, -(first // st[ax]))
                     e1 = max(e0, min(n_out, (n_in - 1 - first) // st[ax] + 1))
                     start = first + st[ax] * e0
                     stop = start + st[ax] * (e1 - e0 - 1) + 1 if e1 > e0 else start
-                    piece = lax.slice_in_dim(piece, start, stop, st[ax], 1 + ax)
+                    piece = lax.slice_in_dim(piece, start, stop, st[ax], pos)
                     widths = [(0, 0)] * piece.ndim
-                    widths[1 + ax] = (e0, n_out - e1)
+                    widths[pos] = (e0, n_out - e1)
                     piece = jnp.pad(piece, widths)
-                if code is None:
+                if csub is None:
                     out = out + piece
                 else:
-                    out = jnp.where(code[r][None] == i, piece, out)
-            rows.append(out)
-        out = jnp.stack(rows).reshape(t.shape[:npre] + ng.window_shape())
+                    out = jnp.where(jnp.expand_dims(csub, 2 * nk) == i, piece, out)
+            blocks[combo] = out
+        # Reassemble along the rho axes (last axis first), then merge (q, rho) back into r.
+        for k in reversed(range(nk)):
+            blocks = {
+                c: jnp.concatenate([blocks[c + (run,)] for run in runs[k]], axis=2 * k + 1)
+                for c in itertools.product(*runs[:k])
+            }
+        out = blocks[()].reshape(t.shape[:npre] + ng.window_shape())
         return _ConeVal(ng, out, valid=winners is not None)
+
+
+def _kappa_runs(kappa: np.ndarray):
+    """Element offsets ``r`` grouped by equal ``kappa[r]`` (the pooling step's static shift).
+
+    ``kappa`` is periodic in ``r`` with the pooled value's stride, so the groups are found
+    in one period as runs of consecutive offsets ``rho`` with equal shift; a group is then
+    ``r = q * period + rho`` for every ``q`` and ``rho`` in its run (one rectangular slice
+    of ``r`` split into ``(q, rho)``), whatever the network's depth.
+
+    Returns:
+      ``(period, runs)``: runs are ``(rho0, rho1, kappa)`` covering ``0 .. period - 1``.
+    """
+    n = len(kappa)
+    period = next(
+        p
+        for p in range(1, n + 1)
+        if n % p == 0 and np.array_equal(kappa, np.tile(kappa[:p], n // p))
+    )
+    runs, start = [], 0
+    for rho in range(1, period + 1):
+        if rho == period or kappa[rho] != kappa[start]:
+            runs.append((start, rho, int(kappa[start])))
+            start = rho
+    return period, runs
 
 
 def cone_setup(program: net.Program, x, end: int):

@@ -112,6 +112,7 @@ CONE_NETS = {
         ConvNet(convs=((2, 3, "SAME"), (2, 2, "VALID")), pool=((3, 3), (3, 3), "SAME")),
         (14, 13, 1),
     ),
+    "three_pools": (ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME"), (2, 2, "SAME"))), (16, 16, 1)),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
