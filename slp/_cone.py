@@ -1,5 +1,5 @@
 """The cone route of `slp.insens`: exact Jacobian columns restricted to each input
-element's cone (the window of each layer that it reaches), for stride-1 conv/pool nets.
+element's cone (the window of each layer that it reaches), for conv/pool nets.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class ConeRules(net.Rules):
     """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
 
     Supported on input-dependent values: insertion/removal of free unit axes,
-    convolutions with stride 1 and no dilation, bias adds and scalings by constants,
+    convolutions (any stride, no dilation or groups), bias adds and scalings by constants,
     ReLU, max and sum pooling (reduce_window) along spatial axes, and at ``end`` the
     cut (a dense layer on a flattened cone value) or the last ReLU.
     """
@@ -377,13 +377,12 @@ class ConeRules(net.Rules):
         dn = p["dimension_numbers"]
         nsp = len(dn.lhs_spec) - 2
         if (
-            any(s != 1 for s in p["window_strides"])
-            or any(d != 1 for d in (p.get("lhs_dilation") or ()))
+            any(d != 1 for d in (p.get("lhs_dilation") or ()))
             or any(d != 1 for d in (p.get("rhs_dilation") or ()))
             or p.get("feature_group_count", 1) != 1
             or p.get("batch_group_count", 1) != 1
         ):
-            raise _Unsupported("a strided, dilated or grouped convolution")
+            raise _Unsupported("a dilated or grouped convolution")
         b_ax, f_ax = dn.lhs_spec[0], dn.lhs_spec[1]
         if g.link[f_ax] >= 0:
             k = g.link[f_ax]
@@ -398,11 +397,13 @@ class ConeRules(net.Rules):
             raise _Unsupported("a convolution that does not slide along every spatial axis")
         rshape = np.shape(kernel)
         ksz = [rshape[dn.rhs_spec[2 + i]] for i in range(nsp)]
+        strides = list(p["window_strides"])
         sigma, beta, recep, width = map(list, (g.sigma, g.beta, g.recep, g.width))
         for i, k in enumerate(ks):
             beta[k] = beta[k] - sigma[k] * p["padding"][i][0]
             recep[k] = recep[k] + sigma[k] * (ksz[i] - 1)
-            width[k] = width[k] + ksz[i] - 1
+            sigma[k] = sigma[k] * strides[i]
+            width[k] = -(-recep[k] // sigma[k])
         n_out = jax.eval_shape(
             lambda a, w: eqn.bind(a, w),
             jax.ShapeDtypeStruct(g.shape, jnp.float32),
@@ -419,57 +420,107 @@ class ConeRules(net.Rules):
         self.convs += 1
         if not self.computing:
             return _ConeVal(ng, None)
-        # The convolution as one explicit matrix from an input cone to the output cone
-        # (stride 1: the same for every input element): tap d = s - e + k - 1.
+        # The convolution as explicit matrices from an input cone to the output cone: the
+        # same for every input element at stride 1, else one per group of element offsets
+        # r with the same shift kappa (as for pooling): output slot e reads input slot
+        # st e + kappa + d for kernel tap d.
         t = self._materialize(z)
-        npre = self.n_pre
         cout = rshape[dn.rhs_spec[0]]
-        cin = g.shape[f_ax]
         key = self.index[id(eqn)]
-        big = self.mats.get(key)
-        if big is None:
-            big = self._cone_matrix(kernel, dn, [g.width[k] for k in ks], cin).astype(t.dtype)
-            big = _matmul.split(big, self.precision)  # once, outside the loop over blocks
-            self.mats[key] = big
-        # t: (pre..., lhs axes) -> (pre..., batch, spatial..., feature)
-        lhs_order = [npre + b_ax] + [npre + ax for ax in sp] + [npre + f_ax]
-        tt = jnp.transpose(t, list(range(npre)) + lhs_order)
-        lead = tt.shape[: npre + 1]
-        out = _matmul.dot(tt.reshape(-1, big.shape[0]), big, self.precision)
-        out = out.reshape(lead + tuple(width[k] for k in ks) + (cout,))
-        src = {0: npre, 1: npre + 1 + nsp}
-        for i in range(nsp):
-            src[2 + i] = npre + 1 + i
-        perm = list(range(npre)) + [0] * len(g.shape)
-        for logical, pos in enumerate(dn.out_spec):
-            perm[npre + pos] = src[logical]
-        return _ConeVal(ng, jnp.transpose(out, perm), valid=False)
+        kappas = {}
+        for i, k in enumerate(ks):
+            _, d_in = self.setup.starts(g, k)
+            _, d_out = self.setup.starts(ng, k)
+            kappas[k] = strides[i] * d_out - p["padding"][i][0] - d_in
+        nk = len(self.spatial)
+        # lhs axes -> (batch, spatial in the order of k, feature)
+        lhs_order = [b_ax] + [sp[ks.index(k)] for k in range(nk)] + [f_ax]
+        w_in = [g.width[k] for k in range(nk)]
+        w_out = [width[k] for k in range(nk)]
+
+        def conv_run(sub, kap, n_lead):
+            m = n_lead + 1  # and the free-input axis f
+            big = self.mats.get((key, kap))
+            if big is None:
+                big = self._cone_matrix(
+                    kernel, dn, ks, w_in, w_out, [strides[ks.index(k)] for k in range(nk)], kap
+                )
+                big = _matmul.split(big.astype(sub.dtype), self.precision)  # once per loop
+                self.mats[(key, kap)] = big
+            tt = jnp.transpose(sub, list(range(m)) + [m + a for a in lhs_order])
+            lead = tt.shape[: m + 1]
+            out = _matmul.dot(tt.reshape(-1, big.shape[0]), big, self.precision)
+            out = out.reshape(lead + tuple(w_out) + (cout,))
+            # (lead..., batch, spatial by k..., cout) -> the output's axis order
+            src = {0: m, 1: m + 1 + nk}
+            for i in range(nsp):
+                src[2 + i] = m + 1 + ks[i]
+            perm = list(range(m)) + [0] * len(g.shape)
+            for logical, pos in enumerate(dn.out_spec):
+                perm[m + pos] = src[logical]
+            return jnp.transpose(out, perm)
+
+        out = self._by_runs(t, kappas, conv_run)
+        return _ConeVal(ng, out.reshape(t.shape[: self.n_pre] + ng.window_shape()), valid=False)
 
     @staticmethod
-    def _cone_matrix(kernel, dn, w_in: list[int], cin: int):
-        """A stride-1 convolution as a matrix from an input cone to the output cone.
+    def _cone_matrix(kernel, dn, ks, w_in, w_out, strides, kappa):
+        """A convolution as a matrix from an input cone to the output cone.
 
-        Rows ``(s..., c)``, columns ``(e..., o)``: tap ``d = s - e + k - 1`` (the same for
-        every input element), zero where ``d`` is outside the kernel.
+        Per spatial input axis ``k`` (cone widths ``w_in[k]``, ``w_out[k]``): rows
+        ``(s..., c)``, columns ``(e..., o)``, tap ``d = s - strides[k] e - kappa[k]``,
+        zero where ``d`` is outside the kernel.
         """
-        nsp = len(w_in)
-        rshape = np.shape(kernel)
-        ksz = [rshape[dn.rhs_spec[2 + i]] for i in range(nsp)]
-        w_out = [w + k - 1 for w, k in zip(w_in, ksz, strict=True)]
-        kern = jnp.transpose(
-            kernel, [dn.rhs_spec[2 + i] for i in range(nsp)] + [dn.rhs_spec[1], dn.rhs_spec[0]]
-        )
+        nk = len(w_in)
+        ax = [dn.rhs_spec[2 + ks.index(k)] for k in range(nk)]  # kernel axis of k
+        ksz = [np.shape(kernel)[a] for a in ax]
+        kern = jnp.transpose(kernel, ax + [dn.rhs_spec[1], dn.rhs_spec[0]])
         idx, ok = [], np.ones(tuple(w_in) + tuple(w_out), bool)
-        for i in range(nsp):
-            s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nsp)] + [1] * nsp)
-            e_ = np.arange(w_out[i]).reshape([1] * nsp + [-1 if a == i else 1 for a in range(nsp)])
-            d = s_ - e_ + ksz[i] - 1
+        for i in range(nk):
+            s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nk)] + [1] * nk)
+            e_ = np.arange(w_out[i]).reshape([1] * nk + [-1 if a == i else 1 for a in range(nk)])
+            d = s_ - strides[i] * e_ - kappa[i]
             ok = ok & (d >= 0) & (d < ksz[i])
             idx.append(np.broadcast_to(np.clip(d, 0, ksz[i] - 1), ok.shape))
         big = kern[tuple(idx)] * jnp.asarray(ok, kern.dtype)[..., None, None]
         # (w_in..., w_out..., cin, cout) -> (w_in..., cin, w_out..., cout)
-        perm = list(range(nsp)) + [2 * nsp] + list(range(nsp, 2 * nsp)) + [2 * nsp + 1]
-        return jnp.transpose(big, perm).reshape(int(np.prod(w_in)) * cin, -1)
+        perm = list(range(nk)) + [2 * nk] + list(range(nk, 2 * nk)) + [2 * nk + 1]
+        return jnp.transpose(big, perm).reshape(int(np.prod(w_in)) * kern.shape[-2], -1)
+
+    def _by_runs(self, t, kappas: dict, fn, extra=None):
+        """``fn`` applied per group of element offsets ``r`` with the same shifts.
+
+        ``t``: cone tangents, ``r`` axes in front. ``kappas[k]``: static shift per offset
+        along spatial axis ``k``, periodic (`_kappa_runs`); each ``r_k`` is split into
+        ``(q, rho)`` and ``fn(sub, kappa, n_lead, extra_sub)`` gets the slice of ``t``
+        (and of ``extra``, laid out like ``t``'s leading axes) for one run per axis,
+        ``kappa`` the tuple of its shifts and ``n_lead = 2 K`` leading axes. Its results
+        are reassembled and returned with the ``r`` axes merged back.
+        """
+        nk = len(self.spatial)
+        runs, lead = [None] * nk, []
+        for k in range(nk):
+            period, runs[k] = _kappa_runs(kappas[k])
+            lead += [t.shape[k] // period, period]
+        tt = t.reshape(tuple(lead) + t.shape[nk:])
+        ee = None if extra is None else extra.reshape(tuple(lead) + extra.shape[nk:])
+        blocks = {}
+        for combo in itertools.product(*runs):
+            sub, esub = tt, ee
+            for k, (rho0, rho1, _) in enumerate(combo):
+                sub = lax.slice_in_dim(sub, rho0, rho1, axis=2 * k + 1)
+                if esub is not None:
+                    esub = lax.slice_in_dim(esub, rho0, rho1, axis=2 * k + 1)
+            kap = tuple(c[2] for c in combo)
+            blocks[combo] = fn(sub, kap, 2 * nk) if extra is None else fn(sub, kap, 2 * nk, esub)
+        # Reassemble along the rho axes (last axis first), then merge (q, rho) back into r.
+        for k in reversed(range(nk)):
+            blocks = {
+                c: jnp.concatenate([blocks[c + (run,)] for run in runs[k]], axis=2 * k + 1)
+                for c in itertools.product(*runs[:k])
+            }
+        out = blocks[()]
+        return out.reshape(t.shape[:nk] + out.shape[2 * nk :])
 
     def _pool(self, eqn, z, *, winners):
         if not isinstance(z, _ConeVal):
@@ -499,7 +550,7 @@ class ConeRules(net.Rules):
         self.geoms.append(ng)
         if not self.computing:
             return _ConeVal(ng, None)
-        nk, npre = len(self.spatial), self.n_pre
+        npre = self.n_pre
         lin = [(ax, k) for ax, k in enumerate(g.link) if k >= 0]
         if winners is None:  # sum pooling reads every position: apply pending factors
             t, mask = self._materialize(z), None
@@ -516,7 +567,7 @@ class ConeRules(net.Rules):
         for ax, k in lin:
             _, d_in = self.setup.starts(g, k)
             _, d_out = self.setup.starts(ng, k)
-            kappas[ax] = st[ax] * d_out - pads[ax][0] - d_in
+            kappas[k] = st[ax] * d_out - pads[ax][0] - d_in
 
         code = None
         if winners is not None:  # the winner's window offset delta (-1: masked)
@@ -526,31 +577,19 @@ class ConeRules(net.Rules):
             if mask is not None:
                 code = jnp.where(mask, code, -1)
             code = self._windows(code, ng, fill=-1)  # (r..., window shape)
-        # Per group of element offsets r with the same kappa (`_kappa_runs`) and window
-        # offset delta, one strided slice of the input cone (clipped to it, zeros elsewhere);
-        # max pooling selects the winner's delta, sum pooling adds them. Slices, pads and
-        # selections are elementwise: they fuse.
+        # Per group of element offsets r with the same kappa and window offset delta, one
+        # strided slice of the input cone (clipped to it, zeros elsewhere); max pooling
+        # selects the winner's delta, sum pooling adds them. Slices, pads and selections
+        # are elementwise: they fuse.
         deltas = list(np.ndindex(*[wd[ax] for ax, _ in lin]))
-        runs = [None] * nk
-        lead = []  # r_k split into (q, rho): r_k = q * period + rho
-        for ax, k in sorted(lin, key=lambda pair: pair[1]):  # r axes are in the order of k
-            period, runs[k] = _kappa_runs(kappas[ax])
-            lead += [t.shape[k] // period, period]
-        tt = t.reshape(tuple(lead) + t.shape[nk:])
-        cc = None if code is None else code.reshape(tuple(lead) + code.shape[nk:])
-        blocks = {}
-        for combo in itertools.product(*runs):
-            sub, csub = tt, cc
-            for k, (rho0, rho1, _) in enumerate(combo):
-                sub = lax.slice_in_dim(sub, rho0, rho1, axis=2 * k + 1)
-                if csub is not None:
-                    csub = lax.slice_in_dim(csub, rho0, rho1, axis=2 * k + 1)
+
+        def pool_run(sub, kap, n_lead, csub=None):
             out = 0
             for i, delta in enumerate(deltas):
                 piece = sub
                 for (ax, k), dd in zip(lin, delta, strict=True):
-                    first = combo[k][2] + dd  # input slot of output slot 0
-                    pos = 2 * nk + 1 + ax
+                    first = kap[k] + dd  # input slot of output slot 0
+                    pos = n_lead + 1 + ax
                     n_in, n_out = piece.shape[pos], ng.width[k]
                     e0 = max(0, -(first // st[ax]))
                     e1 = max(e0, min(n_out, (n_in - 1 - first) // st[ax] + 1))
@@ -563,16 +602,13 @@ class ConeRules(net.Rules):
                 if csub is None:
                     out = out + piece
                 else:
-                    out = jnp.where(jnp.expand_dims(csub, 2 * nk) == i, piece, out)
-            blocks[combo] = out
-        # Reassemble along the rho axes (last axis first), then merge (q, rho) back into r.
-        for k in reversed(range(nk)):
-            blocks = {
-                c: jnp.concatenate([blocks[c + (run,)] for run in runs[k]], axis=2 * k + 1)
-                for c in itertools.product(*runs[:k])
-            }
-        out = blocks[()].reshape(t.shape[:npre] + ng.window_shape())
-        return _ConeVal(ng, out, valid=winners is not None)
+                    out = jnp.where(jnp.expand_dims(csub, n_lead) == i, piece, out)
+            return out
+
+        out = self._by_runs(t, kappas, pool_run, extra=code)
+        return _ConeVal(
+            ng, out.reshape(t.shape[:npre] + ng.window_shape()), valid=winners is not None
+        )
 
 
 def _kappa_runs(kappa: np.ndarray):

@@ -81,7 +81,7 @@ def _flax(model, shape, seed=0):
 class ConvNet(nn.Module):
     """A configurable conv/pool/dense ReLU net (NHWC) for route tests."""
 
-    convs: tuple = ((3, 3, "SAME"),)  # (features, kernel, padding)
+    convs: tuple = ((3, 3, "SAME"),)  # (features, kernel, padding[, stride])
     pool: tuple | None = ((2, 2), (2, 2), "VALID")  # window, strides, padding
     avg: bool = False
     hidden: tuple = (7,)
@@ -90,8 +90,9 @@ class ConvNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = x
-        for feat, k, pad in self.convs:
-            h = nn.relu(nn.Conv(feat, (k, k), padding=pad)(h))
+        for feat, k, pad, *stride in self.convs:
+            st = (stride[0], stride[0]) if stride else (1, 1)
+            h = nn.relu(nn.Conv(feat, (k, k), strides=st, padding=pad)(h))
             if self.pool is not None:
                 win, st, pp = self.pool
                 pool = nn.avg_pool if self.avg else nn.max_pool
@@ -113,6 +114,15 @@ CONE_NETS = {
         (14, 13, 1),
     ),
     "three_pools": (ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME"), (2, 2, "SAME"))), (16, 16, 1)),
+    # Strided convolutions, DQN-like (8/4, 4/2, 3/1 scaled down) and SAME-padded.
+    "dqn_like": (
+        ConvNet(convs=((3, 4, "VALID", 2), (4, 3, "VALID", 2), (3, 3, "VALID")), pool=None),
+        (25, 23, 2),
+    ),
+    "strided_same_pool": (
+        ConvNet(convs=((3, 3, "SAME", 2), (2, 3, "SAME", 3)), pool=((2, 2), (1, 1), "SAME")),
+        (17, 16, 1),
+    ),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
@@ -238,6 +248,26 @@ def test_cone_route_nchw_layout(x64):
     np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
 
 
+def _min_side(spec, hw):
+    """Smallest spatial size of any conv/pool output of a `random_spec` network."""
+    (h, w), sides = hw, []
+    for layer in spec:
+        if layer[0] == "conv":
+            _, _, k, st, pad = layer
+            h, w = (
+                (-(-h // st), -(-w // st))
+                if pad == "SAME"
+                else ((h - k) // st + 1, (w - k) // st + 1)
+            )
+        elif layer[0] in ("maxpool", "avgpool"):
+            _, win, st = layer
+            h, w = (h - win) // st + 1, (w - win) // st + 1
+        else:
+            continue
+        sides += [h, w]
+    return min(sides, default=0)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_random_architectures(x64, seed):
     """Random conv/pool/dense mixes against the brute-force dense-matrix reference."""
@@ -249,10 +279,10 @@ def test_random_architectures(x64, seed):
     ref = dense_model(spec, params, x).insens()
     xj = jnp.asarray(x)
     plan = fast.insens_plan(f, xj)
-    strided = any(layer[0] == "conv" and layer[3] > 1 for layer in spec)
     has_conv = any(layer[0] == "conv" for layer in spec)
-    # The cone route takes stride-1 convolutional nets; everything else gets probes.
-    assert plan.route == ("cone" if has_conv and not strided else "probes")
+    # The cone route takes convolutional nets (strided ones too) whose spatial axes keep
+    # a size > 1 up to the flattening; the rest gets probes.
+    assert plan.route == ("cone" if has_conv and _min_side(spec, (8, 8)) > 1 else "probes")
     for route in ("auto", "probes"):
         got = slp.insens(f, route=route)(xj)
         np.testing.assert_allclose(np.asarray(got).reshape(-1), ref, atol=TOL)
@@ -287,7 +317,7 @@ def test_plan_mlp_uses_cut_without_probing(x64):
 
 
 class Strided(nn.Module):
-    """A stride-2 convolution (outside the cone route)."""
+    """A stride-2 convolution, then a stride-1 one."""
 
     @nn.compact
     def __call__(self, x):
@@ -297,12 +327,16 @@ class Strided(nn.Module):
         return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
 
 
-def test_strided_conv_falls_back_to_probes(x64):
+def test_strided_conv_both_routes(x64):
     f, x = _flax(Strided(), (10, 10, 1))
     plan = fast.insens_plan(f, x)
-    assert plan.route == "probes"
-    assert plan.lattice[:2] == (7, 7)  # receptive fields of the second conv: 7x7
-    np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
+    assert plan.route == "cone"
+    assert plan.cone.sigma_tot == (2, 2)
+    probes = fast.insens_plan(f, x, route="probes")
+    assert probes.lattice[:2] == (7, 7)  # receptive fields of the second conv: 7x7
+    ref = jacfwd_insens(f, x)
+    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
+    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
 
 
 def test_operation_without_box_rule_is_safe(x64):
