@@ -7,7 +7,9 @@ Run:
         --variant-batches 1024 8192 --naive-max-batch 64 --max-memory-gb 60   # H100: 2 min
 
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
--> dense 10) on 28x28x1 inputs, the same weights and inputs for every route: random
+-> dense 10) on 28x28x1 inputs (or, ``--model qnetwork``, the DQN Q-network of the Pong
+experiment: strided convs 8x8/4, 4x4/2, 3x3/1 -> dense 512 -> 6 actions, on 84x84x4
+frame stacks), the same weights and inputs for every route: random
 weights with non-zero biases and uniform inputs by default, or a trained checkpoint
 (``--checkpoint``) on MNIST test digits (``--data mnist``). Routes, each ``jax.jit`` of
 ``jax.vmap`` over the batch:
@@ -99,6 +101,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="images for the exactness check (default: the smallest batch size >= 8)",
     )
+    p.add_argument(
+        "--model",
+        choices=("twoconv", "qnetwork"),
+        default="twoconv",
+        help="2CONV on 28x28x1, or the DQN Q-network (strided convs) on 84x84x4",
+    )
     p.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results"))
@@ -110,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.variant_batches = list(args.batches)
     if min(args.batches) < 1 or args.repeats < 1 or args.chunk_size < 1:
         raise ValueError("--batches, --repeats and --chunk-size must be >= 1")
+    if args.model != "twoconv" and (args.checkpoint or args.data != "random" or args.tiny):
+        raise ValueError("--checkpoint, --data mnist and --tiny are for --model twoconv")
     return args
 
 
@@ -136,9 +146,11 @@ def build(args):
     import jax.numpy as jnp
     import numpy as np
 
-    from slp.models import TwoConv, as_single_example
+    from slp.models import QNetwork, TwoConv, as_single_example
 
-    if args.tiny:
+    if args.model == "qnetwork":
+        model, shape = QNetwork(num_actions=6), (84, 84, 4)
+    elif args.tiny:
         model, shape = TwoConv(num_classes=10, features=(2, 3), hidden=8), (12, 12, 1)
     else:
         model, shape = TwoConv(num_classes=10), (28, 28, 1)
@@ -402,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"{key}: skipped ({res['skipped']})", flush=True)
             else:
                 print(
-                    f"{key}: {res['images_per_s']:.1f} images/s, XLA temp "
+                    f"{key}: {res['images_per_s']:.4g} images/s, XLA temp "
                     f"{res['xla_temp_bytes_per_image'] / 2**20:.2f} MiB/image"
                     + (
                         f", RSS peak +{res['rss_peak_delta_bytes_per_image'] / 2**20:.2f} MiB/image"
@@ -416,7 +428,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ),
                     flush=True,
                 )
-    diffs = exactness(args, names, fns, compiled, model, params, x_all)
+    naive_temp = max(
+        [c.get("xla_temp_bytes_per_image", 0) for k, c in cases.items() if k.startswith("naive@")],
+        default=0,
+    )
+    diffs = exactness(args, names, fns, compiled, model, params, x_all, limit, naive_temp)
     ratios = {}
     for batch in sorted(set(args.batches) | set(args.variant_batches)):
         c = {n: cases.get(f"{n}@{batch}", {}) for n in names}
@@ -442,7 +458,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             c = cases.get(f"{name}@{batch}")
             if c is None:
                 continue
-            ips = f"{c['images_per_s']:10.1f}" if "images_per_s" in c else f"{'skipped':>10s}"
+            ips = f"{c['images_per_s']:10.4g}" if "images_per_s" in c else f"{'skipped':>10s}"
             mem = c.get("xla_temp_bytes_per_image")
             mem_s = f"{mem / 2**20:12.2f}" if mem is not None else f"{'-':>12s}"
             print(f"{batch:6d} {name:26s} {ips} {mem_s}")
@@ -456,7 +472,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def exactness(args, names, fns, compiled, model, params, x_all) -> dict[str, Any]:
+def exactness(
+    args, names, fns, compiled, model, params, x_all, limit=float("inf"), naive_temp=0
+) -> dict[str, Any]:
     """Every route's maps on the first images against the naive route (float32, float64).
 
     ``max_abs_diff[_P]``: ``slp.insens`` (at precision P) against the float32 naive
@@ -494,7 +512,9 @@ def exactness(args, names, fns, compiled, model, params, x_all) -> dict[str, Any
     with jax.enable_x64(True):
         f64, x64 = in_float64(model, params, xc)
         naive64 = jax.jit(jax.vmap(routes(f64)["naive"]))
-        ref64 = np.concatenate([np.asarray(naive64(x64[i : i + 8])) for i in range(0, n, 8)])
+        # float64 doubles the naive route's memory: as many images at a time as fit
+        step = int(max(1, min(8, limit // max(2 * naive_temp, 1))))
+        ref64 = np.concatenate([np.asarray(naive64(x64[i : i + step])) for i in range(0, n, step)])
     scale = float(np.max(np.abs(ref64)))
     for name, m in maps.items():
         diffs[f"rel_err_x64_{name.replace(':', '_')}"] = float(np.max(np.abs(m - ref64))) / scale

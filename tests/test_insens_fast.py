@@ -416,3 +416,6 @@ def test_bench_smoke(tmp_path):
     assert ex["max_abs_diff"] <= 1e-4 * ex["max_abs_naive"]
     for name in ("naive", "insens"):
         assert 0 <= ex[f"rel_err_x64_{name}"] < 1e-5
+    with pytest.raises(ValueError, match="for --model twoconv"):
+        bench.parse_args(["--model", "qnetwork", "--tiny"])
+    assert bench.parse_args(["--model", "qnetwork"]).model == "qnetwork"
