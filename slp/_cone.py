@@ -116,7 +116,8 @@ class ConeRules(net.Rules):
     """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
 
     Supported on input-dependent values: insertion/removal of free unit axes,
-    convolutions (any stride, no dilation or groups), bias adds and scalings by constants,
+    convolutions (any stride, no dilation or groups), bias adds, multiplications by
+    constants (scalars, per channel or per position: e.g. inference-mode batch norm),
     ReLU, max and sum pooling (reduce_window) along spatial axes, and at ``end`` the
     cut (a dense layer on a flattened cone value) or the last ReLU.
     """
@@ -333,8 +334,8 @@ class ConeRules(net.Rules):
             if name == "div" and not dep[0]:
                 raise _Unsupported("division by an input-dependent value")
             const = args[1 - dep.index(True)]
-            if np.ndim(const) != 0:
-                raise _Unsupported(f"{name} by a non-scalar constant")
+            if tuple(np.broadcast_shapes(np.shape(const), z.geom.shape)) != z.geom.shape:
+                raise _Unsupported(f"a {name} that broadcasts an input-dependent value")
             return [self._scale(z, const if name == "mul" else 1 / const)]
         if name in ("broadcast_in_dim", "reshape", "expand_dims", "squeeze"):
             return [self._reshape(eqn, args, z)]
@@ -345,7 +346,19 @@ class ConeRules(net.Rules):
         raise _Unsupported(name)
 
     def _scale(self, z: _ConeVal, c):
-        return z if z.t is None else z._replace(t=z.t * c)
+        """``z`` times a constant ``c`` (a scalar or broadcastable to the value, e.g. a
+        per-channel scale such as an inference-mode batch norm's)."""
+        if z.t is None or np.ndim(c) == 0:
+            return z if z.t is None else z._replace(t=z.t * c)
+        g = z.geom
+        c = jnp.asarray(c, z.t.dtype)
+        c = c.reshape((1,) * (len(g.shape) - c.ndim) + c.shape)
+        if all(c.shape[ax] == 1 for ax, k in enumerate(g.link) if k >= 0):
+            # the same at every position: broadcasts over the cone slots as it is
+            return z._replace(t=z.t * c.reshape((1,) * self.n_pre + c.shape))
+        # varies with the position: cut into the cones like a ReLU mask
+        shape = tuple(n if k < 0 else m for n, k, m in zip(c.shape, g.link, g.shape, strict=True))
+        return z._replace(t=self._apply(z.t, self._windows(jnp.broadcast_to(c, shape), g)))
 
     def _reshape(self, eqn, args, z: _ConeVal):
         g = z.geom

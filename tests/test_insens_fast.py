@@ -225,6 +225,75 @@ def test_cone_route_without_dense_layer(x64):
     np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
 
 
+class BatchNormNet(nn.Module):
+    """Conv -> inference-mode batch norm (a per-channel affine map) -> ReLU -> pool -> dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Conv(4, (3, 3), strides=(1, 1), padding="SAME")(x)
+        h = nn.relu(nn.BatchNorm(use_running_average=True)(h))
+        h = nn.max_pool(h, (2, 2), (2, 2))
+        h = nn.Conv(3, (3, 3), strides=(2, 2), padding="VALID", use_bias=False)(h)
+        h = nn.relu(nn.BatchNorm(use_running_average=True)(h))
+        h = nn.relu(nn.Dense(6)(h.reshape((h.shape[0], -1))))
+        return nn.Dense(3)(h)
+
+
+def test_cone_route_batch_norm(x64):
+    """Per-channel scales (inference-mode batch norm) stay on the cone route, exactly."""
+    model = BatchNormNet()
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(14, 13, 2)))
+    variables = model.init(jax.random.PRNGKey(0), x[None])
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "var" in name:  # running variance: positive, away from 1
+            return jnp.asarray(rng.uniform(0.2, 3.0, leaf.shape))
+        scale = (
+            0.3 if ("bias" in name or "mean" in name) else 1 / np.sqrt(leaf.size / leaf.shape[-1])
+        )
+        return jnp.asarray(rng.normal(0.0, scale, leaf.shape))
+
+    variables = jax.tree_util.tree_map_with_path(draw, variables)
+
+    def f(xi):
+        return model.apply(variables, xi[None])[0]
+
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
+    ref = jacfwd_insens(f, x)
+    assert np.abs(ref).max() > 1e-3
+    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
+    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+
+
+def test_cone_route_position_dependent_scale(x64):
+    """A constant that varies with the position (and channel) multiplies the cones."""
+    rng = np.random.default_rng(4)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)))
+    k2 = jnp.asarray(rng.normal(size=(2, 2, 3, 2)))
+    scale = jnp.asarray(rng.uniform(-2.0, 2.0, size=(1, 9, 8, 3)))
+    per_row = jnp.asarray(rng.uniform(0.5, 2.0, size=(1, 3, 1, 1)))
+    w = jnp.asarray(rng.normal(size=(3 * 3 * 2, 5)))
+
+    def f(x):  # x: (H, W, 1)
+        dn = ("NHWC", "HWIO", "NHWC")
+        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = jax.nn.relu(h * scale + 0.1)
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        h = lax.conv_general_dilated(h, k2, (1, 1), "VALID", dimension_numbers=dn)
+        h = jax.nn.relu(h / per_row - 0.05)
+        return jax.nn.relu(h.reshape(-1) @ w)
+
+    x = jnp.asarray(rng.normal(size=(9, 8, 1)))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
+    ref = jacfwd_insens(f, x)
+    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
+    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+
+
 def test_cone_route_nchw_layout(x64):
     """Convolutions in NCHW/OIHW layout, written with lax directly."""
     rng = np.random.default_rng(0)
