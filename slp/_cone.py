@@ -116,7 +116,7 @@ class ConeRules(net.Rules):
     """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
 
     Supported on input-dependent values: insertion/removal of free unit axes,
-    convolutions (any stride, no dilation or groups), bias adds, multiplications by
+    convolutions (any stride or feature groups, no dilation), bias adds, multiplications by
     constants (scalars, per channel or per position: e.g. inference-mode batch norm),
     ReLU, max and sum pooling (reduce_window) along spatial axes, and at ``end`` the
     cut (a dense layer on a flattened cone value) or the last ReLU.
@@ -392,10 +392,9 @@ class ConeRules(net.Rules):
         if (
             any(d != 1 for d in (p.get("lhs_dilation") or ()))
             or any(d != 1 for d in (p.get("rhs_dilation") or ()))
-            or p.get("feature_group_count", 1) != 1
             or p.get("batch_group_count", 1) != 1
         ):
-            raise _Unsupported("a dilated or grouped convolution")
+            raise _Unsupported("a dilated convolution")
         b_ax, f_ax = dn.lhs_spec[0], dn.lhs_spec[1]
         if g.link[f_ax] >= 0:
             k = g.link[f_ax]
@@ -456,7 +455,14 @@ class ConeRules(net.Rules):
             big = self.mats.get((key, kap))
             if big is None:
                 big = self._cone_matrix(
-                    kernel, dn, ks, w_in, w_out, [strides[ks.index(k)] for k in range(nk)], kap
+                    kernel,
+                    dn,
+                    ks,
+                    w_in,
+                    w_out,
+                    [strides[ks.index(k)] for k in range(nk)],
+                    kap,
+                    p.get("feature_group_count", 1),
                 )
                 big = _matmul.split(big.astype(sub.dtype), self.precision)  # once per loop
                 self.mats[(key, kap)] = big
@@ -477,17 +483,28 @@ class ConeRules(net.Rules):
         return _ConeVal(ng, out.reshape(t.shape[: self.n_pre] + ng.window_shape()), valid=False)
 
     @staticmethod
-    def _cone_matrix(kernel, dn, ks, w_in, w_out, strides, kappa):
+    def _cone_matrix(kernel, dn, ks, w_in, w_out, strides, kappa, groups=1):
         """A convolution as a matrix from an input cone to the output cone.
 
         Per spatial input axis ``k`` (cone widths ``w_in[k]``, ``w_out[k]``): rows
         ``(s..., c)``, columns ``(e..., o)``, tap ``d = s - strides[k] e - kappa[k]``,
-        zero where ``d`` is outside the kernel.
+        zero where ``d`` is outside the kernel. A grouped convolution (``groups``
+        feature groups, e.g. depthwise) becomes its dense equivalent: zero between
+        channels of different groups.
         """
         nk = len(w_in)
         ax = [dn.rhs_spec[2 + ks.index(k)] for k in range(nk)]  # kernel axis of k
         ksz = [np.shape(kernel)[a] for a in ax]
         kern = jnp.transpose(kernel, ax + [dn.rhs_spec[1], dn.rhs_spec[0]])
+        if groups > 1:  # (k..., cin / groups, cout) -> block-diagonal (k..., cin, cout)
+            ci, cout = kern.shape[-2], kern.shape[-1]
+            same = np.arange(ci * groups)[:, None] // ci == np.arange(cout)[None] // (
+                cout // groups
+            )
+            kern = (
+                jnp.tile(kern, (1,) * nk + (groups, 1))
+                * jnp.asarray(same, kern.dtype)[(None,) * nk]
+            )
         idx, ok = [], np.ones(tuple(w_in) + tuple(w_out), bool)
         for i in range(nk):
             s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nk)] + [1] * nk)

@@ -16,7 +16,7 @@ bounded independently of ``neurons x inputs``, by one of two routes (`insens_pla
 says which one a network gets):
 
 * **Cone route** (networks whose input-dependent part up to the first global dense
-  layer is convolutions (strided or not), bias adds, constant scales (e.g. inference-mode
+  layer is convolutions (also strided or grouped), bias adds, constant scales (e.g. inference-mode
   batch norm), ReLUs and max/sum pooling, with every spatial axis longer than 1): input
   element ``j`` reaches only a small window of each layer (its *cone*: e.g. 7x7
   positions of 2CONV's second conv layer). The Jacobian column of ``j`` restricted to

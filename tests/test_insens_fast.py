@@ -103,6 +103,18 @@ class ConvNet(nn.Module):
         return nn.Dense(self.classes)(h)
 
 
+class GroupedNet(nn.Module):
+    """Grouped and depthwise (strided) convolutions."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(4, (3, 3), padding="SAME")(x))
+        h = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME", feature_group_count=4)(h))
+        h = nn.relu(nn.Conv(6, (2, 2), padding="VALID", feature_group_count=2)(h))
+        h = h.reshape((h.shape[0], -1))
+        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+
+
 CONE_NETS = {
     "twoconv": (TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1)),
     "twoconv_rgb_odd": (TwoConv(num_classes=3, features=(2, 3), hidden=6), (13, 11, 3)),
@@ -123,6 +135,7 @@ CONE_NETS = {
         ConvNet(convs=((3, 3, "SAME", 2), (2, 3, "SAME", 3)), pool=((2, 2), (1, 1), "SAME")),
         (17, 16, 1),
     ),
+    "grouped": (GroupedNet(), (11, 10, 2)),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
