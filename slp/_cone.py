@@ -118,8 +118,9 @@ class ConeRules(net.Rules):
     Supported on input-dependent values: insertion/removal of free unit axes,
     convolutions (any stride or feature groups, no dilation), bias adds, multiplications by
     constants (scalars, per channel or per position: e.g. inference-mode batch norm),
-    ReLU, max and sum pooling (reduce_window) along spatial axes, and at ``end`` the
-    cut (a dense layer on a flattened cone value) or the last ReLU.
+    dense layers over channel axes only, ReLU, max and sum pooling (reduce_window) along
+    spatial axes, and at ``end`` the cut (a dense layer on a flattened cone value) or the
+    last ReLU.
     """
 
     def __init__(
@@ -343,7 +344,49 @@ class ConeRules(net.Rules):
             return [self._conv(eqn, z, args[1])]
         if name == "reduce_window_sum":
             return [self._pool(eqn, z, winners=None)]
+        if name == "dot_general":
+            return [self._channel_dot(eqn, args, z)]
         raise _Unsupported(name)
+
+    def _channel_dot(self, eqn, args, z: _ConeVal):
+        """A dense layer over free (channel) axes only, e.g. flax's ``Dense`` on a feature
+        map: the same at every position, like a 1x1 convolution."""
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        z_lhs = eqn.dep[0]
+        c_z, c_w = (lc, rc) if z_lhs else (rc, lc)
+        g = z.geom
+        if lb or rb or any(g.link[a] >= 0 for a in c_z):
+            raise _Unsupported("a dot_general over spatial axes before the cut")
+        w = args[1] if z_lhs else args[0]
+        keep = [a for a in range(len(g.shape)) if a not in c_z]
+        w_free = [a for a in range(np.ndim(w)) if a not in c_w]
+        link_w = [-1] * len(w_free)
+        link = [g.link[a] for a in keep] + link_w if z_lhs else link_w + [g.link[a] for a in keep]
+        shape = [g.shape[a] for a in keep]
+        shape_w = [np.shape(w)[a] for a in w_free]
+        ng = dataclasses.replace(
+            g,
+            shape=tuple(shape + shape_w if z_lhs else shape_w + shape),
+            link=tuple(link),
+        )
+        self.geoms.append(ng)
+        if not self.computing:
+            return _ConeVal(ng, None)
+        t = self._materialize(z)  # a pending mask does not commute with mixing channels
+        npre = self.n_pre
+        out = lax.dot_general(
+            t,
+            jnp.asarray(w, t.dtype),
+            (([npre + a for a in c_z], list(c_w)), ((), ())),
+            precision=self.precision if not _matmul.is_split(self.precision) else _matmul.PRECISION,
+        )
+        if not z_lhs:  # (pre..., kept..., w free...) -> (pre..., w free..., kept...)
+            nkeep = len(keep)
+            perm = list(range(npre))
+            perm += [npre + nkeep + i for i in range(len(w_free))]
+            perm += [npre + i for i in range(nkeep)]
+            out = jnp.transpose(out, perm)
+        return _ConeVal(ng, out, valid=z.valid)
 
     def _scale(self, z: _ConeVal, c):
         """``z`` times a constant ``c`` (a scalar or broadcastable to the value, e.g. a

@@ -115,6 +115,20 @@ class GroupedNet(nn.Module):
         return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
 
 
+class ChannelDenseNet(nn.Module):
+    """Dense layers over the channel axis of feature maps (1x1 convolutions in effect)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        h = nn.relu(nn.Dense(4)(h))  # over channels, at every position
+        h = nn.max_pool(h, (2, 2), (2, 2))
+        h = nn.relu(nn.Conv(3, (2, 2), padding="VALID")(h))
+        h = nn.relu(nn.Dense(2)(h))
+        h = h.reshape((h.shape[0], -1))
+        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+
+
 CONE_NETS = {
     "twoconv": (TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1)),
     "twoconv_rgb_odd": (TwoConv(num_classes=3, features=(2, 3), hidden=6), (13, 11, 3)),
@@ -136,6 +150,7 @@ CONE_NETS = {
         (17, 16, 1),
     ),
     "grouped": (GroupedNet(), (11, 10, 2)),
+    "channel_dense": (ChannelDenseNet(), (10, 9, 2)),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
@@ -305,6 +320,29 @@ def test_cone_route_position_dependent_scale(x64):
     ref = jacfwd_insens(f, x)
     np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
     np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+
+
+def test_cone_route_channel_dot_on_the_right(x64):
+    """A dense layer over channels with the feature map as the right operand (output
+    channels first), then max pooling in that layout."""
+    rng = np.random.default_rng(5)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
+    wc = jnp.asarray(rng.normal(size=(4, 3)))
+    w = jnp.asarray(rng.normal(size=(4 * 4 * 3, 5)))
+
+    def f(x):  # x: (H, W, 2)
+        dn = ("NHWC", "HWIO", "NHWC")
+        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = jax.nn.relu(h + 0.1)
+        h = lax.dot_general(wc, h, (((1,), (3,)), ((), ())))  # (4, 1, H, W)
+        h = jax.nn.relu(h - 0.2)
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        return jax.nn.relu(h.reshape(-1) @ w)
+
+    x = jnp.asarray(rng.normal(size=(8, 6, 2)))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
+    np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
 
 
 def test_cone_route_nchw_layout(x64):
