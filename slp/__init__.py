@@ -7,7 +7,7 @@ arXiv:1909.11275.
 
 from slp import attributions, metrics, models, network
 from slp.attributions import attribute, available_methods
-from slp.insens import insens
+from slp.insens import insens, insens_plan
 from slp.network import UnsupportedOperationError
 from slp.projections import (
     Projection,
@@ -30,6 +30,7 @@ __all__ = [
     "available_methods",
     "explicit_projections",
     "insens",
+    "insens_plan",
     "metrics",
     "models",
     "network",

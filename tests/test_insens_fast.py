@@ -411,7 +411,8 @@ def test_random_architectures(x64, seed):
 def test_plan_full_size_twoconv(x64):
     """2CONV on 28x28x1: cone route, cut at the dense layer, 7x7 blocks of 4x4 pixels."""
     f, x = _flax(TwoConv(), (28, 28, 1))
-    plan = fast.insens_plan(f, x)
+    assert slp.insens_plan is fast.insens_plan  # exported at the top level
+    plan = slp.insens_plan(f, x)
     assert plan.route == "cone"
     assert plan.cone.sigma_tot == (4, 4)
     assert len(plan.cone.blocks) == 49
