@@ -73,6 +73,19 @@ class _Flat:
     t: Any
 
 
+@dataclasses.dataclass(frozen=True)
+class _Global:
+    """A cone value summed over all its spatial axes (global average or sum pooling).
+
+    ``t``: the block's Jacobian columns, ``(r_0, ..., r_{K-1}, f) + shape`` (exact: every
+    position the element reaches was summed). ``geom``: the geometry before the sum.
+    """
+
+    geom: _Geom
+    shape: tuple[int, ...]
+    t: Any
+
+
 class _ConeVal(NamedTuple):
     """A value in the cone route: geometry and, when computing, its cone tangents ``t``.
 
@@ -119,8 +132,9 @@ class ConeRules(net.Rules):
     convolutions (any stride or feature groups, no dilation), bias adds, multiplications by
     constants (scalars, per channel or per position: e.g. inference-mode batch norm),
     dense layers over channel axes only, ReLU, max and sum pooling (reduce_window) along
-    spatial axes, and at ``end`` the cut (a dense layer on a flattened cone value) or the
-    last ReLU.
+    spatial axes, global sum/average pooling (a sum over every spatial axis, then shape
+    changes and constant scales), and at ``end`` the cut (a dense layer on a flattened or
+    globally pooled cone value) or the last ReLU.
     """
 
     def __init__(
@@ -314,6 +328,8 @@ class ConeRules(net.Rules):
         (z,) = vals
         if isinstance(z, _Flat):
             raise _Unsupported(f"{name} of a flattened value")
+        if isinstance(z, _Global):
+            return [self._global_op(eqn, args, z)]
         if name in (
             "convert_element_type",
             "copy",
@@ -346,7 +362,63 @@ class ConeRules(net.Rules):
             return [self._pool(eqn, z, winners=None)]
         if name == "dot_general":
             return [self._channel_dot(eqn, args, z)]
+        if name == "reduce_sum":
+            return [self._global_sum(eqn, z)]
         raise _Unsupported(name)
+
+    def _global_sum(self, eqn, z: _ConeVal):
+        """A sum over every spatial axis (and possibly channel axes): global pooling."""
+        g = z.geom
+        axes = tuple(eqn.params["axes"])
+        if any(a not in axes for a, k in enumerate(g.link) if k >= 0):
+            raise _Unsupported("a sum over some of the spatial axes")
+        shape = tuple(n for a, n in enumerate(g.shape) if a not in axes)
+        if not self.computing:
+            return _Global(g, shape, None)
+        t = self._materialize(z)  # zero at cone slots outside the value
+        return _Global(g, shape, jnp.sum(t, axis=tuple(self.n_pre + a for a in axes)))
+
+    def _global_op(self, eqn, args, z: _Global):
+        """Shape changes and constant scales / shifts of a globally pooled value."""
+        name = eqn.primitive.name
+        consts = [a for a, d in zip(args, eqn.dep, strict=True) if not d]
+        dtype = jnp.result_type(*consts) if consts else jnp.float32  # as the op requires
+        out_shape = tuple(
+            jax.eval_shape(
+                lambda *a: eqn.primitive.bind(*a, **eqn.params),
+                *[
+                    jax.ShapeDtypeStruct(z.shape, dtype)
+                    if d
+                    else jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+                    for a, d in zip(args, eqn.dep, strict=True)
+                ],
+            ).shape
+        )
+        if name in ("convert_element_type", "copy", "copy_p", "reduce_precision"):
+            factor = None
+        elif name in ("broadcast_in_dim", "reshape", "expand_dims", "squeeze"):
+            if int(np.prod(out_shape)) != int(np.prod(z.shape)):
+                raise _Unsupported(f"a {name} that broadcasts a pooled value")
+            factor = None
+        elif name in ("add", "sub", "add_any") and out_shape == z.shape:
+            factor = -1 if (name == "sub" and eqn.dep[1]) else None
+        elif name == "neg":
+            factor = -1
+        elif name in ("mul", "div") and out_shape == z.shape:
+            if name == "div" and not eqn.dep[0]:
+                raise _Unsupported("division by an input-dependent value")
+            const = args[1 - eqn.dep.index(True)]
+            factor = const if name == "mul" else 1 / const
+        else:
+            raise _Unsupported(f"{name} of a globally pooled value")
+        if z.t is None:
+            return _Global(z.geom, out_shape, None)
+        t = z.t.reshape(z.t.shape[: self.n_pre] + out_shape)
+        if factor is not None:
+            c = jnp.asarray(factor, t.dtype)
+            c = c.reshape((1,) * (t.ndim - c.ndim) + c.shape)
+            t = t * c
+        return _Global(z.geom, out_shape, t)
 
     def _channel_dot(self, eqn, args, z: _ConeVal):
         """A dense layer over free (channel) axes only, e.g. flax's ``Dense`` on a feature

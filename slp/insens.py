@@ -17,15 +17,15 @@ says which one a network gets):
 
 * **Cone route** (networks whose input-dependent part up to the first global dense layer
   is convolutions (also strided or grouped), dense layers over channels, bias adds,
-  constant scales (e.g. inference-mode batch norm), ReLUs and max/sum pooling, with
-  every spatial axis longer than 1): input element ``j`` reaches only a small window of
-  each layer (its *cone*: e.g. 7x7 positions of 2CONV's second conv layer). The Jacobian
-  column of ``j`` restricted to its cone is propagated exactly, layer by layer: a
-  convolution is an explicit matrix from input cone to output cone (the same for every
-  ``j`` at stride 1; with strides, one per class of ``j`` modulo the stride), a ReLU
-  multiplies by the state, a max-pool picks the frozen winners. Input elements are
-  processed in blocks (one scan step each); squared columns are summed onto every
-  layer's positions.
+  constant scales (e.g. inference-mode batch norm), ReLUs, max/sum pooling and global
+  average pooling, with every spatial axis longer than 1): input element ``j`` reaches
+  only a small window of each layer (its *cone*: e.g. 7x7 positions of 2CONV's second
+  conv layer). The Jacobian column of ``j`` restricted to its cone is propagated
+  exactly, layer by layer: a convolution is an explicit matrix from input cone to output
+  cone (the same for every ``j`` at stride 1; with strides, one per class of ``j``
+  modulo the stride), a ReLU multiplies by the state, a max-pool picks the frozen
+  winners. Input elements are processed in blocks (one scan step each); squared columns
+  are summed onto every layer's positions.
 * **Probe route** (any other network): every value gets, per element, the bounding
   box of the input elements it can depend on (from shapes alone; operations without a
   box rule get the whole input, which is always safe). Input elements whose
@@ -559,7 +559,8 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
         probe = {}
 
         def grab(b):
-            probe["geom"] = walk_block(b).cut_operand.geom
+            op = walk_block(b).cut_operand
+            probe["geom"], probe["global"] = op.geom, isinstance(op, _cone._Global)
             return jnp.zeros(())
 
         jax.eval_shape(grab, jnp.zeros((nk,), jnp.int32))
@@ -569,22 +570,27 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
         net.walk(program, x, weight_rules)
         w_mat = _cut_matrix(cut_eqn, weight_rules.weight, weight_rules.operand.shape)
         n_out = w_mat.shape[1]
-        w_full = w_mat.astype(x.dtype).reshape(g.shape + (n_out,))
-        # Elements of a block whose cones at the cut start at the same place share one
-        # slice of the weights: split the block's offsets r by that start.
-        groups = []
-        for k in range(nk):
-            _, d = setup.starts(g, k)
-            groups.append([(int(u), np.nonzero(d == u)[0]) for u in np.unique(d)])
-        pad = [(0, 0)] * w_full.ndim
-        sizes = list(w_full.shape)
-        for k in range(nk):
-            ax = g.axis_of(k)
-            us = [u for u, _ in groups[k]]
-            b_max = int(setup.blocks[:, k].max())
-            pad[ax] = (max(0, -min(us)), max(0, b_max + max(us) + g.width[k] - g.shape[ax]))
-            sizes[ax] = g.width[k]
-        w_pad = _matmul.split(jnp.pad(w_full, pad), hp)  # once, outside the loop
+        w_mat = w_mat.astype(x.dtype)
+        pooled = probe["global"]
+        if pooled:  # after global pooling: the same weights for every input element
+            w_cut = _matmul.split(w_mat, hp)  # once, outside the loop
+        else:
+            w_full = w_mat.reshape(g.shape + (n_out,))
+            # Elements of a block whose cones at the cut start at the same place share one
+            # slice of the weights: split the block's offsets r by that start.
+            groups = []
+            for k in range(nk):
+                _, d = setup.starts(g, k)
+                groups.append([(int(u), np.nonzero(d == u)[0]) for u in np.unique(d)])
+            pad = [(0, 0)] * w_full.ndim
+            sizes = list(w_full.shape)
+            for k in range(nk):
+                ax = g.axis_of(k)
+                us = [u for u, _ in groups[k]]
+                b_max = int(setup.blocks[:, k].max())
+                pad[ax] = (max(0, -min(us)), max(0, b_max + max(us) + g.width[k] - g.shape[ax]))
+                sizes[ax] = g.width[k]
+            w_cut = _matmul.split(jnp.pad(w_full, pad), hp)  # once, outside the loop
 
     def step(b):
         rules = walk_block(b, mats)
@@ -596,19 +602,22 @@ def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
         if plan.cut is None:
             return sums
         t = rules.cut_operand.t
-        cols = []
-        for combo in itertools.product(*groups):
-            starts = [jnp.zeros((), jnp.int32)] * len(w_pad.shape)
-            part = t
-            for k, (u, members) in enumerate(combo):
-                ax = g.axis_of(k)
-                starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
-                part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
-            w_win = _matmul.each(
-                lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_pad
-            )
-            cols.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
-        cols = jnp.concatenate(cols, 0)
+        if pooled:
+            cols = _matmul.dot(t.reshape(-1, w_mat.shape[0]), w_cut, hp)
+        else:
+            cols = []
+            for combo in itertools.product(*groups):
+                starts = [jnp.zeros((), jnp.int32)] * len(w_cut.shape)
+                part = t
+                for k, (u, members) in enumerate(combo):
+                    ax = g.axis_of(k)
+                    starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
+                    part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
+                w_win = _matmul.each(
+                    lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_cut
+                )
+                cols.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
+            cols = jnp.concatenate(cols, 0)
         cols = cols.reshape((cols.shape[0],) + plan.cut_out_shape)
         return sums + _post_norms(program, state, x, plan, cols)
 

@@ -129,6 +129,18 @@ class ChannelDenseNet(nn.Module):
         return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
 
 
+class GlobalPoolNet(nn.Module):
+    """Global average pooling before the dense layers (all-convolutional style)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        h = nn.max_pool(h, (2, 2), (2, 2))
+        h = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME")(h))
+        h = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+
+
 CONE_NETS = {
     "twoconv": (TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1)),
     "twoconv_rgb_odd": (TwoConv(num_classes=3, features=(2, 3), hidden=6), (13, 11, 3)),
@@ -151,6 +163,7 @@ CONE_NETS = {
     ),
     "grouped": (GroupedNet(), (11, 10, 2)),
     "channel_dense": (ChannelDenseNet(), (10, 9, 2)),
+    "global_mean": (GlobalPoolNet(), (13, 11, 2)),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
@@ -343,6 +356,28 @@ def test_cone_route_channel_dot_on_the_right(x64):
     plan = fast.insens_plan(f, x)
     assert plan.route == "cone"
     np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
+
+
+def test_cone_route_global_sum_then_affine(x64):
+    """A global sum over the positions, scaled and shifted per channel, then the cut."""
+    rng = np.random.default_rng(6)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)))
+    scale = jnp.asarray(rng.uniform(-1.0, 1.0, size=(1, 3)))
+    w = jnp.asarray(rng.normal(size=(3, 4)))
+
+    def f(x):  # x: (H, W, 1)
+        dn = ("NHWC", "HWIO", "NHWC")
+        h = lax.conv_general_dilated(x[None], k1, (2, 2), "VALID", dimension_numbers=dn)
+        h = jax.nn.relu(h + 0.1)
+        h = jnp.sum(h, axis=(1, 2)) * scale / 3.0 - 0.2  # (1, 3)
+        return jax.nn.relu(h @ w)[0]
+
+    x = jnp.asarray(rng.normal(size=(11, 12, 1)))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone" and plan.cut is not None
+    ref = jacfwd_insens(f, x)
+    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
+    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
 
 
 def test_cone_route_nchw_layout(x64):
