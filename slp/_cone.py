@@ -128,7 +128,8 @@ class _ConeSetup(NamedTuple):
 class ConeRules(net.Rules):
     """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
 
-    Supported on input-dependent values: insertion/removal of free unit axes,
+    Supported on input-dependent values: insertion/removal of free unit axes, sums of
+    two values (residual connections, same strides),
     convolutions (any stride or feature groups, no dilation), bias adds, multiplications by
     constants (scalars, per channel or per position: e.g. inference-mode batch norm),
     dense layers over channel axes only, ReLU, max and sum pooling (reduce_window) along
@@ -323,6 +324,10 @@ class ConeRules(net.Rules):
         if i > self.end:
             raise Stop
         vals = [a for a, d in zip(args, dep, strict=True) if d]
+        if len(vals) == 2 and name in ("add", "sub", "add_any"):
+            if not all(isinstance(v, _ConeVal) for v in vals):
+                raise _Unsupported(f"{name} of flattened or pooled values")
+            return [self._add(vals, negate=name == "sub")]
         if len(vals) != 1 or eqn.primitive.multiple_results:
             raise _Unsupported(f"{name} with several input-dependent operands")
         (z,) = vals
@@ -365,6 +370,52 @@ class ConeRules(net.Rules):
         if name == "reduce_sum":
             return [self._global_sum(eqn, z)]
         raise _Unsupported(name)
+
+    def _add(self, vals, *, negate: bool):
+        """The sum (or difference) of two cone values, e.g. a residual connection.
+
+        The result's cone covers both operands' receptive fields; each operand's cone
+        tangents are placed into it at a static offset per element offset ``r`` (slots
+        an operand's cone has beyond the result's are ones it does not reach: zero).
+        """
+        a, b = vals
+        ga, gb = a.geom, b.geom
+        if ga.shape != gb.shape or ga.link != gb.link or ga.sigma != gb.sigma:
+            raise _Unsupported("a sum of values with different shapes, layouts or strides")
+        nk = len(self.spatial)
+        beta = [min(ga.beta[k], gb.beta[k]) for k in range(nk)]
+        recep = [
+            max(ga.beta[k] + ga.recep[k], gb.beta[k] + gb.recep[k]) - beta[k] for k in range(nk)
+        ]
+        width = [-(-recep[k] // ga.sigma[k]) for k in range(nk)]
+        ng = _Geom(ga.shape, ga.link, ga.sigma, tuple(beta), tuple(recep), tuple(width))
+        self.geoms.append(ng)
+        if not self.computing:
+            return _ConeVal(ng, None)
+        out = 0
+        for v, sign in ((a, 1), (b, -1 if negate else 1)):
+            g = v.geom
+            offsets = {}  # operand slot s is result slot s + offset
+            for k in range(nk):
+                _, d_in = self.setup.starts(g, k)
+                _, d_out = self.setup.starts(ng, k)
+                offsets[k] = d_in - d_out
+
+            def embed(sub, off, n_lead, g=g):
+                for k in range(nk):
+                    pos = n_lead + 1 + g.axis_of(k)
+                    lo = max(0, -off[k])
+                    hi = max(lo, min(g.width[k], ng.width[k] - off[k]))
+                    sub = lax.slice_in_dim(sub, lo, hi, axis=pos)
+                    widths = [(0, 0)] * sub.ndim
+                    left = min(ng.width[k], off[k] + lo)
+                    widths[pos] = (left, ng.width[k] - left - (hi - lo))
+                    sub = jnp.pad(sub, widths)
+                return sub
+
+            # materialised: zero at slots outside the value, so the sum is valid there too
+            out = out + sign * self._by_runs(self._materialize(v), offsets, embed)
+        return _ConeVal(ng, out)
 
     def _global_sum(self, eqn, z: _ConeVal):
         """A sum over every spatial axis (and possibly channel axes): global pooling."""

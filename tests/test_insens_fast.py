@@ -141,6 +141,21 @@ class GlobalPoolNet(nn.Module):
         return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
 
 
+class ResidualNet(nn.Module):
+    """Residual blocks (identity and strided 1x1 shortcuts), then global average pooling."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        r = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(h))
+        h = nn.relu(h + nn.Conv(3, (3, 3), padding="SAME")(r))
+        s = nn.Conv(4, (1, 1), (2, 2))(h)
+        r = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME")(h))
+        h = nn.relu(s + nn.Conv(4, (3, 3), padding="SAME")(r))
+        h = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+
+
 CONE_NETS = {
     "twoconv": (TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1)),
     "twoconv_rgb_odd": (TwoConv(num_classes=3, features=(2, 3), hidden=6), (13, 11, 3)),
@@ -164,6 +179,7 @@ CONE_NETS = {
     "grouped": (GroupedNet(), (11, 10, 2)),
     "channel_dense": (ChannelDenseNet(), (10, 9, 2)),
     "global_mean": (GlobalPoolNet(), (13, 11, 2)),
+    "residual": (ResidualNet(), (10, 9, 2)),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
@@ -375,6 +391,33 @@ def test_cone_route_global_sum_then_affine(x64):
     x = jnp.asarray(rng.normal(size=(11, 12, 1)))
     plan = fast.insens_plan(f, x)
     assert plan.route == "cone" and plan.cut is not None
+    ref = jacfwd_insens(f, x)
+    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
+    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+
+
+def test_cone_route_difference_of_branches(x64):
+    """Two branches with different receptive fields (3x3 and 5x5, one pooled in between),
+    subtracted, then pooled and flattened."""
+    rng = np.random.default_rng(7)
+    k0 = jnp.asarray(rng.normal(size=(3, 3, 1, 2)))
+    k3 = jnp.asarray(rng.normal(size=(3, 3, 2, 2)))
+    k5 = jnp.asarray(rng.normal(size=(5, 5, 2, 2)))
+    w = jnp.asarray(rng.normal(size=(5 * 4 * 2, 4)))
+
+    def f(x):  # x: (H, W, 1)
+        dn = ("NHWC", "HWIO", "NHWC")
+        h = jax.nn.relu(lax.conv_general_dilated(x[None], k0, (1, 1), "SAME", dimension_numbers=dn))
+        a = lax.conv_general_dilated(h, k3, (1, 1), "SAME", dimension_numbers=dn)
+        b = lax.reduce_window(h, 0.0, lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+        b = lax.conv_general_dilated(jax.nn.relu(b), k5, (1, 1), "SAME", dimension_numbers=dn)
+        h = jax.nn.relu(a - b + 0.1)
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        return jax.nn.relu(h.reshape(-1) @ w)
+
+    x = jnp.asarray(rng.normal(size=(10, 9, 1)))
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
     ref = jacfwd_insens(f, x)
     np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
     np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
