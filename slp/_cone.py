@@ -429,6 +429,16 @@ class ConeRules(net.Rules):
         t = self._materialize(z)  # zero at cone slots outside the value
         return _Global(g, shape, jnp.sum(t, axis=tuple(self.n_pre + a for a in axes)))
 
+    def _collapse(self, z: _ConeVal):
+        """A cone value with a single position (every spatial axis of size 1) as a
+        globally pooled one: its cone slots outside that position are zero."""
+        g = z.geom
+        if not self.computing:
+            return _Global(g, g.shape, None)
+        t = self._materialize(z)
+        axes = tuple(self.n_pre + ax for ax, k in enumerate(g.link) if k >= 0)
+        return _Global(g, g.shape, jnp.sum(t, axis=axes, keepdims=True))
+
     def _global_op(self, eqn, args, z: _Global):
         """Shape changes and constant scales / shifts of a globally pooled value."""
         name = eqn.primitive.name
@@ -536,6 +546,8 @@ class ConeRules(net.Rules):
         )
         core_old = [(ax, n) for ax, n in enumerate(g.shape) if not (n == 1 and g.link[ax] < 0)]
         if any(n == 1 for _, n in core_old):
+            if all(g.shape[ax] == 1 for ax, k in enumerate(g.link) if k >= 0):
+                return self._global_op(eqn, args, self._collapse(z))  # e.g. 1x1 flattened
             raise _Unsupported("a spatial axis of size 1")
         core_new = [ax for ax, n in enumerate(new_shape) if n != 1]
         t = self._materialize(z)

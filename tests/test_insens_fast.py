@@ -180,6 +180,8 @@ CONE_NETS = {
     "channel_dense": (ChannelDenseNet(), (10, 9, 2)),
     "global_mean": (GlobalPoolNet(), (13, 11, 2)),
     "residual": (ResidualNet(), (10, 9, 2)),
+    # the last convolution leaves a 1x1 map, flattened into the dense layers
+    "one_by_one": (ConvNet(convs=((3, 3, "VALID", 2), (4, 3, "VALID")), pool=None), (7, 8, 1)),
     "no_pool_two_dense": (
         ConvNet(convs=((2, 3, "SAME"), (3, 3, "SAME")), pool=None, hidden=(6, 5)),
         (8, 9, 1),
@@ -479,8 +481,11 @@ def test_random_architectures(x64, seed):
     plan = fast.insens_plan(f, xj)
     has_conv = any(layer[0] == "conv" for layer in spec)
     # The cone route takes convolutional nets (strided ones too) whose spatial axes keep
-    # a size > 1 up to the flattening; the rest gets probes.
-    assert plan.route == ("cone" if has_conv and _min_side(spec, (8, 8)) > 1 else "probes")
+    # a size > 1 up to the flattening (a 1x1 map may go either way); MLPs get probes.
+    if not has_conv:
+        assert plan.route == "probes"
+    elif _min_side(spec, (8, 8)) > 1:
+        assert plan.route == "cone"
     for route in ("auto", "probes"):
         got = slp.insens(f, route=route)(xj)
         np.testing.assert_allclose(np.asarray(got).reshape(-1), ref, atol=TOL)
@@ -618,3 +623,6 @@ def test_bench_smoke(tmp_path):
     with pytest.raises(ValueError, match="for --model twoconv"):
         bench.parse_args(["--model", "qnetwork", "--tiny"])
     assert bench.parse_args(["--model", "qnetwork"]).model == "qnetwork"
+    f, _, _, x = bench.build(bench.parse_args(["--model", "resnet8", "--batches", "2"]))
+    assert x.shape == (2, 32, 32, 3) and f(x[0]).shape == (10,)
+    assert slp.insens_plan(f, x[0]).route == "cone"
