@@ -284,6 +284,16 @@ def test_cone_route_without_dense_layer(x64):
     np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
 
 
+def _check_cone(f, x):
+    """``f`` takes the cone route, and both routes match the naive route at ``x``."""
+    plan = fast.insens_plan(f, x)
+    assert plan.route == "cone"
+    ref = jacfwd_insens(f, x)
+    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
+    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+    return plan
+
+
 class BatchNormNet(nn.Module):
     """Conv -> inference-mode batch norm (a per-channel affine map) -> ReLU -> pool -> dense."""
 
@@ -346,11 +356,7 @@ def test_cone_route_position_dependent_scale(x64):
         return jax.nn.relu(h.reshape(-1) @ w)
 
     x = jnp.asarray(rng.normal(size=(9, 8, 1)))
-    plan = fast.insens_plan(f, x)
-    assert plan.route == "cone"
-    ref = jacfwd_insens(f, x)
-    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
-    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+    _check_cone(f, x)
 
 
 def test_cone_route_channel_dot_on_the_right(x64):
@@ -371,9 +377,7 @@ def test_cone_route_channel_dot_on_the_right(x64):
         return jax.nn.relu(h.reshape(-1) @ w)
 
     x = jnp.asarray(rng.normal(size=(8, 6, 2)))
-    plan = fast.insens_plan(f, x)
-    assert plan.route == "cone"
-    np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
+    _check_cone(f, x)
 
 
 def test_cone_route_global_sum_then_affine(x64):
@@ -391,11 +395,7 @@ def test_cone_route_global_sum_then_affine(x64):
         return jax.nn.relu(h @ w)[0]
 
     x = jnp.asarray(rng.normal(size=(11, 12, 1)))
-    plan = fast.insens_plan(f, x)
-    assert plan.route == "cone" and plan.cut is not None
-    ref = jacfwd_insens(f, x)
-    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
-    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+    assert _check_cone(f, x).cut is not None
 
 
 def test_cone_route_difference_of_branches(x64):
@@ -418,11 +418,7 @@ def test_cone_route_difference_of_branches(x64):
         return jax.nn.relu(h.reshape(-1) @ w)
 
     x = jnp.asarray(rng.normal(size=(10, 9, 1)))
-    plan = fast.insens_plan(f, x)
-    assert plan.route == "cone"
-    ref = jacfwd_insens(f, x)
-    np.testing.assert_allclose(slp.insens(f)(x), ref, atol=TOL)
-    np.testing.assert_allclose(slp.insens(f, route="probes")(x), ref, atol=TOL)
+    _check_cone(f, x)
 
 
 def test_cone_route_nchw_layout(x64):
