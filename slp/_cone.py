@@ -129,7 +129,8 @@ class ConeRules(net.Rules):
     """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
 
     Supported on input-dependent values: insertion/removal of free unit axes, sums of
-    two values (residual connections, same strides),
+    two values (residual connections) and concatenations along channel axes (same
+    positions and strides),
     convolutions (any stride or feature groups, no dilation), bias adds, multiplications by
     constants (scalars, per channel or per position: e.g. inference-mode batch norm),
     dense layers over channel axes only, ReLU, max and sum pooling (reduce_window) along
@@ -324,10 +325,12 @@ class ConeRules(net.Rules):
         if i > self.end:
             raise Stop
         vals = [a for a, d in zip(args, dep, strict=True) if d]
+        if len(vals) > 1 and not all(isinstance(v, _ConeVal) for v in vals):
+            raise _Unsupported(f"{name} of several values, one flattened or pooled")
         if len(vals) == 2 and name in ("add", "sub", "add_any"):
-            if not all(isinstance(v, _ConeVal) for v in vals):
-                raise _Unsupported(f"{name} of flattened or pooled values")
             return [self._add(vals, negate=name == "sub")]
+        if name == "concatenate" and len(vals) == len(args):
+            return [self._concat(eqn, vals)]
         if len(vals) != 1 or eqn.primitive.multiple_results:
             raise _Unsupported(f"{name} with several input-dependent operands")
         (z,) = vals
@@ -371,51 +374,73 @@ class ConeRules(net.Rules):
             return [self._global_sum(eqn, z)]
         raise _Unsupported(name)
 
-    def _add(self, vals, *, negate: bool):
-        """The sum (or difference) of two cone values, e.g. a residual connection.
-
-        The result's cone covers both operands' receptive fields; each operand's cone
-        tangents are placed into it at a static offset per element offset ``r`` (slots
-        an operand's cone has beyond the result's are ones it does not reach: zero).
-        """
-        a, b = vals
-        ga, gb = a.geom, b.geom
-        if ga.shape != gb.shape or ga.link != gb.link or ga.sigma != gb.sigma:
-            raise _Unsupported("a sum of values with different shapes, layouts or strides")
+    def _union_geom(self, vals, shape, what: str) -> _Geom:
+        """The geometry of a value built elementwise from several cone values (a sum, a
+        concatenation along a channel axis): its cone covers every operand's."""
+        g0 = vals[0].geom
+        for v in vals:
+            if (
+                v.geom.link != g0.link
+                or v.geom.sigma != g0.sigma
+                or any(v.geom.shape[a] != g0.shape[a] for a, k in enumerate(g0.link) if k >= 0)
+            ):
+                raise _Unsupported(f"{what} of values with different positions or strides")
         nk = len(self.spatial)
-        beta = [min(ga.beta[k], gb.beta[k]) for k in range(nk)]
-        recep = [
-            max(ga.beta[k] + ga.recep[k], gb.beta[k] + gb.recep[k]) - beta[k] for k in range(nk)
-        ]
-        width = [-(-recep[k] // ga.sigma[k]) for k in range(nk)]
-        ng = _Geom(ga.shape, ga.link, ga.sigma, tuple(beta), tuple(recep), tuple(width))
+        beta = [min(v.geom.beta[k] for v in vals) for k in range(nk)]
+        recep = [max(v.geom.beta[k] + v.geom.recep[k] for v in vals) - beta[k] for k in range(nk)]
+        width = [-(-recep[k] // g0.sigma[k]) for k in range(nk)]
+        ng = _Geom(tuple(shape), g0.link, g0.sigma, tuple(beta), tuple(recep), tuple(width))
         self.geoms.append(ng)
+        return ng
+
+    def _embed(self, v: _ConeVal, ng: _Geom):
+        """``v``'s cone tangents placed into the (wider) cone of ``ng``, at a static offset
+        per element offset ``r``; slots of ``v``'s cone beyond ``ng``'s are ones that ``v``
+        does not reach (zero). Materialised: zero at slots outside the value."""
+        g = v.geom
+        nk = len(self.spatial)
+        offsets = {}  # slot s of v's cone is slot s + offset of ng's
+        for k in range(nk):
+            _, d_in = self.setup.starts(g, k)
+            _, d_out = self.setup.starts(ng, k)
+            offsets[k] = d_in - d_out
+
+        def embed(sub, off, n_lead):
+            for k in range(nk):
+                pos = n_lead + 1 + g.axis_of(k)
+                lo = max(0, -off[k])
+                hi = max(lo, min(g.width[k], ng.width[k] - off[k]))
+                sub = lax.slice_in_dim(sub, lo, hi, axis=pos)
+                widths = [(0, 0)] * sub.ndim
+                left = min(ng.width[k], off[k] + lo)
+                widths[pos] = (left, ng.width[k] - left - (hi - lo))
+                sub = jnp.pad(sub, widths)
+            return sub
+
+        return self._by_runs(self._materialize(v), offsets, embed)
+
+    def _add(self, vals, *, negate: bool):
+        """The sum (or difference) of two cone values, e.g. a residual connection."""
+        a, b = vals
+        if a.geom.shape != b.geom.shape:
+            raise _Unsupported("a sum that broadcasts an input-dependent value")
+        ng = self._union_geom(vals, a.geom.shape, "a sum")
         if not self.computing:
             return _ConeVal(ng, None)
-        out = 0
-        for v, sign in ((a, 1), (b, -1 if negate else 1)):
-            g = v.geom
-            offsets = {}  # operand slot s is result slot s + offset
-            for k in range(nk):
-                _, d_in = self.setup.starts(g, k)
-                _, d_out = self.setup.starts(ng, k)
-                offsets[k] = d_in - d_out
+        ta, tb = self._embed(a, ng), self._embed(b, ng)
+        return _ConeVal(ng, ta - tb if negate else ta + tb)
 
-            def embed(sub, off, n_lead, g=g):
-                for k in range(nk):
-                    pos = n_lead + 1 + g.axis_of(k)
-                    lo = max(0, -off[k])
-                    hi = max(lo, min(g.width[k], ng.width[k] - off[k]))
-                    sub = lax.slice_in_dim(sub, lo, hi, axis=pos)
-                    widths = [(0, 0)] * sub.ndim
-                    left = min(ng.width[k], off[k] + lo)
-                    widths[pos] = (left, ng.width[k] - left - (hi - lo))
-                    sub = jnp.pad(sub, widths)
-                return sub
-
-            # materialised: zero at slots outside the value, so the sum is valid there too
-            out = out + sign * self._by_runs(self._materialize(v), offsets, embed)
-        return _ConeVal(ng, out)
+    def _concat(self, eqn, vals):
+        """Cone values concatenated along a channel axis (e.g. Inception or DenseNet)."""
+        d = eqn.params["dimension"]
+        if vals[0].geom.link[d] >= 0:
+            raise _Unsupported("a concatenation along a spatial axis")
+        shape = list(vals[0].geom.shape)
+        shape[d] = sum(v.geom.shape[d] for v in vals)
+        ng = self._union_geom(vals, shape, "a concatenation")
+        if not self.computing:
+            return _ConeVal(ng, None)
+        return _ConeVal(ng, jnp.concatenate([self._embed(v, ng) for v in vals], self.n_pre + d))
 
     def _global_sum(self, eqn, z: _ConeVal):
         """A sum over every spatial axis (and possibly channel axes): global pooling."""

@@ -17,16 +17,16 @@ says which one a network gets):
 
 * **Cone route** (networks whose input-dependent part up to the first global dense layer
   is convolutions (also strided or grouped), dense layers over channels, residual
-  connections, bias adds, constant scales (e.g. inference-mode batch norm), ReLUs,
-  max/sum pooling and global average pooling, with spatial axes longer than 1 until they
-  are flattened or pooled away): input element ``j`` reaches only a small window of each
-  layer (its *cone*: e.g. 7x7 positions of 2CONV's second conv layer). The Jacobian
-  column of ``j`` restricted to its cone is propagated exactly, layer by layer: a
-  convolution is an explicit matrix from input cone to output cone (the same for every
-  ``j`` at stride 1; with strides, one per class of ``j`` modulo the stride), a ReLU
-  multiplies by the state, a max-pool picks the frozen winners. Input elements are
-  processed in blocks (one scan step each); squared columns are summed onto every
-  layer's positions.
+  connections, concatenations along channels, bias adds, constant scales (e.g.
+  inference-mode batch norm), ReLUs, max/sum pooling and global average pooling, with
+  spatial axes longer than 1 until they are flattened or pooled away): input element
+  ``j`` reaches only a small window of each layer (its *cone*: e.g. 7x7 positions of
+  2CONV's second conv layer). The Jacobian column of ``j`` restricted to its cone is
+  propagated exactly, layer by layer: a convolution is an explicit matrix from input
+  cone to output cone (the same for every ``j`` at stride 1; with strides, one per class
+  of ``j`` modulo the stride), a ReLU multiplies by the state, a max-pool picks the
+  frozen winners. Input elements are processed in blocks (one scan step each); squared
+  columns are summed onto every layer's positions.
 * **Probe route** (any other network): every value gets, per element, the bounding
   box of the input elements it can depend on (from shapes alone; operations without a
   box rule get the whole input, which is always safe). Input elements whose

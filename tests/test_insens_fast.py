@@ -156,6 +156,22 @@ class ResidualNet(nn.Module):
         return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
 
 
+class ConcatNet(nn.Module):
+    """Inception-style branches and a DenseNet-style block, concatenated along channels."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        a = nn.relu(nn.Conv(2, (1, 1))(h))
+        b = nn.relu(nn.Conv(2, (3, 3), padding="SAME")(h))
+        c = nn.max_pool(h, (3, 3), (1, 1), padding="SAME")
+        h = jnp.concatenate([a, b, c], axis=-1)
+        h = jnp.concatenate([h, nn.relu(nn.Conv(2, (3, 3), padding="SAME")(h))], axis=-1)
+        h = nn.relu(nn.Conv(3, (2, 2), (2, 2))(h))
+        h = h.reshape((h.shape[0], -1))
+        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+
+
 CONE_NETS = {
     "twoconv": (TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1)),
     "twoconv_rgb_odd": (TwoConv(num_classes=3, features=(2, 3), hidden=6), (13, 11, 3)),
@@ -180,6 +196,7 @@ CONE_NETS = {
     "channel_dense": (ChannelDenseNet(), (10, 9, 2)),
     "global_mean": (GlobalPoolNet(), (13, 11, 2)),
     "residual": (ResidualNet(), (10, 9, 2)),
+    "concatenated": (ConcatNet(), (9, 8, 1)),
     # the last convolution leaves a 1x1 map, flattened into the dense layers
     "one_by_one": (ConvNet(convs=((3, 3, "VALID", 2), (4, 3, "VALID")), pool=None), (7, 8, 1)),
     "no_pool_two_dense": (
