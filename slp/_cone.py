@@ -16,6 +16,16 @@ from jax import lax
 from slp import _matmul
 from slp import network as net
 
+# Operations that leave a value's Jacobian columns as they are, or only reshape them.
+_IDENTITY_OPS = (
+    "convert_element_type",
+    "copy",
+    "copy_p",
+    "reduce_precision",
+    "sharding_constraint",
+)
+_SHAPE_OPS = ("broadcast_in_dim", "reshape", "expand_dims", "squeeze")
+
 
 class _Unsupported(Exception):
     """The program is outside what the cone route handles (the probe route takes over)."""
@@ -124,19 +134,25 @@ class _ConeSetup(NamedTuple):
         r = np.arange(self.sigma_tot[k])
         return rho, np.floor_divide(r - g.beta[k], g.sigma[k]) - g.width[k] + 1
 
+    def shift(self, g: _Geom, ng: _Geom, k: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+        """Per element offset ``r``: ``kappa`` such that slot ``e`` of the cone in ``ng``
+        (a window of ``g`` with ``stride`` and leading ``pad``, e.g. a pooling or a
+        convolution) starts at slot ``stride e + kappa`` of the cone in ``g``:
+        ``stride (rho' B + d'[r]) - pad - (rho B + d[r])`` with ``stride rho' = rho``."""
+        return stride * self.starts(ng, k)[1] - pad - self.starts(g, k)[1]
+
 
 class ConeRules(net.Rules):
     """Walks the program up to ``end`` propagating `_ConeVal`; geometry only if not computing.
 
     Supported on input-dependent values: insertion/removal of free unit axes, sums of
     two values (residual connections) and concatenations along channel axes (same
-    positions and strides),
-    convolutions (any stride or feature groups, no dilation), bias adds, multiplications by
-    constants (scalars, per channel or per position: e.g. inference-mode batch norm),
-    dense layers over channel axes only, ReLU, max and sum pooling (reduce_window) along
-    spatial axes, global sum/average pooling (a sum over every spatial axis, then shape
-    changes and constant scales), and at ``end`` the cut (a dense layer on a flattened or
-    globally pooled cone value) or the last ReLU.
+    positions and strides), convolutions (any stride or feature groups, no dilation),
+    bias adds, multiplications by constants (scalars, per channel or per position: e.g.
+    inference-mode batch norm), dense layers over channel axes only, ReLU, max and sum
+    pooling (reduce_window) along spatial axes, global sum/average pooling (a sum over
+    every spatial axis, then shape changes and constant scales), and at ``end`` the cut
+    (a dense layer on a flattened or globally pooled cone value) or the last ReLU.
     """
 
     def __init__(
@@ -338,13 +354,7 @@ class ConeRules(net.Rules):
             raise _Unsupported(f"{name} of a flattened value")
         if isinstance(z, _Global):
             return [self._global_op(eqn, args, z)]
-        if name in (
-            "convert_element_type",
-            "copy",
-            "copy_p",
-            "reduce_precision",
-            "sharding_constraint",
-        ):
+        if name in _IDENTITY_OPS:
             return [z]
         if name == "neg":
             return [self._scale(z, -1)]
@@ -362,7 +372,7 @@ class ConeRules(net.Rules):
             if tuple(np.broadcast_shapes(np.shape(const), z.geom.shape)) != z.geom.shape:
                 raise _Unsupported(f"a {name} that broadcasts an input-dependent value")
             return [self._scale(z, const if name == "mul" else 1 / const)]
-        if name in ("broadcast_in_dim", "reshape", "expand_dims", "squeeze"):
+        if name in _SHAPE_OPS:
             return [self._reshape(eqn, args, z)]
         if name == "conv_general_dilated":
             return [self._conv(eqn, z, args[1])]
@@ -399,11 +409,8 @@ class ConeRules(net.Rules):
         does not reach (zero). Materialised: zero at slots outside the value."""
         g = v.geom
         nk = len(self.spatial)
-        offsets = {}  # slot s of v's cone is slot s + offset of ng's
-        for k in range(nk):
-            _, d_in = self.setup.starts(g, k)
-            _, d_out = self.setup.starts(ng, k)
-            offsets[k] = d_in - d_out
+        # slot s of v's cone is slot s + offset of ng's
+        offsets = {k: -self.setup.shift(g, ng, k) for k in range(nk)}
 
         def embed(sub, off, n_lead):
             for k in range(nk):
@@ -448,21 +455,20 @@ class ConeRules(net.Rules):
         axes = tuple(eqn.params["axes"])
         if any(a not in axes for a, k in enumerate(g.link) if k >= 0):
             raise _Unsupported("a sum over some of the spatial axes")
-        shape = tuple(n for a, n in enumerate(g.shape) if a not in axes)
+        return self._pooled(z, axes, keepdims=False)
+
+    def _pooled(self, z: _ConeVal, axes, *, keepdims: bool) -> _Global:
+        """``z`` summed over ``axes`` (all its spatial axes; with ``keepdims`` a value with
+        a single position, as a globally pooled one)."""
+        g = z.geom
+        shape = tuple(
+            n if a not in axes else 1 for a, n in enumerate(g.shape) if keepdims or a not in axes
+        )
         if not self.computing:
             return _Global(g, shape, None)
         t = self._materialize(z)  # zero at cone slots outside the value
-        return _Global(g, shape, jnp.sum(t, axis=tuple(self.n_pre + a for a in axes)))
-
-    def _collapse(self, z: _ConeVal):
-        """A cone value with a single position (every spatial axis of size 1) as a
-        globally pooled one: its cone slots outside that position are zero."""
-        g = z.geom
-        if not self.computing:
-            return _Global(g, g.shape, None)
-        t = self._materialize(z)
-        axes = tuple(self.n_pre + ax for ax, k in enumerate(g.link) if k >= 0)
-        return _Global(g, g.shape, jnp.sum(t, axis=axes, keepdims=True))
+        t = jnp.sum(t, axis=tuple(self.n_pre + a for a in axes), keepdims=keepdims)
+        return _Global(g, shape, t)
 
     def _global_op(self, eqn, args, z: _Global):
         """Shape changes and constant scales / shifts of a globally pooled value."""
@@ -480,9 +486,9 @@ class ConeRules(net.Rules):
                 ],
             ).shape
         )
-        if name in ("convert_element_type", "copy", "copy_p", "reduce_precision"):
+        if name in _IDENTITY_OPS:
             factor = None
-        elif name in ("broadcast_in_dim", "reshape", "expand_dims", "squeeze"):
+        elif name in _SHAPE_OPS:
             if int(np.prod(out_shape)) != int(np.prod(z.shape)):
                 raise _Unsupported(f"a {name} that broadcasts a pooled value")
             factor = None
@@ -536,7 +542,7 @@ class ConeRules(net.Rules):
             t,
             jnp.asarray(w, t.dtype),
             (([npre + a for a in c_z], list(c_w)), ((), ())),
-            precision=self.precision if not _matmul.is_split(self.precision) else _matmul.PRECISION,
+            precision=_matmul.plain(self.precision),
         )
         if not z_lhs:  # (pre..., kept..., w free...) -> (pre..., w free..., kept...)
             nkeep = len(keep)
@@ -572,7 +578,8 @@ class ConeRules(net.Rules):
         core_old = [(ax, n) for ax, n in enumerate(g.shape) if not (n == 1 and g.link[ax] < 0)]
         if any(n == 1 for _, n in core_old):
             if all(g.shape[ax] == 1 for ax, k in enumerate(g.link) if k >= 0):
-                return self._global_op(eqn, args, self._collapse(z))  # e.g. 1x1 flattened
+                spatial = tuple(ax for ax, k in enumerate(g.link) if k >= 0)  # e.g. 1x1 flattened
+                return self._global_op(eqn, args, self._pooled(z, spatial, keepdims=True))
             raise _Unsupported("a spatial axis of size 1")
         core_new = [ax for ax, n in enumerate(new_shape) if n != 1]
         t = self._materialize(z)
@@ -642,11 +649,9 @@ class ConeRules(net.Rules):
         t = self._materialize(z)
         cout = rshape[dn.rhs_spec[0]]
         key = self.index[id(eqn)]
-        kappas = {}
-        for i, k in enumerate(ks):
-            _, d_in = self.setup.starts(g, k)
-            _, d_out = self.setup.starts(ng, k)
-            kappas[k] = strides[i] * d_out - p["padding"][i][0] - d_in
+        kappas = {
+            k: self.setup.shift(g, ng, k, strides[i], p["padding"][i][0]) for i, k in enumerate(ks)
+        }
         nk = len(self.spatial)
         # lhs axes -> (batch, spatial in the order of k, feature)
         lhs_order = [b_ax] + [sp[ks.index(k)] for k in range(nk)] + [f_ax]
@@ -794,13 +799,8 @@ class ConeRules(net.Rules):
             coords = jnp.unravel_index(winners, g.shape)
             base = jnp.indices(out_shape)
             offs = {ax: coords[ax] - (base[ax] * st[ax] - pads[ax][0]) for ax, _ in lin}
-        # Output cone slot e' of element r reads input cone slot st e' + delta + kappa[r],
-        # kappa static: st (rho' b + d'[r]) - pad - (rho b + d[r]) with st rho' = rho.
-        kappas = {}
-        for ax, k in lin:
-            _, d_in = self.setup.starts(g, k)
-            _, d_out = self.setup.starts(ng, k)
-            kappas[k] = st[ax] * d_out - pads[ax][0] - d_in
+        # Output cone slot e' of element r reads input cone slot st e' + delta + kappa[r].
+        kappas = {k: self.setup.shift(g, ng, k, st[ax], pads[ax][0]) for ax, k in lin}
 
         code = None
         if winners is not None:  # the winner's window offset delta (-1: masked)

@@ -92,6 +92,12 @@ def is_split(precision) -> bool:
     return isinstance(precision, str) and precision in SPLIT_PRODUCTS
 
 
+def plain(precision):
+    """``precision`` for a product that cannot take split operands (split kinds fall back
+    to `PRECISION`, float32)."""
+    return PRECISION if is_split(precision) else precision
+
+
 def resolve(precision):
     """`slp.insens`'s ``precision`` checked: None gives `PRECISION`; unknown ones raise."""
     if precision is None:

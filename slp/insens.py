@@ -489,7 +489,7 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     colour = jnp.asarray(plan.colour)
     cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
     # The grouped product below is an einsum: split products fall back to float32.
-    hp = _matmul.PRECISION if _matmul.is_split(precision) else precision
+    hp = _matmul.plain(precision)
 
     def pre(xp):
         rules = _PreCut(state, cut_eqn)
