@@ -34,6 +34,8 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
+from slp import _primitives
+
 __all__ = [
     "Eqn",
     "Program",
@@ -56,56 +58,6 @@ class UnsupportedOperationError(ValueError):
     """The traced function applies an operation that no switched projection describes."""
 
 
-# Primitives that are linear in the operands marked as input-dependent (the others are
-# constants such as weights, biases, indices). Checked per primitive in `_classify`.
-_STRUCTURAL = frozenset(
-    {
-        "reshape",
-        "transpose",
-        "broadcast_in_dim",
-        "squeeze",
-        "expand_dims",
-        "reduce_sum",
-        "reduce_window_sum",
-        "convert_element_type",
-        "copy",
-        "copy_p",
-        "slice",
-        "dynamic_slice",
-        "dynamic_update_slice",
-        "concatenate",
-        "pad",
-        "rev",
-        "select_n",
-        "gather",
-        "scatter-add",
-        "scatter_add",
-        "cumsum",
-        "reduce_precision",
-        "sharding_constraint",
-        "neg",
-        "add",
-        "sub",
-        "add_any",
-        "mul",
-        "div",
-        "dot_general",
-        "conv_general_dilated",
-        "optimization_barrier",
-    }
-)
-# Operands of these primitives that must be constant (not depend on the input).
-_CONST_OPERANDS = {
-    "dynamic_slice": lambda n: range(1, n),
-    "dynamic_update_slice": lambda n: range(2, n),
-    "pad": lambda n: (1,),
-    "select_n": lambda n: (0,),
-    "gather": lambda n: (1,),
-    "scatter-add": lambda n: (1,),
-    "scatter_add": lambda n: (1,),
-    "conv_general_dilated": lambda n: (1,),
-    "div": lambda n: (1,),
-}
 _CALL_JAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 _CALLS = frozenset(
     {
@@ -124,7 +76,48 @@ _CALLS = frozenset(
 )
 # Primitives that keep an all-zero value all-zero (used to recognise ``max(z, 0)``).
 _ZERO_PRESERVING = frozenset(
-    {"broadcast_in_dim", "convert_element_type", "reshape", "squeeze", "expand_dims", "copy"}
+    {
+        lax.broadcast_in_dim_p,
+        lax.convert_element_type_p,
+        lax.reshape_p,
+        lax.squeeze_p,
+        lax.copy_p,
+    }
+)
+# Sign tests ``z > 0`` (+1) and ``z < 0`` (-1) with ``z`` as the first operand; a zero
+# first operand flips them (``0 < z`` is ``z > 0``). Equality at 0 does not matter to a
+# ReLU spelling (both branches are 0 there).
+_SIGN_TESTS = {lax.gt_p: 1, lax.ge_p: 1, lax.lt_p: -1, lax.le_p: -1}
+# What to write instead of a refused operation.
+_HINTS = {
+    lax.abs_p: "abs(z) = relu(z) + relu(-z) is two ReLUs: write it so if that is the intent",
+    lax.min_p: (
+        "min(z, c) is not a ReLU; e.g. relu6(z) = min(max(z, 0), 6) can be written "
+        "relu(z) - relu(z - 6) with two ReLUs"
+    ),
+    lax.max_p: "only max(z, 0) (a ReLU) is supported; max(z, c) = relu(z - c) + c is one too",
+    lax.select_n_p: (
+        "where(cond, a, b) with an input-dependent condition is supported only as a ReLU: "
+        "where(z > 0, z, 0) or where(z <= 0, 0, z); a leaky ReLU where(z >= 0, z, a * z) "
+        "can be written relu(z) - a * relu(-z)"
+    ),
+    lax.mul_p: (
+        "a product of two input-dependent values is not linear; z * (z > 0) is a ReLU only "
+        "when both factors are the same z"
+    ),
+    lax.dot_general_p: "a product of two input-dependent values is not linear",
+    lax.reduce_max_p: "only maxima over a floating-point value (max pooling) are supported",
+    lax.argmax_p: "argmax is piecewise constant, not linear: use it outside the network",
+}
+for _p in _SIGN_TESTS:
+    _HINTS[_p] = (
+        "comparisons of input-dependent values are supported only inside a ReLU spelling: "
+        "where(z > 0, z, 0), where(z <= 0, 0, z) or z * (z > 0)"
+    )
+_NOT_PIECEWISE_LINEAR = (
+    "switched linear projections exist only for networks of affine maps, ReLUs and "
+    "max/average pooling (tanh, sigmoid, softmax, gelu, ... inside the network are not "
+    "piecewise linear)"
 )
 
 
@@ -213,17 +206,14 @@ def _concrete_zero(val) -> bool:
 
 
 class _Flattener:
+    """Inlines nested calls into one flat list of operations (not yet classified)."""
+
     def __init__(self):
         self.ids = itertools.count()
         self.eqns: list[Eqn] = []
         self.consts: dict[int, Any] = {}
-        self.dep: set[int] = set()
+        self.avals: dict[int, Any] = {}
         self.zero: set[int] = set()
-        self.relu_out: dict[int, int] = {}  # id of a ReLU output -> ReLU layer
-        self.relu_shapes: list[tuple[int, ...]] = []
-        self.pool_shapes: list[tuple[int, ...]] = []
-        self.pool_in_shapes: list[tuple[int, ...]] = []
-        self.pool_sources: list[int] = []
 
     def const(self, value) -> int:
         i = next(self.ids)
@@ -244,13 +234,16 @@ class _Flattener:
 
         for e in jaxpr.eqns:
             ins = [read(v) for v in e.invars]
-            name = e.primitive.name
             sub = _sub_jaxpr(e)
-            if name in _CALLS and sub is not None:
+            if e.primitive.name in _CALLS and sub is not None:
                 inner, inner_consts = sub
-                label = e.params.get("name", name)
+                label = e.params.get("name", e.primitive.name)
                 label = getattr(label, "__name__", label)
                 outs = self.inline(inner, inner_consts, ins, where + (str(label),))
+            elif e.primitive is lax.reduce_max_p and _global_max_pool(e) is not None:
+                # A maximum over axes of a feature map (global max pooling) is the max-pool
+                # whose window covers those axes.
+                outs = self.inline(*_global_max_pool(e), ins, where)
             else:
                 outs = self.add(e, ins, where)
             for var, o in zip(e.outvars, outs, strict=True):
@@ -259,81 +252,142 @@ class _Flattener:
         return [read(v) for v in jaxpr.outvars]
 
     def add(self, e, ins: list, where: tuple[str, ...]) -> list[int]:
-        name = e.primitive.name
-        dep = tuple((not isinstance(a, Lit)) and a in self.dep for a in ins)
         outs = tuple(next(self.ids) for _ in e.outvars)
-        kind, site, source = "const", -1, -1
-        if any(dep):
-            kind = self._classify(e, ins, dep, where)
-            if kind == "relu":
-                site = len(self.relu_shapes)
-                self.relu_shapes.append(tuple(e.outvars[0].aval.shape))
-                self.relu_out[outs[0]] = site
-            elif kind == "max_pool":
-                site = len(self.pool_shapes)
-                self.pool_shapes.append(tuple(e.outvars[0].aval.shape))
-                self.pool_in_shapes.append(tuple(e.invars[0].aval.shape))
-                source = self.relu_out.get(ins[0], -1)
-                self.pool_sources.append(source)
-            self.dep.update(outs)
-        elif name in _ZERO_PRESERVING and all(self._is_zero(a) for a in ins):
+        for o, v in zip(outs, e.outvars, strict=True):
+            self.avals[o] = v.aval
+        if e.primitive in _ZERO_PRESERVING and all(self.is_zero(a) for a in ins):
             self.zero.update(outs)
-        self.eqns.append(
-            Eqn(e.primitive, dict(e.params), tuple(ins), outs, kind, dep, site, source, where)
-        )
+        self.eqns.append(Eqn(e.primitive, dict(e.params), tuple(ins), outs, "", (), where=where))
         return list(outs)
 
-    def _is_zero(self, a) -> bool:
+    def is_zero(self, a) -> bool:
         if isinstance(a, Lit):
             return bool(np.all(np.asarray(a.val) == 0))
         return a in self.zero
 
-    def _classify(self, e, ins, dep, where) -> str:
-        name = e.primitive.name
-        ctx = f" (inside {' > '.join(where)})" if where else ""
-        if name == "max":
-            if sum(dep) == 1 and self._is_zero(ins[1 - dep.index(True)]):
-                return "relu"
-            raise UnsupportedOperationError(
-                f"unsupported operation 'max'{ctx}: only max(z, 0) (a ReLU) is supported on "
-                "values that depend on the network input; max with a non-zero or "
-                "input-dependent second operand is not a ReLU"
-            )
-        if name == "reduce_window_max":
-            if any(d != 1 for d in e.params.get("base_dilation", ())):
-                raise UnsupportedOperationError(
-                    f"unsupported operation 'reduce_window_max'{ctx}: "
-                    "base dilation is not supported"
-                )
-            return "max_pool"
-        if name not in _STRUCTURAL:
-            raise UnsupportedOperationError(
-                f"unsupported operation '{name}'{ctx} applied to a value that depends on the "
-                "network input: switched linear projections exist only for networks of affine "
-                "maps, ReLUs and max/average pooling (tanh, sigmoid, softmax, gelu, ... inside "
-                "the network are not piecewise linear)"
-            )
-        if name in ("mul", "dot_general") and all(dep):
-            raise UnsupportedOperationError(
-                f"unsupported operation '{name}'{ctx}: a product of two input-dependent values "
-                "is not linear"
-            )
-        if name == "convert_element_type" and not jnp.issubdtype(
-            e.outvars[0].aval.dtype, jnp.floating
-        ):
-            raise UnsupportedOperationError(
-                f"unsupported operation 'convert_element_type'{ctx}: converting an "
-                f"input-dependent value to {e.outvars[0].aval.dtype} is not linear"
-            )
-        const_ops = _CONST_OPERANDS.get(name)
-        if const_ops is not None:
-            for i in const_ops(len(ins)):
-                if dep[i]:
-                    raise UnsupportedOperationError(
-                        f"unsupported operation '{name}'{ctx}: operand {i} depends on the network "
-                        "input, which makes the operation non-linear"
-                    )
-        return "linear"
+
+def _global_max_pool(e):
+    """``reduce_max`` of a float value as a ``reduce_window_max`` and a reshape (a jaxpr and
+    its consts), or None."""
+    aval = e.invars[0].aval
+    if not jnp.issubdtype(aval.dtype, jnp.floating):
+        return None
+    axes = tuple(e.params["axes"])
+    win = tuple(n if a in axes else 1 for a, n in enumerate(aval.shape))
+    out_shape = tuple(e.outvars[0].aval.shape)
+
+    def pooled(z):
+        m = lax.reduce_window(z, -jnp.inf, lax.max, win, (1,) * len(win), "VALID")
+        return m.reshape(out_shape)
+
+    closed = jax.make_jaxpr(pooled)(jax.ShapeDtypeStruct(aval.shape, aval.dtype))
+    return closed.jaxpr, closed.consts
+
+
+def _sign_test(e: Eqn, fl: _Flattener):
+    """``(z, sign)`` if ``e`` compares ``z`` with 0 (``sign`` +1: ``z > 0``), else None."""
+    sign = _SIGN_TESTS.get(e.primitive)
+    if sign is None:
+        return None
+    a, b = e.inputs
+    if fl.is_zero(b) and not isinstance(a, Lit):
+        return a, sign
+    if fl.is_zero(a) and not isinstance(b, Lit):
+        return b, -sign
+    return None
+
+
+def _relu_operand(e: Eqn, fl: _Flattener, producer: dict[int, Eqn], dep: set[int]):
+    """The ``z`` of a ReLU spelled ``e``, or None.
+
+    Spellings: ``max(z, 0)`` in either order (also ``jnp.clip(z, 0)``), ``where(z > 0, z, 0)``
+    and ``where(z <= 0, 0, z)`` (``select_n``; any of ``> >= < <=``, either operand order),
+    ``z * (z > 0)`` in either order. All are ``max(z, 0)`` exactly, at ``z = 0`` too.
+    """
+    ins = e.inputs
+    on = [isinstance(a, int) and a in dep for a in ins]
+    if e.primitive is lax.max_p and sum(on) == 1 and fl.is_zero(ins[1 - on.index(True)]):
+        return ins[on.index(True)]
+    if e.primitive is lax.select_n_p and len(ins) == 3 and on[0]:
+        test = producer.get(ins[0])
+        found = test is not None and _sign_test(test, fl)
+        if found:
+            z, sign = found
+            off, kept = (ins[1], ins[2]) if sign > 0 else (ins[2], ins[1])
+            if kept == z and fl.is_zero(off):
+                return z
+        return None
+    if e.primitive is lax.mul_p and all(on):
+        for z, m in (ins, ins[::-1]):
+            conv = producer.get(m)
+            if conv is None or conv.primitive is not lax.convert_element_type_p:
+                continue
+            test = producer.get(conv.inputs[0])
+            found = test is not None and _sign_test(test, fl)
+            if found and found == (z, 1):
+                return z
+    return None
+
+
+def _resolve(fl: _Flattener, in_id: int, out, where_out=()) -> tuple[list[Eqn], dict]:
+    """ReLU spellings made canonical, dead code removed, every operation classified.
+
+    Returns the live operations (kind, input dependence and sites filled in) and the
+    constants they use.
+    """
+    dep = {in_id}
+    producer: dict[int, Eqn] = {}
+    eqns = []
+    for e in fl.eqns:
+        for o in e.outputs:
+            producer[o] = e
+        if any(isinstance(a, int) and a in dep for a in e.inputs):
+            z = _relu_operand(e, fl, producer, dep)
+            if z is not None:
+                zero = Lit(np.zeros((), fl.avals[e.outputs[0]].dtype))
+                e = dataclasses.replace(e, primitive=lax.max_p, params={}, inputs=(z, zero))
+                e = dataclasses.replace(e, kind="relu")
+            dep.update(e.outputs)
+        eqns.append(e)
+    # Dead code: operations whose values do not reach the output.
+    live = {out} if isinstance(out, int) else set()
+    kept = []
+    for e in reversed(eqns):
+        if any(o in live for o in e.outputs):
+            kept.append(e)
+            live.update(a for a in e.inputs if isinstance(a, int))
+    kept.reverse()
+    return kept, {i: c for i, c in fl.consts.items() if i in live}
+
+
+def _classify(e: Eqn, dep: tuple[bool, ...], avals) -> tuple[str, UnsupportedOperationError | None]:
+    """The kind of a live operation with input-dependent operands ``dep``, and the error
+    that refuses it (None when it is supported)."""
+    if e.kind == "relu":
+        return "relu", None
+    name = e.primitive.name
+    ctx = f" (inside {' > '.join(e.where)})" if e.where else ""
+    decl = _primitives.lookup(e.primitive)
+    hint = _HINTS.get(e.primitive)
+    if decl is None:
+        return "", UnsupportedOperationError(
+            f"unsupported operation '{name}'{ctx} applied to a value that depends on the "
+            f"network input: {hint or _NOT_PIECEWISE_LINEAR}"
+        )
+    reason = decl.refusal(len(e.inputs), dep, e.params, [a.dtype for a in avals])
+    if decl.role == "relu" and reason is None:
+        reason = "a max with a non-zero or input-dependent second operand is not a ReLU"
+    if (
+        reason is None
+        and decl.role == "max_pool"
+        and any(d != 1 for d in e.params.get("base_dilation", ()))
+    ):
+        reason = "base dilation is not supported"
+    if reason is not None:
+        return "", UnsupportedOperationError(
+            f"unsupported operation '{name}'{ctx}: {reason}" + (f". Hint: {hint}" if hint else "")
+        )
+    return decl.role, None
 
 
 def _sub_jaxpr(e):
@@ -383,20 +437,49 @@ def trace(f: Callable, x: jax.Array) -> Program:
         )
     fl = _Flattener()
     in_id = next(fl.ids)
-    fl.dep.add(in_id)
+    fl.avals[in_id] = x_aval
     (out,) = fl.inline(closed.jaxpr, closed.consts, [in_id], ())
+    live, consts = _resolve(fl, in_id, out)
+    dep_ids = {in_id}
+    eqns: list[Eqn] = []
+    relu_out: dict[int, int] = {}  # id of a ReLU output -> ReLU layer
+    relu_shapes, pool_shapes, pool_in_shapes, pool_sources = [], [], [], []
+    unknown, refused = [], []  # errors: primitives slp does not know, known ones refused
+    for e in live:
+        dep = tuple(isinstance(a, int) and a in dep_ids for a in e.inputs)
+        kind, site, source = "const", -1, -1
+        if any(dep):
+            kind, err = _classify(e, dep, [fl.avals[o] for o in e.outputs])
+            if err is not None:
+                (refused if _primitives.lookup(e.primitive) else unknown).append(err)
+            dep_ids.update(e.outputs)
+            if kind == "relu":
+                site = len(relu_shapes)
+                relu_shapes.append(tuple(fl.avals[e.outputs[0]].shape))
+                relu_out[e.outputs[0]] = site
+            elif kind == "max_pool":
+                site = len(pool_shapes)
+                pool_shapes.append(tuple(fl.avals[e.outputs[0]].shape))
+                pool_in_shapes.append(tuple(fl.avals[e.inputs[0]].shape))
+                source = relu_out.get(e.inputs[0], -1)
+                pool_sources.append(source)
+        eqns.append(dataclasses.replace(e, kind=kind, dep=dep, site=site, pool_source=source))
+    if unknown or refused:
+        # A primitive that is not piecewise linear (exp of a softmax) names the cause better
+        # than a known one that it makes non-linear on the way (the max of that softmax).
+        raise (unknown or refused)[0]
     return Program(
-        eqns=tuple(fl.eqns),
-        consts=fl.consts,
+        eqns=tuple(eqns),
+        consts=consts,
         input_id=in_id,
         output_id=out,
         input_shape=tuple(x_aval.shape),
         input_dtype=x_aval.dtype,
         output_shape=tuple(out_shape.shape),
-        relu_shapes=tuple(fl.relu_shapes),
-        pool_shapes=tuple(fl.pool_shapes),
-        pool_sources=tuple(fl.pool_sources),
-        pool_input_shapes=tuple(fl.pool_in_shapes),
+        relu_shapes=tuple(relu_shapes),
+        pool_shapes=tuple(pool_shapes),
+        pool_sources=tuple(pool_sources),
+        pool_input_shapes=tuple(pool_in_shapes),
     )
 
 
