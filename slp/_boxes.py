@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from slp import _primitives
 from slp import network as net
 
 
@@ -32,41 +33,12 @@ class NotConcrete(Exception):
     """A box depends on a traced value (e.g. gather indices computed under jit)."""
 
 
-# Index-moving primitives: applying them to the coordinate arrays moves the boxes exactly.
-_MOVING = frozenset(
-    {
-        "reshape",
-        "transpose",
-        "broadcast_in_dim",
-        "squeeze",
-        "expand_dims",
-        "slice",
-        "dynamic_slice",
-        "dynamic_update_slice",
-        "rev",
-        "gather",
-        "concatenate",
-        "select_n",
-        "pad",
-    }
-)
-_SAME_BOX = frozenset(
-    {
-        "convert_element_type",
-        "reduce_precision",
-        "copy",
-        "copy_p",
-        "neg",
-        "sharding_constraint",
-    }
-)
-_ELEMENTWISE = frozenset({"add", "sub", "add_any", "mul", "div"})
-# Operands that are indices/predicates rather than data (kept as they are).
+# Operands that are indices/predicates rather than data (kept as they are by "moving").
 _INDEX_OPERANDS = {
-    "dynamic_slice": lambda n: range(1, n),
-    "dynamic_update_slice": lambda n: range(2, n),
-    "gather": lambda n: (1,),
-    "select_n": lambda n: (0,),
+    lax.dynamic_slice_p: lambda n: range(1, n),
+    lax.dynamic_update_slice_p: lambda n: range(2, n),
+    lax.gather_p: lambda n: (1,),
+    lax.select_n_p: lambda n: (0,),
 }
 _BOX_DTYPE = np.float32  # coordinates are exact up to 2**24
 
@@ -112,12 +84,14 @@ class _BoxRules(net.Rules):
 
     def linear(self, eqn, args):
         avals = self._out_avals(eqn, args)
-        try:
-            outs = self._rule(eqn, args, avals)
-        except NotConcrete:
-            raise
-        except Exception:  # noqa: BLE001 - no box rule applies: depend on everything (safe)
-            outs = None
+        rule = _primitives.lookup(eqn.primitive).boxes
+        # A primitive without a box rule (a `Refusal`) or a case its rule does not take
+        # (None) depends on the whole input: always safe.
+        outs = (
+            None
+            if isinstance(rule, _primitives.Refusal)
+            else BOX_RULES[rule](self, eqn, args, avals)
+        )
         if outs is None or any(
             tuple(o.lo.shape) != tuple(a.shape) + (self.nx,)
             for o, a in zip(outs, avals, strict=True)
@@ -126,7 +100,7 @@ class _BoxRules(net.Rules):
         for o in outs:
             if isinstance(o.lo, jax.core.Tracer) or isinstance(o.hi, jax.core.Tracer):
                 raise NotConcrete
-        if eqn.primitive.name == "dot_general":
+        if eqn.primitive is lax.dot_general_p:
             self.dots[self.index[id(eqn)]] = (args[eqn.dep.index(True)], outs[0])
         return outs
 
@@ -140,48 +114,13 @@ class _BoxRules(net.Rules):
         out = jax.eval_shape(lambda *s: eqn.primitive.bind(*s, **eqn.params), *specs)
         return list(out) if eqn.primitive.multiple_results else [out]
 
-    def _rule(self, eqn, args, avals):
-        name = eqn.primitive.name
-        dep = eqn.dep
-        if name in _SAME_BOX:
-            return [Box(args[0].lo, args[0].hi, avals[0].dtype)]
-        if name == "optimization_barrier":
-            return [
-                a if d else self._empty(av.shape, av.dtype)
-                for a, d, av in zip(args, dep, avals, strict=True)
-            ]
-        if name in _ELEMENTWISE:
-            shape = tuple(avals[0].shape) + (self.nx,)
-            boxes = [a for a, d in zip(args, dep, strict=True) if d]
-            lo = np.minimum.reduce([np.broadcast_to(np.asarray(b.lo), shape) for b in boxes])
-            hi = np.maximum.reduce([np.broadcast_to(np.asarray(b.hi), shape) for b in boxes])
-            return [Box(lo, hi, avals[0].dtype)]
-        if name in _MOVING:
-            return self._moving(eqn, args, avals)
-        if name == "reduce_sum":
-            axes = tuple(eqn.params["axes"])
-            z = args[0]
-            return [Box(np.min(z.lo, axis=axes), np.max(z.hi, axis=axes), avals[0].dtype)]
-        if name == "cumsum":
-            z, p = args[0], eqn.params
-            lo = lax.cummin(jnp.asarray(z.lo), p["axis"], reverse=p["reverse"])
-            hi = lax.cummax(jnp.asarray(z.hi), p["axis"], reverse=p["reverse"])
-            return [Box(lo, hi, avals[0].dtype)]
-        if name == "reduce_window_sum":
-            return [self._window(eqn.params, args[0], avals[0].dtype)]
-        if name == "dot_general":
-            return [self._dot(eqn, args, avals[0])]
-        if name == "conv_general_dilated":
-            return [self._conv(eqn, args, avals[0])]
-        return None
-
     def _empty(self, shape, dtype) -> Box:
         s = tuple(shape) + (self.nx,)
         return Box(np.full(s, np.inf, _BOX_DTYPE), np.full(s, -np.inf, _BOX_DTYPE), dtype)
 
     def _moving(self, eqn, args, avals):
         n = len(args)
-        index_ops = set(_INDEX_OPERANDS.get(eqn.primitive.name, lambda n: ())(n))
+        index_ops = set(_INDEX_OPERANDS.get(eqn.primitive, lambda n: ())(n))
         in_axes = [None if (i in index_ops) else -1 for i in range(n)]
 
         def coords(which: str, fill: float):
@@ -263,6 +202,61 @@ class _BoxRules(net.Rules):
         hi = np.transpose(np.asarray(red.hi), perm + [nd])
         shape = tuple(aval.shape) + (self.nx,)
         return Box(np.broadcast_to(lo, shape), np.broadcast_to(hi, shape), aval.dtype)
+
+
+def _same(rules, eqn, args, avals):
+    return [Box(args[0].lo, args[0].hi, avals[0].dtype)]
+
+
+def _barrier(rules, eqn, args, avals):
+    return [
+        a if d else rules._empty(av.shape, av.dtype)
+        for a, d, av in zip(args, eqn.dep, avals, strict=True)
+    ]
+
+
+def _elementwise(rules, eqn, args, avals):
+    shape = tuple(avals[0].shape) + (rules.nx,)
+    boxes = [a for a, d in zip(args, eqn.dep, strict=True) if d]
+    lo = np.minimum.reduce([np.broadcast_to(np.asarray(b.lo), shape) for b in boxes])
+    hi = np.maximum.reduce([np.broadcast_to(np.asarray(b.hi), shape) for b in boxes])
+    return [Box(lo, hi, avals[0].dtype)]
+
+
+def _reduce_sum(rules, eqn, args, avals):
+    axes = tuple(eqn.params["axes"])
+    z = args[0]
+    return [Box(np.min(z.lo, axis=axes), np.max(z.hi, axis=axes), avals[0].dtype)]
+
+
+def _cumsum(rules, eqn, args, avals):
+    z, p = args[0], eqn.params
+    lo = lax.cummin(jnp.asarray(z.lo), p["axis"], reverse=p["reverse"])
+    hi = lax.cummax(jnp.asarray(z.hi), p["axis"], reverse=p["reverse"])
+    return [Box(lo, hi, avals[0].dtype)]
+
+
+def _one(box):
+    return None if box is None else [box]
+
+
+#: The box rules the registry names (`slp._primitives`, field ``boxes``).
+BOX_RULES = {
+    "same": _same,
+    "barrier": _barrier,
+    "elementwise": _elementwise,
+    "moving": lambda rules, eqn, args, avals: rules._moving(eqn, args, avals),
+    "reduce_sum": _reduce_sum,
+    "cumsum": _cumsum,
+    "window_sum": lambda rules, eqn, args, avals: [
+        rules._window(eqn.params, args[0], avals[0].dtype)
+    ],
+    "window_max": lambda rules, eqn, args, avals: [
+        rules._window(eqn.params, args[0], avals[0].dtype)
+    ],
+    "dot": lambda rules, eqn, args, avals: _one(rules._dot(eqn, args, avals[0])),
+    "conv": lambda rules, eqn, args, avals: _one(rules._conv(eqn, args, avals[0])),
+}
 
 
 def receptive_boxes(program: net.Program, x) -> tuple[tuple[Box, ...], dict[int, tuple[Box, Box]]]:

@@ -444,14 +444,19 @@ def trace(f: Callable, x: jax.Array) -> Program:
     eqns: list[Eqn] = []
     relu_out: dict[int, int] = {}  # id of a ReLU output -> ReLU layer
     relu_shapes, pool_shapes, pool_in_shapes, pool_sources = [], [], [], []
-    unknown, refused = [], []  # errors: primitives slp does not know, known ones refused
+    # Errors: primitives slp does not know, known ones refused, comparisons (reported last:
+    # the select or product that consumes a comparison names a non-ReLU spelling better).
+    unknown, refused, compared = [], [], []
     for e in live:
         dep = tuple(isinstance(a, int) and a in dep_ids for a in e.inputs)
         kind, site, source = "const", -1, -1
         if any(dep):
             kind, err = _classify(e, dep, [fl.avals[o] for o in e.outputs])
             if err is not None:
-                (refused if _primitives.lookup(e.primitive) else unknown).append(err)
+                if e.primitive in _SIGN_TESTS:
+                    compared.append(err)
+                else:
+                    (refused if _primitives.lookup(e.primitive) else unknown).append(err)
             dep_ids.update(e.outputs)
             if kind == "relu":
                 site = len(relu_shapes)
@@ -464,10 +469,10 @@ def trace(f: Callable, x: jax.Array) -> Program:
                 source = relu_out.get(e.inputs[0], -1)
                 pool_sources.append(source)
         eqns.append(dataclasses.replace(e, kind=kind, dep=dep, site=site, pool_source=source))
-    if unknown or refused:
+    if unknown or refused or compared:
         # A primitive that is not piecewise linear (exp of a softmax) names the cause better
         # than a known one that it makes non-linear on the way (the max of that softmax).
-        raise (unknown or refused)[0]
+        raise (unknown or refused or compared)[0]
     return Program(
         eqns=tuple(eqns),
         consts=consts,

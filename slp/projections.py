@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from slp import _primitives
 from slp import network as net
 
 __all__ = [
@@ -184,11 +185,11 @@ class _ExplicitRules(net.Rules):
         )
 
     def linear(self, eqn, args):
-        name = eqn.primitive.name
         dep = eqn.dep
-        if name == "dot_general":
+        rule = _primitives.lookup(eqn.primitive).matrices  # "columns", "dot" or "conv"
+        if rule == "dot":
             return [self._dot(eqn, args)]
-        if name == "conv_general_dilated":
+        if rule == "conv":
             return [self._conv(eqn, args)]
         offsets = [a[1] if d else a for a, d in zip(args, dep, strict=True)]
         tangents = [a[0] for a, d in zip(args, dep, strict=True) if d]

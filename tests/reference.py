@@ -64,8 +64,11 @@ def _same_pads(size, k, s):
     return total // 2, total - total // 2
 
 
-def jax_function(spec, params, *, relu: str = "nn"):
-    """The network as a plain-jnp per-example function ``f(x_HWC) -> logits``."""
+def jax_function(spec, params, *, relu="nn"):
+    """The network as a plain-jnp per-example function ``f(x_HWC) -> logits``.
+
+    ``relu``: ``"nn"`` (`jax.nn.relu`), ``"maximum"`` or a function ``z -> relu(z)``.
+    """
 
     def f(x):
         h = x
@@ -84,7 +87,10 @@ def jax_function(spec, params, *, relu: str = "nn"):
             elif kind == "dense":
                 h = h @ jnp.asarray(p[0]) + jnp.asarray(p[1])
             elif kind == "relu":
-                h = jax.nn.relu(h) if relu == "nn" else jnp.maximum(h, 0.0)
+                if callable(relu):
+                    h = relu(h)
+                else:
+                    h = jax.nn.relu(h) if relu == "nn" else jnp.maximum(h, 0.0)
             elif kind == "maxpool":
                 _, win, s = layer
                 h = lax.reduce_window(h, -jnp.inf, lax.max, (win, win, 1), (s, s, 1), "VALID")

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from slp import _primitives
 from slp import network as net
 from slp.attributions.registry import register
 
@@ -66,24 +67,14 @@ __all__ = [
     "deep_taylor_bounded",
 ]
 
-_WEIGHT_PRIMITIVES = ("dot_general", "conv_general_dilated")
-_ADD_PRIMITIVES = ("add", "add_any")
-# Operations that only move, drop or relabel elements: between a layer and its bias add
-# they are part of the layer's linear map (and commute with the rules' elementwise steps).
-_REARRANGING = frozenset(
-    {
-        "reshape",
-        "squeeze",
-        "expand_dims",
-        "transpose",
-        "slice",
-        "dynamic_slice",
-        "rev",
-        "convert_element_type",
-        "copy",
-        "copy_p",
-    }
-)
+
+def _relevance_role(eqn) -> str | None:
+    """The primitive's part in the LRP rules (`slp._primitives`, field ``relevance``):
+    ``"weight"``, ``"add"``, ``"rearrange"`` (only moves, drops or relabels elements:
+    between a layer and its bias add it is part of the layer's linear map), ...
+    """
+    decl = _primitives.lookup(eqn.primitive)
+    return None if decl is None else decl.relevance
 
 
 # --- finding the dense/conv layers of a program ---------------------------------------------
@@ -138,7 +129,7 @@ def affine_layers(program: net.Program) -> tuple[AffineLayer, ...]:
         uses[program.output_id] += 1
     layers = []
     for i, e in enumerate(program.eqns):
-        if e.kind != "linear" or e.primitive.name not in _WEIGHT_PRIMITIVES or sum(e.dep) != 1:
+        if e.kind != "linear" or _relevance_role(e) != "weight" or sum(e.dep) != 1:
             continue
         out, chain = e.outputs[0], []
         bias_eqn, bias_operand = -1, -1
@@ -147,10 +138,10 @@ def affine_layers(program: net.Program) -> tuple[AffineLayer, ...]:
             c = program.eqns[j]
             if c.kind != "linear" or sum(c.dep) != 1:
                 break
-            if c.primitive.name in _ADD_PRIMITIVES:
+            if _relevance_role(c) == "add":
                 bias_eqn, bias_operand = j, c.dep.index(False)
                 break
-            if c.primitive.name not in _REARRANGING or len(c.outputs) != 1:
+            if _relevance_role(c) != "rearrange" or len(c.outputs) != 1:
                 break
             chain.append(j)
             out = c.outputs[0]
@@ -169,7 +160,7 @@ def _nonnegative(program: net.Program, producer: dict[int, int], var) -> bool:
         if e.kind == "relu":
             return True
         if e.kind == "max_pool" or (
-            e.kind == "linear" and e.primitive.name in _REARRANGING and sum(e.dep) == 1
+            e.kind == "linear" and _relevance_role(e) == "rearrange" and sum(e.dep) == 1
         ):
             var = e.inputs[e.dep.index(True)]
             continue
