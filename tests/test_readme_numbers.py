@@ -1,0 +1,1212 @@
+"""Every number in the README's result sections comes from a committed results file.
+
+The sections checked are "Reading an Insens map", "Results" (with all its subsections)
+and "Limitations". `NUMBERS` is the table of what they print: per entry, the
+(sub)section, a regular expression whose group 1 holds one or more printed numbers, the
+results file that section cites for them, and for each number its place in that file
+and the rounding it is printed with (a Python format spec, after an optional scale:
+2**-20 for MiB, 2**-30 for GiB, 1e-3 for "k"). Ranks and "best" claims are recomputed
+from the per-method values (1 + the number of methods strictly better, as the results'
+markdown files rank them).
+
+Three checks:
+
+* each entry's numbers are the rounded values of its file, and the section cites that
+  file (``results/<name>.json`` or its ``.md`` report);
+* no number in the checked sections escapes the table, apart from `ALLOWED` (section,
+  figure and equation numbers, the sizes of an architecture, unit definitions, the
+  machine's 2 CPU cores) and what stands in inline code or link targets (commands,
+  option values and file names);
+* the checked sections exist, so renaming one does not skip it.
+
+A new number in these sections needs an entry here (one line of `NUMBERS` per number or
+per table row).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "results"
+
+CHECKED = ("Reading an Insens map", "Results", "Limitations")
+"""Top-level (``##``) sections whose numbers must be traced, with their subsections."""
+
+ALLOWED = (
+    r"(?:the paper's )?sections? \d+(?:\.\d+)*(?: and \d+)?",  # the paper's sections
+    r"Figures? \d+(?: left| right)?",  # the paper's figure numbers
+    r"1 MiB = 2\^20 bytes, 1 GiB = 2\^30 bytes",  # unit definitions
+    r"\b2\s+CPU\s+cores|\b2 cores",  # the machine of every CPU run (machine.cpus in each file)
+    r"\b1-minute load average",  # the load average's averaging window
+    r"CIFAR-10",  # a data set's name
+    r"GPL-2\.0",  # a licence's name
+    r"3 conv \+ dense 512",  # architecture sizes
+    r"conv 8×8/4, 4×4/2, 3×3/1, dense 512, 84×84×4",
+    r"conv 16, residual blocks 16, 32/2, 64/2 with\s+1×1 strided shortcuts, global average"
+    r"\s+pooling, dense 10; 32×32×3",
+    r"an 8×8 kernel with stride 4",
+    r"\b28×28\b",  # the MNIST input size
+    r"target of 20,000 img/s at batch ≥ 1024",  # a goal, not a measurement
+)
+
+NUMBER = re.compile(
+    r"(?<![\w.])(?P<num>[−+-]?\d+(?:,\d{3})*(?:\.\d+)*(?:e[−+-]?\d+)?)"
+    r"(?P<suffix>k|M|st|nd|rd|th)?(?!\w)"
+)
+"""A printed number: signs, thousands separators, decimals, exponents; a "k"/"M" or
+ordinal suffix. Digits glued to letters (2CONV, H100, float32, α2β1) are names."""
+
+CODE = re.compile(r"`[^`\n]*`")
+LINK_TARGET = re.compile(r"\]\([^)\s]*\)")
+
+
+# --- reading the README and the results --------------------------------------------------------
+
+
+class Block(NamedTuple):
+    """One ``##`` or ``###`` section of the README: heading text, top-level parent, text."""
+
+    heading: str
+    parent: str
+    text: str
+
+
+def readme_blocks() -> list[Block]:
+    blocks, heading, parent, lines = [], "", "", []
+    for line in README.read_text(encoding="utf-8").splitlines(keepends=True):
+        m = re.match(r"(#{2,3}) (.*)", line)
+        if m:
+            blocks.append(Block(heading, parent, "".join(lines)))
+            heading = m.group(2).strip()
+            parent = heading if m.group(1) == "##" else parent
+            lines = []
+        lines.append(line)
+    blocks.append(Block(heading, parent, "".join(lines)))
+    return [b for b in blocks if b.heading]
+
+
+def checked_blocks() -> list[Block]:
+    return [b for b in readme_blocks() if b.parent in CHECKED]
+
+
+def block_for(section: str) -> Block:
+    found = [b for b in checked_blocks() if b.heading.startswith(section)]
+    assert len(found) == 1, f"{len(found)} checked README sections start with {section!r}"
+    return found[0]
+
+
+@functools.cache
+def load(name: str) -> Any:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def at(doc: Any, path: str) -> Any:
+    """``doc`` at a "/"-separated path of keys (list positions as integers)."""
+    for key in path.split("/"):
+        doc = doc[int(key)] if isinstance(doc, list) else doc[key]
+    return doc
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+class Value(NamedTuple):
+    """One printed number: where it is in the file, how it is rounded.
+
+    ``get``: a "/"-path or a function of the loaded file; it may return a list of
+    accepted values, or a string that explains why the claim does not hold.
+    ``fmt``: format spec of the printed number after multiplying by ``scale``; ``"s"``
+    compares text.
+    """
+
+    get: str | Callable[[Any], Any]
+    fmt: str = ".3f"
+    scale: float = 1.0
+
+
+class Numbers(NamedTuple):
+    section: str
+    pattern: str
+    source: str
+    values: tuple[Value, ...]
+
+
+def N(section: str, pattern: str, source: str, *values) -> Numbers:
+    return Numbers(section, pattern, source, tuple(Value(*v) for v in values))
+
+
+MiB, GiB = 2.0**-20, 2.0**-30
+INT, F1, F2, F3, F4, E1 = "d", ".1f", ".2f", ".3f", ".4f", ".1e"
+PCT = 100.0
+
+
+def n_methods(d):
+    return len(d["config"]["methods"])
+
+
+def summaries(d, section: str, keys: str) -> dict[str, dict]:
+    """Per-method summaries (mean, std, n, n_undefined) of a measure; no random baseline."""
+    return {m: at(v, keys) for m, v in d[section].items() if m != "random"}
+
+
+def rank(scores: dict[str, dict], name: str, higher: bool) -> int:
+    defined = {m: s["mean"] for m, s in scores.items() if s["mean"] is not None}
+    mine = defined[name]
+    return 1 + sum((v > mine) if higher else (v < mine) for v in defined.values())
+
+
+def rank_of(section: str, keys: str, higher: bool, name: str = "insens"):
+    return lambda d: rank(summaries(d, section, keys), name, higher)
+
+
+def placed(section: str, keys: str, higher: bool, name: str, place: int):
+    """The mean of ``name``, if it ranks ``place`` on that measure."""
+
+    def get(d):
+        scores = summaries(d, section, keys)
+        r = rank(scores, name, higher)
+        return scores[name]["mean"] if r == place else f"{name} ranks {r}, not {place}"
+
+    return get
+
+
+def rank_span(section: str, keys: tuple[str, ...], higher: tuple[bool, ...], pick):
+    return lambda d: pick(
+        rank(summaries(d, section, k), "insens", h) for k, h in zip(keys, higher, strict=True)
+    )
+
+
+def per_image(d, path):
+    return d["cases"][path]["xla_temp_bytes_per_image"]
+
+
+def inactive(d, layer: int | None = None):
+    """Inactive hidden neurons of an average clean test digit (all layers or one)."""
+    layers = d["active_fraction"]["layers"]
+    counts = [l["neurons"] * (1 - l["mean"]) for l in layers]
+    return sum(counts) if layer is None else counts[layer]
+
+
+def accuracy(variant: str):
+    def get(d):
+        sigma = d["config"]["sigma"]
+        (acc,) = [
+            v["accuracy"] for v in d["variants"] if v["variant"] == variant and v["sigma"] == sigma
+        ]
+        return acc
+
+    return get
+
+
+def undefined_framed(d):
+    """Images with an undefined framed-noise Spearman, if both Deep Taylor variants agree."""
+    counts = {
+        d[ROB][m]["framed"]["spearman"]["n_undefined"]
+        for m in ("deep_taylor", "deep_taylor_bounded")
+    }
+    return counts.pop() if len(counts) == 1 else f"the Deep Taylor variants differ: {counts}"
+
+
+def only_method_better_than_random(d):
+    """The deletion AUC of the single method better than random (signed order), if one."""
+    rnd = d["faithfulness"]["random"]["deletion"]["auc_probability"]["mean"]
+    s = summaries(d, "faithfulness", "signed/deletion/auc_probability")
+    better = {m: v["mean"] for m, v in s.items() if v["mean"] < rnd}
+    return better.get("deep_taylor_bounded") if list(better) == ["deep_taylor_bounded"] else better
+
+
+INPUT_MULTIPLES = (
+    "gradient_x_input",
+    "integrated_gradients",
+    "lrp_epsilon",
+    "lrp_alpha_beta",
+    "lrp_alpha1_beta0",
+    "lrp_alpha2_beta1",
+    "lrp_zplus",
+    "deep_taylor",
+)
+
+ROB = "robustness"
+FAITH = "faithfulness"
+RAND = "randomization"
+FAITH4 = (
+    "signed/deletion/auc_probability",
+    "signed/insertion/auc_probability",
+    "abs/deletion/auc_probability",
+    "abs/insertion/auc_probability",
+)
+LOWER_HIGHER = (False, True, False, True)
+
+READING = "Reading an Insens map"
+MN, MM, ENC, CIF, PONG = (
+    "MNIST with noise",
+    "Measuring the claims",
+    "Pixel encodings",
+    "CIFAR",
+    "Pong",
+)
+BASE, SPEED, LIM = "Baselines and speed", "Insens speed", "Limitations"
+NOISE, METRICS = "mnist_noise.json", "mnist_metrics.json"
+CPU, QN, QNP = (
+    "bench_insens_cpu.json",
+    "bench_insens_qnetwork_cpu.json",
+    "bench_insens_qnetwork_probes_cpu.json",
+)
+RN, RNP, GPU = (
+    "bench_insens_resnet8_cpu.json",
+    "bench_insens_resnet8_probes_cpu.json",
+    "bench_insens_h100.json",
+)
+ATTR = "bench_attributions.json"
+
+
+def attribution_row(label: str, method: str, torch: str) -> Numbers:
+    """A row of the baseline-speed table: this library's img/s, the torch method's, ratio.
+
+    Speeds of 100 img/s and more are printed as whole numbers, slower ones to 0.1 img/s.
+    """
+
+    def speed(group, name):
+        path = f"{group}/{name}/images_per_s"
+        return (path, ",.0f" if at(load(ATTR), path) >= 100 else F1)
+
+    return N(
+        BASE,
+        rf"^(\| {re.escape(label)} \|.*)$",
+        ATTR,
+        *(
+            [("config/ig_steps", INT)]
+            if method == "integrated_gradients"
+            else [("config/smoothgrad_samples", INT)]
+            if method == "smoothgrad"
+            else []
+        ),
+        speed("library", method),
+        speed("torch", torch),
+        (f"ratios/{method}", F2),
+    )
+
+
+NUMBERS: tuple[Numbers, ...] = (
+    # --- Reading an Insens map -----------------------------------------------------------------
+    N(
+        READING,
+        r"rank correlation (1\.00) with the trained map",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/mean", F2),
+    ),
+    N(
+        READING,
+        r"trained map over (\d+)\s+digits",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/n", INT),
+    ),
+    N(READING, r"convolution has ([\d,]+) of the", NOISE, (lambda d: inactive(d, 0), ",.0f")),
+    N(READING, r"of the ([\d,]+)\s+inactive hidden neurons", NOISE, (inactive, ",.0f")),
+    N(
+        READING,
+        r"\((\d+%); from the per-layer",
+        NOISE,
+        (lambda d: inactive(d, 0) / inactive(d), ".0f", PCT),
+    ),
+    N(READING, r"Over the ([\d,]+) clean test digits", NOISE, ("insens_all/num_images", ",d")),
+    N(
+        READING,
+        r"a share of\s+(0\.\d+ ± 0\.\d+) of \|Insens\|",
+        NOISE,
+        ("insens_all/share_on_digit_outline/mean", F3),
+        ("insens_all/share_on_digit_outline/std", F3),
+    ),
+    N(READING, r"(\d+)-pixel outline", NOISE, ("config/outline_radius", INT)),
+    N(READING, r"covers\s+(0\.\d+) of the image", METRICS, ("region_fraction", F3)),
+    N(READING, r"close to the (0\.\d+) of a uniform", METRICS, ("region_fraction", F3)),
+    N(READING, r"\(\"background\", σ = (\d+)\)", NOISE, ("config/sigma", "g")),
+    N(READING, r"accuracy falls to (0\.\d+)", NOISE, (accuracy("background"), F3)),
+    N(
+        READING,
+        r"digit and outline falls to (0\.\d+ \(\d+ digits)\)",
+        METRICS,
+        (f"{ROB}/insens/background/on_digit/mean", F3),
+        (f"{ROB}/insens/background/on_digit/n", INT),
+    ),
+    # --- MNIST with noise ----------------------------------------------------------------------
+    N(MN, r"\((\d+) epochs, ([\d.]+) s", NOISE, ("config/train/epochs", INT)),
+    N(MN, r"\(\d+ epochs, ([\d.]+) s", NOISE, ("config/train_seconds", F1)),
+    N(MN, r"accuracy on the ([\d,]+) test images", NOISE, ("config/num_test", ",d")),
+    N(MN, r"noisy versions at σ = (\d+)", NOISE, ("config/sigma", "g")),
+    N(MN, r"paper does not give σ; ([\d.]+) is the", NOISE, ("config/sigma_best_fit_this_run", F1)),
+    N(
+        MN,
+        r"the whole\s+sweep ([\d.]+–[\d.]+)",
+        NOISE,
+        ("config/sigmas/0", F1),
+        ("config/sigmas/-1", F1),
+    ),
+    N(MN, r"^(\| clean \|.*)$", NOISE, ("clean_accuracy", F4), ("paper/clean_accuracy_value", F2)),
+    *(
+        N(MN, rf"^(\| noisy {v} \|.*)$", NOISE, (accuracy(v), F4), (f"paper/{v}", F2))
+        for v in ("bordered", "background", "framed")
+    ),
+    N(
+        MN,
+        r"per clean test image: ([\d.]+% ± [\d.]+%)",
+        NOISE,
+        ("active_fraction/overall/mean", F1, PCT),
+        ("active_fraction/overall/std", F1, PCT),
+    ),
+    N(MN, r"\(paper: about (\d+)%\)", NOISE, ("paper/active_fraction", ".0f", PCT)),
+    N(
+        MN,
+        r"per layer\s+(\d+% / \d+% / \d+%)",
+        NOISE,
+        *((f"active_fraction/layers/{i}/mean", ".0f", PCT) for i in range(3)),
+    ),
+    # --- Measuring the claims on MNIST ---------------------------------------------------------
+    N(MM, r"Over (\d+) test digits", METRICS, ("config/num_images", INT)),
+    N(
+        MM,
+        r"Insens (0\.\d+ / 0\.\d+ / 0\.\d+) \(bordered",
+        METRICS,
+        *((f"{ROB}/insens/{v}/spearman/mean", F3) for v in ("bordered", "background", "framed")),
+    ),
+    N(
+        MM,
+        r"framed\), rank (\d+ / \d+ / \d+ of \d+)\.",
+        METRICS,
+        *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
+        (n_methods, INT),
+    ),
+    N(
+        MM,
+        r"best on bordered \((0\.\d+)\)",
+        METRICS,
+        (placed(ROB, "bordered/spearman", True, "smoothgrad", 1), F3),
+    ),
+    N(
+        MM,
+        r"on background\s+\((0\.\d+)\)",
+        METRICS,
+        (placed(ROB, "background/spearman", True, "smoothgrad", 1), F3),
+    ),
+    N(
+        MM,
+        r"on framed deep_taylor_bounded \((0\.\d+)\)",
+        METRICS,
+        (placed(ROB, "framed/spearman", True, "deep_taylor_bounded", 1), F3),
+    ),
+    N(
+        MM,
+        r"and deep_taylor \((0\.\d+)\) score above",
+        METRICS,
+        (placed(ROB, "framed/spearman", True, "deep_taylor", 2), F3),
+    ),
+    N(
+        MM,
+        r"score above\s+SmoothGrad \((0\.\d+)\)",
+        METRICS,
+        (placed(ROB, "framed/spearman", True, "smoothgrad", 3), F3),
+    ),
+    N(
+        MM,
+        r"undefined \(an all-zero map[^)]*\) on (\d+) of the \d+",
+        METRICS,
+        (undefined_framed, INT),
+    ),
+    N(MM, r"on \d+ of the (\d+) framed images", METRICS, ("config/num_images", INT)),
+    N(
+        MM,
+        r"over the other (\d+)\.",
+        METRICS,
+        (f"{ROB}/deep_taylor_bounded/framed/spearman/n", INT),
+    ),
+    N(
+        MM,
+        r"deletion AUC (0\.\d+) against (0\.\d+) for random",
+        METRICS,
+        (f"{FAITH}/insens/signed/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        MM,
+        r"deletion AUC 0\.\d+ against (0\.\d+) for random",
+        METRICS,
+        (f"{FAITH}/random/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        MM,
+        r"ranks (\d+th–\d+th\s+of \d+)",
+        METRICS,
+        (rank_span(FAITH, FAITH4, LOWER_HIGHER, min), INT),
+        (rank_span(FAITH, FAITH4, LOWER_HIGHER, max), INT),
+        (n_methods, INT),
+    ),
+    N(
+        MM,
+        r"unchanged \(rank correlation (1\.00)\)",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/mean", F2),
+    ),
+    N(MM, r"signed map \((0\.\d+)\)", METRICS, (f"{RAND}/insens/Conv_0/spearman/mean", F2)),
+    N(
+        MM,
+        r"\(\|map\|: (0\.\d+);\s+\d+ digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/mean", F3),
+    ),
+    N(
+        MM,
+        r"\(\|map\|: 0\.\d+;\s+(\d+) digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/n", INT),
+    ),
+    # --- Pixel encodings -----------------------------------------------------------------------
+    N(
+        ENC,
+        r"nets, (\d+) epochs each",
+        "encodings_fashion_mnist.json",
+        ("config/train/epochs", INT),
+    ),
+    N(
+        ENC,
+        r"test accuracy (0\.\d+–0\.\d+)",
+        "encodings_fashion_mnist.json",
+        (lambda d: min(d["accuracy"].values()), F2),
+        (lambda d: max(d["accuracy"].values()), F2),
+    ),
+    N(
+        ENC,
+        r"Insens maps is (−0\.\d+ ± 0\.\d+)",
+        "encodings_fashion_mnist.json",
+        (placed("reversal", "mean vs neg_mean/pearson", False, "insens", 1), F2),
+        ("reversal/insens/mean vs neg_mean/pearson/std", F2),
+    ),
+    N(
+        ENC,
+        r"the most reversed of the (\d+) methods",
+        "encodings_fashion_mnist.json",
+        (n_methods, INT),
+    ),
+    # --- CIFAR-10 ------------------------------------------------------------------------------
+    N(CIF, r"(\d+) epochs:", "cifar10.json", ("config/train/epochs", INT)),
+    N(CIF, r"test accuracy (0\.\d+)\.", "cifar10.json", ("test_accuracy", F3)),
+    N(CIF, r"\(σ = ([\d.]+)\)", "cifar10.json", ("config/sigma", "g")),
+    N(
+        CIF,
+        r"rank correlation\s+of (0\.\d+) with the clean maps",
+        "cifar10.json",
+        ("robustness/insens/spearman/mean", F3),
+    ),
+    N(
+        CIF,
+        r"with the clean maps over (\d+) test images",
+        "cifar10.json",
+        ("config/num_images", INT),
+    ),
+    N(
+        CIF,
+        r"test images \(rank (\d+ of \d+)\)",
+        "cifar10.json",
+        (
+            lambda d: rank({m: v["spearman"] for m, v in d["robustness"].items()}, "insens", True),
+            INT,
+        ),
+        (n_methods, INT),
+    ),
+    N(
+        CIF,
+        r"deep_taylor_bounded \((0\.\d+), undefined on (\d+) of the (\d+) images\)",
+        "cifar10.json",
+        (lambda d: placed_cifar(d, "deep_taylor_bounded", 1), F3),
+    ),
+    N(
+        CIF,
+        r"deep_taylor_bounded \(0\.\d+, undefined on (\d+ of the \d+) images\)",
+        "cifar10.json",
+        ("robustness/deep_taylor_bounded/spearman/n_undefined", INT),
+        ("config/num_images", INT),
+    ),
+    N(
+        CIF,
+        r"then SmoothGrad \((0\.\d+)\)",
+        "cifar10.json",
+        (lambda d: placed_cifar(d, "smoothgrad", 2), F3),
+    ),
+    # --- Pong ----------------------------------------------------------------------------------
+    N(PONG, r"trained for ([\d.]+)M frames", "pong_training.json", ("frames_trained", F2, 1e-6)),
+    N(PONG, r"about (\d+) minutes", "pong_training.json", ("training_wall_seconds", ".0f", 1 / 60)),
+    N(
+        PONG,
+        r"at (\+[\d.]+ ± [\d.]+) mean return",
+        "pong_training.json",
+        ("evaluation/latest/mean_return", F1),
+        ("evaluation/latest/std_return", F1),
+    ),
+    N(PONG, r"over (\d+) episodes", "pong_training.json", ("evaluation/episodes", INT)),
+    N(
+        PONG,
+        r"against\s+(−[\d.]+ ± [\d.]+) for a random",
+        "pong_training.json",
+        ("evaluation/random/mean_return", F1),
+        ("evaluation/random/std_return", F1),
+    ),
+    # --- Baselines and speed -------------------------------------------------------------------
+    N(BASE, r"batch (\d+) of", ATTR, ("config/batch", INT)),
+    N(BASE, r"limited to (\d+)\s+threads", ATTR, ("config/threads", INT)),
+    N(BASE, r"median of (\d+) timed calls", ATTR, ("config/repeats", INT)),
+    N(
+        BASE,
+        r"load average ([\d.]+ at the start, [\d.]+) at the end",
+        ATTR,
+        ("machine/load_at_start/0", F2),
+        ("machine/load_at_end/0", F2),
+    ),
+    N(
+        BASE,
+        r"timed\s+([\d,]+ and [\d,]+) img/s",
+        ATTR,
+        ("library/lrp_alpha_beta/images_per_s", ",.0f"),
+        ("library/lrp_alpha1_beta0/images_per_s", ",.0f"),
+    ),
+    attribution_row("gradient", "gradient", "captum_saliency"),
+    attribution_row("gradient × input", "gradient_x_input", "captum_input_x_gradient"),
+    attribution_row(
+        "integrated gradients (64 points)", "integrated_gradients", "captum_integrated_gradients"
+    ),
+    attribution_row("SmoothGrad (32 samples)", "smoothgrad", "captum_smoothgrad"),
+    attribution_row("guided backprop", "guided_backprop", "captum_guided_backprop"),
+    attribution_row("DeconvNet", "deconvnet", "captum_deconvolution"),
+    attribution_row("LRP-ε", "lrp_epsilon", "zennit_epsilon_plus"),
+    attribution_row("LRP z+", "lrp_zplus", "zennit_epsilon_plus"),
+    attribution_row("LRP α2β1", "lrp_alpha2_beta1", "zennit_epsilon_plus"),
+    attribution_row("Deep Taylor", "deep_taylor", "zennit_epsilon_plus"),
+    attribution_row("Deep Taylor bounded", "deep_taylor_bounded", "zennit_epsilon_plus"),
+    # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
+    N(
+        SPEED,
+        r"load average ([\d.]+ at the start\s+and [\d.]+) at the end",
+        CPU,
+        ("machine/load_at_start/0", F2),
+        ("machine/load_at_end/0", F2),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1 \| [\d.]+ img/s .*)$",
+        CPU,
+        ("config/batches", INT),
+        ("cases/naive@1/images_per_s", F1),
+        ("cases/insens@1/images_per_s", F1),
+        ("ratios/1/insens_vs_naive_speed", F1),
+        (lambda d: per_image(d, "naive@1"), ".0f", MiB),
+        (lambda d: per_image(d, "insens@1"), F1, MiB),
+        ("cases/naive@1/rss_peak_delta_bytes_per_image", ".0f", MiB),
+        ("cases/insens@1/rss_peak_delta_bytes_per_image", ".0f", MiB),
+    ),
+    N(
+        SPEED,
+        r"^(\| 64 \| [\d.]+ img/s .*)$",
+        CPU,
+        ("config/batches", INT),
+        ("cases/naive@64/images_per_s", F1),
+        ("cases/insens@64/images_per_s", F1),
+        ("ratios/64/insens_vs_naive_speed", ".0f"),
+        (lambda d: per_image(d, "naive@64"), F1, MiB),
+        (lambda d: per_image(d, "insens@64"), F2, MiB),
+        ("ratios/64/insens_vs_naive_xla_temp_bytes_per_image", F1, PCT),
+        ("cases/naive@64/rss_peak_delta_bytes_per_image", ".0f", MiB),
+        ("cases/insens@64/rss_peak_delta_bytes_per_image", F1, MiB),
+        ("ratios/64/insens_vs_naive_rss_peak_delta_bytes_per_image", F1, PCT),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1024 \| does not fit .*)$",
+        CPU,
+        ("config/batches", INT),
+        (lambda d: 1024 * per_image(d, "naive@64"), ".0f", GiB),
+        ("config/batches", INT),
+        (lambda d: per_image(d, "naive@64"), F1, MiB),
+        ("cases/insens@1024/images_per_s", F1),
+        (lambda d: per_image(d, "insens@1024"), F2, MiB),
+        ("cases/insens@1024/rss_peak_delta_bytes_per_image", F2, MiB),
+    ),
+    N(
+        SPEED,
+        r"from the naive route in float64 by ([\d.e-]+) of",
+        CPU,
+        ("exactness/rel_err_x64_insens", E1),
+    ),
+    N(SPEED, r"On the same (\d+) images the maps", CPU, ("exactness/images", INT)),
+    N(
+        SPEED,
+        r"naive route itself: ([\d.e-]+)\)\.\n\nThe MNIST",
+        CPU,
+        ("exactness/rel_err_x64_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"computes Insens for all ([\d,]+) test images in about (\d+) minutes",
+        NOISE,
+        ("insens_all/num_images", ",d"),
+    ),
+    N(SPEED, r"test images in about (\d+) minutes", NOISE, ("insens_all/seconds", ".0f", 1 / 60)),
+    N(SPEED, r"\(([\d.]+) s in the run recorded", NOISE, ("insens_all/seconds", F1)),
+    N(SPEED, r"(\d+)-pixel outline", NOISE, ("config/outline_radius", INT)),
+    N(
+        SPEED,
+        r"outline: ([\d.]+ ± [\d.]+)\)",
+        NOISE,
+        ("insens_all/share_on_digit_outline/mean", F3),
+        ("insens_all/share_on_digit_outline/std", F3),
+    ),
+    N(
+        SPEED,
+        r"runs at\s+([\d.]+k / [\d.]+k img/s at batch \d+ / \d+)",
+        CPU,
+        ("cases/forward@64/images_per_s", F1, 1e-3),
+        ("cases/forward@1024/images_per_s", F1, 1e-3),
+        ("config/batches", INT),
+        ("config/batches", INT),
+    ),
+    N(
+        SPEED,
+        r"the naive route to ([\d.e-]+ \(maps of size about [\d.e-]+)\)",
+        CPU,
+        ("exactness/max_abs_diff", E1),
+        ("exactness/max_abs_naive", E1),
+    ),
+    # --- Insens speed: Q-network ---------------------------------------------------------------
+    N(
+        SPEED,
+        r"takes ([\d.]+) s per image \(median of (\d+) runs, ([\d.]+)–([\d.]+) s; ([\d.]+) GiB",
+        QN,
+        ("cases/naive@1/median_s", F1),
+    ),
+    N(
+        SPEED,
+        r"s per image \(median of (\d+ runs, [\d.]+–[\d.]+) s; ([\d.]+) GiB",
+        QN,
+        ("config/repeats", INT),
+        (lambda d: min(d["cases"]["naive@1"]["runs_s"]), F1),
+        (lambda d: max(d["cases"]["naive@1"]["runs_s"]), F1),
+    ),
+    N(
+        SPEED,
+        r"; ([\d.]+) GiB of XLA\s+temporaries per image\), `slp.insens`",
+        QN,
+        (lambda d: per_image(d, "naive@1"), F2, GiB),
+    ),
+    N(
+        SPEED,
+        r"`slp.insens` ([\d.]+ img/s at batch \d+ and [\d.]+ img/s at batch \d+ "
+        r"\([\d.]+ /\s+[\d.]+) MiB",
+        QN,
+        ("cases/insens@1/images_per_s", F1),
+        ("config/batches", INT),
+        ("cases/insens@8/images_per_s", F1),
+        ("config/batches", INT),
+        (lambda d: per_image(d, "insens@1"), F1, MiB),
+        (lambda d: per_image(d, "insens@8"), F1, MiB),
+    ),
+    N(
+        SPEED,
+        r"max \|difference\| to the naive route ([\d.e-]+ \(maps of size [\d.e-]+)\)",
+        QN,
+        ("exactness/max_abs_diff", E1),
+        ("exactness/max_abs_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"runs at ([\d.]+ / [\d.]+) img/s\.",
+        QNP,
+        ("cases/insens@1/images_per_s", F1),
+        ("cases/insens@8/images_per_s", F1),
+    ),
+    # --- Insens speed: ResNet-8 ----------------------------------------------------------------
+    N(
+        SPEED,
+        r"naive\s+route ([\d.]+ / [\d.]+ img/s at batch \d+ / \d+ \([\d.]+ GiB / [\d.]+) GiB",
+        RN,
+        ("cases/naive@1/images_per_s", F2),
+        ("cases/naive@8/images_per_s", F2),
+        ("config/batches", INT),
+        ("config/batches", INT),
+        (lambda d: per_image(d, "naive@1"), F2, GiB),
+        (lambda d: per_image(d, "naive@8"), F2, GiB),
+    ),
+    N(
+        SPEED,
+        r"\(cone route\) ([\d.]+ / [\d.]+\s+img/s \([\d.]+× / [\d.]+×; [\d.]+ / [\d.]+) MiB",
+        RN,
+        ("cases/insens@1/images_per_s", F1),
+        ("cases/insens@8/images_per_s", F1),
+        ("ratios/1/insens_vs_naive_speed", F1),
+        ("ratios/8/insens_vs_naive_speed", F1),
+        (lambda d: per_image(d, "insens@1"), ".0f", MiB),
+        (lambda d: per_image(d, "insens@8"), F1, MiB),
+    ),
+    N(
+        SPEED,
+        r"the probe\s+route ([\d.]+ / [\d.]+) img/s",
+        RNP,
+        ("cases/insens@1/images_per_s", F1),
+        ("cases/insens@8/images_per_s", F1),
+    ),
+    N(
+        SPEED,
+        r"On (\d+) images: relative error vs the\s+naive route",
+        RN,
+        ("exactness/images", INT),
+    ),
+    N(
+        SPEED,
+        r"naive route in float64 ([\d.e-]+ \(the float32 naive route\s+itself: [\d.e-]+)\)",
+        RN,
+        ("exactness/rel_err_x64_insens", E1),
+        ("exactness/rel_err_x64_naive", E1),
+    ),
+    # --- Insens speed: H100 --------------------------------------------------------------------
+    N(SPEED, r"\(jax ([\d.]+),", GPU, ("run2/machine/jax_version", "s")),
+    N(
+        SPEED,
+        r"over (\d+)\s+images \(the float32 naive route itself: ([\d.e-]+)\)",
+        GPU,
+        ("run2/exactness/images", INT),
+    ),
+    N(
+        SPEED,
+        r"over \d+\s+images \(the float32 naive route itself: ([\d.e-]+)\)",
+        GPU,
+        ("run2/exactness/rel_err_x64_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1 \| naive `jax.jacfwd` route \|.*)$",
+        GPU,
+        ("run1/config/batches", INT),
+        ("run1/cases/naive@1/images_per_s", ",.0f"),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1 \| `slp.insens` \|.*)$",
+        GPU,
+        ("run1/config/batches", INT),
+        ("run1/cases/insens@1/images_per_s", ",.0f"),
+    ),
+    N(
+        SPEED,
+        r"^(\| 64 \| naive `jax.jacfwd` route \(.*)$",
+        GPU,
+        ("run2/config/batches", INT),
+        (lambda d: d["run2"]["cases"]["naive@64"]["xla_temp_bytes_per_image"], ".0f", MiB),
+        ("run2/cases/naive@64/images_per_s", ",.0f"),
+        ("run2/exactness/rel_err_x64_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"^(\| 64 \| `slp.insens` \(.*)$",
+        GPU,
+        ("run2/config/batches", INT),
+        (lambda d: d["run2"]["cases"]["insens@64"]["xla_temp_bytes_per_image"], F2, MiB),
+        ("run2/cases/insens@64/images_per_s", ",.0f"),
+        ("run2/ratios/64/insens_vs_naive_speed", F1),
+        ("run2/exactness/rel_err_x64_insens", E1),
+    ),
+    *(
+        N(
+            SPEED,
+            rf"^(\| {b} \| `slp.insens` \(default: float32 products\).*)$",
+            GPU,
+            ("run2/config/batches", INT),
+            (f"run2/cases/insens@{b}/images_per_s", ",.0f"),
+            ("run2/exactness/rel_err_x64_insens", E1),
+        )
+        for b in (1024, 8192)
+    ),
+    *(
+        N(
+            SPEED,
+            rf"^(\| 1024 / 8192 \| `precision=\"{p}\"`.*)$",
+            GPU,
+            ("run2/config/batches", INT),
+            ("run2/config/batches", INT),
+            (f"run2/cases/insens:{p}@1024/images_per_s", ",.0f"),
+            (f"run2/cases/insens:{p}@8192/images_per_s", ",.0f"),
+            (f"run2/exactness/rel_err_x64_insens_{p}", E1),
+        )
+        for p in ("tf32x3", "bf16x6", "bf16x9")
+    ),
+    N(
+        SPEED,
+        r"^(\| 1024 / 8192 \| `precision=\"default\"`.*)$",
+        GPU,
+        ("run1/config/batches", INT),
+        ("run1/config/batches", INT),
+        ("run1/cases/insens:default@1024/images_per_s", ",.0f"),
+        ("run1/cases/insens:default@8192/images_per_s", ",.0f"),
+        ("run1/exactness/rel_err_x64_insens_default", E1),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1024 / 8192 \| forward pass .*)$",
+        GPU,
+        ("run2/config/batches", INT),
+        ("run2/config/batches", INT),
+        ("run2/cases/forward@1024/images_per_s", F1, 1e-6),
+        ("run2/cases/forward@8192/images_per_s", F1, 1e-6),
+    ),
+    N(
+        SPEED,
+        r"exact route does ([\d.]+)k img/s",
+        GPU,
+        ("run2/cases/insens@8192/images_per_s", F1, 1e-3),
+    ),
+    N(
+        SPEED,
+        r"split operands give ([\d.]+)k img/s\n\(`tf32x3`\) and ([\d.]+)k",
+        GPU,
+        ("run2/cases/insens:tf32x3@8192/images_per_s", F1, 1e-3),
+    ),
+    N(
+        SPEED,
+        r"\(`tf32x3`\) and ([\d.]+)k \(`bf16x6`\)",
+        GPU,
+        ("run2/cases/insens:bf16x6@8192/images_per_s", F1, 1e-3),
+    ),
+    N(
+        SPEED,
+        r"with errors of ([\d.e-]+ and [\d.e-]+ against the float32\s+route's [\d.e-]+);",
+        GPU,
+        ("run2/exactness/rel_err_x64_insens_tf32x3", E1),
+        ("run2/exactness/rel_err_x64_insens_bf16x6", E1),
+        ("run2/exactness/rel_err_x64_insens", E1),
+    ),
+    N(
+        SPEED,
+        r"TF32 gives ([\d.]+k img/s at [\d.e-]+)\.",
+        GPU,
+        ("run1/cases/insens:default@8192/images_per_s", F1, 1e-3),
+        ("run1/exactness/rel_err_x64_insens_default", E1),
+    ),
+    N(
+        SPEED,
+        r"keep float32-level error \(([\d.e-]+, [\d.e-]+)\)",
+        GPU,
+        ("run1/exactness/rel_err_x64_insens_TF32_TF32_F32_X3", E1),
+        ("run1/exactness/rel_err_x64_insens_BF16_BF16_F32_X6", E1),
+    ),
+    N(
+        SPEED,
+        r"ran at only ([\d.]+–[\d.]+)k",
+        GPU,
+        (
+            lambda d: min(
+                d["run1"]["cases"][f"insens:{p}@{b}"]["images_per_s"]
+                for p in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6")
+                for b in (1024, 8192)
+            ),
+            F1,
+            1e-3,
+        ),
+        (
+            lambda d: max(
+                d["run1"]["cases"][f"insens:{p}@{b}"]["images_per_s"]
+                for p in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6")
+                for b in (1024, 8192)
+            ),
+            F1,
+            1e-3,
+        ),
+    ),
+    N(
+        SPEED,
+        r"ran at ([\d.]+–[\d.]+k with [\d.e-]+) error",
+        GPU,
+        ("run1/cases/insens:BF16_BF16_F32_X9@1024/images_per_s", F1, 1e-3),
+        ("run1/cases/insens:BF16_BF16_F32_X9@8192/images_per_s", F1, 1e-3),
+        ("run1/exactness/rel_err_x64_insens_BF16_BF16_F32_X9", E1),
+    ),
+    N(SPEED, r"At batch (\d+) the GPU", GPU, ("run1/config/batches", INT)),
+    # --- Limitations ---------------------------------------------------------------------------
+    N(
+        LIM,
+        r"\(rank correlation (1\.00) with the trained map; rank (\d+)\s+of (\d+) at that step",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/mean", F2),
+    ),
+    N(
+        LIM,
+        r"with the trained map; rank (\d+\s+of \d+) at that step",
+        METRICS,
+        (rank_of(RAND, "Dense_1/spearman_abs", False), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"rank correlation of (0\.\d+) with the\s+trained network's \|Insens\| \((\d+) digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/mean", F3),
+    ),
+    N(
+        LIM,
+        r"trained network's \|Insens\| \((\d+) digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/n", INT),
+    ),
+    N(
+        LIM,
+        r"the signed map drops to (0\.\d+)\.",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman/mean", F2),
+    ),
+    N(
+        LIM,
+        r"\|map\| (0\.\d+), signed (0\.\d+) \((\d+) images;",
+        "cifar10.json",
+        (f"{RAND}/insens/Conv_0/spearman_abs/mean", F2),
+    ),
+    N(
+        LIM,
+        r"\|map\| 0\.\d+, signed (0\.\d+ \(\d+) images;",
+        "cifar10.json",
+        (f"{RAND}/insens/Conv_0/spearman/mean", F2),
+        (f"{RAND}/insens/Conv_0/spearman/n", INT),
+    ),
+    N(
+        LIM,
+        r"only (0\.\d+) of \|Insens\| lies on the objects",
+        "pong.json",
+        ("methods/insens/object_mass_share", F3),
+    ),
+    N(
+        LIM,
+        r"hardly more than the (0\.\d+) of the frame's pixels",
+        "pong.json",
+        ("state/object_pixel_share", F3),
+    ),
+    N(
+        LIM,
+        r"guided\s+backprop puts (0\.\d+) of its map there",
+        "pong.json",
+        ("methods/guided_backprop/object_mass_share", F3),
+    ),
+    N(LIM, r"LRP α2β1 (0\.\d+)\.", "pong.json", ("methods/lrp_alpha2_beta1/object_mass_share", F3)),
+    N(
+        LIM,
+        r"deletion AUC (0\.\d+ against 0\.\d+) for random \(lower is\s+better\)",
+        "cifar10.json",
+        (f"{FAITH}/insens/signed/deletion/auc_probability/mean", F3),
+        (f"{FAITH}/random/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"It still ranks (\d+th of \d+)",
+        "cifar10.json",
+        (rank_of(FAITH, "signed/deletion/auc_probability", False), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"only deep_taylor_bounded\s+\((0\.\d+)\) beats random",
+        "cifar10.json",
+        (only_method_better_than_random, F3),
+    ),
+    N(
+        LIM,
+        r"Inserting them\s+gives (0\.\d+ against 0\.\d+) for random \(rank (\d+ of \d+)\)",
+        "cifar10.json",
+        (f"{FAITH}/insens/signed/insertion/auc_probability/mean", F3),
+        (f"{FAITH}/random/insertion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"for random \((rank \d+ of \d+)\)\. In \|map\|",
+        "cifar10.json",
+        (rank_of(FAITH, "signed/insertion/auc_probability", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"random level \((0\.\d+)\) and insertion ranks (\d+)th \((0\.\d+)\)\. (\d+) test images",
+        "cifar10.json",
+        (f"{FAITH}/insens/abs/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"and insertion ranks (\d+th \(0\.\d+)\)\. \d+ test images",
+        "cifar10.json",
+        (rank_of(FAITH, "abs/insertion/auc_probability", True), INT),
+        (f"{FAITH}/insens/abs/insertion/auc_probability/mean", F3),
+    ),
+    N(LIM, r"\)\. (\d+) test images,", "cifar10.json", ("config/num_images", INT)),
+    N(
+        LIM,
+        r"Deletion AUC (0\.\d+\s+against 0\.\d+) for random, but rank",
+        METRICS,
+        (f"{FAITH}/insens/signed/deletion/auc_probability/mean", F3),
+        (f"{FAITH}/random/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"for random, but (rank \d+ of \d+; insertion rank \d+ of \d+) \(signed order",
+        METRICS,
+        (rank_of(FAITH, "signed/deletion/auc_probability", False), INT),
+        (n_methods, INT),
+        (rank_of(FAITH, "signed/insertion/auc_probability", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"Localisation: (\d+th of \d+)\.",
+        METRICS,
+        (rank_of(ROB, "clean/on_digit", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"On clean MNIST digits (0\.\d+) of \|Insens\|",
+        METRICS,
+        (f"{ROB}/insens/clean/on_digit/mean", F3),
+    ),
+    N(LIM, r"and its outline \((\d+) digits; ", METRICS, (f"{ROB}/insens/clean/on_digit/n", INT)),
+    N(
+        LIM,
+        r"digits; (0\.\d+ over all [\d,]+) test digits",
+        NOISE,
+        ("insens_all/share_on_digit_outline/mean", F3),
+        ("insens_all/num_images", ",d"),
+    ),
+    N(
+        LIM,
+        r"\), (rank \d+ of \d+)\. Maps that",
+        METRICS,
+        (rank_of(ROB, "clean/on_digit", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"score\s+(1\.000) there by construction",
+        METRICS,
+        (lambda d: min(d[ROB][m]["clean"]["on_digit"]["mean"] for m in INPUT_MULTIPLES), F3),
+    ),
+    N(
+        LIM,
+        r"(rank \d+, \d+ and \d+ of \d+) on MNIST",
+        METRICS,
+        *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"(rank \d+ of \d+) on CIFAR-10",
+        "cifar10.json",
+        (
+            lambda d: rank({m: v["spearman"] for m, v in d["robustness"].items()}, "insens", True),
+            INT,
+        ),
+        (n_methods, INT),
+    ),
+)
+
+
+def placed_cifar(d, name: str, place: int):
+    scores = {m: v["spearman"] for m, v in d["robustness"].items()}
+    r = rank(scores, name, True)
+    return scores[name]["mean"] if r == place else f"{name} ranks {r}, not {place}"
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+def _flexible(pattern: str) -> str:
+    """``pattern`` with each space matching any run of whitespace (README lines wrap)."""
+    return pattern.replace("\\ ", " ").replace(" ", r"\s+")
+
+
+def _normal(text: str) -> str:
+    text = text.replace("−", "-").lstrip("+")
+    return re.sub(
+        r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), text
+    )
+
+
+def expected(value: Value, doc: Any) -> list[str] | str:
+    """The printed forms ``value`` allows, or why it cannot be printed (a claim that fails)."""
+    got = value.get(doc) if callable(value.get) else at(doc, value.get)
+    options = got if isinstance(got, list) else [got]
+    if value.fmt == "s":
+        return [str(o) for o in options]
+    if any(isinstance(o, (str, dict)) or o is None for o in options):
+        return f"not a number: {got!r}"
+    return [_normal(format(o * value.scale if value.scale != 1 else o, value.fmt)) for o in options]
+
+
+def _excluded_spans(text: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in CODE.finditer(text)] + [m.span() for m in LINK_TARGET.finditer(text)]
+    for pattern in ALLOWED:
+        spans += [m.span() for m in re.finditer(pattern, text)]
+    return spans
+
+
+def _inside(pos: int, spans) -> bool:
+    return any(a <= pos < b for a, b in spans)
+
+
+def _numbers(text: str, start: int, end: int, skip) -> list[re.Match]:
+    return [m for m in NUMBER.finditer(text, start, end) if not _inside(m.start("num"), skip)]
+
+
+@pytest.mark.parametrize(
+    "entry", NUMBERS, ids=[f"{e.section[:12]}:{e.pattern[:40]}" for e in NUMBERS]
+)
+def test_readme_number_matches_its_results_file(entry: Numbers):
+    block = block_for(entry.section)
+    stem = re.escape(Path(entry.source).stem)
+    assert re.search(rf"results/{stem}\.(json|md)", block.text), (
+        f"README section {block.heading!r} prints numbers from {entry.source} but does not cite it"
+    )
+    doc = load(entry.source)
+    skip = _excluded_spans(block.text)
+    matches = list(re.finditer(_flexible(entry.pattern), block.text, re.M))
+    assert matches, f"{entry.pattern!r} is not in README section {block.heading!r}"
+    for m in matches:
+        printed = _numbers(block.text, m.start(1), m.end(1), skip)
+        assert len(printed) == len(entry.values), (
+            f"{m.group(1)!r}: {len(printed)} numbers, the table has {len(entry.values)}"
+        )
+        for p, value in zip(printed, entry.values, strict=True):
+            want = expected(value, doc)
+            assert _normal(p.group("num")) in want, (
+                f"README {block.heading!r}: {m.group(1)!r} prints {p.group('num')}; "
+                f"{entry.source} {value.get if isinstance(value.get, str) else 'gives'} {want}"
+            )
+
+
+def test_every_number_in_the_result_sections_is_traced():
+    untraced = []
+    for block in checked_blocks():
+        covered = []
+        for entry in NUMBERS:
+            if block.heading.startswith(entry.section):
+                pattern = _flexible(entry.pattern)
+                covered += [m.span(1) for m in re.finditer(pattern, block.text, re.M)]
+        skip = _excluded_spans(block.text) + covered
+        for m in _numbers(block.text, 0, len(block.text), skip):
+            line = block.text[: m.start()].count("\n")
+            context = block.text.splitlines()[line].strip()
+            untraced.append(f"{block.heading[:30]!r}: {m.group()!r} in {context!r}")
+    assert not untraced, "numbers without a results file in NUMBERS:\n" + "\n".join(untraced)
+
+
+def test_checked_sections_exist():
+    parents = {b.parent for b in readme_blocks()}
+    assert set(CHECKED) <= parents, f"missing README sections: {set(CHECKED) - parents}"
+    headings = [b.heading for b in checked_blocks()]
+    for entry in NUMBERS:
+        assert sum(h.startswith(entry.section) for h in headings) == 1, entry.section
