@@ -83,8 +83,9 @@ def path_points(steps: int, quadrature: str) -> tuple[np.ndarray, np.ndarray]:
 
     Args:
       steps: number of points (>= 1; >= 2 for ``"linspace"`` and ``"riemann_trapezoid"``).
-      quadrature: ``"linspace"`` (iNNvestigate 1.0.x: ``steps`` equally spaced points from 0 to 1
-        inclusive, plain mean), ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
+      quadrature: ``"linspace"`` (``steps`` equally spaced points from 0 to 1 inclusive,
+        plain mean), ``"riemann_left"`` (``alpha = k / steps`` for ``k = 0 .. steps - 1``:
+        what every iNNvestigate release computes), ``"riemann_right"``, ``"riemann_middle"``,
         ``"riemann_trapezoid"`` (weights summing to 1; Captum's sum to ``1 - 1/steps``) or
         ``"gausslegendre"`` (Captum's default).
 
@@ -144,7 +145,7 @@ def integrated_gradients(
       baseline: ``x'``, a scalar or an array of shape ``X`` (default 0).
       steps: number of points on the path (iNNvestigate's and this default: 64).
       quadrature: how the path integral is approximated, see `path_points` (default
-        iNNvestigate's ``"linspace"``; Captum's ``method``).
+        ``"linspace"``; iNNvestigate's is ``"riemann_left"``; Captum's ``method``).
       batch_size: points evaluated at once (None: all ``steps`` in one batch); bounds
         memory at about ``batch_size`` backward passes.
 
