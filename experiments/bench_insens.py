@@ -5,6 +5,8 @@ Run:
     python experiments/bench_insens.py --isolate        # + peak RSS per case (subprocesses)
     python experiments/bench_insens.py --batches 64 1024 8192 --precisions tf32x3 bf16x6 \
         --variant-batches 1024 8192 --naive-max-batch 64 --max-memory-gb 60   # H100: 2 min
+    python experiments/bench_insens.py --zoo    # the model zoo, batch 64: CPU, 2 cores: 10-20 min
+    python experiments/bench_insens.py --zoo --batch 4 --repeats 1 --out /tmp/zoo  # 4-5 min
 
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
 -> dense 10) on 28x28x1 inputs (or, ``--model qnetwork``, the DQN Q-network of the Pong
@@ -35,6 +37,16 @@ is present; by default the matrix products run at the highest precision (no TF32
 a precision the platform does not support is reported as skipped.
 
 Writes --out/bench_insens.json (default results/) and prints a table with the ratios.
+
+``--zoo``: every network of ``experiments/zoo.py`` (the full-size 2CONV in flax.linen,
+flax.nnx, equinox, dm-haiku, plain jnp and plain jnp with dead code; an MLP; ResNet-8; the
+Q-network), or those named by ``--zoo-only``, on ``--batch`` random inputs: per network the
+route `slp.insens_plan` picks, the time to lower and compile ``jit(vmap(slp.insens(f)))``,
+its images/s and XLA temporary memory per image, the same for the naive route on
+``--naive-batch`` images, their ratios and the maps' agreement. The naive route's peak RSS
+is large on CPU (about 16 GB for the Q-network on one image, 2.8 times XLA's estimate).
+Writes --out/bench_insens_zoo_<platform>.json and a markdown table
+bench_insens_zoo_<platform>.md.
 """
 
 from __future__ import annotations
@@ -54,6 +66,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROUTES = ("naive", "insens", "forward")
+# --zoo: the naive route on more than one image only where XLA's memory estimate times this
+# is within the limit (on CPU the Q-network's peak RSS was up to 2.8 times the estimate).
+NAIVE_HEADROOM = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,7 +124,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="2CONV on 28x28x1, the DQN Q-network (strided convs) on 84x84x4, or a small "
         "residual network on 32x32x3",
     )
-    p.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
+    p.add_argument("--tiny", action="store_true", help="tiny network(s) (smoke test)")
+    p.add_argument(
+        "--zoo",
+        action="store_true",
+        help="every network of experiments/zoo.py on one batch (--batch): route, compile "
+        "time, speed and memory of slp.insens against the naive route",
+    )
+    p.add_argument("--batch", type=int, default=64, help="--zoo: images per network")
+    p.add_argument(
+        "--naive-batch",
+        type=int,
+        default=1,
+        help="--zoo: images for the naive route (its cost is linear in the images; halved "
+        "while XLA's estimate exceeds a third of the memory limit)",
+    )
+    p.add_argument("--zoo-only", default=None, help="--zoo: comma-separated zoo networks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--worker", nargs=2, metavar=("ROUTE", "BATCH"), help=argparse.SUPPRESS)
@@ -122,6 +152,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError("--batches, --repeats and --chunk-size must be >= 1")
     if args.model != "twoconv" and (args.checkpoint or args.data != "random" or args.tiny):
         raise ValueError("--checkpoint, --data mnist and --tiny are for --model twoconv")
+    if args.zoo and (args.checkpoint or args.data != "random" or args.isolate):
+        raise ValueError("--checkpoint, --data mnist and --isolate are not for --zoo")
+    if args.batch < 1 or args.naive_batch < 1:
+        raise ValueError("--batch and --naive-batch must be >= 1")
     return args
 
 
@@ -274,11 +308,14 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measure(fn, x, *, repeats: int, limit: float, rss: bool = False) -> dict[str, Any]:
+def measure(
+    fn, x, *, repeats: int, limit: float, rss: bool = False, keep_output: bool = False
+) -> dict[str, Any]:
     """Compiles ``jit(vmap(fn))`` for ``x``, reads XLA's memory analysis, times it.
 
     With ``rss``, also the peak RSS of the calls above the RSS before them (meaningful in a
-    fresh process only: memory freed by earlier cases is reused without showing up).
+    fresh process only: memory freed by earlier cases is reused without showing up). With
+    ``keep_output``, the first call's output under ``_output``.
     """
     import jax
 
@@ -326,6 +363,8 @@ def measure(fn, x, *, repeats: int, limit: float, rss: bool = False) -> dict[str
         res["rss_peak_delta_bytes_per_image"] = res["rss_peak_delta_bytes"] / x.shape[0]
     if on_gpu:  # the process's peak: per case only with --isolate
         res["device_peak_bytes"] = (dev.memory_stats() or {}).get("peak_bytes_in_use")
+    if keep_output:
+        res["_output"] = out
     del out
     res["_compiled"] = compiled
     return res
@@ -347,11 +386,14 @@ def worker(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the benchmark; returns the dict written to bench_insens.json."""
+    """Runs the benchmark; returns the dict written to bench_insens.json (with ``--zoo``:
+    bench_insens_zoo_<platform>.json)."""
     args = parse_args(argv)
     if args.worker:
         worker(args)
         return {}
+    if args.zoo:
+        return run_zoo(args, argv)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -544,6 +586,209 @@ def exactness(
     for name, m in maps.items():
         diffs[f"rel_err_x64_{name.replace(':', '_')}"] = float(np.max(np.abs(m - ref64))) / scale
     return diffs
+
+
+def zoo_network(args, name: str, x_all, key, limit: float) -> dict[str, Any]:
+    """One network of the zoo: its route, and `slp.insens` and the naive route measured."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import zoo
+
+    import slp
+
+    model = zoo.ZOO[name](key, jnp.float32, small=args.tiny)
+    x = x_all[tuple(model.input_shape)]
+    plan = slp.insens_plan(model.f, x[0], chunk_size=args.chunk_size, route=args.insens_route)
+    entry: dict[str, Any] = {"input_shape": list(model.input_shape), "route": plan.route}
+    ins = measure(
+        insens_route(args, model.f, "insens"),
+        x,
+        repeats=args.repeats,
+        limit=limit,
+        keep_output=True,
+    )
+    b = min(args.naive_batch, len(x))
+    while True:  # the naive route on fewer images where XLA's estimate is too large
+        naive = measure(
+            routes(model.f)["naive"],
+            x[:b],
+            repeats=args.repeats,
+            limit=limit if b == 1 else limit / NAIVE_HEADROOM,
+            keep_output=True,
+        )
+        if b == 1 or not naive.get("skipped", "").startswith("XLA estimate"):
+            break
+        b = max(1, b // 2)
+    outputs = {}
+    for key_, res in (("insens", ins), ("naive", naive)):
+        res.pop("_compiled", None)
+        if "_output" in res:
+            outputs[key_] = np.asarray(res.pop("_output"))
+        res["images"] = len(x) if key_ == "insens" else b
+        entry[key_] = res
+    if "images_per_s" in ins and "images_per_s" in naive:
+        entry["speedup_vs_naive"] = ins["images_per_s"] / naive["images_per_s"]
+    if naive.get("xla_temp_bytes_per_image"):
+        entry["memory_vs_naive"] = (
+            ins["xla_temp_bytes_per_image"] / naive["xla_temp_bytes_per_image"]
+        )
+    if len(outputs) == 2:  # float32 maps of the same images: agreement to rounding
+        ref = outputs["naive"]
+        scale = float(np.max(np.abs(ref))) or 1.0
+        entry["max_rel_diff_vs_naive"] = float(np.max(np.abs(outputs["insens"][:b] - ref))) / scale
+    jax.clear_caches()  # compiled executables of earlier networks are not reused
+    return entry
+
+
+def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
+    """``--zoo``: every network of experiments/zoo.py (or ``--zoo-only``) on ``--batch``
+    inputs drawn from one key (for each input shape); writes
+    ``--out/bench_insens_zoo_<platform>.json`` and ``.md``."""
+    import _shared
+    import jax
+    import jax.numpy as jnp
+    import zoo
+
+    names = list(zoo.ZOO)
+    if args.zoo_only is not None:
+        names = [n.strip() for n in args.zoo_only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in zoo.ZOO]
+        if unknown or not names:
+            raise ValueError(f"unknown zoo network(s) {unknown}; choose from {list(zoo.ZOO)}")
+    dev = jax.devices()[0]
+    limit = args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
+    kx, kw = jax.random.split(jax.random.key(args.seed))
+
+    class Inputs(dict):  # one batch per input shape, all from the key ``kx``
+        def __missing__(self, shape):
+            self[shape] = jax.random.uniform(kx, (args.batch,) + shape, jnp.float32)
+            return self[shape]
+
+    x_all = Inputs()
+    command = "python experiments/bench_insens.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    networks: dict[str, Any] = {}
+    result: dict[str, Any] = {
+        "command": command,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {
+            "device": f"{dev.device_kind} ({dev.platform})",
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "jax_version": jax.__version__,
+            "load_at_start": _load(),
+        },
+        "networks": networks,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"bench_insens_zoo_{dev.platform}"
+    print(
+        f"device {dev.device_kind} ({dev.platform}); jax {jax.__version__}; load average "
+        f"{_load()} on {os.cpu_count()} CPUs; batch {args.batch} (naive route: "
+        f"{min(args.naive_batch, args.batch)}); memory limit {limit / 2**30:.1f} GiB",
+        flush=True,
+    )
+    t_start = time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            entry = zoo_network(args, name, x_all, kw, limit)
+        except Exception as err:  # one network the engine cannot take: report, go on
+            msg = (str(err).strip().splitlines() or [""])[0]
+            entry = {"error": f"{type(err).__name__}: {msg[:300]}"}
+        entry["wall_s"] = time.perf_counter() - t0
+        networks[name] = entry
+        _shared.write_json(stem.with_suffix(".json"), result)
+        print(f"{name}: {_zoo_line(entry)}", flush=True)
+    result["machine"]["load_at_end"] = _load()
+    result["wall_s"] = time.perf_counter() - t_start
+    _shared.write_json(stem.with_suffix(".json"), result)
+    table = zoo_table(result)
+    _shared.write_text(stem.with_suffix(".md"), table)
+    print("\n" + table)
+    return result
+
+
+def _zoo_line(e: dict[str, Any]) -> str:
+    if "error" in e:
+        return f"error ({e['error']})"
+    ins, naive = e["insens"], e["naive"]
+
+    def speed(c):
+        if "images_per_s" not in c:
+            return f"skipped ({c.get('skipped')})"
+        return (
+            f"{c['images_per_s']:.4g} img/s on {c['images']}, XLA temp "
+            f"{c['xla_temp_bytes_per_image'] / 2**20:.2f} MiB/img"
+        )
+
+    nan = float("nan")
+    return (
+        f"route {e['route']}, compile {ins.get('compile_s', nan):.1f} s; insens {speed(ins)}; "
+        f"naive {speed(naive)}; speed-up {e.get('speedup_vs_naive', nan):.3g}, max rel diff "
+        f"{e.get('max_rel_diff_vs_naive', nan):.2g}"
+    )
+
+
+def zoo_table(result: dict[str, Any]) -> str:
+    """The markdown report of ``--zoo``: one row per network."""
+    cfg, machine = result["config"], result["machine"]
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        f"# Insens on the model zoo, {machine['device']}",
+        "",
+        f"Produced by `{result['command']}` in {result.get('wall_s', 0) / 60:.1f} minutes on "
+        f"{machine['cpus']} CPUs (load average {machine['load_at_start']} at the start), jax "
+        f"{machine['jax_version']}. Random weights (non-zero biases) and uniform inputs, the "
+        f"same for every network of one input shape; `jax.jit(jax.vmap(slp.insens(f)))` on "
+        f"{cfg['batch']} images, the naive route (`jax.jacfwd` of every pre-activation) on "
+        f"the first {cfg['naive_batch']} or fewer (column 'naive n'). Images/s: median of "
+        f"{cfg['repeats']} calls after a compiling one; compile: lowering and compiling "
+        f"`slp.insens` for the batch; memory: XLA's temporary buffers per image; rel. diff: "
+        f"max |insens - naive| / max |naive| on the naive route's images (float32).",
+        "",
+        "| network | input | route | compile s | insens img/s | naive img/s | naive n | "
+        "speed-up | insens MiB/img | naive MiB/img | memory ratio | rel. diff |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in result["networks"].items():
+        if "error" in e:
+            lines.append(f"| {name} | | error: {e['error']} |" + " |" * 9)
+            continue
+        ins, naive = e["insens"], e["naive"]
+
+        def mib(c):
+            v = c.get("xla_temp_bytes_per_image")
+            return None if v is None else v / 2**20
+
+        cells = [
+            name,
+            "x".join(str(n) for n in e["input_shape"]),
+            e["route"],
+            num(ins.get("compile_s"), ".1f"),
+            num(ins.get("images_per_s"), ".4g"),
+            num(naive.get("images_per_s"), ".4g"),
+            str(naive["images"]),
+            num(e.get("speedup_vs_naive"), ".3g"),
+            num(mib(ins), ".3g"),
+            num(mib(naive), ".3g"),
+            num(e.get("memory_vs_naive"), ".2g"),
+            num(e.get("max_rel_diff_vs_naive"), ".1e"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    skipped = {
+        f"{n} {r}": e[r]["skipped"]
+        for n, e in result["networks"].items()
+        for r in ("insens", "naive")
+        if r in e and "skipped" in e[r]
+    }
+    lines += [""] + [f"- {k} skipped: {v}" for k, v in skipped.items()]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 if __name__ == "__main__":
