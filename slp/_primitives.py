@@ -40,6 +40,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax._src.ad_util import add_jaxvals_p as add_any_p  # the sum of cotangents ("add_any")
 
+from slp import _cone
+
 __all__ = ["Refusal", "Declaration", "REGISTRY", "RULE_SETS", "declare", "lookup"]
 
 #: The rule sets every declaration fills (with a rule or a `Refusal`).
@@ -163,8 +165,7 @@ _NO_CONE = Refusal("not in the cone route's operations")
 # The rules themselves live in the modules of their rule sets; the registry names them.
 # Box rules (`slp._boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
 # "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier".
-# Cone rules (`slp._cone`): "identity", "shape", "neg", "add", "scale", "conv",
-# "window_sum", "channel_dot", "reduce_sum", "concatenate".
+# Cone rules are `slp._cone.ConeRule` objects (a geometry part and a tangent part).
 
 # -- pass-through ---------------------------------------------------------------------
 for _p in (
@@ -175,20 +176,20 @@ for _p in (
     declare(
         _p,
         boxes="same",
-        cone="identity",
+        cone=_cone.IDENTITY,
         relevance="rearrange",
         check=_float_result if _p is lax.convert_element_type_p else None,
     )
-declare(lax.sharding_constraint_p, boxes="same", cone="identity")
+declare(lax.sharding_constraint_p, boxes="same", cone=_cone.IDENTITY)
 declare(lax.optimization_barrier_p, boxes="barrier", cone=_NO_CONE)
-declare(lax.neg_p, boxes="same", cone="neg")
+declare(lax.neg_p, boxes="same", cone=_cone.NEG)
 
 # -- moving elements ------------------------------------------------------------------
 for _p in (lax.reshape_p, lax.squeeze_p, lax.broadcast_in_dim_p):
     declare(
         _p,
         boxes="moving",
-        cone="shape",
+        cone=_cone.SHAPE,
         relevance="rearrange" if _p is not lax.broadcast_in_dim_p else "transpose",
         input_operands=_first,
     )
@@ -208,7 +209,7 @@ declare(
     cone=_NO_CONE,
     input_operands=_operands(0, 1),
 )
-declare(lax.concatenate_p, boxes="moving", cone="concatenate")
+declare(lax.concatenate_p, boxes="moving", cone=_cone.CONCATENATE)
 declare(lax.pad_p, boxes="moving", cone=_NO_CONE, input_operands=_first)
 declare(
     lax.select_n_p,
@@ -221,19 +222,19 @@ declare(lax.scatter_add_p, boxes=_GENERIC, cone=_NO_CONE, input_operands=_operan
 declare(lax.cumsum_p, boxes="cumsum", cone=_NO_CONE)
 
 # -- sums -----------------------------------------------------------------------------
-declare(lax.add_p, boxes="elementwise", cone="add", relevance="add")
-declare(add_any_p, boxes="elementwise", cone="add", relevance="add")
-declare(lax.sub_p, boxes="elementwise", cone="add")
-declare(lax.reduce_sum_p, boxes="reduce_sum", cone="reduce_sum")
-declare(lax.reduce_window_sum_p, boxes="window_sum", cone="window_sum")
+declare(lax.add_p, boxes="elementwise", cone=_cone.ADD, relevance="add")
+declare(add_any_p, boxes="elementwise", cone=_cone.ADD, relevance="add")
+declare(lax.sub_p, boxes="elementwise", cone=_cone.ADD)
+declare(lax.reduce_sum_p, boxes="reduce_sum", cone=_cone.REDUCE_SUM)
+declare(lax.reduce_window_sum_p, boxes="window_sum", cone=_cone.WINDOW_SUM)
 
 # -- products with constants ----------------------------------------------------------
-declare(lax.mul_p, boxes="elementwise", cone="scale", check=_not_both("product"))
-declare(lax.div_p, boxes="elementwise", cone="scale", input_operands=_first)
+declare(lax.mul_p, boxes="elementwise", cone=_cone.SCALE, check=_not_both("product"))
+declare(lax.div_p, boxes="elementwise", cone=_cone.SCALE, input_operands=_first)
 declare(
     lax.dot_general_p,
     boxes="dot",
-    cone="channel_dot",
+    cone=_cone.CHANNEL_DOT,
     relevance="weight",
     check=_not_both("product"),
     matrices="dot",
@@ -241,19 +242,19 @@ declare(
 declare(
     lax.conv_general_dilated_p,
     boxes="conv",
-    cone="conv",
+    cone=_cone.CONV,
     relevance="weight",
     input_operands=_first,
     matrices="conv",
 )
 
 # -- the switches ---------------------------------------------------------------------
-declare(lax.max_p, role="relu", boxes="same", cone="relu", relevance="switch")
+declare(lax.max_p, role="relu", boxes="same", cone=_cone.RELU, relevance="switch")
 declare(
     lax.reduce_window_max_p,
     role="max_pool",
     boxes="window_max",
-    cone="max_pool",
+    cone=_cone.MAX_POOL,
     relevance="switch",
     input_operands=_first,
 )

@@ -52,7 +52,6 @@ the routes lives in private modules: `slp._cone` (the cone route's geometry and 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -157,7 +156,7 @@ class InsensPlan(NamedTuple):
       slots: probe route: int32 ``(n_chunks, n_groups, colours_per_chunk)``, for each
         group and colour of a step, the slot (column of the step) of the input element
         of that colour inside the group's box; ``pixels_per_chunk`` where there is none.
-      cone: cone route: its `slp._cone._ConeSetup` (spatial axes, block layout), else None.
+      cone: cone route: its `slp._cone.ConeGeometry` (spatial axes, block layout), else None.
     """
 
     route: str
@@ -272,8 +271,8 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     common = dict(cut=cut, pre_sites=pre, post_sites=post, cut_out_shape=cut_out_shape)
     if route in ("auto", "cone") and relu_eqn_idx:
         end = cut if cut is not None else relu_eqn_idx[-1]
-        cone = _cone.cone_setup(program, x, end)
-        if cone is not None:
+        cone = _cone.cone_geometry(program, shape, end)
+        if isinstance(cone, _cone.ConeGeometry):
             return InsensPlan(
                 "cone",
                 **common,
@@ -290,7 +289,7 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
                 cone=cone,
             )
         if route == "cone":
-            raise ValueError("the cone route does not apply to this network")
+            raise ValueError(f"the cone route does not apply to this network: {cone}")
     needed = [relu_boxes[s] for s in pre] + ([dots[cut][0]] if cut is not None else [])
     w = _widths(needed)
     lattice = tuple(int(k) for k in (np.ones(nx) if w is None else np.minimum(w, shape)))
@@ -526,108 +525,6 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     return [by_site[s] for s in range(len(program.relu_shapes))]
 
 
-def _cone_norms(program, state, x, plan: InsensPlan, precision) -> list:
-    """``|w_hat|^2`` per ReLU layer by the cone route (module docstring).
-
-    One scan step per block of input elements: their cone tangents through the
-    convolutional part (norms summed onto each layer), then, at the cut, their exact
-    Jacobian columns as one product with the slice of the dense weights that the
-    block's cones cover, pushed through the rest of the network.
-    """
-    setup = plan.cone
-    spatial = setup.spatial
-    nk = len(spatial)
-    relu_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
-    end = plan.cut if plan.cut is not None else relu_idx[-1]
-    hp = precision
-
-    def walk_block(b, mats=None):
-        rules = _cone.ConeRules(
-            program, spatial, end, setup=setup, state=state, block=b, mats=mats, precision=hp
-        )
-        try:
-            net.walk(program, x, rules)
-        except _cone.Stop:
-            pass
-        return rules
-
-    # The convolutions' cone matrices, built once outside the loop over blocks (the rest of
-    # this walk is unused and compiled away).
-    mats = walk_block(jnp.zeros((nk,), jnp.int32)).mats
-
-    if plan.cut is not None:
-        # The dense weights, with their rows laid out as the cut operand (before flattening).
-        probe = {}
-
-        def grab(b):
-            op = walk_block(b).cut_operand
-            probe["geom"], probe["global"] = op.geom, isinstance(op, _cone._Global)
-            return jnp.zeros(())
-
-        jax.eval_shape(grab, jnp.zeros((nk,), jnp.int32))
-        g = probe["geom"]
-        cut_eqn = program.eqns[plan.cut]
-        weight_rules = _PreCut(state, cut_eqn)
-        net.walk(program, x, weight_rules)
-        w_mat = _cut_matrix(cut_eqn, weight_rules.weight, weight_rules.operand.shape)
-        n_out = w_mat.shape[1]
-        w_mat = w_mat.astype(x.dtype)
-        pooled = probe["global"]
-        if pooled:  # after global pooling: the same weights for every input element
-            w_cut = _matmul.split(w_mat, hp)  # once, outside the loop
-        else:
-            w_full = w_mat.reshape(g.shape + (n_out,))
-            # Elements of a block whose cones at the cut start at the same place share one
-            # slice of the weights: split the block's offsets r by that start.
-            groups = []
-            for k in range(nk):
-                _, d = setup.starts(g, k)
-                groups.append([(int(u), np.nonzero(d == u)[0]) for u in np.unique(d)])
-            pad = [(0, 0)] * w_full.ndim
-            sizes = list(w_full.shape)
-            for k in range(nk):
-                ax = g.axis_of(k)
-                us = [u for u, _ in groups[k]]
-                b_max = int(setup.blocks[:, k].max())
-                pad[ax] = (max(0, -min(us)), max(0, b_max + max(us) + g.width[k] - g.shape[ax]))
-                sizes[ax] = g.width[k]
-            w_cut = _matmul.split(jnp.pad(w_full, pad), hp)  # once, outside the loop
-
-    def step(b):
-        rules = walk_block(b, mats)
-        sums = []
-        for s in plan.pre_sites:
-            v = rules.relu_vals[s]
-            sq = jnp.sum(v.t * v.t, axis=nk)  # over the free-channel axis f
-            sums.append(rules.overlap_add(sq, v.geom))
-        if plan.cut is None:
-            return sums
-        t = rules.cut_operand.t
-        if pooled:
-            cols = _matmul.dot(t.reshape(-1, w_mat.shape[0]), w_cut, hp)
-        else:
-            cols = []
-            for combo in itertools.product(*groups):
-                starts = [jnp.zeros((), jnp.int32)] * len(w_cut.shape)
-                part = t
-                for k, (u, members) in enumerate(combo):
-                    ax = g.axis_of(k)
-                    starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
-                    part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
-                w_win = _matmul.each(
-                    lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_cut
-                )
-                cols.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
-            cols = jnp.concatenate(cols, 0)
-        cols = cols.reshape((cols.shape[0],) + plan.cut_out_shape)
-        return sums + _post_norms(program, state, x, plan, cols)
-
-    blocks = jnp.asarray(setup.blocks, jnp.int32)
-    sums = _scan_sum(step, blocks, len(setup.blocks))
-    by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
-    return [by_site[s] for s in range(len(program.relu_shapes))]
-
-
 def insens(
     f: Callable,
     *,
@@ -687,7 +584,7 @@ def insens(
             return frozen(xp).relu_inputs
 
         if plan.route == "cone":
-            sq = _cone_norms(program, state, x, plan, prec)
+            sq = _cone.norms(program, state, x, plan, prec)
         else:
             sq = _probe_norms(program, state, x, plan, prec)
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
