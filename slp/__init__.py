@@ -7,7 +7,7 @@ arXiv:1909.11275.
 
 from slp import attributions, metrics, models, network
 from slp.attributions import attribute, available_methods
-from slp.insens import insens, insens_plan
+from slp.insens import InsensPlan, LayerInsens, insens, insens_plan
 from slp.network import UnsupportedOperationError
 from slp.projections import (
     Projection,
@@ -21,6 +21,8 @@ from slp.projections import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "InsensPlan",
+    "LayerInsens",
     "Projection",
     "UnsupportedOperationError",
     "activation_pattern",

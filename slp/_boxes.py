@@ -51,6 +51,9 @@ class _BoxRules(net.Rules):
         self.nx = len(program.input_shape)
         self.index = {id(e): i for i, e in enumerate(program.eqns)}
         self.dots: dict[int, tuple[Box, Box]] = {}
+        # Per operation index: total box volume of its input-dependent operand and of its
+        # output (the sum over elements of the number of input elements each depends on).
+        self.volumes: dict[int, tuple[float, float]] = {}
 
     def input(self, x):
         grid = np.stack(np.indices(self.in_shape), -1).astype(_BOX_DTYPE)
@@ -61,11 +64,17 @@ class _BoxRules(net.Rules):
         hi = np.broadcast_to(np.asarray(self.in_shape, _BOX_DTYPE) - 1, lo.shape)
         return Box(lo, hi, dtype)
 
+    def _record(self, eqn, z: Box, out: Box):
+        self.volumes[self.index[id(eqn)]] = (_volume(z), _volume(out))
+
     def relu(self, eqn, z):
+        self._record(eqn, z, z)
         return z
 
     def max_pool(self, eqn, z):
-        return self._window(eqn.params, z, z.dtype)
+        out = self._window(eqn.params, z, z.dtype)
+        self._record(eqn, z, out)
+        return out
 
     def _window(self, p, z: Box, dtype) -> Box:
         def red(a, init, op):
@@ -100,6 +109,7 @@ class _BoxRules(net.Rules):
         for o in outs:
             if isinstance(o.lo, jax.core.Tracer) or isinstance(o.hi, jax.core.Tracer):
                 raise NotConcrete
+        self._record(eqn, args[eqn.dep.index(True)], outs[0])
         if eqn.primitive is lax.dot_general_p:
             self.dots[self.index[id(eqn)]] = (args[eqn.dep.index(True)], outs[0])
         return outs
@@ -236,6 +246,12 @@ def _cumsum(rules, eqn, args, avals):
     return [Box(lo, hi, avals[0].dtype)]
 
 
+def _volume(b: Box) -> float:
+    """Sum over the elements of ``b`` of its box volume (0 for an empty box)."""
+    lo, hi = np.asarray(b.lo), np.asarray(b.hi)
+    return float(np.sum(np.prod(np.maximum(hi - lo + 1, 0), axis=-1)))
+
+
 def _one(box):
     return None if box is None else [box]
 
@@ -259,8 +275,9 @@ BOX_RULES = {
 }
 
 
-def receptive_boxes(program: net.Program, x) -> tuple[tuple[Box, ...], dict[int, tuple[Box, Box]]]:
-    """Boxes of every ReLU layer's input and of every dot_general's operand and output."""
+def receptive_boxes(program: net.Program, x):
+    """Boxes of every ReLU layer's input and of every dot_general's operand and output, and
+    the box volumes of every input-dependent operation (`_BoxRules.volumes`)."""
     rules = _BoxRules(program)
     with jax.ensure_compile_time_eval():
         res = net.walk(program, x, rules)
@@ -269,4 +286,4 @@ def receptive_boxes(program: net.Program, x) -> tuple[tuple[Box, ...], dict[int,
         i: tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in pair)
         for i, pair in rules.dots.items()
     }
-    return relu, dots
+    return relu, dots, rules.volumes

@@ -12,8 +12,8 @@ vector-Jacobian product of the switched network with cotangent ``v_i/|w_hat_i|^2
 on inactive neurons and 0 elsewhere, so the switched weight vectors are never
 materialised. The work is in the squared norms ``|w_hat_i|^2``, the squared row
 norms of the switched network's Jacobian. They are computed exactly, with memory
-bounded independently of ``neurons x inputs``, by one of two routes (`insens_plan`
-says which one a network gets):
+bounded independently of ``neurons x inputs``, by one of three routes (`insens_plan`
+says which one a network gets, and why not the others):
 
 * **Cone route** (networks whose input-dependent part up to the first global dense layer
   is convolutions (also strided or grouped), dense layers over channels, residual
@@ -35,8 +35,18 @@ says which one a network gets):
   one-hot directions (a *probe*) gives each neuron's derivative with respect to the
   one of them it depends on. Without structure the probes are one-hot directions
   (plain chunked forward mode).
+* **Dense route** (any network): one-hot input directions through the whole switched
+  network by forward mode, as many per step as fit in 64 MiB per image: the naive
+  Jacobian, without materialising it. No structure to exploit, no overhead either: it
+  wins on small inputs.
 
-Both routes stop at the first dense layer that depends on (most of) the whole input
+Choice. From shapes and receptive-field boxes alone, `insens_plan` predicts each
+route's FLOPs per image (the cone route: every element's cone matrices, from the summed
+box volumes; the probe route: probes times the forward FLOPs before the cut; the dense
+route: inputs times the forward FLOPs), its loop steps and its peak memory, and takes
+the route with the least predicted work, counting a loop step as 2e5 FLOPs.
+
+The cone and probe routes stop at the first dense layer that depends on (most of) the whole input
 (the *cut*): its Jacobian columns are the block's (or probe's) columns of its operand
 times the slice of the dense weights that they touch, and are pushed through the rest
 of the network by forward mode. The numbers equal the naive route (``jax.jacfwd`` of
@@ -52,6 +62,7 @@ the routes lives in private modules: `slp._cone` (the cone route's geometry and 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -63,7 +74,17 @@ from jax import lax
 from slp import _boxes, _cone, _matmul
 from slp import network as net
 
-__all__ = ["insens", "insens_plan", "InsensPlan", "inactive_sets", "switched_sq_norms"]
+__all__ = [
+    "insens",
+    "insens_plan",
+    "InsensPlan",
+    "LayerInsens",
+    "ProbeLayout",
+    "DenseLayout",
+    "RouteCost",
+    "inactive_sets",
+    "switched_sq_norms",
+]
 
 
 def switched_sq_norms(
@@ -131,32 +152,89 @@ def inactive_sets(
 # The plan.
 
 
+class RouteCost(NamedTuple):
+    """A route's predicted cost for one image (from shapes and receptive fields alone).
+
+    Attributes:
+      flops: floating-point operations of the squared norms (multiply-adds count 2).
+      peak_bytes: memory of the largest loop step's tangents (and of the matrices held
+        across the loop): a bound on what the route adds to the forward pass.
+      steps: sequential loop steps.
+    """
+
+    flops: float
+    peak_bytes: float
+    steps: int
+
+    def __str__(self):
+        return (
+            f"{self.flops / 1e9:.3g} GFLOP, {self.peak_bytes / 2**20:.3g} MiB, "
+            f"{self.steps} step{'s' if self.steps != 1 else ''}"
+        )
+
+
+class ProbeLayout(NamedTuple):
+    """The probe route's colouring and chunking (module docstring).
+
+    Attributes:
+      lattice: per input axis ``a``, the colouring period ``k_a``: input elements with
+        equal coordinates modulo ``k_a`` share a probe (a colour).
+      n_colours: number of probe directions (colours) in total.
+      n_chunks: steps of the loop over probes.
+      colours_per_chunk: probes per step.
+      pixels_per_chunk: input elements covered per step (0 without a cut).
+      n_groups: row groups of the cut's operand (rows with one box; 0 without a cut).
+      colour: int32, input shape, the colour of every input element.
+      group_rows: int32 ``(n_groups, rows per group)``, flat operand rows of each group;
+        padding rows point one past the operand's end (None without a cut).
+      slots: int32 ``(n_chunks, n_groups, colours_per_chunk)``, for each group and colour
+        of a step, the slot (column of the step) of the input element of that colour
+        inside the group's box; ``pixels_per_chunk`` where there is none (None without a
+        cut).
+    """
+
+    lattice: tuple[int, ...]
+    n_colours: int
+    n_chunks: int
+    colours_per_chunk: int
+    pixels_per_chunk: int
+    n_groups: int
+    colour: np.ndarray
+    group_rows: np.ndarray | None
+    slots: np.ndarray | None
+
+
+class DenseLayout(NamedTuple):
+    """The dense route's chunking: one-hot input directions, ``columns_per_step`` at a time.
+
+    Attributes:
+      columns_per_step: input directions (Jacobian columns) per loop step.
+      n_steps: loop steps.
+    """
+
+    columns_per_step: int
+    n_steps: int
+
+
 class InsensPlan(NamedTuple):
     """How `insens` computes the squared norms for one network and input shape.
 
     Attributes:
       route: ``"cone"`` (exact Jacobian columns restricted to each input element's cone,
-        then the cut) or ``"probes"`` (coloured probes, then the cut).
+        then the cut), ``"probes"`` (coloured probes, then the cut) or ``"dense"`` (plain
+        forward mode: one-hot input directions through the whole switched network).
       cut: index into ``program.eqns`` of the dense layer (dot_general) at which the
-        structured part stops and explicit products take over, or None.
+        structured routes stop and explicit products take over, or None.
       pre_sites: ReLU layers whose norms come from the structured part.
       post_sites: ReLU layers after the cut (norms from exact Jacobian columns).
       cut_out_shape: shape of the cut's output value (None without a cut).
-      lattice: probe route: per input axis ``a``, the colouring period ``k_a``: input
-        elements with equal coordinates modulo ``k_a`` share a probe (a colour).
-      n_colours: probe route: number of probe directions (colours) in total.
-      n_chunks: probe route: steps of the loop over probes.
-      colours_per_chunk: probe route: probes per step.
-      pixels_per_chunk: probe route: input elements covered per step.
-      n_groups: probe route: row groups of the cut's operand (rows with one box).
-      rows_per_group: probe route: rows in the largest group.
-      colour: probe route: int32, input shape, the colour of every input element.
-      group_rows: probe route: int32 ``(n_groups, rows_per_group)``, flat operand rows
-        of each group; padding rows point one past the operand's end.
-      slots: probe route: int32 ``(n_chunks, n_groups, colours_per_chunk)``, for each
-        group and colour of a step, the slot (column of the step) of the input element
-        of that colour inside the group's box; ``pixels_per_chunk`` where there is none.
-      cone: cone route: its `slp._cone.ConeGeometry` (spatial axes, block layout), else None.
+      cost: the chosen route's predicted `RouteCost` (FLOPs, peak memory per image).
+      costs: every route that applies -> its predicted `RouteCost`.
+      not_taken: every route not taken -> why: the operation that rules it out, or its
+        predicted cost against the chosen one.
+      cone: the cone route's layout (`slp._cone`), when the cone route applies.
+      probes: the probe route's `ProbeLayout`.
+      dense: the dense route's `DenseLayout`.
     """
 
     route: str
@@ -164,17 +242,17 @@ class InsensPlan(NamedTuple):
     pre_sites: tuple[int, ...]
     post_sites: tuple[int, ...]
     cut_out_shape: tuple[int, ...] | None
-    lattice: tuple[int, ...]
-    n_colours: int
-    n_chunks: int
-    colours_per_chunk: int
-    pixels_per_chunk: int
-    n_groups: int
-    rows_per_group: int
-    colour: np.ndarray
-    group_rows: np.ndarray | None
-    slots: np.ndarray | None
-    cone: Any = None
+    cost: RouteCost
+    costs: dict
+    not_taken: dict
+    cone: Any
+    probes: ProbeLayout
+    dense: DenseLayout
+
+    def __str__(self):
+        lines = [f"route: {self.route} ({self.cost})"]
+        lines += [f"  not {r}: {why}" for r, why in self.not_taken.items()]
+        return "\n".join(lines)
 
 
 def _widths(boxes) -> np.ndarray | None:
@@ -228,87 +306,206 @@ def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
     return None
 
 
-class _DotShapes(net.ForwardRules):
-    """Forward pass that records the operand and output shape of every dot_general."""
+# Route choice. A loop step costs about as much as this many FLOPs (dispatch, slicing and
+# accumulation on CPU), so that many small steps do not look free.
+_STEP_FLOPS = 2e5
+# Memory per image that the dense route's one-hot directions may take per step.
+_DENSE_BYTES = 64 * 2**20
+
+
+def _linear_flops(eqn: net.Eqn, arg_shapes, out_shape) -> float:
+    """FLOPs per tangent column of one input-dependent operation (multiply-adds count 2)."""
+    n_out = float(np.prod(out_shape))
+    if eqn.primitive is lax.conv_general_dilated_p:
+        kernel = arg_shapes[1]
+        o_axis = eqn.params["dimension_numbers"].rhs_spec[0]
+        return 2 * n_out * float(np.prod(kernel)) / kernel[o_axis]
+    if eqn.primitive is lax.dot_general_p:
+        (lc, rc), _ = eqn.params["dimension_numbers"]
+        ops = (lc, 0) if eqn.dep[0] else (rc, 1)
+        return 2 * n_out * float(np.prod([arg_shapes[ops[1]][a] for a in ops[0]]))
+    return n_out
+
+
+class _Shapes(net.ForwardRules):
+    """Abstract forward pass recording, per input-dependent operation, FLOPs per tangent
+    column and the size of its output."""
 
     def __init__(self, program: net.Program):
         super().__init__()
         self.index = {id(e): i for i, e in enumerate(program.eqns)}
-        self.shapes: dict[int, tuple] = {}
+        self.flops: dict[int, float] = {}
+        self.sizes: dict[int, int] = {}
+        self.dots: dict[int, tuple] = {}
+
+    def _note(self, eqn, args, out):
+        i = self.index[id(eqn)]
+        self.flops[i] = _linear_flops(eqn, [np.shape(a) for a in args], np.shape(out))
+        self.sizes[i] = int(np.size(out))
+
+    def relu(self, eqn, z):
+        out = super().relu(eqn, z)
+        self._note(eqn, [z], out)
+        return out
+
+    def max_pool(self, eqn, z):
+        out = super().max_pool(eqn, z)
+        self._note(eqn, [z], out)
+        return out
 
     def linear(self, eqn, args):
         outs = super().linear(eqn, args)
-        if eqn.primitive.name == "dot_general" and any(eqn.dep):
+        self._note(eqn, args, outs[0])
+        if eqn.primitive is lax.dot_general_p:
             operand = args[eqn.dep.index(True)]
-            self.shapes[self.index[id(eqn)]] = (tuple(operand.shape), tuple(outs[0].shape))
+            self.dots[self.index[id(eqn)]] = (tuple(operand.shape), tuple(outs[0].shape))
         return outs
+
+
+def _whole_boxes(program: net.Program, shapes: _Shapes):
+    """Boxes, dot boxes and volumes when no structure is known (everything depends on all)."""
+    shape = tuple(program.input_shape)
+    nx, d = len(shape), int(np.prod(shape))
+    full = np.zeros(nx), np.asarray(shape) - 1.0
+
+    def whole(s):
+        lo = np.broadcast_to(full[0], tuple(s) + (nx,))
+        return _boxes.Box(lo, np.broadcast_to(full[1], lo.shape), None)
+
+    relu_boxes = tuple(whole(s) for s in program.relu_shapes)
+    dots = {i: (whole(a), whole(o)) for i, (a, o) in shapes.dots.items()}
+    volumes = {i: (float(d) * d, float(d) * n) for i, n in shapes.sizes.items()}
+    return relu_boxes, dots, volumes
 
 
 def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> InsensPlan:
     shape = tuple(program.input_shape)
-    nx, d = len(shape), int(np.prod(shape))
+    d = int(np.prod(shape))
+    item = np.dtype(program.input_dtype).itemsize
     relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
+    shapes = _Shapes(program)
+    jax.eval_shape(lambda xp: net.walk(program, xp, shapes).output, x)
     try:
-        relu_boxes, dots = _boxes.receptive_boxes(program, x)
-    except _boxes.NotConcrete:
-        relu_boxes, dots = None, None
-    if relu_boxes is None:  # no structure known: every element depends on everything
-        full = np.zeros(nx), np.asarray(shape) - 1.0
-
-        def whole(s):
-            lo = np.broadcast_to(full[0], tuple(s) + (nx,))
-            return _boxes.Box(lo, np.broadcast_to(full[1], lo.shape), None)
-
-        relu_boxes = tuple(whole(s) for s in program.relu_shapes)
-        rules = _DotShapes(program)
-        jax.eval_shape(lambda xp: net.walk(program, xp, rules).output, x)
-        dots = {i: (whole(a), whole(o)) for i, (a, o) in rules.shapes.items()}
+        relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x)
+    except _boxes.NotConcrete:  # no structure known: every element depends on everything
+        relu_boxes, dots, volumes = _whole_boxes(program, shapes)
     cut = _cut_candidate(program, dots, relu_eqn_idx)
     cut_pos = cut if cut is not None else len(program.eqns)
     pre = tuple(s for s, i in enumerate(relu_eqn_idx) if i < cut_pos)
     post = tuple(s for s, i in enumerate(relu_eqn_idx) if i > cut_pos)
     cut_out_shape = None if cut is None else tuple(dots[cut][1].lo.shape[:-1])
-    common = dict(cut=cut, pre_sites=pre, post_sites=post, cut_out_shape=cut_out_shape)
-    if route in ("auto", "cone") and relu_eqn_idx:
+    chunk = max(1, int(chunk_size))
+
+    # FLOPs per tangent column before, at and after the cut; sizes of the values.
+    flops_all = sum(shapes.flops.values())
+    before = [i for i in shapes.flops if i < cut_pos]
+    after = [i for i in shapes.flops if i > cut_pos]
+    f_pre = sum(shapes.flops[i] for i in before)
+    f_post = sum(shapes.flops[i] for i in after)
+    s_all = d + sum(shapes.sizes.values())
+    s_pre = d + sum(shapes.sizes[i] for i in before)
+    s_post = sum(shapes.sizes[i] for i in after)
+    if cut is not None:
+        n_cut_out = int(np.prod(cut_out_shape))
+        cut_work = 2.0 * volumes[cut][0] * n_cut_out  # each element's operand cone x weights
+    else:
+        n_cut_out, cut_work = 0, 0.0
+
+    costs: dict[str, RouteCost] = {}
+    not_taken: dict[str, str] = {}
+
+    # The dense route: one-hot directions through the whole switched network.
+    cols = d if chunk_size >= d else max(chunk, min(d, _DENSE_BYTES // max(1, s_all * item)))
+    dense = DenseLayout(cols, -(-d // cols))
+    costs["dense"] = RouteCost(d * flops_all, cols * s_all * item, dense.n_steps)
+
+    # The probe route: always applies (without structure its probes are one-hot).
+    probes = _probe_layout(program, relu_boxes, dots, cut, pre, chunk)
+    if cut is None:
+        flops = probes.n_colours * flops_all
+        peak = probes.colours_per_chunk * s_all * item
+    else:
+        flops = probes.n_colours * f_pre + cut_work + d * f_post
+        peak = (probes.colours_per_chunk * s_pre + probes.pixels_per_chunk * s_post) * item
+    costs["probes"] = RouteCost(flops, peak, probes.n_chunks)
+
+    # The cone route: convolutional networks whose operations it takes.
+    cone = None
+    if not relu_eqn_idx:
+        not_taken["cone"] = "no ReLU layer"
+    else:
         end = cut if cut is not None else relu_eqn_idx[-1]
-        cone = _cone.cone_geometry(program, shape, end)
-        if isinstance(cone, _cone.ConeGeometry):
-            return InsensPlan(
-                "cone",
-                **common,
-                lattice=(),
-                n_colours=0,
-                n_chunks=0,
-                colours_per_chunk=0,
-                pixels_per_chunk=0,
-                n_groups=0,
-                rows_per_group=0,
-                colour=np.zeros(shape, np.int32),
-                group_rows=None,
-                slots=None,
-                cone=cone,
+        found = _cone.cone_geometry(program, shape, end)
+        if isinstance(found, _cone.ConeRefusal):  # names the operation that rules it out
+            not_taken["cone"] = str(found)
+        else:
+            cone = found
+            n_blocks = len(cone.blocks)
+            per_block = int(np.prod(cone.sigma_tot)) * (
+                d // int(np.prod([shape[a] for a in cone.spatial]))
             )
-        if route == "cone":
-            raise ValueError(f"the cone route does not apply to this network: {cone}")
+            flops, mats, cones = cut_work + d * f_post, 0.0, 0.0
+            for i in before:
+                v_in, v_out = volumes.get(i, (d, d))
+                e = program.eqns[i]
+                if e.primitive in (lax.conv_general_dilated_p, lax.dot_general_p):
+                    flops += 2.0 * v_in * v_out / d  # cone matrix products of every element
+                    mats += v_in * v_out / d**2
+                else:
+                    flops += v_out
+                cones += v_out / d
+            peak = (per_block * (cones + s_post) + mats) * item
+            costs["cone"] = RouteCost(flops, peak, n_blocks)
+
+    # The choice: the route with the least predicted work (FLOPs and loop steps).
+    def score(r):
+        c = costs[r]
+        return c.flops + _STEP_FLOPS * c.steps
+
+    best = min(costs, key=score)
+    if route == "auto":
+        chosen = best
+    elif route in costs:
+        chosen = route
+    else:
+        raise ValueError(f"the {route} route does not apply to this network: {not_taken[route]}")
+    for r in costs:
+        if r != chosen:
+            not_taken[r] = f"predicted {costs[r]} (chosen {chosen}: {costs[chosen]})"
+    return InsensPlan(
+        chosen,
+        cut,
+        pre,
+        post,
+        cut_out_shape,
+        cost=costs[chosen],
+        costs=costs,
+        not_taken=dict(sorted(not_taken.items())),
+        cone=cone,
+        probes=probes,
+        dense=dense,
+    )
+
+
+def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) -> ProbeLayout:
+    """Colouring and chunking of the probe route (module docstring)."""
+    shape = tuple(program.input_shape)
+    nx, d = len(shape), int(np.prod(shape))
     needed = [relu_boxes[s] for s in pre] + ([dots[cut][0]] if cut is not None else [])
     w = _widths(needed)
     lattice = tuple(int(k) for k in (np.ones(nx) if w is None else np.minimum(w, shape)))
     coords = np.indices(shape).reshape(nx, -1)
     lat = np.ravel_multi_index(tuple(coords[a] % lattice[a] for a in range(nx)), lattice)
     n_lat = int(np.prod(lattice))
-    chunk = max(1, int(chunk_size))
     if cut is None:
         kc = min(chunk, n_lat)
-        return InsensPlan(
-            "probes",
-            **common,
+        return ProbeLayout(
             lattice=lattice,
             n_colours=n_lat,
             n_chunks=-(-n_lat // kc),
             colours_per_chunk=kc,
             pixels_per_chunk=0,
             n_groups=0,
-            rows_per_group=0,
             colour=lat.reshape(shape).astype(np.int32),
             group_rows=None,
             slots=None,
@@ -367,23 +564,20 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     pix = flat[gi, ti]
     table[gi, colour[pix]] = slot[pix]
     slots = table.reshape(n_groups, n_chunks, kc).transpose(1, 0, 2)
-    return InsensPlan(
-        "probes",
-        **common,
+    return ProbeLayout(
         lattice=lattice,
         n_colours=n_colours,
         n_chunks=n_chunks,
         colours_per_chunk=kc,
         pixels_per_chunk=n_slots,
         n_groups=n_groups,
-        rows_per_group=r_max,
         colour=colour.reshape(shape).astype(np.int32),
         group_rows=group_rows.astype(np.int32),
         slots=slots.astype(np.int32),
     )
 
 
-_ROUTES = ("auto", "cone", "probes")
+_ROUTES = ("auto", "cone", "probes", "dense")
 
 
 def insens_plan(
@@ -484,8 +678,9 @@ def _scan_sum(step, xs, n: int):
 
 def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     """``|w_hat|^2`` per ReLU layer by the probe route (module docstring)."""
-    kc = plan.colours_per_chunk
-    colour = jnp.asarray(plan.colour)
+    layout = plan.probes
+    kc = layout.colours_per_chunk
+    colour = jnp.asarray(layout.colour)
     cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
     # The grouped product below is an einsum: split products fall back to float32.
     hp = _matmul.plain(precision)
@@ -501,9 +696,9 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
         w_mat = _cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
         w_mat = w_mat.astype(x.dtype)
         w_mat = jnp.concatenate([w_mat, jnp.zeros((1, w_mat.shape[1]), w_mat.dtype)], 0)
-        group_rows = jnp.asarray(plan.group_rows)
+        group_rows = jnp.asarray(layout.group_rows)
         w_groups = w_mat[group_rows]  # (G, R, M)
-        slots = jnp.asarray(plan.slots)
+        slots = jnp.asarray(layout.slots)
 
     def step(c):
         ids = c * kc + jnp.arange(kc, dtype=jnp.int32)
@@ -515,14 +710,63 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
         comp = cut_t.reshape(kc, -1)
         comp = jnp.concatenate([comp, jnp.zeros((kc, 1), comp.dtype)], 1)
         parts = jnp.einsum("kgr,grm->gkm", comp[:, group_rows], w_groups, precision=hp)
-        cols = jnp.zeros((plan.pixels_per_chunk + 1, parts.shape[-1]), parts.dtype)
+        cols = jnp.zeros((layout.pixels_per_chunk + 1, parts.shape[-1]), parts.dtype)
         cols = cols.at[slots[c]].add(parts)[:-1]
-        cols = cols.reshape((plan.pixels_per_chunk,) + plan.cut_out_shape)
+        cols = cols.reshape((layout.pixels_per_chunk,) + plan.cut_out_shape)
         return sums + _post_norms(program, state, x, plan, cols)
 
-    sums = _scan_sum(step, jnp.arange(plan.n_chunks), plan.n_chunks)
+    sums = _scan_sum(step, jnp.arange(layout.n_chunks), layout.n_chunks)
     by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
     return [by_site[s] for s in range(len(program.relu_shapes))]
+
+
+def _dense_norms(program, state, x, plan: InsensPlan) -> list:
+    """``|w_hat|^2`` per ReLU layer by the dense route: one-hot input directions through
+    the whole switched network by forward mode, ``plan.dense.columns_per_step`` at a time."""
+    frozen = net.frozen_network(program, state)
+    _, linear_fn = jax.linearize(lambda xp: frozen(xp).relu_inputs, x)
+    return list(switched_sq_norms(linear_fn, x, chunk_size=plan.dense.columns_per_step))
+
+
+def _runtime_consts(program: net.Program) -> net.Program:
+    """``program`` with its constants (weights) behind an optimisation barrier.
+
+    The routes build large arrays from the weights (cone matrices, padded slices of the
+    dense weights); as compile-time constants XLA would fold them while compiling, slowly
+    and with warnings. Behind the barrier they are computed when the function runs.
+    """
+    consts = {
+        i: lax.optimization_barrier(c) if np.size(c) > 1 else c for i, c in program.consts.items()
+    }
+    return dataclasses.replace(program, consts=consts)
+
+
+class LayerInsens(NamedTuple):
+    """Insens per hidden ReLU layer (`insens` with ``by_layer=True``).
+
+    Attributes:
+      maps: per ReLU layer ``l`` (forward order), shaped like ``x``: the mean of
+        ``omega_hat_i`` over the inactive neurons ``I_l`` of that layer (0 if none).
+      counts: per ReLU layer, ``|I_l|`` (int scalar).
+
+    ``sum_l counts[l] * maps[l] / sum_l counts[l]`` is `insens`'s ``Omega_hat``.
+    """
+
+    maps: tuple
+    counts: tuple
+
+    def total(self) -> jax.Array:
+        """The mean over all layers, ``Omega_hat`` (eq. 8)."""
+        if not self.maps:
+            raise ValueError("the network has no ReLU layer")
+        n = sum(self.counts)
+        weighted = sum(c.astype(m.dtype) * m for c, m in zip(self.counts, self.maps, strict=True))
+        return _mean(weighted, n)
+
+
+def _mean(total: jax.Array, count) -> jax.Array:
+    """``total / count``, 0 where ``count`` is 0."""
+    return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(total.dtype), 0)
 
 
 def insens(
@@ -532,6 +776,7 @@ def insens(
     chunk_size: int | None = 128,
     route: str = "auto",
     precision: Any = None,
+    by_layer: bool = False,
 ) -> Callable:
     """Inactive state sensitivity ``Omega_hat(x)`` (eq. 8). Jit-compiled.
 
@@ -548,10 +793,13 @@ def insens(
       f: per-example ReLU network ``f(x) -> logits``.
       include_pool_losers: also count max-pool losers with ``v > 0`` as inactive.
       chunk_size: probe route: probes and input elements per step; bounds memory.
-        None: a single step. (The cone route works one block of input elements at a
-        time; its memory is bounded by the network's structure.)
-      route: ``"auto"`` (the cone route where it applies, else the probe route),
-        ``"cone"`` (error where it does not apply) or ``"probes"``.
+        None: a single step. Dense route: at least this many input directions per step
+        (more where they fit in 64 MiB per image; None: all at once). (The cone route
+        works one block of input elements at a time; its memory is bounded by the
+        network's structure.)
+      route: ``"auto"`` (the route `insens_plan` predicts to be cheapest), ``"cone"``
+        (error naming the operation where it does not apply), ``"probes"`` or
+        ``"dense"``. Every route gives the same numbers up to rounding.
       precision: matrix-product precision of the squared norms (the bulk of the work;
         the forward pass and the final vector-Jacobian product always run at the
         highest precision). None: ``lax.Precision.HIGHEST`` (true float32 products, also
@@ -563,8 +811,14 @@ def insens(
         `jax.numpy.dot` takes, e.g. ``"default"`` (TF32 on GPUs: 2.6x faster,
         relative error 3e-5).
 
+      by_layer: return Insens per hidden ReLU layer (`LayerInsens`) instead of the mean
+        over all layers: the mean of ``omega_hat_i`` over the inactive neurons of each
+        layer, and each layer's ``|I_l|``. The ``|I_l|``-weighted mean of the layer maps
+        is ``Omega_hat`` (the decomposition per layer of the paper's later version).
+
     Returns:
-      ``fn(x) -> Omega_hat``, shaped like ``x``; batch with `jax.vmap`.
+      ``fn(x) -> Omega_hat``, shaped like ``x`` (with ``by_layer``: a `LayerInsens`);
+      batch with `jax.vmap`. An ``x`` with a NaN or inf gives a map of NaN.
     """
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")
@@ -577,6 +831,7 @@ def insens(
         program = net.trace(f, x)
         chunk = int(np.prod(x.shape)) if chunk_size is None else int(chunk_size)
         plan = _plan(program, x, chunk, route)
+        program = _runtime_consts(program)
         state = net.forward(program, x)
         frozen = net.frozen_network(program, state)
 
@@ -585,6 +840,8 @@ def insens(
 
         if plan.route == "cone":
             sq = _cone.norms(program, state, x, plan, prec)
+        elif plan.route == "dense":
+            sq = _dense_norms(program, state, x, plan)
         else:
             sq = _probe_norms(program, state, x, plan, prec)
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
@@ -593,8 +850,24 @@ def insens(
             for i, s, v in zip(inactive, sq, state.activities, strict=True)
         )
         _, vjp = jax.vjp(acts, x)
+        # A NaN or inf in x makes every activity after it meaningless (NaN counts as neither
+        # active nor inactive): the map is NaN, never a plausible-looking one.
+        finite = jnp.all(jnp.isfinite(x))
+
+        def guard(m):
+            return jnp.where(finite, m, jnp.nan)
+
+        if by_layer:
+            maps, counts = [], []
+            for k, i in enumerate(inactive):
+                only = tuple(c if j == k else jnp.zeros_like(c) for j, c in enumerate(coeffs))
+                (part,) = vjp(only)
+                count = jnp.sum(i)
+                maps.append(guard(_mean(part, count)))
+                counts.append(count)
+            return LayerInsens(tuple(maps), tuple(counts))
         (total,) = vjp(coeffs)
         count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
-        return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(total.dtype), 0)
+        return guard(_mean(total, count))
 
     return jax.jit(fn)
