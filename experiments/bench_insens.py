@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES)
     p.add_argument("--repeats", type=int, default=3, help="timed calls per case (median)")
     p.add_argument("--chunk-size", type=int, default=128, help="slp.insens chunk_size")
-    p.add_argument("--insens-route", default="auto", choices=("auto", "cone", "probes"))
+    p.add_argument("--insens-route", default="auto", choices=("auto", "cone", "probes", "dense"))
     p.add_argument(
         "--max-memory-gb",
         type=float,

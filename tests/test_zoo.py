@@ -189,7 +189,6 @@ def test_dead_code_same_insens(x64):
     assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want))
 
 
-@pytest.mark.xfail(strict=False, reason="dead-code elimination in progress")
 def test_dead_code_same_route(x64):
     """An unused value in the traced program does not change the route."""
     plain, dead = _build("2conv-jnp"), _build("2conv-jnp-deadcode")
