@@ -162,7 +162,7 @@ def _resolves(rule_set: str, rule) -> bool:
     if rule_set == "cone":
         from slp import _cone
 
-        return callable(rule) or rule in getattr(_cone, "CONE_RULES", {}) or isinstance(rule, str)
+        return isinstance(rule, _cone.ConeRule) and callable(rule.geometry)
     return False
 
 
