@@ -62,8 +62,7 @@ class _Geom:
 
     def window_shape(self) -> tuple[int, ...]:
         return tuple(
-            self.width[k] if k >= 0 else n
-            for n, k in zip(self.shape, self.link, strict=True)
+            self.width[k] if k >= 0 else n for n, k in zip(self.shape, self.link, strict=True)
         )
 
     def axis_of(self, k: int) -> int:
@@ -191,9 +190,7 @@ class ConeGeometry:
         r = np.arange(self.sigma_tot[k])
         return rho, np.floor_divide(r - g.beta[k], g.sigma[k]) - g.width[k] + 1
 
-    def shift(
-        self, g: _Geom, ng: _Geom, k: int, stride: int = 1, pad: int = 0
-    ) -> np.ndarray:
+    def shift(self, g: _Geom, ng: _Geom, k: int, stride: int = 1, pad: int = 0) -> np.ndarray:
         """Per element offset ``r``: ``kappa`` such that slot ``e`` of the cone in ``ng``
         (a window of ``g`` with ``stride`` and leading ``pad``, e.g. a pooling or a
         convolution) starts at slot ``stride e + kappa`` of the cone in ``g``:
@@ -231,9 +228,7 @@ def _needed(program, end: int) -> tuple[int, ...]:
         if i in seen:
             continue
         seen.add(i)
-        todo += [
-            producer[a] for a in eqns[i].inputs if isinstance(a, int) and a in producer
-        ]
+        todo += [producer[a] for a in eqns[i].inputs if isinstance(a, int) and a in producer]
     return tuple(sorted(seen))
 
 
@@ -257,45 +252,31 @@ def _shapes(program, order) -> dict[int, tuple[int, ...]]:
 
 def _rule_of(eqn) -> ConeRule | _primitives.Refusal:
     decl = _primitives.lookup(eqn.primitive)
-    return (
-        _primitives.Refusal("not in the primitive registry")
-        if decl is None
-        else decl.cone
-    )
+    return _primitives.Refusal("not in the primitive registry") if decl is None else decl.cone
 
 
 def _same_rank_carry(eqn, ins, shapes):
     """An output of its operand's rank carries the operand's axes (elementwise, windows)."""
     src = next(c for c in ins if c is not None)
-    outs = [
-        src if len(shapes[o]) == len(src) else (-1,) * len(shapes[o])
-        for o in eqn.outputs
-    ]
+    outs = [src if len(shapes[o]) == len(src) else (-1,) * len(shapes[o]) for o in eqn.outputs]
     return outs, set()
 
 
 def _channel_axes(program, shapes, order, end: int) -> set[int]:
     """Input axes that an operation before ``end`` contracts as channels (a convolution's
     input features, a dense layer over channels), followed through relabelling operations
-    (reshapes that add or drop unit axes)."""
+    (transposes, reshapes that add or drop unit axes)."""
     carry = {program.input_id: tuple(range(len(program.input_shape)))}
     channels: set[int] = set()
     for i in order:
         eqn = program.eqns[i]
         if i >= end or eqn.kind == "const":
             continue
-        ins = [
-            carry.get(a) if d else None
-            for a, d in zip(eqn.inputs, eqn.dep, strict=True)
-        ]
+        ins = [carry.get(a) if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True)]
         if all(c is None for c in ins):
             continue
         rule = _rule_of(eqn)
-        fn = (
-            rule.carry
-            if isinstance(rule, ConeRule) and rule.carry
-            else _same_rank_carry
-        )
+        fn = rule.carry if isinstance(rule, ConeRule) and rule.carry else _same_rank_carry
         outs, found = fn(eqn, ins, shapes)
         channels |= {a for a in found if a >= 0}
         carry.update(zip(eqn.outputs, outs, strict=True))
@@ -328,9 +309,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     ctx = _GeoCtx(nk, shapes)
     link = tuple(spatial.index(a) if a in spatial else -1 for a in range(len(x_shape)))
     ones, zeros = (1,) * nk, (0,) * nk
-    values: dict[int, Any] = {
-        program.input_id: _Geom(x_shape, link, ones, zeros, ones, ones)
-    }
+    values: dict[int, Any] = {program.input_id: _Geom(x_shape, link, ones, zeros, ones, ones)}
     steps: dict[int, _Step] = {}
     convs, last = 0, None
 
@@ -344,12 +323,8 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
         rule = _rule_of(eqn)
         if isinstance(rule, _primitives.Refusal):
             return refuse(i, eqn, rule.reason)
-        ins = tuple(
-            values[a] if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True)
-        )
-        if (
-            i == end and eqn.kind != "relu"
-        ):  # the cut takes a flattened or pooled value too
+        ins = tuple(values[a] if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True))
+        if i == end and eqn.kind != "relu":  # the cut takes a flattened or pooled value too
             z = _single(eqn, ins, "the first dense layer")
             if isinstance(z, _primitives.Refusal):
                 return refuse(i, eqn, z.reason)
@@ -368,9 +343,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
             return refuse(i, eqn, res.reason)
         outs, data = res
         for o in outs:
-            if isinstance(o, _Geom) and sorted(k for k in o.link if k >= 0) != list(
-                range(nk)
-            ):
+            if isinstance(o, _Geom) and sorted(k for k in o.link if k >= 0) != list(range(nk)):
                 return refuse(i, eqn, "a value that does not keep every spatial axis")
         values.update(zip(eqn.outputs, outs, strict=True))
         steps[i] = _Step(i, rule, ins, tuple(outs), data)
@@ -378,17 +351,11 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
         if i == end:
             last = next(v for v in ins if v is not None)
     if convs == 0:
-        return ConeRefusal(
-            "no convolution before the first dense layer over the whole input"
-        )
+        return ConeRefusal("no convolution before the first dense layer over the whole input")
     sigma_tot = last.sigma
-    ranges = [
-        np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)
-    ]
+    ranges = [np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
     blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
-    return ConeGeometry(
-        spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes
-    )
+    return ConeGeometry(spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes)
 
 
 # ----------------------------------------------------------------------------------
@@ -464,9 +431,7 @@ class _Pass(NamedTuple):
             start, rel, span, rng = self.union(g, k)
             shifted = _shift(out, pos, start, span, rng, fill)
             w = g.width[k]
-            pieces = [
-                lax.slice_in_dim(shifted, int(o), int(o) + w, axis=pos) for o in rel
-            ]
+            pieces = [lax.slice_in_dim(shifted, int(o), int(o) + w, axis=pos) for o in rel]
             out = jnp.moveaxis(jnp.stack(pieces, axis=pos), pos, k)
         return out
 
@@ -505,9 +470,7 @@ class _Pass(NamedTuple):
         if z.mask is not None:
             return self.apply(z.t, self.windows(z.mask.astype(z.t.dtype), g))
         if not z.valid:
-            shape = tuple(
-                n if k >= 0 else 1 for n, k in zip(g.shape, g.link, strict=True)
-            )
+            shape = tuple(n if k >= 0 else 1 for n, k in zip(g.shape, g.link, strict=True))
             return self.apply(z.t, self.windows(jnp.ones(shape, z.t.dtype), g))
         return z.t
 
@@ -536,15 +499,11 @@ class _Pass(NamedTuple):
                 if esub is not None:
                     esub = lax.slice_in_dim(esub, rho0, rho1, axis=2 * k + 1)
             kap = tuple(c[2] for c in combo)
-            blocks[combo] = (
-                fn(sub, kap, 2 * nk) if extra is None else fn(sub, kap, 2 * nk, esub)
-            )
+            blocks[combo] = fn(sub, kap, 2 * nk) if extra is None else fn(sub, kap, 2 * nk, esub)
         # Reassemble along the rho axes (last axis first), then merge (q, rho) back into r.
         for k in reversed(range(nk)):
             blocks = {
-                c: jnp.concatenate(
-                    [blocks[c + (run,)] for run in runs[k]], axis=2 * k + 1
-                )
+                c: jnp.concatenate([blocks[c + (run,)] for run in runs[k]], axis=2 * k + 1)
                 for c in itertools.product(*runs[:k])
             }
         out = blocks[()]
@@ -603,9 +562,7 @@ def _input_tangents(p: _Pass, g: _Geom) -> _ConeVal:
     for k in range(nk):
         j = geo.sigma_tot[k] * p.block[k] + jnp.arange(geo.sigma_tot[k])
         inside = (j >= 0) & (j < shape[geo.spatial[k]])
-        ok = ok.reshape(ok.shape + (1,)) * inside.astype(p.dtype).reshape(
-            (1,) * ok.ndim + (-1,)
-        )
+        ok = ok.reshape(ok.shape + (1,)) * inside.astype(p.dtype).reshape((1,) * ok.ndim + (-1,))
     t = ok.reshape(ok.shape + (1,) * (1 + len(free_shape))) * eye.reshape(
         (1,) * nk + (nf,) + free_shape
     )
@@ -628,10 +585,7 @@ def _constants(program, geo: ConeGeometry) -> dict[int, Any]:
 
 
 def _args(p: _Pass, eqn, env) -> list:
-    return [
-        a.val if not isinstance(a, int) else env.get(a, p.consts.get(a))
-        for a in eqn.inputs
-    ]
+    return [a.val if not isinstance(a, int) else env.get(a, p.consts.get(a)) for a in eqn.inputs]
 
 
 def _tangents(program, p: _Pass):
@@ -641,9 +595,7 @@ def _tangents(program, p: _Pass):
     (its pending mask applied), and the tangents of the cut's operand (None without a cut).
     """
     geo = p.geo
-    env: dict[int, Any] = {
-        program.input_id: _input_tangents(p, geo.values[program.input_id])
-    }
+    env: dict[int, Any] = {program.input_id: _input_tangents(p, geo.values[program.input_id])}
     relu_in = {}
     for i in geo.order:
         eqn = program.eqns[i]
@@ -654,9 +606,7 @@ def _tangents(program, p: _Pass):
         j = eqn.dep.index(True)
         if i == geo.end and eqn.kind != "relu":  # the cut
             g = step.ins[j]
-            return relu_in, p.materialize(args[j], g) if isinstance(g, _Geom) else args[
-                j
-            ].t
+            return relu_in, p.materialize(args[j], g) if isinstance(g, _Geom) else args[j].t
         if eqn.kind == "relu":
             # The norms need the ReLU's input itself: apply a mask still pending from an
             # earlier ReLU. (Cone slots outside the value need no zeroing: the norms only
@@ -685,9 +635,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
     w_mat = _cut_matrix(cut_eqn, weight, geo.shapes[op_id]).astype(p0.dtype)
     n_out = w_mat.shape[1]
     kind = geo.values[op_id]
-    if isinstance(
-        kind, _Global
-    ):  # after global pooling: the same weights for every element
+    if isinstance(kind, _Global):  # after global pooling: the same weights for every element
         w_cut = _matmul.split(w_mat, hp)  # once, outside the loop
         return lambda t, b: _matmul.dot(t.reshape(-1, w_mat.shape[0]), w_cut, hp)
     g = kind if isinstance(kind, _Geom) else kind.geom
@@ -717,12 +665,9 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
             for k, (u, members) in enumerate(combo):
                 ax = g.axis_of(k)
                 starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
-                part = lax.slice_in_dim(
-                    part, int(members[0]), int(members[-1]) + 1, axis=k
-                )
+                part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
             w_win = _matmul.each(
-                lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out),
-                w_cut,
+                lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_cut
             )
             out.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
         return jnp.concatenate(out, 0)
@@ -767,9 +712,7 @@ def norms(program, state, x, plan, precision) -> list:
         sums = []
         for s in plan.pre_sites:
             t, g = relu_in[s]
-            sums.append(
-                p.overlap_add(jnp.sum(t * t, axis=nk), g)
-            )  # over the free axis f
+            sums.append(p.overlap_add(jnp.sum(t * t, axis=nk), g))  # over the free axis f
         if cols_of is None:
             return sums
         cols = cols_of(cut_t, b)
@@ -801,15 +744,11 @@ def _scaled(p: _Pass, z: _ConeVal, v, c) -> _ConeVal:
         return z._replace(t=z.t * c)
     c = jnp.asarray(c, z.t.dtype)
     c = c.reshape((1,) * (len(v.shape) - c.ndim) + c.shape)
-    if isinstance(v, _Global) or all(
-        c.shape[a] == 1 for a, k in enumerate(v.link) if k >= 0
-    ):
+    if isinstance(v, _Global) or all(c.shape[a] == 1 for a, k in enumerate(v.link) if k >= 0):
         # the same at every position: broadcasts over the cone slots as it is
         return z._replace(t=z.t * c.reshape((1,) * p.n_pre + c.shape))
     # varies with the position: cut into the cones like a ReLU mask
-    shape = tuple(
-        n if k < 0 else m for n, k, m in zip(c.shape, v.link, v.shape, strict=True)
-    )
+    shape = tuple(n if k < 0 else m for n, k, m in zip(c.shape, v.link, v.shape, strict=True))
     return z._replace(t=p.apply(z.t, p.windows(jnp.broadcast_to(c, shape), v)))
 
 
@@ -848,15 +787,11 @@ def _union_geom(nk: int, vals, shape, what: str) -> _Geom | _primitives.Refusal:
             or v.sigma != g0.sigma
             or any(v.shape[a] != g0.shape[a] for a, k in enumerate(g0.link) if k >= 0)
         ):
-            return _primitives.Refusal(
-                f"{what} of values with different positions or strides"
-            )
+            return _primitives.Refusal(f"{what} of values with different positions or strides")
     beta = [min(v.beta[k] for v in vals) for k in range(nk)]
     recep = [max(v.beta[k] + v.recep[k] for v in vals) - beta[k] for k in range(nk)]
     width = [-(-recep[k] // g0.sigma[k]) for k in range(nk)]
-    return _Geom(
-        tuple(shape), g0.link, g0.sigma, tuple(beta), tuple(recep), tuple(width)
-    )
+    return _Geom(tuple(shape), g0.link, g0.sigma, tuple(beta), tuple(recep), tuple(width))
 
 
 def _embed(p: _Pass, v: _ConeVal, g: _Geom, ng: _Geom):
@@ -935,9 +870,7 @@ def _scale_geometry(ctx, eqn, ins):
 def _scale_tangent(p, eqn, step, args):
     j = eqn.dep.index(True)
     c = args[1 - j]
-    return [
-        _scaled(p, args[j], step.ins[j], c if eqn.primitive is lax.mul_p else 1 / c)
-    ]
+    return [_scaled(p, args[j], step.ins[j], c if eqn.primitive is lax.mul_p else 1 / c)]
 
 
 SCALE = ConeRule("scale", _scale_geometry, _scale_tangent)
@@ -964,9 +897,7 @@ def _reshape_geometry(ctx, eqn, ins):
     if isinstance(z, _Global):
         return [_Global(z.geom, new_shape)], "global"
     if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
-        if all(
-            z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0
-        ):  # e.g. 1x1 flattened
+        if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
             return [_Global(z, new_shape)], "pool"
         return _primitives.Refusal("a reshape of a value with a spatial axis of size 1")
     old = _core(z.shape, z.link)
@@ -980,22 +911,14 @@ def _reshape_geometry(ctx, eqn, ins):
 
 
 def _reshape_tangent(p, eqn, step, args):
-    z, g, (ng,) = (
-        _dep_arg(eqn, args),
-        next(v for v in step.ins if v is not None),
-        step.outs,
-    )
+    z, g, (ng,) = _dep_arg(eqn, args), next(v for v in step.ins if v is not None), step.outs
     n_pre = p.n_pre
     if step.data == "relabel":
         mask = None if z.mask is None else z.mask.reshape(ng.shape)
-        return [
-            _ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.window_shape()), mask, z.valid)
-        ]
+        return [_ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.window_shape()), mask, z.valid)]
     if step.data == "flat":
         return [_ConeVal(p.materialize(z, g))]
-    if (
-        step.data == "pool"
-    ):  # a value with one position: pooled (zero outside the value)
+    if step.data == "pool":  # a value with one position: pooled (zero outside the value)
         t = p.materialize(z, g)
         t = jnp.sum(t, axis=tuple(n_pre + a for a, k in enumerate(g.link) if k >= 0))
         return [_ConeVal(t.reshape(t.shape[:n_pre] + ng.shape))]
@@ -1014,6 +937,35 @@ def _reshape_carry(eqn, ins, shapes):
 
 
 SHAPE = ConeRule("shape", _reshape_geometry, _reshape_tangent, carry=_reshape_carry)
+
+
+# -- transposes: a relabelling of the axes ---------------------------------------------
+
+
+def _transpose_geometry(ctx, eqn, ins):
+    (z,) = ins
+    perm = tuple(eqn.params["permutation"])
+    shape = tuple(z.shape[a] for a in perm)
+    if isinstance(z, _Global):
+        return [_Global(z.geom, shape)], perm
+    link = tuple(z.link[a] for a in perm)
+    return [dataclasses.replace(z, shape=shape, link=link)], perm
+
+
+def _transpose_tangent(p, eqn, step, args):
+    (z,), perm = args, step.data
+    n_pre = p.n_pre
+    t = jnp.transpose(z.t, tuple(range(n_pre)) + tuple(n_pre + a for a in perm))
+    mask = None if z.mask is None else jnp.transpose(z.mask, perm)
+    return [_ConeVal(t, mask, z.valid)]
+
+
+def _transpose_carry(eqn, ins, shapes):
+    (src,) = ins
+    return [tuple(src[a] for a in eqn.params["permutation"])], set()
+
+
+TRANSPOSE = ConeRule("transpose", _transpose_geometry, _transpose_tangent, carry=_transpose_carry)
 
 
 # -- convolutions ------------------------------------------------------------------------
@@ -1038,8 +990,6 @@ def _conv_geometry(ctx, eqn, ins):
     nsp = len(dn.lhs_spec) - 2
     if any(d != 1 for d in (prm.get("lhs_dilation") or ())):
         return _primitives.Refusal("an input-dilated (transposed) convolution")
-    if any(d != 1 for d in (prm.get("rhs_dilation") or ())):
-        return _primitives.Refusal("a dilated convolution")
     if prm.get("batch_group_count", 1) != 1:
         return _primitives.Refusal("a convolution with batch groups")
     b_ax, f_ax = dn.lhs_spec[0], dn.lhs_spec[1]
@@ -1049,20 +999,14 @@ def _conv_geometry(ctx, eqn, ins):
         return _primitives.Refusal("a convolution with a batch axis")
     ks = [z.link[dn.lhs_spec[2 + i]] for i in range(nsp)]
     if sorted(ks) != list(range(ctx.nk)):
-        return _primitives.Refusal(
-            "a convolution that does not slide along every spatial axis"
-        )
+        return _primitives.Refusal("a convolution that does not slide along every spatial axis")
     kshape = ctx.shape(eqn.inputs[1])
     dil = prm.get("rhs_dilation") or (1,) * nsp
     sigma, beta, recep, width = map(list, (z.sigma, z.beta, z.recep, z.width))
     strides, pads, dils = [0] * ctx.nk, [0] * ctx.nk, [0] * ctx.nk
     for i, k in enumerate(ks):
         size = kshape[dn.rhs_spec[2 + i]]
-        strides[k], pads[k], dils[k] = (
-            prm["window_strides"][i],
-            prm["padding"][i][0],
-            dil[i],
-        )
+        strides[k], pads[k], dils[k] = prm["window_strides"][i], prm["padding"][i][0], dil[i]
         beta[k] = beta[k] - sigma[k] * pads[k]
         recep[k] = recep[k] + sigma[k] * dils[k] * (size - 1)
         sigma[k] = sigma[k] * strides[k]
@@ -1071,9 +1015,7 @@ def _conv_geometry(ctx, eqn, ins):
     link = [-1] * len(out_shape)
     for i in range(nsp):
         link[dn.out_spec[2 + i]] = ks[i]
-    ng = _Geom(
-        out_shape, tuple(link), tuple(sigma), tuple(beta), tuple(recep), tuple(width)
-    )
+    ng = _Geom(out_shape, tuple(link), tuple(sigma), tuple(beta), tuple(recep), tuple(width))
     return [ng], _ConvData(tuple(ks), tuple(strides), tuple(pads), tuple(dils), kshape)
 
 
@@ -1153,21 +1095,12 @@ def _cone_matrix(kernel, dn, d: _ConvData, w_in, w_out, kappa, groups=1):
     kern = jnp.transpose(kernel, ax + [dn.rhs_spec[1], dn.rhs_spec[0]])
     if groups > 1:  # (k..., cin / groups, cout) -> block-diagonal (k..., cin, cout)
         ci, cout = kern.shape[-2], kern.shape[-1]
-        same = np.arange(ci * groups)[:, None] // ci == np.arange(cout)[None] // (
-            cout // groups
-        )
-        kern = (
-            jnp.tile(kern, (1,) * nk + (groups, 1))
-            * jnp.asarray(same, kern.dtype)[(None,) * nk]
-        )
+        same = np.arange(ci * groups)[:, None] // ci == np.arange(cout)[None] // (cout // groups)
+        kern = jnp.tile(kern, (1,) * nk + (groups, 1)) * jnp.asarray(same, kern.dtype)[(None,) * nk]
     idx, ok = [], np.ones(tuple(w_in) + tuple(w_out), bool)
     for i in range(nk):
-        s_ = np.arange(w_in[i]).reshape(
-            [-1 if a == i else 1 for a in range(nk)] + [1] * nk
-        )
-        e_ = np.arange(w_out[i]).reshape(
-            [1] * nk + [-1 if a == i else 1 for a in range(nk)]
-        )
+        s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nk)] + [1] * nk)
+        e_ = np.arange(w_out[i]).reshape([1] * nk + [-1 if a == i else 1 for a in range(nk)])
         off = s_ - d.strides[i] * e_ - kappa[i]
         tap, rem = np.divmod(off, d.dilation[i])
         ok = ok & (rem == 0) & (tap >= 0) & (tap < ksz[i])
@@ -1187,20 +1120,18 @@ def _conv_carry(eqn, ins, shapes):
     return [tuple(out)], {src[dn.lhs_spec[1]]}
 
 
-CONV = ConeRule(
-    "conv", _conv_geometry, _conv_tangent, carry=_conv_carry, prepare=_conv_prepare
-)
+CONV = ConeRule("conv", _conv_geometry, _conv_tangent, carry=_conv_carry, prepare=_conv_prepare)
 
 
-# -- pooling: windows along spatial axes --------------------------
+# -- pooling and strided slicing: windows along spatial axes --------------------------
 
 
 class _WindowData(NamedTuple):
-    """Static data of a pooling, per value axis."""
+    """Static data of a windowed operation (pooling, slicing), per value axis."""
 
     window: tuple[int, ...]
     strides: tuple[int, ...]
-    pads: tuple[int, ...]  # leading padding
+    pads: tuple[int, ...]  # leading padding (a slice's start: minus it)
 
 
 def _window_geom(g: _Geom, w: _WindowData, out_shape) -> _Geom | None:
@@ -1216,9 +1147,7 @@ def _window_geom(g: _Geom, w: _WindowData, out_shape) -> _Geom | None:
         recep[k] = recep[k] + sigma[k] * (w.window[ax] - 1)
         sigma[k] = sigma[k] * w.strides[ax]
         width[k] = -(-recep[k] // sigma[k])
-    return _Geom(
-        tuple(out_shape), g.link, tuple(sigma), tuple(beta), tuple(recep), tuple(width)
-    )
+    return _Geom(tuple(out_shape), g.link, tuple(sigma), tuple(beta), tuple(recep), tuple(width))
 
 
 def _pool_geometry(ctx, eqn, ins):
@@ -1239,6 +1168,10 @@ def _pool_geometry(ctx, eqn, ins):
     ng = _window_geom(z, w, out_shape)
     if ng is None:
         return _primitives.Refusal("pooling across a free (channel or batch) axis")
+    if eqn.primitive is lax.reduce_window_max_p and all(
+        out_shape[a] == 1 for a, k in enumerate(z.link) if k >= 0
+    ):  # global max pooling: every element reaches the single position
+        return [_Global(z, out_shape)], w
     return [ng], w
 
 
@@ -1246,9 +1179,9 @@ def _window_tangent(p: _Pass, t, g: _Geom, ng: _Geom, w: _WindowData, code=None)
     """Tangents ``t`` (geometry ``g``) through windows ``w``: per group of element offsets
     ``r`` with the same shift kappa and window offset delta, one strided slice of the input
     cone (clipped to it, zeros elsewhere). Without ``code`` the slices of every delta are
-    summed (sum pooling); with it (max pooling: per output cone slot the winner's delta,
-    -1 if none), the winner's is selected. Slices, pads and selections are elementwise:
-    they fuse."""
+    summed (sum pooling; a slice has a single delta); with it (max pooling: per output
+    cone slot the winner's delta, -1 if none), the winner's is selected. Slices, pads and
+    selections are elementwise: they fuse."""
     lin = [(ax, k) for ax, k in enumerate(g.link) if k >= 0]
     # Output cone slot e' of element r reads input cone slot st e' + delta + kappa[r].
     kappas = {k: p.geo.shift(g, ng, k, w.strides[ax], w.pads[ax]) for ax, k in lin}
@@ -1265,8 +1198,8 @@ def _window_tangent(p: _Pass, t, g: _Geom, ng: _Geom, w: _WindowData, code=None)
                 n_in, n_out = piece.shape[pos], ng.width[k]
                 e0 = max(0, -(first // st))
                 e1 = max(e0, min(n_out, (n_in - 1 - first) // st + 1))
-                start = first + st * e0
-                stop = start + st * (e1 - e0 - 1) + 1 if e1 > e0 else start
+                start = first + st * e0 if e1 > e0 else 0  # (an empty slice anywhere)
+                stop = start + st * (e1 - e0 - 1) + 1 if e1 > e0 else 0
                 piece = lax.slice_in_dim(piece, start, stop, st, pos)
                 widths = [(0, 0)] * piece.ndim
                 widths[pos] = (e0, n_out - e1)
@@ -1292,12 +1225,18 @@ def _max_pool_tangent(p, eqn, step, args):
     selection."""
     z, (g,), (ng,), w = args[0], step.ins, step.outs, step.data
     winners = p.state.winners[eqn.site]
+    if isinstance(ng, _Global):  # global: the winner's tangents, one position per channel
+        won = jnp.zeros(int(np.prod(g.shape)), z.t.dtype).at[winners.reshape(-1)].set(1)
+        won = won.reshape(g.shape)
+        if z.mask is not None:
+            won = won * z.mask.astype(won.dtype)
+        t = p.apply(z.t, p.windows(won, g))  # zero outside the value
+        axes = tuple(p.n_pre + a for a, k in enumerate(g.link) if k >= 0)
+        return [_ConeVal(jnp.sum(t, axis=axes, keepdims=True))]
     lin = [(ax, k) for ax, k in enumerate(g.link) if k >= 0]
     coords = jnp.unravel_index(winners, g.shape)
     base = jnp.indices(ng.shape)
-    code = jnp.zeros(
-        ng.shape, jnp.int32
-    )  # the winner's window offset delta (-1: masked)
+    code = jnp.zeros(ng.shape, jnp.int32)  # the winner's window offset delta (-1: masked)
     for ax, _ in lin:
         off = coords[ax] - (base[ax] * w.strides[ax] - w.pads[ax])
         code = code * w.window[ax] + off.astype(jnp.int32)
@@ -1310,6 +1249,40 @@ def _max_pool_tangent(p, eqn, step, args):
 
 WINDOW_SUM = ConeRule("window_sum", _pool_geometry, _window_sum_tangent)
 MAX_POOL = ConeRule("max_pool", _pool_geometry, _max_pool_tangent)
+
+
+def _slice_geometry(ctx, eqn, ins):
+    (z,) = ins
+    if not isinstance(z, _Geom):
+        return _primitives.Refusal("a slice of a globally pooled value")
+    prm = eqn.params
+    starts = tuple(prm["start_indices"])
+    strides = tuple(prm["strides"] or (1,) * len(starts))
+    out_shape = ctx.shapes[eqn.outputs[0]]
+    # Free axes are sliced as they are; spatial ones are windows of size 1.
+    free = tuple(n if k < 0 else m for n, m, k in zip(out_shape, z.shape, z.link, strict=True))
+    gf = dataclasses.replace(z, shape=free)
+    w = _WindowData(
+        (1,) * len(starts),
+        tuple(s if k >= 0 else 1 for s, k in zip(strides, z.link, strict=True)),
+        tuple(-a if k >= 0 else 0 for a, k in zip(starts, z.link, strict=True)),
+    )
+    return [_window_geom(gf, w, out_shape)], (gf, w)
+
+
+def _slice_tangent(p, eqn, step, args):
+    (g,), (ng,), (gf, w) = step.ins, step.outs, step.data
+    prm = eqn.params
+    t = p.materialize(args[0], g)
+    strides = prm["strides"] or (1,) * len(g.shape)
+    for ax, k in enumerate(g.link):
+        a, b = prm["start_indices"][ax], prm["limit_indices"][ax]
+        if k < 0 and (a, b, strides[ax]) != (0, g.shape[ax], 1):
+            t = lax.slice_in_dim(t, a, b, strides[ax], p.n_pre + ax)
+    return [_ConeVal(_window_tangent(p, t, gf, ng, w), valid=False)]
+
+
+SLICE = ConeRule("slice", _slice_geometry, _slice_tangent)
 
 
 # -- dense layers over channel axes -----------------------------------------------------
@@ -1338,9 +1311,7 @@ def _channel_dot_geometry(ctx, eqn, ins):
     n_w = len([a for a in range(len(w_shape)) if a not in c_w])
     link = [z.link[a] for a in keep]
     link = link + [-1] * n_w if z_lhs else [-1] * n_w + link
-    return [
-        dataclasses.replace(z, shape=ctx.shapes[eqn.outputs[0]], link=tuple(link))
-    ], None
+    return [dataclasses.replace(z, shape=ctx.shapes[eqn.outputs[0]], link=tuple(link))], None
 
 
 def _channel_dot_tangent(p, eqn, step, args):
@@ -1422,9 +1393,7 @@ REDUCE_SUM = ConeRule(
 def _concat_geometry(ctx, eqn, ins):
     """Cone values concatenated along a channel axis (e.g. Inception or DenseNet)."""
     if not all(eqn.dep):
-        return _primitives.Refusal(
-            "a concatenation of input-dependent values with constants"
-        )
+        return _primitives.Refusal("a concatenation of input-dependent values with constants")
     if not all(isinstance(v, _Geom) for v in ins):
         return _primitives.Refusal("a concatenation of globally pooled values")
     d = eqn.params["dimension"]
@@ -1451,9 +1420,7 @@ def _relu_geometry(ctx, eqn, ins):
     if isinstance(z, _primitives.Refusal):
         return z
     if not isinstance(z, _Geom):
-        return _primitives.Refusal(
-            "a ReLU of a globally pooled value before the first dense layer"
-        )
+        return _primitives.Refusal("a ReLU of a globally pooled value before the first dense layer")
     return [z], None
 
 

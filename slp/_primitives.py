@@ -193,8 +193,8 @@ for _p in (lax.reshape_p, lax.squeeze_p, lax.broadcast_in_dim_p):
         relevance="rearrange" if _p is not lax.broadcast_in_dim_p else "transpose",
         input_operands=_first,
     )
-declare(lax.transpose_p, boxes="moving", cone=_NO_CONE, relevance="rearrange")
-declare(lax.slice_p, boxes="moving", cone=_NO_CONE, relevance="rearrange")
+declare(lax.transpose_p, boxes="moving", cone=_cone.TRANSPOSE, relevance="rearrange")
+declare(lax.slice_p, boxes="moving", cone=_cone.SLICE, relevance="rearrange")
 declare(lax.rev_p, boxes="moving", cone=_NO_CONE, relevance="rearrange")
 declare(
     lax.dynamic_slice_p,

@@ -461,6 +461,151 @@ def test_cone_route_nchw_layout(x64):
     np.testing.assert_allclose(slp.insens(f)(x), jacfwd_insens(f, x), atol=TOL)
 
 
+def _equinox_twoconv(in_chw, *, features=(3, 5), hidden=9, classes=4, seed=0):
+    """2CONV (`TwoConv`'s shape, small) in equinox, float64: channel-first inputs,
+    ``Conv2d`` adds and removes a batch axis, ``MaxPool2d`` transposes internally."""
+    eqx = pytest.importorskip("equinox")
+    c, h, w = in_chw
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    f1, f2 = features
+    n_flat = f2 * (h // 2 // 2) * (w // 2 // 2)
+
+    class Net(eqx.Module):
+        conv1: eqx.nn.Conv2d
+        conv2: eqx.nn.Conv2d
+        pool: eqx.nn.MaxPool2d
+        dense1: eqx.nn.Linear
+        dense2: eqx.nn.Linear
+
+        def __init__(self):
+            opts = dict(padding="SAME", dtype=jnp.float64)
+            self.conv1 = eqx.nn.Conv2d(c, f1, 5, key=k[0], **opts)
+            self.conv2 = eqx.nn.Conv2d(f1, f2, 5, key=k[1], **opts)
+            self.pool = eqx.nn.MaxPool2d(2, stride=2)
+            self.dense1 = eqx.nn.Linear(n_flat, hidden, dtype=jnp.float64, key=k[2])
+            self.dense2 = eqx.nn.Linear(hidden, classes, dtype=jnp.float64, key=k[3])
+
+        def __call__(self, x_CHW):
+            h = self.pool(jax.nn.relu(self.conv1(x_CHW)))
+            h = self.pool(jax.nn.relu(self.conv2(h)))
+            return self.dense2(jax.nn.relu(self.dense1(h.reshape(-1))))
+
+    return Net()
+
+
+@pytest.mark.parametrize("in_chw", [(1, 16, 16), (3, 13, 11)])
+def test_cone_route_equinox_channel_first(x64, in_chw):
+    """equinox's layout (transposes and unit batch axes around every convolution and
+    pooling, channel-first flattening) on the cone route, exactly."""
+    f = _equinox_twoconv(in_chw)
+    x = jax.random.normal(jax.random.PRNGKey(1), in_chw, jnp.float64)
+    plan = _check_cone(f, x)
+    assert plan.cone.spatial == (1, 2)  # the channel axis is found behind the batch axis
+    assert plan.cone.sigma_tot == (4, 4)
+
+
+def test_cone_route_dilated_convolutions(x64):
+    """Kernel (rhs) dilation, also with strides and per axis, then max pooling."""
+    rng = np.random.default_rng(8)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
+    k2 = jnp.asarray(rng.normal(size=(3, 2, 3, 4)))
+    w = jnp.asarray(rng.normal(size=(3 * 3 * 4, 5)))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def f(x):  # x: (13, 14, 2)
+        h = lax.conv_general_dilated(
+            x[None], k1, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=dn
+        )
+        h = jax.nn.relu(h + 0.1)
+        h = lax.conv_general_dilated(
+            h, k2, (2, 1), "VALID", rhs_dilation=(1, 3), dimension_numbers=dn
+        )
+        h = jax.nn.relu(h - 0.1)  # (1, 6, 11, 4)
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 3, 1), (1, 2, 3, 1), "VALID")
+        return jax.nn.relu(h.reshape(-1) @ w)
+
+    _check_cone(f, jnp.asarray(rng.normal(size=(13, 14, 2))))
+
+
+def test_cone_route_strided_slicing(x64):
+    """Strided slices of the input and of a feature map (``x[::2, 1::3]``), also of its
+    channels, between convolutions."""
+    rng = np.random.default_rng(9)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
+    k2 = jnp.asarray(rng.normal(size=(3, 3, 2, 4)))
+    w = jnp.asarray(rng.normal(size=(6 * 3 * 4, 5)))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def f(x):  # x: (15, 17, 2)
+        h = x[::2, 1::3]  # (8, 6, 2)
+        h = jax.nn.relu(
+            lax.conv_general_dilated(h[None], k1, (1, 1), "SAME", dimension_numbers=dn) + 0.1
+        )
+        h = h[:, 1:7, ::2, :2]  # (1, 6, 3, 2)
+        h = jax.nn.relu(lax.conv_general_dilated(h, k2, (1, 1), "SAME", dimension_numbers=dn) - 0.1)
+        return jax.nn.relu(h.reshape(-1) @ w)
+
+    _check_cone(f, jnp.asarray(rng.normal(size=(15, 17, 2))))
+
+
+@pytest.mark.parametrize("layout", ["HWC", "CHW", "NHWC"])
+def test_cone_route_global_max_pooling(x64, layout):
+    """``jnp.max`` over the spatial axes before the dense layers, in three layouts."""
+    rng = np.random.default_rng(10)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
+    k2 = jnp.asarray(rng.normal(size=(3, 3, 3, 4)))
+    w1, w2 = jnp.asarray(rng.normal(size=(4, 6))), jnp.asarray(rng.normal(size=(6, 3)))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def f(x):  # x: (9, 10, 2)
+        h = jax.nn.relu(
+            lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn) + 0.1
+        )
+        h = jax.nn.relu(lax.conv_general_dilated(h, k2, (2, 2), "SAME", dimension_numbers=dn) - 0.1)
+        if layout == "HWC":
+            h = jnp.max(h[0], axis=(0, 1))
+        elif layout == "CHW":
+            h = jnp.max(h[0].transpose(2, 0, 1), axis=(1, 2))
+        else:
+            h = jnp.max(h, axis=(1, 2))[0]
+        return jax.nn.relu(h @ w1 - 0.2) @ w2
+
+    assert _check_cone(f, jnp.asarray(rng.normal(size=(9, 10, 2)))).cut is not None
+
+
+def test_forced_cone_route_names_the_operation(x64):
+    """``route="cone"`` on a network it does not take: the error names the operation,
+    where it sits and why."""
+    rng = np.random.default_rng(11)
+    k = jnp.asarray(rng.normal(size=(3, 3, 1, 2)))
+    w = jnp.asarray(rng.normal(size=(2 * 6 * 6, 4)))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    @jax.jit
+    def mixing(h):
+        return jnp.cumsum(h, axis=1)
+
+    def f(x):
+        h = jax.nn.relu(lax.conv_general_dilated(x[None], k, (1, 1), "SAME", dimension_numbers=dn))
+        return jax.nn.relu(mixing(h).reshape(-1) @ w)
+
+    def transposed_conv(x):
+        h = lax.conv_general_dilated(
+            x[None], k, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 2), dimension_numbers=dn
+        )
+        return jax.nn.relu(jax.nn.relu(h).reshape(-1) @ jnp.ones((2 * 11 * 11, 4)))
+
+    x = jnp.asarray(rng.normal(size=(6, 6, 1)))
+    with pytest.raises(
+        ValueError, match=r"'cumsum' at equation \d+ \(inside mixing > cumsum\): not in"
+    ):
+        slp.insens(f, route="cone")(x)
+    with pytest.raises(ValueError, match=r"'conv_general_dilated' at equation \d+: an input-dil"):
+        fast.insens_plan(transposed_conv, x, route="cone")
+    with pytest.raises(ValueError, match="cone route: no convolution"):
+        fast.insens_plan(lambda x: jax.nn.relu(x.reshape(-1) @ w[:36]), x, route="cone")
+
+
 def _min_side(spec, hw):
     """Smallest spatial size of any conv/pool output of a `random_spec` network."""
     (h, w), sides = hw, []
@@ -502,6 +647,79 @@ def test_random_architectures(x64, seed):
     for route in ("auto", "probes"):
         got = slp.insens(f, route=route)(xj)
         np.testing.assert_allclose(np.asarray(got).reshape(-1), ref, atol=TOL)
+
+
+def _layout_function(spec, params, layout: str):
+    """A `random_spec` network (`reference.jax_function`) in another layout.
+
+    ``"chw"``: channel-first inputs ``(C, H, W)``, NCHW convolutions and pools, flattened
+    channel-first (the dense rows permuted to match): the map is the reference's,
+    transposed. ``"transposed"``: ``(H, W, C)`` inputs and ReLUs, but every convolution
+    and pooling runs channel-first between transposes (as equinox's pooling does).
+    """
+
+    def conv(h, p, s, pad):  # (C, H, W)
+        kernel = jnp.asarray(p[0]).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        dn = ("NCHW", "OIHW", "NCHW")
+        out = lax.conv_general_dilated(h[None], kernel, (s, s), pad, dimension_numbers=dn)
+        return out[0] + jnp.asarray(p[1])[:, None, None]
+
+    def pool(h, kind, win, s):  # (C, H, W)
+        if kind == "maxpool":
+            return lax.reduce_window(h, -jnp.inf, lax.max, (1, win, win), (1, s, s), "VALID")
+        return lax.reduce_window(h, 0.0, lax.add, (1, win, win), (1, s, s), "VALID") / win**2
+
+    def channel_first(fn, h, *a):
+        if layout == "chw":
+            return fn(h, *a)
+        return fn(h.transpose(2, 0, 1), *a).transpose(1, 2, 0)
+
+    def f(x):
+        h, flat = x, None
+        for layer, p in zip(spec, params, strict=True):
+            kind = layer[0]
+            if kind == "conv":
+                h = channel_first(conv, h, p, layer[3], layer[4])
+            elif kind in ("maxpool", "avgpool"):
+                h = channel_first(pool, h, kind, layer[1], layer[2])
+            elif kind == "flatten":
+                flat, h = h.shape, h.reshape(-1)
+            elif kind == "dense":
+                w = jnp.asarray(p[0])
+                if layout == "chw" and flat is not None:  # rows in (C, H, W) order
+                    c, hh, ww = flat
+                    w = w.reshape(hh, ww, c, -1).transpose(2, 0, 1, 3).reshape(h.size, -1)
+                    flat = None
+                h = h @ w + jnp.asarray(p[1])
+            elif kind == "relu":
+                h = jax.nn.relu(h)
+        return h
+
+    return f
+
+
+@pytest.mark.parametrize("layout", ["chw", "transposed"])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_architectures_other_layouts(x64, seed, layout):
+    """The networks of `test_random_architectures` channel-first or with transposes around
+    every convolution and pooling: the cone route takes them, exactly (brute-force
+    dense-matrix reference)."""
+    rng = np.random.default_rng(7000 + seed)
+    spec = random_spec(rng)
+    params = init_params(spec, (8, 8, 2), rng)
+    x = rng.normal(size=(8, 8, 2))
+    ref = dense_model(spec, params, x).insens().reshape(x.shape)
+    f = _layout_function(spec, params, layout)
+    chw = layout == "chw"
+    xj = jnp.asarray(x.transpose(2, 0, 1) if chw else x)
+    routes = ["probes"]
+    if any(layer[0] == "conv" for layer in spec) and _min_side(spec, (8, 8)) > 1:
+        plan = fast.insens_plan(f, xj, route="cone")
+        assert plan.cone.spatial == ((1, 2) if chw else (0, 1))
+        routes.append("cone")
+    for route in routes:
+        got = np.asarray(slp.insens(f, route=route)(xj))
+        np.testing.assert_allclose(got.transpose(1, 2, 0) if chw else got, ref, atol=TOL)
 
 
 def test_plan_full_size_twoconv(x64):
