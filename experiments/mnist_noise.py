@@ -1,8 +1,9 @@
-"""The paper's MNIST experiment (PAPER.md, experiments 1 and 5): noise accuracy, Figure 4, sparsity.
+"""The paper's MNIST experiment (section 5.1): noise accuracy, Figure 4, sparsity, Insens per layer.
 
 Run:
-    python experiments/mnist_noise.py           # about 6 minutes with a trained checkpoint,
-                                                # plus 4-7 minutes of training without one
+    python experiments/mnist_noise.py           # about 6-8 minutes on 2 CPU cores with a
+                                                # trained checkpoint, plus 4-7 minutes of
+                                                # training without one
 
 Trains 2CONV first when its checkpoint is missing (`slp.training.load_or_train_mnist`,
 same options as experiments/train.py), then on the 10,000 MNIST test images:
@@ -13,17 +14,23 @@ same options as experiments/train.py), then on the 10,000 MNIST test images:
 2. the fraction of active hidden neurons per image (per ReLU layer and overall),
    against the paper's ~17%;
 3. Figure 4: a few test digits, each clean and in the three noisy variants (rows),
-   the input and every method in `slp.attributions.available_methods()` (columns).
+   the input and every method in `slp.attributions.available_methods()` (columns);
+4. Insens per hidden ReLU layer (`slp.insens(f, by_layer=True)`) on the first
+   --layer-images test images (default 1,000), clean and in the three noisy variants:
+   per layer |I_l| and the share of |map| on the digit and its outline, and the figure
+   mnist_noise_layers.png for Figure 4's digits. This step adds about 1-2 minutes
+   (70-100 s on 2 CPU cores for the default 1,000 images).
 
 Measures of the maps (robustness to this noise, faithfulness) are in
 experiments/mnist_metrics.py. Writes to --out (default results/): mnist_noise.json,
-mnist_noise.md, figure4.png and mnist_noise_sweep.png.
+mnist_noise.md, figure4.png, mnist_noise_sweep.png and mnist_noise_layers.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,6 +60,8 @@ PAPER = {
 }
 FIGURE_CONDITIONS = ("clean", "bordered", "background", "framed")
 DEFAULT_SWEEP = tuple(round(0.1 * k, 1) for k in range(1, 11)) + (1.25, 1.5, 2.0, 2.5, 3.0)
+LAYER_NAMES = ("conv1", "conv2", "dense")
+"""2CONV's hidden ReLU layers, forward order."""
 # The two variants whose definitions leave no choice: the default sigma is calibrated on them.
 CALIBRATION_VARIANTS = ("bordered", "background")
 
@@ -70,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--noise-seed", type=int, default=0, help="seed of the noise patterns")
     g.add_argument(
         "--examples", type=int, nargs="+", default=[0, 1, 4], help="test indices in Figure 4"
+    )
+    g.add_argument(
+        "--layer-images",
+        type=int,
+        default=1000,
+        help="first N test images of the per-layer Insens measures (clean and each variant)",
     )
     g.add_argument("--batch-size-eval", type=int, default=1000, help="forward-pass batch")
     g.add_argument(
@@ -156,6 +171,28 @@ def active_fractions(f, images: np.ndarray, *, batch_size: int = 500) -> dict[st
     }
 
 
+def digit_region(images: np.ndarray) -> np.ndarray:
+    """The digit and its outline (`noise.OUTLINE_RADIUS` pixels) of clean images `(N, H, W, 1)`.
+
+    Returns:
+      bool `(N, H, W)`.
+    """
+    return np.asarray(jax.vmap(lambda x: noise.dilate(noise.digit_mask(x)))(jnp.asarray(images)))
+
+
+def share_on_digit(maps: np.ndarray, clean_images: np.ndarray) -> np.ndarray:
+    """Per-image share of |map| on the digit and its outline, found on the *clean* images.
+
+    Args:
+      maps: `(N, H, W, C)`, of the clean images or of noisy versions of them.
+      clean_images: `(N, H, W, 1)`, where the digit is looked up.
+
+    Returns:
+      `(N,)`; NaN for an all-zero map.
+    """
+    return _shared.mass_on(_shared.pixel_maps(maps), digit_region(clean_images))
+
+
 def insens_on_digit(f, images: np.ndarray, *, batch_size: int = 250) -> np.ndarray:
     """Insens of every image (exact, `slp.insens`) and its share on the digit + outline.
 
@@ -163,8 +200,108 @@ def insens_on_digit(f, images: np.ndarray, *, batch_size: int = 250) -> np.ndarr
       `(N,)` share of |Insens| on the digit and its 3-pixel outline, per image.
     """
     maps = _shared._batched(jax.vmap(slp.insens(f)), batch_size, np.asarray(images))
-    region = jax.vmap(lambda x: noise.dilate(noise.digit_mask(x)))(jnp.asarray(images))
-    return _shared.mass_on(_shared.pixel_maps(maps), np.asarray(region))
+    return share_on_digit(maps, images)
+
+
+def insens_layers(by_layer, images: np.ndarray, *, batch_size: int = 100):
+    """Insens per hidden ReLU layer and in total, over a batch of images.
+
+    Args:
+      by_layer: ``slp.insens(f, by_layer=True)``; one compiled function, so that every
+        call with the same batch shape reuses its compilation.
+      images: `(N, H, W, C)`.
+      batch_size: images per vmapped call.
+
+    Returns:
+      `(layers, total)`: an `slp.LayerInsens` of numpy arrays, ``maps[l]`` `(N, H, W, C)`
+      and ``counts[l]`` `(N,)` (|I_l| per image), and the Insens map `(N, H, W, C)`
+      (``LayerInsens.total()``, the |I_l|-weighted mean of the layer maps).
+    """
+
+    def one(x):
+        layers = by_layer(x)
+        return layers, layers.total()
+
+    return _shared._batched(jax.vmap(one), batch_size, np.asarray(images))
+
+
+def layer_shares(
+    by_layer,
+    images: np.ndarray,
+    keys: jax.Array,
+    *,
+    conditions,
+    sigma: float,
+    batch_size: int = 100,
+) -> dict[str, Any]:
+    """Per hidden ReLU layer and condition: |I_l| and the share of |map| on the digit.
+
+    The digit and its outline are found on the clean images (`share_on_digit`): in
+    bordered they are exactly the pixels kept clean; in background and framed the outline
+    is noisy.
+
+    Args:
+      by_layer: ``slp.insens(f, by_layer=True)`` (2CONV: three hidden ReLU layers).
+      images: clean images `(N, H, W, 1)`.
+      keys: `(N,)` noise keys, one per image.
+      conditions: "clean" and/or `noise.VARIANTS` names.
+      sigma: noise standard deviation.
+      batch_size: images per vmapped call.
+
+    Returns:
+      ``{num_images, sigma, region_fraction, layers, conditions: {condition: {layers:
+      [{layer, inactive, mean_abs, share_on_digit_outline}], total: {inactive, mean_abs,
+      share_on_digit_outline}}}}``: each a `_shared.summary` over the images of |I_l|,
+      of the map's mean |value| (its size: the layers' maps differ in size) and of the
+      share; ``region_fraction`` is the mean share of the image that the digit and its
+      outline cover (what a uniform map scores).
+    """
+    out: dict[str, Any] = {
+        "num_images": len(images),
+        "sigma": float(sigma),
+        "region_fraction": float(digit_region(images).mean()),
+        "layers": None,
+        "conditions": {},
+    }
+    for condition in conditions:
+        x = condition_inputs(condition, images, keys, sigma)
+        layers, total = insens_layers(by_layer, x, batch_size=batch_size)
+        names = layer_names(len(layers.maps))
+        out["layers"] = list(names)
+        out["conditions"][condition] = {
+            "layers": [
+                {
+                    "layer": name,
+                    "inactive": _shared.summary(count),
+                    "mean_abs": _shared.summary(mean_abs(m)),
+                    "share_on_digit_outline": _shared.summary(share_on_digit(m, images)),
+                }
+                for name, m, count in zip(names, layers.maps, layers.counts, strict=True)
+            ],
+            "total": {
+                "inactive": _shared.summary(np.sum(layers.counts, axis=0)),
+                "mean_abs": _shared.summary(mean_abs(total)),
+                "share_on_digit_outline": _shared.summary(share_on_digit(total, images)),
+            },
+        }
+    return out
+
+
+def mean_abs(maps: np.ndarray) -> np.ndarray:
+    """Per-image mean |value| of maps `(N, ...)`: `(N,)`."""
+    return np.abs(np.asarray(maps)).reshape(len(maps), -1).mean(axis=1)
+
+
+def layer_names(n: int) -> tuple[str, ...]:
+    """Names of 2CONV's hidden ReLU layers in forward order (`relu<k>` for another depth)."""
+    return LAYER_NAMES if n == len(LAYER_NAMES) else tuple(f"relu{k + 1}" for k in range(n))
+
+
+def carrying_layer(layers: dict[str, Any], condition: str) -> tuple[str, float]:
+    """The layer whose map has the largest share on the digit in ``condition``, and that share."""
+    rows = layers["conditions"][condition]["layers"]
+    best = max(rows, key=lambda r: r["share_on_digit_outline"]["mean"] or -1.0)
+    return best["layer"], best["share_on_digit_outline"]["mean"]
 
 
 def figure4(
@@ -191,6 +328,65 @@ def figure4(
         col_titles=col_titles,
         row_titles=row_titles,
         title=f"Figure 4 (reproduction): 2CONV on MNIST, noise sigma = {sigma:g}",
+    )
+    return fig, col_titles, row_titles
+
+
+def layers_figure(
+    f, by_layer, images, labels, keys, *, examples, sigma, batch_size: int = 100
+) -> tuple[Figure, list[str], list[str]]:
+    """Insens per hidden ReLU layer for Figure 4's images and conditions.
+
+    Rows: each example clean and in the noisy variants of `FIGURE_CONDITIONS`; columns:
+    the input, the map of every hidden ReLU layer (mean of omega_hat over its inactive
+    neurons) and the total Insens. The maps of a row share one symmetric colour scale,
+    with a colour bar at the row's end.
+
+    Args:
+      f: per-example network (for the predictions in the row titles).
+      by_layer: ``slp.insens(f, by_layer=True)``.
+      images, labels, keys: test images `(N, H, W, 1)`, labels `(N,)`, noise keys `(N,)`.
+      examples: test indices shown.
+      sigma: noise standard deviation.
+      batch_size: images per vmapped call.
+
+    Returns:
+      The figure, its column titles and its row titles.
+    """
+    idx = np.asarray(examples)
+    x = images[idx]
+    inputs = {c: condition_inputs(c, x, keys[idx], sigma) for c in FIGURE_CONDITIONS}
+    rows_x = np.stack([inputs[c][e] for e in range(len(idx)) for c in FIGURE_CONDITIONS])
+    layers, total = insens_layers(by_layer, rows_x, batch_size=batch_size)
+    preds = np.asarray(jax.vmap(f)(jnp.asarray(rows_x))).argmax(-1)
+    names = layer_names(len(layers.maps))
+    col_titles = ["input", *names, "total"]
+    row_titles = [
+        f"{c}\nlabel {labels[idx[e]]}, pred {preds[r]}"
+        for r, (e, c) in enumerate((e, c) for e in range(len(idx)) for c in FIGURE_CONDITIONS)
+    ]
+    n_maps = len(names) + 1
+    top = 1.0  # inches above the panels: two lines of figure title, then column titles
+    fig, axes = plotting.canvas(len(rows_x), n_maps + 2, cell=1.4, left=1.4, top=top)
+    for r in range(len(rows_x)):
+        maps = [layers.maps[k][r] for k in range(len(names))] + [total[r]]
+        limit = plotting.symmetric_limit(np.stack([plotting.to_2d(m) for m in maps]))
+        plotting.show_image(axes[r, 0], rows_x[r], title=col_titles[0] if r == 0 else None)
+        for c, m in enumerate(maps, start=1):
+            title = col_titles[c] if r == 0 else None
+            im = plotting.heatmap(axes[r, c], m, title=title, limit=limit)
+        axes[r, 0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
+        # The last column holds the row's colour bar: [-L, 0, L] of the shared scale.
+        axes[r, -1].set_axis_off()
+        cax = axes[r, -1].inset_axes([0.05, 0.08, 0.12, 0.84])
+        bar = fig.colorbar(im, cax=cax, ticks=[-limit, 0.0, limit])
+        bar.ax.set_yticklabels([f"{-limit:.1e}", "0", f"{limit:.1e}"], fontsize=6)
+    fig.suptitle(
+        f"Insens per hidden ReLU layer, 2CONV on MNIST, noise sigma = {sigma:g}\n"
+        "red positive, blue negative; one symmetric colour scale per row",
+        fontsize=9,
+        y=1 - 0.1 / fig.get_figheight(),
+        va="top",
     )
     return fig, col_titles, row_titles
 
@@ -226,6 +422,10 @@ def markdown(result: dict[str, Any]) -> str:
         "Produced by `python experiments/mnist_noise.py`; numbers from "
         f"{cfg['num_test']} MNIST test images, 2CONV trained on clean data "
         f"(checkpoint `{cfg['checkpoint_name']}`).",
+        "",
+        f"Timings are from a machine with {cfg['cpus']} CPUs and a 1-minute load average of "
+        f"{cfg['load_average']['start'][0]:g} at the start and "
+        f"{cfg['load_average']['end'][0]:g} at the end of the run.",
         "",
         f"## Accuracy at the default noise sigma = {sigma:g}",
         "",
@@ -298,14 +498,92 @@ def markdown(result: dict[str, Any]) -> str:
         "blue negative, white 0, colour scale symmetric per map.",
         "",
         "![Figure 4](figure4.png)",
+        "",
+        *layers_markdown(result["insens_layers"]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def layers_markdown(layers: dict[str, Any]) -> list[str]:
+    """The report's section on Insens per hidden ReLU layer (`layer_shares`' numbers)."""
+    conds = list(layers["conditions"])
+    noisy = [c for c in conds if c != "clean"]
+    names = layers["layers"]
+
+    def part(c: str, k: int | None) -> dict[str, Any]:
+        rows = layers["conditions"][c]
+        return rows["total"] if k is None else rows["layers"][k]
+
+    def table(key: str, fmt, *, head: str = "map", total: str = "total (Insens)") -> list[str]:
+        lines = [f"| {head} | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+        for k, name in [*enumerate(names), (None, total)]:
+            lines.append(f"| {name} | " + " | ".join(fmt(part(c, k)[key]) for c in conds) + " |")
+        return lines
+
+    def share(c: str, k: int | None = None) -> float:
+        return part(c, k)["share_on_digit_outline"]["mean"]
+
+    lines = [
+        "## Insens per hidden ReLU layer",
+        "",
+        f"`slp.insens(f, by_layer=True)` on the first {layers['num_images']} test images, "
+        f"clean and in the noisy variants (sigma = {layers['sigma']:g}). A layer's map is the "
+        "mean of omega_hat over that layer's inactive neurons I_l; Insens (total) is the "
+        "|I_l|-weighted mean of the layer maps. Mean ± std over images.",
+        "",
+        "Inactive neurons |I_l| per image:",
+        "",
+        *table("inactive", lambda s: _shared.fmt(s, digits=0), head="layer", total="all hidden"),
+        "",
+        "Size of each map, its mean |value| over the pixels:",
+        "",
+        *table("mean_abs", lambda s: f"{s['mean']:.2e} ± {s['std']:.1e}"),
+        "",
+        "Share of each map's |values| on the digit and its "
+        f"{noise.OUTLINE_RADIUS}-pixel outline, found on the clean image (a uniform map "
+        f"scores {layers['region_fraction']:.3f}, the region's mean share of the image):",
+        "",
+        *table("share_on_digit_outline", _shared.fmt),
+    ]
+    if noisy and "clean" in conds:
+        clean = [share("clean", k) for k in range(len(names))]
+        by_carrier: dict[str, list[str]] = {}
+        for c in noisy:
+            by_carrier.setdefault(carrying_layer(layers, c)[0], []).append(c)
+        carried = " and ".join(
+            f"{name}'s under "
+            + " and ".join(f"{c} ({carrying_layer(layers, c)[1]:.3f})" for c in cs)
+            for name, cs in by_carrier.items()
+        )
+        lines += [
+            "",
+            "**Which layer carries the digit under noise?** On clean digits every layer's map "
+            f"lies mostly on the digit and its outline ({min(clean):.3f}-{max(clean):.3f}). "
+            f"Under noise the largest share is {carried}, against "
+            f"{layers['region_fraction']:.3f} for a uniform map and "
+            + " / ".join(f"{share(c):.3f}" for c in noisy)
+            + f" for Insens (total; {' / '.join(noisy)}). Only in bordered is the region "
+            "exactly the clean pixels; in background and framed its outline is noisy, so a map "
+            "drawn to the noise scores there too.",
+        ]
+    lines += [
+        "",
+        "Rows: Figure 4's test digits, clean and in the three noisy variants; columns: the "
+        "input, the map of each hidden ReLU layer and the total. Red positive, blue "
+        "negative, white 0; the maps of a row share one symmetric colour scale (colour bar "
+        "at the right of the row), so a layer whose map is small (see the sizes above) is "
+        "drawn pale.",
+        "",
+        "![Insens per layer](mnist_noise_layers.png)",
+    ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; returns the dict written to mnist_noise.json (plus `figure_columns`)."""
     args = parse_args(argv)
     t_start = time.perf_counter()
+    load_start = _load()
     sigmas = sorted(set(args.sigmas) | {args.sigma})
     if min(sigmas) < 0:
         raise ValueError(f"noise sigmas must be >= 0, got {sigmas}")
@@ -361,6 +639,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plotting.save_figure(fig, args.out / "figure4.png", dpi=110)
     t_fig = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    n_layer = min(args.layer_images, len(images))
+    by_layer = slp.insens(f, by_layer=True)
+    layers = layer_shares(
+        by_layer, images[:n_layer], keys[:n_layer], conditions=FIGURE_CONDITIONS, sigma=args.sigma
+    )
+    fig, _, _ = layers_figure(
+        f, by_layer, images, labels, keys, examples=args.examples, sigma=args.sigma
+    )
+    plotting.save_figure(fig, args.out / "mnist_noise_layers.png", dpi=110)
+    t_layers = time.perf_counter() - t0
+    layers["seconds"] = t_layers
+    for cond in FIGURE_CONDITIONS:
+        name, share = carrying_layer(layers, cond)
+        log(f"Insens per layer, {cond}: largest share on the digit {name} ({share:.3f})")
+
     plotting.save_figure(
         sweep_figure(variants, clean_acc, args.sigma), args.out / "mnist_noise_sweep.png"
     )
@@ -375,6 +669,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "images_per_second": len(images) / t_insens,
             "share_on_digit_outline": _shared.summary(insens_share),
         },
+        "insens_layers": layers,
         "config": {
             "sigma": args.sigma,
             "sigma_reason": SIGMA_REASON,
@@ -397,15 +692,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "active_fraction": t_active,
                 "insens_all": t_insens,
                 "figure4": t_fig,
+                "insens_layers": t_layers,
                 "total": time.perf_counter() - t_start,
             },
+            "cpus": os.cpu_count(),
+            "load_average": {"start": load_start, "end": _load()},
             "command": "python experiments/mnist_noise.py " + " ".join(argv or sys.argv[1:]),
         },
     }
     _shared.write_json(args.out / "mnist_noise.json", result)
     _shared.write_text(args.out / "mnist_noise.md", markdown(result))
-    log(f"wrote {args.out}/mnist_noise.json, .md, figure4.png, mnist_noise_sweep.png")
+    log(
+        f"wrote {args.out}/mnist_noise.json, .md, figure4.png, mnist_noise_sweep.png, "
+        "mnist_noise_layers.png"
+    )
     return {**result, "figure_columns": col_titles}
+
+
+def _load() -> list[float]:
+    """1-, 5- and 15-minute load averages of the machine (other jobs slow every timing)."""
+    return [round(v, 2) for v in os.getloadavg()]
 
 
 SIGMA_REASON = (

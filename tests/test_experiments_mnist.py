@@ -76,6 +76,7 @@ def test_mnist_noise_script_end_to_end(tmp_path, fake_data, monkeypatch):
         "paper",
         "active_fraction",
         "insens_all",
+        "insens_layers",
         "config",
     }
     ia = saved["insens_all"]
@@ -97,8 +98,34 @@ def test_mnist_noise_script_end_to_end(tmp_path, fake_data, monkeypatch):
     assert af["overall"]["neurons"] == sizes.sum() == 28 * 28 * 4 + 14 * 14 * 8 + 16
     assert af["overall"]["mean"] == pytest.approx((means * sizes).sum() / sizes.sum())
 
+    # Insens per layer, on all 120 test images: clean, |I_l| is the complement of the active
+    # fraction (measured by `slp.activation_pattern`), and the total map (`LayerInsens.total`)
+    # has the share on the digit that `slp.insens` gives.
+    il = saved["insens_layers"]
+    assert il["num_images"] == 120 and il["layers"] == ["conv1", "conv2", "dense"]
+    assert list(il["conditions"]) == ["clean", "bordered", "background", "framed"]
+    clean = il["conditions"]["clean"]
+    inactive = np.array([layer["inactive"]["mean"] for layer in clean["layers"]])
+    np.testing.assert_allclose(inactive, sizes * (1 - means), rtol=1e-6)
+    assert clean["total"]["inactive"]["mean"] == pytest.approx(inactive.sum())
+    assert clean["total"]["share_on_digit_outline"]["mean"] == pytest.approx(
+        ia["share_on_digit_outline"]["mean"], abs=1e-5
+    )
+    for cond in il["conditions"].values():
+        for part in [*cond["layers"], cond["total"]]:
+            assert part["share_on_digit_outline"]["n"] == 120
+            assert 0.0 <= part["share_on_digit_outline"]["mean"] <= 1.0
+            assert part["mean_abs"]["mean"] > 0
+    assert 0.0 < il["region_fraction"] < 1.0 and il["seconds"] > 0
+
     md = (out / "mnist_noise.md").read_text()
     assert "| noisy bordered |" in md and "0.87" in md and "figure4.png" in md
+    assert "Which layer carries the digit under noise?" in md
+    assert "| total (Insens) |" in md and "mnist_noise_layers.png" in md
+    with Image.open(out / "mnist_noise_layers.png") as im:
+        width, height = im.size
+    # 8 rows; input, three layers, total and a colour bar: taller than wide.
+    assert height > width > 200
     with Image.open(out / "figure4.png") as im:
         width, height = im.size
     # 2 examples x 4 conditions = 8 rows; 1 + 3 columns: taller than wide.
