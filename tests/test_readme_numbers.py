@@ -196,6 +196,55 @@ def inactive(d, layer: int | None = None):
     return sum(counts) if layer is None else counts[layer]
 
 
+def layer_share(condition: str, layer: int | None, place: int | None = None):
+    """Share of |map| on the digit and outline of one layer's Insens map (None: the total).
+
+    With ``place``, only if that layer ranks there among the layers (1: the largest share).
+    """
+
+    def get(d):
+        rows = d["insens_layers"]["conditions"][condition]
+        if layer is None:
+            return rows["total"]["share_on_digit_outline"]["mean"]
+        shares = [r["share_on_digit_outline"]["mean"] for r in rows["layers"]]
+        mine = shares[layer]
+        r = 1 + sum(v > mine for v in shares)
+        return mine if place in (None, r) else f"layer {layer} ranks {r}, not {place}"
+
+    return get
+
+
+def clean_layer_shares(d):
+    """The layers' shares on the digit and outline for clean digits."""
+    rows = d["insens_layers"]["conditions"]["clean"]["layers"]
+    return [r["share_on_digit_outline"]["mean"] for r in rows]
+
+
+def below_uniform(condition: str, layer: int):
+    """A layer's share, if it is below the share of a uniform map."""
+
+    def get(d):
+        share = layer_share(condition, layer)(d)
+        uniform = d["insens_layers"]["region_fraction"]
+        return share if share < uniform else f"{share} is not below the uniform {uniform}"
+
+    return get
+
+
+def conv_inactive_fraction(condition: str):
+    """Fraction of the inactive hidden neurons that are in the two conv layers (2CONV)."""
+
+    def get(d):
+        rows = d["insens_layers"]["conditions"][condition]
+        names = [r["layer"] for r in rows["layers"]]
+        if names != ["conv1", "conv2", "dense"]:
+            return f"layers {names}"
+        conv = sum(r["inactive"]["mean"] for r in rows["layers"][:2])
+        return conv / rows["total"]["inactive"]["mean"]
+
+    return get
+
+
 def accuracy(variant: str):
     def get(d):
         sigma = d["config"]["sigma"]
@@ -369,6 +418,34 @@ NUMBERS: tuple[Numbers, ...] = (
         r"per layer\s+(\d+% / \d+% / \d+%)",
         NOISE,
         *((f"active_fraction/layers/{i}/mean", ".0f", PCT) for i in range(3)),
+    ),
+    N(MN, r"over the first ([\d,]+) test digits", NOISE, ("insens_layers/num_images", ",d")),
+    N(
+        MN,
+        r"outline \((0\.\d+–0\.\d+) of its \|values\|\)",
+        NOISE,
+        (lambda d: min(clean_layer_shares(d)), F3),
+        (lambda d: max(clean_layer_shares(d)), F3),
+    ),
+    N(
+        MN,
+        r"the dense layer carries the digit: (0\.\d+)",
+        NOISE,
+        (layer_share("bordered", 2, place=1), F3),
+    ),
+    N(
+        MN,
+        r"against (0\.\d+) for the first convolution",
+        NOISE,
+        (below_uniform("bordered", 0), F3),
+    ),
+    N(MN, r"below the (0\.\d+) of a uniform map", NOISE, ("insens_layers/region_fraction", F3)),
+    N(MN, r"and (0\.\d+) for Insens itself", NOISE, (layer_share("bordered", None), F3)),
+    N(
+        MN,
+        r"the two convolutions hold (\d+)% of",
+        NOISE,
+        (conv_inactive_fraction("bordered"), ".0f", PCT),
     ),
     # --- Measuring the claims on MNIST ---------------------------------------------------------
     N(MM, r"Over (\d+) test digits", METRICS, ("config/num_images", INT)),
