@@ -733,10 +733,6 @@ def _dep_arg(eqn, args):
     return args[eqn.dep.index(True)]
 
 
-def _shape_of(v) -> tuple[int, ...]:
-    return v.shape
-
-
 def _scaled(p: _Pass, z: _ConeVal, v, c) -> _ConeVal:
     """``z`` (geometry ``v``) times a constant ``c``: a scalar or broadcastable to the value,
     e.g. a per-channel scale such as an inference-mode batch norm's."""
@@ -832,7 +828,7 @@ def _add_geometry(ctx, eqn, ins):
     z = _single(eqn, ins, "a sum")
     if isinstance(z, _primitives.Refusal):
         return z
-    if ctx.shapes[eqn.outputs[0]] != _shape_of(z):
+    if ctx.shapes[eqn.outputs[0]] != z.shape:
         return _primitives.Refusal("a sum that broadcasts an input-dependent value")
     return [z], None
 
