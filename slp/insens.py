@@ -16,10 +16,12 @@ bounded independently of ``neurons x inputs``, by one of three routes (`insens_p
 says which one a network gets, and why not the others):
 
 * **Cone route** (networks whose input-dependent part up to the first global dense layer
-  is convolutions (also strided or grouped), dense layers over channels, residual
-  connections, concatenations along channels, bias adds, constant scales (e.g.
-  inference-mode batch norm), ReLUs, max/sum pooling and global average pooling, with
-  spatial axes longer than 1 until they are flattened or pooled away): input element
+  is convolutions (also strided, dilated or grouped), dense layers over channels,
+  residual connections, concatenations along channels, bias adds, constant scales (e.g.
+  inference-mode batch norm), ReLUs, max/sum pooling, global average and max pooling,
+  strided slices, and transposes and reshapes between them (channel-first layouts such
+  as equinox's), with spatial axes longer than 1 until they are flattened or pooled
+  away; `insens_plan` names the operation that rules it out otherwise): input element
   ``j`` reaches only a small window of each layer (its *cone*: e.g. 7x7 positions of
   2CONV's second conv layer). The Jacobian column of ``j`` restricted to its cone is
   propagated exactly, layer by layer: a convolution is an explicit matrix from input
