@@ -163,6 +163,20 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def _header(args: argparse.Namespace, dev, jax) -> dict[str, Any]:
+    """The ``config`` and ``machine`` records every results file of this script starts with."""
+    return {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {
+            "device": f"{dev.device_kind} ({dev.platform})",
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "jax_version": jax.__version__,
+            "load_at_start": _load(),
+        },
+    }
+
+
 def _free_memory_bytes(jax) -> int:
     dev = jax.devices()[0]
     if dev.platform != "cpu":
@@ -427,14 +441,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cases: dict[str, dict[str, Any]] = {}
     compiled: dict[tuple[str, int], Any] = {}  # executables, reused by the exactness check
     result: dict[str, Any] = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {
-            "device": f"{dev.device_kind} ({dev.platform})",
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "jax_version": jax.__version__,
-            "load_at_start": _load(),
-        },
+        **_header(args, dev, jax),
         "network": {
             "input_shape": list(x_all.shape[1:]),
             "active_fraction_per_layer": active,
@@ -672,14 +679,7 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
     networks: dict[str, Any] = {}
     result: dict[str, Any] = {
         "command": command,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {
-            "device": f"{dev.device_kind} ({dev.platform})",
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "jax_version": jax.__version__,
-            "load_at_start": _load(),
-        },
+        **_header(args, dev, jax),
         "networks": networks,
     }
     args.out.mkdir(parents=True, exist_ok=True)
