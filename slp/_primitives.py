@@ -68,7 +68,6 @@ class Declaration:
         the operation to be linear (None: no condition).
       forward, frozen, matrices, boxes, cone, relevance: the primitive's rule in each rule
         set (`RULE_SETS`), or a `Refusal`.
-      hint: for a refused primitive, what to write instead (used in error messages).
     """
 
     primitive: Any
