@@ -1,7 +1,7 @@
 """CIFAR-10 (paper Figure 6, left): 2CONV with 3 input channels, every method's maps, measures.
 
 Run:
-    SLP_CIFAR10_ZIP=../shared/data/cifar10-jpeg.zip \
+    SLP_CIFAR10_ZIP=/path/to/cifar10-jpeg.zip \
         python experiments/cifar10.py --source images --epochs 5
         # about 25 minutes on 2 CPU cores: ~10 minutes of training, then the maps
 

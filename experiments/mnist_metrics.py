@@ -4,8 +4,8 @@ Run:
     python experiments/mnist_metrics.py       # about 20-30 minutes on 2 CPU cores
                                               # (plus 4-7 minutes of training without a checkpoint)
 
-Measures what the paper's Figure 4 shows by eye (PAPER.md section 4: "measuring them
-... is welcome"), for Insens and every method in `slp.available_methods()`, on the first
+Measures what the paper's Figure 4 shows by eye (the paper judges the maps by eye; this
+script puts numbers on it), for Insens and every method in `slp.available_methods()`, on the first
 --num-images MNIST test images, with the 2CONV checkpoint of experiments/train.py (same
 training options; trained first when missing):
 

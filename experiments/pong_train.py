@@ -1,4 +1,6 @@
-"""Trains the RLNET Q-network on Atari Pong with DQN and evaluates it (PAPER.md, experiment 4).
+"""Trains the RLNET Q-network on Atari Pong with DQN and evaluates it.
+
+The paper's Atari Pong experiment (Figure 6 right).
 
 Needs the `rl` extra: `pip install -e .[rl]`.
 
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     curve = running_mean(latest.episode_returns)
     keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), 200)).astype(int))
     results = {
-        "experiment": "RLNET: DQN on Atari Pong (PAPER.md experiment 4)",
+        "experiment": "RLNET: DQN on Atari Pong (the paper's Figure 6 right)",
         "game": latest.config.game,
         "preprocessing": (
             "no sticky actions, frame skip 4 with max over the last 2 frames, 84x84 "
