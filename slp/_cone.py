@@ -31,7 +31,7 @@ from jax import lax
 
 # `slp._primitives` imports this module to fill its ``cone`` fields: its names are read
 # here only when the rules run, after both modules have loaded.
-from slp import _matmul, _primitives
+from slp import _cut, _matmul, _primitives
 
 # ----------------------------------------------------------------------------------
 # Geometry.
@@ -625,14 +625,13 @@ def _tangents(program, p: _Pass):
 def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
     """``cols(t, b)``: the cut's exact Jacobian columns from the block's tangents ``t`` of its
     operand (one product with the slice of the dense weights that the block's cones cover)."""
-    from slp.insens import _cut_matrix  # slp.insens imports this module
 
     cut_eqn = program.eqns[plan.cut]
     hp = p0.precision
     nk = p0.nk
     op_id = cut_eqn.inputs[cut_eqn.dep.index(True)]
     weight = _args(p0, cut_eqn, {})[cut_eqn.dep.index(False)]
-    w_mat = _cut_matrix(cut_eqn, weight, geo.shapes[op_id]).astype(p0.dtype)
+    w_mat = _cut.cut_matrix(cut_eqn, weight, geo.shapes[op_id]).astype(p0.dtype)
     n_out = w_mat.shape[1]
     kind = geo.values[op_id]
     if isinstance(kind, _Global):  # after global pooling: the same weights for every element
@@ -693,7 +692,6 @@ def norms(program, state, x, plan, precision) -> list:
     Returns:
       Per ReLU layer, the squared norms ``|w_hat_i|^2`` in the layer's shape.
     """
-    from slp.insens import _post_norms, _scan_sum  # slp.insens imports this module
 
     geo = plan.cone
     nk = len(geo.spatial)
@@ -717,10 +715,10 @@ def norms(program, state, x, plan, precision) -> list:
             return sums
         cols = cols_of(cut_t, b)
         cols = cols.reshape((cols.shape[0],) + plan.cut_out_shape)
-        return sums + _post_norms(program, state, x, plan, cols)
+        return sums + _cut.post_norms(program, state, x, plan, cols)
 
     blocks = jnp.asarray(geo.blocks, jnp.int32)
-    sums = _scan_sum(step, blocks, len(geo.blocks))
+    sums = _cut.scan_sum(step, blocks, len(geo.blocks))
     by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
     return [by_site[s] for s in range(len(program.relu_shapes))]
 

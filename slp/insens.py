@@ -73,7 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from slp import _boxes, _cone, _matmul
+from slp import _boxes, _cone, _cut, _matmul
 from slp import network as net
 
 __all__ = [
@@ -605,79 +605,6 @@ def insens_plan(
 # The computation.
 
 
-class _PreCut(net.FrozenRules):
-    """The switched network; records the operand and weights of the cut."""
-
-    def __init__(self, state, cut_eqn):
-        super().__init__(state)
-        self.cut_eqn = cut_eqn
-        self.operand = None
-        self.weight = None
-
-    def linear(self, eqn, args):
-        if eqn is self.cut_eqn:
-            self.operand = args[eqn.dep.index(True)]
-            self.weight = args[eqn.dep.index(False)]
-        return super().linear(eqn, args)
-
-
-class _PostCut(net.FrozenRules):
-    """The switched network with the cut's output replaced by ``z``."""
-
-    def __init__(self, state, cut_eqn, z):
-        super().__init__(state)
-        self.cut_eqn = cut_eqn
-        self.z = z
-
-    def linear(self, eqn, args):
-        if eqn is self.cut_eqn:
-            return [self.z]
-        return super().linear(eqn, args)
-
-
-def _cut_matrix(eqn: net.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
-    """The cut's weights as a ``(operand size, output size)`` matrix (row-major rows).
-
-    Valid when the operand's non-contracted axes all have size 1 and there are no batch
-    axes (checked by `_cut_candidate`).
-    """
-    (lc, rc), _ = eqn.params["dimension_numbers"]
-    c_op, c_w = (lc, rc) if eqn.dep[0] else (rc, lc)
-    # Operand rows enumerate its contracted axes in axis order; match the weight's axes.
-    pairs = sorted(zip(c_op, c_w, strict=True))
-    w_c = [b for _, b in pairs]
-    w_free = [a for a in range(weight.ndim) if a not in c_w]
-    k = int(np.prod([operand_shape[a] for a, _ in pairs]))
-    return jnp.transpose(weight, w_c + w_free).reshape(k, -1)
-
-
-def _post_norms(program, state, x, plan: InsensPlan, cols) -> list:
-    """Sums of squares at the post-cut ReLU layers of exact columns ``cols`` of the cut."""
-    cut_eqn = program.eqns[plan.cut]
-    z0 = jnp.zeros(plan.cut_out_shape, x.dtype)
-
-    def post(z):
-        res = net.walk(program, x, _PostCut(state, cut_eqn, z))
-        return tuple(res.relu_inputs[s] for s in plan.post_sites)
-
-    post_t = jax.vmap(lambda t: jax.jvp(post, (z0,), (t,))[1])(cols)
-    return [jnp.sum(t * t, axis=0) for t in post_t]
-
-
-def _scan_sum(step, xs, n: int):
-    """``sum_i step(xs[i])`` for lists of arrays, as a scan (one step: no loop)."""
-    if n == 1:
-        return step(jax.tree.map(lambda a: a[0], xs))
-    first = jax.eval_shape(step, jax.tree.map(lambda a: a[0], xs))
-    init = [jnp.zeros(s.shape, s.dtype) for s in first]
-
-    def body(acc, xi):
-        return [a + s for a, s in zip(acc, step(xi), strict=True)], None
-
-    out, _ = lax.scan(body, init, xs)
-    return out
-
-
 def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     """``|w_hat|^2`` per ReLU layer by the probe route (module docstring)."""
     layout = plan.probes
@@ -688,14 +615,14 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     hp = _matmul.plain(precision)
 
     def pre(xp):
-        rules = _PreCut(state, cut_eqn)
+        rules = _cut.PreCut(state, cut_eqn)
         res = net.walk(program, xp, rules)
         return tuple(res.relu_inputs[s] for s in plan.pre_sites), rules.operand
 
     if cut_eqn is not None:
-        probe_rules = _PreCut(state, cut_eqn)
+        probe_rules = _cut.PreCut(state, cut_eqn)
         net.walk(program, x, probe_rules)
-        w_mat = _cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
+        w_mat = _cut.cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
         w_mat = w_mat.astype(x.dtype)
         w_mat = jnp.concatenate([w_mat, jnp.zeros((1, w_mat.shape[1]), w_mat.dtype)], 0)
         group_rows = jnp.asarray(layout.group_rows)
@@ -715,9 +642,9 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
         cols = jnp.zeros((layout.pixels_per_chunk + 1, parts.shape[-1]), parts.dtype)
         cols = cols.at[slots[c]].add(parts)[:-1]
         cols = cols.reshape((layout.pixels_per_chunk,) + plan.cut_out_shape)
-        return sums + _post_norms(program, state, x, plan, cols)
+        return sums + _cut.post_norms(program, state, x, plan, cols)
 
-    sums = _scan_sum(step, jnp.arange(layout.n_chunks), layout.n_chunks)
+    sums = _cut.scan_sum(step, jnp.arange(layout.n_chunks), layout.n_chunks)
     by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
     return [by_site[s] for s in range(len(program.relu_shapes))]
 

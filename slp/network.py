@@ -34,8 +34,6 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
-from slp import _primitives
-
 __all__ = [
     "Eqn",
     "Program",
@@ -710,3 +708,8 @@ def frozen_network(program: Program, state: NetworkState) -> Callable[[jax.Array
     """The affine map ``x' -> walk(program, x', FrozenRules(state))`` (the switched network)."""
     rules = FrozenRules(state)
     return lambda xp: walk(program, xp, rules)
+
+
+# The registry names the rules of modules that build on this walker (the cone route, the
+# receptive-field boxes), so it is imported once the walker is defined.
+from slp import _primitives  # noqa: E402
