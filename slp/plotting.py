@@ -7,6 +7,12 @@ own largest magnitude. The colour map `HEATMAP_CMAP` runs linearly blue (0, 0, 1
 0 falls on an entry that is exactly white (matplotlib's 256-entry `"bwr"` would
 draw 0 faintly red).
 
+Every figure of maps carries a colour key (`colour_key`, `colour_bar`): the colour
+bar of the blue-white-red scale with its range. When each map has its own scale the
+key is drawn on [-1, 1] and labelled in units of the map's own largest magnitude
+("-max |map|", "0", "+max |map|"), which is what a reader needs to compare colours
+within a map; when maps share a scale the key gives that scale's limits.
+
 Figures are built with the object-oriented API (no pyplot state), so the
 module works headless and inside tests; `save_figure` writes atomically.
 """
@@ -14,12 +20,15 @@ module works headless and inside tests; `save_figure` writes atomically.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.cm import ScalarMappable
+from matplotlib.colorbar import Colorbar
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
 from slp.data import atomic_writer
@@ -30,6 +39,9 @@ __all__ = [
     "symmetric_limit",
     "heatmap",
     "show_image",
+    "canvas",
+    "colour_bar",
+    "colour_key",
     "grid_figure",
     "save_figure",
 ]
@@ -38,6 +50,9 @@ HEATMAP_CMAP = LinearSegmentedColormap.from_list(
     "slp_blue_white_red", [(0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)], N=255
 )
 """Blue (negative) - white (zero) - red (positive)."""
+
+PER_MAP_KEY_LABEL = "red positive, blue negative, white 0; each map scaled to its own max |value|"
+"""Label of the colour key of a figure whose maps each have their own symmetric scale."""
 
 
 def to_2d(values: np.ndarray) -> np.ndarray:
@@ -129,8 +144,102 @@ def _decorate(ax: Axes, title: str | None) -> None:
         ax.set_title(title, fontsize=8)
 
 
+def _tick_label(value: float) -> str:
+    if value == 0:
+        return "0"
+    return f"{value:.1e}" if not 1e-2 <= abs(value) < 1e3 else f"{value:.3g}"
+
+
+KEY_AXES_LABEL = "colour key"
+"""Label (`Axes.get_label`) of every axes that `colour_bar` draws into."""
+
+
+def colour_bar(
+    fig: Figure,
+    cax: Axes,
+    *,
+    limit: float | None = None,
+    label: str | None = None,
+    orientation: str = "vertical",
+    fontsize: float = 7,
+) -> Colorbar:
+    """Draws the colour bar of the heatmap scale into ``cax``.
+
+    Args:
+      fig: the figure holding ``cax``.
+      cax: the axes the bar fills.
+      limit: the shared colour limit `L` of the maps it keys (ticks at -L, 0, L); None for
+        maps that each have their own scale: the bar then runs over [-1, 1] in units of a
+        map's own largest magnitude (ticks "-max |map|", "0", "+max |map|").
+      label: text next to the bar (above a horizontal bar, beside a vertical one).
+      orientation: ``"vertical"`` or ``"horizontal"``.
+      fontsize: of ticks and label.
+
+    Returns:
+      The matplotlib `Colorbar`; its mappable's colour limits are ``(-L, L)`` (or
+      ``(-1, 1)``); ``cax`` is labelled `KEY_AXES_LABEL`.
+    """
+    if limit is not None and not float(limit) > 0:
+        raise ValueError(f"limit must be > 0, got {limit}")
+    lim = 1.0 if limit is None else float(limit)
+    cax.set_label(KEY_AXES_LABEL)
+    mappable = ScalarMappable(norm=Normalize(vmin=-lim, vmax=lim), cmap=HEATMAP_CMAP)
+    bar = fig.colorbar(mappable, cax=cax, orientation=orientation, ticks=[-lim, 0.0, lim])
+    if limit is None:
+        names = ["\u2212max |map|", "0", "+max |map|"]
+    else:
+        names = [_tick_label(-lim), "0", _tick_label(lim)]
+    if orientation == "horizontal":
+        bar.ax.set_xticklabels(names, fontsize=fontsize)
+        if label:
+            bar.ax.set_title(label, fontsize=fontsize + 1)
+    else:
+        bar.ax.set_yticklabels(names, fontsize=fontsize)
+        if label:
+            bar.set_label(label, fontsize=fontsize)
+    return bar
+
+
+KEY_MARGIN = 0.85
+"""Bottom margin in inches that `colour_key` needs below the panels."""
+
+
+def colour_key(
+    fig: Figure,
+    *,
+    limit: float | None = None,
+    label: str | None = PER_MAP_KEY_LABEL,
+    width: float = 3.6,
+) -> Colorbar:
+    """A horizontal colour key centred at the bottom of ``fig`` (leave `KEY_MARGIN` inches free).
+
+    Args:
+      fig: the figure.
+      limit: shared colour limit of the maps, or None when each map has its own scale
+        (see `colour_bar`).
+      label: text above the bar, saying what the colours mean.
+      width: length of the bar in inches (at most 80% of the figure's width).
+
+    Returns:
+      The `Colorbar`.
+    """
+    fig_w, fig_h = fig.get_size_inches()
+    w = min(width, 0.8 * fig_w)
+    cax = fig.add_axes(((fig_w - w) / 2 / fig_w, 0.3 / fig_h, w / fig_w, 0.12 / fig_h))
+    if label and len(label) > 13 * fig_w:  # about 13 characters per inch at 8 points
+        label = textwrap.fill(label, width=max(int(13 * fig_w), 20))
+    return colour_bar(fig, cax, limit=limit, label=label, orientation="horizontal")
+
+
 def canvas(
-    n_rows: int, n_cols: int, *, cell: float, left: float, top: float
+    n_rows: int,
+    n_cols: int,
+    *,
+    cell: float,
+    left: float,
+    top: float,
+    bottom: float = 0.1,
+    right: float = 0.1,
 ) -> tuple[Figure, np.ndarray]:
     """A figure of ``n_rows x n_cols`` square panels of ``cell`` inches, tightly spaced.
 
@@ -138,18 +247,19 @@ def canvas(
       n_rows, n_cols: panels.
       cell: side of a panel in inches.
       left, top: margins in inches for row titles and column titles.
+      bottom, right: margins in inches (room for a colour key).
 
     Returns:
       The figure and its axes, shape ``(n_rows, n_cols)``.
     """
-    width = left + n_cols * cell + 0.1
-    height = top + n_rows * cell + 0.1
+    width = left + n_cols * cell + right
+    height = top + n_rows * cell + bottom
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(
         left=left / width,
-        right=1 - 0.1 / width,
+        right=1 - right / width,
         top=1 - top / height,
-        bottom=0.1 / height,
+        bottom=bottom / height,
         wspace=0.05,
         hspace=0.05,
     )
@@ -164,11 +274,13 @@ def grid_figure(
     image_columns: Sequence[int] = (0,),
     cell_size: float = 1.4,
     title: str | None = None,
+    key_label: str | None = PER_MAP_KEY_LABEL,
 ) -> Figure:
-    """A rows x columns grid of inputs and heatmaps.
+    """A rows x columns grid of inputs and heatmaps, with a colour key below.
 
     Columns listed in `image_columns` are drawn as inputs (`show_image`), all
-    others as heatmaps (`heatmap`), each with its own symmetric colour scale.
+    others as heatmaps (`heatmap`), each with its own symmetric colour scale; the
+    key below the grid (`colour_key`) says so.
 
     Args:
       panels: `R` rows of `C` arrays each (every array `(H, W)` or `(H, W, C')`).
@@ -177,6 +289,7 @@ def grid_figure(
       image_columns: indices of the columns holding input images.
       cell_size: size of one panel in inches.
       title: optional figure title.
+      key_label: text of the colour key; None draws no key (e.g. a grid of inputs only).
 
     Returns:
       The matplotlib `Figure`.
@@ -197,7 +310,8 @@ def grid_figure(
 
     left = 1.4 if row_titles is not None else 0.1
     top = 0.5 + (0.3 if title else 0.0)
-    fig, axes = canvas(len(rows), n_cols, cell=cell_size, left=left, top=top)
+    bottom = KEY_MARGIN if key_label is not None else 0.1
+    fig, axes = canvas(len(rows), n_cols, cell=cell_size, left=left, top=top, bottom=bottom)
     for r, row in enumerate(rows):
         for c, values in enumerate(row):
             ax = axes[r, c]
@@ -210,6 +324,8 @@ def grid_figure(
                 ax.set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    if key_label is not None:
+        colour_key(fig, label=key_label)
     return fig
 
 

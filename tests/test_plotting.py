@@ -69,8 +69,9 @@ def test_grid_figure_layout_and_titles():
     fig = plotting.grid_figure(
         panels, col_titles=["input", "a", "b"], row_titles=["r0", "r1"], title="T"
     )
-    axes = fig.get_axes()
+    *axes, key = fig.get_axes()
     assert len(axes) == 6
+    assert key.get_label() == plotting.KEY_AXES_LABEL
     assert [ax.get_title() for ax in axes[:3]] == ["input", "a", "b"]
     assert [ax.get_title() for ax in axes[3:]] == ["", "", ""]
     assert axes[0].get_ylabel() == "r0" and axes[3].get_ylabel() == "r1"
@@ -101,3 +102,52 @@ def test_save_figure_writes_a_png_atomically(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["fig.png"]
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] > 50 and im.size[1] > 50
+
+
+def test_grid_figure_has_a_colour_key_in_units_of_each_maps_maximum():
+    rng = np.random.default_rng(1)
+    panels = [[rng.random((6, 6)), rng.normal(size=(6, 6)) * 10.0, rng.normal(size=(6, 6))]]
+    fig = plotting.grid_figure(panels, col_titles=["input", "a", "b"])
+    bars = [ax for ax in fig.get_axes() if ax.get_label() == plotting.KEY_AXES_LABEL]
+    assert len(bars) == 1
+    image_axes = [ax for ax in fig.get_axes() if ax.images]
+    assert len(image_axes) == 3
+    # Every map has its own scale, so the key runs over [-1, 1] of a map's own maximum.
+    assert bars[0].get_xlim() == (-1.0, 1.0)
+    labels = [t.get_text() for t in bars[0].get_xticklabels()]
+    assert labels == ["\u2212max |map|", "0", "+max |map|"]
+    assert "own max" in bars[0].get_title()
+    # The key sits below the panels.
+    assert bars[0].get_position().y1 < min(ax.get_position().y0 for ax in image_axes)
+    assert plotting.grid_figure(panels, col_titles=["i", "a", "b"], key_label=None).get_axes()[
+        -1
+    ].images  # no key: the last axes is a panel
+
+
+def test_colour_key_renders_blue_white_red_over_a_symmetric_range(tmp_path):
+    fig = Figure(figsize=(4, 2), dpi=100)
+    bar = plotting.colour_key(fig, limit=0.25, label="Insens")
+    assert bar.mappable.get_clim() == (-0.25, 0.25)
+    assert bar.mappable.get_cmap() is plotting.HEATMAP_CMAP
+    np.testing.assert_allclose(bar.get_ticks(), [-0.25, 0.0, 0.25])
+    assert [t.get_text() for t in bar.ax.get_xticklabels()] == ["-0.25", "0", "0.25"]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    px = np.asarray(canvas.buffer_rgba())[..., :3]
+    x0, y0, x1, y1 = bar.ax.get_window_extent().extents
+    row = int(round(px.shape[0] - (y0 + y1) / 2))  # display y runs upwards, pixel rows down
+    left, mid, right = (px[row, int(round(x))] for x in (x0 + 3, (x0 + x1) / 2, x1 - 3))
+    # 3 pixels in from each end the linear scale has moved by ~1% of its range.
+    np.testing.assert_allclose(left, [0, 0, 255], atol=8)  # -L: blue
+    np.testing.assert_allclose(right, [255, 0, 0], atol=8)  # +L: red
+    assert (mid >= 250).all()  # 0: white
+
+
+def test_colour_bar_with_a_shared_limit_and_bad_limits():
+    fig = Figure()
+    cax = fig.add_axes((0.8, 0.1, 0.05, 0.8))
+    bar = plotting.colour_bar(fig, cax, limit=1.6e-4)
+    assert bar.mappable.get_clim() == (-1.6e-4, 1.6e-4)
+    assert [t.get_text() for t in cax.get_yticklabels()] == ["-1.6e-04", "0", "1.6e-04"]
+    with pytest.raises(ValueError, match="limit must be > 0"):
+        plotting.colour_bar(fig, cax, limit=0.0)
