@@ -14,6 +14,8 @@ Needs the `rl` extra: `pip install -e .[rl]`.
     # evaluate only: best and latest checkpoint and the random policy, write the summary
     python experiments/pong_train.py --eval-only --eval-episodes 10 \
         --training-log train.log --training-log train2.log
+    # redraw results/pong_training.png from results/pong_training.json (seconds)
+    python experiments/pong_train.py --replot
 
 Time: training runs until --total-steps or --max-seconds. The network of results/pong*
 took the two GPU commands above (one H100 and 16 cores, about 700 agent steps and as
@@ -23,24 +25,27 @@ few for Pong in an hour. Evaluating 3 x 10 episodes takes about 5 minutes on 2 C
 
 Writes checkpoints to `--checkpoint-dir` (default `$SLP_DATA_DIR/checkpoints/pong`) and
 `results/pong_training.json` (frames trained, evaluation and random-policy returns,
-the learning curve) and `results/pong_training.png` (training returns against frames).
+the learning curve) and `results/pong_training.png` (the mean of the last 10 training
+returns against frames, each evaluated checkpoint at the frames where it was saved).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _shared  # noqa: E402
 
+from slp.plotting import save_figure  # noqa: E402
 from slp.rl import DQNConfig, default_checkpoint_dir, evaluate, load_checkpoint, train  # noqa: E402
 
 PRESETS = {
@@ -97,28 +102,80 @@ def _eval_dict(result, seconds: float) -> dict:
     }
 
 
-def plot_curve(path: Path, frames: np.ndarray, returns: np.ndarray, evals: dict) -> None:
-    """Training returns (dots, running mean of 10) against frames, evaluation levels."""
-    import matplotlib
+def curve_figure(summary: dict, returns: np.ndarray | None = None) -> Figure:
+    """The learning curve and the evaluations of the checkpoints, from the summary alone.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+      summary: the dict written to pong_training.json (learning curve, evaluation,
+        best checkpoint's step, agent steps, frame skip).
+      returns: optional training returns of every episode `(E,)` (not in the summary; the
+        episodes end at the frames of the unsubsampled curve, so only with a full curve).
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(frames / 1e6, returns, ".", ms=2, alpha=0.4, color="0.5", label="training episode")
-    ax.plot(frames / 1e6, running_mean(returns), color="C0", label="mean of last 10")
-    for (name, r), c in zip(evals.items(), ("C2", "C1", "C3"), strict=False):
-        ax.axhline(r["mean_return"], color=c, ls="--", label=f"eval {name}: {r['mean_return']:.1f}")
+    Returns:
+      The figure: the mean of the last 10 training returns against frames; each evaluated
+      checkpoint as a point with its standard deviation over the evaluation episodes, at
+      the frames where it was saved; the random policy as a line.
+    """
+    curve = summary["learning_curve"]
+    frames = np.asarray(curve["frames"], np.float64) / 1e6
+    skip = summary["config"]["frame_skip"]
+    ev = summary["evaluation"]
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.add_subplot()
+    if returns is not None:
+        ax.plot(frames, returns, ".", ms=2, alpha=0.4, color="0.5", label="training episode")
+    ax.plot(frames, curve["mean10_return"], color="C0", label="training: mean of last 10 episodes")
+    saved_at = {"latest": summary["agent_steps"], "best": summary.get("best_checkpoint_step")}
+    labels = {
+        "latest": "final checkpoint",
+        "best": "'best' checkpoint (highest training mean of 10)",
+    }
+    for name, colour, marker in (("best", "C2", "s"), ("latest", "C1", "o")):
+        if name not in ev or saved_at[name] is None:
+            continue
+        r, at = ev[name], saved_at[name] * skip / 1e6
+        ax.errorbar(
+            at,
+            r["mean_return"],
+            yerr=r["std_return"],
+            fmt=marker,
+            color=colour,
+            capsize=3,
+            label=f"eval, {labels[name]} at {at:.2f}M frames: "
+            f"{r['mean_return']:.1f} ± {r['std_return']:.1f}",
+        )
+    if "random" in ev:
+        r = ev["random"]
+        ax.axhline(
+            r["mean_return"],
+            color="C3",
+            ls="--",
+            lw=1,
+            label=f"eval, random policy: {r['mean_return']:.1f} ± {r['std_return']:.1f}",
+        )
     ax.set_xlabel("emulator frames (millions)")
     ax.set_ylabel("return (game score difference)")
     ax.set_ylim(-21.5, 21.5)
-    ax.set_title("DQN on Pong: RLNET training")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(
+        "DQN on Pong: RLNET training; evaluation: mean ± std over "
+        f"{ev['episodes']} episodes, epsilon {ev['epsilon']:g}",
+        fontsize=10,
+    )
+    ax.legend(loc="upper left", fontsize=7)
+    best = summary.get("best_training_mean10")
+    if best is not None and "best" in ev:
+        ax.text(
+            0.98,
+            0.03,
+            f"'best' was saved when the training mean of 10 peaked ({best:.1f}); chosen on\n"
+            "noisy training returns, it need not evaluate best: compare the error bars",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+        )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -144,7 +201,17 @@ def main(argv: list[str] | None = None) -> dict:
         default=[],
         help="log file(s) of the training runs whose progress lines go into the summary",
     )
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw pong_training.png from the pong_training.json in --out",
+    )
     args = p.parse_args(argv)
+    if args.replot:
+        summary = json.loads((args.out / "pong_training.json").read_text())
+        save_figure(curve_figure(summary), args.out / "pong_training.png", dpi=120)
+        print(f"wrote {args.out / 'pong_training.png'} from pong_training.json", file=sys.stderr)
+        return summary
 
     config = PRESETS[args.preset]
     ckpt_dir = args.checkpoint_dir or default_checkpoint_dir(config.game)
@@ -230,7 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     _shared.write_json(args.out / "pong_training.json", results)
-    plot_curve(args.out / "pong_training.png", frames, latest.episode_returns, evals)
+    full = len(keep) == len(frames)  # every episode on the curve: its dots can be drawn too
+    fig = curve_figure(results, latest.episode_returns if full else None)
+    save_figure(fig, args.out / "pong_training.png", dpi=120)
     print(f"wrote {args.out / 'pong_training.json'}", file=sys.stderr)
     return results
 
