@@ -167,7 +167,14 @@ def maps_figure(x_unit, encoded, maps, methods, examples, labels, accuracies, ti
             panels.append([shown] + [maps[enc][m][e] for m in methods])
             row_titles.append(f"{LABELS[enc]}\nclass {labels[e]}, acc {accuracies[enc]:.3f}")
     return plotting.grid_figure(
-        panels, col_titles=["input"] + list(methods), row_titles=row_titles, title=title
+        panels,
+        col_titles=["input"] + list(methods),
+        row_titles=row_titles,
+        title=title,
+        key_label=(
+            "red positive, blue negative, white 0; each map scaled to its own max |value|; "
+            "a map reversed between the 'mean' and 'neg mean' rows swaps red and blue"
+        ),
     )
 
 

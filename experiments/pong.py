@@ -37,7 +37,15 @@ import _shared  # noqa: E402
 import slp  # noqa: E402
 from slp.attributions import get_method  # noqa: E402
 from slp.models import QNetwork, as_single_example  # noqa: E402
-from slp.plotting import canvas, heatmap, save_figure, show_image, symmetric_limit  # noqa: E402
+from slp.plotting import (  # noqa: E402
+    KEY_MARGIN,
+    canvas,
+    colour_key,
+    heatmap,
+    save_figure,
+    show_image,
+    symmetric_limit,
+)
 from slp.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values  # noqa: E402
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "pong_qnetwork.msgpack"
@@ -125,11 +133,26 @@ def map_statistics(values: np.ndarray, objects: np.ndarray, reference: np.ndarra
     }
 
 
+ROW_NOTES = {
+    "insens": "4-pixel lattice:\nfirst conv has\nstride 4",
+}
+"""Extra lines under a method's row title (what to read in its maps)."""
+
+KEY_LABEL = (
+    "red positive, blue negative, white 0; a row's four frame maps share one scale "
+    "(max |value| over the frames), the sum of frames has its own"
+)
+
+
 def draw(x: np.ndarray, maps: dict[str, np.ndarray], *, title: str) -> Figure:
-    """Rows: the 4 frames, then one row per method (4 frame maps, then their sum)."""
+    """Rows: the 4 frames, then one row per method (4 frame maps, then their sum).
+
+    A colour key below the grid gives the scale, in units of each scale's largest
+    magnitude; `ROW_NOTES` adds a line of reading to a method's row title.
+    """
     names = list(maps)
     n_rows, n_cols, cell = 1 + len(names), 5, 1.3
-    fig, axes = canvas(n_rows, n_cols, cell=cell, left=1.5, top=0.9)
+    fig, axes = canvas(n_rows, n_cols, cell=cell, left=1.5, top=0.9, bottom=KEY_MARGIN + 0.1)
     for k in range(4):
         show_image(axes[0, k], x[..., k], title=f"frame {k + 1}" + (" (now)" if k == 3 else ""))
     heatmap(axes[0, 4], x[..., 3] - x[..., 0], title="frame 4 - frame 1\n(maps: sum of frames)")
@@ -140,8 +163,10 @@ def draw(x: np.ndarray, maps: dict[str, np.ndarray], *, title: str) -> Figure:
         for k in range(4):
             heatmap(axes[r, k], m[..., k], limit=limit)
         heatmap(axes[r, 4], m)
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        label = name + (f"\n({ROW_NOTES[name]})" if name in ROW_NOTES else "")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
+    colour_key(fig, label=KEY_LABEL)
     return fig
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from experiment_helpers import load_script
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
@@ -119,9 +120,8 @@ def test_grid_figure_has_a_colour_key_in_units_of_each_maps_maximum():
     assert "own max" in bars[0].get_title()
     # The key sits below the panels.
     assert bars[0].get_position().y1 < min(ax.get_position().y0 for ax in image_axes)
-    assert plotting.grid_figure(panels, col_titles=["i", "a", "b"], key_label=None).get_axes()[
-        -1
-    ].images  # no key: the last axes is a panel
+    no_key = plotting.grid_figure(panels, col_titles=["i", "a", "b"], key_label=None)
+    assert not _key_axes(no_key) and len(no_key.get_axes()) == 3
 
 
 def test_colour_key_renders_blue_white_red_over_a_symmetric_range(tmp_path):
@@ -151,3 +151,69 @@ def test_colour_bar_with_a_shared_limit_and_bad_limits():
     assert [t.get_text() for t in cax.get_yticklabels()] == ["-1.6e-04", "0", "1.6e-04"]
     with pytest.raises(ValueError, match="limit must be > 0"):
         plotting.colour_bar(fig, cax, limit=0.0)
+
+
+# --- the experiments' figures of maps ------------------------------------------------------
+
+
+def _key_axes(fig: Figure) -> list:
+    return [ax for ax in fig.get_axes() if ax.get_label() == plotting.KEY_AXES_LABEL]
+
+
+def test_cifar10_figure_has_a_noisy_row_under_each_clean_row_and_a_key():
+    script = load_script("cifar10.py")
+    rng = np.random.default_rng(0)
+    x, x_noisy = rng.random((5, 8, 8, 3)), rng.random((5, 8, 8, 3))
+    methods = ["insens", "gradient"]
+    clean = {m: rng.normal(size=(5, 8, 8, 3)) for m in methods}
+    noisy = {m: rng.normal(size=(5, 8, 8, 3)) for m in methods}
+    labels = np.array([0, 1, 2, 3, 4])
+    fig = script.figure6(
+        x,
+        x_noisy,
+        labels,
+        [0, 1],
+        [1, 9],
+        clean,
+        noisy,
+        methods,
+        positions=[1, 3],
+        sigma=0.1,
+        title="t",
+    )
+    panels = [ax for ax in fig.get_axes() if ax.images]
+    assert len(panels) == 2 * 2 * 3  # 2 images x (clean, noisy) rows x (input + 2 maps)
+    labels = [ax.get_ylabel() for ax in panels[::3]]
+    assert labels == [
+        "automobile, clean\npred airplane",
+        "noise sigma 0.1\npred automobile",
+        "cat, clean\npred automobile",
+        "noise sigma 0.1\npred truck",
+    ]
+    # The noisy row shows the noisy input and the maps of the noisy input.
+    np.testing.assert_array_equal(panels[3].images[0].get_array(), x_noisy[1])
+    np.testing.assert_allclose(panels[5].images[0].get_array(), noisy["gradient"][1].sum(-1))
+    (key,) = _key_axes(fig)
+    assert "noisy row" in key.get_title()
+
+
+def test_pong_figure_has_a_key_and_explains_the_insens_row():
+    script = load_script("pong.py")
+    rng = np.random.default_rng(0)
+    maps = {"insens": rng.normal(size=(12, 12, 4)), "gradient": rng.normal(size=(12, 12, 4))}
+    fig = script.draw(rng.random((12, 12, 4)), maps, title="t")
+    (key,) = _key_axes(fig)
+    assert key.get_xlim() == (-1.0, 1.0)
+    row_labels = [ax.get_ylabel() for ax in fig.get_axes() if ax.get_ylabel()]
+    assert any("stride 4" in label for label in row_labels if label.startswith("insens"))
+
+
+def test_encodings_figure_has_a_key():
+    script = load_script("encodings.py")
+    rng = np.random.default_rng(0)
+    encoded = {e: rng.random((2, 6, 6, 1)) for e in script.ENCODINGS}
+    maps = {e: {"insens": rng.normal(size=(2, 6, 6, 1))} for e in script.ENCODINGS}
+    accuracies = dict.fromkeys(script.ENCODINGS, 0.9)
+    fig = script.maps_figure(None, encoded, maps, ["insens"], [1], [0, 3], accuracies, "t")
+    (key,) = _key_axes(fig)
+    assert "'mean'" in key.get_title()
