@@ -13,7 +13,9 @@ would all be aeroplanes), for every method in `slp.available_methods()`, each ma
 explaining the true class:
 
 1. Figure 6 (left): --examples-per-class images of each of the first --figure-classes
-   classes, the input and every method's map (channels summed, red/blue symmetric).
+   classes, each clean and with the robustness noise of step 2 (two rows), the input and
+   every method's map (channels summed, red/blue symmetric, colour key below).
+   --figures-only draws just this figure (after training when the checkpoint is missing).
 2. Robustness: there is no object mask in CIFAR-10, so the MNIST noise variants and
    the share-on-object measure do not apply; instead Gaussian noise of --sigma on every
    pixel (`slp.noise.add_noise`, clipped to [0, 1]) and the Spearman/cosine similarity
@@ -86,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--steps", type=int, default=64, help="deletion/insertion curve steps")
     g.add_argument("--batch-size-maps", type=int, default=20, help="images per compiled call")
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
+    g.add_argument(
+        "--figures-only",
+        action="store_true",
+        help="only redraw cifar10_figure6.png (trains the checkpoint if it is missing)",
+    )
     args = parser.parse_args(argv)
     for method in args.methods or ():
         get_method(method)
@@ -127,6 +134,58 @@ def figure_indices(labels: np.ndarray, *, classes: int, per_class: int) -> list[
     for c in range(classes):
         out += [int(i) for i in np.flatnonzero(labels == c)[:per_class]]
     return out
+
+
+def figure6(
+    x,
+    x_noisy,
+    labels,
+    preds,
+    preds_noisy,
+    clean_maps,
+    noisy_maps,
+    methods,
+    *,
+    positions,
+    sigma: float,
+    title: str,
+) -> Figure:
+    """Figure 6 (left) with the robustness noise: each image clean, then with noise.
+
+    Rows: for every sample position in ``positions`` the clean image and its noisy
+    version (the images and maps that the robustness measure compares); columns: the
+    input and every method's map of the true class, each map on its own symmetric
+    scale (colour key below).
+
+    Args:
+      x, x_noisy: sample images `(N, 32, 32, 3)`, clean and with noise.
+      labels: true classes `(N,)`.
+      preds, preds_noisy: predicted classes of the rows `(len(positions),)`, clean and noisy.
+      clean_maps, noisy_maps: per method the maps `(N, 32, 32, 3)`.
+      methods: columns after the input.
+      positions: sample positions shown.
+      sigma: noise standard deviation (row titles).
+      title: figure title.
+
+    Returns:
+      The figure.
+    """
+    panels, rows = [], []
+    for k, i in enumerate(positions):
+        panels.append([x[i]] + [clean_maps[m][i] for m in methods])
+        rows.append(f"{CLASSES[labels[i]]}, clean\npred {CLASSES[preds[k]]}")
+        panels.append([x_noisy[i]] + [noisy_maps[m][i] for m in methods])
+        rows.append(f"noise sigma {sigma:g}\npred {CLASSES[preds_noisy[k]]}")
+    return plotting.grid_figure(
+        panels,
+        col_titles=["input"] + list(methods),
+        row_titles=rows,
+        title=title,
+        key_label=(
+            "red positive, blue negative, white 0; each map scaled to its own max |value|; "
+            "compare each clean row with the noisy row below it"
+        ),
+    )
 
 
 def robustness_figure(rob, methods, sigma, lossy: str) -> Figure:
@@ -358,12 +417,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     keys = jax.random.split(jax.random.key(args.seed_sample), len(x))
     x_noisy = np.asarray(_noisy(keys, jnp.asarray(x), args.sigma))
-    rob, clean_maps = {}, {}
+    fig_idx = figure_indices(y, classes=args.figure_classes, per_class=args.examples_per_class)
+    lossy = " (lossy JPEG copy)" if test.lossy else ""
+    fig_title = (
+        f"Figure 6 left (reproduction): 2CONV on CIFAR-10{lossy}, test accuracy {test_acc:.3f}; "
+        f"maps of the true class, clean and with Gaussian noise sigma = {args.sigma:g}"
+    )
+
+    def draw_figure6(clean_maps, noisy_maps):
+        if fig_idx:
+            preds = training.predict_logits(model, params, x[fig_idx]).argmax(-1)
+            preds_noisy = training.predict_logits(model, params, x_noisy[fig_idx]).argmax(-1)
+            fig = figure6(
+                x,
+                x_noisy,
+                y,
+                preds,
+                preds_noisy,
+                clean_maps,
+                noisy_maps,
+                methods,
+                positions=fig_idx,
+                sigma=args.sigma,
+                title=fig_title,
+            )
+            plotting.save_figure(fig, args.out / "cifar10_figure6.png", dpi=100)
+
+    if args.figures_only:
+        draw_figure6(
+            {m: runner(m, params, x, y) for m in methods},
+            {m: runner(m, params, x_noisy, y) for m in methods},
+        )
+        log(f"wrote {args.out}/cifar10_figure6.png (--figures-only)")
+        return {}
+    rob, clean_maps, noisy_maps = {}, {}, {}
     for m in methods:
         t1 = time.perf_counter()
         clean_maps[m] = runner(m, params, x, y)
+        noisy_maps[m] = runner(m, params, x_noisy, y)
         sims = _shared.similarities(
-            _shared.pixel_maps(clean_maps[m]), _shared.pixel_maps(runner(m, params, x_noisy, y))
+            _shared.pixel_maps(clean_maps[m]), _shared.pixel_maps(noisy_maps[m])
         )
         rob[m] = {k: _shared.summary(sims[k]) for k in ("spearman", "cosine")}
         log(f"maps and robustness {m}: {time.perf_counter() - t1:.0f} s")
@@ -392,8 +485,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     seconds["randomization"] = time.perf_counter() - t0
 
-    fig_idx = figure_indices(y, classes=args.figure_classes, per_class=args.examples_per_class)
-    preds = training.predict_logits(model, params, x[fig_idx]).argmax(-1) if fig_idx else []
     seconds["total"] = time.perf_counter() - t_start
     result = {
         "test_accuracy": test_acc,
@@ -429,20 +520,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     out = args.out
-    lossy = " (lossy JPEG copy)" if test.lossy else ""
     _shared.write_json(out / "cifar10.json", result)
     _shared.write_text(out / "cifar10.md", markdown(result))
-    if fig_idx:
-        panels = [[x[i]] + [clean_maps[m][i] for m in methods] for i in fig_idx]
-        rows = [f"{CLASSES[y[i]]}\npred {CLASSES[p]}" for i, p in zip(fig_idx, preds, strict=True)]
-        fig = plotting.grid_figure(
-            panels,
-            col_titles=["input"] + methods,
-            row_titles=rows,
-            title=f"Figure 6 left (reproduction): 2CONV on CIFAR-10{lossy}, test accuracy "
-            f"{test_acc:.3f}; maps of the true class",
-        )
-        plotting.save_figure(fig, out / "cifar10_figure6.png", dpi=100)
+    draw_figure6(clean_maps, noisy_maps)
     plotting.save_figure(
         robustness_figure(rob, methods, args.sigma, lossy), out / "cifar10_robustness.png"
     )

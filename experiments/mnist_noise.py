@@ -4,6 +4,8 @@ Run:
     python experiments/mnist_noise.py           # about 6-8 minutes on 2 CPU cores with a
                                                 # trained checkpoint, plus 4-7 minutes of
                                                 # training without one
+    python experiments/mnist_noise.py --figures-only  # only figure4.png and
+                                                # mnist_noise_layers.png, about 1-2 minutes
 
 Trains 2CONV first when its checkpoint is missing (`slp.training.load_or_train_mnist`,
 same options as experiments/train.py), then on the 10,000 MNIST test images:
@@ -89,6 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--batch-size-eval", type=int, default=1000, help="forward-pass batch")
     g.add_argument(
         "--methods", nargs="+", default=None, help="attribution methods (default: all registered)"
+    )
+    g.add_argument(
+        "--figures-only",
+        action="store_true",
+        help="only redraw figure4.png and mnist_noise_layers.png (no measures, JSON or report)",
     )
     args = parser.parse_args(argv)
     for method in args.methods or ():
@@ -328,6 +335,10 @@ def figure4(
         col_titles=col_titles,
         row_titles=row_titles,
         title=f"Figure 4 (reproduction): 2CONV on MNIST, noise sigma = {sigma:g}",
+        key_label=(
+            "red positive, blue negative, white 0; each map scaled to its own max |value|; "
+            "compare each method's clean row with the three noisy rows below it"
+        ),
     )
     return fig, col_titles, row_titles
 
@@ -367,20 +378,20 @@ def layers_figure(
     ]
     n_maps = len(names) + 1
     top = 1.0  # inches above the panels: two lines of figure title, then column titles
-    fig, axes = plotting.canvas(len(rows_x), n_maps + 2, cell=1.4, left=1.4, top=top)
+    fig, axes = plotting.canvas(len(rows_x), n_maps + 2, cell=1.4, left=1.4, top=top, right=0.3)
     for r in range(len(rows_x)):
         maps = [layers.maps[k][r] for k in range(len(names))] + [total[r]]
         limit = plotting.symmetric_limit(np.stack([plotting.to_2d(m) for m in maps]))
         plotting.show_image(axes[r, 0], rows_x[r], title=col_titles[0] if r == 0 else None)
         for c, m in enumerate(maps, start=1):
             title = col_titles[c] if r == 0 else None
-            im = plotting.heatmap(axes[r, c], m, title=title, limit=limit)
+            plotting.heatmap(axes[r, c], m, title=title, limit=limit)
         axes[r, 0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
         # The last column holds the row's colour bar: [-L, 0, L] of the shared scale.
         axes[r, -1].set_axis_off()
         cax = axes[r, -1].inset_axes([0.05, 0.08, 0.12, 0.84])
-        bar = fig.colorbar(im, cax=cax, ticks=[-limit, 0.0, limit])
-        bar.ax.set_yticklabels([f"{-limit:.1e}", "0", f"{limit:.1e}"], fontsize=6)
+        plotting.colour_bar(fig, cax, limit=limit, fontsize=6)
+    axes[0, -1].set_title("colour key\n(row's scale)", fontsize=8)
     fig.suptitle(
         f"Insens per hidden ReLU layer, 2CONV on MNIST, noise sigma = {sigma:g}\n"
         "red positive, blue negative; one symmetric colour scale per row",
@@ -598,6 +609,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--examples {args.examples} out of range for {len(images)} test images")
     keys = jax.random.split(jax.random.key(args.noise_seed), len(images))
     log = functools.partial(print, file=sys.stderr, flush=True)
+    if args.figures_only:
+        draw_figure4(args, model, params, f, images, labels, keys)
+        draw_layers_figure(args, f, slp.insens(f, by_layer=True), images, labels, keys)
+        log(f"wrote {args.out}/figure4.png, mnist_noise_layers.png (--figures-only)")
+        return {}
 
     t0 = time.perf_counter()
     clean_acc = training.accuracy(model, params, images, labels, batch_size=args.batch_size_eval)
@@ -620,23 +636,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_insens = time.perf_counter() - t0
     log(f"Insens of {len(images)} test images in {t_insens:.1f} s")
 
-    methods = tuple(args.methods) if args.methods else slp.available_methods()
-    runner = _shared.MethodRunner(
-        lambda p, x: model.apply(p, x[None])[0], batch_size=10, seed=args.noise_seed
-    )
     t0 = time.perf_counter()
-    fig, col_titles, _ = figure4(
-        f,
-        runner,
-        params,
-        images,
-        labels,
-        keys,
-        examples=args.examples,
-        sigma=args.sigma,
-        methods=methods,
-    )
-    plotting.save_figure(fig, args.out / "figure4.png", dpi=110)
+    methods, col_titles = draw_figure4(args, model, params, f, images, labels, keys)
     t_fig = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -645,10 +646,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     layers = layer_shares(
         by_layer, images[:n_layer], keys[:n_layer], conditions=FIGURE_CONDITIONS, sigma=args.sigma
     )
-    fig, _, _ = layers_figure(
-        f, by_layer, images, labels, keys, examples=args.examples, sigma=args.sigma
-    )
-    plotting.save_figure(fig, args.out / "mnist_noise_layers.png", dpi=110)
+    draw_layers_figure(args, f, by_layer, images, labels, keys)
     t_layers = time.perf_counter() - t0
     layers["seconds"] = t_layers
     for cond in FIGURE_CONDITIONS:
@@ -707,6 +705,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mnist_noise_layers.png"
     )
     return {**result, "figure_columns": col_titles}
+
+
+def draw_figure4(args, model, params, f, images, labels, keys) -> tuple[tuple[str, ...], list[str]]:
+    """Writes figure4.png; returns the methods drawn and the figure's column titles."""
+    methods = tuple(args.methods) if args.methods else slp.available_methods()
+    runner = _shared.MethodRunner(
+        lambda p, x: model.apply(p, x[None])[0], batch_size=10, seed=args.noise_seed
+    )
+    fig, col_titles, _ = figure4(
+        f,
+        runner,
+        params,
+        images,
+        labels,
+        keys,
+        examples=args.examples,
+        sigma=args.sigma,
+        methods=methods,
+    )
+    plotting.save_figure(fig, args.out / "figure4.png", dpi=110)
+    return methods, col_titles
+
+
+def draw_layers_figure(args, f, by_layer, images, labels, keys) -> None:
+    """Writes mnist_noise_layers.png (Insens per hidden ReLU layer for Figure 4's digits)."""
+    fig, _, _ = layers_figure(
+        f, by_layer, images, labels, keys, examples=args.examples, sigma=args.sigma
+    )
+    plotting.save_figure(fig, args.out / "mnist_noise_layers.png", dpi=110)
 
 
 def _load() -> list[float]:
