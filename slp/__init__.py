@@ -6,8 +6,10 @@ arXiv:1909.11275.
 """
 
 from slp import attributions, metrics, models, network
+from slp._guards import per_example, single_example
 from slp.attributions import attribute, available_methods
 from slp.insens import InsensPlan, LayerInsens, insens, insens_plan
+from slp.maps import ChunkedMaps, ManifestMismatchError, attribute_dataset, read_maps
 from slp.network import UnsupportedOperationError
 from slp.projections import (
     Projection,
@@ -21,13 +23,16 @@ from slp.projections import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChunkedMaps",
     "InsensPlan",
     "LayerInsens",
+    "ManifestMismatchError",
     "Projection",
     "UnsupportedOperationError",
     "activation_pattern",
     "activities",
     "attribute",
+    "attribute_dataset",
     "attributions",
     "available_methods",
     "explicit_projections",
@@ -36,6 +41,9 @@ __all__ = [
     "metrics",
     "models",
     "network",
+    "per_example",
+    "single_example",
+    "read_maps",
     "switched_centres",
     "switched_projections",
 ]
