@@ -12,6 +12,9 @@ from slp.data._cache import data_dir as data_dir
 from slp.data.cifar10 import Dataset as Dataset
 from slp.data.cifar10 import fetch_cifar10 as fetch_cifar10
 from slp.data.cifar10 import load_cifar10 as load_cifar10
+from slp.data.example import ExampleDigits as ExampleDigits
+from slp.data.example import example_digits as example_digits
+from slp.data.example import example_model as example_model
 from slp.data.idx import read_idx as read_idx
 from slp.data.mnist import LabelledImages as LabelledImages
 from slp.data.mnist import fetch_fashion_mnist as fetch_fashion_mnist
@@ -26,10 +29,13 @@ __all__ = [
     "CorruptDataError",
     "Dataset",
     "DatasetNotFoundError",
+    "ExampleDigits",
     "LabelledImages",
     "SmallNorb",
     "atomic_writer",
     "data_dir",
+    "example_digits",
+    "example_model",
     "fetch_cifar10",
     "fetch_fashion_mnist",
     "fetch_mnist",
