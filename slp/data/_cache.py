@@ -65,6 +65,12 @@ def log(message: str) -> None:
     print(f"slp.data: {message}", file=sys.stderr, flush=True)
 
 
+def short_reason(error: BaseException, limit: int = 80) -> str:
+    """``Type: message`` of an exception on one line, cut to about ``limit`` characters."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @contextlib.contextmanager
 def atomic_writer(
     path: str | os.PathLike[str], *, verify: Callable[[Path], None] | None = None
@@ -197,10 +203,26 @@ def download_file(
     Returns:
       ``path`` as a Path.
     """
+    from tqdm import tqdm  # noqa: PLC0415 - only needed while downloading
+
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-        with atomic_writer(path, verify=verify) as f:
-            for block in iter(lambda: response.read(_CHUNK), b""):
+        size = response.headers.get("Content-Length")
+        total = int(size) if size and size.isdigit() else None
+        # A bar on terminals only (disable=None), for files that take a moment.
+        with (
+            atomic_writer(path, verify=verify) as f,
+            tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=Path(path).name,
+                leave=False,
+                disable=None if total is None or total > _CHUNK else True,
+            ) as bar,
+        ):
+            for block in iter(lambda: response.read(_CHUNK // 16), b""):
                 f.write(block)
+                bar.update(len(block))
     return Path(path)
 
 

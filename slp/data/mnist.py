@@ -197,17 +197,22 @@ def _ensure(key: str, names: Sequence[str], data_dir: str | os.PathLike[str] | N
 def _fetch(key: str, folder: Path, names: Sequence[str]) -> None:
     title = _TITLES[key]
     failures = []
-    for source in _sources(key):
+    sources = _sources(key)
+    for i, source in enumerate(sources):
+        # A source that fails is one quiet line; only when every source fails is it an error,
+        # and that error lists each source with its full reason.
+        then = "trying the next source" if i + 1 < len(sources) else "no sources left"
         start = time.perf_counter()
         try:
             source.fetch(folder, names)
         except Exception as e:  # noqa: BLE001 - every failure is reported below
             failures.append(f"  - {source.name}: {type(e).__name__}: {e}")
-            _cache.log(f"{title}: {source.name} failed ({type(e).__name__}: {e})")
+            _cache.log(f"{title}: {source.name} unavailable ({_cache.short_reason(e)}); {then}")
             continue
         still_missing = [n for n in names if _locate(folder, n) is None]
         if still_missing:
             failures.append(f"  - {source.name}: did not provide {', '.join(still_missing)}")
+            _cache.log(f"{title}: {source.name} did not provide every file; {then}")
             continue
         took = time.perf_counter() - start
         _cache.log(f"{title} fetched from {source.name} in {took:.1f} s into {folder}")
