@@ -169,11 +169,16 @@ def _model_fingerprint(f: Callable, params, x_spec: jax.ShapeDtypeStruct) -> str
 
 
 class _Source(NamedTuple):
-    """The images as chunks: ``chunks()`` yields ``(index, start, rows_fn)``."""
+    """The images as chunks: ``chunks()`` yields ``(index, start, rows_fn)``.
+
+    ``repeatable``: an array (``chunks()`` may run again; ``rows_fn`` reads lazily), not
+    an iterable of batches (one pass, rows in memory already).
+    """
 
     image_shape: tuple[int, ...]
     dtype: np.dtype
     num_images: int | None
+    repeatable: bool
     chunks: Callable[[], Iterator[tuple[int, int, Callable[[], np.ndarray]]]]
 
 
@@ -200,7 +205,7 @@ def _open_images(images, chunk_size: int, num_images: int | None) -> _Source:
                 stop = min(start + chunk_size, n)
                 yield k, start, functools.partial(lambda a, b: np.asarray(arr[a:b]), start, stop)
 
-        return _Source(tuple(arr.shape[1:]), np.dtype(arr.dtype), n, chunks)
+        return _Source(tuple(arr.shape[1:]), np.dtype(arr.dtype), n, True, chunks)
     if not isinstance(images, Iterable):
         raise TypeError(
             "images must be an array (N, *X), a path to a .npy file or an iterable of "
@@ -241,7 +246,7 @@ def _open_images(images, chunk_size: int, num_images: int | None) -> _Source:
         if num_images is not None and start + have != num_images:
             raise ValueError(f"num_images={num_images} but the batches held {start + have}")
 
-    return _Source(shape, np.dtype(dtype), num_images, chunks)
+    return _Source(shape, np.dtype(dtype), num_images, False, chunks)
 
 
 # ----------------------------------------------------------------------------------
@@ -454,6 +459,7 @@ def attribute_dataset(
         target_arr = np.asarray(target, dtype=np.int32)
         if target_arr.ndim == 1 and n is not None and len(target_arr) != n:
             raise ValueError(f"target has {len(target_arr)} entries for {n} images")
+        n_targets = len(target_arr) if target_arr.ndim == 1 else None
         if target_arr.ndim > 1:
             raise ValueError(
                 f"target must be None, a class index or (N,) indices; got shape {target_arr.shape}"
@@ -513,50 +519,43 @@ def attribute_dataset(
         return k % processes == process
 
     receipts: dict[int, dict] = {}
-    if out_dir is not None:
-        for k, start, rows in source.chunks() if n is not None else ():
+    if out_dir is not None and source.repeatable:
+        # Every finished chunk is checked against this call's images before any is written.
+        for k, start, rows_fn in source.chunks():
             if mine(k) and (r := _read_receipt(out_dir, k)) is not None:
-                _check_receipt(r, k, start, rows(), out_dir)
+                _check_receipt(r, k, start, rows_fn(), out_dir)
                 receipts[k] = r
-    total = (
-        None
-        if n is None
-        else sum(
-            min(chunk_size, n - s)
-            for k, s in enumerate(range(0, n, chunk_size))
-            if mine(k) and k not in receipts
+    total = None
+    if n is not None:
+        starts = range(0, n, chunk_size)
+        total = sum(
+            min(chunk_size, n - s) for k, s in enumerate(starts) if mine(k) and k not in receipts
         )
-    )
     bar = tqdm(
         total=total,
         unit="img",
-        desc=f"{method}" + (f" (process {process}/{processes})" if processes > 1 else ""),
+        desc=method + (f" (process {process}/{processes})" if processes > 1 else ""),
         disable=not progress,
         smoothing=0.1,
     )
     local: dict[int, np.ndarray] = {}
-    computed, reused, num_chunks, seen = [], [], 0, 0
+    computed, reused, seen = [], [], 0
     try:
         for k, start, rows_fn in source.chunks():
-            num_chunks = k + 1
-            if n is None:  # an iterable: its chunks are in memory already
+            if not source.repeatable:  # an iterable: its chunks are in memory already
                 seen = start + len(rows_fn())
             if not mine(k):
                 continue
-            if out_dir is not None and n is None and (r := _read_receipt(out_dir, k)):
-                rows = rows_fn()
-                _check_receipt(r, k, start, rows, out_dir)
-                receipts[k] = r
+            if out_dir is not None and not source.repeatable:
+                if (r := _read_receipt(out_dir, k)) is not None:
+                    _check_receipt(r, k, start, rows_fn(), out_dir)
+                    receipts[k] = r
             if k in receipts:
                 reused.append(k)
                 continue
             rows = rows_fn()
-            if (
-                target_arr is not None
-                and target_arr.ndim == 1
-                and start + len(rows) > len(target_arr)
-            ):
-                raise ValueError(f"target has {len(target_arr)} entries; images go beyond")
+            if target_arr is not None and target_arr.ndim == 1 and start + len(rows) > n_targets:
+                raise ValueError(f"target has {n_targets} entries; the images go beyond")
             maps = _chunk_maps(
                 step, params_d, key_d, rows, start, target_arr, batch_size, padded,
                 batch_sharding, map_dtype,
@@ -570,7 +569,7 @@ def attribute_dataset(
     finally:
         bar.close()
 
-    if n is None:
+    if not source.repeatable:
         n = seen
     num_chunks = math.ceil(n / chunk_size)
     if processes > 1:
