@@ -81,6 +81,7 @@ __all__ = [
     "insens_plan",
     "InsensPlan",
     "LayerInsens",
+    "InsensEstimate",
     "ProbeLayout",
     "DenseLayout",
     "RouteCost",
@@ -670,6 +671,58 @@ def _runtime_consts(program: net.Program) -> net.Program:
     return dataclasses.replace(program, consts=consts)
 
 
+def _stderr_groups(k: int) -> int:
+    """Groups of the delete-a-group jackknife: the largest divisor of ``k`` up to 16 (at
+    least 4 groups, else one probe per group)."""
+    g = max(d for d in range(1, min(k, 16) + 1) if k % d == 0)
+    return g if g >= 4 else k
+
+
+def _estimated_sq_norms(frozen, x, k: int, key, n_groups: int) -> list:
+    """Per ReLU layer, ``(n_groups, *layer)`` sums of squares of Gaussian probe JVPs.
+
+    Probe ``m`` is ``N(0, I)`` drawn with ``fold_in(key, m)`` (the same numbers for any
+    chunking) and belongs to group ``m // (k / n_groups)``. ``(J z)_i ~ N(0, |w_hat_i|^2)``,
+    so the sum over all groups is ``|w_hat_i|^2`` times a chi-square variable with ``k``
+    degrees of freedom.
+    """
+    _, linear_fn = jax.linearize(lambda xp: frozen(xp).relu_inputs, x)
+    shapes = jax.eval_shape(linear_fn, x)
+    item = np.dtype(x.dtype).itemsize
+    per_probe = (int(np.prod(x.shape)) + sum(int(np.prod(s.shape)) for s in shapes)) * item
+    per_group = k // n_groups
+    # Probes per step: as many as fit in the dense route's memory budget, whole steps
+    # inside one group.
+    c = max(1, min(per_group, _DENSE_BYTES // max(1, per_probe)))
+    while per_group % c:
+        c -= 1
+    steps = k // c
+
+    def step(acc, s):
+        ids = s * c + jnp.arange(c)
+        z = jax.vmap(lambda m: jax.random.normal(jax.random.fold_in(key, m), x.shape, x.dtype))(ids)
+        ys = jax.vmap(linear_fn)(z)
+        g = (s * c) // per_group
+        return [a.at[g].add(jnp.sum(y * y, axis=0)) for a, y in zip(acc, ys, strict=True)], None
+
+    init = [jnp.zeros((n_groups,) + s.shape, s.dtype) for s in shapes]
+    out, _ = lax.scan(step, init, jnp.arange(steps))
+    return out
+
+
+class InsensEstimate(NamedTuple):
+    """An estimate of Insens and its standard error (`insens` with ``return_stderr=True``).
+
+    Attributes:
+      map: the unbiased estimate of ``Omega_hat``, shaped like ``x``.
+      stderr: its per-element standard error (delete-a-group jackknife over the probes),
+        shaped like ``x``.
+    """
+
+    map: jax.Array
+    stderr: jax.Array
+
+
 class LayerInsens(NamedTuple):
     """Insens per hidden ReLU layer (`insens` with ``by_layer=True``).
 
@@ -706,6 +759,9 @@ def insens(
     route: str = "auto",
     precision: Any = None,
     by_layer: bool = False,
+    probes: int | None = None,
+    key: jax.Array | None = None,
+    return_stderr: bool = False,
 ) -> Callable:
     """Inactive state sensitivity ``Omega_hat(x)`` (eq. 8). Jit-compiled.
 
@@ -716,7 +772,22 @@ def insens(
     result is 0.
 
     The squared norms ``|w_hat|^2`` are computed exactly from the network's structure
-    (module docstring; `insens_plan` tells which route a network gets).
+    (module docstring; `insens_plan` tells which route a network gets), or, with
+    ``probes=k``, estimated without bias for networks where exact is not affordable
+    (e.g. VGG-16 at 224x224; `insens_plan` predicts the exact routes' time and memory).
+
+    The estimator (``probes=k``). Every hidden ReLU layer's ``|w_hat_i|^2`` is estimated
+    (no layer keeps exact norms); the set ``I``, the activities ``v_i`` and the final
+    vector-Jacobian product stay exact. ``k`` Gaussian probes ``z_m ~ N(0, I)`` go
+    through the switched network by forward mode: ``(J z_m)_i ~ N(0, |w_hat_i|^2)``, so
+    ``S_i = sum_m (J z_m)_i^2 = |w_hat_i|^2 chi2_k``. Since ``E[1/chi2_k] = 1/(k - 2)``,
+    ``(k - 2) / S_i`` is an unbiased estimate of ``1/|w_hat_i|^2`` (the plug-in
+    ``k / S_i`` is biased upwards by ``k/(k - 2)``), and, eq. 8 being linear in
+    ``v_i/|w_hat_i|^2``, the map is an unbiased estimate of ``Omega_hat``. Its relative
+    variance per neuron is ``2/(k - 4)``. Cost: ``k`` forward-mode passes (memory: as
+    many probes per step as fit in 64 MiB, at least one) and one reverse pass; with
+    ``return_stderr``, one reverse pass more per jackknife group (up to 16 groups; the
+    per-group sums are kept, up to 16 times the activations' size).
 
     Args:
       f: per-example ReLU network ``f(x) -> logits``.
@@ -744,22 +815,53 @@ def insens(
         over all layers: the mean of ``omega_hat_i`` over the inactive neurons of each
         layer, and each layer's ``|I_l|``. The ``|I_l|``-weighted mean of the layer maps
         is ``Omega_hat`` (the decomposition per layer of the paper's later version).
+      probes: None (default): exact. An int ``k >= 3``: the unbiased estimate above from
+        ``k`` Gaussian forward-mode probes (``route``, ``chunk_size`` and ``precision``
+        do not apply). Under `jax.vmap` every example uses the same probes.
+      key: a `jax.random.key` for the probes (needed with ``probes``). The returned
+        function also takes one as its second argument, ``fn(x, key)``, without
+        recompiling (e.g. to average estimates, or `jax.vmap` over keys).
+      return_stderr: also return the per-element standard error of the estimate
+        (`InsensEstimate`): a delete-a-group jackknife over the probes (``k`` split into
+        up to 16 equal groups; needs ``k >= 6``). Conservative in expectation
+        (Efron-Stein).
 
     Returns:
-      ``fn(x) -> Omega_hat``, shaped like ``x`` (with ``by_layer``: a `LayerInsens`);
-      batch with `jax.vmap`. An ``x`` with a NaN or inf gives a map of NaN.
+      ``fn(x) -> Omega_hat``, shaped like ``x`` (with ``by_layer``: a `LayerInsens`; with
+      ``return_stderr``: an `InsensEstimate`); batch with `jax.vmap`. An ``x`` with a
+      NaN or inf gives a map of NaN.
     """
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")
     if route not in _ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
+    if probes is not None:
+        if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 3:
+            raise ValueError(
+                f"probes must be an integer >= 3 (the unbiased correction (k - 2)/k needs "
+                f"k > 2) or None for the exact map; got {probes!r}"
+            )
+        probes = int(probes)
+        if key is None:
+            raise ValueError(
+                "probes=k draws random probes: pass a key, e.g. "
+                "insens(f, probes=k, key=jax.random.key(0))"
+            )
+        if return_stderr and probes < 6:
+            raise ValueError(f"return_stderr needs probes >= 6; got {probes}")
+        if return_stderr and by_layer:
+            raise ValueError("return_stderr is not available with by_layer")
+    elif return_stderr:
+        raise ValueError("return_stderr needs probes=k (the exact map has no sampling error)")
+    n_groups = _stderr_groups(probes) if return_stderr else 1
+    default_key = key
 
     prec = _matmul.resolve(precision)
 
-    def fn(x):
+    def fn(x, key=None):
         program = net.trace(f, x)
         chunk = int(np.prod(x.shape)) if chunk_size is None else int(chunk_size)
-        plan = _plan(program, x, chunk, route)
+        plan = _plan(program, x, chunk, route) if probes is None else None
         program = _runtime_consts(program)
         state = net.forward(program, x)
         frozen = net.frozen_network(program, state)
@@ -767,7 +869,13 @@ def insens(
         def acts(xp):
             return frozen(xp).relu_inputs
 
-        if plan.route == "cone":
+        if probes is not None:
+            probe_key = default_key if key is None else key
+            sq_groups = _estimated_sq_norms(frozen, x, probes, probe_key, n_groups)
+            sq = [jnp.sum(g, axis=0) for g in sq_groups]
+            scale = probes - 2.0  # E[(k - 2) / chi2_k] = 1
+            sq = [s / scale for s in sq]
+        elif plan.route == "cone":
             sq = _cone.norms(program, state, x, plan, prec)
         elif plan.route == "dense":
             sq = _dense_norms(program, state, x, plan)
@@ -797,6 +905,27 @@ def insens(
             return LayerInsens(tuple(maps), tuple(counts))
         (total,) = vjp(coeffs)
         count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
-        return guard(_mean(total, count))
+        estimate = guard(_mean(total, count))
+        if not return_stderr:
+            return estimate
+
+        # Delete-a-group jackknife: the estimate without group g (k - k/G probes, its own
+        # correction), G reverse passes, one at a time.
+        def without(g):
+            k_rest = probes - probes // n_groups
+            c_g = tuple(
+                jnp.where(i & (r > 0), v * (k_rest - 2.0) / jnp.where(r > 0, r, 1), 0)
+                for i, r, v in zip(
+                    inactive,
+                    [jnp.sum(a, axis=0) - a[g] for a in sq_groups],
+                    state.activities,
+                    strict=True,
+                )
+            )
+            return _mean(vjp(c_g)[0], count)
+
+        loo = lax.map(without, jnp.arange(n_groups))
+        var = (n_groups - 1) / n_groups * jnp.sum((loo - jnp.mean(loo, axis=0, keepdims=True)) ** 2, axis=0)
+        return InsensEstimate(estimate, guard(jnp.sqrt(var)))
 
     return jax.jit(fn)
