@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import sys
 import time
@@ -80,6 +81,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.num_images < 2 or args.num_random_images < 1:
         parser.error("--num-images must be >= 2 and --num-random-images >= 1")
     return args
+
+
+class DatasetRunner(_shared.MethodRunner):
+    """`_shared.MethodRunner` on `slp.attribute_dataset`: batches over every local device.
+
+    Same maps (per-image keys ``fold_in(key(seed), image index)``, ``low``/``high`` where
+    the method takes them) and one compiled program per method for every parameter set.
+    """
+
+    def __call__(self, method, params, inputs, targets):
+        accepted = inspect.signature(get_method(method)).parameters
+        options = {k: v for k, v in (("low", self.low), ("high", self.high)) if k in accepted}
+        return slp.attribute_dataset(
+            self.apply,
+            np.asarray(inputs),
+            method,
+            params=params,
+            target=np.asarray(targets, np.int32),
+            key=self.key if "key" in accepted else None,
+            batch_size=self.batch_size,
+            progress=False,
+            **options,
+        )
 
 
 @functools.partial(jax.jit, static_argnames="variant")
@@ -382,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def apply(p, x):
         return model.apply(p, x[None])[0]
 
-    runner = _shared.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.noise_seed)
+    runner = DatasetRunner(apply, batch_size=args.batch_size_maps, seed=args.noise_seed)
     candidates = tuple(args.methods) if args.methods else slp.available_methods()
     methods, skipped = _shared.usable_methods(runner, params, images[0], candidates)
     for m, why in skipped.items():

@@ -200,13 +200,17 @@ def share_on_digit(maps: np.ndarray, clean_images: np.ndarray) -> np.ndarray:
     return _shared.mass_on(_shared.pixel_maps(maps), digit_region(clean_images))
 
 
-def insens_on_digit(f, images: np.ndarray, *, batch_size: int = 250) -> np.ndarray:
+def insens_on_digit(
+    f, images: np.ndarray, *, batch_size: int = 250, progress: bool = False
+) -> np.ndarray:
     """Insens of every image (exact, `slp.insens`) and its share on the digit + outline.
+
+    The maps come from `slp.attribute_dataset` (every local device; progress bar on request).
 
     Returns:
       `(N,)` share of |Insens| on the digit and its 3-pixel outline, per image.
     """
-    maps = _shared._batched(jax.vmap(slp.insens(f)), batch_size, np.asarray(images))
+    maps = slp.attribute_dataset(f, images, "insens", batch_size=batch_size, progress=progress)
     return share_on_digit(maps, images)
 
 
@@ -632,7 +636,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_active = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    insens_share = insens_on_digit(f, images)
+    insens_share = insens_on_digit(f, images, progress=not args.no_progress)
     t_insens = time.perf_counter() - t0
     log(f"Insens of {len(images)} test images in {t_insens:.1f} s")
 
