@@ -37,6 +37,8 @@ from typing import Any
 # experiments/_shared.py (imported lazily: it imports jax)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402 - no jax
+
 # The thread limit must be in the environment before XLA starts, so jax (and slp, which
 # imports it) is imported inside main().
 
@@ -59,7 +61,7 @@ COMPARE = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
     p.add_argument("--batch", type=int, default=64, help="images per batch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for XLA and torch")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per method (median)")
@@ -71,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="IG path points evaluated at once per image (default all; fewer bound memory "
         "but run slower on CPU)",
     )
-    p.add_argument("--smoothgrad-samples", type=int, default=32)
+    p.add_argument("--smoothgrad-samples", type=int, default=32, help="SmoothGrad noise samples")
     p.add_argument(
         "--methods",
         nargs="+",
@@ -80,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-torch", action="store_true", help="skip Captum and Zennit")
     p.add_argument("--tiny", action="store_true", help="tiny network and batch (smoke test)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, biases and inputs")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     args = p.parse_args(argv)
     for name in ("batch", "threads", "repeats", "ig_steps", "ig_batch_size", "smoothgrad_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -65,6 +65,8 @@ from typing import Any
 # experiments/_shared.py (imported lazily: it imports jax)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402 - no jax
+
 ROUTES = ("naive", "insens", "forward")
 # --zoo: the naive route on more than one image only where XLA's memory estimate times this
 # is within the limit (on CPU the Q-network's peak RSS was up to 2.8 times the estimate).
@@ -72,12 +74,19 @@ NAIVE_HEADROOM = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
-    p.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
+    p.add_argument(
+        "--batches", type=int, nargs="+", default=[1, 64, 1024], help="batch sizes timed"
+    )
+    p.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES, help="what to time")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per case (median)")
     p.add_argument("--chunk-size", type=int, default=128, help="slp.insens chunk_size")
-    p.add_argument("--insens-route", default="auto", choices=("auto", "cone", "probes", "dense"))
+    p.add_argument(
+        "--insens-route",
+        default="auto",
+        choices=("auto", "cone", "probes", "dense"),
+        help="slp.insens route (auto: the cheapest, see slp.insens_plan)",
+    )
     p.add_argument(
         "--max-memory-gb",
         type=float,
@@ -91,13 +100,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip the naive route above this batch size (it needs ~113 MiB per image)",
     )
     p.add_argument("--checkpoint", type=Path, default=None, help="trained TwoConv .msgpack")
-    p.add_argument("--data", choices=("random", "mnist"), default="random")
+    p.add_argument(
+        "--data", choices=("random", "mnist"), default="random", help="uniform inputs or MNIST"
+    )
     p.add_argument("--isolate", action="store_true", help="measure each case in a subprocess")
     p.add_argument(
         "--precisions",
         nargs="+",
         default=[],
-        help="also time slp.insens(precision=P) for each P (e.g. TF32_TF32_F32_X3, default)",
+        help="also time slp.insens(precision=P) for each P (e.g. TF32_TF32_F32_X3, or 'default' "
+        "for XLA's default precision)",
     )
     p.add_argument(
         "--variant-batches",
@@ -140,8 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "while XLA's estimate exceeds a third of the memory limit)",
     )
     p.add_argument("--zoo-only", default=None, help="--zoo: comma-separated zoo networks")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     p.add_argument("--worker", nargs=2, metavar=("ROUTE", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.check_images is None:  # a timed batch size, so its executables are reused

@@ -50,6 +50,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402
 import _shared  # noqa: E402
 
 import slp  # noqa: E402
@@ -62,7 +63,9 @@ ORDERS, MODES, RANDOM = _shared.ORDERS, _shared.MODES, _shared.RANDOM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+    )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
@@ -80,9 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     g.add_argument("--num-images", type=int, default=100, help="test images measured")
     g.add_argument("--num-random-images", type=int, default=50, help="for randomisation")
-    g.add_argument("--num-test", type=int, default=None, help="test images for accuracy (all)")
+    g.add_argument(
+        "--num-test", type=int, default=None, help="test images for accuracy (None: all)"
+    )
     g.add_argument("--figure-classes", type=int, default=6, help="classes in the figure")
-    g.add_argument("--examples-per-class", type=int, default=1)
+    g.add_argument("--examples-per-class", type=int, default=1, help="figure images per class")
     g.add_argument("--sigma", type=float, default=0.1, help="std of the robustness noise")
     g.add_argument("--seed-sample", type=int, default=0, help="seed of sample, noise, orders")
     g.add_argument("--steps", type=int, default=64, help="deletion/insertion curve steps")
@@ -246,6 +251,11 @@ def markdown(result: dict[str, Any]) -> str:
         "standard deviation over images.",
         "",
         "![Figure 6 left](cifar10_figure6.png)",
+        "",
+        "Each image clean and, in the row below, with the noise of the robustness measure "
+        f"(sigma {cfg['sigma']:g}); every map on its own symmetric scale, red positive, blue "
+        "negative (colour key below the figure). Compare each method's two rows: the "
+        "Spearman correlation below measures how alike they are.",
         "",
         "## Where Insens stands",
         "",

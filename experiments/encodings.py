@@ -51,6 +51,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402
 import _shared  # noqa: E402
 
 import slp  # noqa: E402
@@ -75,13 +76,17 @@ OBJECT_THRESHOLD = noise.DIGIT_THRESHOLD
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+    )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
-    g.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
+    g.add_argument("--dataset", choices=DATASETS, default="fashion_mnist", help="data set")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     g.add_argument("--num-images", type=int, default=100, help="test images measured")
-    g.add_argument("--num-test", type=int, default=None, help="test images for accuracy (all)")
+    g.add_argument(
+        "--num-test", type=int, default=None, help="test images for accuracy (None: all)"
+    )
     g.add_argument("--examples", type=int, nargs="+", default=[0, 1, 2], help="figure images")
     g.add_argument("--batch-size-maps", type=int, default=25, help="images per compiled call")
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")

@@ -44,6 +44,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402
 import _shared  # noqa: E402
 
 import slp  # noqa: E402
@@ -56,7 +57,9 @@ ORDERS, MODES, RANDOM = _shared.ORDERS, _shared.MODES, _shared.RANDOM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+    )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")

@@ -45,6 +45,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402
 import _shared  # noqa: E402
 
 import slp  # noqa: E402
@@ -69,15 +70,23 @@ CALIBRATION_VARIANTS = ("bordered", "background")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+    )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    g.add_argument("--num-test", type=int, default=None, help="first N test images (all)")
+    g.add_argument("--num-test", type=int, default=None, help="first N test images (None: all)")
     g.add_argument(
         "--sigma", type=float, default=noise.DEFAULT_SIGMA, help="noise std of the main table"
     )
-    g.add_argument("--sigmas", type=float, nargs="+", default=list(DEFAULT_SWEEP), help="sweep")
+    g.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_SWEEP),
+        help="noise stds of the sweep",
+    )
     g.add_argument("--noise-seed", type=int, default=0, help="seed of the noise patterns")
     g.add_argument(
         "--examples", type=int, nargs="+", default=[0, 1, 4], help="test indices in Figure 4"
@@ -510,7 +519,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Rows: test digits clean and in the three noisy variants; columns: the input and "
         "every registered attribution method (target: the predicted class). Red positive, "
-        "blue negative, white 0, colour scale symmetric per map.",
+        "blue negative, white 0, colour scale symmetric per map (colour key below the "
+        "figure). Compare each method's clean row with the three noisy rows below it: does "
+        "the digit's shape survive the noise?",
         "",
         "![Figure 4](figure4.png)",
         "",

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402
 import _shared  # noqa: E402
 
 import slp  # noqa: E402
@@ -171,7 +172,9 @@ def draw(x: np.ndarray, maps: dict[str, np.ndarray], *, title: str) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=_cli.HelpFormatter
+    )
     p.add_argument(
         "--checkpoint",
         type=Path,
@@ -179,10 +182,17 @@ def main(argv: list[str] | None = None) -> dict:
         help="default: latest.msgpack in the data dir, else results/pong_qnetwork.msgpack "
         "(a parameters-only copy, kept out of git)",
     )
-    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     p.add_argument("--name", default="pong", help="file stem of the outputs")
-    p.add_argument("--seed", type=int, default=2019)
-    p.add_argument("--search-steps", type=int, default=400)
+    p.add_argument(
+        "--seed", type=int, default=2019, help="seed of the environment and of the methods' keys"
+    )
+    p.add_argument(
+        "--search-steps",
+        type=int,
+        default=400,
+        help="agent steps searched for the game state shown",
+    )
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     args = p.parse_args(argv)
 

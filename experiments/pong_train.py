@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402
 import _shared  # noqa: E402
 
 from slp.plotting import save_figure  # noqa: E402
@@ -179,21 +180,27 @@ def curve_figure(summary: dict, returns: np.ndarray | None = None) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=_cli.HelpFormatter
+    )
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="DQN configuration (PRESETS)"
+    )
     p.add_argument("--total-steps", type=int, default=10_000_000, help="agent steps in all")
     p.add_argument("--max-seconds", type=float, default=None, help="wall-time limit of training")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-dir", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of agent and environments")
+    p.add_argument(
+        "--checkpoint-dir", type=Path, default=None, help="None: <data dir>/checkpoints/pong"
+    )
     p.add_argument("--checkpoint-every", type=int, default=100_000, help="agent steps")
     p.add_argument("--no-resume", action="store_true", help="start afresh")
     p.add_argument("--save-replay", action="store_true", help="checkpoint the replay buffer")
     p.add_argument("--eval-only", action="store_true", help="skip training")
     p.add_argument("--eval-episodes", type=int, default=10, help="0 skips evaluation")
-    p.add_argument("--eval-epsilon", type=float, default=0.01)
-    p.add_argument("--eval-seed", type=int, default=12345)
-    p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eval-epsilon", type=float, default=0.01, help="exploration in evaluation")
+    p.add_argument("--eval-seed", type=int, default=12345, help="seed of evaluation episodes")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
         "--training-log",
         type=Path,

@@ -22,13 +22,21 @@ from typing import Any
 from slp import training
 from slp.data import atomic_writer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _cli  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses `argv`, loads or trains the network, writes `<out>/mnist_train.json`."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+    )
     training.add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    parser.add_argument("--num-test", type=int, default=None, help="first N test images only")
+    parser.add_argument(
+        "--num-test", type=int, default=None, help="first N test images only (None: all)"
+    )
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()

@@ -624,17 +624,23 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = parser.add_argument_group("training (see slp.training.TrainConfig)")
     g.add_argument("--seed", type=int, default=d.seed, help="initialisation/shuffle seed")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
     g.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak Adam LR")
-    g.add_argument("--warmup-fraction", type=float, default=d.warmup_fraction)
-    g.add_argument("--num-train", type=int, default=None, help="first N training images only")
+    g.add_argument(
+        "--warmup-fraction", type=float, default=d.warmup_fraction, help="share of steps warming up"
+    )
+    g.add_argument(
+        "--num-train", type=int, default=None, help="first N training images only (None: all)"
+    )
     g.add_argument("--features", type=int, nargs=2, default=list(d.features), help="conv widths")
     g.add_argument("--hidden", type=int, default=d.hidden, help="hidden dense width")
     g.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g = parser.add_argument_group("locations")
-    g.add_argument("--data-dir", type=Path, default=None, help="default: $SLP_DATA_DIR")
+    g.add_argument(
+        "--data-dir", type=Path, default=None, help="default: $SLP_DATA_DIR, else ~/.cache/slp"
+    )
     g.add_argument(
         "--checkpoint-dir", type=Path, default=None, help="default: <data dir>/checkpoints"
     )

@@ -20,6 +20,16 @@ from slp.data.smallnorb import SPLITS, load_smallnorb
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "smallnorb")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Description as written; ``(default: ...)`` after every option's help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or "default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _fetch(name: str, data_dir: str | None, images: str | None) -> Path:
     if name == "mnist":
         return fetch_mnist(data_dir=data_dir)
@@ -34,11 +44,22 @@ def _fetch(name: str, data_dir: str | None, images: str | None) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m slp.data", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m slp.data", description=__doc__, formatter_class=_HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="fetch a dataset into the data directory")
-    fetch.add_argument("dataset", choices=DATASETS)
-    fetch.add_argument("--data-dir", default=None, help="data directory (default: see above)")
+    fetch = sub.add_parser(
+        "fetch",
+        help="fetch a dataset into the data directory",
+        description=__doc__,
+        formatter_class=_HelpFormatter,
+    )
+    fetch.add_argument("dataset", choices=DATASETS, help="the dataset to fetch")
+    fetch.add_argument(
+        "--data-dir",
+        default=None,
+        help="data directory (default: $SLP_DATA_DIR, else ~/.cache/slp)",
+    )
     fetch.add_argument(
         "--images",
         default=None,
