@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 import slp
 from slp import metrics
@@ -107,15 +108,22 @@ class MethodRunner:
             np.asarray(inputs),
             np.asarray(targets, np.int32),
             np.arange(len(inputs), dtype=np.int32),
+            desc=method,
         )
 
 
-def _batched(fn: Callable, batch_size: int, *arrays: np.ndarray):
-    """``fn`` over equal-length arrays in padded batches; outputs concatenated (pytrees too)."""
+def _batched(fn: Callable, batch_size: int, *arrays: np.ndarray, desc: str | None = None):
+    """``fn`` over equal-length arrays in padded batches; outputs concatenated (pytrees too).
+
+    Shows a progress bar named ``desc`` on terminals when there is more than one batch.
+    """
     n = len(arrays[0])
     bs = min(batch_size, n)
     outs = []
-    for start in range(0, n, bs):
+    starts = range(0, n, bs)
+    for start in tqdm(
+        starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2 or None
+    ):
         parts = [a[start : start + bs] for a in arrays]
         m = len(parts[0])
         if m < bs:

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -132,7 +133,7 @@ def noise_accuracies(
 ) -> list[dict[str, Any]]:
     """Accuracy for every noise variant and sigma: `[{variant, sigma, accuracy}]`."""
     rows = []
-    for sigma in sigmas:
+    for sigma in tqdm(sigmas, desc="accuracy per noise sigma", leave=False, disable=None):
         for variant in noise.VARIANTS:
             x = condition_inputs(variant, images, keys, sigma)
             acc = training.accuracy(model, params, x, labels, batch_size=batch_size)
@@ -155,7 +156,8 @@ def active_fractions(f, images: np.ndarray, *, batch_size: int = 500) -> dict[st
     """
     pattern = jax.jit(jax.vmap(slp.activation_pattern(f)))
     per_layer, counts = [], None
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc="active neurons", unit="batch", leave=False, disable=None):
         layers = pattern(jnp.asarray(images[start : start + batch_size]))
         n = layers[0].shape[0]
         per_layer.append([np.asarray(a).reshape(n, -1).sum(axis=1) for a in layers])
