@@ -1,0 +1,251 @@
+"""Throughput of slp.attribute_dataset against the number of devices, and its overheads.
+
+Run:
+    python experiments/bench_dataset.py        # about 6-10 minutes on 2 CPU cores
+    python experiments/bench_dataset.py --tag h200 --num-images 8192 --batch-size 512  # a GPU
+
+The full-size 2CONV (random weights; the speed does not depend on them) on the first
+--num-images MNIST test images (uniform noise of the same shape when MNIST is not in the
+data directory). For each method (default: insens and gradient), in one process and one
+run, interleaved over --repeats rounds:
+
+- ``plain``: a hand-written loop of ``jax.jit(jax.vmap(slp.attribute))`` over padded
+  batches on one device (the baseline);
+- ``devices=k``: `slp.attribute_dataset` returning the maps, batches sharded over the
+  first k local devices, for k in 1, 2, 4 (those that exist);
+- ``devices=k, out``: the same writing resumable chunks (`.npy` + receipt, atomically,
+  and the manifest's model fingerprint) into a fresh folder.
+
+On CPU the devices are --fake-devices host devices of XLA: they split a batch across
+threads of the same cores, so on a machine with 2 cores they cannot add compute; the
+numbers measure what sharding costs, not what it gains. On a GPU host each device is a
+real accelerator. Every timed call follows one untimed call of the same shapes (compiling).
+Maps of every configuration are checked against ``plain`` (largest absolute difference).
+
+Writes --out/bench_dataset_<tag>.json and .md (default results/, tag cpu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _cli  # noqa: E402 - no jax; jax is imported in main(), after the device count is set
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
+    parser.add_argument(
+        "--methods", nargs="+", default=["insens", "gradient"], help="registered method names"
+    )
+    parser.add_argument("--num-images", type=int, default=512, help="images per timed call")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds")
+    parser.add_argument(
+        "--fake-devices", type=int, default=4, help="CPU host devices (ignored on a GPU)"
+    )
+    parser.add_argument("--tag", default="cpu", help="results file suffix")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="data directory (None: $SLP_DATA_DIR)"
+    )
+    return parser.parse_args(argv)
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the benchmark; returns the dict written to bench_dataset_<tag>.json."""
+    args = parse_args(argv)
+    import jax
+
+    # Before the CPU backend starts: only the CPU platform reads it.
+    jax.config.update("jax_num_cpu_devices", args.fake_devices)
+    import _shared
+    import jax.numpy as jnp
+    import numpy as np
+
+    import slp
+    from slp import training
+    from slp.models import as_single_example
+
+    config = training.TrainConfig()
+    model = training.make_model(config)
+    f = as_single_example(model, training.init_params(config))
+    try:
+        images, _ = training.load_mnist_float(
+            "test", data_dir=args.data_dir, download=False, limit=args.num_images
+        )
+        data = "MNIST test images"
+    except Exception:  # any loader failure: the timing needs only the shapes
+        rng = np.random.default_rng(0)
+        images = rng.uniform(size=(args.num_images, *config.input_shape)).astype(np.float32)
+        data = "uniform noise of MNIST's shape"
+    n, bs = len(images), args.batch_size
+    devices = jax.local_devices()
+    counts = [k for k in (1, 2, 4, 8) if k <= len(devices)]
+
+    def plain_fn(method):
+        fn = jax.jit(jax.vmap(lambda x: slp.attribute(f, x, method)))
+
+        def run(check=False):
+            outs = []
+            for start in range(0, n, bs):
+                x = images[start : start + bs]
+                m = len(x)
+                if m < bs:
+                    x = np.concatenate([x, np.repeat(x[-1:], bs - m, axis=0)])
+                outs.append(np.asarray(fn(jnp.asarray(x)))[:m])
+            return np.concatenate(outs)
+
+        return run
+
+    def dataset_fn(method, k, write):
+        def run(check=False):
+            if not write:
+                return slp.attribute_dataset(
+                    f, images, method, batch_size=bs, devices=devices[:k], progress=False
+                )
+            with tempfile.TemporaryDirectory() as out:
+                slp.attribute_dataset(
+                    f, images, method, batch_size=bs, devices=devices[:k], out=out, progress=False
+                )
+                return slp.read_maps(out) if check else None  # reading is not timed
+
+        return run
+
+    configs = [("plain", None, False)] + [(f"devices={k}", k, False) for k in counts]
+    configs += [(f"devices={k}, out", k, True) for k in sorted({1, counts[-1]})]
+    load_start = _load()
+    results = []
+    for method in args.methods:
+        runners = {
+            name: plain_fn(method) if k is None else dataset_fn(method, k, write)
+            for name, k, write in configs
+        }
+        reference = None
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        diffs: dict[str, float] = {}
+        for name, run in runners.items():  # compile (plain: whole loop; others: cached step)
+            t0 = time.perf_counter()
+            maps = run(check=True)
+            print(f"{method} {name}: first call {time.perf_counter() - t0:.1f} s", flush=True)
+            reference = maps if reference is None else reference
+            diffs[name] = float(np.abs(maps - reference).max())
+        # Fixed cost of a resumed call: fingerprints and receipts checked, nothing computed.
+        with tempfile.TemporaryDirectory() as out:
+            slp.attribute_dataset(f, images, method, batch_size=bs, out=out, progress=False)
+            t0 = time.perf_counter()
+            slp.attribute_dataset(f, images, method, batch_size=bs, out=out, progress=False)
+            resumed = time.perf_counter() - t0
+        print(f"{method}: a call with every chunk done takes {resumed:.2f} s", flush=True)
+        for _ in range(args.repeats):
+            for name, run in runners.items():
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+                print(f"{method} {name}: {n / times[name][-1]:.1f} img/s", flush=True)
+        base = n / statistics.median(times["plain"])
+        for name, k, write in configs:
+            ips = n / statistics.median(times[name])
+            results.append(
+                {
+                    "method": method,
+                    "config": name,
+                    "devices": k,
+                    "writes_chunks": write,
+                    "images_per_second": ips,
+                    "relative_to_plain": ips / base,
+                    "seconds": times[name],
+                    "max_abs_difference_to_plain": diffs[name],
+                    "seconds_of_a_call_with_every_chunk_done": resumed if write else None,
+                }
+            )
+    result = {
+        "results": results,
+        "config": {
+            "num_images": n,
+            "batch_size": bs,
+            "repeats": args.repeats,
+            "data": data,
+            "network": "2CONV (TwoConv, default TrainConfig), random weights",
+            "platform": devices[0].platform,
+            "device_kind": devices[0].device_kind,
+            "local_devices": len(devices),
+            "fake_devices": devices[0].platform == "cpu",
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "load_average": {"start": load_start, "end": _load()},
+            "jax": jax.__version__,
+            "command": "python experiments/bench_dataset.py " + " ".join(argv or sys.argv[1:]),
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    _shared.write_json(args.out / f"bench_dataset_{args.tag}.json", result)
+    _shared.write_text(args.out / f"bench_dataset_{args.tag}.md", markdown(result))
+    print(markdown(result))
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    lines = [
+        "# slp.attribute_dataset: throughput against devices, and its overheads",
+        "",
+        f"Produced by `{cfg['command']}`: {cfg['network']}, {cfg['num_images']} "
+        f"{cfg['data']}, batches of {cfg['batch_size']}, median of {cfg['repeats']} "
+        f"interleaved rounds after a compiling call. Platform {cfg['platform']} "
+        f"({cfg['device_kind']}), {cfg['local_devices']} local devices, {cfg['cpus']} CPUs, "
+        f"load average {cfg['load_average']['start'][0]:g} at the start and "
+        f"{cfg['load_average']['end'][0]:g} at the end.",
+        "",
+    ]
+    if cfg["fake_devices"]:
+        lines += [
+            f"The devices are XLA host devices on {cfg['cpus']} CPU cores: they split each "
+            "batch across threads of the same cores and add no compute. Any change with the "
+            "number of devices is overhead (or a different use of the same cores), not "
+            "parallel speed-up.",
+            "",
+        ]
+    lines += [
+        "| method | configuration | images/s | relative to plain jit(vmap) loop "
+        "| max abs difference to plain |",
+        "|---|---|---|---|---|",
+    ]
+    resumed = {}
+    for r in result["results"]:
+        lines.append(
+            f"| {r['method']} | {r['config']} | {r['images_per_second']:.1f} | "
+            f"{r['relative_to_plain']:.2f} | {r['max_abs_difference_to_plain']:.1e} |"
+        )
+        if r["seconds_of_a_call_with_every_chunk_done"] is not None:
+            resumed[r["method"]] = r["seconds_of_a_call_with_every_chunk_done"]
+    lines += [
+        "",
+        "`plain`: a hand-written loop of `jax.jit(jax.vmap(slp.attribute))` on one device. "
+        "`devices=k`: `slp.attribute_dataset` sharding each batch over k devices, maps "
+        "returned. `out`: writing resumable chunks (`.npy` + receipt, each atomically) and the "
+        "manifest with the model's fingerprint into a fresh folder (reading back not timed).",
+        "",
+        "A call on a folder whose chunks are all done (model and input fingerprints checked, "
+        "nothing computed) took "
+        + ", ".join(f"{s:.2f} s ({m})" for m, s in resumed.items())
+        + ": the fixed cost of a resumed run.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
