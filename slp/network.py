@@ -34,6 +34,8 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
+from slp import _guards
+
 __all__ = [
     "Eqn",
     "Program",
@@ -45,6 +47,7 @@ __all__ = [
     "WalkResult",
     "ForwardRules",
     "FrozenRules",
+    "defined",
     "forward",
     "frozen_network",
     "pool_winners",
@@ -433,6 +436,7 @@ def trace(f: Callable, x: jax.Array) -> Program:
             "the network must return a single array (e.g. the logits); got "
             f"{jax.tree_util.tree_structure(out_shape)}"
         )
+    _guards.check_one_example(f, x_aval, out_shape)
     fl = _Flattener()
     in_id = next(fl.ids)
     fl.avals[in_id] = x_aval
@@ -658,6 +662,16 @@ class NetworkState(NamedTuple):
     def pattern(self) -> tuple[jax.Array, ...]:
         """Active neurons (``v > 0``) per ReLU layer."""
         return tuple(v > 0 for v in self.activities)
+
+
+def defined(x: jax.Array, state: NetworkState) -> jax.Array:
+    """Whether the state at ``x`` is defined: ``x``, every activity and the output finite.
+
+    A NaN or inf anywhere (in ``x``, or from a non-finite weight) makes some activity
+    NaN, which is neither active nor inactive; every map built on the state is then
+    undefined. Returns a bool scalar.
+    """
+    return _guards.all_finite(x, state.activities, state.output)
 
 
 class ForwardRules(Rules):

@@ -11,7 +11,9 @@ deep neural network interpretability", arXiv:1909.11275, sections 3.1-3.2.
 
 All public functions are transforms in the style of `jax.grad`: they take a
 per-example function ``f(x) -> logits`` and return a function of one example ``x``.
-Batch with `jax.vmap`; everything composes with `jax.jit`.
+Batch with `jax.vmap`; everything composes with `jax.jit`. When ``x``, a ReLU input or
+the output is NaN or inf (a non-finite input or weight), the state is undefined: every
+array returned is NaN, and `activation_pattern` raises ``FloatingPointError``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from slp import _primitives
+from slp import _guards, _primitives
 from slp import network as net
 
 __all__ = [
@@ -67,7 +69,8 @@ def activities(f: Callable) -> Callable:
 
     def fn(x):
         program = net.trace(f, x)
-        return net.forward(program, x).activities
+        state = net.forward(program, x)
+        return _guards.nan_unless(net.defined(x, state), state.activities)
 
     return fn
 
@@ -80,11 +83,17 @@ def activation_pattern(f: Callable) -> Callable:
 
     Returns:
       ``fn(x) -> tuple`` of bool arrays, ``activity > 0`` per ReLU layer.
+
+    Raises:
+      FloatingPointError: when ``x``, a ReLU input or the output is NaN or inf (also
+        under `jax.jit` and `jax.vmap`, when the function runs).
     """
 
     def fn(x):
         program = net.trace(f, x)
-        return net.forward(program, x).pattern()
+        state = net.forward(program, x)
+        _guards.raise_unless(net.defined(x, state))
+        return state.pattern()
 
     return fn
 
@@ -122,7 +131,8 @@ def switched_projections(f: Callable, *, method: str = "jacfwd") -> Callable:
         weights = jax.jacfwd(layers)(x)
         biases = layers(jnp.zeros_like(x))
         acts = (*state.activities, state.output)
-        return tuple(Projection(w, b, a) for w, b, a in zip(weights, biases, acts, strict=True))
+        out = tuple(Projection(w, b, a) for w, b, a in zip(weights, biases, acts, strict=True))
+        return _guards.nan_unless(net.defined(x, state), out)
 
     return fn
 
@@ -274,6 +284,6 @@ def explicit_projections(f: Callable) -> Callable:
         acts = (*state.activities, state.output)
         for (m, c), a in zip((*res.relu_inputs, res.output), acts, strict=True):
             out.append(Projection(m.reshape(c.shape + x.shape), c, a))
-        return tuple(out)
+        return _guards.nan_unless(net.defined(x, state), tuple(out))
 
     return fn

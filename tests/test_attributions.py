@@ -372,7 +372,7 @@ def test_bias_absorbs_relevance(conv_case):
     """With biases, z+ with the bias kept is not conservative; ignoring it is per layer."""
     f, x, reference = conv_case
     t = int(np.argmax(reference.output))
-    kept = float(jnp.sum(A.lrp_alpha_beta(f, x, bias=True, stabilizer=0.0)))
+    kept = float(jnp.sum(A.lrp_alpha_beta(f, x, bias="split", stabilizer=0.0)))
     assert abs(kept - reference.output[t]) > 1e-3
 
 

@@ -1,5 +1,6 @@
 """Attribution methods, all on one registry: ``slp.attribute(f, x, method, ...)``."""
 
+from slp.attributions import conventions
 from slp.attributions.basic import gradient, insens
 from slp.attributions.gradients import (
     deconvnet,
@@ -23,6 +24,7 @@ from slp.attributions.relevance import (
 __all__ = [
     "attribute",
     "available_methods",
+    "conventions",
     "deconvnet",
     "deep_taylor",
     "deep_taylor_bounded",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from slp.attributions._walk import walker_function
 from slp.attributions.registry import register, target_logit
@@ -32,10 +33,12 @@ def insens(
 
 
 @register("gradient")
-def gradient(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+def gradient(f: Callable, x: jax.Array, *, target=None, absolute: bool = False) -> jax.Array:
     """Gradient sensitivity ``d f_target / d x`` (Simonyan et al. 2014).
 
-    Equals the switched weight vector of the target output neuron.
+    Equals the switched weight vector of the target output neuron. ``absolute=True``
+    returns ``|d f_target / d x|`` (Captum's ``Saliency`` default, ``abs=True``).
     """
     # Through the walker where it describes f: its max-pool derivative is cheaper on CPU.
-    return jax.grad(target_logit(walker_function(f, x), target))(x)
+    g = jax.grad(target_logit(walker_function(f, x), target))(x)
+    return jnp.abs(g) if absolute else g

@@ -56,11 +56,19 @@ def _grad_of_target(f: Callable, t) -> Callable:
     return jax.grad(lambda xp: f(xp)[t])
 
 
-def _target_gradient(f: Callable, x: jax.Array, target) -> jax.Array:
-    """``d f_t / d x`` at ``x`` with one forward pass (the target chosen at ``x``)."""
+def _target_gradient(f: Callable, x: jax.Array, target, start: str = "one") -> jax.Array:
+    """``d f_t / d x`` at ``x`` with one forward pass (the target chosen at ``x``).
+
+    ``start="logit"`` scales the backward signal at the target by ``f(x)[t]``.
+    """
+    if start not in ("one", "logit"):
+        raise ValueError(f"start must be 'one' or 'logit'; got {start!r}")
     y, vjp = jax.vjp(f, x)
     t = _resolve_target(y, target)
-    return vjp(jax.nn.one_hot(t, y.shape[0], dtype=y.dtype))[0]
+    s0 = jax.nn.one_hot(t, y.shape[0], dtype=y.dtype)
+    if start == "logit":
+        s0 = s0 * jax.lax.stop_gradient(y[t])
+    return vjp(s0)[0]
 
 
 @register("gradient_x_input")
@@ -85,7 +93,8 @@ def path_points(steps: int, quadrature: str) -> tuple[np.ndarray, np.ndarray]:
       steps: number of points (>= 1; >= 2 for ``"linspace"`` and ``"riemann_trapezoid"``).
       quadrature: ``"linspace"`` (``steps`` equally spaced points from 0 to 1 inclusive,
         plain mean), ``"riemann_left"`` (``alpha = k / steps`` for ``k = 0 .. steps - 1``:
-        what every iNNvestigate release computes), ``"riemann_right"``, ``"riemann_middle"``,
+        what every iNNvestigate release computes), ``"riemann_right"`` (Zennit's),
+        ``"riemann_middle"``,
         ``"riemann_trapezoid"`` (weights summing to 1; Captum's sum to ``1 - 1/steps``) or
         ``"gausslegendre"`` (Captum's default).
 
@@ -183,6 +192,7 @@ def smoothgrad(
     key: jax.Array | None = None,
     samples: int = 32,
     noise_level: float = 0.15,
+    noise_scale: float | None = None,
 ) -> jax.Array:
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of ``x``.
 
@@ -196,7 +206,10 @@ def smoothgrad(
       target: class index; None means the arg-max logit at ``x``.
       key: a `jax.random` key (required; split it per example when batching).
       samples: number of noisy copies.
-      noise_level: noise standard deviation relative to the input's value range.
+      noise_level: noise standard deviation relative to the input's value range
+        (Zennit's convention).
+      noise_scale: the noise standard deviation itself (Captum's ``stdevs``); when given,
+        ``noise_level`` is not used.
 
     Returns:
       Array of shape ``X``.
@@ -210,7 +223,10 @@ def smoothgrad(
         raise ValueError(f"samples must be a positive integer; got {samples!r}")
     f = walker_function(f, x)
     t = _resolve_target(f(x), target)
-    sigma = noise_level * (jnp.max(x) - jnp.min(x))
+    if noise_scale is not None:
+        sigma = jnp.asarray(noise_scale, x.dtype)
+    else:
+        sigma = noise_level * (jnp.max(x) - jnp.min(x))
     noise = jax.random.normal(key, (int(samples),) + x.shape, x.dtype) * sigma
     grads = jax.vmap(_grad_of_target(f, t))(x[None] + noise)
     return jnp.mean(grads, axis=0)
@@ -266,15 +282,15 @@ class ReluBackwardRules(net.ForwardRules):
         return self.relu_fn(z)
 
 
-def _modified_gradient(f: Callable, x: jax.Array, target, relu_fn) -> jax.Array:
+def _modified_gradient(f: Callable, x: jax.Array, target, relu_fn, start: str) -> jax.Array:
     program = net.trace(f, x)
     return _target_gradient(
-        lambda xp: net.walk(program, xp, ReluBackwardRules(relu_fn)).output, x, target
+        lambda xp: net.walk(program, xp, ReluBackwardRules(relu_fn)).output, x, target, start
     )
 
 
 @register("guided_backprop")
-def guided_backprop(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+def guided_backprop(f: Callable, x: jax.Array, *, target=None, start: str = "one") -> jax.Array:
     """Guided backpropagation (Springenberg et al. 2015).
 
     Backward through each ReLU only where the neuron is active *and* the incoming
@@ -284,15 +300,17 @@ def guided_backprop(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
       f: per-example ReLU network ``f(x) -> logits``.
       x: one input, shape ``X``.
       target: class index; None means the arg-max logit.
+      start: the backward signal at the target logit: ``"one"`` (1, as Zennit and Captum)
+        or ``"logit"`` (``f(x)[t]``, as iNNvestigate's reverse analyzers).
 
     Returns:
       Array of shape ``X``.
     """
-    return _modified_gradient(f, x, target, _guided_relu)
+    return _modified_gradient(f, x, target, _guided_relu, start)
 
 
 @register("deconvnet")
-def deconvnet(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+def deconvnet(f: Callable, x: jax.Array, *, target=None, start: str = "one") -> jax.Array:
     """DeconvNet (Zeiler & Fergus 2014).
 
     Backward through each ReLU by a ReLU of the incoming signal, ``g_in = max(g_out, 0)``,
@@ -302,8 +320,10 @@ def deconvnet(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
       f: per-example ReLU network ``f(x) -> logits``.
       x: one input, shape ``X``.
       target: class index; None means the arg-max logit.
+      start: the backward signal at the target logit: ``"one"`` (1, as Zennit and Captum)
+        or ``"logit"`` (``f(x)[t]``, as iNNvestigate's reverse analyzers).
 
     Returns:
       Array of shape ``X``.
     """
-    return _modified_gradient(f, x, target, _deconv_relu)
+    return _modified_gradient(f, x, target, _deconv_relu, start)

@@ -3,15 +3,24 @@
 Every method is a function ``method(f, x, *, target=None, **options) -> map`` on one
 example: ``f`` is a per-example network ``f(x) -> logits``, ``x`` one input, the map
 has ``x``'s shape. ``target`` is a class index (None: the arg-max logit).
+
+Every registered method returns a map of NaN when ``x``, a ReLU input or the output of
+``f`` is NaN or inf (a non-finite input or weight): the network's state, and with it
+every map, is then undefined.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from slp import _guards
+from slp import network as net
+from slp.attributions.conventions import convention_options
 
 __all__ = ["register", "attribute", "available_methods", "get_method", "target_logit"]
 
@@ -24,10 +33,24 @@ def register(name: str) -> Callable[[Callable], Callable]:
     def deco(fn: Callable) -> Callable:
         if name in _METHODS:
             raise ValueError(f"attribution method {name!r} is already registered")
-        _METHODS[name] = fn
-        return fn
+
+        @functools.wraps(fn)
+        def method(f, x, *args, **kwargs):
+            return _guards.nan_unless(_defined(f, x), fn(f, x, *args, **kwargs))
+
+        _METHODS[name] = method
+        return method
 
     return deco
+
+
+def _defined(f: Callable, x: jax.Array) -> jax.Array:
+    """Whether ``x``, every ReLU input and the output of ``f`` are finite (bool scalar)."""
+    try:
+        program = net.trace(f, x)
+    except net.UnsupportedOperationError:  # not a network the walker describes (tanh)
+        return _guards.all_finite(x, f(x))
+    return net.defined(x, net.forward(program, x))
 
 
 def available_methods() -> tuple[str, ...]:
@@ -45,20 +68,37 @@ def get_method(name: str) -> Callable:
         ) from None
 
 
-def attribute(f: Callable, x: jax.Array, method: str, *, target=None, **options) -> jax.Array:
+def attribute(
+    f: Callable,
+    x: jax.Array,
+    method: str,
+    *,
+    target=None,
+    convention: str | None = None,
+    batched: bool = False,
+    **options,
+) -> jax.Array:
     """Attribution map of ``method`` for the network ``f`` at one input ``x``.
 
     Args:
       f: per-example network ``f(x) -> logits`` (shape ``(classes,)``).
       x: one input, any shape ``X``.
       method: a name from `available_methods`.
-      target: class index whose logit is explained; None means the arg-max logit.
+      target: class index whose logit is explained; None means the arg-max logit. With
+        ``batched``: None, one index for all examples, or an integer array ``(B,)``.
+      convention: None (this library's defaults), ``"innvestigate"``, ``"zennit"`` or
+        ``"captum"``: the start value, quadrature, bias handling and stabiliser of that
+        toolbox (`slp.attributions.conventions`); explicit ``options`` still win.
+      batched: ``f`` is a function of a batch (``model.apply(params, xb)``) and ``x`` a
+        batch ``(B, ...)``; the result is one map per example, ``(B, ...)``. Methods that
+        take a ``key`` get one key per example, split from the one given.
       **options: the method's keyword options (see its docstring).
 
     Returns:
-      Array of shape ``X``.
+      Array of shape ``X`` (with ``batched``: ``x``'s shape).
     """
     fn = get_method(method)
+    options = {**convention_options(convention, method), **options}
     params = inspect.signature(fn).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -68,7 +108,29 @@ def attribute(f: Callable, x: jax.Array, method: str, *, target=None, **options)
             f"method {method!r} got unknown option(s) {unknown}; its options are: "
             f"{', '.join(n for n in known if n != 'target') or 'none'}"
         )
-    return fn(f, x, target=target, **options)
+    if not batched:
+        return fn(f, x, target=target, **options)
+    return _batched(fn, f, x, target, options)
+
+
+def _batched(fn: Callable, f: Callable, xb: jax.Array, target, options: dict) -> jax.Array:
+    """``fn`` on every example of the batch ``xb`` for a function of a batch ``f``."""
+    xb = jnp.asarray(xb)
+    if xb.ndim < 1 or xb.shape[0] < 1:
+        raise ValueError(f"batched=True needs x with a leading batch axis; got shape {xb.shape}")
+    n = xb.shape[0]
+    one = _guards.per_example(f)
+    t = target if target is None else jnp.broadcast_to(jnp.asarray(target), (n,))
+    key = options.pop("key", None)
+    keys = None if key is None else jax.random.split(key, n)
+
+    def each(x, t, k):
+        extra = {} if k is None else {"key": k}
+        return fn(one, x, target=t, **extra, **options)
+
+    return jax.vmap(each, in_axes=(0, None if t is None else 0, None if keys is None else 0))(
+        xb, t, keys
+    )
 
 
 def target_logit(f: Callable, target) -> Callable[[jax.Array], jax.Array]:

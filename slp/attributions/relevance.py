@@ -25,8 +25,8 @@ the output relevance for a fixed input:
 
 * Zennit's attributors start from ``attr_output``, by default the whole output vector
   ``f(x)`` (all classes at once); with the usual one-hot ``attr_output`` its maps are
-  this library's divided by ``f(x)[t]``; ``attr_output = one_hot * f(x)`` gives this
-  library's convention.
+  this library's divided by ``f(x)[t]`` (``start="one"`` here, or
+  ``convention="zennit"`` in `slp.attribute`).
 * Captum's ``LRP`` multiplies by the target output, as here; Captum's gradient methods
   (and this library's gradient family) start from the gradient of the target logit.
 
@@ -452,6 +452,27 @@ class LrpRules(net.ForwardRules):
         return _layer_fn(rule, lin, len(inputs), nonneg)(*inputs, w, b)
 
 
+_STARTS = ("logit", "positive_logit", "one")
+
+
+def _check_start(start: str) -> None:
+    if start not in _STARTS:
+        raise ValueError(f"start must be one of {', '.join(_STARTS)}; got {start!r}")
+
+
+def _bias_mode(bias) -> str:
+    """The ``bias`` option of the alpha-beta family, checked."""
+    if isinstance(bias, bool):
+        raise TypeError(
+            "bias is a string: 'split' (b+ in the positive, b- in the negative denominator; "
+            "what bias=True meant), 'none' (bias=False) or 'full' (iNNvestigate's); "
+            f"got {bias!r}"
+        )
+    if bias not in ("split", "none", "full"):
+        raise ValueError(f"bias must be 'split', 'none' or 'full'; got {bias!r}")
+    return bias
+
+
 def _check_target(target, n: int):
     if target is not None and isinstance(target, int) and not 0 <= target < n:
         raise ValueError(f"target {target} is out of range for {n} output logits")
@@ -464,7 +485,7 @@ def lrp(
     rule,
     first_rule=None,
     target=None,
-    positive_output: bool = False,
+    start: str = "logit",
 ) -> jax.Array:
     """Relevance of every input component by LRP with the given layer rules.
 
@@ -474,12 +495,14 @@ def lrp(
       rule: rule of every dense/conv layer (`Epsilon`, `AlphaBeta`).
       first_rule: rule of the layers fed directly by the input (e.g. `ZBox`); None: ``rule``.
       target: class index; None means the arg-max logit.
-      positive_output: start from ``max(f(x)[t], 0)`` instead of ``f(x)[t]``.
+      start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
+        iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
+        (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
 
     Returns:
-      Relevance, shape ``X``. Initial relevance is the target logit (see the module
-      docstring for how Zennit and Captum differ).
+      Relevance, shape ``X`` (see the module docstring for the toolboxes' start values).
     """
+    _check_start(start)
     program = net.trace(f, x)
     if len(program.output_shape) != 1:
         raise ValueError(
@@ -511,28 +534,36 @@ def lrp(
     y, vjp = jax.vjp(run, *primals)
     _check_target(target, y.shape[0])
     t = jnp.argmax(y) if target is None else target
+    # The cotangent is relevance per unit of value: one_hot gives R_out = f(x)[t].
     s0 = jax.nn.one_hot(t, y.shape[0], dtype=y.dtype)
-    if positive_output:
+    if start == "positive_logit":
         s0 = s0 * (y[t] > 0).astype(y.dtype)
+    elif start == "one":
+        s0 = _divide(s0, y[t])
     cots = vjp(s0)
     return sum(p * c for p, c in zip(primals, cots, strict=True))
 
 
 @register("lrp_epsilon")
-def lrp_epsilon(f: Callable, x: jax.Array, *, target=None, epsilon: float = 1e-7) -> jax.Array:
+def lrp_epsilon(
+    f: Callable, x: jax.Array, *, target=None, epsilon: float = 1e-7, start: str = "logit"
+) -> jax.Array:
     """LRP-epsilon on every dense/conv layer (Bach et al. 2015), bias included.
 
     Args:
       f: per-example ReLU network ``f(x) -> logits``.
       x: one input, shape ``X``.
       target: class index; None means the arg-max logit.
-      epsilon: stabiliser (iNNvestigate's default 1e-7); epsilon -> 0 on a bias-free
-        network gives gradient x input.
+      epsilon: stabiliser (iNNvestigate's default 1e-7; Zennit's 1e-6, Captum's 1e-9);
+        epsilon -> 0 gives gradient x input.
+      start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
+        iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
+        (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
 
     Returns:
-      Relevance, shape ``X``; initial relevance ``f(x)[t]``.
+      Relevance, shape ``X``.
     """
-    return lrp(f, x, rule=Epsilon(epsilon), target=target)
+    return lrp(f, x, rule=Epsilon(epsilon), target=target, start=start)
 
 
 @register("lrp_alpha_beta")
@@ -543,8 +574,9 @@ def lrp_alpha_beta(
     target=None,
     alpha: float = 1.0,
     beta: float = 0.0,
-    bias: bool = True,
+    bias: str = "split",
     stabilizer: float = 1e-6,
+    start: str = "logit",
 ) -> jax.Array:
     """LRP-alpha-beta on every dense/conv layer (Bach et al. 2015).
 
@@ -553,47 +585,91 @@ def lrp_alpha_beta(
       x: one input, shape ``X``.
       target: class index; None means the arg-max logit.
       alpha, beta: weights of positive and negative contributions, ``alpha - beta = 1``.
-      bias: keep the bias, ``b^+`` in the positive and ``b^-`` in the negative
-        denominator (as Zennit); False ignores it.
-      stabilizer: added to the denominators with their sign.
+      bias: ``"split"`` (``b^+`` in the positive and ``b^-`` in the negative denominator,
+        as Zennit), ``"none"`` (ignored) or ``"full"`` (the whole ``b`` in both, as
+        iNNvestigate); see `AlphaBeta`.
+      stabilizer: added to the denominators with their sign (Zennit's 1e-6; 0:
+        iNNvestigate's, a zero denominator passes nothing).
+      start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
+        iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
+        (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
 
     Returns:
-      Relevance, shape ``X``; initial relevance ``f(x)[t]``.
+      Relevance, shape ``X``.
     """
     if abs(alpha - beta - 1) > 1e-12:
         raise ValueError(f"lrp_alpha_beta needs alpha - beta = 1; got alpha={alpha}, beta={beta}")
-    rule = AlphaBeta(alpha, beta, "split" if bias else "none", stabilizer)
-    return lrp(f, x, rule=rule, target=target)
+    rule = AlphaBeta(alpha, beta, _bias_mode(bias), stabilizer)
+    return lrp(f, x, rule=rule, target=target, start=start)
 
 
 @register("lrp_alpha1_beta0")
-def lrp_alpha1_beta0(f: Callable, x: jax.Array, *, target=None, bias: bool = True) -> jax.Array:
+def lrp_alpha1_beta0(
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    bias: str = "split",
+    stabilizer: float = 1e-6,
+    start: str = "logit",
+) -> jax.Array:
     """`lrp_alpha_beta` with ``alpha=1, beta=0``. Returns relevance shaped like ``x``."""
-    return lrp_alpha_beta(f, x, target=target, alpha=1.0, beta=0.0, bias=bias)
+    return lrp_alpha_beta(
+        f, x, target=target, alpha=1.0, beta=0.0, bias=bias, stabilizer=stabilizer, start=start
+    )
 
 
 @register("lrp_alpha2_beta1")
-def lrp_alpha2_beta1(f: Callable, x: jax.Array, *, target=None, bias: bool = True) -> jax.Array:
+def lrp_alpha2_beta1(
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    bias: str = "split",
+    stabilizer: float = 1e-6,
+    start: str = "logit",
+) -> jax.Array:
     """`lrp_alpha_beta` with ``alpha=2, beta=1``. Returns relevance shaped like ``x``."""
-    return lrp_alpha_beta(f, x, target=target, alpha=2.0, beta=1.0, bias=bias)
+    return lrp_alpha_beta(
+        f, x, target=target, alpha=2.0, beta=1.0, bias=bias, stabilizer=stabilizer, start=start
+    )
 
 
 @register("lrp_zplus")
-def lrp_zplus(f: Callable, x: jax.Array, *, target=None, stabilizer: float = 1e-6) -> jax.Array:
+def lrp_zplus(
+    f: Callable,
+    x: jax.Array,
+    *,
+    target=None,
+    stabilizer: float = 1e-6,
+    bias: str = "none",
+    start: str = "logit",
+) -> jax.Array:
     """LRP z+ on every dense/conv layer: ``R_j = sum_k (a_j w_jk)^+ / sum_j (a_j w_jk)^+ R_k``.
 
     The bias is ignored, so on a bias-free network the relevance is conserved layer by
     layer (up to neurons whose positive contributions are all zero). Equal to
     alpha=1, beta=0 without bias; for ReLU inputs ``(a w)^+ = a w^+``.
 
+    Args:
+      stabilizer: added to the denominators with their sign.
+      bias: ``"none"`` (the z+ rule as defined, iNNvestigate's ``ZPlus``) or ``"split"``
+        (``b^+`` in the denominator: Zennit's ``ZPlus`` unless ``zero_params="bias"``).
+      start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
+        iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
+        (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
+
     Returns:
-      Relevance, shape like ``x``; initial relevance ``f(x)[t]``.
+      Relevance, shape like ``x``.
     """
-    return lrp(f, x, rule=AlphaBeta(1.0, 0.0, "none", stabilizer), target=target)
+    rule = AlphaBeta(1.0, 0.0, _bias_mode(bias), stabilizer)
+    return lrp(f, x, rule=rule, target=target, start=start)
 
 
 @register("deep_taylor")
-def deep_taylor(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
+def deep_taylor(
+    f: Callable, x: jax.Array, *, target=None, start: str = "positive_logit"
+) -> jax.Array:
     """Deep Taylor decomposition as iNNvestigate 1.0.x computed it (``DeepTaylor``).
 
     Its α1β0 rule with the bias kept on every dense/conv layer (in iNNvestigate 1.0.x
@@ -608,11 +684,14 @@ def deep_taylor(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
       f: per-example ReLU network ``f(x) -> logits``.
       x: one input, shape ``X``.
       target: class index; None means the arg-max logit.
+      start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
+        iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
+        (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
 
     Returns:
       Relevance, shape ``X``.
     """
-    return lrp(f, x, rule=AlphaBeta(1.0, 0.0, "full", 0.0), target=target, positive_output=True)
+    return lrp(f, x, rule=AlphaBeta(1.0, 0.0, "full", 0.0), target=target, start=start)
 
 
 @register("deep_taylor_bounded")
@@ -624,6 +703,8 @@ def deep_taylor_bounded(
     low: Any = 0.0,
     high: Any = 1.0,
     stabilizer: float = 1e-6,
+    bias: str = "none",
+    start: str = "positive_logit",
 ) -> jax.Array:
     """Deep Taylor decomposition for bounded inputs (Montavon et al. 2017).
 
@@ -638,6 +719,11 @@ def deep_taylor_bounded(
       low, high: the input domain, scalars or arrays broadcastable to ``X``
         (default the [0, 1] pixel range).
       stabilizer: added to the denominators with their sign.
+      bias: of the upper layers' alpha1-beta0 rule: ``"none"`` (z+), ``"split"`` (Zennit's
+        ``ZPlus``) or ``"full"`` (iNNvestigate's ``BoundedDeepTaylor``).
+      start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
+        iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
+        (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
 
     Returns:
       Relevance, shape ``X``.
@@ -645,8 +731,8 @@ def deep_taylor_bounded(
     return lrp(
         f,
         x,
-        rule=AlphaBeta(1.0, 0.0, "none", stabilizer),
+        rule=AlphaBeta(1.0, 0.0, _bias_mode(bias), stabilizer),
         first_rule=ZBox(low, high, stabilizer),
         target=target,
-        positive_output=True,
+        start=start,
     )
