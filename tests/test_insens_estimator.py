@@ -162,3 +162,44 @@ def test_stderr_needs_probes():
         slp.insens(lambda x: x, return_stderr=True)
     with pytest.raises(ValueError, match="probes >= 6"):
         slp.insens(lambda x: x, probes=5, key=jax.random.key(0), return_stderr=True)
+
+
+# --- The plan's predicted time ---------------------------------------------------------------
+
+
+def test_plan_predicts_seconds_from_flops_and_measured_rate(small_net):
+    f, x, _, _ = small_net
+    plan = slp.insens_plan(f, x)
+    rate = plan.flop_rate
+    assert rate > 1e6  # FLOP/s of a real matrix product, not a placeholder
+    for cost in plan.costs.values():
+        # Written out: FLOPs plus 2e5 FLOPs per loop step, at the measured rate.
+        assert cost.seconds == pytest.approx((cost.flops + 2e5 * cost.steps) / rate)
+    assert plan.cost == plan.costs[plan.route]
+    assert "~" in str(plan)  # the printed plan shows the predicted time
+    assert slp.insens_plan(f, x).flop_rate == rate  # measured once per process
+    # The forward FLOPs, counted by hand: conv 6x6x2 -> 4 (3x3 SAME), relu, 2x2 pool,
+    # conv 3x3x4 -> 6 (3x3 SAME), relu, dense 54 -> 12, relu, dense 12 -> 3.
+    macs = 36 * 4 * 9 * 2 + 9 * 6 * 9 * 4 + 54 * 12 + 12 * 3
+    # Plus one FLOP per element of the bias adds, ReLUs and pools (fewer than 1,000).
+    assert 2 * macs <= plan.forward_flops <= 2 * macs + 1000
+    est = plan.estimate_cost(64)
+    assert est.flops == pytest.approx(67 * plan.forward_flops)
+    assert est.seconds == pytest.approx(est.flops / rate)
+
+
+@pytest.mark.slow
+def test_imagenet_scale_smoke(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "imagenet_scale.py"
+    spec = importlib.util.spec_from_file_location("_imagenet_scale", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    result = mod.main(["--smoke", "--out", str(tmp_path)])
+    row = result["error"]["2conv-small"]["by_k"]
+    assert set(row) == {"4", "8"} and all(0 < r["rel_l2_mean"] < 2 for r in row.values())
+    assert result["time"]["2conv-small"]["estimate"]["6+stderr"]["x_forward"] > 1
+    assert (tmp_path / "imagenet_scale.md").read_text().startswith("# Insens")
+    assert (tmp_path / "imagenet_scale.png").stat().st_size > 0
