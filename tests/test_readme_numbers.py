@@ -316,6 +316,7 @@ RN, RNP, GPU = (
     "bench_insens_h100.json",
 )
 ATTR = "bench_attributions.json"
+LATTICE = "pong_lattice.json"
 ZOO = "bench_insens_zoo_cpu.json"
 
 
@@ -638,6 +639,25 @@ NUMBERS: tuple[Numbers, ...] = (
         "pong_training.json",
         ("evaluation/random/mean_return", F1),
         ("evaluation/random/std_return", F1),
+    ),
+    N(
+        PONG,
+        r"mean peaked at ([\d.]+)M frames",
+        "pong_training.json",
+        (lambda d: d["best_checkpoint_step"] * d["config"]["frame_skip"], F2, 1e-6),
+    ),
+    N(
+        PONG,
+        r"which evaluates at (\+[\d.]+ ± [\d.]+):",
+        "pong_training.json",
+        ("evaluation/best/mean_return", F1),
+        ("evaluation/best/std_return", F1),
+    ),
+    N(
+        PONG,
+        r"repeats every (\d+) pixels, the stride",
+        "pong_lattice.json",
+        ("networks/stride4/lattice_period", INT),
     ),
     # --- Baselines and speed -------------------------------------------------------------------
     N(BASE, r"batch (\d+) of", ATTR, ("config/batch", INT)),
@@ -1202,6 +1222,46 @@ NUMBERS: tuple[Numbers, ...] = (
         ("methods/guided_backprop/object_mass_share", F3),
     ),
     N(LIM, r"LRP α2β1 (0\.\d+)\.", "pong.json", ("methods/lrp_alpha2_beta1/object_mass_share", F3)),
+    N(LIM, r"random weights over (\d+) seeds", LATTICE, ("config/seeds", INT)),
+    N(
+        LIM,
+        r"a pattern repeating every (\d+ pixels explains 0\.\d+) of",
+        LATTICE,
+        ("networks/stride4/lattice_period", INT),
+        ("networks/stride4/periodic_share/4/mean", F3),
+    ),
+    N(
+        LIM,
+        r"one repeating every (\d+ or \d+ pixels 0\.\d+ or 0\.\d+);",
+        LATTICE,
+        *((f"networks/stride{s}/first_conv_stride", INT) for s in (3, 5)),
+        ("networks/stride4/periodic_share/3/mean", F3),
+        ("networks/stride4/periodic_share/5/mean", F3),
+    ),
+    N(
+        LIM,
+        r"set the stride to\s+(\d+ or \d+ and the period follows \(0\.\d+ at \d+, 0\.\d+ at \d+)\)",
+        LATTICE,
+        ("networks/stride3/first_conv_stride", INT),
+        ("networks/stride5/first_conv_stride", INT),
+        ("networks/stride3/periodic_share/3/mean", F3),
+        ("networks/stride3/lattice_period", INT),
+        ("networks/stride5/periodic_share/5/mean", F3),
+        ("networks/stride5/lattice_period", INT),
+    ),
+    N(
+        LIM,
+        r"holds (0\.\d+) of all inactive neurons",
+        LATTICE,
+        ("networks/stride4/layers/conv1/inactive_share/mean", F3),
+    ),
+    N(
+        LIM,
+        r"put only (0\.\d+ of \|Insens\| on that frame's objects \(0\.\d+) of",
+        LATTICE,
+        ("networks/stride4/object_mass_share/mean", F3),
+        ("input/object_pixel_share", F3),
+    ),
     N(
         LIM,
         r"deletion AUC (0\.\d+ against 0\.\d+) for random \(lower is\s+better\)",
