@@ -14,6 +14,7 @@ Needs the ``crosscheck`` extra (torch, torchvision, zennit, captum); skipped oth
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,8 +25,12 @@ import pytest
 
 try:
     import torch
+    from captum.attr import LRP as CaptumLRP
     from captum.attr import Deconvolution, InputXGradient, IntegratedGradients, Saliency
+    from captum.attr import GuidedBackprop as CaptumGuidedBackprop
     from zennit.attribution import Gradient
+    from zennit.attribution import IntegratedGradients as ZennitIG
+    from zennit.composites import DeconvNet as ZennitDeconvNet
     from zennit.composites import GuidedBackprop, LayerMapComposite, SpecialFirstLayerMapComposite
     from zennit.rules import AlphaBeta, Epsilon, ZBox, ZPlus
 except Exception as err:  # noqa: BLE001 - a broken install raises more than ImportError
@@ -339,3 +344,93 @@ def test_bench_script_with_torch(tmp_path):
     assert result["torch"]["max_logit_difference_to_jax"] < 1e-4
     assert set(result["ratios"]) == {"gradient", "integrated_gradients", "lrp_epsilon"}
     assert all(r > 0 for r in result["ratios"].values())
+
+
+# --- convention presets: slp.attribute(..., convention=...) against the toolboxes' defaults ----
+
+# Every toolbox object below is built with its own defaults (no arguments beyond the
+# method's identity), so these tests check the presets, not options copied into both sides.
+ZENNIT_PRESET_CASES = {
+    "gradient": lambda tm: Gradient(model=tm),
+    "integrated_gradients": lambda tm: ZennitIG(model=tm),
+    "guided_backprop": lambda tm: Gradient(model=tm, composite=GuidedBackprop()),
+    "deconvnet": lambda tm: Gradient(model=tm, composite=ZennitDeconvNet()),
+    "lrp_epsilon": lambda tm: Gradient(
+        model=tm, composite=LayerMapComposite([(LAYERS, Epsilon())])
+    ),
+    "lrp_alpha2_beta1": lambda tm: Gradient(
+        model=tm, composite=LayerMapComposite([(LAYERS, AlphaBeta())])
+    ),
+    "lrp_alpha1_beta0": lambda tm: Gradient(
+        model=tm, composite=LayerMapComposite([(LAYERS, AlphaBeta(alpha=1.0, beta=0.0))])
+    ),
+    "lrp_zplus": lambda tm: Gradient(model=tm, composite=LayerMapComposite([(LAYERS, ZPlus())])),
+    "deep_taylor_bounded": lambda tm: Gradient(
+        model=tm,
+        composite=SpecialFirstLayerMapComposite(
+            layer_map=[(LAYERS, ZPlus())], first_map=[(LAYERS, ZBox(low=0.0, high=1.0))]
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("net", ["twoconv", "mlp"])
+@pytest.mark.parametrize("method", list(ZENNIT_PRESET_CASES))
+def test_zennit_convention(net, method, request):
+    f, tm, x, to_t, from_t, *_ = _case(request, net)
+    with jax.enable_x64(True):
+        y = np.asarray(f(jnp.asarray(x)))
+        for target in (int(np.argmax(y)), int(np.argsort(y)[-2])):
+            onehot = torch.zeros((1, 5), dtype=torch.float64)
+            onehot[0, target] = 1.0
+            x_t = to_t(x).clone().requires_grad_(True)
+            with ZENNIT_PRESET_CASES[method](tm) as attributor:
+                _, rel = attributor(x_t, attr_output=onehot)
+            got = slp.attribute(f, jnp.asarray(x), method, target=target, convention="zennit")
+            # Zennit's integrated-gradients path points are float32 (torch.linspace).
+            _close(got, from_t(rel), rtol=1e-6 if method == "integrated_gradients" else RTOL)
+
+
+CAPTUM_PRESET_CASES = {
+    "gradient": lambda tm: Saliency(tm),
+    "gradient_x_input": lambda tm: InputXGradient(tm),
+    "integrated_gradients": lambda tm: IntegratedGradients(tm),
+    "guided_backprop": lambda tm: CaptumGuidedBackprop(tm),
+    "deconvnet": lambda tm: Deconvolution(tm),
+    "lrp_epsilon": lambda tm: CaptumLRP(tm),
+}
+
+
+@pytest.mark.parametrize("net", ["twoconv", "mlp"])
+@pytest.mark.parametrize("method", list(CAPTUM_PRESET_CASES))
+def test_captum_convention(net, method, request):
+    f, tm, x, to_t, from_t, *_ = _case(request, net)
+    with jax.enable_x64(True):
+        y = np.asarray(f(jnp.asarray(x)))
+        for target in (int(np.argmax(y)), int(np.argsort(y)[-2]), 1):
+            x_t = to_t(x).clone().requires_grad_(True)
+            want = from_t(CAPTUM_PRESET_CASES[method](tm).attribute(x_t, target=target))
+            got = slp.attribute(f, jnp.asarray(x), method, target=target, convention="captum")
+            # Captum rounds Gauss-Legendre weights to float32; its LRP puts the 1e-9
+            # stabiliser also on max-pool outputs, which pass relevance to the winner here.
+            loose = method in ("integrated_gradients", "lrp_epsilon")
+            _close(got, want, rtol=1e-6 if loose else RTOL)
+
+
+def test_smoothgrad_presets_are_the_toolboxes_defaults():
+    """SmoothGrad is random, so its presets are checked against the toolboxes' signatures."""
+    from captum.attr import NoiseTunnel
+    from zennit.attribution import SmoothGrad
+
+    from slp.attributions.conventions import CONVENTIONS
+
+    nt = inspect.signature(NoiseTunnel.attribute).parameters
+    assert CONVENTIONS["captum"]["smoothgrad"] == {
+        "samples": nt["nt_samples"].default,
+        "noise_scale": nt["stdevs"].default,
+    }
+    zs = inspect.signature(SmoothGrad.__init__).parameters
+    assert CONVENTIONS["zennit"]["smoothgrad"] == {
+        "samples": zs["n_iter"].default,
+        "noise_level": zs["noise_level"].default,
+    }
