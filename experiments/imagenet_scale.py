@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--ks", type=int, nargs="+", default=[8, 32, 128, 512])
     p.add_argument("--keys", type=int, default=3, help="keys per k and image")
+    p.add_argument(
+        "--hybrid-ks", type=int, nargs="*", default=[32, 128], help="k with exact first layers"
+    )
     p.add_argument("--error-images", type=int, default=3)
     p.add_argument("--error-nets", nargs="+", default=["2conv-mnist", "resnet8", "vgg16"])
     p.add_argument("--vgg-side", type=int, default=32)
@@ -77,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.smoke:
-        args.ks, args.keys, args.error_images = [4, 8], 2, 1
+        args.ks, args.keys, args.error_images, args.hybrid_ks = [4, 8], 2, 1, [8]
         args.error_nets = ["2conv-small"]
         args.time_nets, args.time_ks, args.stderr_k = ["2conv-small"], [4], 6
         args.plan_nets, args.repeats = ["mlp-small"], 1
@@ -94,15 +97,25 @@ def _load() -> float:
 
 def _timed(fn, *args, repeats: int) -> tuple[float, float]:
     """``(compiling, best of repeats)`` in seconds (``fn`` is jit-compiled ahead of time)."""
+    first, best, _ = _timed_cpu(fn, *args, repeats=repeats)
+    return first, best
+
+
+def _timed_cpu(fn, *args, repeats: int) -> tuple[float, float, float]:
+    """``(compiling, best wall time, best CPU time of this process)`` in seconds.
+
+    CPU time (all threads) counts the work done, whatever other jobs take of the cores.
+    """
     t0 = time.perf_counter()
     fn = fn.lower(*args).compile()
     first = time.perf_counter() - t0
-    best = np.inf
+    best, best_cpu = np.inf, np.inf
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - t0)
-    return first, best
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return first, best, best_cpu
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,6 +128,12 @@ def _linen(model, shape, seed):
     x = jnp.zeros((1, *shape), jnp.float32)
     variables = jax.jit(model.init)(jax.random.key(seed), x)
     return models.as_single_example(model, variables)
+
+
+#: Hidden ReLU layers with exact norms (``exact_layers``) in the runs that use them: the
+#: layers whose cones stay small (2CONV: both conv layers; ResNet-8: the stem and the first
+#: block; VGG-16: the first block; ResNet-50: the stem).
+EXACT_LAYERS = {"2conv-mnist": 2, "resnet8": 3, "vgg16": 2, "resnet50": 1, "2conv-small": 1}
 
 
 def error_network(name: str, n: int):
@@ -146,26 +165,34 @@ def error_part(args) -> dict[str, Any]:
         plan = slp.insens_plan(f, jnp.asarray(xs[0]))
         fwd = jax.jit(f)
         _, t_fwd = _timed(fwd, xs[0], repeats=args.repeats)
-        rows = {k: {"rel_l2": [], "spearman": [], "coverage": []} for k in args.ks}
-        t_exact, t_est = [], {k: [] for k in args.ks}
+        n_ex = EXACT_LAYERS.get(name, 0)
+        labels = list(args.ks) + ([f"{k}+exact{n_ex}" for k in args.hybrid_ks] if n_ex else [])
+        rows = {k: {"rel_l2": [], "spearman": [], "coverage": []} for k in labels}
+        t_exact, t_est = [], {k: [] for k in labels}
         for i, x in enumerate(xs):
             t0 = time.perf_counter()
             exact = np.asarray(jax.block_until_ready(exact_fn(x)))
             t_exact.append(time.perf_counter() - t0)
             norm = np.linalg.norm(exact)
-            for k in args.ks:
-                est_fn = slp.insens(f, probes=k, key=jax.random.key(0), return_stderr=k >= 6)
+            n_ex = EXACT_LAYERS.get(name, 0)
+            cases = [(k, 0) for k in args.ks] + [(k, n_ex) for k in args.hybrid_ks if n_ex]
+            for k, n in cases:
+                est_fn = slp.insens(
+                    f, probes=k, key=jax.random.key(0), return_stderr=k >= 6, exact_layers=n
+                )
+                key_k = k if not n else f"{k}+exact{n}"
                 for s in range(args.keys):
                     key = jax.random.key(1000 * i + s + 1)
                     t0 = time.perf_counter()
                     res = jax.block_until_ready(est_fn(x, key))
-                    t_est[k].append(time.perf_counter() - t0)
+                    t_est[key_k].append(time.perf_counter() - t0)
                     est = np.asarray(res.map if k >= 6 else res)
-                    rows[k]["rel_l2"].append(float(np.linalg.norm(est - exact) / norm))
-                    rows[k]["spearman"].append(_spearman(est, exact))
+                    row = rows[key_k]
+                    row["rel_l2"].append(float(np.linalg.norm(est - exact) / norm))
+                    row["spearman"].append(_spearman(est, exact))
                     if k >= 6:
                         se = np.asarray(res.stderr)
-                        rows[k]["coverage"].append(float(np.mean(np.abs(est - exact) <= 1.96 * se)))
+                        row["coverage"].append(float(np.mean(np.abs(est - exact) <= 1.96 * se)))
             log(f"{name} image {i}: exact {t_exact[-1]:.1f} s")
         out[name] = {
             "description": desc,
@@ -217,11 +244,11 @@ def time_part(args) -> dict[str, Any]:
         t0 = time.perf_counter()
         plan = slp.insens_plan(f, x)
         t_plan = time.perf_counter() - t0
-        _, t_fwd = _timed(jax.jit(f), x, repeats=max(3, args.repeats))
+        fwd = jax.jit(f)
+        _, t_fwd, c_fwd = _timed_cpu(fwd, x, repeats=5)
         row = {
             "description": desc,
             "input_shape": list(shape),
-            "forward_seconds": t_fwd,
             "forward_gflop": plan.forward_flops / 1e9,
             "plan_seconds": t_plan,
             "flop_rate_gflops": plan.flop_rate / 1e9,
@@ -233,21 +260,33 @@ def time_part(args) -> dict[str, Any]:
             "estimate": {},
         }
         log(f"{name}: forward {t_fwd * 1e3:.1f} ms; exact {plan.route}: {plan.cost}")
-        cases = [(k, False) for k in args.time_ks] + [(args.stderr_k, True)]
-        for k, stderr in cases:
-            fn = slp.insens(f, probes=k, key=jax.random.key(0), return_stderr=stderr)
-            first, best = _timed(fn, x, repeats=args.repeats)
+        n_exact = EXACT_LAYERS.get(name, 0)
+        cases = [(k, False, 0) for k in args.time_ks] + [(args.stderr_k, True, 0)]
+        cases += [(k, False, n_exact) for k in args.time_ks if n_exact and k == args.stderr_k]
+        for k, stderr, n_ex in cases:
+            fn = slp.insens(
+                f, probes=k, key=jax.random.key(0), return_stderr=stderr, exact_layers=n_ex
+            )
+            first, best, cpu = _timed_cpu(fn, x, repeats=args.repeats)
+            # the forward pass again, next to each case: the load changes during the run
+            _, t_f, c_f = _timed_cpu(fwd, x, repeats=5)
+            t_fwd, c_fwd = min(t_fwd, t_f), min(c_fwd, c_f)
             pred = plan.estimate_cost(k).seconds
-            row["estimate"][f"{k}{'+stderr' if stderr else ''}"] = {
+            tag = f"{k}{'+stderr' if stderr else ''}{f'+exact{n_ex}' if n_ex else ''}"
+            row["estimate"][tag] = {
                 "probes": k,
                 "stderr": stderr,
+                "exact_layers": n_ex,
                 "seconds": best,
+                "cpu_seconds": cpu,
                 "compile_seconds": first,
-                "x_forward": best / t_fwd,
-                "predicted_seconds": None if stderr else pred,
+                "predicted_seconds": None if (stderr or n_ex) else pred,
             }
-            tag = f"k={k}{' +stderr' if stderr else ''}"
-            log(f"  {tag}: {best:.2f} s = {best / t_fwd:.0f}x forward (compiling {first:.1f} s)")
+            log(f"  k={tag}: {best:.2f} s, CPU {cpu:.1f} s (compiling {first:.1f} s)")
+        for r in row["estimate"].values():
+            r["x_forward"] = r["seconds"] / t_fwd
+            r["x_forward_cpu"] = r["cpu_seconds"] / c_fwd
+        row["forward_seconds"], row["forward_cpu_seconds"] = t_fwd, c_fwd
         row["load_average"] = [load0, _load()]
         out[name] = row
     return out
@@ -396,11 +435,20 @@ def figure(result: dict[str, Any]):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     for name, row in err.items():
-        ks = [int(k) for k in row["by_k"]]
+        ks = [int(k) for k in row["by_k"] if k.isdigit()]
         ys = [row["by_k"][str(k)]["rel_l2_mean"] for k in ks]
-        ax.plot(ks, ys, "o-", label=f"{name} ({row['exact_route']} exact)")
+        (line,) = ax.plot(ks, ys, "o-", label=f"{name} ({row['exact_route']} exact)")
+        hyb = [k for k in row["by_k"] if not k.isdigit()]
+        if hyb:
+            hk = [int(k.split("+")[0]) for k in hyb]
+            n_ex = hyb[0].split("exact")[1]
+            hy = [row["by_k"][k]["rel_l2_mean"] for k in hyb]
+            ax.plot(
+                hk, hy, "s--", color=line.get_color(), mfc="none", label=f"  first {n_ex} exact"
+            )
     if err:
-        kk = np.array(sorted({int(k) for r in err.values() for k in r["by_k"]}), float)
+        kk = [int(k) for r in err.values() for k in r["by_k"] if k.isdigit()]
+        kk = np.array(sorted(set(kk)), float)
         kk = kk[kk > 4]
         ax.plot(kk, np.sqrt(2 / (kk - 4)), "k:", label=r"$\sqrt{2/(k-4)}$ (one neuron)")
     ax.axhline(0.1, color="grey", lw=0.8, ls="--")
@@ -415,13 +463,13 @@ def figure(result: dict[str, Any]):
     labels = sorted({lab for r in tim.values() for lab in r["estimate"]}, key=_case_order)
     width = 0.8 / max(1, len(names))
     for j, name in enumerate(names):
-        vals = [tim[name]["estimate"].get(lab, {}).get("x_forward", np.nan) for lab in labels]
+        vals = [tim[name]["estimate"].get(lab, {}).get("x_forward_cpu", np.nan) for lab in labels]
         pos = np.arange(len(labels)) + (j - (len(names) - 1) / 2) * width
         ax.bar(pos, vals, width, label=tim[name]["description"])
     ax.set_xticks(np.arange(len(labels)), [f"k={lab}" for lab in labels], fontsize=8)
     ax.axhline(300, color="grey", lw=0.8, ls="--", label="300x forward")
     side = result["config"]["time_side"]
-    ax.set_ylabel("time per image / forward pass")
+    ax.set_ylabel("CPU time per image / forward pass")
     ax.set_title(f"Insens estimate at {side}x{side} ({result['config']['device']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -448,37 +496,38 @@ def markdown(result: dict[str, Any]) -> str:
             "Mean relative L2 error (max) | mean Spearman (min) | share of elements within "
             "1.96 jackknife standard errors, over images x keys.",
             "",
-            "| network | exact route | exact s | " + " | ".join(f"k={k}" for k in cfg["ks"]) + " |",
-            "|---|---|---|" + "---|" * len(cfg["ks"]),
+            "| network | exact route | exact s | k | rel. L2 (max) | Spearman (min) | coverage |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in result["error"].values():
-            cells = []
-            for k in cfg["ks"]:
-                r = row["by_k"][str(k)]
-                cov = "" if r["coverage_1.96se"] is None else f" / {r['coverage_1.96se']:.3f}"
-                cells.append(
-                    f"{r['rel_l2_mean']:.3f} ({r['rel_l2_max']:.3f}) / "
-                    f"{r['spearman_mean']:.3f} ({r['spearman_min']:.3f}){cov}"
+            for k, r in row["by_k"].items():
+                cov = "" if r["coverage_1.96se"] is None else f"{r['coverage_1.96se']:.3f}"
+                lines.append(
+                    f"| {row['description']} | {row['exact_route']} | "
+                    f"{row['exact_seconds']:.2f} | {k} | {r['rel_l2_mean']:.4f} "
+                    f"({r['rel_l2_max']:.4f}) | {r['spearman_mean']:.4f} "
+                    f"({r['spearman_min']:.4f}) | {cov} |"
                 )
-            lines.append(
-                f"| {row['description']} | {row['exact_route']} | {row['exact_seconds']:.2f} | "
-                + " | ".join(cells)
-                + " |"
-            )
         lines.append("")
     if "time" in result:
         lines += [
             f"## Time per image at {cfg['time_side']}x{cfg['time_side']}",
             "",
-            "| network | forward | case | seconds | x forward | predicted s |",
-            "|---|---|---|---|---|---|",
+            "Wall time is shared with other jobs; CPU time (all threads of this process) "
+            "counts the work. Ratios to the forward pass measured next to each case.",
+            "",
+            "| network | forward (wall / CPU) | case | wall s | CPU s | x forward (wall) "
+            "| x forward (CPU) | predicted s |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in result["time"].values():
+            fwd = f"{row['forward_seconds'] * 1e3:.0f} / {row['forward_cpu_seconds'] * 1e3:.0f} ms"
             for lab, r in row["estimate"].items():
                 pred = "" if r["predicted_seconds"] is None else f"{r['predicted_seconds']:.3g}"
                 lines.append(
-                    f"| {row['description']} | {row['forward_seconds'] * 1e3:.1f} ms | k={lab} "
-                    f"| {r['seconds']:.2f} | {r['x_forward']:.0f} | {pred} |"
+                    f"| {row['description']} | {fwd} | k={lab} | {r['seconds']:.2f} | "
+                    f"{r['cpu_seconds']:.1f} | {r['x_forward']:.0f} | {r['x_forward_cpu']:.0f} "
+                    f"| {pred} |"
                 )
         lines += ["", "Exact routes, predicted by `slp.insens_plan` (not run):", ""]
         for row in result["time"].values():

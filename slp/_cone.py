@@ -690,7 +690,8 @@ def norms(program, state, x, plan, precision) -> list:
       precision: matrix-product precision (`slp._matmul`).
 
     Returns:
-      Per ReLU layer, the squared norms ``|w_hat_i|^2`` in the layer's shape.
+      Per ReLU layer, the squared norms ``|w_hat_i|^2`` in the layer's shape (None for
+      layers in neither ``plan.pre_sites`` nor ``plan.post_sites``).
     """
 
     geo = plan.cone
@@ -720,7 +721,8 @@ def norms(program, state, x, plan, precision) -> list:
     blocks = jnp.asarray(geo.blocks, jnp.int32)
     sums = _cut.scan_sum(step, blocks, len(geo.blocks))
     by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
-    return [by_site[s] for s in range(len(program.relu_shapes))]
+    # None for a layer the plan does not ask for (an estimate's exact first layers).
+    return [by_site.get(s) for s in range(len(program.relu_shapes))]
 
 
 # ----------------------------------------------------------------------------------

@@ -99,6 +99,42 @@ def test_same_probes_as_numpy_formula(small_net):
     np.testing.assert_allclose(np.asarray(out.stderr), se, rtol=1e-9, atol=1e-12)
 
 
+def test_exact_first_layers_against_numpy_formula(small_net):
+    # The two conv layers exact (|w_hat|^2 from the dense switched weights), the dense
+    # layer from the probes, (k - 2)/S as before.
+    f, x, model, _ = small_net
+    k, key = 8, jax.random.key(11)
+    out = slp.insens(f, probes=k, key=key, exact_layers=2, return_stderr=True)(x)
+    parts, count = _numpy_estimate(model, x, k, key)
+    total = 0.0
+    for layer, (w, v, inactive, y2) in enumerate(parts):
+        s = np.sum(w * w, axis=1) if layer < 2 else y2.sum(0) / (k - 2)
+        total = total + np.where(inactive & (s > 0), v / np.where(s > 0, s, 1), 0) @ w
+    want = (total / count).reshape(IN_SHAPE)
+    np.testing.assert_allclose(np.asarray(out.map), want, rtol=1e-9, atol=1e-12)
+    # Exact layers add no spread: the jackknife sees only the dense layer's probes.
+    loo = []
+    for m in range(k):
+        total = 0.0
+        for layer, (w, v, inactive, y2) in enumerate(parts):
+            s = np.sum(w * w, axis=1) if layer < 2 else (y2.sum(0) - y2[m]) / (k - 3)
+            total = total + np.where(inactive & (s > 0), v / np.where(s > 0, s, 1), 0) @ w
+        loo.append(total / count)
+    loo = np.stack(loo)
+    se = np.sqrt((k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0)).reshape(IN_SHAPE)
+    np.testing.assert_allclose(np.asarray(out.stderr), se, rtol=1e-8, atol=1e-12)
+
+
+def test_exact_layers_beyond_the_cone_route_are_named(small_net):
+    f, x, _, _ = small_net
+    with pytest.raises(ValueError, match="exact_layers=3: the cone route does not reach"):
+        slp.insens(f, probes=8, key=jax.random.key(0), exact_layers=3)(x)
+    with pytest.raises(ValueError, match="network has 3 ReLU layers"):
+        slp.insens(f, probes=8, key=jax.random.key(0), exact_layers=4)(x)
+    with pytest.raises(ValueError, match="exact_layers applies to the estimate"):
+        slp.insens(f, exact_layers=1)
+
+
 def test_mean_over_keys_converges_to_exact(small_net):
     f, x, _, exact = small_net
     k, n = 8, 2000
