@@ -44,7 +44,7 @@ arXiv:1909.11275.
 from slp import attributions, metrics, models, network
 from slp._guards import per_example, single_example
 from slp.attributions import attribute, available_methods
-from slp.insens import InsensPlan, LayerInsens, insens, insens_plan
+from slp.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
 from slp.maps import ChunkedMaps, ManifestMismatchError, attribute_dataset, read_maps
 from slp.network import UnsupportedOperationError
 from slp.projections import (
@@ -60,6 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChunkedMaps",
+    "InsensEstimate",
     "InsensPlan",
     "LayerInsens",
     "ManifestMismatchError",
