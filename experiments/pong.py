@@ -12,9 +12,10 @@ The game state: the trained agent plays greedily from a seeded reset; among its 
 max_a Q - min_a Q) is kept. Every method explains the Q-value of the greedy action
 (Insens explains no particular output). Writes `results/pong.png` (the 4 stacked frames
 and, per method, its map on each frame with one colour scale per method, and the map
-summed over frames, with a colour key below) and `results/pong.json` (the state, Q-values, and per method the
-share of the map's absolute mass on each frame and on the game's objects - paddles,
-ball and score, see `object_pixels` - and its cosine similarity to Insens).
+summed over frames, with a colour key below) and `results/pong.json` (the state,
+Q-values, and per method the share of the map's absolute mass on each frame and on the
+game's objects - paddles, ball and score, see `object_pixels` - and its cosine
+similarity to Insens).
 """
 
 from __future__ import annotations
