@@ -320,6 +320,32 @@ LATTICE = "pong_lattice.json"
 ZOO = "bench_insens_zoo_cpu.json"
 
 
+DATASET = "Whole data sets on several devices"
+BENCH_DATASET = "bench_dataset_cpu.json"
+DATASET_CONFIGS = ("devices=1", "devices=2", "devices=4", "devices=1, out", "devices=4, out")
+
+
+def dataset_result(method: str, config: str, key: str):
+    """A value of one row of bench_dataset's results (method and configuration)."""
+
+    def get(d):
+        (row,) = [r for r in d["results"] if r["method"] == method and r["config"] == config]
+        return row[key]
+
+    return get
+
+
+def dataset_row(method: str) -> Numbers:
+    """A row of the whole-data-set table: the plain loop's img/s, then img/s and ratio."""
+    values = [(dataset_result(method, "plain", "images_per_second"), F1)]
+    for config in DATASET_CONFIGS:
+        values += [
+            (dataset_result(method, config, "images_per_second"), F1),
+            (dataset_result(method, config, "relative_to_plain"), F2),
+        ]
+    return N(DATASET, rf"^(\| {method} \|.*)$", BENCH_DATASET, *values)
+
+
 def zoo_speedups(d, pick):
     return pick(r["speedup_vs_naive"] for n, r in d["networks"].items() if n.startswith("2conv"))
 
@@ -1158,6 +1184,38 @@ NUMBERS: tuple[Numbers, ...] = (
         ("run1/exactness/rel_err_x64_insens_BF16_BF16_F32_X9", E1),
     ),
     N(SPEED, r"At batch (\d+) the GPU", GPU, ("run1/config/batches", INT)),
+    # --- Whole data sets on several devices ---------------------------------------------------
+    N(
+        DATASET,
+        r"full-size 2CONV with random weights, (\d+ MNIST test images, batches of \d+, median "
+        r"of \d+) interleaved rounds",
+        BENCH_DATASET,
+        ("config/num_images", INT),
+        ("config/batch_size", INT),
+        ("config/repeats", INT),
+    ),
+    N(DATASET, r"The (\d+) devices are fake", BENCH_DATASET, ("config/local_devices", INT)),
+    N(
+        DATASET,
+        r"load average ([\d.]+ at the start, [\d.]+) at the end",
+        BENCH_DATASET,
+        ("config/load_average/start/0", F2),
+        ("config/load_average/end/0", F2),
+    ),
+    N(
+        DATASET,
+        r"^(\| method \| plain loop \|.*)$",
+        BENCH_DATASET,
+        *[(dataset_result("insens", c, "devices"), INT) for c in DATASET_CONFIGS],
+    ),
+    dataset_row("insens"),
+    dataset_row("gradient"),
+    N(
+        DATASET,
+        r"nothing computed\) took ([\d.]+) s",
+        BENCH_DATASET,
+        (dataset_result("insens", "devices=1, out", "seconds_of_a_call_with_every_chunk_done"), F2),
+    ),
     # --- Limitations ---------------------------------------------------------------------------
     N(
         LIM,
