@@ -53,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--fake-devices", type=int, default=4, help="CPU host devices (ignored on a GPU)"
     )
+    parser.add_argument(
+        "--features", type=int, nargs=2, default=[32, 64], help="2CONV's conv widths"
+    )
+    parser.add_argument("--hidden", type=int, default=1024, help="2CONV's hidden dense width")
     parser.add_argument("--tag", default="cpu", help="results file suffix")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     parser.add_argument(
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from slp import training
     from slp.models import as_single_example
 
-    config = training.TrainConfig()
+    config = training.TrainConfig(features=tuple(args.features), hidden=args.hidden)
     model = training.make_model(config)
     f = as_single_example(model, training.init_params(config))
     try:
@@ -179,7 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "batch_size": bs,
             "repeats": args.repeats,
             "data": data,
-            "network": "2CONV (TwoConv, default TrainConfig), random weights",
+            "network": f"2CONV (TwoConv, features {config.features}, hidden {config.hidden}), "
+            "random weights",
             "platform": devices[0].platform,
             "device_kind": devices[0].device_kind,
             "local_devices": len(devices),

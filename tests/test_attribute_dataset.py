@@ -427,3 +427,27 @@ def test_command_line_maps_of_a_npy_file(tmp_path, capsys):
     float32_close(slp.read_maps(tmp_path / "maps"), ref)
     main(argv)
     assert json.loads(capsys.readouterr().out)["reused_chunks"] == 3
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark script.
+
+
+def test_bench_dataset_smoke(tmp_path):
+    args = [
+        "--num-images", "6", "--batch-size", "4", "--methods", "gradient", "--repeats", "1",
+        "--fake-devices", "2", "--features", "2", "3", "--hidden", "8",
+        "--out", str(tmp_path), "--tag", "smoke",
+    ]  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "bench_dataset.py"), *args],
+        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True, timeout=240,
+        capture_output=True,
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "bench_dataset_smoke.json").read_text())
+    configs = [r["config"] for r in saved["results"]]
+    assert configs == ["plain", "devices=1", "devices=2", "devices=1, out", "devices=2, out"]
+    assert saved["config"]["local_devices"] == 2 and saved["config"]["fake_devices"]
+    for r in saved["results"]:
+        assert r["images_per_second"] > 0 and r["max_abs_difference_to_plain"] == 0.0
+    assert "add no compute" in (tmp_path / "bench_dataset_smoke.md").read_text()
