@@ -12,6 +12,7 @@ hand), so a wrong result fails the run as well.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import time
 from pathlib import Path
@@ -108,6 +109,47 @@ def test_committed_notebook_ran_top_to_bottom(name):
     assert images, "the committed notebook has no figures: was it executed?"
     stderr = [o.text for c in code for o in c.outputs if o.get("name") == "stderr"]
     assert stderr == [], f"warnings or errors printed by the notebook: {stderr}"
+
+
+# A number in a sentence: a decimal (0.316, 1.5e-07, -0.165) or a percentage (32.7%).
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?%|\d+\.\d+(?:e[-+]?\d+)?")
+# Numbers in the prose that the notebook does not compute: citations and the paper's own
+# values, each with the reason.
+CITED = {
+    "01_switched_linear_projections": {
+        "1909.11275": "arXiv identifier",
+        "17%": "active share of the paper's 2CONV (section 3)",
+    },
+    "03_comparing_methods": {
+        "1e-6": "default stabiliser of the alpha-beta rules (slp.attributions)",
+        "1e-7": "default epsilon of lrp_epsilon (slp.attributions)",
+    },
+}
+
+
+def _printed_text(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            parts.append(out.get("text", ""))
+            parts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", sorted(CITED))
+def test_numbers_in_the_prose_are_printed_by_the_same_run(name):
+    """Every decimal or percentage in a markdown cell is in the notebook's printed output.
+
+    A sentence that states a result must quote what this run of the notebook printed, not
+    a number from an earlier run or from elsewhere (those few are listed in ``CITED``).
+    """
+    nb = _read(name)
+    printed = _printed_text(nb)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    missing = sorted(
+        {n for n in _NUMBER.findall(prose) if n not in CITED[name] and n not in printed}
+    )
+    assert missing == [], f"notebooks/{name}.ipynb states numbers it does not print: {missing}"
 
 
 def _mnist_available() -> bool:
