@@ -287,6 +287,42 @@ def _compiled(f, method, options: dict, **kw) -> Callable:
     return _per_batch_cached(f, method, items, **kw)
 
 
+def _check_images(f: Callable, params, source: _Source) -> jax.ShapeDtypeStruct:
+    """One image's shape and dtype, once ``f`` is known to take it and return logits."""
+    if not jnp.issubdtype(source.dtype, jnp.floating):
+        raise ValueError(
+            f"images have dtype {source.dtype}; attribution maps need floating inputs "
+            "(convert them as the network expects, e.g. images.astype(np.float32) / 255)"
+        )
+    x_spec = jax.ShapeDtypeStruct(source.image_shape, source.dtype)
+    logits_of = (lambda x: f(params, x)) if params is not None else f
+    try:
+        y = jax.eval_shape(logits_of, x_spec)
+    except Exception as err:  # any failure means f does not take such an image
+        raise ValueError(
+            f"f does not accept one image of shape {source.image_shape} and dtype "
+            f"{source.dtype} (images are (N, *X) with X one example's shape): "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(y, jax.ShapeDtypeStruct) or len(y.shape) != 1:
+        raise ValueError(f"f must map one image to a vector of logits; it returns {y}")
+    return x_spec
+
+
+def _check_target(target, n: int | None) -> np.ndarray | None:
+    """``target`` as int32: None, a scalar or ``(N,)``."""
+    if target is None:
+        return None
+    target = np.asarray(target, dtype=np.int32)
+    if target.ndim > 1:
+        raise ValueError(
+            f"target must be None, a class index or (N,) indices; got shape {target.shape}"
+        )
+    if target.ndim == 1 and n is not None and len(target) != n:
+        raise ValueError(f"target has {len(target)} entries for {n} images")
+    return target
+
+
 # ----------------------------------------------------------------------------------
 # The output folder.
 
@@ -435,35 +471,9 @@ def attribute_dataset(
         raise TypeError("pass the PRNG key as `key=`; image i gets fold_in(key, i)")
 
     source = _open_images(images, chunk_size, num_images)
-    if not jnp.issubdtype(source.dtype, jnp.floating):
-        raise ValueError(
-            f"images have dtype {source.dtype}; attribution maps need floating inputs "
-            "(convert them as the network expects, e.g. images.astype(np.float32) / 255)"
-        )
-    x_spec = jax.ShapeDtypeStruct(source.image_shape, source.dtype)
-    logits_of = (lambda x: f(params, x)) if params is not None else f
-    try:
-        y = jax.eval_shape(logits_of, x_spec)
-    except Exception as err:  # any failure means f does not take such an image
-        raise ValueError(
-            f"f does not accept one image of shape {source.image_shape} and dtype "
-            f"{source.dtype} (images are (N, *X) with X one example's shape): "
-            f"{type(err).__name__}: {err}"
-        ) from err
-    if not isinstance(y, jax.ShapeDtypeStruct) or len(y.shape) != 1:
-        raise ValueError(f"f must map one image to a vector of logits; it returns {y}")
-
+    x_spec = _check_images(f, params, source)
+    target_arr = _check_target(target, source.num_images)
     n = source.num_images
-    target_arr = None
-    if target is not None:
-        target_arr = np.asarray(target, dtype=np.int32)
-        if target_arr.ndim == 1 and n is not None and len(target_arr) != n:
-            raise ValueError(f"target has {len(target_arr)} entries for {n} images")
-        n_targets = len(target_arr) if target_arr.ndim == 1 else None
-        if target_arr.ndim > 1:
-            raise ValueError(
-                f"target must be None, a class index or (N,) indices; got shape {target_arr.shape}"
-            )
 
     devices = list(jax.local_devices() if devices is None else devices)
     mesh = Mesh(np.array(devices), ("batch",))
@@ -489,8 +499,16 @@ def attribute_dataset(
         i_spec,
     )
     map_shape, map_dtype = tuple(map_spec.shape[1:]), np.dtype(map_spec.dtype)
-    params_d = jax.device_put(params, replicated)
-    key_d = jax.device_put(key, replicated)
+    batches = _Batches(
+        step,
+        jax.device_put(params, replicated),
+        jax.device_put(key, replicated),
+        target_arr,
+        batch_sharding,
+        batch_size,
+        padded,
+        map_dtype,
+    )
 
     process, processes = jax.process_index(), jax.process_count()
     out_dir = None if out is None else Path(out)
@@ -554,12 +572,13 @@ def attribute_dataset(
                 reused.append(k)
                 continue
             rows = rows_fn()
-            if target_arr is not None and target_arr.ndim == 1 and start + len(rows) > n_targets:
-                raise ValueError(f"target has {n_targets} entries; the images go beyond")
-            maps = _chunk_maps(
-                step, params_d, key_d, rows, start, target_arr, batch_size, padded,
-                batch_sharding, map_dtype,
-            )  # fmt: skip
+            if (
+                target_arr is not None
+                and target_arr.ndim == 1
+                and start + len(rows) > len(target_arr)
+            ):
+                raise ValueError(f"target has {len(target_arr)} entries; the images go beyond")
+            maps = batches(rows, start)
             bar.update(len(rows))
             if out_dir is not None:
                 _write_chunk(out_dir, k, start, maps, _sha256_arrays(rows))
@@ -601,36 +620,56 @@ def _check_receipt(receipt: dict, k: int, start: int, rows: np.ndarray, out: Pat
         )
 
 
-def _chunk_maps(
-    step, params, key, rows, start, target, batch_size, padded, sharding, dtype
-) -> np.ndarray:
-    """Maps of one chunk's ``rows (c, *X)``: batches dispatched ahead of their readback."""
-    pending, parts = None, []
-    for b in range(0, len(rows), batch_size):
-        x = rows[b : b + batch_size]
-        m = len(x)
-        index = np.arange(start + b, start + b + padded, dtype=np.int32)
-        index[m:] = start + b + m - 1
-        if m < padded:
-            x = np.concatenate([x, np.repeat(x[-1:], padded - m, axis=0)])
-        if target is None:
-            t = np.zeros(padded, np.int32)
-        elif target.ndim == 0:
-            t = np.full(padded, target, np.int32)
-        else:
-            t = target[index]
-        maps = step(
-            params,
-            key,
-            jax.device_put(x, sharding),
-            jax.device_put(t, sharding),
-            jax.device_put(index, sharding),
-        )
-        if pending is not None:
-            parts.append(np.asarray(pending[0])[: pending[1]])
-        pending = (maps, m)
-    parts.append(np.asarray(pending[0])[: pending[1]])
-    return np.concatenate(parts).astype(dtype, copy=False)
+class _Batches(NamedTuple):
+    """The compiled step and its fixed arguments; called on one chunk, returns its maps.
+
+    Attributes:
+      step: ``(params, key, x_BX, target_B, index_B) -> maps_BX`` (`_per_batch`).
+      params: the parameters, replicated over the mesh (None inside ``f``).
+      key: the PRNG key, replicated (None without one).
+      target: None, a class index () or per-image classes (N,), int32.
+      sharding: the batch axis over the mesh's devices.
+      batch_size: images per step before padding.
+      padded: images per step, a multiple of the number of devices.
+      dtype: the maps' dtype.
+    """
+
+    step: Callable
+    params: Any
+    key: Any
+    target: np.ndarray | None
+    sharding: NamedSharding
+    batch_size: int
+    padded: int
+    dtype: np.dtype
+
+    def __call__(self, rows: np.ndarray, start: int) -> np.ndarray:
+        """Maps ``(c, *X)`` of ``rows (c, *X)``, images ``start..start+c-1`` of the data set.
+
+        Each batch is dispatched before the previous one is read back, so the device
+        computes while the host copies.
+        """
+        pending, parts = None, []
+        for b in range(0, len(rows), self.batch_size):
+            x = rows[b : b + self.batch_size]
+            m = len(x)
+            index = np.arange(start + b, start + b + self.padded, dtype=np.int32)
+            index[m:] = start + b + m - 1  # padding repeats the last image, and its index
+            if m < self.padded:
+                x = np.concatenate([x, np.repeat(x[-1:], self.padded - m, axis=0)])
+            if self.target is None:
+                t = np.zeros(self.padded, np.int32)
+            elif self.target.ndim == 0:
+                t = np.full(self.padded, self.target, np.int32)
+            else:
+                t = self.target[index]
+            put = functools.partial(jax.device_put, device=self.sharding)
+            maps = self.step(self.params, self.key, put(x), put(t), put(index))
+            if pending is not None:
+                parts.append(np.asarray(pending[0])[: pending[1]])
+            pending = (maps, m)
+        parts.append(np.asarray(pending[0])[: pending[1]])
+        return np.concatenate(parts).astype(self.dtype, copy=False)
 
 
 def _gather(local, num_chunks, chunk_size, n, map_shape, dtype) -> np.ndarray:

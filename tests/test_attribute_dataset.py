@@ -72,7 +72,7 @@ def reference(f, x, method, spec) -> np.ndarray:
         extra = {} if key is None else {"key": jax.random.fold_in(key, i)}
         return slp.attribute(f, xi, method, target=target, **extra, **opts)
 
-    return np.asarray(jax.vmap(one)(jnp.asarray(x), jnp.arange(len(x), dtype=jnp.int32)))
+    return np.asarray(jax.jit(jax.vmap(one))(x, jnp.arange(len(x), dtype=jnp.int32)))
 
 
 def float32_close(a, b):
@@ -413,7 +413,7 @@ def test_command_line_maps_of_a_npy_file(tmp_path, capsys):
     x = make_images()
     np.save(tmp_path / "x.npy", x)
     argv = [
-        "maps", "--method", "integrated_gradients", "--option", "steps=8",
+        "maps", "--method", "gradient_x_input", "--target", "2",
         "--checkpoint", str(ckpt), "--data", str(tmp_path / "x.npy"), "--limit", "20",
         "--out", str(tmp_path / "maps"), "--batch-size", "8", "--no-progress",
     ]  # fmt: skip
@@ -422,7 +422,7 @@ def test_command_line_maps_of_a_npy_file(tmp_path, capsys):
     assert summary["num_images"] == 20 and summary["computed_chunks"] == 3
     model = training.make_model(config)
     ref = reference(
-        lambda xi: model.apply(params, xi[None])[0], x[:20], "integrated_gradients", {"steps": 8}
+        lambda xi: model.apply(params, xi[None])[0], x[:20], "gradient_x_input", {"target": 2}
     )
     float32_close(slp.read_maps(tmp_path / "maps"), ref)
     main(argv)
