@@ -103,6 +103,7 @@ def references():
 # Several devices, several processes.
 
 
+@pytest.mark.slow
 def test_four_fake_devices_equal_single_device_vmap(tmp_path, references):
     code = NETWORK + textwrap.dedent(
         f"""
@@ -141,6 +142,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_cover_the_data_set_exactly_once(tmp_path, references):
     port = _free_port()
     code = NETWORK + textwrap.dedent(
@@ -258,6 +260,7 @@ KILLED_RUN = NETWORK + textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_only_the_missing_chunks(tmp_path):
     out = tmp_path / "maps"
     proc = subprocess.Popen(
@@ -404,6 +407,7 @@ def test_command_line_help_lists_every_flag_with_defaults():
     assert "(default: mnist:test)" in text
 
 
+@pytest.mark.slow
 def test_command_line_maps_of_a_npy_file(tmp_path, capsys):
     from slp.__main__ import main
 

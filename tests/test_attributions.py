@@ -384,6 +384,7 @@ def test_gradient_is_output_switched_weight_vector(x64):
         np.testing.assert_allclose(A.gradient(f, x, target=t), w_hat[t], atol=tol(np.float64))
 
 
+@pytest.mark.slow
 def test_integrated_gradients_completeness(conv_case):
     f, x, reference = conv_case
     y, y0 = f(x), f(jnp.zeros_like(x))
@@ -401,6 +402,7 @@ def test_integrated_gradients_completeness(conv_case):
     assert abs(float(jnp.sum(ig)) - float(y[0] - f(base)[0])) < 2e-3 * max(1.0, abs(y[0]))
 
 
+@pytest.mark.slow
 def test_integrated_gradients_exact_on_a_ray(x64):
     """Without bias the state is constant on the ray from 0, so IG = gradient x input."""
     f = _bias_free(CONV_SPEC, IN_SHAPE, seed=10)
@@ -434,6 +436,7 @@ def test_path_points():
         A.gradients.path_points(0, "riemann_left")
 
 
+@pytest.mark.slow
 def test_smoothgrad():
     # On a ReLU at its kink the average gradient is the probability of being active.
     def f(x):
@@ -526,7 +529,16 @@ def _flax_and_jnp():
     return as_single_example(model, params), jnp_net(spec, plist), x
 
 
-@pytest.mark.parametrize("method", [m for m in slp.available_methods() if m != "insens"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(m, marks=pytest.mark.slow)
+        if m in ("integrated_gradients", "smoothgrad")
+        else m
+        for m in slp.available_methods()
+        if m != "insens"
+    ],
+)
 def test_flax_jnp_vmap_jit(method):
     f_flax, f_jnp, xs = _flax_and_jnp()
     opts = ALL_OPTIONS.get(method, {})

@@ -129,6 +129,7 @@ def test_matches_dense_reference(x64, spec, method):
 
 
 @pytest.mark.parametrize("spec", _SMALL_SPECS[:1] + _SMALL_SPECS[2:])
+@pytest.mark.slow
 def test_insens_pool_losers_option(x64, spec):
     _check_against_reference(spec, seed=1, losers=True)
     # Losers with v > 0 exist in these nets, so the option must change the map.
@@ -141,13 +142,16 @@ def test_insens_pool_losers_option(x64, spec):
     assert float(jnp.max(jnp.abs(a - b))) > 1e-6
 
 
-@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize(
+    "seed", [s if s < 4 else pytest.param(s, marks=pytest.mark.slow) for s in range(24)]
+)
 def test_random_architectures(x64, seed):
     rng = np.random.default_rng(1000 + seed)
     spec = random_spec(rng)
     _check_against_reference(spec, seed=seed, relu="nn" if seed % 2 else "max")
 
 
+@pytest.mark.slow
 def test_two_routes_agree_on_twoconv(x64):
     model = TwoConv(num_classes=4, features=(3, 5), hidden=9)
     x = jax.random.normal(jax.random.PRNGKey(4), (10, 10, 3), jnp.float64)
@@ -271,6 +275,7 @@ def test_centres_lie_on_switched_hyperplane(x64):
 # --- the same network written three ways ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_flax_jnp_and_params_list_agree(x64):
     model = TwoConv(num_classes=3, features=(2, 3), hidden=5)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 8, 1), jnp.float64)
