@@ -533,7 +533,7 @@ def _flax_and_jnp():
     "method",
     [
         pytest.param(m, marks=pytest.mark.slow)
-        if m in ("integrated_gradients", "smoothgrad")
+        if m in ("integrated_gradients", "smoothgrad", "lrp_alpha2_beta1")
         else m
         for m in slp.available_methods()
         if m != "insens"
@@ -563,6 +563,7 @@ def test_flax_jnp_vmap_jit(method):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mlp_flax_model():
     model = MLP(hidden=(6, 5), num_classes=3)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 3))
@@ -608,6 +609,7 @@ def test_errors_name_the_problem():
         slp.attribute(f, xs[0], "insens", precision="fast")
 
 
+@pytest.mark.slow
 def test_insens_method_passes_precision():
     """The registered method takes `slp.insens`'s precision (float32 maps, same map)."""
     f, _, xs = _flax_and_jnp()
@@ -645,6 +647,7 @@ def _load_script(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_bench_script_smoke(tmp_path):
     import json
 

@@ -388,6 +388,7 @@ def test_wrong_input_shape_is_reported():
 # --- transforms -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jit_vmap_and_no_recompile():
     model = TwoConv(num_classes=3, features=(2, 3), hidden=5)
     xs = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))

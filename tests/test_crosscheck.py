@@ -43,7 +43,7 @@ except Exception as err:  # noqa: BLE001 - a broken install raises more than Imp
 import slp  # noqa: E402
 from slp.models import MLP, TwoConv, as_single_example  # noqa: E402
 
-pytestmark = pytest.mark.crosscheck
+pytestmark = [pytest.mark.crosscheck, pytest.mark.slow]  # torch references: minutes
 
 RTOL = 1e-9  # float64 on both sides; differences are summation order only
 
