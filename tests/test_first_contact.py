@@ -130,6 +130,7 @@ def test_example_model_test_accuracy_is_the_stated_one():
     assert acc == pytest.approx(net.metadata["test_accuracy"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_make_example_smoke(monkeypatch, tmp_path):
     load = bar_digits(n_train=256, n_test=64)
     monkeypatch.setattr(slp.data, "load_mnist", load)
