@@ -285,7 +285,7 @@ plt.show()
 # Now a small version of the paper's "2CONV" network (`slp.models.TwoConv`: conv 5x5 +
 # max-pool, conv 5x5 + max-pool, one hidden dense layer, linear output; here with 16 and 32
 # channels and 128 hidden units instead of 32, 64 and 1024), trained for one epoch on the
-# first 12,000 MNIST training images (seeded, deterministic; a few seconds of CPU time).
+# first 12,000 MNIST training images (seeded and deterministic).
 # `slp.training.load_or_train_mnist` trains it the first time and keeps the checkpoint in
 # `~/.cache/slp/checkpoints` (or `$SLP_DATA_DIR`), where notebooks 2 and 3 find it. MNIST
 # is downloaded there too on first use.
