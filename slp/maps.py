@@ -8,7 +8,10 @@ into chunks of ``chunk_size`` consecutive images and chunk ``k`` belongs to proc
 ``k % process_count``: the per-example computation needs no communication, so hosts never
 wait for each other inside the loop, and the chunks of all processes cover the data set
 exactly once. Collectives are used only to agree at the end (a barrier, and gathering the
-maps when they are returned instead of written).
+maps when they are returned instead of written). Each process checks only its own chunks'
+receipts, so an error that some processes meet and others do not (one of their chunks was
+computed from other images) stops those, and the others wait at the final barrier until
+JAX's distributed timeout: fix the cause and start all processes again.
 
 With ``out`` the maps go to a folder that numpy reads without slp::
 
@@ -21,7 +24,8 @@ A chunk's ``.npy`` and then its receipt are each written atomically (temporary f
 ``os.replace``), so a chunk counts as done only when both are complete. A run started again
 with the same arguments computes only the chunks without a receipt; arguments that differ
 from the manifest, or images that differ from a receipt's, raise `ManifestMismatchError`
-before anything is written. `read_maps` returns the maps as one array.
+(for an array, before any chunk is written; an iterable of batches is checked chunk by
+chunk as it streams). `read_maps` returns the maps as one array.
 
 Per-image randomness (``key``, e.g. SmoothGrad's noise) is ``fold_in(key, i)`` for the
 image's index ``i`` in the data set, so the maps do not depend on the batch size, the number
@@ -275,7 +279,8 @@ def _per_batch(
     return jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0)), out_shardings=sharding)
 
 
-_per_batch_cached = functools.lru_cache(maxsize=64)(_per_batch)
+# Keyed on f (and so on the weights it closes over): a few entries, not a leak of models.
+_per_batch_cached = functools.lru_cache(maxsize=8)(_per_batch)
 
 
 def _compiled(f, method, options: dict, **kw) -> Callable:
