@@ -140,17 +140,25 @@ def nan_unless(ok: jax.Array, tree):
     return jax.tree_util.tree_map(fill, tree)
 
 
-def _raise_nonfinite(ok) -> None:
-    if not np.all(np.asarray(ok)):
+def _checked(ok):
+    """``ok`` itself; raises FloatingPointError unless every entry is True."""
+    ok = np.asarray(ok)
+    if not np.all(ok):
         raise FloatingPointError(
             "the input, a ReLU input or the output of f is NaN or inf: which neurons are "
             "active is undefined, so there is no activation pattern"
         )
+    return ok
 
 
-def raise_unless(ok: jax.Array) -> None:
-    """Raises FloatingPointError (also under jit and vmap) when ``ok`` is False."""
-    if isinstance(ok, jax.core.Tracer):
-        jax.debug.callback(_raise_nonfinite, ok)
-    else:
-        _raise_nonfinite(ok)
+def raise_unless(ok: jax.Array) -> jax.Array:
+    """``ok``, after raising FloatingPointError where it is False (also under jit and vmap).
+
+    Under a trace the check is a host callback that sees a whole batch at once; use the
+    returned value (``pattern & ok``) so that it is not removed as dead code.
+    """
+    if not isinstance(ok, jax.core.Tracer):
+        return jnp.asarray(_checked(ok))
+    return jax.pure_callback(
+        _checked, jax.ShapeDtypeStruct(jnp.shape(ok), jnp.bool_), ok, vmap_method="expand_dims"
+    )

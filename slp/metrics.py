@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from slp.attributions.registry import resolve_target
+
 __all__ = [
     "PerturbationCurve",
     "pixel_map",
@@ -241,9 +243,7 @@ def _perturbation_curve(f, x, scores, *, target, baseline, steps, insert):
         return jnp.where(moved, x, base) if insert else jnp.where(moved, base, x)
 
     logits = jax.vmap(lambda n: f(at_step(n)))(counts)
-    if logits.ndim != 2:
-        raise ValueError(f"f(x) must be a vector of logits; got shape {logits.shape[1:]}")
-    t = jnp.argmax(f(x)) if target is None else target
+    t = resolve_target(f(x), target)
     fraction = counts.astype(logits.dtype) / n_pixels
     return PerturbationCurve(
         fraction=fraction,

@@ -92,8 +92,8 @@ def activation_pattern(f: Callable) -> Callable:
     def fn(x):
         program = net.trace(f, x)
         state = net.forward(program, x)
-        _guards.raise_unless(net.defined(x, state))
-        return state.pattern()
+        ok = _guards.raise_unless(net.defined(x, state))
+        return tuple(p & ok for p in state.pattern())
 
     return fn
 

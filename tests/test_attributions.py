@@ -279,7 +279,7 @@ LRP_CASES = [
     ),
     (
         "lrp_alpha_beta",
-        {"alpha": 1.0, "beta": 0.0, "bias": False, "stabilizer": 0.0},
+        {"alpha": 1.0, "beta": 0.0, "bias": "none", "stabilizer": 0.0},
         lambda: (ref_alpha_beta(1, 0, "none"), None, False),
     ),
     ("lrp_alpha1_beta0", {}, lambda: (ref_alpha_beta(1, 0, "split", 1e-6), None, False)),
@@ -602,7 +602,7 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="out of range"):
         A.guided_backprop(f, xs[0], target=-1)
     with pytest.raises(ValueError, match="vector of logits"):
-        A.lrp_epsilon(lambda x: x, jnp.ones((2, 2)))
+        A.lrp_epsilon(lambda x: x.T, jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="at least one dense or convolution"):
         A.lrp_epsilon(lambda x: jax.nn.relu(x), jnp.ones(3))
     with pytest.raises(ValueError, match="unknown precision 'fast'"):

@@ -20,7 +20,7 @@ import numpy as np
 
 from slp import network as net
 from slp.attributions._walk import walker_function
-from slp.attributions.registry import register
+from slp.attributions.registry import register, resolve_target
 
 __all__ = [
     "gradient_x_input",
@@ -41,17 +41,6 @@ _QUADRATURES = (
 )
 
 
-def _resolve_target(y: jax.Array, target):
-    """The target index for the output ``y`` (its arg-max when ``target`` is None)."""
-    if y.ndim != 1:
-        raise ValueError(f"attribution needs f(x) to be a vector of logits; got {y.shape}")
-    if target is None:
-        return jnp.argmax(y)
-    if isinstance(target, (int, np.integer)) and not 0 <= int(target) < y.shape[0]:
-        raise ValueError(f"target {target} is out of range for {y.shape[0]} output logits")
-    return target
-
-
 def _grad_of_target(f: Callable, t) -> Callable:
     return jax.grad(lambda xp: f(xp)[t])
 
@@ -64,7 +53,7 @@ def _target_gradient(f: Callable, x: jax.Array, target, start: str = "one") -> j
     if start not in ("one", "logit"):
         raise ValueError(f"start must be 'one' or 'logit'; got {start!r}")
     y, vjp = jax.vjp(f, x)
-    t = _resolve_target(y, target)
+    t = resolve_target(y, target)
     s0 = jax.nn.one_hot(t, y.shape[0], dtype=y.dtype)
     if start == "logit":
         s0 = s0 * jax.lax.stop_gradient(y[t])
@@ -165,7 +154,7 @@ def integrated_gradients(
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     f = walker_function(f, x)
-    t = _resolve_target(f(x), target)
+    t = resolve_target(f(x), target)
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
     diff = x - base
     grad = _grad_of_target(f, t)
@@ -222,7 +211,7 @@ def smoothgrad(
     if not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"samples must be a positive integer; got {samples!r}")
     f = walker_function(f, x)
-    t = _resolve_target(f(x), target)
+    t = resolve_target(f(x), target)
     if noise_scale is not None:
         sigma = jnp.asarray(noise_scale, x.dtype)
     else:

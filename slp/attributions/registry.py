@@ -17,12 +17,20 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from slp import _guards
 from slp import network as net
 from slp.attributions.conventions import convention_options
 
-__all__ = ["register", "attribute", "available_methods", "get_method", "target_logit"]
+__all__ = [
+    "register",
+    "attribute",
+    "available_methods",
+    "get_method",
+    "resolve_target",
+    "target_logit",
+]
 
 _METHODS: dict[str, Callable] = {}
 
@@ -133,14 +141,29 @@ def _batched(fn: Callable, f: Callable, xb: jax.Array, target, options: dict) ->
     )
 
 
+def resolve_target(y: jax.Array, target):
+    """The class whose logit is explained, for the logits ``y`` of one example.
+
+    ``target`` itself when given (a Python or NumPy integer is checked against the number
+    of logits; a traced index cannot be), else the arg-max of ``y`` (never differentiated).
+
+    Raises:
+      ValueError: if ``y`` is not a vector, or an integer ``target`` is out of range.
+    """
+    if y.ndim != 1:
+        raise ValueError(f"attribution needs f(x) to be a vector of logits; got {y.shape}")
+    if target is None:
+        return jnp.argmax(jax.lax.stop_gradient(y))
+    if isinstance(target, (int, np.integer)) and not 0 <= int(target) < y.shape[0]:
+        raise ValueError(f"target {target} is out of range for {y.shape[0]} output logits")
+    return target
+
+
 def target_logit(f: Callable, target) -> Callable[[jax.Array], jax.Array]:
     """``x -> f(x)[target]`` (arg-max logit at ``x`` when ``target`` is None)."""
 
     def g(x):
         y = f(x)
-        if y.ndim != 1:
-            raise ValueError(f"attribution needs f(x) to be a vector of logits; got {y.shape}")
-        t = jnp.argmax(jax.lax.stop_gradient(y)) if target is None else target
-        return y[t]
+        return y[resolve_target(y, target)]
 
     return g

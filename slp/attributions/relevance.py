@@ -49,7 +49,7 @@ import jax.numpy as jnp
 
 from slp import _primitives
 from slp import network as net
-from slp.attributions.registry import register
+from slp.attributions.registry import register, resolve_target
 
 __all__ = [
     "AffineLayer",
@@ -473,11 +473,6 @@ def _bias_mode(bias) -> str:
     return bias
 
 
-def _check_target(target, n: int):
-    if target is not None and isinstance(target, int) and not 0 <= target < n:
-        raise ValueError(f"target {target} is out of range for {n} output logits")
-
-
 def lrp(
     f: Callable,
     x: jax.Array,
@@ -532,8 +527,7 @@ def lrp(
         return out
 
     y, vjp = jax.vjp(run, *primals)
-    _check_target(target, y.shape[0])
-    t = jnp.argmax(y) if target is None else target
+    t = resolve_target(y, target)
     # The cotangent is relevance per unit of value: one_hot gives R_out = f(x)[t].
     s0 = jax.nn.one_hot(t, y.shape[0], dtype=y.dtype)
     if start == "positive_logit":
