@@ -202,7 +202,7 @@ def _concrete_zero(val) -> bool:
         return False
     try:
         return bool(np.all(np.asarray(val) == 0))
-    except Exception:  # noqa: BLE001 - anything we cannot inspect is not a known zero
+    except (TypeError, ValueError):  # no NumPy view (a PRNG key array): not a known zero
         return False
 
 
