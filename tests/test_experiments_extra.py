@@ -65,6 +65,7 @@ def _png_size(path: Path) -> tuple[int, int]:
         return im.size
 
 
+@pytest.mark.slow
 def test_mnist_metrics_end_to_end(tmp_path, monkeypatch, small_registry):
     monkeypatch.setattr(training, "load_mnist", fake_grey)
     script = load_script("mnist_metrics.py")
@@ -129,6 +130,7 @@ def test_scripts_document_command_and_runtime():
         assert f"python experiments/{name}" in doc and "minutes" in doc
 
 
+@pytest.mark.slow
 def test_encodings_end_to_end(tmp_path, monkeypatch, small_registry):
     monkeypatch.setattr(slp.data, "load_fashion_mnist", fake_grey)
     script = load_script("encodings.py")
@@ -196,6 +198,7 @@ def test_encodings_smallnorb_preprocessing(monkeypatch):
     assert enc[0, 0, 0, 0] == pytest.approx(-1.0) and enc[1, 5, 5, 0] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_cifar10_end_to_end(tmp_path, monkeypatch, small_registry):
     monkeypatch.setattr(slp.data, "load_cifar10", fake_cifar)
     script = load_script("cifar10.py")

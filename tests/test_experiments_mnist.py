@@ -34,6 +34,7 @@ def fake_data(monkeypatch):
     monkeypatch.setattr(training, "load_mnist", fake_mnist)
 
 
+@pytest.mark.slow
 def test_train_script_trains_then_reuses(tmp_path, fake_data):
     script = load_script("train.py")
     args = [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path)]
@@ -49,6 +50,7 @@ def test_train_script_trains_then_reuses(tmp_path, fake_data):
     assert second["test_accuracy"] == first["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_mnist_noise_script_end_to_end(tmp_path, fake_data, monkeypatch):
     # Figure 4's columns follow the registry: with a registry of three methods (a small
     # one keeps the test fast), the third, unknown to the script, is the last column.
@@ -149,6 +151,7 @@ def test_scripts_document_command_and_runtime():
         assert f"python experiments/{name}" in doc and "minutes" in doc
 
 
+@pytest.mark.slow
 def test_every_registered_method_runs_through_the_script(fake_data):
     """The figure calls every registered method the same way, keys included (smoothgrad)."""
     script = load_script("mnist_noise.py")

@@ -78,6 +78,7 @@ def test_every_method_gives_nan_exactly_when_something_is_not_finite(net, method
     _check(out, method)
 
 
+@pytest.mark.slow
 def test_transforms_give_nan_or_raise(net):
     xs, ws, network = _batch_of_cases(net)
     for name, tf in [
@@ -115,6 +116,7 @@ def _naive_insens(f, x):
     return (total / count).reshape(x.shape)
 
 
+@pytest.mark.slow
 def test_batch_function_is_refused_and_batched_entry_points_are_exact(net):
     model, params, x = net
     xb = jnp.stack([x, 1 - x, jnp.roll(x, 3, axis=0)])

@@ -68,6 +68,7 @@ def _logits_both(torch, net, ours, variables, side, seed=0):
         ("resnet50", 50),  # odd sides through every stride
     ],
 )
+@pytest.mark.slow
 def test_same_logits_as_torchvision(torch_pair, name, side):
     torch, nets = torch_pair
     got, ref = _logits_both(torch, *nets[name], side)
@@ -77,6 +78,7 @@ def test_same_logits_as_torchvision(torch_pair, name, side):
 
 @pytest.mark.crosscheck
 @pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+@pytest.mark.slow
 def test_same_logits_at_224(torch_pair, name):
     torch, nets = torch_pair
     got, ref = _logits_both(torch, *nets[name], 224, seed=1)
@@ -85,6 +87,7 @@ def test_same_logits_at_224(torch_pair, name):
 
 @pytest.mark.crosscheck
 @pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+@pytest.mark.slow
 def test_state_dict_round_trip_through_torch(torch_pair, name):
     torch, nets = torch_pair
     net, ours, variables = nets[name]
@@ -120,6 +123,7 @@ def test_round_trip_without_torch():
         np.testing.assert_array_equal(np.asarray(flat_b[path]), np.asarray(leaf))
 
 
+@pytest.mark.slow
 def test_vgg_first_dense_reads_torch_channel_first_order():
     # torch row c*49 + h*7 + w is slp row (h*7 + w)*512 + c (written out, one entry).
     model = models.VGG16(num_classes=5)

@@ -75,6 +75,7 @@ def test_first_stride_network_at_stride_4_is_the_q_network():
     assert net3.apply(params3, jnp.zeros((1, 84, 84, 4))).shape == (1, 6)
 
 
+@pytest.mark.slow
 def test_smoke_run(tmp_path):
     pytest.importorskip("ale_py")
     result = script.main(["--out", str(tmp_path), "--seeds", "1", "--steps", "5"])

@@ -262,6 +262,7 @@ def trained(tmp_path_factory):
 
 
 @needs_ale
+@pytest.mark.slow
 def test_training_steps_counters_and_checkpoint(trained):
     summary, ckpt_dir = trained
     # 2 environments, one update per vector step from agent step 100 on: steps 100..298
@@ -277,6 +278,7 @@ def test_training_steps_counters_and_checkpoint(trained):
 
 
 @needs_ale
+@pytest.mark.slow
 def test_training_resumes(trained, tmp_path):
     _, ckpt_dir = trained
     resume_dir = tmp_path / "resume"
@@ -308,6 +310,7 @@ def test_evaluate_returns_are_pong_scores():
 
 
 @needs_ale
+@pytest.mark.slow
 def test_scripts_smoke(trained, tmp_path):
     _, ckpt_dir = trained
     train_script = load_script("pong_train.py")
@@ -348,6 +351,7 @@ def test_object_pixels_hand_example():
 # ----------------------------------------------------------------------------- Theorem 1
 
 
+@pytest.mark.slow
 def test_qnetwork_theorem1(x64):
     """Every neuron of the Q-network: v == sum(w_hat * x) + b_hat (paper's Theorem 1).
 

@@ -140,6 +140,7 @@ def _every_route(f, x) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", list(zoo.ZOO))
+@pytest.mark.slow
 def test_zoo_insens_every_route_exact(name, x64, monkeypatch):
     """Every route that takes the network agrees with the reference to float64 rounding."""
     model = _build(name)
@@ -196,6 +197,7 @@ def test_dead_code_same_route(x64):
     assert slp.insens_plan(dead.f, x).route == slp.insens_plan(plain.f, x).route
 
 
+@pytest.mark.slow
 def test_bench_zoo_smoke(tmp_path):
     """experiments/bench_insens.py --zoo on two tiny networks: routes, speeds, memory, table."""
     import json
