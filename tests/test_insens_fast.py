@@ -626,7 +626,9 @@ def _min_side(spec, hw):
     return min(sides, default=0)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize(
+    "seed", [s if s < 3 else pytest.param(s, marks=pytest.mark.slow) for s in range(12)]
+)
 def test_random_architectures(x64, seed):
     """Random conv/pool/dense mixes against the brute-force dense-matrix reference."""
     rng = np.random.default_rng(7000 + seed)
@@ -699,7 +701,9 @@ def _layout_function(spec, params, layout: str):
 
 
 @pytest.mark.parametrize("layout", ["chw", "transposed"])
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "seed", [s if s < 1 else pytest.param(s, marks=pytest.mark.slow) for s in range(6)]
+)
 def test_random_architectures_other_layouts(x64, seed, layout):
     """The networks of `test_random_architectures` channel-first or with transposes around
     every convolution and pooling: the cone route takes them, exactly (brute-force
