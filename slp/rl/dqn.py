@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from slp.data import atomic_writer
+from slp.data import atomic_writer, data_dir
 from slp.models import QNetwork
 
 __all__ = [
@@ -240,9 +240,8 @@ class EvalResult(NamedTuple):
 
 
 def default_checkpoint_dir(game: str = "Pong") -> Path:
-    """`$SLP_DATA_DIR/checkpoints/<game>` (default data dir `~/.cache/slp`)."""
-    root = Path(os.environ.get("SLP_DATA_DIR", "~/.cache/slp")).expanduser()
-    return root / "checkpoints" / game.lower()
+    """`<data dir>/checkpoints/<game>` (`slp.data.data_dir`: `$SLP_DATA_DIR` or `~/.cache/slp`)."""
+    return data_dir() / "checkpoints" / game.lower()
 
 
 def epsilon_at(step: int, *, start: float, end: float, decay_steps: int) -> float:
