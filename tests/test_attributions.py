@@ -695,3 +695,16 @@ def test_weights_traced_by_outer_jit():
     for got, m in zip(run(params, x), methods, strict=True):
         want = slp.attribute(as_single_example(model, params), x, m)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_registered_insens_takes_the_estimator_options(mlp_case):
+    """slp.attribute(..., "insens", probes=k, key=key) is slp.insens's estimate for that key."""
+    f, x, _ = mlp_case
+    xs = x[None]
+    key = jax.random.key(7)
+    got = slp.attribute(f, xs[0], "insens", probes=16, key=key)
+    want = slp.insens(f, probes=16, key=key)(xs[0], key)
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, slp.attribute(f, xs[0], "insens"))
+    with pytest.raises(ValueError, match="explicit PRNG key"):
+        slp.attribute(f, xs[0], "insens", probes=16)

@@ -23,13 +23,31 @@ def insens(
     target=None,
     include_pool_losers: bool = False,
     precision: Any = None,
+    probes: int | None = None,
+    key: jax.Array | None = None,
+    exact_layers: int = 0,
 ) -> jax.Array:
     """Insens (eq. 8). Independent of ``target``: it explains the network's state.
 
     ``precision``: of the norm products, as in `slp.insens` (None: float32 exact).
+    ``probes``, ``key``, ``exact_layers``: the unbiased estimate from ``probes`` Gaussian
+    forward-mode probes, as in `slp.insens` (None: exact).
     """
     del target
-    return _insens(f, include_pool_losers=include_pool_losers, precision=precision)(x)
+    if probes is None:
+        return _insens(f, include_pool_losers=include_pool_losers, precision=precision)(x)
+    if key is None:
+        raise ValueError(
+            "insens with probes=k needs an explicit PRNG key, e.g. key=jax.random.key(0)"
+        )
+    return _insens(
+        f,
+        include_pool_losers=include_pool_losers,
+        precision=precision,
+        probes=probes,
+        key=key,
+        exact_layers=exact_layers,
+    )(x, key)
 
 
 @register("gradient")
