@@ -704,3 +704,20 @@ def test_real_cifar10_test_split():
     assert np.bincount(data.labels, minlength=10).tolist() == [1000] * 10
     if data.source == "official":
         assert data.lossy is False
+
+
+def test_atomic_writer_leaves_the_umask_alone_and_gives_the_usual_mode(tmp_path):
+    """A finished file has mode 0o666 & ~umask, and writing never changes the umask."""
+    import os
+
+    from slp.data import atomic_writer
+
+    old = os.umask(0o027)
+    try:
+        with atomic_writer(tmp_path / "a.bin") as fh:
+            fh.write(b"x")
+        assert os.umask(0o027) == 0o027  # still the one set above
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # no temporary file left

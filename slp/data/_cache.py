@@ -15,9 +15,9 @@ import hashlib
 import io
 import os
 import pickle
+import secrets
 import sys
 import tarfile
-import tempfile
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
@@ -30,9 +30,6 @@ ENV_DATA_DIR = "SLP_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/slp")
 DOWNLOAD_TIMEOUT_S = 5.0
 _CHUNK = 1 << 20
-# mkstemp creates files readable by the owner only; finished files get the usual mode.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -91,8 +88,10 @@ def atomic_writer(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    # A fresh name opened exclusively with mode 0o666, so the finished file gets the
+    # process umask's usual permissions (mkstemp would make it private to the owner).
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -100,7 +99,6 @@ def atomic_writer(
             os.fsync(f.fileno())
         if verify is not None:
             verify(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
