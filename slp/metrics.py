@@ -56,13 +56,16 @@ __all__ = [
 def pixel_map(values: jax.Array) -> jax.Array:
     """A map ``(H, W)`` from ``(H, W)`` or ``(H, W, C)`` (channels summed).
 
+    Summing over channels keeps the signed total contribution of each pixel.
+
     Args:
-      values: array ``(H, W)`` or ``(H, W, C)``.
+      values: array ``(H, W)`` or ``(H, W, C)``, JAX or NumPy.
 
     Returns:
-      Array ``(H, W)``.
+      Array ``(H, W)`` of the same kind (NumPy in, NumPy out).
     """
-    values = jnp.asarray(values)
+    if not hasattr(values, "ndim"):
+        values = jnp.asarray(values)
     if values.ndim == 2:
         return values
     if values.ndim == 3:

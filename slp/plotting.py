@@ -32,6 +32,7 @@ from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
 from slp.data import atomic_writer
+from slp.metrics import pixel_map
 
 __all__ = [
     "HEATMAP_CMAP",
@@ -66,12 +67,7 @@ def to_2d(values: np.ndarray) -> np.ndarray:
     Returns:
       float numpy array `(H, W)`.
     """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 2:
-        return values
-    if values.ndim == 3:
-        return values.sum(axis=-1)
-    raise ValueError(f"expected a map shaped (H, W) or (H, W, C), got shape {values.shape}")
+    return pixel_map(np.asarray(values, dtype=np.float64))
 
 
 def symmetric_limit(values: np.ndarray) -> float:

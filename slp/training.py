@@ -58,6 +58,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_or_train",
+    "checkpoint_from_arguments",
     "load_or_train_mnist",
     "add_config_arguments",
     "config_from_arguments",
