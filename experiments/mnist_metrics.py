@@ -110,10 +110,6 @@ class DatasetRunner(_shared.MethodRunner):
 
 
 @functools.partial(jax.jit, static_argnames="variant")
-def _noisy(keys, images, sigma, *, variant):
-    return jax.vmap(lambda k, x: noise.make_noisy(variant, k, x, sigma=sigma))(keys, images)
-
-
 def robustness(runner, params, images, labels, keys, *, sigma, methods, log):
     """Similarity clean vs noisy and share on digit + outline, per method and condition.
 
@@ -124,7 +120,9 @@ def robustness(runner, params, images, labels, keys, *, sigma, methods, log):
     """
     region = np.asarray(jax.vmap(lambda x: noise.clean_mask("bordered", x))(jnp.asarray(images)))
     inputs = {
-        c: images if c == "clean" else np.asarray(_noisy(keys, images, sigma, variant=c))
+        c: images
+        if c == "clean"
+        else np.asarray(noise.make_noisy_batch(c, keys, images, sigma=sigma))
         for c in CONDITIONS
     }
     results, clean_maps = {}, {}

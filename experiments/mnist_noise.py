@@ -114,18 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @functools.partial(jax.jit, static_argnames="variant")
-def noisy_batch(keys: jax.Array, images: jax.Array, sigma, *, variant: str) -> jax.Array:
-    """`noise.make_noisy(variant, ...)` over a batch: keys `(N,)`, images `(N, H, W, C)`."""
-    return jax.vmap(lambda k, x: noise.make_noisy(variant, k, x, sigma=sigma))(keys, images)
-
-
 def condition_inputs(
     condition: str, images: np.ndarray, keys: jax.Array, sigma: float
 ) -> np.ndarray:
     """Images `(N, H, W, C)` in `condition` ("clean" or a `noise.VARIANTS` name)."""
     if condition == "clean":
         return images
-    return np.asarray(noisy_batch(keys, jnp.asarray(images), sigma, variant=condition))
+    return np.asarray(noise.make_noisy_batch(condition, keys, images, sigma=sigma))
 
 
 def noise_accuracies(

@@ -62,6 +62,7 @@ __all__ = [
     "clean_mask",
     "add_noise",
     "make_noisy",
+    "make_noisy_batch",
     "bordered",
     "background",
     "framed",
@@ -279,6 +280,23 @@ def make_noisy(
     """
     clean = clean_mask(variant, x, threshold=threshold, radius=radius)
     return add_noise(key, x, clean, sigma=sigma)
+
+
+def make_noisy_batch(
+    variant: str, keys: jax.Array, images: jax.Array, *, sigma: float = DEFAULT_SIGMA
+) -> jax.Array:
+    """`make_noisy` over a batch: one key per image.
+
+    Args:
+      variant: one of `VARIANTS` (static).
+      keys: PRNG keys `(N,)`.
+      images: `(N, H, W)` or `(N, H, W, C)` in [0, 1].
+      sigma: noise standard deviation.
+
+    Returns:
+      array shaped like `images`.
+    """
+    return jax.vmap(lambda k, x: make_noisy(variant, k, x, sigma=sigma))(keys, jnp.asarray(images))
 
 
 def bordered(key: jax.Array, x: jax.Array, **options) -> jax.Array:

@@ -172,6 +172,8 @@ def test_variants_vmap_and_jit_over_a_batch():
             [np.asarray(noise.make_noisy(variant, keys[i], xs[i], sigma=0.5)) for i in range(4)]
         )
         np.testing.assert_allclose(batch, one_by_one, atol=1e-6)
+        batch = np.asarray(noise.make_noisy_batch(variant, keys, xs, sigma=0.5))
+        np.testing.assert_allclose(batch, one_by_one, atol=1e-6)
     # sigma may be traced.
     sweep = jax.jit(lambda s: noise.bordered(keys[0], xs[0], sigma=s))
     assert sweep(0.2).shape == (28, 28)
