@@ -442,12 +442,14 @@ def save_checkpoint(path: str | os.PathLike, params: Any, metadata: dict[str, An
       path: the parameter file, conventionally `<dir>/<name>.msgpack`; the
         sidecar goes to the same path with suffix `.json`.
       params: the flax parameter pytree.
-      metadata: JSON-serialisable dict (config, test accuracy, ...).
+      metadata: JSON-serialisable dict (config, test accuracy, ...); the sidecar also
+        records ``format`` (`CHECKPOINT_FORMAT`), which `load_checkpoint` checks.
 
     Returns:
       The parameter file's path.
     """
     path = Path(path)
+    metadata = {**metadata, "format": CHECKPOINT_FORMAT}
     sidecar = json.dumps(metadata, indent=2, sort_keys=True).encode() + b"\n"
     # Parameters first: a sidecar never points at a missing or partial parameter file.
     _atomic_write_bytes(path, flax.serialization.to_bytes(params))
@@ -477,6 +479,11 @@ def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[An
     if not sidecar.is_file():
         raise FileNotFoundError(f"checkpoint sidecar not found: {sidecar}")
     metadata = json.loads(sidecar.read_text())
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint {path}: sidecar format {metadata.get('format')!r}, this version of slp "
+            f"reads format {CHECKPOINT_FORMAT}; retrain (--retrain) or use a matching slp"
+        )
     if metadata.get("config") != config.to_dict():
         raise ValueError(
             f"checkpoint {path} was trained with config {metadata.get('config')}, "

@@ -381,3 +381,14 @@ def test_qnetwork_theorem1(x64):
     # a realistic state: between 0 and all neurons active in each hidden layer
     for p in projections[:-1]:
         assert 0 < float(jnp.mean(p.activity > 0)) < 1
+
+
+def test_checkpoint_of_another_observation_shape_round_trips(tmp_path):
+    """The restore template comes from the file's own observation shape, not Atari's."""
+    model = QNetwork(num_actions=3)
+    params = model.init(jax.random.key(2), jnp.zeros((1, 42, 42, 2)))
+    path = save_checkpoint(
+        tmp_path / "small.msgpack", params=params, config=TINY, num_actions=3, obs_shape=(42, 42, 2)
+    )
+    ck = load_checkpoint(path)
+    jax.tree.map(np.testing.assert_array_equal, ck.params, jax.device_get(params))

@@ -165,9 +165,9 @@ def test_checkpoint_roundtrip_is_exact_and_atomic(tmp_path, trained):
     meta = {"config": TINY.to_dict(), "test_accuracy": 0.5, "note": "x"}
     T.save_checkpoint(path, trained.params, meta)
     assert sorted(p.name for p in path.parent.iterdir()) == ["net.json", "net.msgpack"]
-    assert json.loads(path.with_suffix(".json").read_text()) == meta
+    assert json.loads(path.with_suffix(".json").read_text()) == {**meta, "format": 1}
     params, loaded_meta = T.load_checkpoint(path, config=TINY)
-    assert loaded_meta == meta
+    assert loaded_meta == {**meta, "format": 1}
     assert _leaves_equal(params, trained.params)
     assert jax.tree.structure(params) == jax.tree.structure(trained.params)
 
@@ -180,6 +180,11 @@ def test_load_checkpoint_errors(tmp_path, trained):
     other = T.TrainConfig.from_dict({**TINY.to_dict(), "epochs": 7})
     with pytest.raises(ValueError, match="trained with config"):
         T.load_checkpoint(path, config=other)
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps({"config": TINY.to_dict(), "format": 0}))
+    with pytest.raises(ValueError, match="sidecar format 0, this version of slp reads format 1"):
+        T.load_checkpoint(path, config=TINY)
+    sidecar.write_text(json.dumps({"config": TINY.to_dict(), "format": 1}))
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="does not hold parameters"):
         T.load_checkpoint(path, config=TINY)

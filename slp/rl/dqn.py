@@ -470,11 +470,6 @@ class ReplayBuffer:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    with atomic_writer(path) as fh:
-        fh.write(data)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -491,12 +486,14 @@ def save_checkpoint(
     wall_seconds: float = 0.0,
     np_rng_state: dict | None = None,
     device: str | None = None,
+    obs_shape: tuple[int, ...] = (84, 84, 4),
 ) -> Path:
     """Writes a checkpoint atomically (msgpack; temp file + `os.replace`).
 
     With only `params` given it is a parameters-only file (for evaluation and figures);
     with `target_params`, `opt_state` and `np_rng_state` training resumes from it.
-    `device` (default: this process's JAX backend and device) records where it trained.
+    `device` (default: this process's JAX backend and device) records where it trained;
+    `obs_shape` is the network's observation shape (the parameters' template on loading).
 
     Returns:
       The path written.
@@ -510,6 +507,7 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "config": dataclasses.asdict(config),
         "num_actions": int(num_actions),
+        "obs_shape": [int(d) for d in obs_shape],
         "step": int(step),
         "updates": int(updates),
         "best_mean_return": float(best_mean_return),
@@ -527,7 +525,8 @@ def save_checkpoint(
         tree["target_params"] = flax.serialization.to_state_dict(jax.device_get(target_params))
     if opt_state is not None:
         tree["opt_state"] = flax.serialization.to_state_dict(jax.device_get(opt_state))
-    _atomic_write(path, flax.serialization.msgpack_serialize(tree))
+    with atomic_writer(path) as fh:
+        fh.write(flax.serialization.msgpack_serialize(tree))
     return path
 
 
@@ -544,7 +543,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
     config = DQNConfig(**meta["config"])
     model = QNetwork(num_actions=meta["num_actions"])
-    template = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 84, 84, 4)))
+    obs_shape = tuple(meta.get("obs_shape", (84, 84, 4)))  # files before obs_shape: Atari's
+    template = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *obs_shape)))
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
     params = flax.serialization.from_state_dict(template, tree["params"])
     target_params = opt_state = None
@@ -718,6 +718,7 @@ def train(
                 episode_returns=np.asarray(returns),
                 best_mean_return=best,
                 wall_seconds=wall,
+                obs_shape=obs_shape,
                 np_rng_state=rng.bit_generator.state,
             )
             if save_replay:
@@ -770,6 +771,7 @@ def train(
                             step=step,
                             updates=updates,
                             best_mean_return=best,
+                            obs_shape=obs_shape,
                         )
             if step >= next_target:
                 state = state.replace(target_params=jax.tree.map(jnp.copy, state.params))
