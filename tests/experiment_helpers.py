@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,21 @@ import slp
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script(name: str):
-    """``experiments/<name>`` imported as a module."""
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "experiments" / name)
+def load_script(name: str, folder: str = "experiments"):
+    """``<folder>/<name>`` (a script, not a package module) imported as a module.
+
+    It is registered in ``sys.modules`` (as ``_script_<stem>``) before it runs, so that
+    dataclasses and flax modules defined in it can find their own module.
+    """
+    module_name = f"_script_{Path(name).stem}"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / folder / name)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
     return module
 
 

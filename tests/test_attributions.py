@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tol
+from experiment_helpers import load_script
 from jax import lax
 
 import slp
@@ -636,22 +637,11 @@ def test_unsupported_network_is_named():
 # --- the benchmark script -----------------------------------------------------------------
 
 
-def _load_script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / name
-    spec = importlib.util.spec_from_file_location(f"_bench_{name[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_bench_script_smoke(tmp_path):
     import json
 
-    bench = _load_script("bench_attributions.py")
+    bench = load_script("bench_attributions.py")
     argv = ["--tiny", "--batch", "2", "--repeats", "1", "--no-torch", "--out", str(tmp_path)]
     result = bench.main(argv + ["--methods", "gradient", "lrp_epsilon", "smoothgrad"])
     written = json.loads((tmp_path / "bench_attributions.json").read_text())

@@ -40,6 +40,8 @@ except Exception as err:  # noqa: BLE001 - a broken install raises more than Imp
         allow_module_level=True,
     )
 
+from experiment_helpers import load_script  # noqa: E402
+
 import slp  # noqa: E402
 from slp.models import MLP, TwoConv, as_single_example  # noqa: E402
 
@@ -330,13 +332,7 @@ def test_float32_agreement(twoconv):
 
 def test_bench_script_with_torch(tmp_path):
     """The benchmark runs Captum and Zennit on its torch port, which matches the flax net."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_attributions.py"
-    spec = importlib.util.spec_from_file_location("_bench_torch", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_attributions.py")
     result = bench.main(
         ["--tiny", "--batch", "2", "--repeats", "1", "--ig-steps", "4", "--out", str(tmp_path)]
         + ["--methods", "gradient", "integrated_gradients", "lrp_epsilon"]

@@ -18,6 +18,7 @@ import math
 import jax
 import numpy as np
 import pytest
+from experiment_helpers import load_script
 
 import slp
 from tests import reference as ref
@@ -226,13 +227,7 @@ def test_plan_predicts_seconds_from_flops_and_measured_rate(small_net):
 
 @pytest.mark.slow
 def test_imagenet_scale_smoke(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "imagenet_scale.py"
-    spec = importlib.util.spec_from_file_location("_imagenet_scale", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("imagenet_scale.py")
     result = mod.main(["--smoke", "--out", str(tmp_path)])
     row = result["error"]["2conv-small"]["by_k"]
     assert set(row) == {"4", "8"} and all(0 < r["rel_l2_mean"] < 2 for r in row.values())

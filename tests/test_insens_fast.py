@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from experiment_helpers import load_script
 from jax import lax
 from reference import dense_model, init_params, jax_function, random_spec
 
@@ -833,14 +834,9 @@ def test_bad_options():
 
 def test_bench_smoke(tmp_path):
     """experiments/bench_insens.py on a tiny network: every route, ratios, exact maps."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_insens.py"
-    spec = importlib.util.spec_from_file_location("_bench_insens", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_insens.py")
     argv = ["--tiny", "--batches", "1", "3", "--repeats", "1", "--out", str(tmp_path)]
     result = bench.main(argv + ["--precisions", "bfloat16", "--variant-batches", "3"])
     saved = json.loads((tmp_path / "bench_insens.json").read_text())

@@ -11,7 +11,6 @@ hand), so a wrong result fails the run as well.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from experiment_helpers import load_script
 
 import slp.data
 
@@ -28,10 +28,7 @@ MAX_BYTES = 1_500_000
 
 
 def _load_builder():
-    spec = importlib.util.spec_from_file_location("_notebook_build", NOTEBOOK_DIR / "_build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("_build.py", folder="notebooks")
 
 
 build = _load_builder()

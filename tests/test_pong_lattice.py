@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 
 import numpy as np
 import pytest
-from experiment_helpers import ROOT
+from experiment_helpers import load_script
 
-# Imported by name, not through load_script: its flax module must live in sys.modules.
-sys.path.insert(0, str(ROOT / "experiments"))
-script = importlib.import_module("pong_lattice")
+script = load_script("pong_lattice.py")
 
 
 def fourier_share(m: np.ndarray, p: int) -> float:

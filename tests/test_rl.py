@@ -6,16 +6,15 @@ Tests that step an Atari emulator are skipped, with the reason, when the `rl` ex
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tol
+from experiment_helpers import load_script
 
 import slp
 from slp.models import QNetwork, as_single_example
@@ -35,7 +34,6 @@ from slp.rl import (
     train,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 MISSING = rl_dependencies_missing()
 needs_ale = pytest.mark.skipif(MISSING is not None, reason=f"rl extra missing: {MISSING}")
 
@@ -48,13 +46,6 @@ TINY = DQNConfig(
     eps_decay_steps=200,
     batch_size=8,
 )
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "experiments" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------- preprocessing
