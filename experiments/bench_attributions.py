@@ -169,10 +169,21 @@ def time_library(args, model, params, x, methods) -> dict[str, Any]:
     return out
 
 
-def torch_port(model, params, x):
-    """The same network and inputs in torch (NCHW; flattened in flax's NHWC order)."""
+def torch_port(model, params, x, dtype=None):
+    """The same network and inputs in torch (NCHW; flattened in flax's NHWC order).
+
+    Args:
+      model, params: a `slp.models.TwoConv` (odd kernel, stride 1) and its parameters.
+      x: a batch ``(N, H, W, C)``.
+      dtype: NumPy dtype of the torch weights and inputs (default float32).
+
+    Returns:
+      ``(net, x_NCHW)``: the torch module in eval mode and the batch in its layout.
+    """
     import numpy as np
     import torch
+
+    dtype = np.float32 if dtype is None else dtype
 
     p = params["params"]
     c_in = x.shape[-1]
@@ -200,9 +211,9 @@ def torch_port(model, params, x):
             return self.dense2(self.relu3(self.dense1(h)))
 
     def t(a):
-        return torch.from_numpy(np.array(a, np.float32))
+        return torch.from_numpy(np.array(a, dtype))
 
-    net = Net().eval()
+    net = Net().to(torch.float64 if dtype == np.float64 else torch.float32).eval()
     for conv, name in ((net.conv1, "Conv_0"), (net.conv2, "Conv_1")):
         conv.weight.data = t(p[name]["kernel"]).permute(3, 2, 0, 1).contiguous()
         conv.bias.data = t(p[name]["bias"])

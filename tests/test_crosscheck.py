@@ -1,8 +1,9 @@
 """Cross-checks against Zennit and Captum on the same weights (float64 on both sides).
 
-A small flax TwoConv and an MLP are ported to torch: dense kernels (in, out) -> (out, in),
-conv kernels HWIO -> OIHW, inputs NHWC -> NCHW, and the torch network flattens after
-permuting back to NHWC so that its dense layer reads the same order as flax's.
+A small flax TwoConv (through the benchmark's torch port, experiments/bench_attributions.py)
+and an MLP are ported to torch: dense kernels (in, out) -> (out, in), conv kernels HWIO ->
+OIHW, inputs NHWC -> NCHW, and the torch network flattens after permuting back to NHWC so
+that its dense layer reads the same order as flax's.
 
 Scale conventions (see `slp.attributions.relevance`): this library starts LRP from the target
 logit ``y_t`` (Deep Taylor: ``max(y_t, 0)``); Zennit is called with the common one-hot
@@ -48,29 +49,8 @@ from slp.models import MLP, TwoConv, as_single_example  # noqa: E402
 pytestmark = [pytest.mark.crosscheck, pytest.mark.slow]  # torch references: minutes
 
 RTOL = 1e-9  # float64 on both sides; differences are summation order only
-
-
-class TorchTwoConv(torch.nn.Module):
-    """`slp.models.TwoConv` in torch (odd kernel, stride 1: SAME padding is k // 2)."""
-
-    def __init__(self, c_in, features, hidden, classes, k, spatial):
-        super().__init__()
-        f1, f2 = features
-        self.conv1 = torch.nn.Conv2d(c_in, f1, k, padding=k // 2)
-        self.relu1 = torch.nn.ReLU()
-        self.pool1 = torch.nn.MaxPool2d(2)
-        self.conv2 = torch.nn.Conv2d(f1, f2, k, padding=k // 2)
-        self.relu2 = torch.nn.ReLU()
-        self.pool2 = torch.nn.MaxPool2d(2)
-        self.dense1 = torch.nn.Linear((spatial // 4) ** 2 * f2, hidden)
-        self.relu3 = torch.nn.ReLU()
-        self.dense2 = torch.nn.Linear(hidden, classes)
-
-    def forward(self, x_NCHW):
-        h = self.pool1(self.relu1(self.conv1(x_NCHW)))
-        h = self.pool2(self.relu2(self.conv2(h)))
-        h = h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)  # flax flattens NHWC
-        return self.dense2(self.relu3(self.dense1(h)))
+# The benchmark's torch port of TwoConv (checked against flax by test_ported_networks_agree).
+BENCH = load_script("bench_attributions.py")
 
 
 class TorchMLP(torch.nn.Module):
@@ -108,11 +88,6 @@ def _copy_dense(lin, p):
     lin.bias.data = _t(p["bias"])
 
 
-def _copy_conv(conv, p):
-    conv.weight.data = _t(p["kernel"]).permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
-    conv.bias.data = _t(p["bias"])
-
-
 class Net(NamedTuple):
     """A flax network and its torch port.
 
@@ -140,12 +115,7 @@ def twoconv():
         model = TwoConv(num_classes=5, features=(4, 6), hidden=16, kernel_size=5)
         x = jax.random.uniform(jax.random.PRNGKey(0), (12, 12, 2), jnp.float64)
         params = _with_biases(model.init(jax.random.PRNGKey(1), x[None]), seed=2)
-        p = params["params"]
-        tm = TorchTwoConv(2, (4, 6), 16, 5, 5, 12).double().eval()
-        _copy_conv(tm.conv1, p["Conv_0"])
-        _copy_conv(tm.conv2, p["Conv_1"])
-        _copy_dense(tm.dense1, p["Dense_0"])
-        _copy_dense(tm.dense2, p["Dense_1"])
+        tm, _ = BENCH.torch_port(model, params, np.asarray(x)[None], dtype=np.float64)
         params = jax.tree.map(np.asarray, params)
     return Net(
         as_single_example(model, params),
@@ -313,8 +283,7 @@ def test_float32_agreement(twoconv):
     """In float32 on both sides the maps agree to float32 precision."""
     params32 = jax.tree.map(lambda a: np.asarray(a, np.float32), twoconv.params)
     f = as_single_example(twoconv.model, params32)
-    tm32 = TorchTwoConv(2, (4, 6), 16, 5, 5, 12).eval()
-    tm32.load_state_dict({k: v.float() for k, v in twoconv.torch.state_dict().items()})
+    tm32, _ = BENCH.torch_port(twoconv.model, params32, twoconv.x[None].astype(np.float32))
     x32 = twoconv.x.astype(np.float32)
     y = np.asarray(f(jnp.asarray(x32)))
     t = int(np.argmax(y))
@@ -332,7 +301,7 @@ def test_float32_agreement(twoconv):
 
 def test_bench_script_with_torch(tmp_path):
     """The benchmark runs Captum and Zennit on its torch port, which matches the flax net."""
-    bench = load_script("bench_attributions.py")
+    bench = BENCH
     result = bench.main(
         ["--tiny", "--batch", "2", "--repeats", "1", "--ig-steps", "4", "--out", str(tmp_path)]
         + ["--methods", "gradient", "integrated_gradients", "lrp_epsilon"]
