@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--error-images", type=int, default=3)
     p.add_argument("--error-nets", nargs="+", default=["2conv-mnist", "resnet8", "vgg16"])
     p.add_argument("--vgg-side", type=int, default=32)
+    p.add_argument("--vgg-images", type=int, default=1)
+    p.add_argument("--vgg-ks", type=int, nargs="*", default=[8, 32, 128])
     p.add_argument("--time-nets", nargs="+", default=["vgg16", "resnet50"])
     p.add_argument("--time-side", type=int, default=224)
     p.add_argument("--time-ks", type=int, nargs="+", default=[32, 64, 128])
@@ -160,13 +162,16 @@ def error_network(name: str, n: int):
 def error_part(args) -> dict[str, Any]:
     out = {}
     for name in args.error_nets:
-        desc, f, xs = error_network(name, args.error_images)
+        big = name == "vgg16"  # exact by the dense route: minutes per image on 2 cores
+        n_img = args.vgg_images if big else args.error_images
+        ks = args.vgg_ks if big and args.vgg_ks else args.ks
+        desc, f, xs = error_network(name, n_img)
         exact_fn = slp.insens(f)
         plan = slp.insens_plan(f, jnp.asarray(xs[0]))
         fwd = jax.jit(f)
         _, t_fwd = _timed(fwd, xs[0], repeats=args.repeats)
         n_ex = EXACT_LAYERS.get(name, 0)
-        labels = list(args.ks) + ([f"{k}+exact{n_ex}" for k in args.hybrid_ks] if n_ex else [])
+        labels = list(ks) + ([f"{k}+exact{n_ex}" for k in args.hybrid_ks] if n_ex else [])
         rows = {k: {"rel_l2": [], "spearman": [], "coverage": []} for k in labels}
         t_exact, t_est = [], {k: [] for k in labels}
         for i, x in enumerate(xs):
@@ -175,7 +180,7 @@ def error_part(args) -> dict[str, Any]:
             t_exact.append(time.perf_counter() - t0)
             norm = np.linalg.norm(exact)
             n_ex = EXACT_LAYERS.get(name, 0)
-            cases = [(k, 0) for k in args.ks] + [(k, n_ex) for k in args.hybrid_ks if n_ex]
+            cases = [(k, 0) for k in ks] + [(k, n_ex) for k in args.hybrid_ks if n_ex]
             for k, n in cases:
                 est_fn = slp.insens(
                     f, probes=k, key=jax.random.key(0), return_stderr=k >= 6, exact_layers=n
@@ -333,7 +338,8 @@ def baseline_part(args) -> dict[str, Any]:
         if isinstance(m, torch.nn.ReLU):
             m.inplace = False  # hooks and in-place ReLUs do not mix
     sd = slp_tv.to_state_dict(model, variables)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+    del sd
     n = args.baseline_images
     xs = np.random.default_rng(5).normal(size=(n, side, side, 3)).astype(np.float32)
     x_t = torch.from_numpy(xs.transpose(0, 3, 1, 2).copy())
@@ -370,7 +376,7 @@ def baseline_part(args) -> dict[str, Any]:
             target=torch.from_numpy(targets),
             n_steps=args.ig_steps,
             method="riemann_middle",
-            internal_batch_size=args.ig_steps,
+            internal_batch_size=4,  # memory: VGG-16's activations at 224 x 4 per pass
         )
         return rel.detach().numpy().transpose(0, 2, 3, 1)
 
@@ -387,7 +393,7 @@ def baseline_part(args) -> dict[str, Any]:
             "Zennit ZPlus(zero_params='bias')",
         ),
         "integrated_gradients": (
-            {"steps": args.ig_steps, "quadrature": "riemann_middle"},
+            {"steps": args.ig_steps, "quadrature": "riemann_middle", "batch_size": 4},
             captum_ig,
             f"Captum IntegratedGradients ({args.ig_steps} steps, riemann_middle)",
         ),
@@ -443,9 +449,8 @@ def figure(result: dict[str, Any]):
             hk = [int(k.split("+")[0]) for k in hyb]
             n_ex = hyb[0].split("exact")[1]
             hy = [row["by_k"][k]["rel_l2_mean"] for k in hyb]
-            ax.plot(
-                hk, hy, "s--", color=line.get_color(), mfc="none", label=f"  first {n_ex} exact"
-            )
+            lab = f"  first {n_ex} layers exact"
+            ax.plot(hk, hy, "s--", color=line.get_color(), mfc="none", label=lab)
     if err:
         kk = [int(k) for r in err.values() for k in r["by_k"] if k.isdigit()]
         kk = np.array(sorted(set(kk)), float)
@@ -460,24 +465,35 @@ def figure(result: dict[str, Any]):
     ax.legend(fontsize=8)
     ax = axes[1]
     names = list(tim)
-    labels = sorted({lab for r in tim.values() for lab in r["estimate"]}, key=_case_order)
+    cases = {n: {_case_label(lab): r for lab, r in tim[n]["estimate"].items()} for n in tim}
+    labels = sorted({lab for c in cases.values() for lab in c}, key=_case_order)
     width = 0.8 / max(1, len(names))
     for j, name in enumerate(names):
-        vals = [tim[name]["estimate"].get(lab, {}).get("x_forward_cpu", np.nan) for lab in labels]
+        vals = [cases[name].get(lab, {}).get("x_forward_cpu", np.nan) for lab in labels]
         pos = np.arange(len(labels)) + (j - (len(names) - 1) / 2) * width
         ax.bar(pos, vals, width, label=tim[name]["description"])
-    ax.set_xticks(np.arange(len(labels)), [f"k={lab}" for lab in labels], fontsize=8)
+    ax.set_xticks(np.arange(len(labels)), labels, fontsize=8)
     ax.axhline(300, color="grey", lw=0.8, ls="--", label="300x forward")
     side = result["config"]["time_side"]
     ax.set_ylabel("CPU time per image / forward pass")
-    ax.set_title(f"Insens estimate at {side}x{side} ({result['config']['device']})")
+    dev = result["config"]["device"]
+    where = f"{result['config']['cpus']} CPU cores" if dev.startswith("cpu") else dev
+    ax.set_title(f"Insens estimate at {side}x{side} ({where})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
+def _case_label(lab: str) -> str:
+    """``"32+exact2"`` -> ``"k=32\nfirst layers exact"`` (one bar group per kind of case)."""
+    k, _, extra = lab.partition("+")
+    kind = {"": "", "stderr": "\n+ stderr"}.get(extra, "\nfirst layers exact")
+    return f"k={k}{kind}"
+
+
 def _case_order(lab: str):
-    return (lab.endswith("stderr"), int(lab.split("+")[0]))
+    k, _, kind = lab.partition("\n")
+    return (kind != "", kind, int(k.removeprefix("k=")))
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -607,7 +623,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, part in parts:
         if name in args.skip:
             continue
-        result[name] = part(args)
+        new = part(args)
+        # --merge: networks of a part not run now keep their earlier rows
+        result[name] = {**result.get(name, {}), **new} if args.merge else new
         result["config"]["load_average"] = [load0, _load()]
         _shared.write_json(path, result)  # after every part: a late failure keeps the rest
     _shared.write_text(args.out / "imagenet_scale.md", markdown(result))
