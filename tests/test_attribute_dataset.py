@@ -437,6 +437,7 @@ def test_command_line_maps_of_a_npy_file(tmp_path, capsys):
 # The benchmark script.
 
 
+@pytest.mark.slow
 def test_bench_dataset_smoke(tmp_path):
     args = [
         "--num-images", "6", "--batch-size", "4", "--methods", "gradient", "--repeats", "1",

@@ -67,6 +67,7 @@ def test_theorem1_twoconv_small(x64, channels):
     np.testing.assert_allclose(proj[-1].activity, f(x), atol=1e-12)
 
 
+@pytest.mark.slow
 def test_theorem1_twoconv_full_size(x64):
     """The 2CONV reconstruction at MNIST size: all 38,656 hidden neurons plus 10 logits."""
     model = TwoConv(num_classes=10)

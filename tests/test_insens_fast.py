@@ -220,6 +220,7 @@ def test_cone_route_exact(x64, name):
 
 
 @pytest.mark.parametrize("name", sorted(CONE_NETS))
+@pytest.mark.slow
 def test_probe_route_exact(x64, name):
     model, shape = CONE_NETS[name]
     f, x = _flax(model, shape)
@@ -251,6 +252,7 @@ def test_split_products_are_float32_level(kind):
 
 
 @pytest.mark.parametrize("precision", ["tf32x3", "bf16x6", "highest"])
+@pytest.mark.slow
 def test_insens_precision_option(precision):
     """float32 maps at each precision against the naive route in float64."""
     model, shape = CONE_NETS["twoconv"]
@@ -266,6 +268,7 @@ def test_insens_precision_option(precision):
     assert np.max(np.abs(got - ref)) / np.max(np.abs(ref)) < 1e-5
 
 
+@pytest.mark.slow
 def test_split_precision_in_float64_is_exact(x64):
     """Split products apply to float32 only: float64 stays exact."""
     model, shape = CONE_NETS["twoconv"]
@@ -274,6 +277,7 @@ def test_split_precision_in_float64_is_exact(x64):
     np.testing.assert_allclose(slp.insens(f, precision="bf16x6")(x), ref, atol=TOL)
 
 
+@pytest.mark.slow
 def test_cone_route_pool_losers(x64):
     f, x = _flax(TwoConv(num_classes=4, features=(3, 5), hidden=9), (16, 16, 1), seed=3)
     ref = jacfwd_insens(f, x, include_pool_losers=True)
@@ -326,6 +330,7 @@ class BatchNormNet(nn.Module):
         return nn.Dense(3)(h)
 
 
+@pytest.mark.slow
 def test_cone_route_batch_norm(x64):
     """Per-channel scales (inference-mode batch norm) stay on the cone route, exactly."""
     model = BatchNormNet()
@@ -495,6 +500,7 @@ def _equinox_twoconv(in_chw, *, features=(3, 5), hidden=9, classes=4, seed=0):
 
 
 @pytest.mark.parametrize("in_chw", [(1, 16, 16), (3, 13, 11)])
+@pytest.mark.slow
 def test_cone_route_equinox_channel_first(x64, in_chw):
     """equinox's layout (transposes and unit batch axes around every convolution and
     pooling, channel-first flattening) on the cone route, exactly."""
@@ -832,6 +838,7 @@ def test_bad_options():
         slp.insens(f, precision="tf32x6")
 
 
+@pytest.mark.slow
 def test_bench_smoke(tmp_path):
     """experiments/bench_insens.py on a tiny network: every route, ratios, exact maps."""
     import json
