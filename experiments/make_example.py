@@ -33,7 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=OUT, help="output folder")
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs (None: those of EXAMPLE_CONFIG)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs (None: those of slp.data.example.example_config())",
     )
     parser.add_argument(
         "--num-train", type=int, default=None, help="first N training images only (None: all)"
@@ -41,7 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--num-test", type=int, default=None, help="first N test images for accuracy (None: all)"
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="None: $SLP_DATA_DIR")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="None: $SLP_DATA_DIR, else ~/.cache/slp"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
