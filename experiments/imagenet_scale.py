@@ -203,6 +203,8 @@ def error_part(args) -> dict[str, Any]:
             "description": desc,
             "input_shape": list(xs.shape[1:]),
             "exact_route": plan.route,
+            "images": len(xs),
+            "keys": args.keys,
             "forward_seconds": t_fwd,
             "exact_seconds": float(np.median(t_exact[1:] or t_exact)),
             "by_k": {
@@ -501,8 +503,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Insens on ImageNet-size networks",
         "",
-        f"`{cfg['command']}` on {cfg['device']} ({cfg['cpus']} CPUs, load average "
-        f"{cfg['load_average'][0]:.2f} -> {cfg['load_average'][1]:.2f}); jax {cfg['jax']}.",
+        f"On {cfg['device']} ({cfg['cpus']} CPUs), jax {cfg['jax']}, by",
+        "",
+    ]
+    lines += [f"- `{r['command']}`: {', '.join(r['parts'])}" for r in cfg.get("runs", [])]
+    lines += [
+        "",
+        f"Load average of the last run {cfg['load_average'][0]:.2f} -> "
+        f"{cfg['load_average'][1]:.2f}; the time part's own in its rows.",
         "",
     ]
     if "error" in result:
@@ -617,9 +625,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         old = json.loads(path.read_text())
         result = {**old, "config": {**old.get("config", {}), **result["config"]}}
-        result["config"].setdefault("commands", []).append(result["config"]["command"])
     parts = [("error", error_part), ("time", time_part), ("plan", plan_part)]
     parts += [("baselines", baseline_part)] if args.baselines else []
+    done = [name for name, _ in parts if name not in args.skip]
+    result["config"].setdefault("runs", []).append(
+        {"command": result["config"]["command"], "parts": done}
+    )
     for name, part in parts:
         if name in args.skip:
             continue
