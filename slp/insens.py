@@ -56,6 +56,11 @@ every pre-activation) up to floating-point rounding; by default all products use
 highest matmul precision (no TF32 on GPUs; `insens`'s ``precision`` trades exactness
 for speed).
 
+Estimate. Where no exact route is affordable (ImageNet classifiers at 224x224:
+`insens_plan` predicts hours per image on CPU), ``insens(f, probes=k, key=key)`` gives an
+unbiased estimate: the squared norms from ``k`` Gaussian forward-mode probes, their
+reciprocal corrected by ``(k - 2)``, the rest exact (`insens`).
+
 This module holds the public functions, the plan and the computation; the machinery of
 the routes lives in private modules: `slp._cone` (the cone route's geometry and walk),
 `slp._boxes` (receptive-field boxes for the probe route's colouring) and `slp._matmul`
