@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from slp import _boxes, _cone, _cut, _matmul
+from slp import _boxes, _cone, _cut, _guards, _matmul
 from slp import network as net
 
 __all__ = [
@@ -847,6 +847,7 @@ def insens(
     route: str = "auto",
     precision: Any = None,
     by_layer: bool = False,
+    batched: bool = False,
     probes: int | None = None,
     key: jax.Array | None = None,
     return_stderr: bool = False,
@@ -904,6 +905,11 @@ def insens(
         over all layers: the mean of ``omega_hat_i`` over the inactive neurons of each
         layer, and each layer's ``|I_l|``. The ``|I_l|``-weighted mean of the layer maps
         is ``Omega_hat`` (the decomposition per layer of the paper's later version).
+      batched: ``f`` is a function of a batch (``model.apply(params, xb)``) and the
+        returned function takes a batch ``xb`` of shape ``(B, ...)`` and returns one map
+        per example, ``(B, ...)``: ``jax.vmap(insens(slp.per_example(f)))``. Without it, a
+        function of a batch is detected where possible and refused (on a batch, Insens
+        would average over the inactive neurons of all examples together).
       probes: None (default): exact. An int ``k >= 3``: the unbiased estimate above from
         ``k`` Gaussian forward-mode probes (``route``, ``chunk_size`` and ``precision``
         do not apply). Under `jax.vmap` every example uses the same probes.
@@ -961,6 +967,8 @@ def insens(
     default_key = key
 
     prec = _matmul.resolve(precision)
+    if batched:
+        f = _guards.per_example(f)
 
     def fn(x, key=None):
         program = net.trace(f, x)
@@ -999,9 +1007,10 @@ def insens(
             for i, s, v in zip(inactive, sq, state.activities, strict=True)
         )
         _, vjp = jax.vjp(acts, x)
-        # A NaN or inf in x makes every activity after it meaningless (NaN counts as neither
-        # active nor inactive): the map is NaN, never a plausible-looking one.
-        finite = jnp.all(jnp.isfinite(x))
+        # A NaN or inf in x, in a ReLU input or in the output (a non-finite weight) leaves
+        # the state undefined (NaN is neither active nor inactive): the map is NaN, never a
+        # plausible-looking one.
+        finite = net.defined(x, state)
 
         def guard(m):
             return jnp.where(finite, m, jnp.nan)
@@ -1041,4 +1050,10 @@ def insens(
         var = (n_groups - 1) / n_groups * jnp.sum(dev * dev, axis=0)
         return InsensEstimate(estimate, guard(jnp.sqrt(var)))
 
-    return jax.jit(fn)
+    if not batched:
+        return jax.jit(fn)
+
+    def batch_fn(xb, key=None):
+        return jax.vmap(lambda x: fn(x, key))(xb)
+
+    return jax.jit(batch_fn)
