@@ -109,7 +109,6 @@ class DatasetRunner(_shared.MethodRunner):
         )
 
 
-@functools.partial(jax.jit, static_argnames="variant")
 def robustness(runner, params, images, labels, keys, *, sigma, methods, log):
     """Similarity clean vs noisy and share on digit + outline, per method and condition.
 

@@ -113,7 +113,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@functools.partial(jax.jit, static_argnames="variant")
 def condition_inputs(
     condition: str, images: np.ndarray, keys: jax.Array, sigma: float
 ) -> np.ndarray:
