@@ -33,6 +33,7 @@ results/).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -62,7 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--hybrid-ks", type=int, nargs="*", default=[32, 128], help="k with exact first layers"
     )
     p.add_argument("--error-images", type=int, default=3)
-    p.add_argument("--error-nets", nargs="+", default=["2conv-mnist", "resnet8", "vgg16"])
+    p.add_argument(
+        "--error-nets", nargs="+", default=["2conv-mnist", "2conv-cifar10", "resnet8", "vgg16"]
+    )
     p.add_argument("--vgg-side", type=int, default=32)
     p.add_argument("--vgg-images", type=int, default=1)
     p.add_argument("--vgg-ks", type=int, nargs="*", default=[8, 32, 128])
@@ -135,7 +138,14 @@ def _linen(model, shape, seed):
 #: Hidden ReLU layers with exact norms (``exact_layers``) in the runs that use them: the
 #: layers whose cones stay small (2CONV: both conv layers; ResNet-8: the stem and the first
 #: block; VGG-16: the first block; ResNet-50: the stem).
-EXACT_LAYERS = {"2conv-mnist": 2, "resnet8": 3, "vgg16": 2, "resnet50": 1, "2conv-small": 1}
+EXACT_LAYERS = {
+    "2conv-mnist": 2,
+    "2conv-cifar10": 2,
+    "resnet8": 3,
+    "vgg16": 2,
+    "resnet50": 1,
+    "2conv-small": 1,
+}
 
 
 def error_network(name: str, n: int):
@@ -146,6 +156,20 @@ def error_network(name: str, n: int):
         x, _ = training.load_mnist_float("test", limit=n)
         f = models.as_single_example(ck.model, ck.params)
         return f"2CONV, MNIST test digits (trained, {ck.path.name})", f, x
+    if name == "2conv-cifar10":
+        # The checkpoint experiments/cifar10.py trained (and cached); the test images from
+        # the copy it read (--source images with $SLP_CIFAR10_ZIP, or the official batches).
+        found = sorted((slp.data.data_dir() / "checkpoints").glob("twoconv_cifar10*.msgpack"))
+        if not found:
+            raise FileNotFoundError("no CIFAR-10 checkpoint: run experiments/cifar10.py first")
+        meta = json.loads(found[0].with_suffix(".json").read_text())
+        config = training.TrainConfig.from_dict(meta["config"])
+        params, _ = training.load_checkpoint(found[0], config=config)
+        source = "images" if config.dataset.endswith("jpeg") else "official"
+        test = slp.data.load_cifar10("test", source=source)
+        x = np.asarray(test.images[:n], np.float32) / np.float32(255.0)
+        f = models.as_single_example(training.make_model(config), params)
+        return f"2CONV, CIFAR-10 test images (trained, {found[0].name})", f, x
     if name in ("resnet8", "resnet8-small", "2conv-small"):
         builder = {"resnet8": "resnet8", "resnet8-small": "resnet8", "2conv-small": "2conv-linen"}
         m = zoo.ZOO[builder[name]](jax.random.key(0), small=name.endswith("small"))
