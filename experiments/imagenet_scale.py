@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cli  # noqa: E402
 import _shared  # noqa: E402
 import zoo  # noqa: E402
 
@@ -55,30 +56,48 @@ from slp import models, training  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--ks", type=int, nargs="+", default=[8, 32, 128, 512])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    p.add_argument(
+        "--ks", type=int, nargs="+", default=[8, 32, 128, 512], help="probes k of the error part"
+    )
     p.add_argument("--keys", type=int, default=3, help="keys per k and image")
     p.add_argument(
         "--hybrid-ks", type=int, nargs="*", default=[32, 128], help="k with exact first layers"
     )
-    p.add_argument("--error-images", type=int, default=3)
+    p.add_argument("--error-images", type=int, default=3, help="images per network (error)")
     p.add_argument(
-        "--error-nets", nargs="+", default=["2conv-mnist", "2conv-cifar10", "resnet8", "vgg16"]
+        "--error-nets",
+        nargs="+",
+        default=["2conv-mnist", "2conv-cifar10", "resnet8", "vgg16"],
+        help="networks of the error part",
     )
-    p.add_argument("--vgg-side", type=int, default=32)
-    p.add_argument("--vgg-images", type=int, default=1)
-    p.add_argument("--vgg-ks", type=int, nargs="*", default=[8, 32, 128])
-    p.add_argument("--time-nets", nargs="+", default=["vgg16", "resnet50"])
-    p.add_argument("--time-side", type=int, default=224)
-    p.add_argument("--time-ks", type=int, nargs="+", default=[32, 64, 128])
-    p.add_argument("--stderr-k", type=int, default=32)
+    p.add_argument("--vgg-side", type=int, default=32, help="VGG-16 input side (error)")
+    p.add_argument("--vgg-images", type=int, default=1, help="VGG-16 images (error)")
+    p.add_argument("--vgg-ks", type=int, nargs="*", default=[8, 32, 128], help="VGG-16 k (error)")
+    p.add_argument(
+        "--time-nets", nargs="+", default=["vgg16", "resnet50"], help="networks of the time part"
+    )
+    p.add_argument("--time-side", type=int, default=224, help="input side of the time part")
+    p.add_argument(
+        "--time-ks", type=int, nargs="+", default=[32, 64, 128], help="k of the time part"
+    )
+    p.add_argument("--stderr-k", type=int, default=32, help="k of the timed standard error")
     p.add_argument("--repeats", type=int, default=2, help="timed calls after compiling")
-    p.add_argument("--plan-nets", nargs="+", default=["2conv-linen", "mlp", "resnet8", "qnetwork"])
-    p.add_argument("--baselines", action="store_true")
-    p.add_argument("--baseline-images", type=int, default=2)
-    p.add_argument("--ig-steps", type=int, default=16)
-    p.add_argument("--skip", nargs="*", default=[], choices=["error", "time", "plan"])
+    p.add_argument(
+        "--plan-nets",
+        nargs="+",
+        default=["2conv-linen", "mlp", "resnet8", "qnetwork"],
+        help="zoo networks whose predicted and measured exact times are compared",
+    )
+    p.add_argument(
+        "--baselines", action="store_true", help="VGG-16 at 224 against Zennit and Captum"
+    )
+    p.add_argument("--baseline-images", type=int, default=2, help="images of the baselines")
+    p.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients points")
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["error", "time", "plan"], help="parts not run"
+    )
     p.add_argument("--smoke", action="store_true", help="tiny networks, seconds")
     p.add_argument(
         "--merge", action="store_true", help="keep the parts of an existing JSON not run now"
