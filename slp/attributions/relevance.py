@@ -597,36 +597,31 @@ def lrp_alpha_beta(
     return lrp(f, x, rule=rule, target=target, start=start)
 
 
-@register("lrp_alpha1_beta0")
-def lrp_alpha1_beta0(
-    f: Callable,
-    x: jax.Array,
-    *,
-    target=None,
-    bias: str = "split",
-    stabilizer: float = 1e-6,
-    start: str = "logit",
-) -> jax.Array:
-    """`lrp_alpha_beta` with ``alpha=1, beta=0``. Returns relevance shaped like ``x``."""
-    return lrp_alpha_beta(
-        f, x, target=target, alpha=1.0, beta=0.0, bias=bias, stabilizer=stabilizer, start=start
+def _fixed_alpha_beta(alpha: float, beta: float, name: str) -> Callable:
+    """`lrp_alpha_beta` with ``alpha`` and ``beta`` fixed, as its own registered method."""
+
+    def method(
+        f: Callable,
+        x: jax.Array,
+        *,
+        target=None,
+        bias: str = "split",
+        stabilizer: float = 1e-6,
+        start: str = "logit",
+    ) -> jax.Array:
+        rule = AlphaBeta(alpha, beta, _bias_mode(bias), stabilizer)
+        return lrp(f, x, rule=rule, target=target, start=start)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = (
+        f"`lrp_alpha_beta` with ``alpha={alpha:g}, beta={beta:g}``. Returns relevance shaped "
+        "like ``x``."
     )
+    return register(name)(method)
 
 
-@register("lrp_alpha2_beta1")
-def lrp_alpha2_beta1(
-    f: Callable,
-    x: jax.Array,
-    *,
-    target=None,
-    bias: str = "split",
-    stabilizer: float = 1e-6,
-    start: str = "logit",
-) -> jax.Array:
-    """`lrp_alpha_beta` with ``alpha=2, beta=1``. Returns relevance shaped like ``x``."""
-    return lrp_alpha_beta(
-        f, x, target=target, alpha=2.0, beta=1.0, bias=bias, stabilizer=stabilizer, start=start
-    )
+lrp_alpha1_beta0 = _fixed_alpha_beta(1.0, 0.0, "lrp_alpha1_beta0")
+lrp_alpha2_beta1 = _fixed_alpha_beta(2.0, 1.0, "lrp_alpha2_beta1")
 
 
 @register("lrp_zplus")
