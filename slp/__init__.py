@@ -31,7 +31,8 @@ Public modules:
 - ``slp.noise``: the paper's noisy MNIST variants.
 - ``slp.plotting``: heatmaps with a colour key.
 - ``slp.data``: MNIST, Fashion-MNIST, CIFAR-10, smallNORB and the bundled example.
-- ``slp.rl``: Atari Pong and DQN (the ``rl`` extra).
+- Atari Pong and DQN are not part of the library: that scaffolding lives in
+  ``experiments/lab/rl`` (the ``rl`` extra installs its dependencies).
 
 Modules whose names start with an underscore are internal (``help(slp)`` lists them under
 PACKAGE CONTENTS too, as it lists every file of a package).
