@@ -34,10 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# experiments/_shared.py (imported lazily: it imports jax)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402 - no jax
+from lab import cli  # no jax
 
 # The thread limit must be in the environment before XLA starts, so jax (and slp, which
 # imports it) is imported inside main().
@@ -61,7 +58,7 @@ COMPARE = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--batch", type=int, default=64, help="images per batch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for XLA and torch")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per method (median)")
@@ -117,10 +114,10 @@ def _time(call, repeats: int) -> dict[str, Any]:
 
 def build_network(args):
     """Random-weight TwoConv (flax) with non-zero biases, and a batch of inputs."""
-    import _shared  # imports jax: only once the thread options are set
     import jax
     import jax.numpy as jnp
 
+    from lab import analysis  # imports jax: only once the thread options are set
     from slp.models import TwoConv
 
     if args.tiny:
@@ -129,7 +126,7 @@ def build_network(args):
         model, shape = TwoConv(num_classes=10), (28, 28, 1)
     kx, kp, kb = jax.random.split(jax.random.key(args.seed), 3)
     x = jax.random.uniform(kx, (args.batch,) + shape, jnp.float32)
-    params = _shared.with_random_biases(model.init(kp, x[:1]), kb)
+    params = analysis.with_random_biases(model.init(kp, x[:1]), kb)
     return model, params, x
 
 

@@ -37,13 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402 - no jax; jax is imported in main(), after the device count is set
+from lab import cli  # no jax; jax is imported in main(), after the device count is set
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument(
         "--methods", nargs="+", default=["insens", "gradient"], help="registered method names"
     )
@@ -76,11 +74,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Before the CPU backend starts: only the CPU platform reads it.
     jax.config.update("jax_num_cpu_devices", args.fake_devices)
-    import _shared
     import jax.numpy as jnp
     import numpy as np
 
     import slp
+    from lab import analysis
     from slp import training
     from slp.models import as_single_example
 
@@ -197,8 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    _shared.write_json(args.out / f"bench_dataset_{args.tag}.json", result)
-    _shared.write_text(args.out / f"bench_dataset_{args.tag}.md", markdown(result))
+    analysis.write_json(args.out / f"bench_dataset_{args.tag}.json", result)
+    analysis.write_text(args.out / f"bench_dataset_{args.tag}.md", markdown(result))
     print(markdown(result))
     return result
 

@@ -62,10 +62,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# experiments/_shared.py (imported lazily: it imports jax)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402 - no jax
+from lab import cli  # no jax
 
 ROUTES = ("naive", "insens", "forward")
 # --zoo: the naive route on more than one image only where XLA's memory estimate times this
@@ -74,7 +71,7 @@ NAIVE_HEADROOM = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument(
         "--batches", type=int, nargs="+", default=[1, 64, 1024], help="batch sizes timed"
     )
@@ -203,11 +200,11 @@ def _free_memory_bytes(jax) -> int:
 
 def build(args):
     """The network ``f(x)`` (one example), the model, its weights and the inputs (all sizes)."""
-    import _shared
     import jax
     import jax.numpy as jnp
     import numpy as np
 
+    from lab import analysis
     from slp.models import QNetwork, TwoConv, as_single_example
 
     if args.model == "qnetwork":
@@ -230,7 +227,7 @@ def build(args):
         )
         shape = tuple(config.input_shape)
     else:
-        params = _shared.with_random_biases(model.init(kp, jnp.zeros((1,) + shape)), kb)
+        params = analysis.with_random_biases(model.init(kp, jnp.zeros((1,) + shape)), kb)
     n = max(args.batches)
     if args.data == "mnist":
         from slp.training import load_mnist_float
@@ -664,10 +661,11 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
     """``--zoo``: every network of experiments/zoo.py (or ``--zoo-only``) on ``--batch``
     inputs drawn from one key (for each input shape); writes
     ``--out/bench_insens_zoo_<platform>.json`` and ``.md``."""
-    import _shared
     import jax
     import jax.numpy as jnp
     import zoo
+
+    from lab import analysis
 
     names = list(zoo.ZOO)
     if args.zoo_only is not None:
@@ -712,13 +710,13 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
             entry = {"error": f"{type(err).__name__}: {msg[:300]}"}
         entry["wall_s"] = time.perf_counter() - t0
         networks[name] = entry
-        _shared.write_json(stem.with_suffix(".json"), result)
+        analysis.write_json(stem.with_suffix(".json"), result)
         print(f"{name}: {_zoo_line(entry)}", flush=True)
     result["machine"]["load_at_end"] = _load()
     result["wall_s"] = time.perf_counter() - t_start
-    _shared.write_json(stem.with_suffix(".json"), result)
+    analysis.write_json(stem.with_suffix(".json"), result)
     table = zoo_table(result)
-    _shared.write_text(stem.with_suffix(".md"), table)
+    analysis.write_text(stem.with_suffix(".md"), table)
     print("\n" + table)
     return result
 

@@ -48,23 +48,19 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import slp
+from lab import analysis, cli
+from slp import data as slp_data
+from slp import noise, plotting, training
+from slp.attributions import get_method
+from slp.data.cifar10 import CLASSES
 
-import _cli  # noqa: E402
-import _shared  # noqa: E402
-
-import slp  # noqa: E402
-from slp import data as slp_data  # noqa: E402
-from slp import noise, plotting, training  # noqa: E402
-from slp.attributions import get_method  # noqa: E402
-from slp.data.cifar10 import CLASSES  # noqa: E402
-
-ORDERS, MODES, RANDOM = _shared.ORDERS, _shared.MODES, _shared.RANDOM
+ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
@@ -228,7 +224,7 @@ def markdown(result: dict[str, Any]) -> str:
     methods = cfg["methods"]
     rob, faith, rand = result["robustness"], result["faithfulness"], result["randomization"]
     steps = result["randomization_steps"]
-    f = _shared.fmt
+    f = analysis.fmt
     acc = result["test_accuracy"]
     lines = ["# CIFAR-10 (paper Figure 6, left): 2CONV, every method, measures", ""]
     if cfg["lossy"]:
@@ -259,7 +255,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Where Insens stands",
         "",
-        _shared.verdict_line(
+        analysis.verdict_line(
             f"Spearman clean vs noisy (sigma {cfg['sigma']:g}; higher = more robust)",
             {m: rob[m]["spearman"]["mean"] for m in methods},
             higher_is_better=True,
@@ -268,7 +264,7 @@ def markdown(result: dict[str, Any]) -> str:
     for order in ORDERS:
         for mode, higher in (("deletion", False), ("insertion", True)):
             lines.append(
-                _shared.verdict_line(
+                analysis.verdict_line(
                     f"{mode} AUC of probability, {order} order ("
                     f"{'higher' if higher else 'lower'} = more faithful; random "
                     f"{faith[RANDOM][mode]['auc_probability']['mean']:.3f})",
@@ -278,7 +274,7 @@ def markdown(result: dict[str, Any]) -> str:
             )
     for step in (steps[0], steps[-1]):
         lines.append(
-            _shared.verdict_line(
+            analysis.verdict_line(
                 f"Spearman of |map| to the trained map after re-initialising down to {step} "
                 "(lower = more dependent on the weights)",
                 {m: rand[m][step]["spearman_abs"]["mean"] for m in methods},
@@ -351,7 +347,7 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "![randomisation](cifar10_randomization.png)", ""]
-    lines += _shared.skipped_section(result["skipped_methods"])
+    lines += analysis.skipped_section(result["skipped_methods"])
     return "\n".join(lines)
 
 
@@ -417,9 +413,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def apply(p, z):
         return model.apply(p, z[None])[0]
 
-    runner = _shared.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.seed_sample)
+    runner = analysis.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.seed_sample)
     candidates = tuple(args.methods) if args.methods else slp.available_methods()
-    methods, skipped = _shared.usable_methods(runner, params, x[0], candidates)
+    methods, skipped = analysis.usable_methods(runner, params, x[0], candidates)
     for m, why in skipped.items():
         log(f"skipping {m}: {why}")
     seconds: dict[str, float] = {}
@@ -465,24 +461,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t1 = time.perf_counter()
         clean_maps[m] = runner(m, params, x, y)
         noisy_maps[m] = runner(m, params, x_noisy, y)
-        sims = _shared.similarities(
-            _shared.pixel_maps(clean_maps[m]), _shared.pixel_maps(noisy_maps[m])
+        sims = analysis.similarities(
+            analysis.pixel_maps(clean_maps[m]), analysis.pixel_maps(noisy_maps[m])
         )
-        rob[m] = {k: _shared.summary(sims[k]) for k in ("spearman", "cosine")}
+        rob[m] = {k: analysis.summary(sims[k]) for k in ("spearman", "cosine")}
         log(f"maps and robustness {m}: {time.perf_counter() - t1:.0f} s")
     seconds["robustness"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    curves = _shared.CurveRunner(
+    curves = analysis.CurveRunner(
         apply, baseline=baseline, steps=args.steps, batch_size=args.batch_size_maps
     )
-    faith, mean_curves = _shared.faithfulness(
+    faith, mean_curves = analysis.faithfulness(
         curves, params, x, y, clean_maps, seed=args.seed_sample + 1, methods=methods, log=log
     )
     seconds["faithfulness"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rand, steps = _shared.randomization(
+    rand, steps = analysis.randomization(
         runner,
         model,
         params,
@@ -530,8 +526,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     out = args.out
-    _shared.write_json(out / "cifar10.json", result)
-    _shared.write_text(out / "cifar10.md", markdown(result))
+    analysis.write_json(out / "cifar10.json", result)
+    analysis.write_text(out / "cifar10.md", markdown(result))
     draw_figure6(clean_maps, noisy_maps)
     plotting.save_figure(
         robustness_figure(rob, methods, args.sigma, lossy), out / "cifar10_robustness.png"
@@ -545,10 +541,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{kind} (deleted pixels = training mean colour)"
         )
         plotting.save_figure(
-            _shared.curves_figure(mean_curves, methods, kind=kind, title=title), out / name
+            analysis.curves_figure(mean_curves, methods, kind=kind, title=title), out / name
         )
     plotting.save_figure(
-        _shared.randomization_figure(rand, steps, methods), out / "cifar10_randomization.png"
+        analysis.randomization_figure(rand, steps, methods), out / "cifar10_randomization.png"
     )
     log(f"wrote {out}/cifar10.json, .md and PNGs in {seconds['total']:.0f} s")
     return result

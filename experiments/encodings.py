@@ -49,15 +49,11 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402
-import _shared  # noqa: E402
-
-import slp  # noqa: E402
-from slp import data as slp_data  # noqa: E402
-from slp import noise, plotting, training  # noqa: E402
-from slp.attributions import get_method  # noqa: E402
+import slp
+from lab import analysis, cli
+from slp import data as slp_data
+from slp import noise, plotting, training
+from slp.attributions import get_method
 
 ENCODINGS = {"plain": (0.0, 1.0), "neg": (1.0, 0.0), "mean": (-1.0, 1.0), "neg_mean": (1.0, -1.0)}
 """Encoding name -> (value of black, value of white)."""
@@ -77,7 +73,7 @@ OBJECT_THRESHOLD = noise.DIGIT_THRESHOLD
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
@@ -151,19 +147,19 @@ def locality(maps: np.ndarray, x_unit: np.ndarray) -> dict[str, dict]:
     ring = np.asarray(jax.vmap(lambda x: noise.outline_mask(x, threshold=OBJECT_THRESHOLD))(xs))
     rest = ~(obj | ring)
     return {
-        name: _shared.summary(_shared.mass_on(maps, mask))
+        name: analysis.summary(analysis.mass_on(maps, mask))
         for name, mask in (("object", obj), ("outline", ring), ("background", rest))
     }
 
 
 def pair_stats(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """Per-image Pearson and Spearman of pixel maps, summarised, plus the share negative."""
-    sims = _shared.similarities(a, b)
+    sims = analysis.similarities(a, b)
     pearson = sims["pearson"]
     finite = pearson[np.isfinite(pearson)]
     return {
-        "pearson": _shared.summary(pearson),
-        "spearman": _shared.summary(sims["spearman"]),
+        "pearson": analysis.summary(pearson),
+        "spearman": analysis.summary(sims["spearman"]),
         "share_negative": float(np.mean(finite < 0)) if finite.size else None,
     }
 
@@ -226,7 +222,7 @@ def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     ds = cfg["dataset"]
     methods = cfg["methods"]
-    f = _shared.fmt
+    f = analysis.fmt
     title = f"# Encodings experiment (paper Figure 5) on {ds}"
     lines = [title, ""]
     if ds in STAND_IN:
@@ -262,7 +258,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for a, b in MIRROR_PAIRS:
         lines.append(
-            _shared.verdict_line(
+            analysis.verdict_line(
                 f"correlation of the {a} and {b} maps (lower = more reversed)",
                 {m: result["reversal"][m][f"{a} vs {b}"]["pearson"]["mean"] for m in methods},
                 higher_is_better=False,
@@ -270,7 +266,7 @@ def markdown(result: dict[str, Any]) -> str:
         )
     for enc in ENCODINGS:
         lines.append(
-            _shared.verdict_line(
+            analysis.verdict_line(
                 f"share of |map| on the background beyond the outline, {LABELS[enc]} "
                 "(higher = more of the background shown)",
                 {m: result["locality"][enc][m]["background"]["mean"] for m in methods},
@@ -336,7 +332,7 @@ def markdown(result: dict[str, Any]) -> str:
         "row with its 'neg mean' row: a reversed map swaps red and blue.",
         "",
     ]
-    lines += _shared.skipped_section(result["skipped_methods"])
+    lines += analysis.skipped_section(result["skipped_methods"])
     return "\n".join(lines)
 
 
@@ -344,7 +340,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     """Writes encodings_<dataset>.md and the correlation PNG from the result dict."""
     ds = result["config"]["dataset"]
     label = f" (stand-in for {STAND_IN[ds]})" if ds in STAND_IN else ""
-    _shared.write_text(out / f"encodings_{ds}.md", markdown(result))
+    analysis.write_text(out / f"encodings_{ds}.md", markdown(result))
     plotting.save_figure(
         correlation_figure(
             result["reversal"],
@@ -417,12 +413,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return model.apply(p, x[None])[0]
 
     runners = {
-        enc: _shared.MethodRunner(
+        enc: analysis.MethodRunner(
             apply, input_range=sorted(ENCODINGS[enc]), batch_size=args.batch_size_maps
         )
         for enc in ENCODINGS
     }
-    methods, skipped = _shared.usable_methods(
+    methods, skipped = analysis.usable_methods(
         runners["plain"], nets["plain"].params, encoded["plain"][0], candidates
     )
     if args.figures_only:
@@ -447,11 +443,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     reversal, loc = {}, {enc: {} for enc in ENCODINGS}
     for m in methods:
-        px = {enc: _shared.pixel_maps(maps[enc][m]) for enc in ENCODINGS}
+        px = {enc: analysis.pixel_maps(maps[enc][m]) for enc in ENCODINGS}
         reversal[m] = {
             f"{a} vs {b}": pair_stats(px[a], px[b]) for a, b in MIRROR_PAIRS + CONTROL_PAIRS
         }
-        reversal[m][MIRROR_REFERENCE] = pair_stats(px["mean"], _shared.pixel_maps(mirror_maps[m]))
+        reversal[m][MIRROR_REFERENCE] = pair_stats(px["mean"], analysis.pixel_maps(mirror_maps[m]))
         for enc in ENCODINGS:
             loc[enc][m] = locality(maps[enc][m], x_unit)
     obj = np.asarray(jax.vmap(lambda x: noise.digit_mask(x))(jnp.asarray(x_unit)))
@@ -483,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     out, ds = args.out, args.dataset
-    _shared.write_json(out / f"encodings_{ds}.json", result)
+    analysis.write_json(out / f"encodings_{ds}.json", result)
     write_report(result, out)
     draw_maps(args, x_unit, encoded, maps, methods, y, accuracy)
     log(f"wrote {out}/encodings_{ds}.json, .md, .png in {seconds['total']:.0f} s")

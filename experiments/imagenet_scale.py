@@ -44,19 +44,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import zoo
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402
-import _shared  # noqa: E402
-import zoo  # noqa: E402
-
-import slp  # noqa: E402
-from slp import models, training  # noqa: E402
+import slp
+from lab import analysis, cli
+from slp import models, training
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_cli.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     p.add_argument(
         "--ks", type=int, nargs="+", default=[8, 32, 128, 512], help="probes k of the error part"
@@ -681,8 +677,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # --merge: networks of a part not run now keep their earlier rows
         result[name] = {**result.get(name, {}), **new} if args.merge else new
         result["config"]["load_average"] = [load0, _load()]
-        _shared.write_json(path, result)  # after every part: a late failure keeps the rest
-    _shared.write_text(args.out / "imagenet_scale.md", markdown(result))
+        analysis.write_json(path, result)  # after every part: a late failure keeps the rest
+    analysis.write_text(args.out / "imagenet_scale.md", markdown(result))
     fig = figure(result)
     fig.savefig(args.out / "imagenet_scale.png", dpi=120)
     log(f"wrote {args.out}/imagenet_scale.json, .md, .png")

@@ -42,23 +42,19 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402
-import _shared  # noqa: E402
-
-import slp  # noqa: E402
-from slp import noise, plotting, training  # noqa: E402
-from slp.attributions import get_method  # noqa: E402
+import slp
+from lab import analysis, cli
+from slp import noise, plotting, training
+from slp.attributions import get_method
 
 CONDITIONS = ("clean", "bordered", "background", "framed")
 NOISY = CONDITIONS[1:]
-ORDERS, MODES, RANDOM = _shared.ORDERS, _shared.MODES, _shared.RANDOM
+ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
@@ -86,8 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class DatasetRunner(_shared.MethodRunner):
-    """`_shared.MethodRunner` on `slp.attribute_dataset`: batches over every local device.
+class DatasetRunner(analysis.MethodRunner):
+    """`analysis.MethodRunner` on `slp.attribute_dataset`: batches over every local device.
 
     Same maps (per-image keys ``fold_in(key(seed), image index)``, ``low``/``high`` where
     the method takes them) and one compiled program per method for every parameter set.
@@ -131,14 +127,14 @@ def robustness(runner, params, images, labels, keys, *, sigma, methods, log):
         clean = None
         for cond in CONDITIONS:
             maps = runner(method, params, inputs[cond], labels)
-            px = _shared.pixel_maps(maps)
-            entry = {"on_digit": _shared.summary(_shared.mass_on(px, region))}
+            px = analysis.pixel_maps(maps)
+            entry = {"on_digit": analysis.summary(analysis.mass_on(px, region))}
             if cond == "clean":
                 clean, clean_maps[method] = px, maps
             else:
-                sims = _shared.similarities(clean, px)
-                entry["spearman"] = _shared.summary(sims["spearman"])
-                entry["cosine"] = _shared.summary(sims["cosine"])
+                sims = analysis.similarities(clean, px)
+                entry["spearman"] = analysis.summary(sims["spearman"])
+                entry["cosine"] = analysis.summary(sims["cosine"])
             per[cond] = entry
         results[method] = per
         log(f"robustness {method}: {time.perf_counter() - t0:.0f} s")
@@ -194,7 +190,7 @@ def verdicts(result) -> list[str]:
     lines = []
 
     def line(what, scores, higher):
-        lines.append(_shared.verdict_line(what, scores, higher_is_better=higher))
+        lines.append(analysis.verdict_line(what, scores, higher_is_better=higher))
 
     for cond in NOISY:
         line(
@@ -237,7 +233,7 @@ def markdown(result) -> str:
     methods = cfg["methods"]
     rob, faith, rand = result["robustness"], result["faithfulness"], result["randomization"]
     steps = result["randomization_steps"]
-    f = _shared.fmt
+    f = analysis.fmt
     out = [
         "# Measuring the attribution maps on MNIST (beyond the paper's visual comparison)",
         "",
@@ -356,7 +352,7 @@ def markdown(result) -> str:
             + " |"
         )
     out += ["", "![randomisation](mnist_metrics_randomization.png)", ""]
-    out += _shared.skipped_section(result["skipped_methods"])
+    out += analysis.skipped_section(result["skipped_methods"])
     return "\n".join(out)
 
 
@@ -366,7 +362,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     rob, rand = result["robustness"], result["randomization"]
     steps, mean_curves = result["randomization_steps"], result["mean_curves"]
     n, baseline = result["config"]["num_images"], result["config"]["baseline"]
-    _shared.write_text(out / "mnist_metrics.md", markdown(result))
+    analysis.write_text(out / "mnist_metrics.md", markdown(result))
     plotting.save_figure(
         robustness_figure(rob, result["region_fraction"], methods),
         out / "mnist_metrics_robustness.png",
@@ -380,10 +376,10 @@ def write_report(result: dict[str, Any], out: Path) -> None:
             f"(deleted pixels = {baseline:g})"
         )
         plotting.save_figure(
-            _shared.curves_figure(mean_curves, methods, kind=kind, title=title), out / name
+            analysis.curves_figure(mean_curves, methods, kind=kind, title=title), out / name
         )
     plotting.save_figure(
-        _shared.randomization_figure(rand, steps, methods), out / "mnist_metrics_randomization.png"
+        analysis.randomization_figure(rand, steps, methods), out / "mnist_metrics_randomization.png"
     )
 
 
@@ -408,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runner = DatasetRunner(apply, batch_size=args.batch_size_maps, seed=args.noise_seed)
     candidates = tuple(args.methods) if args.methods else slp.available_methods()
-    methods, skipped = _shared.usable_methods(runner, params, images[0], candidates)
+    methods, skipped = analysis.usable_methods(runner, params, images[0], candidates)
     for m, why in skipped.items():
         log(f"skipping {m}: {why}")
     keys = jax.random.split(jax.random.key(args.noise_seed), len(images))
@@ -421,10 +417,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds["robustness"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    curves = _shared.CurveRunner(
+    curves = analysis.CurveRunner(
         apply, baseline=args.baseline, steps=args.steps, batch_size=args.batch_size_maps
     )
-    faith, mean_curves = _shared.faithfulness(
+    faith, mean_curves = analysis.faithfulness(
         curves,
         params,
         images,
@@ -437,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds["faithfulness"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rand, steps = _shared.randomization(
+    rand, steps = analysis.randomization(
         runner,
         model,
         params,
@@ -477,7 +473,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "command": "python experiments/mnist_metrics.py " + " ".join(argv or sys.argv[1:]),
         },
     }
-    _shared.write_json(args.out / "mnist_metrics.json", result)
+    analysis.write_json(args.out / "mnist_metrics.json", result)
     write_report(result, args.out)
     log(f"wrote {args.out}/mnist_metrics.json, .md and 4 PNGs in {seconds['total']:.0f} s")
     return result

@@ -44,14 +44,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402
-import _shared  # noqa: E402
-
-import slp  # noqa: E402
-from slp import noise, plotting, training  # noqa: E402
-from slp.models import as_single_example  # noqa: E402
+import slp
+from lab import analysis, cli
+from slp import noise, plotting, training
+from slp.models import as_single_example
 
 PAPER = {
     "clean_accuracy": "> 0.99",
@@ -72,7 +68,7 @@ CALIBRATION_VARIANTS = ("bordered", "background")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
     training.add_config_arguments(parser)
     g = parser.add_argument_group("experiment")
@@ -202,7 +198,7 @@ def share_on_digit(maps: np.ndarray, clean_images: np.ndarray) -> np.ndarray:
     Returns:
       `(N,)`; NaN for an all-zero map.
     """
-    return _shared.mass_on(_shared.pixel_maps(maps), digit_region(clean_images))
+    return analysis.mass_on(analysis.pixel_maps(maps), digit_region(clean_images))
 
 
 def insens_on_digit(
@@ -238,7 +234,7 @@ def insens_layers(by_layer, images: np.ndarray, *, batch_size: int = 100):
         layers = by_layer(x)
         return layers, layers.total()
 
-    return _shared._batched(jax.vmap(one), batch_size, np.asarray(images))
+    return analysis._batched(jax.vmap(one), batch_size, np.asarray(images))
 
 
 def layer_shares(
@@ -267,7 +263,7 @@ def layer_shares(
     Returns:
       ``{num_images, sigma, region_fraction, layers, conditions: {condition: {layers:
       [{layer, inactive, mean_abs, share_on_digit_outline}], total: {inactive, mean_abs,
-      share_on_digit_outline}}}}``: each a `_shared.summary` over the images of |I_l|,
+      share_on_digit_outline}}}}``: each a `analysis.summary` over the images of |I_l|,
       of the map's mean |value| (its size: the layers' maps differ in size) and of the
       share; ``region_fraction`` is the mean share of the image that the digit and its
       outline cover (what a uniform map scores).
@@ -288,16 +284,16 @@ def layer_shares(
             "layers": [
                 {
                     "layer": name,
-                    "inactive": _shared.summary(count),
-                    "mean_abs": _shared.summary(mean_abs(m)),
-                    "share_on_digit_outline": _shared.summary(share_on_digit(m, images)),
+                    "inactive": analysis.summary(count),
+                    "mean_abs": analysis.summary(mean_abs(m)),
+                    "share_on_digit_outline": analysis.summary(share_on_digit(m, images)),
                 }
                 for name, m, count in zip(names, layers.maps, layers.counts, strict=True)
             ],
             "total": {
-                "inactive": _shared.summary(np.sum(layers.counts, axis=0)),
-                "mean_abs": _shared.summary(mean_abs(total)),
-                "share_on_digit_outline": _shared.summary(share_on_digit(total, images)),
+                "inactive": analysis.summary(np.sum(layers.counts, axis=0)),
+                "mean_abs": analysis.summary(mean_abs(total)),
+                "share_on_digit_outline": analysis.summary(share_on_digit(total, images)),
             },
         }
     return out
@@ -321,7 +317,7 @@ def carrying_layer(layers: dict[str, Any], condition: str) -> tuple[str, float]:
 
 
 def figure4(
-    f, runner: _shared.MethodRunner, params, images, labels, keys, *, examples, sigma, methods
+    f, runner: analysis.MethodRunner, params, images, labels, keys, *, examples, sigma, methods
 ) -> tuple[Figure, list[str], list[str]]:
     """Figure 4: rows = each example in each condition, columns = input + every method."""
     idx = np.asarray(examples)
@@ -555,7 +551,7 @@ def layers_markdown(layers: dict[str, Any]) -> list[str]:
         "",
         "Inactive neurons |I_l| per image:",
         "",
-        *table("inactive", lambda s: _shared.fmt(s, digits=0), head="layer", total="all hidden"),
+        *table("inactive", lambda s: analysis.fmt(s, digits=0), head="layer", total="all hidden"),
         "",
         "Size of each map, its mean |value| over the pixels:",
         "",
@@ -565,7 +561,7 @@ def layers_markdown(layers: dict[str, Any]) -> list[str]:
         f"{noise.OUTLINE_RADIUS}-pixel outline, found on the clean image (a uniform map "
         f"scores {layers['region_fraction']:.3f}, the region's mean share of the image):",
         "",
-        *table("share_on_digit_outline", _shared.fmt),
+        *table("share_on_digit_outline", analysis.fmt),
     ]
     if noisy and "clean" in conds:
         clean = [share("clean", k) for k in range(len(names))]
@@ -676,7 +672,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "num_images": len(images),
             "seconds": t_insens,
             "images_per_second": len(images) / t_insens,
-            "share_on_digit_outline": _shared.summary(insens_share),
+            "share_on_digit_outline": analysis.summary(insens_share),
         },
         "insens_layers": layers,
         "config": {
@@ -709,8 +705,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "command": "python experiments/mnist_noise.py " + " ".join(argv or sys.argv[1:]),
         },
     }
-    _shared.write_json(args.out / "mnist_noise.json", result)
-    _shared.write_text(args.out / "mnist_noise.md", markdown(result))
+    analysis.write_json(args.out / "mnist_noise.json", result)
+    analysis.write_text(args.out / "mnist_noise.md", markdown(result))
     log(
         f"wrote {args.out}/mnist_noise.json, .md, figure4.png, mnist_noise_sweep.png, "
         "mnist_noise_layers.png"
@@ -721,7 +717,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def draw_figure4(args, model, params, f, images, labels, keys) -> tuple[tuple[str, ...], list[str]]:
     """Writes figure4.png; returns the methods drawn and the figure's column titles."""
     methods = tuple(args.methods) if args.methods else slp.available_methods()
-    runner = _shared.MethodRunner(
+    runner = analysis.MethodRunner(
         lambda p, x: model.apply(p, x[None])[0], batch_size=10, seed=args.noise_seed
     )
     fig, col_titles, _ = figure4(

@@ -31,15 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402
-import _shared  # noqa: E402
-
-import slp  # noqa: E402
-from slp.attributions import get_method  # noqa: E402
-from slp.models import QNetwork, as_single_example  # noqa: E402
-from slp.plotting import (  # noqa: E402
+import slp
+from lab import analysis, cli
+from lab.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values
+from slp.attributions import get_method
+from slp.models import QNetwork, as_single_example
+from slp.plotting import (
     KEY_MARGIN,
     canvas,
     colour_key,
@@ -48,7 +45,6 @@ from slp.plotting import (  # noqa: E402
     show_image,
     symmetric_limit,
 )
-from slp.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values  # noqa: E402
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "pong_qnetwork.msgpack"
 PONG_ACTIONS = ("NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE")
@@ -174,7 +170,7 @@ def draw(x: np.ndarray, maps: dict[str, np.ndarray], *, title: str) -> Figure:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=_cli.HelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
     )
     p.add_argument(
         "--checkpoint",
@@ -264,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "figure": png.name,
     }
-    _shared.write_json(args.out / f"{args.name}.json", results)
+    analysis.write_json(args.out / f"{args.name}.json", results)
     print(f"wrote {png} and {args.out / (args.name + '.json')}", file=sys.stderr)
     return results
 

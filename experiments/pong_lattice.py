@@ -41,15 +41,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from pong import object_pixels
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _shared  # noqa: E402
-from pong import object_pixels  # noqa: E402
-
-import slp  # noqa: E402
-from slp.models import QNetwork, as_single_example  # noqa: E402
-from slp.rl import make_env  # noqa: E402
+import slp
+from lab import analysis
+from lab.rl import make_env
+from slp.models import QNetwork, as_single_example
 
 PERIODS = tuple(range(2, 13))
 CONTROL_STRIDES = (3, 5)
@@ -142,15 +139,15 @@ def measure(model: nn.Module, params, x: np.ndarray, objects: np.ndarray, *, by_
 
 def summarise(runs: list[dict[str, Any]], key: str) -> dict[str, dict]:
     """Mean, std... over runs of each entry of ``run[key]`` (a dict of numbers)."""
-    return {p: _shared.summary(np.array([r[key][p] for r in runs])) for p in runs[0][key]}
+    return {p: analysis.summary(np.array([r[key][p] for r in runs])) for p in runs[0][key]}
 
 
 def layer_summary(runs: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """One layer's inactive neurons, their share and its map's periodic shares, over runs."""
     rows = [r["layers"][name] for r in runs]
     return {
-        "inactive": _shared.summary(np.array([r["inactive"] for r in rows])),
-        "inactive_share": _shared.summary(np.array([r["inactive_share"] for r in rows])),
+        "inactive": analysis.summary(np.array([r["inactive"] for r in rows])),
+        "inactive_share": analysis.summary(np.array([r["inactive_share"] for r in rows])),
         "periodic_share": summarise(rows, "periodic_share"),
     }
 
@@ -178,7 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "first_conv_stride": stride,
             "periodic_share": shares,
             "lattice_period": lattice_period(shares),
-            "object_mass_share": _shared.summary(np.array([r["object_mass_share"] for r in runs])),
+            "object_mass_share": analysis.summary(np.array([r["object_mass_share"] for r in runs])),
         }
         if stride == 4:
             entry["layers"] = {name: layer_summary(runs, name) for name in LAYERS}
@@ -190,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "not the trained agent of results/pong.json"
         ),
         "input": {
-            "source": "Pong emulator (slp.rl.make_env), 84x84x4 uint8 frames / 255",
+            "source": "Pong emulator (lab.rl.make_env), 84x84x4 uint8 frames / 255",
             "frame_seed": args.frame_seed,
             "random_action_steps": args.steps,
             "object_pixel_share": float(objects.mean()),
@@ -262,9 +259,9 @@ def markdown(result: dict[str, Any]) -> str:
     for name, layer in nets["stride4"]["layers"].items():
         ps = layer["periodic_share"]
         lines.append(
-            f"| {name} | {_shared.fmt(layer['inactive'], digits=0)} | "
-            f"{_shared.fmt(layer['inactive_share'])} | {_shared.fmt(ps['4'])} | "
-            f"{_shared.fmt(ps['8'])} |"
+            f"| {name} | {analysis.fmt(layer['inactive'], digits=0)} | "
+            f"{analysis.fmt(layer['inactive_share'])} | {analysis.fmt(ps['4'])} | "
+            f"{analysis.fmt(ps['8'])} |"
         )
     obj = result["input"]["object_pixel_share"]
     lines += [
@@ -277,7 +274,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|",
     ]
     for net in nets.values():
-        lines.append(f"| {net['first_conv_stride']} | {_shared.fmt(net['object_mass_share'])} |")
+        lines.append(f"| {net['first_conv_stride']} | {analysis.fmt(net['object_mass_share'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -295,8 +292,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--seeds must be >= 1")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     result = run(args)
-    _shared.write_json(args.out / "pong_lattice.json", result)
-    _shared.write_text(args.out / "pong_lattice.md", markdown(result))
+    analysis.write_json(args.out / "pong_lattice.json", result)
+    analysis.write_text(args.out / "pong_lattice.md", markdown(result))
     print(f"wrote {args.out}/pong_lattice.json, .md", file=sys.stderr)
     return result
 

@@ -41,13 +41,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402
-import _shared  # noqa: E402
-
-from slp.plotting import save_figure  # noqa: E402
-from slp.rl import DQNConfig, default_checkpoint_dir, evaluate, load_checkpoint, train  # noqa: E402
+from lab import analysis, cli
+from lab.rl import DQNConfig, default_checkpoint_dir, evaluate, load_checkpoint, train
+from slp.plotting import save_figure
 
 PRESETS = {
     # A few hundred steps: the smoke test.
@@ -181,7 +177,7 @@ def curve_figure(summary: dict, returns: np.ndarray | None = None) -> Figure:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=_cli.HelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
     )
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="cpu", help="DQN configuration (PRESETS)"
@@ -303,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
             "mean10_return": [round(float(v), 2) for v in curve[keep]],
         },
     }
-    _shared.write_json(args.out / "pong_training.json", results)
+    analysis.write_json(args.out / "pong_training.json", results)
     full = len(keep) == len(frames)  # every episode on the curve: its dots can be drawn too
     fig = curve_figure(results, latest.episode_returns if full else None)
     save_figure(fig, args.out / "pong_training.png", dpi=120)

@@ -19,18 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab import cli
 from slp import training
 from slp.data import atomic_writer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses `argv`, loads or trains the network, writes `<out>/mnist_train.json`."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=_cli.HelpFormatter
+        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
     training.add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")

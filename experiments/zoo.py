@@ -25,18 +25,13 @@ equinox and dm-haiku are imported by their builders only.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-
-# experiments/_shared.py and experiments/bench_insens.py
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 __all__ = [
     "ZOO",
@@ -78,11 +73,11 @@ def _cast(tree: Any, dtype) -> Any:
 @functools.partial(jax.jit, static_argnums=(0, 2, 3))
 def _linen_params(model, key: jax.Array, shape: tuple[int, ...], dtype) -> Any:
     """flax.linen initialisation, with random biases, cast to ``dtype``."""
-    import _shared
+    from lab import analysis
 
     kp, kb = jax.random.split(key)
     params = model.init(kp, jnp.zeros((1,) + shape, jnp.float32))
-    return _cast(_shared.with_random_biases(params, kb), dtype)
+    return _cast(analysis.with_random_biases(params, kb), dtype)
 
 
 def _twoconv_sizes(small: bool) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def test_every_registered_method_runs_through_the_script(fake_data):
     model = training.make_model(cfg)
     params = training.init_params(cfg)
     x = training.to_float_images(fake_mnist("test").images[:3])
-    runner = script._shared.MethodRunner(lambda p, z: model.apply(p, z[None])[0], batch_size=2)
+    runner = script.analysis.MethodRunner(lambda p, z: model.apply(p, z[None])[0], batch_size=2)
     for method in slp.available_methods():
         maps = runner(method, params, x, np.zeros(len(x), np.int32))
         assert maps.shape == x.shape, method

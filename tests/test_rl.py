@@ -1,4 +1,5 @@
-"""Tests of slp.rl (Atari preprocessing, DQN, checkpoints, evaluation) and the RLNET scripts.
+"""Tests of lab.rl, experiments/lab/rl (Atari preprocessing, DQN, checkpoints, evaluation),
+and the RLNET scripts.
 
 Tests that step an Atari emulator are skipped, with the reason, when the `rl` extra
 (gymnasium, ale-py, opencv) is not installed; the rest need only JAX.
@@ -17,8 +18,7 @@ from conftest import tol
 from experiment_helpers import load_script
 
 import slp
-from slp.models import QNetwork, as_single_example
-from slp.rl import (
+from lab.rl import (
     DQNConfig,
     ReplayBuffer,
     epsilon_at,
@@ -33,6 +33,7 @@ from slp.rl import (
     to_network_input,
     train,
 )
+from slp.models import QNetwork, as_single_example
 
 MISSING = rl_dependencies_missing()
 needs_ale = pytest.mark.skipif(MISSING is not None, reason=f"rl extra missing: {MISSING}")

@@ -54,6 +54,9 @@ __all__ = [
     "evaluate",
 ]
 
+# Written into every checkpoint and checked on loading. It keeps the name of the
+# module's first home (slp.rl, now experiments/lab/rl) so that checkpoints written
+# before the move still load: it names the file format, not where the code lives.
 CHECKPOINT_FORMAT = "slp.rl.dqn/1"
 LATEST = "latest.msgpack"
 BEST = "best.msgpack"
@@ -637,7 +640,7 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    from slp.rl.env import make_vector_env
+    from lab.rl.env import make_vector_env
 
     if total_steps < 0:
         raise ValueError(f"total_steps must be >= 0, got {total_steps}")
@@ -856,7 +859,7 @@ def evaluate(
     Returns:
       An `EvalResult`.
     """
-    from slp.rl.env import make_vector_env
+    from lab.rl.env import make_vector_env
 
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")

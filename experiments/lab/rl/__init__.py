@@ -4,7 +4,7 @@ Needs the optional `rl` extra (gymnasium, ale-py, opencv); importing this packag
 without it, making an environment raises an error that names what is missing.
 """
 
-from slp.rl.dqn import (
+from lab.rl.dqn import (
     Checkpoint,
     DQNConfig,
     EvalResult,
@@ -24,7 +24,7 @@ from slp.rl.dqn import (
     td_loss,
     train,
 )
-from slp.rl.env import make_env, make_vector_env, rl_dependencies_missing, to_network_input
+from lab.rl.env import make_env, make_vector_env, rl_dependencies_missing, to_network_input
 
 __all__ = [
     "Checkpoint",
