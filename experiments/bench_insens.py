@@ -19,7 +19,7 @@ weights with non-zero biases and uniform inputs by default, or a trained checkpo
 
 - ``naive``: ``jax.jacfwd`` of every ReLU layer's pre-activations of the switched network
   (every switched weight vector materialised), then eq. 8 as a weighted sum of rows;
-- ``insens``: `slp.insens` (the route `slp.insens.insens_plan` picks);
+- ``insens``: `slp.insens` (the route `slp.insens_plan` picks);
 - ``forward``: the network itself (logits).
 
 Per route and batch size: images/s (median of ``--repeats`` timed calls after one
@@ -424,10 +424,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import slp
     from slp.data import atomic_writer
 
-    sys_mod = sys.modules["slp.insens"]
     f, model, params, x_all = build(args)
     dev = jax.devices()[0]
-    plan = sys_mod.insens_plan(f, x_all[0], chunk_size=args.chunk_size, route=args.insens_route)
+    plan = slp.insens_plan(f, x_all[0], chunk_size=args.chunk_size, route=args.insens_route)
     acts = jax.jit(jax.vmap(slp.activation_pattern(f)))(x_all[: min(256, len(x_all))])
     active = [float(jnp.mean(a)) for a in acts]
     n_all = sum(int(np.prod(a.shape[1:])) for a in acts)

@@ -18,8 +18,8 @@ First contact, with a small trained network and MNIST digits shipped in the pack
 
 Public modules:
 
-- ``slp.projections`` and the module ``slp.insens``: the paper's objects; their functions
-  are at the top level (``slp.switched_projections``, ``slp.insens``, ``slp.insens_plan``, ...).
+- ``slp.projections``: the paper's objects (switched projections, centres, activities);
+  their functions and Insens (``slp.insens``, ``slp.insens_plan``, ...) are at the top level.
 - ``slp.attributions``: Insens and the baselines (gradients, LRP, Deep Taylor, ...) behind
   ``slp.attribute(f, x, method)``.
 - ``slp.metrics``: robustness, locality, deletion/insertion, model randomisation.
@@ -27,37 +27,71 @@ Public modules:
 - ``slp.models``: the paper's networks (2CONV, the Q-network, ...); ``slp.torchvision``
   loads torchvision weights into them.
 - ``slp.network``: the walker that finds the affine maps, ReLUs and pools in ``f``.
-- ``slp.training``: training and checkpoints of 2CONV.
+- ``slp.training``: training and checkpoints of 2CONV; its `TrainConfig` is defined in
+  ``slp.config``, which imports no jax (so that command lines answer ``--help`` at once).
 - ``slp.noise``: the paper's noisy MNIST variants.
 - ``slp.plotting``: heatmaps with a colour key.
 - ``slp.data``: MNIST, Fashion-MNIST, CIFAR-10, smallNORB and the bundled example.
 - Atari Pong and DQN are not part of the library: that scaffolding lives in
   ``experiments/lab/rl`` (the ``rl`` extra installs its dependencies).
 
-Modules whose names start with an underscore are internal (``help(slp)`` lists them under
-PACKAGE CONTENTS too, as it lists every file of a package).
+The implementation behind the top-level functions lives in the internal package
+``slp._src`` (PACKAGE CONTENTS below lists it as ``_src``); nothing in it is public API.
+``import slp`` is cheap: each public module (and jax) is imported on first use.
 
 Reference: L. Szymanski, B. McCane, C. Atkinson, "Switched linear projections and
 inactive state sensitivity for deep neural network interpretability",
 arXiv:1909.11275.
 """
 
-from slp import attributions, metrics, models, network
-from slp._guards import per_example, single_example
-from slp.attributions import attribute, available_methods
-from slp.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
-from slp.maps import ChunkedMaps, ManifestMismatchError, attribute_dataset, read_maps
-from slp.network import UnsupportedOperationError
-from slp.projections import (
-    Projection,
-    activation_pattern,
-    activities,
-    explicit_projections,
-    switched_centres,
-    switched_projections,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Public modules, imported on first attribute access (PEP 562), so that ``import slp`` and
+# ``import slp.config`` do not import jax.
+_MODULES = frozenset(
+    {
+        "attributions",
+        "config",
+        "data",
+        "maps",
+        "metrics",
+        "models",
+        "network",
+        "noise",
+        "plotting",
+        "projections",
+        "torchvision",
+        "training",
+    }
+)
+# Top-level names and the module that defines each.
+_NAMES = {
+    "per_example": "slp._src.guards",
+    "single_example": "slp._src.guards",
+    "attribute": "slp.attributions",
+    "available_methods": "slp.attributions",
+    "InsensEstimate": "slp._src.insens",
+    "InsensPlan": "slp._src.insens",
+    "LayerInsens": "slp._src.insens",
+    "insens": "slp._src.insens",
+    "insens_plan": "slp._src.insens",
+    "ChunkedMaps": "slp.maps",
+    "ManifestMismatchError": "slp.maps",
+    "attribute_dataset": "slp.maps",
+    "read_maps": "slp.maps",
+    "UnsupportedOperationError": "slp.network",
+    "Projection": "slp.projections",
+    "activation_pattern": "slp.projections",
+    "activities": "slp.projections",
+    "explicit_projections": "slp.projections",
+    "switched_centres": "slp.projections",
+    "switched_projections": "slp.projections",
+}
 
 __all__ = [
     "ChunkedMaps",
@@ -80,8 +114,40 @@ __all__ = [
     "models",
     "network",
     "per_example",
-    "single_example",
     "read_maps",
+    "single_example",
     "switched_centres",
     "switched_projections",
 ]
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f"slp.{name}")
+    else:
+        raise AttributeError(f"module 'slp' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NAMES, *_MODULES})
+
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from slp import attributions, metrics, models, network
+    from slp._src.guards import per_example, single_example
+    from slp._src.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
+    from slp.attributions import attribute, available_methods
+    from slp.maps import ChunkedMaps, ManifestMismatchError, attribute_dataset, read_maps
+    from slp.network import UnsupportedOperationError
+    from slp.projections import (
+        Projection,
+        activation_pattern,
+        activities,
+        explicit_projections,
+        switched_centres,
+        switched_projections,
+    )

@@ -8,8 +8,6 @@ choice falls back to the generic route where the structured one does not apply.
 
 from __future__ import annotations
 
-import sys
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,11 +18,10 @@ from jax import lax
 from reference import dense_model, init_params, jax_function, random_spec
 
 import slp
-from slp import _matmul
 from slp import network as net
+from slp._src import insens as fast  # the module behind slp.insens
+from slp._src import matmul as _matmul
 from slp.models import MLP, TwoConv, as_single_example
-
-fast = sys.modules["slp.insens"]  # the module (``slp.insens`` the attribute is the function)
 
 TOL = 1e-10
 

@@ -8,9 +8,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from slp._src.insens import insens as _insens
 from slp.attributions._walk import walker_function
 from slp.attributions.registry import register, target_logit
-from slp.insens import insens as _insens
 
 __all__ = ["gradient", "insens"]
 
