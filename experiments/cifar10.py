@@ -43,26 +43,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from matplotlib.figure import Figure
-
-import slp
-from lab import analysis, cli
-from slp import data as slp_data
-from slp import noise, plotting, training
-from slp.attributions import get_method
-from slp.data.cifar10 import CLASSES
-
-ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
+from lab import cli
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
-    training.add_config_arguments(parser)
+    cli.add_training_options(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     g.add_argument(
@@ -94,6 +83,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only redraw cifar10_figure6.png (trains the checkpoint if it is missing)",
     )
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+import slp
+from lab import analysis
+from slp import data as slp_data
+from slp import noise, plotting, training
+from slp.attributions import get_method
+from slp.data.cifar10 import CLASSES
+
+ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for method in args.methods or ():
         get_method(method)
@@ -370,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(test_x) < args.num_images:
         raise ValueError(f"--num-images {args.num_images} exceeds the {len(test_x)} test images")
     config = dataclasses.replace(
-        training.config_from_arguments(args),
+        cli.training_config(args),
         dataset=dataset_name(test),
         input_shape=(32, 32, 3),
         num_classes=len(CLASSES),

@@ -44,38 +44,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from matplotlib.figure import Figure
+from lab import cli
 
-import slp
-from lab import analysis, cli
-from slp import data as slp_data
-from slp import noise, plotting, training
-from slp.attributions import get_method
-
-ENCODINGS = {"plain": (0.0, 1.0), "neg": (1.0, 0.0), "mean": (-1.0, 1.0), "neg_mean": (1.0, -1.0)}
-"""Encoding name -> (value of black, value of white)."""
-LABELS = {
-    "plain": "0→1",
-    "neg": "1→0 (neg)",
-    "mean": "−1→+1 (mean)",
-    "neg_mean": "+1→−1 (neg mean)",
-}
-MIRROR_PAIRS = (("mean", "neg_mean"), ("plain", "neg"))
-CONTROL_PAIRS = (("plain", "mean"), ("neg", "neg_mean"))
-MIRROR_REFERENCE = "mean vs its exact mirror"
 DATASETS = ("fashion_mnist", "smallnorb")
-STAND_IN = {"fashion_mnist": "smallnorb"}
-OBJECT_THRESHOLD = noise.DIGIT_THRESHOLD
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
-    training.add_config_arguments(parser)
+    cli.add_training_options(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--dataset", choices=DATASETS, default="fashion_mnist", help="data set")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
@@ -96,6 +75,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only redraw encodings_<dataset>.png (trains the four networks if missing)",
     )
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+import slp
+from lab import analysis
+from slp import data as slp_data
+from slp import noise, plotting, training
+from slp.attributions import get_method
+
+ENCODINGS = {"plain": (0.0, 1.0), "neg": (1.0, 0.0), "mean": (-1.0, 1.0), "neg_mean": (1.0, -1.0)}
+"""Encoding name -> (value of black, value of white)."""
+LABELS = {
+    "plain": "0→1",
+    "neg": "1→0 (neg)",
+    "mean": "−1→+1 (mean)",
+    "neg_mean": "+1→−1 (neg mean)",
+}
+MIRROR_PAIRS = (("mean", "neg_mean"), ("plain", "neg"))
+CONTROL_PAIRS = (("plain", "mean"), ("neg", "neg_mean"))
+MIRROR_REFERENCE = "mean vs its exact mirror"
+STAND_IN = {"fashion_mnist": "smallnorb"}
+OBJECT_THRESHOLD = noise.DIGIT_THRESHOLD
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for method in args.methods or ():
         get_method(method)
@@ -370,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--num-images {args.num_images} exceeds the {len(test_unit)} test images")
     num_classes = int(max(test_labels.max() + 1, 10 if args.dataset == "fashion_mnist" else 5))
     base = dataclasses.replace(
-        training.config_from_arguments(args),
+        cli.training_config(args),
         input_shape=tuple(test_unit.shape[1:]),
         num_classes=num_classes,
     )

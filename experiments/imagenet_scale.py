@@ -41,64 +41,77 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    parser.add_argument(
+        "--ks", type=int, nargs="+", default=[8, 32, 128, 512], help="probes k of the error part"
+    )
+    parser.add_argument("--keys", type=int, default=3, help="keys per k and image")
+    parser.add_argument(
+        "--hybrid-ks", type=int, nargs="*", default=[32, 128], help="k with exact first layers"
+    )
+    parser.add_argument("--error-images", type=int, default=3, help="images per network (error)")
+    parser.add_argument(
+        "--error-nets",
+        nargs="+",
+        default=["2conv-mnist", "2conv-cifar10", "resnet8", "vgg16"],
+        help="networks of the error part",
+    )
+    parser.add_argument("--vgg-side", type=int, default=32, help="VGG-16 input side (error)")
+    parser.add_argument("--vgg-images", type=int, default=1, help="VGG-16 images (error)")
+    parser.add_argument(
+        "--vgg-ks", type=int, nargs="*", default=[8, 32, 128], help="VGG-16 k (error)"
+    )
+    parser.add_argument(
+        "--time-nets", nargs="+", default=["vgg16", "resnet50"], help="networks of the time part"
+    )
+    parser.add_argument("--time-side", type=int, default=224, help="input side of the time part")
+    parser.add_argument(
+        "--time-ks", type=int, nargs="+", default=[32, 64, 128], help="k of the time part"
+    )
+    parser.add_argument("--stderr-k", type=int, default=32, help="k of the timed standard error")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls after compiling")
+    parser.add_argument(
+        "--plan-nets",
+        nargs="+",
+        default=["2conv-linen", "mlp", "resnet8", "qnetwork"],
+        help="zoo networks whose predicted and measured exact times are compared",
+    )
+    parser.add_argument(
+        "--baselines", action="store_true", help="VGG-16 at 224 against Zennit and Captum"
+    )
+    parser.add_argument("--baseline-images", type=int, default=2, help="images of the baselines")
+    parser.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients points")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["error", "time", "plan"], help="parts not run"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny networks, seconds")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the parts of an existing JSON not run now"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import zoo
 
 import slp
-from lab import analysis, cli
+from lab import analysis
 from slp import models, training
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("results"), help="results folder")
-    p.add_argument(
-        "--ks", type=int, nargs="+", default=[8, 32, 128, 512], help="probes k of the error part"
-    )
-    p.add_argument("--keys", type=int, default=3, help="keys per k and image")
-    p.add_argument(
-        "--hybrid-ks", type=int, nargs="*", default=[32, 128], help="k with exact first layers"
-    )
-    p.add_argument("--error-images", type=int, default=3, help="images per network (error)")
-    p.add_argument(
-        "--error-nets",
-        nargs="+",
-        default=["2conv-mnist", "2conv-cifar10", "resnet8", "vgg16"],
-        help="networks of the error part",
-    )
-    p.add_argument("--vgg-side", type=int, default=32, help="VGG-16 input side (error)")
-    p.add_argument("--vgg-images", type=int, default=1, help="VGG-16 images (error)")
-    p.add_argument("--vgg-ks", type=int, nargs="*", default=[8, 32, 128], help="VGG-16 k (error)")
-    p.add_argument(
-        "--time-nets", nargs="+", default=["vgg16", "resnet50"], help="networks of the time part"
-    )
-    p.add_argument("--time-side", type=int, default=224, help="input side of the time part")
-    p.add_argument(
-        "--time-ks", type=int, nargs="+", default=[32, 64, 128], help="k of the time part"
-    )
-    p.add_argument("--stderr-k", type=int, default=32, help="k of the timed standard error")
-    p.add_argument("--repeats", type=int, default=2, help="timed calls after compiling")
-    p.add_argument(
-        "--plan-nets",
-        nargs="+",
-        default=["2conv-linen", "mlp", "resnet8", "qnetwork"],
-        help="zoo networks whose predicted and measured exact times are compared",
-    )
-    p.add_argument(
-        "--baselines", action="store_true", help="VGG-16 at 224 against Zennit and Captum"
-    )
-    p.add_argument("--baseline-images", type=int, default=2, help="images of the baselines")
-    p.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients points")
-    p.add_argument(
-        "--skip", nargs="*", default=[], choices=["error", "time", "plan"], help="parts not run"
-    )
-    p.add_argument("--smoke", action="store_true", help="tiny networks, seconds")
-    p.add_argument(
-        "--merge", action="store_true", help="keep the parts of an existing JSON not run now"
-    )
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.smoke:
         args.ks, args.keys, args.error_images, args.hybrid_ks = [4, 8], 2, 1, [8]
         args.error_nets = ["2conv-small"]

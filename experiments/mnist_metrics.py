@@ -37,33 +37,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from matplotlib.figure import Figure
-
-import slp
-from lab import analysis, cli
-from slp import noise, plotting, training
-from slp.attributions import get_method
-
-CONDITIONS = ("clean", "bordered", "background", "framed")
-NOISY = CONDITIONS[1:]
-ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
+from lab import cli
+from slp.config import DEFAULT_SIGMA
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
-    training.add_config_arguments(parser)
+    cli.add_training_options(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     g.add_argument("--num-images", type=int, default=200, help="test images measured")
     g.add_argument(
         "--num-random-images", type=int, default=100, help="test images for randomisation"
     )
-    g.add_argument("--sigma", type=float, default=noise.DEFAULT_SIGMA, help="noise std")
+    g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std")
     g.add_argument("--noise-seed", type=int, default=0, help="seed of noise, keys, random orders")
     g.add_argument("--steps", type=int, default=56, help="deletion/insertion curve steps")
     g.add_argument("--baseline", type=float, default=0.0, help="value of deleted pixels")
@@ -74,6 +64,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only rewrite the markdown and PNGs from <out>/mnist_metrics.json",
     )
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+import slp
+from lab import analysis
+from slp import noise, plotting, training
+from slp.attributions import get_method
+
+CONDITIONS = ("clean", "bordered", "background", "framed")
+NOISY = CONDITIONS[1:]
+ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for method in args.methods or ():
         get_method(method)  # a clear error listing the registered methods
@@ -392,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result
     t_start = time.perf_counter()
     log = functools.partial(print, file=sys.stderr, flush=True)
-    ck = training.checkpoint_from_arguments(args)
+    ck = cli.checkpoint_from_options(args)
     model, params = ck.model, ck.params
     images, labels = training.load_mnist_float(
         "test", data_dir=args.data_dir, download=not args.no_download, limit=args.num_images

@@ -38,45 +38,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from matplotlib.figure import Figure
-from tqdm import tqdm
+from lab import cli
+from slp.config import DEFAULT_SIGMA
 
-import slp
-from lab import analysis, cli
-from slp import noise, plotting, training
-from slp.models import as_single_example
-
-PAPER = {
-    "clean_accuracy": "> 0.99",
-    "clean_accuracy_value": 0.99,
-    "bordered": 0.87,
-    "background": 0.32,
-    "framed": 0.45,
-    "active_fraction": 0.17,
-    "source": "Szymanski, McCane & Atkinson, arXiv:1909.11275, section 5.1",
-}
-FIGURE_CONDITIONS = ("clean", "bordered", "background", "framed")
 DEFAULT_SWEEP = tuple(round(0.1 * k, 1) for k in range(1, 11)) + (1.25, 1.5, 2.0, 2.5, 3.0)
-LAYER_NAMES = ("conv1", "conv2", "dense")
-"""2CONV's hidden ReLU layers, forward order."""
-# The two variants whose definitions leave no choice: the default sigma is calibrated on them.
-CALIBRATION_VARIANTS = ("bordered", "background")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
-    training.add_config_arguments(parser)
+    cli.add_training_options(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     g.add_argument("--num-test", type=int, default=None, help="first N test images (None: all)")
-    g.add_argument(
-        "--sigma", type=float, default=noise.DEFAULT_SIGMA, help="noise std of the main table"
-    )
+    g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std of the main table")
     g.add_argument(
         "--sigmas",
         type=float,
@@ -103,7 +80,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only redraw figure4.png and mnist_noise_layers.png (no measures, JSON or report)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+import slp
+from lab import analysis
+from slp import noise, plotting, training
+from slp.models import as_single_example
+
+PAPER = {
+    "clean_accuracy": "> 0.99",
+    "clean_accuracy_value": 0.99,
+    "bordered": 0.87,
+    "background": 0.32,
+    "framed": 0.45,
+    "active_fraction": 0.17,
+    "source": "Szymanski, McCane & Atkinson, arXiv:1909.11275, section 5.1",
+}
+FIGURE_CONDITIONS = ("clean", "bordered", "background", "framed")
+LAYER_NAMES = ("conv1", "conv2", "dense")
+"""2CONV's hidden ReLU layers, forward order."""
+# The two variants whose definitions leave no choice: the default sigma is calibrated on them.
+CALIBRATION_VARIANTS = ("bordered", "background")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     for method in args.methods or ():
         slp.attributions.get_method(method)  # a clear error listing the registered methods
     return args
@@ -606,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if min(sigmas) < 0:
         raise ValueError(f"noise sigmas must be >= 0, got {sigmas}")
 
-    ck = training.checkpoint_from_arguments(args, num_test=args.num_test)
+    ck = cli.checkpoint_from_options(args, num_test=args.num_test)
     model, params = ck.model, ck.params
     f = as_single_example(model, params)
     images, labels = training.load_mnist_float(

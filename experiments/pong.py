@@ -26,14 +26,48 @@ import sys
 import time
 from pathlib import Path
 
+from lab import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="default: latest.msgpack in the data dir, else results/pong_qnetwork.msgpack "
+        "(a parameters-only copy, kept out of git)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    parser.add_argument("--name", default="pong", help="file stem of the outputs")
+    parser.add_argument(
+        "--seed", type=int, default=2019, help="seed of the environment and of the methods' keys"
+    )
+    parser.add_argument(
+        "--search-steps",
+        type=int,
+        default=400,
+        help="agent steps searched for the game state shown",
+    )
+    parser.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
 import slp
-from lab import analysis, cli
-from lab.rl import default_checkpoint_dir, load_checkpoint, make_env, q_values
+from lab import analysis
+from lab.rl.dqn import default_checkpoint_dir, load_checkpoint, q_values
+from lab.rl.env import make_env
 from slp.attributions import get_method
 from slp.models import QNetwork, as_single_example
 from slp.plotting import (
@@ -169,29 +203,7 @@ def draw(x: np.ndarray, maps: dict[str, np.ndarray], *, title: str) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        help="default: latest.msgpack in the data dir, else results/pong_qnetwork.msgpack "
-        "(a parameters-only copy, kept out of git)",
-    )
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    p.add_argument("--name", default="pong", help="file stem of the outputs")
-    p.add_argument(
-        "--seed", type=int, default=2019, help="seed of the environment and of the methods' keys"
-    )
-    p.add_argument(
-        "--search-steps",
-        type=int,
-        default=400,
-        help="agent steps searched for the game state shown",
-    )
-    p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     ckpt = args.checkpoint
     if ckpt is None:

@@ -37,6 +37,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=cli.HelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    parser.add_argument("--seeds", type=int, default=5, help="random initialisations per network")
+    parser.add_argument("--frame-seed", type=int, default=2019, help="environment seed")
+    parser.add_argument("--steps", type=int, default=60, help="random actions before the frame")
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,7 +64,7 @@ from pong import object_pixels
 
 import slp
 from lab import analysis
-from lab.rl import make_env
+from lab.rl.env import make_env
 from slp.models import QNetwork, as_single_example
 
 PERIODS = tuple(range(2, 13))
@@ -187,7 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "not the trained agent of results/pong.json"
         ),
         "input": {
-            "source": "Pong emulator (lab.rl.make_env), 84x84x4 uint8 frames / 255",
+            "source": "Pong emulator (lab.rl.env.make_env), 84x84x4 uint8 frames / 255",
             "frame_seed": args.frame_seed,
             "random_action_steps": args.steps,
             "object_pixel_share": float(objects.mean()),
@@ -279,14 +298,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    p.add_argument("--seeds", type=int, default=5, help="random initialisations per network")
-    p.add_argument("--frame-seed", type=int, default=2019, help="environment seed")
-    p.add_argument("--steps", type=int, default=60, help="random actions before the frame")
+    p = build_parser()
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be >= 1")

@@ -38,12 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from matplotlib.figure import Figure
-
-from lab import analysis, cli
-from lab.rl import DQNConfig, default_checkpoint_dir, evaluate, load_checkpoint, train
-from slp.plotting import save_figure
+from lab import cli
+from lab.rl.config import DQNConfig
 
 PRESETS = {
     # A few hundred steps: the smoke test.
@@ -79,6 +75,59 @@ PRESETS = {
         eps_decay_steps=100_000,
     ),
 }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (importing this costs no jax: ``--help`` answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="DQN configuration (PRESETS)"
+    )
+    parser.add_argument("--total-steps", type=int, default=10_000_000, help="agent steps in all")
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="wall-time limit of training"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of agent and environments")
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, default=None, help="None: <data dir>/checkpoints/pong"
+    )
+    parser.add_argument("--checkpoint-every", type=int, default=100_000, help="agent steps")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh")
+    parser.add_argument("--save-replay", action="store_true", help="checkpoint the replay buffer")
+    parser.add_argument("--eval-only", action="store_true", help="skip training")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="0 skips evaluation")
+    parser.add_argument(
+        "--eval-epsilon", type=float, default=0.01, help="exploration in evaluation"
+    )
+    parser.add_argument("--eval-seed", type=int, default=12345, help="seed of evaluation episodes")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--training-log",
+        type=Path,
+        action="append",
+        default=[],
+        help="log file(s) of the training runs whose progress lines go into the summary",
+    )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw pong_training.png from the pong_training.json in --out",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and malformed options answered before jax loads
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from lab import analysis
+from lab.rl.dqn import default_checkpoint_dir, evaluate, load_checkpoint, train
+from slp.plotting import save_figure
 
 
 def running_mean(x: np.ndarray, window: int = 10) -> np.ndarray:
@@ -176,40 +225,7 @@ def curve_figure(summary: dict, returns: np.ndarray | None = None) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
-    p.add_argument(
-        "--preset", choices=sorted(PRESETS), default="cpu", help="DQN configuration (PRESETS)"
-    )
-    p.add_argument("--total-steps", type=int, default=10_000_000, help="agent steps in all")
-    p.add_argument("--max-seconds", type=float, default=None, help="wall-time limit of training")
-    p.add_argument("--seed", type=int, default=0, help="seed of agent and environments")
-    p.add_argument(
-        "--checkpoint-dir", type=Path, default=None, help="None: <data dir>/checkpoints/pong"
-    )
-    p.add_argument("--checkpoint-every", type=int, default=100_000, help="agent steps")
-    p.add_argument("--no-resume", action="store_true", help="start afresh")
-    p.add_argument("--save-replay", action="store_true", help="checkpoint the replay buffer")
-    p.add_argument("--eval-only", action="store_true", help="skip training")
-    p.add_argument("--eval-episodes", type=int, default=10, help="0 skips evaluation")
-    p.add_argument("--eval-epsilon", type=float, default=0.01, help="exploration in evaluation")
-    p.add_argument("--eval-seed", type=int, default=12345, help="seed of evaluation episodes")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument(
-        "--training-log",
-        type=Path,
-        action="append",
-        default=[],
-        help="log file(s) of the training runs whose progress lines go into the summary",
-    )
-    p.add_argument(
-        "--replot",
-        action="store_true",
-        help="only redraw pong_training.png from the pong_training.json in --out",
-    )
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.replot:
         summary = json.loads((args.out / "pong_training.json").read_text())
         save_figure(curve_figure(summary), args.out / "pong_training.png", dpi=120)

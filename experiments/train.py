@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from lab import cli
-from slp import training
 from slp.data import atomic_writer
 
 
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
     )
-    training.add_config_arguments(parser)
+    cli.add_training_options(parser)
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     parser.add_argument(
         "--num-test", type=int, default=None, help="first N test images only (None: all)"
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
-    ck = training.checkpoint_from_arguments(args, num_test=args.num_test)
+    ck = cli.checkpoint_from_options(args, num_test=args.num_test)
     meta = ck.metadata
     history = meta.get("history", [])
     summary = {

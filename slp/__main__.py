@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from slp._src.cli import HelpFormatter
+
 DATASETS = ("mnist", "fashion_mnist")
 
 
@@ -41,14 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m slp",
         description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "maps",
         help="attribution maps of a whole data set into a resumable folder",
         description=__doc__,
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=96),
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("what to compute")
     g.add_argument(

@@ -3,7 +3,8 @@
 `TrainConfig`, the hyperparameters of one training run of 2CONV (`slp.training` trains with
 it and names checkpoints after it), lives here so that a command line can build its options
 from the record's fields and answer ``--help`` without importing jax: ``import slp.config``
-imports only the standard library.
+imports only the standard library. `DEFAULT_SIGMA`, `slp.noise`'s default noise strength,
+is here for the same reason.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import dataclasses
 import json
 from typing import Any
 
-__all__ = ["TrainConfig"]
+__all__ = ["DEFAULT_SIGMA", "TrainConfig"]
+
+DEFAULT_SIGMA = 2.0
+"""Default standard deviation of the additive Gaussian noise of `slp.noise` (intensities in
+[0, 1]). Calibrated: the sweep value that best matches the paper's bordered/background
+accuracies (`experiments/mnist_noise.py`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +35,7 @@ class TrainConfig:
         linearly from 0; a cosine decay to 0 follows.
       num_train: use only the first `num_train` training examples (None: all).
       num_classes: logits of the network.
-      features: channels of TwoConv's two conv layers.
+      features: channels of TwoConv's conv layers, one number per layer.
       hidden: width of TwoConv's hidden dense layer.
       dataset: name of the training data, part of the checkpoint name.
       input_shape: one example's shape `(H, W, C)`.

@@ -49,6 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slp.config import DEFAULT_SIGMA
+
 __all__ = [
     "DIGIT_THRESHOLD",
     "OUTLINE_RADIUS",
@@ -74,10 +76,6 @@ DIGIT_THRESHOLD = 0.1
 OUTLINE_RADIUS = 3
 """Width in pixels of the outline around the digit (square dilation radius)."""
 
-DEFAULT_SIGMA = 2.0
-"""Default standard deviation of the additive Gaussian noise (intensities in [0, 1]).
-
-Calibrated: the sweep value that best matches the paper's bordered/background accuracies."""
 
 VARIANTS = ("bordered", "background", "framed", "framed_noisy_digit")
 """Names accepted by `clean_mask` and `make_noisy`; the first three are the paper's."""

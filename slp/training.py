@@ -18,7 +18,6 @@ when its config matches the requested one.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -58,10 +57,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_or_train",
-    "checkpoint_from_arguments",
     "load_or_train_mnist",
-    "add_config_arguments",
-    "config_from_arguments",
 ]
 
 CHECKPOINT_FORMAT = 1  # bump when the sidecar's meaning changes
@@ -535,74 +531,4 @@ def load_or_train_mnist(
         data_dir=data_dir,
         retrain=retrain,
         progress=progress,
-    )
-
-
-def checkpoint_from_arguments(
-    args: argparse.Namespace, *, num_test: int | None = None
-) -> Checkpoint:
-    """`load_or_train_mnist` for the options parsed with `add_config_arguments`.
-
-    Args:
-      args: the parsed options (config, locations, --retrain, --no-progress, --no-download).
-      num_test: when training, evaluate on the first `num_test` test images (None: all).
-
-    Returns:
-      The `Checkpoint`.
-    """
-    return load_or_train_mnist(
-        config_from_arguments(args),
-        data_dir=args.data_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        download=not args.no_download,
-        retrain=args.retrain,
-        progress=not args.no_progress,
-        num_test=num_test,
-    )
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds one command-line option per `TrainConfig` field used for MNIST, plus locations.
-
-    Options: --seed, --epochs, --batch-size, --learning-rate, --warmup-fraction,
-    --num-train, --features F1 F2, --hidden, --retrain, --no-progress, --data-dir,
-    --checkpoint-dir, --no-download. Read them back with `config_from_arguments`.
-    """
-    d = TrainConfig()
-    g = parser.add_argument_group("training (see slp.training.TrainConfig)")
-    g.add_argument("--seed", type=int, default=d.seed, help="initialisation/shuffle seed")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
-    g.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak Adam LR")
-    g.add_argument(
-        "--warmup-fraction", type=float, default=d.warmup_fraction, help="share of steps warming up"
-    )
-    g.add_argument(
-        "--num-train", type=int, default=None, help="first N training images only (None: all)"
-    )
-    g.add_argument("--features", type=int, nargs=2, default=list(d.features), help="conv widths")
-    g.add_argument("--hidden", type=int, default=d.hidden, help="hidden dense width")
-    g.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
-    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    g = parser.add_argument_group("locations")
-    g.add_argument(
-        "--data-dir", type=Path, default=None, help="default: $SLP_DATA_DIR, else ~/.cache/slp"
-    )
-    g.add_argument(
-        "--checkpoint-dir", type=Path, default=None, help="default: <data dir>/checkpoints"
-    )
-    g.add_argument("--no-download", action="store_true", help="fail instead of fetching MNIST")
-
-
-def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
-    """The `TrainConfig` described by options parsed with `add_config_arguments`."""
-    return TrainConfig(
-        seed=args.seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_fraction=args.warmup_fraction,
-        num_train=args.num_train,
-        features=tuple(args.features),
-        hidden=args.hidden,
     )

@@ -165,6 +165,7 @@ SCRIPTS = sorted(
 )
 COMMANDS = [[str(ROOT / "experiments" / s), "--help"] for s in SCRIPTS] + [
     ["-m", "slp.data", "fetch", "--help"],
+    ["-m", "slp", "maps", "--help"],
 ]
 
 
@@ -189,7 +190,7 @@ def _option_entries(help_text: str) -> list[str]:
 def help_outputs():
     def run(cmd):
         return subprocess.run(
-            [PYTHON, *cmd],
+            [PYTHON, "-X", "importtime", *cmd],  # stderr lists every module imported
             cwd=ROOT,
             env=_env(),
             capture_output=True,
@@ -214,7 +215,22 @@ def test_help_gives_every_option_help_text_and_default(help_outputs, cmd):
     assert entries, proc.stdout
     for entry in entries:
         # argparse adds "(default: ...)" only to options that have a help text
-        assert "default" in entry, f"{cmd}: no help text or no default in: {entry}"
+        assert "default" in entry or "(required)" in entry, f"{cmd}: no help or default: {entry}"
+
+
+@pytest.mark.parametrize("cmd", [" ".join(c) for c in COMMANDS], ids=lambda c: c.split()[0])
+def test_help_answers_before_jax_is_imported(help_outputs, cmd):
+    """``--help`` costs the interpreter's start, not jax's import (about a second)."""
+    proc = help_outputs[cmd]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "argparse" in imported, "no import list: was -X importtime honoured?"
+    heavy = sorted(imported & {"jax", "flax", "optax", "matplotlib", "torch"})
+    assert not heavy, f"{cmd} imports {heavy} before answering --help"
 
 
 def test_option_entries_parser_sees_missing_defaults():
@@ -231,9 +247,27 @@ def test_help_slp_names_every_public_module():
     assert section, text[:2000]
     listed = [line.split()[0] for line in section.group(1).splitlines()]
     public = {m for m in listed if not m.startswith("_")}
-    assert {"data", "insens", "projections", "attributions"} <= public
+    assert {"data", "projections", "attributions", "config"} <= public
     for module in public:
         assert f"``slp.{module}``" in slp.__doc__, f"slp's docstring does not describe {module}"
+    # the internals sit in one package; no other private module shows
+    assert [m for m in listed if m.startswith("_")] == ["__main__", "_src"], listed
+
+
+def test_import_slp_is_lazy_and_its_names_resolve():
+    """``import slp`` imports no jax; every name in ``__all__`` resolves on first use."""
+    code = (
+        "import sys, slp, slp.config; assert 'jax' not in sys.modules, 'eager'; "
+        "[getattr(slp, n) for n in slp.__all__]; assert 'jax' in sys.modules; "
+        "assert callable(slp.insens) and callable(slp.attribute); "
+        "import slp.network; assert callable(slp.insens); print(len(slp.__all__))"
+    )
+    proc = subprocess.run(
+        [PYTHON, "-c", code], env=_env(), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout) == len(slp.__all__)
+    assert set(slp.__all__) <= set(dir(slp))
 
 
 # ------------------------------------------------------------------------- downloads

@@ -18,21 +18,19 @@ from conftest import tol
 from experiment_helpers import load_script
 
 import slp
-from lab.rl import (
-    DQNConfig,
+from lab.rl.config import DQNConfig
+from lab.rl.dqn import (
     ReplayBuffer,
     epsilon_at,
     evaluate,
     init_train_state,
     load_checkpoint,
-    make_env,
     next_observation,
-    rl_dependencies_missing,
     save_checkpoint,
     td_loss,
-    to_network_input,
     train,
 )
+from lab.rl.env import make_env, rl_dependencies_missing, to_network_input
 from slp.models import QNetwork, as_single_example
 
 MISSING = rl_dependencies_missing()

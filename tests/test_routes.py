@@ -13,10 +13,10 @@ import pytest
 from jax import lax
 
 import slp
+from slp._src import insens as insens_module  # the module behind slp.insens
 from tests import reference as ref
 
 ROUTES = ("cone", "probes", "dense")
-from slp._src import insens as insens_module  # the module behind slp.insens
 
 
 def _random_net(seed, in_shape=(8, 8, 2)):

@@ -1,19 +1,189 @@
-"""The help layout of the experiment scripts (importing it is cheap: no jax).
+"""Command lines of the experiment scripts (importing this is cheap: no jax).
 
-`HelpFormatter` keeps the layout of a script's docstring (its description) and ends every
-option's help with its default, ``(default: ...)``, unless the help text already says it.
+- `HelpFormatter` keeps the layout of a script's docstring (its description) and ends every
+  option's help with its default, ``(default: ...)``, unless the help text already says it.
+- `add_options` / `from_options`: options generated from a configuration dataclass (type and
+  default from the field, help from the class docstring), and the record built back.
+- `add_training_options` / `checkpoint_from_options`: the options of a 2CONV training run
+  (`slp.config.TrainConfig`) and the places it reads and writes.
+
+Scripts parse their options before they import jax, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from slp._src.cli import HelpFormatter  # one help layout for every command line
+from slp.config import TrainConfig
+
+__all__ = [
+    "TRAINING_FIELDS",
+    "HelpFormatter",
+    "add_options",
+    "add_training_options",
+    "checkpoint_from_options",
+    "field_help",
+    "from_options",
+    "training_config",
+]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Description as written; ``(default: ...)`` after every option's help."""
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's description, from the ``Attributes:`` section of `cls`'s docstring.
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "(default" in text or "default:" in text:
-            return text
-        return super()._get_help_string(action)
+    The section lists ``name: text`` lines, continued by more deeply indented lines (the
+    Google docstring style of every configuration record here).
+    """
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    helps: dict[str, str] = {}
+    inside, name, indent = False, None, 0
+    for line in lines:
+        if line.strip() == "Attributes:":
+            inside, name = True, None
+            continue
+        if not inside:
+            continue
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth == 0:
+            break  # the next section
+        entry = re.match(r"(\w+): (.*)", line.strip())
+        if entry and (name is None or depth <= indent):
+            name, indent = entry.group(1), depth
+            helps[name] = entry.group(2)
+        elif name is not None:
+            helps[name] += " " + line.strip()
+    return helps
+
+
+def _option_kind(hint: Any) -> tuple[type, bool, bool]:
+    """``(element type, optional, sequence)`` of a field's type hint."""
+    optional = False
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        optional = True
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            raise TypeError(f"no command-line option for the type {hint}")
+        hint = rest[0]
+    if typing.get_origin(hint) in (tuple, list):
+        element = typing.get_args(hint)[0]
+        return element, optional, True
+    if hint not in (bool, int, float, str):
+        raise TypeError(f"no command-line option for the type {hint}")
+    return hint, optional, False
+
+
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    fields: Sequence[str] | None = None,
+) -> None:
+    """One option ``--field-name`` per field of the dataclass `cls` (all, or those named).
+
+    The option's type and default are the field's, its help the field's line in the class
+    docstring (`field_help`); a tuple field takes one or more values, a bool field is a
+    ``--name / --no-name`` pair. `from_options` builds the record back.
+    """
+    hints = typing.get_type_hints(cls)
+    helps = field_help(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for name in fields if fields is not None else list(known):
+        if name not in known:
+            raise ValueError(f"{cls.__name__} has no field {name!r}")
+        element, _, sequence = _option_kind(hints[name])
+        default = known[name].default
+        flag = "--" + name.replace("_", "-")
+        text = helps.get(name)
+        if text is None:
+            raise ValueError(f"{cls.__name__}'s docstring does not describe {name!r}")
+        if element is bool and not sequence:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=text
+            )
+        elif sequence:
+            parser.add_argument(
+                flag, type=element, nargs="+", default=list(default), metavar="N", help=text
+            )
+        else:
+            parser.add_argument(flag, type=element, default=default, help=text)
+
+
+def from_options(cls: type, args: argparse.Namespace, fields: Sequence[str] | None = None, **fixed):
+    """The `cls` record of the options `add_options` added (``fixed`` fields given here)."""
+    names = fields if fields is not None else [f.name for f in dataclasses.fields(cls)]
+    values = {name: getattr(args, name) for name in names}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**values, **fixed)
+
+
+TRAINING_FIELDS = (
+    "seed",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "warmup_fraction",
+    "num_train",
+    "features",
+    "hidden",
+)
+"""The `TrainConfig` fields a script's options set (the rest describe MNIST itself)."""
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a 2CONV training run on MNIST, and of where data and checkpoints live.
+
+    One option per field in `TRAINING_FIELDS` (`add_options`), then ``--retrain``,
+    ``--no-progress``, ``--data-dir``, ``--checkpoint-dir`` and ``--no-download``. Read
+    them back with `training_config` and `checkpoint_from_options`.
+    """
+    g = parser.add_argument_group("training (slp.config.TrainConfig)")
+    add_options(g, TrainConfig, TRAINING_FIELDS)
+    g.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    g = parser.add_argument_group("locations")
+    g.add_argument(
+        "--data-dir", type=Path, default=None, help="default: $SLP_DATA_DIR, else ~/.cache/slp"
+    )
+    g.add_argument(
+        "--checkpoint-dir", type=Path, default=None, help="default: <data dir>/checkpoints"
+    )
+    g.add_argument("--no-download", action="store_true", help="fail instead of fetching MNIST")
+
+
+def training_config(args: argparse.Namespace) -> TrainConfig:
+    """The `TrainConfig` of the options `add_training_options` added."""
+    return from_options(TrainConfig, args, TRAINING_FIELDS)
+
+
+def checkpoint_from_options(args: argparse.Namespace, *, num_test: int | None = None):
+    """`slp.training.load_or_train_mnist` for the options `add_training_options` added.
+
+    Args:
+      args: the parsed options.
+      num_test: when training, evaluate on the first `num_test` test images (None: all).
+
+    Returns:
+      The `slp.training.Checkpoint`.
+    """
+    from slp import training  # imports jax: only once the options are parsed
+
+    return training.load_or_train_mnist(
+        training_config(args),
+        data_dir=args.data_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        download=not args.no_download,
+        retrain=args.retrain,
+        progress=not args.no_progress,
+        num_test=num_test,
+    )

@@ -12,22 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from slp._src.cli import HelpFormatter
 from slp.data import _cache
 from slp.data.cifar10 import fetch_cifar10
 from slp.data.mnist import fetch_fashion_mnist, fetch_mnist
 from slp.data.smallnorb import SPLITS, load_smallnorb
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "smallnorb")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Description as written; ``(default: ...)`` after every option's help."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "(default" in text or "default:" in text:
-            return text
-        return super()._get_help_string(action)
 
 
 def _fetch(name: str, data_dir: str | None, images: str | None) -> Path:
@@ -45,14 +36,14 @@ def _fetch(name: str, data_dir: str | None, images: str | None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m slp.data", description=__doc__, formatter_class=_HelpFormatter
+        prog="python -m slp.data", description=__doc__, formatter_class=HelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser(
         "fetch",
         help="fetch a dataset into the data directory",
         description=__doc__,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     fetch.add_argument("dataset", choices=DATASETS, help="the dataset to fetch")
     fetch.add_argument(

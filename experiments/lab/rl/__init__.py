@@ -1,52 +1,10 @@
 """Reinforcement learning for the paper's RLNET experiment: Atari Pong and DQN.
 
-Needs the optional `rl` extra (gymnasium, ale-py, opencv); importing this package works
-without it, making an environment raises an error that names what is missing.
+- `lab.rl.config`: `DQNConfig` (imports no jax).
+- `lab.rl.dqn`: the DQN agent: replay buffer, update, training loop, checkpoints, evaluation.
+- `lab.rl.env`: the Atari environment with the Nature DQN preprocessing.
+
+Needs the optional `rl` extra (gymnasium, ale-py, opencv); importing these modules works
+without it, making an environment raises an error that names what is missing. This file
+imports nothing, so that ``lab.rl.config`` stays cheap.
 """
-
-from lab.rl.dqn import (
-    Checkpoint,
-    DQNConfig,
-    EvalResult,
-    ReplayBuffer,
-    TrainState,
-    TrainSummary,
-    default_checkpoint_dir,
-    epsilon_at,
-    evaluate,
-    init_train_state,
-    load_checkpoint,
-    make_optimizer,
-    make_update,
-    next_observation,
-    q_values,
-    save_checkpoint,
-    td_loss,
-    train,
-)
-from lab.rl.env import make_env, make_vector_env, rl_dependencies_missing, to_network_input
-
-__all__ = [
-    "Checkpoint",
-    "DQNConfig",
-    "EvalResult",
-    "ReplayBuffer",
-    "TrainState",
-    "TrainSummary",
-    "default_checkpoint_dir",
-    "epsilon_at",
-    "evaluate",
-    "init_train_state",
-    "load_checkpoint",
-    "make_env",
-    "make_optimizer",
-    "make_update",
-    "make_vector_env",
-    "next_observation",
-    "q_values",
-    "rl_dependencies_missing",
-    "save_checkpoint",
-    "td_loss",
-    "to_network_input",
-    "train",
-]
