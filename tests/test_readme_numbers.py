@@ -185,6 +185,11 @@ def rank_span(section: str, keys: tuple[str, ...], higher: tuple[bool, ...], pic
     )
 
 
+def each_batch(batches: tuple[int, ...], path: str, *fmt) -> list[tuple]:
+    """One value per batch size: ``path`` with ``{b}`` standing for the batch size."""
+    return [(path.format(b=b), *fmt) for b in batches]
+
+
 def per_image(d, path):
     return d["cases"][path]["xla_temp_bytes_per_image"]
 
@@ -346,6 +351,29 @@ def dataset_row(method: str) -> Numbers:
     return N(DATASET, rf"^(\| {method} \|.*)$", BENCH_DATASET, *values)
 
 
+def mean_std(path: str, *fmt) -> list[tuple]:
+    """A summary's mean and standard deviation ("mean ± std"), printed alike."""
+    return [(f"{path}/mean", *fmt), (f"{path}/std", *fmt)]
+
+
+def return_mean_std(policy: str) -> list[tuple]:
+    """A Pong policy's mean return ± std in pong_training.json's evaluation."""
+    return [(f"evaluation/{policy}/mean_return", F1), (f"evaluation/{policy}/std_return", F1)]
+
+
+LOAD_AT_START_AND_END = (("machine/load_at_start/0", F2), ("machine/load_at_end/0", F2))
+"""The machine's 1-minute load average at the start and at the end of a benchmark."""
+
+
+def split_operand_speeds(d):
+    """img/s of the first H100 run's split-operand precisions at batches 1024 and 8192."""
+    return [
+        d["run1"]["cases"][f"insens:{p}@{b}"]["images_per_s"]
+        for p in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6")
+        for b in (1024, 8192)
+    ]
+
+
 def zoo_speedups(d, pick):
     return pick(r["speedup_vs_naive"] for n, r in d["networks"].items() if n.startswith("2conv"))
 
@@ -377,6 +405,27 @@ def attribution_row(label: str, method: str, torch: str) -> Numbers:
     )
 
 
+def zoo_row(net: str, insens_speed: str, naive_speed: str, naive_temp: str) -> Numbers:
+    """A row of the zoo table: compile time, img/s of both routes, the naive route's images,
+    the speed-up, MiB of XLA temporaries per image of both routes.
+
+    ``insens_speed``, ``naive_speed``, ``naive_temp``: the formats that vary by network.
+    """
+    path = f"networks/{net}"
+    return N(
+        SPEED,
+        rf"^(\| `{net}` \|.*)$",
+        ZOO,
+        (f"{path}/insens/compile_s", F1),
+        (f"{path}/insens/images_per_s", insens_speed),
+        (f"{path}/naive/images_per_s", naive_speed),
+        (f"{path}/naive/images", INT),
+        (f"{path}/speedup_vs_naive", F1),
+        (f"{path}/insens/xla_temp_bytes_per_image", F2, MiB),
+        (f"{path}/naive/xla_temp_bytes_per_image", naive_temp, MiB),
+    )
+
+
 NUMBERS: tuple[Numbers, ...] = (
     # --- Reading an Insens map -----------------------------------------------------------------
     N(
@@ -404,8 +453,7 @@ NUMBERS: tuple[Numbers, ...] = (
         READING,
         r"a share of\s+(0\.\d+ ± 0\.\d+) of \|Insens\|",
         NOISE,
-        ("insens_all/share_on_digit_outline/mean", F3),
-        ("insens_all/share_on_digit_outline/std", F3),
+        *mean_std("insens_all/share_on_digit_outline", F3),
     ),
     N(READING, r"(\d+)-pixel outline", NOISE, ("config/outline_radius", INT)),
     N(READING, r"covers\s+(0\.\d+) of the image", METRICS, ("region_fraction", F3)),
@@ -441,8 +489,7 @@ NUMBERS: tuple[Numbers, ...] = (
         MN,
         r"per clean test image: ([\d.]+% ± [\d.]+%)",
         NOISE,
-        ("active_fraction/overall/mean", F1, PCT),
-        ("active_fraction/overall/std", F1, PCT),
+        *mean_std("active_fraction/overall", F1, PCT),
     ),
     N(MN, r"\(paper: about (\d+)%\)", NOISE, ("paper/active_fraction", ".0f", PCT)),
     N(
@@ -494,35 +541,15 @@ NUMBERS: tuple[Numbers, ...] = (
         *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
         (n_methods, INT),
     ),
-    N(
-        MM,
-        r"best on bordered \((0\.\d+)\)",
-        METRICS,
-        (placed(ROB, "bordered/spearman", True, "smoothgrad", 1), F3),
-    ),
-    N(
-        MM,
-        r"on background\s+\((0\.\d+)\)",
-        METRICS,
-        (placed(ROB, "background/spearman", True, "smoothgrad", 1), F3),
-    ),
-    N(
-        MM,
-        r"on framed deep_taylor_bounded \((0\.\d+)\)",
-        METRICS,
-        (placed(ROB, "framed/spearman", True, "deep_taylor_bounded", 1), F3),
-    ),
-    N(
-        MM,
-        r"and deep_taylor \((0\.\d+)\) score above",
-        METRICS,
-        (placed(ROB, "framed/spearman", True, "deep_taylor", 2), F3),
-    ),
-    N(
-        MM,
-        r"score above\s+SmoothGrad \((0\.\d+)\)",
-        METRICS,
-        (placed(ROB, "framed/spearman", True, "smoothgrad", 3), F3),
+    *(
+        N(MM, pattern, METRICS, (placed(ROB, f"{noise}/spearman", True, name, place), F3))
+        for pattern, noise, name, place in (
+            (r"best on bordered \((0\.\d+)\)", "bordered", "smoothgrad", 1),
+            (r"on background\s+\((0\.\d+)\)", "background", "smoothgrad", 1),
+            (r"on framed deep_taylor_bounded \((0\.\d+)\)", "framed", "deep_taylor_bounded", 1),
+            (r"and deep_taylor \((0\.\d+)\) score above", "framed", "deep_taylor", 2),
+            (r"score above\s+SmoothGrad \((0\.\d+)\)", "framed", "smoothgrad", 3),
+        )
     ),
     N(
         MM,
@@ -655,16 +682,14 @@ NUMBERS: tuple[Numbers, ...] = (
         PONG,
         r"at (\+[\d.]+ ± [\d.]+) mean return",
         "pong_training.json",
-        ("evaluation/latest/mean_return", F1),
-        ("evaluation/latest/std_return", F1),
+        *return_mean_std("latest"),
     ),
     N(PONG, r"over (\d+) episodes", "pong_training.json", ("evaluation/episodes", INT)),
     N(
         PONG,
         r"against\s+(−[\d.]+ ± [\d.]+) for a random",
         "pong_training.json",
-        ("evaluation/random/mean_return", F1),
-        ("evaluation/random/std_return", F1),
+        *return_mean_std("random"),
     ),
     N(
         PONG,
@@ -676,8 +701,7 @@ NUMBERS: tuple[Numbers, ...] = (
         PONG,
         r"which evaluates at (\+[\d.]+ ± [\d.]+):",
         "pong_training.json",
-        ("evaluation/best/mean_return", F1),
-        ("evaluation/best/std_return", F1),
+        *return_mean_std("best"),
     ),
     N(
         PONG,
@@ -689,13 +713,7 @@ NUMBERS: tuple[Numbers, ...] = (
     N(BASE, r"batch (\d+) of", ATTR, ("config/batch", INT)),
     N(BASE, r"limited to (\d+)\s+threads", ATTR, ("config/threads", INT)),
     N(BASE, r"median of (\d+) timed calls", ATTR, ("config/repeats", INT)),
-    N(
-        BASE,
-        r"load average ([\d.]+ at the start, [\d.]+) at the end",
-        ATTR,
-        ("machine/load_at_start/0", F2),
-        ("machine/load_at_end/0", F2),
-    ),
+    N(BASE, r"load average ([\d.]+ at the start, [\d.]+) at the end", ATTR, *LOAD_AT_START_AND_END),
     N(
         BASE,
         r"timed\s+([\d,]+ and [\d,]+) img/s",
@@ -717,122 +735,17 @@ NUMBERS: tuple[Numbers, ...] = (
     attribution_row("Deep Taylor", "deep_taylor", "zennit_epsilon_plus"),
     attribution_row("Deep Taylor bounded", "deep_taylor_bounded", "zennit_epsilon_plus"),
     # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
-    N(
-        SPEED,
-        r"load average ([\d.]+ → [\d.]+) from start to end",
-        ZOO,
-        ("machine/load_at_start/0", F2),
-        ("machine/load_at_end/0", F2),
-    ),
+    N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
     N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
-    N(
-        SPEED,
-        r"^(\| `2conv-linen` \|.*)$",
-        ZOO,
-        ("networks/2conv-linen/insens/compile_s", F1),
-        ("networks/2conv-linen/insens/images_per_s", ".1f"),
-        ("networks/2conv-linen/naive/images_per_s", ".2f"),
-        ("networks/2conv-linen/naive/images", INT),
-        ("networks/2conv-linen/speedup_vs_naive", F1),
-        ("networks/2conv-linen/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/2conv-linen/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `2conv-nnx` \|.*)$",
-        ZOO,
-        ("networks/2conv-nnx/insens/compile_s", F1),
-        ("networks/2conv-nnx/insens/images_per_s", ".1f"),
-        ("networks/2conv-nnx/naive/images_per_s", ".2f"),
-        ("networks/2conv-nnx/naive/images", INT),
-        ("networks/2conv-nnx/speedup_vs_naive", F1),
-        ("networks/2conv-nnx/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/2conv-nnx/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `2conv-equinox` \|.*)$",
-        ZOO,
-        ("networks/2conv-equinox/insens/compile_s", F1),
-        ("networks/2conv-equinox/insens/images_per_s", ".1f"),
-        ("networks/2conv-equinox/naive/images_per_s", ".2f"),
-        ("networks/2conv-equinox/naive/images", INT),
-        ("networks/2conv-equinox/speedup_vs_naive", F1),
-        ("networks/2conv-equinox/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/2conv-equinox/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `2conv-haiku` \|.*)$",
-        ZOO,
-        ("networks/2conv-haiku/insens/compile_s", F1),
-        ("networks/2conv-haiku/insens/images_per_s", ".1f"),
-        ("networks/2conv-haiku/naive/images_per_s", ".2f"),
-        ("networks/2conv-haiku/naive/images", INT),
-        ("networks/2conv-haiku/speedup_vs_naive", F1),
-        ("networks/2conv-haiku/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/2conv-haiku/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `2conv-jnp` \|.*)$",
-        ZOO,
-        ("networks/2conv-jnp/insens/compile_s", F1),
-        ("networks/2conv-jnp/insens/images_per_s", ".1f"),
-        ("networks/2conv-jnp/naive/images_per_s", ".2f"),
-        ("networks/2conv-jnp/naive/images", INT),
-        ("networks/2conv-jnp/speedup_vs_naive", F1),
-        ("networks/2conv-jnp/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/2conv-jnp/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `2conv-jnp-deadcode` \|.*)$",
-        ZOO,
-        ("networks/2conv-jnp-deadcode/insens/compile_s", F1),
-        ("networks/2conv-jnp-deadcode/insens/images_per_s", ".1f"),
-        ("networks/2conv-jnp-deadcode/naive/images_per_s", ".2f"),
-        ("networks/2conv-jnp-deadcode/naive/images", INT),
-        ("networks/2conv-jnp-deadcode/speedup_vs_naive", F1),
-        ("networks/2conv-jnp-deadcode/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/2conv-jnp-deadcode/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `mlp` \|.*)$",
-        ZOO,
-        ("networks/mlp/insens/compile_s", F1),
-        ("networks/mlp/insens/images_per_s", ".0f"),
-        ("networks/mlp/naive/images_per_s", ".0f"),
-        ("networks/mlp/naive/images", INT),
-        ("networks/mlp/speedup_vs_naive", F1),
-        ("networks/mlp/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/mlp/naive/xla_temp_bytes_per_image", ".2f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `resnet8` \|.*)$",
-        ZOO,
-        ("networks/resnet8/insens/compile_s", F1),
-        ("networks/resnet8/insens/images_per_s", ".2f"),
-        ("networks/resnet8/naive/images_per_s", ".3f"),
-        ("networks/resnet8/naive/images", INT),
-        ("networks/resnet8/speedup_vs_naive", F1),
-        ("networks/resnet8/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/resnet8/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
-    N(
-        SPEED,
-        r"^(\| `qnetwork` \|.*)$",
-        ZOO,
-        ("networks/qnetwork/insens/compile_s", F1),
-        ("networks/qnetwork/insens/images_per_s", ".2f"),
-        ("networks/qnetwork/naive/images_per_s", ".3f"),
-        ("networks/qnetwork/naive/images", INT),
-        ("networks/qnetwork/speedup_vs_naive", F1),
-        ("networks/qnetwork/insens/xla_temp_bytes_per_image", F2, MiB),
-        ("networks/qnetwork/naive/xla_temp_bytes_per_image", ".0f", MiB),
-    ),
+    zoo_row("2conv-linen", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-nnx", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-equinox", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-haiku", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-jnp", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-jnp-deadcode", ".1f", ".2f", ".0f"),
+    zoo_row("mlp", ".0f", ".0f", ".2f"),
+    zoo_row("resnet8", ".2f", ".3f", ".0f"),
+    zoo_row("qnetwork", ".2f", ".3f", ".0f"),
     N(
         SPEED,
         r"at ([\d.]+–[\d.]+)× the naive route in this run",
@@ -844,8 +757,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"load average ([\d.]+ at the start\s+and [\d.]+) at the end",
         CPU,
-        ("machine/load_at_start/0", F2),
-        ("machine/load_at_end/0", F2),
+        *LOAD_AT_START_AND_END,
     ),
     N(
         SPEED,
@@ -913,15 +825,13 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"outline: ([\d.]+ ± [\d.]+)\)",
         NOISE,
-        ("insens_all/share_on_digit_outline/mean", F3),
-        ("insens_all/share_on_digit_outline/std", F3),
+        *mean_std("insens_all/share_on_digit_outline", F3),
     ),
     N(
         SPEED,
         r"runs at\s+([\d.]+k / [\d.]+k img/s at batch \d+ / \d+)",
         CPU,
-        ("cases/forward@64/images_per_s", F1, 1e-3),
-        ("cases/forward@1024/images_per_s", F1, 1e-3),
+        *each_batch((64, 1024), "cases/forward@{b}/images_per_s", F1, 1e-3),
         ("config/batches", INT),
         ("config/batches", INT),
     ),
@@ -962,8 +872,7 @@ NUMBERS: tuple[Numbers, ...] = (
         ("config/batches", INT),
         ("cases/insens@8/images_per_s", F1),
         ("config/batches", INT),
-        (lambda d: per_image(d, "insens@1"), F1, MiB),
-        (lambda d: per_image(d, "insens@8"), F1, MiB),
+        *each_batch((1, 8), "cases/insens@{b}/xla_temp_bytes_per_image", F1, MiB),
     ),
     N(
         SPEED,
@@ -976,29 +885,24 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"runs at ([\d.]+ / [\d.]+) img/s\.",
         QNP,
-        ("cases/insens@1/images_per_s", F1),
-        ("cases/insens@8/images_per_s", F1),
+        *each_batch((1, 8), "cases/insens@{b}/images_per_s", F1),
     ),
     # --- Insens speed: ResNet-8 ----------------------------------------------------------------
     N(
         SPEED,
         r"naive\s+route ([\d.]+ / [\d.]+ img/s at batch \d+ / \d+ \([\d.]+ GiB / [\d.]+) GiB",
         RN,
-        ("cases/naive@1/images_per_s", F2),
-        ("cases/naive@8/images_per_s", F2),
+        *each_batch((1, 8), "cases/naive@{b}/images_per_s", F2),
         ("config/batches", INT),
         ("config/batches", INT),
-        (lambda d: per_image(d, "naive@1"), F2, GiB),
-        (lambda d: per_image(d, "naive@8"), F2, GiB),
+        *each_batch((1, 8), "cases/naive@{b}/xla_temp_bytes_per_image", F2, GiB),
     ),
     N(
         SPEED,
         r"\(cone route\) ([\d.]+ / [\d.]+\s+img/s \([\d.]+× / [\d.]+×; [\d.]+ / [\d.]+) MiB",
         RN,
-        ("cases/insens@1/images_per_s", F1),
-        ("cases/insens@8/images_per_s", F1),
-        ("ratios/1/insens_vs_naive_speed", F1),
-        ("ratios/8/insens_vs_naive_speed", F1),
+        *each_batch((1, 8), "cases/insens@{b}/images_per_s", F1),
+        *each_batch((1, 8), "ratios/{b}/insens_vs_naive_speed", F1),
         (lambda d: per_image(d, "insens@1"), ".0f", MiB),
         (lambda d: per_image(d, "insens@8"), F1, MiB),
     ),
@@ -1006,8 +910,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"the probe\s+route ([\d.]+ / [\d.]+) img/s",
         RNP,
-        ("cases/insens@1/images_per_s", F1),
-        ("cases/insens@8/images_per_s", F1),
+        *each_batch((1, 8), "cases/insens@{b}/images_per_s", F1),
     ),
     N(
         SPEED,
@@ -1087,8 +990,7 @@ NUMBERS: tuple[Numbers, ...] = (
             GPU,
             ("run2/config/batches", INT),
             ("run2/config/batches", INT),
-            (f"run2/cases/insens:{p}@1024/images_per_s", ",.0f"),
-            (f"run2/cases/insens:{p}@8192/images_per_s", ",.0f"),
+            *each_batch((1024, 8192), f"run2/cases/insens:{p}@{{b}}/images_per_s", ",.0f"),
             (f"run2/exactness/rel_err_x64_insens_{p}", E1),
         )
         for p in ("tf32x3", "bf16x6", "bf16x9")
@@ -1099,8 +1001,7 @@ NUMBERS: tuple[Numbers, ...] = (
         GPU,
         ("run1/config/batches", INT),
         ("run1/config/batches", INT),
-        ("run1/cases/insens:default@1024/images_per_s", ",.0f"),
-        ("run1/cases/insens:default@8192/images_per_s", ",.0f"),
+        *each_batch((1024, 8192), "run1/cases/insens:default@{b}/images_per_s", ",.0f"),
         ("run1/exactness/rel_err_x64_insens_default", E1),
     ),
     N(
@@ -1109,8 +1010,7 @@ NUMBERS: tuple[Numbers, ...] = (
         GPU,
         ("run2/config/batches", INT),
         ("run2/config/batches", INT),
-        ("run2/cases/forward@1024/images_per_s", F1, 1e-6),
-        ("run2/cases/forward@8192/images_per_s", F1, 1e-6),
+        *each_batch((1024, 8192), "run2/cases/forward@{b}/images_per_s", F1, 1e-6),
     ),
     N(
         SPEED,
@@ -1156,31 +1056,14 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"ran at only ([\d.]+–[\d.]+)k",
         GPU,
-        (
-            lambda d: min(
-                d["run1"]["cases"][f"insens:{p}@{b}"]["images_per_s"]
-                for p in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6")
-                for b in (1024, 8192)
-            ),
-            F1,
-            1e-3,
-        ),
-        (
-            lambda d: max(
-                d["run1"]["cases"][f"insens:{p}@{b}"]["images_per_s"]
-                for p in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6")
-                for b in (1024, 8192)
-            ),
-            F1,
-            1e-3,
-        ),
+        (lambda d: min(split_operand_speeds(d)), F1, 1e-3),
+        (lambda d: max(split_operand_speeds(d)), F1, 1e-3),
     ),
     N(
         SPEED,
         r"ran at ([\d.]+–[\d.]+k with [\d.e-]+) error",
         GPU,
-        ("run1/cases/insens:BF16_BF16_F32_X9@1024/images_per_s", F1, 1e-3),
-        ("run1/cases/insens:BF16_BF16_F32_X9@8192/images_per_s", F1, 1e-3),
+        *each_batch((1024, 8192), "run1/cases/insens:BF16_BF16_F32_X9@{b}/images_per_s", F1, 1e-3),
         ("run1/exactness/rel_err_x64_insens_BF16_BF16_F32_X9", E1),
     ),
     N(SPEED, r"At batch (\d+) the GPU", GPU, ("run1/config/batches", INT)),
