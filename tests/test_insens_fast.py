@@ -55,6 +55,24 @@ def jacfwd_insens(f, x, *, include_pool_losers=False):
     return total / max(count, 1)
 
 
+NHWC = ("NHWC", "HWIO", "NHWC")
+NCHW = ("NCHW", "OIHW", "NCHW")
+
+
+def _normals(rng, *shapes):
+    """Standard normal arrays of these shapes, drawn from ``rng`` one after the other."""
+    return [jnp.asarray(rng.normal(size=shape)) for shape in shapes]
+
+
+def _conv(h, kernel, strides, padding, dn=NHWC, **dilation):
+    """``lax.conv_general_dilated`` in the layout ``dn`` (NHWC/HWIO by default)."""
+    return lax.conv_general_dilated(h, kernel, strides, padding, dimension_numbers=dn, **dilation)
+
+
+def _max_pool(h, window, strides):
+    return lax.reduce_window(h, -jnp.inf, lax.max, window, strides, "VALID")
+
+
 def _params(model, shape, seed=0):
     """Random float64 weights of a flax model (NumPy: no init compile) and an input x."""
     rng = np.random.default_rng(seed)
@@ -289,11 +307,10 @@ def test_cone_route_without_dense_layer(x64):
     k2 = jnp.full((3, 3, 2, 2), -0.2)
 
     def f(x):
-        dn = ("NHWC", "HWIO", "NHWC")
-        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = _conv(x[None], k1, (1, 1), "SAME")
         h = jax.nn.relu(h - 0.1)
-        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        h = lax.conv_general_dilated(h, k2, (1, 1), "SAME", dimension_numbers=dn)
+        h = _max_pool(h, (1, 2, 2, 1), (1, 2, 2, 1))
+        h = _conv(h, k2, (1, 1), "SAME")
         h = jax.nn.relu(h + 0.05)
         return jnp.sum(h, axis=(0, 1, 2))
 
@@ -360,18 +377,16 @@ def test_cone_route_batch_norm(x64):
 def test_cone_route_position_dependent_scale(x64):
     """A constant that varies with the position (and channel) multiplies the cones."""
     rng = np.random.default_rng(4)
-    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)))
-    k2 = jnp.asarray(rng.normal(size=(2, 2, 3, 2)))
+    k1, k2 = _normals(rng, (3, 3, 1, 3), (2, 2, 3, 2))
     scale = jnp.asarray(rng.uniform(-2.0, 2.0, size=(1, 9, 8, 3)))
     per_row = jnp.asarray(rng.uniform(0.5, 2.0, size=(1, 3, 1, 1)))
     w = jnp.asarray(rng.normal(size=(3 * 3 * 2, 5)))
 
     def f(x):  # x: (H, W, 1)
-        dn = ("NHWC", "HWIO", "NHWC")
-        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = _conv(x[None], k1, (1, 1), "SAME")
         h = jax.nn.relu(h * scale + 0.1)
-        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        h = lax.conv_general_dilated(h, k2, (1, 1), "VALID", dimension_numbers=dn)
+        h = _max_pool(h, (1, 2, 2, 1), (1, 2, 2, 1))
+        h = _conv(h, k2, (1, 1), "VALID")
         h = jax.nn.relu(h / per_row - 0.05)
         return jax.nn.relu(h.reshape(-1) @ w)
 
@@ -383,17 +398,14 @@ def test_cone_route_channel_dot_on_the_right(x64):
     """A dense layer over channels with the feature map as the right operand (output
     channels first), then max pooling in that layout."""
     rng = np.random.default_rng(5)
-    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
-    wc = jnp.asarray(rng.normal(size=(4, 3)))
-    w = jnp.asarray(rng.normal(size=(4 * 4 * 3, 5)))
+    k1, wc, w = _normals(rng, (3, 3, 2, 3), (4, 3), (4 * 4 * 3, 5))
 
     def f(x):  # x: (H, W, 2)
-        dn = ("NHWC", "HWIO", "NHWC")
-        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = _conv(x[None], k1, (1, 1), "SAME")
         h = jax.nn.relu(h + 0.1)
         h = lax.dot_general(wc, h, (((1,), (3,)), ((), ())))  # (4, 1, H, W)
         h = jax.nn.relu(h - 0.2)
-        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        h = _max_pool(h, (1, 1, 2, 2), (1, 1, 2, 2))
         return jax.nn.relu(h.reshape(-1) @ w)
 
     x = jnp.asarray(rng.normal(size=(8, 6, 2)))
@@ -408,8 +420,7 @@ def test_cone_route_global_sum_then_affine(x64):
     w = jnp.asarray(rng.normal(size=(3, 4)))
 
     def f(x):  # x: (H, W, 1)
-        dn = ("NHWC", "HWIO", "NHWC")
-        h = lax.conv_general_dilated(x[None], k1, (2, 2), "VALID", dimension_numbers=dn)
+        h = _conv(x[None], k1, (2, 2), "VALID")
         h = jax.nn.relu(h + 0.1)
         h = jnp.sum(h, axis=(1, 2)) * scale / 3.0 - 0.2  # (1, 3)
         return jax.nn.relu(h @ w)[0]
@@ -422,19 +433,15 @@ def test_cone_route_difference_of_branches(x64):
     """Two branches with different receptive fields (3x3 and 5x5, one pooled in between),
     subtracted, then pooled and flattened."""
     rng = np.random.default_rng(7)
-    k0 = jnp.asarray(rng.normal(size=(3, 3, 1, 2)))
-    k3 = jnp.asarray(rng.normal(size=(3, 3, 2, 2)))
-    k5 = jnp.asarray(rng.normal(size=(5, 5, 2, 2)))
-    w = jnp.asarray(rng.normal(size=(5 * 4 * 2, 4)))
+    k0, k3, k5, w = _normals(rng, (3, 3, 1, 2), (3, 3, 2, 2), (5, 5, 2, 2), (5 * 4 * 2, 4))
 
     def f(x):  # x: (H, W, 1)
-        dn = ("NHWC", "HWIO", "NHWC")
-        h = jax.nn.relu(lax.conv_general_dilated(x[None], k0, (1, 1), "SAME", dimension_numbers=dn))
-        a = lax.conv_general_dilated(h, k3, (1, 1), "SAME", dimension_numbers=dn)
+        h = jax.nn.relu(_conv(x[None], k0, (1, 1), "SAME"))
+        a = _conv(h, k3, (1, 1), "SAME")
         b = lax.reduce_window(h, 0.0, lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-        b = lax.conv_general_dilated(jax.nn.relu(b), k5, (1, 1), "SAME", dimension_numbers=dn)
+        b = _conv(jax.nn.relu(b), k5, (1, 1), "SAME")
         h = jax.nn.relu(a - b + 0.1)
-        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        h = _max_pool(h, (1, 2, 2, 1), (1, 2, 2, 1))
         return jax.nn.relu(h.reshape(-1) @ w)
 
     x = jnp.asarray(rng.normal(size=(10, 9, 1)))
@@ -444,16 +451,13 @@ def test_cone_route_difference_of_branches(x64):
 def test_cone_route_nchw_layout(x64):
     """Convolutions in NCHW/OIHW layout, written with lax directly."""
     rng = np.random.default_rng(0)
-    k1 = jnp.asarray(rng.normal(size=(3, 2, 3, 3)))
-    k2 = jnp.asarray(rng.normal(size=(4, 3, 2, 2)))
-    w = jnp.asarray(rng.normal(size=(4 * 3 * 3, 5)))
+    k1, k2, w = _normals(rng, (3, 2, 3, 3), (4, 3, 2, 2), (4 * 3 * 3, 5))
 
     def f(x):  # x: (C, H, W)
-        dn = ("NCHW", "OIHW", "NCHW")
-        h = lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn)
+        h = _conv(x[None], k1, (1, 1), "SAME", NCHW)
         h = jax.nn.relu(h + 0.1)
-        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
-        h = lax.conv_general_dilated(h, k2, (1, 1), "VALID", dimension_numbers=dn)
+        h = _max_pool(h, (1, 1, 2, 2), (1, 1, 2, 2))
+        h = _conv(h, k2, (1, 1), "VALID", NCHW)
         h = jax.nn.relu(h)
         return jax.nn.relu(h.reshape(-1) @ w)
 
@@ -511,21 +515,14 @@ def test_cone_route_equinox_channel_first(x64, in_chw):
 def test_cone_route_dilated_convolutions(x64):
     """Kernel (rhs) dilation, also with strides and per axis, then max pooling."""
     rng = np.random.default_rng(8)
-    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
-    k2 = jnp.asarray(rng.normal(size=(3, 2, 3, 4)))
-    w = jnp.asarray(rng.normal(size=(3 * 3 * 4, 5)))
-    dn = ("NHWC", "HWIO", "NHWC")
+    k1, k2, w = _normals(rng, (3, 3, 2, 3), (3, 2, 3, 4), (3 * 3 * 4, 5))
 
     def f(x):  # x: (13, 14, 2)
-        h = lax.conv_general_dilated(
-            x[None], k1, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=dn
-        )
+        h = _conv(x[None], k1, (1, 1), "SAME", rhs_dilation=(2, 2))
         h = jax.nn.relu(h + 0.1)
-        h = lax.conv_general_dilated(
-            h, k2, (2, 1), "VALID", rhs_dilation=(1, 3), dimension_numbers=dn
-        )
+        h = _conv(h, k2, (2, 1), "VALID", rhs_dilation=(1, 3))
         h = jax.nn.relu(h - 0.1)  # (1, 6, 11, 4)
-        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 3, 1), (1, 2, 3, 1), "VALID")
+        h = _max_pool(h, (1, 2, 3, 1), (1, 2, 3, 1))
         return jax.nn.relu(h.reshape(-1) @ w)
 
     _check_cone(f, jnp.asarray(rng.normal(size=(13, 14, 2))))
@@ -535,18 +532,13 @@ def test_cone_route_strided_slicing(x64):
     """Strided slices of the input and of a feature map (``x[::2, 1::3]``), also of its
     channels, between convolutions."""
     rng = np.random.default_rng(9)
-    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
-    k2 = jnp.asarray(rng.normal(size=(3, 3, 2, 4)))
-    w = jnp.asarray(rng.normal(size=(6 * 3 * 4, 5)))
-    dn = ("NHWC", "HWIO", "NHWC")
+    k1, k2, w = _normals(rng, (3, 3, 2, 3), (3, 3, 2, 4), (6 * 3 * 4, 5))
 
     def f(x):  # x: (15, 17, 2)
         h = x[::2, 1::3]  # (8, 6, 2)
-        h = jax.nn.relu(
-            lax.conv_general_dilated(h[None], k1, (1, 1), "SAME", dimension_numbers=dn) + 0.1
-        )
+        h = jax.nn.relu(_conv(h[None], k1, (1, 1), "SAME") + 0.1)
         h = h[:, 1:7, ::2, :2]  # (1, 6, 3, 2)
-        h = jax.nn.relu(lax.conv_general_dilated(h, k2, (1, 1), "SAME", dimension_numbers=dn) - 0.1)
+        h = jax.nn.relu(_conv(h, k2, (1, 1), "SAME") - 0.1)
         return jax.nn.relu(h.reshape(-1) @ w)
 
     _check_cone(f, jnp.asarray(rng.normal(size=(15, 17, 2))))
@@ -556,16 +548,11 @@ def test_cone_route_strided_slicing(x64):
 def test_cone_route_global_max_pooling(x64, layout):
     """``jnp.max`` over the spatial axes before the dense layers, in three layouts."""
     rng = np.random.default_rng(10)
-    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))
-    k2 = jnp.asarray(rng.normal(size=(3, 3, 3, 4)))
-    w1, w2 = jnp.asarray(rng.normal(size=(4, 6))), jnp.asarray(rng.normal(size=(6, 3)))
-    dn = ("NHWC", "HWIO", "NHWC")
+    k1, k2, w1, w2 = _normals(rng, (3, 3, 2, 3), (3, 3, 3, 4), (4, 6), (6, 3))
 
     def f(x):  # x: (9, 10, 2)
-        h = jax.nn.relu(
-            lax.conv_general_dilated(x[None], k1, (1, 1), "SAME", dimension_numbers=dn) + 0.1
-        )
-        h = jax.nn.relu(lax.conv_general_dilated(h, k2, (2, 2), "SAME", dimension_numbers=dn) - 0.1)
+        h = jax.nn.relu(_conv(x[None], k1, (1, 1), "SAME") + 0.1)
+        h = jax.nn.relu(_conv(h, k2, (2, 2), "SAME") - 0.1)
         if layout == "HWC":
             h = jnp.max(h[0], axis=(0, 1))
         elif layout == "CHW":
@@ -581,22 +568,18 @@ def test_forced_cone_route_names_the_operation(x64):
     """``route="cone"`` on a network it does not take: the error names the operation,
     where it sits and why."""
     rng = np.random.default_rng(11)
-    k = jnp.asarray(rng.normal(size=(3, 3, 1, 2)))
-    w = jnp.asarray(rng.normal(size=(2 * 6 * 6, 4)))
-    dn = ("NHWC", "HWIO", "NHWC")
+    k, w = _normals(rng, (3, 3, 1, 2), (2 * 6 * 6, 4))
 
     @jax.jit
     def mixing(h):
         return jnp.cumsum(h, axis=1)
 
     def f(x):
-        h = jax.nn.relu(lax.conv_general_dilated(x[None], k, (1, 1), "SAME", dimension_numbers=dn))
+        h = jax.nn.relu(_conv(x[None], k, (1, 1), "SAME"))
         return jax.nn.relu(mixing(h).reshape(-1) @ w)
 
     def transposed_conv(x):
-        h = lax.conv_general_dilated(
-            x[None], k, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 2), dimension_numbers=dn
-        )
+        h = _conv(x[None], k, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 2))
         return jax.nn.relu(jax.nn.relu(h).reshape(-1) @ jnp.ones((2 * 11 * 11, 4)))
 
     x = jnp.asarray(rng.normal(size=(6, 6, 1)))
@@ -666,8 +649,7 @@ def _layout_function(spec, params, layout: str):
 
     def conv(h, p, s, pad):  # (C, H, W)
         kernel = jnp.asarray(p[0]).transpose(3, 2, 0, 1)  # HWIO -> OIHW
-        dn = ("NCHW", "OIHW", "NCHW")
-        out = lax.conv_general_dilated(h[None], kernel, (s, s), pad, dimension_numbers=dn)
+        out = _conv(h[None], kernel, (s, s), pad, NCHW)
         return out[0] + jnp.asarray(p[1])[:, None, None]
 
     def pool(h, kind, win, s):  # (C, H, W)
@@ -787,13 +769,10 @@ def test_strided_conv_both_routes(x64):
 def test_operation_without_box_rule_is_safe(x64):
     """An op with no receptive-field rule gets the whole input: still exact (one-hot probes)."""
     rng = np.random.default_rng(1)
-    k = jnp.asarray(rng.normal(size=(3, 3, 1, 2)))
-    w = jnp.asarray(rng.normal(size=(2 * 6 * 6, 4)))
+    k, w = _normals(rng, (3, 3, 1, 2), (2 * 6 * 6, 4))
 
     def f(x):
-        h = lax.conv_general_dilated(
-            x[None], k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
+        h = _conv(x[None], k, (1, 1), "SAME")
         h = jnp.cumsum(jax.nn.relu(h + 0.2), axis=1)[:, ::-1]  # cumsum + rev: mixing rows
         h = jax.nn.relu(h.reshape(-1) @ w)
         return h
