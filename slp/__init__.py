@@ -27,6 +27,8 @@ Public modules:
 - ``slp.models``: the paper's networks (2CONV, the Q-network, ...); ``slp.torchvision``
   loads torchvision weights into them.
 - ``slp.network``: the walker that finds the affine maps, ReLUs and pools in ``f``.
+- ``slp.checkpoints``: the one checkpoint format (a msgpack array file and a JSON sidecar,
+  format and shapes checked on loading).
 - ``slp.training``: training and checkpoints of 2CONV; its `TrainConfig` is defined in
   ``slp.config``, which imports no jax (so that command lines answer ``--help`` at once).
 - ``slp.noise``: the paper's noisy MNIST variants.
@@ -56,6 +58,7 @@ __version__ = "0.1.0"
 _MODULES = frozenset(
     {
         "attributions",
+        "checkpoints",
         "config",
         "data",
         "maps",

@@ -4,12 +4,10 @@ Everything here is deterministic given `TrainConfig.seed`: parameter
 initialisation and the per-epoch shuffles are drawn from JAX PRNG keys derived
 from it, and XLA on CPU is deterministic for a fixed program.
 
-A checkpoint is two files side by side, both written atomically (temp file in
-the same directory, then `os.replace`):
-
-- `<name>.msgpack`: the parameters, `flax.serialization.to_bytes`;
-- `<name>.json`: the sidecar with the training config, the test accuracy and
-  the per-epoch history.
+A checkpoint is the project's one format (`slp.checkpoints`): `<name>.msgpack` holds
+the parameters, `<name>.json` the sidecar with the training config, the test accuracy
+and the per-epoch history; both are written atomically and the format is checked on
+loading.
 
 `<name>` is derived from a hash of the config (`checkpoint_name`), so different
 configs never overwrite each other and `load_or_train` reuses a checkpoint only
@@ -37,9 +35,10 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from slp import checkpoints
 from slp import data as slp_data
 from slp.config import TrainConfig
-from slp.data import atomic_writer, load_mnist
+from slp.data import load_mnist
 from slp.models import TwoConv
 
 __all__ = [
@@ -59,8 +58,6 @@ __all__ = [
     "load_or_train",
     "load_or_train_mnist",
 ]
-
-CHECKPOINT_FORMAT = 1  # bump when the sidecar's meaning changes
 
 
 class TrainOutput(NamedTuple):
@@ -365,31 +362,20 @@ def checkpoint_name(config: TrainConfig) -> str:
     return f"twoconv_{config.dataset}_seed{config.seed}_{digest}"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_writer(path) as fh:
-        fh.write(data)
-
-
 def save_checkpoint(path: str | os.PathLike, params: Any, metadata: dict[str, Any]) -> Path:
-    """Writes `params` and the JSON sidecar `metadata` atomically.
+    """Writes `params` and the JSON sidecar `metadata` atomically (`slp.checkpoints.save`).
 
     Args:
       path: the parameter file, conventionally `<dir>/<name>.msgpack`; the
         sidecar goes to the same path with suffix `.json`.
       params: the flax parameter pytree.
-      metadata: JSON-serialisable dict (config, test accuracy, ...); the sidecar also
-        records ``format`` (`CHECKPOINT_FORMAT`), which `load_checkpoint` checks.
+      metadata: JSON-serialisable dict with ``config`` (`TrainConfig.to_dict`), test
+        accuracy, ...; the sidecar also records the checkpoint ``format``.
 
     Returns:
       The parameter file's path.
     """
-    path = Path(path)
-    metadata = {**metadata, "format": CHECKPOINT_FORMAT}
-    sidecar = json.dumps(metadata, indent=2, sort_keys=True).encode() + b"\n"
-    # Parameters first: a sidecar never points at a missing or partial parameter file.
-    _atomic_write_bytes(path, flax.serialization.to_bytes(params))
-    _atomic_write_bytes(path.with_suffix(".json"), sidecar)
-    return path
+    return checkpoints.save(path, params, metadata)
 
 
 def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[Any, dict[str, Any]]:
@@ -404,39 +390,16 @@ def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[An
 
     Raises:
       FileNotFoundError: either file is missing.
-      ValueError: the sidecar's config differs from `config`, or the
-        parameters do not fit the network.
+      ValueError: another checkpoint format, the sidecar's config differs from `config`,
+        or the parameters do not fit the network (`slp.checkpoints.load`).
     """
-    path = Path(path)
-    sidecar = path.with_suffix(".json")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint parameter file not found: {path}")
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"checkpoint sidecar not found: {sidecar}")
-    metadata = json.loads(sidecar.read_text())
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"checkpoint {path}: sidecar format {metadata.get('format')!r}, this version of slp "
-            f"reads format {CHECKPOINT_FORMAT}; retrain (--retrain) or use a matching slp"
-        )
+    metadata = checkpoints.read_metadata(path)
     if metadata.get("config") != config.to_dict():
         raise ValueError(
             f"checkpoint {path} was trained with config {metadata.get('config')}, "
             f"not the requested {config.to_dict()}"
         )
-    template = jax.eval_shape(lambda: init_params(config))
-    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
-    try:
-        params = flax.serialization.from_bytes(template, path.read_bytes())
-    except Exception as err:  # msgpack/flax raise a variety of types for bad files
-        raise ValueError(
-            f"checkpoint {path} does not hold parameters of this network: {err}"
-        ) from err
-    shapes_ok = jax.tree.all(
-        jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), params, template)
-    )
-    if not shapes_ok:
-        raise ValueError(f"checkpoint {path} holds parameters of different shapes")
+    params, metadata = checkpoints.load(path, jax.eval_shape(lambda: init_params(config)))
     return jax.tree.map(jnp.asarray, params), metadata
 
 
@@ -477,7 +440,6 @@ def load_or_train(
     t0 = time.perf_counter()
     out = train(config, train_x, train_y, test_images=test_x, test_labels=test_y, progress=progress)
     metadata = {
-        "format": CHECKPOINT_FORMAT,
         "config": config.to_dict(),
         "test_accuracy": out.history[-1].get("test_accuracy"),
         "history": out.history,

@@ -213,7 +213,7 @@ def test_checkpoint_round_trip_is_exact_and_atomic(tmp_path):
         wall_seconds=3.5,
         np_rng_state=rng.bit_generator.state,
     )
-    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.msgpack"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.json", "latest.msgpack"]
     ck = load_checkpoint(path)
     assert (ck.step, ck.updates, ck.episodes, ck.num_actions) == (1234, 56, 2, 6)
     assert ck.config == TINY
@@ -226,8 +226,13 @@ def test_checkpoint_round_trip_is_exact_and_atomic(tmp_path):
     restored.bit_generator.state = ck.np_rng_state
     np.testing.assert_array_equal(restored.random(3), rng.random(3))
 
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="array file not found"):
         load_checkpoint(tmp_path / "missing.msgpack")
+    # a classifier's checkpoint (same format, other kind) is refused by name
+    classifier = tmp_path / "classifier.msgpack"
+    slp.checkpoints.save(classifier, {"w": np.zeros(2)}, {"config": {}})
+    with pytest.raises(ValueError, match="not a DQN checkpoint"):
+        load_checkpoint(classifier)
 
 
 # ----------------------------------------------------------------------------- training
@@ -273,7 +278,7 @@ def test_training_resumes(trained, tmp_path):
     _, ckpt_dir = trained
     resume_dir = tmp_path / "resume"
     resume_dir.mkdir()
-    for name in ("latest.msgpack", "replay.npz"):
+    for name in ("latest.msgpack", "latest.json", "replay.npz"):
         (resume_dir / name).write_bytes((ckpt_dir / name).read_bytes())
     before = load_checkpoint(resume_dir / "latest.msgpack")
     summary = train(TINY, total_steps=340, seed=0, checkpoint_dir=resume_dir, progress=False)

@@ -174,7 +174,7 @@ def test_checkpoint_roundtrip_is_exact_and_atomic(tmp_path, trained):
 
 def test_load_checkpoint_errors(tmp_path, trained):
     path = tmp_path / "net.msgpack"
-    with pytest.raises(FileNotFoundError, match="parameter file"):
+    with pytest.raises(FileNotFoundError, match="array file not found"):
         T.load_checkpoint(path, config=TINY)
     T.save_checkpoint(path, trained.params, {"config": TINY.to_dict()})
     other = T.TrainConfig.from_dict({**TINY.to_dict(), "epochs": 7})
@@ -186,7 +186,7 @@ def test_load_checkpoint_errors(tmp_path, trained):
         T.load_checkpoint(path, config=TINY)
     sidecar.write_text(json.dumps({"config": TINY.to_dict(), "format": 1}))
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="does not hold parameters"):
+    with pytest.raises(ValueError, match="not a readable msgpack file|does not fit"):
         T.load_checkpoint(path, config=TINY)
     path.with_suffix(".json").unlink()
     with pytest.raises(FileNotFoundError, match="sidecar"):

@@ -14,7 +14,7 @@ emulator *frames*. Every schedule below is in agent steps summed over the enviro
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import os
 import sys
@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from lab.rl.config import DQNConfig
+from slp import checkpoints
 from slp.data import atomic_writer, data_dir
 from slp.models import QNetwork
 
@@ -55,10 +56,9 @@ __all__ = [
     "evaluate",
 ]
 
-# Written into every checkpoint and checked on loading. It keeps the name of the
-# module's first home (slp.rl, now experiments/lab/rl) so that checkpoints written
-# before the move still load: it names the file format, not where the code lives.
-CHECKPOINT_FORMAT = "slp.rl.dqn/1"
+# Checkpoints are the project's one format (`slp.checkpoints`); this kind, in the sidecar,
+# tells a DQN state from a classifier's.
+CHECKPOINT_KIND = "dqn"
 LATEST = "latest.msgpack"
 BEST = "best.msgpack"
 REPLAY = "replay.npz"
@@ -406,7 +406,8 @@ def save_checkpoint(
     device: str | None = None,
     obs_shape: tuple[int, ...] = (84, 84, 4),
 ) -> Path:
-    """Writes a checkpoint atomically (msgpack; temp file + `os.replace`).
+    """Writes a checkpoint atomically (`slp.checkpoints`: arrays in `path`, metadata in its
+    ``.json`` sidecar).
 
     With only `params` given it is a parameters-only file (for evaluation and figures);
     with `target_params`, `opt_state` and `np_rng_state` training resumes from it.
@@ -416,16 +417,22 @@ def save_checkpoint(
     Returns:
       The path written.
     """
-    path = Path(path)
     ends = np.asarray([] if episode_end_steps is None else episode_end_steps, np.int64)
     rets = np.asarray([] if episode_returns is None else episode_returns, np.float32)
     if ends.shape != rets.shape:
         raise ValueError(f"episode steps {ends.shape} and returns {rets.shape} differ in shape")
+    tree = {"params": params, "episode_end_steps": ends, "episode_returns": rets}
+    if target_params is not None:
+        tree["target_params"] = target_params
+    if opt_state is not None:
+        tree["opt_state"] = opt_state
     meta = {
-        "format": CHECKPOINT_FORMAT,
+        "kind": CHECKPOINT_KIND,
+        "parts": sorted(tree),
         "config": dataclasses.asdict(config),
         "num_actions": int(num_actions),
         "obs_shape": [int(d) for d in obs_shape],
+        "episodes": int(ends.shape[0]),
         "step": int(step),
         "updates": int(updates),
         "best_mean_return": float(best_mean_return),
@@ -433,61 +440,49 @@ def save_checkpoint(
         "np_rng_state": np_rng_state,
         "device": device or f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
     }
+    return checkpoints.save(path, tree, meta)
+
+
+def _template(meta: dict[str, Any]) -> dict[str, Any]:
+    """The shapes a checkpoint holds, from its metadata (observation shape, actions, parts)."""
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"not a DQN checkpoint (kind {meta.get('kind')!r})")
+    model = QNetwork(num_actions=meta["num_actions"])
+    obs = jax.ShapeDtypeStruct((1, *meta["obs_shape"]), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0), obs)
+    n = meta["episodes"]
     tree = {
-        "meta": json.dumps(meta),
-        "params": flax.serialization.to_state_dict(jax.device_get(params)),
-        "episode_end_steps": ends,
-        "episode_returns": rets,
+        "params": params,
+        "episode_end_steps": jax.ShapeDtypeStruct((n,), np.int64),
+        "episode_returns": jax.ShapeDtypeStruct((n,), np.float32),
     }
-    if target_params is not None:
-        tree["target_params"] = flax.serialization.to_state_dict(jax.device_get(target_params))
-    if opt_state is not None:
-        tree["opt_state"] = flax.serialization.to_state_dict(jax.device_get(opt_state))
-    with atomic_writer(path) as fh:
-        fh.write(flax.serialization.msgpack_serialize(tree))
-    return path
+    if "target_params" in meta["parts"]:
+        tree["target_params"] = params
+    if "opt_state" in meta["parts"]:
+        config = DQNConfig(**meta["config"])
+        tree["opt_state"] = jax.eval_shape(make_optimizer(config).init, params)
+    return tree
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Reads a checkpoint written by `save_checkpoint` (full or parameters-only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    tree = flax.serialization.msgpack_restore(path.read_bytes())
-    if not isinstance(tree, dict) or "meta" not in tree:
-        raise ValueError(f"{path} is not a DQN checkpoint (no metadata)")
-    meta = json.loads(tree["meta"])
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
-    config = DQNConfig(**meta["config"])
-    model = QNetwork(num_actions=meta["num_actions"])
-    obs_shape = tuple(meta.get("obs_shape", (84, 84, 4)))  # files before obs_shape: Atari's
-    template = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *obs_shape)))
-    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
-    params = flax.serialization.from_state_dict(template, tree["params"])
-    target_params = opt_state = None
-    if "target_params" in tree:
-        target_params = flax.serialization.from_state_dict(template, tree["target_params"])
-    if "opt_state" in tree:
-        opt_template = make_optimizer(config).init(template)
-        opt_state = flax.serialization.from_state_dict(opt_template, tree["opt_state"])
-    ends = np.asarray(tree["episode_end_steps"], np.int64).reshape(-1)
-    rets = np.asarray(tree["episode_returns"], np.float32).reshape(-1)
+    tree, meta = checkpoints.load(path, _template)
+    as_jax = functools.partial(jax.tree.map, jnp.asarray)
     return Checkpoint(
-        params=params,
-        target_params=target_params,
-        opt_state=opt_state,
-        config=config,
+        params=as_jax(tree["params"]),
+        target_params=as_jax(tree["target_params"]) if "target_params" in tree else None,
+        opt_state=as_jax(tree["opt_state"]) if "opt_state" in tree else None,
+        config=DQNConfig(**meta["config"]),
         num_actions=meta["num_actions"],
         step=meta["step"],
         updates=meta["updates"],
-        episodes=int(ends.shape[0]),
-        episode_end_steps=ends,
-        episode_returns=rets,
+        episodes=meta["episodes"],
+        episode_end_steps=tree["episode_end_steps"],
+        episode_returns=tree["episode_returns"],
         best_mean_return=meta["best_mean_return"],
         wall_seconds=meta["wall_seconds"],
         np_rng_state=meta["np_rng_state"],
-        device=meta.get("device", "unknown"),
+        device=meta["device"],
     )
 
 

@@ -1,0 +1,123 @@
+"""Checkpoints: a pytree of arrays in one msgpack file and its metadata in a JSON sidecar.
+
+One mechanism for every network the project trains (2CONV in `slp.training`, the Pong
+Q-network of the experiments):
+
+- ``<name>.msgpack``: the tree as flax's state dict (nested dicts of arrays), msgpack-encoded;
+- ``<name>.json``: the metadata (JSON), with ``format`` (`FORMAT`) added.
+
+`save` writes both atomically, the arrays first, so a sidecar never points at a missing or
+partial array file. `load` checks the format and restores the tree into a template whose
+shapes the caller derives from the metadata (the network's config, its observation shape,
+...): nothing here assumes a shape, and a file whose structure, shapes or dtypes differ from
+the template is refused with a message that names the first difference.
+
+Why not orbax-checkpoint: the states here are small (at most a few hundred MB with a DQN's
+optimiser), written by one process, and read back whole; a msgpack file and a JSON file
+that a person can read serve that, with no further dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+
+from slp.data import atomic_writer
+
+__all__ = ["FORMAT", "load", "read_metadata", "save"]
+
+FORMAT = 1
+"""The checkpoint format this version writes and reads (bump when its meaning changes)."""
+
+
+def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]) -> Path:
+    """Writes `tree` to `path` and `metadata` to its ``.json`` sidecar, atomically.
+
+    Args:
+      path: the array file, conventionally ``<dir>/<name>.msgpack``; the sidecar is the same
+        path with suffix ``.json``.
+      tree: a pytree of arrays (flax parameters, optimiser states, dicts of numpy arrays).
+      metadata: JSON-serialisable dict; ``format`` is added.
+
+    Returns:
+      The array file's path.
+    """
+    path = Path(path)
+    sidecar = json.dumps({**metadata, "format": FORMAT}, indent=2, sort_keys=True) + "\n"
+    state = flax.serialization.to_state_dict(jax.device_get(tree))
+    with atomic_writer(path) as fh:
+        fh.write(flax.serialization.msgpack_serialize(state))
+    with atomic_writer(path.with_suffix(".json")) as fh:
+        fh.write(sidecar.encode())
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar's metadata of the checkpoint at `path`, its format checked.
+
+    Raises:
+      FileNotFoundError: the array file or its sidecar is missing.
+      ValueError: the sidecar is not of `FORMAT`.
+    """
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    for p, what in ((path, "array file"), (sidecar, "sidecar")):
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint {what} not found: {p}")
+    metadata = json.loads(sidecar.read_text())
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        raise ValueError(
+            f"checkpoint {path}: sidecar format {found!r}, this version of slp reads format "
+            f"{FORMAT}; write it again with this version"
+        )
+    return metadata
+
+
+def load(
+    path: str | os.PathLike, template: Any | Callable[[dict[str, Any]], Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Reads a checkpoint written by `save`.
+
+    Args:
+      path: the array file.
+      template: a pytree with the structure, shapes and dtypes the file must hold (arrays or
+        `jax.ShapeDtypeStruct`), or a function of the metadata that returns one.
+
+    Returns:
+      ``(tree, metadata)``: the tree as numpy arrays in the template's structure.
+
+    Raises:
+      FileNotFoundError: either file is missing.
+      ValueError: the format differs, or the file's structure, shapes or dtypes differ from
+        the template's (the message names the first difference).
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    if callable(template):
+        template = template(metadata)
+    want = jax.tree.map(lambda s: np.zeros(np.shape(s), s.dtype), template)
+    try:
+        state = flax.serialization.msgpack_restore(path.read_bytes())
+        tree = flax.serialization.from_state_dict(want, state)
+    except (ValueError, TypeError, KeyError) as err:  # a structure that does not fit
+        raise ValueError(f"checkpoint {path} does not fit its template: {err}") from err
+    except Exception as err:  # noqa: BLE001 - msgpack's own error types for damaged bytes
+        raise ValueError(f"checkpoint {path} is not a readable msgpack file: {err}") from err
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    for (where, got), expected in zip(leaves, jax.tree.leaves(want), strict=True):
+        got = np.asarray(got)
+        if got.shape != expected.shape or got.dtype != expected.dtype:
+            name = jax.tree_util.keystr(where)
+            raise ValueError(
+                f"checkpoint {path}: {name} is {got.dtype}{list(got.shape)}, "
+                f"expected {expected.dtype}{list(expected.shape)}"
+            )
+    return jax.tree.map(np.asarray, tree), metadata
