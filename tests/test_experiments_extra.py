@@ -58,6 +58,15 @@ def small_registry(monkeypatch):
     return small
 
 
+def _run_tiny(name: str, tmp_path: Path, *options: str):
+    """Runs experiments/<name> on TINY_TRAIN with its checkpoints and results under
+    ``tmp_path``; returns the script module, what its main returned and the results folder."""
+    script = load_script(name)
+    out = tmp_path / "results"
+    argv = [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out), *options]
+    return script, script.main(argv), out
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
         im.verify()
@@ -68,11 +77,9 @@ def _png_size(path: Path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_mnist_metrics_end_to_end(tmp_path, monkeypatch, small_registry):
     monkeypatch.setattr(training, "load_mnist", fake_grey)
-    script = load_script("mnist_metrics.py")
-    out = tmp_path / "results"
-    result = script.main(
-        [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
-         "--num-images", "6", "--num-random-images", "3", "--steps", "4"]
+    script, result, out = _run_tiny(
+        "mnist_metrics.py", tmp_path,
+        "--num-images", "6", "--num-random-images", "3", "--steps", "4",
     )  # fmt: skip
     methods = ["insens", "gradient", "smoothgrad", "deep_taylor_bounded", "input_times_two"]
     assert result["config"]["methods"] == methods
@@ -133,12 +140,10 @@ def test_scripts_document_command_and_runtime():
 @pytest.mark.slow
 def test_encodings_end_to_end(tmp_path, monkeypatch, small_registry):
     monkeypatch.setattr(slp.data, "load_fashion_mnist", fake_grey)
-    script = load_script("encodings.py")
-    out = tmp_path / "results"
-    result = script.main(
-        [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
-         "--dataset", "fashion_mnist", "--num-images", "5", "--examples", "0", "1",
-         "--methods", "insens", "gradient", "deep_taylor_bounded", "input_times_two"]
+    script, result, out = _run_tiny(
+        "encodings.py", tmp_path,
+        "--dataset", "fashion_mnist", "--num-images", "5", "--examples", "0", "1",
+        "--methods", "insens", "gradient", "deep_taylor_bounded", "input_times_two",
     )  # fmt: skip
     assert set(result["accuracy"]) == {"plain", "neg", "mean", "neg_mean"}
     assert sorted(p.name for p in (tmp_path / "ck").glob("*.msgpack")) == sorted(
@@ -201,12 +206,10 @@ def test_encodings_smallnorb_preprocessing(monkeypatch):
 @pytest.mark.slow
 def test_cifar10_end_to_end(tmp_path, monkeypatch, small_registry):
     monkeypatch.setattr(slp.data, "load_cifar10", fake_cifar)
-    script = load_script("cifar10.py")
-    out = tmp_path / "results"
-    result = script.main(
-        [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
-         "--num-images", "6", "--num-random-images", "2", "--steps", "4",
-         "--figure-classes", "3", "--methods", "insens", "gradient", "input_times_two"]
+    _, result, out = _run_tiny(
+        "cifar10.py", tmp_path,
+        "--num-images", "6", "--num-random-images", "2", "--steps", "4",
+        "--figure-classes", "3", "--methods", "insens", "gradient", "input_times_two",
     )  # fmt: skip
     saved = json.loads((out / "cifar10.json").read_text())
     assert saved["config"]["lossy"] is True and saved["config"]["train"]["input_shape"] == [
