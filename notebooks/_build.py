@@ -6,13 +6,18 @@ Run:
     python notebooks/_build.py --no-execute  # cells only, outputs cleared
 
 Each notebook ``notebooks/<name>.ipynb`` is generated from ``notebooks/src/<name>.py``, a
-script in the "percent" cell format: a line ``# %%`` starts a code cell, a line
-``# %% [markdown]`` a markdown cell whose lines are comments (``# `` is stripped), and a
-code line ``# %matplotlib inline`` becomes that IPython magic (as in jupytext). The
-sources are ordinary Python files, so ruff lints and formats them. Executing runs every
-cell top to bottom in a fresh ``python3`` kernel of this interpreter and stores the
+script in jupytext's "percent" format (``py:percent``), read by jupytext: a line ``# %%``
+starts a code cell, a line ``# %% [markdown]`` a markdown cell whose lines are comments,
+the commented magic ``# %matplotlib inline`` becomes that magic, and the header between
+``# ---`` lines holds the notebook's kernelspec. The sources are ordinary Python files, so
+ruff lints and formats them, and ``jupytext --sync`` or an editor with jupytext can open
+them as notebooks as well. Code that the notebooks share lives in ``notebooks/tutorial.py``,
+which they import as ``tutorial``.
+
+Executing runs every cell top to bottom in a fresh ``python3`` kernel of this interpreter,
+working in ``notebooks/`` and with that folder on its ``PYTHONPATH``, and stores the
 outputs, figures included, so that the notebooks read well on a code host. Notebooks are
-written atomically.
+written atomically (``slp.data.atomic_writer``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jupytext
 import nbformat
+
+from slp.data import atomic_writer
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
@@ -38,58 +46,20 @@ NOTEBOOKS = (
 )
 CELL_TIMEOUT_S = 600
 
-_CELL_MARK = "# %%"
-_MAGICS = ("# %matplotlib ",)
-
-
-def parse_cells(text: str) -> list[tuple[str, str]]:
-    """Cells of a percent-format script.
-
-    Args:
-      text: the script. Lines before the first ``# %%`` are ignored (a module docstring).
-
-    Returns:
-      ``[(kind, source)]`` with kind ``"markdown"`` or ``"code"``; sources have no leading
-      or trailing blank lines; empty cells are dropped.
-    """
-    cells: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        if line.startswith(_CELL_MARK):
-            rest = line[len(_CELL_MARK) :].strip()
-            if rest not in ("", "[markdown]"):
-                raise ValueError(f"unknown cell marker {line!r}; use '# %%' or '# %% [markdown]'")
-            cells.append(("markdown" if rest else "code", []))
-        elif cells:
-            kind, lines = cells[-1]
-            if kind == "markdown":
-                if line and not line.startswith("#"):
-                    raise ValueError(f"markdown cell line is not a comment: {line!r}")
-                line = line[2:] if line.startswith("# ") else line[1:]
-            elif line.startswith(_MAGICS):
-                line = line[2:]
-            lines.append(line)
-    out = []
-    for kind, lines in cells:
-        source = "\n".join(lines).strip("\n")
-        if source.strip():
-            out.append((kind, source))
-    return out
-
 
 def build(name: str) -> nbformat.NotebookNode:
-    """The notebook ``name`` with its cells from ``src/<name>.py`` and no outputs."""
-    cells = parse_cells((SOURCES / f"{name}.py").read_text())
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
+    """The notebook ``name`` with its cells from ``src/<name>.py`` and no outputs.
+
+    jupytext's own metadata (the source's format and jupytext's version) and its per-cell
+    layout hints are dropped: the notebook keeps the kernelspec, the cells and their sources.
+    """
+    nb = jupytext.read(SOURCES / f"{name}.py", fmt="py:percent")
+    nb.metadata.pop("jupytext", None)
     nb.metadata["language_info"] = {"name": "python"}
-    for i, (kind, source) in enumerate(cells):
-        make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+    for i, cell in enumerate(nb.cells):
+        cell.metadata = nbformat.NotebookNode()
         # Stable ids keep diffs of rebuilt notebooks small.
-        nb.cells.append(make(source, id=f"{name[:2]}-{i:02d}"))
+        cell.id = f"{name[:2]}-{i:02d}"
     return nb
 
 
@@ -98,14 +68,22 @@ def kernel_environment() -> Iterator[None]:
     """A ``python3`` kernelspec for this interpreter, first on the kernel search path.
 
     A ``python3`` kernelspec elsewhere (a user's, another environment's) could start a
-    different interpreter; ``JUPYTER_PATH`` is searched before every other location.
+    different interpreter; ``JUPYTER_PATH`` is searched before every other location. The
+    kernel gets ``notebooks/`` on its ``PYTHONPATH``, so ``import tutorial`` works whatever
+    its working directory (the tests run the notebooks in an empty temporary folder).
     """
     saved = os.environ.get("JUPYTER_PATH")
     with tempfile.TemporaryDirectory(prefix="slp-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / "python3"
         spec.mkdir(parents=True)
         argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        kernel = {"argv": argv, "display_name": "Python 3", "language": "python"}
+        pythonpath = [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+        kernel = {
+            "argv": argv,
+            "display_name": "Python 3",
+            "language": "python",
+            "env": {"PYTHONPATH": os.pathsep.join(pythonpath)},
+        }
         (spec / "kernel.json").write_text(json.dumps(kernel))
         os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp] + ([saved] if saved else []))
         try:
@@ -135,19 +113,10 @@ def execute(nb: nbformat.NotebookNode, *, cwd: Path, timeout: int = CELL_TIMEOUT
 
 
 def write_atomic(nb: nbformat.NotebookNode, path: Path) -> None:
-    """Writes ``nb`` to ``path`` (temp file in the same folder, then ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            nbformat.write(nb, fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a notebook is not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``nb`` to ``path``, which shows either the old notebook or the whole new one."""
+    with atomic_writer(path) as fh:
+        text = nbformat.writes(nb)
+        fh.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,38 +49,36 @@ def _errors(nb: nbformat.NotebookNode) -> list[str]:
     ]
 
 
-def test_parse_cells_reads_the_percent_format():
-    text = (
-        '"""Docstring before the first cell is ignored."""\n'
-        "# %% [markdown]\n"
-        "# # Title\n"
-        "#\n"
-        "# Some *text*.\n"
-        "\n"
-        "# %%\n"
-        "# %matplotlib inline\n"
-        "x = 1  # a comment stays\n"
-        "\n"
-        "\n"
-        "# %%\n"
-        "\n"
-        "# %%\n"
-        "print(x)\n"
-    )
-    assert build.parse_cells(text) == [
-        ("markdown", "# Title\n\nSome *text*."),
-        ("code", "%matplotlib inline\nx = 1  # a comment stays"),
-        ("code", "print(x)"),
+@pytest.mark.parametrize("name", NAMES)
+def test_build_reads_the_source_with_jupytext(name):
+    """Cells as jupytext reads ``py:percent``; the notebook keeps no jupytext metadata."""
+    import jupytext
+
+    source = NOTEBOOK_DIR / "src" / f"{name}.py"
+    expected = jupytext.read(source, fmt="py:percent")
+    built = build.build(name)
+    assert [(c.cell_type, c.source) for c in built.cells] == [
+        (c.cell_type, c.source) for c in expected.cells
     ]
+    assert {c.cell_type for c in built.cells} == {"markdown", "code"}  # no stray raw cells
+    assert [c.id for c in built.cells] == [f"{name[:2]}-{i:02d}" for i in range(len(built.cells))]
+    assert all(c.metadata == {} for c in built.cells)
+    assert built.metadata["kernelspec"]["name"] == "python3"
+    assert "jupytext" not in built.metadata
+    nbformat.validate(built)
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [("# %% [raw]\nx\n", "unknown cell marker"), ("# %% [markdown]\nnot a comment\n", "not a")],
-)
-def test_parse_cells_rejects_malformed_sources(text, message):
-    with pytest.raises(ValueError, match=message):
-        build.parse_cells(text)
+def test_kernel_finds_the_shared_tutorial_module():
+    """The kernel has ``notebooks/`` on its path, so ``import tutorial`` works from any cwd."""
+    import json
+    import os
+
+    with build.kernel_environment():
+        folder = Path(os.environ["JUPYTER_PATH"].split(os.pathsep)[0])
+        spec = json.loads((folder / "kernels" / "python3" / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable
+    assert spec["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(NOTEBOOK_DIR)
+    assert (NOTEBOOK_DIR / "tutorial.py").is_file()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,4 +1,10 @@
-"""Source of notebooks/01_switched_linear_projections.ipynb (build: python notebooks/_build.py)."""
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
 # %% [markdown]
 # # 1. Switched linear projections
@@ -31,11 +37,12 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+import tutorial
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 
 import slp
-from slp import plotting, training
+from slp import plotting
 
 start, cpu_start = time.perf_counter(), time.process_time()
 print("slp", slp.__version__, "| jax", jax.__version__, "| devices", jax.devices())
@@ -286,24 +293,15 @@ plt.show()
 # max-pool, conv 5x5 + max-pool, one hidden dense layer, linear output; here with 16 and 32
 # channels and 128 hidden units instead of 32, 64 and 1024), trained for one epoch on the
 # first 12,000 MNIST training images (seeded and deterministic).
-# `slp.training.load_or_train_mnist` trains it the first time and keeps the checkpoint in
-# `~/.cache/slp/checkpoints` (or `$SLP_DATA_DIR`), where notebooks 2 and 3 find it. MNIST
-# is downloaded there too on first use.
+# `tutorial.mnist_2conv` (in `notebooks/tutorial.py`, shared by the three notebooks) holds
+# this `slp.training.TrainConfig` and calls `slp.training.load_or_train_mnist`, which trains
+# the network the first time and keeps the checkpoint in `~/.cache/slp/checkpoints` (or
+# `$SLP_DATA_DIR`), where notebooks 2 and 3 find it; it returns the model, its parameters,
+# the first 2,000 MNIST test images with their labels, and the accuracy on them. MNIST is
+# downloaded there too on first use.
 
 # %%
-config = training.TrainConfig(
-    seed=0,
-    epochs=1,
-    batch_size=64,
-    learning_rate=3e-3,
-    num_train=12_000,
-    features=(16, 32),
-    hidden=128,
-)
-ck = training.load_or_train_mnist(config, num_test=2_000, progress=False)
-model, params = ck.model, ck.params
-test_x, test_y = training.load_mnist_float("test", limit=2_000)
-accuracy = training.accuracy(model, params, test_x, test_y)
+model, params, test_x, test_y, accuracy = tutorial.mnist_2conv()
 print(f"test accuracy on {len(test_y)} images: {accuracy:.3f}")
 
 f = slp.models.as_single_example(model, params)  # one image (28, 28, 1) -> 10 logits

@@ -1,4 +1,10 @@
-"""Source of notebooks/02_insens.ipynb (build: python notebooks/_build.py)."""
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
 # %% [markdown]
 # # 2. Switched centres and Insens
@@ -29,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tutorial
 from IPython.display import display
 
 import slp
@@ -39,22 +46,10 @@ start, cpu_start = time.perf_counter(), time.process_time()
 # %% [markdown]
 # The same small 2CONV network as in notebook 1 (`slp.models.TwoConv` with 16 and 32
 # channels and 128 hidden units; one seeded epoch on 12,000 MNIST images): its cached
-# checkpoint, or trained here if notebook 1 has not run.
+# checkpoint, or trained here if notebook 1 has not run (`tutorial.mnist_2conv`).
 
 # %%
-config = training.TrainConfig(
-    seed=0,
-    epochs=1,
-    batch_size=64,
-    learning_rate=3e-3,
-    num_train=12_000,
-    features=(16, 32),
-    hidden=128,
-)
-ck = training.load_or_train_mnist(config, num_test=2_000, progress=False)
-model, params = ck.model, ck.params
-test_x, test_y = training.load_mnist_float("test", limit=2_000)
-accuracy = training.accuracy(model, params, test_x, test_y)
+model, params, test_x, test_y, accuracy = tutorial.mnist_2conv()
 print(f"test accuracy on {len(test_y)} images: {accuracy:.3f}")
 
 f = slp.models.as_single_example(model, params)  # one image (28, 28, 1) -> 10 logits

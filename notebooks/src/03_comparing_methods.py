@@ -1,4 +1,10 @@
-"""Source of notebooks/03_comparing_methods.ipynb (build: python notebooks/_build.py)."""
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
 # %% [markdown]
 # # 3. Comparing attribution methods
@@ -30,32 +36,22 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import tutorial
 from scipy import stats
 
 import slp
-from slp import metrics, noise, plotting, training
+from slp import metrics, noise, plotting
 from slp.attributions import get_method
 
 start, cpu_start = time.perf_counter(), time.process_time()
 
 # %% [markdown]
 # The same small 2CONV network as in notebooks 1 and 2 (one seeded epoch on 12,000 MNIST
-# images): its cached checkpoint, or trained here if no earlier notebook has run.
+# images, `tutorial.mnist_2conv`): its cached checkpoint, or trained here if no earlier
+# notebook has run.
 
 # %%
-config = training.TrainConfig(
-    seed=0,
-    epochs=1,
-    batch_size=64,
-    learning_rate=3e-3,
-    num_train=12_000,
-    features=(16, 32),
-    hidden=128,
-)
-ck = training.load_or_train_mnist(config, num_test=2_000, progress=False)
-model, params = ck.model, ck.params
-test_x, test_y = training.load_mnist_float("test", limit=2_000)
-accuracy = training.accuracy(model, params, test_x, test_y)
+model, params, test_x, test_y, accuracy = tutorial.mnist_2conv()
 print(f"test accuracy on {len(test_y)} images: {accuracy:.3f}")
 
 
