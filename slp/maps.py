@@ -193,29 +193,36 @@ def _open_images(images, chunk_size: int, num_images: int | None) -> _Source:
             raise ValueError(f"images given by path must be a .npy file, got {path}")
         images = np.load(path, mmap_mode="r")
     if isinstance(images, (np.ndarray, jax.Array)):
-        if images.ndim < 2:
-            raise ValueError(
-                f"images must be an array (N, *X) of N examples, got shape {images.shape}"
-            )
-        n = int(images.shape[0])
-        if num_images is not None and num_images != n:
-            raise ValueError(f"num_images={num_images} but the images hold {n} examples")
-        if n == 0:
-            raise ValueError("the data set is empty")
-        arr = images
-
-        def chunks():
-            for k, start in enumerate(range(0, n, chunk_size)):
-                stop = min(start + chunk_size, n)
-                yield k, start, functools.partial(lambda a, b: np.asarray(arr[a:b]), start, stop)
-
-        return _Source(tuple(arr.shape[1:]), np.dtype(arr.dtype), n, True, chunks)
+        return _array_source(images, chunk_size, num_images)
     if not isinstance(images, Iterable):
         raise TypeError(
             "images must be an array (N, *X), a path to a .npy file or an iterable of "
             f"batches (b, *X); got {type(images).__name__}"
         )
-    it = iter(images)
+    return _batches_source(iter(images), chunk_size, num_images)
+
+
+def _array_source(images, chunk_size: int, num_images: int | None) -> _Source:
+    """Chunks of an array (N, *X) (memory-mapped or in memory), read on demand."""
+    if images.ndim < 2:
+        raise ValueError(f"images must be an array (N, *X) of N examples, got shape {images.shape}")
+    n = int(images.shape[0])
+    if num_images is not None and num_images != n:
+        raise ValueError(f"num_images={num_images} but the images hold {n} examples")
+    if n == 0:
+        raise ValueError("the data set is empty")
+    arr = images
+
+    def chunks():
+        for k, start in enumerate(range(0, n, chunk_size)):
+            stop = min(start + chunk_size, n)
+            yield k, start, functools.partial(lambda a, b: np.asarray(arr[a:b]), start, stop)
+
+    return _Source(tuple(arr.shape[1:]), np.dtype(arr.dtype), n, True, chunks)
+
+
+def _batches_source(it: Iterator, chunk_size: int, num_images: int | None) -> _Source:
+    """Chunks re-cut from an iterator of batches (b, *X), which can be consumed only once."""
     try:
         first = np.asarray(next(it))
     except StopIteration:
@@ -541,13 +548,7 @@ def attribute_dataset(
     def mine(k: int) -> bool:
         return k % processes == process
 
-    receipts: dict[int, dict] = {}
-    if out_dir is not None and source.repeatable:
-        # Every finished chunk is checked against this call's images before any is written.
-        for k, start, rows_fn in source.chunks():
-            if mine(k) and (r := _read_receipt(out_dir, k)) is not None:
-                _check_receipt(r, k, start, rows_fn(), out_dir)
-                receipts[k] = r
+    receipts = _earlier_receipts(source, mine, out_dir)
     total = None
     if n is not None:
         starts = range(0, n, chunk_size)
@@ -561,37 +562,10 @@ def attribute_dataset(
         disable=not progress,
         smoothing=0.1,
     )
-    local: dict[int, np.ndarray] = {}
-    computed, reused, seen = [], [], 0
-    try:
-        for k, start, rows_fn in source.chunks():
-            if not source.repeatable:  # an iterable: its chunks are in memory already
-                seen = start + len(rows_fn())
-            if not mine(k):
-                continue
-            if out_dir is not None and not source.repeatable:
-                if (r := _read_receipt(out_dir, k)) is not None:
-                    _check_receipt(r, k, start, rows_fn(), out_dir)
-                    receipts[k] = r
-            if k in receipts:
-                reused.append(k)
-                continue
-            rows = rows_fn()
-            if (
-                target_arr is not None
-                and target_arr.ndim == 1
-                and start + len(rows) > len(target_arr)
-            ):
-                raise ValueError(f"target has {len(target_arr)} entries; the images go beyond")
-            maps = batches(rows, start)
-            bar.update(len(rows))
-            if out_dir is not None:
-                _write_chunk(out_dir, k, start, maps, _sha256_arrays(rows))
-            else:
-                local[k] = maps
-            computed.append(k)
-    finally:
-        bar.close()
+    with bar:
+        local, computed, reused, seen = _run_chunks(
+            source, mine, receipts, out_dir, batches, target_arr, bar
+        )
 
     if not source.repeatable:
         n = seen
@@ -609,6 +583,49 @@ def attribute_dataset(
     if processes > 1:
         multihost_utils.sync_global_devices("slp.attribute_dataset: manifest complete")
     return ChunkedMaps(out_dir, n, map_shape, map_dtype, num_chunks, tuple(computed), tuple(reused))
+
+
+def _earlier_receipts(source: _Source, mine, out_dir) -> dict[int, dict]:
+    """The receipts of this process's chunks that an earlier run finished, each checked
+    against this call's images before anything is written (arrays only: an iterable's
+    chunks are checked as they come, in `_run_chunks`)."""
+    receipts: dict[int, dict] = {}
+    if out_dir is not None and source.repeatable:
+        for k, start, rows_fn in source.chunks():
+            if mine(k) and (r := _read_receipt(out_dir, k)) is not None:
+                _check_receipt(r, k, start, rows_fn(), out_dir)
+                receipts[k] = r
+    return receipts
+
+
+def _run_chunks(source: _Source, mine, receipts: dict, out_dir, batches, target_arr, bar):
+    """Computes this process's chunks that no receipt covers; writes them to `out_dir` or keeps
+    them. Returns ``(maps by chunk (when not written), computed, reused, images seen)``."""
+    local: dict[int, np.ndarray] = {}
+    computed, reused, seen = [], [], 0
+    for k, start, rows_fn in source.chunks():
+        if not source.repeatable:  # an iterable: its chunks are in memory already
+            seen = start + len(rows_fn())
+        if not mine(k):
+            continue
+        if out_dir is not None and not source.repeatable:
+            if (r := _read_receipt(out_dir, k)) is not None:
+                _check_receipt(r, k, start, rows_fn(), out_dir)
+                receipts[k] = r
+        if k in receipts:
+            reused.append(k)
+            continue
+        rows = rows_fn()
+        if target_arr is not None and target_arr.ndim == 1 and start + len(rows) > len(target_arr):
+            raise ValueError(f"target has {len(target_arr)} entries; the images go beyond")
+        maps = batches(rows, start)
+        bar.update(len(rows))
+        if out_dir is not None:
+            _write_chunk(out_dir, k, start, maps, _sha256_arrays(rows))
+        else:
+            local[k] = maps
+        computed.append(k)
+    return local, computed, reused, seen
 
 
 def _check_receipt(receipt: dict, k: int, start: int, rows: np.ndarray, out: Path) -> None:

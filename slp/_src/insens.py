@@ -843,6 +843,62 @@ def _mean(total: jax.Array, count) -> jax.Array:
     return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(total.dtype), 0)
 
 
+def _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layers) -> int | None:
+    """`insens`'s ``probes`` (an int >= 3, or None) after checking the options that go with it."""
+    if probes is not None:
+        if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 3:
+            raise ValueError(
+                f"probes must be an integer >= 3 (the unbiased correction (k - 2)/k needs "
+                f"k > 2) or None for the exact map; got {probes!r}"
+            )
+        probes = int(probes)
+        if key is None:
+            raise ValueError(
+                "probes=k draws random probes: pass a key, e.g. "
+                "insens(f, probes=k, key=jax.random.key(0))"
+            )
+        if return_stderr and probes < 6:
+            raise ValueError(f"return_stderr needs probes >= 6; got {probes}")
+        if return_stderr and by_layer:
+            raise ValueError("return_stderr is not available with by_layer")
+        if isinstance(exact_layers, bool) or not isinstance(exact_layers, (int, np.integer)):
+            raise ValueError(f"exact_layers must be a non-negative integer; got {exact_layers!r}")
+        if exact_layers < 0:
+            raise ValueError(f"exact_layers must be a non-negative integer; got {exact_layers}")
+    elif exact_layers:
+        raise ValueError("exact_layers applies to the estimate (probes=k); exact is exact")
+    elif return_stderr:
+        raise ValueError("return_stderr needs probes=k (the exact map has no sampling error)")
+    return probes
+
+
+def _exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
+    """``|w_hat|^2`` of every ReLU layer by the route of `plan`."""
+    if plan.route == "cone":
+        return _cone.norms(program, state, x, plan, prec)
+    if plan.route == "dense":
+        return _dense_norms(program, state, x, plan)
+    return _probe_norms(program, state, x, plan, prec)
+
+
+def _estimated_norms(program, state, frozen, x, probes, key, n_groups, exact_layers, prec):
+    """``(sq, sq_groups)``: the unbiased estimate's ``|w_hat|^2`` per layer (each divided by
+    ``k - 2``) and the per-group sums of squared probes of the jackknife; the first
+    `exact_layers` layers exact, with no sampling error."""
+    sq_groups = _estimated_sq_norms(frozen, x, probes, key, n_groups)
+    scale = probes - 2.0  # E[(k - 2) / chi2_k] = 1
+    sq = [jnp.sum(g, axis=0) / scale for g in sq_groups]
+    if exact_layers:
+        n_exact = _exact_prefix(program, state, x, exact_layers, prec)
+        sq = [e if e is not None else s for e, s in zip(n_exact, sq, strict=True)]
+        # Exact layers have no sampling error: drop their probes from the jackknife.
+        sq_groups = [
+            jnp.broadcast_to(e[None] * scale / n_groups, g.shape) if e is not None else g
+            for e, g in zip(n_exact, sq_groups, strict=True)
+        ]
+    return sq, sq_groups
+
+
 def insens(
     f: Callable,
     *,
@@ -943,30 +999,7 @@ def insens(
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")
     if route not in _ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
-    if probes is not None:
-        if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 3:
-            raise ValueError(
-                f"probes must be an integer >= 3 (the unbiased correction (k - 2)/k needs "
-                f"k > 2) or None for the exact map; got {probes!r}"
-            )
-        probes = int(probes)
-        if key is None:
-            raise ValueError(
-                "probes=k draws random probes: pass a key, e.g. "
-                "insens(f, probes=k, key=jax.random.key(0))"
-            )
-        if return_stderr and probes < 6:
-            raise ValueError(f"return_stderr needs probes >= 6; got {probes}")
-        if return_stderr and by_layer:
-            raise ValueError("return_stderr is not available with by_layer")
-        if isinstance(exact_layers, bool) or not isinstance(exact_layers, (int, np.integer)):
-            raise ValueError(f"exact_layers must be a non-negative integer; got {exact_layers!r}")
-        if exact_layers < 0:
-            raise ValueError(f"exact_layers must be a non-negative integer; got {exact_layers}")
-    elif exact_layers:
-        raise ValueError("exact_layers applies to the estimate (probes=k); exact is exact")
-    elif return_stderr:
-        raise ValueError("return_stderr needs probes=k (the exact map has no sampling error)")
+    probes = _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layers)
     n_groups = _stderr_groups(probes) if return_stderr else 1
     default_key = key
 
@@ -987,24 +1020,11 @@ def insens(
 
         if probes is not None:
             probe_key = default_key if key is None else key
-            sq_groups = _estimated_sq_norms(frozen, x, probes, probe_key, n_groups)
-            sq = [jnp.sum(g, axis=0) for g in sq_groups]
-            scale = probes - 2.0  # E[(k - 2) / chi2_k] = 1
-            sq = [s / scale for s in sq]
-            if exact_layers:
-                n_exact = _exact_prefix(program, state, x, exact_layers, prec)
-                sq = [e if e is not None else s for e, s in zip(n_exact, sq, strict=True)]
-                # Exact layers have no sampling error: drop their probes from the jackknife.
-                sq_groups = [
-                    jnp.broadcast_to(e[None] * scale / n_groups, g.shape) if e is not None else g
-                    for e, g in zip(n_exact, sq_groups, strict=True)
-                ]
-        elif plan.route == "cone":
-            sq = _cone.norms(program, state, x, plan, prec)
-        elif plan.route == "dense":
-            sq = _dense_norms(program, state, x, plan)
+            sq, sq_groups = _estimated_norms(
+                program, state, frozen, x, probes, probe_key, n_groups, exact_layers, prec
+            )
         else:
-            sq = _probe_norms(program, state, x, plan, prec)
+            sq = _exact_norms(program, state, x, plan, prec)
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
         coeffs = tuple(
             jnp.where(i & (s > 0), v / jnp.where(s > 0, s, 1), 0)
