@@ -198,13 +198,24 @@ ZENNIT_CASES = {
 }
 
 
-def _zennit(tm, x_t, target, composite):
+def _zennit_run(attributor, x_t, target):
+    """A Zennit attributor's output and relevance at ``x_t`` for a one-hot ``target``."""
     onehot = torch.zeros((1, 5), dtype=torch.float64)
     onehot[0, target] = 1.0
     x_t = x_t.clone().requires_grad_(True)
-    with Gradient(model=tm, composite=composite) as attributor:
-        out, relevance = attributor(x_t, attr_output=onehot)
+    with attributor as active:
+        out, relevance = active(x_t, attr_output=onehot)
     return out.detach().numpy()[0], relevance
+
+
+def _zennit(tm, x_t, target, composite):
+    return _zennit_run(Gradient(model=tm, composite=composite), x_t, target)
+
+
+def _top_two(y) -> tuple[int, int]:
+    """The classes of the largest and the second largest logit."""
+    y = np.asarray(y)
+    return int(np.argmax(y)), int(np.argsort(y)[-2])
 
 
 @pytest.mark.parametrize("net", ["twoconv", "mlp"])
@@ -214,7 +225,7 @@ def test_lrp_against_zennit(net, method, request):
     options, composite, positive = ZENNIT_CASES[method]
     with jax.enable_x64(True):
         y = np.asarray(f(jnp.asarray(x)))
-        for target in (int(np.argmax(y)), int(np.argsort(y)[-2])):
+        for target in _top_two(y):
             if positive:
                 assert y[target] > 0, "pick a network whose compared logits are positive"
             out, rel = _zennit(tm, to_t(x), target, composite())
@@ -344,13 +355,8 @@ ZENNIT_PRESET_CASES = {
 def test_zennit_convention(net, method, request):
     f, tm, x, to_t, from_t, *_ = _case(request, net)
     with jax.enable_x64(True):
-        y = np.asarray(f(jnp.asarray(x)))
-        for target in (int(np.argmax(y)), int(np.argsort(y)[-2])):
-            onehot = torch.zeros((1, 5), dtype=torch.float64)
-            onehot[0, target] = 1.0
-            x_t = to_t(x).clone().requires_grad_(True)
-            with ZENNIT_PRESET_CASES[method](tm) as attributor:
-                _, rel = attributor(x_t, attr_output=onehot)
+        for target in _top_two(f(jnp.asarray(x))):
+            _, rel = _zennit_run(ZENNIT_PRESET_CASES[method](tm), to_t(x), target)
             got = slp.attribute(f, jnp.asarray(x), method, target=target, convention="zennit")
             # Zennit's integrated-gradients path points are float32 (torch.linspace).
             _close(got, from_t(rel), rtol=1e-6 if method == "integrated_gradients" else RTOL)
@@ -371,8 +377,7 @@ CAPTUM_PRESET_CASES = {
 def test_captum_convention(net, method, request):
     f, tm, x, to_t, from_t, *_ = _case(request, net)
     with jax.enable_x64(True):
-        y = np.asarray(f(jnp.asarray(x)))
-        for target in (int(np.argmax(y)), int(np.argsort(y)[-2]), 1):
+        for target in (*_top_two(f(jnp.asarray(x))), 1):
             x_t = to_t(x).clone().requires_grad_(True)
             want = from_t(CAPTUM_PRESET_CASES[method](tm).attribute(x_t, target=target))
             got = slp.attribute(f, jnp.asarray(x), method, target=target, convention="captum")
