@@ -477,65 +477,74 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"{key}: skipped ({cases[key]['skipped']})", flush=True)
                 continue
             if args.isolate:
-                cmd = [sys.executable, __file__, *(argv or sys.argv[1:]), "--worker", name]
-                proc = subprocess.run(
-                    cmd + [str(batch)], capture_output=True, text=True, check=False
-                )
-                line = [s for s in proc.stdout.splitlines() if s.startswith("WORKER_RESULT ")]
-                if not line:
-                    cases[key] = {"skipped": f"worker failed: {proc.stderr[-500:]}"}
-                    print(f"{key}: worker failed", flush=True)
-                    continue
-                res = json.loads(line[-1][len("WORKER_RESULT ") :])
+                res = _isolated(argv, name, batch)
             else:
                 res = measure(fns[name], x, repeats=args.repeats, limit=limit)
             compiled[(name, batch)] = res.pop("_compiled", None)
             cases[key] = res
             save()
-            if "skipped" in res:
-                print(f"{key}: skipped ({res['skipped']})", flush=True)
-            else:
-                print(
-                    f"{key}: {res['images_per_s']:.4g} images/s, XLA temp "
-                    f"{res['xla_temp_bytes_per_image'] / 2**20:.2f} MiB/image"
-                    + (
-                        f", RSS peak +{res['rss_peak_delta_bytes_per_image'] / 2**20:.2f} MiB/image"
-                        if "rss_peak_delta_bytes_per_image" in res
-                        else ""
-                    )
-                    + (
-                        f", device peak {res['device_peak_bytes'] / 2**30:.2f} GiB"
-                        if res.get("device_peak_bytes")
-                        else ""
-                    ),
-                    flush=True,
-                )
+            print(_case_line(key, res), flush=True)
     naive_temp = max(
         [c.get("xla_temp_bytes_per_image", 0) for k, c in cases.items() if k.startswith("naive@")],
         default=0,
     )
     diffs = exactness(args, names, fns, compiled, model, params, x_all, limit, naive_temp)
-    ratios = {}
-    for batch in sorted(set(args.batches) | set(args.variant_batches)):
-        c = {n: cases.get(f"{n}@{batch}", {}) for n in names}
-        ips = {n: v["images_per_s"] for n, v in c.items() if "images_per_s" in v}
-        r: dict[str, float] = {}
-        if "insens" in ips and "naive" in ips:
-            r["insens_vs_naive_speed"] = ips["insens"] / ips["naive"]
-            for k in ("xla_temp_bytes_per_image", "rss_peak_delta_bytes_per_image"):
-                if k in c["insens"] and k in c["naive"] and c["naive"][k]:
-                    r[f"insens_vs_naive_{k}"] = c["insens"][k] / c["naive"][k]
-        if "insens" in ips and "forward" in ips:
-            r["forward_vs_insens_speed"] = ips["forward"] / ips["insens"]
-        for n in ips:
-            if ":" in n and "insens" in ips:
-                r[f"{n}_vs_insens_speed"] = ips[n] / ips["insens"]
-        ratios[str(batch)] = r
+    batches = sorted(set(args.batches) | set(args.variant_batches))
+    ratios = {str(b): _ratios({n: cases.get(f"{n}@{b}", {}) for n in names}) for b in batches}
     result["machine"]["load_at_end"] = _load()
     result["exactness"] = diffs
     result["ratios"] = ratios
+    _print_summary(cases, names, batches, ratios, diffs)
+    save()
+    return result
+
+
+def _isolated(argv, name: str, batch: int) -> dict[str, Any]:
+    """One case measured in a fresh process (``--isolate``): its result, or why it failed."""
+    cmd = [sys.executable, __file__, *(argv or sys.argv[1:]), "--worker", name, str(batch)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = [s for s in proc.stdout.splitlines() if s.startswith("WORKER_RESULT ")]
+    if not line:
+        return {"skipped": f"worker failed: {proc.stderr[-500:]}"}
+    return json.loads(line[-1][len("WORKER_RESULT ") :])
+
+
+def _case_line(key: str, res: dict[str, Any]) -> str:
+    """The progress line of one measured (or skipped) case."""
+    if "skipped" in res:
+        return f"{key}: skipped ({res['skipped']})"
+    line = (
+        f"{key}: {res['images_per_s']:.4g} images/s, XLA temp "
+        f"{res['xla_temp_bytes_per_image'] / 2**20:.2f} MiB/image"
+    )
+    if "rss_peak_delta_bytes_per_image" in res:
+        line += f", RSS peak +{res['rss_peak_delta_bytes_per_image'] / 2**20:.2f} MiB/image"
+    if res.get("device_peak_bytes"):
+        line += f", device peak {res['device_peak_bytes'] / 2**30:.2f} GiB"
+    return line
+
+
+def _ratios(c: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Speed and memory ratios between the routes of one batch size (cases by route)."""
+    ips = {n: v["images_per_s"] for n, v in c.items() if "images_per_s" in v}
+    r: dict[str, float] = {}
+    if "insens" in ips and "naive" in ips:
+        r["insens_vs_naive_speed"] = ips["insens"] / ips["naive"]
+        for k in ("xla_temp_bytes_per_image", "rss_peak_delta_bytes_per_image"):
+            if k in c["insens"] and k in c["naive"] and c["naive"][k]:
+                r[f"insens_vs_naive_{k}"] = c["insens"][k] / c["naive"][k]
+    if "insens" in ips and "forward" in ips:
+        r["forward_vs_insens_speed"] = ips["forward"] / ips["insens"]
+    for n in ips:
+        if ":" in n and "insens" in ips:
+            r[f"{n}_vs_insens_speed"] = ips[n] / ips["insens"]
+    return r
+
+
+def _print_summary(cases, names, batches, ratios, diffs) -> None:
+    """The table of every case, the ratios and the exactness, on stdout."""
     print(f"\n{'batch':>6s} {'route':26s} {'images/s':>10s} {'XLA MiB/img':>12s}")
-    for batch in sorted(set(args.batches) | set(args.variant_batches)):
+    for batch in batches:
         for name in names:
             c = cases.get(f"{name}@{batch}")
             if c is None:
@@ -550,8 +559,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for k, v in diffs.items():
         if k.startswith("max_abs_diff") or k.startswith("rel_err"):
             print(f"   {k}: {v:.3g}")
-    save()
-    return result
 
 
 def exactness(

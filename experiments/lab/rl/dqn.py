@@ -511,7 +511,7 @@ def _egreedy(greedy, params, obs, epsilon: float, rng: np.random.Generator, num_
     return actions.astype(np.int64)
 
 
-def train(
+def train(  # noqa: C901 - one loop in the order of the Nature DQN (see the docstring)
     config: DQNConfig,
     *,
     total_steps: int,
@@ -547,6 +547,13 @@ def train(
 
     Returns:
       A `TrainSummary`.
+
+    Why one long function: the loop acts, steps the environments, stores the transition,
+    updates, copies the target network and checkpoints, in the order of the Nature DQN,
+    and every step reads and changes the same counters (agent step, updates, best return,
+    the episode history, the next target copy and checkpoint). Split into functions, those
+    counters would travel through each of them as one mutable record and the order of
+    the algorithm would no longer be read in one place.
     """
     from tqdm.auto import tqdm
 
