@@ -42,21 +42,20 @@ def _env() -> dict[str, str]:
     return {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
 
 
+def _run(args, *, cwd, timeout) -> subprocess.CompletedProcess:
+    """``args`` run in ``_env()``, stdout and stderr captured as text; no check."""
+    return subprocess.run(
+        args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 # ------------------------------------------------------------------------ the snippet
 
 
 def test_readme_usage_snippet_runs_verbatim(tmp_path):
     script = tmp_path / "usage.py"
     script.write_text(_usage_snippet())
-    proc = subprocess.run(
-        [PYTHON, str(script)],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run([PYTHON, str(script)], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     digits = example.example_digits()
@@ -189,15 +188,8 @@ def _option_entries(help_text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def help_outputs():
     def run(cmd):
-        return subprocess.run(
-            [PYTHON, "-X", "importtime", *cmd],  # stderr lists every module imported
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        # -X importtime: stderr lists every module imported
+        return _run([PYTHON, "-X", "importtime", *cmd], cwd=ROOT, timeout=120)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         return dict(zip((" ".join(c) for c in COMMANDS), pool.map(run, COMMANDS), strict=True))
