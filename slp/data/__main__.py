@@ -1,8 +1,9 @@
 """Command line: ``python -m slp.data fetch mnist|fashion_mnist|cifar10|smallnorb``.
 
-Fetches a dataset into the data directory (``--data-dir``, else ``$SLP_DATA_DIR``, else
-``~/.cache/slp``) and prints the folder it is in. Exits with status 1 and the loader's
-message when the dataset cannot be obtained.
+Fetches a dataset from its official sources into the data directory (``--data-dir``, else
+``$SLP_DATA_DIR``, else ``~/.cache/slp``) and prints the folder it is in. Exits with status 1
+and the loader's message when the dataset cannot be obtained. (In a clone of the repository,
+``python experiments/fetch_data.py`` also tries package managers' copies.)
 """
 
 from __future__ import annotations

