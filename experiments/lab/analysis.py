@@ -11,7 +11,7 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +320,33 @@ def skipped_section(skipped: dict[str, str]) -> list[str]:
     if not skipped:
         return []
     return ["## Methods skipped", "", *(f"- {m}: {why}" for m, why in skipped.items()), ""]
+
+
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], *, align: Sequence[str] | None = None
+) -> list[str]:
+    """The lines of one markdown table: header, separator, one line per row.
+
+    Args:
+      header: the column titles.
+      rows: each row's cells (``str`` as written, anything else through ``str``), as many
+        as there are titles.
+      align: per column ``"---"`` (default) or ``"---:"`` (right-aligned).
+
+    Returns:
+      ``["| a | b |", "|---|---|", "| 1 | 2 |", ...]``; every result table of the
+      experiments is written with it.
+    """
+    align = list(align) if align is not None else ["---"] * len(header)
+    if len(align) != len(header):
+        raise ValueError(f"{len(align)} alignments for {len(header)} columns")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for row in rows:
+        cells = [c if isinstance(c, str) else str(c) for c in row]
+        if len(cells) != len(header):
+            raise ValueError(f"a row of {len(cells)} cells in a table of {len(header)} columns")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_json(path: Path, obj: Any) -> None:
