@@ -119,6 +119,13 @@ class ConvNet(nn.Module):
         return nn.Dense(self.classes)(h)
 
 
+def _head(h):
+    """The last layers of the test networks below: flatten, dense 5, ReLU, dense 3."""
+    if h.ndim > 2:
+        h = h.reshape((h.shape[0], -1))
+    return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+
+
 class GroupedNet(nn.Module):
     """Grouped and depthwise (strided) convolutions."""
 
@@ -127,8 +134,7 @@ class GroupedNet(nn.Module):
         h = nn.relu(nn.Conv(4, (3, 3), padding="SAME")(x))
         h = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME", feature_group_count=4)(h))
         h = nn.relu(nn.Conv(6, (2, 2), padding="VALID", feature_group_count=2)(h))
-        h = h.reshape((h.shape[0], -1))
-        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+        return _head(h)
 
 
 class ChannelDenseNet(nn.Module):
@@ -141,8 +147,7 @@ class ChannelDenseNet(nn.Module):
         h = nn.max_pool(h, (2, 2), (2, 2))
         h = nn.relu(nn.Conv(3, (2, 2), padding="VALID")(h))
         h = nn.relu(nn.Dense(2)(h))
-        h = h.reshape((h.shape[0], -1))
-        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+        return _head(h)
 
 
 class GlobalPoolNet(nn.Module):
@@ -154,7 +159,7 @@ class GlobalPoolNet(nn.Module):
         h = nn.max_pool(h, (2, 2), (2, 2))
         h = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME")(h))
         h = jnp.mean(h, axis=(1, 2))
-        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+        return _head(h)
 
 
 class ResidualNet(nn.Module):
@@ -169,7 +174,7 @@ class ResidualNet(nn.Module):
         r = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME")(h))
         h = nn.relu(s + nn.Conv(4, (3, 3), padding="SAME")(r))
         h = jnp.mean(h, axis=(1, 2))
-        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+        return _head(h)
 
 
 class ConcatNet(nn.Module):
@@ -184,8 +189,7 @@ class ConcatNet(nn.Module):
         h = jnp.concatenate([a, b, c], axis=-1)
         h = jnp.concatenate([h, nn.relu(nn.Conv(2, (3, 3), padding="SAME")(h))], axis=-1)
         h = nn.relu(nn.Conv(3, (2, 2), (2, 2))(h))
-        h = h.reshape((h.shape[0], -1))
-        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+        return _head(h)
 
 
 CONE_NETS = {
@@ -750,8 +754,7 @@ class Strided(nn.Module):
     def __call__(self, x):
         h = nn.relu(nn.Conv(3, (3, 3), strides=(2, 2), padding="SAME")(x))
         h = nn.relu(nn.Conv(2, (3, 3), padding="SAME")(h))
-        h = h.reshape((h.shape[0], -1))
-        return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
+        return _head(h)
 
 
 def test_strided_conv_both_routes(x64):
