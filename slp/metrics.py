@@ -121,14 +121,9 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Cosine of the angle between two maps (flattened); NaN when either is all zero.
+    """Cosine of the angle between two maps `a` and `b` of ``n`` entries each (flattened).
 
-    Args:
-      a: array with ``n`` entries.
-      b: array with ``n`` entries.
-
-    Returns:
-      Scalar in [-1, 1], or NaN.
+    Returns a scalar in [-1, 1], or NaN when either map is all zero.
     """
     a, b = _pair(a, b)
     return _normalised_dot(a, b)

@@ -208,14 +208,8 @@ def clean_mask(
 ) -> jax.Array:
     """Pixels that `variant` keeps clean (see the module docstring).
 
-    Args:
-      variant: one of `VARIANTS`.
-      x: one image `(H, W)` or `(H, W, C)` in [0, 1].
-      threshold: see `digit_mask`.
-      radius: see `dilate`.
-
-    Returns:
-      bool array `(H, W)`.
+    `variant` is one of `VARIANTS`; `x`, `threshold`, `radius` and the result (bool
+    `(H, W)`) are as in `outline_mask`.
     """
     digit = digit_mask(x, threshold=threshold)
     grown = dilate(digit, radius=radius)

@@ -303,16 +303,7 @@ def deconvnet(f: Callable, x: jax.Array, *, target=None, start: str = "one") -> 
     """DeconvNet (Zeiler & Fergus 2014).
 
     Backward through each ReLU by a ReLU of the incoming signal, ``g_in = max(g_out, 0)``,
-    whatever the neuron's state; max-pools route to their winners.
-
-    Args:
-      f: per-example ReLU network ``f(x) -> logits``.
-      x: one input, shape ``X``.
-      target: class index; None means the arg-max logit.
-      start: the backward signal at the target logit: ``"one"`` (1, as Zennit and Captum)
-        or ``"logit"`` (``f(x)[t]``, as iNNvestigate's reverse analyzers).
-
-    Returns:
-      Array of shape ``X``.
+    whatever the neuron's state; max-pools route to their winners. Arguments and result as
+    in `guided_backprop`.
     """
     return _modified_gradient(f, x, target, _deconv_relu, start)

@@ -125,18 +125,8 @@ def load_fashion_mnist(
 ) -> LabelledImages:
     """Loads Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from the official IDX files.
 
-    Args:
-      split: "train" (60,000 images) or "test" (10,000 images).
-      data_dir: the data directory; default ``$SLP_DATA_DIR`` or ``~/.cache/slp``. The files
-        are in its ``fashion_mnist/`` folder.
-      download: fetch missing files (see the module docstring for the sources tried).
-
-    Returns:
-      LabelledImages: images uint8 (N, 28, 28), labels int32 (N,).
-
-    Raises:
-      DatasetNotFoundError: files missing and not obtainable.
-      CorruptDataError: a file is damaged or not the official one.
+    As `load_mnist` (same arguments, same record, same errors), with the files in the data
+    directory's ``fashion_mnist/`` folder and Fashion-MNIST's sources and checksums.
     """
     return _load("fashion_mnist", split, data_dir, download)
 
