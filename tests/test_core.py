@@ -85,20 +85,11 @@ def test_theorem1_twoconv_full_size(x64):
 
 _SMALL_SPECS = [
     [("conv", 3, 3, 1, "SAME"), ("relu",), ("maxpool", 2, 2), ("flatten",), ("dense", 4)],
-    [
-        ("conv", 2, 3, 1, "SAME"),
-        ("relu",),
-        ("maxpool", 2, 2),
-        ("conv", 3, 2, 1, "VALID"),
-        ("relu",),
-        ("avgpool", 2, 1),
-        ("flatten",),
-        ("dense", 5),
-        ("relu",),
-        ("dense", 3),
-    ],
+    [("conv", 2, 3, 1, "SAME"), ("relu",), ("maxpool", 2, 2),
+     ("conv", 3, 2, 1, "VALID"), ("relu",), ("avgpool", 2, 1),
+     ("flatten",), ("dense", 5), ("relu",), ("dense", 3)],
     [("conv", 2, 3, 2, "SAME"), ("relu",), ("maxpool", 2, 1), ("flatten",), ("dense", 3)],
-]
+]  # fmt: skip
 
 
 def _check_against_reference(spec, seed, *, relu="nn", method="jacfwd", losers=False):

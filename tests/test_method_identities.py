@@ -39,26 +39,15 @@ import slp
 IN_SHAPE = (8, 8, 2)
 SPECS = {
     "conv-maxpool-avgpool-dense": [
-        ("conv", 3, 3, 1, "SAME"),
-        ("relu",),
-        ("maxpool", 2, 2),
-        ("conv", 4, 3, 1, "SAME"),
-        ("relu",),
-        ("avgpool", 2, 1),
-        ("flatten",),
-        ("dense", 6),
-        ("relu",),
-        ("dense", 3),
+        ("conv", 3, 3, 1, "SAME"), ("relu",), ("maxpool", 2, 2),
+        ("conv", 4, 3, 1, "SAME"), ("relu",), ("avgpool", 2, 1),
+        ("flatten",), ("dense", 6), ("relu",), ("dense", 3),
     ],
     "strided-conv-dense": [
-        ("conv", 4, 3, 2, "VALID"),
-        ("relu",),
-        ("flatten",),
-        ("dense", 8),
-        ("relu",),
-        ("dense", 4),
+        ("conv", 4, 3, 2, "VALID"), ("relu",),
+        ("flatten",), ("dense", 8), ("relu",), ("dense", 4),
     ],
-}
+}  # fmt: skip
 
 # How each case sets the biases drawn by `init_params` (normal, std 0.3). Non-positive
 # biases are scaled down so that enough neurons stay active for a non-trivial map.

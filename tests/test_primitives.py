@@ -17,14 +17,9 @@ from slp._src import primitives as _primitives
 from tests import reference as ref
 
 SPEC = (
-    ("conv", 3, 3, 1, "SAME"),
-    ("relu",),
-    ("maxpool", 2, 2),
-    ("flatten",),
-    ("dense", 5),
-    ("relu",),
-    ("dense", 3),
-)
+    ("conv", 3, 3, 1, "SAME"), ("relu",), ("maxpool", 2, 2),
+    ("flatten",), ("dense", 5), ("relu",), ("dense", 3),
+)  # fmt: skip
 IN_SHAPE = (6, 6, 2)
 
 # Every spelling of max(z, 0) that the walker must take as a ReLU.
