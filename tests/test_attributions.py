@@ -27,17 +27,10 @@ from slp.models import MLP, TwoConv, as_single_example
 
 # ("conv", cout, k, pad) | ("dense", n) | ("relu",) | ("maxpool", 2) | ("avgpool", 2) | ("flatten",)
 CONV_SPEC = (
-    ("conv", 3, 3, "SAME"),
-    ("relu",),
-    ("maxpool", 2),
-    ("conv", 4, 3, "SAME"),
-    ("relu",),
-    ("avgpool", 2),
-    ("flatten",),
-    ("dense", 6),
-    ("relu",),
-    ("dense", 3),
-)
+    ("conv", 3, 3, "SAME"), ("relu",), ("maxpool", 2),
+    ("conv", 4, 3, "SAME"), ("relu",), ("avgpool", 2),
+    ("flatten",), ("dense", 6), ("relu",), ("dense", 3),
+)  # fmt: skip
 MLP_SPEC = (("flatten",), ("dense", 7), ("relu",), ("dense", 5), ("relu",), ("dense", 3))
 IN_SHAPE = (8, 8, 2)
 
@@ -504,29 +497,15 @@ def _flax_and_jnp():
     )
     p = params["params"]
     spec = (
-        ("conv", 2, 5, "SAME"),
-        ("relu",),
-        ("maxpool", 2),
-        ("conv", 3, 5, "SAME"),
-        ("relu",),
-        ("maxpool", 2),
-        ("flatten",),
-        ("dense", 5),
-        ("relu",),
-        ("dense", 3),
+        ("conv", 2, 5, "SAME"), ("relu",), ("maxpool", 2),
+        ("conv", 3, 5, "SAME"), ("relu",), ("maxpool", 2),
+        ("flatten",), ("dense", 5), ("relu",), ("dense", 3),
+    )  # fmt: skip
+    # flax's layers in the order of the spec's conv and dense layers
+    layers = iter(
+        (p[n]["kernel"], p[n]["bias"]) for n in ("Conv_0", "Conv_1", "Dense_0", "Dense_1")
     )
-    plist = [
-        (p["Conv_0"]["kernel"], p["Conv_0"]["bias"]),
-        None,
-        None,
-        (p["Conv_1"]["kernel"], p["Conv_1"]["bias"]),
-        None,
-        None,
-        None,
-        (p["Dense_0"]["kernel"], p["Dense_0"]["bias"]),
-        None,
-        (p["Dense_1"]["kernel"], p["Dense_1"]["bias"]),
-    ]
+    plist = [next(layers) if layer[0] in ("conv", "dense") else None for layer in spec]
     return as_single_example(model, params), jnp_net(spec, plist), x
 
 
