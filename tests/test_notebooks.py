@@ -161,7 +161,7 @@ def _mnist_available() -> bool:
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_executes_from_scratch(name, tmp_path):
     if not _mnist_available():
-        pytest.skip("MNIST is not in the data directory; run `python experiments/fetch_data.py mnist`")
+        pytest.skip("MNIST is not in the data directory: python experiments/fetch_data.py mnist")
     nb = _read(name)
     for cell in nb.cells:
         if cell.cell_type == "code":
