@@ -36,6 +36,7 @@ cifar10_randomization.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -267,11 +268,73 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Where Insens stands",
         "",
+        *verdicts(result),
+        "",
+        "## Robustness to Gaussian noise",
+        "",
+        "No object masks exist for CIFAR-10, so the MNIST noise variants and the "
+        f"share-on-object measure do not apply. Noise: `clip(x + {cfg['sigma']:g} z, 0, 1)` on "
+        f"every pixel and channel. Test accuracy on the noisy images: "
+        f"{result['noisy_accuracy']:.4f} (clean, same images: {result['sample_accuracy']:.4f}).",
+        "",
+        "The LRP rules start from the target logit (iNNvestigate's convention), so their map "
+        "changes sign with it: images whose true-class logit changes sign under the noise "
+        "give correlations near -1, hence their large spread. deep_taylor and "
+        "deep_taylor_bounded start from max(logit, 0) and are undefined (all zero) where it "
+        "is 0.",
+        "",
+        *analysis.table(
+            ["method", "Spearman clean vs noisy", "cosine clean vs noisy"],
+            [[m, f(rob[m]["spearman"]), f(rob[m]["cosine"])] for m in methods],
+        ),
+        "",
+        "![robustness](cifar10_robustness.png)",
+        "",
+        "## Faithfulness: deletion and insertion",
+        "",
+        f"Pixels (all three channels) perturbed in {cfg['steps']} equal steps, most important "
+        "first, replaced by the training set's mean colour "
+        f"({', '.join(f'{v:.3f}' for v in cfg['baseline'])}); insertion starts from an image "
+        "of that colour. Orders and columns as in `mnist_metrics.md`.",
+        "",
+        *analysis.table(
+            ["method", "order", "deletion AUC prob", "Δ random", "insertion AUC prob", "Δ random"],
+            faithfulness_rows(faith, methods),
+        ),
+        "",
+        "![curves](cifar10_curves.png)",
+        "",
+        "![curves (logit)](cifar10_curves_logit.png)",
+        "",
+        "## Model randomisation",
+        "",
+        f"Cumulative re-initialisation from the output layer down: {' → '.join(steps)}; "
+        "Spearman correlation (signed / absolute) with the trained network's map.",
+        "",
+        *analysis.table(
+            ["method", *(f"+{s}" for s in steps)],
+            [[m, *randomization_cells(rand[m], steps)] for m in methods],
+        ),
+        "",
+        "![randomisation](cifar10_randomization.png)",
+        "",
+    ]
+    lines += analysis.skipped_section(result["skipped_methods"])
+    return "\n".join(lines)
+
+
+def verdicts(result: dict[str, Any]) -> list[str]:
+    """Where Insens stands among the methods on each headline measure (one line each)."""
+    cfg = result["config"]
+    methods = cfg["methods"]
+    rob, faith, rand = result["robustness"], result["faithfulness"], result["randomization"]
+    steps = result["randomization_steps"]
+    lines = [
         analysis.verdict_line(
             f"Spearman clean vs noisy (sigma {cfg['sigma']:g}; higher = more robust)",
             {m: rob[m]["spearman"]["mean"] for m in methods},
             higher_is_better=True,
-        ),
+        )
     ]
     for order in ORDERS:
         for mode, higher in (("deletion", False), ("insertion", True)):
@@ -293,181 +356,171 @@ def markdown(result: dict[str, Any]) -> str:
                 higher_is_better=False,
             )
         )
-    lines += [
-        "",
-        "## Robustness to Gaussian noise",
-        "",
-        "No object masks exist for CIFAR-10, so the MNIST noise variants and the "
-        f"share-on-object measure do not apply. Noise: `clip(x + {cfg['sigma']:g} z, 0, 1)` on "
-        f"every pixel and channel. Test accuracy on the noisy images: "
-        f"{result['noisy_accuracy']:.4f} (clean, same images: {result['sample_accuracy']:.4f}).",
-        "",
-        "The LRP rules start from the target logit (iNNvestigate's convention), so their map "
-        "changes sign with it: images whose true-class logit changes sign under the noise "
-        "give correlations near -1, hence their large spread. deep_taylor and "
-        "deep_taylor_bounded start from max(logit, 0) and are undefined (all zero) where it "
-        "is 0.",
-        "",
-        "| method | Spearman clean vs noisy | cosine clean vs noisy |",
-        "|---|---|---|",
-    ]
-    for m in methods:
-        lines.append(f"| {m} | {f(rob[m]['spearman'])} | {f(rob[m]['cosine'])} |")
-    lines += [
-        "",
-        "![robustness](cifar10_robustness.png)",
-        "",
-        "## Faithfulness: deletion and insertion",
-        "",
-        f"Pixels (all three channels) perturbed in {cfg['steps']} equal steps, most important "
-        "first, replaced by the training set's mean colour "
-        f"({', '.join(f'{v:.3f}' for v in cfg['baseline'])}); insertion starts from an image "
-        "of that colour. Orders and columns as in `mnist_metrics.md`.",
-        "",
-        "| method | order | deletion AUC prob | Δ random | insertion AUC prob | Δ random |",
-        "|---|---|---|---|---|---|",
-        f"| random | - | {f(faith[RANDOM]['deletion']['auc_probability'])} | 0 | "
-        f"{f(faith[RANDOM]['insertion']['auc_probability'])} | 0 |",
+    return lines
+
+
+def faithfulness_rows(faith: dict[str, Any], methods) -> list[list[str]]:
+    """Rows of the deletion/insertion table: the random order, then each method and order."""
+    f = analysis.fmt
+    rnd = faith[RANDOM]
+    rows = [
+        [
+            "random",
+            "-",
+            f(rnd["deletion"]["auc_probability"]),
+            "0",
+            f(rnd["insertion"]["auc_probability"]),
+            "0",
+        ]
     ]
     for m in methods:
         for order in ORDERS:
             e = faith[m][order]
-            lines.append(
-                f"| {m} | {order} | {f(e['deletion']['auc_probability'])} | "
-                f"{f(e['deletion']['auc_probability_minus_random'])} | "
-                f"{f(e['insertion']['auc_probability'])} | "
-                f"{f(e['insertion']['auc_probability_minus_random'])} |"
+            rows.append(
+                [
+                    m,
+                    order,
+                    f(e["deletion"]["auc_probability"]),
+                    f(e["deletion"]["auc_probability_minus_random"]),
+                    f(e["insertion"]["auc_probability"]),
+                    f(e["insertion"]["auc_probability_minus_random"]),
+                ]
             )
-    lines += [
-        "",
-        "![curves](cifar10_curves.png)",
-        "",
-        "![curves (logit)](cifar10_curves_logit.png)",
-        "",
-        "## Model randomisation",
-        "",
-        f"Cumulative re-initialisation from the output layer down: {' → '.join(steps)}; "
-        "Spearman correlation (signed / absolute) with the trained network's map.",
-        "",
-        "| method | " + " | ".join(f"+{s}" for s in steps) + " |",
-        "|---|" + "---|" * len(steps),
+    return rows
+
+
+def randomization_cells(rand: dict[str, Any], steps) -> list[str]:
+    """One method's ``signed / abs`` Spearman correlation after each randomisation step."""
+    f = analysis.fmt
+    return [
+        f"{f(rand[s]['spearman'], digits=2)} / {f(rand[s]['spearman_abs'], digits=2)}"
+        for s in steps
     ]
-    for m in methods:
-        cells = [
-            f"{f(rand[m][s]['spearman'], digits=2)} / {f(rand[m][s]['spearman_abs'], digits=2)}"
-            for s in steps
-        ]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "![randomisation](cifar10_randomization.png)", ""]
-    lines += analysis.skipped_section(result["skipped_methods"])
-    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the experiment; returns the dict written to cifar10.json."""
-    args = parse_args(argv)
-    t_start = time.perf_counter()
-    log = functools.partial(print, file=sys.stderr, flush=True)
-    load = functools.partial(
-        slp_data.load_cifar10,
-        data_dir=args.data_dir,
-        download=not args.no_download,
-        source=args.source,
-        images_path=args.images_path,
-    )
-    test = load("test")
-    test_x, test_y = to_float(test.images), np.asarray(test.labels, np.int32)
-    if args.num_test is not None:
-        test_x, test_y = test_x[: args.num_test], test_y[: args.num_test]
-    if len(test_x) < args.num_images:
-        raise ValueError(f"--num-images {args.num_images} exceeds the {len(test_x)} test images")
+class Cifar10Data:
+    """The CIFAR-10 of the options: the test split at once, the training split on first use.
+
+    ``test`` is the test `slp_data.Dataset`; ``test_x``, ``test_y`` its first --num-test
+    images (float, [0, 1]) and labels.
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        self._load = functools.partial(
+            slp_data.load_cifar10,
+            data_dir=args.data_dir,
+            download=not args.no_download,
+            source=args.source,
+            images_path=args.images_path,
+        )
+        self.test = self._load("test")
+        test_x, test_y = to_float(self.test.images), np.asarray(self.test.labels, np.int32)
+        if args.num_test is not None:
+            test_x, test_y = test_x[: args.num_test], test_y[: args.num_test]
+        if len(test_x) < args.num_images:
+            raise ValueError(
+                f"--num-images {args.num_images} exceeds the {len(test_x)} test images"
+            )
+        self.test_x, self.test_y = test_x, test_y
+        self._train: tuple[np.ndarray, np.ndarray] | None = None
+
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training images (float, [0, 1]) and labels, loaded on the first call."""
+        if self._train is None:
+            train = self._load("train")
+            if train.source != self.test.source:
+                raise ValueError(f"train split from {train.source}, test from {self.test.source}")
+            self._train = (to_float(train.images), np.asarray(train.labels, np.int32))
+        return self._train
+
+    def splits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(train_x, train_y, test_x, test_y)``, as `training.load_or_train` asks."""
+        return (*self.train(), self.test_x, self.test_y)
+
+
+def load_or_train(args: argparse.Namespace, data: Cifar10Data):
+    """The training config of the options and its checkpoint (trained when missing)."""
     config = dataclasses.replace(
         cli.training_config(args),
-        dataset=dataset_name(test),
+        dataset=dataset_name(data.test),
         input_shape=(32, 32, 3),
         num_classes=len(CLASSES),
     )
-    train_cache: dict[str, Any] = {}
-
-    def train_data():
-        if not train_cache:
-            train = load("train")
-            if train.source != test.source:
-                raise ValueError(f"train split from {train.source}, test from {test.source}")
-            train_cache["x"] = to_float(train.images)
-            train_cache["y"] = np.asarray(train.labels, np.int32)
-        return train_cache["x"], train_cache["y"]
-
-    def load_data():
-        tx, ty = train_data()
-        return tx, ty, test_x, test_y
-
     ck = training.load_or_train(
         config,
         checkpoint_dir=args.checkpoint_dir,
         data_dir=args.data_dir,
-        load_data=load_data,
+        load_data=data.splits,
         retrain=args.retrain,
         progress=not args.no_progress,
     )
-    model, params = ck.model, ck.params
-    test_acc = training.accuracy(model, params, test_x, test_y)
-    log(f"test accuracy {test_acc:.4f} ({'reused' if ck.reused else 'trained'} {ck.path.name})")
-    tx, _ = train_data()
-    num_train = len(tx) if config.num_train is None else min(config.num_train, len(tx))
-    baseline = tx[:num_train].mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+    return config, ck
 
+
+def mean_colour(train_x: np.ndarray, num_train: int | None) -> tuple[int, np.ndarray]:
+    """The number of training images used and their mean colour `(3,)` (the deletion value)."""
+    num_train = len(train_x) if num_train is None else min(num_train, len(train_x))
+    return num_train, train_x[:num_train].mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """The measured test images: a fixed random sample, each clean and with the noise.
+
+    ``indices`` into the test images (sorted: the image copies are ordered by class),
+    images ``x`` and ``x_noisy`` `(N, 32, 32, 3)`, labels ``y``, Figure 6's sample
+    ``positions`` and ``num_random``, how many of the first images the randomisation uses.
+    """
+
+    indices: np.ndarray
+    x: np.ndarray
+    x_noisy: np.ndarray
+    y: np.ndarray
+    positions: list[int]
+    num_random: int
+
+
+def draw_sample(args: argparse.Namespace, test_x: np.ndarray, test_y: np.ndarray) -> Sample:
+    """--num-images test images drawn with --seed-sample, and their noise (same seed)."""
     rng = np.random.default_rng(args.seed_sample)
-    sample = np.sort(rng.choice(len(test_x), size=args.num_images, replace=False))
-    x, y = test_x[sample], test_y[sample]
-    n_rand = min(args.num_random_images, len(x))
-
-    def apply(p, z):
-        return model.apply(p, z[None])[0]
-
-    runner = analysis.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.seed_sample)
-    candidates = tuple(args.methods) if args.methods else slp.available_methods()
-    methods, skipped = analysis.usable_methods(runner, params, x[0], candidates)
-    for m, why in skipped.items():
-        log(f"skipping {m}: {why}")
-    seconds: dict[str, float] = {}
-
-    t0 = time.perf_counter()
+    indices = np.sort(rng.choice(len(test_x), size=args.num_images, replace=False))
+    x, y = test_x[indices], test_y[indices]
     keys = jax.random.split(jax.random.key(args.seed_sample), len(x))
-    x_noisy = np.asarray(_noisy(keys, jnp.asarray(x), args.sigma))
-    fig_idx = figure_indices(y, classes=args.figure_classes, per_class=args.examples_per_class)
-    lossy = " (lossy JPEG copy)" if test.lossy else ""
-    fig_title = (
-        f"Figure 6 left (reproduction): 2CONV on CIFAR-10{lossy}, test accuracy {test_acc:.3f}; "
-        f"maps of the true class, clean and with Gaussian noise sigma = {args.sigma:g}"
+    return Sample(
+        indices=indices,
+        x=x,
+        x_noisy=np.asarray(_noisy(keys, jnp.asarray(x), args.sigma)),
+        y=y,
+        positions=figure_indices(y, classes=args.figure_classes, per_class=args.examples_per_class),
+        num_random=min(args.num_random_images, len(x)),
     )
 
-    def draw_figure6(clean_maps, noisy_maps):
-        if fig_idx:
-            preds = training.predict_logits(model, params, x[fig_idx]).argmax(-1)
-            preds_noisy = training.predict_logits(model, params, x_noisy[fig_idx]).argmax(-1)
-            fig = figure6(
-                x,
-                x_noisy,
-                y,
-                preds,
-                preds_noisy,
-                clean_maps,
-                noisy_maps,
-                methods,
-                positions=fig_idx,
-                sigma=args.sigma,
-                title=fig_title,
-            )
-            plotting.save_figure(fig, args.out / "cifar10_figure6.png", dpi=100)
 
-    if args.figures_only:
-        draw_figure6(
-            {m: runner(m, params, x, y) for m in methods},
-            {m: runner(m, params, x_noisy, y) for m in methods},
-        )
-        log(f"wrote {args.out}/cifar10_figure6.png (--figures-only)")
-        return {}
+def usable_methods(runner, params, x0, requested, log) -> tuple[list[str], dict[str, str]]:
+    """The requested (default: all registered) methods that run here, and why others do not."""
+    candidates = tuple(requested) if requested else slp.available_methods()
+    methods, skipped = analysis.usable_methods(runner, params, x0, candidates)
+    for m, why in skipped.items():
+        log(f"skipping {m}: {why}")
+    return methods, skipped
+
+
+@contextlib.contextmanager
+def timer(seconds: dict[str, float], name: str):
+    """Stores the wall time of the ``with`` block in ``seconds[name]``."""
+    t0 = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - t0
+
+
+def robustness(runner, params, sample: Sample, *, methods, log):
+    """Every method's maps of the clean and noisy images and their Spearman/cosine similarity.
+
+    Returns:
+      ``(results, clean_maps, noisy_maps)``: ``results[method]`` holds the summaries
+      ``spearman`` and ``cosine``; the maps are per method `(N, 32, 32, 3)`.
+    """
+    x, x_noisy, y = sample.x, sample.x_noisy, sample.y
     rob, clean_maps, noisy_maps = {}, {}, {}
     for m in methods:
         t1 = time.perf_counter()
@@ -478,31 +531,171 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         rob[m] = {k: analysis.summary(sims[k]) for k in ("spearman", "cosine")}
         log(f"maps and robustness {m}: {time.perf_counter() - t1:.0f} s")
-    seconds["robustness"] = time.perf_counter() - t0
+    return rob, clean_maps, noisy_maps
 
-    t0 = time.perf_counter()
+
+def measure_faithfulness(args, apply, params, sample: Sample, clean_maps, baseline, methods, log):
+    """Deletion/insertion curves (`analysis.faithfulness`) on the clean sample images."""
     curves = analysis.CurveRunner(
         apply, baseline=baseline, steps=args.steps, batch_size=args.batch_size_maps
     )
-    faith, mean_curves = analysis.faithfulness(
-        curves, params, x, y, clean_maps, seed=args.seed_sample + 1, methods=methods, log=log
+    return analysis.faithfulness(
+        curves,
+        params,
+        sample.x,
+        sample.y,
+        clean_maps,
+        seed=args.seed_sample + 1,
+        methods=methods,
+        log=log,
     )
-    seconds["faithfulness"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    rand, steps = analysis.randomization(
+
+def figure6_title(lossy: bool, test_acc: float, sigma: float) -> str:
+    """Figure 6's title: data (``lossy``: the JPEG copy), test accuracy, noise."""
+    lossy = " (lossy JPEG copy)" if lossy else ""
+    return (
+        f"Figure 6 left (reproduction): 2CONV on CIFAR-10{lossy}, test accuracy {test_acc:.3f}; "
+        f"maps of the true class, clean and with Gaussian noise sigma = {sigma:g}"
+    )
+
+
+def measure_randomization(args, runner, model, params, sample: Sample, clean_maps, methods, log):
+    """Model randomisation (`analysis.randomization`) on the sample's first images."""
+    n = sample.num_random
+    return analysis.randomization(
         runner,
         model,
         params,
-        x[:n_rand],
-        y[:n_rand],
+        sample.x[:n],
+        sample.y[:n],
         clean_maps,
         seed=args.seed_sample + 2,
         methods=methods,
         log=log,
     )
-    seconds["randomization"] = time.perf_counter() - t0
 
+
+def write_figure6(path: Path, model, params, sample: Sample, methods, clean_maps, noisy_maps, **kw):
+    """Writes Figure 6 (`figure6`, with the rows' predictions) unless it has no rows."""
+    positions = sample.positions
+    if positions:
+        preds = training.predict_logits(model, params, sample.x[positions]).argmax(-1)
+        preds_noisy = training.predict_logits(model, params, sample.x_noisy[positions]).argmax(-1)
+        fig = figure6(
+            sample.x,
+            sample.x_noisy,
+            sample.y,
+            preds,
+            preds_noisy,
+            clean_maps,
+            noisy_maps,
+            methods,
+            positions=positions,
+            **kw,
+        )
+        plotting.save_figure(fig, path, dpi=100)
+
+
+def run_config(
+    args, argv, data: Cifar10Data, config, ck, sample: Sample, methods, num_train, baseline, seconds
+) -> dict[str, Any]:
+    """The ``config`` part of cifar10.json: options, data, checkpoint, sample and timings."""
+    return {
+        "source": source_label(data.test),
+        "lossy": bool(data.test.lossy),
+        "methods": methods,
+        "num_train": int(num_train),
+        "num_test": int(len(data.test_x)),
+        "num_images": int(len(sample.x)),
+        "num_random_images": int(sample.num_random),
+        "sample_indices": sample.indices.tolist(),
+        "figure_sample_positions": sample.positions,
+        "target": "true label",
+        "sigma": args.sigma,
+        "steps": args.steps,
+        "baseline": baseline.tolist(),
+        "train": config.to_dict(),
+        "checkpoint_name": ck.path.name,
+        "trained_this_run": not ck.reused,
+        "train_seconds": ck.metadata.get("train_seconds"),
+        "epoch_seconds": [h["seconds"] for h in ck.metadata.get("history", [])],
+        "seconds": seconds,
+        "command": "python experiments/cifar10.py " + " ".join(argv or sys.argv[1:]),
+    }
+
+
+def write_figures(result: dict[str, Any], out: Path) -> None:
+    """Writes the robustness, curve and randomisation PNGs from the result dict."""
+    cfg = result["config"]
+    methods, lossy = cfg["methods"], " (lossy JPEG copy)" if cfg["lossy"] else ""
+    plotting.save_figure(
+        robustness_figure(result["robustness"], methods, cfg["sigma"], lossy),
+        out / "cifar10_robustness.png",
+    )
+    for kind, name in (
+        ("probability", "cifar10_curves.png"),
+        ("logit", "cifar10_curves_logit.png"),
+    ):
+        title = (
+            f"Deletion / insertion on {cfg['num_images']} CIFAR-10{lossy} test images: mean "
+            f"target {kind} (deleted pixels = training mean colour)"
+        )
+        plotting.save_figure(
+            analysis.curves_figure(result["mean_curves"], methods, kind=kind, title=title),
+            out / name,
+        )
+    plotting.save_figure(
+        analysis.randomization_figure(
+            result["randomization"], result["randomization_steps"], methods
+        ),
+        out / "cifar10_randomization.png",
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the experiment; returns the dict written to cifar10.json."""
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    data = Cifar10Data(args)
+    config, ck = load_or_train(args, data)
+    model, params = ck.model, ck.params
+    test_acc = training.accuracy(model, params, data.test_x, data.test_y)
+    log(f"test accuracy {test_acc:.4f} ({'reused' if ck.reused else 'trained'} {ck.path.name})")
+    num_train, baseline = mean_colour(data.train()[0], config.num_train)
+    sample = draw_sample(args, data.test_x, data.test_y)
+    x, x_noisy, y = sample.x, sample.x_noisy, sample.y
+
+    def apply(p, z):
+        return model.apply(p, z[None])[0]
+
+    runner = analysis.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.seed_sample)
+    methods, skipped = usable_methods(runner, params, x[0], args.methods, log)
+    title = figure6_title(data.test.lossy, test_acc, args.sigma)
+    draw_figure6 = functools.partial(
+        write_figure6, args.out / "cifar10_figure6.png", model, params, sample, methods
+    )
+    if args.figures_only:
+        draw_figure6(
+            {m: runner(m, params, x, y) for m in methods},
+            {m: runner(m, params, x_noisy, y) for m in methods},
+            sigma=args.sigma,
+            title=title,
+        )
+        log(f"wrote {args.out}/cifar10_figure6.png (--figures-only)")
+        return {}
+    seconds: dict[str, float] = {}
+    with timer(seconds, "robustness"):
+        rob, clean_maps, noisy_maps = robustness(runner, params, sample, methods=methods, log=log)
+    with timer(seconds, "faithfulness"):
+        faith, mean_curves = measure_faithfulness(
+            args, apply, params, sample, clean_maps, baseline, methods, log
+        )
+    with timer(seconds, "randomization"):
+        rand, steps = measure_randomization(
+            args, runner, model, params, sample, clean_maps, methods, log
+        )
     seconds["total"] = time.perf_counter() - t_start
     result = {
         "test_accuracy": test_acc,
@@ -514,51 +707,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "randomization": rand,
         "randomization_steps": steps,
         "skipped_methods": skipped,
-        "config": {
-            "source": source_label(test),
-            "lossy": bool(test.lossy),
-            "methods": methods,
-            "num_train": int(num_train),
-            "num_test": int(len(test_x)),
-            "num_images": int(len(x)),
-            "num_random_images": int(n_rand),
-            "sample_indices": sample.tolist(),
-            "figure_sample_positions": fig_idx,
-            "target": "true label",
-            "sigma": args.sigma,
-            "steps": args.steps,
-            "baseline": baseline.tolist(),
-            "train": config.to_dict(),
-            "checkpoint_name": ck.path.name,
-            "trained_this_run": not ck.reused,
-            "train_seconds": ck.metadata.get("train_seconds"),
-            "epoch_seconds": [h["seconds"] for h in ck.metadata.get("history", [])],
-            "seconds": seconds,
-            "command": "python experiments/cifar10.py " + " ".join(argv or sys.argv[1:]),
-        },
+        "config": run_config(
+            args, argv, data, config, ck, sample, methods, num_train, baseline, seconds
+        ),
     }
-    out = args.out
-    analysis.write_json(out / "cifar10.json", result)
-    analysis.write_text(out / "cifar10.md", markdown(result))
-    draw_figure6(clean_maps, noisy_maps)
-    plotting.save_figure(
-        robustness_figure(rob, methods, args.sigma, lossy), out / "cifar10_robustness.png"
-    )
-    for kind, name in (
-        ("probability", "cifar10_curves.png"),
-        ("logit", "cifar10_curves_logit.png"),
-    ):
-        title = (
-            f"Deletion / insertion on {len(x)} CIFAR-10{lossy} test images: mean target "
-            f"{kind} (deleted pixels = training mean colour)"
-        )
-        plotting.save_figure(
-            analysis.curves_figure(mean_curves, methods, kind=kind, title=title), out / name
-        )
-    plotting.save_figure(
-        analysis.randomization_figure(rand, steps, methods), out / "cifar10_randomization.png"
-    )
-    log(f"wrote {out}/cifar10.json, .md and PNGs in {seconds['total']:.0f} s")
+    analysis.write_json(args.out / "cifar10.json", result)
+    analysis.write_text(args.out / "cifar10.md", markdown(result))
+    draw_figure6(clean_maps, noisy_maps, sigma=args.sigma, title=title)
+    write_figures(result, args.out)
+    log(f"wrote {args.out}/cifar10.json, .md and PNGs in {seconds['total']:.0f} s")
     return result
 
 
