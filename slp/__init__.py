@@ -37,8 +37,8 @@ Public modules:
 - Atari Pong and DQN are not part of the library: that scaffolding lives in
   ``experiments/lab/rl`` (the ``rl`` extra installs its dependencies).
 
-The implementation behind the top-level functions lives in the internal package
-``slp._src`` (PACKAGE CONTENTS below lists it as ``_src``); nothing in it is public API.
+The implementation behind the top-level functions lives in the internal package ``_slp``
+(installed beside ``slp``, as pytest keeps ``_pytest``); nothing in it is public API.
 ``import slp`` is cheap: each public module (and jax) is imported on first use.
 
 Reference: L. Szymanski, B. McCane, C. Atkinson, "Switched linear projections and
@@ -74,15 +74,15 @@ _MODULES = frozenset(
 )
 # Top-level names and the module that defines each.
 _NAMES = {
-    "per_example": "slp._src.guards",
-    "single_example": "slp._src.guards",
+    "per_example": "_slp.guards",
+    "single_example": "_slp.guards",
     "attribute": "slp.attributions",
     "available_methods": "slp.attributions",
-    "InsensEstimate": "slp._src.insens",
-    "InsensPlan": "slp._src.insens",
-    "LayerInsens": "slp._src.insens",
-    "insens": "slp._src.insens",
-    "insens_plan": "slp._src.insens",
+    "InsensEstimate": "_slp.insens",
+    "InsensPlan": "_slp.insens",
+    "LayerInsens": "_slp.insens",
+    "insens": "_slp.insens",
+    "insens_plan": "_slp.insens",
     "ChunkedMaps": "slp.maps",
     "ManifestMismatchError": "slp.maps",
     "attribute_dataset": "slp.maps",
@@ -140,9 +140,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from _slp.guards import per_example, single_example
+    from _slp.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
     from slp import attributions, metrics, models, network
-    from slp._src.guards import per_example, single_example
-    from slp._src.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
     from slp.attributions import attribute, available_methods
     from slp.maps import ChunkedMaps, ManifestMismatchError, attribute_dataset, read_maps
     from slp.network import UnsupportedOperationError

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slp._src.cli import HelpFormatter
+from _slp.cli import HelpFormatter
 
 DATASETS = ("mnist", "fashion_mnist")
 

@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
-from slp._src import guards as _guards
+from _slp import guards as _guards
 
 __all__ = [
     "Eqn",
@@ -726,4 +726,4 @@ def frozen_network(program: Program, state: NetworkState) -> Callable[[jax.Array
 
 # The registry names the rules of modules that build on this walker (the cone route, the
 # receptive-field boxes), so it is imported once the walker is defined.
-from slp._src import primitives as _primitives  # noqa: E402
+from _slp import primitives as _primitives  # noqa: E402

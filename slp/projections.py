@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from _slp import guards as _guards
+from _slp import primitives as _primitives
 from slp import network as net
-from slp._src import guards as _guards
-from slp._src import primitives as _primitives
 
 __all__ = [
     "Projection",

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slp._src.cli import HelpFormatter  # one help layout for every command line
+from _slp.cli import HelpFormatter  # one help layout for every command line
 from slp.config import TrainConfig
 
 __all__ = [

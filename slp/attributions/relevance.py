@@ -47,8 +47,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from _slp import primitives as _primitives
 from slp import network as net
-from slp._src import primitives as _primitives
 from slp.attributions.registry import register, resolve_target
 
 __all__ = [
@@ -69,7 +69,7 @@ __all__ = [
 
 
 def _relevance_role(eqn) -> str | None:
-    """The primitive's part in the LRP rules (`slp._src.primitives`, field ``relevance``):
+    """The primitive's part in the LRP rules (`_slp.primitives`, field ``relevance``):
     ``"weight"``, ``"add"``, ``"rearrange"`` (only moves, drops or relabels elements:
     between a layer and its bias add it is part of the layer's linear map), ...
     """

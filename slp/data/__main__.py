@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from slp._src.cli import HelpFormatter
+from _slp.cli import HelpFormatter
 from slp.data import _cache
 from slp.data.cifar10 import fetch_cifar10
 from slp.data.mnist import fetch_fashion_mnist, fetch_mnist

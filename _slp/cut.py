@@ -1,7 +1,7 @@
 """The cut of the structured Insens routes: the dense layer over (most of) the whole input
 where the cone and probe routes hand over to explicit Jacobian columns (`slp.insens`).
 
-Shared by `slp.insens` (probe route) and `slp._src.cone` (cone route).
+Shared by `slp.insens` (probe route) and `_slp.cone` (cone route).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def cut_matrix(eqn: net.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
     """The cut's weights as a ``(operand size, output size)`` matrix (row-major rows).
 
     Valid when the operand's non-contracted axes all have size 1 and there are no batch
-    axes (checked by `slp._src.insens._cut_candidate`).
+    axes (checked by `_slp.insens._cut_candidate`).
     """
     (lc, rc), _ = eqn.params["dimension_numbers"]
     c_op, c_w = (lc, rc) if eqn.dep[0] else (rc, lc)

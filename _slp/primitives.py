@@ -16,8 +16,8 @@ A declaration says, for one primitive (keyed by the primitive object, never its 
   - ``matrices``: the explicit-matrix route of `slp.explicit_projections`: ``"columns"``
     (the primitive's own linear map applied to every column of the switched map) or a
     rule of its own.
-  - ``boxes``: the receptive-field box rule of the probe route (`slp._src.boxes`).
-  - ``cone``: the cone route's rule (`slp._src.cone`).
+  - ``boxes``: the receptive-field box rule of the probe route (`_slp.boxes`).
+  - ``cone``: the cone route's rule (`_slp.cone`).
   - ``relevance``: the primitive's part in the LRP rules (`slp.attributions.relevance`):
     ``"weight"`` (a dense/conv layer that carries a rule), ``"add"`` (may add a bias),
     ``"rearrange"`` (only moves elements; part of a layer's linear map) or
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax._src.ad_util import add_jaxvals_p as add_any_p  # the sum of cotangents ("add_any")
 
-from slp._src import cone as _cone
+from _slp import cone as _cone
 
 __all__ = ["Refusal", "Declaration", "REGISTRY", "RULE_SETS", "declare", "lookup"]
 
@@ -162,9 +162,9 @@ _GENERIC = Refusal("no rule of its own: the route treats the value as depending 
 _NO_CONE = Refusal("not in the cone route's operations")
 
 # The rules themselves live in the modules of their rule sets; the registry names them.
-# Box rules (`slp._src.boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
+# Box rules (`_slp.boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
 # "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier".
-# Cone rules are `slp._src.cone.ConeRule` objects (a geometry part and a tangent part).
+# Cone rules are `_slp.cone.ConeRule` objects (a geometry part and a tangent part).
 
 # -- pass-through ---------------------------------------------------------------------
 for _p in (

@@ -13,8 +13,8 @@ It runs in two steps:
    same operations with the block's cone tangents and reads the geometry as it goes.
 
 Each primitive's part is a `ConeRule`: how it changes the geometry and the tangents.
-`slp._src.primitives` registers it (the ``cone`` field of the primitive's declaration); a
-primitive the route does not take holds a `slp._src.primitives.Refusal` there.
+`_slp.primitives` registers it (the ``cone`` field of the primitive's declaration); a
+primitive the route does not take holds a `_slp.primitives.Refusal` there.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# `slp._src.primitives` imports this module to fill its ``cone`` fields: its names are read
+# `_slp.primitives` imports this module to fill its ``cone`` fields: its names are read
 # here only when the rules run, after both modules have loaded.
-from slp._src import cut as _cut
-from slp._src import matmul as _matmul
-from slp._src import primitives as _primitives
+from _slp import cut as _cut
+from _slp import matmul as _matmul
+from _slp import primitives as _primitives
 
 # ----------------------------------------------------------------------------------
 # Geometry.
@@ -118,7 +118,7 @@ class ConeRefusal:
 
 @dataclasses.dataclass(frozen=True)
 class ConeRule:
-    """The cone route's rule for one primitive (its ``cone`` entry in `slp._src.primitives`).
+    """The cone route's rule for one primitive (its ``cone`` entry in `_slp.primitives`).
 
     Attributes:
       geometry: ``(ctx, eqn, ins) -> (outs, data)`` or a `_primitives.Refusal`: the geometry of the
@@ -389,7 +389,7 @@ class _Pass(NamedTuple):
       geo: the `ConeGeometry`.
       block: int32 ``(K,)`` block index ``B`` (None while preparing).
       state: the network's `slp.network.NetworkState` (ReLU states, pool winners).
-      precision: matrix-product precision (`slp._src.matmul`).
+      precision: matrix-product precision (`_slp.matmul`).
       consts: values of the constants (ids of the program's constants and of the
         operations that do not depend on the input).
       prepared: per operation index, its rule's loop-invariant data.
@@ -677,7 +677,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
 
 
 def norms(program, state, x, plan, precision) -> list:
-    """``|w_hat|^2`` per ReLU layer by the cone route (`slp._src.insens` module docstring).
+    """``|w_hat|^2`` per ReLU layer by the cone route (`_slp.insens` module docstring).
 
     One scan step per block of input elements: their cone tangents through the
     convolutional part (norms summed onto each layer), then, at the cut, their exact
@@ -689,7 +689,7 @@ def norms(program, state, x, plan, precision) -> list:
       state: its `slp.network.NetworkState` at ``x``.
       x: the input.
       plan: the `slp.InsensPlan` (route ``"cone"``; ``plan.cone`` the geometry).
-      precision: matrix-product precision (`slp._src.matmul`).
+      precision: matrix-product precision (`_slp.matmul`).
 
     Returns:
       Per ReLU layer, the squared norms ``|w_hat_i|^2`` in the layer's shape (None for
@@ -728,7 +728,7 @@ def norms(program, state, x, plan, precision) -> list:
 
 
 # ----------------------------------------------------------------------------------
-# The rules, one per kind of primitive (registered in `slp._src.primitives`).
+# The rules, one per kind of primitive (registered in `_slp.primitives`).
 
 
 def _dep_arg(eqn, args):
