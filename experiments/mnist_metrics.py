@@ -29,6 +29,7 @@ mnist_metrics_curves.png, mnist_metrics_curves_logit.png, mnist_metrics_randomiz
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -277,27 +278,19 @@ def markdown(result) -> str:
         "(gradient×input, integrated gradients from a black baseline, the LRP rules) are zero "
         "wherever the image is black, so they score 1.0 on that measure by construction.",
         "",
-        "| method | Spearman bordered | Spearman background | Spearman framed "
-        "| cosine bordered | cosine background | cosine framed |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m in methods:
-        r = rob[m]
-        out.append(
-            f"| {m} | "
-            + " | ".join(f(r[c]["spearman"]) for c in NOISY)
-            + " | "
-            + " | ".join(f(r[c]["cosine"]) for c in NOISY)
-            + " |"
-        )
-    out += [
+        *analysis.table(
+            ["method", *(f"Spearman {c}" for c in NOISY), *(f"cosine {c}" for c in NOISY)],
+            [
+                [m, *(f(rob[m][c]["spearman"]) for c in NOISY)]
+                + [f(rob[m][c]["cosine"]) for c in NOISY]
+                for m in methods
+            ],
+        ),
         "",
-        "| method | on digit clean | on digit bordered | on digit background | on digit framed |",
-        "|---|---|---|---|---|",
-    ]
-    for m in methods:
-        out.append(f"| {m} | " + " | ".join(f(rob[m][c]["on_digit"]) for c in CONDITIONS) + " |")
-    out += [
+        *analysis.table(
+            ["method", *(f"on digit {c}" for c in CONDITIONS)],
+            [[m, *(f(rob[m][c]["on_digit"]) for c in CONDITIONS)] for m in methods],
+        ),
         "",
         "![robustness](mnist_metrics_robustness.png)",
         "",
@@ -311,29 +304,19 @@ def markdown(result) -> str:
         "is better; insertion: higher is better). `Δ random`: paired difference with the "
         "same image's random order (mean ± std).",
         "",
-        "| method | order | deletion AUC prob | Δ random | insertion AUC prob | Δ random "
-        "| deletion AUC logit | insertion AUC logit |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    rnd = faith[RANDOM]
-    out.append(
-        f"| random | - | {f(rnd['deletion']['auc_probability'])} | 0 | "
-        f"{f(rnd['insertion']['auc_probability'])} | 0 | "
-        f"{f(rnd['deletion']['auc_logit'], digits=2)} | "
-        f"{f(rnd['insertion']['auc_logit'], digits=2)} |"
-    )
-    for m in methods:
-        for order in ORDERS:
-            e = faith[m][order]
-            out.append(
-                f"| {m} | {order} | {f(e['deletion']['auc_probability'])} | "
-                f"{f(e['deletion']['auc_probability_minus_random'])} | "
-                f"{f(e['insertion']['auc_probability'])} | "
-                f"{f(e['insertion']['auc_probability_minus_random'])} | "
-                f"{f(e['deletion']['auc_logit'], digits=2)} | "
-                f"{f(e['insertion']['auc_logit'], digits=2)} |"
-            )
-    out += [
+        *analysis.table(
+            [
+                "method",
+                "order",
+                "deletion AUC prob",
+                "Δ random",
+                "insertion AUC prob",
+                "Δ random",
+                "deletion AUC logit",
+                "insertion AUC logit",
+            ],
+            faithfulness_rows(faith, methods),
+        ),
         "",
         "![curves (probability)](mnist_metrics_curves.png)",
         "",
@@ -352,21 +335,59 @@ def markdown(result) -> str:
         "start from max(target logit, 0) and are all-zero (undefined similarity) whenever "
         "the randomised network gives the true class a negative logit.",
         "",
-        "| method | " + " | ".join(f"+{s} (signed / abs)" for s in steps) + " |",
-        "|---|" + "---|" * len(steps),
+        *analysis.table(
+            ["method", *(f"+{s} (signed / abs)" for s in steps)],
+            [[m, *randomization_cells(rand[m], steps)] for m in methods],
+        ),
+        "",
+        "![randomisation](mnist_metrics_randomization.png)",
+        "",
     ]
-    for m in methods:
-        out.append(
-            f"| {m} | "
-            + " | ".join(
-                f"{f(rand[m][s]['spearman'], digits=2)} / {f(rand[m][s]['spearman_abs'], digits=2)}"
-                for s in steps
-            )
-            + " |"
-        )
-    out += ["", "![randomisation](mnist_metrics_randomization.png)", ""]
     out += analysis.skipped_section(result["skipped_methods"])
     return "\n".join(out)
+
+
+def faithfulness_rows(faith: dict[str, Any], methods) -> list[list[str]]:
+    """Rows of the deletion/insertion table: the random order, then each method and order."""
+    f = analysis.fmt
+    rnd = faith[RANDOM]
+    rows = [
+        [
+            "random",
+            "-",
+            f(rnd["deletion"]["auc_probability"]),
+            "0",
+            f(rnd["insertion"]["auc_probability"]),
+            "0",
+            f(rnd["deletion"]["auc_logit"], digits=2),
+            f(rnd["insertion"]["auc_logit"], digits=2),
+        ]
+    ]
+    for m in methods:
+        for order in ORDERS:
+            e = faith[m][order]
+            rows.append(
+                [
+                    m,
+                    order,
+                    f(e["deletion"]["auc_probability"]),
+                    f(e["deletion"]["auc_probability_minus_random"]),
+                    f(e["insertion"]["auc_probability"]),
+                    f(e["insertion"]["auc_probability_minus_random"]),
+                    f(e["deletion"]["auc_logit"], digits=2),
+                    f(e["insertion"]["auc_logit"], digits=2),
+                ]
+            )
+    return rows
+
+
+def randomization_cells(rand: dict[str, Any], steps) -> list[str]:
+    """One method's ``signed / abs`` Spearman correlation after each randomisation step."""
+    f = analysis.fmt
+    return [
+        f"{f(rand[s]['spearman'], digits=2)} / {f(rand[s]['spearman_abs'], digits=2)}"
+        for s in steps
+    ]
 
 
 def write_report(result: dict[str, Any], out: Path) -> None:
@@ -396,6 +417,76 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     )
 
 
+def usable_methods(runner, params, x0, requested, log) -> tuple[list[str], dict[str, str]]:
+    """The requested (default: all registered) methods that run here, and why others do not."""
+    candidates = tuple(requested) if requested else slp.available_methods()
+    methods, skipped = analysis.usable_methods(runner, params, x0, candidates)
+    for m, why in skipped.items():
+        log(f"skipping {m}: {why}")
+    return methods, skipped
+
+
+@contextlib.contextmanager
+def timer(seconds: dict[str, float], name: str):
+    """Stores the wall time of the ``with`` block in ``seconds[name]``."""
+    t0 = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - t0
+
+
+def measure_faithfulness(args, apply, params, images, labels, clean_maps, methods, log):
+    """Deletion/insertion curves (`analysis.faithfulness`) on the clean digits."""
+    curves = analysis.CurveRunner(
+        apply, baseline=args.baseline, steps=args.steps, batch_size=args.batch_size_maps
+    )
+    return analysis.faithfulness(
+        curves,
+        params,
+        images,
+        labels,
+        clean_maps,
+        seed=args.noise_seed + 1,
+        methods=methods,
+        log=log,
+    )
+
+
+def measure_randomization(args, runner, model, params, images, labels, clean_maps, methods, log):
+    """Model randomisation (`analysis.randomization`) on the given (first) images."""
+    return analysis.randomization(
+        runner,
+        model,
+        params,
+        images,
+        labels,
+        clean_maps,
+        seed=args.noise_seed + 2,
+        methods=methods,
+        log=log,
+    )
+
+
+def run_config(args, argv, ck, methods, num_images, num_random, seconds) -> dict[str, Any]:
+    """The ``config`` part of mnist_metrics.json: options, checkpoint, images and timings."""
+    return {
+        "methods": methods,
+        "num_images": num_images,
+        "num_random_images": num_random,
+        "target": "true label",
+        "sigma": args.sigma,
+        "noise_seed": args.noise_seed,
+        "steps": args.steps,
+        "baseline": args.baseline,
+        "digit_threshold": noise.DIGIT_THRESHOLD,
+        "outline_radius": noise.OUTLINE_RADIUS,
+        "train": ck.metadata["config"],
+        "checkpoint_name": ck.path.name,
+        "checkpoint_test_accuracy": ck.metadata.get("test_accuracy"),
+        "seconds": seconds,
+        "command": "python experiments/mnist_metrics.py " + " ".join(argv or sys.argv[1:]),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the measurements; returns the dict written to mnist_metrics.json."""
     args = parse_args(argv)
@@ -416,50 +507,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return model.apply(p, x[None])[0]
 
     runner = DatasetRunner(apply, batch_size=args.batch_size_maps, seed=args.noise_seed)
-    candidates = tuple(args.methods) if args.methods else slp.available_methods()
-    methods, skipped = analysis.usable_methods(runner, params, images[0], candidates)
-    for m, why in skipped.items():
-        log(f"skipping {m}: {why}")
+    methods, skipped = usable_methods(runner, params, images[0], args.methods, log)
     keys = jax.random.split(jax.random.key(args.noise_seed), len(images))
-    seconds = {}
-
-    t0 = time.perf_counter()
-    rob, clean_maps, region_fraction = robustness(
-        runner, params, images, labels, keys, sigma=args.sigma, methods=methods, log=log
-    )
-    seconds["robustness"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    curves = analysis.CurveRunner(
-        apply, baseline=args.baseline, steps=args.steps, batch_size=args.batch_size_maps
-    )
-    faith, mean_curves = analysis.faithfulness(
-        curves,
-        params,
-        images,
-        labels,
-        clean_maps,
-        seed=args.noise_seed + 1,
-        methods=methods,
-        log=log,
-    )
-    seconds["faithfulness"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    rand, steps = analysis.randomization(
-        runner,
-        model,
-        params,
-        images[:n_rand],
-        labels[:n_rand],
-        clean_maps,
-        seed=args.noise_seed + 2,
-        methods=methods,
-        log=log,
-    )
-    seconds["randomization"] = time.perf_counter() - t0
+    seconds: dict[str, float] = {}
+    with timer(seconds, "robustness"):
+        rob, clean_maps, region_fraction = robustness(
+            runner, params, images, labels, keys, sigma=args.sigma, methods=methods, log=log
+        )
+    with timer(seconds, "faithfulness"):
+        faith, mean_curves = measure_faithfulness(
+            args, apply, params, images, labels, clean_maps, methods, log
+        )
+    with timer(seconds, "randomization"):
+        rand, steps = measure_randomization(
+            args, runner, model, params, images[:n_rand], labels[:n_rand], clean_maps, methods, log
+        )
     seconds["total"] = time.perf_counter() - t_start
-
     result = {
         "robustness": rob,
         "region_fraction": region_fraction,
@@ -468,23 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "randomization": rand,
         "randomization_steps": steps,
         "skipped_methods": skipped,
-        "config": {
-            "methods": methods,
-            "num_images": len(images),
-            "num_random_images": n_rand,
-            "target": "true label",
-            "sigma": args.sigma,
-            "noise_seed": args.noise_seed,
-            "steps": args.steps,
-            "baseline": args.baseline,
-            "digit_threshold": noise.DIGIT_THRESHOLD,
-            "outline_radius": noise.OUTLINE_RADIUS,
-            "train": ck.metadata["config"],
-            "checkpoint_name": ck.path.name,
-            "checkpoint_test_accuracy": ck.metadata.get("test_accuracy"),
-            "seconds": seconds,
-            "command": "python experiments/mnist_metrics.py " + " ".join(argv or sys.argv[1:]),
-        },
+        "config": run_config(args, argv, ck, methods, len(images), n_rand, seconds),
     }
     analysis.write_json(args.out / "mnist_metrics.json", result)
     write_report(result, args.out)
