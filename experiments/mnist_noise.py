@@ -31,6 +31,7 @@ mnist_noise.md, figure4.png, mnist_noise_sweep.png and mnist_noise_layers.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -456,14 +457,11 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"## Accuracy at the default noise sigma = {sigma:g}",
         "",
-        "| test set | this reproduction | paper |",
-        "|---|---|---|",
-        f"| clean | {result['clean_accuracy']:.4f} | {PAPER['clean_accuracy']} |",
-    ]
-    for v in noise.VARIANTS:
-        paper = f"{PAPER[v]:.2f}" if v in PAPER else "n/a (alternative reading)"
-        lines.append(f"| noisy {v} | {at[v]:.4f} | {paper} |")
-    lines += [
+        *analysis.table(
+            ["test set", "this reproduction", "paper"],
+            [["clean", f"{result['clean_accuracy']:.4f}", PAPER["clean_accuracy"]]]
+            + [[f"noisy {v}", f"{at[v]:.4f}", paper_accuracy(v)] for v in noise.VARIANTS],
+        ),
         "",
         "Definitions (`slp/noise.py`): digit = pixels with intensity > "
         f"{cfg['digit_threshold']} (on [0, 1]); outline = the pixels added by a binary "
@@ -479,31 +477,29 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Sweep over sigma",
         "",
-        "| sigma | " + " | ".join(noise.VARIANTS) + " |",
-        "|---|" + "---|" * len(noise.VARIANTS),
-    ]
-    sigmas = sorted({r["sigma"] for r in result["variants"]})
-    for s in sigmas:
-        row = {r["variant"]: r["accuracy"] for r in result["variants"] if r["sigma"] == s}
-        lines.append(f"| {s:g} | " + " | ".join(f"{row[v]:.4f}" for v in noise.VARIANTS) + " |")
-    af = result["active_fraction"]
-    lines += [
+        *analysis.table(["sigma", *noise.VARIANTS], sweep_rows(result["variants"])),
         "",
         "![accuracy against sigma](mnist_noise_sweep.png)",
         "",
         "## Active hidden neurons per clean test image "
         f"(paper: about {PAPER['active_fraction']:.0%})",
         "",
-        "| layer | shape | neurons | active fraction (mean ± std over images) |",
-        "|---|---|---|---|",
+        *analysis.table(
+            ["layer", "shape", "neurons", "active fraction (mean ± std over images)"],
+            [
+                [
+                    layer["layer"],
+                    "x".join(str(s) for s in layer["shape"]),
+                    layer["neurons"],
+                    f"{layer['mean']:.3f} ± {layer['std']:.3f}",
+                ]
+                for layer in result["active_fraction"]["layers"]
+            ],
+        ),
     ]
-    for layer in af["layers"]:
-        shape = "x".join(str(s) for s in layer["shape"])
-        lines.append(
-            f"| {layer['layer']} | {shape} | {layer['neurons']} | "
-            f"{layer['mean']:.3f} ± {layer['std']:.3f} |"
-        )
-    o = af["overall"]
+    # The total's row leaves the shape empty: "| |", which `analysis.table` (empty cell
+    # "|  |") does not write.
+    o = result["active_fraction"]["overall"]
     lines.append(f"| all hidden | | {o['neurons']} | {o['mean']:.3f} ± {o['std']:.3f} |")
     ia = result["insens_all"]
     share = ia["share_on_digit_outline"]
@@ -533,6 +529,20 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paper_accuracy(variant: str) -> str:
+    """The paper's accuracy on a noise variant, as the report writes it."""
+    return f"{PAPER[variant]:.2f}" if variant in PAPER else "n/a (alternative reading)"
+
+
+def sweep_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
+    """Rows of the sweep table: each sigma and the accuracy on every noise variant."""
+    rows = []
+    for s in sorted({r["sigma"] for r in variants}):
+        row = {r["variant"]: r["accuracy"] for r in variants if r["sigma"] == s}
+        rows.append([f"{s:g}", *(f"{row[v]:.4f}" for v in noise.VARIANTS)])
+    return rows
+
+
 def layers_markdown(layers: dict[str, Any]) -> list[str]:
     """The report's section on Insens per hidden ReLU layer (`layer_shares`' numbers)."""
     conds = list(layers["conditions"])
@@ -544,10 +554,10 @@ def layers_markdown(layers: dict[str, Any]) -> list[str]:
         return rows["total"] if k is None else rows["layers"][k]
 
     def table(key: str, fmt, *, head: str = "map", total: str = "total (Insens)") -> list[str]:
-        lines = [f"| {head} | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
-        for k, name in [*enumerate(names), (None, total)]:
-            lines.append(f"| {name} | " + " | ".join(fmt(part(c, k)[key]) for c in conds) + " |")
-        return lines
+        rows = [*enumerate(names), (None, total)]
+        return analysis.table(
+            [head, *conds], [[name, *(fmt(part(c, k)[key]) for c in conds)] for k, name in rows]
+        )
 
     def share(c: str, k: int | None = None) -> float:
         return part(c, k)["share_on_digit_outline"]["mean"]
@@ -608,32 +618,38 @@ def layers_markdown(layers: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the experiment; returns the dict written to mnist_noise.json (plus `figure_columns`)."""
-    args = parse_args(argv)
-    t_start = time.perf_counter()
-    load_start = _load()
+def sweep_sigmas(args: argparse.Namespace) -> list[float]:
+    """The sigmas of the sweep, the main table's included, sorted."""
     sigmas = sorted(set(args.sigmas) | {args.sigma})
     if min(sigmas) < 0:
         raise ValueError(f"noise sigmas must be >= 0, got {sigmas}")
+    return sigmas
 
-    ck = cli.checkpoint_from_options(args, num_test=args.num_test)
-    model, params = ck.model, ck.params
-    f = as_single_example(model, params)
+
+def load_test_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """The first --num-test MNIST test images (float, [0, 1]) and labels; checks --examples."""
     images, labels = training.load_mnist_float(
         "test", data_dir=args.data_dir, download=not args.no_download, limit=args.num_test
     )
     if max(args.examples) >= len(images):
         raise ValueError(f"--examples {args.examples} out of range for {len(images)} test images")
-    keys = jax.random.split(jax.random.key(args.noise_seed), len(images))
-    log = functools.partial(print, file=sys.stderr, flush=True)
-    if args.figures_only:
-        draw_figure4(args, model, params, f, images, labels, keys)
-        draw_layers_figure(args, f, slp.insens(f, by_layer=True), images, labels, keys)
-        log(f"wrote {args.out}/figure4.png, mnist_noise_layers.png (--figures-only)")
-        return {}
+    return images, labels
 
+
+@contextlib.contextmanager
+def timer(seconds: dict[str, float], name: str):
+    """Stores the wall time of the ``with`` block in ``seconds[name]``."""
     t0 = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - t0
+
+
+def measure_accuracies(args, model, params, images, labels, keys, sigmas, log):
+    """Accuracy on the clean images and on every noise variant at every sigma.
+
+    Returns:
+      ``(clean_accuracy, variants)``, ``variants`` as `noise_accuracies` gives them.
+    """
     clean_acc = training.accuracy(model, params, images, labels, batch_size=args.batch_size_eval)
     log(f"clean accuracy {clean_acc:.4f}")
     variants = noise_accuracies(
@@ -642,31 +658,93 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in variants:
         if np.isclose(r["sigma"], args.sigma):
             log(f"sigma {r['sigma']:g} {r['variant']}: {r['accuracy']:.4f}")
-    t_acc = time.perf_counter() - t0
+    return clean_acc, variants
 
-    t0 = time.perf_counter()
-    active = active_fractions(f, images)
-    log(f"active fraction {active['overall']['mean']:.3f} ± {active['overall']['std']:.3f}")
-    t_active = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    insens_share = insens_on_digit(f, images, progress=not args.no_progress)
-    t_insens = time.perf_counter() - t0
-    log(f"Insens of {len(images)} test images in {t_insens:.1f} s")
+def measure_layers(args, f, images, labels, keys) -> dict[str, Any]:
+    """Insens per hidden ReLU layer (`layer_shares`) on the first --layer-images images.
 
-    t0 = time.perf_counter()
-    methods, col_titles = draw_figure4(args, model, params, f, images, labels, keys)
-    t_fig = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
+    Also writes mnist_noise_layers.png (`draw_layers_figure`).
+    """
     n_layer = min(args.layer_images, len(images))
     by_layer = slp.insens(f, by_layer=True)
     layers = layer_shares(
         by_layer, images[:n_layer], keys[:n_layer], conditions=FIGURE_CONDITIONS, sigma=args.sigma
     )
     draw_layers_figure(args, f, by_layer, images, labels, keys)
-    t_layers = time.perf_counter() - t0
-    layers["seconds"] = t_layers
+    return layers
+
+
+def insens_all_entry(num_images: int, seconds: float, shares: np.ndarray) -> dict[str, Any]:
+    """The ``insens_all`` part of mnist_noise.json: speed and share on the digit + outline."""
+    return {
+        "num_images": num_images,
+        "seconds": seconds,
+        "images_per_second": num_images / seconds,
+        "share_on_digit_outline": analysis.summary(shares),
+    }
+
+
+def run_config(args, argv, ck, sigmas, variants, num_test, methods, seconds, load_start):
+    """The ``config`` part of mnist_noise.json: options, checkpoint, timings and machine load."""
+    return {
+        "sigma": args.sigma,
+        "sigma_reason": SIGMA_REASON,
+        "sigma_best_fit_this_run": best_fit_sigma(variants),
+        "sigmas": sigmas,
+        "noise_seed": args.noise_seed,
+        "digit_threshold": noise.DIGIT_THRESHOLD,
+        "outline_radius": noise.OUTLINE_RADIUS,
+        "num_test": num_test,
+        "examples": args.examples,
+        "methods": list(methods),
+        "train": ck.metadata["config"],
+        "checkpoint_name": ck.path.name,
+        "checkpoint_test_accuracy": ck.metadata.get("test_accuracy"),
+        "trained_this_run": not ck.reused,
+        "train_seconds": ck.metadata.get("train_seconds"),
+        "epoch_seconds": [h["seconds"] for h in ck.metadata.get("history", [])],
+        "seconds": seconds,
+        "cpus": os.cpu_count(),
+        "load_average": {"start": load_start, "end": _load()},
+        "command": "python experiments/mnist_noise.py " + " ".join(argv or sys.argv[1:]),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the experiment; returns the dict written to mnist_noise.json (plus `figure_columns`)."""
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    load_start = _load()
+    sigmas = sweep_sigmas(args)
+    ck = cli.checkpoint_from_options(args, num_test=args.num_test)
+    model, params = ck.model, ck.params
+    f = as_single_example(model, params)
+    images, labels = load_test_images(args)
+    keys = jax.random.split(jax.random.key(args.noise_seed), len(images))
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    if args.figures_only:
+        draw_figure4(args, model, params, f, images, labels, keys)
+        draw_layers_figure(args, f, slp.insens(f, by_layer=True), images, labels, keys)
+        log(f"wrote {args.out}/figure4.png, mnist_noise_layers.png (--figures-only)")
+        return {}
+
+    seconds: dict[str, float] = {}
+    with timer(seconds, "accuracy"):
+        clean_acc, variants = measure_accuracies(
+            args, model, params, images, labels, keys, sigmas, log
+        )
+    with timer(seconds, "active_fraction"):
+        active = active_fractions(f, images)
+        log(f"active fraction {active['overall']['mean']:.3f} ± {active['overall']['std']:.3f}")
+    with timer(seconds, "insens_all"):
+        insens_share = insens_on_digit(f, images, progress=not args.no_progress)
+    log(f"Insens of {len(images)} test images in {seconds['insens_all']:.1f} s")
+    with timer(seconds, "figure4"):
+        methods, col_titles = draw_figure4(args, model, params, f, images, labels, keys)
+    with timer(seconds, "insens_layers"):
+        layers = measure_layers(args, f, images, labels, keys)
+    layers["seconds"] = seconds["insens_layers"]
     for cond in FIGURE_CONDITIONS:
         name, share = carrying_layer(layers, cond)
         log(f"Insens per layer, {cond}: largest share on the digit {name} ({share:.3f})")
@@ -674,47 +752,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plotting.save_figure(
         sweep_figure(variants, clean_acc, args.sigma), args.out / "mnist_noise_sweep.png"
     )
+    seconds["total"] = time.perf_counter() - t_start
     result = {
         "clean_accuracy": clean_acc,
         "variants": variants,
         "paper": PAPER,
         "active_fraction": active,
-        "insens_all": {
-            "num_images": len(images),
-            "seconds": t_insens,
-            "images_per_second": len(images) / t_insens,
-            "share_on_digit_outline": analysis.summary(insens_share),
-        },
+        "insens_all": insens_all_entry(len(images), seconds["insens_all"], insens_share),
         "insens_layers": layers,
-        "config": {
-            "sigma": args.sigma,
-            "sigma_reason": SIGMA_REASON,
-            "sigma_best_fit_this_run": best_fit_sigma(variants),
-            "sigmas": sigmas,
-            "noise_seed": args.noise_seed,
-            "digit_threshold": noise.DIGIT_THRESHOLD,
-            "outline_radius": noise.OUTLINE_RADIUS,
-            "num_test": len(images),
-            "examples": args.examples,
-            "methods": list(methods),
-            "train": ck.metadata["config"],
-            "checkpoint_name": ck.path.name,
-            "checkpoint_test_accuracy": ck.metadata.get("test_accuracy"),
-            "trained_this_run": not ck.reused,
-            "train_seconds": ck.metadata.get("train_seconds"),
-            "epoch_seconds": [h["seconds"] for h in ck.metadata.get("history", [])],
-            "seconds": {
-                "accuracy": t_acc,
-                "active_fraction": t_active,
-                "insens_all": t_insens,
-                "figure4": t_fig,
-                "insens_layers": t_layers,
-                "total": time.perf_counter() - t_start,
-            },
-            "cpus": os.cpu_count(),
-            "load_average": {"start": load_start, "end": _load()},
-            "command": "python experiments/mnist_noise.py " + " ".join(argv or sys.argv[1:]),
-        },
+        "config": run_config(
+            args, argv, ck, sigmas, variants, len(images), methods, seconds, load_start
+        ),
     }
     analysis.write_json(args.out / "mnist_noise.json", result)
     analysis.write_text(args.out / "mnist_noise.md", markdown(result))
