@@ -553,9 +553,9 @@ def measure_faithfulness(args, apply, params, sample: Sample, clean_maps, baseli
 
 def figure6_title(lossy: bool, test_acc: float, sigma: float) -> str:
     """Figure 6's title: data (``lossy``: the JPEG copy), test accuracy, noise."""
-    lossy = " (lossy JPEG copy)" if lossy else ""
+    copy = " (lossy JPEG copy)" if lossy else ""
     return (
-        f"Figure 6 left (reproduction): 2CONV on CIFAR-10{lossy}, test accuracy {test_acc:.3f}; "
+        f"Figure 6 left (reproduction): 2CONV on CIFAR-10{copy}, test accuracy {test_acc:.3f}; "
         f"maps of the true class, clean and with Gaussian noise sigma = {sigma:g}"
     )
 
