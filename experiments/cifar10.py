@@ -36,7 +36,6 @@ cifar10_randomization.png.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import sys
@@ -49,12 +48,7 @@ from lab import cli
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
-    )
-    cli.add_training_options(parser)
-    g = parser.add_argument_group("experiment")
-    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    parser, g = cli.experiment_parser(__doc__)
     g.add_argument(
         "--source",
         choices=("official", "images"),
@@ -67,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="zip/folder of the image copy (default: $SLP_CIFAR10_ZIP)",
     )
-    g.add_argument("--num-images", type=int, default=100, help="test images measured")
-    g.add_argument("--num-random-images", type=int, default=50, help="for randomisation")
+    cli.add_measure_options(g, images=100, random_images=50, steps=64, batch_size=20)
     g.add_argument(
         "--num-test", type=int, default=None, help="test images for accuracy (None: all)"
     )
@@ -76,9 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--examples-per-class", type=int, default=1, help="figure images per class")
     g.add_argument("--sigma", type=float, default=0.1, help="std of the robustness noise")
     g.add_argument("--seed-sample", type=int, default=0, help="seed of sample, noise, orders")
-    g.add_argument("--steps", type=int, default=64, help="deletion/insertion curve steps")
-    g.add_argument("--batch-size-maps", type=int, default=20, help="images per compiled call")
-    g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     g.add_argument(
         "--figures-only",
         action="store_true",
@@ -95,24 +85,16 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-import slp
 from lab import analysis
 from slp import data as slp_data
 from slp import noise, plotting, training
-from slp.attributions import get_method
 from slp.data.cifar10 import CLASSES
 
 ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for method in args.methods or ():
-        get_method(method)
-    if args.num_images < 2 or args.num_random_images < 1:
-        parser.error("--num-images must be >= 2 and --num-random-images >= 1")
-    return args
+    return cli.parse_measure_args(build_parser(), argv)
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -299,7 +281,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *analysis.table(
             ["method", "order", "deletion AUC prob", "Δ random", "insertion AUC prob", "Δ random"],
-            faithfulness_rows(faith, methods),
+            analysis.faithfulness_rows(faith, methods),
         ),
         "",
         "![curves](cifar10_curves.png)",
@@ -313,7 +295,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *analysis.table(
             ["method", *(f"+{s}" for s in steps)],
-            [[m, *randomization_cells(rand[m], steps)] for m in methods],
+            [[m, *analysis.randomization_cells(rand[m], steps)] for m in methods],
         ),
         "",
         "![randomisation](cifar10_randomization.png)",
@@ -357,45 +339,6 @@ def verdicts(result: dict[str, Any]) -> list[str]:
             )
         )
     return lines
-
-
-def faithfulness_rows(faith: dict[str, Any], methods) -> list[list[str]]:
-    """Rows of the deletion/insertion table: the random order, then each method and order."""
-    f = analysis.fmt
-    rnd = faith[RANDOM]
-    rows = [
-        [
-            "random",
-            "-",
-            f(rnd["deletion"]["auc_probability"]),
-            "0",
-            f(rnd["insertion"]["auc_probability"]),
-            "0",
-        ]
-    ]
-    for m in methods:
-        for order in ORDERS:
-            e = faith[m][order]
-            rows.append(
-                [
-                    m,
-                    order,
-                    f(e["deletion"]["auc_probability"]),
-                    f(e["deletion"]["auc_probability_minus_random"]),
-                    f(e["insertion"]["auc_probability"]),
-                    f(e["insertion"]["auc_probability_minus_random"]),
-                ]
-            )
-    return rows
-
-
-def randomization_cells(rand: dict[str, Any], steps) -> list[str]:
-    """One method's ``signed / abs`` Spearman correlation after each randomisation step."""
-    f = analysis.fmt
-    return [
-        f"{f(rand[s]['spearman'], digits=2)} / {f(rand[s]['spearman_abs'], digits=2)}"
-        for s in steps
-    ]
 
 
 class Cifar10Data:
@@ -494,23 +437,6 @@ def draw_sample(args: argparse.Namespace, test_x: np.ndarray, test_y: np.ndarray
         positions=figure_indices(y, classes=args.figure_classes, per_class=args.examples_per_class),
         num_random=min(args.num_random_images, len(x)),
     )
-
-
-def usable_methods(runner, params, x0, requested, log) -> tuple[list[str], dict[str, str]]:
-    """The requested (default: all registered) methods that run here, and why others do not."""
-    candidates = tuple(requested) if requested else slp.available_methods()
-    methods, skipped = analysis.usable_methods(runner, params, x0, candidates)
-    for m, why in skipped.items():
-        log(f"skipping {m}: {why}")
-    return methods, skipped
-
-
-@contextlib.contextmanager
-def timer(seconds: dict[str, float], name: str):
-    """Stores the wall time of the ``with`` block in ``seconds[name]``."""
-    t0 = time.perf_counter()
-    yield
-    seconds[name] = time.perf_counter() - t0
 
 
 def robustness(runner, params, sample: Sample, *, methods, log):
@@ -671,7 +597,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return model.apply(p, z[None])[0]
 
     runner = analysis.MethodRunner(apply, batch_size=args.batch_size_maps, seed=args.seed_sample)
-    methods, skipped = usable_methods(runner, params, x[0], args.methods, log)
+    methods, skipped = analysis.choose_methods(runner, params, x[0], args.methods, log)
     title = figure6_title(data.test.lossy, test_acc, args.sigma)
     draw_figure6 = functools.partial(
         write_figure6, args.out / "cifar10_figure6.png", model, params, sample, methods
@@ -686,13 +612,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"wrote {args.out}/cifar10_figure6.png (--figures-only)")
         return {}
     seconds: dict[str, float] = {}
-    with timer(seconds, "robustness"):
+    with analysis.timer(seconds, "robustness"):
         rob, clean_maps, noisy_maps = robustness(runner, params, sample, methods=methods, log=log)
-    with timer(seconds, "faithfulness"):
+    with analysis.timer(seconds, "faithfulness"):
         faith, mean_curves = measure_faithfulness(
             args, apply, params, sample, clean_maps, baseline, methods, log
         )
-    with timer(seconds, "randomization"):
+    with analysis.timer(seconds, "randomization"):
         rand, steps = measure_randomization(
             args, runner, model, params, sample, clean_maps, methods, log
         )

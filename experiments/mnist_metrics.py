@@ -29,7 +29,6 @@ mnist_metrics_curves.png, mnist_metrics_curves_logit.png, mnist_metrics_randomiz
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import inspect
 import json
@@ -44,22 +43,11 @@ from slp.config import DEFAULT_SIGMA
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
-    )
-    cli.add_training_options(parser)
-    g = parser.add_argument_group("experiment")
-    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    g.add_argument("--num-images", type=int, default=200, help="test images measured")
-    g.add_argument(
-        "--num-random-images", type=int, default=100, help="test images for randomisation"
-    )
+    parser, g = cli.experiment_parser(__doc__)
+    cli.add_measure_options(g, images=200, random_images=100, steps=56, batch_size=25)
     g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std")
     g.add_argument("--noise-seed", type=int, default=0, help="seed of noise, keys, random orders")
-    g.add_argument("--steps", type=int, default=56, help="deletion/insertion curve steps")
     g.add_argument("--baseline", type=float, default=0.0, help="value of deleted pixels")
-    g.add_argument("--batch-size-maps", type=int, default=25, help="images per compiled call")
-    g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     g.add_argument(
         "--replot",
         action="store_true",
@@ -87,13 +75,7 @@ ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for method in args.methods or ():
-        get_method(method)  # a clear error listing the registered methods
-    if args.num_images < 2 or args.num_random_images < 1:
-        parser.error("--num-images must be >= 2 and --num-random-images >= 1")
-    return args
+    return cli.parse_measure_args(build_parser(), argv)
 
 
 class DatasetRunner(analysis.MethodRunner):
@@ -315,7 +297,7 @@ def markdown(result) -> str:
                 "deletion AUC logit",
                 "insertion AUC logit",
             ],
-            faithfulness_rows(faith, methods),
+            analysis.faithfulness_rows(faith, methods, logit=True),
         ),
         "",
         "![curves (probability)](mnist_metrics_curves.png)",
@@ -337,7 +319,7 @@ def markdown(result) -> str:
         "",
         *analysis.table(
             ["method", *(f"+{s} (signed / abs)" for s in steps)],
-            [[m, *randomization_cells(rand[m], steps)] for m in methods],
+            [[m, *analysis.randomization_cells(rand[m], steps)] for m in methods],
         ),
         "",
         "![randomisation](mnist_metrics_randomization.png)",
@@ -345,49 +327,6 @@ def markdown(result) -> str:
     ]
     out += analysis.skipped_section(result["skipped_methods"])
     return "\n".join(out)
-
-
-def faithfulness_rows(faith: dict[str, Any], methods) -> list[list[str]]:
-    """Rows of the deletion/insertion table: the random order, then each method and order."""
-    f = analysis.fmt
-    rnd = faith[RANDOM]
-    rows = [
-        [
-            "random",
-            "-",
-            f(rnd["deletion"]["auc_probability"]),
-            "0",
-            f(rnd["insertion"]["auc_probability"]),
-            "0",
-            f(rnd["deletion"]["auc_logit"], digits=2),
-            f(rnd["insertion"]["auc_logit"], digits=2),
-        ]
-    ]
-    for m in methods:
-        for order in ORDERS:
-            e = faith[m][order]
-            rows.append(
-                [
-                    m,
-                    order,
-                    f(e["deletion"]["auc_probability"]),
-                    f(e["deletion"]["auc_probability_minus_random"]),
-                    f(e["insertion"]["auc_probability"]),
-                    f(e["insertion"]["auc_probability_minus_random"]),
-                    f(e["deletion"]["auc_logit"], digits=2),
-                    f(e["insertion"]["auc_logit"], digits=2),
-                ]
-            )
-    return rows
-
-
-def randomization_cells(rand: dict[str, Any], steps) -> list[str]:
-    """One method's ``signed / abs`` Spearman correlation after each randomisation step."""
-    f = analysis.fmt
-    return [
-        f"{f(rand[s]['spearman'], digits=2)} / {f(rand[s]['spearman_abs'], digits=2)}"
-        for s in steps
-    ]
 
 
 def write_report(result: dict[str, Any], out: Path) -> None:
@@ -415,23 +354,6 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     plotting.save_figure(
         analysis.randomization_figure(rand, steps, methods), out / "mnist_metrics_randomization.png"
     )
-
-
-def usable_methods(runner, params, x0, requested, log) -> tuple[list[str], dict[str, str]]:
-    """The requested (default: all registered) methods that run here, and why others do not."""
-    candidates = tuple(requested) if requested else slp.available_methods()
-    methods, skipped = analysis.usable_methods(runner, params, x0, candidates)
-    for m, why in skipped.items():
-        log(f"skipping {m}: {why}")
-    return methods, skipped
-
-
-@contextlib.contextmanager
-def timer(seconds: dict[str, float], name: str):
-    """Stores the wall time of the ``with`` block in ``seconds[name]``."""
-    t0 = time.perf_counter()
-    yield
-    seconds[name] = time.perf_counter() - t0
 
 
 def measure_faithfulness(args, apply, params, images, labels, clean_maps, methods, log):
@@ -507,18 +429,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return model.apply(p, x[None])[0]
 
     runner = DatasetRunner(apply, batch_size=args.batch_size_maps, seed=args.noise_seed)
-    methods, skipped = usable_methods(runner, params, images[0], args.methods, log)
+    methods, skipped = analysis.choose_methods(runner, params, images[0], args.methods, log)
     keys = jax.random.split(jax.random.key(args.noise_seed), len(images))
     seconds: dict[str, float] = {}
-    with timer(seconds, "robustness"):
+    with analysis.timer(seconds, "robustness"):
         rob, clean_maps, region_fraction = robustness(
             runner, params, images, labels, keys, sigma=args.sigma, methods=methods, log=log
         )
-    with timer(seconds, "faithfulness"):
+    with analysis.timer(seconds, "faithfulness"):
         faith, mean_curves = measure_faithfulness(
             args, apply, params, images, labels, clean_maps, methods, log
         )
-    with timer(seconds, "randomization"):
+    with analysis.timer(seconds, "randomization"):
         rand, steps = measure_randomization(
             args, runner, model, params, images[:n_rand], labels[:n_rand], clean_maps, methods, log
         )

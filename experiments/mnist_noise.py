@@ -31,12 +31,10 @@ mnist_noise.md, figure4.png, mnist_noise_sweep.png and mnist_noise_layers.png.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from lab import cli
@@ -47,12 +45,7 @@ DEFAULT_SWEEP = tuple(round(0.1 * k, 1) for k in range(1, 11)) + (1.25, 1.5, 2.0
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
-    )
-    cli.add_training_options(parser)
-    g = parser.add_argument_group("experiment")
-    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    parser, g = cli.experiment_parser(__doc__)
     g.add_argument("--num-test", type=int, default=None, help="first N test images (None: all)")
     g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std of the main table")
     g.add_argument(
@@ -636,14 +629,6 @@ def load_test_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-@contextlib.contextmanager
-def timer(seconds: dict[str, float], name: str):
-    """Stores the wall time of the ``with`` block in ``seconds[name]``."""
-    t0 = time.perf_counter()
-    yield
-    seconds[name] = time.perf_counter() - t0
-
-
 def measure_accuracies(args, model, params, images, labels, keys, sigmas, log):
     """Accuracy on the clean images and on every noise variant at every sigma.
 
@@ -730,19 +715,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
 
     seconds: dict[str, float] = {}
-    with timer(seconds, "accuracy"):
+    with analysis.timer(seconds, "accuracy"):
         clean_acc, variants = measure_accuracies(
             args, model, params, images, labels, keys, sigmas, log
         )
-    with timer(seconds, "active_fraction"):
+    with analysis.timer(seconds, "active_fraction"):
         active = active_fractions(f, images)
         log(f"active fraction {active['overall']['mean']:.3f} ± {active['overall']['std']:.3f}")
-    with timer(seconds, "insens_all"):
+    with analysis.timer(seconds, "insens_all"):
         insens_share = insens_on_digit(f, images, progress=not args.no_progress)
     log(f"Insens of {len(images)} test images in {seconds['insens_all']:.1f} s")
-    with timer(seconds, "figure4"):
+    with analysis.timer(seconds, "figure4"):
         methods, col_titles = draw_figure4(args, model, params, f, images, labels, keys)
-    with timer(seconds, "insens_layers"):
+    with analysis.timer(seconds, "insens_layers"):
         layers = measure_layers(args, f, images, labels, keys)
     layers["seconds"] = seconds["insens_layers"]
     for cond in FIGURE_CONDITIONS:

@@ -7,6 +7,7 @@ on top of them, summaries with their spread, and atomic JSON output.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -347,6 +348,60 @@ def table(
             raise ValueError(f"a row of {len(cells)} cells in a table of {len(header)} columns")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def faithfulness_rows(faith: dict[str, Any], methods, *, logit: bool = False) -> list[list[str]]:
+    """Rows of the deletion/insertion table: the random order, then each method and order.
+
+    Columns: method, order, deletion and insertion AUC of the probability with their paired
+    difference to the random order, and with `logit` the two AUCs of the logit.
+    """
+
+    def cells(e: dict[str, Any], *, random: bool) -> list[str]:
+        row = [
+            fmt(e["deletion"]["auc_probability"]),
+            "0" if random else fmt(e["deletion"]["auc_probability_minus_random"]),
+            fmt(e["insertion"]["auc_probability"]),
+            "0" if random else fmt(e["insertion"]["auc_probability_minus_random"]),
+        ]
+        if logit:
+            row += [
+                fmt(e["deletion"]["auc_logit"], digits=2),
+                fmt(e["insertion"]["auc_logit"], digits=2),
+            ]
+        return row
+
+    rows = [["random", "-", *cells(faith[RANDOM], random=True)]]
+    for m in methods:
+        for order in ORDERS:
+            rows.append([m, order, *cells(faith[m][order], random=False)])
+    return rows
+
+
+def randomization_cells(rand: dict[str, Any], steps) -> list[str]:
+    """One method's ``signed / abs`` Spearman correlation after each randomisation step."""
+    return [
+        f"{fmt(rand[s]['spearman'], digits=2)} / {fmt(rand[s]['spearman_abs'], digits=2)}"
+        for s in steps
+    ]
+
+
+def choose_methods(runner, params, x0, requested, log) -> tuple[list[str], dict[str, str]]:
+    """The requested (default: all registered) methods that run here (`usable_methods`),
+    and why the others do not (each logged)."""
+    candidates = tuple(requested) if requested else slp.available_methods()
+    methods, skipped = usable_methods(runner, params, x0, candidates)
+    for m, why in skipped.items():
+        log(f"skipping {m}: {why}")
+    return methods, skipped
+
+
+@contextlib.contextmanager
+def timer(seconds: dict[str, float], name: str):
+    """Stores the wall time of the ``with`` block in ``seconds[name]``."""
+    t0 = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - t0
 
 
 def write_json(path: Path, obj: Any) -> None:

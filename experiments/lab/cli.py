@@ -28,11 +28,14 @@ from slp.config import TrainConfig
 __all__ = [
     "TRAINING_FIELDS",
     "HelpFormatter",
+    "add_measure_options",
     "add_options",
     "add_training_options",
     "checkpoint_from_options",
+    "experiment_parser",
     "field_help",
     "from_options",
+    "parse_measure_args",
     "training_config",
 ]
 
@@ -190,3 +193,47 @@ def checkpoint_from_options(args: argparse.Namespace, *, num_test: int | None = 
         progress=not args.no_progress,
         num_test=num_test,
     )
+
+
+def experiment_parser(doc: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """A 2CONV experiment's parser: the first line of its docstring `doc`, the training
+    options (`add_training_options`) and an "experiment" group holding ``--out``; returns
+    the parser and that group for the experiment's own options."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0], formatter_class=HelpFormatter)
+    add_training_options(parser)
+    g = parser.add_argument_group("experiment")
+    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    return parser, g
+
+
+def add_measure_options(
+    g: argparse._ArgumentGroup, *, images: int, random_images: int, steps: int, batch_size: int
+) -> None:
+    """The options of the measures shared by the MNIST and CIFAR-10 experiments (their
+    defaults differ): images measured, images randomised, curve steps, images per
+    compiled call and the methods. `parse_measure_args` checks them."""
+    g.add_argument("--num-images", type=int, default=images, help="test images measured")
+    g.add_argument(
+        "--num-random-images",
+        type=int,
+        default=random_images,
+        help="test images for randomisation",
+    )
+    g.add_argument("--steps", type=int, default=steps, help="deletion/insertion curve steps")
+    g.add_argument(
+        "--batch-size-maps", type=int, default=batch_size, help="images per compiled call"
+    )
+    g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
+
+
+def parse_measure_args(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parses; checks ``--methods`` against the registered methods (an error lists them) and
+    the image counts of `add_measure_options`."""
+    from slp.attributions import get_method  # imports jax: only once the options are parsed
+
+    args = parser.parse_args(argv)
+    for method in args.methods or ():
+        get_method(method)
+    if args.num_images < 2 or args.num_random_images < 1:
+        parser.error("--num-images must be >= 2 and --num-random-images >= 1")
+    return args
