@@ -233,11 +233,24 @@ def correlation_figure(stats, methods, title) -> Figure:
     return fig
 
 
+def reversal_cell(s: dict[str, Any]) -> str:
+    """``mean ± std [share negative]`` of one pair's per-image Pearson correlations."""
+    neg = s["share_negative"]
+    return f"{analysis.fmt(s['pearson'], digits=2)} [{'n/a' if neg is None else f'{neg:.0%}'}]"
+
+
+def locality_cell(loc: dict[str, Any]) -> str:
+    """``object / outline / background`` mean shares of |map| (n/a where undefined)."""
+    return " / ".join(
+        f"{loc[k]['mean']:.2f}" if loc[k]["mean"] is not None else "n/a"
+        for k in ("object", "outline", "background")
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     ds = cfg["dataset"]
     methods = cfg["methods"]
-    f = analysis.fmt
     title = f"# Encodings experiment (paper Figure 5) on {ds}"
     lines = [title, ""]
     if ds in STAND_IN:
@@ -258,11 +271,11 @@ def markdown(result: dict[str, Any]) -> str:
         "default baseline 0 in every encoding (black for 0 → 1, white for 1 → 0, mid-grey for "
         "the zero-centred ones); deep_taylor_bounded gets each encoding's input range.",
         "",
-        "| encoding (black → white) | test accuracy |",
-        "|---|---|",
+        *analysis.table(
+            ["encoding (black → white)", "test accuracy"],
+            [(LABELS[enc], f"{result['accuracy'][enc]:.4f}") for enc in ENCODINGS],
+        ),
     ]
-    for enc in ENCODINGS:
-        lines.append(f"| {LABELS[enc]} | {result['accuracy'][enc]:.4f} |")
     pairs = [f"{a} vs {b}" for a, b in MIRROR_PAIRS + CONTROL_PAIRS] + [MIRROR_REFERENCE]
     lines += [
         "",
@@ -300,17 +313,10 @@ def markdown(result: dict[str, Any]) -> str:
         "column is the value each method's algebra gives for perfectly mirrored networks "
         "(gradient-type maps flip sign, gradient×input and LRP-type maps do not).",
         "",
-        "| method | " + " | ".join(pairs) + " |",
-        "|---|" + "---|" * len(pairs),
-    ]
-    for m in methods:
-        cells = []
-        for pair in pairs:
-            s = result["reversal"][m][pair]
-            neg = s["share_negative"]
-            cells.append(f"{f(s['pearson'], digits=2)} [{'n/a' if neg is None else f'{neg:.0%}'}]")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += [
+        *analysis.table(
+            ["method", *pairs],
+            [[m, *(reversal_cell(result["reversal"][m][pair]) for pair in pairs)] for m in methods],
+        ),
         "",
         f"![correlations](encodings_{ds}_correlation.png)",
         "",
@@ -321,23 +327,13 @@ def markdown(result: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.1%}" for k, v in result["area_fraction"].items())
         + " of the image on average.",
         "",
-        "| method | "
-        + " | ".join(f"{LABELS[e]} object / outline / background" for e in ENCODINGS)
-        + " |",
-        "|---|" + "---|" * len(ENCODINGS),
-    ]
-    for m in methods:
-        cells = []
-        for enc in ENCODINGS:
-            loc = result["locality"][enc][m]
-            cells.append(
-                " / ".join(
-                    f"{loc[k]['mean']:.2f}" if loc[k]["mean"] is not None else "n/a"
-                    for k in ("object", "outline", "background")
-                )
-            )
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += [
+        *analysis.table(
+            ["method", *(f"{LABELS[e]} object / outline / background" for e in ENCODINGS)],
+            [
+                [m, *(locality_cell(result["locality"][enc][m]) for enc in ENCODINGS)]
+                for m in methods
+            ],
+        ),
         "",
         f"![maps](encodings_{ds}.png)",
         "",
@@ -366,29 +362,35 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the experiment; returns the dict written to encodings_<dataset>.json."""
-    args = parse_args(argv)
-    if args.replot:
-        result = json.loads((args.out / f"encodings_{args.dataset}.json").read_text())
-        write_report(result, args.out)
-        return result
-    t_start = time.perf_counter()
-    log = functools.partial(print, file=sys.stderr, flush=True)
-    load = functools.partial(
-        load_unit_images, args.dataset, data_dir=args.data_dir, download=not args.no_download
-    )
+def load_test(args: argparse.Namespace, load) -> tuple[np.ndarray, np.ndarray]:
+    """The test images on the 0 -> 1 scale and their labels (the first --num-test)."""
     test_unit, test_labels = load("test")
     if args.num_test is not None:
         test_unit, test_labels = test_unit[: args.num_test], test_labels[: args.num_test]
     if len(test_unit) < args.num_images:
         raise ValueError(f"--num-images {args.num_images} exceeds the {len(test_unit)} test images")
+    return test_unit, test_labels
+
+
+def base_config(args: argparse.Namespace, test_unit, test_labels) -> training.TrainConfig:
+    """The training configuration the four networks share (the data set name aside)."""
     num_classes = int(max(test_labels.max() + 1, 10 if args.dataset == "fashion_mnist" else 5))
-    base = dataclasses.replace(
+    return dataclasses.replace(
         cli.training_config(args),
         input_shape=tuple(test_unit.shape[1:]),
         num_classes=num_classes,
     )
+
+
+def train_networks(args, base, load, test_unit, test_labels, log) -> tuple[dict, dict, dict]:
+    """One TwoConv per encoding (checkpoints reused unless --retrain), and its test accuracy.
+
+    The training images are loaded once, and only when a network must be trained.
+
+    Returns:
+      ``(networks, accuracy, seconds)``: checkpoints and accuracies by encoding, and
+      ``{"train": {encoding: seconds}}``.
+    """
     train_cache: dict[str, Any] = {}
 
     def train_unit():
@@ -396,10 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             train_cache["x"], train_cache["y"] = load("train")
         return train_cache["x"], train_cache["y"]
 
-    x_unit = test_unit[: args.num_images]
-    y = test_labels[: args.num_images]
-    candidates = tuple(args.methods) if args.methods else slp.available_methods()
-    nets, accuracy, encoded, seconds = {}, {}, {}, {"train": {}}
+    nets, accuracy, seconds = {}, {}, {"train": {}}
     for enc in ENCODINGS:
         config = dataclasses.replace(base, dataset=f"{args.dataset}_{enc}")
 
@@ -419,43 +418,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seconds["train"][enc] = time.perf_counter() - t0
         nets[enc] = ck
         accuracy[enc] = training.accuracy(ck.model, ck.params, encode(test_unit, enc), test_labels)
-        encoded[enc] = encode(x_unit, enc)
         log(f"{enc}: test accuracy {accuracy[enc]:.4f} ({'reused' if ck.reused else 'trained'})")
+    return nets, accuracy, seconds
 
+
+def method_runners(nets: dict, batch_size: int) -> dict[str, analysis.MethodRunner]:
+    """One `analysis.MethodRunner` per encoding (its input range), for the shared model."""
     model = nets["plain"].model
 
     def apply(p, x):
         return model.apply(p, x[None])[0]
 
-    runners = {
-        enc: analysis.MethodRunner(
-            apply, input_range=sorted(ENCODINGS[enc]), batch_size=args.batch_size_maps
-        )
+    return {
+        enc: analysis.MethodRunner(apply, input_range=sorted(ENCODINGS[enc]), batch_size=batch_size)
         for enc in ENCODINGS
     }
-    methods, skipped = analysis.usable_methods(
-        runners["plain"], nets["plain"].params, encoded["plain"][0], candidates
-    )
-    if args.figures_only:
-        maps = {
-            enc: {m: runners[enc](m, nets[enc].params, encoded[enc], y) for m in methods}
-            for enc in ENCODINGS
-        }
-        draw_maps(args, x_unit, encoded, maps, methods, y, accuracy)
-        log(f"wrote {args.out}/encodings_{args.dataset}.png (--figures-only)")
-        return {}
-    t0 = time.perf_counter()
+
+
+def compute_maps(runners, nets, encoded, labels, methods, log) -> tuple[dict, dict]:
+    """Every method's maps in every encoding, and on the mean network's exact mirror.
+
+    Returns:
+      ``(maps, mirror_maps)``: ``maps[encoding][method]`` and ``mirror_maps[method]`` (the
+      mirrored mean network on the 'neg mean' images).
+    """
     maps: dict[str, dict[str, np.ndarray]] = {enc: {} for enc in ENCODINGS}
     mirror_maps = {}
     mirrored = mirror_first_layer(nets["mean"].params)
     for m in methods:
         t1 = time.perf_counter()
         for enc in ENCODINGS:
-            maps[enc][m] = runners[enc](m, nets[enc].params, encoded[enc], y)
-        mirror_maps[m] = runners["neg_mean"](m, mirrored, encoded["neg_mean"], y)
+            maps[enc][m] = runners[enc](m, nets[enc].params, encoded[enc], labels)
+        mirror_maps[m] = runners["neg_mean"](m, mirrored, encoded["neg_mean"], labels)
         log(f"maps {m}: {time.perf_counter() - t1:.0f} s")
-    seconds["maps"] = time.perf_counter() - t0
+    return maps, mirror_maps
 
+
+def measure_maps(maps, mirror_maps, x_unit, methods) -> tuple[dict, dict]:
+    """The reversal statistics ``[method][pair]`` and the locality ``[encoding][method]``."""
     reversal, loc = {}, {enc: {} for enc in ENCODINGS}
     for m in methods:
         px = {enc: analysis.pixel_maps(maps[enc][m]) for enc in ENCODINGS}
@@ -465,35 +465,84 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         reversal[m][MIRROR_REFERENCE] = pair_stats(px["mean"], analysis.pixel_maps(mirror_maps[m]))
         for enc in ENCODINGS:
             loc[enc][m] = locality(maps[enc][m], x_unit)
+    return reversal, loc
+
+
+def area_fraction(x_unit: np.ndarray) -> dict[str, float]:
+    """Mean share of the image on the object, its outline and the rest of the background."""
     obj = np.asarray(jax.vmap(lambda x: noise.digit_mask(x))(jnp.asarray(x_unit)))
     ring = np.asarray(jax.vmap(lambda x: noise.outline_mask(x))(jnp.asarray(x_unit)))
-    area = {
+    return {
         "object": float(obj.mean()),
         "outline": float(ring.mean()),
         "background": float((~(obj | ring)).mean()),
     }
+
+
+def run_config(args, argv, base, nets, methods, num_images, num_test, seconds) -> dict:
+    """The ``config`` record of the results."""
+    return {
+        "dataset": args.dataset,
+        "stand_in_for": STAND_IN.get(args.dataset),
+        "encodings": {k: list(v) for k, v in ENCODINGS.items()},
+        "methods": methods,
+        "num_images": int(num_images),
+        "num_test": int(num_test),
+        "target": "true label",
+        "train": base.to_dict(),
+        "checkpoints": {enc: ck.path.name for enc, ck in nets.items()},
+        "seconds": seconds,
+        "command": "python experiments/encodings.py " + " ".join(argv or sys.argv[1:]),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the experiment; returns the dict written to encodings_<dataset>.json."""
+    args = parse_args(argv)
+    out, ds = args.out, args.dataset
+    if args.replot:
+        result = json.loads((out / f"encodings_{ds}.json").read_text())
+        write_report(result, out)
+        return result
+    t_start = time.perf_counter()
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    load = functools.partial(
+        load_unit_images, ds, data_dir=args.data_dir, download=not args.no_download
+    )
+    test_unit, test_labels = load_test(args, load)
+    base = base_config(args, test_unit, test_labels)
+    nets, accuracy, seconds = train_networks(args, base, load, test_unit, test_labels, log)
+    x_unit, y = test_unit[: args.num_images], test_labels[: args.num_images]
+    encoded = {enc: encode(x_unit, enc) for enc in ENCODINGS}
+
+    runners = method_runners(nets, args.batch_size_maps)
+    candidates = tuple(args.methods) if args.methods else slp.available_methods()
+    methods, skipped = analysis.usable_methods(
+        runners["plain"], nets["plain"].params, encoded["plain"][0], candidates
+    )
+    if args.figures_only:
+        maps = {
+            enc: {m: runners[enc](m, nets[enc].params, encoded[enc], y) for m in methods}
+            for enc in ENCODINGS
+        }
+        draw_maps(args, x_unit, encoded, maps, methods, y, accuracy)
+        log(f"wrote {out}/encodings_{ds}.png (--figures-only)")
+        return {}
+    t0 = time.perf_counter()
+    maps, mirror_maps = compute_maps(runners, nets, encoded, y, methods, log)
+    seconds["maps"] = time.perf_counter() - t0
+    reversal, loc = measure_maps(maps, mirror_maps, x_unit, methods)
+    area = area_fraction(x_unit)
     seconds["total"] = time.perf_counter() - t_start
+    config = run_config(args, argv, base, nets, methods, len(x_unit), len(test_unit), seconds)
     result = {
         "accuracy": accuracy,
         "reversal": reversal,
         "locality": loc,
         "area_fraction": area,
         "skipped_methods": skipped,
-        "config": {
-            "dataset": args.dataset,
-            "stand_in_for": STAND_IN.get(args.dataset),
-            "encodings": {k: list(v) for k, v in ENCODINGS.items()},
-            "methods": methods,
-            "num_images": int(len(x_unit)),
-            "num_test": int(len(test_unit)),
-            "target": "true label",
-            "train": base.to_dict(),
-            "checkpoints": {enc: ck.path.name for enc, ck in nets.items()},
-            "seconds": seconds,
-            "command": "python experiments/encodings.py " + " ".join(argv or sys.argv[1:]),
-        },
+        "config": config,
     }
-    out, ds = args.out, args.dataset
     analysis.write_json(out / f"encodings_{ds}.json", result)
     write_report(result, out)
     draw_maps(args, x_unit, encoded, maps, methods, y, accuracy)
