@@ -67,6 +67,174 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def load_images(args: argparse.Namespace, input_shape) -> tuple[Any, str]:
+    """The first --num-images MNIST test images (uniform noise of their shape when MNIST
+    cannot be read: the timing needs only the shapes), and which of the two."""
+    import numpy as np
+
+    from slp import training
+
+    try:
+        images, _ = training.load_mnist_float(
+            "test", data_dir=args.data_dir, download=False, limit=args.num_images
+        )
+        return images, "MNIST test images"
+    except Exception:  # any loader failure: the timing needs only the shapes
+        rng = np.random.default_rng(0)
+        images = rng.uniform(size=(args.num_images, *input_shape)).astype(np.float32)
+        return images, "uniform noise of MNIST's shape"
+
+
+def configurations(num_devices: int) -> list[tuple[str, int | None, bool]]:
+    """``(name, devices, writes chunks)`` of every configuration timed, ``plain`` first."""
+    counts = [k for k in (1, 2, 4, 8) if k <= num_devices]
+    configs = [("plain", None, False)] + [(f"devices={k}", k, False) for k in counts]
+    configs += [(f"devices={k}, out", k, True) for k in sorted({1, counts[-1]})]
+    return configs
+
+
+def plain_runner(f, images, bs: int, method: str):
+    """The baseline: a hand-written loop of ``jit(vmap(slp.attribute))`` over padded batches."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import slp
+
+    fn = jax.jit(jax.vmap(lambda x: slp.attribute(f, x, method)))
+
+    def run(check=False):
+        outs = []
+        for start in range(0, len(images), bs):
+            x = images[start : start + bs]
+            m = len(x)
+            if m < bs:
+                x = np.concatenate([x, np.repeat(x[-1:], bs - m, axis=0)])
+            outs.append(np.asarray(fn(jnp.asarray(x)))[:m])
+        return np.concatenate(outs)
+
+    return run
+
+
+def dataset_runner(f, images, bs: int, method: str, devices, write: bool):
+    """`slp.attribute_dataset` on ``devices``: maps returned, or (``write``) chunks written
+    into a fresh folder (read back, untimed, only for the check)."""
+    import slp
+
+    def run(check=False):
+        if not write:
+            return slp.attribute_dataset(
+                f, images, method, batch_size=bs, devices=devices, progress=False
+            )
+        with tempfile.TemporaryDirectory() as out:
+            slp.attribute_dataset(
+                f, images, method, batch_size=bs, devices=devices, out=out, progress=False
+            )
+            return slp.read_maps(out) if check else None  # reading is not timed
+
+    return run
+
+
+def first_calls(method: str, runners: dict) -> dict[str, float]:
+    """One compiling call per configuration (plain: whole loop; others: cached step); the
+    largest absolute difference of each one's maps to plain's."""
+    import numpy as np
+
+    reference = None
+    diffs: dict[str, float] = {}
+    for name, run in runners.items():
+        t0 = time.perf_counter()
+        maps = run(check=True)
+        print(f"{method} {name}: first call {time.perf_counter() - t0:.1f} s", flush=True)
+        reference = maps if reference is None else reference
+        diffs[name] = float(np.abs(maps - reference).max())
+    return diffs
+
+
+def resumed_seconds(f, images, method: str, bs: int) -> float:
+    """Fixed cost of a resumed call: fingerprints and receipts checked, nothing computed."""
+    import slp
+
+    with tempfile.TemporaryDirectory() as out:
+        slp.attribute_dataset(f, images, method, batch_size=bs, out=out, progress=False)
+        t0 = time.perf_counter()
+        slp.attribute_dataset(f, images, method, batch_size=bs, out=out, progress=False)
+        resumed = time.perf_counter() - t0
+    print(f"{method}: a call with every chunk done takes {resumed:.2f} s", flush=True)
+    return resumed
+
+
+def timed_rounds(method: str, runners: dict, n: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of every configuration's calls, interleaved over ``repeats`` rounds."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+            print(f"{method} {name}: {n / times[name][-1]:.1f} img/s", flush=True)
+    return times
+
+
+def bench_method(method: str, configs, f, images, bs: int, devices, repeats: int) -> list[dict]:
+    """One method in every configuration: compiling calls, the resumed call, timed rounds.
+
+    Returns:
+      one result row per configuration.
+    """
+    runners = {
+        name: plain_runner(f, images, bs, method)
+        if k is None
+        else dataset_runner(f, images, bs, method, devices[:k], write)
+        for name, k, write in configs
+    }
+    diffs = first_calls(method, runners)
+    resumed = resumed_seconds(f, images, method, bs)
+    n = len(images)
+    times = timed_rounds(method, runners, n, repeats)
+    base = n / statistics.median(times["plain"])
+    rows = []
+    for name, k, write in configs:
+        ips = n / statistics.median(times[name])
+        rows.append(
+            {
+                "method": method,
+                "config": name,
+                "devices": k,
+                "writes_chunks": write,
+                "images_per_second": ips,
+                "relative_to_plain": ips / base,
+                "seconds": times[name],
+                "max_abs_difference_to_plain": diffs[name],
+                "seconds_of_a_call_with_every_chunk_done": resumed if write else None,
+            }
+        )
+    return rows
+
+
+def run_config(args, argv, *, n, data, config, devices, load_start) -> dict[str, Any]:
+    """The ``config`` record of the results: the run, the network and the machine."""
+    import jax
+
+    return {
+        "num_images": n,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "data": data,
+        "network": f"2CONV (TwoConv, features {config.features}, hidden {config.hidden}), "
+        "random weights",
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "local_devices": len(devices),
+        "fake_devices": devices[0].platform == "cpu",
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "load_average": {"start": load_start, "end": _load()},
+        "jax": jax.__version__,
+        "command": "python experiments/bench_dataset.py " + " ".join(argv or sys.argv[1:]),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the benchmark; returns the dict written to bench_dataset_<tag>.json."""
     args = parse_args(argv)
@@ -74,10 +242,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Before the CPU backend starts: only the CPU platform reads it.
     jax.config.update("jax_num_cpu_devices", args.fake_devices)
-    import jax.numpy as jnp
-    import numpy as np
-
-    import slp
     from lab import analysis
     from slp import training
     from slp.models import as_single_example
@@ -85,114 +249,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = training.TrainConfig(features=tuple(args.features), hidden=args.hidden)
     model = training.make_model(config)
     f = as_single_example(model, training.init_params(config))
-    try:
-        images, _ = training.load_mnist_float(
-            "test", data_dir=args.data_dir, download=False, limit=args.num_images
-        )
-        data = "MNIST test images"
-    except Exception:  # any loader failure: the timing needs only the shapes
-        rng = np.random.default_rng(0)
-        images = rng.uniform(size=(args.num_images, *config.input_shape)).astype(np.float32)
-        data = "uniform noise of MNIST's shape"
-    n, bs = len(images), args.batch_size
+    images, data = load_images(args, config.input_shape)
     devices = jax.local_devices()
-    counts = [k for k in (1, 2, 4, 8) if k <= len(devices)]
-
-    def plain_fn(method):
-        fn = jax.jit(jax.vmap(lambda x: slp.attribute(f, x, method)))
-
-        def run(check=False):
-            outs = []
-            for start in range(0, n, bs):
-                x = images[start : start + bs]
-                m = len(x)
-                if m < bs:
-                    x = np.concatenate([x, np.repeat(x[-1:], bs - m, axis=0)])
-                outs.append(np.asarray(fn(jnp.asarray(x)))[:m])
-            return np.concatenate(outs)
-
-        return run
-
-    def dataset_fn(method, k, write):
-        def run(check=False):
-            if not write:
-                return slp.attribute_dataset(
-                    f, images, method, batch_size=bs, devices=devices[:k], progress=False
-                )
-            with tempfile.TemporaryDirectory() as out:
-                slp.attribute_dataset(
-                    f, images, method, batch_size=bs, devices=devices[:k], out=out, progress=False
-                )
-                return slp.read_maps(out) if check else None  # reading is not timed
-
-        return run
-
-    configs = [("plain", None, False)] + [(f"devices={k}", k, False) for k in counts]
-    configs += [(f"devices={k}, out", k, True) for k in sorted({1, counts[-1]})]
+    configs = configurations(len(devices))
     load_start = _load()
     results = []
     for method in args.methods:
-        runners = {
-            name: plain_fn(method) if k is None else dataset_fn(method, k, write)
-            for name, k, write in configs
-        }
-        reference = None
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        diffs: dict[str, float] = {}
-        for name, run in runners.items():  # compile (plain: whole loop; others: cached step)
-            t0 = time.perf_counter()
-            maps = run(check=True)
-            print(f"{method} {name}: first call {time.perf_counter() - t0:.1f} s", flush=True)
-            reference = maps if reference is None else reference
-            diffs[name] = float(np.abs(maps - reference).max())
-        # Fixed cost of a resumed call: fingerprints and receipts checked, nothing computed.
-        with tempfile.TemporaryDirectory() as out:
-            slp.attribute_dataset(f, images, method, batch_size=bs, out=out, progress=False)
-            t0 = time.perf_counter()
-            slp.attribute_dataset(f, images, method, batch_size=bs, out=out, progress=False)
-            resumed = time.perf_counter() - t0
-        print(f"{method}: a call with every chunk done takes {resumed:.2f} s", flush=True)
-        for _ in range(args.repeats):
-            for name, run in runners.items():
-                t0 = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t0)
-                print(f"{method} {name}: {n / times[name][-1]:.1f} img/s", flush=True)
-        base = n / statistics.median(times["plain"])
-        for name, k, write in configs:
-            ips = n / statistics.median(times[name])
-            results.append(
-                {
-                    "method": method,
-                    "config": name,
-                    "devices": k,
-                    "writes_chunks": write,
-                    "images_per_second": ips,
-                    "relative_to_plain": ips / base,
-                    "seconds": times[name],
-                    "max_abs_difference_to_plain": diffs[name],
-                    "seconds_of_a_call_with_every_chunk_done": resumed if write else None,
-                }
-            )
+        results += bench_method(method, configs, f, images, args.batch_size, devices, args.repeats)
     result = {
         "results": results,
-        "config": {
-            "num_images": n,
-            "batch_size": bs,
-            "repeats": args.repeats,
-            "data": data,
-            "network": f"2CONV (TwoConv, features {config.features}, hidden {config.hidden}), "
-            "random weights",
-            "platform": devices[0].platform,
-            "device_kind": devices[0].device_kind,
-            "local_devices": len(devices),
-            "fake_devices": devices[0].platform == "cpu",
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-            "load_average": {"start": load_start, "end": _load()},
-            "jax": jax.__version__,
-            "command": "python experiments/bench_dataset.py " + " ".join(argv or sys.argv[1:]),
-        },
+        "config": run_config(
+            args,
+            argv,
+            n=len(images),
+            data=data,
+            config=config,
+            devices=devices,
+            load_start=load_start,
+        ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     analysis.write_json(args.out / f"bench_dataset_{args.tag}.json", result)
@@ -202,6 +276,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """The markdown report of the results."""
+    from lab import analysis
+
     cfg = result["config"]
     lines = [
         "# slp.attribute_dataset: throughput against devices, and its overheads",
@@ -223,18 +300,31 @@ def markdown(result: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        "| method | configuration | images/s | relative to plain jit(vmap) loop "
-        "| max abs difference to plain |",
-        "|---|---|---|---|---|",
+        *analysis.table(
+            [
+                "method",
+                "configuration",
+                "images/s",
+                "relative to plain jit(vmap) loop",
+                "max abs difference to plain",
+            ],
+            [
+                [
+                    r["method"],
+                    r["config"],
+                    f"{r['images_per_second']:.1f}",
+                    f"{r['relative_to_plain']:.2f}",
+                    f"{r['max_abs_difference_to_plain']:.1e}",
+                ]
+                for r in result["results"]
+            ],
+        ),
     ]
-    resumed = {}
-    for r in result["results"]:
-        lines.append(
-            f"| {r['method']} | {r['config']} | {r['images_per_second']:.1f} | "
-            f"{r['relative_to_plain']:.2f} | {r['max_abs_difference_to_plain']:.1e} |"
-        )
-        if r["seconds_of_a_call_with_every_chunk_done"] is not None:
-            resumed[r["method"]] = r["seconds_of_a_call_with_every_chunk_done"]
+    resumed = {
+        r["method"]: r["seconds_of_a_call_with_every_chunk_done"]
+        for r in result["results"]
+        if r["seconds_of_a_call_with_every_chunk_done"] is not None
+    }
     lines += [
         "",
         "`plain`: a hand-written loop of `jax.jit(jax.vmap(slp.attribute))` on one device. "
