@@ -238,6 +238,11 @@ def lattice_period(shares: dict[str, dict], *, within: float = 0.5) -> int:
     return min(int(p) for p, v in shares.items() if v["mean"] >= within * top)
 
 
+def _mean_std(s: dict[str, Any]) -> str:
+    """``mean ± std`` of a summary, to three decimals."""
+    return f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     nets = result["networks"]
     unstructured = result["periodic_share_of_unstructured_map"]
@@ -257,43 +262,50 @@ def markdown(result: dict[str, Any]) -> str:
         "later convolutions add a lattice at twice the first one's stride, so a multiple of "
         "the base period scores somewhat higher than the base period itself).",
         "",
-        "| first conv stride | period | " + " | ".join(f"R_{p}" for p in periods) + " |",
-        "|---|---|" + "---|" * len(periods),
-        "| (no structure) | - | " + " | ".join(f"{unstructured[p]:.3f}" for p in periods) + " |",
-    ]
-    for net in nets.values():
-        r = net["periodic_share"]
-        lines.append(
-            f"| {net['first_conv_stride']} | {net['lattice_period']} | "
-            + " | ".join(f"{r[p]['mean']:.3f} ± {r[p]['std']:.3f}" for p in periods)
-            + " |"
-        )
-    lines += [
+        *analysis.table(
+            ["first conv stride", "period", *(f"R_{p}" for p in periods)],
+            [
+                ["(no structure)", "-", *(f"{unstructured[p]:.3f}" for p in periods)],
+                *(
+                    [
+                        net["first_conv_stride"],
+                        net["lattice_period"],
+                        *(_mean_std(net["periodic_share"][p]) for p in periods),
+                    ]
+                    for net in nets.values()
+                ),
+            ],
+        ),
         "",
         "## Per layer (first conv stride 4)",
         "",
-        "| layer | inactive neurons | share of inactive | R_4 of its map | R_8 of its map |",
-        "|---|---|---|---|---|",
-    ]
-    for name, layer in nets["stride4"]["layers"].items():
-        ps = layer["periodic_share"]
-        lines.append(
-            f"| {name} | {analysis.fmt(layer['inactive'], digits=0)} | "
-            f"{analysis.fmt(layer['inactive_share'])} | {analysis.fmt(ps['4'])} | "
-            f"{analysis.fmt(ps['8'])} |"
-        )
-    obj = result["input"]["object_pixel_share"]
-    lines += [
+        *analysis.table(
+            ["layer", "inactive neurons", "share of inactive", "R_4 of its map", "R_8 of its map"],
+            [
+                [
+                    name,
+                    analysis.fmt(layer["inactive"], digits=0),
+                    analysis.fmt(layer["inactive_share"]),
+                    analysis.fmt(layer["periodic_share"]["4"]),
+                    analysis.fmt(layer["periodic_share"]["8"]),
+                ]
+                for name, layer in nets["stride4"]["layers"].items()
+            ],
+        ),
         "",
         "## Share of |Insens| on the objects",
         "",
-        f"Objects (paddles, ball, score) are {obj:.3f} of the frame's pixels.",
+        f"Objects (paddles, ball, score) are {result['input']['object_pixel_share']:.3f} of "
+        "the frame's pixels.",
         "",
-        "| first conv stride | share of |Insens| on objects |",
-        "|---|---|",
+        *analysis.table(
+            ["first conv stride", "share of |Insens| on objects"],
+            [
+                [net["first_conv_stride"], analysis.fmt(net["object_mass_share"])]
+                for net in nets.values()
+            ],
+        ),
     ]
-    for net in nets.values():
-        lines.append(f"| {net['first_conv_stride']} | {analysis.fmt(net['object_mass_share'])} |")
     return "\n".join(lines) + "\n"
 
 
