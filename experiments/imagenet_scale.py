@@ -550,6 +550,33 @@ def _case_order(lab: str):
     return (kind != "", kind, int(k.removeprefix("k=")))
 
 
+def _error_cells(row: dict[str, Any], k: str, r: dict[str, Any]) -> list[str]:
+    """One row of the error table: a network's estimate with ``k`` probes against exact."""
+    return [
+        row["description"],
+        row["exact_route"],
+        f"{row['exact_seconds']:.2f}",
+        k,
+        f"{r['rel_l2_mean']:.4f} ({r['rel_l2_max']:.4f})",
+        f"{r['spearman_mean']:.4f} ({r['spearman_min']:.4f})",
+        "" if r["coverage_1.96se"] is None else f"{r['coverage_1.96se']:.3f}",
+    ]
+
+
+def _time_cells(row: dict[str, Any], lab: str, r: dict[str, Any]) -> list[str]:
+    """One row of the time table: a network's case ``lab`` against its forward pass."""
+    return [
+        row["description"],
+        f"{row['forward_seconds'] * 1e3:.0f} / {row['forward_cpu_seconds'] * 1e3:.0f} ms",
+        f"k={lab}",
+        f"{r['seconds']:.2f}",
+        f"{r['cpu_seconds']:.1f}",
+        f"{r['x_forward']:.0f}",
+        f"{r['x_forward_cpu']:.0f}",
+        "" if r["predicted_seconds"] is None else f"{r['predicted_seconds']:.3g}",
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     lines = [
@@ -572,19 +599,24 @@ def markdown(result: dict[str, Any]) -> str:
             "Mean relative L2 error (max) | mean Spearman (min) | share of elements within "
             "1.96 jackknife standard errors, over images x keys.",
             "",
-            "| network | exact route | exact s | k | rel. L2 (max) | Spearman (min) | coverage |",
-            "|---|---|---|---|---|---|---|",
+            *analysis.table(
+                [
+                    "network",
+                    "exact route",
+                    "exact s",
+                    "k",
+                    "rel. L2 (max)",
+                    "Spearman (min)",
+                    "coverage",
+                ],
+                [
+                    _error_cells(row, k, r)
+                    for row in result["error"].values()
+                    for k, r in row["by_k"].items()
+                ],
+            ),
+            "",
         ]
-        for row in result["error"].values():
-            for k, r in row["by_k"].items():
-                cov = "" if r["coverage_1.96se"] is None else f"{r['coverage_1.96se']:.3f}"
-                lines.append(
-                    f"| {row['description']} | {row['exact_route']} | "
-                    f"{row['exact_seconds']:.2f} | {k} | {r['rel_l2_mean']:.4f} "
-                    f"({r['rel_l2_max']:.4f}) | {r['spearman_mean']:.4f} "
-                    f"({r['spearman_min']:.4f}) | {cov} |"
-                )
-        lines.append("")
     if "time" in result:
         lines += [
             f"## Time per image at {cfg['time_side']}x{cfg['time_side']}",
@@ -592,20 +624,27 @@ def markdown(result: dict[str, Any]) -> str:
             "Wall time is shared with other jobs; CPU time (all threads of this process) "
             "counts the work. Ratios to the forward pass measured next to each case.",
             "",
-            "| network | forward (wall / CPU) | case | wall s | CPU s | x forward (wall) "
-            "| x forward (CPU) | predicted s |",
-            "|---|---|---|---|---|---|---|---|",
+            *analysis.table(
+                [
+                    "network",
+                    "forward (wall / CPU)",
+                    "case",
+                    "wall s",
+                    "CPU s",
+                    "x forward (wall)",
+                    "x forward (CPU)",
+                    "predicted s",
+                ],
+                [
+                    _time_cells(row, lab, r)
+                    for row in result["time"].values()
+                    for lab, r in row["estimate"].items()
+                ],
+            ),
+            "",
+            "Exact routes, predicted by `slp.insens_plan` (not run):",
+            "",
         ]
-        for row in result["time"].values():
-            fwd = f"{row['forward_seconds'] * 1e3:.0f} / {row['forward_cpu_seconds'] * 1e3:.0f} ms"
-            for lab, r in row["estimate"].items():
-                pred = "" if r["predicted_seconds"] is None else f"{r['predicted_seconds']:.3g}"
-                lines.append(
-                    f"| {row['description']} | {fwd} | k={lab} | {r['seconds']:.2f} | "
-                    f"{r['cpu_seconds']:.1f} | {r['x_forward']:.0f} | {r['x_forward_cpu']:.0f} "
-                    f"| {pred} |"
-                )
-        lines += ["", "Exact routes, predicted by `slp.insens_plan` (not run):", ""]
         for row in result["time"].values():
             for route, c in row["exact_predicted"].items():
                 chosen = " (chosen)" if route == row["exact_route"] else ""
@@ -618,17 +657,22 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "## Predicted against measured time of the exact routes (one image)",
             "",
-            "| network | route | predicted s | measured s | measured / predicted |",
-            "|---|---|---|---|---|",
+            *analysis.table(
+                ["network", "route", "predicted s", "measured s", "measured / predicted"],
+                [
+                    [
+                        name,
+                        f"{route}{' (chosen)' if r['chosen'] else ''}",
+                        f"{r['predicted_seconds']:.3g}",
+                        f"{r['measured_seconds']:.3g}",
+                        f"{r['measured_over_predicted']:.2f}",
+                    ]
+                    for name, row in result["plan"].items()
+                    for route, r in row["routes"].items()
+                ],
+            ),
+            "",
         ]
-        for name, row in result["plan"].items():
-            for route, r in row["routes"].items():
-                lines.append(
-                    f"| {name} | {route}{' (chosen)' if r['chosen'] else ''} | "
-                    f"{r['predicted_seconds']:.3g} | {r['measured_seconds']:.3g} | "
-                    f"{r['measured_over_predicted']:.2f} |"
-                )
-        lines.append("")
     if "baselines" in result:
         b = result["baselines"]
         lines += [
@@ -636,28 +680,29 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"{b['images']} images; largest logit difference {b['max_logit_difference']:.2g}.",
             "",
-            "| method | against | cosine (min) | slp img/s | torch img/s | slp / torch |",
-            "|---|---|---|---|---|---|",
+            *analysis.table(
+                ["method", "against", "cosine (min)", "slp img/s", "torch img/s", "slp / torch"],
+                [
+                    [
+                        m,
+                        r["against"],
+                        f"{r['cosine_min']:.6f}",
+                        f"{r['slp_img_per_s']:.3f}",
+                        f"{r['torch_img_per_s']:.3f}",
+                        f"{r['speed_ratio']:.2f}",
+                    ]
+                    for m, r in b["methods"].items()
+                ],
+            ),
+            "",
         ]
-        for m, r in b["methods"].items():
-            lines.append(
-                f"| {m} | {r['against']} | {r['cosine_min']:.6f} | {r['slp_img_per_s']:.3f} | "
-                f"{r['torch_img_per_s']:.3f} | {r['speed_ratio']:.2f} |"
-            )
-        lines.append("")
     return "\n".join(lines)
 
 
-ARGS: argparse.Namespace
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    global ARGS
-    args = ARGS = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+def new_result(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """The results of this run before any part: its ``config`` (command, machine, options)."""
     dev = jax.devices()[0]
-    load0 = _load()
-    result: dict[str, Any] = {
+    return {
         "config": {
             "command": "python experiments/imagenet_scale.py " + " ".join(argv or sys.argv[1:]),
             "device": f"{dev.platform} ({dev.device_kind})",
@@ -671,12 +716,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "stderr_k": args.stderr_k,
         }
     }
-    path = args.out / "imagenet_scale.json"
-    if args.merge and path.exists():
-        import json
 
-        old = json.loads(path.read_text())
-        result = {**old, "config": {**old.get("config", {}), **result["config"]}}
+
+def merged(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``--merge``: the results in ``path`` with this run's ``config`` entries over theirs."""
+    old = json.loads(path.read_text())
+    return {**old, "config": {**old.get("config", {}), **result["config"]}}
+
+
+def run_parts(args: argparse.Namespace, result: dict[str, Any], path: Path) -> None:
+    """Runs the parts not in --skip into ``result``, writing ``path`` after each one.
+
+    With --merge, networks of a part not run now keep their earlier rows.
+    """
+    load0 = _load()
     parts = [("error", error_part), ("time", time_part), ("plan", plan_part)]
     parts += [("baselines", baseline_part)] if args.baselines else []
     done = [name for name, _ in parts if name not in args.skip]
@@ -687,10 +740,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if name in args.skip:
             continue
         new = part(args)
-        # --merge: networks of a part not run now keep their earlier rows
         result[name] = {**result.get(name, {}), **new} if args.merge else new
         result["config"]["load_average"] = [load0, _load()]
         analysis.write_json(path, result)  # after every part: a late failure keeps the rest
+
+
+ARGS: argparse.Namespace
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the parts; returns the dict written to imagenet_scale.json."""
+    global ARGS
+    args = ARGS = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = new_result(args, argv)
+    path = args.out / "imagenet_scale.json"
+    if args.merge and path.exists():
+        result = merged(result, path)
+    run_parts(args, result, path)
     analysis.write_text(args.out / "imagenet_scale.md", markdown(result))
     fig = figure(result)
     fig.savefig(args.out / "imagenet_scale.png", dpi=120)
