@@ -402,43 +402,52 @@ def worker(args) -> None:
     x = x_all[:batch]
     fn = insens_route(args, f, route) if route.startswith("insens") else routes(f)[route]
     jax.block_until_ready(x)
-    limit = args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
+    limit = _memory_limit(args, jax)
     res = measure(fn, x, repeats=args.repeats, limit=limit, rss=True)
     res.pop("_compiled", None)
     print("WORKER_RESULT " + json.dumps(res))
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the benchmark; returns the dict written to bench_insens.json (with ``--zoo``:
-    bench_insens_zoo_<platform>.json)."""
-    args = parse_args(argv)
-    if args.worker:
-        worker(args)
-        return {}
-    if args.zoo:
-        return run_zoo(args, argv)
+def _memory_limit(args: argparse.Namespace, jax) -> float:
+    """Bytes a case's XLA estimate may take: --max-memory-gb, or half the free memory."""
+    return args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
+
+
+def _machine_line(dev, jax) -> str:
+    """The start of the first progress line: device, jax version, load average, CPUs."""
+    return (
+        f"device {dev.device_kind} ({dev.platform}); jax {jax.__version__}; load average "
+        f"{_load()} on {os.cpu_count()} CPUs"
+    )
+
+
+def _network_record(args, f, x_all) -> dict[str, Any]:
+    """The network's input shape, active fraction per ReLU layer and `slp.insens`'s route.
+
+    The active fractions are over the first 256 inputs (all of them, if fewer).
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     import slp
-    from slp.data import atomic_writer
 
-    f, model, params, x_all = build(args)
-    dev = jax.devices()[0]
     plan = slp.insens_plan(f, x_all[0], chunk_size=args.chunk_size, route=args.insens_route)
     acts = jax.jit(jax.vmap(slp.activation_pattern(f)))(x_all[: min(256, len(x_all))])
     active = [float(jnp.mean(a)) for a in acts]
     n_all = sum(int(np.prod(a.shape[1:])) for a in acts)
     active_all = sum(float(jnp.sum(a)) for a in acts) / (n_all * acts[0].shape[0])
-    limit = args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
-    print(
-        f"device {dev.device_kind} ({dev.platform}); jax {jax.__version__}; load average "
-        f"{_load()} on {os.cpu_count()} CPUs; input {tuple(x_all.shape[1:])}; insens route "
-        f"{plan.route}; active fraction per ReLU layer {[round(a, 3) for a in active]} "
-        f"(all {active_all:.3f}); memory limit {limit / 2**30:.1f} GiB",
-        flush=True,
-    )
+    return {
+        "input_shape": list(x_all.shape[1:]),
+        "active_fraction_per_layer": active,
+        "active_fraction_all": active_all,
+        "insens_route": plan.route,
+    }
+
+
+def _route_functions(args, f) -> tuple[list[str], dict[str, Any]]:
+    """The names of the routes timed (with ``insens:P`` per --precisions) and their
+    per-example functions."""
     fns = routes(f)
     names = [r for r in ROUTES if r in args.routes]
     if "insens" in names:
@@ -446,31 +455,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         if name.startswith("insens"):
             fns[name] = insens_route(args, f, name)
-    cases: dict[str, dict[str, Any]] = {}
-    compiled: dict[tuple[str, int], Any] = {}  # executables, reused by the exactness check
-    result: dict[str, Any] = {
-        **_header(args, dev, jax),
-        "network": {
-            "input_shape": list(x_all.shape[1:]),
-            "active_fraction_per_layer": active,
-            "active_fraction_all": active_all,
-            "insens_route": plan.route,
-        },
-        "cases": cases,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
+    return names, fns
 
-    def save():  # after every case: a run cut short still leaves its numbers
-        with atomic_writer(args.out / "bench_insens.json") as fh:
-            fh.write(json.dumps(result, indent=2).encode())
 
+def _measure_cases(args, argv, names, fns, x_all, limit, cases, save) -> dict:
+    """Every route at every batch size it is timed at (--batches; --variant-batches for the
+    ``insens:P`` variants), in this process or (--isolate) one process per case.
+
+    Results go into ``cases`` by ``"route@batch"``; ``save()`` is called after every case
+    measured.
+
+    Returns:
+      the executables by ``(route, batch)`` (None where measured in another process), for
+      the exactness check.
+    """
+    compiled: dict[tuple[str, int], Any] = {}
     for batch in sorted(set(args.batches) | set(args.variant_batches)):
         x = x_all[:batch]
         for name in names:
             key = f"{name}@{batch}"
-            if ":" in name and batch not in args.variant_batches:
-                continue
-            if ":" not in name and batch not in args.batches:
+            if batch not in (args.variant_batches if ":" in name else args.batches):
                 continue
             if name == "naive" and batch > args.naive_max_batch:
                 cases[key] = {"skipped": f"batch > --naive-max-batch {args.naive_max_batch}"}
@@ -484,6 +488,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cases[key] = res
             save()
             print(_case_line(key, res), flush=True)
+    return compiled
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the benchmark; returns the dict written to bench_insens.json (with ``--zoo``:
+    bench_insens_zoo_<platform>.json)."""
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return {}
+    if args.zoo:
+        return run_zoo(args, argv)
+    import jax
+
+    from slp.data import atomic_writer
+
+    f, model, params, x_all = build(args)
+    dev = jax.devices()[0]
+    network = _network_record(args, f, x_all)
+    limit = _memory_limit(args, jax)
+    print(
+        f"{_machine_line(dev, jax)}; input {tuple(x_all.shape[1:])}; insens route "
+        f"{network['insens_route']}; active fraction per ReLU layer "
+        f"{[round(a, 3) for a in network['active_fraction_per_layer']]} "
+        f"(all {network['active_fraction_all']:.3f}); memory limit {limit / 2**30:.1f} GiB",
+        flush=True,
+    )
+    names, fns = _route_functions(args, f)
+    cases: dict[str, dict[str, Any]] = {}
+    result: dict[str, Any] = {**_header(args, dev, jax), "network": network, "cases": cases}
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every case: a run cut short still leaves its numbers
+        with atomic_writer(args.out / "bench_insens.json") as fh:
+            fh.write(json.dumps(result, indent=2).encode())
+
+    compiled = _measure_cases(args, argv, names, fns, x_all, limit, cases, save)
     naive_temp = max(
         [c.get("xla_temp_bytes_per_image", 0) for k, c in cases.items() if k.startswith("naive@")],
         default=0,
@@ -680,7 +721,7 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
         if unknown or not names:
             raise ValueError(f"unknown zoo network(s) {unknown}; choose from {list(zoo.ZOO)}")
     dev = jax.devices()[0]
-    limit = args.max_memory_gb * 2**30 if args.max_memory_gb else _free_memory_bytes(jax) / 2
+    limit = _memory_limit(args, jax)
     kx, kw = jax.random.split(jax.random.key(args.seed))
 
     class Inputs(dict):  # one batch per input shape, all from the key ``kx``
@@ -701,8 +742,7 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"bench_insens_zoo_{dev.platform}"
     print(
-        f"device {dev.device_kind} ({dev.platform}); jax {jax.__version__}; load average "
-        f"{_load()} on {os.cpu_count()} CPUs; batch {args.batch} (naive route: "
+        f"{_machine_line(dev, jax)}; batch {args.batch} (naive route: "
         f"{min(args.naive_batch, args.batch)}); memory limit {limit / 2**30:.1f} GiB",
         flush=True,
     )
@@ -748,13 +788,40 @@ def _zoo_line(e: dict[str, Any]) -> str:
     )
 
 
-def zoo_table(result: dict[str, Any]) -> str:
-    """The markdown report of ``--zoo``: one row per network."""
-    cfg, machine = result["config"], result["machine"]
+def _zoo_cells(name: str, e: dict[str, Any]) -> list[str]:
+    """The cells of one network's row of the ``--zoo`` table ("-" where not measured)."""
+    if "error" in e:
+        return [name, "", f"error: {e['error']}", *[""] * 9]
+    ins, naive = e["insens"], e["naive"]
 
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
+    def mib(c):
+        v = c.get("xla_temp_bytes_per_image")
+        return None if v is None else v / 2**20
+
+    return [
+        name,
+        "x".join(str(n) for n in e["input_shape"]),
+        e["route"],
+        num(ins.get("compile_s"), ".1f"),
+        num(ins.get("images_per_s"), ".4g"),
+        num(naive.get("images_per_s"), ".4g"),
+        str(naive["images"]),
+        num(e.get("speedup_vs_naive"), ".3g"),
+        num(mib(ins), ".3g"),
+        num(mib(naive), ".3g"),
+        num(e.get("memory_vs_naive"), ".2g"),
+        num(e.get("max_rel_diff_vs_naive"), ".1e"),
+    ]
+
+
+def zoo_table(result: dict[str, Any]) -> str:
+    """The markdown report of ``--zoo``: one row per network."""
+    from lab import analysis
+
+    cfg, machine = result["config"], result["machine"]
     lines = [
         f"# Insens on the model zoo, {machine['device']}",
         "",
@@ -768,35 +835,25 @@ def zoo_table(result: dict[str, Any]) -> str:
         f"`slp.insens` for the batch; memory: XLA's temporary buffers per image; rel. diff: "
         f"max |insens - naive| / max |naive| on the naive route's images (float32).",
         "",
-        "| network | input | route | compile s | insens img/s | naive img/s | naive n | "
-        "speed-up | insens MiB/img | naive MiB/img | memory ratio | rel. diff |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *analysis.table(
+            [
+                "network",
+                "input",
+                "route",
+                "compile s",
+                "insens img/s",
+                "naive img/s",
+                "naive n",
+                "speed-up",
+                "insens MiB/img",
+                "naive MiB/img",
+                "memory ratio",
+                "rel. diff",
+            ],
+            [_zoo_cells(name, e) for name, e in result["networks"].items()],
+            align=["---"] * 3 + ["---:"] * 9,
+        ),
     ]
-    for name, e in result["networks"].items():
-        if "error" in e:
-            lines.append(f"| {name} | | error: {e['error']} |" + " |" * 9)
-            continue
-        ins, naive = e["insens"], e["naive"]
-
-        def mib(c):
-            v = c.get("xla_temp_bytes_per_image")
-            return None if v is None else v / 2**20
-
-        cells = [
-            name,
-            "x".join(str(n) for n in e["input_shape"]),
-            e["route"],
-            num(ins.get("compile_s"), ".1f"),
-            num(ins.get("images_per_s"), ".4g"),
-            num(naive.get("images_per_s"), ".4g"),
-            str(naive["images"]),
-            num(e.get("speedup_vs_naive"), ".3g"),
-            num(mib(ins), ".3g"),
-            num(mib(naive), ".3g"),
-            num(e.get("memory_vs_naive"), ".2g"),
-            num(e.get("max_rel_diff_vs_naive"), ".1e"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
     skipped = {
         f"{n} {r}": e[r]["skipped"]
         for n, e in result["networks"].items()
