@@ -73,13 +73,14 @@ def load_images(args: argparse.Namespace, input_shape) -> tuple[Any, str]:
     import numpy as np
 
     from slp import training
+    from slp.data import CorruptDataError, DatasetNotFoundError
 
     try:
         images, _ = training.load_mnist_float(
             "test", data_dir=args.data_dir, download=False, limit=args.num_images
         )
         return images, "MNIST test images"
-    except Exception:  # any loader failure: the timing needs only the shapes
+    except (DatasetNotFoundError, CorruptDataError):  # the timing needs only the shapes
         rng = np.random.default_rng(0)
         images = rng.uniform(size=(args.num_images, *input_shape)).astype(np.float32)
         return images, "uniform noise of MNIST's shape"

@@ -51,13 +51,8 @@ DATASETS = ("fashion_mnist", "smallnorb")
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
-    )
-    cli.add_training_options(parser)
-    g = parser.add_argument_group("experiment")
+    parser, g = cli.experiment_parser(__doc__)
     g.add_argument("--dataset", choices=DATASETS, default="fashion_mnist", help="data set")
-    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     g.add_argument("--num-images", type=int, default=100, help="test images measured")
     g.add_argument(
         "--num-test", type=int, default=None, help="test images for accuracy (None: all)"
