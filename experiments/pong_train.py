@@ -39,42 +39,7 @@ import time
 from pathlib import Path
 
 from lab import cli
-from lab.rl.config import DQNConfig
-
-PRESETS = {
-    # A few hundred steps: the smoke test.
-    "tiny": DQNConfig(
-        num_envs=2,
-        replay_capacity=1_000,
-        learning_starts=100,
-        train_every=2,
-        target_update_every=100,
-        eps_decay_steps=200,
-        batch_size=8,
-    ),
-    # The Nature DQN schedule shortened for a small budget: one environment, one update
-    # per 4 agent steps.
-    "cpu": DQNConfig(
-        num_envs=1,
-        replay_capacity=100_000,
-        learning_starts=10_000,
-        train_every=4,
-        target_update_every=1_000,
-        eps_decay_steps=100_000,
-    ),
-    # Many cores and an accelerator: 8 environment processes stepping while the
-    # accelerator updates, one gradient step per agent step (replay ratio 1, which learns
-    # Pong in fewer agent steps than the Nature DQN's 1/4).
-    "gpu": DQNConfig(
-        num_envs=8,
-        asynchronous=True,
-        replay_capacity=100_000,
-        learning_starts=10_000,
-        train_every=1,
-        target_update_every=1_000,
-        eps_decay_steps=100_000,
-    ),
-}
+from lab.rl.config import PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
     )
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="cpu", help="DQN configuration (PRESETS)"
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="DQN configuration (lab.rl.config.PRESETS)",
     )
     parser.add_argument("--total-steps", type=int, default=10_000_000, help="agent steps in all")
     parser.add_argument(

@@ -18,7 +18,7 @@ from conftest import tol
 from experiment_helpers import load_script
 
 import slp
-from lab.rl.config import DQNConfig
+from lab.rl.config import PRESETS, DQNConfig
 from lab.rl.dqn import (
     ReplayBuffer,
     epsilon_at,
@@ -36,15 +36,7 @@ from slp.models import QNetwork, as_single_example
 MISSING = rl_dependencies_missing()
 needs_ale = pytest.mark.skipif(MISSING is not None, reason=f"rl extra missing: {MISSING}")
 
-TINY = DQNConfig(
-    num_envs=2,
-    replay_capacity=1_000,
-    learning_starts=100,
-    train_every=2,
-    target_update_every=100,
-    eps_decay_steps=200,
-    batch_size=8,
-)
+TINY = PRESETS["tiny"]  # two environments, updates after 100 steps
 
 
 # ----------------------------------------------------------------------------- preprocessing

@@ -1,5 +1,6 @@
-"""`DQNConfig`, the hyperparameters of DQN training (imports no jax, so that a command line
-can build its options and answer ``--help`` at once)."""
+"""`DQNConfig`, the hyperparameters of DQN training, and the named `PRESETS` of
+``experiments/pong_train.py --preset`` (imports no jax, so that a command line can build its
+options and answer ``--help`` at once)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,39 @@ class DQNConfig:
     def vector_steps_per_call(self) -> int:
         """Vector-environment steps between two calls of the update."""
         return max(1, self.train_every // self.num_envs)
+
+
+PRESETS = {
+    # A few hundred steps: the smoke test.
+    "tiny": DQNConfig(
+        num_envs=2,
+        replay_capacity=1_000,
+        learning_starts=100,
+        train_every=2,
+        target_update_every=100,
+        eps_decay_steps=200,
+        batch_size=8,
+    ),
+    # The Nature DQN schedule shortened for a small budget: one environment, one update
+    # per 4 agent steps.
+    "cpu": DQNConfig(
+        num_envs=1,
+        replay_capacity=100_000,
+        learning_starts=10_000,
+        train_every=4,
+        target_update_every=1_000,
+        eps_decay_steps=100_000,
+    ),
+    # Many cores and an accelerator: 8 environment processes stepping while the
+    # accelerator updates, one gradient step per agent step (replay ratio 1, which learns
+    # Pong in fewer agent steps than the Nature DQN's 1/4).
+    "gpu": DQNConfig(
+        num_envs=8,
+        asynchronous=True,
+        replay_capacity=100_000,
+        learning_starts=10_000,
+        train_every=1,
+        target_update_every=1_000,
+        eps_decay_steps=100_000,
+    ),
+}
