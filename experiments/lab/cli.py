@@ -6,6 +6,8 @@
   default from the field, help from the class docstring), and the record built back.
 - `add_training_options` / `checkpoint_from_options`: the options of a 2CONV training run
   (`slp.config.TrainConfig`) and the places it reads and writes.
+- `experiment_parser`, `add_measure_options`, `parse_measure_args`: the parser start and the
+  measure options shared by the MNIST and CIFAR-10 experiments.
 
 Scripts parse their options before they import jax, so ``--help`` answers at once.
 """

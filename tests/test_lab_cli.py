@@ -1,0 +1,99 @@
+"""experiments/lab/cli.py: command-line options generated from configuration dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from lab import cli
+from slp.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    """A record with one field of each kind an option can have.
+
+    Attributes:
+      steps: how many steps.
+      rate: the step size; a second line
+        continues the text.
+      name: a label.
+      fast: take the shortcut.
+      limit: stop early (None: never).
+      widths: one number per layer.
+    """
+
+    steps: int = 3
+    rate: float = 0.5
+    name: str = "toy"
+    fast: bool = False
+    limit: int | None = None
+    widths: tuple[int, ...] = (4, 8)
+
+
+def _parser(fields=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=cli.HelpFormatter)
+    cli.add_options(parser, Toy, fields)
+    return parser
+
+
+def test_field_help_reads_the_attributes_section_with_continuation_lines():
+    helps = cli.field_help(Toy)
+    assert helps["rate"] == "the step size; a second line continues the text."
+    assert list(helps) == [f.name for f in dataclasses.fields(Toy)]
+
+
+def test_defaults_give_back_the_default_record():
+    assert cli.from_options(Toy, _parser().parse_args([])) == Toy()
+
+
+def test_each_kind_of_field_parses():
+    args = _parser().parse_args(
+        ["--steps", "7", "--rate", "0.25", "--name", "x", "--fast", "--limit", "9",
+         "--widths", "1", "2", "3"]
+    )  # fmt: skip
+    assert cli.from_options(Toy, args) == Toy(7, 0.25, "x", True, 9, (1, 2, 3))
+    assert cli.from_options(Toy, _parser().parse_args(["--no-fast"])).fast is False
+
+
+def test_bad_values_are_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--steps", "many"])
+    assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_help_shows_each_field_with_its_docstring_and_default():
+    text = " ".join(_parser().format_help().split())
+    assert "--widths N [N ...] one number per layer. (default: [4, 8])" in text
+    assert "--limit LIMIT stop early (None: never). (default: None)" in text
+
+
+def test_only_the_named_fields_and_fixed_values():
+    args = _parser(["steps"]).parse_args(["--steps", "2"])
+    assert not hasattr(args, "rate")
+    assert cli.from_options(Toy, args, ["steps"], name="fixed") == Toy(steps=2, name="fixed")
+
+
+def test_unknown_or_undocumented_fields_are_refused():
+    with pytest.raises(ValueError, match="Toy has no field 'nope'"):
+        _parser(["nope"])
+
+    @dataclasses.dataclass
+    class Bare:
+        """No attributes section."""
+
+        n: int = 1
+
+    with pytest.raises(ValueError, match="does not describe 'n'"):
+        cli.add_options(argparse.ArgumentParser(), Bare)
+
+
+def test_training_options_build_the_train_config():
+    parser = argparse.ArgumentParser()
+    cli.add_training_options(parser)
+    args = parser.parse_args(["--epochs", "5", "--features", "4", "8", "16", "--num-train", "100"])
+    want = TrainConfig(epochs=5, features=(4, 8, 16), num_train=100)
+    assert cli.training_config(args) == want
+    assert cli.training_config(parser.parse_args([])) == TrainConfig()
