@@ -393,13 +393,16 @@ def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[An
       ValueError: another checkpoint format, the sidecar's config differs from `config`,
         or the parameters do not fit the network (`slp.checkpoints.load`).
     """
-    metadata = checkpoints.read_metadata(path)
-    if metadata.get("config") != config.to_dict():
-        raise ValueError(
-            f"checkpoint {path} was trained with config {metadata.get('config')}, "
-            f"not the requested {config.to_dict()}"
-        )
-    params, metadata = checkpoints.load(path, jax.eval_shape(lambda: init_params(config)))
+
+    def template(metadata: dict[str, Any]) -> Any:  # the sidecar is read once, by load
+        if metadata.get("config") != config.to_dict():
+            raise ValueError(
+                f"checkpoint {path} was trained with config {metadata.get('config')}, "
+                f"not the requested {config.to_dict()}"
+            )
+        return jax.eval_shape(lambda: init_params(config))
+
+    params, metadata = checkpoints.load(path, template)
     return jax.tree.map(jnp.asarray, params), metadata
 
 
