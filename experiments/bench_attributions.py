@@ -58,7 +58,7 @@ COMPARE = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    p = cli.script_parser(__doc__, summary=False)
     p.add_argument("--batch", type=int, default=64, help="images per batch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for XLA and torch")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per method (median)")

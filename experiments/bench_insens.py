@@ -71,7 +71,7 @@ NAIVE_HEADROOM = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    p = cli.script_parser(__doc__, summary=False)
     p.add_argument(
         "--batches", type=int, nargs="+", default=[1, 64, 1024], help="batch sizes timed"
     )

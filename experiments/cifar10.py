@@ -69,10 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--examples-per-class", type=int, default=1, help="figure images per class")
     g.add_argument("--sigma", type=float, default=0.1, help="std of the robustness noise")
     g.add_argument("--seed-sample", type=int, default=0, help="seed of sample, noise, orders")
-    g.add_argument(
-        "--figures-only",
-        action="store_true",
-        help="only redraw cifar10_figure6.png (trains the checkpoint if it is missing)",
+    cli.add_redraw_options(
+        g, figures_only="only redraw cifar10_figure6.png (trains the checkpoint if it is missing)"
     )
     return parser
 

@@ -60,15 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--examples", type=int, nargs="+", default=[0, 1, 2], help="figure images")
     g.add_argument("--batch-size-maps", type=int, default=25, help="images per compiled call")
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
-    g.add_argument(
-        "--replot",
-        action="store_true",
-        help="only rewrite the markdown and the correlation PNG from the saved JSON",
-    )
-    g.add_argument(
-        "--figures-only",
-        action="store_true",
-        help="only redraw encodings_<dataset>.png (trains the four networks if missing)",
+    cli.add_redraw_options(
+        g,
+        replot="only rewrite the markdown and the correlation PNG from the saved JSON",
+        figures_only="only redraw encodings_<dataset>.png (trains the four networks if missing)",
     )
     return parser
 

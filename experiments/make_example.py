@@ -24,13 +24,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lab import cli  # no jax
+
 OUT = Path(__file__).resolve().parents[1] / "slp" / "data" / "example"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = cli.script_parser(__doc__)
     parser.add_argument("--out", type=Path, default=OUT, help="output folder")
     parser.add_argument(
         "--epochs",

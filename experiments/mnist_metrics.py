@@ -48,10 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std")
     g.add_argument("--noise-seed", type=int, default=0, help="seed of noise, keys, random orders")
     g.add_argument("--baseline", type=float, default=0.0, help="value of deleted pixels")
-    g.add_argument(
-        "--replot",
-        action="store_true",
-        help="only rewrite the markdown and PNGs from <out>/mnist_metrics.json",
+    cli.add_redraw_options(
+        g, replot="only rewrite the markdown and PNGs from <out>/mnist_metrics.json"
     )
     return parser
 

@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--methods", nargs="+", default=None, help="attribution methods (default: all registered)"
     )
-    g.add_argument(
-        "--figures-only",
-        action="store_true",
-        help="only redraw figure4.png and mnist_noise_layers.png (no measures, JSON or report)",
+    cli.add_redraw_options(
+        g,
+        figures_only="only redraw figure4.png and mnist_noise_layers.png (no measures, JSON or "
+        "report)",
     )
     return parser
 

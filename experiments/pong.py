@@ -31,9 +31,7 @@ from lab import cli
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
+    parser = cli.script_parser(__doc__)
     parser.add_argument(
         "--checkpoint",
         type=Path,

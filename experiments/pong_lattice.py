@@ -42,10 +42,7 @@ from lab import cli
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=cli.HelpFormatter,
-    )
+    parser = cli.script_parser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     parser.add_argument("--seeds", type=int, default=5, help="random initialisations per network")
     parser.add_argument("--frame-seed", type=int, default=2019, help="environment seed")

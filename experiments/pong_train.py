@@ -44,9 +44,7 @@ from lab.rl.config import PRESETS
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
+    parser = cli.script_parser(__doc__)
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -79,10 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="log file(s) of the training runs whose progress lines go into the summary",
     )
-    parser.add_argument(
-        "--replot",
-        action="store_true",
-        help="only redraw pong_training.png from the pong_training.json in --out",
+    cli.add_redraw_options(
+        parser, replot="only redraw pong_training.png from the pong_training.json in --out"
     )
     return parser
 

@@ -12,7 +12,6 @@ checkpoint path) is written to `<out>/mnist_train.json` (default out: results/).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,9 +24,7 @@ from slp.data import atomic_writer
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses `argv`, loads or trains the network, writes `<out>/mnist_train.json`."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=cli.HelpFormatter
-    )
+    parser = cli.script_parser(__doc__)
     cli.add_training_options(parser)
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     parser.add_argument(

@@ -97,3 +97,38 @@ def test_training_options_build_the_train_config():
     want = TrainConfig(epochs=5, features=(4, 8, 16), num_train=100)
     assert cli.training_config(args) == want
     assert cli.training_config(parser.parse_args([])) == TrainConfig()
+
+
+def test_script_parser_is_described_by_the_docstring_in_the_project_layout():
+    doc = "Does a thing.\n\nIn detail:\n    kept as written."
+    short, whole = cli.script_parser(doc), cli.script_parser(doc, summary=False)
+    assert short.description == "Does a thing."
+    assert whole.description == doc
+    assert short.formatter_class is cli.HelpFormatter
+    whole.add_argument("--n", type=int, default=3, help="how many")
+    text = whole.format_help()
+    assert "In detail:\n    kept as written." in text  # the layout of the docstring is kept
+    assert "how many (default: 3)" in " ".join(text.split())
+
+
+def test_redraw_options_are_flags_with_the_given_help():
+    parser = argparse.ArgumentParser(formatter_class=cli.HelpFormatter)
+    cli.add_redraw_options(parser, replot="rewrite from the JSON", figures_only="redraw a.png")
+    assert vars(parser.parse_args([])) == {"replot": False, "figures_only": False}
+    assert vars(parser.parse_args(["--replot", "--figures-only"])) == {
+        "replot": True,
+        "figures_only": True,
+    }
+    text = " ".join(parser.format_help().split())
+    assert "--replot rewrite from the JSON (default: False)" in text
+    assert "--figures-only redraw a.png (default: False)" in text
+
+
+def test_redraw_options_add_only_those_given():
+    parser = argparse.ArgumentParser()
+    cli.add_redraw_options(parser, figures_only="redraw a.png")
+    assert vars(parser.parse_args([])) == {"figures_only": False}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--replot"])
+    with pytest.raises(ValueError, match="--replot, --figures-only or both"):
+        cli.add_redraw_options(argparse.ArgumentParser())

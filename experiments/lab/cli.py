@@ -6,8 +6,11 @@
   default from the field, help from the class docstring), and the record built back.
 - `add_training_options` / `checkpoint_from_options`: the options of a 2CONV training run
   (`slp.config.TrainConfig`) and the places it reads and writes.
+- `script_parser`: a script's parser in that layout, described by its docstring.
 - `experiment_parser`, `add_measure_options`, `parse_measure_args`: the parser start and the
   measure options shared by the MNIST and CIFAR-10 experiments.
+- `add_redraw_options`: ``--replot`` / ``--figures-only``, a script's shortcuts past its
+  measures.
 
 Scripts parse their options before they import jax, so ``--help`` answers at once.
 """
@@ -32,12 +35,14 @@ __all__ = [
     "HelpFormatter",
     "add_measure_options",
     "add_options",
+    "add_redraw_options",
     "add_training_options",
     "checkpoint_from_options",
     "experiment_parser",
     "field_help",
     "from_options",
     "parse_measure_args",
+    "script_parser",
     "training_config",
 ]
 
@@ -197,11 +202,18 @@ def checkpoint_from_options(args: argparse.Namespace, *, num_test: int | None = 
     )
 
 
+def script_parser(doc: str, *, summary: bool = True) -> argparse.ArgumentParser:
+    """A script's parser in the project's help layout (`HelpFormatter`), described by the
+    first line of the script's docstring `doc` (``summary=False``: by all of it)."""
+    description = doc.split("\n")[0] if summary else doc
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+
+
 def experiment_parser(doc: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
     """A 2CONV experiment's parser: the first line of its docstring `doc`, the training
     options (`add_training_options`) and an "experiment" group holding ``--out``; returns
     the parser and that group for the experiment's own options."""
-    parser = argparse.ArgumentParser(description=doc.split("\n")[0], formatter_class=HelpFormatter)
+    parser = script_parser(doc)
     add_training_options(parser)
     g = parser.add_argument_group("experiment")
     g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
@@ -239,3 +251,19 @@ def parse_measure_args(parser: argparse.ArgumentParser, argv) -> argparse.Namesp
     if args.num_images < 2 or args.num_random_images < 1:
         parser.error("--num-images must be >= 2 and --num-random-images >= 1")
     return args
+
+
+def add_redraw_options(
+    g: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    replot: str | None = None,
+    figures_only: str | None = None,
+) -> None:
+    """A script's shortcuts past its measures, each a flag added only where its help is given:
+    ``--replot`` (`replot` says what it rewrites from the saved results) and
+    ``--figures-only`` (`figures_only` says which figures it redraws)."""
+    if replot is None and figures_only is None:
+        raise ValueError("add_redraw_options: give the help of --replot, --figures-only or both")
+    for flag, text in (("--replot", replot), ("--figures-only", figures_only)):
+        if text is not None:
+            g.add_argument(flag, action="store_true", help=text)
