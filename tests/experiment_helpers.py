@@ -44,6 +44,6 @@ def bar_digits(*, n_train: int, n_test: int):
             start = rng.integers(4, 9)
             images[i, row : row + 2, start : start + 14] = 255
             images[i, row + 2, start : start + 14] = 90  # above the digit threshold
-        return slp.data.LabelledImages(images, labels)
+        return slp.data.Dataset(images, labels)
 
     return load

@@ -9,6 +9,7 @@ are skipped when they are not there.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -198,10 +199,27 @@ def test_load_mnist_from_synthetic_files(monkeypatch, tmp_path):
     arrays, md5s = _write_mnist_like(tmp_path / "d" / "mnist")
     monkeypatch.setitem(mnist._MD5, "mnist", md5s)
     for split in ("train", "test"):
-        images, labels = slp.data.load_mnist(split, data_dir=tmp_path / "d", download=False)
+        record = slp.data.load_mnist(split, data_dir=tmp_path / "d", download=False)
+        assert isinstance(record, slp.data.Dataset)
+        assert (record.source, record.lossy, record.info) == ("official", False, None)
+        images, labels = record  # the two arrays unpack
+        assert images is record.images and labels is record.labels
         np.testing.assert_array_equal(images, arrays[split][0])
         np.testing.assert_array_equal(labels, arrays[split][1])
         assert images.dtype == np.uint8 and labels.dtype == np.int32
+
+
+def test_dataset_record_is_frozen_and_unpacks_to_images_and_labels():
+    images, labels = np.zeros((3, 2, 2), np.uint8), np.arange(3, dtype=np.int32)
+    record = slp.data.Dataset(images, labels, source="images:/x.zip", lossy=True)
+    assert tuple(record) == (images, labels)
+    with pytest.raises(ValueError, match="not enough values"):
+        _, _, _ = record
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.lossy = False  # type: ignore[misc]
+    # one record for every loader: the old per-data-set names are gone
+    for old in ("LabelledImages", "SmallNorb"):
+        assert not hasattr(slp.data, old)
 
 
 def test_load_fashion_mnist_uses_its_own_folder_and_checksums(monkeypatch):
@@ -364,7 +382,7 @@ def _mnist_pickle(rng, sizes=(4, 2, 3)):
 def test_idx_from_classic_pickle_concatenates_train_and_valid():
     rng = np.random.default_rng(3)
     parts, pkl_gz = _mnist_pickle(rng)
-    files = lab_fetch.idx_files_from_mnist_pickle(pkl_gz)
+    files = mnist.idx_files_from_pickle(pkl_gz)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
     train_pixels = np.concatenate([x_tr, x_va]) * 256  # exact: values are k/256
     expected = {
@@ -381,7 +399,7 @@ def test_idx_from_pickle_rejects_values_not_on_the_uint8_grid():
     parts, _ = _mnist_pickle(rng)
     parts[2] = (parts[2][0] + np.float32(0.001), parts[2][1])
     with pytest.raises(CorruptDataError, match="not uint8/256"):
-        lab_fetch.idx_files_from_mnist_pickle(gzip.compress(pickle.dumps(tuple(parts))))
+        mnist.idx_files_from_pickle(gzip.compress(pickle.dumps(tuple(parts))))
 
 
 # ----------------------------------------------------------------------------- smallNORB
@@ -430,6 +448,7 @@ def test_load_smallnorb_from_synthetic_files(tmp_path):
     }
     for split, (dat, cat, info) in expected.items():
         out = slp.data.load_smallnorb(split, data_dir=tmp_path, download=False)
+        assert isinstance(out, slp.data.Dataset) and out.source == "official"
         np.testing.assert_array_equal(out.images, dat)
         np.testing.assert_array_equal(out.labels, cat)
         np.testing.assert_array_equal(out.info, info)
@@ -514,6 +533,7 @@ def test_load_cifar10_official_batches(monkeypatch, tmp_path):
     train = slp.data.load_cifar10(
         "train", data_dir=tmp_path, download=False, images_path=tmp_path / "unused"
     )
+    assert isinstance(train, slp.data.Dataset) and train.info is None
     assert train.source == "official" and train.lossy is False
     assert train.images.shape == (10, 32, 32, 3) and train.images.dtype == np.uint8
     expected_labels = [lab for i in range(1, 6) for lab in batches[f"data_batch_{i}"][1]]

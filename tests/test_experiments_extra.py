@@ -193,7 +193,7 @@ def test_encodings_smallnorb_preprocessing(monkeypatch):
     images[0, 0, :3, :3] = 255  # one full block -> 1.0
     images[0, 0, 3:6, :3] = [[255, 0, 0], [0, 0, 0], [0, 0, 0]]  # 1/9 of 255
     images[:, 1] = 255  # the second camera is ignored
-    norb = slp.data.SmallNorb(images, np.array([3, 4], np.int32), np.zeros((2, 4), np.int32))
+    norb = slp.data.Dataset(images, np.array([3, 4], np.int32), info=np.zeros((2, 4), np.int32))
     monkeypatch.setattr(slp.data, "load_smallnorb", lambda split, **kw: norb)
     x, y = script.load_unit_images("smallnorb", "test", data_dir=None, download=False)
     assert x.shape == (2, 32, 32, 1) and y.tolist() == [3, 4]

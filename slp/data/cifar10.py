@@ -34,6 +34,7 @@ import numpy as np
 
 from slp.data import _cache
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
+from slp.data.dataset import Dataset, PathLike
 
 CLASSES = (
     "airplane",
@@ -72,31 +73,13 @@ _IMAGE_SUFFIXES = {".png": False, ".jpg": True, ".jpeg": True}  # suffix -> loss
 _CACHE_VERSION = 1
 
 
-class Dataset(NamedTuple):
-    """CIFAR-10 images, labels and where they came from.
-
-    Attributes:
-      images: uint8 (N, 32, 32, 3), RGB, height x width x channel.
-      labels: int32 (N,), class indices 0..9 in the order of ``CLASSES``.
-      source: "official" (the python batches) or "images:<path>" (an image copy).
-      lossy: True when the images were decoded from JPEG files and so differ from the
-        official pixels (by a few intensity levels); False for the official batches and
-        lossless (PNG) copies.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    source: str
-    lossy: bool
-
-
 def load_cifar10(
     split: str = "train",
     *,
-    data_dir: str | os.PathLike[str] | None = None,
+    data_dir: PathLike | None = None,
     download: bool = True,
     source: str | None = None,
-    images_path: str | os.PathLike[str] | None = None,
+    images_path: PathLike | None = None,
 ) -> Dataset:
     """Loads CIFAR-10 (Krizhevsky 2009): the official batches, else an image copy.
 
@@ -111,7 +94,8 @@ def load_cifar10(
         default ``$SLP_CIFAR10_ZIP``.
 
     Returns:
-      Dataset: images uint8 (N, 32, 32, 3), labels int32 (N,), source, lossy.
+      Dataset: images uint8 (N, 32, 32, 3), labels int32 (N,), source (``"official"`` or
+      ``"images:<path>"``), lossy.
 
     Raises:
       DatasetNotFoundError: no usable source (the message says what was tried).
@@ -129,7 +113,7 @@ def load_cifar10(
     if source in (None, "official"):
         try:
             images, labels = _load_official(folder, split, download)
-            return Dataset(images=images, labels=labels, source="official", lossy=False)
+            return Dataset(images=images, labels=labels)
         except DatasetNotFoundError as e:
             if source == "official":
                 raise
@@ -151,8 +135,8 @@ def load_cifar10(
 
 def fetch_cifar10(
     *,
-    data_dir: str | os.PathLike[str] | None = None,
-    images_path: str | os.PathLike[str] | None = None,
+    data_dir: PathLike | None = None,
+    images_path: PathLike | None = None,
 ) -> Path:
     """Prepares both splits in the data directory (official if possible, else the image cache).
 

@@ -9,12 +9,12 @@ of handwritten digits", file format section.)
 from __future__ import annotations
 
 import math
-import os
 import struct
 
 import numpy as np
 
 from slp.data._cache import CorruptDataError, read_maybe_gzip
+from slp.data.dataset import PathLike
 
 IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
@@ -76,7 +76,7 @@ def payload(data: bytes, header: int, dims: tuple[int, ...], dtype: np.dtype, *,
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+def read_idx(path: PathLike) -> np.ndarray:
     """Reads an IDX file, raw or gzip-compressed (detected from the content).
 
     Args:

@@ -15,7 +15,7 @@ managers' copies (npm, PyPI, Debian) for machines without those mirrors
 
 from __future__ import annotations
 
-import os
+import gzip
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +25,8 @@ import numpy as np
 
 from slp.data import _cache
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
-from slp.data.idx import parse_idx
+from slp.data.dataset import Dataset, PathLike
+from slp.data.idx import idx_bytes, parse_idx
 
 SPLITS = ("train", "test")
 FILES: dict[str, tuple[str, str]] = {
@@ -68,18 +69,6 @@ FASHION_MNIST_MIRRORS = (
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-class LabelledImages(NamedTuple):
-    """Images with one integer class label each.
-
-    Attributes:
-      images: uint8 (N, 28, 28), pixel values 0..255 as stored in the IDX file.
-      labels: int32 (N,), class indices 0..9.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-
-
 class Source(NamedTuple):
     """One place a dataset's files can come from.
 
@@ -93,11 +82,8 @@ class Source(NamedTuple):
 
 
 def load_mnist(
-    split: str = "train",
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-    download: bool = True,
-) -> LabelledImages:
+    split: str = "train", *, data_dir: PathLike | None = None, download: bool = True
+) -> Dataset:
     """Loads MNIST (LeCun et al. 1998) from the official IDX files.
 
     Args:
@@ -107,7 +93,7 @@ def load_mnist(
       download: fetch missing files (see the module docstring for the sources tried).
 
     Returns:
-      LabelledImages: images uint8 (N, 28, 28), labels int32 (N,).
+      Dataset: images uint8 (N, 28, 28), labels int32 (N,), source ``"official"``.
 
     Raises:
       DatasetNotFoundError: files missing and not obtainable (the message lists every source
@@ -118,11 +104,8 @@ def load_mnist(
 
 
 def load_fashion_mnist(
-    split: str = "train",
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-    download: bool = True,
-) -> LabelledImages:
+    split: str = "train", *, data_dir: PathLike | None = None, download: bool = True
+) -> Dataset:
     """Loads Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from the official IDX files.
 
     As `load_mnist` (same arguments, same record, same errors), with the files in the data
@@ -132,7 +115,7 @@ def load_fashion_mnist(
 
 
 def fetch_mnist(
-    *, data_dir: str | os.PathLike[str] | None = None, sources: Sequence[Source] | None = None
+    *, data_dir: PathLike | None = None, sources: Sequence[Source] | None = None
 ) -> Path:
     """Makes sure all four MNIST files are in the data directory; returns their folder.
 
@@ -142,7 +125,7 @@ def fetch_mnist(
 
 
 def fetch_fashion_mnist(
-    *, data_dir: str | os.PathLike[str] | None = None, sources: Sequence[Source] | None = None
+    *, data_dir: PathLike | None = None, sources: Sequence[Source] | None = None
 ) -> Path:
     """Makes sure all four Fashion-MNIST files are in the data directory; returns their folder.
 
@@ -173,7 +156,7 @@ def _manual_hint(key: str, folder: Path) -> str:
 def _ensure(
     key: str,
     names: Sequence[str],
-    data_dir: str | os.PathLike[str] | None,
+    data_dir: PathLike | None,
     sources_: Sequence[Source] | None = None,
 ) -> Path:
     folder = _cache.data_dir(data_dir) / key
@@ -216,9 +199,7 @@ def _fetch(
     )
 
 
-def _load(
-    key: str, split: str, data_dir: str | os.PathLike[str] | None, download: bool
-) -> LabelledImages:
+def _load(key: str, split: str, data_dir: PathLike | None, download: bool) -> Dataset:
     _check_split(split)
     folder = _cache.data_dir(data_dir) / key
     names = FILES[split]
@@ -243,7 +224,7 @@ def _load(
             f"{folder / names[1]}: expected {images.shape[0]} uint8 labels, got {labels.dtype} "
             f"{labels.shape}"
         )
-    return LabelledImages(images=images, labels=labels.astype(np.int32))
+    return Dataset(images=images, labels=labels.astype(np.int32))
 
 
 def _read_verified(key: str, folder: Path, name: str) -> np.ndarray:
@@ -321,3 +302,56 @@ def _copy_debian_dir(folder: Path, names: Sequence[str]) -> None:
     if not DEBIAN_DIR.is_dir():
         raise FileNotFoundError(f"{DEBIAN_DIR} does not exist (package not installed)")
     copy_idx_files(DEBIAN_DIR, "fashion_mnist", folder, names)
+
+
+def idx_files_from_pickle(pkl_gz: bytes) -> dict[str, bytes]:
+    """Rebuilds the four MNIST IDX files from the classic ``mnist.pkl.gz``.
+
+    That file (first distributed with the deeplearning.net tutorials, and still in package
+    registries) is one more place MNIST can come from; `write_idx` then checks the rebuilt
+    files against the official MD5s, so only an exact copy is accepted.
+
+    That pickle holds ``(train, valid, test)``, each ``(images float32 (n, 784), labels
+    (n,))`` with n = 50,000 / 10,000 / 10,000 and pixel values uint8/256. The 60k training set
+    is train followed by valid; the pixel bytes are ``value * 256``, which must be whole
+    numbers in 0..255.
+
+    Args:
+      pkl_gz: the gzip-compressed pickle's bytes.
+
+    Returns:
+      ``{official file name: IDX bytes}`` for the four files (not yet checksum-verified).
+    """
+    try:
+        raw = gzip.decompress(pkl_gz)
+    except (EOFError, OSError) as e:
+        raise CorruptDataError(f"mnist.pkl.gz: damaged gzip ({e})") from e
+    obj = _cache.load_data_pickle(raw, name="mnist.pkl.gz")
+    try:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = obj
+    except (TypeError, ValueError) as e:
+        raise CorruptDataError("mnist.pkl.gz: expected ((x, y), (x, y), (x, y))") from e
+
+    def to_uint8(x: np.ndarray) -> np.ndarray:
+        scaled = np.asarray(x, dtype=np.float64) * 256.0
+        rounded = np.rint(scaled)
+        if scaled.ndim != 2 or scaled.shape[1] != 784:
+            raise CorruptDataError(f"mnist.pkl.gz: expected images (n, 784), got {scaled.shape}")
+        if not np.array_equal(scaled, rounded) or rounded.min() < 0 or rounded.max() > 255:
+            raise CorruptDataError("mnist.pkl.gz: pixel values are not uint8/256")
+        return rounded.astype(np.uint8).reshape(-1, 28, 28)
+
+    def to_labels(y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 1 or y.min() < 0 or y.max() > 255:
+            raise CorruptDataError("mnist.pkl.gz: labels are not a vector of small integers")
+        return y.astype(np.uint8)
+
+    train_x = np.concatenate([to_uint8(x_tr), to_uint8(x_va)])
+    train_y = np.concatenate([to_labels(y_tr), to_labels(y_va)])
+    return {
+        "train-images-idx3-ubyte": idx_bytes(train_x),
+        "train-labels-idx1-ubyte": idx_bytes(train_y),
+        "t10k-images-idx3-ubyte": idx_bytes(to_uint8(x_te)),
+        "t10k-labels-idx1-ubyte": idx_bytes(to_labels(y_te)),
+    }

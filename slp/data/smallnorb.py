@@ -14,16 +14,15 @@ first ndim are used), then the values in C order, little-endian.
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from slp.data import _cache, idx
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
+from slp.data.dataset import Dataset, PathLike
 
 CLASSES = ("animal", "human", "airplane", "truck", "car")
 SPLITS = ("train", "test")
@@ -42,21 +41,6 @@ NORB_TYPES: dict[int, np.dtype] = {
 }
 _PACKED_MAGIC = 0x1E3D4C52
 _MAX_NDIM = 32
-
-
-class SmallNorb(NamedTuple):
-    """smallNORB stereo image pairs with their category and capture parameters.
-
-    Attributes:
-      images: uint8 (N, 2, 96, 96), the two cameras' grey images of each pair.
-      labels: int32 (N,), category 0..4 in the order of ``CLASSES``.
-      info: int32 (N, 4), per pair: instance (0..9), elevation (0..8, i.e. 30 to 70 degrees
-        in steps of 5), azimuth (0, 2, ..., 34; times 10 gives degrees), lighting (0..5).
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    info: np.ndarray
 
 
 def file_names(split: str) -> tuple[str, str, str]:
@@ -100,7 +84,7 @@ def parse_norb_matrix(data: bytes, *, name: str = "matrix") -> np.ndarray:
     return idx.payload(data, header, dims, NORB_TYPES[magic], name=name)
 
 
-def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
+def read_norb_matrix(path: PathLike) -> np.ndarray:
     """Reads a NORB binary matrix file, raw or gzip-compressed (detected from the content).
 
     Args:
@@ -113,11 +97,8 @@ def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def load_smallnorb(
-    split: str = "train",
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-    download: bool = True,
-) -> SmallNorb:
+    split: str = "train", *, data_dir: PathLike | None = None, download: bool = True
+) -> Dataset:
     """Loads smallNORB from the official binary files (24,300 pairs per split).
 
     Args:
@@ -127,7 +108,8 @@ def load_smallnorb(
       download: fetch missing files from the official site.
 
     Returns:
-      SmallNorb: images uint8 (N, 2, 96, 96), labels int32 (N,), info int32 (N, 4).
+      Dataset: images uint8 (N, 2, 96, 96), labels int32 (N,), info int32 (N, 4) (see
+      `Dataset`), source ``"official"``.
 
     Raises:
       DatasetNotFoundError: files missing and not obtainable (the message says what was
@@ -145,7 +127,7 @@ def load_smallnorb(
         _fetch(folder, missing)
     dat, cat, info = (read_norb_matrix(_locate(folder, n)) for n in names)  # type: ignore[arg-type]
     _check(dat, cat, info, folder / names[0])
-    return SmallNorb(images=dat, labels=cat.astype(np.int32), info=info.astype(np.int32))
+    return Dataset(images=dat, labels=cat.astype(np.int32), info=info.astype(np.int32))
 
 
 def _check(dat: np.ndarray, cat: np.ndarray, info: np.ndarray, where: Path) -> None:
