@@ -550,31 +550,42 @@ def _case_order(lab: str):
     return (kind != "", kind, int(k.removeprefix("k=")))
 
 
-def _error_cells(row: dict[str, Any], k: str, r: dict[str, Any]) -> list[str]:
-    """One row of the error table: a network's estimate with ``k`` probes against exact."""
-    return [
-        row["description"],
-        row["exact_route"],
-        f"{row['exact_seconds']:.2f}",
-        k,
-        f"{r['rel_l2_mean']:.4f} ({r['rel_l2_max']:.4f})",
-        f"{r['spearman_mean']:.4f} ({r['spearman_min']:.4f})",
-        "" if r["coverage_1.96se"] is None else f"{r['coverage_1.96se']:.3f}",
-    ]
+def _error_cells(row: dict[str, Any], k: str, r: dict[str, Any]) -> dict[str, str]:
+    """One row of the error table, column title -> cell: a network's estimate with ``k``
+    probes against exact."""
+    return {
+        "network": row["description"],
+        "exact route": row["exact_route"],
+        "exact s": f"{row['exact_seconds']:.2f}",
+        "k": k,
+        "rel. L2 (max)": f"{r['rel_l2_mean']:.4f} ({r['rel_l2_max']:.4f})",
+        "Spearman (min)": f"{r['spearman_mean']:.4f} ({r['spearman_min']:.4f})",
+        "coverage": "" if r["coverage_1.96se"] is None else f"{r['coverage_1.96se']:.3f}",
+    }
 
 
-def _time_cells(row: dict[str, Any], lab: str, r: dict[str, Any]) -> list[str]:
-    """One row of the time table: a network's case ``lab`` against its forward pass."""
-    return [
-        row["description"],
-        f"{row['forward_seconds'] * 1e3:.0f} / {row['forward_cpu_seconds'] * 1e3:.0f} ms",
-        f"k={lab}",
-        f"{r['seconds']:.2f}",
-        f"{r['cpu_seconds']:.1f}",
-        f"{r['x_forward']:.0f}",
-        f"{r['x_forward_cpu']:.0f}",
-        "" if r["predicted_seconds"] is None else f"{r['predicted_seconds']:.3g}",
-    ]
+def _time_cells(row: dict[str, Any], lab: str, r: dict[str, Any]) -> dict[str, str]:
+    """One row of the time table, column title -> cell: a network's case ``lab`` against its
+    forward pass."""
+    forward = f"{row['forward_seconds'] * 1e3:.0f} / {row['forward_cpu_seconds'] * 1e3:.0f} ms"
+    return {
+        "network": row["description"],
+        "forward (wall / CPU)": forward,
+        "case": f"k={lab}",
+        "wall s": f"{r['seconds']:.2f}",
+        "CPU s": f"{r['cpu_seconds']:.1f}",
+        "x forward (wall)": f"{r['x_forward']:.0f}",
+        "x forward (CPU)": f"{r['x_forward_cpu']:.0f}",
+        "predicted s": "" if r["predicted_seconds"] is None else f"{r['predicted_seconds']:.3g}",
+    }
+
+
+def _case_table(part: dict[str, Any], cases: str, cells) -> list[str]:
+    """The markdown table of a part of the result: a row per network and case (the items of
+    each network's ``cases`` entry), ``cells(network, case, its result)`` its column title
+    -> cell (the titles those of the first row)."""
+    rows = [cells(row, case, r) for row in part.values() for case, r in row[cases].items()]
+    return analysis.table(list(rows[0]), [list(row.values()) for row in rows])
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -599,22 +610,7 @@ def markdown(result: dict[str, Any]) -> str:
             "Mean relative L2 error (max) | mean Spearman (min) | share of elements within "
             "1.96 jackknife standard errors, over images x keys.",
             "",
-            *analysis.table(
-                [
-                    "network",
-                    "exact route",
-                    "exact s",
-                    "k",
-                    "rel. L2 (max)",
-                    "Spearman (min)",
-                    "coverage",
-                ],
-                [
-                    _error_cells(row, k, r)
-                    for row in result["error"].values()
-                    for k, r in row["by_k"].items()
-                ],
-            ),
+            *_case_table(result["error"], "by_k", _error_cells),
             "",
         ]
     if "time" in result:
@@ -624,23 +620,7 @@ def markdown(result: dict[str, Any]) -> str:
             "Wall time is shared with other jobs; CPU time (all threads of this process) "
             "counts the work. Ratios to the forward pass measured next to each case.",
             "",
-            *analysis.table(
-                [
-                    "network",
-                    "forward (wall / CPU)",
-                    "case",
-                    "wall s",
-                    "CPU s",
-                    "x forward (wall)",
-                    "x forward (CPU)",
-                    "predicted s",
-                ],
-                [
-                    _time_cells(row, lab, r)
-                    for row in result["time"].values()
-                    for lab, r in row["estimate"].items()
-                ],
-            ),
+            *_case_table(result["time"], "estimate", _time_cells),
             "",
             "Exact routes, predicted by `slp.insens_plan` (not run):",
             "",

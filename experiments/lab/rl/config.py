@@ -104,26 +104,11 @@ PRESETS = {
         eps_decay_steps=200,
         batch_size=8,
     ),
-    # The Nature DQN schedule shortened for a small budget: one environment, one update
-    # per 4 agent steps.
-    "cpu": DQNConfig(
-        num_envs=1,
-        replay_capacity=100_000,
-        learning_starts=10_000,
-        train_every=4,
-        target_update_every=1_000,
-        eps_decay_steps=100_000,
-    ),
+    # The defaults: the Nature DQN schedule shortened for a small budget, one environment,
+    # one update per 4 agent steps.
+    "cpu": DQNConfig(),
     # Many cores and an accelerator: 8 environment processes stepping while the
     # accelerator updates, one gradient step per agent step (replay ratio 1, which learns
-    # Pong in fewer agent steps than the Nature DQN's 1/4).
-    "gpu": DQNConfig(
-        num_envs=8,
-        asynchronous=True,
-        replay_capacity=100_000,
-        learning_starts=10_000,
-        train_every=1,
-        target_update_every=1_000,
-        eps_decay_steps=100_000,
-    ),
+    # Pong in fewer agent steps than the Nature DQN's 1/4); the schedule of "cpu" otherwise.
+    "gpu": DQNConfig(num_envs=8, asynchronous=True, train_every=1),
 }
