@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true", help="skip Captum and Zennit")
     p.add_argument("--tiny", action="store_true", help="tiny network and batch (smoke test)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, biases and inputs")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    cli.add_out_option(p)
     args = p.parse_args(argv)
     for name in ("batch", "threads", "repeats", "ig_steps", "ig_batch_size", "smoothgrad_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--zoo-only", default=None, help="--zoo: comma-separated zoo networks")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    cli.add_out_option(p)
     p.add_argument("--worker", nargs=2, metavar=("ROUTE", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.check_images is None:  # a timed batch size, so its executables are reused

@@ -47,7 +47,7 @@ from lab import cli
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser = cli.script_parser(__doc__, summary=False)
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    cli.add_out_option(parser)
     parser.add_argument(
         "--ks", type=int, nargs="+", default=[8, 32, 128, 512], help="probes k of the error part"
     )

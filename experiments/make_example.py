@@ -31,7 +31,7 @@ OUT = Path(__file__).resolve().parents[1] / "slp" / "data" / "example"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = cli.script_parser(__doc__)
-    parser.add_argument("--out", type=Path, default=OUT, help="output folder")
+    cli.add_out_option(parser, OUT)
     parser.add_argument(
         "--epochs",
         type=int,

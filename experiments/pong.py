@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: latest.msgpack in the data dir, else results/pong_qnetwork.msgpack "
         "(a parameters-only copy, kept out of git)",
     )
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    cli.add_out_option(parser)
     parser.add_argument("--name", default="pong", help="file stem of the outputs")
     parser.add_argument(
         "--seed", type=int, default=2019, help="seed of the environment and of the methods' keys"

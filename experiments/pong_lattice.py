@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from lab import cli
@@ -43,7 +42,7 @@ from lab import cli
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser = cli.script_parser(__doc__)
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    cli.add_out_option(parser)
     parser.add_argument("--seeds", type=int, default=5, help="random initialisations per network")
     parser.add_argument("--frame-seed", type=int, default=2019, help="environment seed")
     parser.add_argument("--steps", type=int, default=60, help="random actions before the frame")

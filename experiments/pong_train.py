@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-epsilon", type=float, default=0.01, help="exploration in evaluation"
     )
     parser.add_argument("--eval-seed", type=int, default=12345, help="seed of evaluation episodes")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    cli.add_out_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--training-log",

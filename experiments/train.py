@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from lab import cli
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses `argv`, loads or trains the network, writes `<out>/mnist_train.json`."""
     parser = cli.script_parser(__doc__)
     cli.add_training_options(parser)
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    cli.add_out_option(parser)
     parser.add_argument(
         "--num-test", type=int, default=None, help="first N test images only (None: all)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,14 @@ def test_redraw_options_add_only_those_given():
         parser.parse_args(["--replot"])
     with pytest.raises(ValueError, match="--replot, --figures-only or both"):
         cli.add_redraw_options(argparse.ArgumentParser())
+
+
+def test_out_option_is_the_output_folder():
+    parser = argparse.ArgumentParser(formatter_class=cli.HelpFormatter)
+    cli.add_out_option(parser)
+    assert parser.parse_args([]).out == Path("results")
+    assert parser.parse_args(["--out", "x/y"]).out == Path("x/y")
+    assert "--out OUT output folder (default: results)" in " ".join(parser.format_help().split())
+    other = argparse.ArgumentParser()
+    cli.add_out_option(other, Path("elsewhere"))
+    assert other.parse_args([]).out == Path("elsewhere")

@@ -6,7 +6,8 @@
   default from the field, help from the class docstring), and the record built back.
 - `add_training_options` / `checkpoint_from_options`: the options of a 2CONV training run
   (`slp.config.TrainConfig`) and the places it reads and writes.
-- `script_parser`: a script's parser in that layout, described by its docstring.
+- `script_parser`, `add_out_option`: a script's parser in that layout, described by its
+  docstring, and the folder it writes to.
 - `experiment_parser`, `add_measure_options`, `parse_measure_args`: the parser start and the
   measure options shared by the MNIST and CIFAR-10 experiments.
 - `add_redraw_options`: ``--replot`` / ``--figures-only``, a script's shortcuts past its
@@ -35,6 +36,7 @@ __all__ = [
     "HelpFormatter",
     "add_measure_options",
     "add_options",
+    "add_out_option",
     "add_redraw_options",
     "add_training_options",
     "checkpoint_from_options",
@@ -209,6 +211,13 @@ def script_parser(doc: str, *, summary: bool = True) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
 
 
+def add_out_option(
+    g: argparse.ArgumentParser | argparse._ArgumentGroup, default: Path = Path("results")
+) -> None:
+    """``--out``, the folder a script writes its results to (`default`: ``results``)."""
+    g.add_argument("--out", type=Path, default=default, help="output folder")
+
+
 def experiment_parser(doc: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
     """A 2CONV experiment's parser: the first line of its docstring `doc`, the training
     options (`add_training_options`) and an "experiment" group holding ``--out``; returns
@@ -216,7 +225,7 @@ def experiment_parser(doc: str) -> tuple[argparse.ArgumentParser, argparse._Argu
     parser = script_parser(doc)
     add_training_options(parser)
     g = parser.add_argument_group("experiment")
-    g.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    add_out_option(g)
     return parser, g
 
 
