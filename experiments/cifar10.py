@@ -176,8 +176,7 @@ def figure6(
         row_titles=rows,
         title=title,
         key_label=(
-            "red positive, blue negative, white 0; each map scaled to its own max |value|; "
-            "compare each clean row with the noisy row below it"
+            f"{plotting.PER_MAP_KEY_LABEL}; compare each clean row with the noisy row below it"
         ),
     )
 

@@ -183,7 +183,7 @@ def maps_figure(x_unit, encoded, maps, methods, examples, labels, accuracies, ti
         row_titles=row_titles,
         title=title,
         key_label=(
-            "red positive, blue negative, white 0; each map scaled to its own max |value|; "
+            f"{plotting.PER_MAP_KEY_LABEL}; "
             "a map reversed between the 'mean' and 'neg mean' rows swaps red and blue"
         ),
     )

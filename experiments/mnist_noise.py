@@ -346,7 +346,7 @@ def figure4(
         row_titles=row_titles,
         title=f"Figure 4 (reproduction): 2CONV on MNIST, noise sigma = {sigma:g}",
         key_label=(
-            "red positive, blue negative, white 0; each map scaled to its own max |value|; "
+            f"{plotting.PER_MAP_KEY_LABEL}; "
             "compare each method's clean row with the three noisy rows below it"
         ),
     )
