@@ -121,8 +121,7 @@ class _BoxRules(net.Rules):
                 specs.append(jax.ShapeDtypeStruct(a.lo.shape[:-1], a.dtype))
             else:
                 specs.append(jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)))
-        out = jax.eval_shape(lambda *s: eqn.primitive.bind(*s, **eqn.params), *specs)
-        return list(out) if eqn.primitive.multiple_results else [out]
+        return jax.eval_shape(eqn.apply, *specs)
 
     def _empty(self, shape, dtype) -> Box:
         s = tuple(shape) + (self.nx,)
@@ -142,10 +141,7 @@ class _BoxRules(net.Rules):
                     ops.append(a)
                 else:  # data that does not depend on the input (incl. pad values)
                     ops.append(jnp.full(np.shape(a) + (self.nx,), fill, _BOX_DTYPE))
-            out = jax.vmap(
-                lambda *o: eqn.primitive.bind(*o, **eqn.params), in_axes=in_axes, out_axes=-1
-            )(*ops)
-            return out if eqn.primitive.multiple_results else [out]
+            return jax.vmap(eqn.apply, in_axes=in_axes, out_axes=-1)(*ops)
 
         los, his = coords("lo", np.inf), coords("hi", -np.inf)
         return [Box(lo, hi, av.dtype) for lo, hi, av in zip(los, his, avals, strict=True)]

@@ -18,3 +18,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         if "(default" in text or "default:" in text or "(required)" in text:
             return text
         return super()._get_help_string(action)
+
+
+def command_parser(
+    prog: str, doc: str, command: str, *, help: str
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The parser of ``prog COMMAND ...`` and the parser of its one ``command``.
+
+    ``prog --help`` shows the first line of ``doc`` and the command with its ``help``;
+    ``prog command --help`` shows the whole of ``doc``. Both use `HelpFormatter`.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc.split("\n")[0], formatter_class=HelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    return parser, sub.add_parser(
+        command, help=help, description=doc, formatter_class=HelpFormatter
+    )

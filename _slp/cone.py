@@ -242,10 +242,7 @@ def _shapes(program, order) -> dict[int, tuple[int, ...]]:
         env[program.input_id] = x
         for i in order:
             eqn = program.eqns[i]
-            args = [a.val if not isinstance(a, int) else env[a] for a in eqn.inputs]
-            out = eqn.primitive.bind(*args, **eqn.params)
-            outs = out if eqn.primitive.multiple_results else [out]
-            env.update(zip(eqn.outputs, outs, strict=True))
+            env.update(zip(eqn.outputs, eqn.apply(*eqn.args(env)), strict=True))
         return env
 
     x = jax.ShapeDtypeStruct(program.input_shape, program.input_dtype)
@@ -579,10 +576,7 @@ def _constants(program, geo: ConeGeometry) -> dict[int, Any]:
     for i in geo.order:
         eqn = program.eqns[i]
         if eqn.kind == "const":
-            args = [env[a] if isinstance(a, int) else a.val for a in eqn.inputs]
-            out = eqn.primitive.bind(*args, **eqn.params)
-            outs = out if eqn.primitive.multiple_results else [out]
-            env.update(zip(eqn.outputs, outs, strict=True))
+            env.update(zip(eqn.outputs, eqn.apply(*eqn.args(env)), strict=True))
     return env
 
 

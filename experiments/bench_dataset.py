@@ -40,8 +40,10 @@ from typing import Any
 from lab import cli  # no jax; jax is imported in main(), after the device count is set
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The options (no jax: ``--help`` answers at once, and jax starts only in `main`,
+    after the host device count is set from ``--fake-devices``)."""
+    parser = cli.script_parser(__doc__, summary=False)
     parser.add_argument(
         "--methods", nargs="+", default=["insens", "gradient"], help="registered method names"
     )
@@ -60,7 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="data directory (None: $SLP_DATA_DIR)"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _load() -> list[float]:

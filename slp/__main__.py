@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _slp.cli import HelpFormatter
+from _slp.cli import command_parser
 
 DATASETS = ("mnist", "fashion_mnist")
 
@@ -40,17 +40,11 @@ def _option(text: str) -> tuple[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m slp",
-        description=__doc__.split("\n")[0],
-        formatter_class=HelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser(
+    parser, p = command_parser(
+        "python -m slp",
+        __doc__,
         "maps",
         help="attribution maps of a whole data set into a resumable folder",
-        description=__doc__,
-        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("what to compute")
     g.add_argument(

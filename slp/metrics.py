@@ -250,66 +250,64 @@ def _perturbation_curve(f, x, scores, *, target, baseline, steps, insert):
     )
 
 
-def deletion_curve(
-    f: Callable,
-    x: jax.Array,
-    scores: jax.Array,
-    *,
-    target=None,
-    baseline: Any = 0.0,
-    steps: int = 28,
-) -> PerturbationCurve:
-    """Deletion curve: replace pixels by ``baseline``, highest score first.
-
-    At step ``k = 0..S`` the ``floor(k P / S)`` highest-scoring of the ``P`` pixels
-    (all their channels) hold ``baseline`` and the rest hold ``x``. A faithful map
-    makes the target's output fall fast: a small `curve_area`.
-
+_CURVE_ARGS = """
     Args:
       f: per-example network ``f(x) -> logits``.
       x: one image ``(H, W)`` or ``(H, W, C)``.
       scores: pixel importances ``(H, W)`` (see `pixel_map`; ties: `pixel_order`).
       target: class whose output is followed; None: the arg-max logit at ``x``.
-      baseline: replacement value, scalar or broadcastable to ``x``.
+      baseline: the value of a pixel not (or no longer) in ``x``: a scalar or an array
+        broadcastable to ``x``.
       steps: ``S``, the number of steps after the start.
 
     Returns:
       `PerturbationCurve` with ``S + 1`` points.
     """
-    return _perturbation_curve(
-        f, x, scores, target=target, baseline=baseline, steps=int(steps), insert=False
-    )
 
 
-def insertion_curve(
-    f: Callable,
-    x: jax.Array,
-    scores: jax.Array,
-    *,
-    target=None,
-    baseline: Any = 0.0,
-    steps: int = 28,
-) -> PerturbationCurve:
-    """Insertion curve: start from ``baseline`` and restore pixels, highest score first.
+def _curve_function(name: str, *, insert: bool, summary: str) -> Callable[..., PerturbationCurve]:
+    """`deletion_curve` (insert=False) or `insertion_curve` (insert=True): the one
+    perturbation walk, its direction fixed, documented by ``summary`` + the shared Args."""
+
+    def curve(
+        f: Callable,
+        x: jax.Array,
+        scores: jax.Array,
+        *,
+        target=None,
+        baseline: Any = 0.0,
+        steps: int = 28,
+    ) -> PerturbationCurve:
+        return _perturbation_curve(
+            f, x, scores, target=target, baseline=baseline, steps=int(steps), insert=insert
+        )
+
+    curve.__name__ = curve.__qualname__ = name
+    curve.__doc__ = summary + _CURVE_ARGS
+    return curve
+
+
+deletion_curve = _curve_function(
+    "deletion_curve",
+    insert=False,
+    summary="""Deletion curve: replace pixels by ``baseline``, highest score first.
+
+    At step ``k = 0..S`` the ``floor(k P / S)`` highest-scoring of the ``P`` pixels
+    (all their channels) hold ``baseline`` and the rest hold ``x``. A faithful map
+    makes the target's output fall fast: a small `curve_area`.
+""",
+)
+
+insertion_curve = _curve_function(
+    "insertion_curve",
+    insert=True,
+    summary="""Insertion curve: start from ``baseline`` and restore pixels, highest score first.
 
     At step ``k`` the ``floor(k P / S)`` highest-scoring pixels hold ``x`` and the rest
     hold ``baseline``. A faithful map makes the target's output rise fast: a large
     `curve_area`.
-
-    Args:
-      f: per-example network ``f(x) -> logits``.
-      x: one image ``(H, W)`` or ``(H, W, C)``.
-      scores: pixel importances ``(H, W)``.
-      target: class whose output is followed; None: the arg-max logit at ``x``.
-      baseline: the starting image's value, scalar or broadcastable to ``x``.
-      steps: ``S``.
-
-    Returns:
-      `PerturbationCurve` with ``S + 1`` points.
-    """
-    return _perturbation_curve(
-        f, x, scores, target=target, baseline=baseline, steps=int(steps), insert=True
-    )
+""",
+)
 
 
 def curve_area(fraction: jax.Array, values: jax.Array) -> jax.Array:

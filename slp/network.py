@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -123,13 +123,6 @@ _NOT_PIECEWISE_LINEAR = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Lit:
-    """A literal operand of an equation (a Python/NumPy scalar baked into the program)."""
-
-    val: Any
-
-
-@dataclasses.dataclass(frozen=True)
 class Eqn:
     """One operation of a flattened program.
 
@@ -138,8 +131,9 @@ class Eqn:
       params: its parameters.
       inputs: operand ids (`int`) or literals (`Lit`).
       outputs: result ids.
-      kind: ``"const"`` (no input dependence), ``"relu"``, ``"max_pool"`` or ``"linear"``.
-      dep: per operand, whether it depends on the network input.
+      kind: ``"const"`` (no input dependence), ``"relu"``, ``"max_pool"`` or ``"linear"``;
+        ``""`` until the operation is classified.
+      dep: per operand, whether it depends on the network input (empty until classified).
       site: for ReLUs the ReLU-layer index, for max-pools the pool index, else -1.
       pool_source: for max-pools, the ReLU layer whose output is pooled (or -1).
       where: the names of the nested calls the operation sits in, for error messages.
@@ -149,8 +143,8 @@ class Eqn:
     params: dict
     inputs: tuple
     outputs: tuple[int, ...]
-    kind: str
-    dep: tuple[bool, ...]
+    kind: str = ""
+    dep: tuple[bool, ...] = ()
     site: int = -1
     pool_source: int = -1
     where: tuple[str, ...] = ()
@@ -161,6 +155,15 @@ class Eqn:
         if precision is not None and "precision" in params:
             params = dict(params, precision=(precision, precision))
         return self.primitive.bind(*args, **params)
+
+    def apply(self, *args, precision: Any = None) -> list:
+        """`bind`, with the results always as a list (one value per id of ``outputs``)."""
+        out = self.bind(*args, precision=precision)
+        return list(out) if self.primitive.multiple_results else [out]
+
+    def args(self, env: Mapping[int, Any]) -> list:
+        """The operand values: a literal's own value, an operand id's value in ``env``."""
+        return [a.val if isinstance(a, Lit) else env[a] for a in self.inputs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +194,13 @@ class Program:
     pool_shapes: tuple[tuple[int, ...], ...]
     pool_sources: tuple[int, ...]
     pool_input_shapes: tuple[tuple[int, ...], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lit:
+    """A literal operand of an equation (a Python/NumPy scalar baked into the program)."""
+
+    val: Any
 
 
 def _is_literal(v) -> bool:
@@ -258,7 +268,7 @@ class _Flattener:
             self.avals[o] = v.aval
         if e.primitive in _ZERO_PRESERVING and all(self.is_zero(a) for a in ins):
             self.zero.update(outs)
-        self.eqns.append(Eqn(e.primitive, dict(e.params), tuple(ins), outs, "", (), where=where))
+        self.eqns.append(Eqn(e.primitive, dict(e.params), tuple(ins), outs, where=where))
         return list(outs)
 
     def is_zero(self, a) -> bool:
@@ -515,8 +525,7 @@ class Rules:
 
     def linear(self, eqn: Eqn, args: list):
         """Values of a linear/affine operation; ``eqn.dep`` marks input-dependent args."""
-        out = eqn.bind(*args, precision=self.precision)
-        return out if eqn.primitive.multiple_results else [out]
+        return eqn.apply(*args, precision=self.precision)
 
 
 class WalkResult(NamedTuple):
@@ -540,14 +549,10 @@ def walk(program: Program, x, rules: Rules) -> WalkResult:
     relu_in: list = [None] * len(program.relu_shapes)
     pool_in: list = [None] * len(program.pool_shapes)
 
-    def read(a):
-        return a.val if isinstance(a, Lit) else env[a]
-
     for eqn in program.eqns:
-        args = [read(a) for a in eqn.inputs]
+        args = eqn.args(env)
         if eqn.kind == "const":
-            out = eqn.primitive.bind(*args, **eqn.params)
-            outs = out if eqn.primitive.multiple_results else [out]
+            outs = eqn.apply(*args)
         elif eqn.kind == "relu":
             z = args[eqn.dep.index(True)]
             relu_in[eqn.site] = z
@@ -559,7 +564,8 @@ def walk(program: Program, x, rules: Rules) -> WalkResult:
             outs = rules.linear(eqn, args)
         for i, o in zip(eqn.outputs, outs, strict=True):
             env[i] = o
-    return WalkResult(read(program.output_id), tuple(relu_in), tuple(pool_in))
+    out = program.output_id
+    return WalkResult(out.val if isinstance(out, Lit) else env[out], tuple(relu_in), tuple(pool_in))
 
 
 def _tiled_window(eqn: Eqn, shape: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -208,8 +208,7 @@ class _ExplicitRules(net.Rules):
         def lin(*deps):
             it = iter(deps)
             full = [next(it) if d else a for a, d in zip(offsets, dep, strict=True)]
-            out = eqn.bind(*full, precision=self.precision)
-            return tuple(out) if eqn.primitive.multiple_results else (out,)
+            return tuple(eqn.apply(*full, precision=self.precision))
 
         dep_offsets = [a[1] for a, d in zip(args, dep, strict=True) if d]
         c_out = lin(*dep_offsets)

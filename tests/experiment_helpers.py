@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def load_script(name: str, folder: str = "experiments"):
         del sys.modules[module_name]
         raise
     return module
+
+
+def run_script(name: str, argv: list[str], written: Path):
+    """Loads script ``name``, runs its ``main(argv)`` and reads the JSON file it wrote.
+
+    Returns:
+      ``(module, result, saved)``: the loaded script, what ``main`` returned and the
+      contents of ``written``.
+    """
+    module = load_script(name)
+    result = module.main(argv)
+    return module, result, json.loads(Path(written).read_text())
 
 
 def bar_digits(*, n_train: int, n_test: int):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tol
-from experiment_helpers import load_script
+from experiment_helpers import run_script
 from jax import lax
 
 import slp
@@ -618,12 +618,12 @@ def test_unsupported_network_is_named():
 
 @pytest.mark.slow
 def test_bench_script_smoke(tmp_path):
-    import json
-
-    bench = load_script("bench_attributions.py")
     argv = ["--tiny", "--batch", "2", "--repeats", "1", "--no-torch", "--out", str(tmp_path)]
-    result = bench.main(argv + ["--methods", "gradient", "lrp_epsilon", "smoothgrad"])
-    written = json.loads((tmp_path / "bench_attributions.json").read_text())
+    bench, result, written = run_script(
+        "bench_attributions.py",
+        argv + ["--methods", "gradient", "lrp_epsilon", "smoothgrad"],
+        tmp_path / "bench_attributions.json",
+    )
     assert set(written["library"]) == {"gradient", "lrp_epsilon", "smoothgrad"}
     for res in result["library"].values():
         assert res["images_per_s"] > 0 and len(res["runs_s"]) == 1

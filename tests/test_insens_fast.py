@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from experiment_helpers import load_script
+from experiment_helpers import run_script
 from jax import lax
 from reference import dense_model, init_params, jax_function, random_spec
 
@@ -119,8 +119,16 @@ class ConvNet(nn.Module):
         return nn.Dense(self.classes)(h)
 
 
-def _head(h):
-    """The last layers of the test networks below: flatten, dense 5, ReLU, dense 3."""
+def _conv3(features: int, stride: int = 1, **options) -> nn.Conv:
+    """The test networks' usual layer: a 3x3 "SAME" convolution."""
+    return nn.Conv(features, (3, 3), (stride, stride), padding="SAME", **options)
+
+
+def _head(h, *, global_pool: bool = False):
+    """The last layers of the test networks below: global average pooling (optional) or
+    flatten, dense 5, ReLU, dense 3."""
+    if global_pool:
+        h = jnp.mean(h, axis=(1, 2))
     if h.ndim > 2:
         h = h.reshape((h.shape[0], -1))
     return nn.Dense(3)(nn.relu(nn.Dense(5)(h)))
@@ -131,8 +139,8 @@ class GroupedNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Conv(4, (3, 3), padding="SAME")(x))
-        h = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME", feature_group_count=4)(h))
+        h = nn.relu(_conv3(4)(x))
+        h = nn.relu(_conv3(4, 2, feature_group_count=4)(h))
         h = nn.relu(nn.Conv(6, (2, 2), padding="VALID", feature_group_count=2)(h))
         return _head(h)
 
@@ -142,7 +150,7 @@ class ChannelDenseNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        h = nn.relu(_conv3(3)(x))
         h = nn.relu(nn.Dense(4)(h))  # over channels, at every position
         h = nn.max_pool(h, (2, 2), (2, 2))
         h = nn.relu(nn.Conv(3, (2, 2), padding="VALID")(h))
@@ -155,11 +163,10 @@ class GlobalPoolNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        h = nn.relu(_conv3(3)(x))
         h = nn.max_pool(h, (2, 2), (2, 2))
-        h = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME")(h))
-        h = jnp.mean(h, axis=(1, 2))
-        return _head(h)
+        h = nn.relu(_conv3(4, 2)(h))
+        return _head(h, global_pool=True)
 
 
 class ResidualNet(nn.Module):
@@ -167,14 +174,13 @@ class ResidualNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
-        r = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(h))
-        h = nn.relu(h + nn.Conv(3, (3, 3), padding="SAME")(r))
+        h = nn.relu(_conv3(3)(x))
+        r = nn.relu(_conv3(3)(h))
+        h = nn.relu(h + _conv3(3)(r))
         s = nn.Conv(4, (1, 1), (2, 2))(h)
-        r = nn.relu(nn.Conv(4, (3, 3), (2, 2), padding="SAME")(h))
-        h = nn.relu(s + nn.Conv(4, (3, 3), padding="SAME")(r))
-        h = jnp.mean(h, axis=(1, 2))
-        return _head(h)
+        r = nn.relu(_conv3(4, 2)(h))
+        h = nn.relu(s + _conv3(4)(r))
+        return _head(h, global_pool=True)
 
 
 class ConcatNet(nn.Module):
@@ -182,12 +188,12 @@ class ConcatNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        h = nn.relu(_conv3(3)(x))
         a = nn.relu(nn.Conv(2, (1, 1))(h))
-        b = nn.relu(nn.Conv(2, (3, 3), padding="SAME")(h))
+        b = nn.relu(_conv3(2)(h))
         c = nn.max_pool(h, (3, 3), (1, 1), padding="SAME")
         h = jnp.concatenate([a, b, c], axis=-1)
-        h = jnp.concatenate([h, nn.relu(nn.Conv(2, (3, 3), padding="SAME")(h))], axis=-1)
+        h = jnp.concatenate([h, nn.relu(_conv3(2)(h))], axis=-1)
         h = nn.relu(nn.Conv(3, (2, 2), (2, 2))(h))
         return _head(h)
 
@@ -326,6 +332,7 @@ def test_cone_route_without_dense_layer(x64):
 
 def _check_cone(f, x):
     """``f`` takes the cone route, and both routes match the naive route at ``x``."""
+    x = jnp.asarray(x)
     plan = fast.insens_plan(f, x, route="cone")
     assert plan.route == "cone"
     ref = jacfwd_insens(f, x)
@@ -394,8 +401,7 @@ def test_cone_route_position_dependent_scale(x64):
         h = jax.nn.relu(h / per_row - 0.05)
         return jax.nn.relu(h.reshape(-1) @ w)
 
-    x = jnp.asarray(rng.normal(size=(9, 8, 1)))
-    _check_cone(f, x)
+    _check_cone(f, rng.normal(size=(9, 8, 1)))
 
 
 def test_cone_route_channel_dot_on_the_right(x64):
@@ -412,8 +418,7 @@ def test_cone_route_channel_dot_on_the_right(x64):
         h = _max_pool(h, (1, 1, 2, 2), (1, 1, 2, 2))
         return jax.nn.relu(h.reshape(-1) @ w)
 
-    x = jnp.asarray(rng.normal(size=(8, 6, 2)))
-    _check_cone(f, x)
+    _check_cone(f, rng.normal(size=(8, 6, 2)))
 
 
 def test_cone_route_global_sum_then_affine(x64):
@@ -429,8 +434,7 @@ def test_cone_route_global_sum_then_affine(x64):
         h = jnp.sum(h, axis=(1, 2)) * scale / 3.0 - 0.2  # (1, 3)
         return jax.nn.relu(h @ w)[0]
 
-    x = jnp.asarray(rng.normal(size=(11, 12, 1)))
-    assert _check_cone(f, x).cut is not None
+    assert _check_cone(f, rng.normal(size=(11, 12, 1))).cut is not None
 
 
 def test_cone_route_difference_of_branches(x64):
@@ -448,8 +452,7 @@ def test_cone_route_difference_of_branches(x64):
         h = _max_pool(h, (1, 2, 2, 1), (1, 2, 2, 1))
         return jax.nn.relu(h.reshape(-1) @ w)
 
-    x = jnp.asarray(rng.normal(size=(10, 9, 1)))
-    _check_cone(f, x)
+    _check_cone(f, rng.normal(size=(10, 9, 1)))
 
 
 def test_cone_route_nchw_layout(x64):
@@ -820,12 +823,9 @@ def test_bad_options():
 @pytest.mark.slow
 def test_bench_smoke(tmp_path):
     """experiments/bench_insens.py on a tiny network: every route, ratios, exact maps."""
-    import json
-
-    bench = load_script("bench_insens.py")
     argv = ["--tiny", "--batches", "1", "3", "--repeats", "1", "--out", str(tmp_path)]
-    result = bench.main(argv + ["--precisions", "bfloat16", "--variant-batches", "3"])
-    saved = json.loads((tmp_path / "bench_insens.json").read_text())
+    argv += ["--precisions", "bfloat16", "--variant-batches", "3"]
+    bench, result, saved = run_script("bench_insens.py", argv, tmp_path / "bench_insens.json")
     assert saved["network"]["insens_route"] == "cone"
     for name in ("naive", "insens", "forward"):
         for batch in (1, 3):

@@ -278,16 +278,11 @@ def only_method_better_than_random(d):
     return better.get("deep_taylor_bounded") if list(better) == ["deep_taylor_bounded"] else better
 
 
+# The methods whose map is the input times something (zero where the input is zero).
 INPUT_MULTIPLES = (
-    "gradient_x_input",
-    "integrated_gradients",
-    "lrp_epsilon",
-    "lrp_alpha_beta",
-    "lrp_alpha1_beta0",
-    "lrp_alpha2_beta1",
-    "lrp_zplus",
-    "deep_taylor",
-)
+    "gradient_x_input integrated_gradients deep_taylor "
+    "lrp_epsilon lrp_alpha_beta lrp_alpha1_beta0 lrp_alpha2_beta1 lrp_zplus"
+).split()
 
 ROB = "robustness"
 FAITH = "faithfulness"

@@ -53,6 +53,18 @@ from typing import Any
 __all__ = ["CONVENTIONS", "convention_options"]
 
 _LOGIT = {"start": "logit"}
+_ONE = {"start": "one"}
+#: the modified-backpropagation methods, which take a toolbox's initial relevance alike
+_BACKPROP_METHODS = ("guided_backprop", "deconvnet")
+#: the methods built on LRP's alpha-beta rule, which take one toolbox's rule options alike
+#: (iNNvestigate: the first three; its z+ and bounded Deep Taylor differ)
+_ALPHA_BETA_METHODS = (
+    "lrp_alpha_beta",
+    "lrp_alpha1_beta0",
+    "lrp_alpha2_beta1",
+    "lrp_zplus",
+    "deep_taylor_bounded",
+)
 
 
 def _frozen(d: dict[str, dict[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
@@ -72,19 +84,12 @@ CONVENTIONS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
                 "gradient_x_input": {},
                 "integrated_gradients": {"steps": 64, "quadrature": "riemann_left"},
                 "smoothgrad": {},
-                "guided_backprop": dict(_LOGIT),
-                "deconvnet": dict(_LOGIT),
+                **dict.fromkeys(_BACKPROP_METHODS, _LOGIT),
                 "lrp_epsilon": {"epsilon": 1e-7, "start": "logit"},
-                "lrp_alpha_beta": dict(_ALPHA_BETA_INNVESTIGATE),
-                "lrp_alpha1_beta0": dict(_ALPHA_BETA_INNVESTIGATE),
-                "lrp_alpha2_beta1": dict(_ALPHA_BETA_INNVESTIGATE),
+                **dict.fromkeys(_ALPHA_BETA_METHODS[:3], _ALPHA_BETA_INNVESTIGATE),
                 "lrp_zplus": {"bias": "none", "stabilizer": 0.0, "start": "logit"},
                 "deep_taylor": {"start": "positive_logit"},
-                "deep_taylor_bounded": {
-                    "bias": "full",
-                    "stabilizer": 0.0,
-                    "start": "positive_logit",
-                },
+                "deep_taylor_bounded": {**_ALPHA_BETA_INNVESTIGATE, "start": "positive_logit"},
             }
         ),
         "zennit": _frozen(
@@ -92,14 +97,9 @@ CONVENTIONS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
                 "gradient": {},
                 "integrated_gradients": {"steps": 20, "quadrature": "riemann_right"},
                 "smoothgrad": {"samples": 20, "noise_level": 0.1},
-                "guided_backprop": {"start": "one"},
-                "deconvnet": {"start": "one"},
+                **dict.fromkeys(_BACKPROP_METHODS, _ONE),
                 "lrp_epsilon": {"epsilon": 1e-6, "start": "one"},
-                "lrp_alpha_beta": dict(_ALPHA_BETA_ZENNIT),
-                "lrp_alpha1_beta0": dict(_ALPHA_BETA_ZENNIT),
-                "lrp_alpha2_beta1": dict(_ALPHA_BETA_ZENNIT),
-                "lrp_zplus": dict(_ALPHA_BETA_ZENNIT),
-                "deep_taylor_bounded": dict(_ALPHA_BETA_ZENNIT),
+                **dict.fromkeys(_ALPHA_BETA_METHODS, _ALPHA_BETA_ZENNIT),
             }
         ),
         "captum": _frozen(
@@ -108,8 +108,7 @@ CONVENTIONS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
                 "gradient_x_input": {},
                 "integrated_gradients": {"steps": 50, "quadrature": "gausslegendre"},
                 "smoothgrad": {"samples": 5, "noise_scale": 1.0},
-                "guided_backprop": {"start": "one"},
-                "deconvnet": {"start": "one"},
+                **dict.fromkeys(_BACKPROP_METHODS, _ONE),
                 "lrp_epsilon": {"epsilon": 1e-9, "start": "logit"},
             }
         ),

@@ -8,12 +8,11 @@ and the loader's message when the dataset cannot be obtained. (In a clone of the
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from _slp.cli import HelpFormatter
+from _slp.cli import command_parser
 from slp.data import _cache
 from slp.data.cifar10 import fetch_cifar10
 from slp.data.mnist import fetch_fashion_mnist, fetch_mnist
@@ -36,15 +35,8 @@ def _fetch(name: str, data_dir: str | None, images: str | None) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m slp.data", description=__doc__, formatter_class=HelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser(
-        "fetch",
-        help="fetch a dataset into the data directory",
-        description=__doc__,
-        formatter_class=HelpFormatter,
+    parser, fetch = command_parser(
+        "python -m slp.data", __doc__, "fetch", help="fetch a dataset into the data directory"
     )
     fetch.add_argument("dataset", choices=DATASETS, help="the dataset to fetch")
     fetch.add_argument(
