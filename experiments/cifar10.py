@@ -170,14 +170,12 @@ def figure6(
         rows.append(f"{CLASSES[labels[i]]}, clean\npred {CLASSES[preds[k]]}")
         panels.append([x_noisy[i]] + [noisy_maps[m][i] for m in methods])
         rows.append(f"noise sigma {sigma:g}\npred {CLASSES[preds_noisy[k]]}")
-    return plotting.grid_figure(
+    return analysis.maps_figure(
         panels,
-        col_titles=["input"] + list(methods),
+        methods,
         row_titles=rows,
         title=title,
-        key_label=(
-            f"{plotting.PER_MAP_KEY_LABEL}; compare each clean row with the noisy row below it"
-        ),
+        compare="compare each clean row with the noisy row below it",
     )
 
 
@@ -276,10 +274,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"({', '.join(f'{v:.3f}' for v in cfg['baseline'])}); insertion starts from an image "
         "of that colour. Orders and columns as in `mnist_metrics.md`.",
         "",
-        *analysis.table(
-            ["method", "order", "deletion AUC prob", "Δ random", "insertion AUC prob", "Δ random"],
-            analysis.faithfulness_rows(faith, methods),
-        ),
+        *analysis.faithfulness_table(faith, methods),
         "",
         "![curves](cifar10_curves.png)",
         "",
@@ -290,16 +285,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"Cumulative re-initialisation from the output layer down: {' → '.join(steps)}; "
         "Spearman correlation (signed / absolute) with the trained network's map.",
         "",
-        *analysis.table(
-            ["method", *(f"+{s}" for s in steps)],
-            [[m, *analysis.randomization_cells(rand[m], steps)] for m in methods],
-        ),
+        *analysis.randomization_table(rand, steps, methods),
         "",
         "![randomisation](cifar10_randomization.png)",
         "",
     ]
-    lines += analysis.skipped_section(result["skipped_methods"])
-    return "\n".join(lines)
+    return analysis.report_text(lines, result["skipped_methods"])
 
 
 def verdicts(result: dict[str, Any]) -> list[str]:

@@ -177,15 +177,12 @@ def maps_figure(x_unit, encoded, maps, methods, examples, labels, accuracies, ti
             shown = (encoded[enc][e] - lo) / (hi - lo)
             panels.append([shown] + [maps[enc][m][e] for m in methods])
             row_titles.append(f"{LABELS[enc]}\nclass {labels[e]}, acc {accuracies[enc]:.3f}")
-    return plotting.grid_figure(
+    return analysis.maps_figure(
         panels,
-        col_titles=["input"] + list(methods),
+        methods,
         row_titles=row_titles,
         title=title,
-        key_label=(
-            f"{plotting.PER_MAP_KEY_LABEL}; "
-            "a map reversed between the 'mean' and 'neg mean' rows swaps red and blue"
-        ),
+        compare="a map reversed between the 'mean' and 'neg mean' rows swaps red and blue",
     )
 
 
@@ -333,8 +330,7 @@ def markdown(result: dict[str, Any]) -> str:
         "row with its 'neg mean' row: a reversed map swaps red and blue.",
         "",
     ]
-    lines += analysis.skipped_section(result["skipped_methods"])
-    return "\n".join(lines)
+    return analysis.report_text(lines, result["skipped_methods"])
 
 
 def write_report(result: dict[str, Any], out: Path) -> None:

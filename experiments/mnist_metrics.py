@@ -284,19 +284,7 @@ def markdown(result) -> str:
         "is better; insertion: higher is better). `Δ random`: paired difference with the "
         "same image's random order (mean ± std).",
         "",
-        *analysis.table(
-            [
-                "method",
-                "order",
-                "deletion AUC prob",
-                "Δ random",
-                "insertion AUC prob",
-                "Δ random",
-                "deletion AUC logit",
-                "insertion AUC logit",
-            ],
-            analysis.faithfulness_rows(faith, methods, logit=True),
-        ),
+        *analysis.faithfulness_table(faith, methods, logit=True),
         "",
         "![curves (probability)](mnist_metrics_curves.png)",
         "",
@@ -315,16 +303,12 @@ def markdown(result) -> str:
         "start from max(target logit, 0) and are all-zero (undefined similarity) whenever "
         "the randomised network gives the true class a negative logit.",
         "",
-        *analysis.table(
-            ["method", *(f"+{s} (signed / abs)" for s in steps)],
-            [[m, *analysis.randomization_cells(rand[m], steps)] for m in methods],
-        ),
+        *analysis.randomization_table(rand, steps, methods, note=" (signed / abs)"),
         "",
         "![randomisation](mnist_metrics_randomization.png)",
         "",
     ]
-    out += analysis.skipped_section(result["skipped_methods"])
-    return "\n".join(out)
+    return analysis.report_text(out, result["skipped_methods"])
 
 
 def write_report(result: dict[str, Any], out: Path) -> None:

@@ -340,15 +340,12 @@ def figure4(
     maps = {m: runner(m, params, rows_x, preds) for m in methods}
     panels = [[rows_x[r]] + [maps[m][r] for m in methods] for r in range(len(rows_x))]
     col_titles = ["input"] + list(methods)
-    fig = plotting.grid_figure(
+    fig = analysis.maps_figure(
         panels,
-        col_titles=col_titles,
+        methods,
         row_titles=row_titles,
         title=f"Figure 4 (reproduction): 2CONV on MNIST, noise sigma = {sigma:g}",
-        key_label=(
-            f"{plotting.PER_MAP_KEY_LABEL}; "
-            "compare each method's clean row with the three noisy rows below it"
-        ),
+        compare="compare each method's clean row with the three noisy rows below it",
     )
     return fig, col_titles, row_titles
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import slp
-from slp import metrics
+from slp import metrics, plotting
 from slp.attributions import get_method
 from slp.data import atomic_writer
 
@@ -323,6 +323,11 @@ def skipped_section(skipped: dict[str, str]) -> list[str]:
     return ["## Methods skipped", "", *(f"- {m}: {why}" for m, why in skipped.items()), ""]
 
 
+def report_text(lines: Sequence[str], skipped: dict[str, str]) -> str:
+    """A report's markdown: its `lines`, then the methods skipped (`skipped_section`)."""
+    return "\n".join([*lines, *skipped_section(skipped)])
+
+
 def table(
     header: Sequence[str], rows: Iterable[Sequence[Any]], *, align: Sequence[str] | None = None
 ) -> list[str]:
@@ -378,12 +383,30 @@ def faithfulness_rows(faith: dict[str, Any], methods, *, logit: bool = False) ->
     return rows
 
 
+def faithfulness_table(faith: dict[str, Any], methods, *, logit: bool = False) -> list[str]:
+    """The deletion/insertion table (`table`): the titles of `faithfulness_rows`' columns
+    over its rows."""
+    titles = ["method", "order", "deletion AUC prob", "Δ random", "insertion AUC prob", "Δ random"]
+    if logit:
+        titles += ["deletion AUC logit", "insertion AUC logit"]
+    return table(titles, faithfulness_rows(faith, methods, logit=logit))
+
+
 def randomization_cells(rand: dict[str, Any], steps) -> list[str]:
     """One method's ``signed / abs`` Spearman correlation after each randomisation step."""
     return [
         f"{fmt(rand[s]['spearman'], digits=2)} / {fmt(rand[s]['spearman_abs'], digits=2)}"
         for s in steps
     ]
+
+
+def randomization_table(rand: dict[str, Any], steps, methods, *, note: str = "") -> list[str]:
+    """The model-randomisation table (`table`): a row per method, a column per step
+    (``+step`` and `note`), cells `randomization_cells`."""
+    return table(
+        ["method", *(f"+{s}{note}" for s in steps)],
+        [[m, *randomization_cells(rand[m], steps)] for m in methods],
+    )
 
 
 def choose_methods(runner, params, x0, requested, log) -> tuple[list[str], dict[str, str]]:
@@ -566,3 +589,16 @@ def randomization_figure(rand, steps, methods) -> Figure:
     )
     fig.tight_layout()
     return fig
+
+
+def maps_figure(panels, methods, *, row_titles, title: str, compare: str) -> Figure:
+    """A grid of rows, each an input and every method's map of it (`plotting.grid_figure`:
+    columns "input" and `methods`), the colour key ending with how to read the rows:
+    `compare`."""
+    return plotting.grid_figure(
+        panels,
+        col_titles=["input", *methods],
+        row_titles=row_titles,
+        title=title,
+        key_label=f"{plotting.PER_MAP_KEY_LABEL}; {compare}",
+    )
