@@ -597,15 +597,18 @@ def lrp_alpha_beta(
     return lrp(f, x, rule=rule, target=target, start=start)
 
 
-def _fixed_alpha_beta(alpha: float, beta: float, name: str) -> Callable:
-    """`lrp_alpha_beta` with ``alpha`` and ``beta`` fixed, as its own registered method."""
+def _fixed_alpha_beta(
+    alpha: float, beta: float, name: str, *, bias: str = "split", doc: str | None = None
+) -> Callable:
+    """`lrp_alpha_beta` with ``alpha`` and ``beta`` fixed (and ``bias``'s default), as its
+    own registered method; ``doc``: its docstring (default: a line naming alpha and beta)."""
 
     def method(
         f: Callable,
         x: jax.Array,
         *,
         target=None,
-        bias: str = "split",
+        bias: str = bias,
         stabilizer: float = 1e-6,
         start: str = "logit",
     ) -> jax.Array:
@@ -613,7 +616,7 @@ def _fixed_alpha_beta(alpha: float, beta: float, name: str) -> Callable:
         return lrp(f, x, rule=rule, target=target, start=start)
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = (
+    method.__doc__ = doc or (
         f"`lrp_alpha_beta` with ``alpha={alpha:g}, beta={beta:g}``. Returns relevance shaped "
         "like ``x``."
     )
@@ -622,37 +625,29 @@ def _fixed_alpha_beta(alpha: float, beta: float, name: str) -> Callable:
 
 lrp_alpha1_beta0 = _fixed_alpha_beta(1.0, 0.0, "lrp_alpha1_beta0")
 lrp_alpha2_beta1 = _fixed_alpha_beta(2.0, 1.0, "lrp_alpha2_beta1")
-
-
-@register("lrp_zplus")
-def lrp_zplus(
-    f: Callable,
-    x: jax.Array,
-    *,
-    target=None,
-    stabilizer: float = 1e-6,
-    bias: str = "none",
-    start: str = "logit",
-) -> jax.Array:
-    """LRP z+ on every dense/conv layer: ``R_j = sum_k (a_j w_jk)^+ / sum_j (a_j w_jk)^+ R_k``.
+lrp_zplus = _fixed_alpha_beta(
+    1.0,
+    0.0,
+    "lrp_zplus",
+    bias="none",
+    doc="""LRP z+ on every dense/conv layer: ``R_j = sum_k (a_j w_jk)^+ / sum_j (a_j w_jk)^+ R_k``.
 
     The bias is ignored, so on a bias-free network the relevance is conserved layer by
     layer (up to neurons whose positive contributions are all zero). Equal to
     alpha=1, beta=0 without bias; for ReLU inputs ``(a w)^+ = a w^+``.
 
     Args:
-      stabilizer: added to the denominators with their sign.
       bias: ``"none"`` (the z+ rule as defined, iNNvestigate's ``ZPlus``) or ``"split"``
         (``b^+`` in the denominator: Zennit's ``ZPlus`` unless ``zero_params="bias"``).
+      stabilizer: added to the denominators with their sign.
       start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
         iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
         (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
 
     Returns:
       Relevance, shape like ``x``.
-    """
-    rule = AlphaBeta(1.0, 0.0, _bias_mode(bias), stabilizer)
-    return lrp(f, x, rule=rule, target=target, start=start)
+    """,
+)
 
 
 @register("deep_taylor")
@@ -689,10 +684,10 @@ def deep_taylor_bounded(
     x: jax.Array,
     *,
     target=None,
-    low: Any = 0.0,
-    high: Any = 1.0,
     stabilizer: float = 1e-6,
     bias: str = "none",
+    low: Any = 0.0,
+    high: Any = 1.0,
     start: str = "positive_logit",
 ) -> jax.Array:
     """Deep Taylor decomposition for bounded inputs (Montavon et al. 2017).
@@ -705,11 +700,11 @@ def deep_taylor_bounded(
       f: per-example ReLU network ``f(x) -> logits``.
       x: one input, shape ``X``, with ``low <= x <= high``.
       target: class index; None means the arg-max logit.
-      low, high: the input domain, scalars or arrays broadcastable to ``X``
-        (default the [0, 1] pixel range).
       stabilizer: added to the denominators with their sign.
       bias: of the upper layers' alpha1-beta0 rule: ``"none"`` (z+), ``"split"`` (Zennit's
         ``ZPlus``) or ``"full"`` (iNNvestigate's ``BoundedDeepTaylor``).
+      low, high: the input domain, scalars or arrays broadcastable to ``X``
+        (default the [0, 1] pixel range).
       start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
         iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
         (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).

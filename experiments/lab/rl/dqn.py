@@ -621,24 +621,32 @@ def train(  # noqa: C901 - one loop in the order of the Nature DQN (see the docs
         vec_steps = 0
         start_step, t0 = step, time.perf_counter()
 
-        def save():
-            nonlocal wall_before, t0
-            now = time.perf_counter()
-            wall = wall_before + (now - t0)
+        def checkpoint(path: Path, **resumable) -> None:
+            """The network's parameters and the run's counters to ``path``; ``resumable``:
+            the rest of a state training can resume from."""
             save_checkpoint(
-                latest,
+                path,
                 params=state.params,
-                target_params=state.target_params,
-                opt_state=state.opt_state,
                 config=config,
                 num_actions=num_actions,
                 step=step,
                 updates=updates,
+                best_mean_return=best,
+                obs_shape=obs_shape,
+                **resumable,
+            )
+
+        def save():
+            nonlocal wall_before, t0
+            now = time.perf_counter()
+            wall = wall_before + (now - t0)
+            checkpoint(
+                latest,
+                target_params=state.target_params,
+                opt_state=state.opt_state,
                 episode_end_steps=np.asarray(end_steps),
                 episode_returns=np.asarray(returns),
-                best_mean_return=best,
                 wall_seconds=wall,
-                obs_shape=obs_shape,
                 np_rng_state=rng.bit_generator.state,
             )
             if save_replay:
@@ -683,16 +691,7 @@ def train(  # noqa: C901 - one loop in the order of the Nature DQN (see the docs
                     recent = float(np.mean(returns[-10:]))
                     if recent > best:
                         best = recent
-                        save_checkpoint(
-                            ckpt_dir / BEST,
-                            params=state.params,
-                            config=config,
-                            num_actions=num_actions,
-                            step=step,
-                            updates=updates,
-                            best_mean_return=best,
-                            obs_shape=obs_shape,
-                        )
+                        checkpoint(ckpt_dir / BEST)
             if step >= next_target:
                 state = state.replace(target_params=jax.tree.map(jnp.copy, state.params))
                 next_target += config.target_update_every

@@ -30,6 +30,11 @@ __all__ = [
 _REQUIRED = {"gymnasium": "gymnasium", "ale_py": "ale-py", "cv2": "opencv-python-headless"}
 
 
+# The frames of the Nature DQN (Mnih et al. 2015): grey uint8 pixels, and an episode is a
+# whole game (losing a life does not end it).
+_NATURE_FRAMES = {"grayscale_obs": True, "scale_obs": False, "terminal_on_life_loss": False}
+
+
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -108,13 +113,7 @@ def make_env(
         render_mode=render_mode,
     )
     env = gym.wrappers.AtariPreprocessing(
-        env,
-        noop_max=noop_max,
-        frame_skip=frame_skip,
-        screen_size=screen_size,
-        grayscale_obs=True,
-        scale_obs=False,
-        terminal_on_life_loss=False,
+        env, noop_max=noop_max, frame_skip=frame_skip, screen_size=screen_size, **_NATURE_FRAMES
     )
     if clip_rewards:
         env = gym.wrappers.ClipReward(env, -1.0, 1.0)
