@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--hidden", type=int, default=1024, help="2CONV's hidden dense width")
     parser.add_argument("--tag", default="cpu", help="results file suffix")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    cli.add_out_option(parser)
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="data directory (None: $SLP_DATA_DIR)"
     )
