@@ -163,7 +163,7 @@ class Eqn:
 
     def args(self, env: Mapping[int, Any]) -> list:
         """The operand values: a literal's own value, an operand id's value in ``env``."""
-        return [a.val if isinstance(a, Lit) else env[a] for a in self.inputs]
+        return [_operand_value(a, env) for a in self.inputs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +201,11 @@ class Lit:
     """A literal operand of an equation (a Python/NumPy scalar baked into the program)."""
 
     val: Any
+
+
+def _operand_value(a: int | Lit, env: Mapping[int, Any]) -> Any:
+    """The value of an operand: a literal's own value, an id's value in ``env``."""
+    return a.val if isinstance(a, Lit) else env[a]
 
 
 def _is_literal(v) -> bool:
@@ -564,8 +569,7 @@ def walk(program: Program, x, rules: Rules) -> WalkResult:
             outs = rules.linear(eqn, args)
         for i, o in zip(eqn.outputs, outs, strict=True):
             env[i] = o
-    out = program.output_id
-    return WalkResult(out.val if isinstance(out, Lit) else env[out], tuple(relu_in), tuple(pool_in))
+    return WalkResult(_operand_value(program.output_id, env), tuple(relu_in), tuple(pool_in))
 
 
 def _tiled_window(eqn: Eqn, shape: tuple[int, ...]) -> tuple[int, ...] | None:

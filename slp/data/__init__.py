@@ -13,6 +13,7 @@ from slp.data._cache import CorruptDataError as CorruptDataError
 from slp.data._cache import DatasetNotFoundError as DatasetNotFoundError
 from slp.data._cache import atomic_writer as atomic_writer
 from slp.data._cache import data_dir as data_dir
+from slp.data._cache import tar_member_bytes as tar_member_bytes
 from slp.data.cifar10 import fetch_cifar10 as fetch_cifar10
 from slp.data.cifar10 import load_cifar10 as load_cifar10
 from slp.data.dataset import Dataset as Dataset
@@ -47,4 +48,5 @@ __all__ = [
     "load_smallnorb",
     "read_idx",
     "read_norb_matrix",
+    "tar_member_bytes",
 ]
