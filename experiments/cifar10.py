@@ -88,8 +88,6 @@ from slp import data as slp_data
 from slp import noise, plotting, training
 from slp.data.cifar10 import CLASSES
 
-ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return cli.parse_measure_args(build_parser(), argv)
@@ -299,34 +297,15 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     methods = cfg["methods"]
     rob, faith, rand = result["robustness"], result["faithfulness"], result["randomization"]
     steps = result["randomization_steps"]
-    lines = [
+    return [
         analysis.verdict_line(
             f"Spearman clean vs noisy (sigma {cfg['sigma']:g}; higher = more robust)",
             {m: rob[m]["spearman"]["mean"] for m in methods},
             higher_is_better=True,
-        )
+        ),
+        *analysis.faithfulness_verdicts(faith, methods),
+        *analysis.randomization_verdicts(rand, steps, methods),
     ]
-    for order in ORDERS:
-        for mode, higher in (("deletion", False), ("insertion", True)):
-            lines.append(
-                analysis.verdict_line(
-                    f"{mode} AUC of probability, {order} order ("
-                    f"{'higher' if higher else 'lower'} = more faithful; random "
-                    f"{faith[RANDOM][mode]['auc_probability']['mean']:.3f})",
-                    {m: faith[m][order][mode]["auc_probability"]["mean"] for m in methods},
-                    higher_is_better=higher,
-                )
-            )
-    for step in (steps[0], steps[-1]):
-        lines.append(
-            analysis.verdict_line(
-                f"Spearman of |map| to the trained map after re-initialising down to {step} "
-                "(lower = more dependent on the weights)",
-                {m: rand[m][step]["spearman_abs"]["mean"] for m in methods},
-                higher_is_better=False,
-            )
-        )
-    return lines
 
 
 class Cifar10Data:

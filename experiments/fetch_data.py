@@ -21,7 +21,7 @@ from lab.fetch import DATASETS
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    parser = cli.script_parser(__doc__, summary=False)
     parser.add_argument("names", nargs="+", choices=DATASETS, help="data sets to fetch")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="default: $SLP_DATA_DIR, else ~/.cache/slp"

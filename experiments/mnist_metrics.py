@@ -69,7 +69,6 @@ from slp.attributions import get_method
 
 CONDITIONS = ("clean", "bordered", "background", "framed")
 NOISY = CONDITIONS[1:]
-ORDERS, MODES, RANDOM = analysis.ORDERS, analysis.MODES, analysis.RANDOM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -198,27 +197,8 @@ def verdicts(result) -> list[str]:
             {m: rob[m][cond]["on_digit"]["mean"] for m in methods},
             True,
         )
-    for order in ORDERS:
-        line(
-            f"deletion AUC of probability, {order} order (lower = more faithful; random "
-            f"{faith[RANDOM]['deletion']['auc_probability']['mean']:.3f})",
-            {m: faith[m][order]["deletion"]["auc_probability"]["mean"] for m in methods},
-            False,
-        )
-        line(
-            f"insertion AUC of probability, {order} order (higher = more faithful; random "
-            f"{faith[RANDOM]['insertion']['auc_probability']['mean']:.3f})",
-            {m: faith[m][order]["insertion"]["auc_probability"]["mean"] for m in methods},
-            True,
-        )
-    steps = result["randomization_steps"]
-    for step in (steps[0], steps[-1]):
-        line(
-            f"Spearman of |map| to the trained map after re-initialising down to {step} "
-            "(lower = more dependent on the weights)",
-            {m: rand[m][step]["spearman_abs"]["mean"] for m in methods},
-            False,
-        )
+    lines += analysis.faithfulness_verdicts(faith, methods)
+    lines += analysis.randomization_verdicts(rand, result["randomization_steps"], methods)
     return lines
 
 

@@ -1,6 +1,9 @@
 """The experiments' shared code: the research scaffolding that is not part of the `slp` library.
 
-- `lab.cli`: the help layout of the experiment scripts (no jax, cheap to import).
+- `lab.cli`: the scripts' options, generated from the config dataclasses, in one help
+  layout (no jax, cheap to import).
+- `lab.fetch`: package managers' copies of MNIST and Fashion-MNIST, after the official
+  sources (no jax).
 - `lab.analysis`: batched maps of every registered attribution method, the measures on
   top of them, summaries, tables, figures and atomic JSON output (imports jax).
 - `lab.rl`: Atari Pong and DQN for the Pong experiments (the ``rl`` extra installs

@@ -1,8 +1,10 @@
-"""Helpers shared by the measurement experiments (mnist_metrics, encodings, cifar10).
+"""Helpers shared by the experiments (the measurement ones: mnist_noise, mnist_metrics,
+encodings, cifar10; the markdown tables of every report).
 
 Not an experiment itself: batched maps of every registered attribution method for a
 network given by ``apply(params, x) -> logits``, per-image measures from `slp.metrics`
-on top of them, summaries with their spread, and atomic JSON output.
+on top of them, summaries with their spread, the reports' tables and maps figures, and
+atomic JSON output.
 """
 
 from __future__ import annotations
@@ -298,6 +300,36 @@ def verdict_line(what: str, scores: dict[str, float | None], *, higher_is_better
     return (
         f"- {what}: Insens {defined['insens']:.3f}, rank {rank} (best: {top} {defined[top]:.3f})."
     )
+
+
+def faithfulness_verdicts(faith: dict[str, Any], methods) -> list[str]:
+    """`verdict_line` of the deletion and insertion AUCs of probability, for each order."""
+    lines = []
+    for order in ORDERS:
+        for mode, higher in (("deletion", False), ("insertion", True)):
+            lines.append(
+                verdict_line(
+                    f"{mode} AUC of probability, {order} order ("
+                    f"{'higher' if higher else 'lower'} = more faithful; random "
+                    f"{faith[RANDOM][mode]['auc_probability']['mean']:.3f})",
+                    {m: faith[m][order][mode]["auc_probability"]["mean"] for m in methods},
+                    higher_is_better=higher,
+                )
+            )
+    return lines
+
+
+def randomization_verdicts(rand: dict[str, Any], steps, methods) -> list[str]:
+    """`verdict_line` of the |map| Spearman after the first and the last randomisation step."""
+    return [
+        verdict_line(
+            f"Spearman of |map| to the trained map after re-initialising down to {step} "
+            "(lower = more dependent on the weights)",
+            {m: rand[m][step]["spearman_abs"]["mean"] for m in methods},
+            higher_is_better=False,
+        )
+        for step in (steps[0], steps[-1])
+    ]
 
 
 def with_random_biases(params: Any, key: jax.Array, scale: float = 0.05) -> Any:

@@ -252,11 +252,12 @@ def add_measure_options(
 def parse_measure_args(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     """Parses; checks ``--methods`` against the registered methods (an error lists them) and
     the image counts of `add_measure_options`."""
-    from slp.attributions import get_method  # imports jax: only once the options are parsed
-
     args = parser.parse_args(argv)
-    for method in args.methods or ():
-        get_method(method)
+    if args.methods:
+        from slp.attributions import get_method  # imports jax: only once the options parse
+
+        for method in args.methods:
+            get_method(method)
     if args.num_images < 2 or args.num_random_images < 1:
         parser.error("--num-images must be >= 2 and --num-random-images >= 1")
     return args

