@@ -76,7 +76,6 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-import slp
 from lab import analysis, fetch
 from slp import data as slp_data
 from slp import noise, plotting, training
@@ -502,9 +501,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     encoded = {enc: encode(x_unit, enc) for enc in ENCODINGS}
 
     runners = method_runners(nets, args.batch_size_maps)
-    candidates = tuple(args.methods) if args.methods else slp.available_methods()
-    methods, skipped = analysis.usable_methods(
-        runners["plain"], nets["plain"].params, encoded["plain"][0], candidates
+    methods, skipped = analysis.choose_methods(
+        runners["plain"], nets["plain"].params, encoded["plain"][0], args.methods, log
     )
     if args.figures_only:
         maps = {
@@ -514,9 +512,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         draw_maps(args, x_unit, encoded, maps, methods, y, accuracy)
         log(f"wrote {out}/encodings_{ds}.png (--figures-only)")
         return {}
-    t0 = time.perf_counter()
-    maps, mirror_maps = compute_maps(runners, nets, encoded, y, methods, log)
-    seconds["maps"] = time.perf_counter() - t0
+    with analysis.timer(seconds, "maps"):
+        maps, mirror_maps = compute_maps(runners, nets, encoded, y, methods, log)
     reversal, loc = measure_maps(maps, mirror_maps, x_unit, methods)
     area = area_fraction(x_unit)
     seconds["total"] = time.perf_counter() - t_start

