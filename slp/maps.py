@@ -53,7 +53,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from slp.attributions.registry import attribute, get_method
+from slp.attributions.registry import attribute, check_target, get_method
 from slp.data import atomic_writer
 
 __all__ = [
@@ -299,8 +299,9 @@ def _compiled(f, method, options: dict, **kw) -> Callable:
     return _per_batch_cached(f, method, items, **kw)
 
 
-def _check_images(f: Callable, params, source: _Source) -> jax.ShapeDtypeStruct:
-    """One image's shape and dtype, once ``f`` is known to take it and return logits."""
+def _check_images(f: Callable, params, source: _Source) -> tuple[jax.ShapeDtypeStruct, int]:
+    """One image's shape and dtype, and ``C``, once ``f`` is known to take it and return
+    ``C`` logits."""
     if not jnp.issubdtype(source.dtype, jnp.floating):
         raise ValueError(
             f"images have dtype {source.dtype}; attribution maps need floating inputs "
@@ -318,21 +319,17 @@ def _check_images(f: Callable, params, source: _Source) -> jax.ShapeDtypeStruct:
         ) from err
     if not isinstance(y, jax.ShapeDtypeStruct) or len(y.shape) != 1:
         raise ValueError(f"f must map one image to a vector of logits; it returns {y}")
-    return x_spec
+    return x_spec, y.shape[0]
 
 
-def _check_target(target, n: int | None) -> np.ndarray | None:
-    """``target`` as int32: None, a scalar or ``(N,)``."""
+def _check_target(target, n: int | None, num_logits: int) -> np.ndarray | None:
+    """``target`` as int32: None, a scalar or ``(N,)``, each in ``[0, num_logits)``."""
     if target is None:
         return None
-    target = np.asarray(target, dtype=np.int32)
-    if target.ndim > 1:
-        raise ValueError(
-            f"target must be None, a class index or (N,) indices; got shape {target.shape}"
-        )
-    if target.ndim == 1 and n is not None and len(target) != n:
-        raise ValueError(f"target has {len(target)} entries for {n} images")
-    return target
+    if isinstance(target, jax.core.Tracer):
+        raise TypeError("target must be a concrete value (a NumPy or JAX array), not traced")
+    check_target(target, num_logits, batched=True, num_examples=n)  # before any map
+    return np.asarray(target, dtype=np.int32)
 
 
 # ----------------------------------------------------------------------------------
@@ -449,7 +446,8 @@ def attribute_dataset(
       params: parameters of ``f(params, x)``, replicated over the devices and passed to
         one compiled program (a second call with other parameters of the same shapes does
         not recompile); None when ``f`` closes over its weights.
-      target: None (each image's arg-max logit), a class index, or ``(N,)`` class indices.
+      target: None (each image's arg-max logit), a class index, or ``(N,)`` class indices,
+        each in ``[0, C)`` for ``C`` logits (checked before any map is computed).
       key: a `jax.random` key for methods that take one; image ``i`` gets
         ``fold_in(key, i)``.
       chunk_size: images per output chunk and per unit of work of a process, a multiple
@@ -465,8 +463,9 @@ def attribute_dataset(
 
     Raises:
       ValueError: an unknown method (listing the valid names), ``batch_size < 1``, images
-        that are not floating or that ``f`` does not accept, targets of the wrong length.
-      TypeError: an option the method does not take.
+        that are not floating or that ``f`` does not accept, targets of the wrong length
+        or out of range (naming the first such image).
+      TypeError: an option the method does not take, targets that are not integers.
       PermissionError: ``out`` cannot be written.
       ManifestMismatchError: ``out`` holds maps of other arguments or other images.
     """
@@ -483,8 +482,8 @@ def attribute_dataset(
         raise TypeError("pass the PRNG key as `key=`; image i gets fold_in(key, i)")
 
     source = _open_images(images, chunk_size, num_images)
-    x_spec = _check_images(f, params, source)
-    target_arr = _check_target(target, source.num_images)
+    x_spec, num_logits = _check_images(f, params, source)
+    target_arr = _check_target(target, source.num_images, num_logits)
     n = source.num_images
 
     devices = list(jax.local_devices() if devices is None else devices)
