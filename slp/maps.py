@@ -57,6 +57,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
+from _slp import guards as _guards
 from slp.attributions.registry import attribute, check_target, get_method
 from slp.data import atomic_writer
 
@@ -314,6 +315,8 @@ def _check_images(f: Callable, params, source: _Source) -> tuple[jax.ShapeDtypeS
         )
     x_spec = jax.ShapeDtypeStruct(source.image_shape, source.dtype)
     logits_of = (lambda x: f(params, x)) if params is not None else f
+    if _guards.is_single_example(f):
+        logits_of = _guards.single_example(logits_of)
     try:
         y = jax.eval_shape(logits_of, x_spec)
     except Exception as err:  # any failure means f does not take such an image
@@ -322,6 +325,10 @@ def _check_images(f: Callable, params, source: _Source) -> tuple[jax.ShapeDtypeS
             f"{source.dtype} (images are (N, *X) with X one example's shape): "
             f"{type(err).__name__}: {err}"
         ) from err
+    if isinstance(y, jax.ShapeDtypeStruct):
+        # Here, with concrete params: inside the compiled step they are traced, and the
+        # check, which evaluates f, cannot run there.
+        _guards.check_one_example(logits_of, x_spec, y)
     if not isinstance(y, jax.ShapeDtypeStruct) or len(y.shape) != 1:
         raise ValueError(f"f must map one image to a vector of logits; it returns {y}")
     return x_spec, y.shape[0]
