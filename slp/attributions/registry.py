@@ -9,7 +9,7 @@ Every registered method returns a map of NaN when ``x``, a ReLU input or the out
 every map, is then undefined.
 
 Targets are checked by every registered method, Insens included (whose map does not
-depend on the target), before anything else: a concrete target (a Python or NumPy
+depend on the target), before the map is computed: a concrete target (a Python or NumPy
 integer, a NumPy or JAX array, 0-d included) outside ``[0, C)`` for ``C`` logits raises
 ValueError naming it and ``C`` (negative indices are not counted from the end), and a
 target that is not an integer (a float, a bool) raises TypeError. A traced target (under
