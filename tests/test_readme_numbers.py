@@ -55,6 +55,7 @@ ALLOWED = (
     r"\s+pooling, dense 10; 32×32×3",
     r"an 8×8 kernel with stride 4",
     r"\b28×28\b",  # the MNIST input size
+    r"\b95%\s+(?:t-)?interval",  # a confidence level
     r"target of 20,000 img/s at batch ≥ 1024",  # a goal, not a measurement
 )
 
@@ -304,7 +305,7 @@ MN, MM, ENC, CIF, PONG = (
     "Pong",
 )
 BASE, SPEED, LIM = "Baselines and speed", "Insens speed", "Limitations"
-NOISE, METRICS = "mnist_noise.json", "mnist_metrics.json"
+NOISE, METRICS, SEEDS = "mnist_noise.json", "mnist_metrics.json", "mnist_seeds.json"
 CPU, QN, QNP = (
     "bench_insens_cpu.json",
     "bench_insens_qnetwork_cpu.json",
@@ -480,6 +481,26 @@ NUMBERS: tuple[Numbers, ...] = (
         N(MN, rf"^(\| noisy {v} \|.*)$", NOISE, (accuracy(v), F4), (f"paper/{v}", F2))
         for v in ("bordered", "background", "framed")
     ),
+    N(MN, r"Trained again from (\d+ seeds \(\d+–\d+),", SEEDS,
+      (lambda d: len(d["seeds"]), INT), ("seeds/0", INT), ("seeds/-1", INT)),
+    *(
+        N(MN, rf"{label} ([\d.]+ \([\d.]+–[\d.]+)\)", SEEDS,
+          (f"numbers/{key}/mean", fmt), (f"numbers/{key}/ci95/0", fmt),
+          (f"numbers/{key}/ci95/1", fmt))
+        for label, key, fmt in (
+            ("clean", "clean_accuracy", F4),
+            ("bordered", "bordered_accuracy", F3),
+            ("background", "background_accuracy", F3),
+            ("framed", "framed_accuracy", F3),
+        )
+    ),
+    N(MN, r"active\s+fraction ([\d.]+% \([\d.]+–[\d.]+)%\)", SEEDS,
+      ("numbers/active_fraction/mean", F1, PCT), ("numbers/active_fraction/ci95/0", F1, PCT),
+      ("numbers/active_fraction/ci95/1", F1, PCT)),
+    N(MN, r"bordered stays above the paper's (0\.\d+)", SEEDS,
+      (lambda d: 0.87 if d["numbers"]["bordered_accuracy"]["min"] > 0.87 else "not every seed", F2)),
+    N(MN, r"framed below its (0\.\d+) for every seed", SEEDS,
+      (lambda d: 0.45 if d["numbers"]["framed_accuracy"]["max"] < 0.45 else "not every seed", F2)),
     N(
         MN,
         r"per clean test image: ([\d.]+% ± [\d.]+%)",
