@@ -199,3 +199,19 @@ def test_readme_first_command_keeps_the_committed_results_and_the_readme_tests_p
         cwd=helpers.ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_mnist_seeds_script_measures_every_seed(tmp_path, fake_data):
+    script = load_script("mnist_seeds.py")
+    args = [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path)]
+    result = script.main([*args, "--seeds", "0", "1", "--sigma", "0.5", "--num-test", "60"])
+    saved = json.loads((tmp_path / "mnist_seeds.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved == json.loads(json.dumps(result))
+    assert set(saved["per_seed"]) == {"0", "1"} and saved["config"]["num_test"] == 60
+    # two networks, two sets of numbers; the spread is over exactly these
+    clean = [saved["per_seed"][s]["clean_accuracy"] for s in ("0", "1")]
+    assert saved["numbers"]["clean_accuracy"]["values"] == clean
+    assert saved["numbers"]["clean_accuracy"]["std"] == pytest.approx(np.std(clean, ddof=1))
+    assert len(list((tmp_path / "ck").glob("*.msgpack"))) == 2
+    with pytest.raises(SystemExit, match="at least two"):
+        script.main([*args, "--seeds", "3"])
