@@ -47,8 +47,8 @@ if __name__ == "__main__":
     build_parser().parse_args()  # --help and malformed options answered before jax loads
 
 import jax
-
 import mnist_noise
+
 from lab import analysis, reproduce
 from slp.models import as_single_example
 

@@ -23,9 +23,9 @@ many gradient steps per second: 2.08M frames in 12 minutes; it plays at about +1
 2 shared CPU cores the `cpu` preset manages only a few gradient steps per second, too
 few for Pong in an hour. Evaluating 3 x 10 episodes takes about 5 minutes on 2 CPU cores.
 
-Writes checkpoints to `--checkpoint-dir` (default `$SLP_DATA_DIR/checkpoints/pong`) and
-`<out>/pong_training.json` (default out: runs/) (frames trained, evaluation and random-policy returns,
-the learning curve) and `<out>/pong_training.png` (the mean of the last 10 training
+Writes checkpoints to `--checkpoint-dir` (default `$SLP_DATA_DIR/checkpoints/pong`) and,
+in --out (default runs/), `pong_training.json` (frames trained, evaluation and
+random-policy returns, the learning curve) and `pong_training.png` (the mean of the last 10 training
 returns against frames, each evaluated checkpoint at the frames where it was saved).
 """
 

@@ -126,10 +126,9 @@ def compare(
 
 def report(checks: Sequence[Check], *, seeds: Sequence[int], sds: float = TOLERANCE_SDS) -> str:
     """A table of `checks` and a one-line verdict."""
+    allowed = f"allowed (±{sds:g} sd over seeds {', '.join(map(str, seeds))})"
     rows = [
-        "| number | this run | committed | difference | allowed (±{:g} sd over seeds {}) | |".format(
-            sds, ", ".join(map(str, seeds))
-        ),
+        f"| number | this run | committed | difference | {allowed} | |",
         "|---|---|---|---|---|---|",
     ]
     for c in checks:
