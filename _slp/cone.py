@@ -1404,6 +1404,53 @@ def _concat_tangent(p, eqn, step, args):
 CONCATENATE = ConeRule("concatenate", _concat_geometry, _concat_tangent)
 
 
+def _stack_geometry(ctx, eqn, ins):
+    """Cone values stacked along a new (free) axis, e.g. ``jnp.stack`` of two branches."""
+    if not all(eqn.dep):
+        return _primitives.Refusal("a stack of input-dependent values with constants")
+    if not all(isinstance(v, _Geom) for v in ins):
+        return _primitives.Refusal("a stack of globally pooled values")
+    ng = _union_geom(ctx.nk, ins, ins[0].shape, "a stack")
+    if isinstance(ng, _primitives.Refusal):
+        return ng
+    ax = eqn.params["axis"]
+    link = ng.link[:ax] + (-1,) + ng.link[ax:]
+    return [dataclasses.replace(ng, shape=ctx.shapes[eqn.outputs[0]], link=link)], ng
+
+
+def _stack_tangent(p, eqn, step, args):
+    ts = [_embed(p, v, g, step.data) for v, g in zip(args, step.ins, strict=True)]
+    return [_ConeVal(jnp.stack(ts, p.n_pre + eqn.params["axis"]))]
+
+
+def _stack_carry(eqn, ins, shapes):
+    src = next(c for c in ins if c is not None)
+    ax = eqn.params["axis"]
+    return [tuple(src[:ax]) + (-1,) + tuple(src[ax:])], set()
+
+
+STACK = ConeRule("stack", _stack_geometry, _stack_tangent, carry=_stack_carry)
+
+
+def _split_geometry(ctx, eqn, ins):
+    """A cone value split along a free (channel) axis, e.g. ``jnp.split`` of the channels."""
+    (z,) = ins  # split has one operand
+    if not isinstance(z, _Geom):
+        return _primitives.Refusal("a split of a globally pooled value")
+    if z.link[eqn.params["axis"]] >= 0:
+        return _primitives.Refusal("a split along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[o]) for o in eqn.outputs], None
+
+
+def _split_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    bounds = np.cumsum(eqn.params["sizes"])[:-1]
+    return [_ConeVal(piece) for piece in jnp.split(t, bounds, p.n_pre + eqn.params["axis"])]
+
+
+SPLIT = ConeRule("split", _split_geometry, _split_tangent)
+
+
 # -- ReLU ---------------------------------------------------------------------------------
 
 
