@@ -48,6 +48,7 @@ __all__ = [
     "Rules",
     "NetworkState",
     "UnsupportedOperationError",
+    "check_input",
     "trace",
     "walk",
     "WalkResult",
@@ -607,6 +608,23 @@ def _sub_jaxpr(e):
     return None
 
 
+def check_input(x, what: str = "one example") -> None:
+    """Raises TypeError unless ``x`` is an array (anything with a shape and a dtype).
+
+    Every public entry of slp passes here (through `trace`, or before batching), so a
+    Python list or dict gets this error rather than one from deep inside a transform.
+
+    Args:
+      x: the network input given to slp.
+      what: what ``x`` should hold, for the message.
+    """
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(
+            f"the network input x must be an array (a jax.Array or a NumPy array holding "
+            f"{what}); got a {type(x).__name__}. Convert it with jnp.asarray(x) first"
+        )
+
+
 def trace(f: Callable, x: jax.Array) -> Program:
     """Traces a per-example function into a flat `Program`.
 
@@ -625,11 +643,7 @@ def trace(f: Callable, x: jax.Array) -> Program:
       ValueError: if ``f`` cannot be called on an input of ``x``'s shape, or does not
         return a single array.
     """
-    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
-        raise TypeError(
-            f"the network input x must be an array (a jax.Array or a NumPy array holding one "
-            f"example); got a {type(x).__name__}. Convert it with jnp.asarray(x) first"
-        )
+    check_input(x)
     x_aval = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
     if not jnp.issubdtype(x_aval.dtype, jnp.floating):
         raise ValueError(f"the network input must be a floating-point array; got {x_aval.dtype}")
