@@ -1476,6 +1476,27 @@ def _split_tangent(p, eqn, step, args):
 SPLIT = ConeRule("split", _split_geometry, _split_tangent)
 
 
+def _tile_geometry(ctx, eqn, ins):
+    """A cone value repeated along free (channel) axes, e.g. ``jnp.tile`` of the channels."""
+    (z,) = ins
+    if not isinstance(z, _Geom):
+        return _primitives.Refusal("a tile of a globally pooled value")
+    reps = tuple(eqn.params["reps"])
+    if len(reps) != len(z.shape) or any(
+        r != 1 and k >= 0 for r, k in zip(reps, z.link, strict=True)
+    ):
+        return _primitives.Refusal("a tile along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[eqn.outputs[0]])], None
+
+
+def _tile_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    return [_ConeVal(jnp.tile(t, (1,) * p.n_pre + tuple(eqn.params["reps"])))]
+
+
+TILE = ConeRule("tile", _tile_geometry, _tile_tangent)
+
+
 # -- ReLU ---------------------------------------------------------------------------------
 
 

@@ -293,7 +293,7 @@ declare(lax.concatenate_p, boxes="moving", cone=_cone.CONCATENATE)
 declare(getattr(lax, "stack_p", None), boxes="moving", cone=_cone.STACK)
 declare(getattr(lax, "unstack_p", None), boxes="moving", cone=_NO_CONE)
 declare(getattr(lax, "split_p", None), boxes="moving", cone=_cone.SPLIT)
-declare(getattr(lax, "tile_p", None), boxes="moving", cone=_NO_CONE)
+declare(getattr(lax, "tile_p", None), boxes="moving", cone=_cone.TILE)
 declare(
     lax.pad_p,
     boxes="moving",
