@@ -184,8 +184,13 @@ def _key(name: str) -> str:
     return name.replace("_", "").lower()
 
 
+# The user-level name of a function that reaches the program as a primitive of its own.
+_USER_NAMES = {"logistic": "sigmoid"}
+
+
 def _display(name: str) -> str:
-    return name.removesuffix(".__call__")
+    name = name.removesuffix(".__call__")
+    return _USER_NAMES.get(name, name)
 
 
 def _public(name: str) -> bool:

@@ -451,10 +451,23 @@ def _same_literal(a: Lit, b: Lit) -> bool:
     return va.shape == vb.shape and va.dtype == vb.dtype and bool(np.all(va == vb))
 
 
+def _same_constant(ca, cb) -> bool:
+    if ca is cb:
+        return True
+    if isinstance(ca, jax.core.Tracer) or isinstance(cb, jax.core.Tracer):
+        return False  # values not known while tracing
+    try:
+        va, vb = np.asarray(ca), np.asarray(cb)
+    except (TypeError, ValueError):  # no NumPy view (a PRNG key array)
+        return False
+    return va.shape == vb.shape and va.dtype == vb.dtype and bool(np.array_equal(va, vb))
+
+
 def _same_value(a, b, fl: _Flattener, producer: dict[int, Eqn]) -> bool:
     """Whether operands ``a`` and ``b`` compute the same expression: the same id, equal
-    literals, or the same primitive with the same parameters applied to (recursively) the
-    same operands -- e.g. the two ``z - 0.5`` of ``where(z - 0.5 <= 0, 0, z - 0.5)``."""
+    literals or constants, or the same primitive with the same parameters applied to
+    (recursively) the same operands -- e.g. the two ``z - 0.5`` of
+    ``where(z - 0.5 <= 0, 0, z - 0.5)``."""
     todo, seen = [(a, b)], set()
     while todo:
         a, b = todo.pop()
@@ -466,7 +479,9 @@ def _same_value(a, b, fl: _Flattener, producer: dict[int, Eqn]) -> bool:
             continue
         seen.add((a, b))
         ea, eb = producer.get(a), producer.get(b)
-        if ea is None or eb is None:  # the input, or two different constants
+        if ea is None or eb is None:  # the input, or constants: equal if their values are
+            if a in fl.consts and b in fl.consts and _same_constant(fl.consts[a], fl.consts[b]):
+                continue
             return False
         if (
             ea.primitive is not eb.primitive
