@@ -131,7 +131,9 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 def _is_library(file: str, dirs: tuple[str, ...]) -> bool:
-    return file.startswith("<") or os.path.abspath(file).startswith(dirs)
+    if file.startswith("<"):  # <frozen runpy> is Python's; <stdin>, <string> the user's
+        return file.startswith("<frozen")
+    return os.path.abspath(file).startswith(dirs)
 
 
 def _frames(source_info) -> list[_Frame]:
