@@ -97,6 +97,9 @@ _CALLS = frozenset(
     }
 )
 _SCAN = getattr(lax, "scan_p", None)
+# Primitives whose two equal-looking applications may differ (a ReLU's operand written twice
+# must be one value).
+_STATEFUL = frozenset(p for p in (getattr(lax, "rng_uniform_p", None),) if p is not None)
 # Primitives that keep an all-zero value all-zero (used to recognise ``max(z, 0)``).
 _ZERO_PRESERVING = frozenset(
     {
@@ -485,6 +488,7 @@ def _same_value(a, b, fl: _Flattener, producer: dict[int, Eqn]) -> bool:
             return False
         if (
             ea.primitive is not eb.primitive
+            or ea.primitive in _STATEFUL
             or len(ea.inputs) != len(eb.inputs)
             or ea.outputs.index(a) != eb.outputs.index(b)
             or not _same_params(ea.params, eb.params)
