@@ -239,7 +239,8 @@ _NO_CONE = Refusal("not in the cone route's operations")
 
 # The rules themselves live in the modules of their rule sets; the registry names them.
 # Box rules (`_slp.boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
-# "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier".
+# "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier", "scatter"
+# (union of the operand's and the updates' boxes).
 # Cone rules are `_slp.cone.ConeRule` objects (a geometry part and a tangent part).
 
 # -- pass-through ---------------------------------------------------------------------
