@@ -34,6 +34,7 @@ from jax import lax
 from _slp import cut as _cut
 from _slp import matmul as _matmul
 from _slp import primitives as _primitives
+from _slp import provenance as _provenance
 
 # ----------------------------------------------------------------------------------
 # Geometry.
@@ -102,18 +103,32 @@ class ConeRefusal:
       primitive: name of the operation that rules it out (None: the network as a whole).
       index: that operation's index into ``program.eqns`` (None: none).
       where: the nested calls the operation sits in (`slp.network.Eqn.where`).
+      context: where the operation sits in the user's terms, e.g. ``"inside resize,
+        model.py:12"`` (`_slp.provenance`), or "".
     """
 
     reason: str
     primitive: str | None = None
     index: int | None = None
     where: tuple[str, ...] = ()
+    context: str = ""
 
     def __str__(self) -> str:
         if self.primitive is None:
             return f"cone route: {self.reason}"
-        ctx = f" (inside {' > '.join(self.where)})" if self.where else ""
+        ctx = self.context or (f"inside {' > '.join(self.where)}" if self.where else "")
+        ctx = f" ({ctx})" if ctx else ""
         return f"cone route: '{self.primitive}' at equation {self.index}{ctx}: {self.reason}"
+
+
+def _refused_at(i: int, eqn, reason: str) -> ConeRefusal:
+    """The `ConeRefusal` of operation ``i`` of the program, named in the user's terms."""
+    name = eqn.primitive.name
+    found = _provenance.describe(eqn.source, eqn.where, name)
+    inside = found.label if found.label not in (None, name) else " > ".join(eqn.where)
+    context = [f"inside {inside}"] if inside else []
+    context += [found.location] if found.location else []
+    return ConeRefusal(reason, name, i, eqn.where, ", ".join(context))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,12 +276,13 @@ def _same_rank_carry(eqn, ins, shapes):
     return outs, set()
 
 
-def _channel_axes(program, shapes, order, end: int) -> set[int]:
+def _channel_axes(program, shapes, order, end: int) -> dict[int, int]:
     """Input axes that an operation before ``end`` contracts as channels (a convolution's
     input features, a dense layer over channels), followed through relabelling operations
-    (transposes, reshapes that add or drop unit axes)."""
+    (transposes, reshapes that add or drop unit axes), each with the index of the first
+    operation that contracts it."""
     carry = {program.input_id: tuple(range(len(program.input_shape)))}
-    channels: set[int] = set()
+    channels: dict[int, int] = {}
     for i in order:
         eqn = program.eqns[i]
         if i >= end or eqn.kind == "const":
@@ -277,7 +293,9 @@ def _channel_axes(program, shapes, order, end: int) -> set[int]:
         rule = _rule_of(eqn)
         fn = rule.carry if isinstance(rule, ConeRule) and rule.carry else _same_rank_carry
         outs, found = fn(eqn, ins, shapes)
-        channels |= {a for a in found if a >= 0}
+        for a in found:
+            if a >= 0:
+                channels.setdefault(a, i)
         carry.update(zip(eqn.outputs, outs, strict=True))
     return channels
 
@@ -300,6 +318,16 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     channels = _channel_axes(program, shapes, order, end)
     spatial = tuple(a for a, n in enumerate(x_shape) if n > 1 and a not in channels)
     if not spatial:
+        mixed = sorted((i, a) for a, i in channels.items() if x_shape[a] > 1)
+        if mixed:  # e.g. an image resize: dense matrices over the height and the width
+            i = mixed[0][0]
+            axes = [str(a) for j, a in mixed if j == i]
+            return _refused_at(
+                i,
+                program.eqns[i],
+                f"it contracts input axis {', '.join(axes)} (longer than 1) as a dense layer "
+                "over channels does, so no spatial axis is left for the route",
+            )
         return ConeRefusal(
             "the input has no spatial axis (no axis longer than 1 that is not "
             "contracted as channels)"
@@ -312,26 +340,23 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     steps: dict[int, _Step] = {}
     convs, last = 0, None
 
-    def refuse(i, eqn, reason):
-        return ConeRefusal(reason, eqn.primitive.name, i, eqn.where)
-
     for i in order:
         eqn = program.eqns[i]
         if eqn.kind == "const":
             continue
         rule = _rule_of(eqn)
         if isinstance(rule, _primitives.Refusal):
-            return refuse(i, eqn, rule.reason)
+            return _refused_at(i, eqn, rule.reason)
         ins = tuple(values[a] if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True))
         if i == end and eqn.kind != "relu":  # the cut takes a flattened or pooled value too
             z = _single(eqn, ins, "the first dense layer")
             if isinstance(z, _primitives.Refusal):
-                return refuse(i, eqn, z.reason)
+                return _refused_at(i, eqn, z.reason)
             steps[i] = _Step(i, rule, ins, (), None)
             last = z if isinstance(z, _Geom) else z.geom
             break
         if any(isinstance(v, _Flat) for v in ins):
-            return refuse(
+            return _refused_at(
                 i,
                 eqn,
                 "applied to a flattened feature map (only the first dense layer over "
@@ -339,11 +364,11 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
             )
         res = rule.geometry(ctx, eqn, ins)
         if isinstance(res, _primitives.Refusal):
-            return refuse(i, eqn, res.reason)
+            return _refused_at(i, eqn, res.reason)
         outs, data = res
         for o in outs:
             if isinstance(o, _Geom) and sorted(k for k in o.link if k >= 0) != list(range(nk)):
-                return refuse(i, eqn, "a value that does not keep every spatial axis")
+                return _refused_at(i, eqn, "a value that does not keep every spatial axis")
         values.update(zip(eqn.outputs, outs, strict=True))
         steps[i] = _Step(i, rule, ins, tuple(outs), data)
         convs += rule is CONV
@@ -1402,6 +1427,74 @@ def _concat_tangent(p, eqn, step, args):
 
 
 CONCATENATE = ConeRule("concatenate", _concat_geometry, _concat_tangent)
+
+
+def _stack_geometry(ctx, eqn, ins):
+    """Cone values stacked along a new (free) axis, e.g. ``jnp.stack`` of two branches."""
+    if not all(eqn.dep):
+        return _primitives.Refusal("a stack of input-dependent values with constants")
+    if not all(isinstance(v, _Geom) for v in ins):
+        return _primitives.Refusal("a stack of globally pooled values")
+    ng = _union_geom(ctx.nk, ins, ins[0].shape, "a stack")
+    if isinstance(ng, _primitives.Refusal):
+        return ng
+    ax = eqn.params["axis"]
+    link = ng.link[:ax] + (-1,) + ng.link[ax:]
+    return [dataclasses.replace(ng, shape=ctx.shapes[eqn.outputs[0]], link=link)], ng
+
+
+def _stack_tangent(p, eqn, step, args):
+    ts = [_embed(p, v, g, step.data) for v, g in zip(args, step.ins, strict=True)]
+    return [_ConeVal(jnp.stack(ts, p.n_pre + eqn.params["axis"]))]
+
+
+def _stack_carry(eqn, ins, shapes):
+    src = next(c for c in ins if c is not None)
+    ax = eqn.params["axis"]
+    return [tuple(src[:ax]) + (-1,) + tuple(src[ax:])], set()
+
+
+STACK = ConeRule("stack", _stack_geometry, _stack_tangent, carry=_stack_carry)
+
+
+def _split_geometry(ctx, eqn, ins):
+    """A cone value split along a free (channel) axis, e.g. ``jnp.split`` of the channels."""
+    (z,) = ins  # split has one operand
+    if not isinstance(z, _Geom):
+        return _primitives.Refusal("a split of a globally pooled value")
+    if z.link[eqn.params["axis"]] >= 0:
+        return _primitives.Refusal("a split along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[o]) for o in eqn.outputs], None
+
+
+def _split_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    bounds = np.cumsum(eqn.params["sizes"])[:-1]
+    return [_ConeVal(piece) for piece in jnp.split(t, bounds, p.n_pre + eqn.params["axis"])]
+
+
+SPLIT = ConeRule("split", _split_geometry, _split_tangent)
+
+
+def _tile_geometry(ctx, eqn, ins):
+    """A cone value repeated along free (channel) axes, e.g. ``jnp.tile`` of the channels."""
+    (z,) = ins
+    if not isinstance(z, _Geom):
+        return _primitives.Refusal("a tile of a globally pooled value")
+    reps = tuple(eqn.params["reps"])
+    if len(reps) != len(z.shape) or any(
+        r != 1 and k >= 0 for r, k in zip(reps, z.link, strict=True)
+    ):
+        return _primitives.Refusal("a tile along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[eqn.outputs[0]])], None
+
+
+def _tile_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    return [_ConeVal(jnp.tile(t, (1,) * p.n_pre + tuple(eqn.params["reps"])))]
+
+
+TILE = ConeRule("tile", _tile_geometry, _tile_tangent)
 
 
 # -- ReLU ---------------------------------------------------------------------------------

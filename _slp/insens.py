@@ -1078,6 +1078,7 @@ def insens(
         return jax.jit(fn)
 
     def batch_fn(xb, key=None):
+        net.check_input(xb, "a batch of examples")
         return jax.vmap(lambda x: fn(x, key))(xb)
 
     return jax.jit(batch_fn)

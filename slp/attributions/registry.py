@@ -147,6 +147,7 @@ def attribute(
 
 def _batched(fn: Callable, f: Callable, xb: jax.Array, target, options: dict) -> jax.Array:
     """``fn`` on every example of the batch ``xb`` for a function of a batch ``f``."""
+    net.check_input(xb, "a batch of examples")
     xb = jnp.asarray(xb)
     if xb.ndim < 1 or xb.shape[0] < 1:
         raise ValueError(f"batched=True needs x with a leading batch axis; got shape {xb.shape}")
