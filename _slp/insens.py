@@ -834,12 +834,17 @@ class LayerInsens(NamedTuple):
     counts: tuple
 
     def total(self) -> jax.Array:
-        """The mean over all layers, ``Omega_hat`` (eq. 8)."""
+        """The mean over all layers, ``Omega_hat`` (eq. 8), in the maps' dtype (weighted in
+        at least float32: ``|I_l|`` times a float16 map overflows on large networks)."""
         if not self.maps:
             raise ValueError("the network has no ReLU layer")
         n = sum(self.counts)
-        weighted = sum(c.astype(m.dtype) * m for c, m in zip(self.counts, self.maps, strict=True))
-        return _mean(weighted, n)
+        dtype = self.maps[0].dtype
+        acc = _matmul.accumulator(dtype)
+        weighted = sum(
+            c.astype(acc) * m.astype(acc) for c, m in zip(self.counts, self.maps, strict=True)
+        )
+        return _mean(weighted, n).astype(dtype)
 
 
 def _cotangents(inactive, sq, activities, count) -> tuple:
