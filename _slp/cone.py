@@ -598,10 +598,11 @@ def _args(p: _Pass, eqn, env) -> list:
 
 
 def _in_dtype(v: _ConeVal, dtype) -> _ConeVal:
-    """``v`` with its tangents in ``dtype``, its value's own: where the network casts
-    (``convert_element_type``, a product with a wider result type) the tangents are cast
-    alike, so that a sum adds tangents of one dtype as the network adds values of one."""
-    return v if v.t.dtype == dtype else v._replace(t=v.t.astype(dtype))
+    """``v`` with its tangents in ``dtype``, its value's own (None: as they are): where the
+    network casts (``convert_element_type``, a product with a wider result type) the
+    tangents are cast alike, so that a sum adds tangents of one dtype as the network adds
+    values of one."""
+    return v if dtype is None or v.t.dtype == dtype else v._replace(t=v.t.astype(dtype))
 
 
 def _tangents(program, p: _Pass):
@@ -635,7 +636,8 @@ def _tangents(program, p: _Pass):
                 return relu_in, None
             args[j] = z
         outs = step.rule.tangent(p, eqn, step, args)
-        env.update((o, _in_dtype(v, geo.dtypes[o])) for o, v in zip(eqn.outputs, outs, strict=True))
+        for o, v in zip(eqn.outputs, outs, strict=True):
+            env[o] = _in_dtype(v, geo.dtypes.get(o))
     raise AssertionError("the geometry ends at its last operation")
 
 
