@@ -148,6 +148,9 @@ class ConeRule:
         the operand's axes (elementwise and windowed operations).
       prepare: ``(p, eqn, step, args) -> data``: loop-invariant data computed once,
         outside the loop over blocks (a convolution's cone matrices), or None.
+      elementwise: the operation maps each element to itself alone (a cast, a negation),
+        so it also takes a flattened feature map (e.g. the cast to a dense layer's dtype
+        between a flatten and that layer).
     """
 
     name: str
@@ -155,6 +158,7 @@ class ConeRule:
     tangent: Callable
     carry: Callable | None = None
     prepare: Callable | None = None
+    elementwise: bool = False
 
 
 class _Step(NamedTuple):
@@ -189,6 +193,8 @@ class ConeGeometry:
       steps: per walked input-dependent operation, its `_Step`.
       values: per value id, its `_Geom`, `_Flat` or `_Global` (input-dependent values).
       shapes: per value id, its shape.
+      dtypes: per value id, its dtype: the block's tangents of a value are in the value's
+        own dtype (a network that casts, e.g. to bfloat16 or float64, casts its tangents).
     """
 
     spatial: tuple[int, ...]
@@ -200,6 +206,7 @@ class ConeGeometry:
     steps: Mapping[int, _Step]
     values: Mapping[int, Any]
     shapes: Mapping[int, tuple[int, ...]]
+    dtypes: Mapping[int, Any] = dataclasses.field(default_factory=dict)
 
     def starts(self, g: _Geom, k: int) -> tuple[int, np.ndarray]:
         """``(rho, d)``: cone start ``rho B + d[r]`` of element offset ``r`` along ``k``."""
@@ -249,8 +256,9 @@ def _needed(program, end: int) -> tuple[int, ...]:
     return tuple(sorted(seen))
 
 
-def _shapes(program, order) -> dict[int, tuple[int, ...]]:
-    """The shape of every value the operations ``order`` read or make (abstractly)."""
+def _avals(program, order) -> dict[int, jax.ShapeDtypeStruct]:
+    """The shape and dtype of every value the operations ``order`` read or make
+    (abstractly)."""
 
     def run(x):
         env = dict(program.consts)
@@ -261,7 +269,7 @@ def _shapes(program, order) -> dict[int, tuple[int, ...]]:
         return env
 
     x = jax.ShapeDtypeStruct(program.input_shape, program.input_dtype)
-    return {i: tuple(v.shape) for i, v in jax.eval_shape(run, x).items()}
+    return jax.eval_shape(run, x)
 
 
 def _rule_of(eqn) -> ConeRule | _primitives.Refusal:
@@ -314,7 +322,8 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     """
     x_shape = tuple(x_shape)
     order = _needed(program, end)
-    shapes = _shapes(program, order)
+    avals = _avals(program, order)
+    shapes = {i: tuple(v.shape) for i, v in avals.items()}
     channels = _channel_axes(program, shapes, order, end)
     spatial = tuple(a for a, n in enumerate(x_shape) if n > 1 and a not in channels)
     if not spatial:
@@ -355,7 +364,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
             steps[i] = _Step(i, rule, ins, (), None)
             last = z if isinstance(z, _Geom) else z.geom
             break
-        if any(isinstance(v, _Flat) for v in ins):
+        if any(isinstance(v, _Flat) for v in ins) and not rule.elementwise:
             return _refused_at(
                 i,
                 eqn,
@@ -379,7 +388,10 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     sigma_tot = last.sigma
     ranges = [np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
     blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
-    return ConeGeometry(spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes)
+    dtypes = {i: v.dtype for i, v in avals.items()}
+    return ConeGeometry(
+        spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes, dtypes
+    )
 
 
 # ----------------------------------------------------------------------------------
@@ -415,7 +427,8 @@ class _Pass(NamedTuple):
       consts: values of the constants (ids of the program's constants and of the
         operations that do not depend on the input).
       prepared: per operation index, its rule's loop-invariant data.
-      dtype: the tangents' dtype.
+      dtype: the input's dtype (its tangents'; every other value's tangents are in that
+        value's own dtype, `ConeGeometry.dtypes`).
     """
 
     geo: ConeGeometry
@@ -609,6 +622,14 @@ def _args(p: _Pass, eqn, env) -> list:
     return [a.val if not isinstance(a, int) else env.get(a, p.consts.get(a)) for a in eqn.inputs]
 
 
+def _in_dtype(v: _ConeVal, dtype) -> _ConeVal:
+    """``v`` with its tangents in ``dtype``, its value's own (None: as they are): where the
+    network casts (``convert_element_type``, a product with a wider result type) the
+    tangents are cast alike, so that a sum adds tangents of one dtype as the network adds
+    values of one."""
+    return v if dtype is None or v.t.dtype == dtype else v._replace(t=v.t.astype(dtype))
+
+
 def _tangents(program, p: _Pass):
     """Walks the geometry's operations with the block's tangents.
 
@@ -639,7 +660,9 @@ def _tangents(program, p: _Pass):
             if i == geo.end:
                 return relu_in, None
             args[j] = z
-        env.update(zip(eqn.outputs, step.rule.tangent(p, eqn, step, args), strict=True))
+        outs = step.rule.tangent(p, eqn, step, args)
+        for o, v in zip(eqn.outputs, outs, strict=True):
+            env[o] = _in_dtype(v, geo.dtypes.get(o))
     raise AssertionError("the geometry ends at its last operation")
 
 
@@ -652,12 +675,13 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
     nk = p0.nk
     op_id = cut_eqn.inputs[cut_eqn.dep.index(True)]
     weight = _args(p0, cut_eqn, {})[cut_eqn.dep.index(False)]
-    w_mat = _cut.cut_matrix(cut_eqn, weight, geo.shapes[op_id]).astype(p0.dtype)
+    w_mat = _cut.cut_matrix(cut_eqn, weight, geo.shapes[op_id])
+    pet = cut_eqn.params.get("preferred_element_type")
     n_out = w_mat.shape[1]
     kind = geo.values[op_id]
     if isinstance(kind, _Global):  # after global pooling: the same weights for every element
         w_cut = _matmul.split(w_mat, hp)  # once, outside the loop
-        return lambda t, b: _matmul.dot(t.reshape(-1, w_mat.shape[0]), w_cut, hp)
+        return lambda t, b: _matmul.dot(t.reshape(-1, w_mat.shape[0]), w_cut, hp, pet)
     g = kind if isinstance(kind, _Geom) else kind.geom
     # The dense weights with their rows laid out as the cut's operand before flattening.
     # Elements of a block whose cones at the cut start at the same place share one slice
@@ -689,7 +713,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
             w_win = _matmul.each(
                 lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_cut
             )
-            out.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
+            out.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp, pet))
         return jnp.concatenate(out, 0)
 
     return cols
@@ -732,7 +756,8 @@ def norms(program, state, x, plan, precision) -> list:
         sums = []
         for s in plan.pre_sites:
             t, g = relu_in[s]
-            sums.append(p.overlap_add(jnp.sum(t * t, axis=nk), g))  # over the free axis f
+            # over the free axis f, in at least float32 (`_matmul.accumulator`)
+            sums.append(p.overlap_add(_matmul.square_sum(t, nk), g))
         if cols_of is None:
             return sums
         cols = cols_of(cut_t, b)
@@ -781,14 +806,14 @@ def _identity_tangent(p, eqn, step, args):
     return [_dep_arg(eqn, args)]
 
 
-IDENTITY = ConeRule("identity", _identity_geometry, _identity_tangent)
+IDENTITY = ConeRule("identity", _identity_geometry, _identity_tangent, elementwise=True)
 
 
 def _neg_tangent(p, eqn, step, args):
     return [_dep_arg(eqn, args)._replace(t=-_dep_arg(eqn, args).t)]
 
 
-NEG = ConeRule("neg", _identity_geometry, _neg_tangent)
+NEG = ConeRule("neg", _identity_geometry, _neg_tangent, elementwise=True)
 
 
 # -- sums: bias adds, residual connections --------------------------------------------
@@ -1060,7 +1085,7 @@ def _conv_prepare(p: _Pass, eqn, step, args):
             kap,
             eqn.params.get("feature_group_count", 1),
         )
-        mats[kap] = _matmul.split(big.astype(p.dtype), p.precision)
+        mats[kap] = _matmul.split(big, p.precision)  # in the kernel's dtype
     return mats
 
 
@@ -1082,7 +1107,8 @@ def _conv_tangent(p, eqn, step, args):
         big = mats[kap]
         tt = jnp.transpose(sub, list(range(m)) + [m + a for a in lhs_order])
         lead = tt.shape[: m + 1]
-        out = _matmul.dot(tt.reshape(-1, big.shape[0]), big, p.precision)
+        pet = eqn.params.get("preferred_element_type")
+        out = _matmul.dot(tt.reshape(-1, big.shape[0]), big, p.precision, pet)
         out = out.reshape(lead + tuple(ng.width) + (cout,))
         # (lead..., batch, spatial by k..., cout) -> the output's axis order
         src = {0: m, 1: m + 1 + nk}
@@ -1339,9 +1365,10 @@ def _channel_dot_tangent(p, eqn, step, args):
     w = args[1] if z_lhs else args[0]
     t = p.materialize(z, g)  # a pending mask does not commute with mixing channels
     n_pre = p.n_pre
+    t, w = _matmul.widen(t, jnp.asarray(w, t.dtype), eqn.params.get("preferred_element_type"))
     out = lax.dot_general(
         t,
-        jnp.asarray(w, t.dtype),
+        w,
         (([n_pre + a for a in c_z], list(c_w)), ((), ())),
         precision=_matmul.plain(p.precision),
     )
