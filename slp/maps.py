@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from _slp import guards as _guards
 from slp.attributions.registry import attribute, check_target, get_method
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 
 __all__ = [
     "MANIFEST",

@@ -31,7 +31,7 @@ from matplotlib.colorbar import Colorbar
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 from slp.metrics import pixel_map
 
 __all__ = [

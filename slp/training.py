@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from slp import checkpoints
 from slp import data as slp_data
+from slp.checkpoints import Checkpoint
 from slp.config import TrainConfig
 from slp.data import load_mnist
 from slp.models import TwoConv
@@ -44,7 +45,6 @@ from slp.models import TwoConv
 __all__ = [
     "TrainConfig",
     "TrainOutput",
-    "Checkpoint",
     "make_model",
     "to_float_images",
     "load_mnist_float",
@@ -74,25 +74,6 @@ class TrainOutput(NamedTuple):
 
     params: Any
     history: list[dict[str, Any]]
-
-
-class Checkpoint(NamedTuple):
-    """A trained network as `load_or_train` returns it.
-
-    Attributes:
-      model: the flax module (TwoConv) the parameters belong to.
-      params: its parameters (pytree of float32 arrays).
-      metadata: the JSON sidecar: `format`, `config` (dict), `test_accuracy`
-        (float or None), `history` (list of per-epoch dicts), `train_seconds`.
-      path: the parameter file (`<name>.msgpack`).
-      reused: True when loaded from disk, False when just trained.
-    """
-
-    model: nn.Module
-    params: Any
-    metadata: dict[str, Any]
-    path: Path
-    reused: bool
 
 
 def load_mnist_float(
