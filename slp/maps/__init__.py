@@ -149,15 +149,7 @@ def attribute_dataset(
     x_spec, num_logits = _compute.check_images(f, params, source)
     target_arr = _compute.checked_target(target, source.num_images, num_logits)
     batches, map_shape, map_dtype = _compute.make_batches(
-        f,
-        method,
-        options,
-        params=params,
-        key=key,
-        target=target_arr,
-        source=source,
-        batch_size=batch_size,
-        devices=devices,
+        f, method, options, params, key, target_arr, source, batch_size, devices
     )
     process, processes = jax.process_index(), jax.process_count()
     out_dir = None if out is None else Path(out)

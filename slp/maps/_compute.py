@@ -269,7 +269,6 @@ def make_batches(
     f: Callable,
     method: str,
     options: dict,
-    *,
     params: Any,
     key: jax.Array | None,
     target: np.ndarray | None,
