@@ -36,7 +36,6 @@ from slp.metrics import pixel_map
 
 __all__ = [
     "HEATMAP_CMAP",
-    "to_2d",
     "symmetric_limit",
     "heatmap",
     "show_image",

@@ -52,7 +52,6 @@ __all__ = [
     "predict_logits",
     "accuracy",
     "train",
-    "checkpoint_name",
     "save_checkpoint",
     "load_checkpoint",
     "load_or_train",

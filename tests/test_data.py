@@ -53,11 +53,6 @@ def _md5(data: bytes) -> str:
 # ----------------------------------------------------------------------------- data dir, writes
 
 
-def test_public_names_import():
-    for name in slp.data.__all__:
-        assert getattr(slp.data, name) is not None
-
-
 def test_data_dir_from_env_argument_and_default(monkeypatch, tmp_path):
     target = tmp_path / "from-env" / "nested"
     monkeypatch.setenv("SLP_DATA_DIR", str(target))
