@@ -27,7 +27,7 @@ import slp
 from slp import maps as slp_maps
 from slp import training
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N, SHAPE = 23, (6, 6, 1)  # 23: a multiple of neither the batch (6) nor 4 devices
 METHODS = {
     "insens": {},
