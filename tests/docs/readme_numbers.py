@@ -1,0 +1,1368 @@
+"""The README's printed result numbers, each traced to its place in a committed results file.
+
+A table of rows, read by ``tests/docs/test_readme_numbers.py``. Each row (`N`) is one
+number, or one line or table row of numbers, of the README's sections `CHECKED`:
+
+* ``section``: the (sub)section heading it is printed in (a prefix of it);
+* ``pattern``: a regular expression whose group 1 holds the printed number(s), in order;
+* ``source``: the results file (``results/<source>``) that section cites for them;
+* per number a `Value`: its place in that file (a "/"-path of keys and list positions, or
+  a small named function of the loaded file, for ranks and "best" claims), and the
+  rounding it is printed with (a Python format spec, after an optional scale: 2**-20 for
+  MiB, 2**-30 for GiB, 1e-3 for "k").
+
+Ranks and "best" claims are recomputed from the per-method values (1 + the number of
+methods strictly better, as the results' markdown files rank them). `ALLOWED` are the
+numbers of these sections that are not results (section, figure and equation numbers, the
+sizes of an architecture, unit definitions, the machine's 2 CPU cores).
+
+A new number in these sections needs a row here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+CHECKED = ("Reading an Insens map", "Results", "Limitations")
+"""Top-level (``##``) sections whose numbers must be traced, with their subsections."""
+
+ALLOWED = (
+    r"(?:the paper's )?sections? \d+(?:\.\d+)*(?: and \d+)?",  # the paper's sections
+    r"Figures? \d+(?: left| right)?",  # the paper's figure numbers
+    r"1 MiB = 2\^20 bytes, 1 GiB = 2\^30 bytes",  # unit definitions
+    r"\b2\s+CPU\s+cores|\b2 cores",  # the machine of every CPU run (machine.cpus in each file)
+    r"\b1-minute load average",  # the load average's averaging window
+    r"CIFAR-10",  # a data set's name
+    r"GPL-2\.0",  # a licence's name
+    r"3 conv \+ dense 512",  # architecture sizes
+    r"conv 8×8/4, 4×4/2, 3×3/1, dense 512, 84×84×4",
+    r"conv 16, residual blocks 16, 32/2, 64/2 with\s+1×1 strided shortcuts, global average"
+    r"\s+pooling, dense 10; 32×32×3",
+    r"an 8×8 kernel with stride 4",
+    r"\b28×28\b",  # the MNIST input size
+    r"\b95%\s+(?:t-)?interval",  # a confidence level
+    r"target of 20,000 img/s at batch ≥ 1024",  # a goal, not a measurement
+)
+
+
+@functools.cache
+def load(name: str) -> Any:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def at(doc: Any, path: str) -> Any:
+    """``doc`` at a "/"-separated path of keys (list positions as integers)."""
+    for key in path.split("/"):
+        doc = doc[int(key)] if isinstance(doc, list) else doc[key]
+    return doc
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+class Value(NamedTuple):
+    """One printed number: where it is in the file, how it is rounded.
+
+    ``get``: a "/"-path or a function of the loaded file; it may return a list of
+    accepted values, or a string that explains why the claim does not hold.
+    ``fmt``: format spec of the printed number after multiplying by ``scale``; ``"s"``
+    compares text.
+    """
+
+    get: str | Callable[[Any], Any]
+    fmt: str = ".3f"
+    scale: float = 1.0
+
+
+class Numbers(NamedTuple):
+    """One row: the number(s) that ``pattern``'s group 1 matches in ``section``, from
+    ``results/<source>``, one `Value` each, in the order printed."""
+
+    section: str
+    pattern: str
+    source: str
+    values: tuple[Value, ...]
+
+
+def N(section: str, pattern: str, source: str, *values) -> Numbers:
+    return Numbers(section, pattern, source, tuple(Value(*v) for v in values))
+
+
+MiB, GiB = 2.0**-20, 2.0**-30
+INT, F1, F2, F3, F4, E1 = "d", ".1f", ".2f", ".3f", ".4f", ".1e"
+PCT = 100.0
+
+
+def n_methods(d):
+    return len(d["config"]["methods"])
+
+
+def summaries(d, section: str, keys: str) -> dict[str, dict]:
+    """Per-method summaries (mean, std, n, n_undefined) of a measure; no random baseline."""
+    return {m: at(v, keys) for m, v in d[section].items() if m != "random"}
+
+
+def rank(scores: dict[str, dict], name: str, higher: bool) -> int:
+    defined = {m: s["mean"] for m, s in scores.items() if s["mean"] is not None}
+    mine = defined[name]
+    return 1 + sum((v > mine) if higher else (v < mine) for v in defined.values())
+
+
+def rank_of(section: str, keys: str, higher: bool, name: str = "insens"):
+    return lambda d: rank(summaries(d, section, keys), name, higher)
+
+
+def placed(section: str, keys: str, higher: bool, name: str, place: int):
+    """The mean of ``name``, if it ranks ``place`` on that measure."""
+
+    def get(d):
+        scores = summaries(d, section, keys)
+        r = rank(scores, name, higher)
+        return scores[name]["mean"] if r == place else f"{name} ranks {r}, not {place}"
+
+    return get
+
+
+def rank_span(section: str, keys: tuple[str, ...], higher: tuple[bool, ...], pick):
+    return lambda d: pick(
+        rank(summaries(d, section, k), "insens", h) for k, h in zip(keys, higher, strict=True)
+    )
+
+
+def each_batch(batches: tuple[int, ...], path: str, *fmt) -> list[tuple]:
+    """One value per batch size: ``path`` with ``{b}`` standing for the batch size."""
+    return [(path.format(b=b), *fmt) for b in batches]
+
+
+def per_image(d, path):
+    return d["cases"][path]["xla_temp_bytes_per_image"]
+
+
+def inactive(d, layer: int | None = None):
+    """Inactive hidden neurons of an average clean test digit (all layers or one)."""
+    layers = d["active_fraction"]["layers"]
+    counts = [l["neurons"] * (1 - l["mean"]) for l in layers]
+    return sum(counts) if layer is None else counts[layer]
+
+
+def layer_term(d, *, condition: str, layer: int) -> float:
+    """A layer's |I_l| x mean |map_l| as a share of the layers' sum (the per-layer Insens)."""
+    rows = d["insens_layers"]["conditions"][condition]["layers"]
+    terms = [r["inactive"]["mean"] * r["mean_abs"]["mean"] for r in rows]
+    return terms[layer] / sum(terms)
+
+
+def layer_share(condition: str, layer: int | None, place: int | None = None):
+    """Share of |map| on the digit and outline of one layer's Insens map (None: the total).
+
+    With ``place``, only if that layer ranks there among the layers (1: the largest share).
+    """
+
+    def get(d):
+        rows = d["insens_layers"]["conditions"][condition]
+        if layer is None:
+            return rows["total"]["share_on_digit_outline"]["mean"]
+        shares = [r["share_on_digit_outline"]["mean"] for r in rows["layers"]]
+        mine = shares[layer]
+        r = 1 + sum(v > mine for v in shares)
+        return mine if place in (None, r) else f"layer {layer} ranks {r}, not {place}"
+
+    return get
+
+
+def clean_layer_shares(d):
+    """The layers' shares on the digit and outline for clean digits."""
+    rows = d["insens_layers"]["conditions"]["clean"]["layers"]
+    return [r["share_on_digit_outline"]["mean"] for r in rows]
+
+
+def below_uniform(condition: str, layer: int):
+    """A layer's share, if it is below the share of a uniform map."""
+
+    def get(d):
+        share = layer_share(condition, layer)(d)
+        uniform = d["insens_layers"]["region_fraction"]
+        return share if share < uniform else f"{share} is not below the uniform {uniform}"
+
+    return get
+
+
+def conv_inactive_fraction(condition: str):
+    """Fraction of the inactive hidden neurons that are in the two conv layers (2CONV)."""
+
+    def get(d):
+        rows = d["insens_layers"]["conditions"][condition]
+        names = [r["layer"] for r in rows["layers"]]
+        if names != ["conv1", "conv2", "dense"]:
+            return f"layers {names}"
+        conv = sum(r["inactive"]["mean"] for r in rows["layers"][:2])
+        return conv / rows["total"]["inactive"]["mean"]
+
+    return get
+
+
+def accuracy(variant: str):
+    def get(d):
+        sigma = d["config"]["sigma"]
+        (acc,) = [
+            v["accuracy"] for v in d["variants"] if v["variant"] == variant and v["sigma"] == sigma
+        ]
+        return acc
+
+    return get
+
+
+def undefined_framed(d):
+    """Images with an undefined framed-noise Spearman, if both Deep Taylor variants agree."""
+    counts = {
+        d[ROB][m]["framed"]["spearman"]["n_undefined"]
+        for m in ("deep_taylor", "deep_taylor_bounded")
+    }
+    return counts.pop() if len(counts) == 1 else f"the Deep Taylor variants differ: {counts}"
+
+
+def only_method_better_than_random(d):
+    """The deletion AUC of the single method better than random (signed order), if one."""
+    rnd = d["faithfulness"]["random"]["deletion"]["auc_probability"]["mean"]
+    s = summaries(d, "faithfulness", "signed/deletion/auc_probability")
+    better = {m: v["mean"] for m, v in s.items() if v["mean"] < rnd}
+    return better.get("deep_taylor_bounded") if list(better) == ["deep_taylor_bounded"] else better
+
+
+# The methods whose map is the input times something (zero where the input is zero).
+INPUT_MULTIPLES = (
+    "gradient_x_input integrated_gradients deep_taylor "
+    "lrp_epsilon lrp_alpha_beta lrp_alpha1_beta0 lrp_alpha2_beta1 lrp_zplus"
+).split()
+
+ROB = "robustness"
+FAITH = "faithfulness"
+RAND = "randomization"
+FAITH4 = (
+    "signed/deletion/auc_probability",
+    "signed/insertion/auc_probability",
+    "abs/deletion/auc_probability",
+    "abs/insertion/auc_probability",
+)
+LOWER_HIGHER = (False, True, False, True)
+
+READING = "Reading an Insens map"
+MN, MM, ENC, CIF, PONG = (
+    "MNIST with noise",
+    "Measuring the claims",
+    "Pixel encodings",
+    "CIFAR",
+    "Pong",
+)
+BASE, SPEED, LIM = "Baselines and speed", "Insens speed", "Limitations"
+NOISE, METRICS, SEEDS = "mnist_noise.json", "mnist_metrics.json", "mnist_seeds.json"
+CPU, QN, QNP = (
+    "bench_insens_cpu.json",
+    "bench_insens_qnetwork_cpu.json",
+    "bench_insens_qnetwork_probes_cpu.json",
+)
+RN, RNP, GPU = (
+    "bench_insens_resnet8_cpu.json",
+    "bench_insens_resnet8_probes_cpu.json",
+    "bench_insens_h100.json",
+)
+ATTR = "bench_attributions.json"
+LATTICE = "pong_lattice.json"
+ZOO = "bench_insens_zoo_cpu.json"
+
+
+DATASET = "Whole data sets on several devices"
+BENCH_DATASET = "bench_dataset_cpu.json"
+DATASET_CONFIGS = ("devices=1", "devices=2", "devices=4", "devices=1, out", "devices=4, out")
+
+
+def dataset_result(method: str, config: str, key: str):
+    """A value of one row of bench_dataset's results (method and configuration)."""
+
+    def get(d):
+        (row,) = [r for r in d["results"] if r["method"] == method and r["config"] == config]
+        return row[key]
+
+    return get
+
+
+def dataset_row(method: str) -> Numbers:
+    """A row of the whole-data-set table: the plain loop's img/s, then img/s and ratio."""
+    values = [(dataset_result(method, "plain", "images_per_second"), F1)]
+    for config in DATASET_CONFIGS:
+        values += [
+            (dataset_result(method, config, "images_per_second"), F1),
+            (dataset_result(method, config, "relative_to_plain"), F2),
+        ]
+    return N(DATASET, rf"^(\| {method} \|.*)$", BENCH_DATASET, *values)
+
+
+def seed_range(d, variant: str) -> tuple[float, float]:
+    """The lowest and highest accuracy on a noise variant over mnist_seeds.json's seeds."""
+    n = d["numbers"][f"{variant}_accuracy"]
+    return n["min"], n["max"]
+
+
+def mean_std(path: str, *fmt) -> list[tuple]:
+    """A summary's mean and standard deviation ("mean ± std"), printed alike."""
+    return [(f"{path}/mean", *fmt), (f"{path}/std", *fmt)]
+
+
+def return_mean_std(policy: str) -> list[tuple]:
+    """A Pong policy's mean return ± std in pong_training.json's evaluation."""
+    return [(f"evaluation/{policy}/mean_return", F1), (f"evaluation/{policy}/std_return", F1)]
+
+
+LOAD_AT_START_AND_END = (("machine/load_at_start/0", F2), ("machine/load_at_end/0", F2))
+"""The machine's 1-minute load average at the start and at the end of a benchmark."""
+
+
+def split_operand_speeds(d):
+    """img/s of the first H100 run's split-operand precisions at batches 1024 and 8192."""
+    return [
+        d["run1"]["cases"][f"insens:{p}@{b}"]["images_per_s"]
+        for p in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6")
+        for b in (1024, 8192)
+    ]
+
+
+def zoo_speedups(d, pick):
+    return pick(r["speedup_vs_naive"] for n, r in d["networks"].items() if n.startswith("2conv"))
+
+
+def attribution_row(label: str, method: str, torch: str) -> Numbers:
+    """A row of the baseline-speed table: this library's img/s, the torch method's, ratio.
+
+    Speeds of 100 img/s and more are printed as whole numbers, slower ones to 0.1 img/s.
+    """
+
+    def speed(group, name):
+        path = f"{group}/{name}/images_per_s"
+        return (path, ",.0f" if at(load(ATTR), path) >= 100 else F1)
+
+    return N(
+        BASE,
+        rf"^(\| {re.escape(label)} \|.*)$",
+        ATTR,
+        *(
+            [("config/ig_steps", INT)]
+            if method == "integrated_gradients"
+            else [("config/smoothgrad_samples", INT)]
+            if method == "smoothgrad"
+            else []
+        ),
+        speed("library", method),
+        speed("torch", torch),
+        (f"ratios/{method}", F2),
+    )
+
+
+def zoo_row(net: str, insens_speed: str, naive_speed: str, naive_temp: str) -> Numbers:
+    """A row of the zoo table: compile time, img/s of both routes, the naive route's images,
+    the speed-up, MiB of XLA temporaries per image of both routes.
+
+    ``insens_speed``, ``naive_speed``, ``naive_temp``: the formats that vary by network.
+    """
+    path = f"networks/{net}"
+    return N(
+        SPEED,
+        rf"^(\| `{net}` \|.*)$",
+        ZOO,
+        (f"{path}/insens/compile_s", F1),
+        (f"{path}/insens/images_per_s", insens_speed),
+        (f"{path}/naive/images_per_s", naive_speed),
+        (f"{path}/naive/images", INT),
+        (f"{path}/speedup_vs_naive", F1),
+        (f"{path}/insens/xla_temp_bytes_per_image", F2, MiB),
+        (f"{path}/naive/xla_temp_bytes_per_image", naive_temp, MiB),
+    )
+
+
+NUMBERS: tuple[Numbers, ...] = (
+    # --- Reading an Insens map -----------------------------------------------------------------
+    N(
+        READING,
+        r"rank correlation (1\.00) with the trained map",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/mean", F2),
+    ),
+    N(
+        READING,
+        r"trained map over (\d+)\s+digits",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/n", INT),
+    ),
+    N(READING, r"convolution has ([\d,]+) of the", NOISE, (lambda d: inactive(d, 0), ",.0f")),
+    N(READING, r"of the ([\d,]+)\s+inactive hidden neurons", NOISE, (inactive, ",.0f")),
+    N(
+        READING,
+        r"\((\d+%); from the per-layer",
+        NOISE,
+        (lambda d: inactive(d, 0) / inactive(d), ".0f", PCT),
+    ),
+    N(READING, r"Over the ([\d,]+) clean test digits", NOISE, ("insens_all/num_images", ",d")),
+    *(
+        N(
+            READING,
+            pattern,
+            NOISE,
+            *[(functools.partial(layer_term, condition=c, layer=k), F3) for k in range(3)],
+        )
+        for c, pattern in (
+            (
+                "clean",
+                r"mean \|map_l\| is (0\.\d+ of the three layers' sum on clean digits \(conv2"
+                r"\s+0\.\d+, dense 0\.\d+)\)",
+            ),
+            ("bordered", r"and (0\.\d+ under bordered noise \(conv2\s+0\.\d+, dense 0\.\d+)\)"),
+        )
+    ),
+    N(
+        READING,
+        r"over the first ([\d,]+) test digits \(the per-layer",
+        NOISE,
+        ("insens_layers/num_images", ",d"),
+    ),
+    N(
+        READING,
+        r"a share of\s+(0\.\d+ ± 0\.\d+) of \|Insens\|",
+        NOISE,
+        *mean_std("insens_all/share_on_digit_outline", F3),
+    ),
+    N(READING, r"(\d+)-pixel outline", NOISE, ("config/outline_radius", INT)),
+    N(READING, r"covers\s+(0\.\d+) of the image", METRICS, ("region_fraction", F3)),
+    N(READING, r"close to the (0\.\d+) of a uniform", METRICS, ("region_fraction", F3)),
+    N(READING, r"\(\"background\", σ = (\d+)\)", NOISE, ("config/sigma", "g")),
+    N(READING, r"accuracy falls to (0\.\d+)", NOISE, (accuracy("background"), F3)),
+    N(
+        READING,
+        r"digit and outline falls to (0\.\d+ \(\d+ digits)\)",
+        METRICS,
+        (f"{ROB}/insens/background/on_digit/mean", F3),
+        (f"{ROB}/insens/background/on_digit/n", INT),
+    ),
+    # --- MNIST with noise ----------------------------------------------------------------------
+    N(MN, r"\((\d+) epochs, ([\d.]+) s", NOISE, ("config/train/epochs", INT)),
+    N(MN, r"\(\d+ epochs, ([\d.]+) s", NOISE, ("config/train_seconds", F1)),
+    N(MN, r"accuracy on the ([\d,]+) test images", NOISE, ("config/num_test", ",d")),
+    N(MN, r"noisy versions at σ = (\d+)", NOISE, ("config/sigma", "g")),
+    N(MN, r"paper does not give σ; ([\d.]+) is the", NOISE, ("config/sigma_best_fit_this_run", F1)),
+    N(
+        MN,
+        r"the whole\s+sweep ([\d.]+–[\d.]+)",
+        NOISE,
+        ("config/sigmas/0", F1),
+        ("config/sigmas/-1", F1),
+    ),
+    N(MN, r"^(\| clean \|.*)$", NOISE, ("clean_accuracy", F4), ("paper/clean_accuracy_value", F2)),
+    *(
+        N(MN, rf"^(\| noisy {v} \|.*)$", NOISE, (accuracy(v), F4), (f"paper/{v}", F2))
+        for v in ("bordered", "background", "framed")
+    ),
+    N(
+        MN,
+        r"Trained again from (\d+ seeds \(\d+–\d+),",
+        SEEDS,
+        (lambda d: len(d["seeds"]), INT),
+        ("seeds/0", INT),
+        ("seeds/-1", INT),
+    ),
+    *(
+        N(
+            MN,
+            rf"{label} ([\d.]+ \([\d.]+–[\d.]+)\)",
+            SEEDS,
+            (f"numbers/{key}/mean", fmt),
+            (f"numbers/{key}/ci95/0", fmt),
+            (f"numbers/{key}/ci95/1", fmt),
+        )
+        for label, key, fmt in (
+            ("clean", "clean_accuracy", F4),
+            ("bordered", "bordered_accuracy", F3),
+            ("background", "background_accuracy", F3),
+            ("framed", "framed_accuracy", F3),
+        )
+    ),
+    N(
+        MN,
+        r"active\s+fraction ([\d.]+% \([\d.]+–[\d.]+)%\)",
+        SEEDS,
+        ("numbers/active_fraction/mean", F1, PCT),
+        ("numbers/active_fraction/ci95/0", F1, PCT),
+        ("numbers/active_fraction/ci95/1", F1, PCT),
+    ),
+    N(
+        MN,
+        r"bordered stays above the paper's (0\.\d+)",
+        SEEDS,
+        (lambda d: 0.87 if seed_range(d, "bordered")[0] > 0.87 else "not every seed", F2),
+    ),
+    N(
+        MN,
+        r"framed below its (0\.\d+) for every seed",
+        SEEDS,
+        (lambda d: 0.45 if seed_range(d, "framed")[1] < 0.45 else "not every seed", F2),
+    ),
+    N(
+        MN,
+        r"per clean test image: ([\d.]+% ± [\d.]+%)",
+        NOISE,
+        *mean_std("active_fraction/overall", F1, PCT),
+    ),
+    N(MN, r"\(paper: about (\d+)%\)", NOISE, ("paper/active_fraction", ".0f", PCT)),
+    N(
+        MN,
+        r"per layer\s+(\d+% / \d+% / \d+%)",
+        NOISE,
+        *((f"active_fraction/layers/{i}/mean", ".0f", PCT) for i in range(3)),
+    ),
+    N(MN, r"over the first ([\d,]+) test digits", NOISE, ("insens_layers/num_images", ",d")),
+    N(
+        MN,
+        r"outline \((0\.\d+–0\.\d+) of its \|values\|\)",
+        NOISE,
+        (lambda d: min(clean_layer_shares(d)), F3),
+        (lambda d: max(clean_layer_shares(d)), F3),
+    ),
+    N(
+        MN,
+        r"the dense layer carries the digit: (0\.\d+)",
+        NOISE,
+        (layer_share("bordered", 2, place=1), F3),
+    ),
+    N(
+        MN,
+        r"against (0\.\d+) for the first convolution",
+        NOISE,
+        (below_uniform("bordered", 0), F3),
+    ),
+    N(MN, r"below the (0\.\d+) of a uniform map", NOISE, ("insens_layers/region_fraction", F3)),
+    N(MN, r"and (0\.\d+) for Insens itself", NOISE, (layer_share("bordered", None), F3)),
+    N(
+        MN,
+        r"the two convolutions hold (\d+)% of",
+        NOISE,
+        (conv_inactive_fraction("bordered"), ".0f", PCT),
+    ),
+    # --- Measuring the claims on MNIST ---------------------------------------------------------
+    N(MM, r"Over (\d+) test digits", METRICS, ("config/num_images", INT)),
+    N(
+        MM,
+        r"Insens (0\.\d+ / 0\.\d+ / 0\.\d+) \(bordered",
+        METRICS,
+        *((f"{ROB}/insens/{v}/spearman/mean", F3) for v in ("bordered", "background", "framed")),
+    ),
+    N(
+        MM,
+        r"framed\), rank (\d+ / \d+ / \d+ of \d+)\.",
+        METRICS,
+        *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
+        (n_methods, INT),
+    ),
+    *(
+        N(MM, pattern, METRICS, (placed(ROB, f"{noise}/spearman", True, name, place), F3))
+        for pattern, noise, name, place in (
+            (r"best on bordered \((0\.\d+)\)", "bordered", "smoothgrad", 1),
+            (r"on background\s+\((0\.\d+)\)", "background", "smoothgrad", 1),
+            (r"on framed deep_taylor_bounded \((0\.\d+)\)", "framed", "deep_taylor_bounded", 1),
+            (r"and deep_taylor \((0\.\d+)\) score above", "framed", "deep_taylor", 2),
+            (r"score above\s+SmoothGrad \((0\.\d+)\)", "framed", "smoothgrad", 3),
+        )
+    ),
+    N(
+        MM,
+        r"undefined \(an all-zero map[^)]*\) on (\d+) of the \d+",
+        METRICS,
+        (undefined_framed, INT),
+    ),
+    N(MM, r"on \d+ of the (\d+) framed images", METRICS, ("config/num_images", INT)),
+    N(
+        MM,
+        r"over the other (\d+)\.",
+        METRICS,
+        (f"{ROB}/deep_taylor_bounded/framed/spearman/n", INT),
+    ),
+    N(
+        MM,
+        r"deletion AUC (0\.\d+) against (0\.\d+) for random",
+        METRICS,
+        (f"{FAITH}/insens/signed/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        MM,
+        r"deletion AUC 0\.\d+ against (0\.\d+) for random",
+        METRICS,
+        (f"{FAITH}/random/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        MM,
+        r"ranks (\d+th–\d+th\s+of \d+)",
+        METRICS,
+        (rank_span(FAITH, FAITH4, LOWER_HIGHER, min), INT),
+        (rank_span(FAITH, FAITH4, LOWER_HIGHER, max), INT),
+        (n_methods, INT),
+    ),
+    N(
+        MM,
+        r"unchanged \(rank correlation (1\.00)\)",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/mean", F2),
+    ),
+    N(MM, r"signed map \((0\.\d+)\)", METRICS, (f"{RAND}/insens/Conv_0/spearman/mean", F2)),
+    N(
+        MM,
+        r"\(\|map\|: (0\.\d+);\s+\d+ digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/mean", F3),
+    ),
+    N(
+        MM,
+        r"\(\|map\|: 0\.\d+;\s+(\d+) digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/n", INT),
+    ),
+    # --- Pixel encodings -----------------------------------------------------------------------
+    N(
+        ENC,
+        r"nets, (\d+) epochs each",
+        "encodings_fashion_mnist.json",
+        ("config/train/epochs", INT),
+    ),
+    N(
+        ENC,
+        r"test accuracy (0\.\d+–0\.\d+)",
+        "encodings_fashion_mnist.json",
+        (lambda d: min(d["accuracy"].values()), F2),
+        (lambda d: max(d["accuracy"].values()), F2),
+    ),
+    N(
+        ENC,
+        r"Insens maps is (−0\.\d+ ± 0\.\d+)",
+        "encodings_fashion_mnist.json",
+        (placed("reversal", "mean vs neg_mean/pearson", False, "insens", 1), F2),
+        ("reversal/insens/mean vs neg_mean/pearson/std", F2),
+    ),
+    N(
+        ENC,
+        r"the most reversed of the (\d+) methods",
+        "encodings_fashion_mnist.json",
+        (n_methods, INT),
+    ),
+    # --- CIFAR-10 ------------------------------------------------------------------------------
+    N(CIF, r"(\d+) epochs:", "cifar10.json", ("config/train/epochs", INT)),
+    N(CIF, r"test accuracy (0\.\d+)\.", "cifar10.json", ("test_accuracy", F3)),
+    N(CIF, r"\(σ = ([\d.]+)\)", "cifar10.json", ("config/sigma", "g")),
+    N(
+        CIF,
+        r"rank correlation\s+of (0\.\d+) with the clean maps",
+        "cifar10.json",
+        ("robustness/insens/spearman/mean", F3),
+    ),
+    N(
+        CIF,
+        r"with the clean maps over (\d+) test images",
+        "cifar10.json",
+        ("config/num_images", INT),
+    ),
+    N(
+        CIF,
+        r"test images \(rank (\d+ of \d+)\)",
+        "cifar10.json",
+        (
+            lambda d: rank({m: v["spearman"] for m, v in d["robustness"].items()}, "insens", True),
+            INT,
+        ),
+        (n_methods, INT),
+    ),
+    N(
+        CIF,
+        r"deep_taylor_bounded \((0\.\d+), undefined on (\d+) of the (\d+) images\)",
+        "cifar10.json",
+        (lambda d: placed_cifar(d, "deep_taylor_bounded", 1), F3),
+    ),
+    N(
+        CIF,
+        r"deep_taylor_bounded \(0\.\d+, undefined on (\d+ of the \d+) images\)",
+        "cifar10.json",
+        ("robustness/deep_taylor_bounded/spearman/n_undefined", INT),
+        ("config/num_images", INT),
+    ),
+    N(
+        CIF,
+        r"then SmoothGrad \((0\.\d+)\)",
+        "cifar10.json",
+        (lambda d: placed_cifar(d, "smoothgrad", 2), F3),
+    ),
+    # --- Pong ----------------------------------------------------------------------------------
+    N(PONG, r"trained for ([\d.]+)M frames", "pong_training.json", ("frames_trained", F2, 1e-6)),
+    N(PONG, r"about (\d+) minutes", "pong_training.json", ("training_wall_seconds", ".0f", 1 / 60)),
+    N(
+        PONG,
+        r"at (\+[\d.]+ ± [\d.]+) mean return",
+        "pong_training.json",
+        *return_mean_std("latest"),
+    ),
+    N(PONG, r"over (\d+) episodes", "pong_training.json", ("evaluation/episodes", INT)),
+    N(
+        PONG,
+        r"against\s+(−[\d.]+ ± [\d.]+) for a random",
+        "pong_training.json",
+        *return_mean_std("random"),
+    ),
+    N(
+        PONG,
+        r"mean peaked at ([\d.]+)M frames",
+        "pong_training.json",
+        (lambda d: d["best_checkpoint_step"] * d["config"]["frame_skip"], F2, 1e-6),
+    ),
+    N(
+        PONG,
+        r"which evaluates at (\+[\d.]+ ± [\d.]+):",
+        "pong_training.json",
+        *return_mean_std("best"),
+    ),
+    N(
+        PONG,
+        r"repeats every (\d+) pixels, the stride",
+        "pong_lattice.json",
+        ("networks/stride4/lattice_period", INT),
+    ),
+    # --- Baselines and speed -------------------------------------------------------------------
+    N(BASE, r"batch (\d+) of", ATTR, ("config/batch", INT)),
+    N(BASE, r"limited to (\d+)\s+threads", ATTR, ("config/threads", INT)),
+    N(BASE, r"median of (\d+) timed calls", ATTR, ("config/repeats", INT)),
+    N(BASE, r"load average ([\d.]+ at the start, [\d.]+) at the end", ATTR, *LOAD_AT_START_AND_END),
+    N(
+        BASE,
+        r"timed\s+([\d,]+ and [\d,]+) img/s",
+        ATTR,
+        ("library/lrp_alpha_beta/images_per_s", ",.0f"),
+        ("library/lrp_alpha1_beta0/images_per_s", ",.0f"),
+    ),
+    attribution_row("gradient", "gradient", "captum_saliency"),
+    attribution_row("gradient × input", "gradient_x_input", "captum_input_x_gradient"),
+    attribution_row(
+        "integrated gradients (64 points)", "integrated_gradients", "captum_integrated_gradients"
+    ),
+    attribution_row("SmoothGrad (32 samples)", "smoothgrad", "captum_smoothgrad"),
+    attribution_row("guided backprop", "guided_backprop", "captum_guided_backprop"),
+    attribution_row("DeconvNet", "deconvnet", "captum_deconvolution"),
+    attribution_row("LRP-ε", "lrp_epsilon", "zennit_epsilon_plus"),
+    attribution_row("LRP z+", "lrp_zplus", "zennit_epsilon_plus"),
+    attribution_row("LRP α2β1", "lrp_alpha2_beta1", "zennit_epsilon_plus"),
+    attribution_row("Deep Taylor", "deep_taylor", "zennit_epsilon_plus"),
+    attribution_row("Deep Taylor bounded", "deep_taylor_bounded", "zennit_epsilon_plus"),
+    # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
+    N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
+    N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
+    zoo_row("2conv-linen", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-nnx", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-equinox", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-haiku", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-jnp", ".1f", ".2f", ".0f"),
+    zoo_row("2conv-jnp-deadcode", ".1f", ".2f", ".0f"),
+    zoo_row("mlp", ".0f", ".0f", ".2f"),
+    zoo_row("resnet8", ".2f", ".3f", ".0f"),
+    zoo_row("qnetwork", ".2f", ".3f", ".0f"),
+    N(
+        SPEED,
+        r"at ([\d.]+–[\d.]+)× the naive route in this run",
+        ZOO,
+        (lambda d: zoo_speedups(d, min), F1),
+        (lambda d: zoo_speedups(d, max), F1),
+    ),
+    N(
+        SPEED,
+        r"load average ([\d.]+ at the start\s+and [\d.]+) at the end",
+        CPU,
+        *LOAD_AT_START_AND_END,
+    ),
+    N(
+        SPEED,
+        r"^(\| 1 \| [\d.]+ img/s .*)$",
+        CPU,
+        ("config/batches", INT),
+        ("cases/naive@1/images_per_s", F1),
+        ("cases/insens@1/images_per_s", F1),
+        ("ratios/1/insens_vs_naive_speed", F1),
+        (lambda d: per_image(d, "naive@1"), ".0f", MiB),
+        (lambda d: per_image(d, "insens@1"), F1, MiB),
+        ("cases/naive@1/rss_peak_delta_bytes_per_image", ".0f", MiB),
+        ("cases/insens@1/rss_peak_delta_bytes_per_image", ".0f", MiB),
+    ),
+    N(
+        SPEED,
+        r"^(\| 64 \| [\d.]+ img/s .*)$",
+        CPU,
+        ("config/batches", INT),
+        ("cases/naive@64/images_per_s", F1),
+        ("cases/insens@64/images_per_s", F1),
+        ("ratios/64/insens_vs_naive_speed", ".0f"),
+        (lambda d: per_image(d, "naive@64"), F1, MiB),
+        (lambda d: per_image(d, "insens@64"), F2, MiB),
+        ("ratios/64/insens_vs_naive_xla_temp_bytes_per_image", F1, PCT),
+        ("cases/naive@64/rss_peak_delta_bytes_per_image", ".0f", MiB),
+        ("cases/insens@64/rss_peak_delta_bytes_per_image", F1, MiB),
+        ("ratios/64/insens_vs_naive_rss_peak_delta_bytes_per_image", F1, PCT),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1024 \| does not fit .*)$",
+        CPU,
+        ("config/batches", INT),
+        (lambda d: 1024 * per_image(d, "naive@64"), ".0f", GiB),
+        ("config/batches", INT),
+        (lambda d: per_image(d, "naive@64"), F1, MiB),
+        ("cases/insens@1024/images_per_s", F1),
+        (lambda d: per_image(d, "insens@1024"), F2, MiB),
+        ("cases/insens@1024/rss_peak_delta_bytes_per_image", F2, MiB),
+    ),
+    N(
+        SPEED,
+        r"from the naive route in float64 by ([\d.e-]+) of",
+        CPU,
+        ("exactness/rel_err_x64_insens", E1),
+    ),
+    N(SPEED, r"On the same (\d+) images the maps", CPU, ("exactness/images", INT)),
+    N(
+        SPEED,
+        r"their largest value \(the float32 naive route itself: ([\d.e-]+)\)",
+        CPU,
+        ("exactness/rel_err_x64_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"computes Insens for all ([\d,]+) test images in about (\d+) minutes",
+        NOISE,
+        ("insens_all/num_images", ",d"),
+    ),
+    N(SPEED, r"test images in about (\d+) minutes", NOISE, ("insens_all/seconds", ".0f", 1 / 60)),
+    N(SPEED, r"\(([\d.]+) s in the run recorded", NOISE, ("insens_all/seconds", F1)),
+    N(SPEED, r"(\d+)-pixel outline", NOISE, ("config/outline_radius", INT)),
+    N(
+        SPEED,
+        r"outline: ([\d.]+ ± [\d.]+)\)",
+        NOISE,
+        *mean_std("insens_all/share_on_digit_outline", F3),
+    ),
+    N(
+        SPEED,
+        r"runs at\s+([\d.]+k / [\d.]+k img/s at batch \d+ / \d+)",
+        CPU,
+        *each_batch((64, 1024), "cases/forward@{b}/images_per_s", F1, 1e-3),
+        ("config/batches", INT),
+        ("config/batches", INT),
+    ),
+    N(
+        SPEED,
+        r"the naive route to ([\d.e-]+ \(maps of size about [\d.e-]+)\)",
+        CPU,
+        ("exactness/max_abs_diff", E1),
+        ("exactness/max_abs_naive", E1),
+    ),
+    # --- Insens speed: Q-network ---------------------------------------------------------------
+    N(
+        SPEED,
+        r"takes ([\d.]+) s per image \(median of (\d+) runs, ([\d.]+)–([\d.]+) s; ([\d.]+) GiB",
+        QN,
+        ("cases/naive@1/median_s", F1),
+    ),
+    N(
+        SPEED,
+        r"s per image \(median of (\d+ runs, [\d.]+–[\d.]+) s; ([\d.]+) GiB",
+        QN,
+        ("config/repeats", INT),
+        (lambda d: min(d["cases"]["naive@1"]["runs_s"]), F1),
+        (lambda d: max(d["cases"]["naive@1"]["runs_s"]), F1),
+    ),
+    N(
+        SPEED,
+        r"; ([\d.]+) GiB of XLA\s+temporaries per image\), `slp.insens`",
+        QN,
+        (lambda d: per_image(d, "naive@1"), F2, GiB),
+    ),
+    N(
+        SPEED,
+        r"`slp.insens` ([\d.]+ img/s at batch \d+ and [\d.]+ img/s at batch \d+ "
+        r"\([\d.]+ /\s+[\d.]+) MiB",
+        QN,
+        ("cases/insens@1/images_per_s", F1),
+        ("config/batches", INT),
+        ("cases/insens@8/images_per_s", F1),
+        ("config/batches", INT),
+        *each_batch((1, 8), "cases/insens@{b}/xla_temp_bytes_per_image", F1, MiB),
+    ),
+    N(
+        SPEED,
+        r"max \|difference\| to the naive route ([\d.e-]+ \(maps of size [\d.e-]+)\)",
+        QN,
+        ("exactness/max_abs_diff", E1),
+        ("exactness/max_abs_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"runs at ([\d.]+ / [\d.]+) img/s\.",
+        QNP,
+        *each_batch((1, 8), "cases/insens@{b}/images_per_s", F1),
+    ),
+    # --- Insens speed: ResNet-8 ----------------------------------------------------------------
+    N(
+        SPEED,
+        r"naive\s+route ([\d.]+ / [\d.]+ img/s at batch \d+ / \d+ \([\d.]+ GiB / [\d.]+) GiB",
+        RN,
+        *each_batch((1, 8), "cases/naive@{b}/images_per_s", F2),
+        ("config/batches", INT),
+        ("config/batches", INT),
+        *each_batch((1, 8), "cases/naive@{b}/xla_temp_bytes_per_image", F2, GiB),
+    ),
+    N(
+        SPEED,
+        r"\(cone route\) ([\d.]+ / [\d.]+\s+img/s \([\d.]+× / [\d.]+×; [\d.]+ / [\d.]+) MiB",
+        RN,
+        *each_batch((1, 8), "cases/insens@{b}/images_per_s", F1),
+        *each_batch((1, 8), "ratios/{b}/insens_vs_naive_speed", F1),
+        (lambda d: per_image(d, "insens@1"), ".0f", MiB),
+        (lambda d: per_image(d, "insens@8"), F1, MiB),
+    ),
+    N(
+        SPEED,
+        r"the probe\s+route ([\d.]+ / [\d.]+) img/s",
+        RNP,
+        *each_batch((1, 8), "cases/insens@{b}/images_per_s", F1),
+    ),
+    N(
+        SPEED,
+        r"On (\d+) images: relative error vs the\s+naive route",
+        RN,
+        ("exactness/images", INT),
+    ),
+    N(
+        SPEED,
+        r"naive route in float64 ([\d.e-]+ \(the float32 naive route\s+itself: [\d.e-]+)\)",
+        RN,
+        ("exactness/rel_err_x64_insens", E1),
+        ("exactness/rel_err_x64_naive", E1),
+    ),
+    # --- Insens speed: H100 --------------------------------------------------------------------
+    N(SPEED, r"\(jax ([\d.]+),", GPU, ("run2/machine/jax_version", "s")),
+    N(
+        SPEED,
+        r"over (\d+)\s+images \(the float32 naive route itself: ([\d.e-]+)\)",
+        GPU,
+        ("run2/exactness/images", INT),
+    ),
+    N(
+        SPEED,
+        r"over \d+\s+images \(the float32 naive route itself: ([\d.e-]+)\)",
+        GPU,
+        ("run2/exactness/rel_err_x64_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1 \| naive `jax.jacfwd` route \|.*)$",
+        GPU,
+        ("run1/config/batches", INT),
+        ("run1/cases/naive@1/images_per_s", ",.0f"),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1 \| `slp.insens` \|.*)$",
+        GPU,
+        ("run1/config/batches", INT),
+        ("run1/cases/insens@1/images_per_s", ",.0f"),
+    ),
+    N(
+        SPEED,
+        r"^(\| 64 \| naive `jax.jacfwd` route \(.*)$",
+        GPU,
+        ("run2/config/batches", INT),
+        (lambda d: d["run2"]["cases"]["naive@64"]["xla_temp_bytes_per_image"], ".0f", MiB),
+        ("run2/cases/naive@64/images_per_s", ",.0f"),
+        ("run2/exactness/rel_err_x64_naive", E1),
+    ),
+    N(
+        SPEED,
+        r"^(\| 64 \| `slp.insens` \(.*)$",
+        GPU,
+        ("run2/config/batches", INT),
+        (lambda d: d["run2"]["cases"]["insens@64"]["xla_temp_bytes_per_image"], F2, MiB),
+        ("run2/cases/insens@64/images_per_s", ",.0f"),
+        ("run2/ratios/64/insens_vs_naive_speed", F1),
+        ("run2/exactness/rel_err_x64_insens", E1),
+    ),
+    *(
+        N(
+            SPEED,
+            rf"^(\| {b} \| `slp.insens` \(default: float32 products\).*)$",
+            GPU,
+            ("run2/config/batches", INT),
+            (f"run2/cases/insens@{b}/images_per_s", ",.0f"),
+            ("run2/exactness/rel_err_x64_insens", E1),
+        )
+        for b in (1024, 8192)
+    ),
+    *(
+        N(
+            SPEED,
+            rf"^(\| 1024 / 8192 \| `precision=\"{p}\"`.*)$",
+            GPU,
+            ("run2/config/batches", INT),
+            ("run2/config/batches", INT),
+            *each_batch((1024, 8192), f"run2/cases/insens:{p}@{{b}}/images_per_s", ",.0f"),
+            (f"run2/exactness/rel_err_x64_insens_{p}", E1),
+        )
+        for p in ("tf32x3", "bf16x6", "bf16x9")
+    ),
+    N(
+        SPEED,
+        r"^(\| 1024 / 8192 \| `precision=\"default\"`.*)$",
+        GPU,
+        ("run1/config/batches", INT),
+        ("run1/config/batches", INT),
+        *each_batch((1024, 8192), "run1/cases/insens:default@{b}/images_per_s", ",.0f"),
+        ("run1/exactness/rel_err_x64_insens_default", E1),
+    ),
+    N(
+        SPEED,
+        r"^(\| 1024 / 8192 \| forward pass .*)$",
+        GPU,
+        ("run2/config/batches", INT),
+        ("run2/config/batches", INT),
+        *each_batch((1024, 8192), "run2/cases/forward@{b}/images_per_s", F1, 1e-6),
+    ),
+    N(
+        SPEED,
+        r"exact route does ([\d.]+)k img/s",
+        GPU,
+        ("run2/cases/insens@8192/images_per_s", F1, 1e-3),
+    ),
+    N(
+        SPEED,
+        r"split operands give ([\d.]+)k img/s\n\(`tf32x3`\) and ([\d.]+)k",
+        GPU,
+        ("run2/cases/insens:tf32x3@8192/images_per_s", F1, 1e-3),
+    ),
+    N(
+        SPEED,
+        r"\(`tf32x3`\) and ([\d.]+)k \(`bf16x6`\)",
+        GPU,
+        ("run2/cases/insens:bf16x6@8192/images_per_s", F1, 1e-3),
+    ),
+    N(
+        SPEED,
+        r"with errors of ([\d.e-]+ and [\d.e-]+ against the float32\s+route's [\d.e-]+);",
+        GPU,
+        ("run2/exactness/rel_err_x64_insens_tf32x3", E1),
+        ("run2/exactness/rel_err_x64_insens_bf16x6", E1),
+        ("run2/exactness/rel_err_x64_insens", E1),
+    ),
+    N(
+        SPEED,
+        r"TF32 gives ([\d.]+k img/s at [\d.e-]+)\.",
+        GPU,
+        ("run1/cases/insens:default@8192/images_per_s", F1, 1e-3),
+        ("run1/exactness/rel_err_x64_insens_default", E1),
+    ),
+    N(
+        SPEED,
+        r"keep float32-level error \(([\d.e-]+, [\d.e-]+)\)",
+        GPU,
+        ("run1/exactness/rel_err_x64_insens_TF32_TF32_F32_X3", E1),
+        ("run1/exactness/rel_err_x64_insens_BF16_BF16_F32_X6", E1),
+    ),
+    N(
+        SPEED,
+        r"ran at only ([\d.]+–[\d.]+)k",
+        GPU,
+        (lambda d: min(split_operand_speeds(d)), F1, 1e-3),
+        (lambda d: max(split_operand_speeds(d)), F1, 1e-3),
+    ),
+    N(
+        SPEED,
+        r"ran at ([\d.]+–[\d.]+k with [\d.e-]+) error",
+        GPU,
+        *each_batch((1024, 8192), "run1/cases/insens:BF16_BF16_F32_X9@{b}/images_per_s", F1, 1e-3),
+        ("run1/exactness/rel_err_x64_insens_BF16_BF16_F32_X9", E1),
+    ),
+    N(SPEED, r"At batch (\d+) the GPU", GPU, ("run1/config/batches", INT)),
+    # --- Whole data sets on several devices ---------------------------------------------------
+    N(
+        DATASET,
+        r"full-size 2CONV with random weights, (\d+ MNIST test images, batches of \d+, median "
+        r"of \d+) interleaved rounds",
+        BENCH_DATASET,
+        ("config/num_images", INT),
+        ("config/batch_size", INT),
+        ("config/repeats", INT),
+    ),
+    N(DATASET, r"The (\d+) devices are fake", BENCH_DATASET, ("config/local_devices", INT)),
+    N(
+        DATASET,
+        r"load average ([\d.]+ at the start, [\d.]+) at the end",
+        BENCH_DATASET,
+        ("config/load_average/start/0", F2),
+        ("config/load_average/end/0", F2),
+    ),
+    N(
+        DATASET,
+        r"^(\| method \| plain loop \|.*)$",
+        BENCH_DATASET,
+        *[(dataset_result("insens", c, "devices"), INT) for c in DATASET_CONFIGS],
+    ),
+    dataset_row("insens"),
+    dataset_row("gradient"),
+    N(
+        DATASET,
+        r"nothing computed\) took ([\d.]+) s",
+        BENCH_DATASET,
+        (dataset_result("insens", "devices=1, out", "seconds_of_a_call_with_every_chunk_done"), F2),
+    ),
+    # --- Limitations ---------------------------------------------------------------------------
+    N(
+        LIM,
+        r"\(rank correlation (1\.00) with the trained map; rank (\d+)\s+of (\d+) at that step",
+        METRICS,
+        (f"{RAND}/insens/Dense_1/spearman/mean", F2),
+    ),
+    N(
+        LIM,
+        r"with the trained map; rank (\d+\s+of \d+) at that step",
+        METRICS,
+        (rank_of(RAND, "Dense_1/spearman_abs", False), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"rank correlation of (0\.\d+) with the\s+trained network's \|Insens\| \((\d+) digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/mean", F3),
+    ),
+    N(
+        LIM,
+        r"trained network's \|Insens\| \((\d+) digits\)",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman_abs/n", INT),
+    ),
+    N(
+        LIM,
+        r"the signed map drops to (0\.\d+)\.",
+        METRICS,
+        (f"{RAND}/insens/Conv_0/spearman/mean", F2),
+    ),
+    N(
+        LIM,
+        r"\|map\| (0\.\d+), signed (0\.\d+) \((\d+) images;",
+        "cifar10.json",
+        (f"{RAND}/insens/Conv_0/spearman_abs/mean", F2),
+    ),
+    N(
+        LIM,
+        r"\|map\| 0\.\d+, signed (0\.\d+ \(\d+) images;",
+        "cifar10.json",
+        (f"{RAND}/insens/Conv_0/spearman/mean", F2),
+        (f"{RAND}/insens/Conv_0/spearman/n", INT),
+    ),
+    N(
+        LIM,
+        r"only (0\.\d+) of \|Insens\| lies on the objects",
+        "pong.json",
+        ("methods/insens/object_mass_share", F3),
+    ),
+    N(
+        LIM,
+        r"hardly more than the (0\.\d+) of the frame's pixels",
+        "pong.json",
+        ("state/object_pixel_share", F3),
+    ),
+    N(
+        LIM,
+        r"guided\s+backprop puts (0\.\d+) of its map there",
+        "pong.json",
+        ("methods/guided_backprop/object_mass_share", F3),
+    ),
+    N(LIM, r"LRP α2β1 (0\.\d+)\.", "pong.json", ("methods/lrp_alpha2_beta1/object_mass_share", F3)),
+    N(
+        LIM,
+        r"the agent's first\s+(\d+) steps where",
+        "pong.json",
+        (lambda d: int(d["state"]["selection"].split("first ")[1].split()[0]), INT),
+    ),
+    *(
+        N(LIM, rf"{label} \((0\.\d+)\)", "pong.json", (f"methods/{m}/object_mass_share", F3))
+        for label, m in (
+            (r"on the same state gradient\s+", "gradient"),
+            ("gradient × input", "gradient_x_input"),
+            ("integrated gradients", "integrated_gradients"),
+            ("SmoothGrad", "smoothgrad"),
+            ("DeconvNet", "deconvnet"),
+        )
+    ),
+    N(LIM, r"random weights over (\d+) seeds", LATTICE, ("config/seeds", INT)),
+    N(
+        LIM,
+        r"a pattern repeating every (\d+ pixels explains 0\.\d+) of",
+        LATTICE,
+        ("networks/stride4/lattice_period", INT),
+        ("networks/stride4/periodic_share/4/mean", F3),
+    ),
+    N(
+        LIM,
+        r"one repeating every (\d+ or \d+ pixels 0\.\d+ or 0\.\d+);",
+        LATTICE,
+        *((f"networks/stride{s}/first_conv_stride", INT) for s in (3, 5)),
+        ("networks/stride4/periodic_share/3/mean", F3),
+        ("networks/stride4/periodic_share/5/mean", F3),
+    ),
+    N(
+        LIM,
+        r"set the stride to\s+(\d+ or \d+ and the period follows \(0\.\d+ at \d+, 0\.\d+ at \d+)\)",
+        LATTICE,
+        ("networks/stride3/first_conv_stride", INT),
+        ("networks/stride5/first_conv_stride", INT),
+        ("networks/stride3/periodic_share/3/mean", F3),
+        ("networks/stride3/lattice_period", INT),
+        ("networks/stride5/periodic_share/5/mean", F3),
+        ("networks/stride5/lattice_period", INT),
+    ),
+    N(
+        LIM,
+        r"holds (0\.\d+) of all inactive neurons",
+        LATTICE,
+        ("networks/stride4/layers/conv1/inactive_share/mean", F3),
+    ),
+    N(
+        LIM,
+        r"put only (0\.\d+ of \|Insens\| on that frame's objects \(0\.\d+) of",
+        LATTICE,
+        ("networks/stride4/object_mass_share/mean", F3),
+        ("input/object_pixel_share", F3),
+    ),
+    N(
+        LIM,
+        r"deletion AUC (0\.\d+ against 0\.\d+) for random \(lower is\s+better\)",
+        "cifar10.json",
+        (f"{FAITH}/insens/signed/deletion/auc_probability/mean", F3),
+        (f"{FAITH}/random/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"It still ranks (\d+th of \d+)",
+        "cifar10.json",
+        (rank_of(FAITH, "signed/deletion/auc_probability", False), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"only deep_taylor_bounded\s+\((0\.\d+)\) beats random",
+        "cifar10.json",
+        (only_method_better_than_random, F3),
+    ),
+    N(
+        LIM,
+        r"Inserting them gives (0\.\d+, above the 0\.\d+) of random",
+        "cifar10.json",
+        (f"{FAITH}/insens/signed/insertion/auc_probability/mean", F3),
+        (f"{FAITH}/random/insertion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"\(higher is\s+better; (rank \d+ of \d+)\)\. In \|map\|",
+        "cifar10.json",
+        (rank_of(FAITH, "signed/insertion/auc_probability", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"random level \((0\.\d+)\) and\s+insertion is above it",
+        "cifar10.json",
+        (f"{FAITH}/insens/abs/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"insertion is above it \((0\.\d+, rank \d+)\)\. \d+ test images",
+        "cifar10.json",
+        (f"{FAITH}/insens/abs/insertion/auc_probability/mean", F3),
+        (rank_of(FAITH, "abs/insertion/auc_probability", True), INT),
+    ),
+    N(LIM, r"\)\. (\d+) test images,", "cifar10.json", ("config/num_images", INT)),
+    N(
+        LIM,
+        r"Deletion AUC (0\.\d+\s+against 0\.\d+) for random, but rank",
+        METRICS,
+        (f"{FAITH}/insens/signed/deletion/auc_probability/mean", F3),
+        (f"{FAITH}/random/deletion/auc_probability/mean", F3),
+    ),
+    N(
+        LIM,
+        r"for random, but (rank \d+ of \d+; insertion rank \d+ of \d+) \(signed order",
+        METRICS,
+        (rank_of(FAITH, "signed/deletion/auc_probability", False), INT),
+        (n_methods, INT),
+        (rank_of(FAITH, "signed/insertion/auc_probability", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"Localisation: (\d+th of \d+)\.",
+        METRICS,
+        (rank_of(ROB, "clean/on_digit", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"On clean MNIST digits (0\.\d+) of \|Insens\|",
+        METRICS,
+        (f"{ROB}/insens/clean/on_digit/mean", F3),
+    ),
+    N(LIM, r"and its outline \((\d+) digits; ", METRICS, (f"{ROB}/insens/clean/on_digit/n", INT)),
+    N(
+        LIM,
+        r"digits; (0\.\d+ over all [\d,]+) test digits",
+        NOISE,
+        ("insens_all/share_on_digit_outline/mean", F3),
+        ("insens_all/num_images", ",d"),
+    ),
+    N(
+        LIM,
+        r"\), (rank \d+ of \d+)\. Maps that",
+        METRICS,
+        (rank_of(ROB, "clean/on_digit", True), INT),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"score\s+(1\.000) there by construction",
+        METRICS,
+        (lambda d: min(d[ROB][m]["clean"]["on_digit"]["mean"] for m in INPUT_MULTIPLES), F3),
+    ),
+    N(
+        LIM,
+        r"(rank \d+, \d+ and \d+ of \d+) on MNIST",
+        METRICS,
+        *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
+        (n_methods, INT),
+    ),
+    N(
+        LIM,
+        r"(rank \d+ of \d+) on CIFAR-10",
+        "cifar10.json",
+        (
+            lambda d: rank({m: v["spearman"] for m, v in d["robustness"].items()}, "insens", True),
+            INT,
+        ),
+        (n_methods, INT),
+    ),
+)
+
+
+def placed_cifar(d, name: str, place: int):
+    scores = {m: v["spearman"] for m, v in d["robustness"].items()}
+    r = rank(scores, name, True)
+    return scores[name]["mean"] if r == place else f"{name} ranks {r}, not {place}"
