@@ -181,17 +181,21 @@ def robustness_figure(rob, methods, sigma, lossy: str) -> Figure:
     fig = Figure(figsize=(12, 4.5))
     ax = fig.add_subplot()
     x = np.arange(len(methods))
+    n = max(rob[m]["spearman"]["n"] + rob[m]["spearman"].get("n_undefined", 0) for m in methods)
     for k, key in enumerate(("spearman", "cosine")):
-        means = [rob[m][key]["mean"] for m in methods]
-        errs = [rob[m][key]["std"] for m in methods]
+        sums = [rob[m][key] for m in methods]
         ax.bar(
             x + (k - 0.5) * 0.4,
-            [np.nan if v is None else v for v in means],
+            [np.nan if s["mean"] is None else s["mean"] for s in sums],
             0.4,
-            yerr=[0 if v is None else v for v in errs],
+            yerr=analysis.error_bars(sums),
             capsize=2,
             label=key,
         )
+    for i, m in enumerate(methods):  # methods undefined on some images: their n
+        s = rob[m]["spearman"]
+        if s["n"] < n:
+            ax.annotate(f"n={s['n']}", (i, -1.0), ha="center", fontsize=7)
     ax.axhline(0, color="gray", lw=0.5)
     ax.set_ylim(-1.05, 1.05)
     ax.set_xticks(x)
@@ -199,10 +203,10 @@ def robustness_figure(rob, methods, sigma, lossy: str) -> Figure:
     ax.set_ylabel("similarity of clean and noisy map")
     ax.set_title(
         f"CIFAR-10{lossy}: map on the clean image vs on the image with "
-        f"Gaussian noise sigma = {sigma:g} (mean ± std)",
+        f"Gaussian noise sigma = {sigma:g} (mean and 95% interval over n = {n} images)",
         fontsize=10,
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

@@ -139,36 +139,45 @@ def _val(v, default=np.nan):
 
 
 def robustness_figure(rob, region_fraction, methods) -> Figure:
-    fig = Figure(figsize=(13, 7.5))
+    """Bars of the robustness and locality measures: mean and 95% interval over images."""
+    fig = Figure(figsize=(14, 7.5))
     axes = fig.subplots(2, 1)
     x = np.arange(len(methods))
+    n = max(rob[m]["clean"]["on_digit"]["n"] for m in methods)
     width = 0.8 / len(NOISY)
     for k, cond in enumerate(NOISY):
-        means = [_val(rob[m][cond]["spearman"]["mean"]) for m in methods]
-        errs = [_val(rob[m][cond]["spearman"]["std"], 0.0) for m in methods]
-        axes[0].bar(x + (k - 1) * width, means, width, yerr=errs, label=cond, capsize=2)
+        sums = [rob[m][cond]["spearman"] for m in methods]
+        means = [_val(s["mean"]) for s in sums]
+        axes[0].bar(
+            x + (k - 1) * width, means, width, yerr=analysis.error_bars(sums), label=cond,
+            capsize=2,
+        )  # fmt: skip
     axes[0].set_ylabel("Spearman(clean map, noisy map)")
     axes[0].set_title(
         "Robustness: rank correlation of the map on the clean and noisy digit "
-        "(mean ± std over images)",
+        f"(mean and 95% interval over n = {n} images, one network)",
         fontsize=10,
     )
     width = 0.8 / len(CONDITIONS)
     for k, cond in enumerate(CONDITIONS):
-        means = [_val(rob[m][cond]["on_digit"]["mean"]) for m in methods]
-        errs = [_val(rob[m][cond]["on_digit"]["std"], 0.0) for m in methods]
-        axes[1].bar(x + (k - 1.5) * width, means, width, yerr=errs, label=cond, capsize=2)
+        sums = [rob[m][cond]["on_digit"] for m in methods]
+        means = [_val(s["mean"]) for s in sums]
+        axes[1].bar(
+            x + (k - 1.5) * width, means, width, yerr=analysis.error_bars(sums), label=cond,
+            capsize=2,
+        )  # fmt: skip
     axes[1].axhline(region_fraction, color="k", ls="--", lw=1, label="area share (uniform map)")
     axes[1].set_ylabel("share of |map| on digit + outline")
     axes[1].set_ylim(0, 1.05)
     axes[1].set_title(
-        "Locality: share of the map's absolute mass on the digit and its 3-pixel outline",
+        "Locality: share of the map's absolute mass on the digit and its 3-pixel outline "
+        f"(mean and 95% interval, n = {n})",
         fontsize=10,
     )
     for ax in axes:
         ax.set_xticks(x)
         ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
-        ax.legend(fontsize=7, ncol=5)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.axhline(0, color="gray", lw=0.5)
     fig.tight_layout()
     return fig

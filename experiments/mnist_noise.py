@@ -26,7 +26,8 @@ same options as experiments/train.py), then on the 10,000 MNIST test images:
 Measures of the maps (robustness to this noise, faithfulness) are in
 experiments/mnist_metrics.py. Writes to --out (default runs/, so that the committed
 results/ stay as they are; --out results replaces them): mnist_noise.json,
-mnist_noise.md, figure4.png, mnist_noise_sweep.png and mnist_noise_layers.png.
+mnist_noise.md, figure4.png (and figure4_readme.png, its first digit and six methods),
+mnist_noise_sweep.png and mnist_noise_layers.png.
 
 Ends by comparing the run with the committed results/mnist_noise.json (when it ran with
 the same training, noise and image options): the clean and noisy accuracies and the active
@@ -79,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_redraw_options(
         g,
-        figures_only="only redraw figure4.png and mnist_noise_layers.png (no measures, JSON or "
-        "report)",
+        figures_only="only redraw figure4.png, figure4_readme.png and mnist_noise_layers.png "
+        "(no measures, JSON or report)",
     )
     return parser
 
@@ -329,10 +330,26 @@ def carrying_layer(layers: dict[str, Any], condition: str) -> tuple[str, float]:
     return best["layer"], best["share_on_digit_outline"]["mean"]
 
 
+README_METHODS = (
+    "insens",
+    "gradient",
+    "gradient_x_input",
+    "integrated_gradients",
+    "guided_backprop",
+    "deep_taylor",
+)
+"""The methods of the README's copy of Figure 4 (figure4_readme.png)."""
+
+
 def figure4(
     f, runner: analysis.MethodRunner, params, images, labels, keys, *, examples, sigma, methods
 ) -> tuple[Figure, list[str], list[str]]:
-    """Figure 4: rows = each example in each condition, columns = input + every method."""
+    """Figure 4: rows = each example in each condition, columns = input + every method.
+
+    Returns:
+      The full figure, its column and row titles, and the README's copy: the first example
+      and `README_METHODS` only.
+    """
     idx = np.asarray(examples)
     x = images[idx]
     rows_x, row_titles = [], []
@@ -348,14 +365,20 @@ def figure4(
     maps = {m: runner(m, params, rows_x, preds) for m in methods}
     panels = [[rows_x[r]] + [maps[m][r] for m in methods] for r in range(len(rows_x))]
     col_titles = ["input"] + list(methods)
-    fig = analysis.maps_figure(
-        panels,
-        methods,
-        row_titles=row_titles,
-        title=f"Figure 4 (reproduction): 2CONV on MNIST, noise sigma = {sigma:g}",
-        compare="compare each method's clean row with the three noisy rows below it",
+    title = f"Figure 4 (reproduction): 2CONV on MNIST, noise sigma = {sigma:g}"
+    compare = "compare each method's clean row with the three noisy rows below it"
+    fig = analysis.maps_figure(panels, methods, row_titles=row_titles, title=title, compare=compare)
+    # The README's copy: the first digit and a few methods, legible at the README's width.
+    few = [m for m in README_METHODS if m in methods] or list(methods[:5])
+    n_rows = len(FIGURE_CONDITIONS)
+    small = analysis.maps_figure(
+        [[rows_x[r]] + [maps[m][r] for m in few] for r in range(n_rows)],
+        few,
+        row_titles=row_titles[:n_rows],
+        title=title + " (first digit, 6 methods)",
+        compare=compare,
     )
-    return fig, col_titles, row_titles
+    return fig, col_titles, row_titles, small
 
 
 def layers_figure(
@@ -365,8 +388,8 @@ def layers_figure(
 
     Rows: each example clean and in the noisy variants of `FIGURE_CONDITIONS`; columns:
     the input, the map of every hidden ReLU layer (mean of omega_hat over its inactive
-    neurons) and the total Insens. The maps of a row share one symmetric colour scale,
-    with a colour bar at the row's end.
+    neurons) and the total Insens. The maps of a column (one layer, or the total) share one
+    symmetric colour scale, set by that column alone, with its colour bar below it.
 
     Args:
       f: per-example network (for the predictions in the row titles).
@@ -392,24 +415,32 @@ def layers_figure(
         for r, (e, c) in enumerate((e, c) for e in range(len(idx)) for c in FIGURE_CONDITIONS)
     ]
     n_maps = len(names) + 1
+    columns = [[layers.maps[k][r] for r in range(len(rows_x))] for k in range(len(names))]
+    columns.append(list(total))
+    # one symmetric scale per layer (column), shared by its rows: clean and noisy maps of a
+    # layer compare directly, and no layer's scale is set by another layer's values
+    limits = [
+        plotting.symmetric_limit(np.stack([plotting.to_2d(m) for m in col])) for col in columns
+    ]
     top = 1.0  # inches above the panels: two lines of figure title, then column titles
-    fig, axes = plotting.canvas(len(rows_x), n_maps + 2, cell=1.4, left=1.4, top=top, right=0.3)
+    fig, axes = plotting.canvas(
+        len(rows_x), n_maps + 1, cell=1.4, left=1.4, top=top, bottom=0.75, right=0.1
+    )
     for r in range(len(rows_x)):
-        maps = [layers.maps[k][r] for k in range(len(names))] + [total[r]]
-        limit = plotting.symmetric_limit(np.stack([plotting.to_2d(m) for m in maps]))
         plotting.show_image(axes[r, 0], rows_x[r], title=col_titles[0] if r == 0 else None)
-        for c, m in enumerate(maps, start=1):
+        for c, (col, limit) in enumerate(zip(columns, limits, strict=True), start=1):
             title = col_titles[c] if r == 0 else None
-            plotting.heatmap(axes[r, c], m, title=title, limit=limit)
+            plotting.heatmap(axes[r, c], col[r], title=title, limit=limit)
         axes[r, 0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
-        # The last column holds the row's colour bar: [-L, 0, L] of the shared scale.
-        axes[r, -1].set_axis_off()
-        cax = axes[r, -1].inset_axes([0.05, 0.08, 0.12, 0.84])
-        plotting.colour_bar(fig, cax, limit=limit, fontsize=6)
-    axes[0, -1].set_title("colour key\n(row's scale)", fontsize=8)
+    # under every map column its colour bar: [-L, 0, L] of that layer's scale
+    for c, limit in enumerate(limits, start=1):
+        box, h = axes[-1, c].get_position(), fig.get_figheight()
+        cax = fig.add_axes((box.x0 + 0.08 * box.width, box.y0 - 0.3 / h, 0.84 * box.width, 0.1 / h))
+        plotting.colour_bar(fig, cax, limit=limit, orientation="horizontal", fontsize=6)
     fig.suptitle(
         f"Insens per hidden ReLU layer, 2CONV on MNIST, noise sigma = {sigma:g}\n"
-        "red positive, blue negative; one symmetric colour scale per row",
+        "red positive, blue negative; one symmetric colour scale per column (layer), "
+        "its key below the column",
         fontsize=9,
         y=1 - 0.1 / fig.get_figheight(),
         va="top",
@@ -824,7 +855,7 @@ def draw_figure4(args, model, params, f, images, labels, keys) -> tuple[tuple[st
     runner = analysis.MethodRunner(
         lambda p, x: model.apply(p, x[None])[0], batch_size=10, seed=args.noise_seed
     )
-    fig, col_titles, _ = figure4(
+    fig, col_titles, _, small = figure4(
         f,
         runner,
         params,
@@ -836,6 +867,7 @@ def draw_figure4(args, model, params, f, images, labels, keys) -> tuple[tuple[st
         methods=methods,
     )
     plotting.save_figure(fig, args.out / "figure4.png", dpi=110)
+    plotting.save_figure(small, args.out / "figure4_readme.png", dpi=100)
     return methods, col_titles
 
 

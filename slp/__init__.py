@@ -82,7 +82,8 @@ API and may change):
     ``make_noisy_batch``, ``outline_mask``, ``OUTLINE_RADIUS``, ``VARIANTS``
 ``slp.plotting``
     ``canvas``, ``colour_bar``, ``colour_key``, ``grid_figure``, ``heatmap``,
-    ``HEATMAP_CMAP``, ``save_figure``, ``show_image``, ``symmetric_limit``
+    ``HEATMAP_CMAP``, ``mark_undefined``, ``save_figure``, ``show_image``,
+    ``symmetric_limit``, ``undefined_reason``, ``UNDEFINED_MARK``
 ``slp.projections``
     ``activation_pattern``, ``activities``, ``explicit_projections``, ``Projection``,
     ``switched_centres``, ``switched_projections``

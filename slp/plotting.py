@@ -30,6 +30,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colorbar import Colorbar
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from slp.data._files import atomic_writer
 from slp.metrics import pixel_map
@@ -38,6 +39,9 @@ __all__ = [
     "HEATMAP_CMAP",
     "symmetric_limit",
     "heatmap",
+    "mark_undefined",
+    "undefined_reason",
+    "UNDEFINED_MARK",
     "show_image",
     "canvas",
     "colour_bar",
@@ -87,8 +91,42 @@ def symmetric_limit(values: np.ndarray) -> float:
     return limit if limit > 0 else 1.0
 
 
+UNDEFINED_MARK = "undefined"
+"""Gid (`Artist.get_gid`) of the text that `heatmap` writes on a map with nothing to show."""
+
+
+def mark_undefined(ax: Axes, why: str) -> None:
+    """Hatches ``ax`` and writes "undefined" and ``why`` in it (gid `UNDEFINED_MARK`)."""
+    ax.add_patch(
+        Rectangle(
+            (0, 0), 1, 1, transform=ax.transAxes, fill=False, hatch="///", ec="0.6", lw=0, zorder=2
+        )
+    )
+    text = ax.text(
+        0.5, 0.5, f"{UNDEFINED_MARK}\n({why})", transform=ax.transAxes, ha="center",
+        va="center", fontsize=7, zorder=3,
+        bbox={"facecolor": "white", "edgecolor": "0.6", "boxstyle": "round,pad=0.2"},
+    )  # fmt: skip
+    text.set_gid(UNDEFINED_MARK)
+
+
+def undefined_reason(values: np.ndarray) -> str | None:
+    """Why a map has nothing to show: ``"not finite"``, ``"all 0"``, or None when it has."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return "not finite"
+    if not np.any(finite):
+        return "all 0"
+    return None
+
+
 def heatmap(ax: Axes, values: np.ndarray, *, title: str | None = None, limit=None):
     """Draws a signed map: red positive, blue negative, white zero.
+
+    A map with nothing to show (no finite value, or all zero: e.g. Deep Taylor when the
+    target's logit is not positive) is hatched and marked "undefined" (`mark_undefined`),
+    never drawn as a blank panel.
 
     Args:
       ax: the axes to draw into (ticks are removed).
@@ -105,6 +143,9 @@ def heatmap(ax: Axes, values: np.ndarray, *, title: str | None = None, limit=Non
         raise ValueError(f"limit must be > 0, got {limit}")
     im = ax.imshow(values, cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
     _decorate(ax, title)
+    why = undefined_reason(values)
+    if why is not None:
+        mark_undefined(ax, why)
     return im
 
 

@@ -279,6 +279,36 @@ def fmt(s: dict[str, Any], *, digits: int = 3, spread: str = "std") -> str:
     return text + (f" ({undefined} undef.)" if undefined else "")
 
 
+def ci95(s: dict[str, Any]) -> tuple[float, float]:
+    """The 95% t-interval of the mean of a `summary` over its n images (NaN when n < 2).
+
+    ``mean ± t(0.975, n - 1) × sem``: the images as the only random effect (one network).
+    """
+    n, mean, sem = s.get("n") or 0, s.get("mean"), s.get("sem")
+    if mean is None or sem is None or n < 2:
+        return (math.nan, math.nan)
+    half = float(_t_quantile(n - 1)) * sem
+    return (mean - half, mean + half)
+
+
+def _t_quantile(df: int) -> float:
+    from scipy import stats as sps  # only the figures need it
+
+    return float(sps.t.ppf(0.975, df))
+
+
+def error_bars(summaries: Sequence[dict[str, Any] | None]) -> np.ndarray:
+    """``(2, M)`` distances below and above each mean to its `ci95` (0 where undefined), as
+    matplotlib's ``yerr`` takes them."""
+    lows, highs = [], []
+    for s in summaries:
+        mean = None if s is None else s.get("mean")
+        lo, hi = ci95(s) if mean is not None else (math.nan, math.nan)
+        lows.append(0.0 if not math.isfinite(lo) else mean - lo)
+        highs.append(0.0 if not math.isfinite(hi) else hi - mean)
+    return np.array([lows, highs])
+
+
 def rank_of(scores: dict[str, float | None], name: str, *, higher_is_better: bool) -> str:
     """``"k of M"``: 1 + the number of methods strictly better than ``name`` (ties share)."""
     defined = {m: v for m, v in scores.items() if v is not None and np.isfinite(v)}
@@ -599,25 +629,50 @@ def curves_figure(mean_curves, methods, *, kind: str, title: str) -> Figure:
 
 
 def randomization_figure(rand, steps, methods) -> Figure:
-    fig = Figure(figsize=(14, 4.5))
+    """Spearman of each method's map to the trained network's map, layer by layer.
+
+    Each point is the mean over the images where the similarity is defined, with its 95%
+    interval; a point from fewer images than the method's full count is drawn hollow and
+    labelled with its n (Deep Taylor is undefined where the randomised network gives the
+    target a non-positive logit).
+    """
+    fig = Figure(figsize=(15, 5))
     axes = fig.subplots(1, 2)
     colours = method_colours(methods)
     labels = ["trained"] + [f"+{s}" for s in steps]
+    xs = np.arange(len(labels), dtype=float)
+    offsets = np.linspace(-0.15, 0.15, len(methods))
     for ax, key in zip(axes, ("spearman", "spearman_abs"), strict=True):
-        for m in methods:
-            ys = [1.0] + [rand[m][s][key]["mean"] for s in steps]
-            ys = [np.nan if y is None else y for y in ys]
-            ax.plot(
-                labels, ys, "o-", color=colours[m], lw=2.5 if m == "insens" else 1, ms=3, label=m
-            )
+        for off, m in zip(offsets, methods, strict=True):
+            sums = [rand[m][s][key] for s in steps]
+            full = max((s["n"] + s.get("n_undefined", 0)) for s in sums)
+            ys = np.array([1.0] + [np.nan if s["mean"] is None else s["mean"] for s in sums])
+            err = np.concatenate([np.zeros((2, 1)), error_bars(sums)], axis=1)
+            lw = 2.5 if m == "insens" else 1
+            ax.plot(xs + off, ys, "-", color=colours[m], lw=lw, label=m)
+            ax.errorbar(xs + off, ys, yerr=err, fmt="none", ecolor=colours[m], lw=0.8, capsize=2)
+            partial = [False] + [s["n"] < full for s in sums]
+            for x, y, p, s in zip(xs + off, ys, partial, [None, *sums], strict=True):
+                face = "white" if p else colours[m]
+                ax.plot(x, y, "o", ms=4, mfc=face, mec=colours[m])
+                if p and np.isfinite(y):
+                    ax.annotate(
+                        f"n={s['n']}", (x, y), xytext=(3, -8), textcoords="offset points",
+                        fontsize=6, color=colours[m],
+                    )  # fmt: skip
         ax.axhline(0, color="gray", lw=0.5)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels)
         ax.set_ylabel(f"{'Spearman' if key == 'spearman' else 'Spearman of |map|'} to trained map")
         ax.set_xlabel("layers re-initialised, cumulative from the top")
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    n_all = max(s["n"] + s.get("n_undefined", 0) for m in methods for s in
+                (rand[m][steps[0]]["spearman"],))  # fmt: skip
     fig.suptitle(
-        "Cascading model randomisation (a map that stays near 1 does not depend on "
-        "the randomised weights)",
-        fontsize=10,
+        "Cascading model randomisation: mean and 95% interval over the images where the "
+        f"similarity is defined (of n = {n_all}); hollow, with its n: fewer images "
+        "(a map that stays near 1 does not depend on the randomised weights)",
+        fontsize=9,
     )
     fig.tight_layout()
     return fig
