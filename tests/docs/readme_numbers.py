@@ -49,6 +49,7 @@ ALLOWED = (
     r"\b28×28\b",  # the MNIST input size
     r"\b95%\s+(?:t-)?interval",  # a confidence level
     r"target of 20,000 img/s at batch ≥ 1024",  # a goal, not a measurement
+    r"arXiv:1909\.11275v1",  # the paper's identifier and version
 )
 
 
@@ -385,7 +386,119 @@ def zoo_row(net: str, insens_speed: str, naive_speed: str, naive_temp: str) -> N
     )
 
 
+# --- "Paper vs this reproduction": the claim table ---------------------------------------------
+
+PVR = "Paper vs this reproduction"
+ENC_JSON = "encodings_fashion_mnist.json"
+
+
+def image_interval(path: str, bound: int):
+    """Low (0) or high (1) end of the 95% t-interval of a summary's mean over its images."""
+
+    def get(d):
+        from scipy import stats
+
+        s = at(d, path)
+        half = float(stats.t.ppf(0.975, s["n"] - 1)) * s["sem"]
+        return s["mean"] + (half if bound else -half)
+
+    return get
+
+
+def image_mean_ci(path: str, fmt: str = F3) -> list[tuple]:
+    """``mean (low–high)`` of a summary: its mean and 95% t-interval over images."""
+    return [(f"{path}/mean", fmt), (image_interval(path, 0), fmt), (image_interval(path, 1), fmt)]
+
+
+def seed_mean_ci(name: str, fmt: str = F3) -> list[tuple]:
+    """``mean (low–high)`` of a mnist_seeds.json number: mean and 95% t-interval over seeds."""
+    return [(f"numbers/{name}/{k}", fmt) for k in ("mean", "ci95/0", "ci95/1")]
+
+
+def paper_inside_seed_interval(variant: str):
+    """The paper's accuracy on ``variant``, if it lies in the seeds' 95% interval."""
+
+    def get(d):
+        low, high = load(SEEDS)["numbers"][f"{variant}_accuracy"]["ci95"]
+        paper = d["paper"][variant]
+        return paper if low <= paper <= high else f"{paper} is outside ({low}, {high})"
+
+    return get
+
+
+def claim(start: str, column: int) -> str:
+    """The pattern of a claim-table row's ``column`` (1: paper, 2: measured, 3: verdict)."""
+    return rf"^\| {re.escape(start)}[^|]*" + r"\|[^|]*" * (column - 1) + r"\| ([^|]*?) \|"
+
+
+SEED_N = ("numbers/clean_accuracy/n", INT)
+ROB_PATH = "robustness/{m}/{c}/{k}"
+
+
 NUMBERS: tuple[Numbers, ...] = (
+    # --- Paper vs this reproduction ------------------------------------------------------------
+    N(PVR, r"over (\d+) training seeds are t-intervals", SEEDS, SEED_N),
+    N(PVR, claim("2CONV's test accuracy", 1), NOISE, ("paper/clean_accuracy_value", F2)),
+    N(PVR, claim("2CONV's test accuracy", 2), SEEDS, *seed_mean_ci("clean_accuracy", F4), SEED_N),
+    *(
+        N(PVR, claim(f"accuracy on noisy {v}", 1), NOISE, (f"paper/{v}", F2))
+        for v in ("bordered", "background", "framed")
+    ),
+    N(
+        PVR,
+        claim("accuracy on noisy bordered", 2),
+        SEEDS,
+        *seed_mean_ci("bordered_accuracy"),
+        ("config/sigma", "g"),
+        SEED_N,
+    ),
+    *(
+        N(PVR, claim(f"accuracy on noisy {v}", 2), SEEDS, *seed_mean_ci(f"{v}_accuracy"), SEED_N)
+        for v in ("background", "framed")
+    ),
+    N(
+        PVR,
+        claim("accuracy on noisy background", 3),
+        NOISE,
+        (paper_inside_seed_interval("background"), F2),
+    ),
+    N(PVR, claim("the share of active hidden", 1), NOISE, ("paper/active_fraction", F2)),
+    N(PVR, claim("the share of active hidden", 2), SEEDS, *seed_mean_ci("active_fraction"), SEED_N),
+    *(
+        N(
+            PVR,
+            claim(start, 2),
+            METRICS,
+            *image_mean_ci(ROB_PATH.format(m="insens", c=c, k="spearman")),
+            *image_mean_ci(ROB_PATH.format(m="smoothgrad", c=c, k="spearman")),
+            *([(ROB_PATH.format(m="insens", c=c, k="spearman/n"), INT)] if n else []),
+        )
+        for start, c, n in (
+            ("Insens is more robust in the presence", "bordered", True),
+            ("same, background noise", "background", False),
+        )
+    ),
+    N(
+        PVR,
+        claim("Insens still shows the digit", 2),
+        METRICS,
+        *image_mean_ci(ROB_PATH.format(m="insens", c="bordered", k="on_digit")),
+        ("region_fraction", F3),
+        *image_mean_ci(ROB_PATH.format(m="guided_backprop", c="bordered", k="on_digit")),
+    ),
+    N(
+        PVR,
+        claim("Insens maps of the", 2),
+        ENC_JSON,
+        *image_mean_ci("reversal/insens/mean vs neg_mean/pearson"),
+        ("reversal/insens/mean vs neg_mean/pearson/n", INT),
+    ),
+    N(
+        PVR,
+        claim("Insens maps of the", 3),
+        ENC_JSON,
+        ("reversal/insens/mean vs its exact mirror/pearson/mean", ".0f"),
+    ),
     # --- Reading an Insens map -----------------------------------------------------------------
     N(
         READING,
