@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +82,7 @@ def state_changes(
     *,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     replacement: str = "baseline",
-    baseline: float = 0.0,
+    baseline: Any = 0.0,
     sigma: float = 1.0,
     low: float = 0.0,
     high: float = 1.0,
@@ -100,7 +100,8 @@ def state_changes(
         or its absolute value to order by magnitude).
       fractions: shares of the ``H * W`` pixels perturbed, each in ``(0, 1]``.
       replacement: ``"baseline"`` or ``"noise"`` (module docstring).
-      baseline: the value of a perturbed pixel under ``"baseline"``.
+      baseline: the value of a perturbed pixel under ``"baseline"``: a scalar, or one value
+        per channel ``(C,)`` (e.g. a data set's mean colour).
       sigma: noise standard deviation under ``"noise"``.
       low, high: the input range noisy pixels are clipped to.
       key: PRNG key of the noise (required for ``"noise"``).
@@ -124,7 +125,7 @@ def state_changes(
             raise ValueError("replacement='noise' needs a PRNG key")
         noisy = jnp.clip(x + sigma * jax.random.normal(key, x.shape, x.dtype), low, high)
     else:
-        noisy = jnp.full_like(x, baseline)
+        noisy = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
     h, w = x.shape[:2]
     rank = metrics.pixel_order(scores)  # (H, W): 0 = perturbed first
     # round(., 6) first: 0.07 * 100 is 7.000000000000001, which must not become 8 pixels

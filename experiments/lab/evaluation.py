@@ -1,0 +1,664 @@
+"""The evaluation of every attribution method on networks trained from several seeds.
+
+One resumable pipeline (experiments/evaluate_mnist.py is its command line):
+
+1. **Maps** of every method on every image, clean and noisy, through `slp.attribute_dataset`
+   with an output folder per (seed, method, input condition): a second run reuses every
+   finished chunk.
+2. **Per-image scores** per (seed, metric, method), each an ``(N,)`` ``.npy`` in a folder
+   named after the metric and a hash of everything that decides its values (images,
+   checkpoint, the metric's options): a rerun computes only what is missing, and a
+   changed option never reuses stale scores.
+3. **Statistics** (`lab.stats`): per metric and method the mean over seeds and images with
+   its 95% interval (two-way random effects, seeds and images crossed), and the top group:
+   the best method and every method that paired, Holm-corrected tests cannot separate from
+   it, on the images where every compared method is defined in every seed (the count is
+   reported).
+
+**Methods that compute the same map are reported once.** `ALIASES` lists them; each
+identity is checked on the trained networks (`identities`) and a name is merged only where
+the maps agree to `IDENTITY_TOLERANCE` (largest |difference| over the largest |map|, on
+every checked image of every seed). `NEAR_IDENTITIES` are measured and reported but not
+merged: they differ by more than float32 rounding on these networks.
+
+**Metrics** (`METRICS`; the families compute several at once):
+
+- ``Deletion`` / ``Insertion``: area under the target's softmax probability as pixels are
+  removed (set to 0) or inserted into a black image, most positive map value first
+  (`slp.metrics.deletion_curve`); controls: a random order.
+- ``OnDigit``: share of |map| on the digit and its 3-pixel outline (clean image).
+- ``StateChange-baseline`` / ``StateChange-noise``: the completeness measure of
+  `lab.completeness` (pixels by |map|, 1-20% perturbed, share of hidden neurons whose state
+  changed, averaged over k); controls: random and blurred-random orders.
+- ``Robustness-<variant>-<sigma>``: Spearman rank correlation of the map on the clean image
+  with the map on its noisy version (`slp.noise` variant at that sigma), averaged over
+  the noise draws of the image.
+
+No figure here: `lab.evaluation_figures` draws them from the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import slp
+from lab import analysis, completeness, stats
+from slp import metrics, noise
+from slp.attributions import get_method
+from slp.data._files import atomic_writer
+
+__all__ = [
+    "ALIASES",
+    "CONTROLS",
+    "IDENTITY_TOLERANCE",
+    "METRICS",
+    "NEAR_IDENTITIES",
+    "Metric",
+    "SeedData",
+    "Setting",
+    "aggregate",
+    "identities",
+    "run",
+]
+
+ALIASES = {
+    "gradient_x_input": ("lrp_epsilon",),
+    "lrp_alpha1_beta0": ("lrp_alpha_beta",),
+}
+"""Reported name -> the registered methods that compute the same map (LRP-epsilon with its
+default epsilon = 1e-7 is LRP-0, which is gradient x input; lrp_alpha_beta's defaults are
+alpha = 1, beta = 0). tests/test_method_identities.py proves both on random networks."""
+
+NEAR_IDENTITIES = (("lrp_zplus", "lrp_alpha1_beta0"), ("deep_taylor", "lrp_alpha1_beta0"))
+"""Pairs that coincide only without positive (z+) or negative (Deep Taylor) biases: measured
+on the trained networks and reported, kept as separate methods."""
+
+IDENTITY_TOLERANCE = 1e-3
+"""Largest |a - b| / max |b| per image for two float32 maps to count as one computation."""
+
+CONTROLS = ("random", "blurred_random")
+"""Pixel orders that know nothing about the network: the references of the perturbation
+metrics."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What one evaluation run computes.
+
+    Attributes:
+      seeds: training seeds of the 2CONV networks.
+      num_images: N test images (the same for every seed).
+      methods: reported method names (aliases are left out by the caller).
+      families: metric families to compute (keys of `METRICS`' ``family``).
+      variants: noise variants of the robustness sweep (`slp.noise.VARIANTS`, or
+        ``"gaussian"``: noise on every pixel, for data without a digit mask).
+      sigmas: noise standard deviations of the sweep.
+      draws: noise draws per image and (variant, sigma).
+      sweep_images: the first images used by the robustness sweep (<= num_images).
+      fractions: shares of pixels perturbed by the state-change measure.
+      noise_sigma: sigma of the state-change measure's noisy replacement.
+      steps: steps of the deletion/insertion curves.
+      batch_size: images per compiled call.
+      noise_seed: seed of the noise, random orders and per-image keys.
+      cache: folder of maps and per-image scores.
+      identity_images: images on which the method identities are checked.
+      baseline: the value of a removed pixel (deletion, insertion, the state-change
+        measure's baseline replacement): one value, or one per channel.
+      dataset: its name in the reports.
+    """
+
+    seeds: tuple[int, ...]
+    num_images: int
+    methods: tuple[str, ...]
+    families: tuple[str, ...] = ("curves", "locality", "state_change", "robustness")
+    variants: tuple[str, ...] = ("bordered", "background", "framed")
+    sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    draws: int = 3
+    sweep_images: int = 100
+    fractions: tuple[float, ...] = completeness.DEFAULT_FRACTIONS
+    noise_sigma: float = 0.5
+    steps: int = 28
+    batch_size: int = 32
+    noise_seed: int = 0
+    cache: Path = Path("runs/evaluation_cache")
+    identity_images: int = 32
+    baseline: tuple[float, ...] = (0.0,)
+    dataset: str = "MNIST"
+
+
+class SeedData(NamedTuple):
+    """One trained network and the images it is scored on.
+
+    Attributes:
+      seed: its training seed.
+      apply: ``apply(params, x) -> logits (C,)`` for one image ``(28, 28, 1)``.
+      params: its parameters.
+      checkpoint: the checkpoint's file name (part of every cache key).
+      images: float32 ``(N, 28, 28, 1)``.
+      labels: int32 ``(N,)``, the explained classes.
+    """
+
+    seed: int
+    apply: Callable
+    params: Any
+    checkpoint: str
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class Metric(NamedTuple):
+    """One score per image of a map.
+
+    Attributes:
+      family: the computation that produces it (with the other metrics of its family).
+      higher_is_better: the direction of a better map.
+      description: one line for the report.
+    """
+
+    family: str
+    higher_is_better: bool
+    description: str
+
+
+def robustness_name(variant: str, sigma: float) -> str:
+    """The metric name of the robustness to ``variant`` noise at ``sigma``."""
+    return f"Robustness-{variant}-{sigma:g}"
+
+
+def metric_table(setting: Setting) -> dict[str, Metric]:
+    """Every metric of the run's families, in report order."""
+    out = {}
+    if "curves" in setting.families:
+        out["Deletion"] = Metric(
+            "curves", False, "area under the target probability, pixels set to the baseline"
+        )
+        out["Insertion"] = Metric(
+            "curves", True, "area under the target probability, pixels inserted into the baseline"
+        )
+    if "locality" in setting.families:
+        out["OnDigit"] = Metric("locality", True, "share of |map| on digit + 3-pixel outline")
+    if "state_change" in setting.families:
+        for r in completeness.REPLACEMENTS:
+            out[f"StateChange-{r}"] = Metric(
+                "state_change",
+                True,
+                f"share of hidden neurons switched, top 1-20% pixels by |map|, {r} replacement",
+            )
+    if "robustness" in setting.families:
+        for v in setting.variants:
+            for s in setting.sigmas:
+                out[robustness_name(v, s)] = Metric(
+                    "robustness", True, f"Spearman(clean map, map on {v} noise, sigma {s:g})"
+                )
+    return out
+
+
+METRICS = metric_table(Setting(seeds=(0,), num_images=2, methods=()))
+"""The metrics of a default run."""
+
+
+def device_label() -> str:
+    """Where the run computed: ``"2 CPU cores"`` or the accelerator's kind."""
+    import os
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return f"{os.cpu_count()} CPU cores"
+    return f"{jax.device_count()} x {dev.device_kind}"
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(path) as fh:
+        np.save(fh, np.asarray(array))
+
+
+def _method_options(method: str) -> dict[str, Any]:
+    accepted = inspect.signature(get_method(method)).parameters
+    return {k: v for k, v in (("low", 0.0), ("high", 1.0)) if k in accepted}
+
+
+@jax.jit
+def _gaussian(keys, images, sigma):
+    """Gaussian noise of ``sigma`` on every pixel, clipped to [0, 1]."""
+    clean = jnp.zeros(images.shape[1:3], bool)
+    return jax.vmap(lambda k, x: noise.add_noise(k, x, clean, sigma=sigma))(keys, images)
+
+
+class Pipeline:
+    """Maps and per-image scores of one seed's network, cached under ``setting.cache``."""
+
+    def __init__(self, setting: Setting, data: SeedData, log: Callable[[str], None]):
+        self.setting, self.data, self.log = setting, data, log
+        # the network, the images (and their labels) and the noise seed decide every map
+        images = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
+        images.update(np.asarray(data.labels, np.int64).tobytes())
+        name = f"seed{data.seed}-{data.checkpoint}-n{len(data.images)}-{images.hexdigest()[:8]}"
+        self.root = Path(setting.cache) / f"{name}-noise{setting.noise_seed}"
+        self._noisy: dict[tuple[str, float, int], np.ndarray] = {}
+
+    # -- inputs and maps ---------------------------------------------------------------
+    def noise_keys(self, variant: str, draw: int, n: int) -> jax.Array:
+        """One key per image for (variant, draw); the same for every sigma and seed."""
+        k = jax.random.fold_in(jax.random.key(self.setting.noise_seed), draw)
+        k = jax.random.fold_in(k, (*noise.VARIANTS, "gaussian").index(variant))
+        return jax.random.split(k, n)
+
+    def noisy(self, variant: str, sigma: float, draw: int) -> np.ndarray:
+        key = (variant, sigma, draw)
+        if key not in self._noisy:
+            n = min(self.setting.sweep_images, len(self.data.images))
+            images = jnp.asarray(self.data.images[:n])
+            keys = self.noise_keys(variant, draw, n)
+            if variant == "gaussian":
+                self._noisy[key] = np.asarray(_gaussian(keys, images, sigma))
+            else:
+                self._noisy[key] = np.asarray(
+                    noise.make_noisy_batch(variant, keys, images, sigma=sigma)
+                )
+        return self._noisy[key]
+
+    def maps(self, method: str, condition: str = "clean", inputs=None, labels=None) -> np.ndarray:
+        """Maps ``(n, *X)`` of ``method`` on the condition's inputs (resumable)."""
+        inputs = self.data.images if inputs is None else inputs
+        labels = self.data.labels[: len(inputs)] if labels is None else labels
+        accepted = inspect.signature(get_method(method)).parameters
+        out = slp.attribute_dataset(
+            self.data.apply,
+            inputs,
+            method,
+            params=self.data.params,
+            target=labels,
+            key=jax.random.key(self.setting.noise_seed) if "key" in accepted else None,
+            batch_size=min(self.setting.batch_size, len(inputs)),
+            out=self.root / "maps" / method / condition,
+            progress=False,
+            **_method_options(method),
+        )
+        return slp.read_maps(out.out)
+
+    # -- per-image scores --------------------------------------------------------------
+    def score_dir(self, metric: str, options: dict[str, Any]) -> Path:
+        return self.root / "scores" / f"{metric}-{_hash(options)}"
+
+    def cached(self, metric: str, options: dict[str, Any], name: str, compute: Callable):
+        """``(N,)`` scores of ``name`` for ``metric``, computed by ``compute()`` if missing."""
+        path = self.score_dir(metric, options) / f"{name}.npy"
+        if path.is_file():
+            return np.load(path)
+        t0 = time.perf_counter()
+        values = np.asarray(compute(), np.float64)
+        _save(path, values)
+        self.log(f"seed {self.data.seed} {metric} {name}: {time.perf_counter() - t0:.1f} s")
+        return values
+
+
+# -- the metric families -------------------------------------------------------------------
+
+
+def _random_orders(setting: Setting, n: int, shape, *, blurred: bool) -> np.ndarray:
+    base = jax.random.fold_in(jax.random.key(setting.noise_seed + 1), int(blurred))
+
+    def one(i):
+        k = jax.random.fold_in(base, i)
+        if blurred:
+            return completeness.blurred_random_scores(k, shape)
+        return metrics.random_scores(k, shape)
+
+    return np.asarray(jax.vmap(one)(jnp.arange(n)))
+
+
+def _order_scores(p: Pipeline, name: str, *, absolute: bool) -> np.ndarray:
+    """Pixel scores ``(N, H, W)`` of a method's clean map or of a control order."""
+    n = len(p.data.images)
+    if name in CONTROLS:
+        shape = p.data.images.shape[1:3]
+        return _random_orders(p.setting, n, shape, blurred=name == "blurred_random")
+    px = analysis.pixel_maps(p.maps(name))
+    return np.abs(px) if absolute else px
+
+
+def _baseline(setting: Setting) -> np.ndarray:
+    """The removed pixels' value: a scalar, or ``(C,)`` per channel."""
+    b = np.asarray(setting.baseline, np.float32)
+    return b[0] if b.size == 1 else b
+
+
+def _curves_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    baseline = _baseline(p.setting)
+    opts = {"steps": p.setting.steps, "baseline": list(p.setting.baseline), "order": "signed"}
+    runner = None
+    out: dict[str, dict[str, np.ndarray]] = {"Deletion": {}, "Insertion": {}}
+    for name in names:
+        cache: dict[str, Any] = {}
+
+        def both(name=name, cache=cache):
+            nonlocal runner
+            if "r" not in cache:
+                if runner is None:
+                    runner = analysis.CurveRunner(
+                        p.data.apply, baseline=baseline, steps=p.setting.steps,
+                        batch_size=p.setting.batch_size,
+                    )  # fmt: skip
+                scores = _order_scores(p, name, absolute=False)
+                cache["r"] = runner(p.data.params, p.data.images, scores, p.data.labels)
+            return cache["r"]
+
+        out["Deletion"][name] = p.cached(
+            "Deletion", opts, name, lambda b=both: b()["deletion"]["auc_probability"]
+        )
+        out["Insertion"][name] = p.cached(
+            "Insertion", opts, name, lambda b=both: b()["insertion"]["auc_probability"]
+        )
+    return out
+
+
+def _locality_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    images = jnp.asarray(p.data.images)
+    region = None
+    out = {}
+    for name in names:
+        if name in CONTROLS:
+            continue
+
+        def compute(name=name):
+            nonlocal region
+            if region is None:
+                region = np.asarray(jax.vmap(lambda x: noise.clean_mask("bordered", x))(images))
+            return analysis.mass_on(analysis.pixel_maps(p.maps(name)), region)
+
+        out[name] = p.cached("OnDigit", {"region": "bordered"}, name, compute)
+    return {"OnDigit": out}
+
+
+def _state_change_runner(p: Pipeline, replacement: str) -> Callable:
+    s = p.setting
+    baseline = _baseline(s)
+
+    def one(params, x, scores, key_data):
+        key = jax.random.wrap_key_data(key_data)
+        changes = completeness.state_changes(
+            lambda z: p.data.apply(params, z),
+            x,
+            scores,
+            fractions=s.fractions,
+            replacement=replacement,
+            baseline=baseline,
+            sigma=s.noise_sigma,
+            key=key,
+        )
+        return completeness.area(changes), changes.changed
+
+    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+    keys = jax.random.key_data(
+        jax.random.split(jax.random.key(s.noise_seed + 2), len(p.data.images))
+    )
+
+    def run(scores):
+        return analysis._batched(
+            lambda x, sc, k: fn(p.data.params, x, sc, k),
+            s.batch_size,
+            p.data.images,
+            np.asarray(scores, np.float32),
+            np.asarray(keys),
+            desc=None,
+        )
+
+    return run
+
+
+def _state_change_options(setting: Setting, replacement: str) -> dict[str, Any]:
+    return {
+        "fractions": list(setting.fractions),
+        "sigma": setting.noise_sigma,
+        "r": replacement,
+        "baseline": list(setting.baseline),
+    }
+
+
+def _state_change_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for r in completeness.REPLACEMENTS:
+        metric = f"StateChange-{r}"
+        opts = _state_change_options(p.setting, r)
+        runner = None
+        out[metric] = {}
+        for name in names:
+
+            def compute(name=name, metric=metric, opts=opts, r=r):
+                nonlocal runner
+                if runner is None:
+                    runner = _state_change_runner(p, r)
+                area, changed = runner(_order_scores(p, name, absolute=True))
+                _save(p.score_dir(metric, opts) / f"{name}.layers.npy", changed)
+                return area
+
+            out[metric][name] = p.cached(metric, opts, name, compute)
+    return out
+
+
+def _robustness_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    s = p.setting
+    n = min(s.sweep_images, len(p.data.images))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for v in s.variants:
+        for sigma in s.sigmas:
+            metric = robustness_name(v, sigma)
+            out[metric] = {}
+            for name in names:
+                if name in CONTROLS:
+                    continue
+
+                def compute(name=name, v=v, sigma=sigma):
+                    clean = analysis.pixel_maps(p.maps(name)[:n])
+                    rho = []
+                    for d in range(s.draws):
+                        noisy = p.maps(
+                            name,
+                            f"{v}-sigma{sigma:g}-draw{d}",
+                            inputs=p.noisy(v, sigma, d),
+                            labels=p.data.labels[:n],
+                        )
+                        rho.append(
+                            analysis.similarities(clean, analysis.pixel_maps(noisy))["spearman"]
+                        )
+                    values = np.full(len(p.data.images), np.nan)
+                    # an image whose map is constant in some draw has no rank correlation
+                    values[:n] = np.mean(rho, axis=0)
+                    return values
+
+                out[metric][name] = p.cached(
+                    metric, {"n": n, "draws": s.draws, "seed": s.noise_seed}, name, compute
+                )
+    return out
+
+
+def state_change_curves(setting: Setting, datas: Sequence[SeedData]) -> dict[str, Any]:
+    """Mean share of hidden neurons switched at each k, over seeds and images.
+
+    Returns:
+      ``{"fraction": (K,), "replacements", "controls", "n_images", <replacement>: {name:
+      (K,) list}}`` for every method and control whose layer counts are cached.
+    """
+    out: dict[str, Any] = {
+        "fraction": list(setting.fractions),
+        "replacements": list(completeness.REPLACEMENTS),
+        "controls": list(CONTROLS),
+        "n_images": setting.num_images,
+    }
+    pipelines = [Pipeline(setting, d, print) for d in datas]
+    neurons = []
+    for d in datas:
+        shapes = jax.eval_shape(
+            slp.activation_pattern(lambda z, d=d: d.apply(d.params, z)), d.images[0]
+        )
+        neurons.append(sum(int(np.prod(a.shape)) for a in shapes))
+    for r in completeness.REPLACEMENTS:
+        opts = _state_change_options(setting, r)
+        out[r] = {}
+        for name in [*setting.methods, *CONTROLS]:
+            paths = [
+                p.score_dir(f"StateChange-{r}", opts) / f"{name}.layers.npy" for p in pipelines
+            ]
+            if all(path.is_file() for path in paths):
+                shares = [np.load(path).sum(-1) / n for path, n in zip(paths, neurons, strict=True)]
+                out[r][name] = np.mean(shares, axis=(0, 1)).tolist()
+    return out
+
+
+FAMILIES = {
+    "curves": (_curves_family, CONTROLS[:1]),
+    "locality": (_locality_family, ()),
+    "state_change": (_state_change_family, CONTROLS),
+    "robustness": (_robustness_family, ()),
+}
+"""Family -> (function(pipeline, names) -> {metric: {name: (N,)}}, its control orders)."""
+
+
+# -- method identities ---------------------------------------------------------------------
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    scale = np.abs(b).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, np.abs(a - b).max(axis=1) / scale, np.nan)
+
+
+def identities(pipelines: Sequence[Pipeline]) -> dict[str, dict[str, Any]]:
+    """Largest and median relative difference of every alias (and near-identity) pair
+    whose reported methods are among the run's.
+
+    Returns:
+      ``{"a = b": {"max_relative", "median_relative", "images", "merged", "tolerance"}}``
+      over the first ``identity_images`` images of every seed; ``merged`` where the
+      largest difference is within `IDENTITY_TOLERANCE` and the pair is in `ALIASES`.
+    """
+    if not pipelines:
+        return {}
+    methods = set(pipelines[0].setting.methods)
+    pairs = [(a, name) for name, aliases in ALIASES.items() if name in methods for a in aliases]
+    pairs += [(a, b) for a, b in NEAR_IDENTITIES if a in methods and b in methods]
+    out = {}
+    for a, b in pairs:
+        rel = []
+        for p in pipelines:
+            k = min(p.setting.identity_images, len(p.data.images))
+            ident = Pipeline(p.setting, p.data._replace(images=p.data.images[:k]), p.log)
+            rel.append(_relative(ident.maps(a), ident.maps(b)))
+        rel = np.concatenate(rel)
+        worst = float(np.nanmax(rel))
+        out[f"{a} = {b}"] = {
+            "max_relative": worst,
+            "median_relative": float(np.nanmedian(rel)),
+            "images": int(np.isfinite(rel).sum()),
+            "tolerance": IDENTITY_TOLERANCE,
+            "merged": bool(worst <= IDENTITY_TOLERANCE and (a, b) not in NEAR_IDENTITIES),
+        }
+    return out
+
+
+# -- the run and its statistics ------------------------------------------------------------
+
+
+def run(setting: Setting, datas: Sequence[SeedData], log: Callable[[str], None] = print):
+    """Maps and scores of every (seed, family, method); resumable through ``setting.cache``.
+
+    Returns:
+      ``(scores, identity)``: ``scores[metric][name]`` is ``(S, N)`` (seeds in
+      ``setting.seeds`` order; NaN where undefined), methods and controls together;
+      ``identity`` from `identities`.
+    """
+    pipelines = [Pipeline(setting, d, log) for d in datas]
+    identity = identities(pipelines)
+    per_seed = []
+    for p in pipelines:
+        got: dict[str, dict[str, np.ndarray]] = {}
+        for family in setting.families:
+            fn, controls = FAMILIES[family]
+            got.update(fn(p, [*setting.methods, *controls]))
+        per_seed.append(got)
+    scores = {
+        metric: {name: np.stack([g[metric][name] for g in per_seed]) for name in names}
+        for metric, names in per_seed[0].items()
+    }
+    return scores, identity
+
+
+def _interval_dict(values: np.ndarray) -> dict[str, Any]:
+    keep = stats.complete_images(values)
+    if keep.sum() < 2:
+        return {"mean": None, "ci95": None, "n_images": int(keep.sum()), "n_seeds": len(values)}
+    iv = stats.interval(values)
+    return {
+        "mean": iv.mean,
+        "ci95": [iv.ci95[0], iv.ci95[1]],
+        "se": iv.se,
+        "n_images": iv.n_images,
+        "n_seeds": iv.n_seeds,
+    }
+
+
+def aggregate(
+    scores: dict[str, dict[str, np.ndarray]], table: dict[str, Metric], *, alpha: float = 0.05
+) -> dict[str, Any]:
+    """Intervals, top groups and comparisons with the controls of every metric.
+
+    Returns:
+      ``{metric: {"higher_is_better", "description", "methods": {name: interval},
+      "controls": {name: interval}, "top_group": {"members", "best", "n_images",
+      "adjusted_p"}, "vs_control": {control: {name: {"difference", "p_holm"}}}}}``;
+      an interval is ``{"mean", "ci95": [low, high], "se", "n_images", "n_seeds"}``.
+    """
+    out = {}
+    for metric, by_name in scores.items():
+        info = table[metric]
+        methods = {n: v for n, v in by_name.items() if n not in CONTROLS}
+        controls = {n: v for n, v in by_name.items() if n in CONTROLS}
+        entry: dict[str, Any] = {
+            "higher_is_better": info.higher_is_better,
+            "description": info.description,
+            "methods": {n: _interval_dict(v) for n, v in methods.items()},
+            "controls": {n: _interval_dict(v) for n, v in controls.items()},
+        }
+        try:
+            top = stats.top_group(methods, higher_is_better=info.higher_is_better, alpha=alpha)
+            entry["top_group"] = {
+                "best": top.best,
+                "members": list(top.members),
+                "n_images": top.n_images,
+                "adjusted_p": top.adjusted,
+            }
+        except ValueError as err:  # fewer than 2 methods or images: said in the report
+            entry["top_group"] = {"best": None, "members": [], "n_images": 0, "why": str(err)}
+        entry["vs_control"] = {}
+        for c, cv in controls.items():
+            comps = {n: stats.compare(v, cv) for n, v in methods.items()}
+            ok = [n for n, cmp in comps.items() if np.isfinite(cmp.p_value)]
+            adj = stats.holm([comps[n].p_value for n in ok]) if ok else []
+            entry["vs_control"][c] = {
+                n: {
+                    "difference": comps[n].difference.mean,
+                    "ci95": list(comps[n].difference.ci95),
+                    "p_holm": float(a),
+                    "n_images": comps[n].difference.n_images,
+                }
+                for n, a in zip(ok, adj, strict=True)
+            }
+        out[metric] = entry
+    return out
