@@ -84,8 +84,11 @@ NEAR_IDENTITIES = (("lrp_zplus", "lrp_alpha1_beta0"), ("deep_taylor", "lrp_alpha
 """Pairs that coincide only without positive (z+) or negative (Deep Taylor) biases: measured
 on the trained networks and reported, kept as separate methods."""
 
-IDENTITY_TOLERANCE = 1e-3
-"""Largest |a - b| / max |b| per image for two float32 maps to count as one computation."""
+IDENTITY_TOLERANCE = 5e-3
+"""Largest |a - b| / max |b| per image for two float32 maps to count as one computation.
+
+LRP-epsilon (epsilon 1e-7) and gradient x input differ by up to 7e-4 in float32 on 2CONV
+(where a neuron's pre-activation is near 0); z+ and alpha1-beta0 by 1.5e-2 (median 8e-3)."""
 
 CONTROLS = ("random", "blurred_random")
 """Pixel orders that know nothing about the network: the references of the perturbation
@@ -453,38 +456,43 @@ def _state_change_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[st
 
 
 def _robustness_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Spearman of the clean and the noisy maps, per (variant, sigma), mean over draws.
+
+    The noisy images of every (variant, sigma, draw) of a method go through one
+    `slp.attribute_dataset` call (one compiled program per method, one resumable folder).
+    """
     s = p.setting
     n = min(s.sweep_images, len(p.data.images))
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for v in s.variants:
-        for sigma in s.sigmas:
-            metric = robustness_name(v, sigma)
-            out[metric] = {}
-            for name in names:
-                if name in CONTROLS:
-                    continue
+    cases = [(v, sigma, d) for v in s.variants for sigma in s.sigmas for d in range(s.draws)]
+    opts = {"n": n, "draws": s.draws, "seed": s.noise_seed}
+    tag = _hash([list(c) for c in cases])
+    out: dict[str, dict[str, np.ndarray]] = {
+        robustness_name(v, sigma): {} for v in s.variants for sigma in s.sigmas
+    }
+    for name in names:
+        if name in CONTROLS:
+            continue
+        missing = [m for m in out if not (p.score_dir(m, opts) / f"{name}.npy").is_file()]
+        rho: dict[str, list[np.ndarray]] = {}
+        if missing:
+            t0 = time.perf_counter()
+            inputs = np.concatenate([p.noisy(v, sigma, d) for v, sigma, d in cases])
+            labels = np.tile(p.data.labels[:n], len(cases))
+            noisy = analysis.pixel_maps(p.maps(name, f"sweep-{tag}", inputs=inputs, labels=labels))
+            clean = analysis.pixel_maps(p.maps(name)[:n])
+            for k, (v, sigma, _) in enumerate(cases):
+                sims = analysis.similarities(clean, noisy[k * n : (k + 1) * n])["spearman"]
+                rho.setdefault(robustness_name(v, sigma), []).append(sims)
+            p.log(f"seed {p.data.seed} robustness maps {name}: {time.perf_counter() - t0:.1f} s")
+        for metric in out:
 
-                def compute(name=name, v=v, sigma=sigma):
-                    clean = analysis.pixel_maps(p.maps(name)[:n])
-                    rho = []
-                    for d in range(s.draws):
-                        noisy = p.maps(
-                            name,
-                            f"{v}-sigma{sigma:g}-draw{d}",
-                            inputs=p.noisy(v, sigma, d),
-                            labels=p.data.labels[:n],
-                        )
-                        rho.append(
-                            analysis.similarities(clean, analysis.pixel_maps(noisy))["spearman"]
-                        )
-                    values = np.full(len(p.data.images), np.nan)
-                    # an image whose map is constant in some draw has no rank correlation
-                    values[:n] = np.mean(rho, axis=0)
-                    return values
+            def compute(metric=metric, rho=rho):
+                values = np.full(len(p.data.images), np.nan)
+                # NaN where a map is constant in some draw (no rank correlation)
+                values[:n] = np.mean(rho[metric], axis=0)
+                return values
 
-                out[metric][name] = p.cached(
-                    metric, {"n": n, "draws": s.draws, "seed": s.noise_seed}, name, compute
-                )
+            out[metric][name] = p.cached(metric, opts, name, compute)
     return out
 
 

@@ -36,11 +36,13 @@ def cell(entry: dict[str, Any], *, bold: bool = False, digits: int = 3) -> str:
 
 
 def _groups(metrics: dict[str, Any]) -> dict[str, list[str]]:
+    """Metric names by report section: deletion with insertion, robustness per variant."""
     groups: dict[str, list[str]] = {}
     for name in metrics:
         head = name.split("-")[0]
         if name.startswith("Robustness-"):
             head = "-".join(name.split("-")[:2])
+        head = {"Insertion": "Deletion"}.get(head, head)
         groups.setdefault(head, []).append(name)
     return groups
 
@@ -50,6 +52,7 @@ GROUP_TITLES = {
     "OnDigit": "Locality",
     "StateChange": "Completeness: hidden neurons switched by the map's top pixels",
 }
+"""Section titles of the metric groups (a robustness group is titled by its name)."""
 
 
 def markdown(result: dict[str, Any]) -> list[str]:
@@ -82,7 +85,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "## Methods reported once",
         "",
         *analysis.table(
-            ["pair", "max |a - b| / max |b|", "median", "images", "reported as one"],
+            ["pair", "largest difference / largest magnitude", "median", "images", "one name"],
             [
                 [
                     f"`{k}`",
@@ -95,8 +98,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
             ],
         ),
         "",
-        f"Merged where the largest difference is within {result['identity_tolerance']:g} "
-        "(float32 rounding); aliases: "
+        "Per image, the largest absolute difference of the two maps over the largest absolute "
+        f"value of the second; merged where it is within {result['identity_tolerance']:g} "
+        "on every image (float32 rounding); aliases: "
         + "; ".join(f"`{m}` = {', '.join(f'`{a}`' for a in al)}" for m, al in methods.items() if al)
         + ".",
         "",
