@@ -435,7 +435,8 @@ def layers_figure(
     # under every map column its colour bar: [-L, 0, L] of that layer's scale
     for c, limit in enumerate(limits, start=1):
         box, h = axes[-1, c].get_position(), fig.get_figheight()
-        cax = fig.add_axes((box.x0 + 0.08 * box.width, box.y0 - 0.3 / h, 0.84 * box.width, 0.1 / h))
+        # 60% of the column's width, so that neighbouring bars' end labels do not meet
+        cax = fig.add_axes((box.x0 + 0.2 * box.width, box.y0 - 0.3 / h, 0.6 * box.width, 0.1 / h))
         plotting.colour_bar(fig, cax, limit=limit, orientation="horizontal", fontsize=6)
     fig.suptitle(
         f"Insens per hidden ReLU layer, 2CONV on MNIST, noise sigma = {sigma:g}\n"

@@ -501,7 +501,8 @@ def state_change_curves(setting: Setting, datas: Sequence[SeedData]) -> dict[str
 
     Returns:
       ``{"fraction": (K,), "replacements", "controls", "n_images", <replacement>: {name:
-      (K,) list}}`` for every method and control whose layer counts are cached.
+      (K,) list, name + "/ci95": [(K,) low, (K,) high]}}`` for every method and control
+      whose layer counts are cached (intervals as in `lab.stats.interval`).
     """
     out: dict[str, Any] = {
         "fraction": list(setting.fractions),
@@ -524,8 +525,12 @@ def state_change_curves(setting: Setting, datas: Sequence[SeedData]) -> dict[str
                 p.score_dir(f"StateChange-{r}", opts) / f"{name}.layers.npy" for p in pipelines
             ]
             if all(path.is_file() for path in paths):
-                shares = [np.load(path).sum(-1) / n for path, n in zip(paths, neurons, strict=True)]
+                shares = np.stack(
+                    [np.load(path).sum(-1) / n for path, n in zip(paths, neurons, strict=True)]
+                )  # (S, N, K)
                 out[r][name] = np.mean(shares, axis=(0, 1)).tolist()
+                bounds = [stats.interval(shares[:, :, k]).ci95 for k in range(shares.shape[-1])]
+                out[r][f"{name}/ci95"] = [list(b) for b in zip(*bounds, strict=True)]
     return out
 
 

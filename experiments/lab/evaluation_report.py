@@ -59,14 +59,18 @@ def markdown(result: dict[str, Any]) -> list[str]:
     """The report's lines: the run, the method identities, then a table per metric group."""
     cfg, metrics = result["config"], result["metrics"]
     methods = result["methods"]
+    sweep = (
+        f" (robustness sweep: the first {cfg['sweep_images']}, {cfg['draws']} noise draws each)"
+        if result.get("sweep")
+        else ""
+    )
     lines = [
         f"# Every method on 2CONV trained from several seeds ({cfg.get('dataset', 'MNIST')})",
         "",
         f"Produced by `{cfg['command']}` in {cfg['seconds']['total'] / 60:.1f} minutes on "
         f"{cfg['device']}. Seeds {', '.join(map(str, result['seeds']))}; "
-        f"{cfg['num_images']} {cfg.get('dataset', 'MNIST')} test images (robustness sweep: "
-        f"the first {cfg['sweep_images']}, {cfg['draws']} noise draws each); every map "
-        "explains the true class.",
+        f"{cfg['num_images']} {cfg.get('dataset', 'MNIST')} test images{sweep}; every map "
+        f"explains the true class. Metric families: {', '.join(cfg['families'])}.",
         "",
     ]
     if cfg.get("smoke"):
@@ -257,6 +261,10 @@ def state_change_figure(result: dict[str, Any]) -> Figure:
             ys = curves[r].get(name)
             if ys is None:
                 continue
+            band = curves[r].get(f"{name}/ci95")
+            if band is not None:  # the 95% interval of the mean at each k
+                colour = "k" if name in curves["controls"] else colours[name]
+                ax.fill_between(frac, *band, color=colour, alpha=0.15, lw=0)
             if name in curves["controls"]:
                 style = "k--" if name == "random" else "k:"
                 ax.plot(frac, ys, style, lw=1.5, label=f"{name} order")
@@ -265,12 +273,15 @@ def state_change_figure(result: dict[str, Any]) -> Figure:
                         label=name)  # fmt: skip
         ax.set_xlabel("pixels perturbed, top by |map| (%)")
         ax.set_title(
-            f"{r} replacement; mean over n = {curves['n_images']} images × "
-            f"{len(result['seeds'])} seeds",
+            f"{r} replacement; n = {curves['n_images']} images × {len(result['seeds'])} seeds",
             fontsize=8,
         )
     axes[0].set_ylabel("share of hidden neurons switched")
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle("Completeness: how fast each map's top pixels switch hidden neurons", fontsize=9)
+    fig.suptitle(
+        "Completeness: how fast each map's top pixels switch hidden neurons "
+        "(mean and 95% interval, seeds and images random)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

@@ -435,6 +435,55 @@ SEED_N = ("numbers/clean_accuracy/n", INT)
 ROB_PATH = "robustness/{m}/{c}/{k}"
 
 
+# --- "Every method on several networks": results/mnist_evaluation.json -------------------------
+
+EVAL = "mnist_evaluation.json"
+EVAL_SECTION = "Every method on several networks"
+SC, SCN = "metrics/StateChange-baseline", "metrics/StateChange-noise"
+
+
+def interval(path: str, fmt: str = F3) -> list[tuple]:
+    """``mean (low–high)`` of an interval entry ``{"mean", "ci95": [low, high]}``."""
+    return [(f"{path}/mean", fmt), (f"{path}/ci95/0", fmt), (f"{path}/ci95/1", fmt)]
+
+
+def only_member(metric: str, name: str):
+    """``name``'s mean on ``metric``, if it is the whole top group."""
+
+    def get(d):
+        members = d["metrics"][metric]["top_group"]["members"]
+        mean = d["metrics"][metric]["methods"][name]["mean"]
+        return mean if members == [name] else f"the top group is {members}"
+
+    return get
+
+
+def in_top_group(metric: str, name: str):
+    """``name``'s mean on ``metric``, if it is in the top group."""
+
+    def get(d):
+        members = d["metrics"][metric]["top_group"]["members"]
+        mean = d["metrics"][metric]["methods"][name]["mean"]
+        return mean if name in members else f"{name} is not in the top group {members}"
+
+    return get
+
+
+def not_in_top_group(metric: str, name: str):
+    """``name``'s mean on ``metric``, if it is not in the top group."""
+
+    def get(d):
+        members = d["metrics"][metric]["top_group"]["members"]
+        mean = d["metrics"][metric]["methods"][name]["mean"]
+        return mean if name not in members else f"{name} is in the top group {members}"
+
+    return get
+
+
+def identity(pair: str, key: str):
+    return f"identities/{pair}/{key}"
+
+
 NUMBERS: tuple[Numbers, ...] = (
     # --- Paper vs this reproduction ------------------------------------------------------------
     N(PVR, r"over (\d+) training seeds are t-intervals", SEEDS, SEED_N),
@@ -498,6 +547,97 @@ NUMBERS: tuple[Numbers, ...] = (
         claim("Insens maps of the", 3),
         ENC_JSON,
         ("reversal/insens/mean vs its exact mirror/pearson/mean", ".0f"),
+    ),
+    N(
+        PVR,
+        claim("Insens is more complete", 2),
+        EVAL,
+        (not_in_top_group("StateChange-baseline", "insens"), F3),
+        *interval(f"{SC}/methods/insens")[1:],
+        (only_member("StateChange-baseline", "deep_taylor"), F3),
+        *interval(f"{SC}/methods/deep_taylor")[1:],
+        *interval(f"{SC}/controls/random"),
+        (lambda d: len(d["seeds"]), INT),
+        ("config/num_images", INT),
+    ),
+    # --- Every method on several networks ------------------------------------------------------
+    N(EVAL_SECTION, r"partial\*\*: (\d+) seeds", EVAL, (lambda d: len(d["seeds"]), INT)),
+    N(EVAL_SECTION, r"seeds × (\d+) test digits", EVAL, ("config/num_images", INT)),
+    N(EVAL_SECTION, r"computed in ([\d.]+)\s+minutes", EVAL, ("config/seconds/total", F1, 1 / 60)),
+    N(
+        EVAL_SECTION,
+        r"difference ([\d.e-]+ over \d+) digits",
+        EVAL,
+        (identity("lrp_epsilon = gradient_x_input", "max_relative"), E1),
+        (identity("lrp_epsilon = gradient_x_input", "images"), INT),
+    ),
+    N(
+        EVAL_SECTION,
+        r"α1β0 by up to ([\d.e-]+ and\s+[\d.e-]+) on these",
+        EVAL,
+        (identity("lrp_zplus = lrp_alpha1_beta0", "max_relative"), E1),
+        (identity("deep_taylor = lrp_alpha1_beta0", "max_relative"), E1),
+    ),
+    N(
+        EVAL_SECTION,
+        r"are perturbed, (\d+–\d+)% of them",
+        EVAL,
+        ("config/fractions/0", ".0f", PCT),
+        ("config/fractions/-1", ".0f", PCT),
+    ),
+    N(
+        EVAL_SECTION,
+        r"top pixels switch (0\.\d+\s+\(.*?\)) of the hidden",
+        EVAL,
+        (not_in_top_group("StateChange-baseline", "insens"), F3),
+        *interval(f"{SC}/methods/insens")[1:],
+    ),
+    N(
+        EVAL_SECTION,
+        r"Deep Taylor's (0\.\d+ \(.*?\)), the top",
+        EVAL,
+        (only_member("StateChange-baseline", "deep_taylor"), F3),
+        *interval(f"{SC}/methods/deep_taylor")[1:],
+    ),
+    N(
+        EVAL_SECTION,
+        r"a random order's (0\.\d+ \(.*?\))\.",
+        EVAL,
+        *interval(f"{SC}/controls/random"),
+    ),
+    N(
+        EVAL_SECTION,
+        r"noise of σ ([\d.]+), clipped",
+        EVAL,
+        ("config/state_change_noise_sigma", "g"),
+    ),
+    N(
+        EVAL_SECTION,
+        r"order \(Insens (0\.\d+ \(.*?\)), random",
+        EVAL,
+        (not_in_top_group("StateChange-noise", "insens"), F3),
+        *interval(f"{SCN}/methods/insens")[1:],
+    ),
+    N(EVAL_SECTION, r", random (0\.\d+ \(.*?\))\):", EVAL, *interval(f"{SCN}/controls/random")),
+    N(
+        EVAL_SECTION,
+        r"integrated gradients \((0\.\d+ \(.*?\))\); Insens",
+        EVAL,
+        (in_top_group("Deletion", "gradient_x_input"), F3),
+        *interval("metrics/Deletion/methods/gradient_x_input")[1:],
+    ),
+    N(
+        EVAL_SECTION,
+        r"\)\); Insens (0\.\d+\s+\(.*?\)); a random",
+        EVAL,
+        (not_in_top_group("Deletion", "insens"), F3),
+        *interval("metrics/Deletion/methods/insens")[1:],
+    ),
+    N(
+        EVAL_SECTION,
+        r"; a random order (0\.\d+ \(.*?\))\.",
+        EVAL,
+        *interval("metrics/Deletion/controls/random"),
     ),
     # --- Reading an Insens map -----------------------------------------------------------------
     N(
