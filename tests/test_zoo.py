@@ -3,8 +3,9 @@
 Each network at its small size, in float64, against an independent reference: the
 brute-force dense matrices of `reference.dense_model` (2CONV in all its spellings, the
 MLP), or ``jax.jacfwd`` of the pre-activations captured from the network's own ReLU
-calls (ResNet-8, the Q-network). Which routes exist and which one a network gets is
-read from `slp.insens` and `slp.insens_plan`, never assumed.
+calls (ResNet-8, the Q-network, the batch-norm, depthwise, residual and DenseNet-style
+CNNs, the equinox and dm-haiku conv + max-pool CNNs). Which routes exist and which one a
+network gets is read from `slp.insens` and `slp.insens_plan`, never assumed.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ zoo = load_script("zoo.py")
 # not apply to the network.
 ROUTES = ("cone", "probes", "dense")
 NOT_APPLICABLE = re.compile(r"unknown route|does not apply")
-NEEDS = {"2conv-equinox": "equinox", "2conv-haiku": "haiku"}
-CHANNEL_FIRST = {"2conv-equinox"}
+NEEDS = {
+    "2conv-equinox": "equinox",
+    "2conv-haiku": "haiku",
+    "convpool-equinox": "equinox",
+    "convpool-haiku": "haiku",
+}
+CHANNEL_FIRST = {"2conv-equinox", "convpool-equinox"}
 
 
 def _build(name: str, seed: int = 0):
@@ -79,15 +85,16 @@ def _spec_mlp(layers) -> tuple[list, list]:
 
 
 def _captured_relu_reference(f, x, monkeypatch) -> Reference:
-    """Switched weights of a flax.linen network from ``jax.jacfwd`` of its pre-activations.
+    """Switched weights of a network from ``jax.jacfwd`` of its pre-activations.
 
-    Every ``flax.linen.relu`` call records its input. Away from ties and zero
+    Every ``jax.nn.relu`` call (``flax.linen.relu`` is the same function; equinox and
+    dm-haiku models call it by that name) records its input. Away from ties and zero
     pre-activations the network is affine near ``x``, so the Jacobian of each recorded
     pre-activation is the neuron's switched weight vector ``w_hat``.
     """
     import flax.linen
 
-    relu, captured = flax.linen.relu, []
+    relu, captured = jax.nn.relu, []
 
     def recording_relu(z):
         captured.append(z)
@@ -100,9 +107,10 @@ def _captured_relu_reference(f, x, monkeypatch) -> Reference:
 
     with monkeypatch.context() as m:
         m.setattr(flax.linen, "relu", recording_relu)
+        m.setattr(jax.nn, "relu", recording_relu)
         jac = jax.jit(jax.jacfwd(pre_activations))(x)
         values = pre_activations(x)
-    assert len(values) > 1, "no flax.linen.relu call was recorded"
+    assert len(values) > 1, "no jax.nn.relu call was recorded"
     d = x.size
     weights = [np.asarray(j).reshape(-1, d) for j in jac]
     acts = [np.asarray(v) for v in values]
@@ -155,13 +163,25 @@ def test_zoo_insens_every_route_exact(name, x64, monkeypatch):
         assert err <= tol(np.float64) * scale, f"{name}, route {route}: {err / scale:.3g}"
 
 
-def test_captured_relu_reference_matches_dense_matrices(x64, monkeypatch):
-    """The reference of ResNet-8 and the Q-network against the brute-force one on 2CONV."""
-    model = _build("2conv-linen")
+@pytest.mark.parametrize("name", ["2conv-linen", "2conv-haiku", "2conv-equinox"])
+def test_captured_relu_reference_matches_dense_matrices(name, x64, monkeypatch):
+    """The captured-ReLU reference (flax.linen's ``relu``, ``jax.nn.relu`` from dm-haiku and
+    equinox) against the brute-force one on 2CONV."""
+    model = _build(name)
     x = _input(model.input_shape)
     spec, params = _spec_2conv(zoo.twoconv_weights(jax.random.key(0), jnp.float64, small=True))
-    dense = dense_model(spec, params, np.asarray(x))
+    x_HWC = np.asarray(x).transpose(1, 2, 0) if name in CHANNEL_FIRST else np.asarray(x)
+    dense = dense_model(spec, params, x_HWC)
     captured = _captured_relu_reference(model.f, x, monkeypatch)
+    if name in CHANNEL_FIRST:  # columns of (C, H, W) inputs, rows of (C, H, W) layers
+        captured = _captured_relu_reference(
+            lambda xp: model.f(xp.transpose(2, 0, 1)), jnp.asarray(x_HWC), monkeypatch
+        )
+        assert [w.shape for w in captured.weights] == [w.shape for w in dense.weights]
+        np.testing.assert_allclose(
+            captured.insens(), dense.insens(), atol=tol(np.float64) * np.max(np.abs(dense.insens()))
+        )
+        return
     for a, b in zip(captured.weights, dense.weights, strict=True):
         np.testing.assert_allclose(a, b, atol=tol(np.float64), rtol=0)
     np.testing.assert_allclose(
