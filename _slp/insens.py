@@ -42,11 +42,13 @@ says which one a network gets, and why not the others):
   Jacobian, without materialising it. No structure to exploit, no overhead either: it
   wins on small inputs.
 
-Choice. From shapes and receptive-field boxes alone, `insens_plan` predicts each
-route's FLOPs per image (the cone route: every element's cone matrices, from the summed
-box volumes; the probe route: probes times the forward FLOPs before the cut; the dense
-route: inputs times the forward FLOPs), its loop steps and its peak memory, and takes
-the route with the least predicted work, counting a loop step as 2e5 FLOPs.
+Choice. From shapes, receptive-field boxes and the cone geometry alone, `insens_plan`
+counts each route's work (the cone route: every block's cone matrix products and cone
+tangents; the probe route: probes times the forward FLOPs before the cut, the grouped
+products at the cut; the dense route: inputs times the forward FLOPs; all: loop steps,
+tangent elements, what is built once per call), its peak memory, and its predicted time
+from a linear cost model fitted to measured timings (`_slp.costs`). It takes the route
+predicted nearest the fastest at 1 and at 8 inputs per call.
 
 The cone and probe routes stop at the first dense layer that depends on (most of) the whole input
 (the *cut*): its Jacobian columns are the block's (or probe's) columns of its operand
@@ -80,6 +82,7 @@ from jax import lax
 
 from _slp import boxes as _boxes
 from _slp import cone as _cone
+from _slp import costs as _costs
 from _slp import cut as _cut
 from _slp import guards as _guards
 from _slp import matmul as _matmul
@@ -165,21 +168,32 @@ def inactive_sets(
 
 
 class RouteCost(NamedTuple):
-    """A route's predicted cost for one image (from shapes and receptive fields alone).
+    """A route's predicted cost (from shapes, receptive fields and the cone geometry alone).
 
     Attributes:
-      flops: floating-point operations of the squared norms (multiply-adds count 2).
-      peak_bytes: memory of the largest loop step's tangents (and of the matrices held
-        across the loop): a bound on what the route adds to the forward pass.
-      steps: sequential loop steps.
-      seconds: predicted wall time on the default device (`insens_plan`: FLOPs and loop
-        steps at the device's measured matrix-product rate), or None.
+      flops: floating-point operations of the squared norms per image (multiply-adds
+        count 2).
+      peak_bytes: memory of the largest loop step's tangents per image (and of the
+        matrices held across the loop): a bound on what the route adds to the forward pass.
+      steps: sequential loop steps per call.
+      seconds: predicted wall time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))``
+        on the plan's ``batch`` inputs, compile excluded, on the default device
+        (`insens_plan`), or None.
+      work: the amounts of work behind ``seconds``: coefficient name of `_slp.costs` ->
+        amount per call (``<route>.call``, ``.steps``, ``.setup``) or per image (the
+        others).
     """
 
     flops: float
     peak_bytes: float
     steps: int
     seconds: float | None = None
+    work: dict | None = None
+
+    def predict(self, batch: int, *, speed: float = 1.0) -> float:
+        """Predicted seconds of one call on ``batch`` inputs on a device ``speed`` times the
+        calibration machine's matrix-product rate (`_slp.costs.predict_seconds`)."""
+        return _costs.predict_seconds(self.work or {}, batch, speed=speed)
 
     def __str__(self):
         time = "" if self.seconds is None else f", ~{_fmt_seconds(self.seconds)}"
@@ -190,6 +204,8 @@ class RouteCost(NamedTuple):
 
 
 def _fmt_seconds(t: float) -> str:
+    if t < 1:
+        return f"{t * 1e3:.3g} ms"
     if t < 120:
         return f"{t:.3g} s"
     if t < 7200:
@@ -252,7 +268,8 @@ class InsensPlan(NamedTuple):
       pre_sites: ReLU layers whose norms come from the structured part.
       post_sites: ReLU layers after the cut (norms from exact Jacobian columns).
       cut_out_shape: shape of the cut's output value (None without a cut).
-      cost: the chosen route's predicted `RouteCost` (FLOPs, peak memory per image).
+      cost: the chosen route's predicted `RouteCost` (FLOPs and peak memory per image,
+        loop steps, seconds per call).
       costs: every route that applies -> its predicted `RouteCost`.
       not_taken: every route not taken -> why: the operation that rules it out, or its
         predicted cost against the chosen one.
@@ -262,6 +279,7 @@ class InsensPlan(NamedTuple):
       forward_flops: FLOPs of one forward pass (linear operations, ReLUs and pools).
       flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
         behind the ``seconds`` of every cost (`insens_plan`), or None.
+      batch: the inputs per call that every cost's ``seconds`` is predicted for.
     """
 
     route: str
@@ -277,6 +295,7 @@ class InsensPlan(NamedTuple):
     dense: DenseLayout
     forward_flops: float = 0.0
     flop_rate: float | None = None
+    batch: int = 1
 
     def estimate_cost(self, probes: int) -> RouteCost:
         """Predicted cost of ``insens(f, probes=k)`` (no standard error): the forward pass,
@@ -288,6 +307,14 @@ class InsensPlan(NamedTuple):
     def __str__(self):
         lines = [f"route: {self.route} ({self.cost})"]
         lines += [f"  not {r}: {why}" for r, why in self.not_taken.items()]
+        if self.cost.seconds is not None:
+            cal = _costs.CALIBRATION
+            rate = "" if self.flop_rate is None else f"{self.flop_rate / 1e9:.3g} GFLOP/s here, "
+            lines.append(
+                f"  (~: one call on {self.batch} input{'s' if self.batch != 1 else ''}, "
+                f"compile excluded; cost model fitted on {cal['machine']} "
+                f"({rate}{float(cal['flop_rate']) / 1e9:.3g} GFLOP/s there))"
+            )
         return "\n".join(lines)
 
 
@@ -342,9 +369,6 @@ def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
     return None
 
 
-# Route choice. A loop step costs about as much as this many FLOPs (dispatch, slicing and
-# accumulation on CPU), so that many small steps do not look free.
-_STEP_FLOPS = 2e5
 # Memory per image that the dense route's one-hot directions may take per step.
 _DENSE_BYTES = 64 * 2**20
 
@@ -373,11 +397,16 @@ class _Shapes(net.ForwardRules):
         self.flops: dict[int, float] = {}
         self.sizes: dict[int, int] = {}
         self.dots: dict[int, tuple] = {}
+        self.channel_first: set[int] = set()
 
     def _note(self, eqn, args, out):
         i = self.index[id(eqn)]
         self.flops[i] = _linear_flops(eqn, [np.shape(a) for a in args], np.shape(out))
         self.sizes[i] = int(np.size(out))
+        if eqn.primitive is lax.conv_general_dilated_p:
+            lhs = eqn.params["dimension_numbers"].lhs_spec
+            if lhs[1] != len(lhs) - 1:  # feature axis not last (NCHW, equinox's layout)
+                self.channel_first.add(i)
 
     def relu(self, eqn, z):
         out = super().relu(eqn, z)
@@ -414,7 +443,18 @@ def _whole_boxes(program: net.Program, shapes: _Shapes):
     return relu_boxes, dots, volumes
 
 
-def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> InsensPlan:
+def _plan(
+    program: net.Program,
+    x,
+    chunk_size: int,
+    route: str = "auto",
+    *,
+    batch: int = 1,
+    speed: float = 1.0,
+) -> InsensPlan:
+    """The plan of `insens` (`insens_plan`); ``seconds`` of every cost predicted for one call
+    on ``batch`` inputs on a device ``speed`` times the calibration machine's matrix-product
+    rate. The choice itself does not depend on ``batch`` or ``speed``."""
     shape = tuple(program.input_shape)
     d = int(np.prod(shape))
     item = np.dtype(program.input_dtype).itemsize
@@ -432,20 +472,28 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     cut_out_shape = None if cut is None else tuple(dots[cut][1].lo.shape[:-1])
     chunk = max(1, int(chunk_size))
 
-    # FLOPs per tangent column before, at and after the cut; sizes of the values.
+    # FLOPs per tangent column before, at and after the cut, those of channel-first
+    # convolutions apart (XLA's CPU backend runs them far slower inside a loop); sizes of
+    # the values.
     flops_all = sum(shapes.flops.values())
     before = [i for i in shapes.flops if i < cut_pos]
     after = [i for i in shapes.flops if i > cut_pos]
-    f_pre = sum(shapes.flops[i] for i in before)
-    f_post = sum(shapes.flops[i] for i in after)
+
+    def split(idx) -> tuple[float, float]:
+        cf = [i for i in idx if i in shapes.channel_first]
+        return sum(shapes.flops[i] for i in idx) - sum(shapes.flops[i] for i in cf), sum(
+            shapes.flops[i] for i in cf
+        )
+
+    (f_all, c_all), (f_pre, c_pre), (f_post, c_post) = map(split, (shapes.flops, before, after))
     s_all = d + sum(shapes.sizes.values())
     s_pre = d + sum(shapes.sizes[i] for i in before)
     s_post = sum(shapes.sizes[i] for i in after)
     if cut is not None:
         n_cut_out = int(np.prod(cut_out_shape))
-        cut_work = 2.0 * volumes[cut][0] * n_cut_out  # each element's operand cone x weights
+        n_cut_in = int(np.prod(dots[cut][0].lo.shape[:-1]))
     else:
-        n_cut_out, cut_work = 0, 0.0
+        n_cut_out = n_cut_in = 0
 
     costs: dict[str, RouteCost] = {}
     not_taken: dict[str, str] = {}
@@ -453,17 +501,46 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     # The dense route: one-hot directions through the whole switched network.
     cols = d if chunk_size >= d else max(chunk, min(d, _DENSE_BYTES // max(1, s_all * item)))
     dense = DenseLayout(cols, -(-d // cols))
-    costs["dense"] = RouteCost(d * flops_all, cols * s_all * item, dense.n_steps)
+    costs["dense"] = _route_cost(
+        "dense",
+        cols * s_all * item,
+        dense.n_steps,
+        flops_all,
+        matmul=d * f_all,
+        loop_conv_cf=d * c_all,
+        elementwise=d * (s_all + d),
+    )
 
-    # The probe route: always applies (without structure its probes are one-hot).
+    # The probe route: always applies (without structure its probes are one-hot). Every
+    # step also recomputes the forward pass it differentiates.
     probes = _probe_layout(program, relu_boxes, dots, cut, pre, chunk)
+    n_p, steps_p = probes.n_colours, probes.n_chunks
     if cut is None:
-        flops = probes.n_colours * flops_all
         peak = probes.colours_per_chunk * s_all * item
+        costs["probes"] = _route_cost(
+            "probes",
+            peak,
+            steps_p,
+            flops_all,
+            matmul=(n_p + steps_p) * f_all,
+            loop_conv_cf=(n_p + steps_p) * c_all,
+            elementwise=n_p * (s_all + d),
+        )
     else:
-        flops = probes.n_colours * f_pre + cut_work + d * f_post
         peak = (probes.colours_per_chunk * s_pre + probes.pixels_per_chunk * s_post) * item
-    costs["probes"] = RouteCost(flops, peak, probes.n_chunks)
+        # The cut: per step, each group's probe columns times its rows of the weights.
+        gathered = steps_p * probes.colours_per_chunk * probes.group_rows.size
+        n_cols = steps_p * probes.pixels_per_chunk  # exact columns after the cut
+        costs["probes"] = _route_cost(
+            "probes",
+            peak,
+            steps_p,
+            flops_all,
+            matmul=(n_p + steps_p) * f_pre + 2.0 * gathered * n_cut_out + n_cols * f_post,
+            loop_conv_cf=(n_p + steps_p) * c_pre + n_cols * c_post,
+            elementwise=n_p * (s_pre + d) + gathered + n_cols * (n_cut_out + s_post),
+            setup=(probes.group_rows.size + n_cut_in) * n_cut_out,
+        )
 
     # The cone route: convolutional networks whose operations it takes.
     cone = None
@@ -476,35 +553,40 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
             not_taken["cone"] = str(found)
         else:
             cone = found
-            n_blocks = len(cone.blocks)
             per_block = int(np.prod(cone.sigma_tot)) * (
                 d // int(np.prod([shape[a] for a in cone.spatial]))
             )
-            flops, mats, cones = cut_work + d * f_post, 0.0, 0.0
+            mats, cones = 0.0, 0.0
             for i in before:
                 v_in, v_out = volumes.get(i, (d, d))
-                e = program.eqns[i]
-                if e.primitive in (lax.conv_general_dilated_p, lax.dot_general_p):
-                    flops += 2.0 * v_in * v_out / d  # cone matrix products of every element
+                if program.eqns[i].primitive in (lax.conv_general_dilated_p, lax.dot_general_p):
                     mats += v_in * v_out / d**2
-                else:
-                    flops += v_out
                 cones += v_out / d
             peak = (per_block * (cones + s_post) + mats) * item
-            costs["cone"] = RouteCost(flops, peak, n_blocks)
+            w = _costs.cone_loop_work(cone)
+            rows = w["rows"]  # exact columns after the cut
+            costs["cone"] = _route_cost(
+                "cone",
+                peak,
+                len(cone.blocks),
+                flops_all,
+                matmul=w["matmul"]
+                + 2.0 * rows * w["cut_window"] * n_cut_out
+                + rows * (f_post + c_post),
+                elementwise=w["elementwise"] + rows * (n_cut_out + s_post),
+                setup=w["setup"] + n_cut_in * n_cut_out,
+            )
 
-    # The choice: the route with the least predicted work (FLOPs and loop steps).
-    def score(r):
-        c = costs[r]
-        return c.flops + _STEP_FLOPS * c.steps
-
-    best = min(costs, key=score)
+    # The choice: the least predicted time (at the calibration machine's speed, so that it
+    # does not depend on a timing) at 1 and at 8 inputs per call (`_slp.costs.choose`).
+    best = _costs.choose({r: c.work for r, c in costs.items()})
     if route == "auto":
         chosen = best
     elif route in costs:
         chosen = route
     else:
         raise ValueError(f"the {route} route does not apply to this network: {not_taken[route]}")
+    costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
     for r in costs:
         if r != chosen:
             not_taken[r] = f"predicted {costs[r]} (chosen {chosen}: {costs[chosen]})"
@@ -521,7 +603,23 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
         probes=probes,
         dense=dense,
         forward_flops=float(flops_all),
+        batch=int(batch),
     )
+
+
+def _route_cost(
+    route: str, peak: float, steps: int, forward: float, *, setup: float = 0.0, **per_image
+) -> RouteCost:
+    """A route's `RouteCost` from its work (`_slp.costs`): ``per_image`` amounts named by
+    kind (``matmul``, ``elementwise``, ``loop_conv_cf``), plus the forward pass."""
+    work = {f"{route}.call": 1.0, f"{route}.steps": float(steps)}
+    if setup:
+        work[f"{route}.setup"] = float(setup)
+    for kind, amount in per_image.items():
+        work[kind if kind == "loop_conv_cf" else f"{route}.{kind}"] = float(amount)
+    work["forward"] = float(forward)
+    flops = work[f"{route}.matmul"] + work.get("loop_conv_cf", 0.0)
+    return RouteCost(flops, float(peak), int(steps), None, work)
 
 
 def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) -> ProbeLayout:
@@ -618,38 +716,46 @@ _ROUTES = ("auto", "cone", "probes", "dense")
 
 
 def insens_plan(
-    f: Callable, x: jax.Array, *, chunk_size: int = 128, route: str = "auto"
+    f: Callable, x: jax.Array, *, chunk_size: int = 128, route: str = "auto", batch: int = 1
 ) -> InsensPlan:
     """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
+
+    The route is the one with the least predicted time: of the three exact routes that
+    apply, the one whose predicted time is nearest the fastest's at 1 and at 8 inputs per
+    call (the least worst ratio). The choice does not depend on ``batch`` or the device.
+
+    Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
+    time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
+    shaped like ``x``, compile excluded (per input: divide by ``batch``). A linear model of
+    counted work (loop steps, matrix-product and convolution FLOPs, tangent elements, a
+    fixed cost per call; `_slp.costs`) whose coefficients were fitted by least squares, in
+    log space, to measured timings of every route on every network of the benchmark zoo
+    at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``) on a 2-core x86
+    CPU; there it came within 3x of the measured time of every route. On another device
+    the per-input terms are scaled by the ratio of the matrix-product rates
+    (`device_flop_rate`, measured once per process, against the calibration machine's):
+    an order of magnitude on other CPUs, a rough guess on accelerators.
 
     Args:
       f: per-example ReLU network ``f(x) -> logits``.
       x: an example input (only shape and dtype are used).
       chunk_size: as in `insens`.
       route: as in `insens`.
+      batch: inputs per call that the predicted seconds are for.
 
     Returns:
-      The plan (route, cut, colouring, chunking); see `InsensPlan`. Every route's cost
-      carries a predicted wall time on the default device (``cost.seconds``): its FLOPs
-      and loop steps (each counted as 2e5 FLOPs) at the device's float32 matrix-product
-      rate, measured once per process (`device_flop_rate`). Convolutions and small
-      products run below that rate, so read it as a lower bound of the order of
-      magnitude; ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)``.
+      The plan (route, cut, colouring, chunking, every route's predicted cost); see
+      `InsensPlan`. ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)`` (FLOPs at
+      the matrix-product rate: a lower bound).
     """
     if route not in _ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
-    plan = _plan(net.trace(f, x), x, chunk_size, route)
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive integer (inputs per call); got {batch!r}")
     rate = device_flop_rate()
-
-    def timed(c: RouteCost) -> RouteCost:
-        return c._replace(seconds=(c.flops + _STEP_FLOPS * c.steps) / rate)
-
-    costs = {r: timed(c) for r, c in plan.costs.items()}
-    not_taken = {
-        r: (f"predicted {costs[r]} (chosen {plan.route}: {costs[plan.route]})" if r in costs else w)
-        for r, w in plan.not_taken.items()
-    }
-    return plan._replace(cost=costs[plan.route], costs=costs, not_taken=not_taken, flop_rate=rate)
+    speed = rate / float(_costs.CALIBRATION["flop_rate"])
+    plan = _plan(net.trace(f, x), x, chunk_size, route, batch=int(batch), speed=speed)
+    return plan._replace(flop_rate=rate)
 
 
 _FLOP_RATES: dict = {}

@@ -224,6 +224,7 @@ def test_bench_zoo_smoke(tmp_path):
 
     bench = load_script("bench_insens.py")
     argv = ["--zoo", "--tiny", "--batch", "3", "--naive-batch", "2", "--repeats", "1"]
+    argv += ["--route-batches", "1", "2", "--route-repeats", "2"]
     result = bench.main(argv + ["--zoo-only", "2conv-jnp,mlp", "--out", str(tmp_path)])
     platform = jax.devices()[0].platform
     saved = json.loads((tmp_path / f"bench_insens_zoo_{platform}.json").read_text())
@@ -237,9 +238,95 @@ def test_bench_zoo_smoke(tmp_path):
         assert net["insens"]["compile_s"] > 0
         assert net["speedup_vs_naive"] > 0 and net["insens"]["xla_temp_bytes_per_image"] >= 0
         assert net["max_rel_diff_vs_naive"] < 1e-4  # float32 rounding
+        for batch in ("1", "2"):  # every exact route timed against its prediction
+            rec = net["routes"][batch]
+            assert rec["chosen"] == net["route"] and set(rec["routes"]) >= {"probes", "dense"}
+            for r in rec["routes"].values():
+                assert r["predicted_s"] > 0 and r["work"]
+                assert "skipped" in r or (len(r["runs_s"]) == 2 and r["median_s"] > 0)
+    check = saved["route_check"]
+    assert [(r["network"], r["batch"]) for r in check["rows"]] == [
+        (n, b) for n in ("2conv-jnp", "mlp") for b in (1, 2)
+    ]
+    assert bench.exit_status(result) == (1 if check["failures"] else 0)
     table = (tmp_path / f"bench_insens_zoo_{platform}.md").read_text()
     assert "| 2conv-jnp |" in table and "| mlp |" in table
+    assert "## Every exact route" in table and "| 2conv-jnp | 2 |" in table
     with pytest.raises(ValueError, match="unknown zoo network"):
         bench.main(["--zoo", "--tiny", "--zoo-only", "nope", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--zoo"):
         bench.parse_args(["--zoo", "--data", "mnist"])
+
+
+def _recorded(times: dict, chosen: str, work: dict | None = None) -> dict:
+    """A network's ``routes`` record of bench_insens --zoo at batch 1: route -> (predicted,
+    measured or None)."""
+    routes = {}
+    for r, (pred, meas) in times.items():
+        routes[r] = {"predicted_s": pred, "work": (work or {}).get(r, {f"{r}.call": 1.0})}
+        if meas is None:
+            routes[r]["skipped"] = "predicted too slow"
+        else:
+            routes[r]["median_s"] = meas
+    return {"routes": {"1": {"chosen": chosen, "routes": routes}}}
+
+
+def test_bench_route_verdicts_and_exit_status():
+    """The chosen route against the fastest, and every prediction against its measurement."""
+    bench = load_script("bench_insens.py")
+    times = {"cone": (1.0, 1.1), "probes": (2.0, 1.2), "dense": (9.0, None)}
+    good = {"a": _recorded(times, "cone")}
+    check = bench.route_verdicts(good)
+    (row,) = check["rows"]
+    assert row["fastest"] == "cone" and row["chosen_vs_fastest"] == 1.0
+    assert row["predicted_vs_measured"] == pytest.approx({"cone": 1 / 1.1, "probes": 2 / 1.2})
+    assert check["failures"] == [] and bench.exit_status({"route_check": check}) == 0
+    # chosen 1.25x slower than the fastest; a prediction 4x too low; a network that failed
+    bad = {
+        "b": _recorded({"cone": (1.0, 1.25), "probes": (2.0, 1.0)}, "cone"),
+        "c": _recorded({"cone": (1.0, 4.0)}, "cone"),
+        "d": {"error": "ValueError: boom"},
+    }
+    check = bench.route_verdicts(bad)
+    assert len(check["failures"]) == 3, check["failures"]
+    assert "1.25x the fastest (probes)" in check["failures"][0]
+    assert "predicted 0.25x" in check["failures"][1] and "boom" in check["failures"][2]
+    assert check["worst_chosen_vs_fastest"] == 1.25 and check["worst_prediction"] == 4.0
+    assert bench.exit_status({"route_check": check}) == 1
+    # with other coefficients: their choice and predictions, from the recorded work
+    work = {"cone": {"cone.call": 1.0}, "probes": {"probes.call": 1.0}}
+    rec = {"b": _recorded({"cone": (1.0, 1.25), "probes": (2.0, 1.0)}, "cone", work)}
+    check = bench.route_verdicts(rec, coefficients={"cone.call": 1.3, "probes.call": 1.1})
+    assert check["rows"][0]["chosen"] == "probes" and check["failures"] == []
+
+
+def test_bench_fit_samples_and_write_coefficients(tmp_path):
+    """--fit's samples are every timed call's work (per-image work times the batch) and time;
+    --fit-write replaces only the table between the markers."""
+    bench = load_script("bench_insens.py")
+    from _slp import costs
+
+    rec = _recorded(
+        {"cone": (1.0, 2.0), "probes": (1.0, None)},
+        "cone",
+        {"cone": {"cone.call": 1.0, "cone.matmul": 10.0}, "probes": {"probes.call": 1.0}},
+    )
+    cone_at_8 = {**rec["routes"]["1"]["routes"]["cone"], "median_s": 3.0}
+    rec["routes"]["8"] = {"chosen": "cone", "routes": {"cone": cone_at_8}}
+    samples = bench.fit_samples({"n": rec})
+    assert samples == [
+        ({"cone.call": 1.0, "cone.matmul": 10.0}, 2.0),
+        ({"cone.call": 1.0, "cone.matmul": 80.0}, 3.0),
+    ]
+    fit = costs.fit_coefficients(samples)  # 1 + 10 m = 2, 1 + 80 m = 3: inconsistent; close
+    assert fit["cone.call"] > 0 and fit["cone.matmul"] > 0
+    module = tmp_path / "costs.py"
+    module.write_text("head\n# BEGIN FITTED: marker\nold = 1\n# END FITTED\ntail\n")
+    bench.write_coefficients(costs.coefficients_source(fit, {"date": "today"}), module)
+    text = module.read_text()
+    assert text.startswith("head\n# BEGIN FITTED: marker\nCOEFFICIENTS")
+    assert text.endswith("}\n# END FITTED\ntail\n") and "old = 1" not in text
+    namespace: dict = {}
+    exec(text.split("# BEGIN FITTED: marker\n")[1].split("# END FITTED")[0], namespace)
+    assert namespace["COEFFICIENTS"] == pytest.approx(fit, rel=1e-3)
+    assert namespace["CALIBRATION"] == {"date": "today"}
