@@ -1,75 +1,92 @@
 """The Insens planner's cost model: predicted seconds of each exact route from counted work.
 
-`_slp.insens._plan` counts, from shapes, receptive-field boxes and the cone geometry
-alone, the work of every route for one image as amounts of a few kinds (the *work*
-of a `RouteCost`, keyed by coefficient name):
+`_slp.insens._plan` traces every route's squared norms for one input (the forward pass
+and the route's loop, as `slp.insens` runs them, without running them) and counts the
+work of the traced program by kind (`program_work`):
 
-* ``<route>.call``: 1 per call (dispatch, the loop's set-up);
-* ``<route>.steps``: sequential loop steps per call;
-* ``<route>.setup``: elements of the matrices a route builds from the weights once per call
-  (the cone route's cone matrices and weight slices, the probe route's grouped weights);
-* ``<route>.matmul``: FLOPs per image of matrix products and feature-last convolutions in
-  the route (multiply-adds count 2);
-* ``<route>.elementwise``: elements per image of the tangents the route writes (masks,
-  squares, sums, slices, one-hot directions);
-* ``loop_conv_cf``: FLOPs per image of channel-first convolutions (feature axis not last,
-  e.g. equinox's) inside the probe and dense routes' loops, which XLA's CPU backend runs
-  far below its matrix-product rate;
-* ``forward``: FLOPs per image of the forward pass (the forward pass and the final
-  vector-Jacobian product are the same for every route).
+* ``ops``: equations executed per call (a loop's body once per iteration; an operation
+  that is the same in every iteration once, as XLA hoists it): dispatch overhead;
+* ``matmul``: FLOPs per input of matrix products (multiply-adds count 2);
+* ``conv``: FLOPs per input of convolutions; ``conv_cf`` and ``conv_grouped``: those of
+  channel-first (feature axis not last, e.g. equinox's) and grouped (e.g. depthwise)
+  convolutions inside a loop, which XLA's CPU backend runs far below its matrix-product
+  rate there;
+* ``elementwise``: elements per input written by arithmetic (fused by XLA into loops);
+* ``memory``: elements per input moved by copies, transposes, gathers, scatters, pads,
+  concatenations and reductions (their input), which XLA does not fuse;
+* ``setup``: FLOPs and elements per call of the work that does not depend on the input
+  (built from the weights alone): under ``jax.vmap`` it is done once, whatever the batch.
 
-The predicted wall time of one jitted call of ``jax.vmap`` of the route on ``batch``
-images (compile excluded) is linear in them (`predict_seconds`):
+Each route's work is keyed by coefficient name (``<route>.<kind>``; ``conv_cf`` and
+``conv_grouped`` for every route alike), plus ``<route>.call`` (1 per call) and
+``forward`` (the forward pass's FLOPs per input: the forward pass and the final
+vector-Jacobian product outside the squared norms, every route's). The predicted wall
+time of one jitted call of ``jax.vmap`` of the route on ``batch`` inputs, compile excluded,
+is linear in them (`predict_seconds`):
 
-    seconds = sum_k c_k w_k,   w_k = amount per call (``call``, ``steps``, ``setup``)
-                                     or batch x amount per image (the others)
+    seconds = sum_k c_k w_k,   w_k = amount per call (``call``, ``ops``, ``setup``)
+                                     or batch x amount per input (the others)
 
-The coefficients ``c_k`` (seconds per unit) are fitted by `fit_coefficients` (least squares
-of the log of the predicted against the log of the measured seconds, every ``c_k >= 0``)
-to timings of every route on every network of the benchmark zoo at batch 1 and 8:
-``python experiments/bench_insens.py --zoo --fit`` measures them and prints a new table.
-On another device the per-image terms are scaled by the ratio of the calibration machine's
-matrix-product rate to this device's (`slp.insens_plan`'s ``flop_rate``); the per-call terms
-are not.
+The coefficients ``c_k`` (seconds per unit) are fitted by `fit_coefficients` (least
+squares of the log of the predicted against the log of the measured seconds, every
+``c_k >= 0``) to timings of every route on every network of the benchmark zoo at batch 1
+and 8: ``python experiments/bench_insens.py --zoo --fit`` measures them and prints a new
+table (``--fit-write`` writes it here). On another device the per-input terms are scaled
+by the ratio of this device's matrix-product rate to the calibration machine's
+(`slp.insens_plan`'s ``flop_rate``); the per-call terms are not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 ROUTES = ("cone", "probes", "dense")
 
-PER_CALL = ("call", "steps", "setup")
+PER_CALL = ("call", "ops", "setup")
 """Kinds of work counted once per call; every other kind is counted per image."""
 
 # BEGIN FITTED: `python experiments/bench_insens.py --zoo --fit --fit-write` rewrites this.
 COEFFICIENTS: dict[str, float] = {
-    "cone.call": 2e-4,
-    "cone.steps": 2e-5,
-    "cone.setup": 1e-9,
-    "cone.matmul": 2e-11,
-    "cone.elementwise": 1e-9,
-    "probes.call": 2e-4,
-    "probes.steps": 2e-5,
-    "probes.setup": 1e-9,
-    "probes.matmul": 2e-11,
-    "probes.elementwise": 1e-9,
-    "dense.call": 2e-4,
-    "dense.steps": 2e-5,
-    "dense.matmul": 2e-11,
-    "dense.elementwise": 1e-9,
-    "loop_conv_cf": 1e-9,
-    "forward": 3e-11,
+    "cone.call": 0.0001362,
+    "cone.ops": 8.555e-09,
+    "cone.setup": 2.924e-10,
+    "cone.matmul": 8.221e-12,
+    "cone.conv": 0.0,
+    "cone.elementwise": 0.0,
+    "cone.memory": 1.55e-10,
+    "probes.call": 0.000632,
+    "probes.ops": 0.0,
+    "probes.setup": 4.121e-12,
+    "probes.matmul": 0.0,
+    "probes.conv": 1.042e-11,
+    "probes.elementwise": 6.371e-10,
+    "probes.memory": 1.832e-10,
+    "dense.call": 0.0,
+    "dense.ops": 0.0,
+    "dense.setup": 8.843e-12,
+    "dense.matmul": 0.0,
+    "dense.conv": 1.13e-11,
+    "dense.elementwise": 8.928e-10,
+    "dense.memory": 2.474e-10,
+    "conv_cf": 1.363e-10,
+    "conv_grouped": 3.117e-09,
+    "forward": 0.0,
 }
 
 CALIBRATION: dict[str, object] = {
-    "command": "(not yet fitted)",
-    "machine": "",
-    "date": "",
-    "flop_rate": 5e10,
-    "load_average": 0.0,
+    "command": (
+        "python experiments/bench_insens.py --zoo --no-naive --route-repeats 7 "
+        "--skip-factor 100 --max-call-s 5 --out /tmp/zoo4, refitted by python "
+        "experiments/bench_insens.py --zoo --fit --fit-from "
+        "/tmp/zoo4/bench_insens_zoo_cpu.json"
+    ),
+    "machine": "2-core AMD EPYC (x86_64, cpu)",
+    "date": "2026-12-06",
+    "flop_rate": 2.305e11,
+    "load_average": 3.29,
 }
 # END FITTED
 """`COEFFICIENTS`: seconds per unit of each kind of work (module docstring) on the
@@ -121,6 +138,10 @@ def predict_seconds(
         total += c.get(k, 0.0) * v / (1.0 if is_per_call(k) else speed)
     return total
 
+
+SHARED = ("conv_cf", "conv_grouped")
+"""Kinds of work with one coefficient for every route (`program_work`): the convolutions
+XLA's CPU backend runs slowly inside a loop."""
 
 CHOICE_BATCHES = (1, 8)
 """Batch sizes the route choice looks at (`choose`)."""
@@ -204,66 +225,235 @@ def fit_coefficients(
     fit = optimize.least_squares(
         resid, c0, jac=jac, bounds=(0.0, np.inf), method="trf", x_scale="jac", max_nfev=2000
     )
+    c = fit.x
+    # A coefficient whose term is under 1e-4 of every call's time is noise of the fit: 0.
+    share = np.max(x * c[None, :] / t[:, None], axis=0)
+    c = np.where(share < 1e-4, 0.0, c)
     coef = np.zeros(len(names))
-    coef[used] = fit.x / scale[used]
+    coef[used] = c / scale[used]
     return {k: float(v) for k, v in zip(names, coef, strict=True)}
 
 
 def coefficients_source(coefficients: Mapping[str, float], calibration: Mapping) -> str:
     """Python source of `COEFFICIENTS` and `CALIBRATION` for this module (what ``--fit``
-    prints)."""
+    prints), formatted as ruff formats it."""
+    import json
+    import textwrap
+
+    def number(v) -> str:
+        text = f"{float(v):.4g}".replace("e+", "e")
+        return text if any(c in text for c in ".en") else text + ".0"
+
     lines = ["COEFFICIENTS: dict[str, float] = {"]
-    lines += [f'    "{k}": {v:.4g},' for k, v in coefficients.items()]
+    lines += [f'    "{k}": {number(v)},' for k, v in coefficients.items()]
     lines += ["}", "", "CALIBRATION: dict[str, object] = {"]
-    lines += [f'    "{k}": {v!r},' for k, v in calibration.items()]
+    for k, v in calibration.items():
+        if isinstance(v, str) and len(v) > 70:  # long strings in pieces (line length)
+            pieces = textwrap.wrap(v, 70, break_long_words=False, drop_whitespace=False)
+            lines += [f'    "{k}": (', *[f"        {json.dumps(p)}" for p in pieces], "    ),"]
+        elif isinstance(v, str):
+            lines.append(f'    "{k}": {json.dumps(v)},')
+        else:
+            lines.append(f'    "{k}": {number(v)},')
     lines += ["}"]
     return "\n".join(lines)
 
 
-def cone_loop_work(geo) -> dict[str, float]:
-    """The cone route's work for one image, from its geometry (`_slp.cone.ConeGeometry`).
+# ----------------------------------------------------------------------------------
+# Work counted from a route's program.
 
-    Every block carries ``prod(sigma_tot) * f`` Jacobian columns (``f``: the size of the
-    input's free axes), each restricted to its cone: a value of window shape ``W`` holds
-    ``prod(W)`` elements per column, a convolution is one product with a
-    ``(prod(W_in), prod(W_out))`` cone matrix.
+WORK_KINDS = (
+    "ops",
+    "matmul",
+    "conv",
+    "conv_cf",
+    "conv_grouped",
+    "elementwise",
+    "memory",
+    "setup",
+)
+"""What `program_work` counts (module docstring)."""
+
+# Operations that only relabel their operand (XLA makes them bitcasts or fuses them into
+# their consumer): an op, no work.
+_FREE = frozenset(
+    {"reshape", "squeeze", "expand_dims", "broadcast_in_dim", "convert_element_type", "iota"}
+)
+# Operations that move data XLA does not fuse into a neighbour's loop (copies, gathers,
+# scatters, reductions): their elements (a reduction's input) count as ``memory``.
+_MEMORY = frozenset(
+    {
+        "transpose",
+        "gather",
+        "scatter",
+        "scatter-add",
+        "scatter_add",
+        "dynamic_slice",
+        "dynamic_update_slice",
+        "concatenate",
+        "pad",
+        "sort",
+        "reduce_sum",
+        "reduce_max",
+        "reduce_min",
+        "argmax",
+        "argmin",
+        "reduce_window_sum",
+        "reduce_window_max",
+        "reduce_window",
+        "select_and_scatter_add",
+        "cumsum",
+    }
+)
+_REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "argmax", "argmin"})
+
+
+def _sub_jaxprs(eqn):
+    """The sub-programs of a call-like equation whose inputs are the equation's (in order):
+    jit, custom_jvp / custom_vjp calls, checkpoint; empty for a leaf."""
+    out = []
+    for name in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = eqn.params.get(name)
+        if sub is not None and eqn.primitive.name not in ("scan", "while", "cond"):
+            out.append(sub.jaxpr if hasattr(sub, "jaxpr") else sub)
+            break
+    return out
+
+
+def _size(avals) -> float:
+    return float(sum(np.prod(a.shape) for a in avals if hasattr(a, "shape")))
+
+
+def _leaf_work(eqn, dep: bool, mult: float, acc: dict, in_loop: bool) -> None:
+    """Adds one leaf equation's work, executed ``mult`` times per call, to ``acc``."""
+    from jax import lax
+
+    acc["ops"] += mult
+    name = eqn.primitive.name
+    out_size = _size([v.aval for v in eqn.outvars])
+    if eqn.primitive is lax.dot_general_p:
+        (lc, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        kind, amount = "matmul", 2.0 * out_size * float(np.prod([lhs[a] for a in lc]))
+    elif eqn.primitive is lax.conv_general_dilated_p:
+        dn = eqn.params["dimension_numbers"]
+        kernel = eqn.invars[1].aval.shape
+        amount = 2.0 * out_size * float(np.prod(kernel)) / kernel[dn.rhs_spec[0]]
+        kind = "conv"
+        if in_loop:  # outside loops XLA changes the layout to a fast one
+            if dn.lhs_spec[1] != len(dn.lhs_spec) - 1:  # feature axis not last (NCHW)
+                kind = "conv_cf"
+            if eqn.params.get("feature_group_count", 1) > 1:
+                kind = "conv_grouped"
+            if eqn.params.get("batch_group_count", 1) > 1:
+                kind = "conv_grouped"
+    elif name in _FREE:
+        return
+    elif name in _MEMORY:
+        kind = "memory"
+        amount = _size([v.aval for v in eqn.invars]) if name in _REDUCTIONS else out_size
+    else:
+        kind, amount = "elementwise", out_size
+    if dep:
+        acc[kind] += mult * amount
+    else:  # does not depend on the input: computed once per call, whatever the batch
+        acc["setup"] += mult * amount
+
+
+class _Loop(NamedTuple):
+    """Where an equation runs: ``mult`` executions per call if it changes from one
+    iteration of the innermost loop to the next, ``once`` if not (XLA hoists a loop-invariant
+    operation out of the loop), ``in_loop`` whether there is a loop at all."""
+
+    mult: float = 1.0
+    once: float = 1.0
+    in_loop: bool = False
+
+
+def _walk_jaxpr(jaxpr, dep_in, var_in, loop: _Loop, acc: dict) -> tuple[list, list]:
+    """Work of ``jaxpr`` into ``acc``: inputs depending on the network's input where
+    ``dep_in``, changing with the innermost loop's iteration where ``var_in``. Returns both
+    flags of the outputs."""
+    dep = dict(zip(jaxpr.invars, dep_in, strict=True))
+    var = dict(zip(jaxpr.invars, var_in, strict=True))
+
+    def flag(table, a):
+        return False if hasattr(a, "val") else table.get(a, False)  # literals, constants
+
+    for eqn in jaxpr.eqns:
+        d_in = [flag(dep, a) for a in eqn.invars]
+        v_in = [flag(var, a) for a in eqn.invars]
+        here = loop if any(v_in) or not loop.in_loop else loop._replace(mult=loop.once)
+        d_out, v_out = _eqn_work(eqn, d_in, v_in, here, acc)
+        for o, d, v in zip(eqn.outvars, d_out, v_out, strict=True):
+            dep[o], var[o] = d, v
+    return [flag(dep, o) for o in jaxpr.outvars], [flag(var, o) for o in jaxpr.outvars]
+
+
+def _eqn_work(eqn, d_in, v_in, loop: _Loop, acc: dict) -> tuple[list, list]:
+    """One equation's work (a loop's, a call's, a leaf's) into ``acc``; the flags of its
+    outputs (`_walk_jaxpr`)."""
+    name, n_out = eqn.primitive.name, len(eqn.outvars)
+    if name == "scan":
+        body = eqn.params["jaxpr"].jaxpr
+        n_c, n_carry = eqn.params["num_consts"], eqn.params["num_carry"]
+        inner = _Loop(loop.mult * eqn.params["length"], loop.mult, True)
+        v_body = [False] * n_c + [True] * (len(d_in) - n_c)  # carries and slices vary
+        d_body = list(d_in)
+        for _ in range(3):  # carries that come to depend on the input after a step
+            out, _ = _walk_jaxpr(
+                body,
+                d_body,
+                v_body,
+                inner._replace(mult=0.0, once=0.0),
+                {k: 0.0 for k in WORK_KINDS},
+            )
+            old = d_body[n_c : n_c + n_carry]
+            carry = [a or b for a, b in zip(old, out[:n_carry], strict=True)]
+            if carry == old:
+                break
+            d_body[n_c : n_c + n_carry] = carry
+        d_out, _ = _walk_jaxpr(body, d_body, v_body, inner, acc)
+        return d_out, [any(v_in)] * n_out
+    if name in ("while", "cond"):  # trip count unknown: once, every branch
+        subs = [eqn.params["body_jaxpr"]] if name == "while" else eqn.params["branches"]
+        inner = loop._replace(in_loop=loop.in_loop or name == "while")
+        for sub in subs:
+            n = len(sub.jaxpr.invars)
+            _walk_jaxpr(sub.jaxpr, [any(d_in)] * n, [True] * n, inner, acc)
+        return [any(d_in)] * n_out, [any(v_in)] * n_out
+    subs = _sub_jaxprs(eqn)
+    if subs:
+        (sub,) = subs
+        same = len(sub.invars) == len(d_in)
+        d_sub = d_in if same else [any(d_in)] * len(sub.invars)
+        v_sub = v_in if same else [any(v_in)] * len(sub.invars)
+        d_out, v_out = _walk_jaxpr(sub, d_sub, v_sub, loop, acc)
+        if len(d_out) == n_out:
+            return d_out, v_out
+        return [any(d_in)] * n_out, [any(v_in)] * n_out
+    _leaf_work(eqn, any(d_in), loop.mult, acc, loop.in_loop and any(v_in))
+    return [any(d_in)] * n_out, [any(v_in)] * n_out
+
+
+def program_work(fn, *args) -> dict[str, float]:
+    """The work of ``fn(*args)`` (one example; every argument is the network's input or
+    depends on it) by kind, from its traced program.
+
+    Every equation counts once per execution (loops: per iteration) as an *op*; its work is
+    a dot product's FLOPs (``matmul``), a convolution's FLOPs (``conv``; ``conv_slow`` for
+    channel-first and grouped ones inside a loop, which XLA's CPU backend runs far slower
+    there), or else the elements it writes (``elementwise``). Work that does not depend on
+    the input (built from the weights alone) is computed once per call under ``jax.vmap``
+    whatever the batch: it counts, in FLOPs or elements, as ``setup``.
 
     Returns:
-      ``rows``: Jacobian columns carried over all blocks; ``matmul``: FLOPs of the cone
-      matrix products; ``elementwise``: tangent elements written; ``setup``: elements of
-      the cone matrices; ``cut_window``: elements per column of the cut's operand (0
-      without a cut).
+      kind (`WORK_KINDS`) -> amount: ``ops`` and ``setup`` per call, the others per example.
     """
-    from _slp import cone as _cone
+    import jax
 
-    free = [n for a, n in enumerate(geo.in_shape) if a not in geo.spatial]
-    rows = float(len(geo.blocks)) * float(np.prod(geo.sigma_tot)) * float(np.prod(free))
-
-    def window(v) -> float:
-        if isinstance(v, _cone._Geom):
-            return float(np.prod(v.window_shape()))
-        if isinstance(v, _cone._Flat):
-            return float(np.prod(v.geom.window_shape()))
-        return float(np.prod(v.shape))  # _Global
-
-    matmul = elementwise = setup = cut_window = 0.0
-    for step in geo.steps.values():
-        ins = [v for v in step.ins if v is not None]
-        if not step.outs:  # the cut: its operand's columns times the weights they touch
-            cut_window = window(ins[0])
-            continue
-        out = sum(window(o) for o in step.outs)
-        elementwise += rows * out
-        if step.rule is _cone.CONV:
-            matmul += 2.0 * rows * window(ins[0]) * out
-            setup += window(ins[0]) * out
-        elif step.rule is _cone.CHANNEL_DOT and isinstance(ins[0], _cone._Geom):
-            positions = float(np.prod(ins[0].width))
-            matmul += 2.0 * rows * window(ins[0]) * out / positions
-    return {
-        "rows": rows,
-        "matmul": matmul,
-        "elementwise": elementwise,
-        "setup": setup,
-        "cut_window": cut_window,
-    }
+    closed = jax.make_jaxpr(fn)(*args)
+    acc = {k: 0.0 for k in WORK_KINDS}
+    n = len(closed.jaxpr.invars)
+    _walk_jaxpr(closed.jaxpr, [True] * n, [True] * n, _Loop(), acc)
+    return acc

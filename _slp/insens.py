@@ -42,13 +42,13 @@ says which one a network gets, and why not the others):
   Jacobian, without materialising it. No structure to exploit, no overhead either: it
   wins on small inputs.
 
-Choice. From shapes, receptive-field boxes and the cone geometry alone, `insens_plan`
-counts each route's work (the cone route: every block's cone matrix products and cone
-tangents; the probe route: probes times the forward FLOPs before the cut, the grouped
-products at the cut; the dense route: inputs times the forward FLOPs; all: loop steps,
-tangent elements, what is built once per call), its peak memory, and its predicted time
-from a linear cost model fitted to measured timings (`_slp.costs`). It takes the route
-predicted nearest the fastest at 1 and at 8 inputs per call.
+Choice. `insens_plan` traces every route that applies (without running it) and counts the
+work of its program: operations executed (loop bodies once per iteration), matrix-product
+and convolution FLOPs, elements written and moved, and what is built once per call from
+the weights. A linear cost model fitted to measured timings (`_slp.costs`) turns the work
+into predicted seconds; `insens` takes the route predicted nearest the fastest at 1 and at
+8 inputs per call. It also predicts each route's FLOPs and peak memory from shapes and
+receptive-field boxes.
 
 The cone and probe routes stop at the first dense layer that depends on (most of) the whole input
 (the *cut*): its Jacobian columns are the block's (or probe's) columns of its operand
@@ -172,16 +172,18 @@ class RouteCost(NamedTuple):
 
     Attributes:
       flops: floating-point operations of the squared norms per image (multiply-adds
-        count 2).
+        count 2): of matrix products and convolutions in the route's traced program
+        where counted (`insens_plan`), else estimated from receptive-field boxes.
       peak_bytes: memory of the largest loop step's tangents per image (and of the
         matrices held across the loop): a bound on what the route adds to the forward pass.
-      steps: sequential loop steps per call.
+      steps: sequential loop steps of the route.
       seconds: predicted wall time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))``
         on the plan's ``batch`` inputs, compile excluded, on the default device
         (`insens_plan`), or None.
-      work: the amounts of work behind ``seconds``: coefficient name of `_slp.costs` ->
-        amount per call (``<route>.call``, ``.steps``, ``.setup``) or per image (the
-        others).
+      work: the amounts of work behind ``seconds``, counted from the route's traced
+        program: coefficient name of `_slp.costs` -> amount per call (``<route>.call``,
+        ``.ops``, ``.setup``) or per image (the others); None for a plan that did not
+        count (`insens` with a given route).
     """
 
     flops: float
@@ -397,16 +399,11 @@ class _Shapes(net.ForwardRules):
         self.flops: dict[int, float] = {}
         self.sizes: dict[int, int] = {}
         self.dots: dict[int, tuple] = {}
-        self.channel_first: set[int] = set()
 
     def _note(self, eqn, args, out):
         i = self.index[id(eqn)]
         self.flops[i] = _linear_flops(eqn, [np.shape(a) for a in args], np.shape(out))
         self.sizes[i] = int(np.size(out))
-        if eqn.primitive is lax.conv_general_dilated_p:
-            lhs = eqn.params["dimension_numbers"].lhs_spec
-            if lhs[1] != len(lhs) - 1:  # feature axis not last (NCHW, equinox's layout)
-                self.channel_first.add(i)
 
     def relu(self, eqn, z):
         out = super().relu(eqn, z)
@@ -451,10 +448,17 @@ def _plan(
     *,
     batch: int = 1,
     speed: float = 1.0,
+    precision: Any = None,
+    count: bool = True,
 ) -> InsensPlan:
-    """The plan of `insens` (`insens_plan`); ``seconds`` of every cost predicted for one call
-    on ``batch`` inputs on a device ``speed`` times the calibration machine's matrix-product
-    rate. The choice itself does not depend on ``batch`` or ``speed``."""
+    """The plan of `insens` (`insens_plan`).
+
+    With ``count`` (always for ``route="auto"``), every route's work is counted from its
+    traced program (`_slp.costs`) and ``seconds`` predicted for one call on ``batch``
+    inputs on a device ``speed`` times the calibration machine's matrix-product rate; the
+    choice does not depend on ``batch`` or ``speed``. Without, a given route's layouts
+    only (no ``work``, no ``seconds``).
+    """
     shape = tuple(program.input_shape)
     d = int(np.prod(shape))
     item = np.dtype(program.input_dtype).itemsize
@@ -472,28 +476,20 @@ def _plan(
     cut_out_shape = None if cut is None else tuple(dots[cut][1].lo.shape[:-1])
     chunk = max(1, int(chunk_size))
 
-    # FLOPs per tangent column before, at and after the cut, those of channel-first
-    # convolutions apart (XLA's CPU backend runs them far slower inside a loop); sizes of
-    # the values.
+    # FLOPs per tangent column before, at and after the cut; sizes of the values.
     flops_all = sum(shapes.flops.values())
     before = [i for i in shapes.flops if i < cut_pos]
     after = [i for i in shapes.flops if i > cut_pos]
-
-    def split(idx) -> tuple[float, float]:
-        cf = [i for i in idx if i in shapes.channel_first]
-        return sum(shapes.flops[i] for i in idx) - sum(shapes.flops[i] for i in cf), sum(
-            shapes.flops[i] for i in cf
-        )
-
-    (f_all, c_all), (f_pre, c_pre), (f_post, c_post) = map(split, (shapes.flops, before, after))
+    f_pre = sum(shapes.flops[i] for i in before)
+    f_post = sum(shapes.flops[i] for i in after)
     s_all = d + sum(shapes.sizes.values())
     s_pre = d + sum(shapes.sizes[i] for i in before)
     s_post = sum(shapes.sizes[i] for i in after)
     if cut is not None:
         n_cut_out = int(np.prod(cut_out_shape))
-        n_cut_in = int(np.prod(dots[cut][0].lo.shape[:-1]))
+        cut_work = 2.0 * volumes[cut][0] * n_cut_out  # each element's operand cone x weights
     else:
-        n_cut_out = n_cut_in = 0
+        n_cut_out, cut_work = 0, 0.0
 
     costs: dict[str, RouteCost] = {}
     not_taken: dict[str, str] = {}
@@ -501,46 +497,17 @@ def _plan(
     # The dense route: one-hot directions through the whole switched network.
     cols = d if chunk_size >= d else max(chunk, min(d, _DENSE_BYTES // max(1, s_all * item)))
     dense = DenseLayout(cols, -(-d // cols))
-    costs["dense"] = _route_cost(
-        "dense",
-        cols * s_all * item,
-        dense.n_steps,
-        flops_all,
-        matmul=d * f_all,
-        loop_conv_cf=d * c_all,
-        elementwise=d * (s_all + d),
-    )
+    costs["dense"] = RouteCost(d * flops_all, cols * s_all * item, dense.n_steps)
 
-    # The probe route: always applies (without structure its probes are one-hot). Every
-    # step also recomputes the forward pass it differentiates.
+    # The probe route: always applies (without structure its probes are one-hot).
     probes = _probe_layout(program, relu_boxes, dots, cut, pre, chunk)
-    n_p, steps_p = probes.n_colours, probes.n_chunks
     if cut is None:
+        flops = probes.n_colours * flops_all
         peak = probes.colours_per_chunk * s_all * item
-        costs["probes"] = _route_cost(
-            "probes",
-            peak,
-            steps_p,
-            flops_all,
-            matmul=(n_p + steps_p) * f_all,
-            loop_conv_cf=(n_p + steps_p) * c_all,
-            elementwise=n_p * (s_all + d),
-        )
     else:
+        flops = probes.n_colours * f_pre + cut_work + d * f_post
         peak = (probes.colours_per_chunk * s_pre + probes.pixels_per_chunk * s_post) * item
-        # The cut: per step, each group's probe columns times its rows of the weights.
-        gathered = steps_p * probes.colours_per_chunk * probes.group_rows.size
-        n_cols = steps_p * probes.pixels_per_chunk  # exact columns after the cut
-        costs["probes"] = _route_cost(
-            "probes",
-            peak,
-            steps_p,
-            flops_all,
-            matmul=(n_p + steps_p) * f_pre + 2.0 * gathered * n_cut_out + n_cols * f_post,
-            loop_conv_cf=(n_p + steps_p) * c_pre + n_cols * c_post,
-            elementwise=n_p * (s_pre + d) + gathered + n_cols * (n_cut_out + s_post),
-            setup=(probes.group_rows.size + n_cut_in) * n_cut_out,
-        )
+    costs["probes"] = RouteCost(flops, peak, probes.n_chunks)
 
     # The cone route: convolutional networks whose operations it takes.
     cone = None
@@ -553,73 +520,80 @@ def _plan(
             not_taken["cone"] = str(found)
         else:
             cone = found
+            n_blocks = len(cone.blocks)
             per_block = int(np.prod(cone.sigma_tot)) * (
                 d // int(np.prod([shape[a] for a in cone.spatial]))
             )
-            mats, cones = 0.0, 0.0
+            flops, mats, cones = cut_work + d * f_post, 0.0, 0.0
             for i in before:
                 v_in, v_out = volumes.get(i, (d, d))
-                if program.eqns[i].primitive in (lax.conv_general_dilated_p, lax.dot_general_p):
+                e = program.eqns[i]
+                if e.primitive in (lax.conv_general_dilated_p, lax.dot_general_p):
+                    flops += 2.0 * v_in * v_out / d  # cone matrix products of every element
                     mats += v_in * v_out / d**2
+                else:
+                    flops += v_out
                 cones += v_out / d
             peak = (per_block * (cones + s_post) + mats) * item
-            w = _costs.cone_loop_work(cone)
-            rows = w["rows"]  # exact columns after the cut
-            costs["cone"] = _route_cost(
-                "cone",
-                peak,
-                len(cone.blocks),
-                flops_all,
-                matmul=w["matmul"]
-                + 2.0 * rows * w["cut_window"] * n_cut_out
-                + rows * (f_post + c_post),
-                elementwise=w["elementwise"] + rows * (n_cut_out + s_post),
-                setup=w["setup"] + n_cut_in * n_cut_out,
-            )
+            costs["cone"] = RouteCost(flops, peak, n_blocks)
 
-    # The choice: the least predicted time (at the calibration machine's speed, so that it
-    # does not depend on a timing) at 1 and at 8 inputs per call (`_slp.costs.choose`).
-    best = _costs.choose({r: c.work for r, c in costs.items()})
-    if route == "auto":
-        chosen = best
-    elif route in costs:
-        chosen = route
-    else:
+    if route != "auto" and route not in costs:
         raise ValueError(f"the {route} route does not apply to this network: {not_taken[route]}")
-    costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
-    for r in costs:
-        if r != chosen:
-            not_taken[r] = f"predicted {costs[r]} (chosen {chosen}: {costs[chosen]})"
-    return InsensPlan(
-        chosen,
+    plan = InsensPlan(
+        route,
         cut,
         pre,
         post,
         cut_out_shape,
-        cost=costs[chosen],
+        cost=None,
         costs=costs,
-        not_taken=dict(sorted(not_taken.items())),
+        not_taken=not_taken,
         cone=cone,
         probes=probes,
         dense=dense,
         forward_flops=float(flops_all),
         batch=int(batch),
     )
+    if count or route == "auto":  # every route's work from its traced program, its time
+        costs = {
+            r: _counted(c, _route_work(program, x, plan._replace(route=r), precision), r, flops_all)
+            for r, c in costs.items()
+        }
+        costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
+    # The choice: the least predicted time (at the calibration machine's speed, so that it
+    # does not depend on a timing) at 1 and at 8 inputs per call (`_slp.costs.choose`).
+    if route == "auto":
+        route = _costs.choose({r: c.work for r, c in costs.items()})
+    for r in costs:
+        if r != route:
+            not_taken[r] = f"predicted {costs[r]} (chosen {route}: {costs[route]})"
+    return plan._replace(
+        route=route, cost=costs[route], costs=costs, not_taken=dict(sorted(not_taken.items()))
+    )
 
 
-def _route_cost(
-    route: str, peak: float, steps: int, forward: float, *, setup: float = 0.0, **per_image
-) -> RouteCost:
-    """A route's `RouteCost` from its work (`_slp.costs`): ``per_image`` amounts named by
-    kind (``matmul``, ``elementwise``, ``loop_conv_cf``), plus the forward pass."""
-    work = {f"{route}.call": 1.0, f"{route}.steps": float(steps)}
-    if setup:
-        work[f"{route}.setup"] = float(setup)
-    for kind, amount in per_image.items():
-        work[kind if kind == "loop_conv_cf" else f"{route}.{kind}"] = float(amount)
-    work["forward"] = float(forward)
-    flops = work[f"{route}.matmul"] + work.get("loop_conv_cf", 0.0)
-    return RouteCost(flops, float(peak), int(steps), None, work)
+def _route_work(program: net.Program, x, plan: InsensPlan, precision) -> dict[str, float]:
+    """The work of ``plan.route``'s squared norms for one input (`_slp.costs.program_work`):
+    the forward pass and the route, as `insens` runs them."""
+    prog = _runtime_consts(program)
+    prec = _matmul.resolve(precision)
+
+    def norms(xp):
+        return _exact_norms(prog, net.forward(prog, xp), xp, plan, prec)
+
+    return _costs.program_work(norms, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
+def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:
+    """``cost`` with the counted ``work`` of ``route`` (names of `_slp.costs.COEFFICIENTS`)
+    and its FLOPs per image; the forward pass and the vector-Jacobian product outside the
+    squared norms are every route's: ``forward``."""
+    named = {f"{route}.call": 1.0}
+    named.update({f"{route}.{k}": v for k, v in work.items() if k not in _costs.SHARED})
+    named.update({k: work[k] for k in _costs.SHARED})
+    named["forward"] = forward
+    flops = sum(work[k] for k in ("matmul", "conv", "conv_cf", "conv_grouped"))
+    return cost._replace(flops=flops, work=named)
 
 
 def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) -> ProbeLayout:
@@ -720,21 +694,22 @@ def insens_plan(
 ) -> InsensPlan:
     """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
 
-    The route is the one with the least predicted time: of the three exact routes that
-    apply, the one whose predicted time is nearest the fastest's at 1 and at 8 inputs per
-    call (the least worst ratio). The choice does not depend on ``batch`` or the device.
+    The route is the one with the least predicted time: of the exact routes that apply,
+    the one whose predicted time is nearest the fastest's at 1 and at 8 inputs per call
+    (the least worst ratio). The choice does not depend on ``batch`` or the device.
 
     Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
     time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
-    shaped like ``x``, compile excluded (per input: divide by ``batch``). A linear model of
-    counted work (loop steps, matrix-product and convolution FLOPs, tangent elements, a
-    fixed cost per call; `_slp.costs`) whose coefficients were fitted by least squares, in
-    log space, to measured timings of every route on every network of the benchmark zoo
-    at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``) on a 2-core x86
-    CPU; there it came within 3x of the measured time of every route. On another device
-    the per-input terms are scaled by the ratio of the matrix-product rates
-    (`device_flop_rate`, measured once per process, against the calibration machine's):
-    an order of magnitude on other CPUs, a rough guess on accelerators.
+    shaped like ``x``, compile excluded (per input: divide by ``batch``). Every route is
+    traced (not run) and the work of its program counted: operations executed, FLOPs of
+    matrix products and convolutions, elements written and moved, work done once per call
+    (`_slp.costs`). A linear model of that work, with coefficients fitted by least
+    squares in log space to the measured time of every route on every network of the
+    benchmark zoo at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``, on
+    the machine `_slp.costs.CALIBRATION` names: a 2-core x86 CPU), predicts the seconds.
+    On another device the per-input terms are scaled by the ratio of the matrix-product
+    rates (`device_flop_rate`, measured once per process, against the calibration
+    machine's): an order of magnitude on other CPUs, a rough guess on accelerators.
 
     Args:
       f: per-example ReLU network ``f(x) -> logits``.
@@ -1116,7 +1091,9 @@ def insens(
     def fn(x, key=None):
         program = net.trace(f, x)
         chunk = int(np.prod(x.shape)) if chunk_size is None else int(chunk_size)
-        plan = _plan(program, x, chunk, route) if probes is None else None
+        plan = None
+        if probes is None:  # the route's work is counted (traced) only to choose one
+            plan = _plan(program, x, chunk, route, precision=prec, count=route == "auto")
         program = _runtime_consts(program)
         state = net.forward(program, x)
         frozen = net.frozen_network(program, state)

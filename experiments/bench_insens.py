@@ -163,14 +163,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--skip-factor",
         type=float,
-        default=10.0,
+        default=None,
         help="--zoo: do not time a route predicted more than this many times slower than "
-        "the fastest prediction",
+        "the fastest prediction (default 10; 100 with --fit, whose fit wants every route)",
     )
     p.add_argument(
         "--max-call-s",
         type=float,
-        default=20.0,
+        default=5.0,
         help="--zoo: a route whose first call takes longer is timed by that call alone",
     )
     p.add_argument(
@@ -217,6 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError("--fit, --fit-from, --fit-write and --no-naive are for --zoo")
     if (args.fit_from or args.fit_write) and not args.fit:
         raise ValueError("--fit-from and --fit-write go with --fit")
+    if args.skip_factor is None:
+        args.skip_factor = 100.0 if args.fit else 10.0
     return args
 
 
@@ -777,6 +779,7 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
     import jax.numpy as jnp
     import zoo
 
+    from _slp.insens import device_flop_rate
     from lab import analysis
 
     names = list(zoo.ZOO)
@@ -810,6 +813,8 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
         **_header(args, dev, jax),
         "networks": networks,
     }
+    # the matrix-product rate behind every prediction of this run (and of a --fit)
+    result["machine"]["flop_rate"] = device_flop_rate()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"bench_insens_zoo_{dev.platform}"
     print(
@@ -976,7 +981,9 @@ def route_table(result: dict[str, Any]) -> list[str]:
         for batch, rec in (e.get("routes") or {}).items():
             row = verdicts.get((name, int(batch)))
             cells = [name, batch, rec["chosen"], row["fastest"] if row else "-"]
-            cells.append(f"{row['chosen_vs_fastest']:.2f}" if row else "-")
+            ratio = row and row["chosen_vs_fastest"]
+            cells.append(f"{ratio:.2f}" if ratio else "-")
+            cells.append(f"{row['best_possible']:.2f}" if row and row["best_possible"] else "-")
             for r in ("cone", "probes", "dense"):
                 v = rec["routes"].get(r)
                 if v is None:
@@ -1000,12 +1007,24 @@ def route_table(result: dict[str, Any]) -> list[str]:
         f"network and batch size taking turns; in brackets `slp.insens_plan(f, x, "
         f"batch=B)`'s predicted seconds per call. A route predicted more than "
         f"{cfg.get('skip_factor')}x slower than the fastest prediction is not timed. "
-        f"chosen/fastest: the chosen route's measured time over the fastest's.",
+        f"chosen/fastest: the chosen route's measured time over the fastest's; best one "
+        f"route: the least, over the routes, of a route's worst chosen/fastest at both batch "
+        f"sizes (the route is chosen once for every batch size: nothing can do better).",
         "",
         *analysis.table(
-            ["network", "B", "chosen", "fastest", "chosen/fastest", "cone", "probes", "dense"],
+            [
+                "network",
+                "B",
+                "chosen",
+                "fastest",
+                "chosen/fastest",
+                "best one route",
+                "cone",
+                "probes",
+                "dense",
+            ],
             rows,
-            align=["---"] * 4 + ["---:"] * 4,
+            align=["---"] * 4 + ["---:"] * 5,
         ),
         "",
     ]
@@ -1141,7 +1160,9 @@ def route_verdicts(
 
     Returns:
       ``rows`` (network, batch, chosen, fastest, their time ratio, the worst prediction
-      ratio), ``failures`` (one line each) and the worst ratios.
+      ratio, and ``best_possible``: the least, over the routes timed at every batch size,
+      of a route's worst ratio to the fastest: what any one choice for all batch sizes
+      could reach), ``failures`` (one line each) and the worst ratios.
     """
     from _slp import costs
 
@@ -1149,6 +1170,7 @@ def route_verdicts(
     for name, entry in networks.items():
         if "error" in entry:
             failures.append(f"{name}: {entry['error']}")
+        best = _best_possible(entry.get("routes") or {})
         for batch, rec in (entry.get("routes") or {}).items():
             routes = rec["routes"]
             if coefficients is None:
@@ -1163,7 +1185,7 @@ def route_verdicts(
                 }
             meas = {r: v["median_s"] for r, v in routes.items() if "median_s" in v}
             fastest = min(meas, key=meas.get)
-            slower = meas[chosen] / meas[fastest]
+            slower = meas[chosen] / meas[fastest] if chosen in meas else None
             off = {r: pred[r] / meas[r] for r in meas}
             worst = max(off, key=lambda r: abs(math.log(off[r])))
             rows.append(
@@ -1173,14 +1195,25 @@ def route_verdicts(
                     "chosen": chosen,
                     "fastest": fastest,
                     "chosen_vs_fastest": slower,
+                    "best_possible": best,
                     "predicted_vs_measured": off,
                     "worst_prediction": off[worst],
                 }
             )
-            if slower > slack:
+            if slower is None:
+                failures.append(f"{name} at batch {batch}: chosen {chosen} was not timed")
+            elif slower > slack:
+                unavoidable = (
+                    ""
+                    if best is None or best <= slack
+                    else (
+                        f"; no route is within {slack}x at every batch size (the best: "
+                        f"{best:.2f}x at worst)"
+                    )
+                )
                 failures.append(
                     f"{name} at batch {batch}: chosen {chosen} takes {slower:.2f}x the "
-                    f"fastest ({fastest})"
+                    f"fastest ({fastest}){unavoidable}"
                 )
             failures += [
                 f"{name} at batch {batch}: {r} predicted {v:.2f}x its measured time"
@@ -1190,11 +1223,26 @@ def route_verdicts(
     return {
         "rows": rows,
         "failures": failures,
-        "worst_chosen_vs_fastest": max((r["chosen_vs_fastest"] for r in rows), default=None),
+        "worst_chosen_vs_fastest": max(
+            (r["chosen_vs_fastest"] or math.inf for r in rows), default=None
+        ),
         "worst_prediction": max(
             (max(r["worst_prediction"], 1 / r["worst_prediction"]) for r in rows), default=None
         ),
     }
+
+
+def _best_possible(routes: dict[str, Any]) -> float | None:
+    """The least worst ratio to the fastest, over the batch sizes of one network's
+    ``routes`` records, of a route timed at all of them (None if none was)."""
+    meas = [
+        {r: v["median_s"] for r, v in rec["routes"].items() if "median_s" in v}
+        for rec in routes.values()
+    ]
+    common = set.intersection(*(set(m) for m in meas)) if meas else set()
+    if not common:
+        return None
+    return min(max(m[r] / min(m.values()) for m in meas) for r in common)
 
 
 def fit_samples(networks: dict[str, Any]) -> list[tuple[dict[str, float], float]]:
@@ -1244,11 +1292,15 @@ def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
 
     coef = costs.fit_coefficients(fit_samples(result["networks"]), names=list(costs.COEFFICIENTS))
     dev = jax.devices()[0]
+    command = result["command"]
+    if args.fit_from is not None:  # the timings' run, refitted by this one
+        command = f"{command}, refitted by python experiments/bench_insens.py --zoo --fit "
+        command += f"--fit-from {args.fit_from}"
     calibration = {
-        "command": result["command"],
-        "machine": f"{os.cpu_count()}-core {platform.machine()} {dev.platform}",
+        "command": command,
+        "machine": f"{os.cpu_count()}-core {_cpu_model()} ({platform.machine()}, {dev.platform})",
         "date": datetime.date.today().isoformat(),
-        "flop_rate": float(f"{device_flop_rate():.4g}"),
+        "flop_rate": float(f"{result['machine'].get('flop_rate') or device_flop_rate():.4g}"),
         "load_average": result["machine"]["load_at_start"][0],
     }
     check = route_verdicts(result["networks"], coefficients=coef)
@@ -1278,6 +1330,18 @@ def write_coefficients(source: str, path: Path | None = None) -> None:
     i, j = text.index(begin), text.index(end)
     head = text[i:].split("\n", 1)[0]
     path.write_text(text[:i] + head + "\n" + source + "\n" + text[j:])
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), or "CPU"."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
 
 
 def exit_status(result: dict[str, Any]) -> int:

@@ -29,12 +29,12 @@ def _synthetic(rng, true: dict[str, float], n: int, noise: float):
     return samples
 
 
-TRUE = {"call": 2e-4, "steps": 3e-5, "matmul": 4e-11, "elementwise": 1e-9}
+TRUE = {"call": 2e-4, "ops": 3e-5, "matmul": 4e-11, "elementwise": 1e-9}
 
 
 def _scaled(rng):
-    """Work amounts of the sizes of real ones: steps ~10, FLOPs ~1e9, elements ~1e7."""
-    size = {"call": 1.0, "steps": 1.0, "matmul": 1e6, "elementwise": 1e4}
+    """Work amounts of the sizes of real ones: ops ~1e3, FLOPs ~1e9, elements ~1e7."""
+    size = {"call": 1.0, "ops": 1.0, "matmul": 1e6, "elementwise": 1e4}
     return [
         ({k: v * size[k] for k, v in w.items()}, s / 1.0)
         for w, s in _synthetic(rng, {k: TRUE[k] * size[k] for k in TRUE}, 60, 0.0)
@@ -54,10 +54,10 @@ def test_fit_recovers_known_coefficients_from_exact_timings():
 
 def test_fit_with_noisy_timings_is_close_and_a_coefficient_with_no_effect_is_zero():
     rng = np.random.default_rng(1)
-    true = {"call": 1e-3, "steps": 1e-4, "matmul": 1e-6, "unused": 0.0}
+    true = {"call": 1e-3, "ops": 1e-4, "matmul": 1e-6, "unused": 0.0}
     samples = _synthetic(rng, true, 400, 0.05)  # 5% multiplicative noise
     fit = costs.fit_coefficients(samples)
-    for k in ("call", "steps", "matmul"):
+    for k in ("call", "ops", "matmul"):
         assert fit[k] == pytest.approx(true[k], rel=0.1), k
     # an unused kind of work gets (next to) nothing: under 2% of any call's time
     assert max(fit["unused"] * w["unused"] / s for w, s in samples) < 0.02
@@ -84,8 +84,8 @@ def test_fit_names_and_bad_input():
 
 
 def test_predict_counts_per_call_work_once_and_per_image_work_per_image():
-    c = {"r.call": 1.0, "r.steps": 0.1, "r.setup": 0.01, "r.matmul": 1e-3, "forward": 1e-4}
-    work = {"r.call": 1, "r.steps": 5, "r.setup": 7, "r.matmul": 20, "forward": 30}
+    c = {"r.call": 1.0, "r.ops": 0.1, "r.setup": 0.01, "r.matmul": 1e-3, "forward": 1e-4}
+    work = {"r.call": 1, "r.ops": 5, "r.setup": 7, "r.matmul": 20, "forward": 30}
     per_call = 1.0 + 0.5 + 0.07
     per_image = 0.02 + 0.003
     for batch in (1, 8):
@@ -143,54 +143,96 @@ def test_plan_chooses_and_predicts_with_the_cost_model():
 # --- The counts -----------------------------------------------------------------------------
 
 
-def _conv_dense_net():
-    """conv 3x3, 1 -> 2 channels, SAME, on 6x6x1 -> ReLU -> flatten -> dense 72 -> 5 -> ReLU
-    -> dense 5 -> 3; no biases."""
+def test_program_work_counted_by_hand():
+    """Ops, FLOPs and elements of a small program, per example and per call, by hand."""
+    w = jnp.ones((6, 4))
+    k = jnp.ones((3, 3, 2, 5))  # HWIO
+
+    def fn(x):  # x: (6,)
+        h = x @ w  # 2 * 6 * 4 FLOPs, per example
+        setup = w.T @ w  # does not depend on x: once per call under vmap, 2 * 4 * 6 * 4
+        img = jnp.ones((1, 7, 7, 2)) * h[0]  # 98 + 98 elements (broadcast, multiply)
+
+        def body(c, _):  # 3 steps, each: a 3x3 conv 2 -> 5 channels on 7x7 (SAME), a sum
+            z = lax.conv_general_dilated(
+                img * c, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            # the same in every step (XLA hoists it out of the loop): counted once
+            same = lax.conv_general_dilated(
+                img, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            return c + jnp.sum(z) + jnp.sum(same), None
+
+        total, _ = lax.scan(body, jnp.ones(()), None, length=3)
+        return total + jnp.sum(setup)
+
+    work = costs.program_work(fn, jax.ShapeDtypeStruct((6,), jnp.float32))
+    assert work["matmul"] == 2 * 6 * 4
+    assert work["conv"] == (3 + 1) * 2 * (7 * 7 * 5) * (3 * 3 * 2)
+    assert work["conv_cf"] == 0 and work["conv_grouped"] == 0
+    # the setup product's FLOPs and the elements of everything that does not depend on x
+    assert work["setup"] >= 2 * 4 * 6 * 4
+    # every equation once per execution: those in the loop body that change from step to
+    # step once per step, the others (the second convolution's) once
+    closed = jax.make_jaxpr(fn)(jnp.ones(6))
+    (scan,) = [e for e in closed.eqns if e.primitive.name == "scan"]
+    n_out, n_body = len(closed.eqns) - 1, len(scan.params["jaxpr"].eqns)
+    assert n_out + n_body < work["ops"] < n_out + 3 * n_body
+
+
+def test_program_work_channel_first_and_grouped_convolutions_in_loops_apart():
+    k_oihw = jnp.ones((4, 2, 3, 3))
+    k_group = jnp.ones((3, 3, 1, 4))  # HWIO, 2 groups of 1 -> 2 channels each
+
+    def conv_cf(x):  # NCHW inside a loop
+        return lax.conv_general_dilated(x[None], k_oihw, (1, 1), "SAME")[0]
+
+    def conv_grouped(x):  # feature_group_count inside a loop
+        return lax.conv_general_dilated(
+            x[None],
+            k_group,
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=2,
+        )[0]
+
+    def looped(conv):
+        def fn(x):
+            return lax.scan(lambda c, _: (c + jnp.sum(conv(x * c)), None), 1.0, None, length=2)[0]
+
+        return fn
+
+    cf = costs.program_work(looped(conv_cf), jax.ShapeDtypeStruct((2, 5, 5), jnp.float32))
+    assert cf["conv_cf"] == 2 * 2 * (4 * 5 * 5) * (2 * 3 * 3) and cf["conv"] == 0
+    gr = costs.program_work(looped(conv_grouped), jax.ShapeDtypeStruct((5, 5, 2), jnp.float32))
+    assert gr["conv_grouped"] == 2 * 2 * (5 * 5 * 4) * (1 * 3 * 3) and gr["conv"] == 0
+    # outside a loop XLA picks a fast layout: an ordinary convolution
+    once = costs.program_work(conv_cf, jax.ShapeDtypeStruct((2, 5, 5), jnp.float32))
+    assert once["conv"] == 2 * (4 * 5 * 5) * (2 * 3 * 3) and once["conv_cf"] == 0
+
+
+def test_plan_work_is_the_routes_traced_program():
+    """Dense route of a 36-5-4-3 network: the first layer's product with the one-hot input
+    directions does not depend on x (set-up, once per call); the second layer's does."""
     rng = np.random.default_rng(0)
-    k = jnp.asarray(rng.normal(size=(3, 3, 1, 2)), jnp.float32)
-    w1 = jnp.asarray(rng.normal(size=(72, 5)), jnp.float32)
-    w2 = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+    w1 = jnp.asarray(rng.normal(size=(36, 5)), jnp.float32)
+    w2 = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+    w3 = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
 
     def f(x):
-        z = lax.conv_general_dilated(
-            x[None], k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )[0]
-        h = jax.nn.relu(z).reshape(-1)
-        return jax.nn.relu(h @ w1) @ w2
+        return jax.nn.relu(jax.nn.relu(x.reshape(-1) @ w1) @ w2) @ w3
 
-    return f
-
-
-def test_cone_work_counted_by_hand():
-    plan = slp.insens_plan(_conv_dense_net(), jnp.ones((6, 6, 1)))
-    work = plan.costs["cone"].work
-    # 36 input pixels, one block each; a pixel reaches a 3x3x2 cone of the conv's output.
-    assert work["cone.steps"] == 36
-    conv = 2 * 36 * 1 * 18  # each pixel's 1 x 18 cone matrix
-    cut = 2 * 36 * 18 * 5  # each pixel's 18 cone values times their rows of the 72 x 5 weights
-    post = 36 * (5 + 2 * 5 * 3)  # each pixel's column through the ReLU and the 5 -> 3 layer
-    assert work["cone.matmul"] == conv + cut + post
-    assert work["cone.setup"] == 18 + 72 * 5  # the cone matrix and the cut's weights
-
-
-def test_dense_work_counted_by_hand():
-    plan = slp.insens_plan(_conv_dense_net(), jnp.ones((6, 6, 1)))
-    work = plan.costs["dense"].work
-    macs = 36 * 2 * 9 + 72 * 5 + 5 * 3  # conv, dense, dense
-    # every one of the 36 input directions through every layer (plus one FLOP per element
-    # of the reshapes and ReLUs: 36 + 72 * 3 + 5)
-    assert work["dense.matmul"] == 36 * (2 * macs + 36 + 72 * 3 + 5)
-    assert work["forward"] == 2 * macs + 36 + 72 * 3 + 5
-    assert work["loop_conv_cf"] == 0 and work["dense.steps"] == 1
-
-
-def test_channel_first_convolutions_counted_apart():
-    rng = np.random.default_rng(0)
-    k = jnp.asarray(rng.normal(size=(2, 1, 3, 3)), jnp.float32)  # OIHW
-
-    def f(x_CHW):
-        z = lax.conv_general_dilated(x_CHW[None], k, (1, 1), "SAME")[0]  # NCHW
-        return jax.nn.relu(z).sum(axis=(1, 2))
-
-    work = slp.insens_plan(f, jnp.ones((1, 6, 6))).costs["dense"].work
-    assert work["loop_conv_cf"] == 36 * (2 * 72 * 9)  # 36 directions, the conv's FLOPs
+    plan = slp.insens_plan(f, jnp.ones((6, 6)))
+    dense = plan.costs["dense"].work
+    shared = set(costs.SHARED)
+    assert set(dense) == {f"dense.{k}" for k in set(costs.WORK_KINDS) - shared} | shared | {
+        "dense.call",
+        "forward",
+    }
+    forward = 2 * (36 * 5 + 5 * 4 + 4 * 3)
+    tangents = 2 * 36 * 5 * 4  # 36 directions through the second layer (masked by layer 1)
+    assert tangents <= dense["dense.matmul"] <= tangents + 3 * forward
+    assert dense["dense.setup"] >= 2 * 36 * 36 * 5  # one-hot directions times w1
+    assert dense["forward"] == plan.forward_flops
+    assert plan.costs["dense"].flops == dense["dense.matmul"]

@@ -293,6 +293,16 @@ def test_bench_route_verdicts_and_exit_status():
     assert "predicted 0.25x" in check["failures"][1] and "boom" in check["failures"][2]
     assert check["worst_chosen_vs_fastest"] == 1.25 and check["worst_prediction"] == 4.0
     assert bench.exit_status({"route_check": check}) == 1
+    # cone 1.3x the fastest at batch 1, probes 2x at batch 8: no one route does better
+    # than 1.3x at both, and the failure says so
+    flips = _recorded({"cone": (1.0, 1.3), "probes": (1.0, 1.0)}, "cone")
+    flips["routes"]["8"] = _recorded({"cone": (1.0, 1.0), "probes": (1.0, 2.0)}, "cone")["routes"][
+        "1"
+    ]
+    check = bench.route_verdicts({"e": flips})
+    assert [r["best_possible"] for r in check["rows"]] == [1.3, 1.3]
+    (line,) = check["failures"]
+    assert "1.30x the fastest (probes); no route is within 1.2x" in line and "1.30x at" in line
     # with other coefficients: their choice and predictions, from the recorded work
     work = {"cone": {"cone.call": 1.0}, "probes": {"probes.call": 1.0}}
     rec = {"b": _recorded({"cone": (1.0, 1.25), "probes": (2.0, 1.0)}, "cone", work)}
