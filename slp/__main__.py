@@ -39,6 +39,17 @@ def _option(text: str) -> tuple[str, Any]:
         return name, value  # a bare word is a string
 
 
+def _target(text: str) -> str | int:
+    if text in ("predicted", "label"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'predicted', 'label' or a class index, got {text!r}"
+        ) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser, p = command_parser(
         "python -m slp",
@@ -61,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--target",
+        type=_target,
         default="predicted",
         help="class explained: 'predicted' (arg-max logit), 'label' (the data set's "
         "labels) or a class index (default: predicted)",
@@ -160,7 +172,7 @@ def _images(spec: str, data_dir, limit):
 
 
 def _checkpoint(args):
-    """``(apply(params, x), params)`` of the requested 2CONV checkpoint."""
+    """``(apply(params, x), params, number of classes)`` of the requested 2CONV checkpoint."""
     from slp import data, training
 
     path = args.checkpoint
@@ -182,7 +194,7 @@ def _checkpoint(args):
     def apply(p, x):
         return model.apply(p, x[None])[0]
 
-    return apply, params
+    return apply, params, config.num_classes
 
 
 def maps(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,11 +220,18 @@ def maps(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("error: --target label needs a data set with labels")
         target = labels
     else:
-        target = int(args.target)
+        target = args.target
     key = None
     if "key" in inspect.signature(method).parameters:
         key = jax.random.key(args.seed)
-    apply, params = _checkpoint(args)
+    apply, params, num_classes = _checkpoint(args)
+    if target is not None:  # before anything runs, in the flag's words
+        try:
+            slp.attributions.registry.check_target(target, num_classes, batched=True)
+        except ValueError as err:
+            raise SystemExit(
+                f"error: --target {args.target}: the checkpoint has {num_classes} classes; {err}"
+            ) from None
     t0 = time.perf_counter()
     run = slp.attribute_dataset(
         apply,

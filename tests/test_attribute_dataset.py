@@ -316,6 +316,61 @@ def test_reader_names_the_missing_chunks(tmp_path):
         slp.read_maps(tmp_path)
 
 
+def test_resume_recomputes_chunks_that_do_not_match_their_receipts(tmp_path):
+    """A finished chunk changed afterwards is computed again on resume (with a warning
+    naming it), and read_maps, which verifies by default, refuses one changed after that."""
+    f, x = network(), make_images()
+    want = reference(f, x, "gradient", {})
+    run = slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path, progress=False)
+    assert run.computed == tuple(range(5))
+    p1, p3 = slp_maps.chunk_path(tmp_path, 1), slp_maps.chunk_path(tmp_path, 3)
+    np.save(p1, np.load(p1) * 2)  # same shape and dtype, other values
+    p3.write_bytes(p3.read_bytes()[:100])  # truncated
+    receipt4 = tmp_path / "maps-000004.json"
+    receipt4.write_text("{not json")
+    untouched = os.stat(slp_maps.chunk_path(tmp_path, 0))
+
+    with pytest.warns(UserWarning) as caught:
+        again = slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path, progress=False)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 3, messages
+    assert (
+        "maps-000001.npy: its maps (shape (5, 6, 6, 1), float32) do not match the SHA-256 "
+        "recorded in maps-000001.json" in messages[0]
+    )
+    assert "maps-000003.npy: it cannot be read" in messages[1]
+    assert "maps-000004.json is not a readable receipt" in messages[2]
+    assert all("computing chunk" in m for m in messages)
+    assert again.computed == (1, 3, 4) and again.reused == (0, 2)
+    after = os.stat(slp_maps.chunk_path(tmp_path, 0))
+    assert (after.st_ino, after.st_mtime_ns) == (untouched.st_ino, untouched.st_mtime_ns)
+    float32_close(slp.read_maps(tmp_path), want)
+    float32_close(np.load(p1), want[5:10])
+
+    np.save(p1, np.load(p1) + 1.0)  # changed after the run finished
+    with pytest.raises(slp_maps.IncompleteMapsError, match=r"maps-000001\.npy: its maps .*SHA"):
+        slp.read_maps(tmp_path)
+    unverified = slp.read_maps(tmp_path, verify=False)  # the opt-out reads it as it is
+    float32_close(unverified[5:10], want[5:10] + 1.0)
+    p3.write_bytes(b"\x93NUMPY")
+    with pytest.raises(slp_maps.IncompleteMapsError, match=r"maps-000003\.npy cannot be read"):
+        slp.read_maps(tmp_path, verify=False)
+
+
+def test_resume_of_an_iterable_checks_the_maps_too(tmp_path):
+    f, x = network(), make_images()
+    slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path, progress=False)
+    p2 = slp_maps.chunk_path(tmp_path, 2)
+    np.save(p2, -np.load(p2))
+    batches = (x[i : i + 4] for i in range(0, len(x), 4))
+    with pytest.warns(UserWarning, match=r"maps-000002\.npy: its maps .*computing chunk 2"):
+        run = slp.attribute_dataset(
+            f, batches, "gradient", batch_size=5, num_images=N, out=tmp_path, progress=False
+        )
+    assert run.computed == (2,) and run.reused == (0, 1, 3, 4)
+    float32_close(slp.read_maps(tmp_path), reference(f, x, "gradient", {}))
+
+
 # --------------------------------------------------------------------------------------
 # Clear errors.
 

@@ -55,6 +55,7 @@ ALLOWED = (
     r"\s+pooling, dense 10; 32×32×3",
     r"an 8×8 kernel with stride 4",
     r"\b28×28\b",  # the MNIST input size
+    r"\b95%\s+(?:t-)?interval",  # a confidence level
     r"target of 20,000 img/s at batch ≥ 1024",  # a goal, not a measurement
 )
 
@@ -201,6 +202,13 @@ def inactive(d, layer: int | None = None):
     return sum(counts) if layer is None else counts[layer]
 
 
+def layer_term(d, *, condition: str, layer: int) -> float:
+    """A layer's |I_l| x mean |map_l| as a share of the layers' sum (the per-layer Insens)."""
+    rows = d["insens_layers"]["conditions"][condition]["layers"]
+    terms = [r["inactive"]["mean"] * r["mean_abs"]["mean"] for r in rows]
+    return terms[layer] / sum(terms)
+
+
 def layer_share(condition: str, layer: int | None, place: int | None = None):
     """Share of |map| on the digit and outline of one layer's Insens map (None: the total).
 
@@ -304,7 +312,7 @@ MN, MM, ENC, CIF, PONG = (
     "Pong",
 )
 BASE, SPEED, LIM = "Baselines and speed", "Insens speed", "Limitations"
-NOISE, METRICS = "mnist_noise.json", "mnist_metrics.json"
+NOISE, METRICS, SEEDS = "mnist_noise.json", "mnist_metrics.json", "mnist_seeds.json"
 CPU, QN, QNP = (
     "bench_insens_cpu.json",
     "bench_insens_qnetwork_cpu.json",
@@ -344,6 +352,12 @@ def dataset_row(method: str) -> Numbers:
             (dataset_result(method, config, "relative_to_plain"), F2),
         ]
     return N(DATASET, rf"^(\| {method} \|.*)$", BENCH_DATASET, *values)
+
+
+def seed_range(d, variant: str) -> tuple[float, float]:
+    """The lowest and highest accuracy on a noise variant over mnist_seeds.json's seeds."""
+    n = d["numbers"][f"{variant}_accuracy"]
+    return n["min"], n["max"]
 
 
 def mean_std(path: str, *fmt) -> list[tuple]:
@@ -444,6 +458,17 @@ NUMBERS: tuple[Numbers, ...] = (
         (lambda d: inactive(d, 0) / inactive(d), ".0f", PCT),
     ),
     N(READING, r"Over the ([\d,]+) clean test digits", NOISE, ("insens_all/num_images", ",d")),
+    *(
+        N(READING, pattern, NOISE, *[(functools.partial(layer_term, condition=c, layer=k), F3)
+                                     for k in range(3)])
+        for c, pattern in (
+            ("clean", r"mean \|map_l\| is (0\.\d+ of the three layers' sum on clean digits \(conv2"
+             r"\s+0\.\d+, dense 0\.\d+)\)"),
+            ("bordered", r"and (0\.\d+ under bordered noise \(conv2\s+0\.\d+, dense 0\.\d+)\)"),
+        )
+    ),
+    N(READING, r"over the first ([\d,]+) test digits \(the per-layer", NOISE,
+      ("insens_layers/num_images", ",d")),
     N(
         READING,
         r"a share of\s+(0\.\d+ ± 0\.\d+) of \|Insens\|",
@@ -480,6 +505,26 @@ NUMBERS: tuple[Numbers, ...] = (
         N(MN, rf"^(\| noisy {v} \|.*)$", NOISE, (accuracy(v), F4), (f"paper/{v}", F2))
         for v in ("bordered", "background", "framed")
     ),
+    N(MN, r"Trained again from (\d+ seeds \(\d+–\d+),", SEEDS,
+      (lambda d: len(d["seeds"]), INT), ("seeds/0", INT), ("seeds/-1", INT)),
+    *(
+        N(MN, rf"{label} ([\d.]+ \([\d.]+–[\d.]+)\)", SEEDS,
+          (f"numbers/{key}/mean", fmt), (f"numbers/{key}/ci95/0", fmt),
+          (f"numbers/{key}/ci95/1", fmt))
+        for label, key, fmt in (
+            ("clean", "clean_accuracy", F4),
+            ("bordered", "bordered_accuracy", F3),
+            ("background", "background_accuracy", F3),
+            ("framed", "framed_accuracy", F3),
+        )
+    ),
+    N(MN, r"active\s+fraction ([\d.]+% \([\d.]+–[\d.]+)%\)", SEEDS,
+      ("numbers/active_fraction/mean", F1, PCT), ("numbers/active_fraction/ci95/0", F1, PCT),
+      ("numbers/active_fraction/ci95/1", F1, PCT)),
+    N(MN, r"bordered stays above the paper's (0\.\d+)", SEEDS,
+      (lambda d: 0.87 if seed_range(d, "bordered")[0] > 0.87 else "not every seed", F2)),
+    N(MN, r"framed below its (0\.\d+) for every seed", SEEDS,
+      (lambda d: 0.45 if seed_range(d, "framed")[1] < 0.45 else "not every seed", F2)),
     N(
         MN,
         r"per clean test image: ([\d.]+% ± [\d.]+%)",
@@ -1158,6 +1203,18 @@ NUMBERS: tuple[Numbers, ...] = (
         ("methods/guided_backprop/object_mass_share", F3),
     ),
     N(LIM, r"LRP α2β1 (0\.\d+)\.", "pong.json", ("methods/lrp_alpha2_beta1/object_mass_share", F3)),
+    N(LIM, r"the agent's first\s+(\d+) steps where", "pong.json",
+      (lambda d: int(d["state"]["selection"].split("first ")[1].split()[0]), INT)),
+    *(
+        N(LIM, rf"{label} \((0\.\d+)\)", "pong.json", (f"methods/{m}/object_mass_share", F3))
+        for label, m in (
+            (r"on the same state gradient\s+", "gradient"),
+            ("gradient × input", "gradient_x_input"),
+            ("integrated gradients", "integrated_gradients"),
+            ("SmoothGrad", "smoothgrad"),
+            ("DeconvNet", "deconvnet"),
+        )
+    ),
     N(LIM, r"random weights over (\d+) seeds", LATTICE, ("config/seeds", INT)),
     N(
         LIM,
@@ -1220,30 +1277,30 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         LIM,
-        r"Inserting them\s+gives (0\.\d+ against 0\.\d+) for random \(rank (\d+ of \d+)\)",
+        r"Inserting them gives (0\.\d+, above the 0\.\d+) of random",
         "cifar10.json",
         (f"{FAITH}/insens/signed/insertion/auc_probability/mean", F3),
         (f"{FAITH}/random/insertion/auc_probability/mean", F3),
     ),
     N(
         LIM,
-        r"for random \((rank \d+ of \d+)\)\. In \|map\|",
+        r"\(higher is\s+better; (rank \d+ of \d+)\)\. In \|map\|",
         "cifar10.json",
         (rank_of(FAITH, "signed/insertion/auc_probability", True), INT),
         (n_methods, INT),
     ),
     N(
         LIM,
-        r"random level \((0\.\d+)\) and insertion ranks (\d+)th \((0\.\d+)\)\. (\d+) test images",
+        r"random level \((0\.\d+)\) and\s+insertion is above it",
         "cifar10.json",
         (f"{FAITH}/insens/abs/deletion/auc_probability/mean", F3),
     ),
     N(
         LIM,
-        r"and insertion ranks (\d+th \(0\.\d+)\)\. \d+ test images",
+        r"insertion is above it \((0\.\d+, rank \d+)\)\. \d+ test images",
         "cifar10.json",
-        (rank_of(FAITH, "abs/insertion/auc_probability", True), INT),
         (f"{FAITH}/insens/abs/insertion/auc_probability/mean", F3),
+        (rank_of(FAITH, "abs/insertion/auc_probability", True), INT),
     ),
     N(LIM, r"\)\. (\d+) test images,", "cifar10.json", ("config/num_images", INT)),
     N(
