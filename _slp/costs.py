@@ -6,8 +6,13 @@ work of the traced program by kind (`program_work`):
 
 * ``ops``: equations executed per call (a loop's body once per iteration; an operation
   that is the same in every iteration once, as XLA hoists it): dispatch overhead;
+* ``weights``: elements per call of the operands of matrix products and convolutions
+  that do not depend on the input (weights, cone matrices): read once per execution,
+  whatever the batch;
 * ``matmul``: FLOPs per input of matrix products (multiply-adds count 2);
-* ``conv``: FLOPs per input of convolutions; ``conv_cf`` and ``conv_grouped``: those of
+* ``conv``: FLOPs per input of convolutions; ``conv_taps``: their output elements times
+  kernel taps (FLOPs over twice the input channels: what few channels do not amortise);
+  ``conv_cf`` and ``conv_grouped``: the FLOPs of
   channel-first (feature axis not last, e.g. equinox's) and grouped (e.g. depthwise)
   convolutions inside a loop, which XLA's CPU backend runs far below its matrix-product
   rate there;
@@ -24,8 +29,8 @@ vector-Jacobian product outside the squared norms, every route's). The predicted
 time of one jitted call of ``jax.vmap`` of the route on ``batch`` inputs, compile excluded,
 is linear in them (`predict_seconds`):
 
-    seconds = sum_k c_k w_k,   w_k = amount per call (``call``, ``ops``, ``setup``)
-                                     or batch x amount per input (the others)
+    seconds = sum_k c_k w_k,   w_k = amount per call (``call``, ``ops``, ``weights``,
+                                     ``setup``) or batch x amount per input (others)
 
 The coefficients ``c_k`` (seconds per unit) are fitted by `fit_coefficients` (least
 squares of the log of the predicted against the log of the measured seconds, every
@@ -45,48 +50,54 @@ import numpy as np
 
 ROUTES = ("cone", "probes", "dense")
 
-PER_CALL = ("call", "ops", "setup")
+PER_CALL = ("call", "ops", "weights", "setup")
 """Kinds of work counted once per call; every other kind is counted per image."""
 
 # BEGIN FITTED: `python experiments/bench_insens.py --zoo --fit --fit-write` rewrites this.
 COEFFICIENTS: dict[str, float] = {
-    "cone.call": 0.0001362,
-    "cone.ops": 8.555e-09,
-    "cone.setup": 2.924e-10,
-    "cone.matmul": 8.221e-12,
+    "cone.call": 0.0,
+    "cone.ops": 0.0,
+    "cone.weights": 8.238e-11,
+    "cone.setup": 2.565e-10,
+    "cone.matmul": 6.643e-12,
     "cone.conv": 0.0,
+    "cone.conv_taps": 0.0,
     "cone.elementwise": 0.0,
-    "cone.memory": 1.55e-10,
-    "probes.call": 0.000632,
-    "probes.ops": 0.0,
-    "probes.setup": 4.121e-12,
-    "probes.matmul": 0.0,
-    "probes.conv": 1.042e-11,
-    "probes.elementwise": 6.371e-10,
-    "probes.memory": 1.832e-10,
+    "cone.memory": 1.847e-10,
+    "probes.call": 0.0003259,
+    "probes.ops": 6.068e-07,
+    "probes.weights": 0.0,
+    "probes.setup": 9.435e-12,
+    "probes.matmul": 3.636e-12,
+    "probes.conv": 0.0,
+    "probes.conv_taps": 7.044e-10,
+    "probes.elementwise": 0.0,
+    "probes.memory": 1.673e-10,
     "dense.call": 0.0,
     "dense.ops": 0.0,
-    "dense.setup": 8.843e-12,
-    "dense.matmul": 0.0,
-    "dense.conv": 1.13e-11,
-    "dense.elementwise": 8.928e-10,
-    "dense.memory": 2.474e-10,
-    "conv_cf": 1.363e-10,
-    "conv_grouped": 3.117e-09,
+    "dense.weights": 0.0,
+    "dense.setup": 9.767e-12,
+    "dense.matmul": 1.627e-12,
+    "dense.conv": 5.431e-12,
+    "dense.conv_taps": 4.785e-10,
+    "dense.elementwise": 3.115e-10,
+    "dense.memory": 2.821e-10,
+    "conv_cf": 1.263e-10,
+    "conv_grouped": 3.065e-09,
     "forward": 0.0,
 }
 
 CALIBRATION: dict[str, object] = {
     "command": (
-        "python experiments/bench_insens.py --zoo --no-naive --route-repeats 7 "
-        "--skip-factor 100 --max-call-s 5 --out /tmp/zoo4, refitted by python "
-        "experiments/bench_insens.py --zoo --fit --fit-from "
-        "/tmp/zoo4/bench_insens_zoo_cpu.json"
+        "python experiments/bench_insens.py --zoo --no-naive --fit --fit-write --out /tmp/cal1 + "
+        "python experiments/bench_insens.py --zoo --no-naive --route-repeats 7 --skip-factor 100 "
+        "--max-call-s 5 --out /tmp/zoo4, refitted by python experiments/bench_insens.py --zoo "
+        "--fit --fit-from /tmp/cal1/bench_insens_zoo_cpu.json /tmp/zoo4/bench_insens_zoo_cpu.json"
     ),
     "machine": "2-core AMD EPYC (x86_64, cpu)",
     "date": "2026-12-06",
-    "flop_rate": 2.305e11,
-    "load_average": 3.29,
+    "flop_rate": 2.312e11,
+    "load_average": 4.53,
 }
 # END FITTED
 """`COEFFICIENTS`: seconds per unit of each kind of work (module docstring) on the
@@ -248,13 +259,14 @@ def coefficients_source(coefficients: Mapping[str, float], calibration: Mapping)
     lines += [f'    "{k}": {number(v)},' for k, v in coefficients.items()]
     lines += ["}", "", "CALIBRATION: dict[str, object] = {"]
     for k, v in calibration.items():
-        if isinstance(v, str) and len(v) > 70:  # long strings in pieces (line length)
-            pieces = textwrap.wrap(v, 70, break_long_words=False, drop_whitespace=False)
+        text = json.dumps(v) if isinstance(v, str) else number(v)
+        if len(f'    "{k}": {text},') <= 100:
+            lines.append(f'    "{k}": {text},')
+        elif len(text) <= 92:  # on a line of its own
+            lines += [f'    "{k}": (', f"        {text}", "    ),"]
+        else:  # in pieces of at most 100 characters a line
+            pieces = textwrap.wrap(v, 88, break_long_words=False, drop_whitespace=False)
             lines += [f'    "{k}": (', *[f"        {json.dumps(p)}" for p in pieces], "    ),"]
-        elif isinstance(v, str):
-            lines.append(f'    "{k}": {json.dumps(v)},')
-        else:
-            lines.append(f'    "{k}": {number(v)},')
     lines += ["}"]
     return "\n".join(lines)
 
@@ -264,10 +276,12 @@ def coefficients_source(coefficients: Mapping[str, float], calibration: Mapping)
 
 WORK_KINDS = (
     "ops",
+    "weights",
     "matmul",
     "conv",
     "conv_cf",
     "conv_grouped",
+    "conv_taps",
     "elementwise",
     "memory",
     "setup",
@@ -324,13 +338,20 @@ def _size(avals) -> float:
     return float(sum(np.prod(a.shape) for a in avals if hasattr(a, "shape")))
 
 
-def _leaf_work(eqn, dep: bool, mult: float, acc: dict, in_loop: bool) -> None:
-    """Adds one leaf equation's work, executed ``mult`` times per call, to ``acc``."""
+def _leaf_work(eqn, dep_in, mult: float, acc: dict, in_loop: bool) -> None:
+    """Adds one leaf equation's work, executed ``mult`` times per call, to ``acc``
+    (``dep_in``: which operands depend on the network's input)."""
     from jax import lax
 
     acc["ops"] += mult
     name = eqn.primitive.name
+    dep = any(dep_in)
     out_size = _size([v.aval for v in eqn.outvars])
+    if dep and name in ("dot_general", "conv_general_dilated"):
+        # an operand that does not depend on the input (a weight matrix, a cone matrix) is
+        # read once per execution whatever the batch
+        fixed = [a for a, d in zip(eqn.invars, dep_in, strict=True) if not d]
+        acc["weights"] += mult * _size([a.aval for a in fixed])
     if eqn.primitive is lax.dot_general_p:
         (lc, _), _ = eqn.params["dimension_numbers"]
         lhs = eqn.invars[0].aval.shape
@@ -340,6 +361,9 @@ def _leaf_work(eqn, dep: bool, mult: float, acc: dict, in_loop: bool) -> None:
         kernel = eqn.invars[1].aval.shape
         amount = 2.0 * out_size * float(np.prod(kernel)) / kernel[dn.rhs_spec[0]]
         kind = "conv"
+        if dep:  # output elements times kernel taps: what few channels do not amortise
+            taps = float(np.prod([kernel[a] for a in dn.rhs_spec[2:]]))
+            acc["conv_taps"] += mult * out_size * taps
         if in_loop:  # outside loops XLA changes the layout to a fast one
             if dn.lhs_spec[1] != len(dn.lhs_spec) - 1:  # feature axis not last (NCHW)
                 kind = "conv_cf"
@@ -432,7 +456,7 @@ def _eqn_work(eqn, d_in, v_in, loop: _Loop, acc: dict) -> tuple[list, list]:
         if len(d_out) == n_out:
             return d_out, v_out
         return [any(d_in)] * n_out, [any(v_in)] * n_out
-    _leaf_work(eqn, any(d_in), loop.mult, acc, loop.in_loop and any(v_in))
+    _leaf_work(eqn, d_in, loop.mult, acc, loop.in_loop and any(v_in))
     return [any(d_in)] * n_out, [any(v_in)] * n_out
 
 

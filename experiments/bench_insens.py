@@ -5,8 +5,9 @@ Run:
     python experiments/bench_insens.py --isolate        # + peak RSS per case (subprocesses)
     python experiments/bench_insens.py --batches 64 1024 8192 --precisions tf32x3 bf16x6 \
         --variant-batches 1024 8192 --naive-max-batch 64 --max-memory-gb 60   # H100: 2 min
-    python experiments/bench_insens.py --zoo    # the model zoo, batch 64: CPU, 2 cores: 10-20 min
-    python experiments/bench_insens.py --zoo --batch 4 --repeats 1 --out /tmp/zoo  # 4-5 min
+    python experiments/bench_insens.py --zoo --naive-batch 64   # the model zoo: 2 cores, 30-40 min
+    python experiments/bench_insens.py --zoo --no-naive --fit --fit-write  # recalibrate: 20-30 min
+    python experiments/bench_insens.py --zoo --batch 4 --repeats 1 --out /tmp/zoo  # 20 min
 
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
 -> dense 10) on 28x28x1 inputs (or, ``--model qnetwork``, the DQN Q-network of the Pong
@@ -40,12 +41,24 @@ Writes --out/bench_insens.json (default runs/) and prints a table with the ratio
 
 ``--zoo``: every network of ``experiments/zoo.py`` (the full-size 2CONV in flax.linen,
 flax.nnx, equinox, dm-haiku, plain jnp and plain jnp with dead code; an MLP; ResNet-8; the
-Q-network), or those named by ``--zoo-only``, on ``--batch`` random inputs: per network the
+Q-network; batch-norm, depthwise-separable, residual and DenseNet-style CNNs; conv +
+max-pool CNNs in equinox and dm-haiku), or those named by ``--zoo-only``, on ``--batch``
+random inputs (unless ``--no-naive``): per network the
 route `slp.insens_plan` picks, the time to lower and compile ``jit(vmap(slp.insens(f)))``,
 its images/s and XLA temporary memory per image, the same for the naive route on
 ``--naive-batch`` images, their ratios and the maps' agreement. The naive route's peak RSS
 is large on CPU (about 16 GB for the Q-network on one image, 2.8 times XLA's estimate).
-Writes --out/bench_insens_zoo_<platform>.json and a markdown table
+Then, at every ``--route-batches`` size (1 and 8), every exact route of every network
+(``jax.jit(jax.vmap(slp.insens(f, route=r)))``, compile excluded, median of
+``--route-repeats`` calls, the routes of one network taking turns) against the seconds
+`slp.insens_plan` predicts for it, and the route `slp.insens` chooses against the fastest.
+The script exits with status 1 when a chosen route takes more than 1.2 times the fastest's
+time or a prediction is off by more than 3 times (a line per case says which; where no
+single route is within 1.2 times at every batch size, it says so). ``--fit`` fits the
+planner's cost model (`_slp.costs`) to these timings and prints its table and the check it
+would pass; ``--fit-write`` writes the table into ``_slp/costs.py``; ``--fit-from FILE``
+refits from the timings an earlier run recorded (nothing is timed).
+Writes --out/bench_insens_zoo_<platform>.json and a markdown report
 bench_insens_zoo_<platform>.md.
 """
 
@@ -191,8 +204,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fit-from",
         type=Path,
+        nargs="+",
         default=None,
-        help="--zoo --fit: refit from the timings recorded in this results file (nothing is "
+        help="--zoo --fit: refit from the timings recorded in these results files (nothing is "
         "timed; the work is counted by the current planner)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
@@ -804,8 +818,7 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
         argv if argv is not None else sys.argv[1:]
     )
     if args.fit_from is not None:  # refit from recorded timings: nothing is timed
-        result = json.loads(args.fit_from.read_text())
-        recount_work(args, result["networks"])
+        result = recorded_runs(args)
         return {**result, "fit": fit_report(args, result)}
     networks: dict[str, Any] = {}
     result: dict[str, Any] = {
@@ -1271,13 +1284,36 @@ def recount_work(args, networks: dict[str, Any]) -> None:
     for name, entry in networks.items():
         if not entry.get("routes"):
             continue
-        model = zoo.ZOO[name](jax.random.key(args.seed), jnp.float32, small=args.tiny)
+        model = zoo.ZOO[name.split(" #")[0]](
+            jax.random.key(args.seed), jnp.float32, small=args.tiny
+        )
         x = jnp.zeros(tuple(model.input_shape), jnp.float32)
         plan = slp.insens_plan(model.f, x, chunk_size=args.chunk_size)
         for rec in entry["routes"].values():
             rec["chosen"] = plan.route
             for r, v in rec["routes"].items():
                 v["work"] = plan.costs[r].work
+
+
+def recorded_runs(args) -> dict[str, Any]:
+    """``--fit-from``: the runs recorded in the files, their work recounted (`recount_work`),
+    as one run: the networks of the second file on are named ``"<name> #<file number>"``;
+    the machine record says the highest load average at a start and the mean
+    matrix-product rate."""
+    runs = [json.loads(Path(f).read_text()) for f in args.fit_from]
+    result = {**runs[0], "networks": {}}
+    for k, run in enumerate(runs, 1):
+        recount_work(args, run["networks"])
+        for name, entry in run["networks"].items():
+            result["networks"][name if k == 1 else f"{name} #{k}"] = entry
+    rates = [r["machine"].get("flop_rate") for r in runs]
+    result["machine"] = {
+        **runs[0]["machine"],
+        "load_at_start": max((r["machine"]["load_at_start"] for r in runs), key=lambda v: v[0]),
+        "flop_rate": None if None in rates else sum(rates) / len(rates),
+    }
+    result["command"] = " + ".join(dict.fromkeys(r["command"] for r in runs))
+    return result
 
 
 def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
@@ -1295,7 +1331,7 @@ def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
     command = result["command"]
     if args.fit_from is not None:  # the timings' run, refitted by this one
         command = f"{command}, refitted by python experiments/bench_insens.py --zoo --fit "
-        command += f"--fit-from {args.fit_from}"
+        command += "--fit-from " + " ".join(str(f) for f in args.fit_from)
     calibration = {
         "command": command,
         "machine": f"{os.cpu_count()}-core {_cpu_model()} ({platform.machine()}, {dev.platform})",

@@ -169,7 +169,11 @@ def test_program_work_counted_by_hand():
     work = costs.program_work(fn, jax.ShapeDtypeStruct((6,), jnp.float32))
     assert work["matmul"] == 2 * 6 * 4
     assert work["conv"] == (3 + 1) * 2 * (7 * 7 * 5) * (3 * 3 * 2)
+    assert work["conv_taps"] == (3 + 1) * (7 * 7 * 5) * (3 * 3)  # output elements x taps
     assert work["conv_cf"] == 0 and work["conv_grouped"] == 0
+    # operands that do not depend on x, read per execution: w (x @ w), the kernel of the
+    # first convolution (3 steps) and of the second (once); img * c depends on x
+    assert work["weights"] == 6 * 4 + (3 + 1) * (3 * 3 * 2 * 5)
     # the setup product's FLOPs and the elements of everything that does not depend on x
     assert work["setup"] >= 2 * 4 * 6 * 4
     # every equation once per execution: those in the loop body that change from step to
@@ -236,3 +240,15 @@ def test_plan_work_is_the_routes_traced_program():
     assert dense["dense.setup"] >= 2 * 36 * 36 * 5  # one-hot directions times w1
     assert dense["forward"] == plan.forward_flops
     assert plan.costs["dense"].flops == dense["dense.matmul"]
+
+
+def test_coefficients_source_round_trips_in_lines_of_100():
+    for command in ("short", "x" * 85, "python experiments/bench_insens.py " * 8):
+        calibration = {"command": command, "flop_rate": 2.3e11, "load_average": 3.0}
+        fit = {"a.call": 1.234567e-4, "a.matmul": 0.0, "forward": 5e-12}
+        src = costs.coefficients_source(fit, calibration)
+        assert max(len(line) for line in src.splitlines()) <= 100
+        namespace: dict = {}
+        exec(src, namespace)
+        assert namespace["CALIBRATION"] == calibration
+        assert namespace["COEFFICIENTS"] == pytest.approx(fit, rel=1e-3)
