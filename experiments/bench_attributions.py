@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
 
     import slp
-    from slp.data import atomic_writer
+    from slp.data._files import atomic_writer
 
     methods = args.methods or [m for m in slp.available_methods() if m != "insens"]
     unknown = sorted(set(methods) - set(slp.available_methods()))

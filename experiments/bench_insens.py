@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return run_zoo(args, argv)
     import jax
 
-    from slp.data import atomic_writer
+    from slp.data._files import atomic_writer
 
     f, model, params, x_all = build(args)
     dev = jax.devices()[0]

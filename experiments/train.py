@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from lab import cli
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -57,7 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         "maps",
         help="attribution maps of a whole data set into a resumable folder",
     )
-    g = p.add_argument_group("what to compute")
+    _method_options(p.add_argument_group("what to compute"))
+    _data_options(p.add_argument_group("network and data"))
+    _output_options(p.add_argument_group("output and batching"))
+    _distributed_options(p.add_argument_group("several hosts (jax.distributed)"))
+    return parser
+
+
+def _method_options(g) -> None:
     g.add_argument(
         "--method", default="insens", help="a name of slp.available_methods() (default: insens)"
     )
@@ -83,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the per-image PRNG keys of methods that take one (default: 0)",
     )
-    g = p.add_argument_group("network and data")
+
+
+def _data_options(g) -> None:
     g.add_argument(
         "--checkpoint",
         type=Path,
@@ -107,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="where --checkpoint's default lives (default: <data dir>/checkpoints)",
     )
-    g = p.add_argument_group("output and batching")
+
+
+def _output_options(g) -> None:
     g.add_argument("--out", type=Path, required=True, help="output folder (required)")
     g.add_argument(
         "--batch-size",
@@ -122,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         help="images per output file, a multiple of --batch-size (default: --batch-size)",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    g = p.add_argument_group("several hosts (jax.distributed)")
+
+
+def _distributed_options(g) -> None:
     g.add_argument(
         "--distributed",
         action="store_true",
@@ -143,7 +156,6 @@ def _parser() -> argparse.ArgumentParser:
         default="gloo",
         help="collectives between CPU processes: gloo or mpi (default: gloo)",
     )
-    return parser
 
 
 def _images(spec: str, data_dir, limit):

@@ -189,7 +189,7 @@ def checkpoint_from_options(args: argparse.Namespace, *, num_test: int | None = 
       num_test: when training, evaluate on the first `num_test` test images (None: all).
 
     Returns:
-      The `slp.training.Checkpoint`.
+      The `slp.checkpoints.Checkpoint`.
     """
     from lab import fetch
     from slp import training  # imports jax: only once the options are parsed

@@ -195,7 +195,7 @@ def test_readme_first_command_keeps_the_committed_results_and_the_readme_tests_p
     assert {p.name: p.read_bytes() for p in results.iterdir()} == before
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "tests/test_readme_numbers.py"],
+         "tests/docs/test_readme_numbers.py"],
         cwd=helpers.ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
