@@ -155,29 +155,36 @@ SHARED = ("conv_cf", "conv_grouped")
 XLA's CPU backend runs slowly inside a loop."""
 
 CHOICE_BATCHES = (1, 8)
-"""Batch sizes the route choice looks at (`choose`)."""
+"""Batch sizes the batch-free route choice looks at (`choose` without ``batch``)."""
 
 
 def choose(
     work: Mapping[str, Mapping[str, float]],
     *,
+    batch: int | None = None,
     coefficients: Mapping[str, float] | None = None,
 ) -> str:
-    """The route predicted nearest the fastest at every batch size of `CHOICE_BATCHES`.
+    """The route predicted fastest for calls on ``batch`` inputs.
 
     Args:
       work: route -> its work (coefficient name -> amount per call or per image).
+      batch: inputs per call. ``None``: the route nearest the fastest at every batch size
+        of `CHOICE_BATCHES` (for a caller that cannot know its batch size).
       coefficients: as in `predict_seconds`.
 
     Returns:
-      The route whose worst ratio, over the batch sizes, of its predicted seconds to the
-      least predicted seconds is smallest (the first such in ``work``'s order).
+      With ``batch``, the route of least predicted seconds at that batch size; without,
+      the route whose worst ratio, over `CHOICE_BATCHES`, of its predicted seconds to the
+      least predicted seconds is smallest. Ties go to the first in ``work``'s order.
     """
     if not work:
         raise ValueError("no route to choose from")
 
     def seconds(r, b):
         return predict_seconds(work[r], b, coefficients=coefficients)
+
+    if batch is not None:
+        return min(work, key=lambda r: seconds(r, int(batch)))
 
     def regret(r):
         return max(seconds(r, b) / min(seconds(q, b) for q in work) for b in CHOICE_BATCHES)

@@ -78,7 +78,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from jax import custom_batching, lax
 
 from _slp import boxes as _boxes
 from _slp import cone as _cone
@@ -457,7 +457,7 @@ def _plan(
     With ``count`` (always for ``route="auto"``), every route's work is counted from its
     traced program (`_slp.costs`) and ``seconds`` predicted for one call on ``batch``
     inputs on a device ``speed`` times the calibration machine's matrix-product rate; the
-    choice does not depend on ``batch`` or ``speed``. Without, a given route's layouts
+    choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given route's layouts
     only (no ``work``, no ``seconds``).
     """
     shape = tuple(program.input_shape)
@@ -561,10 +561,10 @@ def _plan(
             for r, c in costs.items()
         }
         costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
-    # The choice: the least predicted time (at the calibration machine's speed, so that it
-    # does not depend on a timing) at 1 and at 8 inputs per call (`_slp.costs.choose`).
+    # The choice: the least predicted time at ``batch`` inputs per call, at the calibration
+    # machine's speed, so that it does not depend on a timing (`_slp.costs.choose`).
     if route == "auto":
-        route = _costs.choose({r: c.work for r, c in costs.items()})
+        route = _costs.choose({r: c.work for r, c in costs.items()}, batch=batch)
     for r in costs:
         if r != route:
             not_taken[r] = f"predicted {costs[r]} (chosen {route}: {costs[route]})"
@@ -695,9 +695,10 @@ def insens_plan(
 ) -> InsensPlan:
     """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
 
-    The route is the one with the least predicted time: of the exact routes that apply,
-    the one whose predicted time is nearest the fastest's at 1 and at 8 inputs per call
-    (the least worst ratio). The choice does not depend on ``batch`` or the device.
+    The route is the one with the least predicted time for one call on ``batch`` inputs,
+    of the exact routes that apply. ``insens(f)`` makes the same choice for the batch size
+    it runs at: 1 when called on one input, ``B`` under ``jax.vmap`` over ``B`` inputs (the
+    innermost vmap's size where vmaps nest). The choice does not depend on the device.
 
     Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
     time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
@@ -717,7 +718,7 @@ def insens_plan(
       x: an example input (only shape and dtype are used).
       chunk_size: as in `insens`.
       route: as in `insens`.
-      batch: inputs per call that the predicted seconds are for.
+      batch: inputs per call that the route is chosen and the predicted seconds are for.
 
     Returns:
       The plan (route, cut, colouring, chunking, every route's predicted cost); see
@@ -991,6 +992,44 @@ def _exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
     return _probe_norms(program, state, x, plan, prec)
 
 
+def _routed_norms(program, state, x, plan: InsensPlan, prec) -> list:
+    """`_exact_norms` by the route predicted fastest for the batch size it runs at.
+
+    Called on one input, ``plan.route`` (chosen for one input per call). Under `jax.vmap`
+    the batching rule sees the batch size and runs the route `_slp.costs.choose` picks for
+    it: at 1 and 8 inputs per call the fastest route often differs (2CONV on a 2-core CPU:
+    probes at 1, the cone at 8). The weights are passed as arguments, so a vmap over them
+    (or a jit that traces them) batches them too. Differentiation goes through the route
+    chosen for one input (every route gives the same numbers up to rounding).
+    """
+    works = {r: c.work for r, c in plan.costs.items()}
+
+    def run(route, xx, st, consts):
+        prog = dataclasses.replace(program, consts=consts)
+        return _exact_norms(prog, st, xx, plan._replace(route=route), prec)
+
+    @custom_batching.custom_vmap
+    def norms(xx, st, consts):
+        return run(plan.route, xx, st, consts)
+
+    @norms.def_vmap
+    def norms_batched(axis_size, in_batched, xx, st, consts):
+        route = _costs.choose(works, batch=axis_size)
+        axes = tuple(jax.tree.map(lambda b: 0 if b else None, list(in_batched)))
+        out = jax.vmap(lambda a, b, c: run(route, a, b, c), in_axes=axes)(xx, st, consts)
+        return out, jax.tree.map(lambda _: True, out)
+
+    @jax.custom_jvp
+    def differentiable(xx, st, consts):
+        return norms(xx, st, consts)
+
+    @differentiable.defjvp
+    def differentiable_jvp(primals, tangents):
+        return jax.jvp(lambda a, b, c: run(plan.route, a, b, c), primals, tangents)
+
+    return differentiable(x, state, dict(program.consts))
+
+
 def _estimated_norms(program, state, frozen, x, probes, key, n_groups, exact_layers, prec):
     """``(sq, sq_groups)``: the unbiased estimate's ``|w_hat|^2`` per layer (each divided by
     ``k - 2``) and the per-group sums of squared probes of the jackknife; the first
@@ -1057,7 +1096,9 @@ def insens(
         (more where they fit in 64 MiB per image; None: all at once). (The cone route
         works one block of input elements at a time; its memory is bounded by the
         network's structure.)
-      route: ``"auto"`` (the route `insens_plan` predicts to be cheapest), ``"cone"``
+      route: ``"auto"`` (the route `insens_plan` predicts to be fastest for the batch
+        size of the call: 1 on one input, ``B`` under ``jax.vmap`` over ``B`` inputs;
+        choosing traces every route once, when compiling), ``"cone"``
         (error naming the operation where it does not apply), ``"probes"`` or
         ``"dense"``. Every route gives the same numbers up to rounding.
       precision: matrix-product precision of the squared norms (the bulk of the work;
@@ -1135,6 +1176,8 @@ def insens(
             sq, sq_groups = _estimated_norms(
                 program, state, frozen, x, probes, probe_key, n_groups, exact_layers, prec
             )
+        elif route == "auto":
+            sq = _routed_norms(program, state, x, plan, prec)
         else:
             sq = _exact_norms(program, state, x, plan, prec)
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)

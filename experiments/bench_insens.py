@@ -51,10 +51,10 @@ is large on CPU (about 16 GB for the Q-network on one image, 2.8 times XLA's est
 Then, at every ``--route-batches`` size (1 and 8), every exact route of every network
 (``jax.jit(jax.vmap(slp.insens(f, route=r)))``, compile excluded, median of
 ``--route-repeats`` calls, the routes of one network taking turns) against the seconds
-`slp.insens_plan` predicts for it, and the route `slp.insens` chooses against the fastest.
-The script exits with status 1 when a chosen route takes more than 1.2 times the fastest's
-time or a prediction is off by more than 3 times (a line per case says which; where no
-single route is within 1.2 times at every batch size, it says so). ``--fit`` fits the
+`slp.insens_plan` predicts for it, and the route `slp.insens` chooses for that batch size
+(under ``jax.vmap`` it sees the batch size) against the fastest. The script exits with
+status 1 when a chosen route takes more than 1.2 times the fastest's time or a prediction
+is off by more than 3 times (a line per case says which). ``--fit`` fits the
 planner's cost model (`_slp.costs`) to these timings and prints its table and the check it
 would pass; ``--fit-write`` writes the table into ``_slp/costs.py``; ``--fit-from FILE``
 refits from the timings an earlier run recorded (nothing is timed).
@@ -1020,9 +1020,10 @@ def route_table(result: dict[str, Any]) -> list[str]:
         f"network and batch size taking turns; in brackets `slp.insens_plan(f, x, "
         f"batch=B)`'s predicted seconds per call. A route predicted more than "
         f"{cfg.get('skip_factor')}x slower than the fastest prediction is not timed. "
-        f"chosen/fastest: the chosen route's measured time over the fastest's; best one "
+        f"chosen: the route `slp.insens(f)` runs at that batch size (`insens_plan(f, x, "
+        f"batch=B).route`); chosen/fastest: its measured time over the fastest's; best one "
         f"route: the least, over the routes, of a route's worst chosen/fastest at both batch "
-        f"sizes (the route is chosen once for every batch size: nothing can do better).",
+        f"sizes (what a choice blind to the batch size could at best do).",
         "",
         *analysis.table(
             [
@@ -1191,7 +1192,7 @@ def route_verdicts(
                 pred = {r: v["predicted_s"] for r, v in routes.items()}
             else:
                 work = {r: v["work"] for r, v in routes.items()}
-                chosen = costs.choose(work, coefficients=coefficients)
+                chosen = costs.choose(work, batch=int(batch), coefficients=coefficients)
                 pred = {
                     r: costs.predict_seconds(w, int(batch), coefficients=coefficients, speed=speed)
                     for r, w in work.items()

@@ -14,6 +14,7 @@ from jax import lax
 
 import slp
 from _slp import costs
+from tests.test_insens_fast import jacfwd_insens  # the naive route: Eq. 8 from jacfwd
 
 # --- The fit --------------------------------------------------------------------------------
 
@@ -110,6 +111,9 @@ def test_choose_least_worst_ratio_to_the_fastest():
     assert costs.CHOICE_BATCHES == (1, 8)
     assert costs.choose(work, coefficients=c) == "b"
     assert costs.choose({"a": work["a"], "c": work["c"]}, coefficients=c) == "a"
+    # With the batch size known: the least predicted seconds at that size.
+    assert costs.choose(work, batch=1, coefficients=c) == "a"
+    assert costs.choose(work, batch=8, coefficients=c) == "b"
     with pytest.raises(ValueError, match="no route"):
         costs.choose({})
 
@@ -129,7 +133,8 @@ def test_plan_chooses_and_predicts_with_the_cost_model():
     for batch in (1, 8):
         plan = slp.insens_plan(f, x, batch=batch)
         assert plan.batch == batch
-        assert plan.route == costs.choose({r: c.work for r, c in plan.costs.items()})
+        work = {r: c.work for r, c in plan.costs.items()}
+        assert plan.route == costs.choose(work, batch=batch)
         speed = plan.flop_rate / costs.CALIBRATION["flop_rate"]
         for cost in plan.costs.values():
             want = costs.predict_seconds(cost.work, batch, speed=speed)
@@ -252,3 +257,82 @@ def test_coefficients_source_round_trips_in_lines_of_100():
         exec(src, namespace)
         assert namespace["CALIBRATION"] == calibration
         assert namespace["COEFFICIENTS"] == pytest.approx(fit, rel=1e-3)
+
+
+# --- The choice at the batch size of the call ------------------------------------------------
+
+
+def _small_conv_net():
+    """Conv, max-pool, conv, max-pool, dense: every exact route applies."""
+    rng = np.random.default_rng(3)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 4)) / 3, jnp.float32)
+    k2 = jnp.asarray(rng.normal(size=(3, 3, 4, 8)) / 6, jnp.float32)
+    w = jnp.asarray(rng.normal(size=(2 * 2 * 8, 10)) / 6, jnp.float32)
+
+    def conv(x, k):
+        return lax.conv_general_dilated(
+            x[None], k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )[0]
+
+    def pool(z):
+        return lax.reduce_window(z, -jnp.inf, lax.max, (2, 2, 1), (2, 2, 1), "VALID")
+
+    def f(x, scale=1.0):
+        h = pool(jax.nn.relu(conv(x, k1 * scale) + 0.1))
+        h = pool(jax.nn.relu(conv(h, k2) - 0.05))
+        return h.reshape(-1) @ w
+
+    return f, (8, 8, 1)
+
+
+def test_auto_runs_the_route_chosen_for_the_batch_size_of_the_call(monkeypatch):
+    """Under vmap the batch size reaches the choice; on one input the choice is for 1. The
+    cost table is replaced by a rule (probes for one input, dense for 2, the cone above),
+    so that the test does not depend on the fitted coefficients."""
+    from _slp import insens as module
+
+    def rule(work, *, batch=None, coefficients=None):
+        assert batch is not None and set(work) == {"cone", "probes", "dense"}
+        return {1: "probes", 2: "dense"}.get(batch, "cone")
+
+    monkeypatch.setattr(module._costs, "choose", rule)
+    ran = []
+    exact = module._exact_norms
+
+    def spy(program, state, xx, plan, prec):
+        ran.append(plan.route)
+        return exact(program, state, xx, plan, prec)
+
+    monkeypatch.setattr(module, "_exact_norms", spy)
+    f, shape = _small_conv_net()
+    x = jax.random.uniform(jax.random.PRNGKey(0), (5, *shape))
+    want = np.stack([jacfwd_insens(f, xi) for xi in x])
+    auto = slp.insens(f)
+    for b, route in ((1, "probes"), (2, "dense"), (5, "cone")):
+        ran.clear()
+        got = auto(x[0])[None] if b == 1 else jax.vmap(auto)(x[:b])
+        assert ran and ran[-1] == route, (b, ran)
+        np.testing.assert_allclose(got, want[:b], rtol=1e-4, atol=1e-6)
+    assert slp.insens_plan(f, x[0], batch=2).route == "dense"
+
+
+def test_auto_batched_over_the_weights_and_differentiated():
+    """A vmap over the weights (closed over by ``f``) and a gradient through the map: the
+    chosen route's numbers, as each route gives them (float32 rounding)."""
+    f, shape = _small_conv_net()
+    x = jax.random.uniform(jax.random.PRNGKey(1), shape)
+    scales = jnp.asarray([0.5, 1.0, 2.0])
+
+    def per_scale(route):
+        return jax.vmap(lambda s: slp.insens(lambda xx: f(xx, s), route=route)(x))(scales)
+
+    got = per_scale("auto")
+    for route in ("cone", "probes"):
+        np.testing.assert_allclose(got, per_scale(route), rtol=1e-5, atol=1e-7)
+
+    def total(xx, route):
+        return jnp.sum(slp.insens(f, route=route)(xx) ** 2)
+
+    g = jax.grad(total)(x, "auto")
+    np.testing.assert_allclose(g, jax.grad(total)(x, "cone"), rtol=1e-4, atol=1e-9)
+    assert bool(jnp.all(jnp.isfinite(g)))
