@@ -457,8 +457,8 @@ def _plan(
     With ``count`` (always for ``route="auto"``), every route's work is counted from its
     traced program (`_slp.costs`) and ``seconds`` predicted for one call on ``batch``
     inputs on a device ``speed`` times the calibration machine's matrix-product rate; the
-    choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given route's layouts
-    only (no ``work``, no ``seconds``).
+    choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given
+    route's layouts only (no ``work``, no ``seconds``).
     """
     shape = tuple(program.input_shape)
     d = int(np.prod(shape))
@@ -992,8 +992,9 @@ def _exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
     return _probe_norms(program, state, x, plan, prec)
 
 
-def _routed_norms(program, state, x, plan: InsensPlan, prec) -> list:
-    """`_exact_norms` by the route predicted fastest for the batch size it runs at.
+def _routed_norms(program, state, x, plan: InsensPlan, prec, *, auto: bool) -> list:
+    """`_exact_norms` by ``plan.route`` or, with ``auto``, by the route predicted fastest for
+    the batch size it runs at.
 
     Called on one input, ``plan.route`` (chosen for one input per call). Under `jax.vmap`
     the batching rule sees the batch size and runs the route `_slp.costs.choose` picks for
@@ -1002,6 +1003,8 @@ def _routed_norms(program, state, x, plan: InsensPlan, prec) -> list:
     (or a jit that traces them) batches them too. Differentiation goes through the route
     chosen for one input (every route gives the same numbers up to rounding).
     """
+    if not auto:
+        return _exact_norms(program, state, x, plan, prec)
     works = {r: c.work for r, c in plan.costs.items()}
 
     def run(route, xx, st, consts):
@@ -1176,10 +1179,8 @@ def insens(
             sq, sq_groups = _estimated_norms(
                 program, state, frozen, x, probes, probe_key, n_groups, exact_layers, prec
             )
-        elif route == "auto":
-            sq = _routed_norms(program, state, x, plan, prec)
         else:
-            sq = _exact_norms(program, state, x, plan, prec)
+            sq = _routed_norms(program, state, x, plan, prec, auto=route == "auto")
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
         count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
         _, vjp = jax.vjp(acts, x)
