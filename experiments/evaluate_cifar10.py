@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     g.add_argument(
         "--families", nargs="+", default=["curves", "state_change", "robustness"],
-        help="metric families",
+        choices=["curves", "state_change", "robustness", "quantus"], help="metric families",
     )  # fmt: skip
     g.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")

@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--families",
         nargs="+",
-        default=["curves", "locality", "state_change", "robustness"],
-        help="metric families",
+        choices=["curves", "locality", "state_change", "robustness", "quantus"],
+        default=None,
+        help="metric families (default: all; 'quantus', the Quantus-named metrics of "
+        "slp.metrics, where slp has them)",
     )
     g.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0])
     g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
@@ -75,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 if __name__ == "__main__":
     parse_args(None)  # --help and malformed options answered before jax loads
 
+import jax
+import jax.numpy as jnp
+
 import slp
 from lab import analysis, evaluation, evaluation_report
 from slp import plotting, training
@@ -97,7 +102,17 @@ def load_seed(args: argparse.Namespace, seed: int, images, labels) -> evaluation
     def apply(p, x):
         return model.apply(p, x[None])[0]
 
-    return evaluation.SeedData(seed, apply, ck.params, ck.path.stem, images, labels)
+    # a fresh initialisation for the parameter randomisation test (MPRT)
+    fresh = model.init(jax.random.key(1000 + seed), jnp.zeros((1, *images.shape[1:]), jnp.float32))
+    return evaluation.SeedData(seed, apply, ck.params, ck.path.stem, images, labels, fresh)
+
+
+def default_families() -> list[str]:
+    """Every metric family; the Quantus-named ones where `slp.metrics` has them."""
+    families = ["curves", "locality", "state_change", "robustness"]
+    from slp import metrics
+
+    return families + (["quantus"] if hasattr(metrics, "evaluate") else [])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -121,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seeds=tuple(args.seeds),
         num_images=len(images),
         methods=tuple(methods),
-        families=tuple(args.families),
+        families=tuple(args.families or default_families()),
         sigmas=tuple(args.sigmas),
         draws=args.draws,
         sweep_images=min(args.sweep_images, len(images)),

@@ -150,6 +150,8 @@ class SeedData(NamedTuple):
       checkpoint: the checkpoint's file name (part of every cache key).
       images: float32 ``(N, 28, 28, 1)``.
       labels: int32 ``(N,)``, the explained classes.
+      random_params: a fresh initialisation of the network (the parameter randomisation
+        tests, MPRT); None leaves those tests out.
     """
 
     seed: int
@@ -158,6 +160,7 @@ class SeedData(NamedTuple):
     checkpoint: str
     images: np.ndarray
     labels: np.ndarray
+    random_params: Any = None
 
 
 class Metric(NamedTuple):
@@ -179,6 +182,53 @@ def robustness_name(variant: str, sigma: float) -> str:
     return f"Robustness-{variant}-{sigma:g}"
 
 
+QUANTUS = {
+    "PixelFlipping": (
+        {"features_in_step": 28},
+        False,
+        "mean target probability as pixels are set to black, 28 per step, highest first",
+    ),
+    "RegionPerturbation": (
+        {"patch_size": 4, "regions_evaluation": 20, "order": "morf"},
+        True,  # the mean drop of the output (AOPC): large for a good map
+        "mean drop of the target probability, 4x4 patches removed highest first (AOPC)",
+    ),
+    "FaithfulnessCorrelation": (
+        {"nr_runs": 50, "subset_size": 56},
+        True,
+        "Pearson of the map's sum on random 56-pixel subsets with the output drop",
+    ),
+    "MaxSensitivity": (
+        {"nr_samples": 10},
+        False,
+        "largest relative change of the map under 10 uniform input perturbations",
+    ),
+    "AvgSensitivity": (
+        {"nr_samples": 10},
+        False,
+        "mean relative change of the map under 10 uniform input perturbations",
+    ),
+    "RandomLogit": ({"num_classes": 10}, False, "SSIM of the maps of the class and a random class"),
+    "MPRT": (
+        {"return_average_correlation": True},
+        False,
+        "mean Spearman of the map to the maps of the top-down randomised networks",
+    ),
+    "Sparseness": ({}, True, "Gini index of |map|"),
+    "Complexity": ({}, False, "entropy of |map|'s share per pixel"),
+}
+"""The Quantus-named metrics (``slp.metrics.evaluate``) of the ``"quantus"`` family: options
+(Quantus's names; sample counts cut to what 2 CPU cores afford), whether higher is better
+(RegionPerturbation as its drops are read: the area over the perturbation curve), and one
+line for the report. A metric that returns a curve is scored by the curve's mean."""
+
+RANDOMISATION = ("MPRT",)
+"""Metrics that need ``random_params`` (skipped for a network without them)."""
+
+EXPLAINING = ("MaxSensitivity", "AvgSensitivity", "RandomLogit", "MPRT")
+"""Metrics that explain again: they are given the method by name (``method=``)."""
+
+
 def metric_table(setting: Setting) -> dict[str, Metric]:
     """Every metric of the run's families, in report order."""
     out = {}
@@ -198,6 +248,9 @@ def metric_table(setting: Setting) -> dict[str, Metric]:
                 True,
                 f"share of hidden neurons switched, top 1-20% pixels by |map|, {r} replacement",
             )
+    if "quantus" in setting.families:
+        for name, (_, higher, what) in QUANTUS.items():
+            out[name] = Metric("quantus", higher, what)
     if "robustness" in setting.families:
         for v in setting.variants:
             for s in setting.sigmas:
@@ -496,6 +549,66 @@ def _robustness_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str,
     return out
 
 
+def _quantus_runner(p: Pipeline, metric: str, method: str) -> Callable:
+    """Per-image scores of ``metric`` for ``method``'s maps: a compiled function of maps."""
+    try:
+        from slp.metrics import evaluate
+    except ImportError as err:  # before the metrics package: say what is missing
+        raise RuntimeError(
+            "the 'quantus' family needs slp.metrics.evaluate (the Quantus-named metrics)"
+        ) from err
+    options = dict(QUANTUS[metric][0])
+    if metric in EXPLAINING:
+        options["method"] = method
+    apply = p.data.apply
+
+    def one(params, x, attribution, target, key_data):
+        key = jax.random.wrap_key_data(key_data)
+        if metric in RANDOMISATION:
+            out = evaluate(
+                metric, apply, x, attribution, target=target, key=key, params=params,
+                random_params=p.data.random_params, **options,
+            )  # fmt: skip
+        else:
+            f = lambda z: apply(params, z)  # noqa: E731
+            out = evaluate(metric, f, x, attribution, target=target, key=key, **options)
+        return jnp.mean(jnp.asarray(out, jnp.float32))  # a curve is scored by its mean
+
+    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+    keys = jax.random.key_data(
+        jax.random.split(jax.random.key(p.setting.noise_seed + 3), len(p.data.images))
+    )
+
+    def run(maps):
+        return analysis._batched(
+            lambda x, a, t, k: fn(p.data.params, x, a, t, k),
+            p.setting.batch_size,
+            p.data.images,
+            np.asarray(maps, np.float32),
+            np.asarray(p.data.labels, np.int32),
+            np.asarray(keys),
+        )
+
+    return run
+
+
+def _quantus_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for metric, (options, _, _) in QUANTUS.items():
+        if metric in RANDOMISATION and p.data.random_params is None:
+            continue
+        out[metric] = {}
+        for name in names:
+            if name in CONTROLS:
+                continue
+
+            def compute(metric=metric, name=name):
+                return _quantus_runner(p, metric, name)(p.maps(name))
+
+            out[metric][name] = p.cached(metric, {"options": options}, name, compute)
+    return out
+
+
 def state_change_curves(setting: Setting, datas: Sequence[SeedData]) -> dict[str, Any]:
     """Mean share of hidden neurons switched at each k, over seeds and images.
 
@@ -539,6 +652,7 @@ FAMILIES = {
     "locality": (_locality_family, ()),
     "state_change": (_state_change_family, CONTROLS),
     "robustness": (_robustness_family, ()),
+    "quantus": (_quantus_family, ()),
 }
 """Family -> (function(pipeline, names) -> {metric: {name: (N,)}}, its control orders)."""
 

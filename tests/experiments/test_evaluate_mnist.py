@@ -51,6 +51,7 @@ def test_evaluate_mnist_end_to_end_and_resumes(tmp_path, fake_data):
         assert (tmp_path / "out" / f"mnist_evaluation_{png}.png").stat().st_size > 1000
     md = (tmp_path / "out" / "mnist_evaluation.md").read_text()
     assert "smoke run" in md and "| method |" in md
+
     # a rerun finds every map chunk and score in the cache: none is written again (the maps'
     # manifests are rewritten by slp.attribute_dataset, their chunks are not)
     def written():
@@ -62,3 +63,41 @@ def test_evaluate_mnist_end_to_end_and_resumes(tmp_path, fake_data):
     second = script.main(args)
     assert written() == files
     assert first["metrics"] == second["metrics"]
+
+
+@pytest.mark.slow
+def test_quantus_family_scores_every_metric(tmp_path):
+    """The Quantus-named metrics through lab.evaluation on a tiny random 2CONV (runs once
+    slp.metrics has `evaluate`). Insens's map does not depend on the class explained, so
+    RandomLogit compares a map with itself: SSIM 1 on every image."""
+    from slp import metrics
+
+    if not hasattr(metrics, "evaluate"):
+        pytest.skip("slp.metrics has no evaluate (the Quantus-named metrics) yet")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lab import evaluation
+
+    cfg = training.TrainConfig(features=(2, 4), hidden=8)
+    model = training.make_model(cfg)
+    params = training.init_params(cfg)
+    fresh = model.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)))
+    images = training.to_float_images(fake_mnist("test").images[:3])
+    labels = np.zeros(3, np.int32)
+
+    def apply(p, x):
+        return model.apply(p, x[None])[0]
+
+    data = evaluation.SeedData(0, apply, params, "tiny", images, labels, fresh)
+    setting = evaluation.Setting(
+        seeds=(0,), num_images=3, methods=("insens", "gradient"), families=("quantus",),
+        batch_size=3, cache=tmp_path, identity_images=2,
+    )  # fmt: skip
+    scores, _ = evaluation.run(setting, [data], lambda msg: None)
+    assert set(scores) == set(evaluation.QUANTUS)
+    for name, by_method in scores.items():
+        assert set(by_method) == {"insens", "gradient"}
+        assert by_method["gradient"].shape == (1, 3), name
+    np.testing.assert_allclose(scores["RandomLogit"]["insens"], 1.0, atol=1e-5)
