@@ -15,7 +15,10 @@ options, and scores every method on a fixed random sample of --num-images test i
 pixels take the training set's mean colour, against a random order), the completeness
 measure of `lab.completeness` (against random and blurred-random orders), and the
 robustness to Gaussian noise on every pixel (there is no object mask in CIFAR-10) as a
-curve over --sigmas, --draws draws per image.
+curve over --sigmas, --draws draws per image, and ROAD (Rong et al. 2022: 10-90% of the
+pixels removed by noisy linear imputation, most relevant first and least relevant first)
+against random and blurred-random orders; ``--families quantus`` adds the Quantus-named
+metrics. ROAD and those need `slp.metrics.evaluate`.
 
 Writes to --out (default runs/): cifar10_evaluation.json (``seeds``, every interval as
 ``ci95: [low, high]``), cifar10_evaluation.md, cifar10_evaluation_ranking.png,
@@ -45,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-sample", type=int, default=0, help="seed of the image sample")
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     g.add_argument(
-        "--families", nargs="+", default=["curves", "state_change", "robustness"],
-        choices=["curves", "state_change", "robustness", "quantus"], help="metric families",
+        "--families", nargs="+", default=["curves", "state_change", "robustness", "road"],
+        choices=["curves", "state_change", "robustness", "quantus", "road"],
+        help="metric families ('road' and 'quantus' need slp.metrics.evaluate)",
     )  # fmt: skip
     g.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")

@@ -251,6 +251,14 @@ def metric_table(setting: Setting) -> dict[str, Metric]:
     if "quantus" in setting.families:
         for name, (_, higher, what) in QUANTUS.items():
             out[name] = Metric("quantus", higher, what)
+    if "road" in setting.families:
+        out["ROAD-MoRF"] = Metric(
+            "road", False, "share of 10-90% removals (noisy linear imputation, most relevant "
+            "first) after which the class is still predicted",
+        )  # fmt: skip
+        out["ROAD-LeRF"] = Metric(
+            "road", True, "the same, least relevant pixels removed first",
+        )  # fmt: skip
     if "robustness" in setting.families:
         for v in setting.variants:
             for s in setting.sigmas:
@@ -609,6 +617,55 @@ def _quantus_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np
     return out
 
 
+ROAD_PERCENTAGES = tuple(range(10, 100, 10))
+"""Shares of pixels removed by ROAD, in percent (Rong et al. 2022 use 10-90%)."""
+
+
+def _road_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """ROAD (``slp.metrics.evaluate("ROAD")``) most relevant first (MoRF) and least relevant
+    first (LeRF, the map negated), per image the mean over `ROAD_PERCENTAGES` of "the class
+    is still predicted"; the control orders are scored like maps."""
+    try:
+        from slp.metrics import evaluate
+    except ImportError as err:
+        raise RuntimeError("the 'road' family needs slp.metrics.evaluate (ROAD)") from err
+    apply = p.data.apply
+
+    def one(params, x, scores, target, key_data):
+        f = lambda z: apply(params, z)  # noqa: E731
+        kw = dict(target=target, key=jax.random.wrap_key_data(key_data))
+        kw["percentages"] = ROAD_PERCENTAGES
+        morf = evaluate("ROAD", f, x, scores, **kw)
+        lerf = evaluate("ROAD", f, x, -scores, **kw)
+        return jnp.mean(morf.astype(jnp.float32)), jnp.mean(lerf.astype(jnp.float32))
+
+    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+    keys = jax.random.key_data(
+        jax.random.split(jax.random.key(p.setting.noise_seed + 4), len(p.data.images))
+    )
+    opts = {"percentages": list(ROAD_PERCENTAGES)}
+    out: dict[str, dict[str, np.ndarray]] = {"ROAD-MoRF": {}, "ROAD-LeRF": {}}
+    for name in names:
+        cache: dict[str, Any] = {}
+
+        def both(name=name, cache=cache):
+            if "r" not in cache:
+                scores = _order_scores(p, name, absolute=False)
+                cache["r"] = analysis._batched(
+                    lambda x, sc, t, k: fn(p.data.params, x, sc, t, k),
+                    p.setting.batch_size,
+                    p.data.images,
+                    np.asarray(scores, np.float32),
+                    np.asarray(p.data.labels, np.int32),
+                    np.asarray(keys),
+                )
+            return cache["r"]
+
+        out["ROAD-MoRF"][name] = p.cached("ROAD-MoRF", opts, name, lambda b=both: b()[0])
+        out["ROAD-LeRF"][name] = p.cached("ROAD-LeRF", opts, name, lambda b=both: b()[1])
+    return out
+
+
 def state_change_curves(setting: Setting, datas: Sequence[SeedData]) -> dict[str, Any]:
     """Mean share of hidden neurons switched at each k, over seeds and images.
 
@@ -653,6 +710,7 @@ FAMILIES = {
     "state_change": (_state_change_family, CONTROLS),
     "robustness": (_robustness_family, ()),
     "quantus": (_quantus_family, ()),
+    "road": (_road_family, CONTROLS),
 }
 """Family -> (function(pipeline, names) -> {metric: {name: (N,)}}, its control orders)."""
 
