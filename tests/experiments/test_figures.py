@@ -142,6 +142,7 @@ def evaluation_result():
 
 def test_ranking_and_sweep_figures_show_intervals_and_n(evaluation_result):
     from lab import evaluation_report as report
+
     fig = report.ranking_figure(evaluation_result)
     for ax in fig.get_axes()[:2]:
         assert "n = 30 images × 2 seeds" in ax.get_title()
@@ -153,3 +154,29 @@ def test_ranking_and_sweep_figures_show_intervals_and_n(evaluation_result):
     legend = ax.get_legend()
     # the legend sits outside the axes (anchored right of it), covering no data
     assert legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1
+
+
+def test_randomisation_figure_marks_points_from_fewer_images():
+    """Deep Taylor is defined on few images after randomisation: its points are hollow and
+    carry their n; points from every image are filled; every point has an interval."""
+    from lab import analysis
+
+    def summary(mean, n, undefined=0):
+        return {"mean": mean, "std": 0.1, "sem": 0.1 / n**0.5, "n": n, "n_undefined": undefined}
+
+    steps = ["Dense_1", "Conv_0"]
+    rand = {
+        "insens": {s: {k: summary(0.5, 40) for k in ("spearman", "spearman_abs")} for s in steps},
+        "deep_taylor": {
+            s: {k: summary(0.99, 6, 34) for k in ("spearman", "spearman_abs")} for s in steps
+        },
+    }
+    fig = analysis.randomization_figure(rand, steps, ["insens", "deep_taylor"])
+    ax = fig.get_axes()[0]
+    notes = [t.get_text() for t in ax.texts]
+    assert notes.count("n=6") == len(steps) and "n=40" not in notes
+    hollow = [
+        ln for ln in ax.lines if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white"
+    ]
+    assert len(hollow) == len(steps)  # deep_taylor's randomised points; "trained" is filled
+    assert "95% interval" in fig._suptitle.get_text()
