@@ -8,7 +8,8 @@ checks also show that the site works offline. Screenshots of the pages checked a
 in the temporary folder (``shots/``).
 
 Needs the docs extra (``pip install -e ".[docs]"``: mkdocs and playwright) and Chromium
-(``apt-get install chromium`` on Debian and Ubuntu); skipped, saying so, without them.
+(``apt-get install chromium`` on Debian and Ubuntu); skipped, saying so, without them
+(failed instead with ``SLP_DOCS_REQUIRED=1``, as in CI).
 """
 
 from __future__ import annotations
@@ -32,11 +33,16 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 pytestmark = pytest.mark.docs
 
 
+def _skip(reason: str):
+    """Skip, or fail where the check is required (``SLP_DOCS_REQUIRED=1``, as in CI)."""
+    (pytest.fail if os.environ.get("SLP_DOCS_REQUIRED") == "1" else pytest.skip)(reason)
+
+
 def _chromium() -> str:
     """The system's Chromium (``$SLP_CHROMIUM`` if set), or skip naming the installs."""
     missing = [m for m in ("mkdocs", "playwright") if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(
+        _skip(
             f"{' and '.join(missing)} not installed: pip install -e '.[docs]' "
             "(or pip install mkdocs-material mkdocstrings[python] mkdocs-jupyter playwright)"
         )
@@ -44,7 +50,7 @@ def _chromium() -> str:
         (p for p in map(shutil.which, CHROMIUM_NAMES) if p), None
     )
     if found is None:
-        pytest.skip("no Chromium on this machine: apt-get install chromium (Debian, Ubuntu)")
+        _skip("no Chromium on this machine: apt-get install chromium (Debian, Ubuntu)")
     return found
 
 
