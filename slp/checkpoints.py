@@ -53,7 +53,7 @@ class Checkpoint(NamedTuple):
       path: the parameter file (`<name>.msgpack`).
       reused: True when loaded from disk, False when just trained.
 
-    Example:
+    Examples:
       >>> net = slp.data.example_model()  # the bundled example is one
       >>> type(net).__name__, net.metadata["format"] == slp.checkpoints.FORMAT
       ('Checkpoint', True)
@@ -78,7 +78,7 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]) -> Path:
     Returns:
       The array file's path.
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> folder = pathlib.Path(tempfile.mkdtemp())
       >>> path = slp.checkpoints.save(folder / "w.msgpack", {"w": np.ones(3)}, {"step": 1})
@@ -108,7 +108,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
       FileNotFoundError: the array file or its sidecar is missing.
       ValueError: the sidecar is not of `FORMAT`.
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.msgpack"
       >>> _ = slp.checkpoints.save(path, {"w": np.ones(3)}, {"step": 1})
@@ -148,7 +148,7 @@ def load(
       ValueError: the format differs, or the file's structure, shapes or dtypes differ from
         the template's (the message names the first difference).
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.msgpack"
       >>> _ = slp.checkpoints.save(path, {"w": np.ones(3, np.float32)}, {"step": 1})

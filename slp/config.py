@@ -40,7 +40,7 @@ class TrainConfig:
       dataset: name of the training data, part of the checkpoint name.
       input_shape: one example's shape `(H, W, C)`.
 
-    Example:
+    Examples:
       >>> config = slp.config.TrainConfig(epochs=1, features=(4, 8), hidden=32)
       >>> slp.config.TrainConfig.from_dict(config.to_dict()) == config
       True

@@ -30,7 +30,7 @@ class MLP(nn.Module):
       hidden: widths of the hidden ReLU layers.
       num_classes: width of the (linear) output layer.
 
-    Example:
+    Examples:
       >>> model = slp.models.MLP(hidden=(16,), num_classes=3)
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4)))
       >>> f = slp.models.as_single_example(model, params)
@@ -62,7 +62,7 @@ class TwoConv(nn.Module):
       hidden: width of the hidden dense layer.
       kernel_size: side of the square conv kernels.
 
-    Example:
+    Examples:
       >>> model = slp.models.TwoConv(features=(4, 8), hidden=32)
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
       >>> model.apply(params, jnp.zeros((2, 28, 28, 1))).shape
@@ -99,7 +99,7 @@ class QNetwork(nn.Module):
     Attributes:
       num_actions: number of Q-values.
 
-    Example:
+    Examples:
       >>> model = slp.models.QNetwork(num_actions=6)
       >>> shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 84, 84, 4)))
       >>> shapes["params"]["Dense_1"]["kernel"].shape
@@ -175,7 +175,7 @@ class VGG16(nn.Module):
     Attributes:
       num_classes: number of output logits (1000 for ImageNet).
 
-    Example:
+    Examples:
       >>> model = slp.models.VGG16(num_classes=10)
       >>> x = jnp.zeros((1, 32, 32, 3))
       >>> shapes = jax.eval_shape(model.init, jax.random.key(0), x)  # no weights allocated
@@ -249,7 +249,7 @@ class ResNet50(nn.Module):
     Attributes:
       num_classes: number of output logits (1000 for ImageNet).
 
-    Example:
+    Examples:
       >>> model = slp.models.ResNet50(num_classes=10)
       >>> shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
       >>> sorted(shapes), shapes["params"]["fc"]["kernel"].shape
@@ -287,7 +287,7 @@ def as_single_example(model: nn.Module, params) -> callable:
       ``f(x) = model.apply(params, x[None])[0]``: one input without the batch axis in,
       its logits ``(C,)`` out.
 
-    Example:
+    Examples:
       >>> model = slp.models.TwoConv(features=(4, 8), hidden=32)
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
       >>> f = slp.models.as_single_example(model, params)

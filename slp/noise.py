@@ -98,7 +98,7 @@ def digit_mask(x: jax.Array, *, threshold: float = DIGIT_THRESHOLD) -> jax.Array
     Returns:
       bool array `(H, W)`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
       >>> int(slp.noise.digit_mask(x).sum())
       4
@@ -146,7 +146,7 @@ def outline_mask(
     Returns:
       bool array `(H, W)`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
       >>> int(slp.noise.outline_mask(x, radius=1).sum())  # the ring around it
       12
@@ -205,7 +205,7 @@ def frame_mask(shape: tuple[int, int], count: jax.Array | int) -> jax.Array:
     Raises:
       ValueError: `shape` is not `(H, W)`.
 
-    Example:
+    Examples:
       >>> slp.noise.frame_mask((4, 4), 5).astype(int)
       Array([[1, 1, 1, 1],
              [0, 0, 0, 1],
@@ -238,7 +238,7 @@ def clean_mask(
     Raises:
       ValueError: an unknown `variant`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
       >>> {v: int(slp.noise.clean_mask(v, x, radius=1).sum()) for v in slp.noise.VARIANTS}
       {'bordered': 16, 'background': 4, 'framed': 16, 'framed_noisy_digit': 12}
@@ -274,7 +274,7 @@ def add_noise(key: jax.Array, x: jax.Array, clean: jax.Array, *, sigma: float) -
     Raises:
       ValueError: `clean`'s shape is not `x`'s `(H, W)`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
       >>> y = slp.noise.add_noise(jax.random.key(0), x, slp.noise.digit_mask(x), sigma=0.5)
       >>> bool((y[3:5, 3:5] == 1).all()), bool((y >= 0).all() & (y <= 1).all())
@@ -311,7 +311,7 @@ def make_noisy(
     Returns:
       array shaped like `x`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
       >>> y = slp.noise.make_noisy("bordered", jax.random.key(0), x, radius=1)
       >>> bool((y == x)[2:6, 2:6].all())  # the digit and its 1-pixel outline stay clean
@@ -340,7 +340,7 @@ def make_noisy_batch(
     Returns:
       array shaped like `images`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
       >>> keys = jax.random.split(jax.random.key(0), 3)
       >>> slp.noise.make_noisy_batch("background", keys, jnp.stack([x, x, x]), sigma=1.0).shape
@@ -360,7 +360,7 @@ def bordered(key: jax.Array, x: jax.Array, **options) -> jax.Array:
     Returns:
       array shaped like `x`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)
       >>> slp.noise.bordered(jax.random.key(0), x, sigma=1.0).shape
       (8, 8)
@@ -379,7 +379,7 @@ def background(key: jax.Array, x: jax.Array, **options) -> jax.Array:
     Returns:
       array shaped like `x`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)
       >>> slp.noise.background(jax.random.key(0), x, sigma=1.0).shape
       (8, 8)
@@ -398,7 +398,7 @@ def framed(key: jax.Array, x: jax.Array, **options) -> jax.Array:
     Returns:
       array shaped like `x`.
 
-    Example:
+    Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)
       >>> slp.noise.framed(jax.random.key(0), x, sigma=1.0).shape
       (8, 8)

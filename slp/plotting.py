@@ -81,7 +81,7 @@ def symmetric_limit(values: np.ndarray) -> float:
     Returns:
       A positive float.
 
-    Example:
+    Examples:
       >>> slp.plotting.symmetric_limit(np.array([[0.5, -2.0], [1.0, 0.0]]))
       2.0
     """
@@ -106,7 +106,7 @@ def heatmap(ax: Axes, values: np.ndarray, *, title: str | None = None, limit=Non
     Raises:
       ValueError: the colour limit is not positive (an all-zero map without `limit`).
 
-    Example:
+    Examples:
       >>> fig, axes = slp.plotting.canvas(1, 1, cell=1.0, left=0.1, top=0.1)
       >>> im = slp.plotting.heatmap(axes[0, 0], np.array([[1.0, -0.5], [0.0, 0.25]]))
       >>> im.get_clim()  # symmetric about 0
@@ -135,7 +135,7 @@ def show_image(ax: Axes, image: np.ndarray, *, title: str | None = None):
     Raises:
       ValueError: `image` is not `(H, W)`, `(H, W, 1)` or `(H, W, 3)`.
 
-    Example:
+    Examples:
       >>> fig, axes = slp.plotting.canvas(1, 1, cell=1.0, left=0.1, top=0.1)
       >>> im = slp.plotting.show_image(axes[0, 0], np.zeros((28, 28, 1)), title="digit")
       >>> axes[0, 0].get_title()
@@ -199,7 +199,7 @@ def colour_bar(
     Raises:
       ValueError: `limit` is given and not positive.
 
-    Example:
+    Examples:
       >>> fig, axes = slp.plotting.canvas(1, 2, cell=1.0, left=0.1, top=0.1)
       >>> bar = slp.plotting.colour_bar(fig, axes[0, 1], limit=0.5)
       >>> bar.mappable.get_clim()
@@ -249,7 +249,7 @@ def colour_key(
     Returns:
       The `Colorbar`.
 
-    Example:
+    Examples:
       >>> bottom = slp.plotting.KEY_MARGIN  # room for the key
       >>> fig, axes = slp.plotting.canvas(1, 3, cell=1.0, left=0.1, top=0.1, bottom=bottom)
       >>> slp.plotting.colour_key(fig).mappable.get_clim()  # each map on its own scale
@@ -287,7 +287,7 @@ def canvas(
     Returns:
       The figure and its axes, shape ``(n_rows, n_cols)``.
 
-    Example:
+    Examples:
       >>> fig, axes = slp.plotting.canvas(2, 3, cell=1.0, left=0.1, top=0.3)
       >>> axes.shape
       (2, 3)
@@ -338,7 +338,7 @@ def grid_figure(
       ValueError: no panels, rows of different lengths, or titles or `image_columns`
         that do not fit the grid.
 
-    Example:
+    Examples:
       >>> x = np.zeros((28, 28, 1)); omega = np.linspace(-1, 1, 784).reshape(28, 28, 1)
       >>> fig = slp.plotting.grid_figure([[x, omega]], col_titles=["digit", "Insens"])
       >>> len(fig.axes)  # two panels and the colour key
@@ -390,7 +390,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path
     Returns:
       The path written.
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> fig, axes = slp.plotting.canvas(1, 1, cell=1.0, left=0.1, top=0.1)
       >>> with tempfile.TemporaryDirectory() as folder:

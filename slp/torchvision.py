@@ -123,7 +123,7 @@ def convert(model: nn.Module, state_dict: Mapping[str, Any] | str | os.PathLike)
       ValueError: a tensor has the wrong shape (the message names the key, the shape
         found and the shape expected).
 
-    Example:
+    Examples:
       With torchvision's pretrained weights saved by ``torch.save(net.state_dict(), path)``
       (not run here: it needs the file):
 
@@ -183,7 +183,7 @@ def to_state_dict(model: nn.Module, variables: Mapping) -> dict[str, np.ndarray]
       ``{torchvision key: NumPy array}``; ``torch.from_numpy`` each to load it with
       ``load_state_dict(..., strict=False)``, which skips ``num_batches_tracked``.
 
-    Example:
+    Examples:
       >>> model = slp.models.VGG16()
       >>> variables = slp.torchvision.convert(model, "vgg16.pth")  # doctest: +SKIP
       >>> state_dict = slp.torchvision.to_state_dict(model, variables)  # doctest: +SKIP

@@ -70,7 +70,7 @@ class TrainOutput(NamedTuple):
         process over all its threads in that time) and, when test data was given,
         `test_accuracy` (float in [0, 1]).
 
-    Example:
+    Examples:
       >>> import dataclasses
       >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
       >>> x = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
@@ -101,7 +101,7 @@ def load_mnist_float(
     Returns:
       `(images, labels)`: float32 `(N, 28, 28, 1)` in [0, 1] and int32 `(N,)`.
 
-    Example:
+    Examples:
       >>> images, labels = slp.training.load_mnist_float("test", limit=100)  # doctest: +SKIP
       >>> images.shape, images.dtype, labels[:3]  # doctest: +SKIP
       ((100, 28, 28, 1), dtype('float32'), array([7, 2, 1], dtype=int32))
@@ -121,7 +121,7 @@ def make_model(config: TrainConfig) -> TwoConv:
     Returns:
       An `slp.models.TwoConv` (not initialised; see `init_params`).
 
-    Example:
+    Examples:
       >>> slp.training.make_model(slp.config.TrainConfig(features=(4, 8), hidden=32)).hidden
       32
     """
@@ -140,7 +140,7 @@ def to_float_images(images: np.ndarray) -> np.ndarray:
     Raises:
       ValueError: `images` is not uint8 or not `(N, H, W)`.
 
-    Example:
+    Examples:
       >>> x = slp.training.to_float_images(np.full((2, 28, 28), 255, np.uint8))
       >>> x.shape, x.dtype, float(x.max())
       ((2, 28, 28, 1), dtype('float32'), 1.0)
@@ -162,7 +162,7 @@ def init_params(config: TrainConfig) -> Any:
     Returns:
       The flax parameter pytree.
 
-    Example:
+    Examples:
       >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
       >>> params = slp.training.init_params(config)
       >>> jax.tree.map(jnp.shape, params)["params"]["Dense_0"]
@@ -198,7 +198,7 @@ def predict_logits(
     Raises:
       ValueError: no inputs.
 
-    Example:
+    Examples:
       >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
       >>> model, params = slp.training.make_model(config), slp.training.init_params(config)
       >>> slp.training.predict_logits(model, params, np.zeros((5, 8, 8, 1)), batch_size=4).shape
@@ -243,7 +243,7 @@ def accuracy(
     Raises:
       ValueError: `inputs` and `labels` have different lengths.
 
-    Example:
+    Examples:
       >>> net, digits = slp.data.example_model(), slp.data.example_digits()
       >>> slp.training.accuracy(net.model, net.params, digits.images, digits.labels)
       0.9
@@ -295,7 +295,7 @@ def train(
       ValueError: `batch_size` exceeds the training examples, or the data are not float
         `(N, H, W, C)` with one label each (test data: both or neither).
 
-    Example:
+    Examples:
       >>> import dataclasses
       >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
       >>> x, y = np.random.default_rng(0).random((8, 8, 8, 1), np.float32), np.arange(8) % 10
@@ -457,7 +457,7 @@ def save_checkpoint(path: str | os.PathLike, params: Any, metadata: dict[str, An
     Returns:
       The parameter file's path.
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
       >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.msgpack"
@@ -486,7 +486,7 @@ def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[An
       ValueError: another checkpoint format, the sidecar's config differs from `config`,
         or the parameters do not fit the network (`slp.checkpoints.load`).
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> import dataclasses
       >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
@@ -537,7 +537,7 @@ def load_or_train(
     Returns:
       A `Checkpoint`.
 
-    Example:
+    Examples:
       >>> import tempfile
       >>> import dataclasses
       >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
@@ -596,7 +596,7 @@ def load_or_train_mnist(
     Returns:
       The `Checkpoint`.
 
-    Example:
+    Examples:
       >>> net = slp.training.load_or_train_mnist(slp.config.TrainConfig())  # doctest: +SKIP
       >>> net.metadata["test_accuracy"] > 0.99  # doctest: +SKIP
       True

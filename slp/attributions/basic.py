@@ -66,7 +66,7 @@ def gradient(f: Callable, x: jax.Array, *, target=None, absolute: bool = False) 
     Returns:
       Array of shape ``X``.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> slp.attributions.gradient(f, jnp.array([1.0, 2.0]), target=0)

@@ -72,7 +72,7 @@ def gradient_x_input(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
     Returns:
       Array of shape ``X``.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> slp.attributions.gradient_x_input(f, jnp.array([1.0, 2.0]), target=0)
@@ -160,7 +160,7 @@ def integrated_gradients(
       ValueError: ``batch_size`` is not a positive integer, or ``steps`` or ``quadrature``
         are not valid (`path_points`).
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> ig = slp.attributions.integrated_gradients(f, jnp.array([1.0, 2.0]), target=0, steps=8)
@@ -223,7 +223,7 @@ def smoothgrad(
     Raises:
       ValueError: no ``key``, or ``samples`` is not a positive integer.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> sg = slp.attributions.smoothgrad(f, jnp.array([1.0, 2.0]), key=jax.random.key(0))
@@ -322,7 +322,7 @@ def guided_backprop(f: Callable, x: jax.Array, *, target=None, start: str = "one
     Returns:
       Array of shape ``X``.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> slp.attributions.guided_backprop(f, jnp.array([1.0, 2.0]))
@@ -348,7 +348,7 @@ def deconvnet(f: Callable, x: jax.Array, *, target=None, start: str = "one") -> 
     Returns:
       Array of shape ``X``.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> slp.attributions.deconvnet(f, jnp.array([1.0, 2.0]))  # the inactive neurons pass too

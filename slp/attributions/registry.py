@@ -62,7 +62,7 @@ def register(name: str) -> Callable[[Callable], Callable]:
     Raises:
       ValueError: ``name`` is already registered (raised when the decorator is applied).
 
-    Example:
+    Examples:
       Registering changes the registry for the whole process (not run here):
 
       >>> @slp.attributions.register("my_gradient")  # doctest: +SKIP
@@ -113,7 +113,7 @@ def available_methods() -> tuple[str, ...]:
     Returns:
       A tuple of names, each a valid ``method`` of `attribute`.
 
-    Example:
+    Examples:
       >>> slp.available_methods()[:4]
       ('insens', 'gradient', 'gradient_x_input', 'integrated_gradients')
     """
@@ -132,7 +132,7 @@ def get_method(name: str) -> Callable:
     Raises:
       ValueError: no method of that name; the message lists those that exist.
 
-    Example:
+    Examples:
       >>> slp.attributions.get_method("gradient").__name__
       'gradient'
     """
@@ -181,7 +181,7 @@ def attribute(
         shape.
       TypeError: an option the method does not take, or a ``target`` that is not an integer.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> x = jnp.array([1.0, 2.0])

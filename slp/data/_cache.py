@@ -33,7 +33,7 @@ _CHUNK = 1 << 20
 class DatasetNotFoundError(RuntimeError):
     """A dataset is neither in the data directory nor obtainable from any source.
 
-    Example:
+    Examples:
       >>> import tempfile
       >>> try:
       ...     slp.data.load_mnist("test", data_dir=tempfile.mkdtemp(), download=False)
@@ -46,7 +46,7 @@ class DatasetNotFoundError(RuntimeError):
 class CorruptDataError(ValueError):
     """A dataset file is malformed, truncated or fails its checksum.
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> path = pathlib.Path(tempfile.mkdtemp()) / "short.idx"
       >>> _ = path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3]))  # 4 values promised
@@ -67,7 +67,7 @@ def data_dir(path: PathLike | None = None) -> Path:
     Returns:
       The absolute directory (it exists on return).
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> folder = tempfile.mkdtemp()
       >>> slp.data.data_dir(folder) == pathlib.Path(folder).resolve()

@@ -102,7 +102,7 @@ def load_cifar10(
       DatasetNotFoundError: no usable source (the message says what was tried).
       CorruptDataError: a file is damaged, has the wrong checksum or the wrong layout.
 
-    Example:
+    Examples:
       >>> images, labels = slp.data.load_cifar10("test")  # doctest: +SKIP
       >>> images.shape  # doctest: +SKIP
       (10000, 32, 32, 3)
@@ -158,7 +158,7 @@ def fetch_cifar10(
     Returns:
       The ``cifar10`` folder of the data directory.
 
-    Example:
+    Examples:
       >>> slp.data.fetch_cifar10()  # doctest: +SKIP
       PosixPath('/home/me/.cache/slp/cifar10')
     """

@@ -45,7 +45,7 @@ class ExampleDigits(NamedTuple):
       labels: int32 (10,), the classes 0..9.
       indices: int32 (10,), each image's index in the MNIST test set (the first of its class).
 
-    Example:
+    Examples:
       >>> digits = slp.data.example_digits()
       >>> digits.images.shape, digits.labels.tolist()
       ((10, 28, 28, 1), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
@@ -63,7 +63,7 @@ def example_digits() -> ExampleDigits:
       ExampleDigits: images float32 (10, 28, 28, 1) in [0, 1], labels int32 (10,),
       indices int32 (10,) into the MNIST test set.
 
-    Example:
+    Examples:
       >>> digits = slp.data.example_digits()
       >>> digits.images.dtype, float(digits.images.max()) <= 1.0
       (dtype('float32'), True)
@@ -87,7 +87,7 @@ def example_model() -> Checkpoint:
       ValueError: the bundled file was trained with another configuration than
         `example_config` (write it again with ``experiments/make_example.py``).
 
-    Example:
+    Examples:
       >>> net = slp.data.example_model()
       >>> x = slp.data.example_digits().images[7]
       >>> int(net.model.apply(net.params, x[None])[0].argmax())

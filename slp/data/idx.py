@@ -88,7 +88,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     Raises:
       CorruptDataError: the file is damaged (see :func:`parse_idx`).
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> path = pathlib.Path(tempfile.mkdtemp()) / "three.idx"
       >>> _ = path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))  # uint8, 1 dim of 3

@@ -101,7 +101,7 @@ def load_mnist(
         tried and where to put the files by hand).
       CorruptDataError: a file is damaged or not the official one.
 
-    Example:
+    Examples:
       >>> images, labels = slp.data.load_mnist("test")  # doctest: +SKIP
       >>> images.shape, images.dtype, labels[:3]  # doctest: +SKIP
       ((10000, 28, 28), dtype('uint8'), array([7, 2, 1], dtype=int32))
@@ -137,7 +137,7 @@ def load_fashion_mnist(
       DatasetNotFoundError: files missing and not obtainable.
       CorruptDataError: a file is damaged or not the official one.
 
-    Example:
+    Examples:
       >>> images, labels = slp.data.load_fashion_mnist("test")  # doctest: +SKIP
       >>> images.shape  # doctest: +SKIP
       (10000, 28, 28)
@@ -166,7 +166,7 @@ def fetch_mnist(
     Raises:
       DatasetNotFoundError: no source gave the files (the message has every source's reason).
 
-    Example:
+    Examples:
       >>> slp.data.fetch_mnist()  # doctest: +SKIP
       PosixPath('/home/me/.cache/slp/mnist')
     """
@@ -189,7 +189,7 @@ def fetch_fashion_mnist(
     Raises:
       DatasetNotFoundError: no source gave the files (the message has every source's reason).
 
-    Example:
+    Examples:
       >>> slp.data.fetch_fashion_mnist()  # doctest: +SKIP
       PosixPath('/home/me/.cache/slp/fashion_mnist')
     """

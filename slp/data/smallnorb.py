@@ -117,7 +117,7 @@ def load_smallnorb(
         tried and where to put the files by hand).
       CorruptDataError: a file is damaged or has the wrong type or shape.
 
-    Example:
+    Examples:
       >>> pairs = slp.data.load_smallnorb("test")  # doctest: +SKIP
       >>> pairs.images.shape, pairs.info.shape  # doctest: +SKIP
       ((24300, 2, 96, 96), (24300, 4))

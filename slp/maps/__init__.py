@@ -73,7 +73,7 @@ class ChunkedMaps(NamedTuple):
       computed: indices of the chunks this process computed in this call, ascending.
       reused: indices of this process's chunks already done by an earlier run.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> images = np.random.default_rng(0).random((10, 2), np.float32)  # 10 inputs (2,)
@@ -155,7 +155,7 @@ def attribute_dataset(
       PermissionError: ``out`` cannot be written.
       ManifestMismatchError: ``out`` holds maps of other arguments or other images.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> images = np.random.default_rng(0).random((10, 2), np.float32)  # 10 inputs (2,)
@@ -332,7 +332,7 @@ def read_maps(out: str | os.PathLike, *, mmap: bool = False, verify: bool = True
         chunk cannot be read, has the wrong shape or (``verify``) does not match its
         receipt, naming its file.
 
-    Example:
+    Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
       >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
       >>> images = np.random.default_rng(0).random((10, 2), np.float32)  # 10 inputs (2,)

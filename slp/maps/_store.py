@@ -32,7 +32,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 class ManifestMismatchError(ValueError):
     """An output folder holds maps computed with other arguments or from other images.
 
-    Example:
+    Examples:
       >>> import tempfile
       >>> f, out = (lambda x: jnp.stack([x.sum(), -x.sum()])), tempfile.mkdtemp()
       >>> _ = slp.attribute_dataset(f, np.ones((4, 2)), "gradient", batch_size=2, out=out)
@@ -48,7 +48,7 @@ class IncompleteMapsError(RuntimeError):
 
     Changed: maps that do not match their receipts.
 
-    Example:
+    Examples:
       >>> import tempfile, pathlib
       >>> f, out = (lambda x: jnp.stack([x.sum(), -x.sum()])), tempfile.mkdtemp()
       >>> _ = slp.attribute_dataset(f, np.ones((4, 2)), "gradient", batch_size=2, out=out)

@@ -11,7 +11,8 @@ once, under its first listing. A docstring is complete when it has
   are its attributes, not Args);
 * ``Returns:`` (or ``Yields:``) for a function that returns a value;
 * ``Raises:`` for a function whose body raises (a ``raise`` statement of its own);
-* ``Example:`` or ``Examples:`` with at least one ``>>>`` line.
+* ``Examples:`` with at least one ``>>>`` line (the section the API reference renders as
+  code; a singular ``Example:`` would be rendered as prose, so it does not count).
 
 The examples run as doctests (`test_examples_run`), with ``slp``, ``jax``, ``jnp`` and
 ``np`` imported. `INCOMPLETE` lists the public names whose docstrings still miss parts:
@@ -165,65 +166,64 @@ def missing_parts(obj) -> tuple[str, ...]:
         missing.append("Returns")
     if raises(obj) and "Raises" not in found:
         missing.append("Raises")
-    example = found.get("Example", found.get("Examples", ""))
-    if ">>>" not in example:
-        missing.append("Example")
+    if ">>>" not in found.get("Examples", ""):
+        missing.append("Examples")
     return tuple(missing)
 
 
 INCOMPLETE: dict[str, tuple[str, ...]] = {
-    "slp.InsensEstimate": ("Example",),
-    "slp.InsensPlan": ("Example",),
-    "slp.LayerInsens": ("Example",),
-    "slp.Projection": ("Example",),
-    "slp.UnsupportedOperationError": ("Example",),
-    "slp.activation_pattern": ("Args", "Example"),
-    "slp.activities": ("Example",),
-    "slp.attributions.deep_taylor": ("Example",),
-    "slp.attributions.deep_taylor_bounded": ("Example",),
-    "slp.attributions.insens": ("Args", "Returns", "Raises", "Example"),
-    "slp.attributions.lrp": ("Raises", "Example"),
-    "slp.attributions.lrp_alpha1_beta0": ("Args", "Returns", "Example"),
-    "slp.attributions.lrp_alpha2_beta1": ("Args", "Returns", "Example"),
-    "slp.attributions.lrp_alpha_beta": ("Raises", "Example"),
-    "slp.attributions.lrp_epsilon": ("Example",),
-    "slp.attributions.lrp_zplus": ("Args", "Example"),
-    "slp.explicit_projections": ("Args", "Example"),
-    "slp.insens": ("Raises", "Example"),
-    "slp.insens_plan": ("Raises", "Example"),
-    "slp.metrics.PerturbationCurve": ("Example",),
-    "slp.metrics.average_ranks": ("Example",),
-    "slp.metrics.cascading_randomization": ("Raises", "Example"),
-    "slp.metrics.cosine_similarity": ("Args", "Returns", "Example"),
-    "slp.metrics.curve_area": ("Raises", "Example"),
-    "slp.metrics.deletion_curve": ("Example",),
-    "slp.metrics.insertion_curve": ("Example",),
-    "slp.metrics.layer_order": ("Example",),
-    "slp.metrics.mass_on_mask": ("Raises", "Example"),
-    "slp.metrics.pearson": ("Example",),
-    "slp.metrics.pixel_map": ("Raises", "Example"),
-    "slp.metrics.pixel_order": ("Raises", "Example"),
-    "slp.metrics.random_scores": ("Example",),
-    "slp.metrics.spearman": ("Example",),
-    "slp.network.Eqn": ("Example",),
-    "slp.network.ForwardRules": ("Example",),
-    "slp.network.FrozenRules": ("Args", "Example"),
-    "slp.network.NetworkState": ("Example",),
-    "slp.network.Program": ("Example",),
-    "slp.network.Rules": ("Example",),
-    "slp.network.WalkResult": ("Example",),
-    "slp.network.check_input": ("Raises", "Example"),
-    "slp.network.defined": ("Args", "Returns", "Example"),
-    "slp.network.forward": ("Args", "Returns", "Example"),
-    "slp.network.frozen_network": ("Args", "Returns", "Example"),
-    "slp.network.pool_winners": ("Args", "Returns", "Example"),
-    "slp.network.select_winners": ("Args", "Returns", "Example"),
-    "slp.network.trace": ("Example",),
-    "slp.network.walk": ("Args", "Returns", "Example"),
-    "slp.per_example": ("Example",),
-    "slp.single_example": ("Args", "Returns", "Example"),
-    "slp.switched_centres": ("Args", "Example"),
-    "slp.switched_projections": ("Raises", "Example"),
+    "slp.InsensEstimate": ("Examples",),
+    "slp.InsensPlan": ("Examples",),
+    "slp.LayerInsens": ("Examples",),
+    "slp.Projection": ("Examples",),
+    "slp.UnsupportedOperationError": ("Examples",),
+    "slp.activation_pattern": ("Args", "Examples"),
+    "slp.activities": ("Examples",),
+    "slp.attributions.deep_taylor": ("Examples",),
+    "slp.attributions.deep_taylor_bounded": ("Examples",),
+    "slp.attributions.insens": ("Args", "Returns", "Raises", "Examples"),
+    "slp.attributions.lrp": ("Raises", "Examples"),
+    "slp.attributions.lrp_alpha1_beta0": ("Args", "Returns", "Examples"),
+    "slp.attributions.lrp_alpha2_beta1": ("Args", "Returns", "Examples"),
+    "slp.attributions.lrp_alpha_beta": ("Raises", "Examples"),
+    "slp.attributions.lrp_epsilon": ("Examples",),
+    "slp.attributions.lrp_zplus": ("Args", "Examples"),
+    "slp.explicit_projections": ("Args", "Examples"),
+    "slp.insens": ("Raises", "Examples"),
+    "slp.insens_plan": ("Raises", "Examples"),
+    "slp.metrics.PerturbationCurve": ("Examples",),
+    "slp.metrics.average_ranks": ("Examples",),
+    "slp.metrics.cascading_randomization": ("Raises", "Examples"),
+    "slp.metrics.cosine_similarity": ("Args", "Returns", "Examples"),
+    "slp.metrics.curve_area": ("Raises", "Examples"),
+    "slp.metrics.deletion_curve": ("Examples",),
+    "slp.metrics.insertion_curve": ("Examples",),
+    "slp.metrics.layer_order": ("Examples",),
+    "slp.metrics.mass_on_mask": ("Raises", "Examples"),
+    "slp.metrics.pearson": ("Examples",),
+    "slp.metrics.pixel_map": ("Raises", "Examples"),
+    "slp.metrics.pixel_order": ("Raises", "Examples"),
+    "slp.metrics.random_scores": ("Examples",),
+    "slp.metrics.spearman": ("Examples",),
+    "slp.network.Eqn": ("Examples",),
+    "slp.network.ForwardRules": ("Examples",),
+    "slp.network.FrozenRules": ("Args", "Examples"),
+    "slp.network.NetworkState": ("Examples",),
+    "slp.network.Program": ("Examples",),
+    "slp.network.Rules": ("Examples",),
+    "slp.network.WalkResult": ("Examples",),
+    "slp.network.check_input": ("Raises", "Examples"),
+    "slp.network.defined": ("Args", "Returns", "Examples"),
+    "slp.network.forward": ("Args", "Returns", "Examples"),
+    "slp.network.frozen_network": ("Args", "Returns", "Examples"),
+    "slp.network.pool_winners": ("Args", "Returns", "Examples"),
+    "slp.network.select_winners": ("Args", "Returns", "Examples"),
+    "slp.network.trace": ("Examples",),
+    "slp.network.walk": ("Args", "Returns", "Examples"),
+    "slp.per_example": ("Examples",),
+    "slp.single_example": ("Args", "Returns", "Examples"),
+    "slp.switched_centres": ("Args", "Examples"),
+    "slp.switched_projections": ("Raises", "Examples"),
 }
 """Public names whose docstrings still miss parts, with the parts; this list only shrinks."""
 
@@ -274,12 +274,12 @@ def test_examples_run(name, test):
     "doc, missing",
     [
         ("", ("docstring",)),
-        ("Two\nlines.\n\nExample:\n  >>> 1\n  1", ("summary", "Args", "Returns")),
+        ("Two\nlines.\n\nExamples:\n  >>> 1\n  1", ("summary", "Args", "Returns")),
         (
-            "Sum.\n\nArgs:\n  a, b: numbers.\n\nReturns:\n  a + b.\n\nExample:\n  >>> 1\n  1",
+            "Sum.\n\nArgs:\n  a, b: numbers.\n\nReturns:\n  a + b.\n\nExamples:\n  >>> 1\n  1",
             (),
         ),
-        ("Sum.\n\nArgs:\n  a: a number.\n\nReturns:\n  a + b.\n", ("Args", "Example")),
+        ("Sum.\n\nArgs:\n  a: a number.\n\nReturns:\n  a + b.\n", ("Args", "Examples")),
     ],
 )
 def test_the_checker_finds_missing_parts(doc, missing):
@@ -300,7 +300,7 @@ def test_the_checker_wants_raises_where_a_function_raises():
         Returns:
           x.
 
-        Example:
+        Examples:
           >>> 1
           1
         """

@@ -240,3 +240,28 @@ def test_notebook_download_link_serves_the_notebook(visit):
     response = v.page.request.get(v.page.url + href)
     assert response.ok, f"{href}: HTTP {response.status}"
     assert response.json()["nbformat"] == 4
+
+
+def test_every_public_name_has_an_api_entry(site):
+    """Each name of slp's docstring list has an entry (an anchor) in the API reference; a
+    top-level name documented in its module (``slp.attribute``) counts there."""
+    import importlib.util
+    import re
+
+    import slp
+
+    path = ROOT / "tests" / "packaging" / "test_public_api.py"
+    spec = importlib.util.spec_from_file_location("_public_api", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ids: set[str] = set()
+    for page in (site[1] / "api").rglob("index.html"):
+        ids |= set(re.findall(r'id="(slp[\w.]*)"', page.read_text(encoding="utf-8")))
+    missing = [
+        f"{mod}.{name}"
+        for mod, names in module.listed_names(slp.__doc__).items()
+        for name in names
+        if f"{mod}.{name}" not in ids
+        and not (mod == "slp" and any(i.endswith(f".{name}") for i in ids))
+    ]
+    assert not missing, f"public names without an API entry: {missing}"
