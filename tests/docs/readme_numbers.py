@@ -294,6 +294,22 @@ RN, RNP, GPU = (
 ATTR = "bench_attributions.json"
 LATTICE = "pong_lattice.json"
 ZOO = "bench_insens_zoo_cpu.json"
+ZOO_ROUTES = "bench_insens_zoo_routes_cpu.json"
+
+
+def zoo_route_networks(d) -> int:
+    """The number of zoo networks whose routes were timed."""
+    return len({row["network"] for row in d["route_check"]["rows"]})
+
+
+def zoo_route_batches(d) -> list[int]:
+    """The batch sizes at which the zoo's routes were timed."""
+    return sorted({row["batch"] for row in d["route_check"]["rows"]})
+
+
+def zoo_blind_choice(d) -> float:
+    """The worst, over the zoo, of the best ratio a batch-blind route choice could reach."""
+    return max(row["best_possible"] for row in d["route_check"]["rows"])
 
 
 BENCH_DATASET = "bench_dataset_cpu.json"
@@ -825,6 +841,34 @@ NUMBERS: tuple[Numbers, ...] = (
     attribution_row("Deep Taylor", "deep_taylor", "zennit_epsilon_plus"),
     attribution_row("Deep Taylor bounded", "deep_taylor_bounded", "zennit_epsilon_plus"),
     # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
+    N(SPEED, r"All (\d+) zoo networks were timed", ZOO_ROUTES, (zoo_route_networks, INT)),
+    N(
+        SPEED,
+        r"timed at (\d+ and \d+) inputs per call",
+        ZOO_ROUTES,
+        (lambda d: zoo_route_batches(d)[0], INT),
+        (lambda d: zoo_route_batches(d)[1], INT),
+    ),
+    N(SPEED, r"--no-naive`, ([\d.]+) minutes", ZOO_ROUTES, (lambda d: d["wall_s"] / 60, F1)),
+    N(
+        SPEED,
+        r"load\s+average from ([\d.]+ to [\d.]+), every route",
+        ZOO_ROUTES,
+        *LOAD_AT_START_AND_END,
+    ),
+    N(
+        SPEED,
+        r"at most ([\d.]+) times the fastest measured",
+        ZOO_ROUTES,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"prediction was within ([\d.]+) times",
+        ZOO_ROUTES,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(SPEED, r"at best reach ([\d.]+) times", ZOO_ROUTES, (zoo_blind_choice, F2)),
     N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
     N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
     zoo_row("2conv-linen", ".1f", ".2f", ".0f"),
