@@ -27,6 +27,11 @@ NaN, so that callers can drop them explicitly instead of averaging in a made-up 
 
 from __future__ import annotations
 
+from slp.metrics._common import (
+    normalise_by_average_second_moment_estimate,
+    normalise_by_max,
+)
+from slp.metrics.complexity import complexity, effective_complexity, sparseness
 from slp.metrics.curves import (
     PerturbationCurve,
     curve_area,
@@ -35,8 +40,23 @@ from slp.metrics.curves import (
     pixel_order,
     random_scores,
 )
-from slp.metrics.localisation import mass_on_mask
+from slp.metrics.localisation import (
+    attribution_localisation,
+    focus,
+    mass_on_mask,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
 from slp.metrics.randomisation import cascading_randomization, layer_order
+from slp.metrics.registry import (
+    GROUPS,
+    MetricSpec,
+    available_metrics,
+    evaluate,
+    get_metric,
+)
 from slp.metrics.similarity import (
     average_ranks,
     cosine_similarity,
@@ -60,4 +80,20 @@ __all__ = [
     "curve_area",
     "layer_order",
     "cascading_randomization",
+    "GROUPS",
+    "MetricSpec",
+    "available_metrics",
+    "get_metric",
+    "evaluate",
+    "normalise_by_max",
+    "normalise_by_average_second_moment_estimate",
+    "sparseness",
+    "complexity",
+    "effective_complexity",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
+    "top_k_intersection",
+    "pointing_game",
+    "attribution_localisation",
+    "focus",
 ]
