@@ -6,6 +6,7 @@ the registry and `evaluate` (unknown options, bad shapes), and jit/vmap against 
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -117,3 +118,167 @@ def test_localisation_bad_masks():
         metrics.evaluate("Focus", None, None, A, mask=MASK)
     with pytest.raises(ValueError, match="smaller than the map's 4 entries"):
         metrics.evaluate("TopKIntersection", None, None, A, mask=MASK)  # Quantus's k=1000
+
+
+# -------------------------------------------------------------------------- faithfulness
+
+X = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+W = jnp.array([[1.0, -1.0], [0.5, 2.0]])
+SCORES = jnp.array([[3.0, 0.0], [1.0, 9.0]])  # order: (1,1), (0,0), (1,0), (0,1)
+LOGITS = {"softmax": False, "normalise": False}
+
+
+def linear(w=W, b=0.25):
+    """Two logits: ``w . x + b`` and the constant 0."""
+
+    def f(x):
+        return jnp.stack([jnp.sum(w * x) + b, jnp.zeros((), x.dtype)])
+
+    return f
+
+
+def curve(name, attribution=SCORES, *, f=None, x=X, **kw):
+    out = metrics.evaluate(name, linear() if f is None else f, x, attribution, target=0, **kw)
+    return np.asarray(out)
+
+
+def test_pixel_flipping_by_hand():
+    # contributions w * x: 1, -2, 1.5, 8; f(x) = 8.75; removed (to 0) in the order of SCORES
+    np.testing.assert_allclose(
+        curve("PixelFlipping", perturb_baseline=0.0, **LOGITS), [0.75, -0.25, -1.75, 0.25]
+    )
+    np.testing.assert_allclose(
+        curve("PixelFlipping", perturb_baseline=0.0, features_in_step=2, **LOGITS),
+        [-0.25, 0.25],
+    )
+    # "black" is x's minimum, 1: removing pixel j adds w_j (1 - x_j)
+    np.testing.assert_allclose(curve("PixelFlipping", **LOGITS), [2.75, 2.75, 1.75, 2.75])
+    auc = curve("PixelFlipping", return_auc_per_sample=True, **LOGITS)
+    assert float(auc) == pytest.approx((2.75 + 2 * 2.75 + 2 * 1.75 + 2.75) / 2)
+    # softmax: the probability of logit 0 against the constant 0 is a sigmoid
+    probs = curve("PixelFlipping", perturb_baseline=0.0, normalise=False)
+    np.testing.assert_allclose(
+        probs, 1 / (1 + np.exp(-np.array([0.75, -0.25, -1.75, 0.25]))), rtol=1e-6
+    )
+
+
+def test_faithfulness_estimate_and_correlation_by_hand():
+    # one pixel at a time, in the order of SCORES: drops 8, 1, 1.5, -2, map 9, 3, 1, 0
+    expected = np.corrcoef([9, 3, 1, 0], [8, 1, 1.5, -2])[0, 1]
+    score_ = curve("FaithfulnessEstimate", perturb_baseline=0.0, **LOGITS)
+    assert float(score_) == pytest.approx(expected, rel=1e-6)
+    # a map equal to the contributions: every subset's sum is exactly its drop
+    contributions = W * X
+    corr = curve(
+        "FaithfulnessCorrelation",
+        contributions,
+        perturb_baseline=0.0,
+        nr_runs=20,
+        subset_size=2,
+        key=jax.random.key(0),
+        **LOGITS,
+    )
+    assert float(corr) == pytest.approx(1.0, abs=1e-6)
+    anti = curve(
+        "FaithfulnessCorrelation",
+        -contributions,
+        perturb_baseline=0.0,
+        nr_runs=20,
+        subset_size=2,
+        key=jax.random.key(0),
+        **LOGITS,
+    )
+    assert float(anti) == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_monotonicity_by_hand():
+    # restoring pixels from the baseline 0 adds w_j x_j at each step; the output after the
+    # first step is the first one compared (Quantus's convention)
+    positive_w = jnp.abs(W)
+    for attribution in (SCORES, -SCORES):
+        assert bool(curve("Monotonicity", attribution, f=linear(positive_w), **LOGITS))
+        # Quantus 0.6.0's walk never restores anything
+        assert bool(curve("Monotonicity", attribution, insert_baseline=True, **LOGITS))
+    signed = {"perturb_baseline": 0.0, "abs": False, **LOGITS}
+    # increasing SCORES restores -2 (first), 1.5, 1, 8: never falls after the first step
+    assert bool(curve("Monotonicity", SCORES, **signed))
+    # increasing -SCORES restores 8 (first), 1, 1.5, -2: falls at the end
+    assert not bool(curve("Monotonicity", -SCORES, **signed))
+
+    def relu(x):
+        return jnp.stack([jax.nn.relu(jnp.sum(W * x) - 5.0), jnp.zeros(())])
+
+    # ascending contributions -2, 1, 1.5, 8: outputs 0, 0, 0, 3.5; descending: 3, 4.5, 5.5, 3.5
+    assert bool(curve("Monotonicity", W * X, f=relu, **signed))
+    assert not bool(curve("Monotonicity", -W * X, f=relu, **signed))
+
+
+def test_region_perturbation_and_selectivity_by_hand():
+    base = {"perturb_baseline": 0.0, **LOGITS}
+    # patches of one pixel: cumulative drops 8, 8+1, 8+1+1.5, 8+1+1.5-2
+    np.testing.assert_allclose(curve("RegionPerturbation", patch_size=1, **base), [8, 9, 10.5, 8.5])
+    np.testing.assert_allclose(
+        curve("RegionPerturbation", patch_size=1, order="lerf", regions_evaluation=2, **base),
+        [-2, -0.5],
+    )
+    np.testing.assert_allclose(curve("RegionPerturbation", patch_size=2, **base), [8.5])
+    np.testing.assert_allclose(
+        curve("Selectivity", patch_size=1, **base), [0.75, -0.25, -1.75, 0.25]
+    )
+    # a 3x3 image in patches of 2: padded by one row and column after, patches
+    # {(0..1, 0..1)}, {(0..1, 2)}, {(2, 0..1)}, {(2, 2)}; the two patches of sum 0 tie and
+    # keep patch order
+    x3 = jnp.arange(1.0, 10.0).reshape(3, 3)
+    f3 = linear(jnp.ones((3, 3)), 0.0)
+    a3 = jnp.array([[0.0, 0.0, 5.0], [0.0, 0.0, 5.0], [1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(
+        curve("RegionPerturbation", a3, f=f3, x=x3, patch_size=2, **base),
+        [3 + 6, 9 + 7 + 8, 24 + 1 + 2 + 4 + 5, 45],
+    )
+
+
+def test_noisy_linear_imputation_by_hand():
+    # one pixel: the weighted mean of its neighbours inside the image,
+    # (2/6 + 3/6 + 1/12) / (1/6 + 1/6 + 1/12) = 11/5
+    one = metrics.noisy_linear_imputation(X, jnp.array([[False, False], [False, True]]), noise=0.0)
+    np.testing.assert_allclose(one, [[1, 2], [3, 2.2]], rtol=1e-6)
+    # two pixels that see each other: u = (5/6 + u/12) / (5/12), u = 2.5
+    two = metrics.noisy_linear_imputation(X, jnp.array([[True, False], [False, True]]), noise=0.0)
+    np.testing.assert_allclose(two, [[2.5, 2], [3, 2.5]], rtol=1e-6)
+    noisy = metrics.noisy_linear_imputation(
+        X, jnp.array([[True, False], [False, True]]), key=jax.random.key(0), noise=0.1
+    )
+    assert np.all(np.asarray(noisy)[[0, 1], [1, 0]] == [2, 3])
+    assert not np.allclose(noisy, two)
+
+
+def test_road_by_hand():
+    # 25%: pixel (1,1) imputed to 2.2: f = 8.75 - 8 + 2 * 2.2 > 0, class 0 kept;
+    # 50%: (1,1) and (0,0) both 2.5: 0.25 + 2.5 - 2 + 1.5 + 5 > 0, kept
+    kept = curve("ROAD", percentages=(25, 50), noise=0.0, normalise=False)
+    np.testing.assert_array_equal(kept, [1, 1])
+    # a bias that flips the class once the big contribution is imputed away
+    # f(x) - b = 8.5, 4.9 and 7 at 0, 25 and 50%
+    flips = metrics.road(linear(W, -6.0), X, SCORES, target=0, percentages=(0, 25, 50), noise=0.0)
+    np.testing.assert_array_equal(flips, [1, 0, 1])
+
+
+def test_faithfulness_bad_input():
+    f = linear()
+    with pytest.raises(ValueError, match=r"attribution shaped \(3, 2\) does not fit x shaped"):
+        metrics.evaluate("PixelFlipping", f, X, jnp.ones((3, 2)))
+    with pytest.raises(ValueError, match="features_in_step=3 must divide"):
+        metrics.evaluate("PixelFlipping", f, X, SCORES, features_in_step=3)
+    with pytest.raises(ValueError, match="perturb_baseline 'grey'"):
+        metrics.evaluate("PixelFlipping", f, X, SCORES, perturb_baseline="grey")
+    with pytest.raises(ValueError, match="pass key="):
+        metrics.evaluate("FaithfulnessCorrelation", f, X, SCORES, subset_size=2)
+    with pytest.raises(ValueError, match="subset_size must be smaller"):
+        metrics.evaluate("FaithfulnessCorrelation", f, X, SCORES, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="order must be"):
+        metrics.evaluate("RegionPerturbation", f, X, SCORES, patch_size=1, order="best")
+    with pytest.raises(ValueError, match="larger than the image"):
+        metrics.evaluate("Selectivity", f, X, SCORES)  # Quantus's patch_size=8
+    with pytest.raises(ValueError, match="ROAD ranks pixels"):
+        rgb = linear(jnp.ones((2, 2, 3)), 0.0)
+        metrics.evaluate("ROAD", rgb, jnp.ones((2, 2, 3)), jnp.ones((2, 2, 3)), noise=0.0)

@@ -41,7 +41,11 @@ import slp  # noqa: E402
 from slp import metrics  # noqa: E402
 from slp.models import TwoConv  # noqa: E402
 
-pytestmark = pytest.mark.crosscheck
+pytestmark = [
+    pytest.mark.crosscheck,
+    # Quantus warns (always) when a perturbation leaves an input unchanged
+    pytest.mark.filterwarnings("ignore:The settings for perturbing input:UserWarning"),
+]
 
 RTOL = 1e-5
 N = 3  # examples
@@ -93,7 +97,7 @@ class JaxNet(torch.nn.Module):
     def forward(self, x_NCHW):
         apply = _FLAX[self.number][1]
         y = apply(self.flax_params(), jnp.asarray(x_NCHW.detach().numpy()).transpose(0, 2, 3, 1))
-        return torch.from_numpy(np.asarray(y))
+        return torch.from_numpy(np.array(y))
 
 
 class Setup:
@@ -312,3 +316,195 @@ def test_pointing_game_quantus_bugs(setup):
     ours = slp_scores("PointingGame", setup, masks=masks, weighted=True)
     for i in (0, 2):
         assert ours[i] == pytest.approx(hit[i] * (1 - masks[i].sum() / masks[i].size))
+
+
+# ---------------------------------------------------------------------------- faithfulness
+
+
+class _Feed:
+    """Stands in for a NumPy random function: returns the given draws in order."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def __call__(self, *args, **kwargs):
+        return self.draws.pop(0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"softmax": False, "features_in_step": 4},
+        {"perturb_baseline": "white", "abs": True},
+        {"perturb_baseline": 0.25, "return_auc_per_sample": True},
+    ],
+)
+def test_pixel_flipping(setup, options):
+    """(Quantus's own ``return_auc_per_sample`` calls ``np.trapz``, gone from NumPy 2.4: the
+    area of its curve is taken here.)"""
+    options = dict(options)
+    softmax = options.pop("softmax", True)
+    auc = options.pop("return_auc_per_sample", False)
+    q = quantus.PixelFlipping(**options, disable_warnings=True)
+    theirs = run_quantus(q, setup, softmax=softmax)
+    if auc:
+        theirs = np.trapezoid(theirs, axis=1)
+    ours = slp_scores("PixelFlipping", setup, softmax=softmax, return_auc_per_sample=auc, **options)
+    close(ours, theirs)
+
+
+def test_pixel_flipping_is_the_deletion_curve(setup):
+    """Quantus's curve is slp's deletion curve without its start point (one pixel a step)."""
+    q = quantus.PixelFlipping(perturb_baseline=0.0, normalise=False, disable_warnings=True)
+    theirs = run_quantus(q, setup, softmax=False)
+    n = SIDE * SIDE
+    for i in range(N):
+        curve = metrics.deletion_curve(
+            setup.f, setup.x[i], setup.a[i], target=int(setup.y[i]), steps=n
+        )
+        close(curve.logit[1:], theirs[i])
+
+
+@pytest.mark.parametrize("options", [{}, {"features_in_step": 12, "perturb_baseline": "mean"}])
+def test_faithfulness_estimate(setup, options):
+    q = quantus.FaithfulnessEstimate(**options, disable_warnings=True)
+    close(slp_scores("FaithfulnessEstimate", setup, **options), run_quantus(q, setup))
+
+
+def test_faithfulness_correlation_with_the_same_subsets(setup, monkeypatch):
+    runs, size = 12, 20
+    keys = jax.random.split(jax.random.key(1), N)
+    ours = slp_scores("FaithfulnessCorrelation", setup, keys=keys, nr_runs=runs, subset_size=size)
+    theirs = []
+    for i in range(N):
+        draws = [
+            np.asarray(jax.random.choice(k, SIDE * SIDE, (size,), replace=False))
+            for k in jax.random.split(keys[i], runs)
+        ]
+        q = quantus.FaithfulnessCorrelation(nr_runs=runs, subset_size=size, disable_warnings=True)
+        with monkeypatch.context() as m:
+            m.setattr(np.random, "choice", _Feed(draws))
+            theirs += q(
+                model=setup.torch,
+                x_batch=_nchw(setup.x[[i]]),
+                y_batch=setup.y[[i]],
+                a_batch=_nchw(setup.a[[i]]),
+                channel_first=True,
+            )
+    close(ours, theirs)
+
+
+def test_monotonicity_quantus_never_restores_the_input(setup):
+    """Quantus 0.6.0 writes the baseline where it should restore ``x``: its input stays the
+    baseline image and every map scores True, a reversed map included. slp's
+    ``insert_baseline=True`` does the same; by default it restores ``x``."""
+    q = quantus.Monotonicity(disable_warnings=True)
+    for a in (setup.a, -setup.a):
+        theirs = run_quantus(q, setup, a=a)
+        assert all(bool(t) for t in theirs)
+        close(slp_scores("Monotonicity", setup, a=a, insert_baseline=True), theirs)
+    # restoring x, the walk sees the network: not every map passes
+    assert not all(slp_scores("Monotonicity", setup, a=a).all() for a in (setup.a, -setup.a))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"patch_size": 4},
+        {"patch_size": 4, "order": "lerf", "regions_evaluation": 5, "perturb_baseline": 0.5},
+        {"patch_size": 5},  # 12 is padded to 15: one row and column before, two after
+        {"patch_size": 5, "perturb_baseline": "white", "softmax": False},
+    ],
+)
+def test_region_perturbation(setup, options):
+    options = dict(options)
+    softmax = options.pop("softmax", True)
+    q = quantus.RegionPerturbation(**options, disable_warnings=True)
+    theirs = run_quantus(q, setup, softmax=softmax)
+    close(slp_scores("RegionPerturbation", setup, softmax=softmax, **options), theirs)
+
+
+def test_region_perturbation_random_order(setup, monkeypatch):
+    keys = jax.random.split(jax.random.key(2), N)
+    ours = slp_scores("RegionPerturbation", setup, keys=keys, patch_size=4, order="random")
+    theirs = []
+    for i in range(N):
+        q = quantus.RegionPerturbation(patch_size=4, order="random", disable_warnings=True)
+        with monkeypatch.context() as m:
+            m.setattr(
+                np.random, "permutation", _Feed([np.asarray(jax.random.permutation(keys[i], 9))])
+            )
+            theirs += run_quantus_one(q, setup, i)
+    close(ours, theirs)
+
+
+def run_quantus_one(metric, s, i, **call):
+    return metric(
+        model=s.torch,
+        x_batch=_nchw(s.x[[i]]),
+        y_batch=s.y[[i]],
+        a_batch=_nchw(s.a[[i]]),
+        channel_first=True,
+        **call,
+    )
+
+
+@pytest.mark.parametrize("options", [{"patch_size": 4}, {"patch_size": 5, "softmax": False}])
+def test_selectivity(setup, options):
+    options = dict(options)
+    softmax = options.pop("softmax", True)
+    q = quantus.Selectivity(**options, disable_warnings=True)
+    theirs = run_quantus(q, setup, softmax=softmax)
+    close(slp_scores("Selectivity", setup, softmax=softmax, **options), theirs)
+
+
+def test_noisy_linear_imputation_matches_quantus():
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    rng = np.random.default_rng(4)
+    for h, w, c, share in [(7, 9, 2, 0.3), (12, 12, 1, 0.99), (6, 5, 3, 0.04), (9, 9, 1, 0.6)]:
+        x = rng.uniform(size=(h, w, c))
+        idx = rng.permutation(h * w)[: max(1, int(h * w * share))]
+        mask = np.zeros(h * w, bool)
+        mask[idx] = True
+        theirs = noisy_linear_imputation(x.transpose(2, 0, 1).copy(), idx, noise=0.0)
+        ours = metrics.noisy_linear_imputation(x, mask.reshape(h, w), noise=0.0)
+        np.testing.assert_allclose(np.asarray(ours), theirs.transpose(1, 2, 0), rtol=1e-9)
+
+
+def test_road(setup, monkeypatch):
+    """Quantus returns the mean over its batch per share removed; without noise exactly, with
+    noise given slp's draws (it adds them to the imputed pixels in its index order)."""
+    shares = (10, 30, 50, 70, 90)
+    x, y, a = setup.x, setup.y, setup.a
+    q = quantus.ROAD(percentages=list(shares), noise=0.0, disable_warnings=True)
+    theirs = q(model=setup.torch, x_batch=_nchw(x), y_batch=y, a_batch=_nchw(a), channel_first=True)
+    ours = slp_scores("ROAD", setup, percentages=shares, noise=0.0)
+    assert list(theirs) == list(shares)
+    close(ours.mean(axis=0), [theirs[p] for p in shares])
+
+    noise = 0.3  # large enough to change some predictions
+    keys = jax.random.split(jax.random.key(5), N)
+    ours = slp_scores("ROAD", setup, keys=keys, percentages=shares, noise=noise)
+    draws = []
+    for i in range(N):  # Quantus's order: share outside, example inside
+        order = np.argsort(-a[i].ravel(), kind="stable")
+        eps = [
+            np.asarray(jax.random.normal(k, (SIDE, SIDE, 1), jnp.float64))
+            for k in jax.random.split(keys[i], len(shares))
+        ]
+        draws.append(
+            [
+                e.reshape(1, -1)[:, order[: int(SIDE * SIDE * p / 100)]]
+                for e, p in zip(eps, shares, strict=True)
+            ]
+        )
+    q = quantus.ROAD(percentages=list(shares), noise=noise, disable_warnings=True)
+    with monkeypatch.context() as m:
+        m.setattr(np.random, "randn", _Feed([d[j] for j in range(len(shares)) for d in draws]))
+        theirs = q(
+            model=setup.torch, x_batch=_nchw(x), y_batch=y, a_batch=_nchw(a), channel_first=True
+        )
+    close(ours.mean(axis=0), [theirs[p] for p in shares])
+    assert 0 < ours.mean() < 1

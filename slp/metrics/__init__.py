@@ -40,6 +40,16 @@ from slp.metrics.curves import (
     pixel_order,
     random_scores,
 )
+from slp.metrics.faithfulness import (
+    faithfulness_correlation,
+    faithfulness_estimate,
+    monotonicity,
+    noisy_linear_imputation,
+    pixel_flipping,
+    region_perturbation,
+    road,
+    selectivity,
+)
 from slp.metrics.localisation import (
     attribution_localisation,
     focus,
@@ -87,6 +97,14 @@ __all__ = [
     "evaluate",
     "normalise_by_max",
     "normalise_by_average_second_moment_estimate",
+    "pixel_flipping",
+    "faithfulness_correlation",
+    "faithfulness_estimate",
+    "monotonicity",
+    "region_perturbation",
+    "selectivity",
+    "road",
+    "noisy_linear_imputation",
     "sparseness",
     "complexity",
     "effective_complexity",
