@@ -439,12 +439,13 @@ def test_region_perturbation_random_order(setup, monkeypatch):
     close(ours, theirs)
 
 
-def run_quantus_one(metric, s, i, **call):
+def run_quantus_one(metric, s, i, *, a=None, **call):
+    a = s.a if a is None else a
     return metric(
         model=s.torch,
         x_batch=_nchw(s.x[[i]]),
         y_batch=s.y[[i]],
-        a_batch=_nchw(s.a[[i]]),
+        a_batch=_nchw(a[[i]]),
         channel_first=True,
         **call,
     )
@@ -508,3 +509,65 @@ def test_road(setup, monkeypatch):
         )
     close(ours.mean(axis=0), [theirs[p] for p in shares])
     assert 0 < ours.mean() < 1
+
+
+# ------------------------------------------------------------------------------ robustness
+
+
+def _noise_feed(keys, nr, draw):
+    """Quantus's ``perturb_func`` giving the batch slp's noise, sample after sample."""
+    noises = [[np.asarray(draw(k)).reshape(-1) for k in jax.random.split(key, nr)] for key in keys]
+    step = iter(range(nr))
+
+    def perturb(arr, indices, **kwargs):
+        s = next(step)
+        return arr + np.stack([n[s] for n in noises[: len(arr)]])
+
+    return perturb
+
+
+_ROBUSTNESS = [
+    ("MaxSensitivity", {}, "uniform", (-0.2, 0.2)),
+    (
+        "MaxSensitivity",
+        {"return_nan_when_prediction_changes": True, "lower_bound": 0.5},
+        "uniform",
+        (-0.5, 0.5),
+    ),
+    ("AvgSensitivity", {"normalise": True, "abs": True}, "uniform", (-0.2, 0.2)),
+    ("LocalLipschitzEstimate", {}, "normal", (0.0, 0.1)),
+    ("LocalLipschitzEstimate", {"perturb_std": 0.3, "normalise": False}, "normal", (0.0, 0.3)),
+    ("RelativeInputStability", {}, "uniform", (0.02, 0.2)),
+    (
+        "RelativeInputStability",
+        {"return_nan_when_prediction_changes": False},
+        "uniform",
+        (0.02, 0.2),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "kind", "bounds"), _ROBUSTNESS)
+def test_robustness_with_the_same_noise(setup, name, options, kind, bounds):
+    nr = 6
+    keys = jax.random.split(jax.random.key(7), N)
+    a = np.asarray(quantus_explain(setup.torch, _nchw(setup.x), setup.y))[:, 0]
+    ours = slp_scores(name, setup, a=a, keys=keys, nr_samples=nr, **options)
+
+    def draw(k):
+        if kind == "normal":
+            return bounds[0] + bounds[1] * jax.random.normal(k, (SIDE, SIDE, 1), jnp.float64)
+        return jax.random.uniform(k, (SIDE, SIDE, 1), jnp.float64, *bounds)
+
+    theirs = []
+    for i in range(N):
+        q = getattr(quantus, name)(
+            nr_samples=nr,
+            perturb_func=_noise_feed([keys[i]], nr, draw),
+            **options,
+            disable_warnings=True,
+        )
+        theirs += run_quantus_one(q, setup, i, a=a, explain_func=quantus_explain)
+    close(ours, theirs)  # NaN where a prediction changed, on both sides
+    if not options.get("return_nan_when_prediction_changes", name == "RelativeInputStability"):
+        assert np.isfinite(ours).all()

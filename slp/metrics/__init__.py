@@ -67,6 +67,12 @@ from slp.metrics.registry import (
     evaluate,
     get_metric,
 )
+from slp.metrics.robustness import (
+    avg_sensitivity,
+    local_lipschitz_estimate,
+    max_sensitivity,
+    relative_input_stability,
+)
 from slp.metrics.similarity import (
     average_ranks,
     cosine_similarity,
@@ -105,6 +111,10 @@ __all__ = [
     "selectivity",
     "road",
     "noisy_linear_imputation",
+    "max_sensitivity",
+    "avg_sensitivity",
+    "local_lipschitz_estimate",
+    "relative_input_stability",
     "sparseness",
     "complexity",
     "effective_complexity",
