@@ -22,6 +22,8 @@ Needs the ``crosscheck`` extra (torch and quantus); skipped otherwise.
 
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -571,3 +573,128 @@ def test_robustness_with_the_same_noise(setup, name, options, kind, bounds):
     close(ours, theirs)  # NaN where a prediction changed, on both sides
     if not options.get("return_nan_when_prediction_changes", name == "RelativeInputStability"):
         assert np.isfinite(ours).all()
+
+
+# --------------------------------------------------------------------------- randomisation
+
+
+def gradient_maps(s):
+    return np.asarray(quantus_explain(s.torch, _nchw(s.x), s.y))[:, 0]
+
+
+def test_random_logit_with_the_same_class(setup, monkeypatch):
+    keys = jax.random.split(jax.random.key(8), N)
+    a = gradient_maps(setup)
+    ours = slp_scores("RandomLogit", setup, a=a, keys=keys, num_classes=10)
+    theirs = []
+    for i in range(N):
+        draw = np.asarray(jax.random.randint(keys[i], (1,), 0, 9))
+        q = quantus.RandomLogit(num_classes=10, disable_warnings=True)
+        with monkeypatch.context() as m:
+            m.setattr(np.random, "randint", _Feed([draw]))
+            theirs += run_quantus_one(q, setup, i, a=a, explain_func=quantus_explain)
+    close(ours, theirs)
+
+
+def random_params(s, seed=42):
+    """The weights Quantus's re-initialisation gives every layer (torch, ``seed + 1``)."""
+    net = copy.deepcopy(s.torch)
+    for layer in net.children():
+        torch.manual_seed(seed + 1)
+        layer.reset_parameters()
+    return net.flax_params()
+
+
+def quantus_layers(metric, s, i, a, **call):
+    """A Quantus parameter randomisation test on example ``i``: ``(layers, scores)``."""
+    out = run_quantus_one(metric, s, i, a=a, explain_func=quantus_explain, **call)
+    if isinstance(out, dict):
+        return list(out), [v[0] for v in out.values()]
+    return None, out
+
+
+def mprt_scores(name, s, a, *, keys=None, **options):
+    return slp_scores(
+        name,
+        s,
+        a=a,
+        keys=keys,
+        f=s.model_fn,
+        params=s.params,
+        random_params=random_params(s),
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"layer_order": "bottom_up", "return_last_correlation": True},
+        {"layer_order": "independent", "abs": False},
+        {"return_average_correlation": True, "average_includes_original": True},
+    ],
+)
+def test_mprt(setup, options):
+    a = gradient_maps(setup)
+    ours = mprt_scores("MPRT", setup, a, **options)
+    options = {k: v for k, v in options.items() if k != "average_includes_original"}
+    theirs = []
+    for i in range(N):
+        layers, scores = quantus_layers(quantus.MPRT(**options, disable_warnings=True), setup, i, a)
+        theirs.append(scores)
+        if layers:  # "original", then the layers in the order randomised
+            order = {"top_down": ["Dense_1", "Dense_0", "Conv_1", "Conv_0"]}.get(
+                options.get("layer_order", "top_down"), ["Conv_0", "Conv_1", "Dense_0", "Dense_1"]
+            )
+            assert layers == ["original", *order]
+    close(ours, np.reshape(theirs, ours.shape))
+
+
+def test_mprt_average_without_the_original(setup):
+    """Quantus 0.6.0 averages the trained network's similarity in too; slp's default
+    averages the randomised networks only."""
+    a = gradient_maps(setup)
+    every = mprt_scores("MPRT", setup, a)
+    mean = mprt_scores("MPRT", setup, a, return_average_correlation=True)
+    close(mean, every[:, 1:].mean(axis=1))
+
+
+def test_smooth_mprt_with_the_same_noise(setup, monkeypatch):
+    """Quantus's SmoothMPRT averages ``quantus.explain`` whatever ``explain_func`` it has: the
+    test points that at the same gradient, and feeds it slp's noise."""
+    nr = 4
+    keys = jax.random.split(jax.random.key(9), N)
+    a = gradient_maps(setup)
+    for options in ({}, {"layer_order": "top_down", "skip_layers": True}):
+        ours = mprt_scores("SmoothMPRT", setup, a, keys=keys, nr_samples=nr, **options)
+        networks = [0, 4] if options.get("skip_layers") else range(5)
+        theirs = []
+        for i in range(N):
+            draws = [
+                np.asarray(jax.random.normal(c, (SIDE, SIDE, 1), jnp.float64)).reshape(
+                    1, 1, SIDE, SIDE
+                )
+                for k in networks
+                for c in jax.random.split(jax.random.fold_in(keys[i], k), nr)[:-1]
+            ]
+            q = quantus.SmoothMPRT(nr_samples=nr, **options, disable_warnings=True)
+            with monkeypatch.context() as m:
+                m.setattr(np.random, "randn", _Feed(draws))
+                m.setattr(quantus, "explain", quantus_explain)
+                theirs.append(quantus_layers(q, setup, i, a)[1])
+        close(ours, np.reshape(theirs, ours.shape))
+
+
+@pytest.mark.parametrize("options", [{}, {"layer_order": "top_down", "n_bins": 20}])
+def test_efficient_mprt(setup, options):
+    a = gradient_maps(setup)
+    ours = mprt_scores("EfficientMPRT", setup, a, **options)
+    bins = options.pop("n_bins", None)
+    if bins:
+        options["complexity_func_kwargs"] = {"n_bins": bins}
+    theirs = []
+    for i in range(N):
+        q = quantus.EfficientMPRT(**options, disable_warnings=True)
+        theirs += quantus_layers(q, setup, i, a)[1]
+    close(ours, theirs)

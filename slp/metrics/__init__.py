@@ -59,7 +59,14 @@ from slp.metrics.localisation import (
     relevance_rank_accuracy,
     top_k_intersection,
 )
-from slp.metrics.randomisation import cascading_randomization, layer_order
+from slp.metrics.randomisation import (
+    cascading_randomization,
+    efficient_mprt,
+    layer_order,
+    mprt,
+    random_logit,
+    smooth_mprt,
+)
 from slp.metrics.registry import (
     GROUPS,
     MetricSpec,
@@ -79,6 +86,7 @@ from slp.metrics.similarity import (
     pearson,
     pixel_map,
     spearman,
+    ssim,
 )
 
 __all__ = [
@@ -88,6 +96,7 @@ __all__ = [
     "pearson",
     "spearman",
     "cosine_similarity",
+    "ssim",
     "mass_on_mask",
     "pixel_order",
     "random_scores",
@@ -118,6 +127,10 @@ __all__ = [
     "sparseness",
     "complexity",
     "effective_complexity",
+    "random_logit",
+    "mprt",
+    "smooth_mprt",
+    "efficient_mprt",
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
     "top_k_intersection",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["pixel_map", "average_ranks", "pearson", "spearman", "cosine_similarity"]
+__all__ = ["pixel_map", "average_ranks", "pearson", "spearman", "cosine_similarity", "ssim"]
 
 
 def pixel_map(values: jax.Array) -> jax.Array:
@@ -98,3 +98,38 @@ def _normalised_dot(a: jax.Array, b: jax.Array) -> jax.Array:
     norm = jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b))
     ok = norm > 0
     return jnp.where(ok, jnp.sum(a * b) / jnp.where(ok, norm, 1), jnp.nan)
+
+
+def ssim(a: jax.Array, b: jax.Array, *, win_size: int = 7) -> jax.Array:
+    """Structural similarity of two maps, flattened (Wang et al. 2004), as Quantus computes it.
+
+    Quantus (RandomLogit's default similarity) calls scikit-image's
+    ``structural_similarity`` on the two maps flattened to vectors, with ``data_range`` the
+    spread of both maps together: means, variances (sample, ``n / (n - 1)``) and covariance
+    over sliding windows of ``win_size`` entries, ``K1 = 0.01``, ``K2 = 0.03``, averaged
+    over the windows that fit inside the vector.
+
+    Args:
+      a: array with ``n`` entries (``n >= win_size``).
+      b: array with ``n`` entries.
+      win_size: odd window length.
+
+    Returns:
+      Scalar, 1 for equal maps; NaN when both maps are one constant.
+    """
+    a, b = _pair(a, b)
+    if win_size % 2 != 1 or win_size > a.size:
+        raise ValueError(f"win_size must be odd and at most {a.size}, got {win_size}")
+    spread = jnp.abs(jnp.maximum(a.max(), b.max()) - jnp.minimum(a.min(), b.min()))
+    c1, c2 = (0.01 * spread) ** 2, (0.03 * spread) ** 2
+    window = jnp.full(win_size, 1 / win_size, a.dtype)
+
+    def mean(v):
+        return jnp.convolve(v, window, mode="valid")
+
+    ua, ub = mean(a), mean(b)
+    norm = win_size / (win_size - 1)
+    va, vb = norm * (mean(a * a) - ua * ua), norm * (mean(b * b) - ub * ub)
+    vab = norm * (mean(a * b) - ua * ub)
+    s = (2 * ua * ub + c1) * (2 * vab + c2) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    return jnp.mean(s)
