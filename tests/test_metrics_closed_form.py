@@ -6,11 +6,15 @@ the registry and `evaluate` (unknown options, bad shapes), and jit/vmap against 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
+import slp
 from slp import metrics
 
 A = jnp.array([[1.0, -3.0], [0.0, 4.0]])
@@ -282,3 +286,213 @@ def test_faithfulness_bad_input():
     with pytest.raises(ValueError, match="ROAD ranks pixels"):
         rgb = linear(jnp.ones((2, 2, 3)), 0.0)
         metrics.evaluate("ROAD", rgb, jnp.ones((2, 2, 3)), jnp.ones((2, 2, 3)), noise=0.0)
+
+
+# ---------------------------------------------------------------------------- robustness
+
+ONES = 0.5 * jnp.ones((2, 2))  # a linear model whose gradient x input is 0.5 x
+
+
+def _noise(key, nr, low, high, shape=(2, 2)):
+    """The documented draws: sample i from ``jax.random.split(key, nr)[i]``."""
+    return [
+        np.asarray(jax.random.uniform(k, shape, jnp.float32, low, high))
+        for k in jax.random.split(key, nr)
+    ]
+
+
+def test_robustness_by_hand():
+    key, nr = jax.random.key(3), 5
+    f = linear(ONES, 0.0)
+    kw = {"target": 0, "key": key, "nr_samples": nr}
+    # the gradient of a linear model does not move at all
+    for name in ("MaxSensitivity", "AvgSensitivity", "LocalLipschitzEstimate"):
+        assert float(metrics.evaluate(name, f, X, ONES, **kw)) == pytest.approx(0.0, abs=1e-7)
+    # gradient x input moves by 0.5 n_i: ||0.5 n_i|| / ||0.5 x||
+    rel = [np.linalg.norm(n) / np.linalg.norm(X) for n in _noise(key, nr, -0.2, 0.2)]
+    gxi = {"method": "gradient_x_input", **kw}
+    assert float(metrics.evaluate("MaxSensitivity", f, X, ONES * X, **gxi)) == pytest.approx(
+        max(rel), rel=1e-5
+    )
+    assert float(metrics.evaluate("AvgSensitivity", f, X, ONES * X, **gxi)) == pytest.approx(
+        np.mean(rel), rel=1e-5
+    )
+    # ||0.5 n|| / ||n|| = 0.5 for every noise
+    lle = metrics.evaluate("LocalLipschitzEstimate", f, X, ONES * X, normalise=False, **gxi)
+    assert float(lle) == pytest.approx(0.5, rel=1e-5)
+    # (a - a_i) / a = -n / x = (x - x_i) / x: relative input stability 1
+    ris = metrics.evaluate("RelativeInputStability", f, X, ONES * X, **gxi)
+    assert float(ris) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_robustness_nan_when_the_prediction_changes():
+    # logit 0 is w . x, logit 1 a threshold just below it: any noise can flip the class
+    def f(x):
+        return jnp.stack([jnp.sum(x), jnp.sum(X) - 1e-3])
+
+    kw = {"target": 0, "key": jax.random.key(0), "nr_samples": 8}
+    assert np.isnan(
+        metrics.evaluate(
+            "MaxSensitivity", f, X, ONES, **kw, return_nan_when_prediction_changes=True
+        )
+    )
+    assert np.isfinite(metrics.evaluate("MaxSensitivity", f, X, ONES, **kw))
+
+    # its noise is positive: a class below the threshold at x flips to 0 for every copy
+    def g(x):
+        return jnp.stack([jnp.sum(x), jnp.sum(X) + 1e-3])
+
+    assert np.isnan(metrics.evaluate("RelativeInputStability", g, X, ONES, **kw))
+
+
+def test_robustness_bad_input():
+    f = linear()
+    with pytest.raises(ValueError, match="pass key="):
+        metrics.evaluate("MaxSensitivity", f, X, SCORES)
+    with pytest.raises(ValueError, match="unknown attribution method 'saliency'"):
+        metrics.evaluate("MaxSensitivity", f, X, SCORES, key=jax.random.key(0), method="saliency")
+    with pytest.raises(ValueError, match="upper_bound > lower_bound"):
+        metrics.evaluate("AvgSensitivity", f, X, SCORES, key=jax.random.key(0), upper_bound=0.1)
+    rgb = linear(jnp.ones((2, 2, 3)), 0.0)
+    with pytest.raises(ValueError, match="maps explain returns are shaped"):
+        metrics.evaluate(
+            "MaxSensitivity", rgb, jnp.ones((2, 2, 3)), SCORES, key=jax.random.key(0), nr_samples=2
+        )
+
+
+# ------------------------------------------------------------------------- randomisation
+
+
+def _dense(w, b):
+    return {"params": {"Dense_0": {"kernel": jnp.asarray(w), "bias": jnp.asarray(b)}}}
+
+
+def _dense_fn(params, x):
+    p = params["params"]["Dense_0"]
+    return jnp.ravel(x) @ p["kernel"] + p["bias"]
+
+
+def test_random_logit_by_hand():
+    # two classes: the other class is always the one not explained
+    w = np.random.default_rng(1).normal(size=(9, 2))
+    x = np.random.default_rng(2).uniform(size=(3, 3))
+    f = functools.partial(_dense_fn, _dense(w, np.zeros(2)))
+    kw = {"target": 0, "key": jax.random.key(0), "num_classes": 2, "normalise": False}
+    own = w[:, 0].reshape(3, 3)
+    score_ = metrics.evaluate("RandomLogit", f, x, own, **kw)
+    assert float(score_) == pytest.approx(float(metrics.ssim(own, w[:, 1])), rel=1e-6)
+    # a map that ignores the class (Insens's) is as similar as can be
+    same = metrics.evaluate("RandomLogit", f, x, own, explain=lambda f, x, t, k: own, **kw)
+    assert float(same) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="num_classes must be between 2 and the 2 logits"):
+        metrics.evaluate("RandomLogit", f, x, own, key=jax.random.key(0))  # Quantus's 1000
+
+
+def test_parameter_randomisation_by_hand():
+    # one dense layer: the gradient map of class 0 is the kernel's column 0
+    rng = np.random.default_rng(3)
+    w, w_random = rng.normal(size=(9, 2)), rng.normal(size=(9, 2))
+    params, fresh = _dense(w, np.zeros(2)), _dense(w_random, np.ones(2))
+    x = rng.uniform(size=(3, 3))
+    own = w[:, 0].reshape(3, 3)
+    kw = {"target": 0, "params": params, "random_params": fresh}
+    rho = scipy.stats.spearmanr(np.abs(w[:, 0]), np.abs(w_random[:, 0])).statistic
+    np.testing.assert_allclose(
+        metrics.evaluate("MPRT", _dense_fn, x, own, **kw), [1, rho], rtol=1e-5
+    )
+    last = metrics.evaluate("MPRT", _dense_fn, x, own, return_last_correlation=True, **kw)
+    assert float(last) == pytest.approx(rho, rel=1e-5)
+    # the gradient of a linear network ignores the noise: SmoothMPRT is MPRT
+    smooth = metrics.evaluate(
+        "SmoothMPRT", _dense_fn, x, own, key=jax.random.key(0), nr_samples=3, **kw
+    )
+    np.testing.assert_allclose(smooth, [1, rho], rtol=1e-5)
+
+    def entropy(v):
+        counts, _ = np.histogram(v, bins=100)
+        return scipy.stats.entropy(counts)
+
+    expected = (entropy(w_random[:, 0]) - entropy(w[:, 0])) / entropy(w[:, 0])
+    eff = metrics.evaluate("EfficientMPRT", _dense_fn, x, own, **kw)
+    assert float(eff) == pytest.approx(expected, rel=1e-5)
+
+
+def test_parameter_randomisation_bad_input():
+    params = _dense(np.ones((9, 2)), np.zeros(2))
+    x, own = np.ones((3, 3)), np.ones((3, 3))
+    with pytest.raises(ValueError, match="need params="):
+        metrics.evaluate("MPRT", _dense_fn, x, own)
+    with pytest.raises(ValueError, match="layer_order must be one of"):
+        metrics.evaluate(
+            "MPRT", _dense_fn, x, own, params=params, random_params=params, layer_order="sideways"
+        )
+    with pytest.raises(ValueError, match="exclude each other"):
+        metrics.evaluate(
+            "MPRT",
+            _dense_fn,
+            x,
+            own,
+            params=params,
+            random_params=params,
+            return_average_correlation=True,
+            return_last_correlation=True,
+        )
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['seed'\]"):
+        metrics.evaluate("MPRT", _dense_fn, x, own, params=params, random_params=params, seed=42)
+
+
+# ----------------------------------------------------------------------------- axiomatic
+
+
+def test_completeness_by_hand():
+    f = linear(W, 0.0)
+    kw = {"target": 0, "perturb_baseline": 0.0, "normalise": False}
+    # gradient x input of a linear model without bias sums to f(x) - f(0), in exact numbers
+    assert bool(metrics.evaluate("Completeness", f, X, W * X, **kw))
+    assert bool(metrics.evaluate("Completeness", f, X, W * X + 0.001, rtol=1e-3, **kw))
+    assert not bool(metrics.evaluate("Completeness", f, X, W * X + 0.001, **kw))
+    assert not bool(
+        metrics.evaluate(
+            "Completeness",
+            f,
+            X,
+            W * X,
+            normalise=True,
+            **{k: v for k, v in kw.items() if k != "normalise"},
+        )
+    )
+
+
+def test_non_sensitivity_by_hand():
+    w = jnp.array([[1.0, 0.0], [2.0, -1.0]])  # the output ignores pixel (0, 1)
+    f = linear(w, 0.0)
+    kw = {"target": 0, "perturb_baseline": 0.0, "softmax": False}
+    # |w| / 2 = 0.5, 0, 1, 0.5: attribution exactly where the output moves
+    assert int(metrics.evaluate("NonSensitivity", f, X, w, **kw)) == 0
+    assert int(metrics.evaluate("NonSensitivity", f, X, jnp.ones((2, 2)), **kw)) == 1
+    assert int(metrics.evaluate("NonSensitivity", f, X, jnp.array([[1.0, 1], [0, 1]]), **kw)) == 2
+    # in pairs: the first pair moves, so pixel (0, 1)'s zero attribution is a violation
+    assert int(metrics.evaluate("NonSensitivity", f, X, w, features_in_step=2, **kw)) == 1
+
+
+def _relu_net():
+    rng = np.random.default_rng(4)
+    w1, b1 = jnp.asarray(rng.normal(size=(4, 6))), jnp.asarray(rng.normal(size=6))
+    w2 = jnp.asarray(rng.normal(size=(6, 3)))
+
+    def f(x):
+        return jax.nn.relu(jnp.ravel(x) @ w1 + b1) @ w2
+
+    return f
+
+
+def test_input_invariance_by_hand():
+    f = linear(W, 0.25)
+    assert bool(metrics.evaluate("InputInvariance", f, X, W, target=0))
+    assert not bool(
+        metrics.evaluate("InputInvariance", f, X, W * X, target=0, method="gradient_x_input")
+    )
+    # Insens: the shift changes no activity and no switched weight
+    g = _relu_net()
+    omega = slp.attribute(g, X, "insens")
+    assert bool(metrics.evaluate("InputInvariance", g, X, omega, method="insens", input_shift=3.0))

@@ -23,7 +23,9 @@ Needs the ``crosscheck`` extra (torch and quantus); skipped otherwise.
 from __future__ import annotations
 
 import copy
+import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,39 +116,22 @@ class Setup:
     """
 
 
-@pytest.fixture(scope="module")
-def setup():
-    model = TwoConv(num_classes=10, features=(2, 3), hidden=8, kernel_size=3)
-    kx, kp, kb = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.uniform(kx, (N, SIDE, SIDE, 1), jnp.float64)
+def make_setup(model, layers, shape=(SIDE, SIDE, 1), seed=0):
+    """A `Setup` for the flax ``model`` whose layers the torch ``layers`` hold."""
+    kx, kp, kb = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.uniform(kx, (N, *shape), jnp.float64)
     params = model.init(kp, x[:1])
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(kb, len(leaves))
     params = jax.tree.unflatten(
         tree,
         [
-            p + 0.1 * jax.random.normal(k, p.shape, p.dtype)
+            (p + 0.1 * jax.random.normal(k, p.shape, p.dtype)).astype(jnp.float64)
             for p, k in zip(leaves, keys, strict=True)
         ],
     )
     number = len(_FLAX)
-
-    def apply(p, xb):
-        return model.apply(p, xb)
-
-    def grad_maps(p, xb, t):
-        def one(xi, ti):
-            return slp.attribute(lambda z: model.apply(p, z[None])[0], xi, "gradient", target=ti)
-
-        return jax.vmap(one)(xb, t)
-
-    _FLAX[number] = (model, jax.jit(apply), jax.jit(grad_maps))
-    layers = [
-        ("Conv_0", torch.nn.Conv2d(1, 2, 3, padding=1)),
-        ("Conv_1", torch.nn.Conv2d(2, 3, 3, padding=1)),
-        ("Dense_0", torch.nn.Linear(27, 8)),
-        ("Dense_1", torch.nn.Linear(8, 10)),
-    ]
+    _FLAX[number] = (model, jax.jit(model.apply))
     s = Setup()
     s.torch = JaxNet(number, params, layers).eval()
     s.model_fn = lambda p, xi: model.apply(p, xi[None])[0]
@@ -154,16 +139,39 @@ def setup():
     s.f = lambda xi: model.apply(params, xi[None])[0]
     s.x = np.asarray(x)
     s.y = np.array([3, 0, 7])
-    s.a = np.random.default_rng(0).normal(size=(N, SIDE, SIDE))
-    s.number = number
+    s.a = np.random.default_rng(seed).normal(size=(N, *shape[:2]))
     return s
 
 
-def quantus_explain(model, inputs, targets, **kwargs):
-    """Quantus's ``explain_func``: slp's gradient on the weights ``model`` holds now."""
-    grad_maps = _FLAX[model.number][2]
+@pytest.fixture(scope="module")
+def setup():
+    model = TwoConv(num_classes=10, features=(2, 3), hidden=8, kernel_size=3)
+    layers = [
+        ("Conv_0", torch.nn.Conv2d(1, 2, 3, padding=1)),
+        ("Conv_1", torch.nn.Conv2d(2, 3, 3, padding=1)),
+        ("Dense_0", torch.nn.Linear(27, 8)),
+        ("Dense_1", torch.nn.Linear(8, 10)),
+    ]
+    return make_setup(model, layers)
+
+
+@functools.cache
+def _explainer(number, method):
+    model = _FLAX[number][0]
+
+    def maps(p, xb, t):
+        def one(xi, ti):
+            return slp.attribute(lambda z: model.apply(p, z[None])[0], xi, method, target=ti)
+
+        return jax.vmap(one)(xb, t)
+
+    return jax.jit(maps)
+
+
+def quantus_explain(model, inputs, targets, method="gradient", **kwargs):
+    """Quantus's ``explain_func``: slp's ``method`` on the weights ``model`` holds now."""
     x = jnp.asarray(inputs).transpose(0, 2, 3, 1)
-    a = grad_maps(model.flax_params(), x, jnp.asarray(targets))
+    a = _explainer(model.number, method)(model.flax_params(), x, jnp.asarray(targets))
     return np.asarray(a).transpose(0, 3, 1, 2)
 
 
@@ -698,3 +706,88 @@ def test_efficient_mprt(setup, options):
         q = quantus.EfficientMPRT(**options, disable_warnings=True)
         theirs += quantus_layers(q, setup, i, a)[1]
     close(ours, theirs)
+
+
+# ------------------------------------------------------------------------------- axiomatic
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"normalise": False, "perturb_baseline": 0.0},
+        {"normalise": False, "softmax": True, "perturb_baseline": "white"},
+    ],
+)
+def test_completeness(setup, options):
+    """Quantus compares two floats exactly: False here; the sums are compared too."""
+    options = dict(options)
+    softmax = options.pop("softmax", False)
+    a = gradient_maps(setup)
+    q = quantus.Completeness(**options, disable_warnings=True)
+    theirs = run_quantus(q, setup, a=a, softmax=softmax)
+    ours = slp_scores("Completeness", setup, a=a, softmax=softmax, **options)
+    np.testing.assert_array_equal(ours, theirs)
+    assert not any(theirs)
+
+
+def test_completeness_of_integrated_gradients_on_a_linear_model():
+    """With a tolerance, completeness holds where it should: gradient x input of a linear
+    model without bias, from the baseline 0."""
+    w = np.random.default_rng(5).normal(size=(4, 4))
+
+    def f(z):
+        return jnp.stack([jnp.sum(w * z), jnp.zeros((), z.dtype)])
+
+    x = np.random.default_rng(6).uniform(size=(4, 4))
+    opts = {"target": 0, "perturb_baseline": 0.0, "normalise": False}
+    assert bool(metrics.completeness(f, x, w * x, rtol=1e-9, **opts))
+    assert not bool(metrics.completeness(f, x, 1.01 * w * x, rtol=1e-9, **opts))
+
+
+@pytest.mark.parametrize("options", [{}, {"eps": 1e-3, "softmax": False}])
+def test_non_sensitivity(setup, options):
+    options = dict(options)
+    softmax = options.pop("softmax", True)
+    a = gradient_maps(setup)
+    q = quantus.NonSensitivity(**options, disable_warnings=True)
+    theirs = run_quantus(q, setup, a=a, softmax=softmax)
+    close(slp_scores("NonSensitivity", setup, a=a, softmax=softmax, **options), theirs)
+
+
+class _ValidNet(nn.Module):
+    """An unpadded convolution first, where Quantus's bias shift is exact."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(2, (3, 3), padding="VALID")(x))
+        return nn.Dense(10)(h.reshape((h.shape[0], -1)))
+
+
+@pytest.fixture(scope="module")
+def valid_setup():
+    layers = [("Conv_0", torch.nn.Conv2d(1, 2, 3)), ("Dense_0", torch.nn.Linear(200, 10))]
+    return make_setup(_ValidNet(), layers, seed=1)
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradient_x_input"])
+def test_input_invariance(valid_setup, method):
+    s = valid_setup
+    a = np.asarray(quantus_explain(s.torch, _nchw(s.x), s.y, method=method))[:, 0]
+    q = quantus.InputInvariance(disable_warnings=True)
+    theirs = run_quantus(
+        q, s, a=a, explain_func=quantus_explain, explain_func_kwargs={"method": method}
+    )
+    ours = slp_scores("InputInvariance", s, a=a, method=method)
+    np.testing.assert_array_equal(ours, theirs)
+    assert all(ours) == (method == "gradient")
+
+
+def test_input_invariance_with_padding(setup):
+    """Quantus's bias shift cannot undo the shift where a padded convolution reads zeros: it
+    then reports gradients as not invariant; composing the network with the shift is exact."""
+    a = gradient_maps(setup)
+    q = quantus.InputInvariance(disable_warnings=True)
+    theirs = run_quantus(q, setup, a=a, explain_func=quantus_explain)
+    ours = slp_scores("InputInvariance", setup, a=a)
+    assert all(ours) and not all(theirs)

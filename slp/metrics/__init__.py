@@ -31,6 +31,7 @@ from slp.metrics._common import (
     normalise_by_average_second_moment_estimate,
     normalise_by_max,
 )
+from slp.metrics.axiomatic import completeness, input_invariance, non_sensitivity
 from slp.metrics.complexity import complexity, effective_complexity, sparseness
 from slp.metrics.curves import (
     PerturbationCurve,
@@ -137,4 +138,7 @@ __all__ = [
     "pointing_game",
     "attribution_localisation",
     "focus",
+    "completeness",
+    "non_sensitivity",
+    "input_invariance",
 ]

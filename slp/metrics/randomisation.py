@@ -182,15 +182,18 @@ def _same_shape(b, a):
     return b
 
 
-def _networks(params: Mapping, random_params: Mapping, order: str, skip_layers: bool):
-    """``[(k, variables)]``: the trained network (``k = 0``) and the randomised ones of
-    Quantus's ``layer_order`` named ``order`` (``k = 1..L``; only the last with
-    ``skip_layers``)."""
+def _check_params(params, random_params):
     if params is None or random_params is None:
         raise ValueError(
             "the parameter randomisation tests need params= (the trained flax variables) and "
             "random_params= (a fresh initialisation, e.g. model.init with another key)"
         )
+
+
+def _networks(params: Mapping, random_params: Mapping, order: str, skip_layers: bool):
+    """``[(k, variables)]``: the trained network (``k = 0``) and the randomised ones of
+    Quantus's ``layer_order`` named ``order`` (``k = 1..L``; only the last with
+    ``skip_layers``)."""
     upward = tuple(reversed(layer_order(params)))  # input layer first
     if order == "top_down":
         steps = cascading_randomization(params, random_params)
@@ -269,6 +272,7 @@ def _parameter_test(
     similarity_func,
     smooth,
 ):
+    _check_params(params, random_params)
     x = as_input(x)
     t = resolve_target(f(params, x), target)
     networks = _networks(params, random_params, layer_order, skip_layers)
@@ -500,6 +504,7 @@ def efficient_mprt(
       Scalar.
     """
     del skip_layers  # only the first and the last network count
+    _check_params(params, random_params)
     x = as_input(x)
     a = _prepared(attribution, x, abs, normalise, normalise_func)
     t = resolve_target(f(params, x), target)
