@@ -496,3 +496,79 @@ def test_input_invariance_by_hand():
     g = _relu_net()
     omega = slp.attribute(g, X, "insens")
     assert bool(metrics.evaluate("InputInvariance", g, X, omega, method="insens", input_shift=3.0))
+
+
+# ------------------------------------------------------------- jit and vmap against a loop
+
+_RNG = np.random.default_rng(7)
+_K0, _B0 = _RNG.normal(size=(16, 8)), _RNG.normal(size=8) * 0.1
+_K1, _B1 = _RNG.normal(size=(8, 3)), _RNG.normal(size=3) * 0.1
+TRAINED = {
+    "params": {"Dense_0": {"kernel": _K0, "bias": _B0}, "Dense_1": {"kernel": _K1, "bias": _B1}}
+}
+FRESH = jax.tree.map(lambda p: _RNG.normal(size=p.shape), TRAINED)
+
+
+def mlp_fn(params, x):
+    p = params["params"]
+    h = jax.nn.relu(jnp.ravel(x) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+
+
+MLP = functools.partial(mlp_fn, TRAINED)
+RANDOMISATION = {"params": TRAINED, "random_params": FRESH}
+SMALL = {
+    "PixelFlipping": {"features_in_step": 2},
+    "FaithfulnessCorrelation": {"nr_runs": 6, "subset_size": 5},
+    "FaithfulnessEstimate": {"features_in_step": 4},
+    "Monotonicity": {"features_in_step": 4},
+    "RegionPerturbation": {"patch_size": 2, "order": "random"},
+    "Selectivity": {"patch_size": 3},
+    "ROAD": {"percentages": (20, 60)},
+    "MaxSensitivity": {"nr_samples": 4},
+    "AvgSensitivity": {"nr_samples": 4},
+    "LocalLipschitzEstimate": {"nr_samples": 4},
+    "RelativeInputStability": {"nr_samples": 4},
+    "RandomLogit": {"num_classes": 3},
+    "MPRT": RANDOMISATION,
+    "SmoothMPRT": {"nr_samples": 3, **RANDOMISATION},
+    "EfficientMPRT": {"n_bins": 10, **RANDOMISATION},
+    "TopKIntersection": {"k": 5},
+}
+
+
+@pytest.mark.parametrize("name", metrics.available_metrics())
+def test_jit_vmap_equal_the_loop(name):
+    """``jax.jit(jax.vmap(...))`` over x, attribution, target, mask and key gives, for every
+    metric, what one call per example gives."""
+    spec = metrics.get_metric(name)
+    n = 3
+    x = jnp.asarray(_RNG.uniform(size=(n, 4, 4, 1)), jnp.float32)
+    a = jnp.asarray(_RNG.normal(size=(n, 4, 4)), jnp.float32)
+    t = jnp.array([0, 2, 1])
+    masks = jnp.asarray(_RNG.uniform(size=(n, 4, 4)) > 0.5)
+    if name == "Focus":
+        masks = jnp.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0]])
+    keys = jax.random.split(jax.random.key(1), n)
+    f = mlp_fn if "params" in spec.options else MLP
+    opts = SMALL.get(name, {})
+
+    def one(x, a, t, m, k):
+        return metrics.evaluate(name, f, x, a, target=t, mask=m, key=k, **opts)
+
+    batched = jax.jit(jax.vmap(one))(x, a, t, masks, keys)
+    loop = [one(x[i], a[i], int(t[i]), masks[i], keys[i]) for i in range(n)]
+    np.testing.assert_allclose(
+        np.asarray(batched, float), np.asarray(loop, float), rtol=2e-5, atol=1e-6
+    )
+
+
+def test_jit_of_evaluate_with_static_options_compiles_once():
+    fn = jax.jit(metrics.evaluate, static_argnames=("name", "f", "features_in_step", "softmax"))
+    x = jnp.asarray(_RNG.uniform(size=(4, 4, 1)), jnp.float32)
+    a = jnp.asarray(_RNG.normal(size=(4, 4)), jnp.float32)
+    kw = {"target": 1, "features_in_step": 2, "softmax": False}
+    first = fn("PixelFlipping", MLP, x, a, **kw)
+    np.testing.assert_allclose(first, metrics.pixel_flipping(MLP, x, a, **kw), rtol=1e-6)
+    fn("PixelFlipping", MLP, x + 1, -a, **kw)
+    assert fn._cache_size() == 1
