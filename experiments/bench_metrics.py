@@ -1,0 +1,334 @@
+"""Speed of every Quantus-named metric of `slp.metrics` against Quantus 0.6.0 on the same network.
+
+Run:
+    python experiments/bench_metrics.py                # 2 CPU cores: about 60-90 minutes
+    python experiments/bench_metrics.py --metrics PixelFlipping MaxSensitivity --images 64
+    python experiments/bench_metrics.py --tiny --no-quantus --out /tmp/bench   # seconds
+
+The trained 2CONV (``--checkpoint-dir``, trained first if missing) on the first
+``--images`` MNIST test digits with their labels as targets and slp's gradient maps as the
+attributions (the localisation masks: the digit, pixels above 0.5; Focus's quadrant
+flags: a fixed pattern). Every metric runs with Quantus's defaults except where MNIST needs
+another value (`settings`), the same options on both sides:
+
+- slp: ``jax.jit(jax.vmap(evaluate))`` over ``--batch`` images at a time (one compiled
+  function for all of them), explaining again with the registered ``gradient``; the time
+  of the first (compiling) pass is recorded apart, the ratio uses a second pass;
+- Quantus: the metric on the torch port of the same weights (the port of
+  ``bench_attributions.py``), with its own batches of ``--quantus-batch`` and a torch
+  autograd gradient as ``explain_func`` (SmoothMPRT calls ``quantus.explain`` with
+  Captum's saliency whatever it is given). For the parameter randomisation tests slp
+  re-initialises with a fresh flax initialisation, Quantus with torch's initialisers.
+
+XLA and torch are both limited to ``--threads``; the load average is recorded before and
+after every timing, since other jobs may share the CPU. Writes --out/bench_metrics.json
+(``ratio`` = Quantus seconds / slp seconds, per Quantus class name) and
+--out/bench_metrics.md, and prints the table. ``--tiny``: a small random network on a few
+12x12 inputs, no checkpoint (the smoke test).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lab import cli  # no jax
+
+# XLA reads its thread limit when jax starts, so jax (and slp) are imported in main().
+
+EXPLAIN_AGAIN = (
+    "MaxSensitivity",
+    "AvgSensitivity",
+    "LocalLipschitzEstimate",
+    "RelativeInputStability",
+    "FaithfulnessCorrelation",
+    "RandomLogit",
+    "MPRT",
+    "SmoothMPRT",
+)
+"""The metrics that explain again or repeat runs: the issue's target there is 5x Quantus."""
+
+CALL_OPTIONS = ("softmax",)
+"""slp options that Quantus takes when a metric is called rather than built."""
+
+
+def settings(name: str, *, tiny: bool) -> dict[str, Any]:
+    """The options of metric ``name`` in this benchmark, the same for slp and Quantus.
+
+    Quantus's defaults, except: TopKIntersection's ``k`` (its 1000 exceeds MNIST's 784
+    pixels) and RandomLogit's ``num_classes`` (10, not ImageNet's 1000). ``tiny`` also
+    shrinks the sample counts and patch sizes to the 12x12 inputs of the smoke test.
+    """
+    mnist = {"TopKIntersection": {"k": 100}, "RandomLogit": {"num_classes": 10}}
+    if not tiny:
+        return dict(mnist.get(name, {}))
+    small = {
+        "FaithfulnessCorrelation": {"nr_runs": 4, "subset_size": 10},
+        "RegionPerturbation": {"patch_size": 4},
+        "Selectivity": {"patch_size": 4},
+        "ROAD": {"percentages": [10, 50, 90]},
+        "MaxSensitivity": {"nr_samples": 3},
+        "AvgSensitivity": {"nr_samples": 3},
+        "LocalLipschitzEstimate": {"nr_samples": 3},
+        "RelativeInputStability": {"nr_samples": 3},
+        "SmoothMPRT": {"nr_samples": 3},
+        "TopKIntersection": {"k": 10},
+    }
+    return {**mnist.get(name, {}), **small.get(name, {})}
+
+
+def parse_args(argv: list[str] | None = None):
+    p = cli.script_parser(__doc__, summary=False)
+    cli.add_training_options(p)
+    g = p.add_argument_group("benchmark")
+    g.add_argument("--images", type=int, default=256, help="MNIST test images")
+    g.add_argument("--batch", type=int, default=32, help="images per compiled slp call")
+    g.add_argument("--quantus-batch", type=int, default=64, help="Quantus's batch_size")
+    g.add_argument("--threads", type=int, default=2, help="CPU threads for XLA and torch")
+    g.add_argument("--metrics", nargs="+", default=None, help="Quantus names (default: all)")
+    g.add_argument("--no-quantus", action="store_true", help="time slp only")
+    g.add_argument("--tiny", action="store_true", help="small random network (smoke test)")
+    cli.add_out_option(g)
+    args = p.parse_args(argv)
+    for name in ("images", "batch", "quantus_batch", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.images % args.batch:
+        p.error(f"--batch ({args.batch}) must divide --images ({args.images})")
+    return args
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+class Problem:
+    """The network, data and maps both libraries score.
+
+    Attributes:
+      model, params, random_params: the flax TwoConv, its weights and a fresh initialisation.
+      x: ``(N, H, W, 1)`` float32 images; y: ``(N,)`` int32 targets.
+      a: ``(N, H, W, 1)`` gradient maps; masks: ``(N, H, W)`` bool; flags: ``(N, 4)``.
+    """
+
+
+def build_problem(args) -> Problem:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import slp
+    from lab import analysis
+    from slp.models import TwoConv, as_single_example
+
+    pb = Problem()
+    key = jax.random.key(args.seed)
+    if args.tiny:
+        pb.model = TwoConv(num_classes=10, features=(2, 3), hidden=8, kernel_size=3)
+        kx, kp, kb = jax.random.split(key, 3)
+        x = jax.random.uniform(kx, (args.images, 12, 12, 1), jnp.float32)
+        pb.params = analysis.with_random_biases(pb.model.init(kp, x[:1]), kb)
+        y = np.arange(args.images) % 10
+    else:
+        from slp.training import load_mnist_float
+
+        ckpt = cli.checkpoint_from_options(args)
+        pb.model, pb.params = ckpt.model, ckpt.params
+        x, y = load_mnist_float("test", data_dir=args.data_dir, limit=args.images)
+    pb.x, pb.y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+    pb.random_params = pb.model.init(jax.random.fold_in(key, 1), pb.x[:1])
+    f = as_single_example(pb.model, pb.params)
+    grad = jax.jit(jax.vmap(lambda xi, t: slp.attribute(f, xi, "gradient", target=t)))
+    pb.a = grad(pb.x, pb.y)
+    pb.masks = pb.x[..., 0] > 0.5
+    pb.flags = jnp.asarray(np.resize([[1, 0, 0, 1], [0, 1, 1, 0]], (args.images, 4)))
+    return pb
+
+
+def time_slp(name: str, pb: Problem, options: dict, args) -> dict[str, Any]:
+    """Seconds of the first (compiling) pass over all images and of a second pass."""
+    import jax
+
+    from slp import metrics
+    from slp.models import as_single_example
+
+    spec = metrics.get_metric(name)
+    randomisation = "params" in spec.options
+    arrays = {"params": pb.params, "random_params": pb.random_params} if randomisation else {}
+    f = (lambda p, xi: pb.model.apply(p, xi[None])[0]) if randomisation else None
+    if f is None:
+        f = as_single_example(pb.model, pb.params)
+    mask = pb.flags if name == "Focus" else pb.masks
+
+    def one(x, a, t, m, k, arrays):
+        return metrics.evaluate(name, f, x, a, target=t, mask=m, key=k, **options, **arrays)
+
+    fn = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None)))
+    keys = jax.random.split(jax.random.key(args.seed + 2), args.images)
+
+    def run():
+        out = []
+        for i in range(0, args.images, args.batch):
+            s = slice(i, i + args.batch)
+            out.append(fn(pb.x[s], pb.a[s], pb.y[s], mask[s], keys[s], arrays))
+        return jax.block_until_ready(out)
+
+    load_before = _load()
+    t0 = time.perf_counter()
+    run()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - t0
+    return {
+        "first_pass_s": first,
+        "seconds": seconds,
+        "images_per_s": args.images / seconds,
+        "load_before": load_before,
+        "load_after": _load(),
+    }
+
+
+def torch_gradient(model, inputs, targets, **kwargs):
+    """Quantus's ``explain_func``: the gradient of the target logit (torch autograd)."""
+    import numpy as np
+    import torch
+
+    x = torch.tensor(np.asarray(inputs), dtype=torch.float32, requires_grad=True)
+    y = model(x)
+    y[torch.arange(len(x)), torch.as_tensor(np.asarray(targets))].sum().backward()
+    return x.grad.numpy()
+
+
+def time_quantus(name: str, pb: Problem, options: dict, net, args) -> dict[str, Any]:
+    """Seconds of one Quantus call over all images (its own batches)."""
+    import numpy as np
+    import quantus
+
+    built = {k: v for k, v in options.items() if k not in CALL_OPTIONS}
+    called = {k: v for k, v in options.items() if k in CALL_OPTIONS}
+    metric = getattr(quantus, name)(**built, disable_warnings=True)
+    data = {  # writable copies in Quantus's channel-first layout (it writes into them)
+        "model": net,
+        "x_batch": np.array(pb.x).transpose(0, 3, 1, 2).copy(),
+        "y_batch": np.array(pb.y),
+        "a_batch": np.array(pb.a).transpose(0, 3, 1, 2).copy(),
+        "s_batch": np.array(pb.masks)[:, None].astype(np.float32),
+        "channel_first": True,
+        "explain_func": torch_gradient,
+        "batch_size": args.quantus_batch,
+    }
+    if name == "Focus":
+        data["custom_batch"] = np.array(pb.flags)
+    if name == "SmoothMPRT":  # it explains with quantus.explain whatever explain_func is
+        data["explain_func_kwargs"] = {"method": "Saliency"}
+    np.random.seed(args.seed)
+    load_before = _load()
+    t0 = time.perf_counter()
+    metric(**data, **called)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "images_per_s": args.images / seconds,
+        "load_before": load_before,
+        "load_after": _load(),
+    }
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    """The markdown table of `main`'s result."""
+    from lab import analysis
+
+    rows = []
+    for name, r in result["metrics"].items():
+        q = r.get("quantus", {}).get("seconds")
+        ratio = r.get("ratio")
+        target = 5 if name in EXPLAIN_AGAIN else 1
+        rows.append(
+            [
+                name,
+                r["group"],
+                f"{r['slp']['first_pass_s']:.3g}",
+                f"{r['slp']['seconds']:.3g}",
+                "-" if q is None else f"{q:.3g}",
+                "-" if ratio is None else f"{ratio:.1f}x",
+                f"{target}x"
+                + ("" if ratio is None else (" met" if ratio >= target else " NOT met")),
+            ]
+        )
+    return analysis.table(
+        ["metric", "group", "slp 1st pass s", "slp s", "Quantus s", "ratio", "target"],
+        rows,
+        align=["---", "---", "---:", "---:", "---:", "---:", "---"],
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the benchmark; returns the dict written to bench_metrics.json."""
+    args = parse_args(argv)
+    xla_threads_set = "jax" not in sys.modules
+    flags = os.environ.get("XLA_FLAGS", "")
+    if xla_threads_set and "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}"
+        ).strip()
+    import jax
+
+    from lab import analysis
+    from slp import metrics
+
+    names = args.metrics or list(metrics.available_metrics())
+    for name in names:
+        metrics.get_metric(name)  # unknown names: the error lists the known ones
+    pb = build_problem(args)
+    net = None
+    if not args.no_quantus:
+        import numpy as np
+        import torch
+        from bench_attributions import torch_port
+
+        torch.set_num_threads(args.threads)
+        net, _ = torch_port(pb.model, pb.params, np.asarray(pb.x[:1]))
+    result: dict[str, Any] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "jax_version": jax.__version__,
+            "load_at_start": _load(),
+            "xla_thread_limit_applied": xla_threads_set,
+        },
+        "metrics": {},
+    }
+    if net is not None:
+        import quantus
+
+        result["machine"]["quantus_version"] = quantus.__version__
+        result["machine"]["torch_version"] = torch.__version__
+    for name in names:
+        options = settings(name, tiny=args.tiny)
+        entry: dict[str, Any] = {"group": metrics.get_metric(name).group, "options": options}
+        entry["slp"] = time_slp(name, pb, options, args)
+        if net is not None:
+            entry["quantus"] = time_quantus(name, pb, options, net, args)
+            entry["ratio"] = entry["quantus"]["seconds"] / entry["slp"]["seconds"]
+        result["metrics"][name] = entry
+        ratio = f"  ratio {entry['ratio']:.2f}" if "ratio" in entry else ""
+        print(
+            f"  {name:26s} slp {entry['slp']['seconds']:8.2f} s{ratio}", file=sys.stderr, flush=True
+        )
+    result["machine"]["load_at_end"] = _load()
+    lines = report(result)
+    print("\n".join(lines))
+    args.out.mkdir(parents=True, exist_ok=True)
+    analysis.write_json(args.out / "bench_metrics.json", result)
+    analysis.write_text(args.out / "bench_metrics.md", "\n".join(lines) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
