@@ -591,9 +591,10 @@ def road(
 
     For a share ``p`` (percent) the ``int(P p / 100)`` highest-attributed of the ``P``
     pixels are imputed (all channels; the noise of share ``j`` is drawn from
-    ``jax.random.split(key, len(percentages))[j]``). Quantus returns the mean over its
-    batch for each share; the mean of these scores over the same examples is that.
-    Quantus 0.6.0 only runs single-channel images (it indexes pixels by feature).
+    ``jax.random.split(key, len(percentages))[j]``). Quantus returns, per share, the mean
+    over the examples it is given; the mean of these scores over the same examples is that.
+    (Quantus 0.6.0 averages its first batch only, of ``batch_size`` examples, and runs
+    single-channel images only: it indexes pixels by feature.)
 
     Args:
       f: per-example network ``f(x) -> logits``.
