@@ -22,7 +22,8 @@ Public modules:
   their functions and Insens (``slp.insens``, ``slp.insens_plan``, ...) are at the top level.
 - ``slp.attributions``: Insens and the baselines (gradients, LRP, Deep Taylor, ...) behind
   ``slp.attribute(f, x, method)``.
-- ``slp.metrics``: robustness, locality, deletion/insertion, model randomisation.
+- ``slp.metrics``: the field's evaluation metrics under Quantus's names
+  (``slp.metrics.evaluate``), similarity, locality, deletion/insertion, model randomisation.
 - ``slp.maps``: attribution maps of a whole data set (``python -m slp maps``).
 - ``slp.models``: the paper's networks (2CONV, the Q-network, ...); ``slp.torchvision``
   loads torchvision weights into them.

@@ -7,6 +7,7 @@ the registry and `evaluate` (unknown options, bad shapes), and jit/vmap against 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,27 @@ def test_registry_lists_every_group_and_names_are_quantus():
         "Complexity",
         "EffectiveComplexity",
     }
+
+
+def test_the_documented_tables_match_the_registry():
+    """The table of `slp.metrics`'s docstring and the README's: every metric, its group,
+    direction and function as registered."""
+    doc_rows = {}
+    for line in metrics.__doc__.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] in metrics.available_metrics():
+            doc_rows[parts[0]] = tuple(parts[1:4])
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme_rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        if len(cells) >= 4 and cells[0] in metrics.available_metrics():
+            readme_rows[cells[0]] = tuple(cells[1:4])
+    for name in metrics.available_metrics():
+        spec = metrics.get_metric(name)
+        good = "higher" if spec.higher_is_better else "lower"
+        assert doc_rows[name] == (spec.group, good, spec.function.__name__), name
+        assert readme_rows[name] == (spec.group, good, spec.function.__name__), name
 
 
 def test_unknown_metric_and_option_errors_list_what_exists():

@@ -379,7 +379,7 @@ def _patch_walk(
 @metric(
     "RegionPerturbation",
     group="faithfulness",
-    higher_is_better=False,
+    higher_is_better=True,
     reference='Samek et al., "Evaluating the visualization of what a deep neural network '
     'has learned", IEEE TNNLS 28(11), 2017',
 )
@@ -421,7 +421,9 @@ def region_perturbation(
 
     Returns:
       ``(R,)``: ``y(x) - y(x with the first r patches removed)``, ``r = 1..R``,
-      ``R = min(regions_evaluation, patches)``.
+      ``R = min(regions_evaluation, patches)``. With ``"morf"`` a good map makes these
+      drops large early (a large area: Samek et al.'s AOPC); Quantus 0.6.0 declares the
+      metric's direction "lower", which holds for ``"lerf"``.
     """
     score, y, image, count = _patch_walk(
         f,
