@@ -165,9 +165,17 @@ def score_function(
 
 
 def map_steps(fn: Callable, xs: Any) -> Any:
-    """``fn`` over the leading axis of ``xs``, `STEP_BATCH` at a time (bounded memory)."""
+    """``fn`` over the leading axis of ``xs``: `jax.vmap` of `STEP_BATCH` entries at a time.
+
+    The chunks are unrolled rather than looped (``jax.lax.map``): XLA on CPU runs a network
+    inside a loop 2-3 times slower than the same network unrolled.
+    """
     n = jax.tree.leaves(xs)[0].shape[0]
-    return jax.lax.map(fn, xs, batch_size=min(STEP_BATCH, n))
+    parts = [
+        jax.vmap(fn)(jax.tree.map(lambda v, i=i: v[i : i + STEP_BATCH], xs))
+        for i in range(0, n, STEP_BATCH)
+    ]
+    return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
 
 
 def explainer(explain: Callable | None, method: str) -> Callable:

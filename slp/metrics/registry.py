@@ -29,8 +29,6 @@ GROUPS = ("faithfulness", "robustness", "randomisation", "complexity", "localisa
 
 _INPUTS = ("f", "x", "attribution")
 _PER_EXAMPLE = ("target", "mask", "key")
-REQUIRED = inspect.Parameter.empty
-"""The default recorded for an option that has none (it must be given)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +40,7 @@ class MetricSpec:
       group: one of `GROUPS`.
       function: the snake_case function that computes it.
       options: ``{option: default}`` in the function's order (Quantus's names and
-        defaults; `REQUIRED` for an option that must be given).
+        defaults).
       higher_is_better: True when a better map scores higher.
       reference: the paper the metric comes from.
       inputs: which of ``f``, ``x``, ``attribution`` the function takes, in order.
