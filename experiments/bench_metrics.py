@@ -1,7 +1,7 @@
 """Speed of every Quantus-named metric of `slp.metrics` against Quantus 0.6.0 on the same network.
 
 Run:
-    python experiments/bench_metrics.py                # 2 CPU cores: about 60-90 minutes
+    python experiments/bench_metrics.py                # 2 CPU cores: about 90-120 minutes
     python experiments/bench_metrics.py --metrics PixelFlipping MaxSensitivity --images 64
     python experiments/bench_metrics.py --tiny --no-quantus --out /tmp/bench   # seconds
 
@@ -12,16 +12,17 @@ flags: a fixed pattern). Every metric runs with Quantus's defaults except where 
 another value (`settings`), the same options on both sides:
 
 - slp: ``jax.jit(jax.vmap(evaluate))`` over ``--batch`` images at a time (one compiled
-  function for all of them), explaining again with the registered ``gradient``; the time
-  of the first (compiling) pass is recorded apart, the ratio uses a second pass;
+  function for all of them), explaining again with the registered ``gradient``; the first
+  (compiling) pass is timed apart;
 - Quantus: the metric on the torch port of the same weights (the port of
   ``bench_attributions.py``), with its own batches of ``--quantus-batch`` and a torch
   autograd gradient as ``explain_func`` (SmoothMPRT calls ``quantus.explain`` with
   Captum's saliency whatever it is given). For the parameter randomisation tests slp
   re-initialises with a fresh flax initialisation, Quantus with torch's initialisers.
 
-XLA and torch are both limited to ``--threads``; the load average is recorded before and
-after every timing, since other jobs may share the CPU. Writes --out/bench_metrics.json
+XLA and torch are both limited to ``--threads``. Other jobs may share the CPU: the two
+libraries take turns, ``--repeats`` timed passes each (the fastest counts), and the load
+average is recorded before every pass. Writes --out/bench_metrics.json
 (``ratio`` = Quantus seconds / slp seconds, per Quantus class name) and
 --out/bench_metrics.md, and prints the table. ``--tiny``: a small random network on a few
 12x12 inputs, no checkpoint (the smoke test).
@@ -89,12 +90,15 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--batch", type=int, default=32, help="images per compiled slp call")
     g.add_argument("--quantus-batch", type=int, default=64, help="Quantus's batch_size")
     g.add_argument("--threads", type=int, default=2, help="CPU threads for XLA and torch")
+    g.add_argument(
+        "--repeats", type=int, default=2, help="timed passes per library (the fastest counts)"
+    )
     g.add_argument("--metrics", nargs="+", default=None, help="Quantus names (default: all)")
     g.add_argument("--no-quantus", action="store_true", help="time slp only")
     g.add_argument("--tiny", action="store_true", help="small random network (smoke test)")
     cli.add_out_option(g)
     args = p.parse_args(argv)
-    for name in ("images", "batch", "quantus_batch", "threads"):
+    for name in ("images", "batch", "quantus_batch", "threads", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.images % args.batch:
@@ -149,8 +153,9 @@ def build_problem(args) -> Problem:
     return pb
 
 
-def time_slp(name: str, pb: Problem, options: dict, args) -> dict[str, Any]:
-    """Seconds of the first (compiling) pass over all images and of a second pass."""
+def slp_pass(name: str, pb: Problem, options: dict, args):
+    """``(run, first)``: one pass of slp over all images, and the seconds of the first
+    (compiling) pass, made here."""
     import jax
 
     from slp import metrics
@@ -177,20 +182,9 @@ def time_slp(name: str, pb: Problem, options: dict, args) -> dict[str, Any]:
             out.append(fn(pb.x[s], pb.a[s], pb.y[s], mask[s], keys[s], arrays))
         return jax.block_until_ready(out)
 
-    load_before = _load()
     t0 = time.perf_counter()
     run()
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run()
-    seconds = time.perf_counter() - t0
-    return {
-        "first_pass_s": first,
-        "seconds": seconds,
-        "images_per_s": args.images / seconds,
-        "load_before": load_before,
-        "load_after": _load(),
-    }
+    return run, time.perf_counter() - t0
 
 
 def torch_gradient(model, inputs, targets, **kwargs):
@@ -204,8 +198,8 @@ def torch_gradient(model, inputs, targets, **kwargs):
     return x.grad.numpy()
 
 
-def time_quantus(name: str, pb: Problem, options: dict, net, args) -> dict[str, Any]:
-    """Seconds of one Quantus call over all images (its own batches)."""
+def quantus_pass(name: str, pb: Problem, options: dict, net, args):
+    """One Quantus call over all images (its own batches), as a function of nothing."""
     import numpy as np
     import quantus
 
@@ -226,16 +220,33 @@ def time_quantus(name: str, pb: Problem, options: dict, net, args) -> dict[str, 
         data["custom_batch"] = np.array(pb.flags)
     if name == "SmoothMPRT":  # it explains with quantus.explain whatever explain_func is
         data["explain_func_kwargs"] = {"method": "Saliency"}
-    np.random.seed(args.seed)
-    load_before = _load()
-    t0 = time.perf_counter()
-    metric(**data, **called)
-    seconds = time.perf_counter() - t0
+
+    def run():
+        np.random.seed(args.seed)
+        metric(**data, **called)
+
+    return run
+
+
+def timed(runs: dict[str, Any], args) -> dict[str, dict[str, Any]]:
+    """``--repeats`` rounds of one timed pass of each library in turn (interleaved, so that
+    both meet the same other jobs); per library the fastest pass counts."""
+    times: dict[str, list[float]] = {lib: [] for lib in runs}
+    loads: dict[str, list[list[float]]] = {lib: [] for lib in runs}
+    for _ in range(args.repeats):
+        for lib, run in runs.items():
+            loads[lib].append(_load())
+            t0 = time.perf_counter()
+            run()
+            times[lib].append(time.perf_counter() - t0)
     return {
-        "seconds": seconds,
-        "images_per_s": args.images / seconds,
-        "load_before": load_before,
-        "load_after": _load(),
+        lib: {
+            "seconds": min(times[lib]),
+            "runs_s": times[lib],
+            "images_per_s": args.images / min(times[lib]),
+            "load_before_runs": loads[lib],
+        }
+        for lib in runs
     }
 
 
@@ -312,9 +323,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         options = settings(name, tiny=args.tiny)
         entry: dict[str, Any] = {"group": metrics.get_metric(name).group, "options": options}
-        entry["slp"] = time_slp(name, pb, options, args)
+        run, first = slp_pass(name, pb, options, args)
+        runs = {"slp": run}
         if net is not None:
-            entry["quantus"] = time_quantus(name, pb, options, net, args)
+            runs["quantus"] = quantus_pass(name, pb, options, net, args)
+        entry.update(timed(runs, args))
+        entry["slp"]["first_pass_s"] = first
+        if net is not None:
             entry["ratio"] = entry["quantus"]["seconds"] / entry["slp"]["seconds"]
         result["metrics"][name] = entry
         ratio = f"  ratio {entry['ratio']:.2f}" if "ratio" in entry else ""
