@@ -242,6 +242,38 @@ def _cumsum(rules, eqn, args, avals):
     return [Box(lo, hi, avals[0].dtype)]
 
 
+def _scatter(rules, eqn, args, avals):
+    """``x.at[idx].set / add``: an element's box is the union of the operand's and of every
+    update's that may land on it (a superset for ``set``; safe with repeated indices)."""
+    operand, indices, updates = args
+    p = eqn.params
+    dep = (eqn.dep[0], eqn.dep[2])
+
+    def coords(which: str, fill: float, scatter):
+        ops = [
+            jnp.asarray(getattr(a, which))
+            if d
+            else jnp.full(np.shape(a) + (rules.nx,), fill, _BOX_DTYPE)
+            for a, d in zip((operand, updates), dep, strict=True)
+        ]
+
+        def one(o, u):
+            return scatter(
+                o,
+                indices,
+                u,
+                p["dimension_numbers"],
+                indices_are_sorted=p["indices_are_sorted"],
+                unique_indices=p["unique_indices"],
+                mode=p["mode"],
+            )
+
+        return jax.vmap(one, in_axes=-1, out_axes=-1)(*ops)
+
+    lo, hi = coords("lo", np.inf, lax.scatter_min), coords("hi", -np.inf, lax.scatter_max)
+    return [Box(lo, hi, avals[0].dtype)]
+
+
 def _volume(b: Box) -> float:
     """Sum over the elements of ``b`` of its box volume (0 for an empty box)."""
     lo, hi = np.asarray(b.lo), np.asarray(b.hi)
@@ -260,6 +292,7 @@ BOX_RULES = {
     "moving": lambda rules, eqn, args, avals: rules._moving(eqn, args, avals),
     "reduce_sum": _reduce_sum,
     "cumsum": _cumsum,
+    "scatter": _scatter,
     "window_sum": lambda rules, eqn, args, avals: [
         rules._window(eqn.params, args[0], avals[0].dtype)
     ],

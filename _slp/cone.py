@@ -34,6 +34,7 @@ from jax import lax
 from _slp import cut as _cut
 from _slp import matmul as _matmul
 from _slp import primitives as _primitives
+from _slp import provenance as _provenance
 
 # ----------------------------------------------------------------------------------
 # Geometry.
@@ -102,18 +103,32 @@ class ConeRefusal:
       primitive: name of the operation that rules it out (None: the network as a whole).
       index: that operation's index into ``program.eqns`` (None: none).
       where: the nested calls the operation sits in (`slp.network.Eqn.where`).
+      context: where the operation sits in the user's terms, e.g. ``"inside resize,
+        model.py:12"`` (`_slp.provenance`), or "".
     """
 
     reason: str
     primitive: str | None = None
     index: int | None = None
     where: tuple[str, ...] = ()
+    context: str = ""
 
     def __str__(self) -> str:
         if self.primitive is None:
             return f"cone route: {self.reason}"
-        ctx = f" (inside {' > '.join(self.where)})" if self.where else ""
+        ctx = self.context or (f"inside {' > '.join(self.where)}" if self.where else "")
+        ctx = f" ({ctx})" if ctx else ""
         return f"cone route: '{self.primitive}' at equation {self.index}{ctx}: {self.reason}"
+
+
+def _refused_at(i: int, eqn, reason: str) -> ConeRefusal:
+    """The `ConeRefusal` of operation ``i`` of the program, named in the user's terms."""
+    name = eqn.primitive.name
+    found = _provenance.describe(eqn.source, eqn.where, name)
+    inside = found.label if found.label not in (None, name) else " > ".join(eqn.where)
+    context = [f"inside {inside}"] if inside else []
+    context += [found.location] if found.location else []
+    return ConeRefusal(reason, name, i, eqn.where, ", ".join(context))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +148,9 @@ class ConeRule:
         the operand's axes (elementwise and windowed operations).
       prepare: ``(p, eqn, step, args) -> data``: loop-invariant data computed once,
         outside the loop over blocks (a convolution's cone matrices), or None.
+      elementwise: the operation maps each element to itself alone (a cast, a negation),
+        so it also takes a flattened feature map (e.g. the cast to a dense layer's dtype
+        between a flatten and that layer).
     """
 
     name: str
@@ -140,6 +158,7 @@ class ConeRule:
     tangent: Callable
     carry: Callable | None = None
     prepare: Callable | None = None
+    elementwise: bool = False
 
 
 class _Step(NamedTuple):
@@ -174,6 +193,8 @@ class ConeGeometry:
       steps: per walked input-dependent operation, its `_Step`.
       values: per value id, its `_Geom`, `_Flat` or `_Global` (input-dependent values).
       shapes: per value id, its shape.
+      dtypes: per value id, its dtype: the block's tangents of a value are in the value's
+        own dtype (a network that casts, e.g. to bfloat16 or float64, casts its tangents).
     """
 
     spatial: tuple[int, ...]
@@ -185,6 +206,7 @@ class ConeGeometry:
     steps: Mapping[int, _Step]
     values: Mapping[int, Any]
     shapes: Mapping[int, tuple[int, ...]]
+    dtypes: Mapping[int, Any] = dataclasses.field(default_factory=dict)
 
     def starts(self, g: _Geom, k: int) -> tuple[int, np.ndarray]:
         """``(rho, d)``: cone start ``rho B + d[r]`` of element offset ``r`` along ``k``."""
@@ -234,8 +256,9 @@ def _needed(program, end: int) -> tuple[int, ...]:
     return tuple(sorted(seen))
 
 
-def _shapes(program, order) -> dict[int, tuple[int, ...]]:
-    """The shape of every value the operations ``order`` read or make (abstractly)."""
+def _avals(program, order) -> dict[int, jax.ShapeDtypeStruct]:
+    """The shape and dtype of every value the operations ``order`` read or make
+    (abstractly)."""
 
     def run(x):
         env = dict(program.consts)
@@ -246,7 +269,7 @@ def _shapes(program, order) -> dict[int, tuple[int, ...]]:
         return env
 
     x = jax.ShapeDtypeStruct(program.input_shape, program.input_dtype)
-    return {i: tuple(v.shape) for i, v in jax.eval_shape(run, x).items()}
+    return jax.eval_shape(run, x)
 
 
 def _rule_of(eqn) -> ConeRule | _primitives.Refusal:
@@ -261,12 +284,13 @@ def _same_rank_carry(eqn, ins, shapes):
     return outs, set()
 
 
-def _channel_axes(program, shapes, order, end: int) -> set[int]:
+def _channel_axes(program, shapes, order, end: int) -> dict[int, int]:
     """Input axes that an operation before ``end`` contracts as channels (a convolution's
     input features, a dense layer over channels), followed through relabelling operations
-    (transposes, reshapes that add or drop unit axes)."""
+    (transposes, reshapes that add or drop unit axes), each with the index of the first
+    operation that contracts it."""
     carry = {program.input_id: tuple(range(len(program.input_shape)))}
-    channels: set[int] = set()
+    channels: dict[int, int] = {}
     for i in order:
         eqn = program.eqns[i]
         if i >= end or eqn.kind == "const":
@@ -277,7 +301,9 @@ def _channel_axes(program, shapes, order, end: int) -> set[int]:
         rule = _rule_of(eqn)
         fn = rule.carry if isinstance(rule, ConeRule) and rule.carry else _same_rank_carry
         outs, found = fn(eqn, ins, shapes)
-        channels |= {a for a in found if a >= 0}
+        for a in found:
+            if a >= 0:
+                channels.setdefault(a, i)
         carry.update(zip(eqn.outputs, outs, strict=True))
     return channels
 
@@ -296,10 +322,21 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     """
     x_shape = tuple(x_shape)
     order = _needed(program, end)
-    shapes = _shapes(program, order)
+    avals = _avals(program, order)
+    shapes = {i: tuple(v.shape) for i, v in avals.items()}
     channels = _channel_axes(program, shapes, order, end)
     spatial = tuple(a for a, n in enumerate(x_shape) if n > 1 and a not in channels)
     if not spatial:
+        mixed = sorted((i, a) for a, i in channels.items() if x_shape[a] > 1)
+        if mixed:  # e.g. an image resize: dense matrices over the height and the width
+            i = mixed[0][0]
+            axes = [str(a) for j, a in mixed if j == i]
+            return _refused_at(
+                i,
+                program.eqns[i],
+                f"it contracts input axis {', '.join(axes)} (longer than 1) as a dense layer "
+                "over channels does, so no spatial axis is left for the route",
+            )
         return ConeRefusal(
             "the input has no spatial axis (no axis longer than 1 that is not "
             "contracted as channels)"
@@ -312,26 +349,23 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     steps: dict[int, _Step] = {}
     convs, last = 0, None
 
-    def refuse(i, eqn, reason):
-        return ConeRefusal(reason, eqn.primitive.name, i, eqn.where)
-
     for i in order:
         eqn = program.eqns[i]
         if eqn.kind == "const":
             continue
         rule = _rule_of(eqn)
         if isinstance(rule, _primitives.Refusal):
-            return refuse(i, eqn, rule.reason)
+            return _refused_at(i, eqn, rule.reason)
         ins = tuple(values[a] if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True))
         if i == end and eqn.kind != "relu":  # the cut takes a flattened or pooled value too
             z = _single(eqn, ins, "the first dense layer")
             if isinstance(z, _primitives.Refusal):
-                return refuse(i, eqn, z.reason)
+                return _refused_at(i, eqn, z.reason)
             steps[i] = _Step(i, rule, ins, (), None)
             last = z if isinstance(z, _Geom) else z.geom
             break
-        if any(isinstance(v, _Flat) for v in ins):
-            return refuse(
+        if any(isinstance(v, _Flat) for v in ins) and not rule.elementwise:
+            return _refused_at(
                 i,
                 eqn,
                 "applied to a flattened feature map (only the first dense layer over "
@@ -339,11 +373,11 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
             )
         res = rule.geometry(ctx, eqn, ins)
         if isinstance(res, _primitives.Refusal):
-            return refuse(i, eqn, res.reason)
+            return _refused_at(i, eqn, res.reason)
         outs, data = res
         for o in outs:
             if isinstance(o, _Geom) and sorted(k for k in o.link if k >= 0) != list(range(nk)):
-                return refuse(i, eqn, "a value that does not keep every spatial axis")
+                return _refused_at(i, eqn, "a value that does not keep every spatial axis")
         values.update(zip(eqn.outputs, outs, strict=True))
         steps[i] = _Step(i, rule, ins, tuple(outs), data)
         convs += rule is CONV
@@ -354,7 +388,10 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     sigma_tot = last.sigma
     ranges = [np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
     blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
-    return ConeGeometry(spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes)
+    dtypes = {i: v.dtype for i, v in avals.items()}
+    return ConeGeometry(
+        spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes, dtypes
+    )
 
 
 # ----------------------------------------------------------------------------------
@@ -390,7 +427,8 @@ class _Pass(NamedTuple):
       consts: values of the constants (ids of the program's constants and of the
         operations that do not depend on the input).
       prepared: per operation index, its rule's loop-invariant data.
-      dtype: the tangents' dtype.
+      dtype: the input's dtype (its tangents'; every other value's tangents are in that
+        value's own dtype, `ConeGeometry.dtypes`).
     """
 
     geo: ConeGeometry
@@ -584,6 +622,14 @@ def _args(p: _Pass, eqn, env) -> list:
     return [a.val if not isinstance(a, int) else env.get(a, p.consts.get(a)) for a in eqn.inputs]
 
 
+def _in_dtype(v: _ConeVal, dtype) -> _ConeVal:
+    """``v`` with its tangents in ``dtype``, its value's own (None: as they are): where the
+    network casts (``convert_element_type``, a product with a wider result type) the
+    tangents are cast alike, so that a sum adds tangents of one dtype as the network adds
+    values of one."""
+    return v if dtype is None or v.t.dtype == dtype else v._replace(t=v.t.astype(dtype))
+
+
 def _tangents(program, p: _Pass):
     """Walks the geometry's operations with the block's tangents.
 
@@ -614,7 +660,9 @@ def _tangents(program, p: _Pass):
             if i == geo.end:
                 return relu_in, None
             args[j] = z
-        env.update(zip(eqn.outputs, step.rule.tangent(p, eqn, step, args), strict=True))
+        outs = step.rule.tangent(p, eqn, step, args)
+        for o, v in zip(eqn.outputs, outs, strict=True):
+            env[o] = _in_dtype(v, geo.dtypes.get(o))
     raise AssertionError("the geometry ends at its last operation")
 
 
@@ -627,12 +675,13 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
     nk = p0.nk
     op_id = cut_eqn.inputs[cut_eqn.dep.index(True)]
     weight = _args(p0, cut_eqn, {})[cut_eqn.dep.index(False)]
-    w_mat = _cut.cut_matrix(cut_eqn, weight, geo.shapes[op_id]).astype(p0.dtype)
+    w_mat = _cut.cut_matrix(cut_eqn, weight, geo.shapes[op_id])
+    pet = cut_eqn.params.get("preferred_element_type")
     n_out = w_mat.shape[1]
     kind = geo.values[op_id]
     if isinstance(kind, _Global):  # after global pooling: the same weights for every element
         w_cut = _matmul.split(w_mat, hp)  # once, outside the loop
-        return lambda t, b: _matmul.dot(t.reshape(-1, w_mat.shape[0]), w_cut, hp)
+        return lambda t, b: _matmul.dot(t.reshape(-1, w_mat.shape[0]), w_cut, hp, pet)
     g = kind if isinstance(kind, _Geom) else kind.geom
     # The dense weights with their rows laid out as the cut's operand before flattening.
     # Elements of a block whose cones at the cut start at the same place share one slice
@@ -664,7 +713,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
             w_win = _matmul.each(
                 lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_cut
             )
-            out.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp))
+            out.append(_matmul.dot(part.reshape(-1, w_win.shape[0]), w_win, hp, pet))
         return jnp.concatenate(out, 0)
 
     return cols
@@ -707,7 +756,8 @@ def norms(program, state, x, plan, precision) -> list:
         sums = []
         for s in plan.pre_sites:
             t, g = relu_in[s]
-            sums.append(p.overlap_add(jnp.sum(t * t, axis=nk), g))  # over the free axis f
+            # over the free axis f, in at least float32 (`_matmul.accumulator`)
+            sums.append(p.overlap_add(_matmul.square_sum(t, nk), g))
         if cols_of is None:
             return sums
         cols = cols_of(cut_t, b)
@@ -756,14 +806,14 @@ def _identity_tangent(p, eqn, step, args):
     return [_dep_arg(eqn, args)]
 
 
-IDENTITY = ConeRule("identity", _identity_geometry, _identity_tangent)
+IDENTITY = ConeRule("identity", _identity_geometry, _identity_tangent, elementwise=True)
 
 
 def _neg_tangent(p, eqn, step, args):
     return [_dep_arg(eqn, args)._replace(t=-_dep_arg(eqn, args).t)]
 
 
-NEG = ConeRule("neg", _identity_geometry, _neg_tangent)
+NEG = ConeRule("neg", _identity_geometry, _neg_tangent, elementwise=True)
 
 
 # -- sums: bias adds, residual connections --------------------------------------------
@@ -1035,7 +1085,7 @@ def _conv_prepare(p: _Pass, eqn, step, args):
             kap,
             eqn.params.get("feature_group_count", 1),
         )
-        mats[kap] = _matmul.split(big.astype(p.dtype), p.precision)
+        mats[kap] = _matmul.split(big, p.precision)  # in the kernel's dtype
     return mats
 
 
@@ -1057,7 +1107,8 @@ def _conv_tangent(p, eqn, step, args):
         big = mats[kap]
         tt = jnp.transpose(sub, list(range(m)) + [m + a for a in lhs_order])
         lead = tt.shape[: m + 1]
-        out = _matmul.dot(tt.reshape(-1, big.shape[0]), big, p.precision)
+        pet = eqn.params.get("preferred_element_type")
+        out = _matmul.dot(tt.reshape(-1, big.shape[0]), big, p.precision, pet)
         out = out.reshape(lead + tuple(ng.width) + (cout,))
         # (lead..., batch, spatial by k..., cout) -> the output's axis order
         src = {0: m, 1: m + 1 + nk}
@@ -1314,9 +1365,10 @@ def _channel_dot_tangent(p, eqn, step, args):
     w = args[1] if z_lhs else args[0]
     t = p.materialize(z, g)  # a pending mask does not commute with mixing channels
     n_pre = p.n_pre
+    t, w = _matmul.widen(t, jnp.asarray(w, t.dtype), eqn.params.get("preferred_element_type"))
     out = lax.dot_general(
         t,
-        jnp.asarray(w, t.dtype),
+        w,
         (([n_pre + a for a in c_z], list(c_w)), ((), ())),
         precision=_matmul.plain(p.precision),
     )
@@ -1402,6 +1454,74 @@ def _concat_tangent(p, eqn, step, args):
 
 
 CONCATENATE = ConeRule("concatenate", _concat_geometry, _concat_tangent)
+
+
+def _stack_geometry(ctx, eqn, ins):
+    """Cone values stacked along a new (free) axis, e.g. ``jnp.stack`` of two branches."""
+    if not all(eqn.dep):
+        return _primitives.Refusal("a stack of input-dependent values with constants")
+    if not all(isinstance(v, _Geom) for v in ins):
+        return _primitives.Refusal("a stack of globally pooled values")
+    ng = _union_geom(ctx.nk, ins, ins[0].shape, "a stack")
+    if isinstance(ng, _primitives.Refusal):
+        return ng
+    ax = eqn.params["axis"]
+    link = ng.link[:ax] + (-1,) + ng.link[ax:]
+    return [dataclasses.replace(ng, shape=ctx.shapes[eqn.outputs[0]], link=link)], ng
+
+
+def _stack_tangent(p, eqn, step, args):
+    ts = [_embed(p, v, g, step.data) for v, g in zip(args, step.ins, strict=True)]
+    return [_ConeVal(jnp.stack(ts, p.n_pre + eqn.params["axis"]))]
+
+
+def _stack_carry(eqn, ins, shapes):
+    src = next(c for c in ins if c is not None)
+    ax = eqn.params["axis"]
+    return [tuple(src[:ax]) + (-1,) + tuple(src[ax:])], set()
+
+
+STACK = ConeRule("stack", _stack_geometry, _stack_tangent, carry=_stack_carry)
+
+
+def _split_geometry(ctx, eqn, ins):
+    """A cone value split along a free (channel) axis, e.g. ``jnp.split`` of the channels."""
+    (z,) = ins  # split has one operand
+    if not isinstance(z, _Geom):
+        return _primitives.Refusal("a split of a globally pooled value")
+    if z.link[eqn.params["axis"]] >= 0:
+        return _primitives.Refusal("a split along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[o]) for o in eqn.outputs], None
+
+
+def _split_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    bounds = np.cumsum(eqn.params["sizes"])[:-1]
+    return [_ConeVal(piece) for piece in jnp.split(t, bounds, p.n_pre + eqn.params["axis"])]
+
+
+SPLIT = ConeRule("split", _split_geometry, _split_tangent)
+
+
+def _tile_geometry(ctx, eqn, ins):
+    """A cone value repeated along free (channel) axes, e.g. ``jnp.tile`` of the channels."""
+    (z,) = ins
+    if not isinstance(z, _Geom):
+        return _primitives.Refusal("a tile of a globally pooled value")
+    reps = tuple(eqn.params["reps"])
+    if len(reps) != len(z.shape) or any(
+        r != 1 and k >= 0 for r, k in zip(reps, z.link, strict=True)
+    ):
+        return _primitives.Refusal("a tile along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[eqn.outputs[0]])], None
+
+
+def _tile_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    return [_ConeVal(jnp.tile(t, (1,) * p.n_pre + tuple(eqn.params["reps"])))]
+
+
+TILE = ConeRule("tile", _tile_geometry, _tile_tangent)
 
 
 # -- ReLU ---------------------------------------------------------------------------------

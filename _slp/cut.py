@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from _slp import matmul as _matmul
 from slp import network as net
 
 
@@ -31,7 +32,8 @@ class PreCut(net.FrozenRules):
 
 
 class PostCut(net.FrozenRules):
-    """The switched network with the cut's output replaced by ``z``."""
+    """The switched network with the cut's output replaced by ``z`` (cast to the dtype of
+    the cut's own output, as the network would have it)."""
 
     def __init__(self, state, cut_eqn, z):
         super().__init__(state)
@@ -40,7 +42,8 @@ class PostCut(net.FrozenRules):
 
     def linear(self, eqn, args):
         if eqn is self.cut_eqn:
-            return [self.z]
+            out = jax.eval_shape(lambda *a: eqn.bind(*a), *args)
+            return [self.z.astype(out.dtype)]
         return super().linear(eqn, args)
 
 
@@ -61,16 +64,17 @@ def cut_matrix(eqn: net.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
 
 
 def post_norms(program, state, x, plan, cols) -> list:
-    """Sums of squares at the post-cut ReLU layers of exact columns ``cols`` of the cut."""
+    """Sums of squares at the post-cut ReLU layers of exact columns ``cols`` of the cut
+    (accumulated in at least float32, `_slp.matmul.accumulator`)."""
     cut_eqn = program.eqns[plan.cut]
-    z0 = jnp.zeros(plan.cut_out_shape, x.dtype)
+    z0 = jnp.zeros(plan.cut_out_shape, cols.dtype)  # `PostCut` casts it as the cut would
 
     def post(z):
         res = net.walk(program, x, PostCut(state, cut_eqn, z))
         return tuple(res.relu_inputs[s] for s in plan.post_sites)
 
     post_t = jax.vmap(lambda t: jax.jvp(post, (z0,), (t,))[1])(cols)
-    return [jnp.sum(t * t, axis=0) for t in post_t]
+    return [_matmul.square_sum(t, 0) for t in post_t]
 
 
 def scan_sum(step, xs, n: int):

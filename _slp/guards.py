@@ -2,10 +2,38 @@
 
 Every slp transform explains one example. A function of a batch (``model.apply(p, xb)``
 on ``xb`` of shape ``(B, ...)``) still traces, but Insens would then average over the
-inactive neurons of the whole batch, each example's map about ``1/B`` of its own. The
-check here runs when slp traces ``f``: if ``f``'s output keeps the input's leading size
-as its own leading axis and row 0 of the output does not move when inputs ``1:`` change,
-``f`` maps a batch, and slp says so instead of returning scaled maps.
+inactive neurons of the whole batch, each example's map about ``1/B`` of its own, and a
+gradient would pick one example's output as if it were a class. The check here runs when
+slp traces ``f`` (and once per call of `slp.attribute_dataset`). It refuses ``f`` when
+
+- the input has at least two axes and a leading size ``B >= 2``, and the output's leading
+  axis also has size ``B`` (logits ``(B, C)``, but also one number per example ``(B,)``,
+  e.g. ``lambda xb: model.apply(p, xb)[..., 3]``); and
+- on three concrete random inputs (``a``; ``a`` with rows ``1:`` redrawn; ``a`` with row 0
+  redrawn) output row 0 moves with input row 0 and not with rows ``1:``, and output rows
+  ``1:`` move with input rows ``1:`` and not with row 0: the rows are evaluated
+  independently.
+
+What it cannot detect:
+
+- A function of a batch whose rows are not independent: a model that mixes its batch
+  axis (BatchNorm in training mode, an average over the batch axis) applied to a batch.
+  Its output rows depend on every input row, like the positions of a per-example
+  sequence or segmentation network, and nothing outside ``f`` tells the two apart.
+- A per-example ``f`` that mixes a batch itself, e.g. ``lambda x: m.apply(v, x[None])[0]``
+  with BatchNorm in training mode or a model that averages over its batch axis, or one
+  that stacks ``x`` with other examples. It is a function of ``x`` alone, and every map is
+  exact for it; but it is not the network used at inference (on a batch of one, BatchNorm
+  normalises by the example's own statistics). Undecidable from ``f``'s inputs and
+  outputs: apply such models in inference mode. (BatchNorm in training mode squares
+  values that depend on the input, so Insens and the projections refuse it either way,
+  naming the operation; the gradient-based methods run on it.)
+- Any ``f`` that closes over traced values (weights passed as ``jit`` arguments): the
+  check needs concrete evaluations and is skipped. `slp.attribute_dataset` runs it with
+  its concrete ``params`` before compiling.
+- A batch function whose output row 0 does not move with input row 0 at the random
+  inputs (e.g. a dead or constant output): taken for a per-example function, so that a
+  per-example network with a constant output (a fixed zero logit) is not refused.
 
 Non-finite values: when ``x``, the input of any ReLU or the output of ``f`` holds a NaN or
 an inf, the network's state (which neurons are active) is undefined, and so is every map
@@ -22,7 +50,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["per_example", "single_example", "check_one_example", "all_finite", "nan_unless"]
+__all__ = [
+    "per_example",
+    "single_example",
+    "is_single_example",
+    "check_one_example",
+    "all_finite",
+    "nan_unless",
+]
 
 _MARK = "_slp_single_example"
 
@@ -57,14 +92,20 @@ def single_example(f: Callable) -> Callable:
     Use it for a per-example function whose output's leading axis has the input's
     leading size and whose output rows depend each on one input row only (a
     position-wise network on a sequence, say), which the check would take for a batch.
+    ``f(params, x)`` for `slp.attribute_dataset` with ``params`` works the same way.
     """
 
     @functools.wraps(f)
-    def g(x):
-        return f(x)
+    def g(*args):
+        return f(*args)
 
     setattr(g, _MARK, True)
     return g
+
+
+def is_single_example(f: Callable) -> bool:
+    """Whether ``f`` was declared to map one example (`per_example`, `single_example`)."""
+    return bool(getattr(f, _MARK, False))
 
 
 _TRACER_ERRORS = (
@@ -77,19 +118,24 @@ _TRACER_ERRORS = (
 def _maps_a_batch(f: Callable, x_aval) -> bool:
     """Whether ``f`` evaluates the rows of its input independently (a function of a batch).
 
-    Two concrete evaluations at trace time: a random input, and the same input with rows
-    ``1:`` replaced. Undecidable (False) when ``f`` closes over traced values.
+    Three concrete evaluations at trace time: a random input ``a``, ``a`` with rows ``1:``
+    redrawn (``b``), ``a`` with row 0 redrawn (``c``). Undecidable (False) when ``f``
+    closes over traced values.
     """
     rng = np.random.default_rng(0)
     a = rng.standard_normal(x_aval.shape).astype(x_aval.dtype)
-    b = a.copy()
+    b, c = a.copy(), a.copy()
     b[1:] = rng.standard_normal(b[1:].shape).astype(x_aval.dtype)
+    c[0] = rng.standard_normal(c[0].shape).astype(x_aval.dtype)
     try:
         with jax.ensure_compile_time_eval():
-            ya, yb = np.asarray(f(jnp.asarray(a))), np.asarray(f(jnp.asarray(b)))
+            ya, yb, yc = (np.asarray(f(jnp.asarray(v))) for v in (a, b, c))
     except _TRACER_ERRORS:
         return False
-    return bool(np.array_equal(ya[0], yb[0]) and not np.array_equal(ya[1:], yb[1:]))
+    same = np.array_equal
+    row0_alone = same(ya[0], yb[0]) and not same(ya[0], yc[0])
+    rest_alone = same(ya[1:], yc[1:]) and not same(ya[1:], yb[1:])
+    return bool(row0_alone and rest_alone)
 
 
 def check_one_example(f: Callable, x_aval, out_aval) -> None:
@@ -103,15 +149,16 @@ def check_one_example(f: Callable, x_aval, out_aval) -> None:
       ValueError: naming the batch size and what to write instead.
     """
     xs, ys = tuple(x_aval.shape), tuple(out_aval.shape)
-    if getattr(f, _MARK, False) or len(xs) < 2 or len(ys) < 2 or ys[0] != xs[0] or xs[0] < 2:
+    if is_single_example(f) or len(xs) < 2 or len(ys) < 1 or ys[0] != xs[0] or xs[0] < 2:
         return
     if not _maps_a_batch(f, x_aval):
         return
     raise ValueError(
         f"f looks like a function of a batch: on an input of shape {xs} it returns {ys}, "
-        f"and output row 0 depends on input row 0 only. slp explains one example at a time "
-        f"(on a batch, Insens would average over the inactive neurons of all {xs[0]} "
-        "examples, each map about 1/B of its own). Use f = slp.per_example(f_batch) and "
+        "and each output row depends on its own input row only. slp explains one example at "
+        f"a time (on a batch, Insens would average over the inactive neurons of all {xs[0]} "
+        "examples, each map about 1/B of its own, and a gradient would take an example's "
+        "output for a class). Use f = slp.per_example(f_batch) and "
         "jax.vmap over the batch, or slp.insens(f_batch, batched=True) / "
         "slp.attribute(f_batch, xb, method, batched=True). If f does map one example whose "
         "rows are independent, pass slp.single_example(f)."

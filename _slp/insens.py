@@ -113,7 +113,8 @@ def switched_sq_norms(
       chunk_size: input directions per step; None means all at once.
 
     Returns:
-      Tuple of arrays, per layer, ``sum_j (d v_i / d x_j)^2`` in the layer's shape.
+      Tuple of arrays, per layer, ``sum_j (d v_i / d x_j)^2`` in the layer's shape, in
+      the layer's dtype but at least float32 (`_slp.matmul.accumulator`).
     """
     d = int(np.prod(x.shape))
     chunk = d if chunk_size is None else max(1, min(int(chunk_size), d))
@@ -123,7 +124,7 @@ def switched_sq_norms(
         idx = k * chunk + jnp.arange(chunk)
         basis = jax.nn.one_hot(idx, d, dtype=x.dtype).reshape((chunk,) + x.shape)
         tangents = jax.vmap(linear_fn)(basis)
-        return tuple(jnp.sum(t * t, axis=0) for t in tangents)
+        return tuple(_matmul.square_sum(t, 0) for t in tangents)
 
     if n_chunks == 1:
         return one_chunk(0)
@@ -700,8 +701,9 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     if cut_eqn is not None:
         probe_rules = _cut.PreCut(state, cut_eqn)
         net.walk(program, x, probe_rules)
+        # The cut's weights in their own dtype, its product's result type as the network's.
         w_mat = _cut.cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
-        w_mat = w_mat.astype(x.dtype)
+        pet = cut_eqn.params.get("preferred_element_type")
         w_mat = jnp.concatenate([w_mat, jnp.zeros((1, w_mat.shape[1]), w_mat.dtype)], 0)
         group_rows = jnp.asarray(layout.group_rows)
         w_groups = w_mat[group_rows]  # (G, R, M)
@@ -711,12 +713,13 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
         ids = c * kc + jnp.arange(kc, dtype=jnp.int32)
         probes = (colour[None] == ids.reshape((kc,) + (1,) * x.ndim)).astype(x.dtype)
         pre_t, cut_t = jax.vmap(lambda t: jax.jvp(pre, (x,), (t,))[1])(probes)
-        sums = [jnp.sum(t * t, axis=0) for t in pre_t]
+        sums = [_matmul.square_sum(t, 0) for t in pre_t]
         if cut_eqn is None:
             return sums
         comp = cut_t.reshape(kc, -1)
         comp = jnp.concatenate([comp, jnp.zeros((kc, 1), comp.dtype)], 1)
-        parts = jnp.einsum("kgr,grm->gkm", comp[:, group_rows], w_groups, precision=hp)
+        comp, w_g = _matmul.widen(comp[:, group_rows], w_groups, pet)
+        parts = jnp.einsum("kgr,grm->gkm", comp, w_g, precision=hp)
         cols = jnp.zeros((layout.pixels_per_chunk + 1, parts.shape[-1]), parts.dtype)
         cols = cols.at[slots[c]].add(parts)[:-1]
         cols = cols.reshape((layout.pixels_per_chunk,) + plan.cut_out_shape)
@@ -780,9 +783,10 @@ def _estimated_sq_norms(frozen, x, k: int, key, n_groups: int) -> list:
         z = jax.vmap(lambda m: jax.random.normal(jax.random.fold_in(key, m), x.shape, x.dtype))(ids)
         ys = jax.vmap(linear_fn)(z)
         g = (s * c) // per_group
-        return [a.at[g].add(jnp.sum(y * y, axis=0)) for a, y in zip(acc, ys, strict=True)], None
+        sq = [_matmul.square_sum(y, 0) for y in ys]
+        return [a.at[g].add(q) for a, q in zip(acc, sq, strict=True)], None
 
-    init = [jnp.zeros((n_groups,) + s.shape, s.dtype) for s in shapes]
+    init = [jnp.zeros((n_groups,) + s.shape, _matmul.accumulator(s.dtype)) for s in shapes]
     out, _ = lax.scan(step, init, jnp.arange(steps))
     return out
 
@@ -830,12 +834,37 @@ class LayerInsens(NamedTuple):
     counts: tuple
 
     def total(self) -> jax.Array:
-        """The mean over all layers, ``Omega_hat`` (eq. 8)."""
+        """The mean over all layers, ``Omega_hat`` (eq. 8), in the maps' dtype (weighted in
+        at least float32: ``|I_l|`` times a float16 map overflows on large networks)."""
         if not self.maps:
             raise ValueError("the network has no ReLU layer")
         n = sum(self.counts)
-        weighted = sum(c.astype(m.dtype) * m for c, m in zip(self.counts, self.maps, strict=True))
-        return _mean(weighted, n)
+        dtype = self.maps[0].dtype
+        acc = _matmul.accumulator(dtype)
+        weighted = sum(
+            c.astype(acc) * m.astype(acc) for c, m in zip(self.counts, self.maps, strict=True)
+        )
+        return _mean(weighted, n).astype(dtype)
+
+
+def _cotangents(inactive, sq, activities, count) -> tuple:
+    """The cotangents whose vector-Jacobian product is Insens (eq. 8): per ReLU layer,
+    ``v_i / (|w_hat_i|^2 |I|)`` on the neurons ``i`` in ``I`` (``inactive``; 0 where
+    ``|w_hat_i| = 0``), 0 elsewhere, each in its activity's dtype.
+
+    The quotient is taken in the norms' dtype (at least float32) and only then cast to the
+    activity's, the dtype the network's own backward pass takes. Dividing by ``|I|`` before
+    the product rather than after gives the same mean (the product is linear) and keeps the
+    backward pass of a float16 network at the size of the map, not of a sum over thousands
+    of neurons (float16 overflows at 65504).
+    """
+    out = []
+    for i, s, v in zip(inactive, sq, activities, strict=True):
+        dt = jnp.promote_types(v.dtype, s.dtype)
+        n = jnp.maximum(count, 1).astype(dt)
+        q = v.astype(dt) / (jnp.where(s > 0, s, 1).astype(dt) * n)
+        out.append(jnp.where(i & (s > 0), q, 0).astype(v.dtype))
+    return tuple(out)
 
 
 def _mean(total: jax.Array, count) -> jax.Array:
@@ -1026,10 +1055,7 @@ def insens(
         else:
             sq = _exact_norms(program, state, x, plan, prec)
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
-        coeffs = tuple(
-            jnp.where(i & (s > 0), v / jnp.where(s > 0, s, 1), 0)
-            for i, s, v in zip(inactive, sq, state.activities, strict=True)
-        )
+        count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
         _, vjp = jax.vjp(acts, x)
         # A NaN or inf in x, in a ReLU input or in the output (a non-finite weight) leaves
         # the state undefined (NaN is neither active nor inactive): the map is NaN, never a
@@ -1042,15 +1068,14 @@ def insens(
         if by_layer:
             maps, counts = [], []
             for k, i in enumerate(inactive):
-                only = tuple(c if j == k else jnp.zeros_like(c) for j, c in enumerate(coeffs))
-                (part,) = vjp(only)
-                count = jnp.sum(i)
-                maps.append(guard(_mean(part, count)))
-                counts.append(count)
+                only = [jnp.zeros_like(i) for i in inactive]
+                only[k] = i
+                (part,) = vjp(_cotangents(only, sq, state.activities, jnp.sum(i)))
+                maps.append(guard(part))
+                counts.append(jnp.sum(i))
             return LayerInsens(tuple(maps), tuple(counts))
-        (total,) = vjp(coeffs)
-        count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
-        estimate = guard(_mean(total, count))
+        (total,) = vjp(_cotangents(inactive, sq, state.activities, count))
+        estimate = guard(total)
         if not return_stderr:
             return estimate
 
@@ -1058,26 +1083,21 @@ def insens(
         # correction), G reverse passes, one at a time.
         def without(g):
             k_rest = probes - probes // n_groups
-            c_g = tuple(
-                jnp.where(i & (r > 0), v * (k_rest - 2.0) / jnp.where(r > 0, r, 1), 0)
-                for i, r, v in zip(
-                    inactive,
-                    [jnp.sum(a, axis=0) - a[g] for a in sq_groups],
-                    state.activities,
-                    strict=True,
-                )
-            )
-            return _mean(vjp(c_g)[0], count)
+            rest = [(jnp.sum(a, axis=0) - a[g]) / (k_rest - 2.0) for a in sq_groups]
+            return vjp(_cotangents(inactive, rest, state.activities, count))[0]
 
-        loo = lax.map(without, jnp.arange(n_groups))
+        # The spread of the G estimates in at least float32 (a float16 map's deviations
+        # squared would underflow).
+        loo = lax.map(without, jnp.arange(n_groups)).astype(_matmul.accumulator(x.dtype))
         dev = loo - jnp.mean(loo, axis=0, keepdims=True)
         var = (n_groups - 1) / n_groups * jnp.sum(dev * dev, axis=0)
-        return InsensEstimate(estimate, guard(jnp.sqrt(var)))
+        return InsensEstimate(estimate, guard(jnp.sqrt(var).astype(x.dtype)))
 
     if not batched:
         return jax.jit(fn)
 
     def batch_fn(xb, key=None):
+        net.check_input(xb, "a batch of examples")
         return jax.vmap(lambda x: fn(x, key))(xb)
 
     return jax.jit(batch_fn)

@@ -1,4 +1,5 @@
-"""Matrix products of the Insens norms at a chosen precision (`slp.insens`'s ``precision``)."""
+"""Matrix products of the Insens norms at a chosen precision (`slp.insens`'s ``precision``),
+and the dtype their sums of squares accumulate in."""
 
 from __future__ import annotations
 
@@ -68,10 +69,13 @@ def split(b: jax.Array, precision) -> jax.Array | Pieces:
     return Pieces(tuple(pieces(b, kind, n)))
 
 
-def dot(a: jax.Array, b: jax.Array | Pieces, precision) -> jax.Array:
+def dot(a: jax.Array, b: jax.Array | Pieces, precision, preferred_element_type=None) -> jax.Array:
     """``a @ b`` for 2-D ``a, b`` at ``precision`` (anything `jnp.dot` takes, or a key of
     `SPLIT_PRODUCTS`; split products apply to float32 operands only). ``b`` may come
-    split already (`split`)."""
+    split already (`split`). ``preferred_element_type``: the result type of the network's
+    own product, if it asks for one (`widen`)."""
+    if preferred_element_type is not None and not isinstance(b, Pieces):
+        a, b = widen(a, b, preferred_element_type)
     if isinstance(b, Pieces):
         pb = b.parts
     elif is_split(precision) and a.dtype == b.dtype == jnp.float32:
@@ -85,6 +89,37 @@ def dot(a: jax.Array, b: jax.Array | Pieces, precision) -> jax.Array:
     # TF32 pieces are exact in TF32, so default precision (TF32 on GPUs) multiplies them
     # exactly; bfloat16 pieces go to a bfloat16 product with a float32 result.
     return jnp.dot(lhs, rhs, precision=lax.Precision.DEFAULT, preferred_element_type=a.dtype)
+
+
+def widen(a: jax.Array, b: jax.Array, preferred_element_type) -> tuple[jax.Array, jax.Array]:
+    """``a, b`` cast to the wider of their dtype and ``preferred_element_type``.
+
+    A product that the network takes with a wider result type (bfloat16 operands, float32
+    sums: ``preferred_element_type``) is taken here in that type: the products of the
+    narrower numbers are exact in it, so the sums are the network's (XLA on CPU has no
+    bfloat16 x bfloat16 = float32 batched product).
+    """
+    extra = () if preferred_element_type is None else (preferred_element_type,)
+    dt = jnp.result_type(a.dtype, b.dtype, *extra)
+    return a.astype(dt), b.astype(dt)
+
+
+def accumulator(dtype) -> jnp.dtype:
+    """The dtype that sums of squared derivatives (``|w_hat|^2``) accumulate in: ``dtype``,
+    but at least float32.
+
+    A float16 or bfloat16 network's derivatives are its own (computed in its dtype); their
+    squares are not: a float16 square overflows above 256 and loses everything below
+    2^-12, and a sum over thousands of inputs in bfloat16 keeps 8 bits. The squares of
+    float16/bfloat16 numbers are exact in float32.
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def square_sum(t: jax.Array, axis) -> jax.Array:
+    """``sum(t * t, axis)`` accumulated in `accumulator` ``(t.dtype)``."""
+    t = t.astype(accumulator(t.dtype))
+    return jnp.sum(t * t, axis=axis)
 
 
 def is_split(precision) -> bool:

@@ -28,6 +28,13 @@ method then falls back to a general path (boxes: the whole input; cone: another 
 or, where there is none, raises an error that names the operation. Adding a primitive is
 one `declare` call in this file; `tests/test_primitives.py` walks the registry and fails
 for any declaration that leaves a rule set empty.
+
+Primitives that slp does not follow are declared too, with `refuse`: each `Refusal` says
+whether the operation is **not piecewise linear** (a property of the maths: ``exp``,
+``tanh``, a product of two input-dependent values; no switched linear projection
+describes it) or **not implemented** (a property of slp: ``sort``, ``min``, a ``while``
+loop, complex values), so that the error a user sees tells the two apart
+(`Refusal.nature`). A primitive declared nowhere is "not implemented" (`why_not`).
 """
 
 from __future__ import annotations
@@ -42,17 +49,41 @@ from jax._src.ad_util import add_jaxvals_p as add_any_p  # the sum of cotangents
 
 from _slp import cone as _cone
 
-__all__ = ["Refusal", "Declaration", "REGISTRY", "RULE_SETS", "declare", "lookup"]
+__all__ = [
+    "Refusal",
+    "Declaration",
+    "REGISTRY",
+    "REFUSED",
+    "RULE_SETS",
+    "NOT_PIECEWISE_LINEAR",
+    "NOT_IMPLEMENTED",
+    "declare",
+    "refuse",
+    "lookup",
+    "why_not",
+]
 
 #: The rule sets every declaration fills (with a rule or a `Refusal`).
 RULE_SETS = ("forward", "frozen", "matrices", "boxes", "cone", "relevance")
 
+#: `Refusal.nature`: the operation is not piecewise linear (no switched projection exists).
+NOT_PIECEWISE_LINEAR = "not piecewise linear"
+#: `Refusal.nature`: the operation is (piecewise) linear, but slp has no rule for it.
+NOT_IMPLEMENTED = "not implemented"
+
 
 @dataclasses.dataclass(frozen=True)
 class Refusal:
-    """A rule set that does not take a primitive; ``reason`` says why."""
+    """A rule set, or slp as a whole, does not take a primitive.
+
+    Attributes:
+      reason: why, as a sentence about the operation.
+      nature: `NOT_PIECEWISE_LINEAR` (the maths rules it out) or `NOT_IMPLEMENTED`
+        (slp has no rule for it).
+    """
 
     reason: str
+    nature: str = NOT_IMPLEMENTED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +95,10 @@ class Declaration:
       role: ``"linear"``, ``"relu"`` or ``"max_pool"``.
       input_operands: ``n -> positions`` of the operands (out of ``n``) that may depend on
         the network input; None: all of them.
-      check: ``(params, dep, out_dtypes) -> reason or None``: a further condition for
+      operands_refusal: the `Refusal` of an input-dependent operand outside
+        ``input_operands`` (a weight: not piecewise linear; an index: not implemented);
+        ``{i}`` in its reason is the operand's position.
+      check: ``(params, dep, out_dtypes) -> Refusal or None``: a further condition for
         the operation to be linear (None: no condition).
       forward, frozen, matrices, boxes, cone, relevance: the primitive's rule in each rule
         set (`RULE_SETS`), or a `Refusal`.
@@ -73,6 +107,7 @@ class Declaration:
     primitive: Any
     role: str
     input_operands: Callable[[int], Iterable[int]] | None
+    operands_refusal: Refusal
     check: Callable | None
     forward: Any
     frozen: Any
@@ -81,22 +116,23 @@ class Declaration:
     cone: Any
     relevance: Any
 
-    def refusal(self, n_operands: int, dep, params, out_dtypes) -> str | None:
-        """Why the primitive is not linear with operands ``dep`` (input-dependent flags)."""
+    def refusal(self, n_operands: int, dep, params, out_dtypes) -> Refusal | None:
+        """Why slp does not take the primitive with operands ``dep`` (input-dependent
+        flags), or None."""
         if self.input_operands is not None:
             allowed = set(self.input_operands(n_operands))
             bad = [i for i, d in enumerate(dep) if d and i not in allowed]
             if bad:
-                return (
-                    f"operand {bad[0]} depends on the network input, which makes the "
-                    "operation non-linear"
-                )
+                r = self.operands_refusal
+                return Refusal(r.reason.format(i=bad[0]), r.nature)
         if self.check is not None:
             return self.check(params, dep, out_dtypes)
         return None
 
 
 REGISTRY: dict[Any, Declaration] = {}
+#: Primitives slp does not follow when they are applied to an input-dependent value.
+REFUSED: dict[Any, Refusal] = {}
 
 
 def declare(
@@ -107,6 +143,7 @@ def declare(
     relevance="transpose",
     role="linear",
     input_operands=None,
+    operands_refusal: Refusal | None = None,
     check=None,
     matrices="columns",
 ) -> Declaration:
@@ -118,6 +155,12 @@ def declare(
         primitive=primitive,
         role=role,
         input_operands=input_operands,
+        operands_refusal=operands_refusal
+        or Refusal(
+            f"'{primitive.name}' with an input-dependent operand {{i}} (a weight) is not "
+            "piecewise linear",
+            NOT_PIECEWISE_LINEAR,
+        ),
         check=check,
         forward="switch" if switch else "bind",
         frozen="switch" if switch else "bind",
@@ -130,9 +173,28 @@ def declare(
     return decl
 
 
+def refuse(primitives, *, nature: str, reason: str) -> None:
+    """Declares that slp does not follow ``primitives`` (one or several) on input-dependent
+    values; ``reason`` (may name the primitive as ``{name}``) and ``nature`` go into the
+    error (`Refusal`)."""
+    if nature not in (NOT_PIECEWISE_LINEAR, NOT_IMPLEMENTED):
+        raise ValueError(f"unknown nature {nature!r}")
+    for p in primitives if isinstance(primitives, (tuple, list)) else (primitives,):
+        if p is not None:  # not in this JAX version
+            REFUSED[p] = Refusal(reason.format(name=p.name), nature)
+
+
 def lookup(primitive) -> Declaration | None:
     """The declaration of ``primitive``, or None."""
     return REGISTRY.get(primitive)
+
+
+def why_not(primitive) -> Refusal:
+    """Why slp does not follow ``primitive`` (declared with `refuse`, or not declared)."""
+    found = REFUSED.get(primitive)
+    if found is not None:
+        return found
+    return Refusal(f"slp has no rule for '{primitive.name}' (not implemented)", NOT_IMPLEMENTED)
 
 
 def _operands(*positions: int) -> Callable[[int], Iterable[int]]:
@@ -146,15 +208,29 @@ def _first(n: int) -> Iterable[int]:
 def _not_both(what: str):
     def check(params, dep, out_dtypes):
         if all(dep):
-            return f"a {what} of two input-dependent values is not linear"
+            return Refusal(
+                f"a {what} of two input-dependent values is not piecewise linear",
+                NOT_PIECEWISE_LINEAR,
+            )
         return None
 
     return check
 
 
+def _not_implemented(what: str) -> Refusal:
+    return Refusal(f"{what} is not implemented", NOT_IMPLEMENTED)
+
+
 def _float_result(params, dep, out_dtypes):
-    if not all(jnp.issubdtype(d, jnp.floating) for d in out_dtypes):
-        return f"converting an input-dependent value to {out_dtypes[0]} is not linear"
+    d = out_dtypes[0]
+    if jnp.issubdtype(d, jnp.complexfloating):
+        return Refusal(f"converting to {d}: complex values are not implemented", NOT_IMPLEMENTED)
+    if not jnp.issubdtype(d, jnp.floating):
+        return Refusal(
+            f"converting an input-dependent value to {d} rounds it (a step function), which is "
+            "not piecewise linear",
+            NOT_PIECEWISE_LINEAR,
+        )
     return None
 
 
@@ -163,7 +239,8 @@ _NO_CONE = Refusal("not in the cone route's operations")
 
 # The rules themselves live in the modules of their rule sets; the registry names them.
 # Box rules (`_slp.boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
-# "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier".
+# "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier", "scatter"
+# (union of the operand's and the updates' boxes).
 # Cone rules are `_slp.cone.ConeRule` objects (a geometry part and a tangent part).
 
 # -- pass-through ---------------------------------------------------------------------
@@ -184,6 +261,7 @@ declare(lax.optimization_barrier_p, boxes="barrier", cone=_NO_CONE)
 declare(lax.neg_p, boxes="same", cone=_cone.NEG)
 
 # -- moving elements ------------------------------------------------------------------
+_DYNAMIC_SHAPE = _not_implemented("a shape that depends on the network input (operand {i})")
 for _p in (lax.reshape_p, lax.squeeze_p, lax.broadcast_in_dim_p):
     declare(
         _p,
@@ -191,6 +269,7 @@ for _p in (lax.reshape_p, lax.squeeze_p, lax.broadcast_in_dim_p):
         cone=_cone.SHAPE,
         relevance="rearrange" if _p is not lax.broadcast_in_dim_p else "transpose",
         input_operands=_first,
+        operands_refusal=_DYNAMIC_SHAPE,
     )
 declare(lax.transpose_p, boxes="moving", cone=_cone.TRANSPOSE, relevance="rearrange")
 declare(lax.slice_p, boxes="moving", cone=_cone.SLICE, relevance="rearrange")
@@ -201,23 +280,58 @@ declare(
     cone=_NO_CONE,
     relevance="rearrange",
     input_operands=_first,
+    operands_refusal=_not_implemented("a dynamic slice at input-dependent indices (operand {i})"),
 )
 declare(
     lax.dynamic_update_slice_p,
     boxes="moving",
     cone=_NO_CONE,
     input_operands=_operands(0, 1),
+    operands_refusal=_not_implemented("an update at input-dependent indices (operand {i})"),
 )
 declare(lax.concatenate_p, boxes="moving", cone=_cone.CONCATENATE)
-declare(lax.pad_p, boxes="moving", cone=_NO_CONE, input_operands=_first)
+# jnp.stack, jnp.split, jnp.tile, jnp.unstack (primitives of their own in newer JAX).
+declare(getattr(lax, "stack_p", None), boxes="moving", cone=_cone.STACK)
+declare(getattr(lax, "unstack_p", None), boxes="moving", cone=_NO_CONE)
+declare(getattr(lax, "split_p", None), boxes="moving", cone=_cone.SPLIT)
+declare(getattr(lax, "tile_p", None), boxes="moving", cone=_cone.TILE)
+declare(
+    lax.pad_p,
+    boxes="moving",
+    cone=_NO_CONE,
+    input_operands=_first,
+    operands_refusal=_not_implemented("an input-dependent padding value"),
+)
 declare(
     lax.select_n_p,
     boxes="moving",
     cone=_NO_CONE,
     input_operands=lambda n: range(1, n),
+    operands_refusal=Refusal(
+        "where/select with an input-dependent condition is piecewise linear only in some "
+        "spellings, and slp takes it only as a ReLU (where(z > 0, z, 0)): not implemented",
+        NOT_IMPLEMENTED,
+    ),
 )
-declare(lax.gather_p, boxes="moving", cone=_NO_CONE, input_operands=_first)
-declare(lax.scatter_add_p, boxes=_GENERIC, cone=_NO_CONE, input_operands=_operands(0, 2))
+_INDICES = _not_implemented("indexing with input-dependent indices (operand {i})")
+declare(
+    lax.gather_p,
+    boxes="moving",
+    cone=_NO_CONE,
+    input_operands=_first,
+    operands_refusal=_INDICES,
+)
+# x.at[idx].set / .add / .subtract with constant indices: linear in the operand and the
+# updates. The box of an element is the union of the operand's and every update's that
+# may land there (safe also with repeated indices).
+for _p in (lax.scatter_p, lax.scatter_add_p, getattr(lax, "scatter_sub_p", None)):
+    declare(
+        _p,
+        boxes="scatter",
+        cone=_NO_CONE,
+        input_operands=_operands(0, 2),
+        operands_refusal=_INDICES,
+    )
 declare(lax.cumsum_p, boxes="cumsum", cone=_NO_CONE)
 
 # -- sums -----------------------------------------------------------------------------
@@ -229,7 +343,15 @@ declare(lax.reduce_window_sum_p, boxes="window_sum", cone=_cone.WINDOW_SUM)
 
 # -- products with constants ----------------------------------------------------------
 declare(lax.mul_p, boxes="elementwise", cone=_cone.SCALE, check=_not_both("product"))
-declare(lax.div_p, boxes="elementwise", cone=_cone.SCALE, input_operands=_first)
+declare(
+    lax.div_p,
+    boxes="elementwise",
+    cone=_cone.SCALE,
+    input_operands=_first,
+    operands_refusal=Refusal(
+        "a division by an input-dependent value is not piecewise linear", NOT_PIECEWISE_LINEAR
+    ),
+)
 declare(
     lax.dot_general_p,
     boxes="dot",
@@ -244,6 +366,11 @@ declare(
     cone=_cone.CONV,
     relevance="weight",
     input_operands=_first,
+    operands_refusal=Refusal(
+        "a convolution with an input-dependent kernel (a product of two input-dependent "
+        "values) is not piecewise linear",
+        NOT_PIECEWISE_LINEAR,
+    ),
     matrices="conv",
 )
 
@@ -256,4 +383,98 @@ declare(
     cone=_cone.MAX_POOL,
     relevance="switch",
     input_operands=_first,
+    operands_refusal=_not_implemented("max pooling with an input-dependent initial value"),
+)
+
+# -- refused: not piecewise linear ----------------------------------------------------
+_SMOOTH = "'{name}' is a smooth nonlinearity, not piecewise linear"
+refuse(
+    [
+        getattr(lax, n + "_p", None)
+        for n in (
+            "exp", "exp2", "expm1", "log", "log1p", "tanh", "logistic", "sin", "cos", "tan",
+            "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "atan2",
+            "erf", "erfc", "erf_inv", "lgamma", "digamma", "igamma", "igammac",
+            "igamma_grad_a", "polygamma", "zeta", "bessel_i0e", "bessel_i1e",
+            "regularized_incomplete_beta", "cumlogsumexp",
+        )
+    ],
+    nature=NOT_PIECEWISE_LINEAR,
+    reason=_SMOOTH,
+)  # fmt: skip
+refuse(
+    [lax.sqrt_p, lax.rsqrt_p, lax.cbrt_p, lax.pow_p, lax.integer_pow_p, lax.square_p],
+    nature=NOT_PIECEWISE_LINEAR,
+    reason="'{name}' is a power of its input, not piecewise linear",
+)
+refuse(
+    [lax.reduce_prod_p, lax.cumprod_p],
+    nature=NOT_PIECEWISE_LINEAR,
+    reason="'{name}' multiplies input-dependent values together, which is not piecewise linear",
+)
+refuse(
+    [
+        getattr(lax, n + "_p", None)
+        for n in (
+            "sign", "floor", "ceil", "round", "rem", "is_finite", "argmax", "argmin",
+            "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "nextafter",
+        )
+    ],
+    nature=NOT_PIECEWISE_LINEAR,
+    reason="'{name}' of an input-dependent value is a step function (it jumps), not piecewise "
+    "linear",
+)  # fmt: skip
+
+# -- refused: (piecewise) linear, but not implemented -----------------------------------
+refuse(
+    [lax.min_p, lax.abs_p, lax.clamp_p],
+    nature=NOT_IMPLEMENTED,
+    reason="'{name}' is piecewise linear, but slp takes a maximum only as a ReLU max(z, 0): "
+    "'{name}' is not implemented",
+)
+refuse(
+    [
+        lax.reduce_min_p,
+        lax.reduce_max_p,
+        getattr(lax, "reduce_window_min_p", None),
+        lax.cummax_p,
+        lax.cummin_p,
+        lax.sort_p,
+        lax.top_k_p,
+        getattr(lax, "approx_top_k_p", None),
+        lax.scatter_min_p,
+        lax.scatter_max_p,
+    ],
+    nature=NOT_IMPLEMENTED,
+    reason="'{name}' is piecewise linear (each output is one of its inputs, chosen by their "
+    "order), but not implemented (only max pooling is)",
+)
+refuse(
+    [lax.scatter_mul_p, lax.reduce_p, lax.reduce_window_p, getattr(lax, "reduce_and_p", None)],
+    nature=NOT_IMPLEMENTED,
+    reason="'{name}' is not implemented",
+)
+refuse(
+    [lax.fft_p, lax.real_p, lax.imag_p, lax.complex_p, lax.conj_p],
+    nature=NOT_IMPLEMENTED,
+    reason="'{name}' is not implemented for complex values",
+)
+refuse(
+    lax.while_p,
+    nature=NOT_IMPLEMENTED,
+    reason="a while loop (lax.while_loop, or lax.fori_loop with bounds that are not Python "
+    "ints) is not implemented: its trip count is not known when slp traces the network. Write "
+    "it as lax.scan or lax.fori_loop with Python-int bounds, which slp unrolls",
+)
+refuse(
+    lax.cond_p,
+    nature=NOT_IMPLEMENTED,
+    reason="a branch chosen at run time (lax.cond, lax.switch) of an input-dependent value is "
+    "not implemented",
+)
+refuse(
+    getattr(lax, "stop_gradient_p", None),
+    nature=NOT_IMPLEMENTED,
+    reason="stop_gradient of an input-dependent value is not implemented: it hides the "
+    "value's dependence on the input from the derivatives that slp's maps are made of",
 )

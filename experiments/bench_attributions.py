@@ -15,7 +15,7 @@ logit. Threads: XLA and
 torch are both limited to ``--threads``. The machine's load average is recorded before
 and after every timing, since other jobs may share the CPU.
 
-Writes --out/bench_attributions.json (default results/) and prints a table of images/s
+Writes --out/bench_attributions.json (default runs/) and prints a table of images/s
 and the ratio to the comparable torch method (> 1: this library is faster). Captum's IG
 uses its default Gauss-Legendre points, this library its default (iNNvestigate's): the
 same number of gradients.
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
 
     import slp
-    from slp.data import atomic_writer
+    from slp.data._files import atomic_writer
 
     methods = args.methods or [m for m in slp.available_methods() if m != "insens"]
     unknown = sorted(set(methods) - set(slp.available_methods()))

@@ -22,7 +22,7 @@ numbers measure what sharding costs, not what it gains. On a GPU host each devic
 real accelerator. Every timed call follows one untimed call of the same shapes (compiling).
 Maps of every configuration are checked against ``plain`` (largest absolute difference).
 
-Writes --out/bench_dataset_<tag>.json and .md (default results/, tag cpu).
+Writes --out/bench_dataset_<tag>.json and .md (default runs/, tag cpu).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ is present; by default the matrix products run at the highest precision (no TF32
 ``TF32_TF32_F32_X3`` (three TF32 tensor-core passes) or ``default`` (TF32 on GPUs);
 a precision the platform does not support is reported as skipped.
 
-Writes --out/bench_insens.json (default results/) and prints a table with the ratios.
+Writes --out/bench_insens.json (default runs/) and prints a table with the ratios.
 
 ``--zoo``: every network of ``experiments/zoo.py`` (the full-size 2CONV in flax.linen,
 flax.nnx, equinox, dm-haiku, plain jnp and plain jnp with dead code; an MLP; ResNet-8; the
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return run_zoo(args, argv)
     import jax
 
-    from slp.data import atomic_writer
+    from slp.data._files import atomic_writer
 
     f, model, params, x_all = build(args)
     dev = jax.devices()[0]

@@ -28,7 +28,7 @@ explaining the true class:
 
 With the JPEG copy of CIFAR-10 (`slp.data.load_cifar10` reports `lossy=True`) the
 pixels differ from the official data by JPEG compression; every output says so.
-Writes to --out (default results/): cifar10.json, cifar10.md, cifar10_figure6.png,
+Writes to --out (default runs/): cifar10.json, cifar10.md, cifar10_figure6.png,
 cifar10_robustness.png, cifar10_curves.png, cifar10_curves_logit.png,
 cifar10_randomization.png.
 """

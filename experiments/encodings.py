@@ -29,7 +29,7 @@ images. Measures:
 smallNORB input: the first camera's 96x96 image averaged over 3x3 blocks to 32x32 (a
 choice of this project; the paper's appendix with its preprocessing is unavailable).
 Fashion-MNIST is the stand-in used where smallNORB cannot be fetched; its results are
-labelled as such. Writes to --out (default results/): encodings_<dataset>.json, .md,
+labelled as such. Writes to --out (default runs/): encodings_<dataset>.json, .md,
 encodings_<dataset>.png (maps) and encodings_<dataset>_correlation.png.
 """
 

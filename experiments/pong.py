@@ -10,9 +10,9 @@ Time: about 3 minutes on 2 CPU cores (Insens of the 84x84x4 Q-network takes ~20 
 The game state: the trained agent plays greedily from a seeded reset; among its first
 `--search-steps` steps the state where its action matters most (largest spread
 max_a Q - min_a Q) is kept. Every method explains the Q-value of the greedy action
-(Insens explains no particular output). Writes `results/pong.png` (the 4 stacked frames
-and, per method, its map on each frame with one colour scale per method, and the map
-summed over frames, with a colour key below) and `results/pong.json` (the state,
+(Insens explains no particular output). Writes `<out>/pong.png` (default out: runs/; the
+4 stacked frames and, per method, its map on each frame with one colour scale per method,
+and the map summed over frames, with a colour key below) and `<out>/pong.json` (the state,
 Q-values, and per method the share of the map's absolute mass on each frame and on the
 game's objects - paddles, ball and score, see `object_pixels` - and its cosine
 similarity to Insens).

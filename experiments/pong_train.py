@@ -14,8 +14,8 @@ Needs the `rl` extra: `pip install -e .[rl]`.
     # evaluate only: best and latest checkpoint and the random policy, write the summary
     python experiments/pong_train.py --eval-only --eval-episodes 10 \
         --training-log train.log --training-log train2.log
-    # redraw results/pong_training.png from results/pong_training.json (seconds)
-    python experiments/pong_train.py --replot
+    # redraw the committed results/pong_training.png from its JSON (seconds)
+    python experiments/pong_train.py --replot --out results
 
 Time: training runs until --total-steps or --max-seconds. The network of results/pong*
 took the two GPU commands above (one H100 and 16 cores, about 700 agent steps and as
@@ -23,9 +23,9 @@ many gradient steps per second: 2.08M frames in 12 minutes; it plays at about +1
 2 shared CPU cores the `cpu` preset manages only a few gradient steps per second, too
 few for Pong in an hour. Evaluating 3 x 10 episodes takes about 5 minutes on 2 CPU cores.
 
-Writes checkpoints to `--checkpoint-dir` (default `$SLP_DATA_DIR/checkpoints/pong`) and
-`results/pong_training.json` (frames trained, evaluation and random-policy returns,
-the learning curve) and `results/pong_training.png` (the mean of the last 10 training
+Writes checkpoints to `--checkpoint-dir` (default `$SLP_DATA_DIR/checkpoints/pong`) and,
+in --out (default runs/), `pong_training.json` (frames trained, evaluation and
+random-policy returns, the learning curve) and `pong_training.png` (the mean of the last 10 training
 returns against frames, each evaluated checkpoint at the frames where it was saved).
 """
 

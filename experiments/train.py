@@ -7,7 +7,7 @@ Run:
 The checkpoint goes to `<data dir>/checkpoints/` (data dir: --data-dir, else
 $SLP_DATA_DIR, else ~/.cache/slp), or to --checkpoint-dir; its name is derived
 from the training config. A summary (config, test accuracy, time per epoch,
-checkpoint path) is written to `<out>/mnist_train.json` (default out: results/).
+checkpoint path) is written to `<out>/mnist_train.json` (default out: runs/).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from lab import cli
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ which they import as ``tutorial``.
 Executing runs every cell top to bottom in a fresh ``python3`` kernel of this interpreter,
 working in ``notebooks/`` and with that folder on its ``PYTHONPATH``, and stores the
 outputs, figures included, so that the notebooks read well on a code host. Notebooks are
-written atomically (``slp.data.atomic_writer``).
+written atomically (``slp.data._files.atomic_writer``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"

@@ -38,6 +38,73 @@ Public modules:
 - Atari Pong and DQN are not part of the library: that scaffolding lives in
   ``experiments/lab/rl`` (the ``rl`` extra installs its dependencies).
 
+Public names, by module (each module's ``__all__``; a name not listed here is not public
+API and may change):
+
+``slp``
+    ``activation_pattern``, ``activities``, ``attribute``, ``attribute_dataset``,
+    ``available_methods``, ``ChunkedMaps``, ``explicit_projections``, ``insens``,
+    ``insens_plan``, ``InsensEstimate``, ``InsensPlan``, ``LayerInsens``,
+    ``ManifestMismatchError``, ``per_example``, ``Projection``, ``read_maps``,
+    ``single_example``, ``switched_centres``, ``switched_projections``,
+    ``UnsupportedOperationError``
+``slp.attributions``
+    ``attribute``, ``available_methods``, ``conventions``, ``deconvnet``, ``deep_taylor``,
+    ``deep_taylor_bounded``, ``get_method``, ``gradient``, ``gradient_x_input``,
+    ``guided_backprop``, ``insens``, ``integrated_gradients``, ``lrp``,
+    ``lrp_alpha1_beta0``, ``lrp_alpha2_beta1``, ``lrp_alpha_beta``, ``lrp_epsilon``,
+    ``lrp_zplus``, ``register``, ``smoothgrad``
+``slp.checkpoints``
+    ``Checkpoint``, ``FORMAT``, ``load``, ``read_metadata``, ``save``
+``slp.config``
+    ``DEFAULT_SIGMA``, ``TrainConfig``
+``slp.data``
+    ``CorruptDataError``, ``data_dir``, ``Dataset``, ``DatasetNotFoundError``,
+    ``example_digits``, ``example_model``, ``ExampleDigits``, ``fetch_cifar10``,
+    ``fetch_fashion_mnist``, ``fetch_mnist``, ``load_cifar10``, ``load_fashion_mnist``,
+    ``load_mnist``, ``load_smallnorb``, ``read_idx``
+``slp.maps``
+    ``attribute_dataset``, ``ChunkedMaps``, ``IncompleteMapsError``,
+    ``ManifestMismatchError``, ``read_maps``
+``slp.metrics``
+    ``attribution_localisation``, ``available_metrics``, ``average_ranks``,
+    ``avg_sensitivity``, ``cascading_randomization``, ``completeness``, ``complexity``,
+    ``cosine_similarity``, ``curve_area``, ``deletion_curve``, ``effective_complexity``,
+    ``efficient_mprt``, ``evaluate``, ``faithfulness_correlation``,
+    ``faithfulness_estimate``, ``focus``, ``get_metric``, ``GROUPS``,
+    ``input_invariance``, ``insertion_curve``, ``layer_order``,
+    ``local_lipschitz_estimate``, ``mass_on_mask``, ``max_sensitivity``, ``MetricSpec``,
+    ``monotonicity``, ``mprt``, ``noisy_linear_imputation``, ``non_sensitivity``,
+    ``normalise_by_average_second_moment_estimate``, ``normalise_by_max``, ``pearson``,
+    ``PerturbationCurve``, ``pixel_flipping``, ``pixel_map``, ``pixel_order``,
+    ``pointing_game``, ``random_logit``, ``random_scores``, ``region_perturbation``,
+    ``relative_input_stability``, ``relevance_mass_accuracy``,
+    ``relevance_rank_accuracy``, ``road``, ``selectivity``, ``smooth_mprt``,
+    ``sparseness``, ``spearman``, ``ssim``, ``top_k_intersection``
+``slp.models``
+    ``as_single_example``, ``MLP``, ``QNetwork``, ``ResNet50``, ``TwoConv``, ``VGG16``
+``slp.network``
+    ``check_input``, ``defined``, ``Eqn``, ``forward``, ``ForwardRules``,
+    ``frozen_network``, ``FrozenRules``, ``NetworkState``, ``pool_winners``, ``Program``,
+    ``Rules``, ``select_winners``, ``trace``, ``UnsupportedOperationError``, ``walk``,
+    ``WalkResult``
+``slp.noise``
+    ``add_noise``, ``background``, ``bordered``, ``clean_mask``, ``DEFAULT_SIGMA``,
+    ``digit_mask``, ``DIGIT_THRESHOLD``, ``frame_mask``, ``framed``, ``make_noisy``,
+    ``make_noisy_batch``, ``outline_mask``, ``OUTLINE_RADIUS``, ``VARIANTS``
+``slp.plotting``
+    ``canvas``, ``colour_bar``, ``colour_key``, ``grid_figure``, ``heatmap``,
+    ``HEATMAP_CMAP``, ``save_figure``, ``show_image``, ``symmetric_limit``
+``slp.projections``
+    ``activation_pattern``, ``activities``, ``explicit_projections``, ``Projection``,
+    ``switched_centres``, ``switched_projections``
+``slp.torchvision``
+    ``convert``, ``to_state_dict``
+``slp.training``
+    ``accuracy``, ``init_params``, ``load_checkpoint``, ``load_mnist_float``,
+    ``load_or_train``, ``load_or_train_mnist``, ``make_model``, ``predict_logits``,
+    ``save_checkpoint``, ``to_float_images``, ``train``, ``TrainConfig``, ``TrainOutput``
+
 The implementation behind the top-level functions lives in the internal package ``_slp``
 (installed beside ``slp``, as pytest keeps ``_pytest``); nothing in it is public API.
 ``import slp`` is cheap: each public module (and jax) is imported on first use.
@@ -109,14 +176,10 @@ __all__ = [
     "activities",
     "attribute",
     "attribute_dataset",
-    "attributions",
     "available_methods",
     "explicit_projections",
     "insens",
     "insens_plan",
-    "metrics",
-    "models",
-    "network",
     "per_example",
     "read_maps",
     "single_example",
@@ -143,7 +206,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from _slp.guards import per_example, single_example
     from _slp.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
-    from slp import attributions, metrics, models, network
     from slp.attributions import attribute, available_methods
     from slp.maps import ChunkedMaps, ManifestMismatchError, attribute_dataset, read_maps
     from slp.network import UnsupportedOperationError

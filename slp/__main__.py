@@ -39,6 +39,17 @@ def _option(text: str) -> tuple[str, Any]:
         return name, value  # a bare word is a string
 
 
+def _target(text: str) -> str | int:
+    if text in ("predicted", "label"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'predicted', 'label' or a class index, got {text!r}"
+        ) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser, p = command_parser(
         "python -m slp",
@@ -46,7 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         "maps",
         help="attribution maps of a whole data set into a resumable folder",
     )
-    g = p.add_argument_group("what to compute")
+    _method_options(p.add_argument_group("what to compute"))
+    _data_options(p.add_argument_group("network and data"))
+    _output_options(p.add_argument_group("output and batching"))
+    _distributed_options(p.add_argument_group("several hosts (jax.distributed)"))
+    return parser
+
+
+def _method_options(g) -> None:
     g.add_argument(
         "--method", default="insens", help="a name of slp.available_methods() (default: insens)"
     )
@@ -61,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--target",
+        type=_target,
         default="predicted",
         help="class explained: 'predicted' (arg-max logit), 'label' (the data set's "
         "labels) or a class index (default: predicted)",
@@ -71,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the per-image PRNG keys of methods that take one (default: 0)",
     )
-    g = p.add_argument_group("network and data")
+
+
+def _data_options(g) -> None:
     g.add_argument(
         "--checkpoint",
         type=Path,
@@ -95,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="where --checkpoint's default lives (default: <data dir>/checkpoints)",
     )
-    g = p.add_argument_group("output and batching")
+
+
+def _output_options(g) -> None:
     g.add_argument("--out", type=Path, required=True, help="output folder (required)")
     g.add_argument(
         "--batch-size",
@@ -110,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         help="images per output file, a multiple of --batch-size (default: --batch-size)",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    g = p.add_argument_group("several hosts (jax.distributed)")
+
+
+def _distributed_options(g) -> None:
     g.add_argument(
         "--distributed",
         action="store_true",
@@ -131,7 +156,6 @@ def _parser() -> argparse.ArgumentParser:
         default="gloo",
         help="collectives between CPU processes: gloo or mpi (default: gloo)",
     )
-    return parser
 
 
 def _images(spec: str, data_dir, limit):
@@ -160,7 +184,7 @@ def _images(spec: str, data_dir, limit):
 
 
 def _checkpoint(args):
-    """``(apply(params, x), params)`` of the requested 2CONV checkpoint."""
+    """``(apply(params, x), params, number of classes)`` of the requested 2CONV checkpoint."""
     from slp import data, training
 
     path = args.checkpoint
@@ -182,7 +206,7 @@ def _checkpoint(args):
     def apply(p, x):
         return model.apply(p, x[None])[0]
 
-    return apply, params
+    return apply, params, config.num_classes
 
 
 def maps(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,11 +232,18 @@ def maps(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("error: --target label needs a data set with labels")
         target = labels
     else:
-        target = int(args.target)
+        target = args.target
     key = None
     if "key" in inspect.signature(method).parameters:
         key = jax.random.key(args.seed)
-    apply, params = _checkpoint(args)
+    apply, params, num_classes = _checkpoint(args)
+    if target is not None:  # before anything runs, in the flag's words
+        try:
+            slp.attributions.registry.check_target(target, num_classes, batched=True)
+        except ValueError as err:
+            raise SystemExit(
+                f"error: --target {args.target}: the checkpoint has {num_classes} classes; {err}"
+            ) from None
     t0 = time.perf_counter()
     run = slp.attribute_dataset(
         apply,

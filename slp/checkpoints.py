@@ -23,18 +23,42 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import flax.serialization
 import jax
 import numpy as np
 
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 
-__all__ = ["FORMAT", "load", "read_metadata", "save"]
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+__all__ = ["FORMAT", "Checkpoint", "load", "read_metadata", "save"]
 
 FORMAT = 1
 """The checkpoint format this version writes and reads (bump when its meaning changes)."""
+
+
+class Checkpoint(NamedTuple):
+    """A network with the parameters of one checkpoint.
+
+    What `slp.training.load_or_train` and `slp.data.example_model` return.
+
+    Attributes:
+      model: the flax module (TwoConv) the parameters belong to.
+      params: its parameters (pytree of float32 arrays).
+      metadata: the JSON sidecar: `format`, `config` (dict), `test_accuracy`
+        (float or None), `history` (list of per-epoch dicts), `train_seconds`.
+      path: the parameter file (`<name>.msgpack`).
+      reused: True when loaded from disk, False when just trained.
+    """
+
+    model: nn.Module
+    params: Any
+    metadata: dict[str, Any]
+    path: Path
+    reused: bool
 
 
 def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]) -> Path:

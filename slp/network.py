@@ -9,11 +9,15 @@ operation that depends on the input is either
 * a **linear/affine** operation (dense, conv, bias add, reshape, average pooling, ...).
 
 `trace` turns a per-example function ``f(x) -> y`` into such a `Program` by tracing
-it with `jax.make_jaxpr` and inlining every nested call (``jit``, ``custom_jvp_call``
-such as `jax.nn.relu`, ``custom_vjp_call``, ``remat``). Anything that depends on the
-input and is not piecewise linear in the supported way (``tanh``, ``exp`` of a
-softmax, comparisons of a leaky ReLU, ...) raises `UnsupportedOperationError` naming
-the operation -- never a silently wrong projection.
+it with `jax.make_jaxpr`, inlining every nested call (``jit``, ``custom_jvp_call``
+such as `jax.nn.relu`, ``custom_vjp_call``, ``remat``) and unrolling every ``scan``
+(`jax.lax.scan`, `flax.linen.scan`, `jax.lax.fori_loop` with Python-int bounds: the
+length is known when tracing). Anything that depends on the input and is not taken
+(``tanh``, ``exp`` of a softmax, the clamp of a hard tanh, ``sort``, a ``while`` loop)
+raises `UnsupportedOperationError` -- never a silently wrong projection. The error names
+the operation, the user's function or module it came from and the source line, and says
+whether the operation is not piecewise linear (no switched projection exists) or only
+not implemented here (`_slp.primitives`, `Refusal.nature`).
 
 `walk` evaluates a program under a set of `Rules`: the rules decide what a ReLU,
 a max-pool and a linear operation do to the values flowing through them. The plain
@@ -24,6 +28,7 @@ the LRP rules are all such rule sets over the same walker.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -35,6 +40,7 @@ from jax import lax
 from jax.extend import core as jex_core
 
 from _slp import guards as _guards
+from _slp import provenance as _provenance
 
 __all__ = [
     "Eqn",
@@ -42,6 +48,7 @@ __all__ = [
     "Rules",
     "NetworkState",
     "UnsupportedOperationError",
+    "check_input",
     "trace",
     "walk",
     "WalkResult",
@@ -56,7 +63,21 @@ __all__ = [
 
 
 class UnsupportedOperationError(ValueError):
-    """The traced function applies an operation that no switched projection describes."""
+    """The traced function applies an operation that slp does not follow.
+
+    Attributes:
+      primitive: name of the JAX primitive (e.g. ``"exp"``).
+      nature: ``"not piecewise linear"`` (no switched linear projection exists) or
+        ``"not implemented"`` (slp has no rule for it).
+      label: the user-level function or module it came from (e.g. ``"softmax"``,
+        ``"LayerNorm_0"``), or None.
+    """
+
+    def __init__(self, message: str, *, primitive: str = "", nature: str = "", label=None):
+        super().__init__(message)
+        self.primitive = primitive
+        self.nature = nature
+        self.label = label
 
 
 _CALL_JAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
@@ -75,6 +96,10 @@ _CALLS = frozenset(
         "custom_lin",
     }
 )
+_SCAN = getattr(lax, "scan_p", None)
+# Primitives whose two equal-looking applications may differ (a ReLU's operand written twice
+# must be one value).
+_STATEFUL = frozenset(p for p in (getattr(lax, "rng_uniform_p", None),) if p is not None)
 # Primitives that keep an all-zero value all-zero (used to recognise ``max(z, 0)``).
 _ZERO_PRESERVING = frozenset(
     {
@@ -89,6 +114,9 @@ _ZERO_PRESERVING = frozenset(
 # first operand flips them (``0 < z`` is ``z > 0``). Equality at 0 does not matter to a
 # ReLU spelling (both branches are 0 there).
 _SIGN_TESTS = {lax.gt_p: 1, lax.ge_p: 1, lax.lt_p: -1, lax.le_p: -1}
+# Comparisons are reported after every other refusal: the select or product that consumes
+# one names a non-ReLU spelling better.
+_COMPARISONS = frozenset(_SIGN_TESTS) | {lax.eq_p, lax.ne_p}
 # What to write instead of a refused operation.
 _HINTS = {
     lax.abs_p: "abs(z) = relu(z) + relu(-z) is two ReLUs: write it so if that is the intent",
@@ -115,11 +143,7 @@ for _p in _SIGN_TESTS:
         "comparisons of input-dependent values are supported only inside a ReLU spelling: "
         "where(z > 0, z, 0), where(z <= 0, 0, z) or z * (z > 0)"
     )
-_NOT_PIECEWISE_LINEAR = (
-    "switched linear projections exist only for networks of affine maps, ReLUs and "
-    "max/average pooling (tanh, sigmoid, softmax, gelu, ... inside the network are not "
-    "piecewise linear)"
-)
+_HINTS[lax.sort_p] = "sort outside the network, or use max pooling if the maximum is meant"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +161,9 @@ class Eqn:
       site: for ReLUs the ReLU-layer index, for max-pools the pool index, else -1.
       pool_source: for max-pools, the ReLU layer whose output is pooled (or -1).
       where: the names of the nested calls the operation sits in, for error messages.
+      source: JAX's source infos (name stack, traceback) of the calls the operation
+        sits in and of the operation itself, outermost first, for error messages
+        (`_slp.provenance`).
     """
 
     primitive: Any
@@ -148,6 +175,7 @@ class Eqn:
     site: int = -1
     pool_source: int = -1
     where: tuple[str, ...] = ()
+    source: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     def bind(self, *args, precision: Any = None):
         """Applies the primitive to ``args``; `precision` overrides matmul/conv precision."""
@@ -198,9 +226,13 @@ class Program:
 
 @dataclasses.dataclass(frozen=True)
 class Lit:
-    """A literal operand of an equation (a Python/NumPy scalar baked into the program)."""
+    """A literal operand of an equation (a Python/NumPy scalar baked into the program).
+
+    ``aval``: its JAX abstract value (shape, dtype), or None.
+    """
 
     val: Any
+    aval: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def _operand_value(a: int | Lit, env: Mapping[int, Any]) -> Any:
@@ -238,7 +270,21 @@ class _Flattener:
             self.zero.add(i)
         return i
 
-    def inline(self, jaxpr, consts, args: Sequence, where: tuple[str, ...]) -> list:
+    def inline(
+        self,
+        jaxpr,
+        consts,
+        args: Sequence,
+        where: tuple[str, ...],
+        source: tuple = (),
+        generated: bool = False,
+    ) -> list:
+        """Adds ``jaxpr``'s operations; returns its outputs (ids or `Lit`).
+
+        ``source``: the source infos of the calls it sits in; ``generated``: the jaxpr is
+        slp's own (a global max-pool, a scan's slices), whose operations take the calling
+        operation's ``source`` as theirs.
+        """
         env: dict[Any, Any] = {}
         for var, c in zip(jaxpr.constvars, consts, strict=True):
             env[var] = self.const(c)
@@ -246,40 +292,115 @@ class _Flattener:
             env[var] = a
 
         def read(v):
-            return Lit(v.val) if _is_literal(v) else env[v]
+            return Lit(v.val, v.aval) if _is_literal(v) else env[v]
 
         for e in jaxpr.eqns:
             ins = [read(v) for v in e.invars]
+            src = source if generated else source + (e.source_info,)
             sub = _sub_jaxpr(e)
             if e.primitive.name in _CALLS and sub is not None:
                 inner, inner_consts = sub
                 label = e.params.get("name", e.primitive.name)
                 label = getattr(label, "__name__", label)
-                outs = self.inline(inner, inner_consts, ins, where + (str(label),))
+                outs = self.inline(inner, inner_consts, ins, where + (str(label),), src)
+            elif e.primitive is _SCAN and sub is not None:
+                outs = self.unroll(e, ins, where + ("scan",), src)
             elif e.primitive is lax.reduce_max_p and _global_max_pool(e) is not None:
                 # A maximum over axes of a feature map (global max pooling) is the max-pool
                 # whose window covers those axes.
-                outs = self.inline(*_global_max_pool(e), ins, where)
+                outs = self.inline(*_global_max_pool(e), ins, where, src, generated=True)
             else:
-                outs = self.add(e, ins, where)
+                outs = self.add(e, ins, where, src)
             for var, o in zip(e.outvars, outs, strict=True):
                 if type(var).__name__ != "DropVar":
                     env[var] = o
         return [read(v) for v in jaxpr.outvars]
 
-    def add(self, e, ins: list, where: tuple[str, ...]) -> list[int]:
+    def unroll(self, e, ins: list, where: tuple[str, ...], source: tuple) -> list:
+        """A ``scan`` as its ``length`` steps, one after the other (the length is static).
+
+        The scanned-over operands are sliced step by step and the per-step outputs stacked,
+        both by operations of the flat program, so a scan over layers is those layers.
+        """
+        p = e.params
+        body, body_consts = _sub_jaxpr(e)
+        n_consts, n_carry, length = p["num_consts"], p["num_carry"], int(p["length"])
+        consts, carry = list(ins[:n_consts]), list(ins[n_consts : n_consts + n_carry])
+        xs = [self.generated(_unstack_jaxpr, [a], where, source) for a in ins[n_consts + n_carry :]]
+        ys: list = [None] * length
+        for i in reversed(range(length)) if p["reverse"] else range(length):
+            step = consts + carry + [x[i] for x in xs]
+            outs = self.inline(body, body_consts, step, where, source)
+            carry, ys[i] = outs[:n_carry], outs[n_carry:]
+        stacked = []
+        for j, var in enumerate(e.outvars[n_carry:]):
+            if length == 0:
+                stacked.append(self.const(jnp.zeros(var.aval.shape, var.aval.dtype)))
+            else:
+                stacked += self.generated(_stack_jaxpr, [y[j] for y in ys], where, source)
+        return carry + stacked
+
+    def generated(self, make: Callable, args: list, where, source) -> list:
+        """Inlines slp's own jaxpr ``make(*avals)`` (cached) applied to ``args``."""
+        avals = tuple(self.aval(a) for a in args)
+        closed = make(*((tuple(a.shape), np.dtype(a.dtype)) for a in avals))
+        return self.inline(closed.jaxpr, closed.consts, args, where, source, generated=True)
+
+    def aval(self, a) -> jax.ShapeDtypeStruct:
+        """Shape and dtype of an operand (an id or a `Lit`)."""
+        if isinstance(a, Lit):
+            dtype = a.aval.dtype if a.aval is not None else np.result_type(a.val)
+            return jax.ShapeDtypeStruct(np.shape(a.val), dtype)
+        if a in self.avals:
+            return self.avals[a]
+        c = self.consts[a]
+        return jax.ShapeDtypeStruct(np.shape(c), getattr(c, "dtype", None) or np.result_type(c))
+
+    def add(self, e, ins: list, where: tuple[str, ...], source: tuple = ()) -> list[int]:
         outs = tuple(next(self.ids) for _ in e.outvars)
         for o, v in zip(outs, e.outvars, strict=True):
             self.avals[o] = v.aval
         if e.primitive in _ZERO_PRESERVING and all(self.is_zero(a) for a in ins):
             self.zero.update(outs)
-        self.eqns.append(Eqn(e.primitive, dict(e.params), tuple(ins), outs, where=where))
+        self.eqns.append(
+            Eqn(e.primitive, dict(e.params), tuple(ins), outs, where=where, source=source)
+        )
         return list(outs)
 
     def is_zero(self, a) -> bool:
         if isinstance(a, Lit):
             return bool(np.all(np.asarray(a.val) == 0))
         return a in self.zero
+
+
+def _unstack_jaxpr(spec):
+    """The jaxpr of ``v -> [v[0], v[1], ...]`` for ``v`` of ``spec = (shape, dtype)``."""
+    return _cached_unstack(spec, _x64())
+
+
+def _stack_jaxpr(*specs):
+    """The jaxpr of ``jnp.stack`` of values of ``specs`` (``(shape, dtype)`` each)."""
+    return _cached_stack(specs, _x64())
+
+
+def _x64() -> bool:
+    """Whether 64-bit types are on (part of the cache key of slp's own jaxprs)."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_unstack(spec, x64: bool):
+    shape, dtype = spec
+    return jax.make_jaxpr(
+        lambda v: [lax.index_in_dim(v, i, 0, keepdims=False) for i in range(shape[0])]
+    )(jax.ShapeDtypeStruct(shape, dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_stack(specs, x64: bool):
+    return jax.make_jaxpr(lambda *vs: jnp.stack(vs))(
+        *(jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs)
+    )
 
 
 def _global_max_pool(e):
@@ -313,12 +434,77 @@ def _sign_test(e: Eqn, fl: _Flattener):
     return None
 
 
+def _same_params(pa: dict, pb: dict) -> bool:
+    if pa.keys() != pb.keys():
+        return False
+    for k, va in pa.items():
+        vb = pb[k]
+        if va is vb:
+            continue
+        try:
+            if not bool(va == vb):
+                return False
+        except Exception:  # noqa: BLE001 - arrays, jaxprs: equal only when identical
+            return False
+    return True
+
+
+def _same_literal(a: Lit, b: Lit) -> bool:
+    va, vb = np.asarray(a.val), np.asarray(b.val)
+    return va.shape == vb.shape and va.dtype == vb.dtype and bool(np.all(va == vb))
+
+
+def _same_constant(ca, cb) -> bool:
+    if ca is cb:
+        return True
+    if isinstance(ca, jax.core.Tracer) or isinstance(cb, jax.core.Tracer):
+        return False  # values not known while tracing
+    try:
+        va, vb = np.asarray(ca), np.asarray(cb)
+    except (TypeError, ValueError):  # no NumPy view (a PRNG key array)
+        return False
+    return va.shape == vb.shape and va.dtype == vb.dtype and bool(np.array_equal(va, vb))
+
+
+def _same_value(a, b, fl: _Flattener, producer: dict[int, Eqn]) -> bool:
+    """Whether operands ``a`` and ``b`` compute the same expression: the same id, equal
+    literals or constants, or the same primitive with the same parameters applied to
+    (recursively) the same operands -- e.g. the two ``z - 0.5`` of
+    ``where(z - 0.5 <= 0, 0, z - 0.5)``."""
+    todo, seen = [(a, b)], set()
+    while todo:
+        a, b = todo.pop()
+        if isinstance(a, Lit) or isinstance(b, Lit):
+            if not (isinstance(a, Lit) and isinstance(b, Lit) and _same_literal(a, b)):
+                return False
+            continue
+        if a == b or (a, b) in seen:
+            continue
+        seen.add((a, b))
+        ea, eb = producer.get(a), producer.get(b)
+        if ea is None or eb is None:  # the input, or constants: equal if their values are
+            if a in fl.consts and b in fl.consts and _same_constant(fl.consts[a], fl.consts[b]):
+                continue
+            return False
+        if (
+            ea.primitive is not eb.primitive
+            or ea.primitive in _STATEFUL
+            or len(ea.inputs) != len(eb.inputs)
+            or ea.outputs.index(a) != eb.outputs.index(b)
+            or not _same_params(ea.params, eb.params)
+        ):
+            return False
+        todo.extend(zip(ea.inputs, eb.inputs, strict=True))
+    return True
+
+
 def _relu_operand(e: Eqn, fl: _Flattener, producer: dict[int, Eqn], dep: set[int]):
     """The ``z`` of a ReLU spelled ``e``, or None.
 
     Spellings: ``max(z, 0)`` in either order (also ``jnp.clip(z, 0)``), ``where(z > 0, z, 0)``
     and ``where(z <= 0, 0, z)`` (``select_n``; any of ``> >= < <=``, either operand order),
-    ``z * (z > 0)`` in either order. All are ``max(z, 0)`` exactly, at ``z = 0`` too.
+    ``z * (z > 0)`` in either order. All are ``max(z, 0)`` exactly, at ``z = 0`` too. ``z``
+    may be any expression, written once or twice (`_same_value`).
     """
     ins = e.inputs
     on = [isinstance(a, int) and a in dep for a in ins]
@@ -330,8 +516,8 @@ def _relu_operand(e: Eqn, fl: _Flattener, producer: dict[int, Eqn], dep: set[int
         if found:
             z, sign = found
             off, kept = (ins[1], ins[2]) if sign > 0 else (ins[2], ins[1])
-            if kept == z and fl.is_zero(off):
-                return z
+            if fl.is_zero(off) and _same_value(kept, z, fl, producer):
+                return kept
         return None
     if e.primitive is lax.mul_p and all(on):
         for z, m in (ins, ins[::-1]):
@@ -340,7 +526,7 @@ def _relu_operand(e: Eqn, fl: _Flattener, producer: dict[int, Eqn], dep: set[int
                 continue
             test = producer.get(conv.inputs[0])
             found = test is not None and _sign_test(test, fl)
-            if found and found == (z, 1):
+            if found and found[1] == 1 and _same_value(found[0], z, fl, producer):
                 return z
     return None
 
@@ -376,34 +562,57 @@ def _resolve(fl: _Flattener, in_id: int, out, where_out=()) -> tuple[list[Eqn], 
     return kept, {i: c for i, c in fl.consts.items() if i in live}
 
 
-def _classify(e: Eqn, dep: tuple[bool, ...], avals) -> tuple[str, UnsupportedOperationError | None]:
-    """The kind of a live operation with input-dependent operands ``dep``, and the error
-    that refuses it (None when it is supported)."""
+def _classify(e: Eqn, dep: tuple[bool, ...], avals) -> tuple[str, _primitives.Refusal | None]:
+    """The kind of a live operation with input-dependent operands ``dep``, and why slp
+    refuses it (None when it is taken)."""
     if e.kind == "relu":
         return "relu", None
-    name = e.primitive.name
-    ctx = f" (inside {' > '.join(e.where)})" if e.where else ""
     decl = _primitives.lookup(e.primitive)
-    hint = _HINTS.get(e.primitive)
     if decl is None:
-        return "", UnsupportedOperationError(
-            f"unsupported operation '{name}'{ctx} applied to a value that depends on the "
-            f"network input: {hint or _NOT_PIECEWISE_LINEAR}"
+        return "", _primitives.why_not(e.primitive)
+    refusal = decl.refusal(len(e.inputs), dep, e.params, [a.dtype for a in avals])
+    if decl.role == "relu" and refusal is None:
+        refusal = _primitives.Refusal(
+            "max(z, c) is piecewise linear, but slp takes a max only as a ReLU max(z, 0) of "
+            "one input-dependent value: not implemented",
+            _primitives.NOT_IMPLEMENTED,
         )
-    reason = decl.refusal(len(e.inputs), dep, e.params, [a.dtype for a in avals])
-    if decl.role == "relu" and reason is None:
-        reason = "a max with a non-zero or input-dependent second operand is not a ReLU"
     if (
-        reason is None
+        refusal is None
         and decl.role == "max_pool"
         and any(d != 1 for d in e.params.get("base_dilation", ()))
     ):
-        reason = "base dilation is not supported"
-    if reason is not None:
-        return "", UnsupportedOperationError(
-            f"unsupported operation '{name}'{ctx}: {reason}" + (f". Hint: {hint}" if hint else "")
-        )
-    return decl.role, None
+        refusal = _primitives.Refusal("max pooling with base dilation is not implemented")
+    return ("", refusal) if refusal is not None else (decl.role, None)
+
+
+def _priority(e: Eqn, refusal: _primitives.Refusal) -> int:
+    """Which refusal to report first (lowest): a primitive that is not piecewise linear (the
+    exp of a softmax) names the cause better than one it makes non-linear on the way (the
+    max of that softmax); comparisons come last."""
+    if e.primitive in _COMPARISONS:
+        return 3
+    if _primitives.lookup(e.primitive) is not None:
+        return 2
+    return 0 if refusal.nature == _primitives.NOT_PIECEWISE_LINEAR else 1
+
+
+def _error(e: Eqn, refusal: _primitives.Refusal) -> UnsupportedOperationError:
+    """The error that refuses ``e``, in the user's terms (`_slp.provenance`)."""
+    name = e.primitive.name
+    where = _provenance.describe(e.source, e.where, name)
+    if where.label is None and e.where:
+        what = f"'{name}' (inside {' > '.join(e.where)})"
+    else:
+        what = where.phrase(name)
+    hint = where.hint or _HINTS.get(e.primitive)
+    return UnsupportedOperationError(
+        f"unsupported operation {what}, applied to a value that depends on the network "
+        f"input: {refusal.reason}" + (f". Hint: {hint}" if hint else ""),
+        primitive=name,
+        nature=refusal.nature,
+        label=where.label,
+    )
 
 
 def _sub_jaxpr(e):
@@ -418,6 +627,23 @@ def _sub_jaxpr(e):
     return None
 
 
+def check_input(x, what: str = "one example") -> None:
+    """Raises TypeError unless ``x`` is an array (anything with a shape and a dtype).
+
+    Every public entry of slp passes here (through `trace`, or before batching), so a
+    Python list or dict gets this error rather than one from deep inside a transform.
+
+    Args:
+      x: the network input given to slp.
+      what: what ``x`` should hold, for the message.
+    """
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(
+            f"the network input x must be an array (a jax.Array or a NumPy array holding "
+            f"{what}); got a {type(x).__name__}. Convert it with jnp.asarray(x) first"
+        )
+
+
 def trace(f: Callable, x: jax.Array) -> Program:
     """Traces a per-example function into a flat `Program`.
 
@@ -430,11 +656,13 @@ def trace(f: Callable, x: jax.Array) -> Program:
       The flattened `Program`.
 
     Raises:
-      UnsupportedOperationError: if ``f`` applies a non-piecewise-linear operation to
-        a value that depends on ``x``.
+      UnsupportedOperationError: if ``f`` applies an operation that slp does not follow
+        (not piecewise linear, or not implemented) to a value that depends on ``x``.
+      TypeError: if ``x`` is not an array (a list, a dict, a Python number).
       ValueError: if ``f`` cannot be called on an input of ``x``'s shape, or does not
         return a single array.
     """
+    check_input(x)
     x_aval = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
     if not jnp.issubdtype(x_aval.dtype, jnp.floating):
         raise ValueError(f"the network input must be a floating-point array; got {x_aval.dtype}")
@@ -461,19 +689,14 @@ def trace(f: Callable, x: jax.Array) -> Program:
     eqns: list[Eqn] = []
     relu_out: dict[int, int] = {}  # id of a ReLU output -> ReLU layer
     relu_shapes, pool_shapes, pool_in_shapes, pool_sources = [], [], [], []
-    # Errors: primitives slp does not know, known ones refused, comparisons (reported last:
-    # the select or product that consumes a comparison names a non-ReLU spelling better).
-    unknown, refused, compared = [], [], []
+    refused = []  # (priority, position, operation, refusal); the first one is reported
     for e in live:
         dep = tuple(isinstance(a, int) and a in dep_ids for a in e.inputs)
         kind, site, source = "const", -1, -1
         if any(dep):
-            kind, err = _classify(e, dep, [fl.avals[o] for o in e.outputs])
-            if err is not None:
-                if e.primitive in _SIGN_TESTS:
-                    compared.append(err)
-                else:
-                    (refused if _primitives.lookup(e.primitive) else unknown).append(err)
+            kind, refusal = _classify(e, dep, [fl.avals[o] for o in e.outputs])
+            if refusal is not None:
+                refused.append((_priority(e, refusal), len(eqns), e, refusal))
             dep_ids.update(e.outputs)
             if kind == "relu":
                 site = len(relu_shapes)
@@ -486,10 +709,9 @@ def trace(f: Callable, x: jax.Array) -> Program:
                 source = relu_out.get(e.inputs[0], -1)
                 pool_sources.append(source)
         eqns.append(dataclasses.replace(e, kind=kind, dep=dep, site=site, pool_source=source))
-    if unknown or refused or compared:
-        # A primitive that is not piecewise linear (exp of a softmax) names the cause better
-        # than a known one that it makes non-linear on the way (the max of that softmax).
-        raise (unknown or refused or compared)[0]
+    if refused:
+        _, _, e, refusal = min(refused, key=lambda r: r[:2])
+        raise _error(e, refusal)
     return Program(
         eqns=tuple(eqns),
         consts=consts,

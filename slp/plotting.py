@@ -31,12 +31,11 @@ from matplotlib.colorbar import Colorbar
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 from slp.metrics import pixel_map
 
 __all__ = [
     "HEATMAP_CMAP",
-    "to_2d",
     "symmetric_limit",
     "heatmap",
     "show_image",

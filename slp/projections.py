@@ -14,6 +14,11 @@ per-example function ``f(x) -> logits`` and return a function of one example ``x
 Batch with `jax.vmap`; everything composes with `jax.jit`. When ``x``, a ReLU input or
 the output is NaN or inf (a non-finite input or weight), the state is undefined: every
 array returned is NaN, and `activation_pattern` raises ``FloatingPointError``.
+
+Mixed precision: a network may compute in other dtypes than its input's (bfloat16
+layers, a float64 constant). Activities and switched biases are the network's own values,
+in each layer's dtype; switched weight vectors and centres live on the input and come out
+in ``x``'s dtype, as `jax.grad` of a layer would.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from _slp import guards as _guards
+from _slp import matmul as _matmul
 from _slp import primitives as _primitives
 from slp import network as net
 
@@ -46,10 +52,11 @@ class Projection:
     for a dense one) and an input of shape ``X``:
 
     Attributes:
-      weights: ``L + X``, the switched weight vector ``w_hat`` of every neuron.
-      bias: ``L``, the switched bias ``b_hat``.
-      activity: ``L``, the activity (pre-activation) ``v``; for every neuron
-        ``activity == sum(weights * x) + bias`` (Theorem 1).
+      weights: ``L + X``, the switched weight vector ``w_hat`` of every neuron, in the
+        input's dtype.
+      bias: ``L``, the switched bias ``b_hat``, in the layer's dtype.
+      activity: ``L``, the activity (pre-activation) ``v``, in the layer's dtype; for every
+        neuron ``activity == sum(weights * x) + bias`` (Theorem 1).
     """
 
     weights: jax.Array
@@ -129,7 +136,8 @@ def switched_projections(f: Callable, *, method: str = "jacfwd") -> Callable:
             res = frozen(xp)
             return (*res.relu_inputs, res.output)
 
-        weights = jax.jacfwd(layers)(x)
+        # Derivatives pushed through the network in its own dtypes, then in x's.
+        weights = [w.astype(x.dtype) for w in jax.jacfwd(layers)(x)]
         biases = layers(jnp.zeros_like(x))
         acts = (*state.activities, state.output)
         out = tuple(Projection(w, b, a) for w, b, a in zip(weights, biases, acts, strict=True))
@@ -143,11 +151,13 @@ def switched_centres(f: Callable, *, method: str = "jacfwd") -> Callable:
 
     The centre is the point nearest to ``x`` on the neuron's switched hyperplane
     ``x' . w_hat + b_hat = 0``, so that ``v = (x - c_hat) . w_hat`` (eq. 5). A neuron
-    with ``w_hat = 0`` has no such point; its centre is ``x``.
+    with ``w_hat = 0`` has no such point; its centre is ``x``. ``|w_hat|^2`` and the step
+    ``v w_hat / |w_hat|^2`` are computed in at least float32 (a float16 square overflows
+    above 256), the centre is returned in ``x``'s dtype.
 
     Returns:
       ``fn(x) -> tuple`` of arrays shaped like each `Projection.weights` (``L + X``),
-      in the order of `switched_projections`.
+      in the order of `switched_projections`, in ``x``'s dtype.
     """
     projections = switched_projections(f, method=method)
 
@@ -155,10 +165,12 @@ def switched_centres(f: Callable, *, method: str = "jacfwd") -> Callable:
         out = []
         for p in projections(x):
             axes = tuple(range(p.activity.ndim, p.weights.ndim))
-            sq = jnp.sum(p.weights * p.weights, axis=axes)
-            scale = jnp.where(sq > 0, p.activity / jnp.where(sq > 0, sq, 1), 0)
+            sq = _matmul.square_sum(p.weights, axes)
+            v = p.activity.astype(jnp.promote_types(p.activity.dtype, sq.dtype))
+            scale = jnp.where(sq > 0, v / jnp.where(sq > 0, sq, 1), 0)
             scale = scale.reshape(scale.shape + (1,) * x.ndim)
-            out.append(x.reshape((1,) * p.activity.ndim + x.shape) - scale * p.weights)
+            centre = x.reshape((1,) * p.activity.ndim + x.shape) - scale * p.weights
+            out.append(centre.astype(x.dtype))
         return tuple(out)
 
     return fn
@@ -283,7 +295,7 @@ def explicit_projections(f: Callable) -> Callable:
         out = []
         acts = (*state.activities, state.output)
         for (m, c), a in zip((*res.relu_inputs, res.output), acts, strict=True):
-            out.append(Projection(m.reshape(c.shape + x.shape), c, a))
+            out.append(Projection(m.reshape(c.shape + x.shape).astype(x.dtype), c, a))
         return _guards.nan_unless(net.defined(x, state), tuple(out))
 
     return fn

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from slp import checkpoints
 from slp import data as slp_data
+from slp.checkpoints import Checkpoint
 from slp.config import TrainConfig
 from slp.data import load_mnist
 from slp.models import TwoConv
@@ -44,7 +45,6 @@ from slp.models import TwoConv
 __all__ = [
     "TrainConfig",
     "TrainOutput",
-    "Checkpoint",
     "make_model",
     "to_float_images",
     "load_mnist_float",
@@ -52,7 +52,6 @@ __all__ = [
     "predict_logits",
     "accuracy",
     "train",
-    "checkpoint_name",
     "save_checkpoint",
     "load_checkpoint",
     "load_or_train",
@@ -74,25 +73,6 @@ class TrainOutput(NamedTuple):
 
     params: Any
     history: list[dict[str, Any]]
-
-
-class Checkpoint(NamedTuple):
-    """A trained network as `load_or_train` returns it.
-
-    Attributes:
-      model: the flax module (TwoConv) the parameters belong to.
-      params: its parameters (pytree of float32 arrays).
-      metadata: the JSON sidecar: `format`, `config` (dict), `test_accuracy`
-        (float or None), `history` (list of per-epoch dicts), `train_seconds`.
-      path: the parameter file (`<name>.msgpack`).
-      reused: True when loaded from disk, False when just trained.
-    """
-
-    model: nn.Module
-    params: Any
-    metadata: dict[str, Any]
-    path: Path
-    reused: bool
 
 
 def load_mnist_float(
@@ -256,25 +236,9 @@ def train(
     Returns:
       `TrainOutput(params, history)`.
     """
-    _check_data(train_images, train_labels, "training")
-    if tuple(train_images.shape[1:]) != config.input_shape:
-        raise ValueError(
-            f"training images have example shape {tuple(train_images.shape[1:])}, "
-            f"but config.input_shape is {config.input_shape}"
-        )
-    if (test_images is None) != (test_labels is None):
-        raise ValueError("give both test_images and test_labels, or neither")
-    if test_images is not None:
-        _check_data(test_images, test_labels, "test")
-    if config.num_train is not None:
-        train_images = train_images[: config.num_train]
-        train_labels = train_labels[: config.num_train]
-    train_labels = np.asarray(train_labels).astype(np.int32)
-    if train_labels.min() < 0 or train_labels.max() >= config.num_classes:
-        raise ValueError(
-            f"training labels must lie in [0, {config.num_classes}); "
-            f"got range [{train_labels.min()}, {train_labels.max()}]"
-        )
+    train_images, train_labels = _training_data(
+        config, train_images, train_labels, test_images, test_labels
+    )
     n = train_images.shape[0]
     steps_per_epoch = n // config.batch_size
     if steps_per_epoch == 0:
@@ -283,55 +247,22 @@ def train(
 
     model = make_model(config)
     params = init_params(config)
-    warmup = int(config.warmup_fraction * total_steps)
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=config.learning_rate,
-        warmup_steps=warmup,
-        decay_steps=total_steps,
-        end_value=0.0,
-    )
-    optimizer = optax.adam(schedule)
+    optimizer = _optimizer(config, total_steps)
     opt_state = optimizer.init(params)
-
-    @jax.jit
-    def step(params, opt_state, x_BX, y_B):
-        def loss_fn(p):
-            logits = model.apply(p, x_BX)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
-            return loss, logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        correct = jnp.sum(jnp.argmax(logits, -1) == y_B)
-        return optax.apply_updates(params, updates), opt_state, loss, correct
+    step = _train_step(model, optimizer)
 
     images_dev = jnp.asarray(train_images, jnp.float32)
     labels_dev = jnp.asarray(train_labels)
     _, shuffle_key = jax.random.split(jax.random.key(config.seed))
-    bs = config.batch_size
     history = []
     bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True)
     try:
         for epoch in range(config.epochs):
             perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-            losses, corrects = [], []
             t0, c0 = time.perf_counter(), time.process_time()
-            for i in range(steps_per_epoch):
-                idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-                params, opt_state, loss, correct = step(
-                    params, opt_state, images_dev[idx], labels_dev[idx]
-                )
-                losses.append(loss)
-                corrects.append(correct)
-                bar.update(1)
-                if progress and (i % 20 == 19 or i == steps_per_epoch - 1):
-                    k = min(len(losses), 50)
-                    bar.set_postfix(
-                        epoch=epoch + 1,
-                        loss=f"{float(jnp.mean(jnp.stack(losses[-k:]))):.4f}",
-                        acc=f"{float(jnp.sum(jnp.stack(corrects[-k:]))) / (k * bs):.4f}",
-                    )
+            params, opt_state, losses, corrects = _epoch(
+                step, params, opt_state, images_dev, labels_dev, perm, config, epoch, bar, progress
+            )
             jax.block_until_ready(params)
             record = {
                 "epoch": epoch + 1,
@@ -353,6 +284,90 @@ def train(
     finally:
         bar.close()
     return TrainOutput(params=params, history=history)
+
+
+def _training_data(
+    config: TrainConfig,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray | None,
+    test_labels: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and int32 labels `train` uses, once all its data is checked."""
+    _check_data(train_images, train_labels, "training")
+    if tuple(train_images.shape[1:]) != config.input_shape:
+        raise ValueError(
+            f"training images have example shape {tuple(train_images.shape[1:])}, "
+            f"but config.input_shape is {config.input_shape}"
+        )
+    if (test_images is None) != (test_labels is None):
+        raise ValueError("give both test_images and test_labels, or neither")
+    if test_images is not None:
+        _check_data(test_images, test_labels, "test")
+    if config.num_train is not None:
+        train_images = train_images[: config.num_train]
+        train_labels = train_labels[: config.num_train]
+    train_labels = np.asarray(train_labels).astype(np.int32)
+    if train_labels.min() < 0 or train_labels.max() >= config.num_classes:
+        raise ValueError(
+            f"training labels must lie in [0, {config.num_classes}); "
+            f"got range [{train_labels.min()}, {train_labels.max()}]"
+        )
+    return train_images, train_labels
+
+
+def _optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """Adam with a linear warm-up to `learning_rate`, then a cosine decay to 0."""
+    warmup = int(config.warmup_fraction * total_steps)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=total_steps,
+        end_value=0.0,
+    )
+    return optax.adam(schedule)
+
+
+def _train_step(model: nn.Module, optimizer: optax.GradientTransformation) -> Callable:
+    """One compiled optimiser step: ``(params, opt_state, x_BX, y_B) -> (params, opt_state,
+    mean loss, number correct)``."""
+
+    @jax.jit
+    def step(params, opt_state, x_BX, y_B):
+        def loss_fn(p):
+            logits = model.apply(p, x_BX)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+            return loss, logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        correct = jnp.sum(jnp.argmax(logits, -1) == y_B)
+        return optax.apply_updates(params, updates), opt_state, loss, correct
+
+    return step
+
+
+def _epoch(step, params, opt_state, images_dev, labels_dev, perm, config, epoch, bar, progress):
+    """One pass over the batches of `perm`: ``(params, opt_state, losses, corrects)``, the
+    last two one scalar per step."""
+    bs = config.batch_size
+    steps_per_epoch = len(perm) // bs
+    losses, corrects = [], []
+    for i in range(steps_per_epoch):
+        idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+        params, opt_state, loss, correct = step(params, opt_state, images_dev[idx], labels_dev[idx])
+        losses.append(loss)
+        corrects.append(correct)
+        bar.update(1)
+        if progress and (i % 20 == 19 or i == steps_per_epoch - 1):
+            k = min(len(losses), 50)
+            bar.set_postfix(
+                epoch=epoch + 1,
+                loss=f"{float(jnp.mean(jnp.stack(losses[-k:]))):.4f}",
+                acc=f"{float(jnp.sum(jnp.stack(corrects[-k:]))) / (k * bs):.4f}",
+            )
+    return params, opt_state, losses, corrects
 
 
 def checkpoint_name(config: TrainConfig) -> str:

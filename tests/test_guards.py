@@ -165,3 +165,52 @@ def test_per_example_functions_with_matching_leading_axes_pass(net):
     with pytest.raises(ValueError, match="function of a batch"):
         slp.insens(rowwise)(x)
     assert slp.insens(slp.single_example(rowwise))(x).shape == x.shape
+
+
+def test_one_number_per_example_is_refused_too(net, tmp_path):
+    """A batch function with one output per example, (B, ...) -> (B,), is a batch: before,
+    only outputs (B, C) were checked, and every map came out about 1/B of its own."""
+    model, params, x = net
+    xb = jnp.stack([x, 1 - x, x * 0.5, jnp.roll(x, 3, axis=0)])
+    logit3 = lambda xb: model.apply(params, xb)[..., 3]  # noqa: E731
+    assert logit3(xb).shape == (4,)
+    with pytest.raises(ValueError, match=r"function of a batch.*returns \(4,\)"):
+        slp.insens(logit3)(xb)
+    with pytest.raises(ValueError, match=r"function of a batch.*returns \(4,\)"):
+        slp.attribute(logit3, xb, "gradient")
+    # attribute_dataset with params: traced inside its compiled step, checked before it.
+    images = np.asarray(jnp.stack([xb, xb[::-1]]))  # two "images" of shape (4, 12, 12, 1)
+    with pytest.raises(ValueError, match="function of a batch"):
+        slp.attribute_dataset(
+            lambda p, xb: model.apply(p, xb)[..., 3],
+            images,
+            "gradient",
+            params=params,
+            batch_size=2,
+            out=tmp_path,
+            progress=False,
+        )
+    assert not list(tmp_path.glob("maps-*"))
+
+
+def test_per_example_vector_outputs_of_the_input_length_pass():
+    """(10, 10) -> (10,) per-example networks that the row test must not take for a batch:
+    a fixed zero logit (row 0 moves with nothing) and a causal sum (rows 1: move with row
+    0). Their maps are those of the same function declared `single_example`."""
+    rng = np.random.RandomState(0)
+    w = jnp.asarray(rng.normal(size=(100, 9)).astype(np.float32))
+    x = jnp.asarray(rng.uniform(size=(10, 10)).astype(np.float32))
+
+    def zero_logit(x):
+        return jnp.concatenate([jnp.zeros(1), jnp.maximum(x.reshape(-1) @ w, 0.0)])
+
+    def causal(x):
+        return jnp.cumsum(jnp.maximum(x @ w[:10, :3], 0.0).sum(-1))
+
+    for f in (zero_logit, causal):
+        assert f(x).shape == (10,)
+        np.testing.assert_array_equal(slp.insens(f)(x), slp.insens(slp.single_example(f))(x))
+    np.testing.assert_array_equal(
+        slp.attribute(zero_logit, x, "gradient", target=4),
+        jax.grad(lambda x: zero_logit(x)[4])(x),
+    )

@@ -4,6 +4,8 @@ References: the brute-force dense-matrix network of `tests/reference.py` (NumPy,
 no autodiff) for the numbers; the registry is checked for completeness.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,7 +182,19 @@ def test_registry_is_keyed_by_primitive_objects():
     assert _primitives.lookup(lax.tanh_p) is None
 
 
-def test_unknown_primitive_without_box_rule_depends_on_everything():
-    # cumsum has a box rule; scatter-add is declared but has none: its box is the whole
-    # input (safe), and the numbers stay exact.
-    assert isinstance(_primitives.lookup(lax.scatter_add_p).boxes, _primitives.Refusal)
+def test_declaration_without_box_rule_depends_on_everything(x64, monkeypatch):
+    # A declared primitive whose box rule is a Refusal depends on the whole input (safe):
+    # the probe route stays exact.
+    decl = _primitives.lookup(lax.cumsum_p)
+    no_rule = dataclasses.replace(decl, boxes=_primitives.Refusal("none here"))
+    monkeypatch.setitem(_primitives.REGISTRY, lax.cumsum_p, no_rule)
+    rng = np.random.default_rng(4)
+    # z + 0 * cumsum(z) is z exactly, but its box is the cumsum's
+    f, params = _net(rng, lambda z: jax.nn.relu(z + 0 * jnp.cumsum(z, axis=0)))
+    x = jnp.asarray(rng.normal(size=IN_SHAPE))
+    relu_boxes, _, _ = _boxes.receptive_boxes(net.trace(f, x), x)
+    assert np.all(relu_boxes[0].lo == 0)  # the conv layer's: the whole input
+    assert np.all(relu_boxes[0].hi == np.asarray(IN_SHAPE) - 1)
+    want = ref.dense_model(SPEC, params, np.asarray(x)).insens()
+    got = slp.insens(f, route="probes")(x)
+    np.testing.assert_allclose(np.asarray(got).reshape(-1), want, atol=1e-10)

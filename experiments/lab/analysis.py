@@ -28,7 +28,7 @@ from tqdm import tqdm
 import slp
 from slp import metrics, plotting
 from slp.attributions import get_method
-from slp.data import atomic_writer
+from slp.data._files import atomic_writer
 
 ORDERS = ("signed", "abs")
 """Pixel orders of deletion/insertion: by the signed map, by |map|."""

@@ -32,6 +32,7 @@ from _slp.cli import HelpFormatter  # one help layout for every command line
 from slp.config import TrainConfig
 
 __all__ = [
+    "RUNS",
     "TRAINING_FIELDS",
     "HelpFormatter",
     "add_measure_options",
@@ -188,7 +189,7 @@ def checkpoint_from_options(args: argparse.Namespace, *, num_test: int | None = 
       num_test: when training, evaluate on the first `num_test` test images (None: all).
 
     Returns:
-      The `slp.training.Checkpoint`.
+      The `slp.checkpoints.Checkpoint`.
     """
     from lab import fetch
     from slp import training  # imports jax: only once the options are parsed
@@ -213,11 +214,22 @@ def script_parser(doc: str, *, summary: bool = True) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
 
 
+RUNS = Path("runs")
+"""Where a script writes by default: ``runs/`` under the current folder, ignored by git, so
+that a run never overwrites the committed results in the repository's ``results/`` (which
+the README's numbers are checked against). ``--out results`` regenerates those."""
+
+
 def add_out_option(
-    g: argparse.ArgumentParser | argparse._ArgumentGroup, default: Path = Path("results")
+    g: argparse.ArgumentParser | argparse._ArgumentGroup, default: Path = RUNS
 ) -> None:
-    """``--out``, the folder a script writes its results to (`default`: ``results``)."""
-    g.add_argument("--out", type=Path, default=default, help="output folder")
+    """``--out``, the folder a script writes its results to (`default`: `RUNS`)."""
+    help_text = "output folder" + (
+        " (default: runs, ignored by git; --out results replaces the committed results)"
+        if default == RUNS
+        else ""
+    )
+    g.add_argument("--out", type=Path, default=default, help=help_text)
 
 
 def experiment_parser(doc: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:

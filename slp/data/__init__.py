@@ -11,13 +11,10 @@ unpacks the two arrays.
 
 from slp.data._cache import CorruptDataError as CorruptDataError
 from slp.data._cache import DatasetNotFoundError as DatasetNotFoundError
-from slp.data._cache import atomic_writer as atomic_writer
 from slp.data._cache import data_dir as data_dir
-from slp.data._cache import tar_member_bytes as tar_member_bytes
 from slp.data.cifar10 import fetch_cifar10 as fetch_cifar10
 from slp.data.cifar10 import load_cifar10 as load_cifar10
 from slp.data.dataset import Dataset as Dataset
-from slp.data.dataset import PathLike as PathLike
 from slp.data.example import ExampleDigits as ExampleDigits
 from slp.data.example import example_digits as example_digits
 from slp.data.example import example_model as example_model
@@ -27,15 +24,12 @@ from slp.data.mnist import fetch_mnist as fetch_mnist
 from slp.data.mnist import load_fashion_mnist as load_fashion_mnist
 from slp.data.mnist import load_mnist as load_mnist
 from slp.data.smallnorb import load_smallnorb as load_smallnorb
-from slp.data.smallnorb import read_norb_matrix as read_norb_matrix
 
 __all__ = [
     "CorruptDataError",
     "Dataset",
     "DatasetNotFoundError",
     "ExampleDigits",
-    "PathLike",
-    "atomic_writer",
     "data_dir",
     "example_digits",
     "example_model",
@@ -47,6 +41,4 @@ __all__ = [
     "load_mnist",
     "load_smallnorb",
     "read_idx",
-    "read_norb_matrix",
-    "tar_member_bytes",
 ]

@@ -1,32 +1,28 @@
-"""The data directory, atomic file writes, checksums and small download helpers.
+"""The data directory, checksums and small download helpers of the data loaders.
 
-Every dataset file the loaders write goes through :func:`atomic_writer`: the bytes go to a
-temporary file in the target's own directory and are moved into place with ``os.replace``
-only once complete (and verified, where a checksum is known), so an interrupted fetch never
-leaves a partial file under the final name.
+Every dataset file the loaders write goes through `slp.data._files.atomic_writer` (moved
+into place only once complete and verified, where a checksum is known), so an interrupted
+fetch never leaves a partial file under the final name.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import gzip
 import hashlib
 import io
 import os
 import pickle
-import secrets
 import sys
 import tarfile
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
-from slp.data.dataset import PathLike
+from slp.data._files import PathLike, atomic_writer
 
 ENV_DATA_DIR = "SLP_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/slp")
@@ -68,43 +64,6 @@ def short_reason(error: BaseException, limit: int = 80) -> str:
     """``Type: message`` of an exception on one line, cut to about ``limit`` characters."""
     text = " ".join(f"{type(error).__name__}: {error}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-@contextlib.contextmanager
-def atomic_writer(
-    path: PathLike, *, verify: Callable[[Path], None] | None = None
-) -> Iterator[BinaryIO]:
-    """Opens a binary file that appears under ``path`` only once it is complete.
-
-    The data go to a temporary file in the same directory; when the ``with`` block ends
-    without an exception (and ``verify``, if given, accepts the temporary file) it is flushed
-    to disk and moved onto ``path`` with ``os.replace``. On any exception the temporary file
-    is removed and an existing file at ``path`` is left untouched.
-
-    Args:
-      path: the final file name; its directory is created when missing.
-      verify: called with the temporary file's path before the rename; raise to reject it.
-
-    Returns:
-      A context manager yielding the open binary file object.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name opened exclusively with mode 0o666, so the finished file gets the
-    # process umask's usual permissions (mkstemp would make it private to the owner).
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        if verify is not None:
-            verify(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, md5: str | None = None) -> Path:

@@ -34,7 +34,8 @@ import numpy as np
 
 from slp.data import _cache
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
-from slp.data.dataset import Dataset, PathLike
+from slp.data._files import PathLike
+from slp.data.dataset import Dataset
 
 CLASSES = (
     "airplane",

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
-from typing import TypeAlias
 
 import numpy as np
-
-#: A file or folder argument: a string or any ``os.PathLike``.
-PathLike: TypeAlias = str | os.PathLike[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,4 +40,4 @@ class Dataset:
         return iter((self.images, self.labels))
 
 
-__all__ = ["Dataset", "PathLike"]
+__all__ = ["Dataset"]

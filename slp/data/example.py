@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from slp.config import TrainConfig
+
 if TYPE_CHECKING:
-    from slp.training import Checkpoint, TrainConfig
+    from slp.checkpoints import Checkpoint
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "example"
 MODEL_FILE = "twoconv_small.msgpack"
@@ -23,9 +25,7 @@ DIGITS_FILE = "digits.npz"
 
 
 def example_config() -> TrainConfig:
-    """The training config of the bundled network (`slp.training.TrainConfig`)."""
-    from slp.training import TrainConfig  # noqa: PLC0415 - slp.training imports slp.data
-
+    """The training config of the bundled network (`slp.config.TrainConfig`)."""
     return TrainConfig(
         seed=0,
         epochs=2,
@@ -68,14 +68,28 @@ def example_model() -> Checkpoint:
     """The small trained 2CONV network bundled with the package.
 
     Returns:
-      `slp.training.Checkpoint`: ``model`` (`slp.models.TwoConv`, 4 and 8 channels, 32
+      `slp.checkpoints.Checkpoint`: ``model`` (`slp.models.TwoConv`, 4 and 8 channels, 32
       hidden units; maps ``(B, 28, 28, 1)`` to logits ``(B, 10)``), ``params``,
       ``metadata`` (config, ``test_accuracy`` on the 10,000 MNIST test images, history),
       ``path`` and ``reused=True``.
     """
-    from slp import training  # noqa: PLC0415 - slp.training imports slp.data
+    # Imported here, so that `import slp.data` needs no jax. Reading the file needs only the
+    # checkpoint format and the network, not `slp.training` (which imports `slp.data`).
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
 
+    from slp import checkpoints  # noqa: PLC0415
+    from slp.models import TwoConv  # noqa: PLC0415
+
+    config = example_config()
+    model = TwoConv(num_classes=config.num_classes, features=config.features, hidden=config.hidden)
+    x = jax.ShapeDtypeStruct((1, *config.input_shape), jnp.float32)
     path = EXAMPLE_DIR / MODEL_FILE
-    params, metadata = training.load_checkpoint(path, config=example_config())
-    model = training.make_model(example_config())
-    return training.Checkpoint(model, params, metadata, path, reused=True)
+    params, metadata = checkpoints.load(path, jax.eval_shape(model.init, jax.random.key(0), x))
+    if metadata.get("config") != config.to_dict():
+        raise ValueError(
+            f"{path} was trained with config {metadata.get('config')}, not the bundled "
+            f"example's {config.to_dict()}; write it again with experiments/make_example.py"
+        )
+    params = jax.tree.map(jnp.asarray, params)
+    return checkpoints.Checkpoint(model, params, metadata, path, reused=True)

@@ -14,7 +14,7 @@ import struct
 import numpy as np
 
 from slp.data._cache import CorruptDataError, read_maybe_gzip
-from slp.data.dataset import PathLike
+from slp.data._files import PathLike
 
 IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),

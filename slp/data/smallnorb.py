@@ -22,7 +22,8 @@ import numpy as np
 
 from slp.data import _cache, idx
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
-from slp.data.dataset import Dataset, PathLike
+from slp.data._files import PathLike
+from slp.data.dataset import Dataset
 
 CLASSES = ("animal", "human", "airplane", "truck", "car")
 SPLITS = ("train", "test")

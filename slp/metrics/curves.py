@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from slp.attributions.registry import resolve_target
+from _slp.guards import nan_unless
+from slp.attributions.registry import check_target, resolve_target
 
 __all__ = [
     "PerturbationCurve",
@@ -94,12 +95,15 @@ def _perturbation_curve(f, x, scores, *, target, baseline, steps, insert):
         return jnp.where(moved, x, base) if insert else jnp.where(moved, base, x)
 
     logits = jax.vmap(lambda n: f(at_step(n)))(counts)
-    t = resolve_target(f(x), target)
+    y = f(x)
+    t = resolve_target(y, target)  # raises for a concrete target out of range
+    # A traced one out of range would read a clamped index: NaN instead, as the methods do.
+    ok = True if target is None else check_target(target, y.shape[0])
     fraction = counts.astype(logits.dtype) / n_pixels
     return PerturbationCurve(
         fraction=fraction,
-        logit=logits[:, t],
-        probability=jax.nn.softmax(logits, axis=-1)[:, t],
+        logit=nan_unless(ok, logits[:, t]),
+        probability=nan_unless(ok, jax.nn.softmax(logits, axis=-1)[:, t]),
     )
 
 
@@ -108,7 +112,8 @@ _CURVE_ARGS = """
       f: per-example network ``f(x) -> logits``.
       x: one image ``(H, W)`` or ``(H, W, C)``.
       scores: pixel importances ``(H, W)`` (see `pixel_map`; ties: `pixel_order`).
-      target: class whose output is followed; None: the arg-max logit at ``x``.
+      target: class whose output is followed; None: the arg-max logit at ``x``. A
+        concrete index out of range raises ValueError; a traced one gives NaN curves.
       baseline: the value of a pixel not (or no longer) in ``x``: a scalar or an array
         broadcastable to ``x``.
       steps: ``S``, the number of steps after the start.

@@ -32,7 +32,8 @@ import optax
 
 from lab.rl.config import DQNConfig
 from slp import checkpoints
-from slp.data import atomic_writer, data_dir
+from slp.data import data_dir
+from slp.data._files import atomic_writer
 from slp.models import QNetwork
 
 __all__ = [

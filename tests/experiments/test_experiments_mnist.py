@@ -164,3 +164,54 @@ def test_every_registered_method_runs_through_the_script(fake_data):
         maps = runner(method, params, x, np.zeros(len(x), np.int32))
         assert maps.shape == x.shape, method
         assert np.isfinite(maps).all(), method
+
+
+def test_readme_first_command_keeps_the_committed_results_and_the_readme_tests_pass(
+    tmp_path, fake_data, monkeypatch
+):
+    """The README's first command (mnist_noise.py with its defaults) on a tiny setting, run
+    from a folder as a user runs it: it writes into runs/ there, leaves the repository's
+    committed results/ byte for byte, says that it could not compare itself with them
+    (other options), and the README-number tests still pass afterwards."""
+    import subprocess
+    import sys
+
+    results = helpers.ROOT / "results"
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    small = {name: registry.get_method(name) for name in ("insens", "gradient")}
+    monkeypatch.setattr(registry, "_METHODS", small)
+    monkeypatch.chdir(tmp_path)
+    script = load_script("mnist_noise.py")
+    result = script.main(
+        [
+            *TINY_TRAIN,
+            "--checkpoint-dir", str(tmp_path / "ck"),
+            "--sigma", "0.5", "--sigmas", "0.5",
+            "--examples", "0", "--layer-images", "4",
+        ]
+    )  # fmt: skip
+    assert result["reproduced"] is None  # a tiny network: not comparable with the committed one
+    assert (tmp_path / "runs" / "mnist_noise.json").is_file()
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == before
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "tests/docs/test_readme_numbers.py"],
+        cwd=helpers.ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_mnist_seeds_script_measures_every_seed(tmp_path, fake_data):
+    script = load_script("mnist_seeds.py")
+    args = [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path)]
+    result = script.main([*args, "--seeds", "0", "1", "--sigma", "0.5", "--num-test", "60"])
+    saved = json.loads((tmp_path / "mnist_seeds.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved == json.loads(json.dumps(result))
+    assert set(saved["per_seed"]) == {"0", "1"} and saved["config"]["num_test"] == 60
+    # two networks, two sets of numbers; the spread is over exactly these
+    clean = [saved["per_seed"][s]["clean_accuracy"] for s in ("0", "1")]
+    assert saved["numbers"]["clean_accuracy"]["values"] == clean
+    assert saved["numbers"]["clean_accuracy"]["std"] == pytest.approx(np.std(clean, ddof=1))
+    assert len(list((tmp_path / "ck").glob("*.msgpack"))) == 2
+    with pytest.raises(SystemExit, match="at least two"):
+        script.main([*args, "--seeds", "3"])

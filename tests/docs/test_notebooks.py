@@ -22,7 +22,7 @@ from experiment_helpers import load_script
 
 import slp.data
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 MAX_BYTES = 1_500_000
 

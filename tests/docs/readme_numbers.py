@@ -1,26 +1,22 @@
-"""Every number in the README's result sections comes from a committed results file.
+"""The README's printed result numbers, each traced to its place in a committed results file.
 
-The sections checked are "Reading an Insens map", "Results" (with all its subsections)
-and "Limitations". `NUMBERS` is the table of what they print: per entry, the
-(sub)section, a regular expression whose group 1 holds one or more printed numbers, the
-results file that section cites for them, and for each number its place in that file
-and the rounding it is printed with (a Python format spec, after an optional scale:
-2**-20 for MiB, 2**-30 for GiB, 1e-3 for "k"). Ranks and "best" claims are recomputed
-from the per-method values (1 + the number of methods strictly better, as the results'
-markdown files rank them).
+A table of rows, read by ``tests/docs/test_readme_numbers.py``. Each row (`N`) is one
+number, or one line or table row of numbers, of the README's sections `CHECKED`:
 
-Three checks:
+* ``section``: the (sub)section heading it is printed in (a prefix of it);
+* ``pattern``: a regular expression whose group 1 holds the printed number(s), in order;
+* ``source``: the results file (``results/<source>``) that section cites for them;
+* per number a `Value`: its place in that file (a "/"-path of keys and list positions, or
+  a small named function of the loaded file, for ranks and "best" claims), and the
+  rounding it is printed with (a Python format spec, after an optional scale: 2**-20 for
+  MiB, 2**-30 for GiB, 1e-3 for "k").
 
-* each entry's numbers are the rounded values of its file, and the section cites that
-  file (``results/<name>.json`` or its ``.md`` report);
-* no number in the checked sections escapes the table, apart from `ALLOWED` (section,
-  figure and equation numbers, the sizes of an architecture, unit definitions, the
-  machine's 2 CPU cores) and what stands in inline code or link targets (commands,
-  option values and file names);
-* the checked sections exist, so renaming one does not skip it.
+Ranks and "best" claims are recomputed from the per-method values (1 + the number of
+methods strictly better, as the results' markdown files rank them). `ALLOWED` are the
+numbers of these sections that are not results (section, figure and equation numbers, the
+sizes of an architecture, unit definitions, the machine's 2 CPU cores).
 
-A new number in these sections needs an entry here (one line of `NUMBERS` per number or
-per table row).
+A new number in these sections needs a row here.
 """
 
 from __future__ import annotations
@@ -32,11 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-RESULTS = ROOT / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 CHECKED = ("Reading an Insens map", "Results", "Limitations")
 """Top-level (``##``) sections whose numbers must be traced, with their subsections."""
@@ -55,53 +47,9 @@ ALLOWED = (
     r"\s+pooling, dense 10; 32×32×3",
     r"an 8×8 kernel with stride 4",
     r"\b28×28\b",  # the MNIST input size
+    r"\b95%\s+(?:t-)?interval",  # a confidence level
     r"target of 20,000 img/s at batch ≥ 1024",  # a goal, not a measurement
 )
-
-NUMBER = re.compile(
-    r"(?<![\w.])(?P<num>[−+-]?\d+(?:,\d{3})*(?:\.\d+)*(?:e[−+-]?\d+)?)"
-    r"(?P<suffix>k|M|st|nd|rd|th)?(?!\w)"
-)
-"""A printed number: signs, thousands separators, decimals, exponents; a "k"/"M" or
-ordinal suffix. Digits glued to letters (2CONV, H100, float32, α2β1) are names."""
-
-CODE = re.compile(r"`[^`\n]*`")
-LINK_TARGET = re.compile(r"\]\([^)\s]*\)")
-
-
-# --- reading the README and the results --------------------------------------------------------
-
-
-class Block(NamedTuple):
-    """One ``##`` or ``###`` section of the README: heading text, top-level parent, text."""
-
-    heading: str
-    parent: str
-    text: str
-
-
-def readme_blocks() -> list[Block]:
-    blocks, heading, parent, lines = [], "", "", []
-    for line in README.read_text(encoding="utf-8").splitlines(keepends=True):
-        m = re.match(r"(#{2,3}) (.*)", line)
-        if m:
-            blocks.append(Block(heading, parent, "".join(lines)))
-            heading = m.group(2).strip()
-            parent = heading if m.group(1) == "##" else parent
-            lines = []
-        lines.append(line)
-    blocks.append(Block(heading, parent, "".join(lines)))
-    return [b for b in blocks if b.heading]
-
-
-def checked_blocks() -> list[Block]:
-    return [b for b in readme_blocks() if b.parent in CHECKED]
-
-
-def block_for(section: str) -> Block:
-    found = [b for b in checked_blocks() if b.heading.startswith(section)]
-    assert len(found) == 1, f"{len(found)} checked README sections start with {section!r}"
-    return found[0]
 
 
 @functools.cache
@@ -134,6 +82,9 @@ class Value(NamedTuple):
 
 
 class Numbers(NamedTuple):
+    """One row: the number(s) that ``pattern``'s group 1 matches in ``section``, from
+    ``results/<source>``, one `Value` each, in the order printed."""
+
     section: str
     pattern: str
     source: str
@@ -199,6 +150,13 @@ def inactive(d, layer: int | None = None):
     layers = d["active_fraction"]["layers"]
     counts = [l["neurons"] * (1 - l["mean"]) for l in layers]
     return sum(counts) if layer is None else counts[layer]
+
+
+def layer_term(d, *, condition: str, layer: int) -> float:
+    """A layer's |I_l| x mean |map_l| as a share of the layers' sum (the per-layer Insens)."""
+    rows = d["insens_layers"]["conditions"][condition]["layers"]
+    terms = [r["inactive"]["mean"] * r["mean_abs"]["mean"] for r in rows]
+    return terms[layer] / sum(terms)
 
 
 def layer_share(condition: str, layer: int | None, place: int | None = None):
@@ -304,7 +262,7 @@ MN, MM, ENC, CIF, PONG = (
     "Pong",
 )
 BASE, SPEED, LIM = "Baselines and speed", "Insens speed", "Limitations"
-NOISE, METRICS = "mnist_noise.json", "mnist_metrics.json"
+NOISE, METRICS, SEEDS = "mnist_noise.json", "mnist_metrics.json", "mnist_seeds.json"
 CPU, QN, QNP = (
     "bench_insens_cpu.json",
     "bench_insens_qnetwork_cpu.json",
@@ -344,6 +302,12 @@ def dataset_row(method: str) -> Numbers:
             (dataset_result(method, config, "relative_to_plain"), F2),
         ]
     return N(DATASET, rf"^(\| {method} \|.*)$", BENCH_DATASET, *values)
+
+
+def seed_range(d, variant: str) -> tuple[float, float]:
+    """The lowest and highest accuracy on a noise variant over mnist_seeds.json's seeds."""
+    n = d["numbers"][f"{variant}_accuracy"]
+    return n["min"], n["max"]
 
 
 def mean_std(path: str, *fmt) -> list[tuple]:
@@ -444,6 +408,28 @@ NUMBERS: tuple[Numbers, ...] = (
         (lambda d: inactive(d, 0) / inactive(d), ".0f", PCT),
     ),
     N(READING, r"Over the ([\d,]+) clean test digits", NOISE, ("insens_all/num_images", ",d")),
+    *(
+        N(
+            READING,
+            pattern,
+            NOISE,
+            *[(functools.partial(layer_term, condition=c, layer=k), F3) for k in range(3)],
+        )
+        for c, pattern in (
+            (
+                "clean",
+                r"mean \|map_l\| is (0\.\d+ of the three layers' sum on clean digits \(conv2"
+                r"\s+0\.\d+, dense 0\.\d+)\)",
+            ),
+            ("bordered", r"and (0\.\d+ under bordered noise \(conv2\s+0\.\d+, dense 0\.\d+)\)"),
+        )
+    ),
+    N(
+        READING,
+        r"over the first ([\d,]+) test digits \(the per-layer",
+        NOISE,
+        ("insens_layers/num_images", ",d"),
+    ),
     N(
         READING,
         r"a share of\s+(0\.\d+ ± 0\.\d+) of \|Insens\|",
@@ -479,6 +465,50 @@ NUMBERS: tuple[Numbers, ...] = (
     *(
         N(MN, rf"^(\| noisy {v} \|.*)$", NOISE, (accuracy(v), F4), (f"paper/{v}", F2))
         for v in ("bordered", "background", "framed")
+    ),
+    N(
+        MN,
+        r"Trained again from (\d+ seeds \(\d+–\d+),",
+        SEEDS,
+        (lambda d: len(d["seeds"]), INT),
+        ("seeds/0", INT),
+        ("seeds/-1", INT),
+    ),
+    *(
+        N(
+            MN,
+            rf"{label} ([\d.]+ \([\d.]+–[\d.]+)\)",
+            SEEDS,
+            (f"numbers/{key}/mean", fmt),
+            (f"numbers/{key}/ci95/0", fmt),
+            (f"numbers/{key}/ci95/1", fmt),
+        )
+        for label, key, fmt in (
+            ("clean", "clean_accuracy", F4),
+            ("bordered", "bordered_accuracy", F3),
+            ("background", "background_accuracy", F3),
+            ("framed", "framed_accuracy", F3),
+        )
+    ),
+    N(
+        MN,
+        r"active\s+fraction ([\d.]+% \([\d.]+–[\d.]+)%\)",
+        SEEDS,
+        ("numbers/active_fraction/mean", F1, PCT),
+        ("numbers/active_fraction/ci95/0", F1, PCT),
+        ("numbers/active_fraction/ci95/1", F1, PCT),
+    ),
+    N(
+        MN,
+        r"bordered stays above the paper's (0\.\d+)",
+        SEEDS,
+        (lambda d: 0.87 if seed_range(d, "bordered")[0] > 0.87 else "not every seed", F2),
+    ),
+    N(
+        MN,
+        r"framed below its (0\.\d+) for every seed",
+        SEEDS,
+        (lambda d: 0.45 if seed_range(d, "framed")[1] < 0.45 else "not every seed", F2),
     ),
     N(
         MN,
@@ -1158,6 +1188,22 @@ NUMBERS: tuple[Numbers, ...] = (
         ("methods/guided_backprop/object_mass_share", F3),
     ),
     N(LIM, r"LRP α2β1 (0\.\d+)\.", "pong.json", ("methods/lrp_alpha2_beta1/object_mass_share", F3)),
+    N(
+        LIM,
+        r"the agent's first\s+(\d+) steps where",
+        "pong.json",
+        (lambda d: int(d["state"]["selection"].split("first ")[1].split()[0]), INT),
+    ),
+    *(
+        N(LIM, rf"{label} \((0\.\d+)\)", "pong.json", (f"methods/{m}/object_mass_share", F3))
+        for label, m in (
+            (r"on the same state gradient\s+", "gradient"),
+            ("gradient × input", "gradient_x_input"),
+            ("integrated gradients", "integrated_gradients"),
+            ("SmoothGrad", "smoothgrad"),
+            ("DeconvNet", "deconvnet"),
+        )
+    ),
     N(LIM, r"random weights over (\d+) seeds", LATTICE, ("config/seeds", INT)),
     N(
         LIM,
@@ -1220,30 +1266,30 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         LIM,
-        r"Inserting them\s+gives (0\.\d+ against 0\.\d+) for random \(rank (\d+ of \d+)\)",
+        r"Inserting them gives (0\.\d+, above the 0\.\d+) of random",
         "cifar10.json",
         (f"{FAITH}/insens/signed/insertion/auc_probability/mean", F3),
         (f"{FAITH}/random/insertion/auc_probability/mean", F3),
     ),
     N(
         LIM,
-        r"for random \((rank \d+ of \d+)\)\. In \|map\|",
+        r"\(higher is\s+better; (rank \d+ of \d+)\)\. In \|map\|",
         "cifar10.json",
         (rank_of(FAITH, "signed/insertion/auc_probability", True), INT),
         (n_methods, INT),
     ),
     N(
         LIM,
-        r"random level \((0\.\d+)\) and insertion ranks (\d+)th \((0\.\d+)\)\. (\d+) test images",
+        r"random level \((0\.\d+)\) and\s+insertion is above it",
         "cifar10.json",
         (f"{FAITH}/insens/abs/deletion/auc_probability/mean", F3),
     ),
     N(
         LIM,
-        r"and insertion ranks (\d+th \(0\.\d+)\)\. \d+ test images",
+        r"insertion is above it \((0\.\d+, rank \d+)\)\. \d+ test images",
         "cifar10.json",
-        (rank_of(FAITH, "abs/insertion/auc_probability", True), INT),
         (f"{FAITH}/insens/abs/insertion/auc_probability/mean", F3),
+        (rank_of(FAITH, "abs/insertion/auc_probability", True), INT),
     ),
     N(LIM, r"\)\. (\d+) test images,", "cifar10.json", ("config/num_images", INT)),
     N(
@@ -1320,94 +1366,3 @@ def placed_cifar(d, name: str, place: int):
     scores = {m: v["spearman"] for m, v in d["robustness"].items()}
     r = rank(scores, name, True)
     return scores[name]["mean"] if r == place else f"{name} ranks {r}, not {place}"
-
-
-# --- the checks --------------------------------------------------------------------------------
-
-
-def _flexible(pattern: str) -> str:
-    """``pattern`` with each space matching any run of whitespace (README lines wrap)."""
-    return pattern.replace("\\ ", " ").replace(" ", r"\s+")
-
-
-def _normal(text: str) -> str:
-    text = text.replace("−", "-").lstrip("+")
-    return re.sub(
-        r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), text
-    )
-
-
-def expected(value: Value, doc: Any) -> list[str] | str:
-    """The printed forms ``value`` allows, or why it cannot be printed (a claim that fails)."""
-    got = value.get(doc) if callable(value.get) else at(doc, value.get)
-    options = got if isinstance(got, list) else [got]
-    if value.fmt == "s":
-        return [str(o) for o in options]
-    if any(isinstance(o, (str, dict)) or o is None for o in options):
-        return f"not a number: {got!r}"
-    return [_normal(format(o * value.scale if value.scale != 1 else o, value.fmt)) for o in options]
-
-
-def _excluded_spans(text: str) -> list[tuple[int, int]]:
-    spans = [m.span() for m in CODE.finditer(text)] + [m.span() for m in LINK_TARGET.finditer(text)]
-    for pattern in ALLOWED:
-        spans += [m.span() for m in re.finditer(pattern, text)]
-    return spans
-
-
-def _inside(pos: int, spans) -> bool:
-    return any(a <= pos < b for a, b in spans)
-
-
-def _numbers(text: str, start: int, end: int, skip) -> list[re.Match]:
-    return [m for m in NUMBER.finditer(text, start, end) if not _inside(m.start("num"), skip)]
-
-
-@pytest.mark.parametrize(
-    "entry", NUMBERS, ids=[f"{e.section[:12]}:{e.pattern[:40]}" for e in NUMBERS]
-)
-def test_readme_number_matches_its_results_file(entry: Numbers):
-    block = block_for(entry.section)
-    stem = re.escape(Path(entry.source).stem)
-    assert re.search(rf"results/{stem}\.(json|md)", block.text), (
-        f"README section {block.heading!r} prints numbers from {entry.source} but does not cite it"
-    )
-    doc = load(entry.source)
-    skip = _excluded_spans(block.text)
-    matches = list(re.finditer(_flexible(entry.pattern), block.text, re.M))
-    assert matches, f"{entry.pattern!r} is not in README section {block.heading!r}"
-    for m in matches:
-        printed = _numbers(block.text, m.start(1), m.end(1), skip)
-        assert len(printed) == len(entry.values), (
-            f"{m.group(1)!r}: {len(printed)} numbers, the table has {len(entry.values)}"
-        )
-        for p, value in zip(printed, entry.values, strict=True):
-            want = expected(value, doc)
-            assert _normal(p.group("num")) in want, (
-                f"README {block.heading!r}: {m.group(1)!r} prints {p.group('num')}; "
-                f"{entry.source} {value.get if isinstance(value.get, str) else 'gives'} {want}"
-            )
-
-
-def test_every_number_in_the_result_sections_is_traced():
-    untraced = []
-    for block in checked_blocks():
-        covered = []
-        for entry in NUMBERS:
-            if block.heading.startswith(entry.section):
-                pattern = _flexible(entry.pattern)
-                covered += [m.span(1) for m in re.finditer(pattern, block.text, re.M)]
-        skip = _excluded_spans(block.text) + covered
-        for m in _numbers(block.text, 0, len(block.text), skip):
-            line = block.text[: m.start()].count("\n")
-            context = block.text.splitlines()[line].strip()
-            untraced.append(f"{block.heading[:30]!r}: {m.group()!r} in {context!r}")
-    assert not untraced, "numbers without a results file in NUMBERS:\n" + "\n".join(untraced)
-
-
-def test_checked_sections_exist():
-    parents = {b.parent for b in readme_blocks()}
-    assert set(CHECKED) <= parents, f"missing README sections: {set(CHECKED) - parents}"
-    headings = [b.heading for b in checked_blocks()]
-    for entry in NUMBERS:
-        assert sum(h.startswith(entry.section) for h in headings) == 1, entry.section

@@ -261,7 +261,7 @@ def test_import_slp_is_lazy_and_its_names_resolve():
     assert int(proc.stdout) == len(slp.__all__)
     assert set(slp.__all__) <= set(dir(slp))
     # the literal __all__ (for type checkers) and the lazy table name the same things
-    assert set(slp.__all__) == set(slp._NAMES) | {"attributions", "metrics", "models", "network"}
+    assert set(slp.__all__) == set(slp._NAMES)
 
 
 # ------------------------------------------------------------------------- downloads

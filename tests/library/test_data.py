@@ -26,7 +26,7 @@ import pytest
 
 import slp.data
 from lab import fetch as lab_fetch
-from slp.data import _cache, cifar10, mnist, smallnorb
+from slp.data import _cache, _files, cifar10, mnist, smallnorb
 from slp.data.__main__ import main as cli_main
 from slp.data._cache import CorruptDataError, DatasetNotFoundError
 
@@ -53,11 +53,6 @@ def _md5(data: bytes) -> str:
 # ----------------------------------------------------------------------------- data dir, writes
 
 
-def test_public_names_import():
-    for name in slp.data.__all__:
-        assert getattr(slp.data, name) is not None
-
-
 def test_data_dir_from_env_argument_and_default(monkeypatch, tmp_path):
     target = tmp_path / "from-env" / "nested"
     monkeypatch.setenv("SLP_DATA_DIR", str(target))
@@ -72,7 +67,7 @@ def test_data_dir_from_env_argument_and_default(monkeypatch, tmp_path):
 
 def test_atomic_writer_writes_complete_file(tmp_path):
     target = tmp_path / "sub" / "f.bin"
-    with slp.data.atomic_writer(target) as f:
+    with _files.atomic_writer(target) as f:
         f.write(b"abc")
         assert not target.exists()  # nothing under the final name before the end
     assert target.read_bytes() == b"abc"
@@ -82,7 +77,7 @@ def test_atomic_writer_writes_complete_file(tmp_path):
 def test_atomic_writer_failure_mid_write_leaves_no_file(tmp_path):
     target = tmp_path / "f.bin"
     with pytest.raises(RuntimeError, match="interrupted"):
-        with slp.data.atomic_writer(target) as f:
+        with _files.atomic_writer(target) as f:
             f.write(b"partial")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
@@ -92,7 +87,7 @@ def test_atomic_writer_failure_keeps_previous_file(tmp_path):
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")
     with pytest.raises(KeyboardInterrupt):
-        with slp.data.atomic_writer(target) as f:
+        with _files.atomic_writer(target) as f:
             f.write(b"new but incomplete")
             raise KeyboardInterrupt
     assert target.read_bytes() == b"old"
@@ -469,7 +464,7 @@ def test_smallnorb_corrupt(tmp_path, content, message):
     path = tmp_path / "bad.mat"
     path.write_bytes(content)
     with pytest.raises(CorruptDataError, match=message):
-        slp.data.read_norb_matrix(path)
+        smallnorb.read_norb_matrix(path)
 
 
 def test_smallnorb_wrong_shape_is_reported(tmp_path):
@@ -742,7 +737,7 @@ def test_atomic_writer_leaves_the_umask_alone_and_gives_the_usual_mode(tmp_path)
     """A finished file has mode 0o666 & ~umask, and writing never changes the umask."""
     import os
 
-    from slp.data import atomic_writer
+    from slp.data._files import atomic_writer
 
     old = os.umask(0o027)
     try:

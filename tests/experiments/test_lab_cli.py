@@ -138,9 +138,13 @@ def test_redraw_options_add_only_those_given():
 def test_out_option_is_the_output_folder():
     parser = argparse.ArgumentParser(formatter_class=cli.HelpFormatter)
     cli.add_out_option(parser)
-    assert parser.parse_args([]).out == Path("results")
+    # runs/, not the committed results/: a user's run never replaces what the README cites
+    assert parser.parse_args([]).out == Path("runs") == cli.RUNS
     assert parser.parse_args(["--out", "x/y"]).out == Path("x/y")
-    assert "--out OUT output folder (default: results)" in " ".join(parser.format_help().split())
-    other = argparse.ArgumentParser()
+    text = " ".join(parser.format_help().split())
+    assert "--out OUT output folder (default: runs, ignored by git;" in text
+    assert text.count("(default") == 1
+    other = argparse.ArgumentParser(formatter_class=cli.HelpFormatter)
     cli.add_out_option(other, Path("elsewhere"))
     assert other.parse_args([]).out == Path("elsewhere")
+    assert "output folder (default: elsewhere)" in " ".join(other.format_help().split())

@@ -27,7 +27,7 @@ import slp
 from slp import maps as slp_maps
 from slp import training
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N, SHAPE = 23, (6, 6, 1)  # 23: a multiple of neither the batch (6) nor 4 devices
 METHODS = {
     "insens": {},
@@ -225,7 +225,7 @@ def test_explicit_params_and_per_image_targets():
     def apply(p, xi):
         return jnp.maximum(xi.reshape(-1) @ p["w"], 0.0) @ p["v"]
 
-    hits = slp_maps._per_batch_cached.cache_info().hits
+    hits = slp_maps._compute.per_batch_cached.cache_info().hits
     for scale in (1.0, -2.0):  # second call: other weights, same compiled program
         p = {"w": w * scale, "v": np.eye(5, dtype=np.float32)}
         got = slp.attribute_dataset(
@@ -235,7 +235,7 @@ def test_explicit_params_and_per_image_targets():
         active = (x.reshape(N, -1) @ p["w"])[np.arange(N), targets] > 0
         want = (p["w"][:, targets].T * active[:, None]).reshape(N, *SHAPE)
         float32_close(got, want)
-    assert slp_maps._per_batch_cached.cache_info().hits == hits + 1
+    assert slp_maps._compute.per_batch_cached.cache_info().hits == hits + 1
 
 
 # --------------------------------------------------------------------------------------
@@ -280,17 +280,17 @@ def test_killed_run_resumes_with_only_the_missing_chunks(tmp_path):
 
     done = {int(p.stem[5:]) for p in out.glob("maps-*.json")}
     assert 3 <= len(done) < 10, done  # killed mid-way
-    before = {k: os.stat(slp_maps.chunk_path(out, k)) for k in done}
+    before = {k: os.stat(slp_maps._store.chunk_path(out, k)) for k in done}
     # A chunk half-written when the kill came: bytes under the final name, no receipt.
     half = max(set(range(10)) - done)
-    slp_maps.chunk_path(out, half).write_bytes(b"\x93NUMPY half")
+    slp_maps._store.chunk_path(out, half).write_bytes(b"\x93NUMPY half")
     (out / f".maps-{half:06d}.npy.abc.tmp").write_bytes(b"partial")
 
     f, x = network(), make_images(40)
     run = slp.attribute_dataset(f, x, "gradient_x_input", batch_size=4, out=out, progress=False)
     assert set(run.computed) == set(range(10)) - done and set(run.reused) == done
     for k in done:  # finished chunks were neither rewritten nor touched
-        after = os.stat(slp_maps.chunk_path(out, k))
+        after = os.stat(slp_maps._store.chunk_path(out, k))
         assert (after.st_ino, after.st_mtime_ns) == (before[k].st_ino, before[k].st_mtime_ns)
     assert not list(out.glob(".*.tmp"))
 
@@ -300,8 +300,8 @@ def test_killed_run_resumes_with_only_the_missing_chunks(tmp_path):
     assert whole.computed == tuple(range(10))
     for k in range(10):  # identical bytes to an uninterrupted run
         assert (
-            slp_maps.chunk_path(out, k).read_bytes()
-            == slp_maps.chunk_path(tmp_path / "whole", k).read_bytes()
+            slp_maps._store.chunk_path(out, k).read_bytes()
+            == slp_maps._store.chunk_path(tmp_path / "whole", k).read_bytes()
         )
     float32_close(slp.read_maps(out, verify=True), reference(f, x, "gradient_x_input", {}))
     again = slp.attribute_dataset(f, x, "gradient_x_input", batch_size=4, out=out, progress=False)
@@ -314,6 +314,63 @@ def test_reader_names_the_missing_chunks(tmp_path):
     (tmp_path / "maps-000002.json").unlink()
     with pytest.raises(slp_maps.IncompleteMapsError, match=r"1 of 5 chunks .*\(2\)"):
         slp.read_maps(tmp_path)
+
+
+def test_resume_recomputes_chunks_that_do_not_match_their_receipts(tmp_path):
+    """A finished chunk changed afterwards is computed again on resume (with a warning
+    naming it), and read_maps, which verifies by default, refuses one changed after that."""
+    f, x = network(), make_images()
+    want = reference(f, x, "gradient", {})
+    run = slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path, progress=False)
+    assert run.computed == tuple(range(5))
+    p1, p3 = slp_maps._store.chunk_path(tmp_path, 1), slp_maps._store.chunk_path(tmp_path, 3)
+    np.save(p1, np.load(p1) * 2)  # same shape and dtype, other values
+    p3.write_bytes(p3.read_bytes()[:100])  # truncated
+    receipt4 = tmp_path / "maps-000004.json"
+    receipt4.write_text("{not json")
+    untouched = os.stat(slp_maps._store.chunk_path(tmp_path, 0))
+
+    with pytest.warns(UserWarning) as caught:
+        again = slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path, progress=False)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 3, messages
+    assert (
+        "maps-000001.npy: its maps (shape (5, 6, 6, 1), float32) do not match the SHA-256 "
+        "recorded in maps-000001.json" in messages[0]
+    )
+    assert "maps-000003.npy: it cannot be read" in messages[1]
+    assert "maps-000004.json is not a readable receipt" in messages[2]
+    assert all("computing chunk" in m for m in messages)
+    # each warning points at the call of attribute_dataset, not into slp
+    assert all(w.filename == __file__ for w in caught), [w.filename for w in caught]
+    assert again.computed == (1, 3, 4) and again.reused == (0, 2)
+    after = os.stat(slp_maps._store.chunk_path(tmp_path, 0))
+    assert (after.st_ino, after.st_mtime_ns) == (untouched.st_ino, untouched.st_mtime_ns)
+    float32_close(slp.read_maps(tmp_path), want)
+    float32_close(np.load(p1), want[5:10])
+
+    np.save(p1, np.load(p1) + 1.0)  # changed after the run finished
+    with pytest.raises(slp_maps.IncompleteMapsError, match=r"maps-000001\.npy: its maps .*SHA"):
+        slp.read_maps(tmp_path)
+    unverified = slp.read_maps(tmp_path, verify=False)  # the opt-out reads it as it is
+    float32_close(unverified[5:10], want[5:10] + 1.0)
+    p3.write_bytes(b"\x93NUMPY")
+    with pytest.raises(slp_maps.IncompleteMapsError, match=r"maps-000003\.npy cannot be read"):
+        slp.read_maps(tmp_path, verify=False)
+
+
+def test_resume_of_an_iterable_checks_the_maps_too(tmp_path):
+    f, x = network(), make_images()
+    slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path, progress=False)
+    p2 = slp_maps._store.chunk_path(tmp_path, 2)
+    np.save(p2, -np.load(p2))
+    batches = (x[i : i + 4] for i in range(0, len(x), 4))
+    with pytest.warns(UserWarning, match=r"maps-000002\.npy: its maps .*computing chunk 2"):
+        run = slp.attribute_dataset(
+            f, batches, "gradient", batch_size=5, num_images=N, out=tmp_path, progress=False
+        )
+    assert run.computed == (2,) and run.reused == (0, 1, 3, 4)
+    float32_close(slp.read_maps(tmp_path), reference(f, x, "gradient", {}))
 
 
 # --------------------------------------------------------------------------------------

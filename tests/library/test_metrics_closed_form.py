@@ -54,7 +54,7 @@ def test_the_documented_tables_match_the_registry():
         parts = line.split()
         if len(parts) >= 4 and parts[0] in metrics.available_metrics():
             doc_rows[parts[0]] = tuple(parts[1:4])
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     readme_rows = {}
     for line in readme.splitlines():
         cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
