@@ -10,10 +10,17 @@ name; the snake_case functions (`slp.metrics.pixel_flipping`, ...) are the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from _slp.guards import nan_unless
+from slp.attributions.registry import check_target
 
 __all__ = [
     "GROUPS",
@@ -75,7 +82,8 @@ def metric(
       reference: the paper the metric comes from.
 
     Returns:
-      The decorator (it returns the function unchanged).
+      The decorator. The function it returns is the one decorated, except that a traced
+      ``target`` out of range gives a NaN score (see `guard_target`).
     """
     if group not in GROUPS:
         raise ValueError(f"group {group!r} is not one of {GROUPS}")
@@ -88,6 +96,8 @@ def metric(
         if inputs != tuple(n for n in _INPUTS if n in inputs):
             raise TypeError(f"{fn.__name__}: positional parameters {inputs} not among {_INPUTS}")
         keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
+        if any(p.name == "target" for p in keyword):
+            fn = guard_target(fn)
         _METRICS[name] = MetricSpec(
             name=name,
             group=group,
@@ -103,6 +113,43 @@ def metric(
         return fn
 
     return deco
+
+
+def guard_target(fn: Callable) -> Callable:
+    """``fn`` whose score is NaN where a traced ``target`` is out of range.
+
+    A concrete ``target`` out of range already raises the ValueError of
+    `slp.attributions.registry.check_target` inside ``fn``; a traced one (``vmap`` or ``jit``
+    over targets) cannot raise, and indexing with it would read a clamped logit: the score
+    is NaN instead, as the registered methods' maps are. Bool and integer scores
+    (Monotonicity, Completeness, NonSensitivity, InputInvariance) become float32 under a
+    traced target, so that they can hold that NaN.
+
+    Args:
+      fn: a metric function ``fn(f, x, ..., *, target, ...)`` where ``f(x)`` (or, with a
+        ``params`` option, ``f(params, x)``) returns the logits.
+
+    Returns:
+      The guarded function, with ``fn``'s name, signature and docstring.
+    """
+
+    @functools.wraps(fn)
+    def guarded(f, x, *args, target=None, **kwargs):
+        out = fn(f, x, *args, target=target, **kwargs)
+        if not isinstance(target, jax.core.Tracer):
+            return out
+        logits = jax.eval_shape(f, kwargs["params"], x) if "params" in kwargs else None
+        if logits is None:
+            logits = jax.eval_shape(f, x)
+        ok = check_target(target, logits.shape[-1])
+
+        def floating(v):
+            v = jnp.asarray(v)
+            return v if jnp.issubdtype(v.dtype, jnp.inexact) else v.astype(jnp.float32)
+
+        return nan_unless(ok, jax.tree.map(floating, out))
+
+    return guarded
 
 
 def available_metrics(group: str | None = None) -> tuple[str, ...]:

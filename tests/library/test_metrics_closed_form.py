@@ -594,3 +594,28 @@ def test_jit_of_evaluate_with_static_options_compiles_once():
     np.testing.assert_allclose(first, metrics.pixel_flipping(MLP, x, a, **kw), rtol=1e-6)
     fn("PixelFlipping", MLP, x + 1, -a, **kw)
     assert fn._cache_size() == 1
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in metrics.available_metrics() if "target" in metrics.get_metric(n).per_example]
+)
+def test_a_target_out_of_range_raises_or_gives_nan(name):
+    """A concrete class index past the 3 logits raises the ValueError that names it; a traced
+    one (vmap over targets) gives NaN for that example and the in-range example's score."""
+    spec = metrics.get_metric(name)
+    x = jnp.asarray(_RNG.uniform(size=(2, 4, 4, 1)), jnp.float32)
+    a = jnp.asarray(_RNG.normal(size=(2, 4, 4)), jnp.float32)
+    keys = jax.random.split(jax.random.key(2), 2)
+    f = mlp_fn if "params" in spec.options else MLP
+    opts = SMALL.get(name, {})
+
+    def one(x, a, t, k):
+        return metrics.evaluate(name, f, x, a, target=t, key=k, **opts)
+
+    with pytest.raises(ValueError, match="target 3 is out of range"):
+        one(x[1], a[1], 3, keys[1])
+    batched = jax.vmap(one)(x, a, jnp.array([1, 3]), keys)
+    np.testing.assert_allclose(
+        np.asarray(batched[0], float), np.asarray(one(x[0], a[0], 1, keys[0]), float), rtol=2e-5
+    )
+    assert np.all(np.isnan(np.asarray(batched[1], float)))
