@@ -596,9 +596,12 @@ def test_jit_of_evaluate_with_static_options_compiles_once():
     assert fn._cache_size() == 1
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in metrics.available_metrics() if "target" in metrics.get_metric(n).per_example]
-)
+TAKE_TARGET = [
+    n for n in metrics.available_metrics() if "target" in metrics.get_metric(n).per_example
+]
+
+
+@pytest.mark.parametrize("name", TAKE_TARGET)
 def test_a_target_out_of_range_raises_or_gives_nan(name):
     """A concrete class index past the 3 logits raises the ValueError that names it; a traced
     one (vmap over targets) gives NaN for that example and the in-range example's score."""
