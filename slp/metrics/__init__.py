@@ -68,7 +68,7 @@ normalisation is per example (Quantus normalises by the batch it is given: the s
 batch of one); ties in a map keep raster order (Quantus's NumPy ``argsort`` promises no
 order among ties); ``perturb_baseline="mean"`` is the mean of ``x`` (Quantus recomputes it
 on the partly perturbed image in its cumulative metrics); random draws come from ``key``.
-Quantus bugs, each documented with a reproducer in ``tests/test_metrics_quantus.py`` and
+Quantus bugs, each documented with a reproducer in ``tests/library/test_metrics_quantus.py`` and
 Quantus's behaviour available as an option where it is a behaviour: Monotonicity never
 restores the input (``insert_baseline=True``); the MPRT averages count the trained network
 (``average_includes_original=True``); PointingGame stores scores in a bool array;

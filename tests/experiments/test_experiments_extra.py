@@ -272,9 +272,19 @@ def test_bench_metrics_smoke_with_quantus(tmp_path):
     pytest.importorskip("quantus")
     names = ["PixelFlipping", "RelevanceRankAccuracy"]
     argv = ["--tiny", "--images", "4", "--batch", "2", "--out", str(tmp_path)]
+    argv += ["--quantus-images", "PixelFlipping=1"]
     _, _, saved = helpers.run_script(
         "bench_metrics.py", argv + ["--metrics", *names], tmp_path / "bench_metrics.json"
     )
     for name in names:
         assert saved["metrics"][name]["ratio"] > 0
     assert saved["machine"]["quantus_version"] == "0.6.0"
+    # Quantus timed on one image of PixelFlipping and scaled to four; on all four otherwise.
+    flip, rank = (
+        saved["metrics"]["PixelFlipping"]["quantus"],
+        saved["metrics"]["RelevanceRankAccuracy"]["quantus"],
+    )
+    assert (flip["images"], flip["scaled"], rank["images"], rank["scaled"]) == (1, True, 4, False)
+    assert flip["seconds"] == pytest.approx(4 * flip["measured_s"])
+    assert "(scaled from 1 images)" in (tmp_path / "bench_metrics.md").read_text()
+    assert not (tmp_path / "bench_metrics.partial.json").exists()
