@@ -22,7 +22,8 @@ another value (`settings`), the same options on both sides:
   Where Quantus on all images would take far longer than the rest of the run
   (`QUANTUS_IMAGES`, or ``--quantus-images``), it is timed on the first images only and
   its time scaled to all of them per image; the JSON says so (``quantus.images``,
-  ``quantus.measured_s``, ``quantus.scaled``).
+  ``quantus.measured_s``, ``quantus.scaled``). Quantus first scores `WARMUP_IMAGES`
+  images untimed, as slp's compiling call is timed apart.
 
 XLA and torch are both limited to ``--threads``. Other jobs may share the CPU: the two
 libraries take turns, ``--repeats`` timed passes each (the fastest counts), and the load
@@ -76,6 +77,9 @@ QUANTUS_IMAGES = {
 """Images Quantus is timed on where all 256 would take far longer than the rest of the run:
 one batch of its default 64 (Quantus runs every step on a whole batch, so its time per
 image depends on the batch size: a subset smaller than a batch would overstate it)."""
+
+WARMUP_IMAGES = 2
+"""Images of Quantus's untimed warm-up call on each metric."""
 
 CALL_OPTIONS = ("softmax",)
 """slp options that Quantus takes when a metric is called rather than built."""
@@ -385,10 +389,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         q_images = min(args.quantus_images.get(name, args.images), args.images)
         if net is not None:
             runs["quantus"] = quantus_pass(name, pb, options, net, args, q_images)
+            # Quantus's warm-up, as slp's first call: torch's first batches set up its kernels.
+            t0 = time.perf_counter()
+            quantus_pass(name, pb, options, net, args, min(WARMUP_IMAGES, args.images))()
+            warmup = time.perf_counter() - t0
         entry.update(timed(runs, args))
         entry["slp"]["first_call_s"] = first
         if net is not None:
             q = entry["quantus"]
+            q["warmup_s"] = warmup
             q["images"], q["scaled"] = q_images, q_images < args.images
             q["measured_s"] = q["seconds"]
             q["seconds"] = q["measured_s"] * args.images / q_images
