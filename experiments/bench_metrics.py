@@ -1,8 +1,8 @@
 """Speed of every Quantus-named metric of `slp.metrics` against Quantus 0.6.0 on the same network.
 
 Run:
-    python experiments/bench_metrics.py --repeats 1    # 2 shared CPU cores: about an hour
-    python experiments/bench_metrics.py                # two passes each: about two hours
+    python experiments/bench_metrics.py --repeats 1    # 2 shared CPU cores: 41 minutes
+    python experiments/bench_metrics.py                # two timed passes each: longer
     python experiments/bench_metrics.py --metrics PixelFlipping MaxSensitivity --images 64
     python experiments/bench_metrics.py --tiny --no-quantus --out /tmp/bench   # seconds
 

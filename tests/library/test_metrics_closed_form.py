@@ -55,8 +55,10 @@ def test_the_documented_tables_match_the_registry():
         if len(parts) >= 4 and parts[0] in metrics.available_metrics():
             doc_rows[parts[0]] = tuple(parts[1:4])
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Evaluation metrics under Quantus's names\n", 1)[1]
+    section = section.split("\n## ", 1)[0]  # not the speed table under Results
     readme_rows = {}
-    for line in readme.splitlines():
+    for line in section.splitlines():
         cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
         if len(cells) >= 4 and cells[0] in metrics.available_metrics():
             readme_rows[cells[0]] = tuple(cells[1:4])
