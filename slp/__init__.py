@@ -22,7 +22,8 @@ Public modules:
   their functions and Insens (``slp.insens``, ``slp.insens_plan``, ...) are at the top level.
 - ``slp.attributions``: Insens and the baselines (gradients, LRP, Deep Taylor, ...) behind
   ``slp.attribute(f, x, method)``.
-- ``slp.metrics``: robustness, locality, deletion/insertion, model randomisation.
+- ``slp.metrics``: the field's evaluation metrics under Quantus's names
+  (``slp.metrics.evaluate``), similarity, locality, deletion/insertion, model randomisation.
 - ``slp.maps``: attribution maps of a whole data set (``python -m slp maps``).
 - ``slp.models``: the paper's networks (2CONV, the Q-network, ...); ``slp.torchvision``
   loads torchvision weights into them.
@@ -66,9 +67,20 @@ API and may change):
     ``attribute_dataset``, ``ChunkedMaps``, ``IncompleteMapsError``,
     ``ManifestMismatchError``, ``read_maps``
 ``slp.metrics``
-    ``average_ranks``, ``cascading_randomization``, ``cosine_similarity``, ``curve_area``,
-    ``deletion_curve``, ``insertion_curve``, ``layer_order``, ``mass_on_mask``, ``pearson``,
-    ``PerturbationCurve``, ``pixel_map``, ``pixel_order``, ``random_scores``, ``spearman``
+    ``attribution_localisation``, ``available_metrics``, ``average_ranks``,
+    ``avg_sensitivity``, ``cascading_randomization``, ``completeness``, ``complexity``,
+    ``cosine_similarity``, ``curve_area``, ``deletion_curve``, ``effective_complexity``,
+    ``efficient_mprt``, ``evaluate``, ``faithfulness_correlation``,
+    ``faithfulness_estimate``, ``focus``, ``get_metric``, ``GROUPS``,
+    ``input_invariance``, ``insertion_curve``, ``layer_order``,
+    ``local_lipschitz_estimate``, ``mass_on_mask``, ``max_sensitivity``, ``MetricSpec``,
+    ``monotonicity``, ``mprt``, ``noisy_linear_imputation``, ``non_sensitivity``,
+    ``normalise_by_average_second_moment_estimate``, ``normalise_by_max``, ``pearson``,
+    ``PerturbationCurve``, ``pixel_flipping``, ``pixel_map``, ``pixel_order``,
+    ``pointing_game``, ``random_logit``, ``random_scores``, ``region_perturbation``,
+    ``relative_input_stability``, ``relevance_mass_accuracy``,
+    ``relevance_rank_accuracy``, ``road``, ``selectivity``, ``smooth_mprt``,
+    ``sparseness``, ``spearman``, ``ssim``, ``top_k_intersection``
 ``slp.models``
     ``as_single_example``, ``MLP``, ``QNetwork``, ``ResNet50``, ``TwoConv``, ``VGG16``
 ``slp.network``

@@ -245,3 +245,46 @@ def test_cifar10_figure_indices():
     labels = np.array([3, 0, 1, 0, 2, 1])
     assert script.figure_indices(labels, classes=3, per_class=1) == [1, 2, 4]
     assert script.figure_indices(labels, classes=2, per_class=2) == [1, 3, 2, 5]
+
+
+def test_bench_metrics_smoke(tmp_path):
+    """experiments/bench_metrics.py on a tiny random network, slp only: times, table, JSON."""
+    names = ["PixelFlipping", "MaxSensitivity", "MPRT", "Focus"]
+    argv = ["--tiny", "--images", "4", "--batch", "2", "--no-quantus", "--out", str(tmp_path)]
+    bench, result, saved = helpers.run_script(
+        "bench_metrics.py", argv + ["--metrics", *names], tmp_path / "bench_metrics.json"
+    )
+    assert list(saved["metrics"]) == names
+    for name in names:
+        assert saved["metrics"][name]["slp"]["seconds"] > 0
+        assert "ratio" not in saved["metrics"][name]
+    assert saved["metrics"]["MaxSensitivity"]["options"] == {"nr_samples": 3}
+    table = (tmp_path / "bench_metrics.md").read_text()
+    assert table.startswith("| metric | group |") and "| MPRT | randomisation |" in table
+    with pytest.raises(ValueError, match="unknown metric 'Fidelity'"):
+        bench.main(argv + ["--metrics", "Fidelity"])
+    assert "python experiments/bench_metrics.py" in bench.__doc__ and "minutes" in bench.__doc__
+
+
+@pytest.mark.crosscheck
+def test_bench_metrics_smoke_with_quantus(tmp_path):
+    """The same with Quantus on the torch port: a ratio per metric."""
+    pytest.importorskip("quantus")
+    names = ["PixelFlipping", "RelevanceRankAccuracy"]
+    argv = ["--tiny", "--images", "4", "--batch", "2", "--out", str(tmp_path)]
+    argv += ["--quantus-images", "PixelFlipping=1"]
+    _, _, saved = helpers.run_script(
+        "bench_metrics.py", argv + ["--metrics", *names], tmp_path / "bench_metrics.json"
+    )
+    for name in names:
+        assert saved["metrics"][name]["ratio"] > 0
+    assert saved["machine"]["quantus_version"] == "0.6.0"
+    # Quantus timed on one image of PixelFlipping and scaled to four; on all four otherwise.
+    flip, rank = (
+        saved["metrics"]["PixelFlipping"]["quantus"],
+        saved["metrics"]["RelevanceRankAccuracy"]["quantus"],
+    )
+    assert (flip["images"], flip["scaled"], rank["images"], rank["scaled"]) == (1, True, 4, False)
+    assert flip["seconds"] == pytest.approx(4 * flip["measured_s"])
+    assert "(scaled from 1 images)" in (tmp_path / "bench_metrics.md").read_text()
+    assert not (tmp_path / "bench_metrics.partial.json").exists()

@@ -1,0 +1,213 @@
+"""What the Quantus-named metrics share: map checks, normalisation, layout, baselines.
+
+Quantus prepares every map the same way before a metric sees it (its ``Metric`` base
+class): a pixel map gets a channel axis, then it is normalised (``normalise``), then its
+absolute value taken (``abs``). It counts *features* in the channel-first layout of the
+input (``C, H, W``, flattened); for an image ``(H, W, C)`` this module flattens in that
+order too (`flat`), so that feature groups and raster ties match. Orders are stable
+sorts: ties keep that raster order. Quantus sorts with NumPy's default ``argsort``,
+which does not promise any order among ties, so the two agree exactly on maps without ties.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from slp.attributions.registry import attribute, get_method, resolve_target
+
+STEP_BATCH = 64
+"""Perturbed inputs one example sends through the network at once (`map_steps`)."""
+
+BASELINES = ("black", "white", "mean")
+
+
+def normalise_by_max(a: jax.Array) -> jax.Array:
+    """``a / max|a|`` (Quantus's default normalisation); an all-zero map stays zero.
+
+    Args:
+      a: one map, any shape.
+
+    Returns:
+      Array shaped like ``a``, in [-1, 1].
+    """
+    m = jnp.max(jnp.abs(a))
+    return jnp.where(m > 0, a / jnp.where(m > 0, m, 1), a)
+
+
+def normalise_by_average_second_moment_estimate(a: jax.Array) -> jax.Array:
+    """``a / sqrt(mean(a^2))`` (Binder et al. 2022); an all-zero map stays zero.
+
+    Args:
+      a: one map, any shape.
+
+    Returns:
+      Array shaped like ``a`` whose mean square is 1.
+    """
+    r = jnp.sqrt(jnp.mean(a * a))
+    return jnp.where(r > 0, a / jnp.where(r > 0, r, 1), a)
+
+
+def as_input(x: Any) -> jax.Array:
+    """``x`` as a floating JAX array of at least one dimension."""
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("x must be one input with at least one axis, got a scalar")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def check_map(attribution: Any, x: jax.Array, what: str = "attribution") -> jax.Array:
+    """The map, checked against ``x``; a pixel map of an ``(H, W, C)`` image gets ``C = 1``.
+
+    Args:
+      attribution: shaped like ``x``, or ``(H, W)`` / ``(H, W, 1)`` for ``x`` ``(H, W, C)``.
+      x: the input.
+      what: the map's name in the error message.
+
+    Returns:
+      Floating array shaped like ``x`` or ``(H, W, 1)``.
+    """
+    a = jnp.asarray(attribution)
+    pixels = x.shape[:2] if x.ndim == 3 else None
+    if pixels is not None and a.shape == pixels:
+        a = a[..., None]
+    elif a.shape != x.shape and (pixels is None or a.shape != (*pixels, 1)):
+        also = f" or its pixels {pixels}" if pixels else ""
+        raise ValueError(
+            f"{what} shaped {a.shape} does not fit x shaped {x.shape}: expected {x.shape}{also}"
+        )
+    return as_map(a)
+
+
+def as_map(a: Any) -> jax.Array:
+    """``a`` as a floating JAX array."""
+    a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    return a
+
+
+def prepare(
+    attribution: Any, x: jax.Array | None, *, abs: bool, normalise: bool, normalise_func: Callable
+) -> jax.Array:
+    """`check_map` (no check when ``x`` is None), then Quantus's ``normalise`` (with
+    ``normalise_func``), then ``abs``."""
+    a = as_map(attribution) if x is None else check_map(attribution, x)
+    if a.ndim == 0:
+        raise ValueError("attribution must be a map with at least one axis, got a scalar")
+    if normalise:
+        a = normalise_func(a)
+    if abs:
+        a = jnp.abs(a)
+    return a
+
+
+def flat(v: jax.Array) -> jax.Array:
+    """Features of ``v`` in Quantus's channel-first order (``(H, W, C)`` as ``C, H, W``)."""
+    if v.ndim == 3:
+        v = jnp.moveaxis(v, -1, 0)
+    return jnp.ravel(v)
+
+
+def unflat(v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Inverse of `flat`: features back into ``shape``."""
+    if len(shape) == 3:
+        return jnp.moveaxis(v.reshape(shape[2], shape[0], shape[1]), 0, -1)
+    return v.reshape(shape)
+
+
+def rank(v: jax.Array) -> jax.Array:
+    """Position of every entry of the 1-D ``v`` in ``argsort(v)`` (stable: ties by index)."""
+    order = jnp.argsort(v, stable=True)
+    return jnp.zeros(order.shape, jnp.int32).at[order].set(jnp.arange(v.size, dtype=jnp.int32))
+
+
+def baseline_value(perturb_baseline: Any, x: jax.Array) -> jax.Array:
+    """The value a perturbed feature takes: ``"black"`` (``x``'s minimum), ``"white"``
+    (maximum), ``"mean"`` or a number (Quantus's ``perturb_baseline``)."""
+    if isinstance(perturb_baseline, str):
+        name = perturb_baseline.lower()
+        if name == "black":
+            return jnp.min(x)
+        if name == "white":
+            return jnp.max(x)
+        if name == "mean":
+            return jnp.mean(x)
+        raise ValueError(
+            f"perturb_baseline {perturb_baseline!r} is not supported; use a number or one of "
+            f"{', '.join(repr(b) for b in BASELINES)}"
+        )
+    value = jnp.asarray(perturb_baseline, x.dtype)
+    if value.ndim:
+        raise ValueError(f"perturb_baseline must be a scalar or a name, got shape {value.shape}")
+    return value
+
+
+def score_function(
+    f: Callable, x: jax.Array, target, *, softmax: bool
+) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+    """``(t, score)``: the target class at ``x`` and ``z -> f(z)[t]`` (or its softmax)."""
+    if not callable(f):
+        raise TypeError(f"f must be a network f(x) -> logits, got {type(f).__name__}")
+    t = resolve_target(f(x), target)
+
+    def score(z):
+        y = f(z)
+        return (jax.nn.softmax(y) if softmax else y)[t]
+
+    return t, score
+
+
+def map_steps(fn: Callable, xs: Any) -> Any:
+    """``fn`` over the leading axis of ``xs``: `jax.vmap` of `STEP_BATCH` entries at a time.
+
+    The chunks are unrolled rather than looped (``jax.lax.map``): XLA on CPU runs a network
+    inside a loop 2-3 times slower than the same network unrolled.
+    """
+    n = jax.tree.leaves(xs)[0].shape[0]
+    parts = [
+        jax.vmap(fn)(jax.tree.map(lambda v, i=i: v[i : i + STEP_BATCH], xs))
+        for i in range(0, n, STEP_BATCH)
+    ]
+    return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
+
+
+def explainer(explain: Callable | None, method: str) -> Callable:
+    """``explain(f, x, target, key) -> map``: the one given, or `slp.attribute`'s ``method``.
+
+    A registered method that takes a ``key`` (SmoothGrad) gets the key it is given.
+    """
+    if explain is not None:
+        if not callable(explain):
+            raise TypeError(
+                f"explain must be a function (f, x, target, key) -> map, "
+                f"got {type(explain).__name__}"
+            )
+        return explain
+    takes_key = "key" in inspect.signature(get_method(method)).parameters
+
+    def run(f, x, target, key):
+        extra = {"key": key} if takes_key and key is not None else {}
+        return attribute(f, x, method, target=target, **extra)
+
+    return run
+
+
+def require_key(key: Any, name: str) -> jax.Array:
+    """``key``, or a clear error for the random metric ``name``."""
+    if key is None:
+        raise ValueError(f"{name} draws random numbers: pass key=jax.random.key(seed)")
+    return key
+
+
+def positive(name: str, value: Any) -> int:
+    """``value`` as an int >= 1, or a clear error naming the option."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
