@@ -287,7 +287,7 @@ def routes(f):
     import jax.numpy as jnp
     from jax import lax
 
-    from slp import network as net
+    from slp._src import network as net
 
     HIGHEST = lax.Precision.HIGHEST  # also here: TF32 would make the reference inexact
 

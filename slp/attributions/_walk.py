@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import jax
 
-from slp import network as net
+from slp._src import network as net
 
 
 def walker_function(f: Callable, x: jax.Array) -> Callable[[jax.Array], jax.Array]:

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from _slp.insens import insens as _insens
+from slp._src.insens import insens as _insens
 from slp.attributions._walk import walker_function
 from slp.attributions.registry import register, target_logit
 

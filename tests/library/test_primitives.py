@@ -13,9 +13,9 @@ import pytest
 from jax import lax
 
 import slp
-from _slp import boxes as _boxes
-from _slp import primitives as _primitives
-from slp import network as net
+from slp._src import boxes as _boxes
+from slp._src import network as net
+from slp._src import primitives as _primitives
 from tests import reference as ref
 
 SPEC = (
@@ -158,7 +158,7 @@ def _resolves(rule_set: str, rule) -> bool:
     if rule_set == "relevance":
         return rule in _RELEVANCE_ROLES
     if rule_set == "cone":
-        from _slp import cone as _cone
+        from slp._src import cone as _cone
 
         return isinstance(rule, _cone.ConeRule) and callable(rule.geometry)
     return False

@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 
 import slp
-from _slp import insens as insens_module  # the module behind slp.insens
+from slp._src import insens as insens_module  # the module behind slp.insens
 from tests import reference as ref
 
 ROUTES = ("cone", "probes", "dense")

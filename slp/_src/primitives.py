@@ -12,12 +12,12 @@ A declaration says, for one primitive (keyed by the primitive object, never its 
 
   - ``forward`` / ``frozen``: the ordinary forward pass and the switched (frozen) network.
     A linear primitive is re-bound as it is in both (``"bind"``); ReLUs and max-pools are
-    the walker's own switches (``"switch"``: `slp.network.Rules.relu` / ``max_pool``).
+    the walker's own switches (``"switch"``: `slp._src.network.Rules.relu` / ``max_pool``).
   - ``matrices``: the explicit-matrix route of `slp.explicit_projections`: ``"columns"``
     (the primitive's own linear map applied to every column of the switched map) or a
     rule of its own.
-  - ``boxes``: the receptive-field box rule of the probe route (`_slp.boxes`).
-  - ``cone``: the cone route's rule (`_slp.cone`).
+  - ``boxes``: the receptive-field box rule of the probe route (`slp._src.boxes`).
+  - ``cone``: the cone route's rule (`slp._src.cone`).
   - ``relevance``: the primitive's part in the LRP rules (`slp.attributions.relevance`):
     ``"weight"`` (a dense/conv layer that carries a rule), ``"add"`` (may add a bias),
     ``"rearrange"`` (only moves elements; part of a layer's linear map) or
@@ -26,7 +26,7 @@ A declaration says, for one primitive (keyed by the primitive object, never its 
 A rule set that does not take a primitive holds a `Refusal` naming why; the route or
 method then falls back to a general path (boxes: the whole input; cone: another route)
 or, where there is none, raises an error that names the operation. Adding a primitive is
-one `declare` call in this file; `tests/test_primitives.py` walks the registry and fails
+one `declare` call in this file; `tests/library/test_primitives.py` walks the registry and fails
 for any declaration that leaves a rule set empty.
 
 Primitives that slp does not follow are declared too, with `refuse`: each `Refusal` says
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax._src.ad_util import add_jaxvals_p as add_any_p  # the sum of cotangents ("add_any")
 
-from _slp import cone as _cone
+from slp._src import cone as _cone
 
 __all__ = [
     "Refusal",
@@ -238,10 +238,10 @@ _GENERIC = Refusal("no rule of its own: the route treats the value as depending 
 _NO_CONE = Refusal("not in the cone route's operations")
 
 # The rules themselves live in the modules of their rule sets; the registry names them.
-# Box rules (`_slp.boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
+# Box rules (`slp._src.boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
 # "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier", "scatter"
 # (union of the operand's and the updates' boxes).
-# Cone rules are `_slp.cone.ConeRule` objects (a geometry part and a tangent part).
+# Cone rules are `slp._src.cone.ConeRule` objects (a geometry part and a tangent part).
 
 # -- pass-through ---------------------------------------------------------------------
 for _p in (

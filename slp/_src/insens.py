@@ -62,8 +62,8 @@ unbiased estimate: the squared norms from ``k`` Gaussian forward-mode probes, th
 reciprocal corrected by ``(k - 2)``, the rest exact (`insens`).
 
 This module holds the public functions, the plan and the computation; the machinery of
-the routes lives in private modules: `_slp.cone` (the cone route's geometry and walk),
-`_slp.boxes` (receptive-field boxes for the probe route's colouring) and `_slp.matmul`
+the routes lives in private modules: `slp._src.cone` (the cone route's geometry and walk),
+`slp._src.boxes` (receptive-field boxes for the probe route's colouring) and `slp._src.matmul`
 (the products at the chosen precision).
 """
 
@@ -78,12 +78,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from _slp import boxes as _boxes
-from _slp import cone as _cone
-from _slp import cut as _cut
-from _slp import guards as _guards
-from _slp import matmul as _matmul
-from slp import network as net
+from slp._src import boxes as _boxes
+from slp._src import cone as _cone
+from slp._src import cut as _cut
+from slp._src import guards as _guards
+from slp._src import matmul as _matmul
+from slp._src import network as net
 
 __all__ = [
     "insens",
@@ -114,7 +114,7 @@ def switched_sq_norms(
 
     Returns:
       Tuple of arrays, per layer, ``sum_j (d v_i / d x_j)^2`` in the layer's shape, in
-      the layer's dtype but at least float32 (`_slp.matmul.accumulator`).
+      the layer's dtype but at least float32 (`slp._src.matmul.accumulator`).
     """
     d = int(np.prod(x.shape))
     chunk = d if chunk_size is None else max(1, min(int(chunk_size), d))
@@ -257,7 +257,7 @@ class InsensPlan(NamedTuple):
       costs: every route that applies -> its predicted `RouteCost`.
       not_taken: every route not taken -> why: the operation that rules it out, or its
         predicted cost against the chosen one.
-      cone: the cone route's layout (`_slp.cone`), when the cone route applies.
+      cone: the cone route's layout (`slp._src.cone`), when the cone route applies.
       probes: the probe route's `ProbeLayout`.
       dense: the dense route's `DenseLayout`.
       forward_flops: FLOPs of one forward pass (linear operations, ReLUs and pools).

@@ -13,8 +13,8 @@ It runs in two steps:
    same operations with the block's cone tangents and reads the geometry as it goes.
 
 Each primitive's part is a `ConeRule`: how it changes the geometry and the tangents.
-`_slp.primitives` registers it (the ``cone`` field of the primitive's declaration); a
-primitive the route does not take holds a `_slp.primitives.Refusal` there.
+`slp._src.primitives` registers it (the ``cone`` field of the primitive's declaration); a
+primitive the route does not take holds a `slp._src.primitives.Refusal` there.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# `_slp.primitives` imports this module to fill its ``cone`` fields: its names are read
+# `slp._src.primitives` imports this module to fill its ``cone`` fields: its names are read
 # here only when the rules run, after both modules have loaded.
-from _slp import cut as _cut
-from _slp import matmul as _matmul
-from _slp import primitives as _primitives
-from _slp import provenance as _provenance
+from slp._src import cut as _cut
+from slp._src import matmul as _matmul
+from slp._src import primitives as _primitives
+from slp._src import provenance as _provenance
 
 # ----------------------------------------------------------------------------------
 # Geometry.
@@ -102,9 +102,9 @@ class ConeRefusal:
       reason: what rules it out.
       primitive: name of the operation that rules it out (None: the network as a whole).
       index: that operation's index into ``program.eqns`` (None: none).
-      where: the nested calls the operation sits in (`slp.network.Eqn.where`).
+      where: the nested calls the operation sits in (`slp._src.network.Eqn.where`).
       context: where the operation sits in the user's terms, e.g. ``"inside resize,
-        model.py:12"`` (`_slp.provenance`), or "".
+        model.py:12"`` (`slp._src.provenance`), or "".
     """
 
     reason: str
@@ -133,7 +133,7 @@ def _refused_at(i: int, eqn, reason: str) -> ConeRefusal:
 
 @dataclasses.dataclass(frozen=True)
 class ConeRule:
-    """The cone route's rule for one primitive (its ``cone`` entry in `_slp.primitives`).
+    """The cone route's rule for one primitive (its ``cone`` entry in `slp._src.primitives`).
 
     Attributes:
       geometry: ``(ctx, eqn, ins) -> (outs, data)`` or a `_primitives.Refusal`: the geometry of the
@@ -312,7 +312,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     """The cone route's geometry for ``program`` at inputs of shape ``x_shape``.
 
     Args:
-      program: the traced network (`slp.network.Program`).
+      program: the traced network (`slp._src.network.Program`).
       x_shape: the input shape.
       end: index into ``program.eqns`` of the cut (a dense layer over the whole input) or
         of the last ReLU; the route stops there.
@@ -422,8 +422,8 @@ class _Pass(NamedTuple):
     Attributes:
       geo: the `ConeGeometry`.
       block: int32 ``(K,)`` block index ``B`` (None while preparing).
-      state: the network's `slp.network.NetworkState` (ReLU states, pool winners).
-      precision: matrix-product precision (`_slp.matmul`).
+      state: the network's `slp._src.network.NetworkState` (ReLU states, pool winners).
+      precision: matrix-product precision (`slp._src.matmul`).
       consts: values of the constants (ids of the program's constants and of the
         operations that do not depend on the input).
       prepared: per operation index, its rule's loop-invariant data.
@@ -720,7 +720,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: _Pass, plan):
 
 
 def norms(program, state, x, plan, precision) -> list:
-    """``|w_hat|^2`` per ReLU layer by the cone route (`_slp.insens` module docstring).
+    """``|w_hat|^2`` per ReLU layer by the cone route (`slp._src.insens` module docstring).
 
     One scan step per block of input elements: their cone tangents through the
     convolutional part (norms summed onto each layer), then, at the cut, their exact
@@ -729,10 +729,10 @@ def norms(program, state, x, plan, precision) -> list:
 
     Args:
       program: the traced network.
-      state: its `slp.network.NetworkState` at ``x``.
+      state: its `slp._src.network.NetworkState` at ``x``.
       x: the input.
       plan: the `slp.InsensPlan` (route ``"cone"``; ``plan.cone`` the geometry).
-      precision: matrix-product precision (`_slp.matmul`).
+      precision: matrix-product precision (`slp._src.matmul`).
 
     Returns:
       Per ReLU layer, the squared norms ``|w_hat_i|^2`` in the layer's shape (None for
@@ -772,7 +772,7 @@ def norms(program, state, x, plan, precision) -> list:
 
 
 # ----------------------------------------------------------------------------------
-# The rules, one per kind of primitive (registered in `_slp.primitives`).
+# The rules, one per kind of primitive (registered in `slp._src.primitives`).
 
 
 def _dep_arg(eqn, args):

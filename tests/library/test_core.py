@@ -424,7 +424,7 @@ def test_public_api_imports():
 
 def test_nonzero_array_literals_and_differentiable_forward(x64):
     """Non-zero array constants are weights, not ReLU zeros; the forward walk has a gradient."""
-    from slp import network as net
+    from slp._src import network as net
 
     def f(x):
         return jax.nn.relu(x) @ jnp.ones((4, 2)) + jnp.full((2,), 0.5)
@@ -446,7 +446,7 @@ def test_nonzero_array_literals_and_differentiable_forward(x64):
 @pytest.mark.parametrize("strides", [(2, 2), (1, 1)])
 def test_pool_winners_ties_go_to_lowest_flat_index(strides):
     """Tiled (stride = window) and general pools pick the same, hand-computed winners."""
-    from slp import network as net
+    from slp._src import network as net
 
     z = jnp.array([[1.0, 2, 0, 0], [3, 3, 0, 0], [1, 1, 5, 5], [1, 1, 5, 5]])
 

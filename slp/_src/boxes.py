@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from _slp import primitives as _primitives
-from slp import network as net
+from slp._src import network as net
+from slp._src import primitives as _primitives
 
 
 class Box(NamedTuple):
@@ -284,7 +284,7 @@ def _one(box):
     return None if box is None else [box]
 
 
-#: The box rules the registry names (`_slp.primitives`, field ``boxes``).
+#: The box rules the registry names (`slp._src.primitives`, field ``boxes``).
 BOX_RULES = {
     "same": _same,
     "barrier": _barrier,

@@ -1,7 +1,7 @@
 """The cut of the structured Insens routes: the dense layer over (most of) the whole input
 where the cone and probe routes hand over to explicit Jacobian columns (`slp.insens`).
 
-Shared by `slp.insens` (probe route) and `_slp.cone` (cone route).
+Shared by `slp.insens` (probe route) and `slp._src.cone` (cone route).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from _slp import matmul as _matmul
-from slp import network as net
+from slp._src import matmul as _matmul
+from slp._src import network as net
 
 
 class PreCut(net.FrozenRules):
@@ -51,7 +51,7 @@ def cut_matrix(eqn: net.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
     """The cut's weights as a ``(operand size, output size)`` matrix (row-major rows).
 
     Valid when the operand's non-contracted axes all have size 1 and there are no batch
-    axes (checked by `_slp.insens._cut_candidate`).
+    axes (checked by `slp._src.insens._cut_candidate`).
     """
     (lc, rc), _ = eqn.params["dimension_numbers"]
     c_op, c_w = (lc, rc) if eqn.dep[0] else (rc, lc)
@@ -65,7 +65,7 @@ def cut_matrix(eqn: net.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
 
 def post_norms(program, state, x, plan, cols) -> list:
     """Sums of squares at the post-cut ReLU layers of exact columns ``cols`` of the cut
-    (accumulated in at least float32, `_slp.matmul.accumulator`)."""
+    (accumulated in at least float32, `slp._src.matmul.accumulator`)."""
     cut_eqn = program.eqns[plan.cut]
     z0 = jnp.zeros(plan.cut_out_shape, cols.dtype)  # `PostCut` casts it as the cut would
 
