@@ -51,7 +51,7 @@ API and may change):
 ``slp.attributions``
     ``attribute``, ``available_methods``, ``conventions``, ``deconvnet``, ``deep_taylor``,
     ``deep_taylor_bounded``, ``get_method``, ``gradient``, ``gradient_x_input``,
-    ``guided_backprop``, ``insens``, ``integrated_gradients``, ``lrp``,
+    ``guided_backprop``, ``insens_attribution``, ``integrated_gradients``, ``lrp``,
     ``lrp_alpha1_beta0``, ``lrp_alpha2_beta1``, ``lrp_alpha_beta``, ``lrp_epsilon``,
     ``lrp_zplus``, ``register``, ``smoothgrad``
 ``slp.checkpoints``

@@ -192,7 +192,7 @@ def explicit_projections(f: Callable) -> Callable:
     def fn(x):
         program = net.trace(f, x)
         state = net.forward(program, x)
-        res = net.walk(program, x, _matrices.ExplicitRules(state))
+        res = net.interpret(program, x, _matrices.ExplicitRules(state))
         out = []
         acts = (*state.activities, state.output)
         for (m, c), a in zip((*res.relu_inputs, res.output), acts, strict=True):

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from slp._src import interpreter as interp
 from slp._src import matmul as _matmul
-from slp._src import network as net
 
 
-class PreCut(net.FrozenRules):
+class PreCut(interp.FrozenRules):
     """The switched network; records the operand and weights of the cut."""
 
     def __init__(self, state, cut_eqn):
@@ -31,7 +31,7 @@ class PreCut(net.FrozenRules):
         return super().linear(eqn, args)
 
 
-class PostCut(net.FrozenRules):
+class PostCut(interp.FrozenRules):
     """The switched network with the cut's output replaced by ``z`` (cast to the dtype of
     the cut's own output, as the network would have it)."""
 
@@ -47,7 +47,7 @@ class PostCut(net.FrozenRules):
         return super().linear(eqn, args)
 
 
-def cut_matrix(eqn: net.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
+def cut_matrix(eqn: interp.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
     """The cut's weights as a ``(operand size, output size)`` matrix (row-major rows).
 
     Valid when the operand's non-contracted axes all have size 1 and there are no batch
@@ -70,7 +70,7 @@ def post_norms(program, state, x, plan, cols) -> list:
     z0 = jnp.zeros(plan.cut_out_shape, cols.dtype)  # `PostCut` casts it as the cut would
 
     def post(z):
-        res = net.walk(program, x, PostCut(state, cut_eqn, z))
+        res = interp.interpret(program, x, PostCut(state, cut_eqn, z))
         return tuple(res.relu_inputs[s] for s in plan.post_sites)
 
     post_t = jax.vmap(lambda t: jax.jvp(post, (z0,), (t,))[1])(cols)

@@ -421,7 +421,7 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
     item = np.dtype(program.input_dtype).itemsize
     relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
     shapes = _Shapes(program)
-    jax.eval_shape(lambda xp: net.walk(program, xp, shapes).output, x)
+    jax.eval_shape(lambda xp: net.interpret(program, xp, shapes).output, x)
     try:
         relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x)
     except _boxes.NotConcrete:  # no structure known: every element depends on everything
@@ -695,12 +695,12 @@ def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
 
     def pre(xp):
         rules = _cut.PreCut(state, cut_eqn)
-        res = net.walk(program, xp, rules)
+        res = net.interpret(program, xp, rules)
         return tuple(res.relu_inputs[s] for s in plan.pre_sites), rules.operand
 
     if cut_eqn is not None:
         probe_rules = _cut.PreCut(state, cut_eqn)
-        net.walk(program, x, probe_rules)
+        net.interpret(program, x, probe_rules)
         # The cut's weights in their own dtype, its product's result type as the network's.
         w_mat = _cut.cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
         pet = cut_eqn.params.get("preferred_element_type")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from slp._src import network as net
-from slp._src import primitives as _primitives
+from slp._src import interpreter as interp
 
 __all__ = ["ExplicitRules"]
 
 
-class ExplicitRules(net.Rules):
+class ExplicitRules(interp.Rules):
     """Propagates the switched map itself: a pair (M, c) with value = M @ vec(x) + c.
 
     ``M`` has the value's shape plus one trailing axis of size ``x.size``. Dense layers
@@ -22,7 +21,7 @@ class ExplicitRules(net.Rules):
     (reshapes, average pooling, ...) act on ``M`` through their own linear map.
     """
 
-    def __init__(self, state: net.NetworkState):
+    def __init__(self, state: interp.NetworkState):
         self.state = state
 
     def input(self, x):
@@ -45,68 +44,77 @@ class ExplicitRules(net.Rules):
         )
 
     def linear(self, eqn, args):
-        dep = eqn.dep
-        rule = _primitives.lookup(eqn.primitive).matrices  # "columns", "dot" or "conv"
-        if rule == "dot":
-            return [self._dot(eqn, args)]
-        if rule == "conv":
-            return [self._conv(eqn, args)]
-        offsets = [a[1] if d else a for a, d in zip(args, dep, strict=True)]
-        tangents = [a[0] for a, d in zip(args, dep, strict=True) if d]
+        return eqn.decl.matrices(self, eqn, args)
 
-        def lin(*deps):
-            it = iter(deps)
-            full = [next(it) if d else a for a, d in zip(offsets, dep, strict=True)]
-            return tuple(eqn.apply(*full, precision=self.precision))
 
-        dep_offsets = [a[1] for a, d in zip(args, dep, strict=True) if d]
-        c_out = lin(*dep_offsets)
-        m_out = jax.vmap(
-            lambda *ts: jax.jvp(lin, tuple(dep_offsets), ts)[1], in_axes=-1, out_axes=-1
-        )(*tangents)
-        return list(zip(m_out, c_out, strict=True))
+# -- the matrix rules, one callable each, named in the registry (`slp._src.primitives`) -----
+# Each is ``(rules, eqn, args) -> [(M, c), ...]`` (one pair per output).
 
-    def _dot(self, eqn, args):
-        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-        lhs, rhs = args
-        prec = (self.precision, self.precision)
-        pet = eqn.params.get("preferred_element_type")
-        if eqn.dep[0]:
-            m, c = lhs
-            out_m = jax.lax.dot_general(
-                m, rhs, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
-            )
-            out_c = jax.lax.dot_general(
-                c, rhs, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
-            )
-            # The trailing axis of m is the last lhs free axis: move it to the end.
-            pos = len(lb) + (c.ndim - len(lc) - len(lb))
-            return (jnp.moveaxis(out_m, pos, -1), out_c)
-        m, c = rhs
+
+def COLUMNS(rules, eqn, args):
+    """Any linear operation: its own linear map applied to every column of the switched map
+    (a JVP per column, batched)."""
+    dep = eqn.dep
+    offsets = [a[1] if d else a for a, d in zip(args, dep, strict=True)]
+    tangents = [a[0] for a, d in zip(args, dep, strict=True) if d]
+
+    def lin(*deps):
+        it = iter(deps)
+        full = [next(it) if d else a for a, d in zip(offsets, dep, strict=True)]
+        return tuple(eqn.apply(*full, precision=rules.precision))
+
+    dep_offsets = [a[1] for a, d in zip(args, dep, strict=True) if d]
+    c_out = lin(*dep_offsets)
+    m_out = jax.vmap(lambda *ts: jax.jvp(lin, tuple(dep_offsets), ts)[1], in_axes=-1, out_axes=-1)(
+        *tangents
+    )
+    return list(zip(m_out, c_out, strict=True))
+
+
+def DOT(rules, eqn, args):
+    """A dense layer: one ``dot_general`` of the whole matrix."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    lhs, rhs = args
+    prec = (rules.precision, rules.precision)
+    pet = eqn.params.get("preferred_element_type")
+    if eqn.dep[0]:
+        m, c = lhs
         out_m = jax.lax.dot_general(
-            lhs, m, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
+            m, rhs, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
         )
         out_c = jax.lax.dot_general(
-            lhs, c, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
+            c, rhs, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
         )
-        return (out_m, out_c)
+        # The trailing axis of m is the last lhs free axis: move it to the end.
+        pos = len(lb) + (c.ndim - len(lc) - len(lb))
+        return [(jnp.moveaxis(out_m, pos, -1), out_c)]
+    m, c = rhs
+    out_m = jax.lax.dot_general(
+        lhs, m, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
+    )
+    out_c = jax.lax.dot_general(
+        lhs, c, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
+    )
+    return [(out_m, out_c)]
 
-    def _conv(self, eqn, args):
-        (m, c), kernel = args
-        p = eqn.params
-        dn = p["dimension_numbers"]
-        b_in, b_out = dn.lhs_spec[0], dn.out_spec[0]
-        d = m.shape[-1]
-        if p.get("batch_group_count", 1) != 1:
-            raise net.UnsupportedOperationError("convolutions with batch_group_count > 1")
-        # Fold the matrix axis into the conv's batch axis: one conv of all columns.
-        mm = jnp.moveaxis(m, -1, b_in + 1)
-        shp = list(c.shape)
-        shp[b_in] *= d
-        mm = mm.reshape(shp)
-        out = eqn.bind(mm, kernel, precision=self.precision)
-        oshp = list(out.shape)
-        oshp[b_out : b_out + 1] = [c.shape[b_in], d]
-        out_m = jnp.moveaxis(out.reshape(oshp), b_out + 1, -1)
-        out_c = eqn.bind(c, kernel, precision=self.precision)
-        return (out_m, out_c)
+
+def CONV(rules, eqn, args):
+    """A convolution: every column folded into the batch axis, one convolution of all."""
+    (m, c), kernel = args
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    b_in, b_out = dn.lhs_spec[0], dn.out_spec[0]
+    d = m.shape[-1]
+    if p.get("batch_group_count", 1) != 1:
+        raise interp.UnsupportedOperationError("convolutions with batch_group_count > 1")
+    # Fold the matrix axis into the conv's batch axis: one conv of all columns.
+    mm = jnp.moveaxis(m, -1, b_in + 1)
+    shp = list(c.shape)
+    shp[b_in] *= d
+    mm = mm.reshape(shp)
+    out = eqn.bind(mm, kernel, precision=rules.precision)
+    oshp = list(out.shape)
+    oshp[b_out : b_out + 1] = [c.shape[b_in], d]
+    out_m = jnp.moveaxis(out.reshape(oshp), b_out + 1, -1)
+    out_c = eqn.bind(c, kernel, precision=rules.precision)
+    return [(out_m, out_c)]

@@ -19,10 +19,8 @@ the operation, the user's function or module it came from and the source line, a
 whether the operation is not piecewise linear (no switched projection exists) or only
 not implemented here (`slp._src.primitives`, `Refusal.nature`).
 
-`walk` evaluates a program under a set of `Rules`: the rules decide what a ReLU,
-a max-pool and a linear operation do to the values flowing through them. The plain
-forward pass, the frozen-state (switched) network, the explicit matrix route and
-the LRP rules are all such rule sets over the same walker.
+The `Program` and the interpreter that evaluates it live in `slp._src.interpreter`; this
+module re-exports them, so that the routes above it find the network in one place.
 """
 
 from __future__ import annotations
@@ -30,8 +28,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,18 +38,45 @@ from jax import lax
 from jax.extend import core as jex_core
 
 from slp._src import guards as _guards
+from slp._src import primitives as _primitives
 from slp._src import provenance as _provenance
+from slp._src.interpreter import (
+    INTERPRETATIONS,
+    NOT_IMPLEMENTED,
+    NOT_PIECEWISE_LINEAR,
+    Eqn,
+    ForwardRules,
+    FrozenRules,
+    Lit,
+    NetworkState,
+    Program,
+    Refusal,
+    Rules,
+    UnsupportedOperationError,
+    WalkResult,
+    defined,
+    forward,
+    frozen_network,
+    interpret,
+    operand_value,
+    pool_winners,
+    select_winners,
+)
 
 __all__ = [
+    "trace",
+    "check_input",
+    # the interpreter (`slp._src.interpreter`), for the routes built on the traced program
     "Eqn",
     "Program",
+    "Lit",
     "Rules",
+    "WalkResult",
+    "interpret",
+    "INTERPRETATIONS",
+    "operand_value",
     "NetworkState",
     "UnsupportedOperationError",
-    "check_input",
-    "trace",
-    "walk",
-    "WalkResult",
     "ForwardRules",
     "FrozenRules",
     "defined",
@@ -60,24 +85,6 @@ __all__ = [
     "pool_winners",
     "select_winners",
 ]
-
-
-class UnsupportedOperationError(ValueError):
-    """The traced function applies an operation that slp does not follow.
-
-    Attributes:
-      primitive: name of the JAX primitive (e.g. ``"exp"``).
-      nature: ``"not piecewise linear"`` (no switched linear projection exists) or
-        ``"not implemented"`` (slp has no rule for it).
-      label: the user-level function or module it came from (e.g. ``"softmax"``,
-        ``"LayerNorm_0"``), or None.
-    """
-
-    def __init__(self, message: str, *, primitive: str = "", nature: str = "", label=None):
-        super().__init__(message)
-        self.primitive = primitive
-        self.nature = nature
-        self.label = label
 
 
 _CALL_JAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
@@ -144,100 +151,6 @@ for _p in _SIGN_TESTS:
         "where(z > 0, z, 0), where(z <= 0, 0, z) or z * (z > 0)"
     )
 _HINTS[lax.sort_p] = "sort outside the network, or use max pooling if the maximum is meant"
-
-
-@dataclasses.dataclass(frozen=True)
-class Eqn:
-    """One operation of a flattened program.
-
-    Attributes:
-      primitive: the JAX primitive.
-      params: its parameters.
-      inputs: operand ids (`int`) or literals (`Lit`).
-      outputs: result ids.
-      kind: ``"const"`` (no input dependence), ``"relu"``, ``"max_pool"`` or ``"linear"``;
-        ``""`` until the operation is classified.
-      dep: per operand, whether it depends on the network input (empty until classified).
-      site: for ReLUs the ReLU-layer index, for max-pools the pool index, else -1.
-      pool_source: for max-pools, the ReLU layer whose output is pooled (or -1).
-      where: the names of the nested calls the operation sits in, for error messages.
-      source: JAX's source infos (name stack, traceback) of the calls the operation
-        sits in and of the operation itself, outermost first, for error messages
-        (`slp._src.provenance`).
-    """
-
-    primitive: Any
-    params: dict
-    inputs: tuple
-    outputs: tuple[int, ...]
-    kind: str = ""
-    dep: tuple[bool, ...] = ()
-    site: int = -1
-    pool_source: int = -1
-    where: tuple[str, ...] = ()
-    source: tuple = dataclasses.field(default=(), compare=False, repr=False)
-
-    def bind(self, *args, precision: Any = None):
-        """Applies the primitive to ``args``; `precision` overrides matmul/conv precision."""
-        params = self.params
-        if precision is not None and "precision" in params:
-            params = dict(params, precision=(precision, precision))
-        return self.primitive.bind(*args, **params)
-
-    def apply(self, *args, precision: Any = None) -> list:
-        """`bind`, with the results always as a list (one value per id of ``outputs``)."""
-        out = self.bind(*args, precision=precision)
-        return list(out) if self.primitive.multiple_results else [out]
-
-    def args(self, env: Mapping[int, Any]) -> list:
-        """The operand values: a literal's own value, an operand id's value in ``env``."""
-        return [_operand_value(a, env) for a in self.inputs]
-
-
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """A per-example network as a flat list of operations.
-
-    Attributes:
-      eqns: the operations in forward order.
-      consts: values of the constant ids (weights, biases, ...).
-      input_id: id of the network input ``x``.
-      output_id: id (or `Lit`) of the network output.
-      input_shape, input_dtype: of ``x``.
-      output_shape: of ``f(x)``.
-      relu_shapes: shape of every ReLU layer, in forward order.
-      pool_shapes: output shape of every max-pool, in forward order.
-      pool_sources: per max-pool, the ReLU layer it pools (-1 if its operand is not
-        directly a ReLU output).
-    """
-
-    eqns: tuple[Eqn, ...]
-    consts: dict
-    input_id: int
-    output_id: Any
-    input_shape: tuple[int, ...]
-    input_dtype: Any
-    output_shape: tuple[int, ...]
-    relu_shapes: tuple[tuple[int, ...], ...]
-    pool_shapes: tuple[tuple[int, ...], ...]
-    pool_sources: tuple[int, ...]
-    pool_input_shapes: tuple[tuple[int, ...], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Lit:
-    """A literal operand of an equation (a Python/NumPy scalar baked into the program).
-
-    ``aval``: its JAX abstract value (shape, dtype), or None.
-    """
-
-    val: Any
-    aval: Any = dataclasses.field(default=None, compare=False, repr=False)
-
-
-def _operand_value(a: int | Lit, env: Mapping[int, Any]) -> Any:
-    """The value of an operand: a literal's own value, an id's value in ``env``."""
-    return a.val if isinstance(a, Lit) else env[a]
 
 
 def _is_literal(v) -> bool:
@@ -562,7 +475,7 @@ def _resolve(fl: _Flattener, in_id: int, out, where_out=()) -> tuple[list[Eqn], 
     return kept, {i: c for i, c in fl.consts.items() if i in live}
 
 
-def _classify(e: Eqn, dep: tuple[bool, ...], avals) -> tuple[str, _primitives.Refusal | None]:
+def _classify(e: Eqn, dep: tuple[bool, ...], avals) -> tuple[str, Refusal | None]:
     """The kind of a live operation with input-dependent operands ``dep``, and why slp
     refuses it (None when it is taken)."""
     if e.kind == "relu":
@@ -572,21 +485,21 @@ def _classify(e: Eqn, dep: tuple[bool, ...], avals) -> tuple[str, _primitives.Re
         return "", _primitives.why_not(e.primitive)
     refusal = decl.refusal(len(e.inputs), dep, e.params, [a.dtype for a in avals])
     if decl.role == "relu" and refusal is None:
-        refusal = _primitives.Refusal(
+        refusal = Refusal(
             "max(z, c) is piecewise linear, but slp takes a max only as a ReLU max(z, 0) of "
             "one input-dependent value: not implemented",
-            _primitives.NOT_IMPLEMENTED,
+            NOT_IMPLEMENTED,
         )
     if (
         refusal is None
         and decl.role == "max_pool"
         and any(d != 1 for d in e.params.get("base_dilation", ()))
     ):
-        refusal = _primitives.Refusal("max pooling with base dilation is not implemented")
+        refusal = Refusal("max pooling with base dilation is not implemented")
     return ("", refusal) if refusal is not None else (decl.role, None)
 
 
-def _priority(e: Eqn, refusal: _primitives.Refusal) -> int:
+def _priority(e: Eqn, refusal: Refusal) -> int:
     """Which refusal to report first (lowest): a primitive that is not piecewise linear (the
     exp of a softmax) names the cause better than one it makes non-linear on the way (the
     max of that softmax); comparisons come last."""
@@ -594,10 +507,10 @@ def _priority(e: Eqn, refusal: _primitives.Refusal) -> int:
         return 3
     if _primitives.lookup(e.primitive) is not None:
         return 2
-    return 0 if refusal.nature == _primitives.NOT_PIECEWISE_LINEAR else 1
+    return 0 if refusal.nature == NOT_PIECEWISE_LINEAR else 1
 
 
-def _error(e: Eqn, refusal: _primitives.Refusal) -> UnsupportedOperationError:
+def _error(e: Eqn, refusal: Refusal) -> UnsupportedOperationError:
     """The error that refuses ``e``, in the user's terms (`slp._src.provenance`)."""
     name = e.primitive.name
     where = _provenance.describe(e.source, e.where, name)
@@ -708,7 +621,10 @@ def trace(f: Callable, x: jax.Array) -> Program:
                 pool_in_shapes.append(tuple(fl.avals[e.inputs[0]].shape))
                 source = relu_out.get(e.inputs[0], -1)
                 pool_sources.append(source)
-        eqns.append(dataclasses.replace(e, kind=kind, dep=dep, site=site, pool_source=source))
+        decl = _primitives.lookup(e.primitive) if kind not in ("", "const") else None
+        eqns.append(
+            dataclasses.replace(e, kind=kind, dep=dep, site=site, pool_source=source, decl=decl)
+        )
     if refused:
         _, _, e, refusal = min(refused, key=lambda r: r[:2])
         raise _error(e, refusal)
@@ -725,237 +641,3 @@ def trace(f: Callable, x: jax.Array) -> Program:
         pool_sources=tuple(pool_sources),
         pool_input_shapes=tuple(pool_in_shapes),
     )
-
-
-class Rules:
-    """What a walk does at each kind of operation. Subclass and override.
-
-    Values of input-dependent variables are whatever the rules make them (arrays for
-    a forward pass, (matrix, offset) pairs for the explicit route, ...); constants are
-    always plain arrays.
-    """
-
-    #: matmul/conv precision used when re-binding linear operations.
-    precision: Any = lax.Precision.HIGHEST
-
-    def input(self, x):
-        """The value given to the network input."""
-        return x
-
-    def relu(self, eqn: Eqn, z):
-        """Value of ``max(z, 0)`` at ReLU layer ``eqn.site``."""
-        raise NotImplementedError
-
-    def max_pool(self, eqn: Eqn, z):
-        """Value of the max-pool ``eqn`` (pool index ``eqn.site``) applied to ``z``."""
-        raise NotImplementedError
-
-    def linear(self, eqn: Eqn, args: list):
-        """Values of a linear/affine operation; ``eqn.dep`` marks input-dependent args."""
-        return eqn.apply(*args, precision=self.precision)
-
-
-class WalkResult(NamedTuple):
-    """What a walk returns.
-
-    Attributes:
-      output: value of the network output (shape `Program.output_shape` for arrays).
-      relu_inputs: per ReLU layer, the value that entered it (the layer's activity).
-      pool_inputs: per max-pool, the value that entered it.
-    """
-
-    output: Any
-    relu_inputs: tuple
-    pool_inputs: tuple
-
-
-def walk(program: Program, x, rules: Rules) -> WalkResult:
-    """Evaluates ``program`` on ``x`` with ``rules`` deciding the input-dependent steps."""
-    env = dict(program.consts)
-    env[program.input_id] = rules.input(x)
-    relu_in: list = [None] * len(program.relu_shapes)
-    pool_in: list = [None] * len(program.pool_shapes)
-
-    for eqn in program.eqns:
-        args = eqn.args(env)
-        if eqn.kind == "const":
-            outs = eqn.apply(*args)
-        elif eqn.kind == "relu":
-            z = args[eqn.dep.index(True)]
-            relu_in[eqn.site] = z
-            outs = [rules.relu(eqn, z)]
-        elif eqn.kind == "max_pool":
-            pool_in[eqn.site] = args[0]
-            outs = [rules.max_pool(eqn, args[0])]
-        else:
-            outs = rules.linear(eqn, args)
-        for i, o in zip(eqn.outputs, outs, strict=True):
-            env[i] = o
-    return WalkResult(_operand_value(program.output_id, env), tuple(relu_in), tuple(pool_in))
-
-
-def _tiled_window(eqn: Eqn, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The window of a max-pool whose windows tile its input (stride = window, no padding,
-    no dilation, sizes divisible), else None."""
-    p = eqn.params
-    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
-    dil = tuple(p.get("window_dilation") or (1,) * len(win))
-    base = tuple(p.get("base_dilation") or (1,) * len(win))
-    if (
-        win == strides
-        and all(lo == 0 and hi == 0 for lo, hi in p["padding"])
-        and all(d == 1 for d in dil + base)
-        and all(n % w == 0 for n, w in zip(shape, win, strict=True))
-    ):
-        return win
-    return None
-
-
-def _windows(z: jax.Array, win: tuple[int, ...]) -> jax.Array:
-    """Tiled windows of ``z`` laid out along a trailing axis: ``out_shape + (prod(win),)``,
-    each window in row-major order."""
-    split = [s for n, w in zip(z.shape, win, strict=True) for s in (n // w, w)]
-    nd = z.ndim
-    perm = list(range(0, 2 * nd, 2)) + list(range(1, 2 * nd, 2))
-    out_shape = tuple(n // w for n, w in zip(z.shape, win, strict=True))
-    return z.reshape(split).transpose(perm).reshape(out_shape + (int(np.prod(win)),))
-
-
-def pool_winners(eqn: Eqn, z: jax.Array) -> jax.Array:
-    """Flat index into ``z`` of the winner of every window of the max-pool ``eqn``.
-
-    Ties go to the lowest flat index. Returns an int32 array of the pool's output shape.
-    """
-    win = _tiled_window(eqn, z.shape)
-    if win is not None:
-        # Row-major order inside a window is flat-index order, so argmax's first maximum
-        # is the lowest flat index among ties.
-        pos = jnp.argmax(_windows(z, win), axis=-1)
-        offsets = jnp.unravel_index(pos, win)
-        coords = [
-            lax.broadcasted_iota(jnp.int32, pos.shape, d) * w + o.astype(jnp.int32)
-            for d, (w, o) in enumerate(zip(win, offsets, strict=True))
-        ]
-        return jnp.ravel_multi_index(tuple(coords), z.shape, mode="clip").astype(jnp.int32)
-    p = eqn.params
-    idx = jnp.arange(z.size, dtype=jnp.int32).reshape(z.shape)
-
-    def pick(a, b):
-        (va, ia), (vb, ib) = a, b
-        take_b = (vb > va) | ((vb == va) & (ib < ia))
-        return jnp.where(take_b, vb, va), jnp.where(take_b, ib, ia)
-
-    init = (jnp.array(-jnp.inf, z.dtype), jnp.array(np.iinfo(np.int32).max, jnp.int32))
-    _, winners = lax.reduce_window(
-        (z, idx),
-        init,
-        pick,
-        p["window_dimensions"],
-        p["window_strides"],
-        p["padding"],
-        p.get("base_dilation"),
-        p.get("window_dilation"),
-    )
-    return winners
-
-
-def select_winners(eqn: Eqn, z: jax.Array, winners: jax.Array) -> jax.Array:
-    """The values of ``z`` at ``winners`` (flat indices, pool output shape); linear in ``z``.
-
-    For tiled windows (the usual 2x2 stride-2 pool) the winner is picked by a mask along
-    the window axis, so the derivative is elementwise -- far cheaper on CPU than the
-    scatter-add that transposes a gather.
-    """
-    win = _tiled_window(eqn, z.shape)
-    if win is None:
-        return z.reshape(-1)[winners.reshape(-1)].reshape(winners.shape)
-    coords = jnp.unravel_index(winners, z.shape)
-    pos = jnp.ravel_multi_index(
-        tuple(c % w for c, w in zip(coords, win, strict=True)), win, mode="clip"
-    )
-    zt = _windows(z, win)
-    won = lax.broadcasted_iota(pos.dtype, zt.shape, zt.ndim - 1) == pos[..., None]
-    return jnp.sum(jnp.where(won, zt, jnp.zeros_like(zt)), axis=-1)
-
-
-class NetworkState(NamedTuple):
-    """The state of a network at one input: which neurons are on, which pool inputs win.
-
-    Attributes:
-      activities: per ReLU layer, the activity ``v`` (pre-activation), layer shape.
-      winners: per max-pool, int32 flat indices into the pool's input, pool output shape.
-      output: the network output ``f(x)``, output shape.
-    """
-
-    activities: tuple[jax.Array, ...]
-    winners: tuple[jax.Array, ...]
-    output: jax.Array
-
-    def pattern(self) -> tuple[jax.Array, ...]:
-        """Active neurons (``v > 0``) per ReLU layer."""
-        return tuple(v > 0 for v in self.activities)
-
-
-def defined(x: jax.Array, state: NetworkState) -> jax.Array:
-    """Whether the state at ``x`` is defined: ``x``, every activity and the output finite.
-
-    A NaN or inf anywhere (in ``x``, or from a non-finite weight) makes some activity
-    NaN, which is neither active nor inactive; every map built on the state is then
-    undefined. Returns a bool scalar.
-    """
-    return _guards.all_finite(x, state.activities, state.output)
-
-
-class ForwardRules(Rules):
-    """The ordinary forward pass; records each max-pool's winners."""
-
-    def __init__(self):
-        self.winners: dict[int, jax.Array] = {}
-
-    def relu(self, eqn, z):
-        return jnp.where(z > 0, z, jnp.zeros_like(z))
-
-    def max_pool(self, eqn, z):
-        # Winners are chosen on a value cut off from differentiation (the choice is
-        # piecewise constant), so the forward pass can be differentiated: the
-        # derivative of a pool routes to its winners.
-        w = pool_winners(eqn, lax.stop_gradient(z))
-        self.winners[eqn.site] = w
-        return select_winners(eqn, z, w)
-
-
-def forward(program: Program, x: jax.Array) -> NetworkState:
-    """Runs the network on ``x`` and returns its `NetworkState`."""
-    rules = ForwardRules()
-    res = walk(program, x, rules)
-    winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
-    return NetworkState(res.relu_inputs, winners, res.output)
-
-
-class FrozenRules(Rules):
-    """The switched network: ReLUs multiply by the frozen pattern, pools take the frozen winners.
-
-    With these rules the walk is an affine function of its input whose value at the
-    state's own input equals the network's (Theorem 1).
-    """
-
-    def __init__(self, state: NetworkState):
-        self.masks = tuple((v > 0).astype(v.dtype) for v in state.activities)
-        self.winners = state.winners
-
-    def relu(self, eqn, z):
-        return z * self.masks[eqn.site].astype(z.dtype)
-
-    def max_pool(self, eqn, z):
-        return select_winners(eqn, z, self.winners[eqn.site])
-
-
-def frozen_network(program: Program, state: NetworkState) -> Callable[[jax.Array], WalkResult]:
-    """The affine map ``x' -> walk(program, x', FrozenRules(state))`` (the switched network)."""
-    rules = FrozenRules(state)
-    return lambda xp: walk(program, xp, rules)
-
-
-# The registry names the rules of modules that build on this walker (the cone route, the
-# receptive-field boxes), so it is imported once the walker is defined.
-from slp._src import primitives as _primitives  # noqa: E402

@@ -13,10 +13,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from slp._src import network as net
-from slp._src import primitives as _primitives
+from slp._src import interpreter as interp
 
 __all__ = [
+    "Part",
+    "WEIGHT",
+    "ADD",
+    "REARRANGE",
+    "TRANSPOSE",
+    "SWITCH",
     "AffineLayer",
     "affine_layers",
     "Epsilon",
@@ -29,13 +34,40 @@ __all__ = [
 ]
 
 
-def _relevance_role(eqn) -> str | None:
-    """The primitive's part in the LRP rules (`slp._src.primitives`, field ``relevance``):
-    ``"weight"``, ``"add"``, ``"rearrange"`` (only moves, drops or relabels elements:
-    between a layer and its bias add it is part of the layer's linear map), ...
+class Part(NamedTuple):
+    """An operation's part in the LRP rules: the ``relevance`` entry of its declaration in
+    `slp._src.primitives`.
+
+    Attributes:
+      name: for messages.
+      weight: a dense/conv layer (``dot_general``, ``conv_general_dilated``) that carries a
+        rule.
+      bias: may add a layer's bias (an ``add`` with a constant).
+      rearranges: only moves, drops or relabels elements: between a layer and its bias add
+        it is part of the layer's linear map.
     """
-    decl = _primitives.lookup(eqn.primitive)
-    return None if decl is None else decl.relevance
+
+    name: str
+    weight: bool = False
+    bias: bool = False
+    rearranges: bool = False
+
+
+#: A dense or convolution layer: the walk gives it the rule's vector-Jacobian product.
+WEIGHT = Part("weight", weight=True)
+#: A sum that may add a layer's bias.
+ADD = Part("add", bias=True)
+#: Moves elements only (reshape, transpose, slice, cast).
+REARRANGE = Part("rearrange", rearranges=True)
+#: Any other linear operation: relevance flows back through its own transpose.
+TRANSPOSE = Part("transpose")
+#: A ReLU or max-pool: the walk's own switches (relevance passes to active neurons, winners).
+SWITCH = Part("switch")
+
+
+def _part(eqn) -> Part:
+    """The part of an input-dependent operation (`Part`)."""
+    return eqn.decl.relevance
 
 
 # --- finding the dense/conv layers of a program ---------------------------------------------
@@ -63,7 +95,7 @@ class AffineLayer(NamedTuple):
     nonnegative_input: bool = False
 
 
-def affine_layers(program: net.Program) -> tuple[AffineLayer, ...]:
+def affine_layers(program: interp.Program) -> tuple[AffineLayer, ...]:
     """The dense/conv layers of ``program`` in forward order, each with its bias add.
 
     A layer is a ``dot_general`` or ``conv_general_dilated`` with exactly one
@@ -90,7 +122,7 @@ def affine_layers(program: net.Program) -> tuple[AffineLayer, ...]:
         uses[program.output_id] += 1
     layers = []
     for i, e in enumerate(program.eqns):
-        if e.kind != "linear" or _relevance_role(e) != "weight" or sum(e.dep) != 1:
+        if e.kind != "linear" or not _part(e).weight or sum(e.dep) != 1:
             continue
         out, chain = e.outputs[0], []
         bias_eqn, bias_operand = -1, -1
@@ -99,10 +131,10 @@ def affine_layers(program: net.Program) -> tuple[AffineLayer, ...]:
             c = program.eqns[j]
             if c.kind != "linear" or sum(c.dep) != 1:
                 break
-            if _relevance_role(c) == "add":
+            if _part(c).bias:
                 bias_eqn, bias_operand = j, c.dep.index(False)
                 break
-            if _relevance_role(c) != "rearrange" or len(c.outputs) != 1:
+            if not _part(c).rearranges or len(c.outputs) != 1:
                 break
             chain.append(j)
             out = c.outputs[0]
@@ -114,15 +146,13 @@ def affine_layers(program: net.Program) -> tuple[AffineLayer, ...]:
     return tuple(layers)
 
 
-def _nonnegative(program: net.Program, producer: dict[int, int], var) -> bool:
+def _nonnegative(program: interp.Program, producer: dict[int, int], var) -> bool:
     """Whether ``var`` is a ReLU output, possibly max-pooled and rearranged."""
     while isinstance(var, int) and var in producer:
         e = program.eqns[producer[var]]
         if e.kind == "relu":
             return True
-        if e.kind == "max_pool" or (
-            e.kind == "linear" and _relevance_role(e) == "rearrange" and sum(e.dep) == 1
-        ):
+        if e.kind == "max_pool" or (e.kind == "linear" and _part(e).rearranges and sum(e.dep) == 1):
             var = e.inputs[e.dep.index(True)]
             continue
         return False
@@ -320,7 +350,7 @@ def _layer_fn(rule, lin: Callable, n_inputs: int, nonnegative: bool) -> Callable
     return layer
 
 
-class LrpRules(net.ForwardRules):
+class LrpRules(interp.ForwardRules):
     """Forward pass whose dense/conv layers backpropagate by LRP rules.
 
     Args:
@@ -331,7 +361,7 @@ class LrpRules(net.ForwardRules):
         (None: ``rule``). If it `needs_bounds`, the walk's input is ``(x, low, high)``.
     """
 
-    def __init__(self, program: net.Program, layers, rule, first_rule=None):
+    def __init__(self, program: interp.Program, layers, rule, first_rule=None):
         super().__init__()
         self.program = program
         self.layers = layers

@@ -274,7 +274,7 @@ class ReluBackwardRules(net.ForwardRules):
 def _modified_gradient(f: Callable, x: jax.Array, target, relu_fn, start: str) -> jax.Array:
     program = net.trace(f, x)
     return _target_gradient(
-        lambda xp: net.walk(program, xp, ReluBackwardRules(relu_fn)).output, x, target, start
+        lambda xp: net.interpret(program, xp, ReluBackwardRules(relu_fn)).output, x, target, start
     )
 
 

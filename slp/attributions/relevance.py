@@ -145,7 +145,7 @@ def lrp(
 
     def run(*inputs):
         rules = LrpRules(program, layers, rule, first_rule)
-        out = net.walk(program, inputs if first_rule is not None else inputs[0], rules).output
+        out = net.interpret(program, inputs if first_rule is not None else inputs[0], rules).output
         if isinstance(out, (_FromInput, _Pending)):
             raise ValueError("the network output is not computed by a dense/conv layer")
         return out

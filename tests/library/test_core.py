@@ -439,7 +439,7 @@ def test_nonzero_array_literals_and_differentiable_forward(x64):
         return jnp.sum(h * jnp.array([1.0, 10.0]))
 
     program = net.trace(g, x)
-    grad = jax.grad(lambda xp: net.walk(program, xp, net.ForwardRules()).output)(x)
+    grad = jax.grad(lambda xp: net.interpret(program, xp, net.ForwardRules()).output)(x)
     np.testing.assert_allclose(grad, [1.0, 0.0, 10.0, 0.0])
 
 
