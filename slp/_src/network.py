@@ -557,6 +557,48 @@ def check_input(x, what: str = "one example") -> None:
         )
 
 
+def _classified(live: list[Eqn], avals: dict, in_id: int) -> tuple[list[Eqn], tuple]:
+    """Every live operation with its kind, input dependence, site and declaration filled in.
+
+    Returns ``(eqns, (relu_shapes, pool_shapes, pool_sources, pool_input_shapes))``.
+
+    Raises:
+      UnsupportedOperationError: for the refused operation that names the cause best
+        (`_priority`), the first in forward order among equals.
+    """
+    dep_ids = {in_id}
+    eqns: list[Eqn] = []
+    relu_out: dict[int, int] = {}  # id of a ReLU output -> ReLU layer
+    relu_shapes, pool_shapes, pool_in_shapes, pool_sources = [], [], [], []
+    refused = []  # (priority, position, operation, refusal); the first one is reported
+    for e in live:
+        dep = tuple(isinstance(a, int) and a in dep_ids for a in e.inputs)
+        kind, site, source = "const", -1, -1
+        if any(dep):
+            kind, refusal = _classify(e, dep, [avals[o] for o in e.outputs])
+            if refusal is not None:
+                refused.append((_priority(e, refusal), len(eqns), e, refusal))
+            dep_ids.update(e.outputs)
+            if kind == "relu":
+                site = len(relu_shapes)
+                relu_shapes.append(tuple(avals[e.outputs[0]].shape))
+                relu_out[e.outputs[0]] = site
+            elif kind == "max_pool":
+                site = len(pool_shapes)
+                pool_shapes.append(tuple(avals[e.outputs[0]].shape))
+                pool_in_shapes.append(tuple(avals[e.inputs[0]].shape))
+                source = relu_out.get(e.inputs[0], -1)
+                pool_sources.append(source)
+        decl = _primitives.lookup(e.primitive) if kind not in ("", "const") else None
+        eqns.append(
+            dataclasses.replace(e, kind=kind, dep=dep, site=site, pool_source=source, decl=decl)
+        )
+    if refused:
+        _, _, e, refusal = min(refused, key=lambda r: r[:2])
+        raise _error(e, refusal)
+    return eqns, (relu_shapes, pool_shapes, pool_sources, pool_in_shapes)
+
+
 def trace(f: Callable, x: jax.Array) -> Program:
     """Traces a per-example function into a flat `Program`.
 
@@ -598,36 +640,8 @@ def trace(f: Callable, x: jax.Array) -> Program:
     fl.avals[in_id] = x_aval
     (out,) = fl.inline(closed.jaxpr, closed.consts, [in_id], ())
     live, consts = _resolve(fl, in_id, out)
-    dep_ids = {in_id}
-    eqns: list[Eqn] = []
-    relu_out: dict[int, int] = {}  # id of a ReLU output -> ReLU layer
-    relu_shapes, pool_shapes, pool_in_shapes, pool_sources = [], [], [], []
-    refused = []  # (priority, position, operation, refusal); the first one is reported
-    for e in live:
-        dep = tuple(isinstance(a, int) and a in dep_ids for a in e.inputs)
-        kind, site, source = "const", -1, -1
-        if any(dep):
-            kind, refusal = _classify(e, dep, [fl.avals[o] for o in e.outputs])
-            if refusal is not None:
-                refused.append((_priority(e, refusal), len(eqns), e, refusal))
-            dep_ids.update(e.outputs)
-            if kind == "relu":
-                site = len(relu_shapes)
-                relu_shapes.append(tuple(fl.avals[e.outputs[0]].shape))
-                relu_out[e.outputs[0]] = site
-            elif kind == "max_pool":
-                site = len(pool_shapes)
-                pool_shapes.append(tuple(fl.avals[e.outputs[0]].shape))
-                pool_in_shapes.append(tuple(fl.avals[e.inputs[0]].shape))
-                source = relu_out.get(e.inputs[0], -1)
-                pool_sources.append(source)
-        decl = _primitives.lookup(e.primitive) if kind not in ("", "const") else None
-        eqns.append(
-            dataclasses.replace(e, kind=kind, dep=dep, site=site, pool_source=source, decl=decl)
-        )
-    if refused:
-        _, _, e, refusal = min(refused, key=lambda r: r[:2])
-        raise _error(e, refusal)
+    eqns, sites = _classified(live, fl.avals, in_id)
+    relu_shapes, pool_shapes, pool_sources, pool_in_shapes = sites
     return Program(
         eqns=tuple(eqns),
         consts=consts,

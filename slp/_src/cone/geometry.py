@@ -2,7 +2,7 @@
 
 `cone_geometry` (static: from the program and shapes alone) first chooses the spatial input
 axes: every axis longer than 1 that no convolution or channel-dense layer contracts as
-channels (`channel_axes`). It then computes, operation by operation up to the end of the
+channels (`_channel_axes`). It then computes, operation by operation up to the end of the
 structured part, the geometry of every value (`Geom`) and the block layout, asking each
 operation's `ConeRule` (its declaration's ``cone`` entry) for its part. It returns a
 `ConeGeometry`, or a `ConeRefusal` that names the operation the route does not take.
@@ -297,6 +297,57 @@ def _channel_axes(program, shapes, order, end: int) -> dict[int, int]:
     return channels
 
 
+def _spatial_axes(program, x_shape, channels: dict[int, int]) -> tuple[int, ...] | ConeRefusal:
+    """The spatial input axes: every axis longer than 1 not contracted as channels."""
+    spatial = tuple(a for a, n in enumerate(x_shape) if n > 1 and a not in channels)
+    if spatial:
+        return spatial
+    mixed = sorted((i, a) for a, i in channels.items() if x_shape[a] > 1)
+    if mixed:  # e.g. an image resize: dense matrices over the height and the width
+        i = mixed[0][0]
+        axes = [str(a) for j, a in mixed if j == i]
+        return refused_at(
+            i,
+            program.eqns[i],
+            f"it contracts input axis {', '.join(axes)} (longer than 1) as a dense layer "
+            "over channels does, so no spatial axis is left for the route",
+        )
+    return ConeRefusal(
+        "the input has no spatial axis (no axis longer than 1 that is not contracted as channels)"
+    )
+
+
+def _step(ctx: GeoCtx, i: int, eqn, ins: tuple, end: int):
+    """The geometry of operation ``i``: ``(outs, step, cut_operand)`` or a `ConeRefusal`.
+
+    ``cut_operand``: at the cut (``end``, unless it is a ReLU), the geometry of its operand,
+    and no outputs (the route stops there); else None.
+    """
+    rule = _rule_of(eqn)
+    if isinstance(rule, Refusal):
+        return refused_at(i, eqn, rule.reason)
+    if i == end and eqn.kind != "relu":  # the cut takes a flattened or pooled value too
+        z = single(eqn, ins, "the first dense layer")
+        if isinstance(z, Refusal):
+            return refused_at(i, eqn, z.reason)
+        return (), Step(i, rule, ins, (), None), (z if isinstance(z, Geom) else z.geom)
+    if any(isinstance(v, Flat) for v in ins) and not rule.elementwise:
+        return refused_at(
+            i,
+            eqn,
+            "applied to a flattened feature map (only the first dense layer over "
+            "the whole input may take one)",
+        )
+    res = rule.geometry(ctx, eqn, ins)
+    if isinstance(res, Refusal):
+        return refused_at(i, eqn, res.reason)
+    outs, data = res
+    for o in outs:
+        if isinstance(o, Geom) and sorted(k for k in o.link if k >= 0) != list(range(ctx.nk)):
+            return refused_at(i, eqn, "a value that does not keep every spatial axis")
+    return tuple(outs), Step(i, rule, ins, tuple(outs), data), None
+
+
 def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     """The cone route's geometry for ``program`` at inputs of shape ``x_shape``.
 
@@ -313,23 +364,9 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     order = _needed(program, end)
     avals = _avals(program, order)
     shapes = {i: tuple(v.shape) for i, v in avals.items()}
-    channels = _channel_axes(program, shapes, order, end)
-    spatial = tuple(a for a, n in enumerate(x_shape) if n > 1 and a not in channels)
-    if not spatial:
-        mixed = sorted((i, a) for a, i in channels.items() if x_shape[a] > 1)
-        if mixed:  # e.g. an image resize: dense matrices over the height and the width
-            i = mixed[0][0]
-            axes = [str(a) for j, a in mixed if j == i]
-            return refused_at(
-                i,
-                program.eqns[i],
-                f"it contracts input axis {', '.join(axes)} (longer than 1) as a dense layer "
-                "over channels does, so no spatial axis is left for the route",
-            )
-        return ConeRefusal(
-            "the input has no spatial axis (no axis longer than 1 that is not "
-            "contracted as channels)"
-        )
+    spatial = _spatial_axes(program, x_shape, _channel_axes(program, shapes, order, end))
+    if isinstance(spatial, ConeRefusal):
+        return spatial
     nk = len(spatial)
     ctx = GeoCtx(nk, shapes)
     link = tuple(spatial.index(a) if a in spatial else -1 for a in range(len(x_shape)))
@@ -338,39 +375,20 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     steps: dict[int, Step] = {}
     convs, last = 0, None
     interp.INTERPRETATIONS["cone.geometry"] += 1
-
     for i in order:
         eqn = program.eqns[i]
         if eqn.kind == "const":
             continue
-        rule = _rule_of(eqn)
-        if isinstance(rule, Refusal):
-            return refused_at(i, eqn, rule.reason)
         ins = tuple(values[a] if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True))
-        if i == end and eqn.kind != "relu":  # the cut takes a flattened or pooled value too
-            z = single(eqn, ins, "the first dense layer")
-            if isinstance(z, Refusal):
-                return refused_at(i, eqn, z.reason)
-            steps[i] = Step(i, rule, ins, (), None)
-            last = z if isinstance(z, Geom) else z.geom
+        found = _step(ctx, i, eqn, ins, end)
+        if isinstance(found, ConeRefusal):
+            return found
+        outs, steps[i], cut_operand = found
+        if cut_operand is not None:
+            last = cut_operand
             break
-        if any(isinstance(v, Flat) for v in ins) and not rule.elementwise:
-            return refused_at(
-                i,
-                eqn,
-                "applied to a flattened feature map (only the first dense layer over "
-                "the whole input may take one)",
-            )
-        res = rule.geometry(ctx, eqn, ins)
-        if isinstance(res, Refusal):
-            return refused_at(i, eqn, res.reason)
-        outs, data = res
-        for o in outs:
-            if isinstance(o, Geom) and sorted(k for k in o.link if k >= 0) != list(range(nk)):
-                return refused_at(i, eqn, "a value that does not keep every spatial axis")
         values.update(zip(eqn.outputs, outs, strict=True))
-        steps[i] = Step(i, rule, ins, tuple(outs), data)
-        convs += rule.convolution
+        convs += steps[i].rule.convolution
         if i == end:
             last = next(v for v in ins if v is not None)
     if convs == 0:
