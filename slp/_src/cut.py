@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend import core as jex_core
 
 from slp._src import interpreter as interp
 from slp._src import matmul as _matmul
@@ -78,14 +79,24 @@ def post_norms(program, state, x, plan, cols) -> list:
 
 
 def scan_sum(step, xs, n: int):
-    """``sum_i step(xs[i])`` for lists of arrays, as a scan (one step: no loop)."""
+    """``sum_i step(xs[i])`` for lists of arrays, as a scan (one step: no loop).
+
+    ``step`` is traced once (its walks over the program are interpretations, and the scan
+    would otherwise trace it a second time for its shapes): the scan replays that trace.
+    """
+    first = jax.tree.map(lambda a: a[0], xs)
     if n == 1:
-        return step(jax.tree.map(lambda a: a[0], xs))
-    first = jax.eval_shape(step, jax.tree.map(lambda a: a[0], xs))
-    init = [jnp.zeros(s.shape, s.dtype) for s in first]
+        return step(first)
+    flat, tree = jax.tree.flatten(first)
+    closed, out_shapes = jax.make_jaxpr(
+        lambda *leaves: step(jax.tree.unflatten(tree, leaves)), return_shape=True
+    )(*flat)
+    replay = jex_core.jaxpr_as_fun(closed)
+    init = [jnp.zeros(s.shape, s.dtype) for s in out_shapes]
 
     def body(acc, xi):
-        return [a + s for a, s in zip(acc, step(xi), strict=True)], None
+        sums = replay(*jax.tree.leaves(xi))
+        return [a + s for a, s in zip(acc, sums, strict=True)], None
 
     out, _ = lax.scan(body, init, xs)
     return out
