@@ -116,10 +116,12 @@ class _BoxRules(interp.Rules):
 
     def _moving(self, eqn, args, avals):
         n = len(args)
-        # Operands that may not depend on the input are indices or predicates, kept as they
-        # are (the declaration's ``input_operands``); data operands move with their boxes.
+        # Indices and predicates (integer or boolean operands that may not depend on the
+        # input: the declaration's ``input_operands``) are kept as they are; data operands,
+        # a padding value among them, move with their boxes.
         taken = eqn.decl.input_operands
-        index_ops = set() if taken is None else set(range(n)) - set(taken(n))
+        fixed = set() if taken is None else set(range(n)) - set(taken(n))
+        index_ops = {i for i in fixed if not jnp.issubdtype(jnp.result_type(args[i]), jnp.inexact)}
         in_axes = [None if (i in index_ops) else -1 for i in range(n)]
 
         def coords(which: str, fill: float):

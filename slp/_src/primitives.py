@@ -263,7 +263,7 @@ for _p in (lax.reshape_p, lax.squeeze_p, lax.broadcast_in_dim_p):
     )
 declare(lax.transpose_p, boxes=_boxes.MOVING, cone=_cone.TRANSPOSE, relevance=_relevance.REARRANGE)
 declare(lax.slice_p, boxes=_boxes.MOVING, cone=_cone.SLICE, relevance=_relevance.REARRANGE)
-declare(lax.rev_p, boxes=_boxes.MOVING, cone=_NO_CONE, relevance=_relevance.REARRANGE)
+declare(lax.rev_p, boxes=_boxes.MOVING, cone=_cone.REV, relevance=_relevance.REARRANGE)
 declare(
     lax.dynamic_slice_p,
     boxes=_boxes.MOVING,
@@ -288,7 +288,7 @@ declare(getattr(lax, "tile_p", None), boxes=_boxes.MOVING, cone=_cone.TILE)
 declare(
     lax.pad_p,
     boxes=_boxes.MOVING,
-    cone=_NO_CONE,
+    cone=_cone.PAD,
     input_operands=_first,
     operands_refusal=_not_implemented("an input-dependent padding value"),
 )

@@ -23,6 +23,7 @@ from slp._src.cone.rules import (
     NEG,
     REDUCE_SUM,
     RELU,
+    REV,
     SCALE,
     SHAPE,
     SPLIT,
@@ -32,7 +33,7 @@ from slp._src.cone.rules import (
     TRANSPOSE,
 )
 from slp._src.cone.tangents import norms
-from slp._src.cone.windows import CHANNEL_DOT, CONV, MAX_POOL, SLICE, WINDOW_SUM
+from slp._src.cone.windows import CHANNEL_DOT, CONV, MAX_POOL, PAD, SLICE, WINDOW_SUM
 
 __all__ = [
     "ConeGeometry",
@@ -49,7 +50,9 @@ __all__ = [
     "MAX_POOL",
     "NEG",
     "REDUCE_SUM",
+    "PAD",
     "RELU",
+    "REV",
     "SCALE",
     "SHAPE",
     "SLICE",

@@ -242,6 +242,27 @@ def _transpose_carry(eqn, ins, shapes):
 TRANSPOSE = ConeRule("transpose", _transpose_geometry, _transpose_tangent, carry=_transpose_carry)
 
 
+# -- reversals along free axes (channels) ------------------------------------------------
+
+
+def _rev_geometry(ctx, eqn, ins):
+    (z,) = ins
+    if not isinstance(z, Geom):
+        return Refusal("a reversal of a globally pooled value")
+    if any(z.link[a] >= 0 for a in eqn.params["dimensions"]):
+        return Refusal("a reversal along a spatial axis (cones run in one direction)")
+    return [z], None
+
+
+def _rev_tangent(p, eqn, step, args):
+    (g,) = step.ins
+    t = p.materialize(args[0], g)
+    return [ConeVal(lax.rev(t, tuple(p.n_pre + a for a in eqn.params["dimensions"])))]
+
+
+REV = ConeRule("rev", _rev_geometry, _rev_tangent)
+
+
 # -- global sum pooling -------------------------------------------------------------------
 
 

@@ -348,6 +348,43 @@ def _slice_tangent(p, eqn, step, args):
 SLICE = ConeRule("slice", _slice_geometry, _slice_tangent)
 
 
+def _pad_geometry(ctx, eqn, ins):
+    z = ins[0]  # the padding value is a constant (the registry's input operands)
+    if not isinstance(z, Geom):
+        return Refusal("a pad of a globally pooled value")
+    config = tuple(eqn.params["padding_config"])
+    if any(interior != 0 for _, _, interior in config):
+        return Refusal("interior padding (a dilation)")
+    out_shape = ctx.shapes[eqn.outputs[0]]
+    # Free axes are padded as they are; along a spatial one the output is a window of size 1
+    # that starts ``lo`` elements before the operand (past its ends: tangents 0, as padding
+    # with a constant has no dependence on the input).
+    free = tuple(n if k < 0 else m for n, m, k in zip(out_shape, z.shape, z.link, strict=True))
+    gf = dataclasses.replace(z, shape=free)
+    n = len(config)
+    lows = tuple(lo if k >= 0 else 0 for (lo, _, _), k in zip(config, z.link, strict=True))
+    w = _WindowData((1,) * n, (1,) * n, lows)
+    return [_window_geom(gf, w, out_shape)], (gf, w)
+
+
+def _pad_tangent(p, eqn, step, args):
+    (gf, w), g, (ng,) = step.data, step.ins[0], step.outs
+    t = p.materialize(args[0], g)
+    for ax, ((lo, hi, _), k) in enumerate(zip(eqn.params["padding_config"], g.link, strict=True)):
+        if k < 0 and (lo, hi) != (0, 0):
+            t = lax.pad(
+                t,
+                jnp.zeros((), t.dtype),
+                [(0, 0, 0)] * (p.n_pre + ax)
+                + [(lo, hi, 0)]
+                + [(0, 0, 0)] * (t.ndim - p.n_pre - ax - 1),
+            )
+    return [ConeVal(_window_tangent(p, t, gf, ng, w), valid=False)]
+
+
+PAD = ConeRule("pad", _pad_geometry, _pad_tangent)
+
+
 # -- dense layers over channel axes -----------------------------------------------------
 
 
