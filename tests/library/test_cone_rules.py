@@ -113,3 +113,31 @@ def test_interior_padding_and_spatial_rev_are_refused_with_the_reason(x64):
         plan = slp.insens_plan(f, x)
         assert plan.route != "cone"
         assert reason in str(plan.not_taken["cone"])
+
+
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_relu_after_global_pooling_takes_the_cone_route(x64, pool):
+    """conv -> ReLU -> global pooling -> ReLU -> dense -> ReLU -> dense."""
+    rng = np.random.default_rng(5)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 4)) / 3)
+    b1 = jnp.asarray(rng.normal(size=(1, 1, 4)) * 0.1)
+    x = jax.random.normal(jax.random.key(6), (8, 8, 1), jnp.float64)
+    w2 = jnp.asarray(rng.normal(size=(4, 5)))
+    w3 = jnp.asarray(rng.normal(size=(5, 3)))
+    reduce = {"mean": jnp.mean, "max": jnp.max}[pool]
+    # thresholds that leave two pooled neurons on and two off at x
+    c = reduce(jax.nn.relu(_conv(x, k1, "SAME") + b1), axis=(0, 1)) * jnp.asarray(
+        [0.5, 1.5, 0.5, 1.5]
+    )
+
+    def pre_activations(x):
+        v1 = _conv(x, k1, "SAME") + b1
+        v2 = reduce(jax.nn.relu(v1), axis=(0, 1)) - c
+        v3 = jax.nn.relu(v2) @ w2
+        return v1, v2, v3
+
+    def f(x):
+        return jax.nn.relu(pre_activations(x)[-1]) @ w3
+
+    assert (pre_activations(x)[1] <= 0).any() and (pre_activations(x)[1] > 0).any()
+    _check_every_route(f, pre_activations, x)

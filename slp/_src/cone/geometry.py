@@ -393,7 +393,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
             last = next(v for v in ins if v is not None)
     if convs == 0:
         return ConeRefusal("no convolution before the first dense layer over the whole input")
-    sigma_tot = last.sigma
+    sigma_tot = (last.geom if isinstance(last, Global) else last).sigma
     ranges = [np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
     blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
     dtypes = {i: v.dtype for i, v in avals.items()}

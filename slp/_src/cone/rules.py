@@ -393,15 +393,19 @@ def _relu_geometry(ctx, eqn, ins):
     z = single(eqn, ins, "a ReLU")
     if isinstance(z, Refusal):
         return z
-    if not isinstance(z, Geom):
-        return Refusal("a ReLU of a globally pooled value before the first dense layer")
     return [z], None
 
 
 def _relu_tangent(p, eqn, step, args):
-    # The state multiplies the value: kept pending until a consumer needs it.
     z = dep_arg(eqn, args)
-    return [z._replace(mask=p.state.activities[eqn.site] > 0)]
+    on = p.state.activities[eqn.site] > 0
+    if isinstance(step.ins[eqn.dep.index(True)], Global):
+        # After global pooling every element of the value is one neuron reached by every
+        # input element: the state multiplies the tangents at once.
+        mask = on.astype(z.t.dtype)
+        return [ConeVal(z.t * mask.reshape((1,) * (z.t.ndim - mask.ndim) + mask.shape))]
+    # The state multiplies the value: kept pending until a consumer needs it.
+    return [z._replace(mask=on)]
 
 
 RELU = ConeRule("relu", _relu_geometry, _relu_tangent)

@@ -385,8 +385,12 @@ def norms(program, state, x, plan, precision) -> list:
         sums = []
         for s in plan.pre_sites:
             t, g = relu_in[s]
-            # over the free axis f, in at least float32 (`_matmul.accumulator`)
-            sums.append(p.overlap_add(_matmul.square_sum(t, nk), g))
+            # over the free axis f, in at least float32 (`_matmul.accumulator`); after global
+            # pooling every element is reached by every input element: over r too
+            if isinstance(g, Global):
+                sums.append(_matmul.square_sum(t, tuple(range(nk + 1))))
+            else:
+                sums.append(p.overlap_add(_matmul.square_sum(t, nk), g))
         if cols_of is None:
             return sums
         cols = cols_of(cut_t, b)
