@@ -163,6 +163,10 @@ class Program:
       pool_shapes: output shape of every max-pool, in forward order.
       pool_sources: per max-pool, the ReLU layer it pools (-1 if its operand is not
         directly a ReLU output).
+      pool_input_shapes: per max-pool, the shape of its operand.
+      avals: per value id (the input, every constant and every operation's output), its
+        shape and dtype as traced: the routes read shapes here rather than walking the
+        program again.
     """
 
     eqns: tuple[Eqn, ...]
@@ -176,6 +180,7 @@ class Program:
     pool_shapes: tuple[tuple[int, ...], ...]
     pool_sources: tuple[int, ...]
     pool_input_shapes: tuple[tuple[int, ...], ...]
+    avals: Mapping[int, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)

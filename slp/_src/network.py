@@ -654,4 +654,16 @@ def trace(f: Callable, x: jax.Array) -> Program:
         pool_shapes=tuple(pool_shapes),
         pool_sources=tuple(pool_sources),
         pool_input_shapes=tuple(pool_in_shapes),
+        avals=_value_avals(fl, in_id, eqns, consts),
     )
+
+
+def _value_avals(fl: _Flattener, in_id: int, eqns: list[Eqn], consts: dict) -> dict:
+    """Shape and dtype of the input, of every constant and of every operation's output."""
+    avals = {in_id: fl.avals[in_id]}
+    for i in consts:
+        avals[i] = fl.aval(i)
+    for e in eqns:
+        for o in e.outputs:
+            avals[o] = fl.avals[o]
+    return avals

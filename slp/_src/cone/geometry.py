@@ -14,7 +14,6 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
 from slp._src import interpreter as interp
@@ -243,21 +242,11 @@ def _needed(program, end: int) -> tuple[int, ...]:
     return tuple(sorted(seen))
 
 
-def _avals(program, order) -> dict[int, jax.ShapeDtypeStruct]:
-    """The shape and dtype of every value the operations ``order`` read or make
-    (abstractly)."""
-
-    def run(x):
-        interp.INTERPRETATIONS["cone.avals"] += 1
-        env = dict(program.consts)
-        env[program.input_id] = x
-        for i in order:
-            eqn = program.eqns[i]
-            env.update(zip(eqn.outputs, eqn.apply(*eqn.args(env)), strict=True))
-        return env
-
-    x = jax.ShapeDtypeStruct(program.input_shape, program.input_dtype)
-    return jax.eval_shape(run, x)
+def _avals(program, order) -> Mapping[int, Any]:
+    """The shape and dtype of every value the operations ``order`` read or make (as traced:
+    `slp._src.interpreter.Program.avals`)."""
+    del order  # the program records every value's
+    return program.avals
 
 
 def _rule_of(eqn) -> ConeRule | Refusal:
