@@ -1041,14 +1041,12 @@ def insens(
         chunk = int(np.prod(x.shape)) if chunk_size is None else int(chunk_size)
         plan = _plan(program, x, chunk, route) if probes is None else None
         program = _runtime_consts(program)
-        state = net.forward(program, x)
-        frozen = net.frozen_network(program, state)
-
-        def acts(xp):
-            return frozen(xp).relu_inputs
+        # One pass: the state, and the VJP of the switched network (eq. 8's sum over neurons).
+        state, vjp = net.forward_and_vjp(program, x)
 
         if probes is not None:
             probe_key = default_key if key is None else key
+            frozen = net.frozen_network(program, state)
             sq, sq_groups = _estimated_norms(
                 program, state, frozen, x, probes, probe_key, n_groups, exact_layers, prec
             )
@@ -1056,7 +1054,6 @@ def insens(
             sq = _exact_norms(program, state, x, plan, prec)
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
         count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
-        _, vjp = jax.vjp(acts, x)
         # A NaN or inf in x, in a ReLU input or in the output (a non-finite weight) leaves
         # the state undefined (NaN is neither active nor inactive): the map is NaN, never a
         # plausible-looking one.
