@@ -5,8 +5,9 @@ Run:
     python experiments/bench_insens.py --isolate        # + peak RSS per case (subprocesses)
     python experiments/bench_insens.py --batches 64 1024 8192 --precisions tf32x3 bf16x6 \
         --variant-batches 1024 8192 --naive-max-batch 64 --max-memory-gb 60   # H100: 2 min
-    python experiments/bench_insens.py --zoo    # the model zoo, batch 64: CPU, 2 cores: 10-20 min
-    python experiments/bench_insens.py --zoo --batch 4 --repeats 1 --out /tmp/zoo  # 4-5 min
+    python experiments/bench_insens.py --zoo --naive-batch 64   # the model zoo: 2 cores, 30-40 min
+    python experiments/bench_insens.py --zoo --no-naive --fit --fit-write  # recalibrate: 20-30 min
+    python experiments/bench_insens.py --zoo --batch 4 --repeats 1 --out /tmp/zoo  # 20 min
 
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
 -> dense 10) on 28x28x1 inputs (or, ``--model qnetwork``, the DQN Q-network of the Pong
@@ -40,12 +41,24 @@ Writes --out/bench_insens.json (default runs/) and prints a table with the ratio
 
 ``--zoo``: every network of ``experiments/zoo.py`` (the full-size 2CONV in flax.linen,
 flax.nnx, equinox, dm-haiku, plain jnp and plain jnp with dead code; an MLP; ResNet-8; the
-Q-network), or those named by ``--zoo-only``, on ``--batch`` random inputs: per network the
+Q-network; batch-norm, depthwise-separable, residual and DenseNet-style CNNs; conv +
+max-pool CNNs in equinox and dm-haiku), or those named by ``--zoo-only``, on ``--batch``
+random inputs (unless ``--no-naive``): per network the
 route `slp.insens_plan` picks, the time to lower and compile ``jit(vmap(slp.insens(f)))``,
 its images/s and XLA temporary memory per image, the same for the naive route on
 ``--naive-batch`` images, their ratios and the maps' agreement. The naive route's peak RSS
 is large on CPU (about 16 GB for the Q-network on one image, 2.8 times XLA's estimate).
-Writes --out/bench_insens_zoo_<platform>.json and a markdown table
+Then, at every ``--route-batches`` size (1 and 8), every exact route of every network
+(``jax.jit(jax.vmap(slp.insens(f, route=r)))``, compile excluded, median of
+``--route-repeats`` calls, the routes of one network taking turns) against the seconds
+`slp.insens_plan` predicts for it, and the route `slp.insens` chooses for that batch size
+(under ``jax.vmap`` it sees the batch size) against the fastest. The script exits with
+status 1 when a chosen route takes more than 1.2 times the fastest's time or a prediction
+is off by more than 3 times (a line per case says which). ``--fit`` fits the
+planner's cost model (`slp._src.costs`) to these timings and prints its table and the check it
+would pass; ``--fit-write`` writes the table into ``slp/_src/costs.py``; ``--fit-from FILE``
+refits from the timings an earlier run recorded (nothing is timed).
+Writes --out/bench_insens_zoo_<platform>.json and a markdown report
 bench_insens_zoo_<platform>.md.
 """
 
@@ -53,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -149,6 +163,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "while XLA's estimate exceeds a third of the memory limit)",
     )
     p.add_argument("--zoo-only", default=None, help="--zoo: comma-separated zoo networks")
+    p.add_argument(
+        "--route-batches",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="--zoo: batch sizes at which every exact route is timed against its prediction",
+    )
+    p.add_argument(
+        "--route-repeats", type=int, default=7, help="--zoo: timed calls per route (median)"
+    )
+    p.add_argument(
+        "--skip-factor",
+        type=float,
+        default=None,
+        help="--zoo: do not time a route predicted more than this many times slower than "
+        "the fastest prediction (default 10; 100 with --fit, whose fit wants every route)",
+    )
+    p.add_argument(
+        "--max-call-s",
+        type=float,
+        default=5.0,
+        help="--zoo: a route whose first call takes longer is timed by that call alone",
+    )
+    p.add_argument(
+        "--no-naive",
+        action="store_true",
+        help="--zoo: only the routes against their predictions (not the naive route at --batch)",
+    )
+    p.add_argument(
+        "--fit",
+        action="store_true",
+        help="--zoo: fit the planner's cost model to the routes' timings and print its table",
+    )
+    p.add_argument(
+        "--fit-write",
+        action="store_true",
+        help="--fit: also write the fitted table into slp/_src/costs.py",
+    )
+    p.add_argument(
+        "--fit-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="--zoo --fit: refit from the timings recorded in these results files (nothing is "
+        "timed; the work is counted by the current planner)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
     cli.add_out_option(p)
     p.add_argument("--worker", nargs=2, metavar=("ROUTE", "BATCH"), help=argparse.SUPPRESS)
@@ -165,6 +225,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError("--checkpoint, --data mnist and --isolate are not for --zoo")
     if args.batch < 1 or args.naive_batch < 1:
         raise ValueError("--batch and --naive-batch must be >= 1")
+    if min(args.route_batches) < 1 or args.route_repeats < 1:
+        raise ValueError("--route-batches and --route-repeats must be >= 1")
+    if (args.fit or args.fit_from or args.fit_write or args.no_naive) and not args.zoo:
+        raise ValueError("--fit, --fit-from, --fit-write and --no-naive are for --zoo")
+    if (args.fit_from or args.fit_write) and not args.fit:
+        raise ValueError("--fit-from and --fit-write go with --fit")
+    if args.skip_factor is None:
+        args.skip_factor = 100.0 if args.fit else 10.0
     return args
 
 
@@ -652,18 +720,32 @@ def exactness(
 
 
 def zoo_network(args, name: str, x_all, key, limit: float) -> dict[str, Any]:
-    """One network of the zoo: its route, and `slp.insens` and the naive route measured."""
+    """One network of the zoo: its route, `slp.insens` and the naive route measured at
+    ``--batch`` (unless ``--no-naive``), and every exact route against its prediction at
+    every ``--route-batches`` size (`zoo_routes`)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import zoo
 
     import slp
 
     model = zoo.ZOO[name](key, jnp.float32, small=args.tiny)
-    x = x_all[tuple(model.input_shape)]
+    x = x_all[tuple(model.input_shape)][: args.batch]
     plan = slp.insens_plan(model.f, x[0], chunk_size=args.chunk_size, route=args.insens_route)
     entry: dict[str, Any] = {"input_shape": list(model.input_shape), "route": plan.route}
+    if not args.no_naive:
+        entry.update(zoo_against_naive(args, model, x, limit))
+        jax.clear_caches()
+    entry["routes"] = zoo_routes(args, model, x_all)
+    jax.clear_caches()  # compiled executables of earlier networks are not reused
+    return entry
+
+
+def zoo_against_naive(args, model, x, limit: float) -> dict[str, Any]:
+    """`slp.insens` (its own route) and the naive route on ``x``: speed, memory, agreement."""
+    import numpy as np
+
+    entry: dict[str, Any] = {}
     ins = measure(
         insens_route(args, model.f, "insens"),
         x,
@@ -700,7 +782,6 @@ def zoo_network(args, name: str, x_all, key, limit: float) -> dict[str, Any]:
         ref = outputs["naive"]
         scale = float(np.max(np.abs(ref))) or 1.0
         entry["max_rel_diff_vs_naive"] = float(np.max(np.abs(outputs["insens"][:b] - ref))) / scale
-    jax.clear_caches()  # compiled executables of earlier networks are not reused
     return entry
 
 
@@ -713,6 +794,7 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
     import zoo
 
     from lab import analysis
+    from slp._src.insens import device_flop_rate
 
     names = list(zoo.ZOO)
     if args.zoo_only is not None:
@@ -724,21 +806,28 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
     limit = _memory_limit(args, jax)
     kx, kw = jax.random.split(jax.random.key(args.seed))
 
+    n_inputs = max([args.batch, *args.route_batches])
+
     class Inputs(dict):  # one batch per input shape, all from the key ``kx``
         def __missing__(self, shape):
-            self[shape] = jax.random.uniform(kx, (args.batch,) + shape, jnp.float32)
+            self[shape] = jax.random.uniform(kx, (n_inputs,) + shape, jnp.float32)
             return self[shape]
 
     x_all = Inputs()
     command = "python experiments/bench_insens.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
+    if args.fit_from is not None:  # refit from recorded timings: nothing is timed
+        result = recorded_runs(args)
+        return {**result, "fit": fit_report(args, result)}
     networks: dict[str, Any] = {}
     result: dict[str, Any] = {
         "command": command,
         **_header(args, dev, jax),
         "networks": networks,
     }
+    # the matrix-product rate behind every prediction of this run (and of a --fit)
+    result["machine"]["flop_rate"] = device_flop_rate()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"bench_insens_zoo_{dev.platform}"
     print(
@@ -757,14 +846,32 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
         entry["wall_s"] = time.perf_counter() - t0
         networks[name] = entry
         analysis.write_json(stem.with_suffix(".json"), result)
-        print(f"{name}: {_zoo_line(entry)}", flush=True)
+        if not args.no_naive or "error" in entry:
+            print(f"{name}: {_zoo_line(entry)}", flush=True)
+        for line in _route_lines(name, entry):
+            print(line, flush=True)
     result["machine"]["load_at_end"] = _load()
     result["wall_s"] = time.perf_counter() - t_start
+    result["route_check"] = route_verdicts(networks)
+    if args.fit:
+        result["fit"] = fit_report(args, result)
     analysis.write_json(stem.with_suffix(".json"), result)
     table = zoo_table(result)
     analysis.write_text(stem.with_suffix(".md"), table)
     print("\n" + table)
     return result
+
+
+def _route_lines(name: str, entry: dict[str, Any]) -> list[str]:
+    """Progress lines of one network's routes: per batch size, measured (predicted) ms."""
+    lines = []
+    for batch, rec in (entry.get("routes") or {}).items():
+        parts = []
+        for r, v in rec["routes"].items():
+            meas = f"{v['median_s'] * 1e3:.4g}" if "median_s" in v else "-"
+            parts.append(f"{r} {meas} ({v['predicted_s'] * 1e3:.4g}) ms")
+        lines.append(f"{name} @ {batch}: chosen {rec['chosen']}; " + ", ".join(parts))
+    return lines
 
 
 def _zoo_line(e: dict[str, Any]) -> str:
@@ -818,7 +925,8 @@ def _zoo_cells(name: str, e: dict[str, Any]) -> list[str]:
 
 
 def zoo_table(result: dict[str, Any]) -> str:
-    """The markdown report of ``--zoo``: one row per network."""
+    """The markdown report of ``--zoo``: one row per network against the naive route (unless
+    ``--no-naive``), then one row per network and batch size of every exact route."""
     from lab import analysis
 
     cfg, machine = result["config"], result["machine"]
@@ -826,43 +934,458 @@ def zoo_table(result: dict[str, Any]) -> str:
         f"# Insens on the model zoo, {machine['device']}",
         "",
         f"Produced by `{result['command']}` in {result.get('wall_s', 0) / 60:.1f} minutes on "
-        f"{machine['cpus']} CPUs (load average {machine['load_at_start']} at the start), jax "
-        f"{machine['jax_version']}. Random weights (non-zero biases) and uniform inputs, the "
-        f"same for every network of one input shape; `jax.jit(jax.vmap(slp.insens(f)))` on "
-        f"{cfg['batch']} images, the naive route (`jax.jacfwd` of every pre-activation) on "
-        f"the first {cfg['naive_batch']} or fewer (column 'naive n'). Images/s: median of "
-        f"{cfg['repeats']} calls after a compiling one; compile: lowering and compiling "
-        f"`slp.insens` for the batch; memory: XLA's temporary buffers per image; rel. diff: "
-        f"max |insens - naive| / max |naive| on the naive route's images (float32).",
+        f"{machine['cpus']} CPUs (load average {machine['load_at_start']} at the start, "
+        f"{machine.get('load_at_end')} at the end), jax {machine['jax_version']}. Random "
+        f"weights (non-zero biases) and uniform inputs, the same for every network of one "
+        f"input shape.",
+        "",
+    ]
+    if not cfg.get("no_naive"):
+        lines += [
+            "## `slp.insens` against the naive route",
+            "",
+            f"`jax.jit(jax.vmap(slp.insens(f)))` on "
+            f"{cfg['batch']} images, the naive route (`jax.jacfwd` of every pre-activation) on "
+            f"the first {cfg['naive_batch']} or fewer (column 'naive n'). Images/s: median of "
+            f"{cfg['repeats']} calls after a compiling one; compile: lowering and compiling "
+            f"`slp.insens` for the batch; memory: XLA's temporary buffers per image; rel. diff: "
+            f"max |insens - naive| / max |naive| on the naive route's images (float32).",
+            "",
+            *analysis.table(
+                [
+                    "network",
+                    "input",
+                    "route",
+                    "compile s",
+                    "insens img/s",
+                    "naive img/s",
+                    "naive n",
+                    "speed-up",
+                    "insens MiB/img",
+                    "naive MiB/img",
+                    "memory ratio",
+                    "rel. diff",
+                ],
+                [_zoo_cells(name, e) for name, e in result["networks"].items()],
+                align=["---"] * 3 + ["---:"] * 9,
+            ),
+        ]
+        skipped = {
+            f"{n} {r}": e[r]["skipped"]
+            for n, e in result["networks"].items()
+            for r in ("insens", "naive")
+            if r in e and "skipped" in e[r]
+        }
+        lines += [""] + [f"- {k} skipped: {v}" for k, v in skipped.items()] + [""]
+    lines += route_table(result)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def route_table(result: dict[str, Any]) -> list[str]:
+    """Markdown lines of the route check: per network and batch size, every exact route's
+    measured and predicted milliseconds per call, the chosen route against the fastest."""
+    from lab import analysis
+
+    cfg = result["config"]
+    check = result.get("route_check") or {}
+    rows = []
+    verdicts = {(r["network"], r["batch"]): r for r in check.get("rows", [])}
+    for name, e in result["networks"].items():
+        for batch, rec in (e.get("routes") or {}).items():
+            row = verdicts.get((name, int(batch)))
+            cells = [name, batch, rec["chosen"], row["fastest"] if row else "-"]
+            ratio = row and row["chosen_vs_fastest"]
+            cells.append(f"{ratio:.2f}" if ratio else "-")
+            cells.append(f"{row['best_possible']:.2f}" if row and row["best_possible"] else "-")
+            for r in ("cone", "probes", "dense"):
+                v = rec["routes"].get(r)
+                if v is None:
+                    cells.append("does not apply")
+                elif "median_s" in v:
+                    cells.append(f"{v['median_s'] * 1e3:.3g} ({v['predicted_s'] * 1e3:.3g})")
+                else:
+                    cells.append(f"not timed ({v['predicted_s'] * 1e3:.3g})")
+            rows.append(cells)
+    worst_c, worst_p = check.get("worst_chosen_vs_fastest"), check.get("worst_prediction")
+    verdict = (
+        "every chosen route within 1.2x of the fastest and every prediction within 3x"
+        if not check.get("failures")
+        else f"{len(check['failures'])} failure(s):"
+    )
+    lines = [
+        "## Every exact route: measured (predicted) ms per call",
+        "",
+        f"`jax.jit(jax.vmap(slp.insens(f, route=r)))` on the first B images, compile "
+        f"excluded: median of {cfg.get('route_repeats')} calls per route, the routes of one "
+        f"network and batch size taking turns; in brackets `slp.insens_plan(f, x, "
+        f"batch=B)`'s predicted seconds per call. A route predicted more than "
+        f"{cfg.get('skip_factor')}x slower than the fastest prediction is not timed. "
+        f"chosen: the route `slp.insens(f)` runs at that batch size (`insens_plan(f, x, "
+        f"batch=B).route`); chosen/fastest: its measured time over the fastest's; best one "
+        f"route: the least, over the routes, of a route's worst chosen/fastest at both batch "
+        f"sizes (what a choice blind to the batch size could at best do).",
         "",
         *analysis.table(
             [
                 "network",
-                "input",
-                "route",
-                "compile s",
-                "insens img/s",
-                "naive img/s",
-                "naive n",
-                "speed-up",
-                "insens MiB/img",
-                "naive MiB/img",
-                "memory ratio",
-                "rel. diff",
+                "B",
+                "chosen",
+                "fastest",
+                "chosen/fastest",
+                "best one route",
+                "cone",
+                "probes",
+                "dense",
             ],
-            [_zoo_cells(name, e) for name, e in result["networks"].items()],
-            align=["---"] * 3 + ["---:"] * 9,
+            rows,
+            align=["---"] * 4 + ["---:"] * 5,
         ),
+        "",
     ]
-    skipped = {
-        f"{n} {r}": e[r]["skipped"]
-        for n, e in result["networks"].items()
-        for r in ("insens", "naive")
-        if r in e and "skipped" in e[r]
+    if worst_c is not None:
+        lines.append(
+            f"Worst chosen/fastest {worst_c:.3g}; worst prediction off by {worst_p:.3g}x: "
+            + verdict
+        )
+    lines += [f"- {line}" for line in check.get("failures", [])]
+    if result.get("fit"):
+        fit = result["fit"]
+        lines += [
+            "",
+            "## Cost model fitted to these timings (`--fit`)",
+            "",
+            "```python",
+            *[f"{k}: {v:.4g}" for k, v in fit["coefficients"].items()],
+            "```",
+            "",
+            f"With them: worst chosen/fastest {fit['check']['worst_chosen_vs_fastest']:.3g}, "
+            f"worst prediction off by {fit['check']['worst_prediction']:.3g}x, "
+            f"{len(fit['check']['failures'])} failure(s).",
+        ]
+    return lines
+
+
+# ----------------------------------------------------------------------------------
+# --zoo: every exact route of every network, predicted against measured.
+
+
+def time_interleaved(
+    fns: dict[str, Any], x, *, repeats: int, max_call_s: float
+) -> dict[str, dict[str, Any]]:
+    """Wall time of one call of each compiled function on ``x``, the functions taking turns.
+
+    Every round calls each function once, starting one further along the list each round,
+    so that a slow spell of a shared machine falls on all of them alike. A function whose
+    first call (after compiling) took more than ``max_call_s`` is timed by that call only.
+
+    Returns:
+      name -> ``runs_s`` (every timed call), ``median_s`` and ``cpu_median_s`` (the median
+      CPU time of this process, all threads, per call: what a busy machine inflates least).
+    """
+    import jax
+
+    runs: dict[str, list[float]] = {n: [] for n in fns}
+    cpu: dict[str, list[float]] = {n: [] for n in fns}
+
+    def call(n):
+        c0, t0 = time.process_time(), time.perf_counter()
+        jax.block_until_ready(fns[n](x))
+        runs[n].append(time.perf_counter() - t0)
+        cpu[n].append(time.process_time() - c0)
+
+    for n in fns:  # first calls: allocations, thread pools
+        call(n)
+    names = [n for n in fns if runs[n][0] <= max_call_s]
+    for n in names:
+        runs[n].clear()
+        cpu[n].clear()
+    for rep in range(repeats if names else 0):
+        for n in names[rep % len(names) :] + names[: rep % len(names)]:
+            call(n)
+    return {
+        n: {
+            "runs_s": r,
+            "median_s": statistics.median(r),
+            "cpu_median_s": statistics.median(cpu[n]),
+        }
+        for n, r in runs.items()
     }
-    lines += [""] + [f"- {k} skipped: {v}" for k, v in skipped.items()]
-    return "\n".join(lines).rstrip() + "\n"
+
+
+def zoo_routes(args, model, x_all) -> dict[str, Any]:
+    """Every exact route of one zoo network at every ``--route-batches`` size: predicted
+    (`slp.insens_plan`) and measured seconds per call, the chosen route against the fastest.
+
+    A route predicted more than ``--skip-factor`` times slower than the fastest prediction
+    is not measured (with predictions within 3x, it cannot be the fastest).
+    """
+    import jax
+
+    import slp
+
+    out: dict[str, Any] = {}
+    for batch in args.route_batches:
+        x = x_all[tuple(model.input_shape)][:batch]
+        plan = slp.insens_plan(model.f, x[0], chunk_size=args.chunk_size, batch=batch)
+        least = min(c.seconds for c in plan.costs.values())
+        rec: dict[str, Any] = {"chosen": plan.route, "routes": {}}
+        fns = {}
+        for r, c in plan.costs.items():
+            rec["routes"][r] = {"predicted_s": c.seconds, "work": c.work}
+            if c.seconds > args.skip_factor * least and r != plan.route:
+                rec["routes"][r]["skipped"] = (
+                    f"predicted {c.seconds / least:.3g}x the fastest prediction"
+                )
+                continue
+            fn = jax.jit(jax.vmap(slp.insens(model.f, chunk_size=args.chunk_size, route=r)))
+            t0 = time.perf_counter()
+            fns[r] = fn.lower(x).compile()
+            rec["routes"][r]["compile_s"] = time.perf_counter() - t0
+        rec["load_before"] = _load()
+        timed = time_interleaved(fns, x, repeats=args.route_repeats, max_call_s=args.max_call_s)
+        rec["load_after"] = _load()
+        for r, t in timed.items():
+            rec["routes"][r].update(t)
+        out[str(batch)] = rec
+        del fns, timed
+        jax.clear_caches()
+    return out
+
+
+def route_verdicts(
+    networks: dict[str, Any],
+    *,
+    coefficients=None,
+    speed: float = 1.0,
+    slack: float = 1.2,
+    error: float = 3.0,
+) -> dict[str, Any]:
+    """The chosen route against the fastest measured, and every prediction against its
+    measurement, for every network and batch size of a ``--zoo`` run.
+
+    Args:
+      networks: the run's ``networks`` (each with ``routes`` from `zoo_routes`).
+      coefficients: None: the plan's own choice and predictions; else the choice and
+        predictions these coefficients would give (`slp._src.costs`), from the recorded work.
+      speed: with ``coefficients``: this machine's matrix-product rate over the
+        calibration machine's.
+      slack: the chosen route may take up to this many times the fastest's time.
+      error: a prediction may be off by up to this factor either way.
+
+    Returns:
+      ``rows`` (network, batch, chosen, fastest, their time ratio, the worst prediction
+      ratio, and ``best_possible``: the least, over the routes timed at every batch size,
+      of a route's worst ratio to the fastest: what any one choice for all batch sizes
+      could reach), ``failures`` (one line each) and the worst ratios.
+    """
+    from slp._src import costs
+
+    rows, failures = [], []
+    for name, entry in networks.items():
+        if "error" in entry:
+            failures.append(f"{name}: {entry['error']}")
+        best = _best_possible(entry.get("routes") or {})
+        for batch, rec in (entry.get("routes") or {}).items():
+            routes = rec["routes"]
+            if coefficients is None:
+                chosen = rec["chosen"]
+                pred = {r: v["predicted_s"] for r, v in routes.items()}
+            else:
+                work = {r: v["work"] for r, v in routes.items()}
+                chosen = costs.choose(work, batch=int(batch), coefficients=coefficients)
+                pred = {
+                    r: costs.predict_seconds(w, int(batch), coefficients=coefficients, speed=speed)
+                    for r, w in work.items()
+                }
+            meas = {r: v["median_s"] for r, v in routes.items() if "median_s" in v}
+            fastest = min(meas, key=meas.get)
+            slower = meas[chosen] / meas[fastest] if chosen in meas else None
+            off = {r: pred[r] / meas[r] for r in meas}
+            worst = max(off, key=lambda r: abs(math.log(off[r])))
+            rows.append(
+                {
+                    "network": name,
+                    "batch": int(batch),
+                    "chosen": chosen,
+                    "fastest": fastest,
+                    "chosen_vs_fastest": slower,
+                    "best_possible": best,
+                    "predicted_vs_measured": off,
+                    "worst_prediction": off[worst],
+                }
+            )
+            if slower is None:
+                failures.append(f"{name} at batch {batch}: chosen {chosen} was not timed")
+            elif slower > slack:
+                unavoidable = (
+                    ""
+                    if best is None or best <= slack
+                    else (
+                        f"; no route is within {slack}x at every batch size (the best: "
+                        f"{best:.2f}x at worst)"
+                    )
+                )
+                failures.append(
+                    f"{name} at batch {batch}: chosen {chosen} takes {slower:.2f}x the "
+                    f"fastest ({fastest}){unavoidable}"
+                )
+            failures += [
+                f"{name} at batch {batch}: {r} predicted {v:.2f}x its measured time"
+                for r, v in off.items()
+                if not 1 / error <= v <= error
+            ]
+    return {
+        "rows": rows,
+        "failures": failures,
+        "worst_chosen_vs_fastest": max(
+            (r["chosen_vs_fastest"] or math.inf for r in rows), default=None
+        ),
+        "worst_prediction": max(
+            (max(r["worst_prediction"], 1 / r["worst_prediction"]) for r in rows), default=None
+        ),
+    }
+
+
+def _best_possible(routes: dict[str, Any]) -> float | None:
+    """The least worst ratio to the fastest, over the batch sizes of one network's
+    ``routes`` records, of a route timed at all of them (None if none was)."""
+    meas = [
+        {r: v["median_s"] for r, v in rec["routes"].items() if "median_s" in v}
+        for rec in routes.values()
+    ]
+    common = set.intersection(*(set(m) for m in meas)) if meas else set()
+    if not common:
+        return None
+    return min(max(m[r] / min(m.values()) for m in meas) for r in common)
+
+
+def fit_samples(networks: dict[str, Any]) -> list[tuple[dict[str, float], float]]:
+    """``(work amounts of the call, measured seconds)`` of every route timed in a ``--zoo``
+    run (`slp._src.costs.fit_coefficients`)."""
+    from slp._src import costs
+
+    return [
+        (costs.amounts(v["work"], int(batch)), v["median_s"])
+        for entry in networks.values()
+        for batch, rec in (entry.get("routes") or {}).items()
+        for v in rec["routes"].values()
+        if "median_s" in v
+    ]
+
+
+def recount_work(args, networks: dict[str, Any]) -> None:
+    """Replaces the recorded work of every route by the current planner's count (``--fit-from``:
+    the timings of an earlier run, the work as counted now)."""
+    import jax
+    import jax.numpy as jnp
+    import zoo
+
+    import slp
+
+    for name, entry in networks.items():
+        if not entry.get("routes"):
+            continue
+        model = zoo.ZOO[name.split(" #")[0]](
+            jax.random.key(args.seed), jnp.float32, small=args.tiny
+        )
+        x = jnp.zeros(tuple(model.input_shape), jnp.float32)
+        plan = slp.insens_plan(model.f, x, chunk_size=args.chunk_size)
+        for rec in entry["routes"].values():
+            rec["chosen"] = plan.route
+            for r, v in rec["routes"].items():
+                v["work"] = plan.costs[r].work
+
+
+def recorded_runs(args) -> dict[str, Any]:
+    """``--fit-from``: the runs recorded in the files, their work recounted (`recount_work`),
+    as one run: the networks of the second file on are named ``"<name> #<file number>"``;
+    the machine record says the highest load average at a start and the mean
+    matrix-product rate."""
+    runs = [json.loads(Path(f).read_text()) for f in args.fit_from]
+    result = {**runs[0], "networks": {}}
+    for k, run in enumerate(runs, 1):
+        recount_work(args, run["networks"])
+        for name, entry in run["networks"].items():
+            result["networks"][name if k == 1 else f"{name} #{k}"] = entry
+    rates = [r["machine"].get("flop_rate") for r in runs]
+    result["machine"] = {
+        **runs[0]["machine"],
+        "load_at_start": max((r["machine"]["load_at_start"] for r in runs), key=lambda v: v[0]),
+        "flop_rate": None if None in rates else sum(rates) / len(rates),
+    }
+    result["command"] = " + ".join(dict.fromkeys(r["command"] for r in runs))
+    return result
+
+
+def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
+    """``--fit``: new coefficients from the run's timings, the check they would pass, and
+    the source of `slp._src.costs`'s table (printed; written into the module with --fit-write)."""
+    import datetime
+
+    import jax
+
+    from slp._src import costs
+    from slp._src.insens import device_flop_rate
+
+    coef = costs.fit_coefficients(fit_samples(result["networks"]), names=list(costs.COEFFICIENTS))
+    dev = jax.devices()[0]
+    command = result["command"]
+    if args.fit_from is not None:  # the timings' run, refitted by this one
+        command = f"{command}, refitted by python experiments/bench_insens.py --zoo --fit "
+        command += "--fit-from " + " ".join(str(f) for f in args.fit_from)
+    calibration = {
+        "command": command,
+        "machine": f"{os.cpu_count()}-core {_cpu_model()} ({platform.machine()}, {dev.platform})",
+        "date": datetime.date.today().isoformat(),
+        "flop_rate": float(f"{result['machine'].get('flop_rate') or device_flop_rate():.4g}"),
+        "load_average": result["machine"]["load_at_start"][0],
+    }
+    check = route_verdicts(result["networks"], coefficients=coef)
+    source = costs.coefficients_source(coef, calibration)
+    print(f"\nfitted on {len(fit_samples(result['networks']))} timed calls:\n{source}")
+    print(
+        f"with them: chosen route at most {check['worst_chosen_vs_fastest']:.3g}x the fastest, "
+        f"predictions within {check['worst_prediction']:.3g}x; "
+        f"{len(check['failures'])} failure(s)"
+    )
+    for line in check["failures"]:
+        print("  " + line)
+    if args.fit_write:
+        write_coefficients(source)
+        print(f"written into {costs.__file__}")
+    return {"coefficients": coef, "calibration": calibration, "check": check}
+
+
+def write_coefficients(source: str, path: Path | None = None) -> None:
+    """Replaces the fitted table of `slp/_src/costs.py` (or of ``path``) between its BEGIN
+    FITTED and END FITTED lines by ``source``."""
+    from slp._src import costs
+
+    path = Path(costs.__file__) if path is None else Path(path)
+    text = path.read_text()
+    begin, end = "# BEGIN FITTED", "# END FITTED"
+    i, j = text.index(begin), text.index(end)
+    head = text[i:].split("\n", 1)[0]
+    path.write_text(text[:i] + head + "\n" + source + "\n" + text[j:])
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), or "CPU"."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
+
+
+def exit_status(result: dict[str, Any]) -> int:
+    """1 where a ``--zoo`` run's route check failed (a chosen route more than 1.2x slower
+    than the fastest, or a prediction off by more than 3x), else 0."""
+    return 1 if (result.get("route_check") or {}).get("failures") else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main()))

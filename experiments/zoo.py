@@ -17,7 +17,16 @@ the shape of one input. `ZOO` maps a name to each builder:
 - ``resnet8``: the small residual network of ``experiments/bench_insens.py --model
   resnet8`` on 32x32x3;
 - ``qnetwork``: the DQN Q-network of the Pong experiment (`slp.models.QNetwork`) on
-  84x84x4 frame stacks.
+  84x84x4 frame stacks;
+- ``bn-cnn-linen``: a flax.linen CNN with inference-mode batch norm
+  (``use_running_average=True``, random running statistics) and max pooling, 28x28x1;
+- ``depthwise-linen``: a flax.linen depthwise-separable CNN (``feature_group_count``),
+  global average pooling, 32x32x3;
+- ``residual-linen``: a flax.linen residual CNN (identity shortcuts, max pooling), 28x28x1;
+- ``densenet-linen``: a flax.linen DenseNet-style block (concatenations along channels),
+  16x16x3;
+- ``convpool-equinox``, ``convpool-haiku``: conv + max-pool CNNs in equinox (3x32x32,
+  channel-first) and dm-haiku (32x32x3).
 
 equinox and dm-haiku are imported by their builders only.
 """
@@ -37,9 +46,15 @@ __all__ = [
     "ZOO",
     "TwoConvWeights",
     "ZooModel",
+    "bn_cnn_linen",
+    "convpool_equinox",
+    "convpool_haiku",
+    "densenet_linen",
+    "depthwise_linen",
     "mlp",
     "mlp_weights",
     "qnetwork",
+    "residual_linen",
     "resnet8",
     "twoconv_equinox",
     "twoconv_haiku",
@@ -346,6 +361,188 @@ def qnetwork(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooMo
     return ZooModel(as_single_example(model, _linen_params(model, key, shape, dtype)), shape)
 
 
+# ----------------------------------------------------------------------------------
+# Networks of other shapes: batch norm, depthwise-separable, residual, DenseNet-style,
+# conv + max-pool in equinox and dm-haiku. Small images (MNIST- and CIFAR-like), a few
+# milliseconds per image on a CPU.
+
+
+def _random_batch_stats(variables: Any, key: jax.Array) -> Any:
+    """``variables`` with random running means (``0.1 N(0, 1)``), variances (``U(0.5, 2)``)
+    and batch-norm scales (``1 + 0.1 N(0, 1)``): inference-mode batch norm as a trained
+    network has it, not the identity of a fresh one."""
+    leaves, tree = jax.tree.flatten_with_path(variables)
+    keys = iter(jax.random.split(key, len(leaves)))
+    out = []
+    for path, p in leaves:
+        name, k = jax.tree_util.keystr(path), next(keys)
+        if "batch_stats" in name and "mean" in name:
+            p = 0.1 * jax.random.normal(k, p.shape, p.dtype)
+        elif "batch_stats" in name and "var" in name:
+            p = jax.random.uniform(k, p.shape, p.dtype, 0.5, 2.0)
+        elif "BatchNorm" in name and "scale" in name:
+            p = 1.0 + 0.1 * jax.random.normal(k, p.shape, p.dtype)
+        out.append(p)
+    return jax.tree.unflatten(tree, out)
+
+
+def _linen_model(model, key: jax.Array, dtype, shape: tuple[int, ...]) -> ZooModel:
+    """A flax.linen model with random biases (and batch statistics) as a `ZooModel`."""
+    from slp.models import as_single_example
+
+    kp, ks = jax.random.split(key)
+    variables = _random_batch_stats(_linen_params(model, kp, shape, jnp.float32), ks)
+    return ZooModel(as_single_example(model, _cast(variables, dtype)), shape)
+
+
+def bn_cnn_linen(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
+    """flax.linen CNN with inference-mode batch norm on 28x28x1: (conv 3x3 -> batch norm
+    (``use_running_average=True``) -> ReLU -> max-pool 2) x 2 with 16, 32 channels ->
+    dense 64 -> dense 10 (small: 2, 3 channels, dense 8, on 12x12x1)."""
+    import flax.linen as nn
+
+    features, hidden, shape = ((2, 3), 8, (12, 12, 1)) if small else ((16, 32), 64, (28, 28, 1))
+
+    class BatchNormCNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for feat in features:
+                x = nn.BatchNorm(use_running_average=True)(nn.Conv(feat, (3, 3))(x))
+                x = nn.max_pool(nn.relu(x), (2, 2), (2, 2))
+            x = nn.relu(nn.Dense(hidden)(x.reshape((x.shape[0], -1))))
+            return nn.Dense(10)(x)
+
+    return _linen_model(BatchNormCNN(), key, dtype, shape)
+
+
+def depthwise_linen(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
+    """flax.linen depthwise-separable CNN on 32x32x3 (MobileNet-style): conv 3x3 8 ->
+    two blocks of (depthwise 3x3 stride 2, ``feature_group_count`` = channels -> ReLU ->
+    pointwise 1x1 16, 32 -> ReLU) -> global average pooling -> dense 10 (small: 4, 4, 6
+    channels on 8x8x3)."""
+    import flax.linen as nn
+
+    stem, widths, shape = (4, (4, 6), (8, 8, 3)) if small else (8, (16, 32), (32, 32, 3))
+
+    class DepthwiseCNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(stem, (3, 3))(x))
+            for width in widths:
+                c = x.shape[-1]
+                x = nn.relu(nn.Conv(c, (3, 3), (2, 2), feature_group_count=c)(x))
+                x = nn.relu(nn.Conv(width, (1, 1))(x))
+            return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+    return _linen_model(DepthwiseCNN(), key, dtype, shape)
+
+
+def residual_linen(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
+    """flax.linen residual CNN on 28x28x1: conv 3x3 8 -> two stages of (residual block:
+    ReLU(x + conv 3x3(ReLU(conv 3x3 x))), identity shortcut -> max-pool 2) -> dense 10
+    (small: 3 channels on 12x12x1)."""
+    import flax.linen as nn
+
+    width, shape = (3, (12, 12, 1)) if small else (8, (28, 28, 1))
+
+    class ResidualCNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(width, (3, 3))(x))
+            for _ in range(2):
+                r = nn.Conv(width, (3, 3))(nn.relu(nn.Conv(width, (3, 3))(x)))
+                x = nn.max_pool(nn.relu(x + r), (2, 2), (2, 2))
+            return nn.Dense(10)(x.reshape((x.shape[0], -1)))
+
+    return _linen_model(ResidualCNN(), key, dtype, shape)
+
+
+def densenet_linen(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
+    """flax.linen DenseNet-style block on 16x16x3: conv 3x3 8 -> three layers each adding
+    ReLU(conv 3x3, 8 channels) of the concatenation of all earlier ones (along channels)
+    -> transition (ReLU(conv 1x1 16) -> average pooling 2) -> global average pooling ->
+    dense 10 (small: 4 + 3 x 2 channels, transition 6, on 8x8x3)."""
+    import flax.linen as nn
+
+    stem, growth, trans, shape = (4, 2, 6, (8, 8, 3)) if small else (8, 8, 16, (16, 16, 3))
+
+    class DenseBlockCNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(stem, (3, 3))(x))
+            for _ in range(3):
+                x = jnp.concatenate([x, nn.relu(nn.Conv(growth, (3, 3))(x))], axis=-1)
+            x = nn.avg_pool(nn.relu(nn.Conv(trans, (1, 1))(x)), (2, 2), (2, 2))
+            return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+    return _linen_model(DenseBlockCNN(), key, dtype, shape)
+
+
+def _convpool_sizes(small: bool) -> tuple[tuple[int, int], int, tuple[int, int, int]]:
+    """Channels, hidden units and (H, W, C) input of the conv + max-pool networks."""
+    return ((2, 3), 8, (8, 8, 3)) if small else ((16, 32), 64, (32, 32, 3))
+
+
+def convpool_equinox(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
+    """equinox CNN on 3x32x32 (channel-first, CIFAR-like): (conv 3x3 -> ReLU -> max-pool 2)
+    x 2 with 16, 32 channels -> dense 64 -> dense 10 (small: 2, 3 channels, dense 8, on
+    3x8x8). equinox's own initialisation (uniform weights and biases)."""
+    import equinox as eqx
+
+    (f1, f2), hidden, (h, w, c) = _convpool_sizes(small)
+
+    class ConvPoolEqx(eqx.Module):
+        conv1: eqx.nn.Conv2d
+        conv2: eqx.nn.Conv2d
+        pool: eqx.nn.MaxPool2d
+        dense1: eqx.nn.Linear
+        dense2: eqx.nn.Linear
+
+        def __init__(self, key):
+            k1, k2, k3, k4 = jax.random.split(key, 4)
+            self.conv1 = eqx.nn.Conv2d(c, f1, 3, padding=1, dtype=dtype, key=k1)
+            self.conv2 = eqx.nn.Conv2d(f1, f2, 3, padding=1, dtype=dtype, key=k2)
+            self.pool = eqx.nn.MaxPool2d(2, stride=2)
+            self.dense1 = eqx.nn.Linear(f2 * (h // 4) * (w // 4), hidden, dtype=dtype, key=k3)
+            self.dense2 = eqx.nn.Linear(hidden, 10, dtype=dtype, key=k4)
+
+        def __call__(self, x_CHW):
+            x = self.pool(jax.nn.relu(self.conv1(x_CHW)))
+            x = self.pool(jax.nn.relu(self.conv2(x)))
+            return self.dense2(jax.nn.relu(self.dense1(x.reshape(-1))))
+
+    return ZooModel(ConvPoolEqx(key), (c, h, w))
+
+
+def convpool_haiku(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
+    """dm-haiku CNN on 32x32x3 (CIFAR-like): (``hk.Conv2D`` 3x3 -> ReLU -> ``hk.max_pool``
+    2) x 2 with 16, 32 channels -> dense 64 -> dense 10 (small: 2, 3 channels, dense 8, on
+    8x8x3); haiku's initialisation with random biases."""
+    import haiku as hk
+
+    from lab import analysis
+
+    features, hidden, shape = _convpool_sizes(small)
+
+    def forward(x_BHWC):
+        x = x_BHWC
+        for feat in features:
+            x = jax.nn.relu(hk.Conv2D(feat, 3)(x))
+            x = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding="VALID")
+        x = jax.nn.relu(hk.Linear(hidden)(hk.Flatten()(x)))
+        return hk.Linear(10)(x)
+
+    model = hk.without_apply_rng(hk.transform(forward))
+    kp, kb = jax.random.split(key)
+    params = model.init(kp, jnp.zeros((1,) + shape, jnp.float32))
+    params = _cast(analysis.with_random_biases(params, kb), dtype)
+
+    def f(x_HWC):
+        return model.apply(params, x_HWC[None])[0]
+
+    return ZooModel(f, shape)
+
+
 ZOO: dict[str, Callable[..., ZooModel]] = {
     "2conv-linen": twoconv_linen,
     "2conv-nnx": twoconv_nnx,
@@ -356,4 +553,10 @@ ZOO: dict[str, Callable[..., ZooModel]] = {
     "mlp": mlp,
     "resnet8": resnet8,
     "qnetwork": qnetwork,
+    "bn-cnn-linen": bn_cnn_linen,
+    "depthwise-linen": depthwise_linen,
+    "residual-linen": residual_linen,
+    "densenet-linen": densenet_linen,
+    "convpool-equinox": convpool_equinox,
+    "convpool-haiku": convpool_haiku,
 }

@@ -42,11 +42,13 @@ says which one a network gets, and why not the others):
   Jacobian, without materialising it. No structure to exploit, no overhead either: it
   wins on small inputs.
 
-Choice. From shapes and receptive-field boxes alone, `insens_plan` predicts each
-route's FLOPs per image (the cone route: every element's cone matrices, from the summed
-box volumes; the probe route: probes times the forward FLOPs before the cut; the dense
-route: inputs times the forward FLOPs), its loop steps and its peak memory, and takes
-the route with the least predicted work, counting a loop step as 2e5 FLOPs.
+Choice. `insens_plan` traces every route that applies (without running it) and counts the
+work of its program: operations executed (loop bodies once per iteration), matrix-product
+and convolution FLOPs, elements written and moved, and what is built once per call from
+the weights. A linear cost model fitted to measured timings (`slp._src.costs`) turns the work
+into predicted seconds; `insens` takes the route predicted nearest the fastest at 1 and at
+8 inputs per call. It also predicts each route's FLOPs and peak memory from shapes and
+receptive-field boxes.
 
 The cone and probe routes stop at the first dense layer that depends on (most of) the whole input
 (the *cut*): its Jacobian columns are the block's (or probe's) columns of its operand
@@ -76,10 +78,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from jax import custom_batching, lax
 
 from slp._src import boxes as _boxes
 from slp._src import cone as _cone
+from slp._src import costs as _costs
 from slp._src import cut as _cut
 from slp._src import guards as _guards
 from slp._src import matmul as _matmul
@@ -166,21 +169,34 @@ def inactive_sets(
 
 
 class RouteCost(NamedTuple):
-    """A route's predicted cost for one image (from shapes and receptive fields alone).
+    """A route's predicted cost (from shapes, receptive fields and the cone geometry alone).
 
     Attributes:
-      flops: floating-point operations of the squared norms (multiply-adds count 2).
-      peak_bytes: memory of the largest loop step's tangents (and of the matrices held
-        across the loop): a bound on what the route adds to the forward pass.
-      steps: sequential loop steps.
-      seconds: predicted wall time on the default device (`insens_plan`: FLOPs and loop
-        steps at the device's measured matrix-product rate), or None.
+      flops: floating-point operations of the squared norms per image (multiply-adds
+        count 2): of matrix products and convolutions in the route's traced program
+        where counted (`insens_plan`), else estimated from receptive-field boxes.
+      peak_bytes: memory of the largest loop step's tangents per image (and of the
+        matrices held across the loop): a bound on what the route adds to the forward pass.
+      steps: sequential loop steps of the route.
+      seconds: predicted wall time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))``
+        on the plan's ``batch`` inputs, compile excluded, on the default device
+        (`insens_plan`), or None.
+      work: the amounts of work behind ``seconds``, counted from the route's traced
+        program: coefficient name of `slp._src.costs` -> amount per call (``<route>.call``,
+        ``.ops``, ``.setup``) or per image (the others); None for a plan that did not
+        count (`insens` with a given route).
     """
 
     flops: float
     peak_bytes: float
     steps: int
     seconds: float | None = None
+    work: dict | None = None
+
+    def predict(self, batch: int, *, speed: float = 1.0) -> float:
+        """Predicted seconds of one call on ``batch`` inputs on a device ``speed`` times the
+        calibration machine's matrix-product rate (`slp._src.costs.predict_seconds`)."""
+        return _costs.predict_seconds(self.work or {}, batch, speed=speed)
 
     def __str__(self):
         time = "" if self.seconds is None else f", ~{_fmt_seconds(self.seconds)}"
@@ -191,6 +207,8 @@ class RouteCost(NamedTuple):
 
 
 def _fmt_seconds(t: float) -> str:
+    if t < 1:
+        return f"{t * 1e3:.3g} ms"
     if t < 120:
         return f"{t:.3g} s"
     if t < 7200:
@@ -253,7 +271,8 @@ class InsensPlan(NamedTuple):
       pre_sites: ReLU layers whose norms come from the structured part.
       post_sites: ReLU layers after the cut (norms from exact Jacobian columns).
       cut_out_shape: shape of the cut's output value (None without a cut).
-      cost: the chosen route's predicted `RouteCost` (FLOPs, peak memory per image).
+      cost: the chosen route's predicted `RouteCost` (FLOPs and peak memory per image,
+        loop steps, seconds per call).
       costs: every route that applies -> its predicted `RouteCost`.
       not_taken: every route not taken -> why: the operation that rules it out, or its
         predicted cost against the chosen one.
@@ -263,6 +282,7 @@ class InsensPlan(NamedTuple):
       forward_flops: FLOPs of one forward pass (linear operations, ReLUs and pools).
       flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
         behind the ``seconds`` of every cost (`insens_plan`), or None.
+      batch: the inputs per call that every cost's ``seconds`` is predicted for.
     """
 
     route: str
@@ -278,6 +298,7 @@ class InsensPlan(NamedTuple):
     dense: DenseLayout
     forward_flops: float = 0.0
     flop_rate: float | None = None
+    batch: int = 1
 
     def estimate_cost(self, probes: int) -> RouteCost:
         """Predicted cost of ``insens(f, probes=k)`` (no standard error): the forward pass,
@@ -289,6 +310,14 @@ class InsensPlan(NamedTuple):
     def __str__(self):
         lines = [f"route: {self.route} ({self.cost})"]
         lines += [f"  not {r}: {why}" for r, why in self.not_taken.items()]
+        if self.cost.seconds is not None:
+            cal = _costs.CALIBRATION
+            rate = "" if self.flop_rate is None else f"{self.flop_rate / 1e9:.3g} GFLOP/s here, "
+            lines.append(
+                f"  (~: one call on {self.batch} input{'s' if self.batch != 1 else ''}, "
+                f"compile excluded; cost model fitted on {cal['machine']} "
+                f"({rate}{float(cal['flop_rate']) / 1e9:.3g} GFLOP/s there))"
+            )
         return "\n".join(lines)
 
 
@@ -343,9 +372,6 @@ def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
     return None
 
 
-# Route choice. A loop step costs about as much as this many FLOPs (dispatch, slicing and
-# accumulation on CPU), so that many small steps do not look free.
-_STEP_FLOPS = 2e5
 # Memory per image that the dense route's one-hot directions may take per step.
 _DENSE_BYTES = 64 * 2**20
 
@@ -415,7 +441,25 @@ def _whole_boxes(program: net.Program, shapes: _Shapes):
     return relu_boxes, dots, volumes
 
 
-def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> InsensPlan:
+def _plan(
+    program: net.Program,
+    x,
+    chunk_size: int,
+    route: str = "auto",
+    *,
+    batch: int = 1,
+    speed: float = 1.0,
+    precision: Any = None,
+    count: bool = True,
+) -> InsensPlan:
+    """The plan of `insens` (`insens_plan`).
+
+    With ``count`` (always for ``route="auto"``), every route's work is counted from its
+    traced program (`slp._src.costs`) and ``seconds`` predicted for one call on ``batch``
+    inputs on a device ``speed`` times the calibration machine's matrix-product rate; the
+    choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given
+    route's layouts only (no ``work``, no ``seconds``).
+    """
     shape = tuple(program.input_shape)
     d = int(np.prod(shape))
     item = np.dtype(program.input_dtype).itemsize
@@ -494,35 +538,63 @@ def _plan(program: net.Program, x, chunk_size: int, route: str = "auto") -> Inse
             peak = (per_block * (cones + s_post) + mats) * item
             costs["cone"] = RouteCost(flops, peak, n_blocks)
 
-    # The choice: the route with the least predicted work (FLOPs and loop steps).
-    def score(r):
-        c = costs[r]
-        return c.flops + _STEP_FLOPS * c.steps
-
-    best = min(costs, key=score)
-    if route == "auto":
-        chosen = best
-    elif route in costs:
-        chosen = route
-    else:
+    if route != "auto" and route not in costs:
         raise ValueError(f"the {route} route does not apply to this network: {not_taken[route]}")
-    for r in costs:
-        if r != chosen:
-            not_taken[r] = f"predicted {costs[r]} (chosen {chosen}: {costs[chosen]})"
-    return InsensPlan(
-        chosen,
+    plan = InsensPlan(
+        route,
         cut,
         pre,
         post,
         cut_out_shape,
-        cost=costs[chosen],
+        cost=None,
         costs=costs,
-        not_taken=dict(sorted(not_taken.items())),
+        not_taken=not_taken,
         cone=cone,
         probes=probes,
         dense=dense,
         forward_flops=float(flops_all),
+        batch=int(batch),
     )
+    if count or route == "auto":  # every route's work from its traced program, its time
+        costs = {
+            r: _counted(c, _route_work(program, x, plan._replace(route=r), precision), r, flops_all)
+            for r, c in costs.items()
+        }
+        costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
+    # The choice: the least predicted time at ``batch`` inputs per call, at the calibration
+    # machine's speed, so that it does not depend on a timing (`slp._src.costs.choose`).
+    if route == "auto":
+        route = _costs.choose({r: c.work for r, c in costs.items()}, batch=batch)
+    for r in costs:
+        if r != route:
+            not_taken[r] = f"predicted {costs[r]} (chosen {route}: {costs[route]})"
+    return plan._replace(
+        route=route, cost=costs[route], costs=costs, not_taken=dict(sorted(not_taken.items()))
+    )
+
+
+def _route_work(program: net.Program, x, plan: InsensPlan, precision) -> dict[str, float]:
+    """The work of ``plan.route``'s squared norms for one input (`slp._src.costs.program_work`):
+    the forward pass and the route, as `insens` runs them."""
+    prog = _runtime_consts(program)
+    prec = _matmul.resolve(precision)
+
+    def norms(xp):
+        return _exact_norms(prog, net.forward(prog, xp), xp, plan, prec)
+
+    return _costs.program_work(norms, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
+def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:
+    """``cost`` with the counted ``work`` of ``route`` (names of `slp._src.costs.COEFFICIENTS`)
+    and its FLOPs per image; the forward pass and the vector-Jacobian product outside the
+    squared norms are every route's: ``forward``."""
+    named = {f"{route}.call": 1.0}
+    named.update({f"{route}.{k}": v for k, v in work.items() if k not in _costs.SHARED})
+    named.update({k: work[k] for k in _costs.SHARED})
+    named["forward"] = forward
+    flops = sum(work[k] for k in ("matmul", "conv", "conv_cf", "conv_grouped"))
+    return cost._replace(flops=flops, work=named)
 
 
 def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) -> ProbeLayout:
@@ -619,38 +691,48 @@ _ROUTES = ("auto", "cone", "probes", "dense")
 
 
 def insens_plan(
-    f: Callable, x: jax.Array, *, chunk_size: int = 128, route: str = "auto"
+    f: Callable, x: jax.Array, *, chunk_size: int = 128, route: str = "auto", batch: int = 1
 ) -> InsensPlan:
     """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
+
+    The route is the one with the least predicted time for one call on ``batch`` inputs,
+    of the exact routes that apply. ``insens(f)`` makes the same choice for the batch size
+    it runs at: 1 when called on one input, ``B`` under ``jax.vmap`` over ``B`` inputs (the
+    innermost vmap's size where vmaps nest). The choice does not depend on the device.
+
+    Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
+    time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
+    shaped like ``x``, compile excluded (per input: divide by ``batch``). Every route is
+    traced (not run) and the work of its program counted: operations executed, FLOPs of
+    matrix products and convolutions, elements written and moved, work done once per call
+    (`slp._src.costs`). A linear model of that work, with coefficients fitted by least
+    squares in log space to the measured time of every route on every network of the
+    benchmark zoo at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``, on
+    the machine `slp._src.costs.CALIBRATION` names: a 2-core x86 CPU), predicts the seconds.
+    On another device the per-input terms are scaled by the ratio of the matrix-product
+    rates (`device_flop_rate`, measured once per process, against the calibration
+    machine's): an order of magnitude on other CPUs, a rough guess on accelerators.
 
     Args:
       f: per-example ReLU network ``f(x) -> logits``.
       x: an example input (only shape and dtype are used).
       chunk_size: as in `insens`.
       route: as in `insens`.
+      batch: inputs per call that the route is chosen and the predicted seconds are for.
 
     Returns:
-      The plan (route, cut, colouring, chunking); see `InsensPlan`. Every route's cost
-      carries a predicted wall time on the default device (``cost.seconds``): its FLOPs
-      and loop steps (each counted as 2e5 FLOPs) at the device's float32 matrix-product
-      rate, measured once per process (`device_flop_rate`). Convolutions and small
-      products run below that rate, so read it as a lower bound of the order of
-      magnitude; ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)``.
+      The plan (route, cut, colouring, chunking, every route's predicted cost); see
+      `InsensPlan`. ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)`` (FLOPs at
+      the matrix-product rate: a lower bound).
     """
     if route not in _ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
-    plan = _plan(net.trace(f, x), x, chunk_size, route)
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive integer (inputs per call); got {batch!r}")
     rate = device_flop_rate()
-
-    def timed(c: RouteCost) -> RouteCost:
-        return c._replace(seconds=(c.flops + _STEP_FLOPS * c.steps) / rate)
-
-    costs = {r: timed(c) for r, c in plan.costs.items()}
-    not_taken = {
-        r: (f"predicted {costs[r]} (chosen {plan.route}: {costs[plan.route]})" if r in costs else w)
-        for r, w in plan.not_taken.items()
-    }
-    return plan._replace(cost=costs[plan.route], costs=costs, not_taken=not_taken, flop_rate=rate)
+    speed = rate / float(_costs.CALIBRATION["flop_rate"])
+    plan = _plan(net.trace(f, x), x, chunk_size, route, batch=int(batch), speed=speed)
+    return plan._replace(flop_rate=rate)
 
 
 _FLOP_RATES: dict = {}
@@ -910,6 +992,47 @@ def _exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
     return _probe_norms(program, state, x, plan, prec)
 
 
+def _routed_norms(program, state, x, plan: InsensPlan, prec, *, auto: bool) -> list:
+    """`_exact_norms` by ``plan.route`` or, with ``auto``, by the route predicted fastest for
+    the batch size it runs at.
+
+    Called on one input, ``plan.route`` (chosen for one input per call). Under `jax.vmap`
+    the batching rule sees the batch size and runs the route `slp._src.costs.choose` picks for
+    it: at 1 and 8 inputs per call the fastest route often differs (2CONV on a 2-core CPU:
+    probes at 1, the cone at 8). The weights are passed as arguments, so a vmap over them
+    (or a jit that traces them) batches them too. Differentiation goes through the route
+    chosen for one input (every route gives the same numbers up to rounding).
+    """
+    if not auto:
+        return _exact_norms(program, state, x, plan, prec)
+    works = {r: c.work for r, c in plan.costs.items()}
+
+    def run(route, xx, st, consts):
+        prog = dataclasses.replace(program, consts=consts)
+        return _exact_norms(prog, st, xx, plan._replace(route=route), prec)
+
+    @custom_batching.custom_vmap
+    def norms(xx, st, consts):
+        return run(plan.route, xx, st, consts)
+
+    @norms.def_vmap
+    def norms_batched(axis_size, in_batched, xx, st, consts):
+        route = _costs.choose(works, batch=axis_size)
+        axes = tuple(jax.tree.map(lambda b: 0 if b else None, list(in_batched)))
+        out = jax.vmap(lambda a, b, c: run(route, a, b, c), in_axes=axes)(xx, st, consts)
+        return out, jax.tree.map(lambda _: True, out)
+
+    @jax.custom_jvp
+    def differentiable(xx, st, consts):
+        return norms(xx, st, consts)
+
+    @differentiable.defjvp
+    def differentiable_jvp(primals, tangents):
+        return jax.jvp(lambda a, b, c: run(plan.route, a, b, c), primals, tangents)
+
+    return differentiable(x, state, dict(program.consts))
+
+
 def _estimated_norms(program, state, frozen, x, probes, key, n_groups, exact_layers, prec):
     """``(sq, sq_groups)``: the unbiased estimate's ``|w_hat|^2`` per layer (each divided by
     ``k - 2``) and the per-group sums of squared probes of the jackknife; the first
@@ -976,7 +1099,9 @@ def insens(
         (more where they fit in 64 MiB per image; None: all at once). (The cone route
         works one block of input elements at a time; its memory is bounded by the
         network's structure.)
-      route: ``"auto"`` (the route `insens_plan` predicts to be cheapest), ``"cone"``
+      route: ``"auto"`` (the route `insens_plan` predicts to be fastest for the batch
+        size of the call: 1 on one input, ``B`` under ``jax.vmap`` over ``B`` inputs;
+        choosing traces every route once, when compiling), ``"cone"``
         (error naming the operation where it does not apply), ``"probes"`` or
         ``"dense"``. Every route gives the same numbers up to rounding.
       precision: matrix-product precision of the squared norms (the bulk of the work;
@@ -1039,7 +1164,9 @@ def insens(
     def fn(x, key=None):
         program = net.trace(f, x)
         chunk = int(np.prod(x.shape)) if chunk_size is None else int(chunk_size)
-        plan = _plan(program, x, chunk, route) if probes is None else None
+        plan = None
+        if probes is None:  # the route's work is counted (traced) only to choose one
+            plan = _plan(program, x, chunk, route, precision=prec, count=route == "auto")
         program = _runtime_consts(program)
         # One pass: the state, and the VJP of the switched network (eq. 8's sum over neurons).
         state, vjp = net.forward_and_vjp(program, x)
@@ -1051,7 +1178,7 @@ def insens(
                 program, state, frozen, x, probes, probe_key, n_groups, exact_layers, prec
             )
         else:
-            sq = _exact_norms(program, state, x, plan, prec)
+            sq = _routed_norms(program, state, x, plan, prec, auto=route == "auto")
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
         count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
         # A NaN or inf in x, in a ReLU input or in the output (a non-finite weight) leaves

@@ -204,14 +204,22 @@ def test_stderr_needs_probes():
 # --- The plan's predicted time ---------------------------------------------------------------
 
 
-def test_plan_predicts_seconds_from_flops_and_measured_rate(small_net):
+def test_plan_predicts_seconds_from_work_and_measured_rate(small_net):
+    from slp._src import costs
+
     f, x, _, _ = small_net
     plan = slp.insens_plan(f, x)
     rate = plan.flop_rate
     assert rate > 1e6  # FLOP/s of a real matrix product, not a placeholder
     for cost in plan.costs.values():
-        # Written out: FLOPs plus 2e5 FLOPs per loop step, at the measured rate.
-        assert cost.seconds == pytest.approx((cost.flops + 2e5 * cost.steps) / rate)
+        # Written out: the fitted seconds per unit of work, per-image work scaled by the
+        # measured rate over the calibration machine's.
+        speed = rate / costs.CALIBRATION["flop_rate"]
+        want = sum(
+            costs.COEFFICIENTS.get(k, 0.0) * (v if costs.is_per_call(k) else v / speed)
+            for k, v in cost.work.items()
+        )
+        assert cost.seconds == pytest.approx(want)
     assert plan.cost == plan.costs[plan.route]
     assert "~" in str(plan)  # the printed plan shows the predicted time
     assert slp.insens_plan(f, x).flop_rate == rate  # measured once per process

@@ -75,16 +75,19 @@ def test_plan_names_every_route_not_taken():
 
 
 def test_the_cheapest_route_is_chosen():
-    # A tiny input: one dense step beats any loop over blocks or probes.
+    # The documented rule written out: the least predicted time at the batch size.
     _, _, f, x = _random_net(1, in_shape=(4, 4, 1))
-    plan = slp.insens_plan(f, jnp.asarray(x))
-    score = {r: c.flops + insens_module._STEP_FLOPS * c.steps for r, c in plan.costs.items()}
-    assert plan.route == min(score, key=score.get)
-    # Full-size 2CONV: the cone route, predicted several times cheaper than dense.
+    for batch in (1, 8):
+        plan = slp.insens_plan(f, jnp.asarray(x), batch=batch)
+        c = plan.costs
+        assert plan.route == min(c, key=lambda r: c[r].predict(batch))
+    # Full-size 2CONV at 8 inputs per call: the cone route, predicted several times cheaper
+    # than dense.
     model = slp.models.TwoConv(num_classes=10)
     p = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
     p = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), p)
-    plan = slp.insens_plan(lambda x: model.apply(p, x[None])[0], jnp.zeros((28, 28, 1)))
+    f2 = lambda x: model.apply(p, x[None])[0]  # noqa: E731
+    plan = slp.insens_plan(f2, jnp.zeros((28, 28, 1)), batch=8)
     assert plan.route == "cone"
     assert plan.costs["dense"].flops > 5 * plan.cost.flops
 

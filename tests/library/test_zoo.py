@@ -3,8 +3,9 @@
 Each network at its small size, in float64, against an independent reference: the
 brute-force dense matrices of `reference.dense_model` (2CONV in all its spellings, the
 MLP), or ``jax.jacfwd`` of the pre-activations captured from the network's own ReLU
-calls (ResNet-8, the Q-network). Which routes exist and which one a network gets is
-read from `slp.insens` and `slp.insens_plan`, never assumed.
+calls (ResNet-8, the Q-network, the batch-norm, depthwise, residual and DenseNet-style
+CNNs, the equinox and dm-haiku conv + max-pool CNNs). Which routes exist and which one a
+network gets is read from `slp.insens` and `slp.insens_plan`, never assumed.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ zoo = load_script("zoo.py")
 # not apply to the network.
 ROUTES = ("cone", "probes", "dense")
 NOT_APPLICABLE = re.compile(r"unknown route|does not apply")
-NEEDS = {"2conv-equinox": "equinox", "2conv-haiku": "haiku"}
-CHANNEL_FIRST = {"2conv-equinox"}
+NEEDS = {
+    "2conv-equinox": "equinox",
+    "2conv-haiku": "haiku",
+    "convpool-equinox": "equinox",
+    "convpool-haiku": "haiku",
+}
+CHANNEL_FIRST = {"2conv-equinox", "convpool-equinox"}
 
 
 def _build(name: str, seed: int = 0):
@@ -79,15 +85,16 @@ def _spec_mlp(layers) -> tuple[list, list]:
 
 
 def _captured_relu_reference(f, x, monkeypatch) -> Reference:
-    """Switched weights of a flax.linen network from ``jax.jacfwd`` of its pre-activations.
+    """Switched weights of a network from ``jax.jacfwd`` of its pre-activations.
 
-    Every ``flax.linen.relu`` call records its input. Away from ties and zero
+    Every ``jax.nn.relu`` call (``flax.linen.relu`` is the same function; equinox and
+    dm-haiku models call it by that name) records its input. Away from ties and zero
     pre-activations the network is affine near ``x``, so the Jacobian of each recorded
     pre-activation is the neuron's switched weight vector ``w_hat``.
     """
     import flax.linen
 
-    relu, captured = flax.linen.relu, []
+    relu, captured = jax.nn.relu, []
 
     def recording_relu(z):
         captured.append(z)
@@ -100,9 +107,10 @@ def _captured_relu_reference(f, x, monkeypatch) -> Reference:
 
     with monkeypatch.context() as m:
         m.setattr(flax.linen, "relu", recording_relu)
+        m.setattr(jax.nn, "relu", recording_relu)
         jac = jax.jit(jax.jacfwd(pre_activations))(x)
         values = pre_activations(x)
-    assert len(values) > 1, "no flax.linen.relu call was recorded"
+    assert len(values) > 1, "no jax.nn.relu call was recorded"
     d = x.size
     weights = [np.asarray(j).reshape(-1, d) for j in jac]
     acts = [np.asarray(v) for v in values]
@@ -155,13 +163,25 @@ def test_zoo_insens_every_route_exact(name, x64, monkeypatch):
         assert err <= tol(np.float64) * scale, f"{name}, route {route}: {err / scale:.3g}"
 
 
-def test_captured_relu_reference_matches_dense_matrices(x64, monkeypatch):
-    """The reference of ResNet-8 and the Q-network against the brute-force one on 2CONV."""
-    model = _build("2conv-linen")
+@pytest.mark.parametrize("name", ["2conv-linen", "2conv-haiku", "2conv-equinox"])
+def test_captured_relu_reference_matches_dense_matrices(name, x64, monkeypatch):
+    """The captured-ReLU reference (flax.linen's ``relu``, ``jax.nn.relu`` from dm-haiku and
+    equinox) against the brute-force one on 2CONV."""
+    model = _build(name)
     x = _input(model.input_shape)
     spec, params = _spec_2conv(zoo.twoconv_weights(jax.random.key(0), jnp.float64, small=True))
-    dense = dense_model(spec, params, np.asarray(x))
+    x_HWC = np.asarray(x).transpose(1, 2, 0) if name in CHANNEL_FIRST else np.asarray(x)
+    dense = dense_model(spec, params, x_HWC)
     captured = _captured_relu_reference(model.f, x, monkeypatch)
+    if name in CHANNEL_FIRST:  # columns of (C, H, W) inputs, rows of (C, H, W) layers
+        captured = _captured_relu_reference(
+            lambda xp: model.f(xp.transpose(2, 0, 1)), jnp.asarray(x_HWC), monkeypatch
+        )
+        assert [w.shape for w in captured.weights] == [w.shape for w in dense.weights]
+        np.testing.assert_allclose(
+            captured.insens(), dense.insens(), atol=tol(np.float64) * np.max(np.abs(dense.insens()))
+        )
+        return
     for a, b in zip(captured.weights, dense.weights, strict=True):
         np.testing.assert_allclose(a, b, atol=tol(np.float64), rtol=0)
     np.testing.assert_allclose(
@@ -204,6 +224,7 @@ def test_bench_zoo_smoke(tmp_path):
 
     bench = load_script("bench_insens.py")
     argv = ["--zoo", "--tiny", "--batch", "3", "--naive-batch", "2", "--repeats", "1"]
+    argv += ["--route-batches", "1", "2", "--route-repeats", "2"]
     result = bench.main(argv + ["--zoo-only", "2conv-jnp,mlp", "--out", str(tmp_path)])
     platform = jax.devices()[0].platform
     saved = json.loads((tmp_path / f"bench_insens_zoo_{platform}.json").read_text())
@@ -217,9 +238,105 @@ def test_bench_zoo_smoke(tmp_path):
         assert net["insens"]["compile_s"] > 0
         assert net["speedup_vs_naive"] > 0 and net["insens"]["xla_temp_bytes_per_image"] >= 0
         assert net["max_rel_diff_vs_naive"] < 1e-4  # float32 rounding
+        for batch in ("1", "2"):  # every exact route timed against its prediction
+            rec = net["routes"][batch]
+            assert rec["chosen"] == net["route"] and set(rec["routes"]) >= {"probes", "dense"}
+            for r in rec["routes"].values():
+                assert r["predicted_s"] > 0 and r["work"]
+                assert "skipped" in r or (len(r["runs_s"]) == 2 and r["median_s"] > 0)
+    check = saved["route_check"]
+    assert [(r["network"], r["batch"]) for r in check["rows"]] == [
+        (n, b) for n in ("2conv-jnp", "mlp") for b in (1, 2)
+    ]
+    assert bench.exit_status(result) == (1 if check["failures"] else 0)
     table = (tmp_path / f"bench_insens_zoo_{platform}.md").read_text()
     assert "| 2conv-jnp |" in table and "| mlp |" in table
+    assert "## Every exact route" in table and "| 2conv-jnp | 2 |" in table
     with pytest.raises(ValueError, match="unknown zoo network"):
         bench.main(["--zoo", "--tiny", "--zoo-only", "nope", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--zoo"):
         bench.parse_args(["--zoo", "--data", "mnist"])
+
+
+def _recorded(times: dict, chosen: str, work: dict | None = None) -> dict:
+    """A network's ``routes`` record of bench_insens --zoo at batch 1: route -> (predicted,
+    measured or None)."""
+    routes = {}
+    for r, (pred, meas) in times.items():
+        routes[r] = {"predicted_s": pred, "work": (work or {}).get(r, {f"{r}.call": 1.0})}
+        if meas is None:
+            routes[r]["skipped"] = "predicted too slow"
+        else:
+            routes[r]["median_s"] = meas
+    return {"routes": {"1": {"chosen": chosen, "routes": routes}}}
+
+
+def test_bench_route_verdicts_and_exit_status():
+    """The chosen route against the fastest, and every prediction against its measurement."""
+    bench = load_script("bench_insens.py")
+    times = {"cone": (1.0, 1.1), "probes": (2.0, 1.2), "dense": (9.0, None)}
+    good = {"a": _recorded(times, "cone")}
+    check = bench.route_verdicts(good)
+    (row,) = check["rows"]
+    assert row["fastest"] == "cone" and row["chosen_vs_fastest"] == 1.0
+    assert row["predicted_vs_measured"] == pytest.approx({"cone": 1 / 1.1, "probes": 2 / 1.2})
+    assert check["failures"] == [] and bench.exit_status({"route_check": check}) == 0
+    # chosen 1.25x slower than the fastest; a prediction 4x too low; a network that failed
+    bad = {
+        "b": _recorded({"cone": (1.0, 1.25), "probes": (2.0, 1.0)}, "cone"),
+        "c": _recorded({"cone": (1.0, 4.0)}, "cone"),
+        "d": {"error": "ValueError: boom"},
+    }
+    check = bench.route_verdicts(bad)
+    assert len(check["failures"]) == 3, check["failures"]
+    assert "1.25x the fastest (probes)" in check["failures"][0]
+    assert "predicted 0.25x" in check["failures"][1] and "boom" in check["failures"][2]
+    assert check["worst_chosen_vs_fastest"] == 1.25 and check["worst_prediction"] == 4.0
+    assert bench.exit_status({"route_check": check}) == 1
+    # cone 1.3x the fastest at batch 1, probes 2x at batch 8: no one route does better
+    # than 1.3x at both, and the failure says so
+    flips = _recorded({"cone": (1.0, 1.3), "probes": (1.0, 1.0)}, "cone")
+    flips["routes"]["8"] = _recorded({"cone": (1.0, 1.0), "probes": (1.0, 2.0)}, "cone")["routes"][
+        "1"
+    ]
+    check = bench.route_verdicts({"e": flips})
+    assert [r["best_possible"] for r in check["rows"]] == [1.3, 1.3]
+    (line,) = check["failures"]
+    assert "1.30x the fastest (probes); no route is within 1.2x" in line and "1.30x at" in line
+    # with other coefficients: their choice and predictions, from the recorded work
+    work = {"cone": {"cone.call": 1.0}, "probes": {"probes.call": 1.0}}
+    rec = {"b": _recorded({"cone": (1.0, 1.25), "probes": (2.0, 1.0)}, "cone", work)}
+    check = bench.route_verdicts(rec, coefficients={"cone.call": 1.3, "probes.call": 1.1})
+    assert check["rows"][0]["chosen"] == "probes" and check["failures"] == []
+
+
+def test_bench_fit_samples_and_write_coefficients(tmp_path):
+    """--fit's samples are every timed call's work (per-image work times the batch) and time;
+    --fit-write replaces only the table between the markers."""
+    bench = load_script("bench_insens.py")
+    from slp._src import costs
+
+    rec = _recorded(
+        {"cone": (1.0, 2.0), "probes": (1.0, None)},
+        "cone",
+        {"cone": {"cone.call": 1.0, "cone.matmul": 10.0}, "probes": {"probes.call": 1.0}},
+    )
+    cone_at_8 = {**rec["routes"]["1"]["routes"]["cone"], "median_s": 3.0}
+    rec["routes"]["8"] = {"chosen": "cone", "routes": {"cone": cone_at_8}}
+    samples = bench.fit_samples({"n": rec})
+    assert samples == [
+        ({"cone.call": 1.0, "cone.matmul": 10.0}, 2.0),
+        ({"cone.call": 1.0, "cone.matmul": 80.0}, 3.0),
+    ]
+    fit = costs.fit_coefficients(samples)  # 1 + 10 m = 2, 1 + 80 m = 3: inconsistent; close
+    assert fit["cone.call"] > 0 and fit["cone.matmul"] > 0
+    module = tmp_path / "costs.py"
+    module.write_text("head\n# BEGIN FITTED: marker\nold = 1\n# END FITTED\ntail\n")
+    bench.write_coefficients(costs.coefficients_source(fit, {"date": "today"}), module)
+    text = module.read_text()
+    assert text.startswith("head\n# BEGIN FITTED: marker\nCOEFFICIENTS")
+    assert text.endswith("}\n# END FITTED\ntail\n") and "old = 1" not in text
+    namespace: dict = {}
+    exec(text.split("# BEGIN FITTED: marker\n")[1].split("# END FITTED")[0], namespace)
+    assert namespace["COEFFICIENTS"] == pytest.approx(fit, rel=1e-3)
+    assert namespace["CALIBRATION"] == {"date": "today"}
