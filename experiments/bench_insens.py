@@ -12,7 +12,7 @@ Run:
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
 -> dense 10) on 28x28x1 inputs (or, ``--model qnetwork``, the DQN Q-network of the Pong
 experiment: strided convs 8x8/4, 4x4/2, 3x3/1 -> dense 512 -> 6 actions, on 84x84x4
-frame stacks; or ``--model resnet8``, a small residual network on 32x32x3, `resnet8`),
+frame stacks; or ``--model resnet8``, a small residual network on 32x32x3, `zoo.resnet8_module`),
 the same weights and inputs for every route: random
 weights with non-zero biases and uniform inputs by default, or a trained checkpoint
 (``--checkpoint``) on MNIST test digits (``--data mnist``). Routes, each ``jax.jit`` of
@@ -278,7 +278,9 @@ def build(args):
     if args.model == "qnetwork":
         model, shape = QNetwork(num_actions=6), (84, 84, 4)
     elif args.model == "resnet8":
-        model, shape = resnet8(), (32, 32, 3)
+        import zoo
+
+        model, shape = zoo.resnet8_module(), (32, 32, 3)
     elif args.tiny:
         model, shape = TwoConv(num_classes=10, features=(2, 3), hidden=8), (12, 12, 1)
     else:
@@ -306,27 +308,6 @@ def build(args):
     else:
         x = jax.random.uniform(kx, (n,) + shape, jnp.float32)
     return as_single_example(model, params), model, params, x
-
-
-def resnet8():
-    """A CIFAR-style residual network: conv 16, three residual blocks (16, 32/2, 64/2;
-    1x1 strided shortcuts), global average pooling, dense 10. ReLU throughout."""
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    class ResNet8(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            h = nn.relu(nn.Conv(16, (3, 3), padding="SAME")(x))
-            for width, stride in ((16, 1), (32, 2), (64, 2)):
-                r = nn.relu(nn.Conv(width, (3, 3), (stride, stride), padding="SAME")(h))
-                r = nn.Conv(width, (3, 3), padding="SAME")(r)
-                if stride > 1 or width != h.shape[-1]:
-                    h = nn.Conv(width, (1, 1), (stride, stride))(h)
-                h = nn.relu(h + r)
-            return nn.Dense(10)(jnp.mean(h, axis=(1, 2)))
-
-    return ResNet8()
 
 
 def in_float64(model, params, x):
