@@ -52,7 +52,7 @@ def cut_matrix(eqn: interp.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
     """The cut's weights as a ``(operand size, output size)`` matrix (row-major rows).
 
     Valid when the operand's non-contracted axes all have size 1 and there are no batch
-    axes (checked by `slp._src.insens._cut_candidate`).
+    axes (checked by `slp._src.planner._cut_candidate`).
     """
     (lc, rc), _ = eqn.params["dimension_numbers"]
     c_op, c_w = (lc, rc) if eqn.dep[0] else (rc, lc)

@@ -63,30 +63,39 @@ Estimate. Where no exact route is affordable (ImageNet classifiers at 224x224:
 unbiased estimate: the squared norms from ``k`` Gaussian forward-mode probes, their
 reciprocal corrected by ``(k - 2)``, the rest exact (`insens`).
 
-This module holds the public functions, the plan and the computation; the machinery of
-the routes lives in private modules: `slp._src.cone` (the cone route's geometry and walk),
-`slp._src.boxes` (receptive-field boxes for the probe route's colouring) and `slp._src.matmul`
-(the products at the chosen precision).
+This module holds the public functions and the estimator. The plan (the cost model, the cut,
+the route choice) is `slp._src.planner`; the probe and dense routes and the route run for the
+batch size of the call are `slp._src.routes`; the cone route is `slp._src.cone`, the
+receptive-field boxes `slp._src.boxes` and the products at the chosen precision
+`slp._src.matmul`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import custom_batching, lax
+from jax import lax
 
-from slp._src import boxes as _boxes
 from slp._src import cone as _cone
-from slp._src import costs as _costs
-from slp._src import cut as _cut
 from slp._src import guards as _guards
 from slp._src import matmul as _matmul
 from slp._src import network as net
+from slp._src.planner import (
+    DENSE_BYTES,
+    ROUTES,
+    DenseLayout,
+    InsensPlan,
+    ProbeLayout,
+    RouteCost,
+    build_plan,
+    device_flop_rate,
+    insens_plan,
+)
+from slp._src.routes import routed_norms, runtime_consts, switched_sq_norms
 
 __all__ = [
     "insens",
@@ -99,47 +108,8 @@ __all__ = [
     "RouteCost",
     "inactive_sets",
     "switched_sq_norms",
+    "device_flop_rate",
 ]
-
-
-def switched_sq_norms(
-    linear_fn: Callable, x: jax.Array, *, chunk_size: int | None = 128
-) -> tuple[jax.Array, ...]:
-    """Squared norms ``|w_hat_i|^2`` of the rows of a linear map's Jacobian, by one-hot probes.
-
-    The structure-blind route: one Jacobian-vector product per input element.
-
-    Args:
-      linear_fn: the tangent map of the switched network, ``t (shape X) -> tuple`` of
-        layer tangents (e.g. from `jax.linearize`).
-      x: an input, shape ``X`` (only shape and dtype are used).
-      chunk_size: input directions per step; None means all at once.
-
-    Returns:
-      Tuple of arrays, per layer, ``sum_j (d v_i / d x_j)^2`` in the layer's shape, in
-      the layer's dtype but at least float32 (`slp._src.matmul.accumulator`).
-    """
-    d = int(np.prod(x.shape))
-    chunk = d if chunk_size is None else max(1, min(int(chunk_size), d))
-    n_chunks = -(-d // chunk)
-
-    def one_chunk(k):
-        idx = k * chunk + jnp.arange(chunk)
-        basis = jax.nn.one_hot(idx, d, dtype=x.dtype).reshape((chunk,) + x.shape)
-        tangents = jax.vmap(linear_fn)(basis)
-        return tuple(_matmul.square_sum(t, 0) for t in tangents)
-
-    if n_chunks == 1:
-        return one_chunk(0)
-
-    def body(acc, k):
-        return tuple(a + s for a, s in zip(acc, one_chunk(k), strict=True)), None
-
-    shapes = jax.eval_shape(one_chunk, 0)
-    init = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
-    # The last chunk may run past d: one_hot of an out-of-range index is all zeros.
-    out, _ = jax.lax.scan(body, init, jnp.arange(n_chunks))
-    return out
 
 
 def inactive_sets(
@@ -165,672 +135,7 @@ def inactive_sets(
 
 
 # ----------------------------------------------------------------------------------
-# The plan.
-
-
-class RouteCost(NamedTuple):
-    """A route's predicted cost (from shapes, receptive fields and the cone geometry alone).
-
-    Attributes:
-      flops: floating-point operations of the squared norms per image (multiply-adds
-        count 2): of matrix products and convolutions in the route's traced program
-        where counted (`insens_plan`), else estimated from receptive-field boxes.
-      peak_bytes: memory of the largest loop step's tangents per image (and of the
-        matrices held across the loop): a bound on what the route adds to the forward pass.
-      steps: sequential loop steps of the route.
-      seconds: predicted wall time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))``
-        on the plan's ``batch`` inputs, compile excluded, on the default device
-        (`insens_plan`), or None.
-      work: the amounts of work behind ``seconds``, counted from the route's traced
-        program: coefficient name of `slp._src.costs` -> amount per call (``<route>.call``,
-        ``.ops``, ``.setup``) or per image (the others); None for a plan that did not
-        count (`insens` with a given route).
-    """
-
-    flops: float
-    peak_bytes: float
-    steps: int
-    seconds: float | None = None
-    work: dict | None = None
-
-    def predict(self, batch: int, *, speed: float = 1.0) -> float:
-        """Predicted seconds of one call on ``batch`` inputs on a device ``speed`` times the
-        calibration machine's matrix-product rate (`slp._src.costs.predict_seconds`)."""
-        return _costs.predict_seconds(self.work or {}, batch, speed=speed)
-
-    def __str__(self):
-        time = "" if self.seconds is None else f", ~{_fmt_seconds(self.seconds)}"
-        return (
-            f"{self.flops / 1e9:.3g} GFLOP, {self.peak_bytes / 2**20:.3g} MiB, "
-            f"{self.steps} step{'s' if self.steps != 1 else ''}{time}"
-        )
-
-
-def _fmt_seconds(t: float) -> str:
-    if t < 1:
-        return f"{t * 1e3:.3g} ms"
-    if t < 120:
-        return f"{t:.3g} s"
-    if t < 7200:
-        return f"{t / 60:.3g} min"
-    return f"{t / 3600:.3g} h"
-
-
-class ProbeLayout(NamedTuple):
-    """The probe route's colouring and chunking (module docstring).
-
-    Attributes:
-      lattice: per input axis ``a``, the colouring period ``k_a``: input elements with
-        equal coordinates modulo ``k_a`` share a probe (a colour).
-      n_colours: number of probe directions (colours) in total.
-      n_chunks: steps of the loop over probes.
-      colours_per_chunk: probes per step.
-      pixels_per_chunk: input elements covered per step (0 without a cut).
-      n_groups: row groups of the cut's operand (rows with one box; 0 without a cut).
-      colour: int32, input shape, the colour of every input element.
-      group_rows: int32 ``(n_groups, rows per group)``, flat operand rows of each group;
-        padding rows point one past the operand's end (None without a cut).
-      slots: int32 ``(n_chunks, n_groups, colours_per_chunk)``, for each group and colour
-        of a step, the slot (column of the step) of the input element of that colour
-        inside the group's box; ``pixels_per_chunk`` where there is none (None without a
-        cut).
-    """
-
-    lattice: tuple[int, ...]
-    n_colours: int
-    n_chunks: int
-    colours_per_chunk: int
-    pixels_per_chunk: int
-    n_groups: int
-    colour: np.ndarray
-    group_rows: np.ndarray | None
-    slots: np.ndarray | None
-
-
-class DenseLayout(NamedTuple):
-    """The dense route's chunking: one-hot input directions, ``columns_per_step`` at a time.
-
-    Attributes:
-      columns_per_step: input directions (Jacobian columns) per loop step.
-      n_steps: loop steps.
-    """
-
-    columns_per_step: int
-    n_steps: int
-
-
-class InsensPlan(NamedTuple):
-    """How `insens` computes the squared norms for one network and input shape.
-
-    Attributes:
-      route: ``"cone"`` (exact Jacobian columns restricted to each input element's cone,
-        then the cut), ``"probes"`` (coloured probes, then the cut) or ``"dense"`` (plain
-        forward mode: one-hot input directions through the whole switched network).
-      cut: index into ``program.eqns`` of the dense layer (dot_general) at which the
-        structured routes stop and explicit products take over, or None.
-      pre_sites: ReLU layers whose norms come from the structured part.
-      post_sites: ReLU layers after the cut (norms from exact Jacobian columns).
-      cut_out_shape: shape of the cut's output value (None without a cut).
-      cost: the chosen route's predicted `RouteCost` (FLOPs and peak memory per image,
-        loop steps, seconds per call).
-      costs: every route that applies -> its predicted `RouteCost`.
-      not_taken: every route not taken -> why: the operation that rules it out, or its
-        predicted cost against the chosen one.
-      cone: the cone route's layout (`slp._src.cone`), when the cone route applies.
-      probes: the probe route's `ProbeLayout`.
-      dense: the dense route's `DenseLayout`.
-      forward_flops: FLOPs of one forward pass (linear operations, ReLUs and pools).
-      flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
-        behind the ``seconds`` of every cost (`insens_plan`), or None.
-      batch: the inputs per call that every cost's ``seconds`` is predicted for.
-    """
-
-    route: str
-    cut: int | None
-    pre_sites: tuple[int, ...]
-    post_sites: tuple[int, ...]
-    cut_out_shape: tuple[int, ...] | None
-    cost: RouteCost
-    costs: dict
-    not_taken: dict
-    cone: Any
-    probes: ProbeLayout
-    dense: DenseLayout
-    forward_flops: float = 0.0
-    flop_rate: float | None = None
-    batch: int = 1
-
-    def estimate_cost(self, probes: int) -> RouteCost:
-        """Predicted cost of ``insens(f, probes=k)`` (no standard error): the forward pass,
-        ``k`` tangent passes and one reverse pass (about twice a forward pass)."""
-        flops = (int(probes) + 3) * self.forward_flops
-        seconds = None if self.flop_rate is None else flops / self.flop_rate
-        return RouteCost(flops, 0.0, int(probes), seconds)
-
-    def __str__(self):
-        lines = [f"route: {self.route} ({self.cost})"]
-        lines += [f"  not {r}: {why}" for r, why in self.not_taken.items()]
-        if self.cost.seconds is not None:
-            cal = _costs.CALIBRATION
-            rate = "" if self.flop_rate is None else f"{self.flop_rate / 1e9:.3g} GFLOP/s here, "
-            lines.append(
-                f"  (~: one call on {self.batch} input{'s' if self.batch != 1 else ''}, "
-                f"compile excluded; cost model fitted on {cal['machine']} "
-                f"({rate}{float(cal['flop_rate']) / 1e9:.3g} GFLOP/s there))"
-            )
-        return "\n".join(lines)
-
-
-def _widths(boxes) -> np.ndarray | None:
-    """Largest box width per input axis over the non-empty rows of ``boxes``."""
-    best = None
-    for b in boxes:
-        lo = b.lo.reshape(-1, b.lo.shape[-1])
-        hi = b.hi.reshape(-1, b.hi.shape[-1])
-        keep = np.all(hi >= lo, axis=1)
-        if not keep.any():
-            continue
-        w = np.max(hi[keep] - lo[keep] + 1, axis=0)
-        best = w if best is None else np.maximum(best, w)
-    return best
-
-
-def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
-    """First dense layer that depends on most of the input and that all later use goes through."""
-    d = int(np.prod(program.input_shape))
-    producer = {program.input_id: -1}
-    for i, e in enumerate(program.eqns):
-        for o in e.outputs:
-            producer[o] = i
-    last_relu = max(relu_eqn_idx, default=-1)
-    for i, e in enumerate(program.eqns):
-        if i >= last_relu:
-            return None
-        if e.primitive.name != "dot_general" or e.kind != "linear" or sum(e.dep) != 1:
-            continue
-        (lc, rc), (lb, rb) = e.params["dimension_numbers"]
-        if lb or rb:
-            continue
-        operand, out = dots[i]
-        shape = operand.lo.shape[:-1]
-        c_ax = lc if e.dep[0] else rc
-        if any(shape[a] != 1 for a in range(len(shape)) if a not in c_ax):
-            continue
-        vol = np.prod(np.maximum(out.hi - out.lo + 1, 0), axis=-1)
-        if vol.size == 0 or vol.max() * 2 < d:
-            continue
-        # Everything after the cut must depend on the input only through its output.
-        later_ok = all(
-            producer.get(a, i) >= i
-            for later in program.eqns[i + 1 :]
-            if later.kind != "const"
-            for a, dd in zip(later.inputs, later.dep, strict=True)
-            if dd
-        )
-        if later_ok:
-            return i
-    return None
-
-
-# Memory per image that the dense route's one-hot directions may take per step.
-_DENSE_BYTES = 64 * 2**20
-
-
-def _linear_flops(eqn: net.Eqn, arg_shapes, out_shape) -> float:
-    """FLOPs per tangent column of one input-dependent operation (multiply-adds count 2)."""
-    n_out = float(np.prod(out_shape))
-    if eqn.primitive is lax.conv_general_dilated_p:
-        kernel = arg_shapes[1]
-        o_axis = eqn.params["dimension_numbers"].rhs_spec[0]
-        return 2 * n_out * float(np.prod(kernel)) / kernel[o_axis]
-    if eqn.primitive is lax.dot_general_p:
-        (lc, rc), _ = eqn.params["dimension_numbers"]
-        ops = (lc, 0) if eqn.dep[0] else (rc, 1)
-        return 2 * n_out * float(np.prod([arg_shapes[ops[1]][a] for a in ops[0]]))
-    return n_out
-
-
-class _Shapes(net.ForwardRules):
-    """Abstract forward pass recording, per input-dependent operation, FLOPs per tangent
-    column and the size of its output."""
-
-    def __init__(self, program: net.Program):
-        super().__init__()
-        self.index = {id(e): i for i, e in enumerate(program.eqns)}
-        self.flops: dict[int, float] = {}
-        self.sizes: dict[int, int] = {}
-        self.dots: dict[int, tuple] = {}
-
-    def _note(self, eqn, args, out):
-        i = self.index[id(eqn)]
-        self.flops[i] = _linear_flops(eqn, [np.shape(a) for a in args], np.shape(out))
-        self.sizes[i] = int(np.size(out))
-
-    def relu(self, eqn, z):
-        out = super().relu(eqn, z)
-        self._note(eqn, [z], out)
-        return out
-
-    def max_pool(self, eqn, z):
-        out = super().max_pool(eqn, z)
-        self._note(eqn, [z], out)
-        return out
-
-    def linear(self, eqn, args):
-        outs = super().linear(eqn, args)
-        self._note(eqn, args, outs[0])
-        if eqn.primitive is lax.dot_general_p:
-            operand = args[eqn.dep.index(True)]
-            self.dots[self.index[id(eqn)]] = (tuple(operand.shape), tuple(outs[0].shape))
-        return outs
-
-
-def _whole_boxes(program: net.Program, shapes: _Shapes):
-    """Boxes, dot boxes and volumes when no structure is known (everything depends on all)."""
-    shape = tuple(program.input_shape)
-    nx, d = len(shape), int(np.prod(shape))
-    full = np.zeros(nx), np.asarray(shape) - 1.0
-
-    def whole(s):
-        lo = np.broadcast_to(full[0], tuple(s) + (nx,))
-        return _boxes.Box(lo, np.broadcast_to(full[1], lo.shape), None)
-
-    relu_boxes = tuple(whole(s) for s in program.relu_shapes)
-    dots = {i: (whole(a), whole(o)) for i, (a, o) in shapes.dots.items()}
-    volumes = {i: (float(d) * d, float(d) * n) for i, n in shapes.sizes.items()}
-    return relu_boxes, dots, volumes
-
-
-def _plan(
-    program: net.Program,
-    x,
-    chunk_size: int,
-    route: str = "auto",
-    *,
-    batch: int = 1,
-    speed: float = 1.0,
-    precision: Any = None,
-    count: bool = True,
-) -> InsensPlan:
-    """The plan of `insens` (`insens_plan`).
-
-    With ``count`` (always for ``route="auto"``), every route's work is counted from its
-    traced program (`slp._src.costs`) and ``seconds`` predicted for one call on ``batch``
-    inputs on a device ``speed`` times the calibration machine's matrix-product rate; the
-    choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given
-    route's layouts only (no ``work``, no ``seconds``).
-    """
-    shape = tuple(program.input_shape)
-    d = int(np.prod(shape))
-    item = np.dtype(program.input_dtype).itemsize
-    relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
-    shapes = _Shapes(program)
-    jax.eval_shape(lambda xp: net.interpret(program, xp, shapes).output, x)
-    try:
-        relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x)
-    except _boxes.NotConcrete:  # no structure known: every element depends on everything
-        relu_boxes, dots, volumes = _whole_boxes(program, shapes)
-    cut = _cut_candidate(program, dots, relu_eqn_idx)
-    cut_pos = cut if cut is not None else len(program.eqns)
-    pre = tuple(s for s, i in enumerate(relu_eqn_idx) if i < cut_pos)
-    post = tuple(s for s, i in enumerate(relu_eqn_idx) if i > cut_pos)
-    cut_out_shape = None if cut is None else tuple(dots[cut][1].lo.shape[:-1])
-    chunk = max(1, int(chunk_size))
-
-    # FLOPs per tangent column before, at and after the cut; sizes of the values.
-    flops_all = sum(shapes.flops.values())
-    before = [i for i in shapes.flops if i < cut_pos]
-    after = [i for i in shapes.flops if i > cut_pos]
-    f_pre = sum(shapes.flops[i] for i in before)
-    f_post = sum(shapes.flops[i] for i in after)
-    s_all = d + sum(shapes.sizes.values())
-    s_pre = d + sum(shapes.sizes[i] for i in before)
-    s_post = sum(shapes.sizes[i] for i in after)
-    if cut is not None:
-        n_cut_out = int(np.prod(cut_out_shape))
-        cut_work = 2.0 * volumes[cut][0] * n_cut_out  # each element's operand cone x weights
-    else:
-        n_cut_out, cut_work = 0, 0.0
-
-    costs: dict[str, RouteCost] = {}
-    not_taken: dict[str, str] = {}
-
-    # The dense route: one-hot directions through the whole switched network.
-    cols = d if chunk_size >= d else max(chunk, min(d, _DENSE_BYTES // max(1, s_all * item)))
-    dense = DenseLayout(cols, -(-d // cols))
-    costs["dense"] = RouteCost(d * flops_all, cols * s_all * item, dense.n_steps)
-
-    # The probe route: always applies (without structure its probes are one-hot).
-    probes = _probe_layout(program, relu_boxes, dots, cut, pre, chunk)
-    if cut is None:
-        flops = probes.n_colours * flops_all
-        peak = probes.colours_per_chunk * s_all * item
-    else:
-        flops = probes.n_colours * f_pre + cut_work + d * f_post
-        peak = (probes.colours_per_chunk * s_pre + probes.pixels_per_chunk * s_post) * item
-    costs["probes"] = RouteCost(flops, peak, probes.n_chunks)
-
-    # The cone route: convolutional networks whose operations it takes.
-    cone = None
-    if not relu_eqn_idx:
-        not_taken["cone"] = "no ReLU layer"
-    else:
-        end = cut if cut is not None else relu_eqn_idx[-1]
-        found = _cone.cone_geometry(program, shape, end)
-        if isinstance(found, _cone.ConeRefusal):  # names the operation that rules it out
-            not_taken["cone"] = str(found)
-        else:
-            cone = found
-            n_blocks = len(cone.blocks)
-            per_block = int(np.prod(cone.sigma_tot)) * (
-                d // int(np.prod([shape[a] for a in cone.spatial]))
-            )
-            flops, mats, cones = cut_work + d * f_post, 0.0, 0.0
-            for i in before:
-                v_in, v_out = volumes.get(i, (d, d))
-                e = program.eqns[i]
-                if e.primitive in (lax.conv_general_dilated_p, lax.dot_general_p):
-                    flops += 2.0 * v_in * v_out / d  # cone matrix products of every element
-                    mats += v_in * v_out / d**2
-                else:
-                    flops += v_out
-                cones += v_out / d
-            peak = (per_block * (cones + s_post) + mats) * item
-            costs["cone"] = RouteCost(flops, peak, n_blocks)
-
-    if route != "auto" and route not in costs:
-        raise ValueError(f"the {route} route does not apply to this network: {not_taken[route]}")
-    plan = InsensPlan(
-        route,
-        cut,
-        pre,
-        post,
-        cut_out_shape,
-        cost=None,
-        costs=costs,
-        not_taken=not_taken,
-        cone=cone,
-        probes=probes,
-        dense=dense,
-        forward_flops=float(flops_all),
-        batch=int(batch),
-    )
-    if count or route == "auto":  # every route's work from its traced program, its time
-        costs = {
-            r: _counted(c, _route_work(program, x, plan._replace(route=r), precision), r, flops_all)
-            for r, c in costs.items()
-        }
-        costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
-    # The choice: the least predicted time at ``batch`` inputs per call, at the calibration
-    # machine's speed, so that it does not depend on a timing (`slp._src.costs.choose`).
-    if route == "auto":
-        route = _costs.choose({r: c.work for r, c in costs.items()}, batch=batch)
-    for r in costs:
-        if r != route:
-            not_taken[r] = f"predicted {costs[r]} (chosen {route}: {costs[route]})"
-    return plan._replace(
-        route=route, cost=costs[route], costs=costs, not_taken=dict(sorted(not_taken.items()))
-    )
-
-
-def _route_work(program: net.Program, x, plan: InsensPlan, precision) -> dict[str, float]:
-    """The work of ``plan.route``'s squared norms for one input (`slp._src.costs.program_work`):
-    the forward pass and the route, as `insens` runs them."""
-    prog = _runtime_consts(program)
-    prec = _matmul.resolve(precision)
-
-    def norms(xp):
-        return _exact_norms(prog, net.forward(prog, xp), xp, plan, prec)
-
-    return _costs.program_work(norms, jax.ShapeDtypeStruct(x.shape, x.dtype))
-
-
-def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:
-    """``cost`` with the counted ``work`` of ``route`` (names of `slp._src.costs.COEFFICIENTS`)
-    and its FLOPs per image; the forward pass and the vector-Jacobian product outside the
-    squared norms are every route's: ``forward``."""
-    named = {f"{route}.call": 1.0}
-    named.update({f"{route}.{k}": v for k, v in work.items() if k not in _costs.SHARED})
-    named.update({k: work[k] for k in _costs.SHARED})
-    named["forward"] = forward
-    flops = sum(work[k] for k in ("matmul", "conv", "conv_cf", "conv_grouped"))
-    return cost._replace(flops=flops, work=named)
-
-
-def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) -> ProbeLayout:
-    """Colouring and chunking of the probe route (module docstring)."""
-    shape = tuple(program.input_shape)
-    nx, d = len(shape), int(np.prod(shape))
-    needed = [relu_boxes[s] for s in pre] + ([dots[cut][0]] if cut is not None else [])
-    w = _widths(needed)
-    lattice = tuple(int(k) for k in (np.ones(nx) if w is None else np.minimum(w, shape)))
-    coords = np.indices(shape).reshape(nx, -1)
-    lat = np.ravel_multi_index(tuple(coords[a] % lattice[a] for a in range(nx)), lattice)
-    n_lat = int(np.prod(lattice))
-    if cut is None:
-        kc = min(chunk, n_lat)
-        return ProbeLayout(
-            lattice=lattice,
-            n_colours=n_lat,
-            n_chunks=-(-n_lat // kc),
-            colours_per_chunk=kc,
-            pixels_per_chunk=0,
-            n_groups=0,
-            colour=lat.reshape(shape).astype(np.int32),
-            group_rows=None,
-            slots=None,
-        )
-    # Split colour classes larger than a chunk (probes are cheap before a dense cut).
-    order = np.argsort(lat, kind="stable")
-    first = np.searchsorted(lat[order], np.arange(n_lat))
-    rank = np.empty(d, np.int64)
-    rank[order] = np.arange(d) - first[lat[order]]
-    ppc = int(np.bincount(lat, minlength=n_lat).max())
-    n_split = -(-ppc // chunk)
-    piece = -(-ppc // n_split)
-    colour = lat * n_split + rank // piece
-    n_colours = n_lat * n_split
-    kc = max(1, min(chunk // piece, n_colours))
-    n_chunks = -(-n_colours // kc)
-    # Slot of every input element inside its chunk.
-    order = np.argsort(colour, kind="stable")
-    step = colour[order] // kc
-    starts = np.searchsorted(step, np.arange(n_chunks))
-    slot = np.empty(d, np.int64)
-    slot[order] = np.arange(d) - starts[step]
-    n_slots = int(np.bincount(step, minlength=n_chunks).max())
-    # Row groups of the cut's operand: rows with the same box.
-    operand = dots[cut][0]
-    lo = operand.lo.reshape(-1, nx)
-    hi = operand.hi.reshape(-1, nx)
-    rows_all = np.nonzero(np.all(hi >= lo, axis=1))[0]
-    boxes = np.concatenate([lo[rows_all], hi[rows_all]], axis=1)
-    uniq, inv = np.unique(boxes, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    n_groups = len(uniq)
-    counts = np.bincount(inv, minlength=n_groups)
-    r_max = int(counts.max())
-    group_rows = np.full((n_groups, r_max), lo.shape[0], np.int64)
-    o = np.argsort(inv, kind="stable")
-    g_sorted = inv[o]
-    pos_in_group = np.arange(len(o)) - np.searchsorted(g_sorted, g_sorted)
-    group_rows[g_sorted, pos_in_group] = rows_all[o]
-    # For each group and lattice colour: the (unique) input element of that colour in the box.
-    glo, ghi = uniq[:, :nx].astype(np.int64), uniq[:, nx:].astype(np.int64)
-    valid = np.ones((n_groups,) + lattice, bool)
-    flat = np.zeros((n_groups,) + lattice, np.int64)
-    strides = np.cumprod((shape[1:] + (1,))[::-1])[::-1]
-    for a in range(nx):
-        tau = np.arange(lattice[a])
-        j = glo[:, a : a + 1] + (tau[None] - glo[:, a : a + 1]) % lattice[a]  # (G, k_a)
-        bshape = [n_groups] + [1] * nx
-        bshape[1 + a] = lattice[a]
-        valid = valid & (j <= ghi[:, a : a + 1]).reshape(bshape)
-        flat = flat + (j * strides[a]).reshape(bshape)
-    valid = valid.reshape(n_groups, -1)
-    flat = np.where(valid, flat.reshape(n_groups, -1), 0)
-    table = np.full((n_groups, n_chunks * kc), n_slots, np.int64)
-    gi, ti = np.nonzero(valid)
-    pix = flat[gi, ti]
-    table[gi, colour[pix]] = slot[pix]
-    slots = table.reshape(n_groups, n_chunks, kc).transpose(1, 0, 2)
-    return ProbeLayout(
-        lattice=lattice,
-        n_colours=n_colours,
-        n_chunks=n_chunks,
-        colours_per_chunk=kc,
-        pixels_per_chunk=n_slots,
-        n_groups=n_groups,
-        colour=colour.reshape(shape).astype(np.int32),
-        group_rows=group_rows.astype(np.int32),
-        slots=slots.astype(np.int32),
-    )
-
-
-_ROUTES = ("auto", "cone", "probes", "dense")
-
-
-def insens_plan(
-    f: Callable, x: jax.Array, *, chunk_size: int = 128, route: str = "auto", batch: int = 1
-) -> InsensPlan:
-    """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
-
-    The route is the one with the least predicted time for one call on ``batch`` inputs,
-    of the exact routes that apply. ``insens(f)`` makes the same choice for the batch size
-    it runs at: 1 when called on one input, ``B`` under ``jax.vmap`` over ``B`` inputs (the
-    innermost vmap's size where vmaps nest). The choice does not depend on the device.
-
-    Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
-    time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
-    shaped like ``x``, compile excluded (per input: divide by ``batch``). Every route is
-    traced (not run) and the work of its program counted: operations executed, FLOPs of
-    matrix products and convolutions, elements written and moved, work done once per call
-    (`slp._src.costs`). A linear model of that work, with coefficients fitted by least
-    squares in log space to the measured time of every route on every network of the
-    benchmark zoo at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``, on
-    the machine `slp._src.costs.CALIBRATION` names: a 2-core x86 CPU), predicts the seconds.
-    On another device the per-input terms are scaled by the ratio of the matrix-product
-    rates (`device_flop_rate`, measured once per process, against the calibration
-    machine's): an order of magnitude on other CPUs, a rough guess on accelerators.
-
-    Args:
-      f: per-example ReLU network ``f(x) -> logits``.
-      x: an example input (only shape and dtype are used).
-      chunk_size: as in `insens`.
-      route: as in `insens`.
-      batch: inputs per call that the route is chosen and the predicted seconds are for.
-
-    Returns:
-      The plan (route, cut, colouring, chunking, every route's predicted cost); see
-      `InsensPlan`. ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)`` (FLOPs at
-      the matrix-product rate: a lower bound).
-    """
-    if route not in _ROUTES:
-        raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch must be a positive integer (inputs per call); got {batch!r}")
-    rate = device_flop_rate()
-    speed = rate / float(_costs.CALIBRATION["flop_rate"])
-    plan = _plan(net.trace(f, x), x, chunk_size, route, batch=int(batch), speed=speed)
-    return plan._replace(flop_rate=rate)
-
-
-_FLOP_RATES: dict = {}
-
-
-def device_flop_rate() -> float:
-    """FLOP/s of a float32 matrix product at the highest precision on the default device.
-
-    Measured once per process and device (best of 5 products of two 512x512 matrices on
-    CPU, 4096x4096 on accelerators, after one compiling call).
-    """
-    import time
-
-    dev = jax.devices()[0]
-    tag = (dev.platform, dev.device_kind)
-    if tag not in _FLOP_RATES:
-        n = 512 if dev.platform == "cpu" else 4096
-        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-        prod = jax.jit(lambda p, q: jnp.dot(p, q, precision=lax.Precision.HIGHEST))
-        prod(a, a).block_until_ready()
-        best = np.inf
-        for _ in range(5):
-            t0 = time.perf_counter()
-            prod(a, a).block_until_ready()
-            best = min(best, time.perf_counter() - t0)
-        _FLOP_RATES[tag] = 2.0 * n**3 / best
-    return _FLOP_RATES[tag]
-
-
-# ----------------------------------------------------------------------------------
-# The computation.
-
-
-def _probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
-    """``|w_hat|^2`` per ReLU layer by the probe route (module docstring)."""
-    layout = plan.probes
-    kc = layout.colours_per_chunk
-    colour = jnp.asarray(layout.colour)
-    cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
-    # The grouped product below is an einsum: split products fall back to float32.
-    hp = _matmul.plain(precision)
-
-    def pre(xp):
-        rules = _cut.PreCut(state, cut_eqn)
-        res = net.interpret(program, xp, rules)
-        return tuple(res.relu_inputs[s] for s in plan.pre_sites), rules.operand
-
-    if cut_eqn is not None:
-        probe_rules = _cut.PreCut(state, cut_eqn)
-        net.interpret(program, x, probe_rules)
-        # The cut's weights in their own dtype, its product's result type as the network's.
-        w_mat = _cut.cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
-        pet = cut_eqn.params.get("preferred_element_type")
-        w_mat = jnp.concatenate([w_mat, jnp.zeros((1, w_mat.shape[1]), w_mat.dtype)], 0)
-        group_rows = jnp.asarray(layout.group_rows)
-        w_groups = w_mat[group_rows]  # (G, R, M)
-        slots = jnp.asarray(layout.slots)
-
-    def step(c):
-        ids = c * kc + jnp.arange(kc, dtype=jnp.int32)
-        probes = (colour[None] == ids.reshape((kc,) + (1,) * x.ndim)).astype(x.dtype)
-        pre_t, cut_t = jax.vmap(lambda t: jax.jvp(pre, (x,), (t,))[1])(probes)
-        sums = [_matmul.square_sum(t, 0) for t in pre_t]
-        if cut_eqn is None:
-            return sums
-        comp = cut_t.reshape(kc, -1)
-        comp = jnp.concatenate([comp, jnp.zeros((kc, 1), comp.dtype)], 1)
-        comp, w_g = _matmul.widen(comp[:, group_rows], w_groups, pet)
-        parts = jnp.einsum("kgr,grm->gkm", comp, w_g, precision=hp)
-        cols = jnp.zeros((layout.pixels_per_chunk + 1, parts.shape[-1]), parts.dtype)
-        cols = cols.at[slots[c]].add(parts)[:-1]
-        cols = cols.reshape((layout.pixels_per_chunk,) + plan.cut_out_shape)
-        return sums + _cut.post_norms(program, state, x, plan, cols)
-
-    sums = _cut.scan_sum(step, jnp.arange(layout.n_chunks), layout.n_chunks)
-    by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
-    return [by_site[s] for s in range(len(program.relu_shapes))]
-
-
-def _dense_norms(program, state, x, plan: InsensPlan) -> list:
-    """``|w_hat|^2`` per ReLU layer by the dense route: one-hot input directions through
-    the whole switched network by forward mode, ``plan.dense.columns_per_step`` at a time."""
-    frozen = net.frozen_network(program, state)
-    _, linear_fn = jax.linearize(lambda xp: frozen(xp).relu_inputs, x)
-    return list(switched_sq_norms(linear_fn, x, chunk_size=plan.dense.columns_per_step))
-
-
-def _runtime_consts(program: net.Program) -> net.Program:
-    """``program`` with its constants (weights) behind an optimisation barrier.
-
-    The routes build large arrays from the weights (cone matrices, padded slices of the
-    dense weights); as compile-time constants XLA would fold them while compiling, slowly
-    and with warnings. Behind the barrier they are computed when the function runs.
-    """
-    consts = {
-        i: lax.optimization_barrier(c) if np.size(c) > 1 else c for i, c in program.consts.items()
-    }
-    return dataclasses.replace(program, consts=consts)
+# The estimator.
 
 
 def _stderr_groups(k: int) -> int:
@@ -855,7 +160,7 @@ def _estimated_sq_norms(frozen, x, k: int, key, n_groups: int) -> list:
     per_group = k // n_groups
     # Probes per step: as many as fit in the dense route's memory budget, whole steps
     # inside one group.
-    c = max(1, min(per_group, _DENSE_BYTES // max(1, per_probe)))
+    c = max(1, min(per_group, DENSE_BYTES // max(1, per_probe)))
     while per_group % c:
         c -= 1
     steps = k // c
@@ -983,56 +288,6 @@ def _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layer
     return probes
 
 
-def _exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
-    """``|w_hat|^2`` of every ReLU layer by the route of `plan`."""
-    if plan.route == "cone":
-        return _cone.norms(program, state, x, plan, prec)
-    if plan.route == "dense":
-        return _dense_norms(program, state, x, plan)
-    return _probe_norms(program, state, x, plan, prec)
-
-
-def _routed_norms(program, state, x, plan: InsensPlan, prec, *, auto: bool) -> list:
-    """`_exact_norms` by ``plan.route`` or, with ``auto``, by the route predicted fastest for
-    the batch size it runs at.
-
-    Called on one input, ``plan.route`` (chosen for one input per call). Under `jax.vmap`
-    the batching rule sees the batch size and runs the route `slp._src.costs.choose` picks for
-    it: at 1 and 8 inputs per call the fastest route often differs (2CONV on a 2-core CPU:
-    probes at 1, the cone at 8). The weights are passed as arguments, so a vmap over them
-    (or a jit that traces them) batches them too. Differentiation goes through the route
-    chosen for one input (every route gives the same numbers up to rounding).
-    """
-    if not auto:
-        return _exact_norms(program, state, x, plan, prec)
-    works = {r: c.work for r, c in plan.costs.items()}
-
-    def run(route, xx, st, consts):
-        prog = dataclasses.replace(program, consts=consts)
-        return _exact_norms(prog, st, xx, plan._replace(route=route), prec)
-
-    @custom_batching.custom_vmap
-    def norms(xx, st, consts):
-        return run(plan.route, xx, st, consts)
-
-    @norms.def_vmap
-    def norms_batched(axis_size, in_batched, xx, st, consts):
-        route = _costs.choose(works, batch=axis_size)
-        axes = tuple(jax.tree.map(lambda b: 0 if b else None, list(in_batched)))
-        out = jax.vmap(lambda a, b, c: run(route, a, b, c), in_axes=axes)(xx, st, consts)
-        return out, jax.tree.map(lambda _: True, out)
-
-    @jax.custom_jvp
-    def differentiable(xx, st, consts):
-        return norms(xx, st, consts)
-
-    @differentiable.defjvp
-    def differentiable_jvp(primals, tangents):
-        return jax.jvp(lambda a, b, c: run(plan.route, a, b, c), primals, tangents)
-
-    return differentiable(x, state, dict(program.consts))
-
-
 def _estimated_norms(program, state, frozen, x, probes, key, n_groups, exact_layers, prec):
     """``(sq, sq_groups)``: the unbiased estimate's ``|w_hat|^2`` per layer (each divided by
     ``k - 2``) and the per-group sums of squared probes of the jackknife; the first
@@ -1049,6 +304,37 @@ def _estimated_norms(program, state, frozen, x, probes, key, n_groups, exact_lay
             for e, g in zip(n_exact, sq_groups, strict=True)
         ]
     return sq, sq_groups
+
+
+def _layer_maps(vjp, inactive, sq, activities, guard) -> LayerInsens:
+    """Eq. 8 restricted to each layer's inactive neurons: one reverse pass per layer."""
+    maps, counts = [], []
+    for k, i in enumerate(inactive):
+        only = [jnp.zeros_like(i) for i in inactive]
+        only[k] = i
+        (part,) = vjp(_cotangents(only, sq, activities, jnp.sum(i)))
+        maps.append(guard(part))
+        counts.append(jnp.sum(i))
+    return LayerInsens(tuple(maps), tuple(counts))
+
+
+def _jackknife(vjp, inactive, sq_groups, activities, count, probes: int) -> jax.Array:
+    """The delete-a-group jackknife standard error of the estimate (`InsensEstimate`), in at
+    least float32: the estimate without group g (k - k/G probes, its own correction), G
+    reverse passes, one at a time."""
+    n_groups = sq_groups[0].shape[0]
+    k_rest = probes - probes // n_groups
+
+    def without(g):
+        rest = [(jnp.sum(a, axis=0) - a[g]) / (k_rest - 2.0) for a in sq_groups]
+        return vjp(_cotangents(inactive, rest, activities, count))[0]
+
+    loo = lax.map(without, jnp.arange(n_groups))
+    # The spread of the G estimates in at least float32 (a float16 map's deviations squared
+    # would underflow).
+    loo = loo.astype(_matmul.accumulator(loo.dtype))
+    dev = loo - jnp.mean(loo, axis=0, keepdims=True)
+    return jnp.sqrt((n_groups - 1) / n_groups * jnp.sum(dev * dev, axis=0))
 
 
 def insens(
@@ -1151,8 +437,8 @@ def insens(
     """
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")
-    if route not in _ROUTES:
-        raise ValueError(f"unknown route {route!r}; choose one of {_ROUTES}")
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
     probes = _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layers)
     n_groups = _stderr_groups(probes) if return_stderr else 1
     default_key = key
@@ -1166,8 +452,8 @@ def insens(
         chunk = int(np.prod(x.shape)) if chunk_size is None else int(chunk_size)
         plan = None
         if probes is None:  # the route's work is counted (traced) only to choose one
-            plan = _plan(program, x, chunk, route, precision=prec, count=route == "auto")
-        program = _runtime_consts(program)
+            plan = build_plan(program, x, chunk, route, precision=prec, count=route == "auto")
+        program = runtime_consts(program)
         # One pass: the state, and the VJP of the switched network (eq. 8's sum over neurons).
         state, vjp = net.forward_and_vjp(program, x)
 
@@ -1178,7 +464,7 @@ def insens(
                 program, state, frozen, x, probes, probe_key, n_groups, exact_layers, prec
             )
         else:
-            sq = _routed_norms(program, state, x, plan, prec, auto=route == "auto")
+            sq = routed_norms(program, state, x, plan, prec, auto=route == "auto")
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
         count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
         # A NaN or inf in x, in a ReLU input or in the output (a non-finite weight) leaves
@@ -1190,32 +476,12 @@ def insens(
             return jnp.where(finite, m, jnp.nan)
 
         if by_layer:
-            maps, counts = [], []
-            for k, i in enumerate(inactive):
-                only = [jnp.zeros_like(i) for i in inactive]
-                only[k] = i
-                (part,) = vjp(_cotangents(only, sq, state.activities, jnp.sum(i)))
-                maps.append(guard(part))
-                counts.append(jnp.sum(i))
-            return LayerInsens(tuple(maps), tuple(counts))
+            return _layer_maps(vjp, inactive, sq, state.activities, guard)
         (total,) = vjp(_cotangents(inactive, sq, state.activities, count))
-        estimate = guard(total)
         if not return_stderr:
-            return estimate
-
-        # Delete-a-group jackknife: the estimate without group g (k - k/G probes, its own
-        # correction), G reverse passes, one at a time.
-        def without(g):
-            k_rest = probes - probes // n_groups
-            rest = [(jnp.sum(a, axis=0) - a[g]) / (k_rest - 2.0) for a in sq_groups]
-            return vjp(_cotangents(inactive, rest, state.activities, count))[0]
-
-        # The spread of the G estimates in at least float32 (a float16 map's deviations
-        # squared would underflow).
-        loo = lax.map(without, jnp.arange(n_groups)).astype(_matmul.accumulator(x.dtype))
-        dev = loo - jnp.mean(loo, axis=0, keepdims=True)
-        var = (n_groups - 1) / n_groups * jnp.sum(dev * dev, axis=0)
-        return InsensEstimate(estimate, guard(jnp.sqrt(var).astype(x.dtype)))
+            return guard(total)
+        spread = _jackknife(vjp, inactive, sq_groups, state.activities, count, probes)
+        return InsensEstimate(guard(total), guard(spread.astype(x.dtype)))
 
     if not batched:
         return jax.jit(fn)

@@ -16,6 +16,9 @@ A declaration says, for one primitive (keyed by the primitive object, never its 
     column of the switched map) or a rule of its own (``DOT``, ``CONV``).
   - ``boxes``: the receptive-field box rule of the probe route (`slp._src.boxes`).
   - ``cone``: the cone route's rule (`slp._src.cone`).
+  - ``cost``: the planner's FLOPs per tangent column (`slp._src.flops.Cost`: ``ELEMENTS``,
+    ``DOT``, ``CONV``), which also says whether the cone route builds a matrix for it and
+    whether it may be the cut.
   - ``relevance``: the primitive's part in the LRP rules (`slp._src.relevance.Part`):
     ``WEIGHT`` (a dense/conv layer that carries a rule), ``ADD`` (may add a bias),
     ``REARRANGE`` (only moves elements; part of a layer's linear map) or ``TRANSPOSE``
@@ -55,6 +58,7 @@ from jax._src.ad_util import add_jaxvals_p as add_any_p  # the sum of cotangents
 
 from slp._src import boxes as _boxes
 from slp._src import cone as _cone
+from slp._src import flops as _flops
 from slp._src import matrices as _matrices
 from slp._src import relevance as _relevance
 from slp._src.interpreter import NOT_IMPLEMENTED, NOT_PIECEWISE_LINEAR, Refusal
@@ -74,7 +78,7 @@ __all__ = [
 ]
 
 #: The rule sets every declaration fills (with a rule or a `Refusal`).
-RULE_SETS = ("matrices", "boxes", "cone", "relevance")
+RULE_SETS = ("matrices", "boxes", "cone", "relevance", "cost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +95,9 @@ class Declaration:
         ``{i}`` in its reason is the operand's position.
       check: ``(params, dep, out_dtypes) -> Refusal or None``: a further condition for
         the operation to be linear (None: no condition).
-      matrices, boxes, cone, relevance: the primitive's rule in each rule set
-        (`RULE_SETS`), a callable (relevance: a `slp._src.relevance.Part`), or a `Refusal`.
+      matrices, boxes, cone, relevance, cost: the primitive's rule in each rule set
+        (`RULE_SETS`), a callable (relevance: a `slp._src.relevance.Part`; cost: a
+        `slp._src.flops.Cost`), or a `Refusal`.
     """
 
     primitive: Any
@@ -104,6 +109,7 @@ class Declaration:
     boxes: Any
     cone: Any
     relevance: Any
+    cost: Any
 
     def refusal(self, n_operands: int, dep, params, out_dtypes) -> Refusal | None:
         """Why slp does not take the primitive with operands ``dep`` (input-dependent
@@ -135,6 +141,7 @@ def declare(
     operands_refusal: Refusal | None = None,
     check=None,
     matrices=_matrices.COLUMNS,
+    cost=_flops.ELEMENTS,
 ) -> Declaration:
     """Adds one primitive to `REGISTRY` (see `Declaration`)."""
     if primitive is None:  # not in this JAX version
@@ -155,6 +162,7 @@ def declare(
         boxes=boxes,
         cone=cone,
         relevance=relevance,
+        cost=cost,
     )
     REGISTRY[primitive] = decl
     return decl
@@ -349,6 +357,7 @@ declare(
     relevance=_relevance.WEIGHT,
     check=_not_both("product"),
     matrices=_matrices.DOT,
+    cost=_flops.DOT,
 )
 declare(
     lax.conv_general_dilated_p,
@@ -362,6 +371,7 @@ declare(
         NOT_PIECEWISE_LINEAR,
     ),
     matrices=_matrices.CONV,
+    cost=_flops.CONV,
 )
 
 # -- the switches ---------------------------------------------------------------------

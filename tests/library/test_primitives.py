@@ -15,6 +15,7 @@ from jax import lax
 import slp
 from slp._src import boxes as _boxes
 from slp._src import cone as _cone
+from slp._src import flops as _flops
 from slp._src import network as net
 from slp._src import primitives as _primitives
 from slp._src import relevance as _relevance
@@ -155,6 +156,8 @@ def _resolves(rule_set: str, rule) -> bool:
         return isinstance(rule, _relevance.Part)
     if rule_set == "cone":
         return isinstance(rule, _cone.ConeRule) and callable(rule.geometry)
+    if rule_set == "cost":
+        return isinstance(rule, _flops.Cost) and callable(rule.flops)
     return callable(rule) and not isinstance(rule, str)
 
 
