@@ -52,6 +52,11 @@ class Checkpoint(NamedTuple):
         (float or None), `history` (list of per-epoch dicts), `train_seconds`.
       path: the parameter file (`<name>.msgpack`).
       reused: True when loaded from disk, False when just trained.
+
+    Examples:
+      >>> net = slp.data.example_model()  # the bundled example is one
+      >>> type(net).__name__, net.metadata["format"] == slp.checkpoints.FORMAT
+      ('Checkpoint', True)
     """
 
     model: nn.Module
@@ -72,6 +77,13 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]) -> Path:
 
     Returns:
       The array file's path.
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> folder = pathlib.Path(tempfile.mkdtemp())
+      >>> path = slp.checkpoints.save(folder / "w.msgpack", {"w": np.ones(3)}, {"step": 1})
+      >>> sorted(p.name for p in folder.iterdir())
+      ['w.json', 'w.msgpack']
     """
     path = Path(path)
     sidecar = json.dumps({**metadata, "format": FORMAT}, indent=2, sort_keys=True) + "\n"
@@ -86,9 +98,22 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]) -> Path:
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The sidecar's metadata of the checkpoint at `path`, its format checked.
 
+    Args:
+      path: the array file (the sidecar is the same path with suffix ``.json``).
+
+    Returns:
+      The metadata dict, with ``format`` equal to `FORMAT`.
+
     Raises:
       FileNotFoundError: the array file or its sidecar is missing.
       ValueError: the sidecar is not of `FORMAT`.
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.msgpack"
+      >>> _ = slp.checkpoints.save(path, {"w": np.ones(3)}, {"step": 1})
+      >>> slp.checkpoints.read_metadata(path)["step"]
+      1
     """
     path = Path(path)
     sidecar = path.with_suffix(".json")
@@ -122,6 +147,18 @@ def load(
       FileNotFoundError: either file is missing.
       ValueError: the format differs, or the file's structure, shapes or dtypes differ from
         the template's (the message names the first difference).
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.msgpack"
+      >>> _ = slp.checkpoints.save(path, {"w": np.ones(3, np.float32)}, {"step": 1})
+      >>> tree, metadata = slp.checkpoints.load(path, {"w": np.zeros(3, np.float32)})
+      >>> tree["w"], metadata["step"]
+      (array([1., 1., 1.], dtype=float32), 1)
+      >>> slp.checkpoints.load(path, {"w": np.zeros(4, np.float32)})
+      Traceback (most recent call last):
+      ...
+      ValueError: checkpoint ...: ['w'] is float32[3], expected float32[4]
     """
     path = Path(path)
     metadata = read_metadata(path)

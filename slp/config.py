@@ -39,6 +39,15 @@ class TrainConfig:
       hidden: width of TwoConv's hidden dense layer.
       dataset: name of the training data, part of the checkpoint name.
       input_shape: one example's shape `(H, W, C)`.
+
+    Examples:
+      >>> config = slp.config.TrainConfig(epochs=1, features=(4, 8), hidden=32)
+      >>> slp.config.TrainConfig.from_dict(config.to_dict()) == config
+      True
+      >>> slp.config.TrainConfig(epochs=0)
+      Traceback (most recent call last):
+      ...
+      ValueError: epochs must be >= 1, got 0
     """
 
     seed: int = 0

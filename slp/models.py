@@ -29,6 +29,13 @@ class MLP(nn.Module):
     Attributes:
       hidden: widths of the hidden ReLU layers.
       num_classes: width of the (linear) output layer.
+
+    Examples:
+      >>> model = slp.models.MLP(hidden=(16,), num_classes=3)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4)))
+      >>> f = slp.models.as_single_example(model, params)
+      >>> slp.insens(f)(jnp.ones((4, 4))).shape
+      (4, 4)
     """
 
     hidden: Sequence[int] = (128, 64)
@@ -54,6 +61,12 @@ class TwoConv(nn.Module):
       features: channels of the two conv layers.
       hidden: width of the hidden dense layer.
       kernel_size: side of the square conv kernels.
+
+    Examples:
+      >>> model = slp.models.TwoConv(features=(4, 8), hidden=32)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+      >>> model.apply(params, jnp.zeros((2, 28, 28, 1))).shape
+      (2, 10)
     """
 
     num_classes: int = 10
@@ -85,6 +98,12 @@ class QNetwork(nn.Module):
 
     Attributes:
       num_actions: number of Q-values.
+
+    Examples:
+      >>> model = slp.models.QNetwork(num_actions=6)
+      >>> shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 84, 84, 4)))
+      >>> shapes["params"]["Dense_1"]["kernel"].shape
+      (512, 6)
     """
 
     num_actions: int = 6
@@ -155,6 +174,13 @@ class VGG16(nn.Module):
 
     Attributes:
       num_classes: number of output logits (1000 for ImageNet).
+
+    Examples:
+      >>> model = slp.models.VGG16(num_classes=10)
+      >>> x = jnp.zeros((1, 32, 32, 3))
+      >>> shapes = jax.eval_shape(model.init, jax.random.key(0), x)  # no weights allocated
+      >>> shapes["params"]["classifier_6"]["kernel"].shape
+      (4096, 10)
     """
 
     num_classes: int = 1000
@@ -212,9 +238,9 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    """ResNet-50 as in torchvision (v1.5: stride on the 3x3 convolutions), NHWC, batch
-    norm in inference mode (running statistics in the ``batch_stats`` collection).
+    """ResNet-50 as in torchvision (v1.5: stride on the 3x3 convolutions), NHWC.
 
+    Batch norm in inference mode (running statistics in the ``batch_stats`` collection).
     Stem conv 7x7/2 + BN + ReLU + max-pool 3x3/2 (padding 1), four stages of 3, 4, 6, 3
     bottlenecks (widths 64, 128, 256, 512, output x4), global average pooling, dense
     ``num_classes``. Any input side of at least 32 works. Parameter names follow
@@ -222,6 +248,12 @@ class ResNet50(nn.Module):
 
     Attributes:
       num_classes: number of output logits (1000 for ImageNet).
+
+    Examples:
+      >>> model = slp.models.ResNet50(num_classes=10)
+      >>> shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+      >>> sorted(shapes), shapes["params"]["fc"]["kernel"].shape
+      (['batch_stats', 'params'], (2048, 10))
     """
 
     num_classes: int = 1000
@@ -245,7 +277,23 @@ class ResNet50(nn.Module):
 
 
 def as_single_example(model: nn.Module, params) -> callable:
-    """Returns `f(x) -> logits` on one example, the form every `slp` transform takes."""
+    """Returns `f(x) -> logits` on one example, the form every `slp` transform takes.
+
+    Args:
+      model: a flax module applied to a batch, ``model.apply(params, x_B...) -> (B, C)``.
+      params: its variables (``{"params": ...}``, with ``batch_stats`` where it has them).
+
+    Returns:
+      ``f(x) = model.apply(params, x[None])[0]``: one input without the batch axis in,
+      its logits ``(C,)`` out.
+
+    Examples:
+      >>> model = slp.models.TwoConv(features=(4, 8), hidden=32)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+      >>> f = slp.models.as_single_example(model, params)
+      >>> f(jnp.zeros((28, 28, 1))).shape
+      (10,)
+    """
 
     def f(x):
         return model.apply(params, x[None])[0]

@@ -97,6 +97,11 @@ def digit_mask(x: jax.Array, *, threshold: float = DIGIT_THRESHOLD) -> jax.Array
 
     Returns:
       bool array `(H, W)`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
+      >>> int(slp.noise.digit_mask(x).sum())
+      4
     """
     return _spatial(jnp.asarray(x)) > threshold
 
@@ -140,6 +145,11 @@ def outline_mask(
 
     Returns:
       bool array `(H, W)`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
+      >>> int(slp.noise.outline_mask(x, radius=1).sum())  # the ring around it
+      12
     """
     digit = digit_mask(x, threshold=threshold)
     return dilate(digit, radius=radius) & ~digit
@@ -191,6 +201,16 @@ def frame_mask(shape: tuple[int, int], count: jax.Array | int) -> jax.Array:
 
     Returns:
       bool array `(H, W)` with exactly `clip(count, 0, H*W)` pixels set.
+
+    Raises:
+      ValueError: `shape` is not `(H, W)`.
+
+    Examples:
+      >>> slp.noise.frame_mask((4, 4), 5).astype(int)
+      Array([[1, 1, 1, 1],
+             [0, 0, 0, 1],
+             [0, 0, 0, 0],
+             [0, 0, 0, 0]], dtype=int32)
     """
     if len(shape) != 2:
         raise ValueError(f"frame_mask expects shape (H, W), got {shape}")
@@ -206,8 +226,22 @@ def clean_mask(
 ) -> jax.Array:
     """Pixels that `variant` keeps clean (see the module docstring).
 
-    `variant` is one of `VARIANTS`; `x`, `threshold`, `radius` and the result (bool
-    `(H, W)`) are as in `outline_mask`.
+    Args:
+      variant: one of `VARIANTS`.
+      x: one image `(H, W)` or `(H, W, C)` in [0, 1].
+      threshold: see `digit_mask`.
+      radius: see `dilate`.
+
+    Returns:
+      bool array `(H, W)`.
+
+    Raises:
+      ValueError: an unknown `variant`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
+      >>> {v: int(slp.noise.clean_mask(v, x, radius=1).sum()) for v in slp.noise.VARIANTS}
+      {'bordered': 16, 'background': 4, 'framed': 16, 'framed_noisy_digit': 12}
     """
     digit = digit_mask(x, threshold=threshold)
     grown = dilate(digit, radius=radius)
@@ -236,6 +270,15 @@ def add_noise(key: jax.Array, x: jax.Array, clean: jax.Array, *, sigma: float) -
 
     Returns:
       array shaped and typed like `x`.
+
+    Raises:
+      ValueError: `clean`'s shape is not `x`'s `(H, W)`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
+      >>> y = slp.noise.add_noise(jax.random.key(0), x, slp.noise.digit_mask(x), sigma=0.5)
+      >>> bool((y[3:5, 3:5] == 1).all()), bool((y >= 0).all() & (y <= 1).all())
+      (True, True)
     """
     x = jnp.asarray(x)
     if clean.shape != x.shape[:2]:
@@ -267,6 +310,12 @@ def make_noisy(
 
     Returns:
       array shaped like `x`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
+      >>> y = slp.noise.make_noisy("bordered", jax.random.key(0), x, radius=1)
+      >>> bool((y == x)[2:6, 2:6].all())  # the digit and its 1-pixel outline stay clean
+      True
     """
     clean = clean_mask(variant, x, threshold=threshold, radius=radius)
     return add_noise(key, x, clean, sigma=sigma)
@@ -290,20 +339,68 @@ def make_noisy_batch(
 
     Returns:
       array shaped like `images`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
+      >>> keys = jax.random.split(jax.random.key(0), 3)
+      >>> slp.noise.make_noisy_batch("background", keys, jnp.stack([x, x, x]), sigma=1.0).shape
+      (3, 8, 8)
     """
     return jax.vmap(lambda k, x: make_noisy(variant, k, x, sigma=sigma))(keys, images)
 
 
 def bordered(key: jax.Array, x: jax.Array, **options) -> jax.Array:
-    """Noise everywhere except the digit and its outline; `make_noisy("bordered", ...)`."""
+    """Noise everywhere except the digit and its outline: `make_noisy("bordered", ...)`.
+
+    Args:
+      key: PRNG key.
+      x: one image `(H, W)` or `(H, W, C)` in [0, 1].
+      **options: `sigma`, `threshold`, `radius` of `make_noisy`.
+
+    Returns:
+      array shaped like `x`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)
+      >>> slp.noise.bordered(jax.random.key(0), x, sigma=1.0).shape
+      (8, 8)
+    """
     return make_noisy("bordered", key, x, **options)
 
 
 def background(key: jax.Array, x: jax.Array, **options) -> jax.Array:
-    """Noise everywhere except the digit; `make_noisy("background", ...)`."""
+    """Noise everywhere except the digit: `make_noisy("background", ...)`.
+
+    Args:
+      key: PRNG key.
+      x: one image `(H, W)` or `(H, W, C)` in [0, 1].
+      **options: `sigma`, `threshold`, `radius` of `make_noisy`.
+
+    Returns:
+      array shaped like `x`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)
+      >>> slp.noise.background(jax.random.key(0), x, sigma=1.0).shape
+      (8, 8)
+    """
     return make_noisy("background", key, x, **options)
 
 
 def framed(key: jax.Array, x: jax.Array, **options) -> jax.Array:
-    """Digit and a border frame as large as the outline clean; `make_noisy("framed", ...)`."""
+    """Digit and a border frame as large as the outline clean: `make_noisy("framed", ...)`.
+
+    Args:
+      key: PRNG key.
+      x: one image `(H, W)` or `(H, W, C)` in [0, 1].
+      **options: `sigma`, `threshold`, `radius` of `make_noisy`.
+
+    Returns:
+      array shaped like `x`.
+
+    Examples:
+      >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)
+      >>> slp.noise.framed(jax.random.key(0), x, sigma=1.0).shape
+      (8, 8)
+    """
     return make_noisy("framed", key, x, **options)

@@ -80,6 +80,10 @@ def symmetric_limit(values: np.ndarray) -> float:
 
     Returns:
       A positive float.
+
+    Examples:
+      >>> slp.plotting.symmetric_limit(np.array([[0.5, -2.0], [1.0, 0.0]]))
+      2.0
     """
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
@@ -98,6 +102,15 @@ def heatmap(ax: Axes, values: np.ndarray, *, title: str | None = None, limit=Non
 
     Returns:
       The `AxesImage`.
+
+    Raises:
+      ValueError: the colour limit is not positive (an all-zero map without `limit`).
+
+    Examples:
+      >>> fig, axes = slp.plotting.canvas(1, 1, cell=1.0, left=0.1, top=0.1)
+      >>> im = slp.plotting.heatmap(axes[0, 0], np.array([[1.0, -0.5], [0.0, 0.25]]))
+      >>> im.get_clim()  # symmetric about 0
+      (-1.0, 1.0)
     """
     values = to_2d(values)
     limit = symmetric_limit(values) if limit is None else float(limit)
@@ -118,6 +131,15 @@ def show_image(ax: Axes, image: np.ndarray, *, title: str | None = None):
 
     Returns:
       The `AxesImage`.
+
+    Raises:
+      ValueError: `image` is not `(H, W)`, `(H, W, 1)` or `(H, W, 3)`.
+
+    Examples:
+      >>> fig, axes = slp.plotting.canvas(1, 1, cell=1.0, left=0.1, top=0.1)
+      >>> im = slp.plotting.show_image(axes[0, 0], np.zeros((28, 28, 1)), title="digit")
+      >>> axes[0, 0].get_title()
+      'digit'
     """
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -173,6 +195,15 @@ def colour_bar(
     Returns:
       The matplotlib `Colorbar`; its mappable's colour limits are ``(-L, L)`` (or
       ``(-1, 1)``); ``cax`` is labelled `KEY_AXES_LABEL`.
+
+    Raises:
+      ValueError: `limit` is given and not positive.
+
+    Examples:
+      >>> fig, axes = slp.plotting.canvas(1, 2, cell=1.0, left=0.1, top=0.1)
+      >>> bar = slp.plotting.colour_bar(fig, axes[0, 1], limit=0.5)
+      >>> bar.mappable.get_clim()
+      (-0.5, 0.5)
     """
     if limit is not None and not float(limit) > 0:
         raise ValueError(f"limit must be > 0, got {limit}")
@@ -217,6 +248,12 @@ def colour_key(
 
     Returns:
       The `Colorbar`.
+
+    Examples:
+      >>> bottom = slp.plotting.KEY_MARGIN  # room for the key
+      >>> fig, axes = slp.plotting.canvas(1, 3, cell=1.0, left=0.1, top=0.1, bottom=bottom)
+      >>> slp.plotting.colour_key(fig).mappable.get_clim()  # each map on its own scale
+      (-1.0, 1.0)
     """
     fig_w, fig_h = fig.get_size_inches()
     w = min(width, 0.8 * fig_w)
@@ -239,13 +276,21 @@ def canvas(
     """A figure of ``n_rows x n_cols`` square panels of ``cell`` inches, tightly spaced.
 
     Args:
-      n_rows, n_cols: panels.
+      n_rows: rows of panels.
+      n_cols: columns of panels.
       cell: side of a panel in inches.
-      left, top: margins in inches for row titles and column titles.
-      bottom, right: margins in inches (room for a colour key).
+      left: margin in inches for row titles.
+      top: margin in inches for column titles.
+      bottom: margin in inches (room for a colour key).
+      right: margin in inches.
 
     Returns:
       The figure and its axes, shape ``(n_rows, n_cols)``.
+
+    Examples:
+      >>> fig, axes = slp.plotting.canvas(2, 3, cell=1.0, left=0.1, top=0.3)
+      >>> axes.shape
+      (2, 3)
     """
     width = left + n_cols * cell + right
     height = top + n_rows * cell + bottom
@@ -288,6 +333,16 @@ def grid_figure(
 
     Returns:
       The matplotlib `Figure`.
+
+    Raises:
+      ValueError: no panels, rows of different lengths, or titles or `image_columns`
+        that do not fit the grid.
+
+    Examples:
+      >>> x = np.zeros((28, 28, 1)); omega = np.linspace(-1, 1, 784).reshape(28, 28, 1)
+      >>> fig = slp.plotting.grid_figure([[x, omega]], col_titles=["digit", "Insens"])
+      >>> len(fig.axes)  # two panels and the colour key
+      3
     """
     rows = [list(r) for r in panels]
     if not rows or not rows[0]:
@@ -334,6 +389,14 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path
 
     Returns:
       The path written.
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> fig, axes = slp.plotting.canvas(1, 1, cell=1.0, left=0.1, top=0.1)
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     path = slp.plotting.save_figure(fig, pathlib.Path(folder) / "map.png")
+      ...     print(path.name, path.stat().st_size > 0)
+      map.png True
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"

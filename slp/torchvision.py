@@ -103,8 +103,9 @@ def _as_numpy(value: Any) -> np.ndarray:
 
 
 def convert(model: nn.Module, state_dict: Mapping[str, Any] | str | os.PathLike) -> dict:
-    """Variables of ``model`` (`slp.models.VGG16` or `slp.models.ResNet50`) from a
-    torchvision ``state_dict`` of ``torchvision.models.vgg16`` / ``resnet50``.
+    """Variables of ``model`` (`slp.models.VGG16` or `slp.models.ResNet50`) from torchvision.
+
+    The ``state_dict`` is that of ``torchvision.models.vgg16`` / ``resnet50``.
 
     Args:
       model: the slp model; its ``num_classes`` must match the state_dict's classifier.
@@ -121,6 +122,21 @@ def convert(model: nn.Module, state_dict: Mapping[str, Any] | str | os.PathLike)
         state_dict has keys the model does not use (named too).
       ValueError: a tensor has the wrong shape (the message names the key, the shape
         found and the shape expected).
+
+    Examples:
+      With torchvision's pretrained weights saved by ``torch.save(net.state_dict(), path)``
+      (not run here: it needs the file):
+
+      >>> model = slp.models.VGG16()
+      >>> variables = slp.torchvision.convert(model, "vgg16.pth")  # doctest: +SKIP
+      >>> f = slp.models.as_single_example(model, variables)  # doctest: +SKIP
+
+      A state_dict that is not torchvision's VGG-16 is refused, naming what it lacks:
+
+      >>> slp.torchvision.convert(slp.models.VGG16(num_classes=10), {})
+      Traceback (most recent call last):
+      ...
+      KeyError: "the state_dict has no 'classifier.0.bias' (needed for ...)..."
     """
     if isinstance(state_dict, (str, os.PathLike)):
         import torch  # only to read the file
@@ -157,9 +173,23 @@ def convert(model: nn.Module, state_dict: Mapping[str, Any] | str | os.PathLike)
 
 
 def to_state_dict(model: nn.Module, variables: Mapping) -> dict[str, np.ndarray]:
-    """The torchvision ``state_dict`` (NumPy arrays; ``torch.from_numpy`` each to load it
-    with ``load_state_dict(..., strict=False)``, which skips ``num_batches_tracked``)
-    of ``model``'s ``variables``: the inverse of `convert`."""
+    """The torchvision ``state_dict`` of ``model``'s ``variables``: the inverse of `convert`.
+
+    Args:
+      model: `slp.models.VGG16` or `slp.models.ResNet50`.
+      variables: its variables, as `convert` returns them.
+
+    Returns:
+      ``{torchvision key: NumPy array}``; ``torch.from_numpy`` each to load it with
+      ``load_state_dict(..., strict=False)``, which skips ``num_batches_tracked``.
+
+    Examples:
+      >>> model = slp.models.VGG16()
+      >>> variables = slp.torchvision.convert(model, "vgg16.pth")  # doctest: +SKIP
+      >>> state_dict = slp.torchvision.to_state_dict(model, variables)  # doctest: +SKIP
+      >>> state_dict["features.0.weight"].shape  # doctest: +SKIP
+      (64, 3, 3, 3)
+    """
     vgg = isinstance(model, models.VGG16)
     out = {}
     for names, key, _ in _entries(model):

@@ -69,6 +69,14 @@ class TrainOutput(NamedTuple):
         (wall time of the epoch's steps), `cpu_seconds` (CPU time of this
         process over all its threads in that time) and, when test data was given,
         `test_accuracy` (float in [0, 1]).
+
+    Examples:
+      >>> import dataclasses
+      >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
+      >>> x = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
+      >>> out = slp.training.train(dataclasses.replace(config, batch_size=4), x, np.arange(8) % 10)
+      >>> len(out.history), sorted(out.history[0])[:3]
+      (3, ['cpu_seconds', 'epoch', 'loss'])
     """
 
     params: Any
@@ -92,6 +100,11 @@ def load_mnist_float(
 
     Returns:
       `(images, labels)`: float32 `(N, 28, 28, 1)` in [0, 1] and int32 `(N,)`.
+
+    Examples:
+      >>> images, labels = slp.training.load_mnist_float("test", limit=100)  # doctest: +SKIP
+      >>> images.shape, images.dtype, labels[:3]  # doctest: +SKIP
+      ((100, 28, 28, 1), dtype('float32'), array([7, 2, 1], dtype=int32))
     """
     images, labels = load_mnist(split, data_dir=data_dir, download=download)
     if limit is not None:
@@ -100,7 +113,18 @@ def load_mnist_float(
 
 
 def make_model(config: TrainConfig) -> TwoConv:
-    """The TwoConv network described by `config`."""
+    """The TwoConv network described by `config`.
+
+    Args:
+      config: the training config (`num_classes`, `features`, `hidden`).
+
+    Returns:
+      An `slp.models.TwoConv` (not initialised; see `init_params`).
+
+    Examples:
+      >>> slp.training.make_model(slp.config.TrainConfig(features=(4, 8), hidden=32)).hidden
+      32
+    """
     return TwoConv(num_classes=config.num_classes, features=config.features, hidden=config.hidden)
 
 
@@ -112,6 +136,14 @@ def to_float_images(images: np.ndarray) -> np.ndarray:
 
     Returns:
       float32 array `(N, H, W, 1)` with values in [0, 1] (`images / 255`).
+
+    Raises:
+      ValueError: `images` is not uint8 or not `(N, H, W)`.
+
+    Examples:
+      >>> x = slp.training.to_float_images(np.full((2, 28, 28), 255, np.uint8))
+      >>> x.shape, x.dtype, float(x.max())
+      ((2, 28, 28, 1), dtype('float32'), 1.0)
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
@@ -129,6 +161,12 @@ def init_params(config: TrainConfig) -> Any:
 
     Returns:
       The flax parameter pytree.
+
+    Examples:
+      >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
+      >>> params = slp.training.init_params(config)
+      >>> jax.tree.map(jnp.shape, params)["params"]["Dense_0"]
+      {'bias': (8,), 'kernel': (8, 8)}
     """
     init_key, _ = jax.random.split(jax.random.key(config.seed))
     x = jnp.zeros((1, *config.input_shape), jnp.float32)
@@ -156,6 +194,15 @@ def predict_logits(
 
     Returns:
       numpy array `(N, C)` of logits.
+
+    Raises:
+      ValueError: no inputs.
+
+    Examples:
+      >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
+      >>> model, params = slp.training.make_model(config), slp.training.init_params(config)
+      >>> slp.training.predict_logits(model, params, np.zeros((5, 8, 8, 1)), batch_size=4).shape
+      (5, 10)
     """
     inputs = np.asarray(inputs)
     n = inputs.shape[0]
@@ -192,6 +239,14 @@ def accuracy(
 
     Returns:
       Accuracy in [0, 1].
+
+    Raises:
+      ValueError: `inputs` and `labels` have different lengths.
+
+    Examples:
+      >>> net, digits = slp.data.example_model(), slp.data.example_digits()
+      >>> slp.training.accuracy(net.model, net.params, digits.images, digits.labels)
+      0.9
     """
     labels = np.asarray(labels)
     if labels.shape != (np.shape(inputs)[0],):
@@ -235,6 +290,18 @@ def train(
 
     Returns:
       `TrainOutput(params, history)`.
+
+    Raises:
+      ValueError: `batch_size` exceeds the training examples, or the data are not float
+        `(N, H, W, C)` with one label each (test data: both or neither).
+
+    Examples:
+      >>> import dataclasses
+      >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
+      >>> x, y = np.random.default_rng(0).random((8, 8, 8, 1), np.float32), np.arange(8) % 10
+      >>> out = slp.training.train(dataclasses.replace(config, epochs=1, batch_size=4), x, y)
+      >>> len(out.history), bool(np.isfinite(out.history[0]["loss"]))
+      (1, True)
     """
     train_images, train_labels = _training_data(
         config, train_images, train_labels, test_images, test_labels
@@ -389,6 +456,17 @@ def save_checkpoint(path: str | os.PathLike, params: Any, metadata: dict[str, An
 
     Returns:
       The parameter file's path.
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.msgpack"
+      >>> meta = {"config": config.to_dict()}
+      >>> slp.training.save_checkpoint(path, slp.training.init_params(config), meta).name
+      'tiny.msgpack'
+      >>> params, metadata = slp.training.load_checkpoint(path, config=config)
+      >>> metadata["config"]["hidden"]
+      8
     """
     return checkpoints.save(path, params, metadata)
 
@@ -407,6 +485,18 @@ def load_checkpoint(path: str | os.PathLike, *, config: TrainConfig) -> tuple[An
       FileNotFoundError: either file is missing.
       ValueError: another checkpoint format, the sidecar's config differs from `config`,
         or the parameters do not fit the network (`slp.checkpoints.load`).
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> import dataclasses
+      >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.msgpack"
+      >>> meta = {"config": config.to_dict()}
+      >>> _ = slp.training.save_checkpoint(path, slp.training.init_params(config), meta)
+      >>> slp.training.load_checkpoint(path, config=dataclasses.replace(config, hidden=16))
+      Traceback (most recent call last):
+      ...
+      ValueError: checkpoint ... was trained with config ..., not the requested ...
     """
 
     def template(metadata: dict[str, Any]) -> Any:  # the sidecar is read once, by load
@@ -446,6 +536,19 @@ def load_or_train(
 
     Returns:
       A `Checkpoint`.
+
+    Examples:
+      >>> import tempfile
+      >>> import dataclasses
+      >>> config = slp.config.TrainConfig(features=(2, 2), hidden=8, input_shape=(8, 8, 1))
+      >>> rng = np.random.default_rng(0)
+      >>> data = lambda: (rng.random((8, 8, 8, 1), np.float32), np.arange(8) % 10, None, None)
+      >>> folder = tempfile.mkdtemp()
+      >>> tiny = dataclasses.replace(config, epochs=1, batch_size=4)
+      >>> slp.training.load_or_train(tiny, checkpoint_dir=folder, load_data=data).reused
+      False
+      >>> slp.training.load_or_train(tiny, checkpoint_dir=folder, load_data=data).reused
+      True
     """
     if checkpoint_dir is None:
         checkpoint_dir = slp_data.data_dir(data_dir) / "checkpoints"
@@ -492,6 +595,11 @@ def load_or_train_mnist(
 
     Returns:
       The `Checkpoint`.
+
+    Examples:
+      >>> net = slp.training.load_or_train_mnist(slp.config.TrainConfig())  # doctest: +SKIP
+      >>> net.metadata["test_accuracy"] > 0.99  # doctest: +SKIP
+      True
     """
     data_dir = slp_data.data_dir(data_dir)
 

@@ -59,6 +59,21 @@ def gradient(f: Callable, x: jax.Array, *, target=None, absolute: bool = False) 
 
     Equals the switched weight vector of the target output neuron. ``absolute=True``
     returns ``|d f_target / d x|`` (Captum's ``Saliency`` default, ``abs=True``).
+
+    Args:
+      f: per-example network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+      absolute: return the gradient's absolute value.
+
+    Returns:
+      Array of shape ``X``.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> slp.attributions.gradient(f, jnp.array([1.0, 2.0]), target=0)
+      Array([1. , 0.5], dtype=float32)
     """
     # Through the walker where it describes f: its max-pool derivative is cheaper on CPU.
     g = jax.grad(target_logit(walker_function(f, x), target))(x)

@@ -71,6 +71,12 @@ def gradient_x_input(f: Callable, x: jax.Array, *, target=None) -> jax.Array:
 
     Returns:
       Array of shape ``X``.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> slp.attributions.gradient_x_input(f, jnp.array([1.0, 2.0]), target=0)
+      Array([1., 1.], dtype=float32)
     """
     return x * _target_gradient(walker_function(f, x), x, target)
 
@@ -149,6 +155,17 @@ def integrated_gradients(
 
     Returns:
       Array of shape ``X``.
+
+    Raises:
+      ValueError: ``batch_size`` is not a positive integer, or ``steps`` or ``quadrature``
+        are not valid (`path_points`).
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> ig = slp.attributions.integrated_gradients(f, jnp.array([1.0, 2.0]), target=0, steps=8)
+      >>> ig  # sums to 1.75, near f_0(x) - f_0(0) = 2: the path starts where the ReLU is off
+      Array([0.875, 0.875], dtype=float32)
     """
     alphas, weights = path_points(steps, quadrature)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -202,6 +219,16 @@ def smoothgrad(
 
     Returns:
       Array of shape ``X``.
+
+    Raises:
+      ValueError: no ``key``, or ``samples`` is not a positive integer.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> sg = slp.attributions.smoothgrad(f, jnp.array([1.0, 2.0]), key=jax.random.key(0))
+      >>> sg.shape
+      (2,)
     """
     if key is None:
         raise ValueError(
@@ -294,6 +321,12 @@ def guided_backprop(f: Callable, x: jax.Array, *, target=None, start: str = "one
 
     Returns:
       Array of shape ``X``.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> slp.attributions.guided_backprop(f, jnp.array([1.0, 2.0]))
+      Array([1. , 0.5], dtype=float32)
     """
     return _modified_gradient(f, x, target, _guided_relu, start)
 
@@ -303,7 +336,22 @@ def deconvnet(f: Callable, x: jax.Array, *, target=None, start: str = "one") -> 
     """DeconvNet (Zeiler & Fergus 2014).
 
     Backward through each ReLU by a ReLU of the incoming signal, ``g_in = max(g_out, 0)``,
-    whatever the neuron's state; max-pools route to their winners. Arguments and result as
-    in `guided_backprop`.
+    whatever the neuron's state; max-pools route to their winners.
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+      start: the backward signal at the target logit: ``"one"`` or ``"logit"``, as in
+        `guided_backprop`.
+
+    Returns:
+      Array of shape ``X``.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> slp.attributions.deconvnet(f, jnp.array([1.0, 2.0]))  # the inactive neurons pass too
+      Array([ 1.5, -0.5], dtype=float32)
     """
     return _modified_gradient(f, x, target, _deconv_relu, start)

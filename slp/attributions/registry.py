@@ -46,7 +46,37 @@ _METHODS: dict[str, Callable] = {}
 
 
 def register(name: str) -> Callable[[Callable], Callable]:
-    """Decorator adding an attribution method to the registry under ``name``."""
+    """Decorator adding an attribution method to the registry under ``name``.
+
+    The method is then available to `attribute`, `slp.attribute_dataset` and
+    ``python -m slp maps``; it returns NaN where ``x``, a ReLU input or the output is not
+    finite, or where a traced ``target`` is out of range.
+
+    Args:
+      name: the method's name in `available_methods`.
+
+    Returns:
+      A decorator: it registers ``fn(f, x, *, target=None, **options) -> map`` and returns
+      the registered (guarded) function.
+
+    Raises:
+      ValueError: ``name`` is already registered (raised when the decorator is applied).
+
+    Examples:
+      Registering changes the registry for the whole process (not run here):
+
+      >>> @slp.attributions.register("my_gradient")  # doctest: +SKIP
+      ... def my_gradient(f, x, *, target=None):
+      ...     return jax.grad(lambda x: f(x)[0 if target is None else target])(x)
+      >>> slp.attribute(f, x, "my_gradient")  # doctest: +SKIP
+
+      A name can be registered once:
+
+      >>> slp.attributions.register("gradient")(lambda f, x, *, target=None: x)
+      Traceback (most recent call last):
+      ...
+      ValueError: attribution method 'gradient' is already registered
+    """
 
     def deco(fn: Callable) -> Callable:
         if name in _METHODS:
@@ -78,12 +108,34 @@ def _defined(f: Callable, x: jax.Array) -> tuple[jax.Array, tuple[int, ...]]:
 
 
 def available_methods() -> tuple[str, ...]:
-    """Names of the registered attribution methods, in registration order."""
+    """Names of the registered attribution methods, in registration order.
+
+    Returns:
+      A tuple of names, each a valid ``method`` of `attribute`.
+
+    Examples:
+      >>> slp.available_methods()[:4]
+      ('insens', 'gradient', 'gradient_x_input', 'integrated_gradients')
+    """
     return tuple(_METHODS)
 
 
 def get_method(name: str) -> Callable:
-    """The registered method ``name``; a clear error listing what exists otherwise."""
+    """The registered method ``name``.
+
+    Args:
+      name: a name from `available_methods`.
+
+    Returns:
+      The method, ``fn(f, x, *, target=None, **options) -> map``.
+
+    Raises:
+      ValueError: no method of that name; the message lists those that exist.
+
+    Examples:
+      >>> slp.attributions.get_method("gradient").__name__
+      'gradient'
+    """
     try:
         return _METHODS[name]
     except KeyError:
@@ -128,6 +180,15 @@ def attribute(
       ValueError: an unknown method, or a concrete ``target`` out of range or of the wrong
         shape.
       TypeError: an option the method does not take, or a ``target`` that is not an integer.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> x = jnp.array([1.0, 2.0])
+      >>> slp.attribute(f, x, "lrp_epsilon")  # explains the arg-max logit, f(x)[0] = 2
+      Array([1., 1.], dtype=float32)
+      >>> slp.attribute(f, x, "integrated_gradients", convention="captum", target=0)
+      Array([1., 1.], dtype=float32)
     """
     fn = get_method(method)
     options = {**convention_options(convention, method), **options}

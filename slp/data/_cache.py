@@ -31,11 +31,30 @@ _CHUNK = 1 << 20
 
 
 class DatasetNotFoundError(RuntimeError):
-    """A dataset is neither in the data directory nor obtainable from any source."""
+    """A dataset is neither in the data directory nor obtainable from any source.
+
+    Examples:
+      >>> import tempfile
+      >>> try:
+      ...     slp.data.load_mnist("test", data_dir=tempfile.mkdtemp(), download=False)
+      ... except slp.data.DatasetNotFoundError as e:
+      ...     print(str(e).split(":")[0])
+      MNIST test files missing from ...
+    """
 
 
 class CorruptDataError(ValueError):
-    """A dataset file is malformed, truncated or fails its checksum."""
+    """A dataset file is malformed, truncated or fails its checksum.
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "short.idx"
+      >>> _ = path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3]))  # 4 values promised
+      >>> slp.data.read_idx(path)
+      Traceback (most recent call last):
+      ...
+      slp.data._cache.CorruptDataError: ...short.idx: file truncated: header says dims (4,) ...
+    """
 
 
 def data_dir(path: PathLike | None = None) -> Path:
@@ -47,6 +66,12 @@ def data_dir(path: PathLike | None = None) -> Path:
 
     Returns:
       The absolute directory (it exists on return).
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> folder = tempfile.mkdtemp()
+      >>> slp.data.data_dir(folder) == pathlib.Path(folder).resolve()
+      True
     """
     if path is None:
         path = os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR

@@ -101,6 +101,16 @@ def load_cifar10(
     Raises:
       DatasetNotFoundError: no usable source (the message says what was tried).
       CorruptDataError: a file is damaged, has the wrong checksum or the wrong layout.
+
+    Examples:
+      >>> images, labels = slp.data.load_cifar10("test")  # doctest: +SKIP
+      >>> images.shape  # doctest: +SKIP
+      (10000, 32, 32, 3)
+      >>> import tempfile
+      >>> slp.data.load_cifar10("test", data_dir=tempfile.mkdtemp(), download=False)
+      Traceback (most recent call last):
+      ...
+      slp.data._cache.DatasetNotFoundError: CIFAR-10 is not available. ...
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -147,6 +157,10 @@ def fetch_cifar10(
 
     Returns:
       The ``cifar10`` folder of the data directory.
+
+    Examples:
+      >>> slp.data.fetch_cifar10()  # doctest: +SKIP
+      PosixPath('/home/me/.cache/slp/cifar10')
     """
     for split in SPLITS:
         load_cifar10(split, data_dir=data_dir, images_path=images_path)

@@ -27,6 +27,12 @@ class Dataset:
       info: smallNORB's capture parameters, int32 ``(N, 4)``: instance (0..9), elevation
         (0..8, i.e. 30 to 70 degrees in steps of 5), azimuth (0, 2, ..., 34; times 10 gives
         degrees), lighting (0..5). None for the other data sets.
+
+    Examples:
+      >>> data = slp.data.Dataset(np.zeros((2, 28, 28), np.uint8), np.array([3, 5], np.int32))
+      >>> images, labels = data
+      >>> images.shape, labels, data.source
+      ((2, 28, 28), array([3, 5], dtype=int32), 'official')
     """
 
     images: np.ndarray

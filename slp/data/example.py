@@ -44,6 +44,11 @@ class ExampleDigits(NamedTuple):
         digit of class c.
       labels: int32 (10,), the classes 0..9.
       indices: int32 (10,), each image's index in the MNIST test set (the first of its class).
+
+    Examples:
+      >>> digits = slp.data.example_digits()
+      >>> digits.images.shape, digits.labels.tolist()
+      ((10, 28, 28, 1), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
 
     images: np.ndarray
@@ -57,6 +62,11 @@ def example_digits() -> ExampleDigits:
     Returns:
       ExampleDigits: images float32 (10, 28, 28, 1) in [0, 1], labels int32 (10,),
       indices int32 (10,) into the MNIST test set.
+
+    Examples:
+      >>> digits = slp.data.example_digits()
+      >>> digits.images.dtype, float(digits.images.max()) <= 1.0
+      (dtype('float32'), True)
     """
     with np.load(EXAMPLE_DIR / DIGITS_FILE) as f:
         images, labels, indices = f["images"], f["labels"], f["indices"]
@@ -72,6 +82,16 @@ def example_model() -> Checkpoint:
       hidden units; maps ``(B, 28, 28, 1)`` to logits ``(B, 10)``), ``params``,
       ``metadata`` (config, ``test_accuracy`` on the 10,000 MNIST test images, history),
       ``path`` and ``reused=True``.
+
+    Raises:
+      ValueError: the bundled file was trained with another configuration than
+        `example_config` (write it again with ``experiments/make_example.py``).
+
+    Examples:
+      >>> net = slp.data.example_model()
+      >>> x = slp.data.example_digits().images[7]
+      >>> int(net.model.apply(net.params, x[None])[0].argmax())
+      7
     """
     # Imported here, so that `import slp.data` needs no jax. Reading the file needs only the
     # checkpoint format and the network, not `slp.training` (which imports `slp.data`).

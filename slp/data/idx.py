@@ -87,6 +87,13 @@ def read_idx(path: PathLike) -> np.ndarray:
 
     Raises:
       CorruptDataError: the file is damaged (see :func:`parse_idx`).
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "three.idx"
+      >>> _ = path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))  # uint8, 1 dim of 3
+      >>> slp.data.read_idx(path)
+      array([1, 2, 3], dtype=uint8)
     """
     return parse_idx(read_maybe_gzip(path), name=str(path))
 

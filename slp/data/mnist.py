@@ -100,6 +100,19 @@ def load_mnist(
       DatasetNotFoundError: files missing and not obtainable (the message lists every source
         tried and where to put the files by hand).
       CorruptDataError: a file is damaged or not the official one.
+
+    Examples:
+      >>> images, labels = slp.data.load_mnist("test")  # doctest: +SKIP
+      >>> images.shape, images.dtype, labels[:3]  # doctest: +SKIP
+      ((10000, 28, 28), dtype('uint8'), array([7, 2, 1], dtype=int32))
+
+      Without the files and without ``download``, the error says where to put them:
+
+      >>> import tempfile
+      >>> slp.data.load_mnist("test", data_dir=tempfile.mkdtemp(), download=False)
+      Traceback (most recent call last):
+      ...
+      slp.data._cache.DatasetNotFoundError: MNIST test files missing from .../mnist: ...
     """
     return _load("mnist", split, data_dir, download)
 
@@ -109,8 +122,30 @@ def load_fashion_mnist(
 ) -> Dataset:
     """Loads Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from the official IDX files.
 
-    As `load_mnist` (same arguments, same record, same errors), with the files in the data
-    directory's ``fashion_mnist/`` folder and Fashion-MNIST's sources and checksums.
+    As `load_mnist`, with the files in the data directory's ``fashion_mnist/`` folder and
+    Fashion-MNIST's sources and checksums.
+
+    Args:
+      split: "train" (60,000 images) or "test" (10,000 images).
+      data_dir: the data directory; default ``$SLP_DATA_DIR`` or ``~/.cache/slp``.
+      download: fetch missing files.
+
+    Returns:
+      Dataset: images uint8 (N, 28, 28), labels int32 (N,), source ``"official"``.
+
+    Raises:
+      DatasetNotFoundError: files missing and not obtainable.
+      CorruptDataError: a file is damaged or not the official one.
+
+    Examples:
+      >>> images, labels = slp.data.load_fashion_mnist("test")  # doctest: +SKIP
+      >>> images.shape  # doctest: +SKIP
+      (10000, 28, 28)
+      >>> import tempfile
+      >>> slp.data.load_fashion_mnist("test", data_dir=tempfile.mkdtemp(), download=False)
+      Traceback (most recent call last):
+      ...
+      slp.data._cache.DatasetNotFoundError: Fashion-MNIST test files missing from ...
     """
     return _load("fashion_mnist", split, data_dir, download)
 
@@ -120,7 +155,20 @@ def fetch_mnist(
 ) -> Path:
     """Makes sure all four MNIST files are in the data directory; returns their folder.
 
-    `sources` (default: `sources("mnist")`, the official mirrors) are tried in order.
+    Args:
+      data_dir: the data directory; default ``$SLP_DATA_DIR`` or ``~/.cache/slp``.
+      sources: where to download from, tried in order (default: `sources("mnist")`, the
+        official mirrors).
+
+    Returns:
+      The folder holding the files (``<data dir>/mnist``).
+
+    Raises:
+      DatasetNotFoundError: no source gave the files (the message has every source's reason).
+
+    Examples:
+      >>> slp.data.fetch_mnist()  # doctest: +SKIP
+      PosixPath('/home/me/.cache/slp/mnist')
     """
     return _ensure("mnist", ALL_FILES, data_dir, sources)
 
@@ -130,7 +178,20 @@ def fetch_fashion_mnist(
 ) -> Path:
     """Makes sure all four Fashion-MNIST files are in the data directory; returns their folder.
 
-    `sources` (default: `sources("fashion_mnist")`) are tried in order.
+    Args:
+      data_dir: the data directory; default ``$SLP_DATA_DIR`` or ``~/.cache/slp``.
+      sources: where to download from, tried in order (default:
+        `sources("fashion_mnist")`).
+
+    Returns:
+      The folder holding the files (``<data dir>/fashion_mnist``).
+
+    Raises:
+      DatasetNotFoundError: no source gave the files (the message has every source's reason).
+
+    Examples:
+      >>> slp.data.fetch_fashion_mnist()  # doctest: +SKIP
+      PosixPath('/home/me/.cache/slp/fashion_mnist')
     """
     return _ensure("fashion_mnist", ALL_FILES, data_dir, sources)
 

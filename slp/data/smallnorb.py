@@ -116,6 +116,16 @@ def load_smallnorb(
       DatasetNotFoundError: files missing and not obtainable (the message says what was
         tried and where to put the files by hand).
       CorruptDataError: a file is damaged or has the wrong type or shape.
+
+    Examples:
+      >>> pairs = slp.data.load_smallnorb("test")  # doctest: +SKIP
+      >>> pairs.images.shape, pairs.info.shape  # doctest: +SKIP
+      ((24300, 2, 96, 96), (24300, 4))
+      >>> import tempfile
+      >>> slp.data.load_smallnorb("test", data_dir=tempfile.mkdtemp(), download=False)
+      Traceback (most recent call last):
+      ...
+      slp.data._cache.DatasetNotFoundError: smallNORB test files missing (download=False). ...
     """
     names = file_names(split)
     folder = _cache.data_dir(data_dir) / "smallnorb"

@@ -72,6 +72,17 @@ class ChunkedMaps(NamedTuple):
       num_chunks: chunks of the data set (all processes together).
       computed: indices of the chunks this process computed in this call, ascending.
       reused: indices of this process's chunks already done by an earlier run.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> images = np.random.default_rng(0).random((10, 2), np.float32)  # 10 inputs (2,)
+      >>> import tempfile
+      >>> s = slp.attribute_dataset(
+      ...     f, images, "gradient", batch_size=4, out=tempfile.mkdtemp(), progress=False
+      ... )
+      >>> s.num_images, s.map_shape, s.dtype, s.num_chunks
+      (10, (2,), dtype('float32'), 3)
     """
 
     out: Path
@@ -143,6 +154,24 @@ def attribute_dataset(
       TypeError: an option the method does not take, targets that are not integers.
       PermissionError: ``out`` cannot be written.
       ManifestMismatchError: ``out`` holds maps of other arguments or other images.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> images = np.random.default_rng(0).random((10, 2), np.float32)  # 10 inputs (2,)
+      >>> slp.attribute_dataset(f, images, "gradient", batch_size=4, progress=False).shape
+      (10, 2)
+      >>> import tempfile
+      >>> out = tempfile.mkdtemp()
+      >>> run = lambda: slp.attribute_dataset(
+      ...     f, images, "gradient", batch_size=4, out=out, progress=False
+      ... )
+      >>> done = run()
+      >>> done.num_chunks, done.computed
+      (3, (0, 1, 2))
+      >>> again = run()
+      >>> again.computed, again.reused  # a second call finds every chunk done
+      ((), (0, 1, 2))
     """
     batch_size, chunk_size = _check_sizes(method, batch_size, chunk_size, options)
     source = _compute.open_images(images, chunk_size, num_images)
@@ -302,6 +331,16 @@ def read_maps(out: str | os.PathLike, *, mmap: bool = False, verify: bool = True
       IncompleteMapsError: chunks are missing (the run is unfinished), listing them; or a
         chunk cannot be read, has the wrong shape or (``verify``) does not match its
         receipt, naming its file.
+
+    Examples:
+      >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ W1) @ jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+      >>> images = np.random.default_rng(0).random((10, 2), np.float32)  # 10 inputs (2,)
+      >>> import tempfile
+      >>> out = tempfile.mkdtemp()
+      >>> _ = slp.attribute_dataset(f, images, "gradient", batch_size=4, out=out, progress=False)
+      >>> slp.read_maps(out).shape
+      (10, 2)
     """
     out = Path(out)
     path = out / _store.MANIFEST

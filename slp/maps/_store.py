@@ -30,12 +30,35 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class ManifestMismatchError(ValueError):
-    """An output folder holds maps computed with other arguments or from other images."""
+    """An output folder holds maps computed with other arguments or from other images.
+
+    Examples:
+      >>> import tempfile
+      >>> f, out = (lambda x: jnp.stack([x.sum(), -x.sum()])), tempfile.mkdtemp()
+      >>> _ = slp.attribute_dataset(f, np.ones((4, 2)), "gradient", batch_size=2, out=out)
+      >>> slp.attribute_dataset(f, np.ones((3, 2)), "gradient", batch_size=2, out=out)
+      Traceback (most recent call last):
+      ...
+      slp.maps._store.ManifestMismatchError: ...manifest.json was written by a run with other...
+    """
 
 
 class IncompleteMapsError(RuntimeError):
-    """`read_maps` found chunks without their maps or receipts, or maps that do not match
-    their receipts."""
+    """`read_maps` found chunks without their maps or receipts, or changed maps.
+
+    Changed: maps that do not match their receipts.
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> f, out = (lambda x: jnp.stack([x.sum(), -x.sum()])), tempfile.mkdtemp()
+      >>> _ = slp.attribute_dataset(f, np.ones((4, 2)), "gradient", batch_size=2, out=out)
+      >>> for chunk in pathlib.Path(out).glob("*.npy"):
+      ...     chunk.unlink()
+      >>> slp.read_maps(out)
+      Traceback (most recent call last):
+      ...
+      slp.maps._store.IncompleteMapsError: ...
+    """
 
 
 def chunk_path(out: str | os.PathLike, index: int) -> Path:

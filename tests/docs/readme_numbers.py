@@ -1,9 +1,12 @@
-"""The README's printed result numbers, each traced to its place in a committed results file.
+"""The printed result numbers of the README and the docs site, each traced to its place in a
+committed results file.
 
 A table of rows, read by ``tests/docs/test_readme_numbers.py``. Each row (`N`) is one
-number, or one line or table row of numbers, of the README's sections `CHECKED`:
+number, or one line or table row of numbers, of the pages and sections `CHECKED`:
 
-* ``section``: the (sub)section heading it is printed in (a prefix of it);
+* ``section``: the page it is printed on (a file of the repository: ``README.md`` or a page
+  of ``docs/``) and the heading it is printed under (a prefix of it): a ``##`` or ``###``
+  section of the README, the ``#`` title of a docs page (a docs page is one section);
 * ``pattern``: a regular expression whose group 1 holds the printed number(s), in order;
 * ``source``: the results file (``results/<source>``) that section cites for them;
 * per number a `Value`: its place in that file (a "/"-path of keys and list positions, or
@@ -16,7 +19,8 @@ methods strictly better, as the results' markdown files rank them). `ALLOWED` ar
 numbers of these sections that are not results (section, figure and equation numbers, the
 sizes of an architecture, unit definitions, the machine's 2 CPU cores).
 
-A new number in these sections needs a row here.
+A new number in these sections needs a row here; a number that moves to another page
+takes its rows with it (change its `Section`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,31 @@ from typing import Any, NamedTuple
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
-CHECKED = ("Reading an Insens map", "Results", "Limitations")
-"""Top-level (``##``) sections whose numbers must be traced, with their subsections."""
+
+class Section(NamedTuple):
+    """Where numbers are printed: a file of the repository and a heading on it (a prefix)."""
+
+    page: str
+    heading: str
+
+
+README = "README.md"
+READING = Section("docs/guide/reading-an-insens-map.md", "Reading an Insens map")
+HEADLINE = Section(README, "Headline results")
+RESULTS_INDEX = Section("docs/results/index.md", "Results")
+MN = Section("docs/results/mnist-noise.md", "MNIST with noise")
+MM = Section("docs/results/mnist-metrics.md", "Measuring the claims")
+ENC = Section("docs/results/encodings.md", "Pixel encodings")
+CIF = Section("docs/results/cifar-10.md", "CIFAR")
+PONG = Section("docs/results/pong.md", "Pong")
+BASE = Section("docs/results/baselines.md", "Baselines and speed")
+SPEED = Section("docs/results/insens-speed.md", "Insens speed")
+DATASET = Section("docs/results/datasets.md", "Whole data sets on several devices")
+LIM = Section("docs/limitations.md", "Limitations")
+
+CHECKED = (HEADLINE, READING, RESULTS_INDEX, MN, MM, ENC, CIF, PONG, BASE, SPEED, DATASET, LIM)
+"""Sections whose every number must be traced: a README section (with its subsections) or
+a whole docs page."""
 
 ALLOWED = (
     r"(?:the paper's )?sections? \d+(?:\.\d+)*(?: and \d+)?",  # the paper's sections
@@ -85,13 +112,13 @@ class Numbers(NamedTuple):
     """One row: the number(s) that ``pattern``'s group 1 matches in ``section``, from
     ``results/<source>``, one `Value` each, in the order printed."""
 
-    section: str
+    section: Section
     pattern: str
     source: str
     values: tuple[Value, ...]
 
 
-def N(section: str, pattern: str, source: str, *values) -> Numbers:
+def N(section: Section, pattern: str, source: str, *values) -> Numbers:
     return Numbers(section, pattern, source, tuple(Value(*v) for v in values))
 
 
@@ -253,15 +280,6 @@ FAITH4 = (
 )
 LOWER_HIGHER = (False, True, False, True)
 
-READING = "Reading an Insens map"
-MN, MM, ENC, CIF, PONG = (
-    "MNIST with noise",
-    "Measuring the claims",
-    "Pixel encodings",
-    "CIFAR",
-    "Pong",
-)
-BASE, SPEED, LIM = "Baselines and speed", "Insens speed", "Limitations"
 NOISE, METRICS, SEEDS = "mnist_noise.json", "mnist_metrics.json", "mnist_seeds.json"
 CPU, QN, QNP = (
     "bench_insens_cpu.json",
@@ -276,9 +294,24 @@ RN, RNP, GPU = (
 ATTR = "bench_attributions.json"
 LATTICE = "pong_lattice.json"
 ZOO = "bench_insens_zoo_cpu.json"
+ZOO_ROUTES = "bench_insens_zoo_routes_cpu.json"
 
 
-DATASET = "Whole data sets on several devices"
+def zoo_route_networks(d) -> int:
+    """The number of zoo networks whose routes were timed."""
+    return len({row["network"] for row in d["route_check"]["rows"]})
+
+
+def zoo_route_batches(d) -> list[int]:
+    """The batch sizes at which the zoo's routes were timed."""
+    return sorted({row["batch"] for row in d["route_check"]["rows"]})
+
+
+def zoo_blind_choice(d) -> float:
+    """The worst, over the zoo, of the best ratio a batch-blind route choice could reach."""
+    return max(row["best_possible"] for row in d["route_check"]["rows"])
+
+
 BENCH_DATASET = "bench_dataset_cpu.json"
 DATASET_CONFIGS = ("devices=1", "devices=2", "devices=4", "devices=1, out", "devices=4, out")
 
@@ -386,6 +419,54 @@ def zoo_row(net: str, insens_speed: str, naive_speed: str, naive_temp: str) -> N
 
 
 NUMBERS: tuple[Numbers, ...] = (
+    # --- the README's headline results (each also on its docs page) ---------------------------
+    N(
+        HEADLINE,
+        r"test accuracy is (0\.\d+ on clean\s+digits and 0\.\d+ / 0\.\d+ / 0\.\d+) on the",
+        NOISE,
+        ("clean_accuracy", F4),
+        *((accuracy(v), F4) for v in ("bordered", "background", "framed")),
+    ),
+    N(
+        HEADLINE,
+        r"\(paper: (0\.\d+ / 0\.\d+ / 0\.\d+);",
+        NOISE,
+        *((f"paper/{v}", F2) for v in ("bordered", "background", "framed")),
+    ),
+    N(
+        HEADLINE,
+        r"noisy map (0\.\d+ / 0\.\d+ / 0\.\d+), rank",
+        METRICS,
+        *((f"{ROB}/insens/{v}/spearman/mean", F3) for v in ("bordered", "background", "framed")),
+    ),
+    N(
+        HEADLINE,
+        r", (rank \d+ / \d+ / \d+ of \d+) methods",
+        METRICS,
+        *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
+        (n_methods, INT),
+    ),
+    N(
+        HEADLINE,
+        r"(\d+\.\d+ img/s for full-size 2CONV at\s+batch \d+) on",
+        CPU,
+        ("cases/insens@64/images_per_s", F1),
+        ("config/batches", INT),
+    ),
+    N(HEADLINE, r"(\d+)× the naive", CPU, ("ratios/64/insens_vs_naive_speed", ".0f")),
+    N(
+        HEADLINE,
+        r"with (\d+\.\d+)% of its memory",
+        CPU,
+        ("ratios/64/insens_vs_naive_xla_temp_bytes_per_image", F1, PCT),
+    ),
+    N(
+        HEADLINE,
+        r"it (ranks \d+th of \d+) in\s+deletion on MNIST",
+        METRICS,
+        (rank_of(FAITH, "signed/deletion/auc_probability", False), INT),
+        (n_methods, INT),
+    ),
     # --- Reading an Insens map -----------------------------------------------------------------
     N(
         READING,
@@ -760,6 +841,34 @@ NUMBERS: tuple[Numbers, ...] = (
     attribution_row("Deep Taylor", "deep_taylor", "zennit_epsilon_plus"),
     attribution_row("Deep Taylor bounded", "deep_taylor_bounded", "zennit_epsilon_plus"),
     # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
+    N(SPEED, r"All (\d+) zoo networks were timed", ZOO_ROUTES, (zoo_route_networks, INT)),
+    N(
+        SPEED,
+        r"timed at (\d+ and \d+) inputs per call",
+        ZOO_ROUTES,
+        (lambda d: zoo_route_batches(d)[0], INT),
+        (lambda d: zoo_route_batches(d)[1], INT),
+    ),
+    N(SPEED, r"--no-naive`, ([\d.]+) minutes", ZOO_ROUTES, (lambda d: d["wall_s"] / 60, F1)),
+    N(
+        SPEED,
+        r"load\s+average from ([\d.]+ to [\d.]+), every route",
+        ZOO_ROUTES,
+        *LOAD_AT_START_AND_END,
+    ),
+    N(
+        SPEED,
+        r"at most ([\d.]+) times the fastest measured",
+        ZOO_ROUTES,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"prediction was within ([\d.]+) times",
+        ZOO_ROUTES,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(SPEED, r"at best reach ([\d.]+) times", ZOO_ROUTES, (zoo_blind_choice, F2)),
     N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
     N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
     zoo_row("2conv-linen", ".1f", ".2f", ".0f"),

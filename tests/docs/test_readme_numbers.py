@@ -1,4 +1,5 @@
-"""Every number in the README's result sections comes from a committed results file.
+"""Every number in the result sections of the README and the docs site comes from a committed
+results file.
 
 The numbers and where each comes from are the table of ``readme_numbers.py`` (`NUMBERS`).
 Three checks:
@@ -6,8 +7,9 @@ Three checks:
 * each row's numbers are the rounded values of its file, and the section cites that file
   (``results/<name>.json`` or its ``.md`` report);
 * no number in the checked sections escapes the table, apart from `ALLOWED` and what
-  stands in inline code or link targets (commands, option values and file names);
-* the checked sections exist, so renaming one does not skip it.
+  stands in inline code, code blocks or link targets (commands, option values and file
+  names);
+* the checked sections exist, so renaming or moving one does not skip it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from readme_numbers import ALLOWED, CHECKED, NUMBERS, Numbers, Value, at, load
+from readme_numbers import ALLOWED, CHECKED, NUMBERS, Numbers, Section, Value, at, load
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
 
 NUMBER = re.compile(
     r"(?<![\w.])(?P<num>[−+-]?\d+(?:,\d{3})*(?:\.\d+)*(?:e[−+-]?\d+)?)"
@@ -30,41 +31,47 @@ NUMBER = re.compile(
 ordinal suffix. Digits glued to letters (2CONV, H100, float32, α2β1) are names."""
 
 CODE = re.compile(r"`[^`\n]*`")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK_TARGET = re.compile(r"\]\([^)\s]*\)")
 
 
-# --- reading the README -----------------------------------------------------------------------
+# --- reading the pages ------------------------------------------------------------------------
 
 
 class Block(NamedTuple):
-    """One ``##`` or ``###`` section of the README: heading text, top-level parent, text."""
+    """One section of a page: heading text, top-level parent, text."""
 
     heading: str
     parent: str
     text: str
 
 
-def readme_blocks() -> list[Block]:
+def page_blocks(page: str) -> list[Block]:
+    """The README's ``##`` and ``###`` sections (parent: the ``##`` above); a docs page is
+    one block, titled by its ``#`` heading."""
+    levels = ("##", "###") if page == "README.md" else ("#",)
     blocks, heading, parent, lines = [], "", "", []
-    for line in README.read_text(encoding="utf-8").splitlines(keepends=True):
-        m = re.match(r"(#{2,3}) (.*)", line)
-        if m:
+    for line in (ROOT / page).read_text(encoding="utf-8").splitlines(keepends=True):
+        m = re.match(r"(#+) (.*)", line)
+        if m and m.group(1) in levels:
             blocks.append(Block(heading, parent, "".join(lines)))
             heading = m.group(2).strip()
-            parent = heading if m.group(1) == "##" else parent
+            parent = heading if m.group(1) == levels[0] else parent
             lines = []
         lines.append(line)
     blocks.append(Block(heading, parent, "".join(lines)))
     return [b for b in blocks if b.heading]
 
 
-def checked_blocks() -> list[Block]:
-    return [b for b in readme_blocks() if b.parent in CHECKED]
+def checked_blocks() -> list[tuple[Section, Block]]:
+    return [(s, b) for s in CHECKED for b in page_blocks(s.page) if b.parent.startswith(s.heading)]
 
 
-def block_for(section: str) -> Block:
-    found = [b for b in checked_blocks() if b.heading.startswith(section)]
-    assert len(found) == 1, f"{len(found)} checked README sections start with {section!r}"
+def block_for(section: Section) -> Block:
+    found = [b for b in page_blocks(section.page) if b.heading.startswith(section.heading)]
+    assert len(found) == 1, (
+        f"{len(found)} sections of {section.page} start with {section.heading!r}"
+    )
     return found[0]
 
 
@@ -95,7 +102,10 @@ def expected(value: Value, doc: Any) -> list[str] | str:
 
 
 def _excluded_spans(text: str) -> list[tuple[int, int]]:
-    spans = [m.span() for m in CODE.finditer(text)] + [m.span() for m in LINK_TARGET.finditer(text)]
+    spans = [m.span() for m in FENCE.finditer(text)]
+    spans += [m.span() for m in CODE.finditer(text)] + [
+        m.span() for m in LINK_TARGET.finditer(text)
+    ]
     for pattern in ALLOWED:
         spans += [m.span() for m in re.finditer(pattern, text)]
     return spans
@@ -110,18 +120,24 @@ def _numbers(text: str, start: int, end: int, skip) -> list[re.Match]:
 
 
 @pytest.mark.parametrize(
-    "entry", NUMBERS, ids=[f"{e.section[:12]}:{e.pattern[:40]}" for e in NUMBERS]
+    "entry", NUMBERS, ids=[f"{e.section.heading[:12]}:{e.pattern[:40]}" for e in NUMBERS]
 )
 def test_readme_number_matches_its_results_file(entry: Numbers):
     block = block_for(entry.section)
     stem = re.escape(Path(entry.source).stem)
     assert re.search(rf"results/{stem}\.(json|md)", block.text), (
-        f"README section {block.heading!r} prints numbers from {entry.source} but does not cite it"
+        f"{entry.section.page} {block.heading!r} prints numbers from {entry.source} but does not "
+        "cite it"
     )
     doc = load(entry.source)
     skip = _excluded_spans(block.text)
-    matches = list(re.finditer(_flexible(entry.pattern), block.text, re.M))
-    assert matches, f"{entry.pattern!r} is not in README section {block.heading!r}"
+    fences = [m.span() for m in FENCE.finditer(block.text)]  # commands, not results
+    matches = [
+        m
+        for m in re.finditer(_flexible(entry.pattern), block.text, re.M)
+        if not _inside(m.start(1), fences)
+    ]
+    assert matches, f"{entry.pattern!r} is not in {entry.section.page} {block.heading!r}"
     for m in matches:
         printed = _numbers(block.text, m.start(1), m.end(1), skip)
         assert len(printed) == len(entry.values), (
@@ -130,30 +146,41 @@ def test_readme_number_matches_its_results_file(entry: Numbers):
         for p, value in zip(printed, entry.values, strict=True):
             want = expected(value, doc)
             assert _normal(p.group("num")) in want, (
-                f"README {block.heading!r}: {m.group(1)!r} prints {p.group('num')}; "
+                f"{entry.section.page} {block.heading!r}: {m.group(1)!r} prints {p.group('num')}; "
                 f"{entry.source} {value.get if isinstance(value.get, str) else 'gives'} {want}"
             )
 
 
 def test_every_number_in_the_result_sections_is_traced():
     untraced = []
-    for block in checked_blocks():
+    for section, block in checked_blocks():
         covered = []
         for entry in NUMBERS:
-            if block.heading.startswith(entry.section):
+            if entry.section.page == section.page and block.heading.startswith(
+                entry.section.heading
+            ):
                 pattern = _flexible(entry.pattern)
                 covered += [m.span(1) for m in re.finditer(pattern, block.text, re.M)]
         skip = _excluded_spans(block.text) + covered
         for m in _numbers(block.text, 0, len(block.text), skip):
             line = block.text[: m.start()].count("\n")
             context = block.text.splitlines()[line].strip()
-            untraced.append(f"{block.heading[:30]!r}: {m.group()!r} in {context!r}")
+            untraced.append(f"{section.page} {block.heading[:30]!r}: {m.group()!r} in {context!r}")
     assert not untraced, "numbers without a results file in NUMBERS:\n" + "\n".join(untraced)
 
 
 def test_checked_sections_exist():
-    parents = {b.parent for b in readme_blocks()}
-    assert set(CHECKED) <= parents, f"missing README sections: {set(CHECKED) - parents}"
-    headings = [b.heading for b in checked_blocks()]
+    for section in CHECKED:
+        parents = {b.parent for b in page_blocks(section.page)}
+        assert any(p.startswith(section.heading) for p in parents), (
+            f"{section.page} has no section {section.heading!r}"
+        )
     for entry in NUMBERS:
-        assert sum(h.startswith(entry.section) for h in headings) == 1, entry.section
+        block_for(entry.section)  # exactly one section of its page
+        assert any(
+            entry.section.page == s.page
+            and entry.section.heading.startswith(s.heading)
+            or entry.section.page == s.page
+            and s.page != "README.md"
+            for s in CHECKED
+        ), f"{entry.section} is not in CHECKED"
