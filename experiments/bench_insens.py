@@ -12,7 +12,7 @@ Run:
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
 -> dense 10) on 28x28x1 inputs (or, ``--model qnetwork``, the DQN Q-network of the Pong
 experiment: strided convs 8x8/4, 4x4/2, 3x3/1 -> dense 512 -> 6 actions, on 84x84x4
-frame stacks; or ``--model resnet8``, a small residual network on 32x32x3, `resnet8`),
+frame stacks; or ``--model resnet8``, a small residual network on 32x32x3, `zoo.resnet8_module`),
 the same weights and inputs for every route: random
 weights with non-zero biases and uniform inputs by default, or a trained checkpoint
 (``--checkpoint``) on MNIST test digits (``--data mnist``). Routes, each ``jax.jit`` of
@@ -55,8 +55,8 @@ Then, at every ``--route-batches`` size (1 and 8), every exact route of every ne
 (under ``jax.vmap`` it sees the batch size) against the fastest. The script exits with
 status 1 when a chosen route takes more than 1.2 times the fastest's time or a prediction
 is off by more than 3 times (a line per case says which). ``--fit`` fits the
-planner's cost model (`_slp.costs`) to these timings and prints its table and the check it
-would pass; ``--fit-write`` writes the table into ``_slp/costs.py``; ``--fit-from FILE``
+planner's cost model (`slp._src.costs`) to these timings and prints its table and the check it
+would pass; ``--fit-write`` writes the table into ``slp/_src/costs.py``; ``--fit-from FILE``
 refits from the timings an earlier run recorded (nothing is timed).
 Writes --out/bench_insens_zoo_<platform>.json and a markdown report
 bench_insens_zoo_<platform>.md.
@@ -199,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fit-write",
         action="store_true",
-        help="--fit: also write the fitted table into _slp/costs.py",
+        help="--fit: also write the fitted table into slp/_src/costs.py",
     )
     p.add_argument(
         "--fit-from",
@@ -278,7 +278,9 @@ def build(args):
     if args.model == "qnetwork":
         model, shape = QNetwork(num_actions=6), (84, 84, 4)
     elif args.model == "resnet8":
-        model, shape = resnet8(), (32, 32, 3)
+        import zoo
+
+        model, shape = zoo.resnet8_module(), (32, 32, 3)
     elif args.tiny:
         model, shape = TwoConv(num_classes=10, features=(2, 3), hidden=8), (12, 12, 1)
     else:
@@ -308,27 +310,6 @@ def build(args):
     return as_single_example(model, params), model, params, x
 
 
-def resnet8():
-    """A CIFAR-style residual network: conv 16, three residual blocks (16, 32/2, 64/2;
-    1x1 strided shortcuts), global average pooling, dense 10. ReLU throughout."""
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    class ResNet8(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            h = nn.relu(nn.Conv(16, (3, 3), padding="SAME")(x))
-            for width, stride in ((16, 1), (32, 2), (64, 2)):
-                r = nn.relu(nn.Conv(width, (3, 3), (stride, stride), padding="SAME")(h))
-                r = nn.Conv(width, (3, 3), padding="SAME")(r)
-                if stride > 1 or width != h.shape[-1]:
-                    h = nn.Conv(width, (1, 1), (stride, stride))(h)
-                h = nn.relu(h + r)
-            return nn.Dense(10)(jnp.mean(h, axis=(1, 2)))
-
-    return ResNet8()
-
-
 def in_float64(model, params, x):
     """``f`` and ``x`` in float64 (call under ``jax.enable_x64(True)``)."""
     import jax
@@ -355,7 +336,7 @@ def routes(f):
     import jax.numpy as jnp
     from jax import lax
 
-    from slp import network as net
+    from slp._src import network as net
 
     HIGHEST = lax.Precision.HIGHEST  # also here: TF32 would make the reference inexact
 
@@ -793,8 +774,8 @@ def run_zoo(args, argv: list[str] | None = None) -> dict[str, Any]:
     import jax.numpy as jnp
     import zoo
 
-    from _slp.insens import device_flop_rate
     from lab import analysis
+    from slp._src.insens import device_flop_rate
 
     names = list(zoo.ZOO)
     if args.zoo_only is not None:
@@ -1166,7 +1147,7 @@ def route_verdicts(
     Args:
       networks: the run's ``networks`` (each with ``routes`` from `zoo_routes`).
       coefficients: None: the plan's own choice and predictions; else the choice and
-        predictions these coefficients would give (`_slp.costs`), from the recorded work.
+        predictions these coefficients would give (`slp._src.costs`), from the recorded work.
       speed: with ``coefficients``: this machine's matrix-product rate over the
         calibration machine's.
       slack: the chosen route may take up to this many times the fastest's time.
@@ -1178,7 +1159,7 @@ def route_verdicts(
       of a route's worst ratio to the fastest: what any one choice for all batch sizes
       could reach), ``failures`` (one line each) and the worst ratios.
     """
-    from _slp import costs
+    from slp._src import costs
 
     rows, failures = [], []
     for name, entry in networks.items():
@@ -1261,8 +1242,8 @@ def _best_possible(routes: dict[str, Any]) -> float | None:
 
 def fit_samples(networks: dict[str, Any]) -> list[tuple[dict[str, float], float]]:
     """``(work amounts of the call, measured seconds)`` of every route timed in a ``--zoo``
-    run (`_slp.costs.fit_coefficients`)."""
-    from _slp import costs
+    run (`slp._src.costs.fit_coefficients`)."""
+    from slp._src import costs
 
     return [
         (costs.amounts(v["work"], int(batch)), v["median_s"])
@@ -1319,13 +1300,13 @@ def recorded_runs(args) -> dict[str, Any]:
 
 def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
     """``--fit``: new coefficients from the run's timings, the check they would pass, and
-    the source of `_slp.costs`'s table (printed; written into the module with --fit-write)."""
+    the source of `slp._src.costs`'s table (printed; written into the module with --fit-write)."""
     import datetime
 
     import jax
 
-    from _slp import costs
-    from _slp.insens import device_flop_rate
+    from slp._src import costs
+    from slp._src.insens import device_flop_rate
 
     coef = costs.fit_coefficients(fit_samples(result["networks"]), names=list(costs.COEFFICIENTS))
     dev = jax.devices()[0]
@@ -1357,9 +1338,9 @@ def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_coefficients(source: str, path: Path | None = None) -> None:
-    """Replaces the fitted table of `_slp/costs.py` (or of ``path``) between its BEGIN
+    """Replaces the fitted table of `slp/_src/costs.py` (or of ``path``) between its BEGIN
     FITTED and END FITTED lines by ``source``."""
-    from _slp import costs
+    from slp._src import costs
 
     path = Path(costs.__file__) if path is None else Path(path)
     text = path.read_text()

@@ -14,8 +14,8 @@ the shape of one input. `ZOO` maps a name to each builder:
   an auxiliary value, the concatenation of all flattened pre-activations, which ``f``
   drops: dead code in the traced program;
 - ``mlp``: 784-256-256-10 in plain ``jax.numpy`` on a 28x28x1 image, flattened;
-- ``resnet8``: the small residual network of ``experiments/bench_insens.py --model
-  resnet8`` on 32x32x3;
+- ``resnet8``: a small residual network (`resnet8_module`, also ``experiments/bench_insens.py
+  --model resnet8``) on 32x32x3;
 - ``qnetwork``: the DQN Q-network of the Pong experiment (`slp.models.QNetwork`) on
   84x84x4 frame stacks;
 - ``bn-cnn-linen``: a flax.linen CNN with inference-mode batch norm
@@ -342,13 +342,31 @@ def mlp(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
     return ZooModel(f, shape)
 
 
-def resnet8(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
-    """``bench_insens.resnet8()`` (flax.linen) on 32x32x3 (small: 8x8x3)."""
-    import bench_insens
+def resnet8_module():
+    """A CIFAR-style residual network: conv 16, three residual blocks (16, 32/2, 64/2;
+    1x1 strided shortcuts), global average pooling, dense 10. ReLU throughout."""
+    import flax.linen as nn
 
+    class ResNet8(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.relu(nn.Conv(16, (3, 3), padding="SAME")(x))
+            for width, stride in ((16, 1), (32, 2), (64, 2)):
+                r = nn.relu(nn.Conv(width, (3, 3), (stride, stride), padding="SAME")(h))
+                r = nn.Conv(width, (3, 3), padding="SAME")(r)
+                if stride > 1 or width != h.shape[-1]:
+                    h = nn.Conv(width, (1, 1), (stride, stride))(h)
+                h = nn.relu(h + r)
+            return nn.Dense(10)(jnp.mean(h, axis=(1, 2)))
+
+    return ResNet8()
+
+
+def resnet8(key: jax.Array, dtype=jnp.float32, *, small: bool = False) -> ZooModel:
+    """`resnet8_module` (flax.linen) on 32x32x3 (small: 8x8x3)."""
     from slp.models import as_single_example
 
-    model, shape = bench_insens.resnet8(), (8, 8, 3) if small else (32, 32, 3)
+    model, shape = resnet8_module(), (8, 8, 3) if small else (32, 32, 3)
     return ZooModel(as_single_example(model, _linen_params(model, key, shape, dtype)), shape)
 
 

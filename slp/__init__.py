@@ -27,7 +27,8 @@ Public modules:
 - ``slp.maps``: attribution maps of a whole data set (``python -m slp maps``).
 - ``slp.models``: the paper's networks (2CONV, the Q-network, ...); ``slp.torchvision``
   loads torchvision weights into them.
-- ``slp.network``: the walker that finds the affine maps, ReLUs and pools in ``f``.
+- ``slp.network``: `trace`, the check that slp follows ``f`` (its affine maps, ReLUs and
+  pools), and the error that names an operation it does not.
 - ``slp.checkpoints``: the one checkpoint format (a msgpack array file and a JSON sidecar,
   format and shapes checked on loading).
 - ``slp.training``: training and checkpoints of 2CONV; its `TrainConfig` is defined in
@@ -51,7 +52,7 @@ API and may change):
 ``slp.attributions``
     ``attribute``, ``available_methods``, ``conventions``, ``deconvnet``, ``deep_taylor``,
     ``deep_taylor_bounded``, ``get_method``, ``gradient``, ``gradient_x_input``,
-    ``guided_backprop``, ``insens``, ``integrated_gradients``, ``lrp``,
+    ``guided_backprop``, ``insens_attribution``, ``integrated_gradients``, ``lrp``,
     ``lrp_alpha1_beta0``, ``lrp_alpha2_beta1``, ``lrp_alpha_beta``, ``lrp_epsilon``,
     ``lrp_zplus``, ``register``, ``smoothgrad``
 ``slp.checkpoints``
@@ -84,10 +85,7 @@ API and may change):
 ``slp.models``
     ``as_single_example``, ``MLP``, ``QNetwork``, ``ResNet50``, ``TwoConv``, ``VGG16``
 ``slp.network``
-    ``check_input``, ``defined``, ``Eqn``, ``forward``, ``ForwardRules``,
-    ``frozen_network``, ``FrozenRules``, ``NetworkState``, ``pool_winners``, ``Program``,
-    ``Rules``, ``select_winners``, ``trace``, ``UnsupportedOperationError``, ``walk``,
-    ``WalkResult``
+    ``trace``, ``UnsupportedOperationError``
 ``slp.noise``
     ``add_noise``, ``background``, ``bordered``, ``clean_mask``, ``DEFAULT_SIGMA``,
     ``digit_mask``, ``DIGIT_THRESHOLD``, ``frame_mask``, ``framed``, ``make_noisy``,
@@ -106,8 +104,8 @@ API and may change):
     ``load_or_train``, ``load_or_train_mnist``, ``make_model``, ``predict_logits``,
     ``save_checkpoint``, ``to_float_images``, ``train``, ``TrainConfig``, ``TrainOutput``
 
-The implementation behind the top-level functions lives in the internal package ``_slp``
-(installed beside ``slp``, as pytest keeps ``_pytest``); nothing in it is public API.
+The implementation behind the top-level functions lives in the private package ``slp._src``
+(as in ``jax._src`` and ``optax._src``); nothing in it is public API.
 ``import slp`` is cheap: each public module (and jax) is imported on first use.
 
 Reference: L. Szymanski, B. McCane, C. Atkinson, "Switched linear projections and
@@ -143,15 +141,15 @@ _MODULES = frozenset(
 )
 # Top-level names and the module that defines each.
 _NAMES = {
-    "per_example": "_slp.guards",
-    "single_example": "_slp.guards",
+    "per_example": "slp._src.guards",
+    "single_example": "slp._src.guards",
     "attribute": "slp.attributions",
     "available_methods": "slp.attributions",
-    "InsensEstimate": "_slp.insens",
-    "InsensPlan": "_slp.insens",
-    "LayerInsens": "_slp.insens",
-    "insens": "_slp.insens",
-    "insens_plan": "_slp.insens",
+    "InsensEstimate": "slp._src.insens",
+    "InsensPlan": "slp._src.insens",
+    "LayerInsens": "slp._src.insens",
+    "insens": "slp._src.insens",
+    "insens_plan": "slp._src.insens",
     "ChunkedMaps": "slp.maps",
     "ManifestMismatchError": "slp.maps",
     "attribute_dataset": "slp.maps",
@@ -205,8 +203,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
-    from _slp.guards import per_example, single_example
-    from _slp.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
+    from slp._src.guards import per_example, single_example
+    from slp._src.insens import InsensEstimate, InsensPlan, LayerInsens, insens, insens_plan
     from slp.attributions import attribute, available_methods
     from slp.maps import ChunkedMaps, ManifestMismatchError, attribute_dataset, read_maps
     from slp.network import UnsupportedOperationError

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _slp.cli import command_parser
+from slp._src.cli import command_parser
 
 DATASETS = ("mnist", "fashion_mnist")
 

@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from _slp import guards as _guards
-from _slp import matmul as _matmul
-from _slp import primitives as _primitives
-from slp import network as net
+from slp._src import guards as _guards
+from slp._src import matmul as _matmul
+from slp._src import matrices as _matrices
+from slp._src import network as net
 
 __all__ = [
     "Projection",
@@ -176,105 +176,6 @@ def switched_centres(f: Callable, *, method: str = "jacfwd") -> Callable:
     return fn
 
 
-class _ExplicitRules(net.Rules):
-    """Propagates the switched map itself: a pair (M, c) with value = M @ vec(x) + c.
-
-    ``M`` has the value's shape plus one trailing axis of size ``x.size``. Dense layers
-    and convolutions are applied to ``M`` as explicit products, ReLUs multiply by the
-    frozen mask, max-pools select the frozen winners' rows; other linear operations
-    (reshapes, average pooling, ...) act on ``M`` through their own linear map.
-    """
-
-    def __init__(self, state: net.NetworkState):
-        self.state = state
-
-    def input(self, x):
-        d = x.size
-        eye = jnp.eye(d, dtype=x.dtype).reshape(x.shape + (d,))
-        return (eye, jnp.zeros_like(x))
-
-    def relu(self, eqn, z):
-        m, c = z
-        mask = (self.state.activities[eqn.site] > 0).astype(c.dtype)
-        return (m * mask[..., None], c * mask)
-
-    def max_pool(self, eqn, z):
-        m, c = z
-        w = self.state.winners[eqn.site].reshape(-1)
-        shape = self.state.winners[eqn.site].shape
-        return (
-            m.reshape(-1, m.shape[-1])[w].reshape(shape + (m.shape[-1],)),
-            c.reshape(-1)[w].reshape(shape),
-        )
-
-    def linear(self, eqn, args):
-        dep = eqn.dep
-        rule = _primitives.lookup(eqn.primitive).matrices  # "columns", "dot" or "conv"
-        if rule == "dot":
-            return [self._dot(eqn, args)]
-        if rule == "conv":
-            return [self._conv(eqn, args)]
-        offsets = [a[1] if d else a for a, d in zip(args, dep, strict=True)]
-        tangents = [a[0] for a, d in zip(args, dep, strict=True) if d]
-
-        def lin(*deps):
-            it = iter(deps)
-            full = [next(it) if d else a for a, d in zip(offsets, dep, strict=True)]
-            return tuple(eqn.apply(*full, precision=self.precision))
-
-        dep_offsets = [a[1] for a, d in zip(args, dep, strict=True) if d]
-        c_out = lin(*dep_offsets)
-        m_out = jax.vmap(
-            lambda *ts: jax.jvp(lin, tuple(dep_offsets), ts)[1], in_axes=-1, out_axes=-1
-        )(*tangents)
-        return list(zip(m_out, c_out, strict=True))
-
-    def _dot(self, eqn, args):
-        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-        lhs, rhs = args
-        prec = (self.precision, self.precision)
-        pet = eqn.params.get("preferred_element_type")
-        if eqn.dep[0]:
-            m, c = lhs
-            out_m = jax.lax.dot_general(
-                m, rhs, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
-            )
-            out_c = jax.lax.dot_general(
-                c, rhs, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
-            )
-            # The trailing axis of m is the last lhs free axis: move it to the end.
-            pos = len(lb) + (c.ndim - len(lc) - len(lb))
-            return (jnp.moveaxis(out_m, pos, -1), out_c)
-        m, c = rhs
-        out_m = jax.lax.dot_general(
-            lhs, m, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
-        )
-        out_c = jax.lax.dot_general(
-            lhs, c, ((lc, rc), (lb, rb)), precision=prec, preferred_element_type=pet
-        )
-        return (out_m, out_c)
-
-    def _conv(self, eqn, args):
-        (m, c), kernel = args
-        p = eqn.params
-        dn = p["dimension_numbers"]
-        b_in, b_out = dn.lhs_spec[0], dn.out_spec[0]
-        d = m.shape[-1]
-        if p.get("batch_group_count", 1) != 1:
-            raise net.UnsupportedOperationError("convolutions with batch_group_count > 1")
-        # Fold the matrix axis into the conv's batch axis: one conv of all columns.
-        mm = jnp.moveaxis(m, -1, b_in + 1)
-        shp = list(c.shape)
-        shp[b_in] *= d
-        mm = mm.reshape(shp)
-        out = eqn.bind(mm, kernel, precision=self.precision)
-        oshp = list(out.shape)
-        oshp[b_out : b_out + 1] = [c.shape[b_in], d]
-        out_m = jnp.moveaxis(out.reshape(oshp), b_out + 1, -1)
-        out_c = eqn.bind(c, kernel, precision=self.precision)
-        return (out_m, out_c)
-
-
 def explicit_projections(f: Callable) -> Callable:
     """`switched_projections` by the paper's explicit route (no autodiff of the network).
 
@@ -291,7 +192,7 @@ def explicit_projections(f: Callable) -> Callable:
     def fn(x):
         program = net.trace(f, x)
         state = net.forward(program, x)
-        res = net.walk(program, x, _ExplicitRules(state))
+        res = net.interpret(program, x, _matrices.ExplicitRules(state))
         out = []
         acts = (*state.activities, state.output)
         for (m, c), a in zip((*res.relu_inputs, res.output), acts, strict=True):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _slp.cli import HelpFormatter  # one help layout for every command line
+from slp._src.cli import HelpFormatter  # one help layout for every command line
 from slp.config import TrainConfig
 
 __all__ = [

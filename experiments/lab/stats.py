@@ -12,10 +12,10 @@ the interval is the mean ± t × standard error. Two methods are compared **pair
 per-image differences of their scores in the same model. With one seed this is the paired
 t-test over images (the network held fixed).
 
-Why not a bootstrap: on synthetic scores with 5 seeds (tests/test_lab_stats.py), a two-level
-bootstrap (seeds, then images) rejected a true null 9-15% of the time at a nominal 5%, and a
-t-test over per-seed means 13% when images also differ; this model stayed at 5-6% in every
-regime tried.
+Why not a bootstrap: on synthetic scores with 5 seeds
+(tests/experiments/test_lab_stats.py), a two-level bootstrap (seeds, then images) rejected
+a true null 9-15% of the time at a nominal 5%, and a t-test over per-seed means 13% when
+images also differ; this model stayed at 5-6% in every regime tried.
 
 - `interval`: a method's mean score and its 95% interval.
 - `compare`: the paired mean difference of two methods, its interval and two-sided p-value.

@@ -136,7 +136,7 @@ print(f"{len(methods)} methods x {len(inputs)} conditions x {N} images: {seconds
 # Some registered methods are the same rule under two names, or become the same rule
 # under a condition that trained networks nearly meet. These identities follow from the
 # definitions (README, "Methods that coincide"; each is checked in float64 on random
-# networks, next to a case that breaks its condition, in `tests/test_method_identities.py`):
+# networks, next to a case that breaks its condition, in `tests/library/test_method_identities.py`):
 #
 # - `lrp_alpha_beta` with its defaults (α = 1, β = 0, bias split, stabiliser 1e-6) **is**
 #   `lrp_alpha1_beta0`.

@@ -1,7 +1,7 @@
 """Attribution methods, all on one registry: ``slp.attribute(f, x, method, ...)``."""
 
 from slp.attributions import conventions
-from slp.attributions.basic import gradient, insens
+from slp.attributions.basic import gradient, insens_attribution
 from slp.attributions.gradients import (
     deconvnet,
     gradient_x_input,
@@ -32,7 +32,7 @@ __all__ = [
     "gradient",
     "gradient_x_input",
     "guided_backprop",
-    "insens",
+    "insens_attribution",
     "integrated_gradients",
     "lrp",
     "lrp_alpha1_beta0",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import jax
 
-from slp import network as net
+from slp._src import network as net
 
 
 def walker_function(f: Callable, x: jax.Array) -> Callable[[jax.Array], jax.Array]:
@@ -21,4 +21,4 @@ def walker_function(f: Callable, x: jax.Array) -> Callable[[jax.Array], jax.Arra
         program = net.trace(f, x)
     except net.UnsupportedOperationError:
         return f
-    return lambda xp: net.walk(program, xp, net.ForwardRules()).output
+    return lambda xp: net.interpret(program, xp, net.ForwardRules()).output

@@ -8,15 +8,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from _slp.insens import insens as _insens
+from slp._src.insens import insens as _insens
 from slp.attributions._walk import walker_function
 from slp.attributions.registry import register, target_logit
 
-__all__ = ["gradient", "insens"]
+__all__ = ["gradient", "insens_attribution"]
 
 
 @register("insens")
-def insens(
+def insens_attribution(
     f: Callable,
     x: jax.Array,
     *,
@@ -27,7 +27,10 @@ def insens(
     key: jax.Array | None = None,
     exact_layers: int = 0,
 ) -> jax.Array:
-    """Insens (eq. 8). Independent of ``target``: it explains the network's state.
+    """Insens (eq. 8) as an attribution method: ``slp.attribute(f, x, "insens")``.
+
+    The same map as ``slp.insens(f)(x)`` (the transform), in the methods' calling convention
+    ``(f, x, *, target, ...)``. Independent of ``target``: it explains the network's state.
 
     ``precision``: of the norm products, as in `slp.insens` (None: float32 exact).
     ``probes``, ``key``, ``exact_layers``: the unbiased estimate from ``probes`` Gaussian

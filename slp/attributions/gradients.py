@@ -5,7 +5,7 @@ gradient of the target logit (as in Captum, the backward pass starts from a one-
 cotangent on the target), taken through the network walker where it describes the
 network, whose max-pool derivative is much cheaper on CPU than XLA's. Guided
 backpropagation and DeconvNet change only what the ReLUs do on the way back, so they
-are `slp.network.Rules` over the network walker whose ReLU carries a custom VJP;
+are `slp._src.network.Rules` over the network walker whose ReLU carries a custom VJP;
 max-pools send the signal to each window's winner (the "switches" of Zeiler & Fergus)
 and every linear operation keeps its transpose.
 """
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slp import network as net
+from slp._src import network as net
 from slp.attributions._walk import walker_function
 from slp.attributions.registry import register, resolve_target
 
@@ -301,7 +301,7 @@ class ReluBackwardRules(net.ForwardRules):
 def _modified_gradient(f: Callable, x: jax.Array, target, relu_fn, start: str) -> jax.Array:
     program = net.trace(f, x)
     return _target_gradient(
-        lambda xp: net.walk(program, xp, ReluBackwardRules(relu_fn)).output, x, target, start
+        lambda xp: net.interpret(program, xp, ReluBackwardRules(relu_fn)).output, x, target, start
     )
 
 

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _slp import guards as _guards
-from slp import network as net
+from slp._src import guards as _guards
+from slp._src import network as net
 from slp.attributions.conventions import convention_options
 
 __all__ = [

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from _slp.cli import command_parser
+from slp._src.cli import command_parser
 from slp.data import _cache
 from slp.data.cifar10 import fetch_cifar10
 from slp.data.mnist import fetch_fashion_mnist, fetch_mnist

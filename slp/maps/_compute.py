@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from _slp import guards as _guards
+from slp._src import guards as _guards
 from slp.attributions.registry import attribute, check_target
 
 # The data set as a sequence of chunks.

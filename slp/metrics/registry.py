@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from _slp.guards import nan_unless
+from slp._src.guards import nan_unless
 from slp.attributions.registry import check_target
 
 __all__ = [

@@ -118,7 +118,7 @@ class _Frame(NamedTuple):
 def _library_dirs() -> tuple[str, ...]:
     """Folders whose frames are library code, not the user's."""
     dirs = []
-    for name in ("jax", "jaxlib", "flax", "equinox", "haiku", "slp", "_slp", "numpy"):
+    for name in ("jax", "jaxlib", "flax", "equinox", "haiku", "slp", "numpy"):
         f = getattr(sys.modules.get(name), "__file__", None)
         if f:
             dirs.append(os.path.dirname(os.path.abspath(f)) + os.sep)
@@ -206,8 +206,8 @@ def describe(sources: Sequence[Any], calls: Sequence[str], primitive: str = "") 
 
     Args:
       sources: the JAX source infos of the equation and of the calls it is nested in,
-        outermost first (`slp.network.Eqn.source`).
-      calls: the names of those calls (`slp.network.Eqn.where`), outermost first.
+        outermost first (`slp._src.network.Eqn.source`).
+      calls: the names of those calls (`slp._src.network.Eqn.where`), outermost first.
       primitive: the equation's primitive name (``tanh``, ``logistic`` have hints too).
 
     Returns:

@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 
 import slp
-from _slp import insens as insens_module  # the module behind slp.insens
+from slp._src import planner  # the plan behind slp.insens
 from tests import reference as ref
 
 ROUTES = ("cone", "probes", "dense")
@@ -54,7 +54,7 @@ def test_every_route_is_exact(x64, seed):
 def test_dense_route_in_several_steps(x64):
     spec, params, f, x = _random_net(5)
     want = ref.dense_model(spec, params, x).insens()
-    plan = insens_module._plan(slp.network.trace(f, jnp.asarray(x)), jnp.asarray(x), 7)
+    plan = planner.build_plan(slp.network.trace(f, jnp.asarray(x)), jnp.asarray(x), 7)
     assert plan.dense.columns_per_step >= 7
     got = slp.insens(f, route="dense", chunk_size=7)(jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(got).reshape(-1), want, atol=1e-10)

@@ -13,9 +13,12 @@ import pytest
 from jax import lax
 
 import slp
-from _slp import boxes as _boxes
-from _slp import primitives as _primitives
-from slp import network as net
+from slp._src import boxes as _boxes
+from slp._src import cone as _cone
+from slp._src import flops as _flops
+from slp._src import network as net
+from slp._src import primitives as _primitives
+from slp._src import relevance as _relevance
 from tests import reference as ref
 
 SPEC = (
@@ -143,25 +146,19 @@ def test_global_max_pooling_is_a_max_pool(x64):
 
 # --- the registry -------------------------------------------------------------------
 
-_RELEVANCE_ROLES = {"weight", "add", "rearrange", "transpose", "switch"}
-
 
 def _resolves(rule_set: str, rule) -> bool:
+    """A rule is a callable of its set (cone: a `ConeRule`; relevance: a `Part`) or a
+    `Refusal` with a reason; never a name to be looked up elsewhere."""
     if isinstance(rule, _primitives.Refusal):
         return bool(rule.reason)
-    if rule_set in ("forward", "frozen"):
-        return rule in ("bind", "switch")
-    if rule_set == "matrices":
-        return rule in ("columns", "dot", "conv", "switch")
-    if rule_set == "boxes":
-        return rule in _boxes.BOX_RULES
     if rule_set == "relevance":
-        return rule in _RELEVANCE_ROLES
+        return isinstance(rule, _relevance.Part)
     if rule_set == "cone":
-        from _slp import cone as _cone
-
         return isinstance(rule, _cone.ConeRule) and callable(rule.geometry)
-    return False
+    if rule_set == "cost":
+        return isinstance(rule, _flops.Cost) and callable(rule.flops)
+    return callable(rule) and not isinstance(rule, str)
 
 
 def test_every_declaration_fills_every_rule_set():

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from _slp import primitives as _primitives
-from slp import network as net
+from slp._src import interpreter as interp
+from slp._src.interpreter import Refusal
 
 
 class Box(NamedTuple):
@@ -33,20 +33,13 @@ class NotConcrete(Exception):
     """A box depends on a traced value (e.g. gather indices computed under jit)."""
 
 
-# Operands that are indices/predicates rather than data (kept as they are by "moving").
-_INDEX_OPERANDS = {
-    lax.dynamic_slice_p: lambda n: range(1, n),
-    lax.dynamic_update_slice_p: lambda n: range(2, n),
-    lax.gather_p: lambda n: (1,),
-    lax.select_n_p: lambda n: (0,),
-}
 _BOX_DTYPE = np.float32  # coordinates are exact up to 2**24
 
 
-class _BoxRules(net.Rules):
+class _BoxRules(interp.Rules):
     """Walks a program propagating `Box` values; records the operand/output of each dot."""
 
-    def __init__(self, program: net.Program):
+    def __init__(self, program: interp.Program):
         self.in_shape = program.input_shape
         self.nx = len(program.input_shape)
         self.index = {id(e): i for i, e in enumerate(program.eqns)}
@@ -93,14 +86,10 @@ class _BoxRules(net.Rules):
 
     def linear(self, eqn, args):
         avals = self._out_avals(eqn, args)
-        rule = _primitives.lookup(eqn.primitive).boxes
+        rule = eqn.decl.boxes
         # A primitive without a box rule (a `Refusal`) or a case its rule does not take
         # (None) depends on the whole input: always safe.
-        outs = (
-            None
-            if isinstance(rule, _primitives.Refusal)
-            else BOX_RULES[rule](self, eqn, args, avals)
-        )
+        outs = None if isinstance(rule, Refusal) else rule(self, eqn, args, avals)
         if outs is None or any(
             tuple(o.lo.shape) != tuple(a.shape) + (self.nx,)
             for o, a in zip(outs, avals, strict=True)
@@ -110,8 +99,6 @@ class _BoxRules(net.Rules):
             if isinstance(o.lo, jax.core.Tracer) or isinstance(o.hi, jax.core.Tracer):
                 raise NotConcrete
         self._record(eqn, args[eqn.dep.index(True)], outs[0])
-        if eqn.primitive is lax.dot_general_p:
-            self.dots[self.index[id(eqn)]] = (args[eqn.dep.index(True)], outs[0])
         return outs
 
     def _out_avals(self, eqn, args):
@@ -129,7 +116,12 @@ class _BoxRules(net.Rules):
 
     def _moving(self, eqn, args, avals):
         n = len(args)
-        index_ops = set(_INDEX_OPERANDS.get(eqn.primitive, lambda n: ())(n))
+        # Indices and predicates (integer or boolean operands that may not depend on the
+        # input: the declaration's ``input_operands``) are kept as they are; data operands,
+        # a padding value among them, move with their boxes.
+        taken = eqn.decl.input_operands
+        fixed = set() if taken is None else set(range(n)) - set(taken(n))
+        index_ops = {i for i in fixed if not jnp.issubdtype(jnp.result_type(args[i]), jnp.inexact)}
         in_axes = [None if (i in index_ops) else -1 for i in range(n)]
 
         def coords(which: str, fill: float):
@@ -284,32 +276,48 @@ def _one(box):
     return None if box is None else [box]
 
 
-#: The box rules the registry names (`_slp.primitives`, field ``boxes``).
-BOX_RULES = {
-    "same": _same,
-    "barrier": _barrier,
-    "elementwise": _elementwise,
-    "moving": lambda rules, eqn, args, avals: rules._moving(eqn, args, avals),
-    "reduce_sum": _reduce_sum,
-    "cumsum": _cumsum,
-    "scatter": _scatter,
-    "window_sum": lambda rules, eqn, args, avals: [
-        rules._window(eqn.params, args[0], avals[0].dtype)
-    ],
-    "window_max": lambda rules, eqn, args, avals: [
-        rules._window(eqn.params, args[0], avals[0].dtype)
-    ],
-    "dot": lambda rules, eqn, args, avals: _one(rules._dot(eqn, args, avals[0])),
-    "conv": lambda rules, eqn, args, avals: _one(rules._conv(eqn, args, avals[0])),
-}
+# -- the box rules, one callable each, named in the registry (`slp._src.primitives`) --------
+# Each is ``(rules, eqn, args, avals) -> [Box, ...]`` (one per output), or None for a case
+# it does not take (the output then depends on the whole input).
+
+SAME = _same
+BARRIER = _barrier
+ELEMENTWISE = _elementwise
+REDUCE_SUM = _reduce_sum
+CUMSUM = _cumsum
+SCATTER = _scatter
 
 
-def receptive_boxes(program: net.Program, x):
+def MOVING(rules, eqn, args, avals):
+    """Elements move (reshape, slice, gather, pad...): their boxes move with them."""
+    return rules._moving(eqn, args, avals)
+
+
+def WINDOW(rules, eqn, args, avals):
+    """A window reduction (sum or max pooling): the union of the window's boxes."""
+    return [rules._window(eqn.params, args[0], avals[0].dtype)]
+
+
+def DOT(rules, eqn, args, avals):
+    """A dense layer; records its operand's and output's boxes (the probe route's cut)."""
+    out = rules._dot(eqn, args, avals[0])
+    if out is None:  # a product it does not take: the whole input
+        out = rules._full(avals[0].shape, avals[0].dtype)
+    rules.dots[rules.index[id(eqn)]] = (args[eqn.dep.index(True)], out)
+    return [out]
+
+
+def CONV(rules, eqn, args, avals):
+    """A convolution: the union of the boxes under the kernel's window."""
+    return _one(rules._conv(eqn, args, avals[0]))
+
+
+def receptive_boxes(program: interp.Program, x):
     """Boxes of every ReLU layer's input and of every dot_general's operand and output, and
     the box volumes of every input-dependent operation (`_BoxRules.volumes`)."""
     rules = _BoxRules(program)
     with jax.ensure_compile_time_eval():
-        res = net.walk(program, x, rules)
+        res = interp.interpret(program, x, rules)
     relu = tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in res.relu_inputs)
     dots = {
         i: tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in pair)

@@ -314,7 +314,7 @@ def test_bench_fit_samples_and_write_coefficients(tmp_path):
     """--fit's samples are every timed call's work (per-image work times the batch) and time;
     --fit-write replaces only the table between the markers."""
     bench = load_script("bench_insens.py")
-    from _slp import costs
+    from slp._src import costs
 
     rec = _recorded(
         {"cone": (1.0, 2.0), "probes": (1.0, None)},

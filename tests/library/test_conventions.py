@@ -4,7 +4,7 @@ iNNvestigate (1.0.x, the toolbox behind the paper's baselines) needs TensorFlow 
 and numpy < 2, so this test writes its published rule formulas out instead, on a ReLU MLP
 with biases of both signs and an input of both signs (which exercises the sign split of
 the alpha-beta rules on the first layer). The Zennit and Captum presets are checked against
-those packages in tests/test_crosscheck.py.
+those packages in tests/library/test_crosscheck.py.
 
 iNNvestigate's conventions, as its analyzers compute them:
 * LRP and Deep Taylor start from the target's output value (Deep Taylor: max(y_t, 0));

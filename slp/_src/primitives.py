@@ -8,26 +8,35 @@ A declaration says, for one primitive (keyed by the primitive object, never its 
   weights, indices, predicates, divisors -- must be constants, else the operation is not
   linear); ``check`` adds any further condition (e.g. a ``mul`` of two input-dependent
   values is not linear);
-* what it does under every rule set of the library:
+* what it does under every rule set of the library, each a callable defined beside the
+  other rules of its set (or a `Refusal`):
 
-  - ``forward`` / ``frozen``: the ordinary forward pass and the switched (frozen) network.
-    A linear primitive is re-bound as it is in both (``"bind"``); ReLUs and max-pools are
-    the walker's own switches (``"switch"``: `slp.network.Rules.relu` / ``max_pool``).
-  - ``matrices``: the explicit-matrix route of `slp.explicit_projections`: ``"columns"``
-    (the primitive's own linear map applied to every column of the switched map) or a
-    rule of its own.
-  - ``boxes``: the receptive-field box rule of the probe route (`_slp.boxes`).
-  - ``cone``: the cone route's rule (`_slp.cone`).
-  - ``relevance``: the primitive's part in the LRP rules (`slp.attributions.relevance`):
-    ``"weight"`` (a dense/conv layer that carries a rule), ``"add"`` (may add a bias),
-    ``"rearrange"`` (only moves elements; part of a layer's linear map) or
-    ``"transpose"`` (relevance flows back through its own transpose).
+  - ``matrices``: the explicit-matrix route of `slp.explicit_projections`
+    (`slp._src.matrices`): ``COLUMNS`` (the primitive's own linear map applied to every
+    column of the switched map) or a rule of its own (``DOT``, ``CONV``).
+  - ``boxes``: the receptive-field box rule of the probe route (`slp._src.boxes`).
+  - ``cone``: the cone route's rule (`slp._src.cone`).
+  - ``cost``: the planner's FLOPs per tangent column (`slp._src.flops.Cost`: ``ELEMENTS``,
+    ``DOT``, ``CONV``), which also says whether the cone route builds a matrix for it and
+    whether it may be the cut.
+  - ``relevance``: the primitive's part in the LRP rules (`slp._src.relevance.Part`):
+    ``WEIGHT`` (a dense/conv layer that carries a rule), ``ADD`` (may add a bias),
+    ``REARRANGE`` (only moves elements; part of a layer's linear map) or ``TRANSPOSE``
+    (relevance flows back through its own transpose).
+
+  The ordinary forward pass and the switched (frozen) network need no entry: a linear
+  primitive is re-bound as it is, and ReLUs and max-pools are the interpreter's own
+  switches (`slp._src.interpreter.Rules.relu` / ``max_pool``).
+
+The tracer attaches each operation's declaration to it (`slp._src.interpreter.Eqn.decl`):
+a rule set reads its rule from there and never asks which primitive it was given.
 
 A rule set that does not take a primitive holds a `Refusal` naming why; the route or
 method then falls back to a general path (boxes: the whole input; cone: another route)
 or, where there is none, raises an error that names the operation. Adding a primitive is
-one `declare` call in this file; `tests/test_primitives.py` walks the registry and fails
-for any declaration that leaves a rule set empty.
+one `declare` call in this file (and its rules beside the others of their sets);
+`tests/library/test_primitives.py` walks the registry and fails for any declaration that
+leaves a rule set empty.
 
 Primitives that slp does not follow are declared too, with `refuse`: each `Refusal` says
 whether the operation is **not piecewise linear** (a property of the maths: ``exp``,
@@ -47,7 +56,12 @@ import jax.numpy as jnp
 from jax import lax
 from jax._src.ad_util import add_jaxvals_p as add_any_p  # the sum of cotangents ("add_any")
 
-from _slp import cone as _cone
+from slp._src import boxes as _boxes
+from slp._src import cone as _cone
+from slp._src import flops as _flops
+from slp._src import matrices as _matrices
+from slp._src import relevance as _relevance
+from slp._src.interpreter import NOT_IMPLEMENTED, NOT_PIECEWISE_LINEAR, Refusal
 
 __all__ = [
     "Refusal",
@@ -64,26 +78,7 @@ __all__ = [
 ]
 
 #: The rule sets every declaration fills (with a rule or a `Refusal`).
-RULE_SETS = ("forward", "frozen", "matrices", "boxes", "cone", "relevance")
-
-#: `Refusal.nature`: the operation is not piecewise linear (no switched projection exists).
-NOT_PIECEWISE_LINEAR = "not piecewise linear"
-#: `Refusal.nature`: the operation is (piecewise) linear, but slp has no rule for it.
-NOT_IMPLEMENTED = "not implemented"
-
-
-@dataclasses.dataclass(frozen=True)
-class Refusal:
-    """A rule set, or slp as a whole, does not take a primitive.
-
-    Attributes:
-      reason: why, as a sentence about the operation.
-      nature: `NOT_PIECEWISE_LINEAR` (the maths rules it out) or `NOT_IMPLEMENTED`
-        (slp has no rule for it).
-    """
-
-    reason: str
-    nature: str = NOT_IMPLEMENTED
+RULE_SETS = ("matrices", "boxes", "cone", "relevance", "cost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +95,9 @@ class Declaration:
         ``{i}`` in its reason is the operand's position.
       check: ``(params, dep, out_dtypes) -> Refusal or None``: a further condition for
         the operation to be linear (None: no condition).
-      forward, frozen, matrices, boxes, cone, relevance: the primitive's rule in each rule
-        set (`RULE_SETS`), or a `Refusal`.
+      matrices, boxes, cone, relevance, cost: the primitive's rule in each rule set
+        (`RULE_SETS`), a callable (relevance: a `slp._src.relevance.Part`; cost: a
+        `slp._src.flops.Cost`), or a `Refusal`.
     """
 
     primitive: Any
@@ -109,12 +105,11 @@ class Declaration:
     input_operands: Callable[[int], Iterable[int]] | None
     operands_refusal: Refusal
     check: Callable | None
-    forward: Any
-    frozen: Any
     matrices: Any
     boxes: Any
     cone: Any
     relevance: Any
+    cost: Any
 
     def refusal(self, n_operands: int, dep, params, out_dtypes) -> Refusal | None:
         """Why slp does not take the primitive with operands ``dep`` (input-dependent
@@ -140,12 +135,13 @@ def declare(
     *,
     boxes,
     cone,
-    relevance="transpose",
+    relevance=_relevance.TRANSPOSE,
     role="linear",
     input_operands=None,
     operands_refusal: Refusal | None = None,
     check=None,
-    matrices="columns",
+    matrices=_matrices.COLUMNS,
+    cost=_flops.ELEMENTS,
 ) -> Declaration:
     """Adds one primitive to `REGISTRY` (see `Declaration`)."""
     if primitive is None:  # not in this JAX version
@@ -162,12 +158,11 @@ def declare(
             NOT_PIECEWISE_LINEAR,
         ),
         check=check,
-        forward="switch" if switch else "bind",
-        frozen="switch" if switch else "bind",
-        matrices="switch" if switch else matrices,
+        matrices=_SWITCH if switch else matrices,
         boxes=boxes,
         cone=cone,
         relevance=relevance,
+        cost=cost,
     )
     REGISTRY[primitive] = decl
     return decl
@@ -234,14 +229,15 @@ def _float_result(params, dep, out_dtypes):
     return None
 
 
+# The explicit-matrix route meets ReLUs and max-pools in its own relu/max_pool hooks.
+_SWITCH = Refusal("a switch: the rule set's relu or max_pool hook, not a linear rule")
 _GENERIC = Refusal("no rule of its own: the route treats the value as depending on all inputs")
 _NO_CONE = Refusal("not in the cone route's operations")
 
-# The rules themselves live in the modules of their rule sets; the registry names them.
-# Box rules (`_slp.boxes`): "same" (box unchanged), "moving" (indices move, boxes follow),
-# "elementwise", "reduce_sum", "cumsum", "window_sum", "dot", "conv", "barrier", "scatter"
-# (union of the operand's and the updates' boxes).
-# Cone rules are `_slp.cone.ConeRule` objects (a geometry part and a tangent part).
+# The rules themselves live in the modules of their rule sets, beside each other; the table
+# names them. Box rules (`slp._src.boxes`) are ``(rules, eqn, args, avals) -> boxes``; cone
+# rules are `slp._src.cone.ConeRule` objects (a geometry part and a tangent part); matrix
+# rules (`slp._src.matrices`) are ``(rules, eqn, args) -> [(M, c)]``.
 
 # -- pass-through ---------------------------------------------------------------------
 for _p in (
@@ -251,60 +247,62 @@ for _p in (
 ):
     declare(
         _p,
-        boxes="same",
+        boxes=_boxes.SAME,
         cone=_cone.IDENTITY,
-        relevance="rearrange",
+        relevance=_relevance.REARRANGE,
         check=_float_result if _p is lax.convert_element_type_p else None,
     )
-declare(lax.sharding_constraint_p, boxes="same", cone=_cone.IDENTITY)
-declare(lax.optimization_barrier_p, boxes="barrier", cone=_NO_CONE)
-declare(lax.neg_p, boxes="same", cone=_cone.NEG)
+declare(lax.sharding_constraint_p, boxes=_boxes.SAME, cone=_cone.IDENTITY)
+declare(lax.optimization_barrier_p, boxes=_boxes.BARRIER, cone=_NO_CONE)
+declare(lax.neg_p, boxes=_boxes.SAME, cone=_cone.NEG)
 
 # -- moving elements ------------------------------------------------------------------
 _DYNAMIC_SHAPE = _not_implemented("a shape that depends on the network input (operand {i})")
 for _p in (lax.reshape_p, lax.squeeze_p, lax.broadcast_in_dim_p):
     declare(
         _p,
-        boxes="moving",
+        boxes=_boxes.MOVING,
         cone=_cone.SHAPE,
-        relevance="rearrange" if _p is not lax.broadcast_in_dim_p else "transpose",
+        relevance=_relevance.REARRANGE
+        if _p is not lax.broadcast_in_dim_p
+        else _relevance.TRANSPOSE,
         input_operands=_first,
         operands_refusal=_DYNAMIC_SHAPE,
     )
-declare(lax.transpose_p, boxes="moving", cone=_cone.TRANSPOSE, relevance="rearrange")
-declare(lax.slice_p, boxes="moving", cone=_cone.SLICE, relevance="rearrange")
-declare(lax.rev_p, boxes="moving", cone=_NO_CONE, relevance="rearrange")
+declare(lax.transpose_p, boxes=_boxes.MOVING, cone=_cone.TRANSPOSE, relevance=_relevance.REARRANGE)
+declare(lax.slice_p, boxes=_boxes.MOVING, cone=_cone.SLICE, relevance=_relevance.REARRANGE)
+declare(lax.rev_p, boxes=_boxes.MOVING, cone=_cone.REV, relevance=_relevance.REARRANGE)
 declare(
     lax.dynamic_slice_p,
-    boxes="moving",
+    boxes=_boxes.MOVING,
     cone=_NO_CONE,
-    relevance="rearrange",
+    relevance=_relevance.REARRANGE,
     input_operands=_first,
     operands_refusal=_not_implemented("a dynamic slice at input-dependent indices (operand {i})"),
 )
 declare(
     lax.dynamic_update_slice_p,
-    boxes="moving",
+    boxes=_boxes.MOVING,
     cone=_NO_CONE,
     input_operands=_operands(0, 1),
     operands_refusal=_not_implemented("an update at input-dependent indices (operand {i})"),
 )
-declare(lax.concatenate_p, boxes="moving", cone=_cone.CONCATENATE)
+declare(lax.concatenate_p, boxes=_boxes.MOVING, cone=_cone.CONCATENATE)
 # jnp.stack, jnp.split, jnp.tile, jnp.unstack (primitives of their own in newer JAX).
-declare(getattr(lax, "stack_p", None), boxes="moving", cone=_cone.STACK)
-declare(getattr(lax, "unstack_p", None), boxes="moving", cone=_NO_CONE)
-declare(getattr(lax, "split_p", None), boxes="moving", cone=_cone.SPLIT)
-declare(getattr(lax, "tile_p", None), boxes="moving", cone=_cone.TILE)
+declare(getattr(lax, "stack_p", None), boxes=_boxes.MOVING, cone=_cone.STACK)
+declare(getattr(lax, "unstack_p", None), boxes=_boxes.MOVING, cone=_NO_CONE)
+declare(getattr(lax, "split_p", None), boxes=_boxes.MOVING, cone=_cone.SPLIT)
+declare(getattr(lax, "tile_p", None), boxes=_boxes.MOVING, cone=_cone.TILE)
 declare(
     lax.pad_p,
-    boxes="moving",
-    cone=_NO_CONE,
+    boxes=_boxes.MOVING,
+    cone=_cone.PAD,
     input_operands=_first,
     operands_refusal=_not_implemented("an input-dependent padding value"),
 )
 declare(
     lax.select_n_p,
-    boxes="moving",
+    boxes=_boxes.MOVING,
     cone=_NO_CONE,
     input_operands=lambda n: range(1, n),
     operands_refusal=Refusal(
@@ -316,7 +314,7 @@ declare(
 _INDICES = _not_implemented("indexing with input-dependent indices (operand {i})")
 declare(
     lax.gather_p,
-    boxes="moving",
+    boxes=_boxes.MOVING,
     cone=_NO_CONE,
     input_operands=_first,
     operands_refusal=_INDICES,
@@ -327,26 +325,26 @@ declare(
 for _p in (lax.scatter_p, lax.scatter_add_p, getattr(lax, "scatter_sub_p", None)):
     declare(
         _p,
-        boxes="scatter",
+        boxes=_boxes.SCATTER,
         cone=_NO_CONE,
         input_operands=_operands(0, 2),
         operands_refusal=_INDICES,
     )
-declare(lax.cumsum_p, boxes="cumsum", cone=_NO_CONE)
+declare(lax.cumsum_p, boxes=_boxes.CUMSUM, cone=_NO_CONE)
 
 # -- sums -----------------------------------------------------------------------------
-declare(lax.add_p, boxes="elementwise", cone=_cone.ADD, relevance="add")
-declare(add_any_p, boxes="elementwise", cone=_cone.ADD, relevance="add")
-declare(lax.sub_p, boxes="elementwise", cone=_cone.ADD)
-declare(lax.reduce_sum_p, boxes="reduce_sum", cone=_cone.REDUCE_SUM)
-declare(lax.reduce_window_sum_p, boxes="window_sum", cone=_cone.WINDOW_SUM)
+declare(lax.add_p, boxes=_boxes.ELEMENTWISE, cone=_cone.ADD, relevance=_relevance.ADD)
+declare(add_any_p, boxes=_boxes.ELEMENTWISE, cone=_cone.ADD, relevance=_relevance.ADD)
+declare(lax.sub_p, boxes=_boxes.ELEMENTWISE, cone=_cone.SUB)
+declare(lax.reduce_sum_p, boxes=_boxes.REDUCE_SUM, cone=_cone.REDUCE_SUM)
+declare(lax.reduce_window_sum_p, boxes=_boxes.WINDOW, cone=_cone.WINDOW_SUM)
 
 # -- products with constants ----------------------------------------------------------
-declare(lax.mul_p, boxes="elementwise", cone=_cone.SCALE, check=_not_both("product"))
+declare(lax.mul_p, boxes=_boxes.ELEMENTWISE, cone=_cone.SCALE, check=_not_both("product"))
 declare(
     lax.div_p,
-    boxes="elementwise",
-    cone=_cone.SCALE,
+    boxes=_boxes.ELEMENTWISE,
+    cone=_cone.DIVIDE,
     input_operands=_first,
     operands_refusal=Refusal(
         "a division by an input-dependent value is not piecewise linear", NOT_PIECEWISE_LINEAR
@@ -354,34 +352,36 @@ declare(
 )
 declare(
     lax.dot_general_p,
-    boxes="dot",
+    boxes=_boxes.DOT,
     cone=_cone.CHANNEL_DOT,
-    relevance="weight",
+    relevance=_relevance.WEIGHT,
     check=_not_both("product"),
-    matrices="dot",
+    matrices=_matrices.DOT,
+    cost=_flops.DOT,
 )
 declare(
     lax.conv_general_dilated_p,
-    boxes="conv",
+    boxes=_boxes.CONV,
     cone=_cone.CONV,
-    relevance="weight",
+    relevance=_relevance.WEIGHT,
     input_operands=_first,
     operands_refusal=Refusal(
         "a convolution with an input-dependent kernel (a product of two input-dependent "
         "values) is not piecewise linear",
         NOT_PIECEWISE_LINEAR,
     ),
-    matrices="conv",
+    matrices=_matrices.CONV,
+    cost=_flops.CONV,
 )
 
 # -- the switches ---------------------------------------------------------------------
-declare(lax.max_p, role="relu", boxes="same", cone=_cone.RELU, relevance="switch")
+declare(lax.max_p, role="relu", boxes=_boxes.SAME, cone=_cone.RELU, relevance=_relevance.SWITCH)
 declare(
     lax.reduce_window_max_p,
     role="max_pool",
-    boxes="window_max",
+    boxes=_boxes.WINDOW,
     cone=_cone.MAX_POOL,
-    relevance="switch",
+    relevance=_relevance.SWITCH,
     input_operands=_first,
     operands_refusal=_not_implemented("max pooling with an input-dependent initial value"),
 )

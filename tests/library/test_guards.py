@@ -1,6 +1,6 @@
 """No silent wrong maps: non-finite values and a batch passed where one example is expected.
 
-Policy under test (_slp.guards): when x, a ReLU input or the output is NaN or inf (from the
+Policy under test (slp._src.guards): when x, a ReLU input or the output is NaN or inf (from the
 input or from a weight), every method and every float-returning transform gives NaN
 everywhere, and activation_pattern raises. A function of a batch is refused with an error
 that names the remedy; `per_example` / `batched=True` give each example its own map.

@@ -49,7 +49,7 @@ from jax import lax
 from reference import dense_model, init_params
 
 import slp
-from slp import network as net
+from slp._src import network as net
 
 SHAPE = (8, 8, 1)
 # The reference's layer specs of `Net` (tests/reference.py).

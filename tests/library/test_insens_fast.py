@@ -18,9 +18,9 @@ from jax import lax
 from reference import dense_model, init_params, jax_function, random_spec
 
 import slp
-from _slp import insens as fast  # the module behind slp.insens
-from _slp import matmul as _matmul
-from slp import network as net
+from slp._src import insens as fast  # the module behind slp.insens
+from slp._src import matmul as _matmul
+from slp._src import network as net
 from slp.models import MLP, TwoConv, as_single_example
 
 TOL = 1e-10

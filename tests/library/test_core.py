@@ -424,7 +424,7 @@ def test_public_api_imports():
 
 def test_nonzero_array_literals_and_differentiable_forward(x64):
     """Non-zero array constants are weights, not ReLU zeros; the forward walk has a gradient."""
-    from slp import network as net
+    from slp._src import network as net
 
     def f(x):
         return jax.nn.relu(x) @ jnp.ones((4, 2)) + jnp.full((2,), 0.5)
@@ -439,14 +439,14 @@ def test_nonzero_array_literals_and_differentiable_forward(x64):
         return jnp.sum(h * jnp.array([1.0, 10.0]))
 
     program = net.trace(g, x)
-    grad = jax.grad(lambda xp: net.walk(program, xp, net.ForwardRules()).output)(x)
+    grad = jax.grad(lambda xp: net.interpret(program, xp, net.ForwardRules()).output)(x)
     np.testing.assert_allclose(grad, [1.0, 0.0, 10.0, 0.0])
 
 
 @pytest.mark.parametrize("strides", [(2, 2), (1, 1)])
 def test_pool_winners_ties_go_to_lowest_flat_index(strides):
     """Tiled (stride = window) and general pools pick the same, hand-computed winners."""
-    from slp import network as net
+    from slp._src import network as net
 
     z = jnp.array([[1.0, 2, 0, 0], [3, 3, 0, 0], [1, 1, 5, 5], [1, 1, 5, 5]])
 

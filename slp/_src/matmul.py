@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Matrix products of the Insens norms (the walker's own: `slp.network.Rules.precision`). The
+# Matrix products of the Insens norms (the walker's own: `slp._src.network.Rules.precision`). The
 # highest precision keeps GPUs from rounding operands to TF32, which would break exactness.
 PRECISION = lax.Precision.HIGHEST
 

@@ -25,7 +25,7 @@ from jax import lax
 from reference import Reference
 
 import slp
-from slp import network as net
+from slp._src import network as net
 
 N = 6  # input size of the dense networks
 X_CONV = (6, 6, 2)  # input shape of the convolutional one
@@ -483,7 +483,7 @@ def test_not_implemented_operations_say_so(f, op, label, words):
 
 
 def test_registry_says_what_kind_of_refusal():
-    from _slp import primitives as _primitives
+    from slp._src import primitives as _primitives
 
     assert _primitives.REFUSED[lax.exp_p].nature == PWL
     assert _primitives.REFUSED[lax.sort_p].nature == NOT_IMPL

@@ -1,4 +1,4 @@
-"""The planner's cost model (`_slp.costs`): the fit, the prediction, the choice, the counts.
+"""The planner's cost model (`slp._src.costs`): the fit, the prediction, the choice, the counts.
 
 References: coefficients known in advance (synthetic timings made from them), work counted
 by hand from the network's layers, and the prediction formula written out.
@@ -13,8 +13,8 @@ import pytest
 from jax import lax
 
 import slp
-from _slp import costs
-from tests.test_insens_fast import jacfwd_insens  # the naive route: Eq. 8 from jacfwd
+from slp._src import costs
+from tests.library.test_insens_fast import jacfwd_insens  # the naive route: Eq. 8 from jacfwd
 
 # --- The fit --------------------------------------------------------------------------------
 
@@ -289,7 +289,7 @@ def test_auto_runs_the_route_chosen_for_the_batch_size_of_the_call(monkeypatch):
     """Under vmap the batch size reaches the choice; on one input the choice is for 1. The
     cost table is replaced by a rule (probes for one input, dense for 2, the cone above),
     so that the test does not depend on the fitted coefficients."""
-    from _slp import insens as module
+    from slp._src import routes as module  # where the route for the batch size runs
 
     def rule(work, *, batch=None, coefficients=None):
         assert batch is not None and set(work) == {"cone", "probes", "dense"}
@@ -297,13 +297,13 @@ def test_auto_runs_the_route_chosen_for_the_batch_size_of_the_call(monkeypatch):
 
     monkeypatch.setattr(module._costs, "choose", rule)
     ran = []
-    exact = module._exact_norms
+    exact = module.exact_norms
 
     def spy(program, state, xx, plan, prec):
         ran.append(plan.route)
         return exact(program, state, xx, plan, prec)
 
-    monkeypatch.setattr(module, "_exact_norms", spy)
+    monkeypatch.setattr(module, "exact_norms", spy)
     f, shape = _small_conv_net()
     x = jax.random.uniform(jax.random.PRNGKey(0), (5, *shape))
     want = np.stack([jacfwd_insens(f, xi) for xi in x])

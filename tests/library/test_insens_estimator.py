@@ -205,7 +205,7 @@ def test_stderr_needs_probes():
 
 
 def test_plan_predicts_seconds_from_work_and_measured_rate(small_net):
-    from _slp import costs
+    from slp._src import costs
 
     f, x, _, _ = small_net
     plan = slp.insens_plan(f, x)

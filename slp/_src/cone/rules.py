@@ -1,0 +1,411 @@
+"""The cone route's rules for elementwise operations, sums, shape changes, concatenations
+and the ReLU: one `ConeRule` each (a geometry part and a tangent part), named in the
+primitive registry (`slp._src.primitives`, the ``cone`` field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from slp._src.cone.geometry import ConeRule, Flat, Geom, Global, single
+from slp._src.cone.tangents import ConeVal, Pass, dep_arg, scaled
+from slp._src.interpreter import Refusal
+
+# -- identity: the value as it is ------------------------------------------------------
+
+
+def _identity_geometry(ctx, eqn, ins):
+    z = single(eqn, ins, eqn.primitive.name)
+    return z if isinstance(z, Refusal) else ([z], None)
+
+
+def _identity_tangent(p, eqn, step, args):
+    return [dep_arg(eqn, args)]
+
+
+IDENTITY = ConeRule("identity", _identity_geometry, _identity_tangent, elementwise=True)
+
+
+def _neg_tangent(p, eqn, step, args):
+    return [dep_arg(eqn, args)._replace(t=-dep_arg(eqn, args).t)]
+
+
+NEG = ConeRule("neg", _identity_geometry, _neg_tangent, elementwise=True)
+
+
+# -- sums: bias adds, residual connections --------------------------------------------
+
+
+def union_geom(nk: int, vals, shape, what: str) -> Geom | Refusal:
+    """The geometry of a value built elementwise from several cone values (a sum, a
+    concatenation along a channel axis): its cone covers every operand's."""
+    g0 = vals[0]
+    for v in vals:
+        if (
+            v.link != g0.link
+            or v.sigma != g0.sigma
+            or any(v.shape[a] != g0.shape[a] for a, k in enumerate(g0.link) if k >= 0)
+        ):
+            return Refusal(f"{what} of values with different positions or strides")
+    beta = [min(v.beta[k] for v in vals) for k in range(nk)]
+    recep = [max(v.beta[k] + v.recep[k] for v in vals) - beta[k] for k in range(nk)]
+    width = [-(-recep[k] // g0.sigma[k]) for k in range(nk)]
+    return Geom(tuple(shape), g0.link, g0.sigma, tuple(beta), tuple(recep), tuple(width))
+
+
+def embed_into(p: Pass, v: ConeVal, g: Geom, ng: Geom):
+    """``v``'s cone tangents (geometry ``g``) placed into the wider cone of ``ng``, at a
+    static offset per element offset ``r``; slots of ``v``'s cone beyond ``ng``'s are ones
+    that ``v`` does not reach (zero). Materialised: zero at slots outside the value."""
+    nk = p.nk
+    # slot s of v's cone is slot s + offset of ng's
+    offsets = {k: -p.geo.shift(g, ng, k) for k in range(nk)}
+
+    def embed(sub, off, n_lead):
+        for k in range(nk):
+            pos = n_lead + 1 + g.axis_of(k)
+            lo = max(0, -off[k])
+            hi = max(lo, min(g.width[k], ng.width[k] - off[k]))
+            sub = lax.slice_in_dim(sub, lo, hi, axis=pos)
+            widths = [(0, 0)] * sub.ndim
+            left = min(ng.width[k], off[k] + lo)
+            widths[pos] = (left, ng.width[k] - left - (hi - lo))
+            sub = jnp.pad(sub, widths)
+        return sub
+
+    return p.by_runs(p.materialize(v, g), offsets, embed)
+
+
+def _add_geometry(ctx, eqn, ins):
+    deps = [v for v, d in zip(ins, eqn.dep, strict=True) if d]
+    if len(deps) == 2:  # e.g. a residual connection
+        a, b = deps
+        if not (isinstance(a, Geom) and isinstance(b, Geom)):
+            return Refusal("a sum of a globally pooled value and another input-dependent value")
+        if a.shape != b.shape:
+            return Refusal("a sum that broadcasts an input-dependent value")
+        ng = union_geom(ctx.nk, deps, a.shape, "a sum")
+        return ng if isinstance(ng, Refusal) else ([ng], None)
+    z = single(eqn, ins, "a sum")
+    if isinstance(z, Refusal):
+        return z
+    if ctx.shapes[eqn.outputs[0]] != z.shape:
+        return Refusal("a sum that broadcasts an input-dependent value")
+    return [z], None
+
+
+def _sum_tangent(negate: bool):
+    """The tangent of ``a + b`` (``negate``: ``a - b``)."""
+
+    def tangent(p, eqn, step, args):
+        return _add_tangent(p, eqn, step, args, negate)
+
+    return tangent
+
+
+def _add_tangent(p, eqn, step, args, negate: bool):
+    if all(eqn.dep):
+        (ng,) = step.outs
+        ta, tb = (embed_into(p, a, g, ng) for a, g in zip(args, step.ins, strict=True))
+        return [ConeVal(ta - tb if negate else ta + tb)]
+    z = dep_arg(eqn, args)
+    return [z._replace(t=-z.t) if (negate and eqn.dep[1]) else z]
+
+
+ADD = ConeRule("add", _add_geometry, _sum_tangent(negate=False))
+SUB = ConeRule("sub", _add_geometry, _sum_tangent(negate=True))
+
+
+# -- products with constants: scales, divisions ---------------------------------------
+
+
+def _scale_geometry(ctx, eqn, ins):
+    z = single(eqn, ins, "a product")
+    if isinstance(z, Refusal):
+        return z
+    const = eqn.inputs[1 - eqn.dep.index(True)]
+    if tuple(np.broadcast_shapes(ctx.shape(const), z.shape)) != z.shape:
+        return Refusal(f"a {eqn.primitive.name} that broadcasts an input-dependent value")
+    return [z], None
+
+
+def _divide_geometry(ctx, eqn, ins):
+    if not eqn.dep[0]:
+        return Refusal("a division by an input-dependent value")
+    return _scale_geometry(ctx, eqn, ins)
+
+
+def _scale_tangent(p, eqn, step, args):
+    j = eqn.dep.index(True)
+    return [scaled(p, args[j], step.ins[j], args[1 - j])]
+
+
+def _divide_tangent(p, eqn, step, args):
+    return [scaled(p, args[0], step.ins[0], 1 / args[1])]
+
+
+SCALE = ConeRule("scale", _scale_geometry, _scale_tangent)
+DIVIDE = ConeRule("divide", _divide_geometry, _divide_tangent)
+
+
+# -- shape changes: reshape, squeeze, broadcast_in_dim ----------------------------------
+
+
+def _core(shape, link=None):
+    """Axes that a reshape cannot add or drop: all but free axes of size 1."""
+    link = link or (-1,) * len(shape)
+    return [a for a, n in enumerate(shape) if not (n == 1 and link[a] < 0)]
+
+
+def _reshape_geometry(ctx, eqn, ins):
+    z = single(eqn, ins, eqn.primitive.name)
+    if isinstance(z, Refusal):
+        return z
+    new_shape = ctx.shapes[eqn.outputs[0]]
+    if int(np.prod(new_shape)) != int(np.prod(z.shape)):
+        return Refusal(f"a {eqn.primitive.name} that broadcasts an input-dependent value")
+    if isinstance(z, Global):
+        return [Global(z.geom, new_shape)], "global"
+    if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
+        if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
+            return [Global(z, new_shape)], "pool"
+        return Refusal("a reshape of a value with a spatial axis of size 1")
+    old = _core(z.shape, z.link)
+    new = [a for a, n in enumerate(new_shape) if n != 1]
+    if [z.shape[a] for a in old] != [new_shape[a] for a in new]:
+        return [Flat(z)], "flat"
+    link = [-1] * len(new_shape)
+    for a_old, a_new in zip(old, new, strict=True):
+        link[a_new] = z.link[a_old]
+    return [dataclasses.replace(z, shape=new_shape, link=tuple(link))], "relabel"
+
+
+def _reshape_tangent(p, eqn, step, args):
+    z, g, (ng,) = dep_arg(eqn, args), next(v for v in step.ins if v is not None), step.outs
+    n_pre = p.n_pre
+    if step.data == "relabel":
+        mask = None if z.mask is None else z.mask.reshape(ng.shape)
+        return [ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.window_shape()), mask, z.valid)]
+    if step.data == "flat":
+        return [ConeVal(p.materialize(z, g))]
+    if step.data == "pool":  # a value with one position: pooled (zero outside the value)
+        t = p.materialize(z, g)
+        t = jnp.sum(t, axis=tuple(n_pre + a for a, k in enumerate(g.link) if k >= 0))
+        return [ConeVal(t.reshape(t.shape[:n_pre] + ng.shape))]
+    return [ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.shape))]
+
+
+def _reshape_carry(eqn, ins, shapes):
+    src = next(c for c in ins if c is not None)
+    old_shape, new_shape = shapes[eqn.inputs[0]], shapes[eqn.outputs[0]]
+    old, new = _core(old_shape), _core(new_shape)
+    out = [-1] * len(new_shape)
+    if [old_shape[a] for a in old] == [new_shape[a] for a in new]:
+        for a_old, a_new in zip(old, new, strict=True):
+            out[a_new] = src[a_old]
+    return [tuple(out)], set()
+
+
+SHAPE = ConeRule("shape", _reshape_geometry, _reshape_tangent, carry=_reshape_carry)
+
+
+# -- transposes: a relabelling of the axes ---------------------------------------------
+
+
+def _transpose_geometry(ctx, eqn, ins):
+    (z,) = ins
+    perm = tuple(eqn.params["permutation"])
+    shape = tuple(z.shape[a] for a in perm)
+    if isinstance(z, Global):
+        return [Global(z.geom, shape)], perm
+    link = tuple(z.link[a] for a in perm)
+    return [dataclasses.replace(z, shape=shape, link=link)], perm
+
+
+def _transpose_tangent(p, eqn, step, args):
+    (z,), perm = args, step.data
+    n_pre = p.n_pre
+    t = jnp.transpose(z.t, tuple(range(n_pre)) + tuple(n_pre + a for a in perm))
+    mask = None if z.mask is None else jnp.transpose(z.mask, perm)
+    return [ConeVal(t, mask, z.valid)]
+
+
+def _transpose_carry(eqn, ins, shapes):
+    (src,) = ins
+    return [tuple(src[a] for a in eqn.params["permutation"])], set()
+
+
+TRANSPOSE = ConeRule("transpose", _transpose_geometry, _transpose_tangent, carry=_transpose_carry)
+
+
+# -- reversals along free axes (channels) ------------------------------------------------
+
+
+def _rev_geometry(ctx, eqn, ins):
+    (z,) = ins
+    if not isinstance(z, Geom):
+        return Refusal("a reversal of a globally pooled value")
+    if any(z.link[a] >= 0 for a in eqn.params["dimensions"]):
+        return Refusal("a reversal along a spatial axis (cones run in one direction)")
+    return [z], None
+
+
+def _rev_tangent(p, eqn, step, args):
+    (g,) = step.ins
+    t = p.materialize(args[0], g)
+    return [ConeVal(lax.rev(t, tuple(p.n_pre + a for a in eqn.params["dimensions"])))]
+
+
+REV = ConeRule("rev", _rev_geometry, _rev_tangent)
+
+
+# -- global sum pooling -------------------------------------------------------------------
+
+
+def _reduce_sum_geometry(ctx, eqn, ins):
+    (z,) = ins
+    if not isinstance(z, Geom):
+        return Refusal("a sum of a globally pooled value")
+    axes = tuple(eqn.params["axes"])
+    if any(a not in axes for a, k in enumerate(z.link) if k >= 0):
+        return Refusal("a sum over some of the spatial axes")
+    return [Global(z, ctx.shapes[eqn.outputs[0]])], axes
+
+
+def _reduce_sum_tangent(p, eqn, step, args):
+    (g,) = step.ins
+    t = p.materialize(args[0], g)  # zero at cone slots outside the value
+    return [ConeVal(jnp.sum(t, axis=tuple(p.n_pre + a for a in step.data)))]
+
+
+def _reduce_sum_carry(eqn, ins, shapes):
+    (src,) = ins
+    axes = eqn.params["axes"]
+    return [tuple(c for a, c in enumerate(src) if a not in axes)], set()
+
+
+REDUCE_SUM = ConeRule(
+    "reduce_sum", _reduce_sum_geometry, _reduce_sum_tangent, carry=_reduce_sum_carry
+)
+
+
+# -- concatenations along channel axes ------------------------------------------------
+
+
+def _concat_geometry(ctx, eqn, ins):
+    """Cone values concatenated along a channel axis (e.g. Inception or DenseNet)."""
+    if not all(eqn.dep):
+        return Refusal("a concatenation of input-dependent values with constants")
+    if not all(isinstance(v, Geom) for v in ins):
+        return Refusal("a concatenation of globally pooled values")
+    d = eqn.params["dimension"]
+    if ins[0].link[d] >= 0:
+        return Refusal("a concatenation along a spatial axis")
+    ng = union_geom(ctx.nk, ins, ctx.shapes[eqn.outputs[0]], "a concatenation")
+    return ng if isinstance(ng, Refusal) else ([ng], None)
+
+
+def _concat_tangent(p, eqn, step, args):
+    (ng,) = step.outs
+    ts = [embed_into(p, v, g, ng) for v, g in zip(args, step.ins, strict=True)]
+    return [ConeVal(jnp.concatenate(ts, p.n_pre + eqn.params["dimension"]))]
+
+
+CONCATENATE = ConeRule("concatenate", _concat_geometry, _concat_tangent)
+
+
+def _stack_geometry(ctx, eqn, ins):
+    """Cone values stacked along a new (free) axis, e.g. ``jnp.stack`` of two branches."""
+    if not all(eqn.dep):
+        return Refusal("a stack of input-dependent values with constants")
+    if not all(isinstance(v, Geom) for v in ins):
+        return Refusal("a stack of globally pooled values")
+    ng = union_geom(ctx.nk, ins, ins[0].shape, "a stack")
+    if isinstance(ng, Refusal):
+        return ng
+    ax = eqn.params["axis"]
+    link = ng.link[:ax] + (-1,) + ng.link[ax:]
+    return [dataclasses.replace(ng, shape=ctx.shapes[eqn.outputs[0]], link=link)], ng
+
+
+def _stack_tangent(p, eqn, step, args):
+    ts = [embed_into(p, v, g, step.data) for v, g in zip(args, step.ins, strict=True)]
+    return [ConeVal(jnp.stack(ts, p.n_pre + eqn.params["axis"]))]
+
+
+def _stack_carry(eqn, ins, shapes):
+    src = next(c for c in ins if c is not None)
+    ax = eqn.params["axis"]
+    return [tuple(src[:ax]) + (-1,) + tuple(src[ax:])], set()
+
+
+STACK = ConeRule("stack", _stack_geometry, _stack_tangent, carry=_stack_carry)
+
+
+def _split_geometry(ctx, eqn, ins):
+    """A cone value split along a free (channel) axis, e.g. ``jnp.split`` of the channels."""
+    (z,) = ins  # split has one operand
+    if not isinstance(z, Geom):
+        return Refusal("a split of a globally pooled value")
+    if z.link[eqn.params["axis"]] >= 0:
+        return Refusal("a split along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[o]) for o in eqn.outputs], None
+
+
+def _split_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    bounds = np.cumsum(eqn.params["sizes"])[:-1]
+    return [ConeVal(piece) for piece in jnp.split(t, bounds, p.n_pre + eqn.params["axis"])]
+
+
+SPLIT = ConeRule("split", _split_geometry, _split_tangent)
+
+
+def _tile_geometry(ctx, eqn, ins):
+    """A cone value repeated along free (channel) axes, e.g. ``jnp.tile`` of the channels."""
+    (z,) = ins
+    if not isinstance(z, Geom):
+        return Refusal("a tile of a globally pooled value")
+    reps = tuple(eqn.params["reps"])
+    if len(reps) != len(z.shape) or any(
+        r != 1 and k >= 0 for r, k in zip(reps, z.link, strict=True)
+    ):
+        return Refusal("a tile along a spatial axis")
+    return [dataclasses.replace(z, shape=ctx.shapes[eqn.outputs[0]])], None
+
+
+def _tile_tangent(p, eqn, step, args):
+    t = p.materialize(args[0], step.ins[0])
+    return [ConeVal(jnp.tile(t, (1,) * p.n_pre + tuple(eqn.params["reps"])))]
+
+
+TILE = ConeRule("tile", _tile_geometry, _tile_tangent)
+
+
+# -- ReLU ---------------------------------------------------------------------------------
+
+
+def _relu_geometry(ctx, eqn, ins):
+    z = single(eqn, ins, "a ReLU")
+    if isinstance(z, Refusal):
+        return z
+    return [z], None
+
+
+def _relu_tangent(p, eqn, step, args):
+    z = dep_arg(eqn, args)
+    on = p.state.activities[eqn.site] > 0
+    if isinstance(step.ins[eqn.dep.index(True)], Global):
+        # After global pooling every element of the value is one neuron reached by every
+        # input element: the state multiplies the tangents at once.
+        mask = on.astype(z.t.dtype)
+        return [ConeVal(z.t * mask.reshape((1,) * (z.t.ndim - mask.ndim) + mask.shape))]
+    # The state multiplies the value: kept pending until a consumer needs it.
+    return [z._replace(mask=on)]
+
+
+RELU = ConeRule("relu", _relu_geometry, _relu_tangent)

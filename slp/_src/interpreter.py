@@ -1,0 +1,472 @@
+"""The interpreter: a traced network as a flat `Program`, and the one loop that evaluates it.
+
+Every method of this library (switched linear projections, Insens, the LRP family) reads
+the network as a sequence of operations in which each operation that depends on the input
+is either
+
+* a **ReLU** ``max(z, 0)`` -- its input ``z`` is a layer of neurons,
+* a **max-pool** ``reduce_window_max`` -- only the winner of each window passes on,
+* a **linear/affine** operation (dense, conv, bias add, reshape, average pooling, ...).
+
+`slp._src.network.trace` builds the `Program`; `interpret` evaluates it under a set of
+`Rules`, which decide what a ReLU, a max-pool and a linear operation do to the values
+flowing through them. The plain forward pass (`ForwardRules`), the frozen-state (switched)
+network (`FrozenRules`), the explicit matrix route, the receptive-field boxes, the cut and
+the LRP rules are all such rule sets over this one interpreter. Each operation of a
+program carries its primitive's declaration (`Eqn.decl`, from `slp._src.primitives`), so
+a rule set reads its rule from there: nothing in this module or in the rule sets imports
+the registry, which is built on top of them.
+
+This module is the ground floor of ``slp._src``: it imports nothing else of slp but the
+non-finite guards.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from slp._src import guards as _guards
+
+__all__ = [
+    "Eqn",
+    "Program",
+    "Lit",
+    "Refusal",
+    "NOT_PIECEWISE_LINEAR",
+    "NOT_IMPLEMENTED",
+    "UnsupportedOperationError",
+    "Rules",
+    "WalkResult",
+    "interpret",
+    "INTERPRETATIONS",
+    "operand_value",
+    "NetworkState",
+    "defined",
+    "ForwardRules",
+    "FrozenRules",
+    "forward",
+    "forward_and_vjp",
+    "frozen_network",
+    "pool_winners",
+    "select_winners",
+]
+
+
+class UnsupportedOperationError(ValueError):
+    """The traced function applies an operation that slp does not follow.
+
+    Attributes:
+      primitive: name of the JAX primitive (e.g. ``"exp"``).
+      nature: ``"not piecewise linear"`` (no switched linear projection exists) or
+        ``"not implemented"`` (slp has no rule for it).
+      label: the user-level function or module it came from (e.g. ``"softmax"``,
+        ``"LayerNorm_0"``), or None.
+    """
+
+    def __init__(self, message: str, *, primitive: str = "", nature: str = "", label=None):
+        super().__init__(message)
+        self.primitive = primitive
+        self.nature = nature
+        self.label = label
+
+
+#: `Refusal.nature`: the operation is not piecewise linear (no switched projection exists).
+NOT_PIECEWISE_LINEAR = "not piecewise linear"
+#: `Refusal.nature`: the operation is (piecewise) linear, but slp has no rule for it.
+NOT_IMPLEMENTED = "not implemented"
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A rule set, or slp as a whole, does not take a primitive.
+
+    Attributes:
+      reason: why, as a sentence about the operation.
+      nature: `NOT_PIECEWISE_LINEAR` (the maths rules it out) or `NOT_IMPLEMENTED`
+        (slp has no rule for it).
+    """
+
+    reason: str
+    nature: str = NOT_IMPLEMENTED
+
+
+@dataclasses.dataclass(frozen=True)
+class Eqn:
+    """One operation of a flattened program.
+
+    Attributes:
+      primitive: the JAX primitive.
+      params: its parameters.
+      inputs: operand ids (`int`) or literals (`Lit`).
+      outputs: result ids.
+      kind: ``"const"`` (no input dependence), ``"relu"``, ``"max_pool"`` or ``"linear"``;
+        ``""`` until the operation is classified.
+      dep: per operand, whether it depends on the network input (empty until classified).
+      site: for ReLUs the ReLU-layer index, for max-pools the pool index, else -1.
+      pool_source: for max-pools, the ReLU layer whose output is pooled (or -1).
+      where: the names of the nested calls the operation sits in, for error messages.
+      source: JAX's source infos (name stack, traceback) of the calls the operation
+        sits in and of the operation itself, outermost first, for error messages
+        (`slp._src.provenance`).
+      decl: the primitive's declaration (`slp._src.primitives.Declaration`: its role and
+        its rule in every rule set) for an input-dependent operation; None for constants.
+    """
+
+    primitive: Any
+    params: dict
+    inputs: tuple
+    outputs: tuple[int, ...]
+    kind: str = ""
+    dep: tuple[bool, ...] = ()
+    site: int = -1
+    pool_source: int = -1
+    where: tuple[str, ...] = ()
+    source: tuple = dataclasses.field(default=(), compare=False, repr=False)
+    decl: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    def bind(self, *args, precision: Any = None):
+        """Applies the primitive to ``args``; `precision` overrides matmul/conv precision."""
+        params = self.params
+        if precision is not None and "precision" in params:
+            params = dict(params, precision=(precision, precision))
+        return self.primitive.bind(*args, **params)
+
+    def apply(self, *args, precision: Any = None) -> list:
+        """`bind`, with the results always as a list (one value per id of ``outputs``)."""
+        out = self.bind(*args, precision=precision)
+        return list(out) if self.primitive.multiple_results else [out]
+
+    def args(self, env: Mapping[int, Any]) -> list:
+        """The operand values: a literal's own value, an operand id's value in ``env``."""
+        return [operand_value(a, env) for a in self.inputs]
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A per-example network as a flat list of operations.
+
+    Attributes:
+      eqns: the operations in forward order.
+      consts: values of the constant ids (weights, biases, ...).
+      input_id: id of the network input ``x``.
+      output_id: id (or `Lit`) of the network output.
+      input_shape, input_dtype: of ``x``.
+      output_shape: of ``f(x)``.
+      relu_shapes: shape of every ReLU layer, in forward order.
+      pool_shapes: output shape of every max-pool, in forward order.
+      pool_sources: per max-pool, the ReLU layer it pools (-1 if its operand is not
+        directly a ReLU output).
+      pool_input_shapes: per max-pool, the shape of its operand.
+      avals: per value id (the input, every constant and every operation's output), its
+        shape and dtype as traced: the routes read shapes here rather than walking the
+        program again.
+    """
+
+    eqns: tuple[Eqn, ...]
+    consts: dict
+    input_id: int
+    output_id: Any
+    input_shape: tuple[int, ...]
+    input_dtype: Any
+    output_shape: tuple[int, ...]
+    relu_shapes: tuple[tuple[int, ...], ...]
+    pool_shapes: tuple[tuple[int, ...], ...]
+    pool_sources: tuple[int, ...]
+    pool_input_shapes: tuple[tuple[int, ...], ...]
+    avals: Mapping[int, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lit:
+    """A literal operand of an equation (a Python/NumPy scalar baked into the program).
+
+    ``aval``: its JAX abstract value (shape, dtype), or None.
+    """
+
+    val: Any
+    aval: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+
+def operand_value(a: int | Lit, env: Mapping[int, Any]) -> Any:
+    """The value of an operand: a literal's own value, an id's value in ``env``."""
+    return a.val if isinstance(a, Lit) else env[a]
+
+
+class Rules:
+    """What a walk does at each kind of operation. Subclass and override.
+
+    Values of input-dependent variables are whatever the rules make them (arrays for
+    a forward pass, (matrix, offset) pairs for the explicit route, ...); constants are
+    always plain arrays.
+    """
+
+    #: matmul/conv precision used when re-binding linear operations.
+    precision: Any = lax.Precision.HIGHEST
+
+    def input(self, x):
+        """The value given to the network input."""
+        return x
+
+    def relu(self, eqn: Eqn, z):
+        """Value of ``max(z, 0)`` at ReLU layer ``eqn.site``."""
+        raise NotImplementedError
+
+    def max_pool(self, eqn: Eqn, z):
+        """Value of the max-pool ``eqn`` (pool index ``eqn.site``) applied to ``z``."""
+        raise NotImplementedError
+
+    def linear(self, eqn: Eqn, args: list):
+        """Values of a linear/affine operation; ``eqn.dep`` marks input-dependent args."""
+        return eqn.apply(*args, precision=self.precision)
+
+
+class WalkResult(NamedTuple):
+    """What a walk returns.
+
+    Attributes:
+      output: value of the network output (shape `Program.output_shape` for arrays).
+      relu_inputs: per ReLU layer, the value that entered it (the layer's activity).
+      pool_inputs: per max-pool, the value that entered it.
+    """
+
+    output: Any
+    relu_inputs: tuple
+    pool_inputs: tuple
+
+
+#: How many times `interpret` ran, per rule set (its class name): every pass over a program
+#: is one. Counted while tracing (under `jax.jit` the loop runs once per compilation), so the
+#: count costs nothing in compiled code; tests read it to check how often a transform walks.
+INTERPRETATIONS: collections.Counter = collections.Counter()
+
+
+def interpret(program: Program, x, rules: Rules) -> WalkResult:
+    """Evaluates ``program`` on ``x`` with ``rules`` deciding the input-dependent steps.
+
+    The one loop over a program's operations: constants are computed as they are, ReLUs and
+    max-pools go to ``rules.relu`` / ``rules.max_pool``, every other input-dependent
+    operation to ``rules.linear``.
+
+    Args:
+      program: the traced network.
+      x: the value given to the network input (``rules.input`` maps it first).
+      rules: the rule set.
+
+    Returns:
+      `WalkResult`: the output and the values that entered every ReLU and max-pool.
+    """
+    INTERPRETATIONS[type(rules).__name__] += 1
+    env = dict(program.consts)
+    env[program.input_id] = rules.input(x)
+    relu_in: list = [None] * len(program.relu_shapes)
+    pool_in: list = [None] * len(program.pool_shapes)
+
+    for eqn in program.eqns:
+        args = eqn.args(env)
+        if eqn.kind == "const":
+            outs = eqn.apply(*args)
+        elif eqn.kind == "relu":
+            z = args[eqn.dep.index(True)]
+            relu_in[eqn.site] = z
+            outs = [rules.relu(eqn, z)]
+        elif eqn.kind == "max_pool":
+            pool_in[eqn.site] = args[0]
+            outs = [rules.max_pool(eqn, args[0])]
+        else:
+            outs = rules.linear(eqn, args)
+        for i, o in zip(eqn.outputs, outs, strict=True):
+            env[i] = o
+    return WalkResult(operand_value(program.output_id, env), tuple(relu_in), tuple(pool_in))
+
+
+def _tiled_window(eqn: Eqn, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The window of a max-pool whose windows tile its input (stride = window, no padding,
+    no dilation, sizes divisible), else None."""
+    p = eqn.params
+    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+    dil = tuple(p.get("window_dilation") or (1,) * len(win))
+    base = tuple(p.get("base_dilation") or (1,) * len(win))
+    if (
+        win == strides
+        and all(lo == 0 and hi == 0 for lo, hi in p["padding"])
+        and all(d == 1 for d in dil + base)
+        and all(n % w == 0 for n, w in zip(shape, win, strict=True))
+    ):
+        return win
+    return None
+
+
+def _windows(z: jax.Array, win: tuple[int, ...]) -> jax.Array:
+    """Tiled windows of ``z`` laid out along a trailing axis: ``out_shape + (prod(win),)``,
+    each window in row-major order."""
+    split = [s for n, w in zip(z.shape, win, strict=True) for s in (n // w, w)]
+    nd = z.ndim
+    perm = list(range(0, 2 * nd, 2)) + list(range(1, 2 * nd, 2))
+    out_shape = tuple(n // w for n, w in zip(z.shape, win, strict=True))
+    return z.reshape(split).transpose(perm).reshape(out_shape + (int(np.prod(win)),))
+
+
+def pool_winners(eqn: Eqn, z: jax.Array) -> jax.Array:
+    """Flat index into ``z`` of the winner of every window of the max-pool ``eqn``.
+
+    Ties go to the lowest flat index. Returns an int32 array of the pool's output shape.
+    """
+    win = _tiled_window(eqn, z.shape)
+    if win is not None:
+        # Row-major order inside a window is flat-index order, so argmax's first maximum
+        # is the lowest flat index among ties.
+        pos = jnp.argmax(_windows(z, win), axis=-1)
+        offsets = jnp.unravel_index(pos, win)
+        coords = [
+            lax.broadcasted_iota(jnp.int32, pos.shape, d) * w + o.astype(jnp.int32)
+            for d, (w, o) in enumerate(zip(win, offsets, strict=True))
+        ]
+        return jnp.ravel_multi_index(tuple(coords), z.shape, mode="clip").astype(jnp.int32)
+    p = eqn.params
+    idx = jnp.arange(z.size, dtype=jnp.int32).reshape(z.shape)
+
+    def pick(a, b):
+        (va, ia), (vb, ib) = a, b
+        take_b = (vb > va) | ((vb == va) & (ib < ia))
+        return jnp.where(take_b, vb, va), jnp.where(take_b, ib, ia)
+
+    init = (jnp.array(-jnp.inf, z.dtype), jnp.array(np.iinfo(np.int32).max, jnp.int32))
+    _, winners = lax.reduce_window(
+        (z, idx),
+        init,
+        pick,
+        p["window_dimensions"],
+        p["window_strides"],
+        p["padding"],
+        p.get("base_dilation"),
+        p.get("window_dilation"),
+    )
+    return winners
+
+
+def select_winners(eqn: Eqn, z: jax.Array, winners: jax.Array) -> jax.Array:
+    """The values of ``z`` at ``winners`` (flat indices, pool output shape); linear in ``z``.
+
+    For tiled windows (the usual 2x2 stride-2 pool) the winner is picked by a mask along
+    the window axis, so the derivative is elementwise -- far cheaper on CPU than the
+    scatter-add that transposes a gather.
+    """
+    win = _tiled_window(eqn, z.shape)
+    if win is None:
+        return z.reshape(-1)[winners.reshape(-1)].reshape(winners.shape)
+    coords = jnp.unravel_index(winners, z.shape)
+    pos = jnp.ravel_multi_index(
+        tuple(c % w for c, w in zip(coords, win, strict=True)), win, mode="clip"
+    )
+    zt = _windows(z, win)
+    won = lax.broadcasted_iota(pos.dtype, zt.shape, zt.ndim - 1) == pos[..., None]
+    return jnp.sum(jnp.where(won, zt, jnp.zeros_like(zt)), axis=-1)
+
+
+class NetworkState(NamedTuple):
+    """The state of a network at one input: which neurons are on, which pool inputs win.
+
+    Attributes:
+      activities: per ReLU layer, the activity ``v`` (pre-activation), layer shape.
+      winners: per max-pool, int32 flat indices into the pool's input, pool output shape.
+      output: the network output ``f(x)``, output shape.
+    """
+
+    activities: tuple[jax.Array, ...]
+    winners: tuple[jax.Array, ...]
+    output: jax.Array
+
+    def pattern(self) -> tuple[jax.Array, ...]:
+        """Active neurons (``v > 0``) per ReLU layer."""
+        return tuple(v > 0 for v in self.activities)
+
+
+def defined(x: jax.Array, state: NetworkState) -> jax.Array:
+    """Whether the state at ``x`` is defined: ``x``, every activity and the output finite.
+
+    A NaN or inf anywhere (in ``x``, or from a non-finite weight) makes some activity
+    NaN, which is neither active nor inactive; every map built on the state is then
+    undefined. Returns a bool scalar.
+    """
+    return _guards.all_finite(x, state.activities, state.output)
+
+
+class ForwardRules(Rules):
+    """The ordinary forward pass; records each max-pool's winners."""
+
+    def __init__(self):
+        self.winners: dict[int, jax.Array] = {}
+
+    def relu(self, eqn, z):
+        return jnp.where(z > 0, z, jnp.zeros_like(z))
+
+    def max_pool(self, eqn, z):
+        # Winners are chosen on a value cut off from differentiation (the choice is
+        # piecewise constant), so the forward pass can be differentiated: the
+        # derivative of a pool routes to its winners.
+        w = pool_winners(eqn, lax.stop_gradient(z))
+        self.winners[eqn.site] = w
+        return select_winners(eqn, z, w)
+
+
+def forward(program: Program, x: jax.Array) -> NetworkState:
+    """Runs the network on ``x`` and returns its `NetworkState`."""
+    rules = ForwardRules()
+    res = interpret(program, x, rules)
+    winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
+    return NetworkState(res.relu_inputs, winners, res.output)
+
+
+def forward_and_vjp(program: Program, x: jax.Array) -> tuple[NetworkState, Callable]:
+    """The state at ``x`` and the VJP of the switched network's ReLU inputs, in one pass.
+
+    The forward rules have the switched network's derivative at ``x``: a ReLU
+    ``where(z > 0, z, 0)`` passes a cotangent where its neuron is on (the state's mask), and
+    a max-pool picks its winners on a value cut off from differentiation. So one pass gives
+    both what `forward` and the VJP of `frozen_network` would.
+
+    Returns:
+      ``(state, vjp)``: the `NetworkState`, and ``vjp(cotangents) -> (x_cotangent,)`` with
+      one cotangent per ReLU layer (its shape).
+    """
+
+    def run(xp):
+        rules = ForwardRules()
+        res = interpret(program, xp, rules)
+        winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
+        return res.relu_inputs, (res.output, winners)
+
+    activities, vjp, (output, winners) = jax.vjp(run, x, has_aux=True)
+    return NetworkState(activities, winners, output), vjp
+
+
+class FrozenRules(Rules):
+    """The switched network: ReLUs multiply by the frozen pattern, pools take the frozen winners.
+
+    With these rules the walk is an affine function of its input whose value at the
+    state's own input equals the network's (Theorem 1).
+    """
+
+    def __init__(self, state: NetworkState):
+        self.masks = tuple((v > 0).astype(v.dtype) for v in state.activities)
+        self.winners = state.winners
+
+    def relu(self, eqn, z):
+        return z * self.masks[eqn.site].astype(z.dtype)
+
+    def max_pool(self, eqn, z):
+        return select_winners(eqn, z, self.winners[eqn.site])
+
+
+def frozen_network(program: Program, state: NetworkState) -> Callable[[jax.Array], WalkResult]:
+    """The switched network: ``x' -> interpret(program, x', FrozenRules(state))``."""
+    rules = FrozenRules(state)
+    return lambda xp: interpret(program, xp, rules)

@@ -1,0 +1,637 @@
+"""The plan of `slp.insens`: which exact route a network gets and why not the others.
+
+`build_plan` reads the traced program once for shapes and FLOPs, the receptive-field boxes
+(`slp._src.boxes`) and the cone route's geometry (`slp._src.cone`), finds the cut (the dense
+layer over most of the input where the structured routes hand over to explicit Jacobian
+columns), lays out every route that applies, predicts its FLOPs and memory and, with the
+cost model of `slp._src.costs`, its seconds; the route predicted fastest is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from slp._src import boxes as _boxes
+from slp._src import cone as _cone
+from slp._src import costs as _costs
+from slp._src import matmul as _matmul
+from slp._src import network as net
+from slp._src.routes import exact_norms, runtime_consts
+
+__all__ = [
+    "RouteCost",
+    "ProbeLayout",
+    "DenseLayout",
+    "InsensPlan",
+    "ROUTES",
+    "DENSE_BYTES",
+    "build_plan",
+    "insens_plan",
+    "device_flop_rate",
+]
+
+
+class RouteCost(NamedTuple):
+    """A route's predicted cost (from shapes, receptive fields and the cone geometry alone).
+
+    Attributes:
+      flops: floating-point operations of the squared norms per image (multiply-adds
+        count 2): of matrix products and convolutions in the route's traced program
+        where counted (`insens_plan`), else estimated from receptive-field boxes.
+      peak_bytes: memory of the largest loop step's tangents per image (and of the
+        matrices held across the loop): a bound on what the route adds to the forward pass.
+      steps: sequential loop steps of the route.
+      seconds: predicted wall time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))``
+        on the plan's ``batch`` inputs, compile excluded, on the default device
+        (`insens_plan`), or None.
+      work: the amounts of work behind ``seconds``, counted from the route's traced
+        program: coefficient name of `slp._src.costs` -> amount per call (``<route>.call``,
+        ``.ops``, ``.setup``) or per image (the others); None for a plan that did not
+        count (`insens` with a given route).
+    """
+
+    flops: float
+    peak_bytes: float
+    steps: int
+    seconds: float | None = None
+    work: dict | None = None
+
+    def predict(self, batch: int, *, speed: float = 1.0) -> float:
+        """Predicted seconds of one call on ``batch`` inputs on a device ``speed`` times the
+        calibration machine's matrix-product rate (`slp._src.costs.predict_seconds`)."""
+        return _costs.predict_seconds(self.work or {}, batch, speed=speed)
+
+    def __str__(self):
+        time = "" if self.seconds is None else f", ~{_fmt_seconds(self.seconds)}"
+        return (
+            f"{self.flops / 1e9:.3g} GFLOP, {self.peak_bytes / 2**20:.3g} MiB, "
+            f"{self.steps} step{'s' if self.steps != 1 else ''}{time}"
+        )
+
+
+def _fmt_seconds(t: float) -> str:
+    if t < 1:
+        return f"{t * 1e3:.3g} ms"
+    if t < 120:
+        return f"{t:.3g} s"
+    if t < 7200:
+        return f"{t / 60:.3g} min"
+    return f"{t / 3600:.3g} h"
+
+
+class ProbeLayout(NamedTuple):
+    """The probe route's colouring and chunking (module docstring).
+
+    Attributes:
+      lattice: per input axis ``a``, the colouring period ``k_a``: input elements with
+        equal coordinates modulo ``k_a`` share a probe (a colour).
+      n_colours: number of probe directions (colours) in total.
+      n_chunks: steps of the loop over probes.
+      colours_per_chunk: probes per step.
+      pixels_per_chunk: input elements covered per step (0 without a cut).
+      n_groups: row groups of the cut's operand (rows with one box; 0 without a cut).
+      colour: int32, input shape, the colour of every input element.
+      group_rows: int32 ``(n_groups, rows per group)``, flat operand rows of each group;
+        padding rows point one past the operand's end (None without a cut).
+      slots: int32 ``(n_chunks, n_groups, colours_per_chunk)``, for each group and colour
+        of a step, the slot (column of the step) of the input element of that colour
+        inside the group's box; ``pixels_per_chunk`` where there is none (None without a
+        cut).
+    """
+
+    lattice: tuple[int, ...]
+    n_colours: int
+    n_chunks: int
+    colours_per_chunk: int
+    pixels_per_chunk: int
+    n_groups: int
+    colour: np.ndarray
+    group_rows: np.ndarray | None
+    slots: np.ndarray | None
+
+
+class DenseLayout(NamedTuple):
+    """The dense route's chunking: one-hot input directions, ``columns_per_step`` at a time.
+
+    Attributes:
+      columns_per_step: input directions (Jacobian columns) per loop step.
+      n_steps: loop steps.
+    """
+
+    columns_per_step: int
+    n_steps: int
+
+
+class InsensPlan(NamedTuple):
+    """How `insens` computes the squared norms for one network and input shape.
+
+    Attributes:
+      route: ``"cone"`` (exact Jacobian columns restricted to each input element's cone,
+        then the cut), ``"probes"`` (coloured probes, then the cut) or ``"dense"`` (plain
+        forward mode: one-hot input directions through the whole switched network).
+      cut: index into ``program.eqns`` of the dense layer (its cost rule says it may be the
+        cut, `slp._src.flops.Cost`) at which the structured routes stop and explicit
+        products take over, or None.
+      pre_sites: ReLU layers whose norms come from the structured part.
+      post_sites: ReLU layers after the cut (norms from exact Jacobian columns).
+      cut_out_shape: shape of the cut's output value (None without a cut).
+      cost: the chosen route's predicted `RouteCost` (FLOPs and peak memory per image,
+        loop steps, seconds per call).
+      costs: every route that applies -> its predicted `RouteCost`.
+      not_taken: every route not taken -> why: the operation that rules it out, or its
+        predicted cost against the chosen one.
+      cone: the cone route's layout (`slp._src.cone`), when the cone route applies.
+      probes: the probe route's `ProbeLayout`.
+      dense: the dense route's `DenseLayout`.
+      forward_flops: FLOPs of one forward pass (linear operations, ReLUs and pools).
+      flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
+        behind the ``seconds`` of every cost (`insens_plan`), or None.
+      batch: the inputs per call that every cost's ``seconds`` is predicted for.
+    """
+
+    route: str
+    cut: int | None
+    pre_sites: tuple[int, ...]
+    post_sites: tuple[int, ...]
+    cut_out_shape: tuple[int, ...] | None
+    cost: RouteCost
+    costs: dict
+    not_taken: dict
+    cone: Any
+    probes: ProbeLayout
+    dense: DenseLayout
+    forward_flops: float = 0.0
+    flop_rate: float | None = None
+    batch: int = 1
+
+    def estimate_cost(self, probes: int) -> RouteCost:
+        """Predicted cost of ``insens(f, probes=k)`` (no standard error): the forward pass,
+        ``k`` tangent passes and one reverse pass (about twice a forward pass)."""
+        flops = (int(probes) + 3) * self.forward_flops
+        seconds = None if self.flop_rate is None else flops / self.flop_rate
+        return RouteCost(flops, 0.0, int(probes), seconds)
+
+    def __str__(self):
+        lines = [f"route: {self.route} ({self.cost})"]
+        lines += [f"  not {r}: {why}" for r, why in self.not_taken.items()]
+        if self.cost.seconds is not None:
+            cal = _costs.CALIBRATION
+            rate = "" if self.flop_rate is None else f"{self.flop_rate / 1e9:.3g} GFLOP/s here, "
+            lines.append(
+                f"  (~: one call on {self.batch} input{'s' if self.batch != 1 else ''}, "
+                f"compile excluded; cost model fitted on {cal['machine']} "
+                f"({rate}{float(cal['flop_rate']) / 1e9:.3g} GFLOP/s there))"
+            )
+        return "\n".join(lines)
+
+
+def _widths(boxes) -> np.ndarray | None:
+    """Largest box width per input axis over the non-empty rows of ``boxes``."""
+    best = None
+    for b in boxes:
+        lo = b.lo.reshape(-1, b.lo.shape[-1])
+        hi = b.hi.reshape(-1, b.hi.shape[-1])
+        keep = np.all(hi >= lo, axis=1)
+        if not keep.any():
+            continue
+        w = np.max(hi[keep] - lo[keep] + 1, axis=0)
+        best = w if best is None else np.maximum(best, w)
+    return best
+
+
+def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
+    """First dense layer that depends on most of the input and that all later use goes through."""
+    d = int(np.prod(program.input_shape))
+    producer = {program.input_id: -1}
+    for i, e in enumerate(program.eqns):
+        for o in e.outputs:
+            producer[o] = i
+    last_relu = max(relu_eqn_idx, default=-1)
+    for i, e in enumerate(program.eqns):
+        if i >= last_relu:
+            return None
+        if e.kind != "linear" or not e.decl.cost.cut or sum(e.dep) != 1:
+            continue
+        (lc, rc), (lb, rb) = e.params["dimension_numbers"]
+        if lb or rb:
+            continue
+        operand, out = dots[i]
+        shape = operand.lo.shape[:-1]
+        c_ax = lc if e.dep[0] else rc
+        if any(shape[a] != 1 for a in range(len(shape)) if a not in c_ax):
+            continue
+        vol = np.prod(np.maximum(out.hi - out.lo + 1, 0), axis=-1)
+        if vol.size == 0 or vol.max() * 2 < d:
+            continue
+        # Everything after the cut must depend on the input only through its output.
+        later_ok = all(
+            producer.get(a, i) >= i
+            for later in program.eqns[i + 1 :]
+            if later.kind != "const"
+            for a, dd in zip(later.inputs, later.dep, strict=True)
+            if dd
+        )
+        if later_ok:
+            return i
+    return None
+
+
+# Memory per image that the dense route's one-hot directions may take per step.
+DENSE_BYTES = 64 * 2**20
+
+
+class _Shapes(NamedTuple):
+    """Per input-dependent operation (index into ``program.eqns``): FLOPs per tangent column
+    (its cost rule, `slp._src.flops`), the size of its output, and for the operations that
+    may be the cut, the shapes of their input-dependent operand and of their output."""
+
+    flops: dict[int, float]
+    sizes: dict[int, int]
+    dots: dict[int, tuple]
+
+
+def _shapes(program: net.Program) -> _Shapes:
+    """`_Shapes` from the shapes the program recorded when traced (no walk)."""
+    avals = program.avals
+    flops, sizes, dots = {}, {}, {}
+    for i, eqn in enumerate(program.eqns):
+        if eqn.kind == "const":
+            continue
+        if eqn.kind in ("relu", "max_pool"):
+            args = [eqn.inputs[eqn.dep.index(True)]]
+        else:
+            args = list(eqn.inputs)
+        arg_shapes = [np.shape(a.val) if isinstance(a, net.Lit) else avals[a].shape for a in args]
+        out_shape = tuple(avals[eqn.outputs[0]].shape)
+        flops[i] = eqn.decl.cost.flops(eqn, arg_shapes, out_shape)
+        sizes[i] = int(np.prod(out_shape))
+        if eqn.kind == "linear" and eqn.decl.cost.cut:
+            operand = eqn.inputs[eqn.dep.index(True)]
+            dots[i] = (tuple(avals[operand].shape), out_shape)
+    return _Shapes(flops, sizes, dots)
+
+
+def _whole_boxes(program: net.Program, shapes: _Shapes):
+    """Boxes, dot boxes and volumes when no structure is known (everything depends on all)."""
+    shape = tuple(program.input_shape)
+    nx, d = len(shape), int(np.prod(shape))
+    full = np.zeros(nx), np.asarray(shape) - 1.0
+
+    def whole(s):
+        lo = np.broadcast_to(full[0], tuple(s) + (nx,))
+        return _boxes.Box(lo, np.broadcast_to(full[1], lo.shape), None)
+
+    relu_boxes = tuple(whole(s) for s in program.relu_shapes)
+    dots = {i: (whole(a), whole(o)) for i, (a, o) in shapes.dots.items()}
+    volumes = {i: (float(d) * d, float(d) * n) for i, n in shapes.sizes.items()}
+    return relu_boxes, dots, volumes
+
+
+def _probe_cost(probes: ProbeLayout, cut, flops, sizes, item: int) -> RouteCost:
+    """The probe route's `RouteCost`. ``flops``: the network's FLOPs per tangent column,
+    those before the cut, the cut's and those after it (for every input element);
+    ``sizes``: the values' sizes in all, before and after the cut."""
+    flops_all, f_pre, f_cut, f_post = flops
+    s_all, s_pre, s_post = sizes
+    if cut is None:
+        return RouteCost(
+            probes.n_colours * flops_all, probes.colours_per_chunk * s_all * item, probes.n_chunks
+        )
+    peak = (probes.colours_per_chunk * s_pre + probes.pixels_per_chunk * s_post) * item
+    return RouteCost(probes.n_colours * f_pre + f_cut + f_post, peak, probes.n_chunks)
+
+
+def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post):
+    """``(geometry, RouteCost)`` of the cone route, or why it does not apply (a string).
+
+    ``before``: the input-dependent operations before the cut; ``after_flops``: the FLOPs
+    of the cut and of the rest of the network; ``s_post``: the size of the values after it.
+    """
+    if not relu_eqn_idx:
+        return "no ReLU layer"
+    shape = tuple(program.input_shape)
+    d = int(np.prod(shape))
+    item = np.dtype(program.input_dtype).itemsize
+    end = cut if cut is not None else relu_eqn_idx[-1]
+    cone = _cone.cone_geometry(program, shape, end)
+    if isinstance(cone, _cone.ConeRefusal):  # names the operation that rules it out
+        return str(cone)
+    per_block = int(np.prod(cone.sigma_tot)) * (d // int(np.prod([shape[a] for a in cone.spatial])))
+    flops, mats, cones = after_flops, 0.0, 0.0
+    for i in before:
+        v_in, v_out = volumes.get(i, (d, d))
+        if program.eqns[i].decl.cost.matrix:
+            flops += 2.0 * v_in * v_out / d  # cone matrix products of every element
+            mats += v_in * v_out / d**2
+        else:
+            flops += v_out
+        cones += v_out / d
+    peak = (per_block * (cones + s_post) + mats) * item
+    return cone, RouteCost(flops, peak, len(cone.blocks))
+
+
+def build_plan(
+    program: net.Program,
+    x,
+    chunk_size: int,
+    route: str = "auto",
+    *,
+    batch: int = 1,
+    speed: float = 1.0,
+    precision: Any = None,
+    count: bool = True,
+) -> InsensPlan:
+    """The plan of `insens` (`insens_plan`).
+
+    With ``count`` (always for ``route="auto"``), every route's work is counted from its
+    traced program (`slp._src.costs`) and ``seconds`` predicted for one call on ``batch``
+    inputs on a device ``speed`` times the calibration machine's matrix-product rate; the
+    choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given
+    route's layouts only (no ``work``, no ``seconds``).
+    """
+    shape = tuple(program.input_shape)
+    d = int(np.prod(shape))
+    item = np.dtype(program.input_dtype).itemsize
+    relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
+    shapes = _shapes(program)
+    try:
+        relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x)
+    except _boxes.NotConcrete:  # no structure known: every element depends on everything
+        relu_boxes, dots, volumes = _whole_boxes(program, shapes)
+    cut = _cut_candidate(program, dots, relu_eqn_idx)
+    cut_pos = cut if cut is not None else len(program.eqns)
+    pre = tuple(s for s, i in enumerate(relu_eqn_idx) if i < cut_pos)
+    post = tuple(s for s, i in enumerate(relu_eqn_idx) if i > cut_pos)
+    cut_out_shape = None if cut is None else tuple(dots[cut][1].lo.shape[:-1])
+    chunk = max(1, int(chunk_size))
+
+    # FLOPs per tangent column before, at and after the cut; sizes of the values.
+    flops_all = sum(shapes.flops.values())
+    before = [i for i in shapes.flops if i < cut_pos]
+    after = [i for i in shapes.flops if i > cut_pos]
+    f_pre = sum(shapes.flops[i] for i in before)
+    f_post = sum(shapes.flops[i] for i in after)
+    s_all = d + sum(shapes.sizes.values())
+    s_pre = d + sum(shapes.sizes[i] for i in before)
+    s_post = sum(shapes.sizes[i] for i in after)
+    if cut is not None:
+        n_cut_out = int(np.prod(cut_out_shape))
+        cut_work = 2.0 * volumes[cut][0] * n_cut_out  # each element's operand cone x weights
+    else:
+        n_cut_out, cut_work = 0, 0.0
+
+    costs: dict[str, RouteCost] = {}
+    not_taken: dict[str, str] = {}
+
+    # The dense route: one-hot directions through the whole switched network.
+    cols = d if chunk_size >= d else max(chunk, min(d, DENSE_BYTES // max(1, s_all * item)))
+    dense = DenseLayout(cols, -(-d // cols))
+    costs["dense"] = RouteCost(d * flops_all, cols * s_all * item, dense.n_steps)
+
+    # The probe route: always applies (without structure its probes are one-hot).
+    probes = _probe_layout(program, relu_boxes, dots, cut, pre, chunk)
+    costs["probes"] = _probe_cost(
+        probes, cut, (flops_all, f_pre, cut_work, d * f_post), (s_all, s_pre, s_post), item
+    )
+
+    # The cone route: convolutional networks whose operations it takes.
+    found = _cone_cost(program, relu_eqn_idx, cut, volumes, before, cut_work + d * f_post, s_post)
+    if isinstance(found, str):
+        cone = None
+        not_taken["cone"] = found
+    else:
+        cone, costs["cone"] = found
+
+    if route != "auto" and route not in costs:
+        raise ValueError(f"the {route} route does not apply to this network: {not_taken[route]}")
+    plan = InsensPlan(
+        route,
+        cut,
+        pre,
+        post,
+        cut_out_shape,
+        cost=None,
+        costs=costs,
+        not_taken=not_taken,
+        cone=cone,
+        probes=probes,
+        dense=dense,
+        forward_flops=float(flops_all),
+        batch=int(batch),
+    )
+    if count or route == "auto":  # every route's work from its traced program, its time
+        costs = {
+            r: _counted(c, _route_work(program, x, plan._replace(route=r), precision), r, flops_all)
+            for r, c in costs.items()
+        }
+        costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
+    return _chosen(plan, route, costs, not_taken, batch)
+
+
+def _chosen(plan: InsensPlan, route: str, costs: dict, not_taken: dict, batch: int) -> InsensPlan:
+    """``plan`` with its route: the given one, or for ``"auto"`` the least predicted time at
+    ``batch`` inputs per call, at the calibration machine's speed, so that it does not depend
+    on a timing (`slp._src.costs.choose`)."""
+    if route == "auto":
+        route = _costs.choose({r: c.work for r, c in costs.items()}, batch=batch)
+    for r in costs:
+        if r != route:
+            not_taken[r] = f"predicted {costs[r]} (chosen {route}: {costs[route]})"
+    return plan._replace(
+        route=route, cost=costs[route], costs=costs, not_taken=dict(sorted(not_taken.items()))
+    )
+
+
+def _route_work(program: net.Program, x, plan: InsensPlan, precision) -> dict[str, float]:
+    """The work of ``plan.route``'s squared norms for one input (`slp._src.costs.program_work`):
+    the forward pass and the route, as `insens` runs them."""
+    prog = runtime_consts(program)
+    prec = _matmul.resolve(precision)
+
+    def norms(xp):
+        return exact_norms(prog, net.forward(prog, xp), xp, plan, prec)
+
+    return _costs.program_work(norms, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
+def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:
+    """``cost`` with the counted ``work`` of ``route`` (names of `slp._src.costs.COEFFICIENTS`)
+    and its FLOPs per image; the forward pass and the vector-Jacobian product outside the
+    squared norms are every route's: ``forward``."""
+    named = {f"{route}.call": 1.0}
+    named.update({f"{route}.{k}": v for k, v in work.items() if k not in _costs.SHARED})
+    named.update({k: work[k] for k in _costs.SHARED})
+    named["forward"] = forward
+    flops = sum(work[k] for k in ("matmul", "conv", "conv_cf", "conv_grouped"))
+    return cost._replace(flops=flops, work=named)
+
+
+def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) -> ProbeLayout:
+    """Colouring and chunking of the probe route (module docstring)."""
+    shape = tuple(program.input_shape)
+    nx, d = len(shape), int(np.prod(shape))
+    needed = [relu_boxes[s] for s in pre] + ([dots[cut][0]] if cut is not None else [])
+    w = _widths(needed)
+    lattice = tuple(int(k) for k in (np.ones(nx) if w is None else np.minimum(w, shape)))
+    coords = np.indices(shape).reshape(nx, -1)
+    lat = np.ravel_multi_index(tuple(coords[a] % lattice[a] for a in range(nx)), lattice)
+    n_lat = int(np.prod(lattice))
+    if cut is None:
+        kc = min(chunk, n_lat)
+        return ProbeLayout(
+            lattice=lattice,
+            n_colours=n_lat,
+            n_chunks=-(-n_lat // kc),
+            colours_per_chunk=kc,
+            pixels_per_chunk=0,
+            n_groups=0,
+            colour=lat.reshape(shape).astype(np.int32),
+            group_rows=None,
+            slots=None,
+        )
+    # Split colour classes larger than a chunk (probes are cheap before a dense cut).
+    order = np.argsort(lat, kind="stable")
+    first = np.searchsorted(lat[order], np.arange(n_lat))
+    rank = np.empty(d, np.int64)
+    rank[order] = np.arange(d) - first[lat[order]]
+    ppc = int(np.bincount(lat, minlength=n_lat).max())
+    n_split = -(-ppc // chunk)
+    piece = -(-ppc // n_split)
+    colour = lat * n_split + rank // piece
+    n_colours = n_lat * n_split
+    kc = max(1, min(chunk // piece, n_colours))
+    n_chunks = -(-n_colours // kc)
+    # Slot of every input element inside its chunk.
+    order = np.argsort(colour, kind="stable")
+    step = colour[order] // kc
+    starts = np.searchsorted(step, np.arange(n_chunks))
+    slot = np.empty(d, np.int64)
+    slot[order] = np.arange(d) - starts[step]
+    n_slots = int(np.bincount(step, minlength=n_chunks).max())
+    # Row groups of the cut's operand: rows with the same box.
+    operand = dots[cut][0]
+    lo = operand.lo.reshape(-1, nx)
+    hi = operand.hi.reshape(-1, nx)
+    rows_all = np.nonzero(np.all(hi >= lo, axis=1))[0]
+    boxes = np.concatenate([lo[rows_all], hi[rows_all]], axis=1)
+    uniq, inv = np.unique(boxes, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    n_groups = len(uniq)
+    counts = np.bincount(inv, minlength=n_groups)
+    r_max = int(counts.max())
+    group_rows = np.full((n_groups, r_max), lo.shape[0], np.int64)
+    o = np.argsort(inv, kind="stable")
+    g_sorted = inv[o]
+    pos_in_group = np.arange(len(o)) - np.searchsorted(g_sorted, g_sorted)
+    group_rows[g_sorted, pos_in_group] = rows_all[o]
+    # For each group and lattice colour: the (unique) input element of that colour in the box.
+    glo, ghi = uniq[:, :nx].astype(np.int64), uniq[:, nx:].astype(np.int64)
+    valid = np.ones((n_groups,) + lattice, bool)
+    flat = np.zeros((n_groups,) + lattice, np.int64)
+    strides = np.cumprod((shape[1:] + (1,))[::-1])[::-1]
+    for a in range(nx):
+        tau = np.arange(lattice[a])
+        j = glo[:, a : a + 1] + (tau[None] - glo[:, a : a + 1]) % lattice[a]  # (G, k_a)
+        bshape = [n_groups] + [1] * nx
+        bshape[1 + a] = lattice[a]
+        valid = valid & (j <= ghi[:, a : a + 1]).reshape(bshape)
+        flat = flat + (j * strides[a]).reshape(bshape)
+    valid = valid.reshape(n_groups, -1)
+    flat = np.where(valid, flat.reshape(n_groups, -1), 0)
+    table = np.full((n_groups, n_chunks * kc), n_slots, np.int64)
+    gi, ti = np.nonzero(valid)
+    pix = flat[gi, ti]
+    table[gi, colour[pix]] = slot[pix]
+    slots = table.reshape(n_groups, n_chunks, kc).transpose(1, 0, 2)
+    return ProbeLayout(
+        lattice=lattice,
+        n_colours=n_colours,
+        n_chunks=n_chunks,
+        colours_per_chunk=kc,
+        pixels_per_chunk=n_slots,
+        n_groups=n_groups,
+        colour=colour.reshape(shape).astype(np.int32),
+        group_rows=group_rows.astype(np.int32),
+        slots=slots.astype(np.int32),
+    )
+
+
+ROUTES = ("auto", "cone", "probes", "dense")
+
+
+def insens_plan(
+    f: Callable, x: jax.Array, *, chunk_size: int = 128, route: str = "auto", batch: int = 1
+) -> InsensPlan:
+    """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
+
+    The route is the one with the least predicted time for one call on ``batch`` inputs,
+    of the exact routes that apply. ``insens(f)`` makes the same choice for the batch size
+    it runs at: 1 when called on one input, ``B`` under ``jax.vmap`` over ``B`` inputs (the
+    innermost vmap's size where vmaps nest). The choice does not depend on the device.
+
+    Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
+    time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
+    shaped like ``x``, compile excluded (per input: divide by ``batch``). Every route is
+    traced (not run) and the work of its program counted: operations executed, FLOPs of
+    matrix products and convolutions, elements written and moved, work done once per call
+    (`slp._src.costs`). A linear model of that work, with coefficients fitted by least
+    squares in log space to the measured time of every route on every network of the
+    benchmark zoo at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``, on
+    the machine `slp._src.costs.CALIBRATION` names: a 2-core x86 CPU), predicts the seconds.
+    On another device the per-input terms are scaled by the ratio of the matrix-product
+    rates (`device_flop_rate`, measured once per process, against the calibration
+    machine's): an order of magnitude on other CPUs, a rough guess on accelerators.
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: an example input (only shape and dtype are used).
+      chunk_size: as in `insens`.
+      route: as in `insens`.
+      batch: inputs per call that the route is chosen and the predicted seconds are for.
+
+    Returns:
+      The plan (route, cut, colouring, chunking, every route's predicted cost); see
+      `InsensPlan`. ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)`` (FLOPs at
+      the matrix-product rate: a lower bound).
+    """
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive integer (inputs per call); got {batch!r}")
+    rate = device_flop_rate()
+    speed = rate / float(_costs.CALIBRATION["flop_rate"])
+    plan = build_plan(net.trace(f, x), x, chunk_size, route, batch=int(batch), speed=speed)
+    return plan._replace(flop_rate=rate)
+
+
+_FLOP_RATES: dict = {}
+
+
+def device_flop_rate() -> float:
+    """FLOP/s of a float32 matrix product at the highest precision on the default device.
+
+    Measured once per process and device (best of 5 products of two 512x512 matrices on
+    CPU, 4096x4096 on accelerators, after one compiling call).
+    """
+    import time
+
+    dev = jax.devices()[0]
+    tag = (dev.platform, dev.device_kind)
+    if tag not in _FLOP_RATES:
+        n = 512 if dev.platform == "cpu" else 4096
+        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+        prod = jax.jit(lambda p, q: jnp.dot(p, q, precision=lax.Precision.HIGHEST))
+        prod(a, a).block_until_ready()
+        best = np.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            prod(a, a).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        _FLOP_RATES[tag] = 2.0 * n**3 / best
+    return _FLOP_RATES[tag]

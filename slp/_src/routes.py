@@ -1,0 +1,193 @@
+"""The exact routes of `slp.insens`: each computes the squared norms ``|w_hat_i|^2`` of every
+hidden neuron (the cone route in `slp._src.cone`, the probe and dense routes here), and
+`routed_norms` runs the route chosen for the batch size of the call.
+
+The routes and the plan they read are described in `slp._src.insens`'s docstring; the plan is
+built in `slp._src.planner`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import custom_batching, lax
+
+from slp._src import cone as _cone
+from slp._src import costs as _costs
+from slp._src import cut as _cut
+from slp._src import matmul as _matmul
+from slp._src import network as net
+
+if TYPE_CHECKING:
+    from slp._src.planner import InsensPlan
+
+__all__ = [
+    "switched_sq_norms",
+    "probe_norms",
+    "dense_norms",
+    "runtime_consts",
+    "exact_norms",
+    "routed_norms",
+]
+
+
+def switched_sq_norms(
+    linear_fn: Callable, x: jax.Array, *, chunk_size: int | None = 128
+) -> tuple[jax.Array, ...]:
+    """Squared norms ``|w_hat_i|^2`` of the rows of a linear map's Jacobian, by one-hot probes.
+
+    The structure-blind route: one Jacobian-vector product per input element.
+
+    Args:
+      linear_fn: the tangent map of the switched network, ``t (shape X) -> tuple`` of
+        layer tangents (e.g. from `jax.linearize`).
+      x: an input, shape ``X`` (only shape and dtype are used).
+      chunk_size: input directions per step; None means all at once.
+
+    Returns:
+      Tuple of arrays, per layer, ``sum_j (d v_i / d x_j)^2`` in the layer's shape, in
+      the layer's dtype but at least float32 (`slp._src.matmul.accumulator`).
+    """
+    d = int(np.prod(x.shape))
+    chunk = d if chunk_size is None else max(1, min(int(chunk_size), d))
+    n_chunks = -(-d // chunk)
+
+    def one_chunk(k):
+        idx = k * chunk + jnp.arange(chunk)
+        basis = jax.nn.one_hot(idx, d, dtype=x.dtype).reshape((chunk,) + x.shape)
+        tangents = jax.vmap(linear_fn)(basis)
+        return tuple(_matmul.square_sum(t, 0) for t in tangents)
+
+    if n_chunks == 1:
+        return one_chunk(0)
+
+    def body(acc, k):
+        return tuple(a + s for a, s in zip(acc, one_chunk(k), strict=True)), None
+
+    shapes = jax.eval_shape(one_chunk, 0)
+    init = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
+    # The last chunk may run past d: one_hot of an out-of-range index is all zeros.
+    out, _ = jax.lax.scan(body, init, jnp.arange(n_chunks))
+    return out
+
+
+def probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
+    """``|w_hat|^2`` per ReLU layer by the probe route (module docstring)."""
+    layout = plan.probes
+    kc = layout.colours_per_chunk
+    colour = jnp.asarray(layout.colour)
+    cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
+    # The grouped product below is an einsum: split products fall back to float32.
+    hp = _matmul.plain(precision)
+
+    def pre(xp):
+        rules = _cut.PreCut(state, cut_eqn)
+        res = net.interpret(program, xp, rules)
+        return tuple(res.relu_inputs[s] for s in plan.pre_sites), rules.operand
+
+    if cut_eqn is not None:
+        probe_rules = _cut.PreCut(state, cut_eqn)
+        net.interpret(program, x, probe_rules)
+        # The cut's weights in their own dtype, its product's result type as the network's.
+        w_mat = _cut.cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
+        pet = cut_eqn.params.get("preferred_element_type")
+        w_mat = jnp.concatenate([w_mat, jnp.zeros((1, w_mat.shape[1]), w_mat.dtype)], 0)
+        group_rows = jnp.asarray(layout.group_rows)
+        w_groups = w_mat[group_rows]  # (G, R, M)
+        slots = jnp.asarray(layout.slots)
+
+    def step(c):
+        ids = c * kc + jnp.arange(kc, dtype=jnp.int32)
+        probes = (colour[None] == ids.reshape((kc,) + (1,) * x.ndim)).astype(x.dtype)
+        pre_t, cut_t = jax.vmap(lambda t: jax.jvp(pre, (x,), (t,))[1])(probes)
+        sums = [_matmul.square_sum(t, 0) for t in pre_t]
+        if cut_eqn is None:
+            return sums
+        comp = cut_t.reshape(kc, -1)
+        comp = jnp.concatenate([comp, jnp.zeros((kc, 1), comp.dtype)], 1)
+        comp, w_g = _matmul.widen(comp[:, group_rows], w_groups, pet)
+        parts = jnp.einsum("kgr,grm->gkm", comp, w_g, precision=hp)
+        cols = jnp.zeros((layout.pixels_per_chunk + 1, parts.shape[-1]), parts.dtype)
+        cols = cols.at[slots[c]].add(parts)[:-1]
+        cols = cols.reshape((layout.pixels_per_chunk,) + plan.cut_out_shape)
+        return sums + _cut.post_norms(program, state, x, plan, cols)
+
+    sums = _cut.scan_sum(step, jnp.arange(layout.n_chunks), layout.n_chunks)
+    by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
+    return [by_site[s] for s in range(len(program.relu_shapes))]
+
+
+def dense_norms(program, state, x, plan: InsensPlan) -> list:
+    """``|w_hat|^2`` per ReLU layer by the dense route: one-hot input directions through
+    the whole switched network by forward mode, ``plan.dense.columns_per_step`` at a time."""
+    frozen = net.frozen_network(program, state)
+    _, linear_fn = jax.linearize(lambda xp: frozen(xp).relu_inputs, x)
+    return list(switched_sq_norms(linear_fn, x, chunk_size=plan.dense.columns_per_step))
+
+
+def runtime_consts(program: net.Program) -> net.Program:
+    """``program`` with its constants (weights) behind an optimisation barrier.
+
+    The routes build large arrays from the weights (cone matrices, padded slices of the
+    dense weights); as compile-time constants XLA would fold them while compiling, slowly
+    and with warnings. Behind the barrier they are computed when the function runs.
+    """
+    consts = {
+        i: lax.optimization_barrier(c) if np.size(c) > 1 else c for i, c in program.consts.items()
+    }
+    return dataclasses.replace(program, consts=consts)
+
+
+def exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
+    """``|w_hat|^2`` of every ReLU layer by the route of `plan`."""
+    if plan.route == "cone":
+        return _cone.norms(program, state, x, plan, prec)
+    if plan.route == "dense":
+        return dense_norms(program, state, x, plan)
+    return probe_norms(program, state, x, plan, prec)
+
+
+def routed_norms(program, state, x, plan: InsensPlan, prec, *, auto: bool) -> list:
+    """`exact_norms` by ``plan.route`` or, with ``auto``, by the route predicted fastest for
+    the batch size it runs at.
+
+    Called on one input, ``plan.route`` (chosen for one input per call). Under `jax.vmap`
+    the batching rule sees the batch size and runs the route `slp._src.costs.choose` picks for
+    it: at 1 and 8 inputs per call the fastest route often differs (2CONV on a 2-core CPU:
+    probes at 1, the cone at 8). The weights are passed as arguments, so a vmap over them
+    (or a jit that traces them) batches them too. Differentiation goes through the route
+    chosen for one input (every route gives the same numbers up to rounding).
+    """
+    if not auto:
+        return exact_norms(program, state, x, plan, prec)
+    works = {r: c.work for r, c in plan.costs.items()}
+
+    def run(route, xx, st, consts):
+        prog = dataclasses.replace(program, consts=consts)
+        return exact_norms(prog, st, xx, plan._replace(route=route), prec)
+
+    @custom_batching.custom_vmap
+    def norms(xx, st, consts):
+        return run(plan.route, xx, st, consts)
+
+    @norms.def_vmap
+    def norms_batched(axis_size, in_batched, xx, st, consts):
+        route = _costs.choose(works, batch=axis_size)
+        axes = tuple(jax.tree.map(lambda b: 0 if b else None, list(in_batched)))
+        out = jax.vmap(lambda a, b, c: run(route, a, b, c), in_axes=axes)(xx, st, consts)
+        return out, jax.tree.map(lambda _: True, out)
+
+    @jax.custom_jvp
+    def differentiable(xx, st, consts):
+        return norms(xx, st, consts)
+
+    @differentiable.defjvp
+    def differentiable_jvp(primals, tangents):
+        return jax.jvp(lambda a, b, c: run(plan.route, a, b, c), primals, tangents)
+
+    return differentiable(x, state, dict(program.consts))

@@ -1,0 +1,143 @@
+"""Cone-route rules added to the registry: ``lax.pad`` and ``lax.rev`` (over channels).
+
+Reference: ``jax.jacfwd`` in float64 of the network's hidden pre-activations, written out by
+hand here (not traced by slp), and eq. 8 summed over the inactive neurons. For a piecewise
+linear network at a point off its kinks, that Jacobian is the switched weight vectors.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import slp
+
+TOL = 1e-10  # float64
+
+
+def _conv(h, k, padding):
+    return lax.conv_general_dilated(
+        h[None], k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
+
+
+def _insens_reference(pre_activations, x):
+    """Eq. 8 from ``jax.jacfwd`` of every hidden layer's pre-activations."""
+    total, count = np.zeros(x.shape), 0
+    for v, jac in zip(pre_activations(x), jax.jacfwd(pre_activations)(x), strict=True):
+        w = np.asarray(jac).reshape(v.size, -1)
+        vv = np.asarray(v).reshape(-1)
+        sq = np.sum(w * w, axis=1)
+        inactive = vv <= 0
+        coef = np.where(inactive & (sq > 0), vv / np.where(sq > 0, sq, 1), 0)
+        total += (coef @ w).reshape(x.shape)
+        count += int(inactive.sum())
+    return total / max(count, 1)
+
+
+def _network(middle, channels_after: int, seed: int = 0):
+    """conv 3x3 -> ReLU -> ``middle`` -> conv 3x3 VALID -> ReLU -> dense -> ReLU -> dense.
+
+    Returns ``(f, pre_activations)``: the network and its hidden pre-activations."""
+    rng = np.random.default_rng(seed)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)) / 3)
+    b1 = jnp.asarray(rng.normal(size=(1, 1, 3)) * 0.1)
+    k2 = jnp.asarray(rng.normal(size=(3, 3, channels_after, 2)) / 3)
+    b2 = jnp.asarray(rng.normal(size=(1, 1, 2)) * 0.1)
+    x0 = jnp.zeros((10, 10, 1))
+    n_flat = jax.eval_shape(
+        lambda x: _conv(middle(jax.nn.relu(_conv(x, k1, "SAME"))), k2, "VALID"), x0
+    ).size
+    w3 = jnp.asarray(rng.normal(size=(n_flat, 8)) / np.sqrt(n_flat))
+    w4 = jnp.asarray(rng.normal(size=(8, 4)) / np.sqrt(8))
+
+    def pre_activations(x):
+        v1 = _conv(x, k1, "SAME") + b1
+        v2 = _conv(middle(jax.nn.relu(v1)), k2, "VALID") + b2
+        v3 = jax.nn.relu(v2).reshape(-1) @ w3
+        return v1, v2, v3
+
+    def f(x):
+        return jax.nn.relu(pre_activations(x)[-1]) @ w4
+
+    return f, pre_activations
+
+
+def _check_every_route(f, pre_activations, x):
+    plan = slp.insens_plan(f, x, route="cone")
+    assert plan.route == "cone", plan.not_taken
+    want = _insens_reference(pre_activations, x)
+    for route in ("cone", "probes", "dense"):
+        got = np.asarray(slp.insens(f, route=route)(x))
+        np.testing.assert_allclose(got, want, atol=TOL, err_msg=route)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        [(1, 2, 0), (2, 0, 0), (0, 0, 0)],  # zero padding of the height and the width
+        [(0, 0, 0), (1, 1, 0), (0, 1, 0)],  # ... and of the channels
+        [(-1, 1, 0), (1, -2, 0), (0, 0, 0)],  # cropping (negative padding) too
+    ],
+)
+def test_pad_takes_the_cone_route(x64, config):
+    channels = 3 + sum(config[2][:2])
+    f, pre = _network(lambda h: lax.pad(h, jnp.zeros((), h.dtype), config), channels)
+    x = jax.random.normal(jax.random.key(1), (10, 10, 1), jnp.float64)
+    _check_every_route(f, pre, x)
+
+
+def test_pad_with_a_constant_value_takes_the_cone_route(x64):
+    """A non-zero padding value is a constant: the maps are those of zero padding + offset."""
+    f, pre = _network(
+        lambda h: lax.pad(h, jnp.asarray(0.5, h.dtype), [(1, 1, 0), (0, 2, 0), (0, 0, 0)]), 3
+    )
+    x = jax.random.normal(jax.random.key(2), (10, 10, 1), jnp.float64)
+    _check_every_route(f, pre, x)
+
+
+def test_rev_over_channels_takes_the_cone_route(x64):
+    f, pre = _network(lambda h: h[:, :, ::-1], 3)
+    x = jax.random.normal(jax.random.key(3), (10, 10, 1), jnp.float64)
+    _check_every_route(f, pre, x)
+
+
+def test_interior_padding_and_spatial_rev_are_refused_with_the_reason(x64):
+    x = jax.random.normal(jax.random.key(4), (10, 10, 1), jnp.float64)
+    dilated, _ = _network(
+        lambda h: lax.pad(h, jnp.zeros((), h.dtype), [(0, 0, 1), (0, 0, 1), (0, 0, 0)]), 3
+    )
+    flipped, _ = _network(lambda h: h[::-1], 3)
+    for f, reason in ((dilated, "interior padding"), (flipped, "reversal along a spatial")):
+        plan = slp.insens_plan(f, x)
+        assert plan.route != "cone"
+        assert reason in str(plan.not_taken["cone"])
+
+
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_relu_after_global_pooling_takes_the_cone_route(x64, pool):
+    """conv -> ReLU -> global pooling -> ReLU -> dense -> ReLU -> dense."""
+    rng = np.random.default_rng(5)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 4)) / 3)
+    b1 = jnp.asarray(rng.normal(size=(1, 1, 4)) * 0.1)
+    x = jax.random.normal(jax.random.key(6), (8, 8, 1), jnp.float64)
+    w2 = jnp.asarray(rng.normal(size=(4, 5)))
+    w3 = jnp.asarray(rng.normal(size=(5, 3)))
+    reduce = {"mean": jnp.mean, "max": jnp.max}[pool]
+    # thresholds that leave two pooled neurons on and two off at x
+    c = reduce(jax.nn.relu(_conv(x, k1, "SAME") + b1), axis=(0, 1)) * jnp.asarray(
+        [0.5, 1.5, 0.5, 1.5]
+    )
+
+    def pre_activations(x):
+        v1 = _conv(x, k1, "SAME") + b1
+        v2 = reduce(jax.nn.relu(v1), axis=(0, 1)) - c
+        v3 = jax.nn.relu(v2) @ w2
+        return v1, v2, v3
+
+    def f(x):
+        return jax.nn.relu(pre_activations(x)[-1]) @ w3
+
+    assert (pre_activations(x)[1] <= 0).any() and (pre_activations(x)[1] > 0).any()
+    _check_every_route(f, pre_activations, x)
