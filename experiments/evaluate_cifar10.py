@@ -40,7 +40,12 @@ from lab import cli
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser, g = cli.experiment_parser(__doc__)
-    g.add_argument("--source", choices=("official", "images"), default=None)
+    g.add_argument(
+        "--source",
+        choices=("official", "images"),
+        default=None,
+        help="CIFAR-10 source (default: official if present, else the image copy)",
+    )
     g.add_argument("--images-path", type=Path, default=None, help="zip/folder of the image copy")
     g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     g.add_argument("--num-images", type=int, default=200, help="test images per seed")
@@ -52,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["curves", "state_change", "robustness", "quantus", "road"],
         help="metric families ('road' and 'quantus' need slp.metrics.evaluate)",
     )  # fmt: skip
-    g.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    g.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1, 0.2],
+        help="noise standard deviations of the robustness sweep",
+    )
     g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
     g.add_argument("--sweep-images", type=int, default=100, help="images of the sigma sweep")
     g.add_argument("--batch-size-maps", type=int, default=50, help="images per compiled call")

@@ -51,7 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="metric families (default: all; 'quantus', the Quantus-named metrics of "
         "slp.metrics, where slp has them)",
     )
-    g.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0])
+    g.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0, 2.0, 4.0],
+        help="noise standard deviations of the robustness sweep",
+    )
     g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
     g.add_argument("--sweep-images", type=int, default=100, help="images of the sigma sweep")
     g.add_argument("--batch-size-maps", type=int, default=32, help="images per compiled call")
