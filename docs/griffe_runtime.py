@@ -50,6 +50,33 @@ class FactoryFunctions(griffe.Extension):
         exports = {e if isinstance(e, str) else e.name for e in (mod.exports or ())}
         for name in sorted(exports):
             attr = mod.members.get(name)
+            if isinstance(attr, griffe.Alias):
+                try:
+                    attr = attr.final_target
+                except Exception:  # an alias griffe cannot resolve: leave it
+                    continue
+            if isinstance(attr, griffe.Function) and attr.docstring is None:
+                # a function whose docstring is assigned after it (``f.__doc__ = ...``)
+                try:
+                    fn = getattr(importlib.import_module(mod.path), name)
+                except (ImportError, AttributeError):
+                    continue
+                if fn.__doc__:
+                    attr.docstring = griffe.Docstring(inspect.cleandoc(fn.__doc__), parent=attr)
+                continue
+            if isinstance(attr, griffe.Module):
+                # a function exported under the name of its own submodule
+                try:
+                    fn = getattr(importlib.import_module(mod.path), name)
+                except (ImportError, AttributeError):
+                    continue
+                inner = attr.members.get(name)
+                if inspect.isfunction(fn) and isinstance(inner, griffe.Function):
+                    if inner.docstring is None and fn.__doc__:
+                        inner.docstring = griffe.Docstring(
+                            inspect.cleandoc(fn.__doc__), parent=inner
+                        )
+                continue
             if not isinstance(attr, griffe.Attribute) or attr.docstring is not None:
                 continue
             try:

@@ -107,7 +107,7 @@ from slp.metrics._common import (
     normalise_by_max,
 )
 from slp.metrics.axiomatic import completeness, input_invariance, non_sensitivity
-from slp.metrics.complexity import complexity, effective_complexity, sparseness
+from slp.metrics.concentration import complexity, effective_complexity, sparseness
 from slp.metrics.curves import (
     PerturbationCurve,
     curve_area,

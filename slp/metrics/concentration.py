@@ -1,6 +1,8 @@
 """Complexity: how concentrated a map is (few large entries read more easily).
 
-These metrics look at the map alone; the network is not called.
+These metrics look at the map alone; the network is not called. (Quantus's complexity
+group; the module has another name so that it does not shadow the function
+`slp.metrics.complexity`.)
 """
 
 from __future__ import annotations
