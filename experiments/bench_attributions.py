@@ -282,14 +282,7 @@ def time_torch(args, model, params, x, y) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the benchmark; returns the dict written to bench_attributions.json."""
     args = parse_args(argv)
-    # XLA reads its thread limit once, when jax starts; a caller that imported jax already
-    # (e.g. a test) keeps its own setting, which the result records.
-    xla_threads_set = "jax" not in sys.modules
-    flags = os.environ.get("XLA_FLAGS", "")
-    if xla_threads_set and "intra_op_parallelism_threads" not in flags:
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}"
-        ).strip()
+    xla_threads_set = cli.limit_xla_threads(args.threads)
     import jax
 
     import slp

@@ -343,12 +343,7 @@ def report(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the benchmark; returns the dict written to bench_metrics.json."""
     args = parse_args(argv)
-    xla_threads_set = "jax" not in sys.modules
-    flags = os.environ.get("XLA_FLAGS", "")
-    if xla_threads_set and "intra_op_parallelism_threads" not in flags:
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}"
-        ).strip()
+    xla_threads_set = cli.limit_xla_threads(args.threads)
     import jax
 
     from lab import analysis

@@ -291,3 +291,24 @@ def add_redraw_options(
     for flag, text in (("--replot", replot), ("--figures-only", figures_only)):
         if text is not None:
             g.add_argument(flag, action="store_true", help=text)
+
+
+def limit_xla_threads(threads: int) -> bool:
+    """Limits XLA's CPU threads to ``threads``, if jax has not started yet.
+
+    XLA reads its thread limit once, when jax starts; a caller that imported jax already
+    (e.g. a test) keeps its own setting, which a benchmark's result then records.
+
+    Returns:
+      Whether jax was not yet imported (the limit, or the caller's own XLA_FLAGS, holds).
+    """
+    import os
+    import sys
+
+    unstarted = "jax" not in sys.modules
+    flags = os.environ.get("XLA_FLAGS", "")
+    if unstarted and "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}"
+        ).strip()
+    return unstarted
