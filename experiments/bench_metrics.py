@@ -131,6 +131,12 @@ def parse_args(argv: list[str] | None = None):
         help="time Quantus on the first N images of metric NAME and scale per image "
         "(default: QUANTUS_IMAGES; 'none': all images for every metric)",
     )
+    g.add_argument(
+        "--floor-images",
+        type=int,
+        default=32,
+        help="images whose noisy copies time the explanations alone (0: not timed)",
+    )
     g.add_argument("--no-quantus", action="store_true", help="time slp only")
     g.add_argument("--tiny", action="store_true", help="small random network (smoke test)")
     cli.add_out_option(g)
@@ -308,6 +314,73 @@ def timed(runs: dict[str, Any], args) -> dict[str, dict[str, Any]]:
     }
 
 
+def explanation_floor(pb: Problem, net, args) -> dict[str, Any]:
+    """The explanations alone of the sensitivity metrics: the gradient of the target logit
+    at ``nr_samples`` noisy copies of each of the first ``--floor-images`` images, in jitted
+    batches of ``--batch`` copies (slp) and through ``torch_gradient`` in Quantus's batches
+    (torch). MaxSensitivity and AvgSensitivity make exactly these explanations (one per
+    copy) and little else, so neither library can score them faster than its floor; seconds
+    are scaled to all ``--images`` images."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import slp
+    from slp.models import as_single_example
+
+    samples = settings("MaxSensitivity", tiny=args.tiny).get("nr_samples", 200)
+    n = min(args.floor_images, args.images)
+    x = jnp.repeat(pb.x[:n], samples, axis=0)
+    x = x + jax.random.uniform(jax.random.key(args.seed + 3), x.shape, x.dtype, -0.2, 0.2)
+    y = jnp.repeat(pb.y[:n], samples)
+    f = as_single_example(pb.model, pb.params)
+    grad = jax.jit(jax.vmap(lambda xi, t: slp.attribute(f, xi, "gradient", target=t)))
+    b = args.batch
+    batches = [jax.block_until_ready((x[i : i + b], y[i : i + b])) for i in range(0, len(x), b)]
+    jax.block_until_ready(grad(*batches[0]))  # compile
+    runs: dict[str, Any] = {"slp": lambda: jax.block_until_ready([grad(*v) for v in batches])}
+    if net is not None:
+        xt, yt = np.asarray(x).transpose(0, 3, 1, 2).copy(), np.asarray(y)
+        qb = args.quantus_batch
+        torch_gradient(net, xt[:qb], yt[:qb])  # warm-up
+        runs["torch"] = lambda: [
+            torch_gradient(net, xt[i : i + qb], yt[i : i + qb]) for i in range(0, len(xt), qb)
+        ]
+    out = timed(runs, args)
+    scale = args.images / n
+    entry: dict[str, Any] = {"images": n, "nr_samples": samples, "gradients": n * samples}
+    for lib, r in out.items():
+        entry[lib] = {"seconds": r["seconds"] * scale, "measured_s": r["seconds"]}
+        entry[lib]["load_before_runs"] = r["load_before_runs"]
+    if "torch" in entry:
+        entry["ratio"] = entry["torch"]["seconds"] / entry["slp"]["seconds"]
+    return entry
+
+
+def floor_lines(result: dict[str, Any]) -> list[str]:
+    """The markdown paragraph of the explanation floor, under the table."""
+    fl = result.get("explanation_floor")
+    if not fl:
+        return []
+    total = result["config"]["images"]
+    line = (
+        f"Explanations alone: the gradient at {fl['nr_samples']} noisy copies of each of the "
+        f"{total} images ({total * fl['nr_samples']:,} gradients, timed on the first "
+        f"{fl['images']} images and scaled): slp {fl['slp']['seconds']:.3g} s"
+    )
+    if "torch" in fl:
+        line += f", torch {fl['torch']['seconds']:.3g} s (ratio {fl['ratio']:.2f}x)"
+    for name in ("MaxSensitivity", "AvgSensitivity"):
+        m = result["metrics"].get(name)
+        if m:
+            line += f"; {name} takes {m['slp']['seconds'] / fl['slp']['seconds']:.2f}x slp's floor"
+            if "quantus" in m and "torch" in fl:
+                line += (
+                    f" in slp, {m['quantus']['seconds'] / fl['torch']['seconds']:.2f}x in Quantus"
+                )
+    return ["", line + "."]
+
+
 def report(result: dict[str, Any]) -> list[str]:
     """The markdown table of `main`'s result."""
     from lab import analysis
@@ -406,8 +479,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         args.out.mkdir(parents=True, exist_ok=True)  # what is done so far, should a pass fail
         analysis.write_json(args.out / "bench_metrics.partial.json", result)
+    if args.floor_images:
+        result["explanation_floor"] = explanation_floor(pb, net, args)
+        print(f"  explanations alone: {result['explanation_floor']}", file=sys.stderr)
     result["machine"]["load_at_end"] = _load()
-    lines = report(result)
+    lines = report(result) + floor_lines(result)
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
     analysis.write_json(args.out / "bench_metrics.json", result)

@@ -266,6 +266,17 @@ def _check_data(images: np.ndarray, labels: np.ndarray, what: str) -> None:
         )
 
 
+def _record(epoch: int, losses, corrects, seen: int, t0: float, c0: float) -> dict:
+    """One epoch's line of the training history (``seen``: the examples it trained on)."""
+    return {
+        "epoch": epoch + 1,
+        "loss": float(jnp.mean(jnp.stack(losses))),
+        "train_accuracy": float(jnp.sum(jnp.stack(corrects))) / seen,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
+
+
 def train(
     config: TrainConfig,
     train_images: np.ndarray,
@@ -331,14 +342,7 @@ def train(
                 step, params, opt_state, images_dev, labels_dev, perm, config, epoch, bar, progress
             )
             jax.block_until_ready(params)
-            record = {
-                "epoch": epoch + 1,
-                "loss": float(jnp.mean(jnp.stack(losses))),
-                "train_accuracy": float(jnp.sum(jnp.stack(corrects)))
-                / (steps_per_epoch * config.batch_size),
-                "seconds": time.perf_counter() - t0,
-                "cpu_seconds": time.process_time() - c0,
-            }
+            record = _record(epoch, losses, corrects, steps_per_epoch * config.batch_size, t0, c0)
             if test_images is not None:
                 record["test_accuracy"] = accuracy(model, params, test_images, test_labels)
                 if progress:

@@ -336,6 +336,63 @@ def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post)
     return cone, RouteCost(flops, peak, len(cone.blocks))
 
 
+class _Structure(NamedTuple):
+    """What `build_plan` reads from the program before costing any route: the ReLUs, the
+    receptive boxes, the cut, and the FLOPs and sizes before, at and after it."""
+
+    relu_eqn_idx: list[int]
+    relu_boxes: Any
+    dots: Any
+    volumes: Any
+    cut: int | None
+    pre: tuple[int, ...]
+    post: tuple[int, ...]
+    cut_out_shape: tuple[int, ...] | None
+    before: list[int]
+    flops: tuple[float, float, float, float]  # all, before the cut, after it, at it
+    sizes: tuple[int, int, int]  # all (with the input), up to the cut (with it), after it
+
+
+def _structure(program: net.Program, x) -> _Structure:
+    d = int(np.prod(tuple(program.input_shape)))
+    relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
+    shapes = _shapes(program)
+    try:
+        relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x)
+    except _boxes.NotConcrete:  # no structure known: every element depends on everything
+        relu_boxes, dots, volumes = _whole_boxes(program, shapes)
+    cut = _cut_candidate(program, dots, relu_eqn_idx)
+    cut_pos = cut if cut is not None else len(program.eqns)
+    # FLOPs per tangent column before, at and after the cut; sizes of the values.
+    before = [i for i in shapes.flops if i < cut_pos]
+    after = [i for i in shapes.flops if i > cut_pos]
+    cut_work = 0.0
+    if cut is not None:  # each element's operand cone x weights
+        cut_work = 2.0 * volumes[cut][0] * int(np.prod(dots[cut][1].lo.shape[:-1]))
+    return _Structure(
+        relu_eqn_idx,
+        relu_boxes,
+        dots,
+        volumes,
+        cut,
+        tuple(s for s, i in enumerate(relu_eqn_idx) if i < cut_pos),
+        tuple(s for s, i in enumerate(relu_eqn_idx) if i > cut_pos),
+        None if cut is None else tuple(dots[cut][1].lo.shape[:-1]),
+        before,
+        (
+            sum(shapes.flops.values()),
+            sum(shapes.flops[i] for i in before),
+            sum(shapes.flops[i] for i in after),
+            cut_work,
+        ),
+        (
+            d + sum(shapes.sizes.values()),
+            d + sum(shapes.sizes[i] for i in before),
+            sum(shapes.sizes[i] for i in after),
+        ),
+    )
+
+
 def build_plan(
     program: net.Program,
     x,
@@ -355,36 +412,13 @@ def build_plan(
     choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given
     route's layouts only (no ``work``, no ``seconds``).
     """
-    shape = tuple(program.input_shape)
-    d = int(np.prod(shape))
+    d = int(np.prod(tuple(program.input_shape)))
     item = np.dtype(program.input_dtype).itemsize
-    relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
-    shapes = _shapes(program)
-    try:
-        relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x)
-    except _boxes.NotConcrete:  # no structure known: every element depends on everything
-        relu_boxes, dots, volumes = _whole_boxes(program, shapes)
-    cut = _cut_candidate(program, dots, relu_eqn_idx)
-    cut_pos = cut if cut is not None else len(program.eqns)
-    pre = tuple(s for s, i in enumerate(relu_eqn_idx) if i < cut_pos)
-    post = tuple(s for s, i in enumerate(relu_eqn_idx) if i > cut_pos)
-    cut_out_shape = None if cut is None else tuple(dots[cut][1].lo.shape[:-1])
+    st = _structure(program, x)
+    relu_boxes, dots, volumes, cut = st.relu_boxes, st.dots, st.volumes, st.cut
     chunk = max(1, int(chunk_size))
-
-    # FLOPs per tangent column before, at and after the cut; sizes of the values.
-    flops_all = sum(shapes.flops.values())
-    before = [i for i in shapes.flops if i < cut_pos]
-    after = [i for i in shapes.flops if i > cut_pos]
-    f_pre = sum(shapes.flops[i] for i in before)
-    f_post = sum(shapes.flops[i] for i in after)
-    s_all = d + sum(shapes.sizes.values())
-    s_pre = d + sum(shapes.sizes[i] for i in before)
-    s_post = sum(shapes.sizes[i] for i in after)
-    if cut is not None:
-        n_cut_out = int(np.prod(cut_out_shape))
-        cut_work = 2.0 * volumes[cut][0] * n_cut_out  # each element's operand cone x weights
-    else:
-        n_cut_out, cut_work = 0, 0.0
+    flops_all, f_pre, f_post, cut_work = st.flops
+    s_all, s_pre, s_post = st.sizes
 
     costs: dict[str, RouteCost] = {}
     not_taken: dict[str, str] = {}
@@ -395,13 +429,15 @@ def build_plan(
     costs["dense"] = RouteCost(d * flops_all, cols * s_all * item, dense.n_steps)
 
     # The probe route: always applies (without structure its probes are one-hot).
-    probes = _probe_layout(program, relu_boxes, dots, cut, pre, chunk)
+    probes = _probe_layout(program, relu_boxes, dots, cut, st.pre, chunk)
     costs["probes"] = _probe_cost(
         probes, cut, (flops_all, f_pre, cut_work, d * f_post), (s_all, s_pre, s_post), item
     )
 
     # The cone route: convolutional networks whose operations it takes.
-    found = _cone_cost(program, relu_eqn_idx, cut, volumes, before, cut_work + d * f_post, s_post)
+    found = _cone_cost(
+        program, st.relu_eqn_idx, cut, volumes, st.before, cut_work + d * f_post, s_post
+    )
     if isinstance(found, str):
         cone = None
         not_taken["cone"] = found
@@ -413,9 +449,9 @@ def build_plan(
     plan = InsensPlan(
         route,
         cut,
-        pre,
-        post,
-        cut_out_shape,
+        st.pre,
+        st.post,
+        st.cut_out_shape,
         cost=None,
         costs=costs,
         not_taken=not_taken,
@@ -475,7 +511,7 @@ def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float
 def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) -> ProbeLayout:
     """Colouring and chunking of the probe route (module docstring)."""
     shape = tuple(program.input_shape)
-    nx, d = len(shape), int(np.prod(shape))
+    nx = len(shape)
     needed = [relu_boxes[s] for s in pre] + ([dots[cut][0]] if cut is not None else [])
     w = _widths(needed)
     lattice = tuple(int(k) for k in (np.ones(nx) if w is None else np.minimum(w, shape)))
@@ -495,7 +531,28 @@ def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) 
             group_rows=None,
             slots=None,
         )
-    # Split colour classes larger than a chunk (probes are cheap before a dense cut).
+    colour, n_colours, kc, n_chunks, slot, n_slots = _split_colours(lat, n_lat, chunk)
+    uniq, group_rows = _row_groups(dots[cut][0], nx)
+    slots = _slot_table(uniq, lattice, shape, colour, slot, (n_chunks, kc, n_slots))
+    n_groups = len(uniq)
+    return ProbeLayout(
+        lattice=lattice,
+        n_colours=n_colours,
+        n_chunks=n_chunks,
+        colours_per_chunk=kc,
+        pixels_per_chunk=n_slots,
+        n_groups=n_groups,
+        colour=colour.reshape(shape).astype(np.int32),
+        group_rows=group_rows.astype(np.int32),
+        slots=slots.astype(np.int32),
+    )
+
+
+def _split_colours(lat, n_lat: int, chunk: int):
+    """The probe route's colour classes larger than a chunk split (probes are cheap before
+    a dense cut), and each input element's slot inside its chunk: ``(colour, n_colours,
+    colours_per_chunk, n_chunks, slot, n_slots)``."""
+    d = len(lat)
     order = np.argsort(lat, kind="stable")
     first = np.searchsorted(lat[order], np.arange(n_lat))
     rank = np.empty(d, np.int64)
@@ -507,15 +564,19 @@ def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) 
     n_colours = n_lat * n_split
     kc = max(1, min(chunk // piece, n_colours))
     n_chunks = -(-n_colours // kc)
-    # Slot of every input element inside its chunk.
     order = np.argsort(colour, kind="stable")
     step = colour[order] // kc
     starts = np.searchsorted(step, np.arange(n_chunks))
     slot = np.empty(d, np.int64)
     slot[order] = np.arange(d) - starts[step]
     n_slots = int(np.bincount(step, minlength=n_chunks).max())
-    # Row groups of the cut's operand: rows with the same box.
-    operand = dots[cut][0]
+    return colour, n_colours, kc, n_chunks, slot, n_slots
+
+
+def _row_groups(operand, nx: int):
+    """Row groups of the cut's operand, rows with the same receptive box: ``(boxes,
+    group_rows)``, the distinct boxes ``(G, 2 nx)`` (low corners then high) and each
+    group's rows ``(G, R)``, padded with the row count."""
     lo = operand.lo.reshape(-1, nx)
     hi = operand.hi.reshape(-1, nx)
     rows_all = np.nonzero(np.all(hi >= lo, axis=1))[0]
@@ -523,14 +584,21 @@ def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) 
     uniq, inv = np.unique(boxes, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     n_groups = len(uniq)
-    counts = np.bincount(inv, minlength=n_groups)
-    r_max = int(counts.max())
+    r_max = int(np.bincount(inv, minlength=n_groups).max())
     group_rows = np.full((n_groups, r_max), lo.shape[0], np.int64)
     o = np.argsort(inv, kind="stable")
     g_sorted = inv[o]
     pos_in_group = np.arange(len(o)) - np.searchsorted(g_sorted, g_sorted)
     group_rows[g_sorted, pos_in_group] = rows_all[o]
-    # For each group and lattice colour: the (unique) input element of that colour in the box.
+    return uniq, group_rows
+
+
+def _slot_table(uniq, lattice, shape, colour, slot, sizes):
+    """For each chunk, group and colour of the chunk: the slot of the (unique) input element
+    of that colour inside the group's box, ``n_slots`` where there is none: ``(n_chunks, G,
+    colours_per_chunk)``."""
+    n_chunks, kc, n_slots = sizes
+    nx, n_groups = len(shape), len(uniq)
     glo, ghi = uniq[:, :nx].astype(np.int64), uniq[:, nx:].astype(np.int64)
     valid = np.ones((n_groups,) + lattice, bool)
     flat = np.zeros((n_groups,) + lattice, np.int64)
@@ -548,18 +616,7 @@ def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) 
     gi, ti = np.nonzero(valid)
     pix = flat[gi, ti]
     table[gi, colour[pix]] = slot[pix]
-    slots = table.reshape(n_groups, n_chunks, kc).transpose(1, 0, 2)
-    return ProbeLayout(
-        lattice=lattice,
-        n_colours=n_colours,
-        n_chunks=n_chunks,
-        colours_per_chunk=kc,
-        pixels_per_chunk=n_slots,
-        n_groups=n_groups,
-        colour=colour.reshape(shape).astype(np.int32),
-        group_rows=group_rows.astype(np.int32),
-        slots=slots.astype(np.int32),
-    )
+    return table.reshape(n_groups, n_chunks, kc).transpose(1, 0, 2)
 
 
 ROUTES = ("auto", "cone", "probes", "dense")
