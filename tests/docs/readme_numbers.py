@@ -558,6 +558,7 @@ ROB_PATH = "robustness/{m}/{c}/{k}"
 EVAL = "mnist_evaluation.json"
 EVAL_SECTION = MM  # its "Every method on several networks" section
 SC, SCN = "metrics/StateChange-baseline", "metrics/StateChange-noise"
+EVAL_SIZE = ((lambda d: len(d["seeds"]), INT), ("config/num_images", INT))
 
 
 def interval(path: str, fmt: str = F3) -> list[tuple]:
@@ -773,16 +774,21 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         HEADLINE,
-        r"noisy map (0\.\d+ / 0\.\d+ / 0\.\d+), rank",
+        r"bordered map (0\.\d+ \(.*?\)) against",
         METRICS,
-        *((f"{ROB}/insens/{v}/spearman/mean", F3) for v in ("bordered", "background", "framed")),
+        *image_mean_ci(ROB_PATH.format(m="insens", c="bordered", k="spearman")),
     ),
     N(
         HEADLINE,
-        r", (rank \d+ / \d+ / \d+ of \d+) methods",
+        r"SmoothGrad's (0\.\d+\s+\(.*?\)), over",
         METRICS,
-        *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
-        (n_methods, INT),
+        *image_mean_ci(ROB_PATH.format(m="smoothgrad", c="bordered", k="spearman")),
+    ),
+    N(
+        HEADLINE,
+        r"over (\d+) digits on one network",
+        METRICS,
+        (f"{ROB}/insens/bordered/spearman/n", INT),
     ),
     N(
         HEADLINE,
@@ -800,11 +806,19 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         HEADLINE,
-        r"it (ranks \d+th of \d+) in\s+deletion on MNIST",
-        METRICS,
-        (rank_of(FAITH, "signed/deletion/auc_probability", False), INT),
-        (n_methods, INT),
+        r"area (0\.\d+ \(.*?\)) against",
+        EVAL,
+        (not_in_top_group("Deletion", "insens"), F3),
+        *interval("metrics/Deletion/methods/insens")[1:],
     ),
+    N(
+        HEADLINE,
+        r"gradient × input's (0\.\d+\s+\(.*?\)), lower",
+        EVAL,
+        (in_top_group("Deletion", "gradient_x_input"), F3),
+        *interval("metrics/Deletion/methods/gradient_x_input")[1:],
+    ),
+    N(HEADLINE, r"is better, (\d+ networks × \d+) digits", EVAL, *EVAL_SIZE),
     # --- Reading an Insens map -----------------------------------------------------------------
     N(
         READING,
@@ -1751,6 +1765,8 @@ NUMBERS: tuple[Numbers, ...] = (
         )
     ),
     N(LIM, r"random weights over (\d+) seeds", LATTICE, ("config/seeds", INT)),
+    N(LIM, r'A rank "k of (\d+)" below', METRICS, (n_methods, INT)),
+    N(LIM, r"orders the means of (\d+) methods", METRICS, (n_methods, INT)),
     N(
         LIM,
         r"a pattern repeating every (\d+ pixels explains 0\.\d+) of",
