@@ -197,6 +197,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="--zoo: fit the planner's cost model to the routes' timings and print its table",
     )
     p.add_argument(
+        "--fit-method",
+        choices=("minimax", "log"),
+        default="minimax",
+        help="--fit: minimax (least worst prediction factor; the fastest route of each "
+        "network and batch predicted below every route over 1.2x slower) or log (least "
+        "squares of the log prediction errors)",
+    )
+    p.add_argument(
         "--fit-write",
         action="store_true",
         help="--fit: also write the fitted table into slp/_src/costs.py",
@@ -1254,6 +1262,18 @@ def fit_samples(networks: dict[str, Any]) -> list[tuple[dict[str, float], float]
     ]
 
 
+def fit_groups(networks: dict[str, Any]) -> list[str]:
+    """The label ``"<network> @ <batch>"`` of every sample of `fit_samples`, in its order:
+    the calls that compete for one choice."""
+    return [
+        f"{name} @ {batch}"
+        for name, entry in networks.items()
+        for batch, rec in (entry.get("routes") or {}).items()
+        for v in rec["routes"].values()
+        if "median_s" in v
+    ]
+
+
 def recount_work(args, networks: dict[str, Any]) -> None:
     """Replaces the recorded work of every route by the current planner's count (``--fit-from``:
     the timings of an earlier run, the work as counted now)."""
@@ -1308,7 +1328,12 @@ def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
     from slp._src import costs
     from slp._src.insens import device_flop_rate
 
-    coef = costs.fit_coefficients(fit_samples(result["networks"]), names=list(costs.COEFFICIENTS))
+    samples, names = fit_samples(result["networks"]), list(costs.COEFFICIENTS)
+    if args.fit_method == "log":
+        coef = costs.fit_coefficients(samples, names=names)
+    else:
+        groups = fit_groups(result["networks"])
+        coef, _ = costs.fit_coefficients_minimax(samples, names=names, groups=groups)
     dev = jax.devices()[0]
     command = result["command"]
     if args.fit_from is not None:  # the timings' run, refitted by this one

@@ -336,3 +336,32 @@ def test_auto_batched_over_the_weights_and_differentiated():
     g = jax.grad(total)(x, "auto")
     np.testing.assert_allclose(g, jax.grad(total)(x, "cone"), rtol=1e-4, atol=1e-9)
     assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_minimax_fit_bounds_the_worst_prediction_and_ranks_the_routes():
+    """Two routes per group whose timings the model cannot fit exactly: the minimax fit
+    reaches its stated worst factor, no worse (within its 5% step) than the log fit's
+    without the ranking, and predicts the fastest call of each group below every call of it
+    over 1.2x slower."""
+    # route a: call + 1 unit of "a.m"; route b: call + "b.m"; one group per (m, size).
+    samples, groups = [], []
+    for g, (ma, mb) in enumerate([(1.0, 4.0), (2.0, 1.0), (8.0, 3.0), (3.0, 9.0)]):
+        ta, tb = 0.1 + ma * (1 + 0.3 * (g % 2)), 0.1 + mb * (1 - 0.2 * (g % 2))
+        samples += [({"a.call": 1.0, "a.m": ma}, ta), ({"b.call": 1.0, "b.m": mb}, tb)]
+        groups += [g, g]
+    coef, worst = costs.fit_coefficients_minimax(samples, groups=groups)
+    pred = [costs.predict_seconds(w, 1, coefficients=coef) for w, _ in samples]
+    ratios = [max(p / s, s / p) for p, (_, s) in zip(pred, samples, strict=True)]
+    assert max(ratios) == pytest.approx(worst, rel=1e-6)
+    log_coef = costs.fit_coefficients(samples)
+    log_pred = [costs.predict_seconds(w, 1, coefficients=log_coef) for w, _ in samples]
+    log_worst = max(max(p / s, s / p) for p, (_, s) in zip(log_pred, samples, strict=True))
+    _, free_worst = costs.fit_coefficients_minimax(samples)  # without the ranking
+    assert free_worst <= 1.05 * log_worst + 1e-9  # (the last step may give up 5%)
+    for g in range(4):
+        ta, tb = samples[2 * g][1], samples[2 * g + 1][1]
+        if max(ta, tb) > 1.2 * min(ta, tb):  # the faster one is predicted faster
+            fast, slow = (2 * g, 2 * g + 1) if ta < tb else (2 * g + 1, 2 * g)
+            assert pred[fast] * costs.ORDER_MARGIN <= pred[slow] * (1 + 1e-9)
+    with pytest.raises(ValueError, match="labels"):
+        costs.fit_coefficients_minimax(samples, groups=[0])
