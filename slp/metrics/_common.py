@@ -34,6 +34,10 @@ def normalise_by_max(a: jax.Array) -> jax.Array:
 
     Returns:
       Array shaped like ``a``, in [-1, 1].
+
+    Examples:
+      >>> slp.metrics.normalise_by_max(jnp.array([-2.0, 1.0, 4.0]))
+      Array([-0.5 ,  0.25,  1.  ], dtype=float32)
     """
     m = jnp.max(jnp.abs(a))
     return jnp.where(m > 0, a / jnp.where(m > 0, m, 1), a)
@@ -47,6 +51,10 @@ def normalise_by_average_second_moment_estimate(a: jax.Array) -> jax.Array:
 
     Returns:
       Array shaped like ``a`` whose mean square is 1.
+
+    Examples:
+      >>> slp.metrics.normalise_by_average_second_moment_estimate(jnp.array([3.0, -3.0]))
+      Array([ 1., -1.], dtype=float32)
     """
     r = jnp.sqrt(jnp.mean(a * a))
     return jnp.where(r > 0, a / jnp.where(r > 0, r, 1), a)

@@ -55,13 +55,13 @@ def completeness(
     softmax: bool = False,
     rtol: float = 0.0,
 ) -> jax.Array:
-    """Whether the map sums to the output's change from the baseline input:
-    ``sum(a) == output_func(y(x) - y(baseline))``.
+    """Whether the map sums to the output's change from the baseline input.
 
-    The baseline input has every feature at ``perturb_baseline`` (see
-    `slp.metrics.faithfulness`). Quantus compares the two floats exactly, which rounding
-    breaks for almost any network (and its default ``normalise=True`` rescales the map):
-    ``rtol`` accepts ``|sum(a) - change| <= rtol |change|`` instead (0: Quantus's test).
+    The test is ``sum(a) == output_func(y(x) - y(baseline))``. The baseline input has
+    every feature at ``perturb_baseline`` (see `slp.metrics.faithfulness`). Quantus
+    compares the two floats exactly, which rounding breaks for almost any network (and its
+    default ``normalise=True`` rescales the map): ``rtol`` accepts
+    ``|sum(a) - change| <= rtol |change|`` instead (0: Quantus's test).
 
     Args:
       f: per-example network ``f(x) -> logits``.
@@ -76,6 +76,14 @@ def completeness(
 
     Returns:
       bool scalar.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> bool(slp.metrics.completeness(f, x, x, normalise=False))  # 7.5 = f(x)[0] - f(0)[0]
+      True
+      >>> bool(slp.metrics.evaluate("Completeness", f, x, x))  # normalised by default: sum 8
+      False
     """
     x = as_input(x)
     _, score = score_function(f, x, target, softmax=softmax)
@@ -125,6 +133,17 @@ def non_sensitivity(
 
     Returns:
       int32 scalar in ``[0, n]``.
+
+    Raises:
+      ValueError: if ``features_in_step`` does not divide ``n`` (or is not an integer >= 1).
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> int(slp.metrics.non_sensitivity(f, x, x, softmax=False))
+      0
+      >>> int(slp.metrics.non_sensitivity(f, x, x))  # the saturated softmax hardly moves
+      15
     """
     x = as_input(x)
     _, score = score_function(f, x, target, softmax=softmax)
@@ -163,15 +182,15 @@ def input_invariance(
     normalise: bool = False,
     normalise_func: Callable = normalise_by_max,
 ) -> jax.Array:
-    """Whether the map stays the same for the shifted input ``x + input_shift`` and the
-    network ``z -> f(z - input_shift)``, which computes the same function of it.
+    """Whether the map stays put when a shift of the input is undone by the network.
 
-    Both maps must agree to NumPy's ``isclose`` (``atol=1e-4``, ``rtol=1e-5``) everywhere.
-    Quantus builds the shifted network by changing the bias of the first layer, which
-    undoes the shift exactly for a dense layer or an unpadded convolution; here the network
-    is composed with the shift, exact for any first layer (a padded convolution too). The
-    map of a gradient, and Insens's (its activities and switched weights do not change),
-    pass; gradient x input does not.
+    The shifted input is ``x + input_shift`` and the network ``z -> f(z - input_shift)``,
+    which computes the same function of it. Both maps must agree to NumPy's ``isclose``
+    (``atol=1e-4``, ``rtol=1e-5``) everywhere. Quantus builds the shifted network by
+    changing the bias of the first layer, which undoes the shift exactly for a dense layer
+    or an unpadded convolution; here the network is composed with the shift, exact for any
+    first layer (a padded convolution too). The map of a gradient, and Insens's (its
+    activities and switched weights do not change), pass; gradient x input does not.
 
     Args:
       f: per-example network ``f(x) -> logits``.
@@ -186,6 +205,19 @@ def input_invariance(
 
     Returns:
       bool scalar.
+
+    Raises:
+      ValueError: if the map of the shifted input is not shaped like the (prepared)
+        ``attribution``.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> g = slp.attribute(f, x, "gradient")
+      >>> bool(slp.metrics.input_invariance(f, x, g))
+      True
+      >>> bool(slp.metrics.input_invariance(f, x, x, method="gradient_x_input"))
+      False
     """
     x = as_input(x)
     t = resolve_target(f(x), target)

@@ -43,6 +43,15 @@ def sparseness(
 
     Returns:
       Scalar in [0, 1) for a non-negative map.
+
+    Examples:
+      >>> float(slp.metrics.sparseness(jnp.ones(4)))  # uniform
+      0.0
+      >>> a = jnp.array([0.0, 0.0, 0.0, 1.0])  # one non-zero entry
+      >>> round(float(slp.metrics.sparseness(a)), 4)
+      0.75
+      >>> round(float(slp.metrics.evaluate("Sparseness", None, None, a)), 4)  # the same
+      0.75
     """
     a = jnp.sort(
         jnp.ravel(
@@ -77,6 +86,12 @@ def complexity(
 
     Returns:
       Scalar in [0, log n] for ``n`` entries (log n: a uniform map).
+
+    Examples:
+      >>> round(float(slp.metrics.complexity(jnp.ones(4))), 4)  # log 4
+      1.3863
+      >>> round(float(slp.metrics.complexity(jnp.array([0.0, 0.0, 1.0, 1.0]))), 4)  # log 2
+      0.6931
     """
     a = jnp.ravel(
         prepare(attribution, None, abs=abs, normalise=normalise, normalise_func=normalise_func)
@@ -109,6 +124,12 @@ def effective_complexity(
 
     Returns:
       int32 scalar.
+
+    Examples:
+      >>> int(slp.metrics.effective_complexity(jnp.array([0.0, 0.0, 0.5, 1.0])))
+      2
+      >>> int(slp.metrics.effective_complexity(jnp.array([0.0, 0.0, 0.5, 1.0]), eps=0.6))
+      1
     """
     a = prepare(attribution, None, abs=abs, normalise=normalise, normalise_func=normalise_func)
     return jnp.sum(a > eps, dtype=jnp.int32)

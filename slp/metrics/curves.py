@@ -37,6 +37,14 @@ def pixel_order(scores: jax.Array) -> jax.Array:
 
     Returns:
       int array ``(H, W)`` holding a permutation of ``0 .. H*W - 1``.
+
+    Raises:
+      ValueError: if ``scores`` is not 2-D.
+
+    Examples:
+      >>> slp.metrics.pixel_order(jnp.array([[0.1, 0.9], [0.5, 0.5]]))  # the tie: raster order
+      Array([[3, 0],
+             [1, 2]], dtype=int32)
     """
     scores = jnp.asarray(scores)
     if scores.ndim != 2:
@@ -55,6 +63,15 @@ def random_scores(key: jax.Array, shape: Sequence[int]) -> jax.Array:
 
     Returns:
       float32 array ``shape`` of i.i.d. uniform values.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> scores = slp.metrics.random_scores(jax.random.key(0), x.shape[:2])
+      >>> scores.shape, scores.dtype
+      ((4, 4), dtype('float32'))
+      >>> slp.metrics.deletion_curve(f, x, scores, steps=4).logit.shape  # a random order
+      (5,)
     """
     return jax.random.uniform(key, tuple(shape))
 
@@ -66,6 +83,15 @@ class PerturbationCurve(NamedTuple):
       fraction: ``(S + 1,)`` share of the image's pixels perturbed, 0 to 1.
       logit: ``(S + 1,)`` the target's logit at each step.
       probability: ``(S + 1,)`` the target's softmax probability at each step.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> curve = slp.metrics.deletion_curve(f, x, x[..., 0], steps=4)
+      >>> curve.fraction
+      Array([0.  , 0.25, 0.5 , 0.75, 1.  ], dtype=float32)
+      >>> curve.logit.shape, curve.probability.shape
+      ((5,), (5,))
     """
 
     fraction: jax.Array
@@ -123,9 +149,12 @@ _CURVE_ARGS = """
     """
 
 
-def _curve_function(name: str, *, insert: bool, summary: str) -> Callable[..., PerturbationCurve]:
+def _curve_function(
+    name: str, *, insert: bool, summary: str, examples: str
+) -> Callable[..., PerturbationCurve]:
     """`deletion_curve` (insert=False) or `insertion_curve` (insert=True): the one
-    perturbation walk, its direction fixed, documented by ``summary`` + the shared Args."""
+    perturbation walk, its direction fixed, documented by ``summary`` + the shared Args +
+    ``examples``."""
 
     def curve(
         f: Callable,
@@ -141,7 +170,7 @@ def _curve_function(name: str, *, insert: bool, summary: str) -> Callable[..., P
         )
 
     curve.__name__ = curve.__qualname__ = name
-    curve.__doc__ = summary + _CURVE_ARGS
+    curve.__doc__ = summary + _CURVE_ARGS + examples
     return curve
 
 
@@ -154,6 +183,18 @@ deletion_curve = _curve_function(
     (all their channels) hold ``baseline`` and the rest hold ``x``. A faithful map
     makes the target's output fall fast: a small `curve_area`.
 """,
+    examples="""
+    Examples:
+      A linear two-class network on a 4x4 image, the pixels scored by their values:
+
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> curve = slp.metrics.deletion_curve(f, x, x[..., 0], steps=4)
+      >>> curve.logit
+      Array([7.5  , 4.125, 1.75 , 0.375, 0.   ], dtype=float32)
+      >>> float(slp.metrics.curve_area(curve.fraction, curve.logit))
+      2.5
+    """,
 )
 
 insertion_curve = _curve_function(
@@ -165,6 +206,16 @@ insertion_curve = _curve_function(
     hold ``baseline``. A faithful map makes the target's output rise fast: a large
     `curve_area`.
 """,
+    examples="""
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> curve = slp.metrics.insertion_curve(f, x, x[..., 0], steps=4)
+      >>> curve.logit
+      Array([0.   , 3.375, 5.75 , 7.125, 7.5  ], dtype=float32)
+      >>> float(slp.metrics.curve_area(curve.fraction, curve.logit))
+      5.0
+    """,
 )
 
 
@@ -177,6 +228,13 @@ def curve_area(fraction: jax.Array, values: jax.Array) -> jax.Array:
 
     Returns:
       Scalar ``sum_k (fraction_{k+1} - fraction_k) (values_k + values_{k+1}) / 2``.
+
+    Raises:
+      ValueError: if ``fraction`` and ``values`` are not 1-D arrays of one shape.
+
+    Examples:
+      >>> float(slp.metrics.curve_area(jnp.array([0.0, 0.5, 1.0]), jnp.array([1.0, 1.0, 0.0])))
+      0.75
     """
     fraction, values = jnp.asarray(fraction), jnp.asarray(values)
     if fraction.shape != values.shape or fraction.ndim != 1:

@@ -105,6 +105,15 @@ def pixel_flipping(
 
     Returns:
       ``(S,)`` curve, or a scalar with ``return_auc_per_sample``.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> curve = slp.metrics.pixel_flipping(f, x, x, softmax=False)
+      >>> curve.shape, curve[:3], curve[-1]  # the logit after each feature removed
+      ((16,), Array([6.5625, 5.6875, 4.875 ], dtype=float32), Array(0., dtype=float32))
+      >>> bool(jnp.all(slp.metrics.evaluate("PixelFlipping", f, x, x, softmax=False) == curve))
+      True
     """
     x, _, score, a = _features(
         f,
@@ -148,11 +157,11 @@ def faithfulness_correlation(
     normalise_func: Callable = normalise_by_max,
     softmax: bool = False,
 ) -> jax.Array:
-    """Correlation, over random feature subsets, of the map's sum on a subset and the drop
-    in output when that subset is set to the baseline.
+    """Correlation of the map's sums on random feature subsets with the output's drops.
 
-    Run ``r`` removes the subset ``jax.random.choice(jax.random.split(key, nr_runs)[r], n,
-    (subset_size,), replace=False)``.
+    The drop is the output's when the subset is set to the baseline. Run ``r`` removes the
+    subset ``jax.random.choice(jax.random.split(key, nr_runs)[r], n, (subset_size,),
+    replace=False)``.
 
     Args:
       f: per-example network ``f(x) -> logits``.
@@ -169,6 +178,16 @@ def faithfulness_correlation(
 
     Returns:
       Scalar (a correlation by default; NaN if either series is constant).
+
+    Raises:
+      ValueError: if ``subset_size`` is not smaller than ``n``.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> k = jax.random.key(0)
+      >>> float(slp.metrics.faithfulness_correlation(f, x, x, key=k, nr_runs=10, subset_size=4))
+      1.0
     """
     key = require_key(key, "FaithfulnessCorrelation")
     x, _, score, a = _features(
@@ -216,9 +235,10 @@ def faithfulness_estimate(
     normalise_func: Callable = normalise_by_max,
     softmax: bool = False,
 ) -> jax.Array:
-    """Correlation of the map's sum on each group of features and the drop in output when
-    that group alone is set to the baseline; groups of ``features_in_step`` in order of
-    decreasing attribution.
+    """Correlation of the map's sum on each group of features with the output's drop.
+
+    The drop is the output's when that group alone is set to the baseline; groups of
+    ``features_in_step`` in order of decreasing attribution.
 
     Args:
       f: per-example network ``f(x) -> logits``.
@@ -233,6 +253,12 @@ def faithfulness_estimate(
 
     Returns:
       Scalar (a correlation by default).
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> float(slp.metrics.faithfulness_estimate(f, x, x, features_in_step=4))
+      1.0
     """
     x, _, score, a = _features(
         f,
@@ -301,6 +327,14 @@ def monotonicity(
 
     Returns:
       bool scalar.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> bool(slp.metrics.monotonicity(f, x, x))  # restoring a feature never lowers f(x)[0]
+      True
+      >>> bool(slp.metrics.evaluate("Monotonicity", f, x, x))
+      True
     """
     x, _, score, a = _features(
         f,
@@ -424,6 +458,12 @@ def region_perturbation(
       ``R = min(regions_evaluation, patches)``. With ``"morf"`` a good map makes these
       drops large early (a large area: Samek et al.'s AOPC); Quantus 0.6.0 declares the
       metric's direction "lower", which holds for ``"lerf"``.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> slp.metrics.region_perturbation(f, x, x, patch_size=2, softmax=False)  # 4 patches
+      Array([3.125, 5.75 , 6.875, 7.5  ], dtype=float32)
     """
     score, y, image, count = _patch_walk(
         f,
@@ -480,6 +520,12 @@ def selectivity(
 
     Returns:
       ``(P,)``: the output with the first ``r`` patches removed, ``r = 1..P`` (all).
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> slp.metrics.selectivity(f, x, x, patch_size=2, softmax=False)
+      Array([4.375, 1.75 , 0.625, 0.   ], dtype=float32)
     """
     score, _, image, count = _patch_walk(
         f,
@@ -523,8 +569,10 @@ def noisy_linear_imputation(
     noise: float = 0.01,
     maxiter: int | None = None,
 ) -> jax.Array:
-    """ROAD's imputation (Rong et al. 2022): masked pixels become the solution of a sparse
-    linear system, each the weighted mean of its neighbours, plus Gaussian noise.
+    """ROAD's imputation (Rong et al. 2022): masked pixels become their neighbours' mean.
+
+    The masked pixels are the solution of a sparse linear system, each the weighted mean
+    of its neighbours, plus Gaussian noise.
 
     For every masked pixel ``i``: ``sum_o w_o (u_i - v_{i+o}) = 0`` over its neighbours
     inside the image, ``v`` being ``u`` on masked pixels and ``x`` elsewhere (weights 1/6
@@ -542,6 +590,15 @@ def noisy_linear_imputation(
 
     Returns:
       Array shaped like ``x``: ``x`` off the mask, the imputed values on it.
+
+    Raises:
+      ValueError: if ``x`` is not an image or ``mask`` does not fit its pixels.
+
+    Examples:
+      >>> x = jnp.arange(9.0).reshape(3, 3)
+      >>> mask = jnp.zeros((3, 3), bool).at[1, 1].set(True)
+      >>> round(float(slp.metrics.noisy_linear_imputation(x, mask, noise=0.0)[1, 1]), 4)
+      4.0
     """
     x = as_input(x)
     if x.ndim not in (2, 3):
@@ -588,11 +645,11 @@ def road(
     normalise: bool = True,
     normalise_func: Callable = normalise_by_max,
 ) -> jax.Array:
-    """Remove And Debias: whether the network still predicts the target when the most
-    attributed pixels are imputed (`noisy_linear_imputation`), per share of pixels removed.
+    """Remove And Debias: whether the prediction survives imputing the most attributed pixels.
 
-    For a share ``p`` (percent) the ``int(P p / 100)`` highest-attributed of the ``P``
-    pixels are imputed (all channels; the noise of share ``j`` is drawn from
+    The pixels are imputed by `noisy_linear_imputation`, per share of pixels removed: for
+    a share ``p`` (percent) the ``int(P p / 100)`` highest-attributed of the ``P`` pixels
+    (all channels; the noise of share ``j`` is drawn from
     ``jax.random.split(key, len(percentages))[j]``). Quantus returns, per share, the mean
     over the examples it is given; the mean of these scores over the same examples is that.
     (Quantus 0.6.0 averages its first batch only, of ``batch_size`` examples, and runs
@@ -610,6 +667,15 @@ def road(
 
     Returns:
       int32 ``(len(percentages),)``: 1 where the arg-max of ``f`` is still ``target``.
+
+    Raises:
+      ValueError: if ``x`` is not an image or the map has several channels.
+
+    Examples:
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])  # linear: gradient x input is x
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> slp.metrics.road(f, x, x, key=jax.random.key(0), percentages=(25, 50, 75))
+      Array([1, 1, 1], dtype=int32)
     """
     x = as_input(x)
     if x.ndim not in (2, 3):

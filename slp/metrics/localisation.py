@@ -33,6 +33,15 @@ def mass_on_mask(attribution: jax.Array, mask: jax.Array) -> jax.Array:
 
     Returns:
       Scalar in [0, 1]; NaN for an all-zero map.
+
+    Raises:
+      ValueError: if the map is not ``(H, W)`` or ``(H, W, C)`` or the mask does not fit it.
+
+    Examples:
+      >>> a = jnp.arange(16.0).reshape(4, 4)  # a map growing down the image
+      >>> mask = jnp.zeros((4, 4), bool).at[2:].set(True)  # the bottom half
+      >>> round(float(slp.metrics.mass_on_mask(a, mask)), 4)  # 92 / 120
+      0.7667
     """
     attribution = jnp.asarray(attribution)
     mass = jnp.abs(attribution)
@@ -96,6 +105,14 @@ def relevance_mass_accuracy(
 
     Returns:
       Scalar; NaN for an empty mask.
+
+    Examples:
+      >>> a = jnp.arange(16.0).reshape(4, 4)  # a map growing down the image
+      >>> mask = jnp.zeros((4, 4), bool).at[2:].set(True)  # the bottom half
+      >>> round(float(slp.metrics.relevance_mass_accuracy(a, mask=mask)), 4)
+      0.7667
+      >>> round(float(slp.metrics.evaluate("RelevanceMassAccuracy", None, a, a, mask=mask)), 4)
+      0.7667
     """
     a, s = _map_and_mask(
         attribution,
@@ -126,6 +143,14 @@ def relevance_rank_accuracy(
 
     Returns:
       Scalar in [0, 1]; NaN for an empty mask.
+
+    Examples:
+      >>> a = jnp.arange(16.0).reshape(4, 4)  # a map growing down the image
+      >>> mask = jnp.zeros((4, 4), bool).at[2:].set(True)  # the bottom half
+      >>> float(slp.metrics.relevance_rank_accuracy(a, mask=mask))  # the top 8 on the mask
+      1.0
+      >>> float(slp.metrics.relevance_rank_accuracy(-a, mask=mask))
+      0.0
     """
     a, s = _map_and_mask(
         attribution,
@@ -169,6 +194,17 @@ def top_k_intersection(
 
     Returns:
       Scalar; NaN for an empty mask.
+
+    Raises:
+      ValueError: if ``k`` is not an integer >= 1 smaller than ``n``.
+
+    Examples:
+      >>> a = jnp.arange(16.0).reshape(4, 4)  # a map growing down the image
+      >>> mask = jnp.zeros((4, 4), bool).at[2:].set(True)  # the bottom half
+      >>> float(slp.metrics.top_k_intersection(a, mask=mask, k=4))
+      1.0
+      >>> float(slp.metrics.top_k_intersection(a, mask=mask, k=4, concept_influence=True))
+      2.0
     """
     a, s = _map_and_mask(
         attribution,
@@ -217,6 +253,16 @@ def pointing_game(
 
     Returns:
       float scalar: 0, 1 (or the weighted hit), NaN for an empty mask.
+
+    Examples:
+      >>> a = jnp.arange(16.0).reshape(4, 4)  # a map growing down the image
+      >>> mask = jnp.zeros((4, 4), bool).at[2:].set(True)  # the bottom half
+      >>> float(slp.metrics.pointing_game(a, mask=mask))  # the largest entry, 15, is on it
+      1.0
+      >>> float(slp.metrics.pointing_game(-a, mask=mask))
+      0.0
+      >>> float(slp.metrics.pointing_game(a, mask=mask, weighted=True))  # 1 - 8 / 16
+      0.5
     """
     a, s = _map_and_mask(
         attribution,
@@ -268,6 +314,14 @@ def attribution_localisation(
 
     Returns:
       Scalar; NaN for an empty mask or a share above 1.
+
+    Examples:
+      >>> a = jnp.arange(16.0).reshape(4, 4)  # a map growing down the image
+      >>> mask = jnp.zeros((4, 4), bool).at[2:].set(True)  # the bottom half
+      >>> round(float(slp.metrics.attribution_localisation(a, mask=mask)), 4)
+      0.7667
+      >>> round(float(slp.metrics.attribution_localisation(a, mask=mask, weighted=True)), 4)
+      0.3833
     """
     del max_size  # a warning threshold in Quantus
     a, s = _map_and_mask(
@@ -318,6 +372,19 @@ def focus(
 
     Returns:
       Scalar in [0, 1].
+
+    Raises:
+      ValueError: if the map is not ``(H, W)`` or ``(H, W, C)``, or ``mask`` is not four
+        flags.
+
+    Examples:
+      A 4x4 mosaic of four 2x2 images whose bottom-right one shows the target:
+
+      >>> a = jnp.arange(16.0).reshape(4, 4)
+      >>> round(float(slp.metrics.focus(a, mask=jnp.array([0, 0, 0, 1]))), 4)  # 50 / 120
+      0.4167
+      >>> round(float(slp.metrics.evaluate("Focus", None, a, a, mask=jnp.array([0, 0, 0, 1]))), 4)
+      0.4167
     """
     del mosaic_shape  # unused by Quantus 0.6.0 as well
     a = prepare(attribution, None, abs=abs, normalise=normalise, normalise_func=normalise_func)

@@ -59,6 +59,12 @@ def layer_order(params: Mapping) -> tuple[str, ...]:
 
     Returns:
       Layer names, top (output) layer first.
+
+    Examples:
+      >>> model = slp.models.MLP(hidden=(8,), num_classes=3)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+      >>> slp.metrics.layer_order(params)
+      ('Dense_1', 'Dense_0')
     """
     return tuple(reversed(tuple(_layers(params))))
 
@@ -79,6 +85,23 @@ def cascading_randomization(
 
     Returns:
       ``L`` pairs ``(name of the layer randomised last, variables)``.
+
+    Raises:
+      ValueError: if a layer of ``order`` is missing from either tree or differs in
+        structure between them (or a tree is not a flax variables dict).
+
+    Examples:
+      >>> model = slp.models.MLP(hidden=(8,), num_classes=3)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+      >>> fresh = model.init(jax.random.key(1), jnp.zeros((1, 4, 4, 1)))  # another draw
+      >>> steps = slp.metrics.cascading_randomization(params, fresh)
+      >>> [name for name, _ in steps]
+      ['Dense_1', 'Dense_0']
+      >>> top_only = steps[0][1]["params"]
+      >>> top_only["Dense_1"] is fresh["params"]["Dense_1"]  # the output layer randomised
+      True
+      >>> top_only["Dense_0"] is params["params"]["Dense_0"]  # the input layer still trained
+      True
     """
     trained, fresh = _layers(params), _layers(random_params)
     order = layer_order(params) if order is None else tuple(order)
@@ -148,6 +171,21 @@ def random_logit(
 
     Returns:
       Scalar.
+
+    Raises:
+      ValueError: if ``num_classes`` is below 2 or above the number of logits.
+
+    Examples:
+      A linear two-class network: the gradient of the other class is the opposite map.
+
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> g = slp.attribute(f, x, "gradient")
+      >>> k = jax.random.key(0)
+      >>> round(float(slp.metrics.random_logit(f, x, g, key=k, num_classes=2)), 4)
+      -0.9998
+      >>> round(float(slp.metrics.evaluate("RandomLogit", f, x, g, key=k, num_classes=2)), 4)
+      -0.9998
     """
     key = require_key(key, "RandomLogit")
     x = as_input(x)
@@ -350,15 +388,32 @@ _RETURNS = """      similarity_func: ``(a, b) -> scalar`` on the flattened maps,
     """
 
 mprt.__doc__ = (
-    """Model Parameter Randomisation Test: similarity of the map to the maps of the network
-    with more and more of its layers re-initialised.
+    """Model Parameter Randomisation Test: similarity to the maps of randomised networks.
 
-    A map that explains the model changes as its weights are randomised: a low similarity
-    is good. Quantus returns a dict of lists keyed by layer; the array here holds the same
-    numbers in the same order, "original" first.
+    The networks have more and more of their layers re-initialised. A map that explains
+    the model changes as its weights are randomised: a low similarity is good. Quantus
+    returns a dict of lists keyed by layer; the array here holds the same numbers in the
+    same order, "original" first.
 """
     + _MPRT_ARGS.format(key_extra="")
     + _RETURNS
+    + """
+    Examples:
+      >>> model = slp.models.MLP(hidden=(8,), num_classes=3)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+      >>> fresh = model.init(jax.random.key(1), jnp.zeros((1, 4, 4, 1)))  # another draw
+      >>> f = lambda p, x: model.apply(p, x[None])[0]  # one example, any parameters
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> g = slp.attribute(lambda x: f(params, x), x, "gradient")  # the trained map
+      >>> s = slp.metrics.mprt(f, x, g, params=params, random_params=fresh)
+      >>> s.shape, float(s[0]), bool(jnp.all(s[1:] < 1))  # trained, Dense_1, then Dense_0 too
+      ((3,), 1.0, True)
+      >>> last = slp.metrics.evaluate(
+      ...     "MPRT", f, x, g, params=params, random_params=fresh, return_last_correlation=True
+      ... )
+      >>> bool(last == s[-1])
+      True
+    """
 )
 
 
@@ -423,9 +478,10 @@ def smooth_mprt(
 
 
 smooth_mprt.__doc__ = (
-    """MPRT on SmoothGrad-style averaged maps: each network's map is the mean of its maps at
-    ``nr_samples`` copies of ``x``, all but the last with Gaussian noise of standard
-    deviation ``noise_magnitude * (max x - min x)``.
+    """MPRT on SmoothGrad-style averaged maps.
+
+    Each network's map is the mean of its maps at ``nr_samples`` copies of ``x``, all but
+    the last with Gaussian noise of standard deviation ``noise_magnitude * (max x - min x)``.
 
     The noise of network ``k`` (0: the trained one; 1..L: the randomised ones in order,
     whether or not ``skip_layers`` leaves some out) comes from
@@ -438,6 +494,20 @@ smooth_mprt.__doc__ = (
       noise_magnitude: the noise's standard deviation, as a share of ``x``'s range.
 """
     + _RETURNS
+    + """
+    Examples:
+      >>> model = slp.models.MLP(hidden=(8,), num_classes=3)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+      >>> fresh = model.init(jax.random.key(1), jnp.zeros((1, 4, 4, 1)))  # another draw
+      >>> f = lambda p, x: model.apply(p, x[None])[0]  # one example, any parameters
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> g = slp.attribute(lambda x: f(params, x), x, "gradient")  # the trained map
+      >>> s = slp.metrics.smooth_mprt(
+      ...     f, x, g, key=jax.random.key(0), params=params, random_params=fresh, nr_samples=4
+      ... )
+      >>> s.shape, bool(s[0] > s[-1])  # input layer first (bottom_up): Dense_0, then Dense_1
+      ((3,), True)
+    """
 )
 
 
@@ -502,6 +572,17 @@ def efficient_mprt(
 
     Returns:
       Scalar.
+
+    Examples:
+      >>> model = slp.models.MLP(hidden=(8,), num_classes=3)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+      >>> fresh = model.init(jax.random.key(1), jnp.zeros((1, 4, 4, 1)))  # another draw
+      >>> f = lambda p, x: model.apply(p, x[None])[0]  # one example, any parameters
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> g = slp.attribute(lambda x: f(params, x), x, "gradient")  # the trained map
+      >>> e = slp.metrics.efficient_mprt(f, x, g, params=params, random_params=fresh, n_bins=8)
+      >>> round(float(e), 2)
+      0.12
     """
     del skip_layers  # only the first and the last network count
     _check_params(params, random_params)

@@ -52,6 +52,13 @@ class MetricSpec:
       reference: the paper the metric comes from.
       inputs: which of ``f``, ``x``, ``attribution`` the function takes, in order.
       per_example: which of ``target``, ``mask``, ``key`` it takes.
+
+    Examples:
+      >>> spec = slp.metrics.get_metric("Sparseness")
+      >>> spec.group, spec.higher_is_better, spec.inputs, list(spec.options)
+      ('complexity', True, ('attribution',), ['abs', 'normalise', 'normalise_func'])
+      >>> spec.function is slp.metrics.sparseness
+      True
     """
 
     name: str
@@ -160,6 +167,15 @@ def available_metrics(group: str | None = None) -> tuple[str, ...]:
 
     Returns:
       The names, grouped in the order of `GROUPS`, in registration order within a group.
+
+    Raises:
+      ValueError: if ``group`` is not None and not one of `GROUPS`.
+
+    Examples:
+      >>> slp.metrics.available_metrics("axiomatic")
+      ('Completeness', 'NonSensitivity', 'InputInvariance')
+      >>> len(slp.metrics.available_metrics())
+      27
     """
     if group is not None and group not in GROUPS:
         raise ValueError(f"unknown group {group!r}; groups: {', '.join(GROUPS)}")
@@ -168,7 +184,24 @@ def available_metrics(group: str | None = None) -> tuple[str, ...]:
 
 
 def get_metric(name: str) -> MetricSpec:
-    """The registered metric ``name`` (Quantus's class name); a clear error otherwise."""
+    """The registered metric ``name`` (Quantus's class name); a clear error otherwise.
+
+    Args:
+      name: Quantus's class name, e.g. ``"PixelFlipping"`` (`available_metrics` lists them).
+
+    Returns:
+      Its `MetricSpec`: group, direction, reference, function and options with defaults.
+
+    Raises:
+      ValueError: for a name that is not registered (the message lists those that are).
+
+    Examples:
+      >>> spec = slp.metrics.get_metric("PixelFlipping")
+      >>> spec.function is slp.metrics.pixel_flipping, spec.higher_is_better
+      (True, False)
+      >>> spec.options["features_in_step"], spec.options["perturb_baseline"]
+      (1, 'black')
+    """
     try:
         return _METRICS[name]
     except KeyError:
@@ -218,6 +251,25 @@ def evaluate(
 
     Raises:
       TypeError: for an option the metric does not take (the message lists those it does).
+      ValueError: for an unknown ``name`` (from `get_metric`).
+
+    Examples:
+      A linear two-class network on a 4x4 one-channel image; for it, gradient x input is
+      ``x`` itself:
+
+      >>> f = lambda x: jnp.stack([x.sum(), -x.sum()])
+      >>> x = jnp.arange(16.0).reshape(4, 4, 1) / 16
+      >>> float(slp.metrics.evaluate("FaithfulnessEstimate", f, x, x, features_in_step=4))
+      1.0
+      >>> float(slp.metrics.faithfulness_estimate(f, x, x, features_in_step=4))  # the same
+      1.0
+      >>> mask = jnp.zeros((4, 4), bool).at[2:].set(True)  # the bottom half
+      >>> float(slp.metrics.evaluate("PointingGame", None, x, x, mask=mask))
+      1.0
+      >>> slp.metrics.evaluate("Sparseness", None, x, x, k=3)
+      Traceback (most recent call last):
+      ...
+      TypeError: Sparseness got unknown option(s) ['k']; its options are: abs, normalise, ...
     """
     spec = get_metric(name)
     unknown = sorted(set(options) - set(spec.options))

@@ -18,6 +18,15 @@ def pixel_map(values: jax.Array) -> jax.Array:
 
     Returns:
       Array ``(H, W)`` of the same kind (NumPy in, NumPy out).
+
+    Raises:
+      ValueError: if ``values`` has neither 2 nor 3 axes.
+
+    Examples:
+      >>> a = jnp.stack([jnp.ones((2, 3)), -2 * jnp.ones((2, 3))], axis=-1)  # (H, W, 2)
+      >>> slp.metrics.pixel_map(a)
+      Array([[-1., -1., -1.],
+             [-1., -1., -1.]], dtype=float32)
     """
     if not hasattr(values, "ndim"):
         values = jnp.asarray(values)
@@ -36,6 +45,10 @@ def average_ranks(values: jax.Array) -> jax.Array:
 
     Returns:
       float array ``(n,)``: entry i is ``(#{v < v_i} + #{v <= v_i} + 1) / 2``.
+
+    Examples:
+      >>> slp.metrics.average_ranks(jnp.array([3.0, 1.0, 3.0, 2.0]))
+      Array([3.5, 1. , 3.5, 2. ], dtype=float32)
     """
     v = jnp.ravel(values)
     s = jnp.sort(v)
@@ -54,6 +67,12 @@ def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
 
     Returns:
       Scalar in [-1, 1], or NaN.
+
+    Examples:
+      >>> round(float(slp.metrics.pearson(jnp.array([1.0, 2, 3]), jnp.array([2.0, 4, 7]))), 4)
+      0.9934
+      >>> float(slp.metrics.pearson(jnp.array([1.0, 2, 3]), jnp.ones(3)))  # a constant map
+      nan
     """
     a, b = _pair(a, b)
     a = a - a.mean()
@@ -70,15 +89,30 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
 
     Returns:
       Scalar in [-1, 1]; NaN when either map is constant.
+
+    Examples:
+      >>> float(slp.metrics.spearman(jnp.array([1.0, 2, 3]), jnp.array([2.0, 4, 7])))
+      1.0
+      >>> float(slp.metrics.spearman(jnp.arange(4.0), jnp.array([0.0, 1, 1, 0])))
+      0.0
     """
     a, b = _pair(a, b)
     return pearson(average_ranks(a), average_ranks(b))
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Cosine of the angle between two maps `a` and `b` of ``n`` entries each (flattened).
+    """Cosine of the angle between two maps ``a`` and ``b`` (flattened).
 
-    Returns a scalar in [-1, 1], or NaN when either map is all zero.
+    Args:
+      a: array with ``n`` entries.
+      b: array with ``n`` entries.
+
+    Returns:
+      Scalar in [-1, 1]; NaN when either map is all zero.
+
+    Examples:
+      >>> round(float(slp.metrics.cosine_similarity(jnp.array([1.0, 0]), jnp.ones(2))), 4)
+      0.7071
     """
     a, b = _pair(a, b)
     return _normalised_dot(a, b)
@@ -116,6 +150,14 @@ def ssim(a: jax.Array, b: jax.Array, *, win_size: int = 7) -> jax.Array:
 
     Returns:
       Scalar, 1 for equal maps; NaN when both maps are one constant.
+
+    Raises:
+      ValueError: if ``win_size`` is even or larger than ``n``.
+
+    Examples:
+      >>> a = jnp.arange(16.0)
+      >>> float(slp.metrics.ssim(a, a)), round(float(slp.metrics.ssim(a, a**2)), 4)
+      (1.0, 0.0649)
     """
     a, b = _pair(a, b)
     if win_size % 2 != 1 or win_size > a.size:
