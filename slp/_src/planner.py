@@ -153,6 +153,11 @@ class InsensPlan(NamedTuple):
       flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
         behind the ``seconds`` of every cost (`insens_plan`), or None.
       batch: the inputs per call that every cost's ``seconds`` is predicted for.
+
+    Examples:
+      >>> plan = slp.insens_plan(lambda x: jnp.maximum(x, 0) @ jnp.ones((4, 2)), jnp.ones(4))
+      >>> plan.route, sorted(plan.costs), plan.not_taken["cone"][:26], plan.cost.steps
+      ('dense', ['dense', 'probes'], 'cone route: no convolution', 1)
     """
 
     route: str
@@ -627,28 +632,21 @@ def insens_plan(
 ) -> InsensPlan:
     """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
 
-    The route is the one with the least predicted time for one call on ``batch`` inputs,
-    of the exact routes that apply. ``insens(f)`` makes the same choice for the batch size
-    it runs at: 1 when called on one input, ``B`` under ``jax.vmap`` over ``B`` inputs (the
-    innermost vmap's size where vmaps nest). The choice does not depend on the device.
+    The route is the exact route that applies with the least predicted time for one call on
+    ``batch`` inputs; ``insens(f)`` chooses alike at the batch size it runs at (1 on one input,
+    ``B`` under ``jax.vmap`` over ``B`` inputs, the innermost where vmaps nest), on any device.
 
-    Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
-    time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
-    shaped like ``x``, compile excluded (per input: divide by ``batch``). Every route is
-    traced (not run) and the work of its program counted: operations executed, FLOPs of
-    matrix products and convolutions, elements written and moved, work done once per call
-    (`slp._src.costs`). A linear model of that work, with coefficients fitted by least
-    squares in log space to the measured time of every route on every network of the
-    benchmark zoo at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``, on
-    the machine `slp._src.costs.CALIBRATION` names: a 2-core x86 CPU), predicts the seconds.
-    On another device the per-input terms are scaled by the ratio of the matrix-product
-    rates (`device_flop_rate`, measured once per process, against the calibration
-    machine's): an order of magnitude on other CPUs, a rough guess on accelerators.
+    Predicted seconds (``cost.seconds``, ``~`` in ``str(plan)``): the wall time of one call of
+    ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs like ``x``, compile excluded,
+    by a linear model (`slp._src.costs`) of the work counted in each route's traced (not run)
+    program, fitted to the benchmark zoo's times on the 2-core x86 CPU that `slp._src.costs`
+    names and scaled on other devices by the ratio of matrix-product rates (`device_flop_rate`):
+    an order of magnitude on other CPUs, a rough guess on accelerators.
 
     Args:
       f: per-example ReLU network ``f(x) -> logits``.
       x: an example input (only shape and dtype are used).
-      chunk_size: as in `insens`.
+      chunk_size: as in `insens`, but an integer (None is not taken here).
       route: as in `insens`.
       batch: inputs per call that the route is chosen and the predicted seconds are for.
 
@@ -656,6 +654,14 @@ def insens_plan(
       The plan (route, cut, colouring, chunking, every route's predicted cost); see
       `InsensPlan`. ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)`` (FLOPs at
       the matrix-product rate: a lower bound).
+
+    Raises:
+      ValueError: if ``route`` is unknown or inapplicable to ``f``, or ``batch`` is not an int >= 1.
+
+    Examples:
+      >>> f = lambda x: jnp.maximum(x @ jnp.ones((4, 3)), 0) @ jnp.ones((3, 2))
+      >>> slp.insens_plan(f, jnp.ones(4), batch=8).route  # no convolution: no cone route
+      'dense'
     """
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
