@@ -100,7 +100,20 @@ UNDEFINED_MARK = "undefined"
 
 
 def mark_undefined(ax: Axes, why: str) -> None:
-    """Hatches ``ax`` and writes "undefined" and ``why`` in it (gid `UNDEFINED_MARK`)."""
+    """Hatches ``ax`` and writes "undefined" and ``why`` in it (gid `UNDEFINED_MARK`).
+
+    Args:
+      ax: the axes of a map with nothing to show.
+      why: the reason, written in brackets below "undefined" (e.g. `undefined_reason`'s).
+
+    Examples:
+      >>> fig, axes = slp.plotting.canvas(1, 1, cell=1.0, left=0.1, top=0.1)
+      >>> slp.plotting.mark_undefined(axes[0, 0], "all 0")
+      >>> (mark,) = [t for t in axes[0, 0].texts if t.get_gid() == slp.plotting.UNDEFINED_MARK]
+      >>> print(mark.get_text())
+      undefined
+      (all 0)
+    """
     ax.add_patch(
         Rectangle(
             (0, 0), 1, 1, transform=ax.transAxes, fill=False, hatch="///", ec="0.6", lw=0, zorder=2
@@ -115,7 +128,23 @@ def mark_undefined(ax: Axes, why: str) -> None:
 
 
 def undefined_reason(values: np.ndarray) -> str | None:
-    """Why a map has nothing to show: ``"not finite"``, ``"all 0"``, or None when it has."""
+    """Why a map has nothing to show: ``"not finite"``, ``"all 0"``, or None when it has.
+
+    Args:
+      values: any array (a map).
+
+    Returns:
+      ``"not finite"`` when no entry is finite (also an empty map), ``"all 0"`` when every
+      finite entry is 0, else None.
+
+    Examples:
+      >>> slp.plotting.undefined_reason(np.array([[0.0, np.nan], [0.0, 0.0]]))
+      'all 0'
+      >>> slp.plotting.undefined_reason(np.full((2, 2), np.nan))
+      'not finite'
+      >>> slp.plotting.undefined_reason(np.array([0.0, -0.5])) is None  # something to draw
+      True
+    """
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0:

@@ -57,6 +57,19 @@ class Projection:
       bias: ``L``, the switched bias ``b_hat``, in the layer's dtype.
       activity: ``L``, the activity (pre-activation) ``v``, in the layer's dtype; for every
         neuron ``activity == sum(weights * x) + bias`` (Theorem 1).
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> hidden, out = slp.switched_projections(f)(x)  # one per ReLU layer, then the output
+      >>> hidden.weights.shape, hidden.bias.shape, hidden.activity.shape
+      ((3, 4), (3,), (3,))
+      >>> bool(jnp.allclose(hidden.weights @ x + hidden.bias, hidden.activity, atol=1e-5))
+      True
+      >>> bool(jnp.allclose(out.activity, f(x), atol=1e-5))  # the output's projection
+      True
     """
 
     weights: jax.Array
@@ -73,6 +86,17 @@ def activities(f: Callable) -> Callable:
     Returns:
       ``fn(x) -> tuple`` of arrays, the input of every ReLU in forward order, each in
       its layer's own shape.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> (v,) = slp.activities(f)(x)  # one ReLU layer
+      >>> np.asarray(v).round(3)
+      array([ 0.265,  1.755, -1.712], dtype=float32)
+      >>> jax.vmap(slp.activities(f))(jnp.stack([x, -x]))[0].shape  # a batch of two
+      (2, 3)
     """
 
     def fn(x):
@@ -89,12 +113,27 @@ def activation_pattern(f: Callable) -> Callable:
     A neuron is active when its activity is strictly positive (the ReLU derivative is
     the step function, 0 at ``v = 0``).
 
+    Args:
+      f: per-example network ``f(x) -> logits``.
+
     Returns:
       ``fn(x) -> tuple`` of bool arrays, ``activity > 0`` per ReLU layer.
 
     Raises:
       FloatingPointError: when ``x``, a ReLU input or the output is NaN or inf (also
         under `jax.jit` and `jax.vmap`, when the function runs).
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> slp.activation_pattern(f)(x)
+      (Array([ True,  True, False], dtype=bool),)
+      >>> slp.activation_pattern(f)(x.at[0].set(jnp.nan))
+      Traceback (most recent call last):
+      ...
+      FloatingPointError: the input, a ReLU input or the output of f is NaN or inf: ...
     """
 
     def fn(x):
@@ -121,6 +160,23 @@ def switched_projections(f: Callable, *, method: str = "jacfwd") -> Callable:
     Returns:
       ``fn(x) -> tuple`` of `Projection`: one per ReLU layer in forward order, then
       one for the output of ``f``.
+
+    Raises:
+      ValueError: if ``method`` is neither ``"jacfwd"`` nor ``"explicit"``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> hidden, out = slp.switched_projections(f)(x)
+      >>> hidden.weights.shape, out.weights.shape  # L + X: (neurons, inputs)
+      ((3, 4), (2, 4))
+      >>> bool(jnp.allclose(out.weights @ x + out.bias, f(x), atol=1e-5))  # Theorem 1
+      True
+      >>> active = hidden.activity > 0  # the third ReLU is off: W1's column 3 switched off
+      >>> bool(jnp.allclose(out.weights, ((W1 * active[None]) @ W2).T, atol=1e-5))
+      True
     """
     if method == "explicit":
         return explicit_projections(f)
@@ -155,9 +211,26 @@ def switched_centres(f: Callable, *, method: str = "jacfwd") -> Callable:
     ``v w_hat / |w_hat|^2`` are computed in at least float32 (a float16 square overflows
     above 256), the centre is returned in ``x``'s dtype.
 
+    Args:
+      f: per-example network ``f(x) -> logits``.
+      method: as in `switched_projections`: ``"jacfwd"`` or ``"explicit"``.
+
     Returns:
       ``fn(x) -> tuple`` of arrays shaped like each `Projection.weights` (``L + X``),
       in the order of `switched_projections`, in ``x``'s dtype.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> centres, _ = slp.switched_centres(f)(x)  # hidden layer, then output
+      >>> centres.shape  # one centre in input space per hidden neuron
+      (3, 4)
+      >>> hidden, _ = slp.switched_projections(f)(x)
+      >>> v = jnp.sum((x[None] - centres) * hidden.weights, axis=1)  # eq. 5
+      >>> bool(jnp.allclose(v, hidden.activity, atol=1e-5))
+      True
     """
     projections = switched_projections(f, method=method)
 
@@ -185,8 +258,21 @@ def explicit_projections(f: Callable) -> Callable:
     its winners: ``W_1^(x) W_2^(x) ... W_l^(x)`` and the switched bias alongside.
     Materialises ``neurons x inputs`` per layer; meant for checks and small networks.
 
+    Args:
+      f: per-example network ``f(x) -> logits``.
+
     Returns:
       ``fn(x) -> tuple`` of `Projection`, as `switched_projections`.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> explicit = slp.explicit_projections(f)(x)
+      >>> jacobian = slp.switched_projections(f)(x)
+      >>> [bool(jnp.allclose(e.weights, j.weights, atol=1e-5)) for e, j in zip(explicit, jacobian)]
+      [True, True]
     """
 
     def fn(x):

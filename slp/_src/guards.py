@@ -76,6 +76,21 @@ def per_example(f_batch: Callable) -> Callable:
 
     Returns:
       ``f(x) -> y`` for one example, marked so that slp's batch check does not run on it.
+
+    Examples:
+      >>> model = slp.models.MLP(hidden=(8,), num_classes=2)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+      >>> f_batch = lambda xb: model.apply(params, xb)  # (B, 4) -> (B, 2)
+      >>> xb = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
+      >>> f = slp.per_example(f_batch)
+      >>> f(xb[0]).shape
+      (2,)
+      >>> jax.vmap(slp.insens(f))(xb).shape  # one map per example
+      (3, 4)
+      >>> slp.insens(f_batch)(xb)  # refused: it would mix the examples
+      Traceback (most recent call last):
+      ...
+      ValueError: f looks like a function of a batch: on an input of shape (3, 4) it returns ...
     """
 
     @functools.wraps(f_batch)
@@ -93,6 +108,26 @@ def single_example(f: Callable) -> Callable:
     leading size and whose output rows depend each on one input row only (a
     position-wise network on a sequence, say), which the check would take for a batch.
     ``f(params, x)`` for `slp.attribute_dataset` with ``params`` works the same way.
+
+    Args:
+      f: ``f(x) -> y`` (or ``f(params, x) -> y``) that maps one example.
+
+    Returns:
+      A function computing the same as ``f``, marked so that slp's batch check does not
+      run on it.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> token_net = lambda t: jnp.maximum(t @ W1 + b1, 0) @ W2  # one token: (4,) -> (2,)
+      >>> per_token = jax.vmap(token_net)  # one sequence: (5, 4) -> (5, 2), position-wise
+      >>> sequence = jnp.asarray(rng.normal(size=(5, 4)))
+      >>> slp.insens(slp.single_example(per_token))(sequence).shape
+      (5, 4)
+      >>> slp.insens(per_token)(sequence)  # taken for a function of a batch of 5
+      Traceback (most recent call last):
+      ...
+      ValueError: f looks like a function of a batch: ...
     """
 
     @functools.wraps(f)

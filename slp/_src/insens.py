@@ -200,6 +200,17 @@ class InsensEstimate(NamedTuple):
       map: the unbiased estimate of ``Omega_hat``, shaped like ``x``.
       stderr: its per-element standard error (delete-a-group jackknife over the probes),
         shaped like ``x``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> est = slp.insens(f, probes=32, key=jax.random.key(0), return_stderr=True)(x)
+      >>> est.map.shape, est.stderr.shape
+      ((4,), (4,))
+      >>> bool(jnp.all(est.stderr > 0))
+      True
     """
 
     map: jax.Array
@@ -215,6 +226,19 @@ class LayerInsens(NamedTuple):
       counts: per ReLU layer, ``|I_l|`` (int scalar).
 
     ``sum_l counts[l] * maps[l] / sum_l counts[l]`` is `insens`'s ``Omega_hat``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, W2, W3 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3, 3), (3, 2)])
+      >>> f = lambda x: jnp.maximum(jnp.maximum(x @ W1, 0) @ W2, 0) @ W3  # 2 ReLU layers
+      >>> x = jnp.ones(4)
+      >>> per_layer = slp.insens(f, by_layer=True)(x)
+      >>> len(per_layer.maps), per_layer.maps[0].shape
+      (2, (4,))
+      >>> [int(c) for c in per_layer.counts]  # inactive neurons per layer
+      [1, 2]
+      >>> bool(jnp.allclose(per_layer.total(), slp.insens(f)(x), atol=1e-6))
+      True
     """
 
     maps: tuple
@@ -434,6 +458,41 @@ def insens(
       ``fn(x) -> Omega_hat``, shaped like ``x`` (with ``by_layer``: a `LayerInsens`; with
       ``return_stderr``: an `InsensEstimate`); batch with `jax.vmap`. An ``x`` with a
       NaN or inf gives a map of NaN.
+
+    Raises:
+      ValueError: if ``chunk_size`` is below 1 or ``route`` is not one of ``"auto"``,
+        ``"cone"``, ``"probes"``, ``"dense"``; if ``probes`` is neither None nor an integer
+        ``>= 3``, or is given without a ``key``; if ``return_stderr`` is asked without
+        ``probes``, with ``probes < 6`` or with ``by_layer``; if ``exact_layers`` is not a
+        non-negative integer (with ``probes``) or is non-zero without ``probes``. When the
+        returned function is called: if the given ``route`` does not apply to ``f`` (the
+        message says why), if ``exact_layers`` exceeds ``f``'s ReLU layers or the layers
+        the cone route reaches, if ``f`` cannot be called on ``x`` or looks like a function
+        of a batch (see ``batched``).
+      UnsupportedOperationError: when the returned function is called, if ``f`` applies an
+        operation to the input that slp does not follow (``tanh``, a softmax; see
+        `slp.network.trace`).
+      TypeError: when the returned function is called on something that is not an array.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> omega = slp.insens(f)(x)
+      >>> np.asarray(omega).round(3)
+      array([-1.057, -0.597,  1.161, -0.068], dtype=float32)
+      >>> hidden, _ = slp.switched_projections(f)(x)  # the same map from eq. 7 and 8
+      >>> v, w = hidden.activity, hidden.weights
+      >>> omega_i = v[:, None] * w / jnp.sum(w**2, axis=1, keepdims=True)  # per neuron
+      >>> bool(jnp.allclose(omega, omega_i[v <= 0].mean(axis=0), atol=1e-5))
+      True
+      >>> jax.vmap(slp.insens(f))(jnp.stack([x, -x])).shape  # a batch of two
+      (2, 4)
+      >>> slp.insens(f, probes=32)  # the estimator draws random probes
+      Traceback (most recent call last):
+      ...
+      ValueError: probes=k draws random probes: pass a key, ...
     """
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")

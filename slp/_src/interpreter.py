@@ -69,6 +69,17 @@ class UnsupportedOperationError(ValueError):
         ``"not implemented"`` (slp has no rule for it).
       label: the user-level function or module it came from (e.g. ``"softmax"``,
         ``"LayerNorm_0"``), or None.
+
+    Examples:
+      >>> W = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+      >>> f = lambda x: jax.nn.softmax(x @ W)  # probabilities rather than logits
+      >>> try:
+      ...     slp.insens(f)(jnp.ones(4))
+      ... except slp.UnsupportedOperationError as err:
+      ...     print(err.primitive, "|", err.nature, "|", err.label)
+      exp | not piecewise linear | softmax
+      >>> issubclass(slp.UnsupportedOperationError, ValueError)
+      True
     """
 
     def __init__(self, message: str, *, primitive: str = "", nature: str = "", label=None):

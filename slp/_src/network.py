@@ -618,6 +618,17 @@ def trace(f: Callable, x: jax.Array) -> Program:
       TypeError: if ``x`` is not an array (a list, a dict, a Python number).
       ValueError: if ``f`` cannot be called on an input of ``x``'s shape, or does not
         return a single array.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2
+      >>> program = slp.network.trace(f, jnp.zeros(4))  # slp follows f: no error
+      >>> try:  # a tanh network has no switched linear projections
+      ...     slp.network.trace(lambda x: jnp.tanh(x @ W1) @ W2, jnp.zeros(4))
+      ... except slp.network.UnsupportedOperationError as err:
+      ...     print(err.primitive, "|", err.nature)
+      tanh | not piecewise linear
     """
     check_input(x)
     x_aval = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))

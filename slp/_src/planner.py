@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from slp._src import boxes as _boxes
+from slp._src import colouring as _colouring
 from slp._src import cone as _cone
 from slp._src import costs as _costs
 from slp._src import matmul as _matmul
@@ -153,6 +154,11 @@ class InsensPlan(NamedTuple):
       flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
         behind the ``seconds`` of every cost (`insens_plan`), or None.
       batch: the inputs per call that every cost's ``seconds`` is predicted for.
+
+    Examples:
+      >>> plan = slp.insens_plan(lambda x: jnp.maximum(x, 0) @ jnp.ones((4, 2)), jnp.ones(4))
+      >>> plan.route, sorted(plan.costs), plan.not_taken["cone"][:26], plan.cost.steps
+      ('dense', ['dense', 'probes'], 'cone route: no convolution', 1)
     """
 
     route: str
@@ -531,9 +537,9 @@ def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) 
             group_rows=None,
             slots=None,
         )
-    colour, n_colours, kc, n_chunks, slot, n_slots = _split_colours(lat, n_lat, chunk)
-    uniq, group_rows = _row_groups(dots[cut][0], nx)
-    slots = _slot_table(uniq, lattice, shape, colour, slot, (n_chunks, kc, n_slots))
+    colour, n_colours, kc, n_chunks, slot, n_slots = _colouring.split_colours(lat, n_lat, chunk)
+    uniq, group_rows = _colouring.row_groups(dots[cut][0], nx)
+    slots = _colouring.slot_table(uniq, lattice, shape, colour, slot, (n_chunks, kc, n_slots))
     n_groups = len(uniq)
     return ProbeLayout(
         lattice=lattice,
@@ -548,102 +554,29 @@ def _probe_layout(program: net.Program, relu_boxes, dots, cut, pre, chunk: int) 
     )
 
 
-def _split_colours(lat, n_lat: int, chunk: int):
-    """The probe route's colour classes larger than a chunk split (probes are cheap before
-    a dense cut), and each input element's slot inside its chunk: ``(colour, n_colours,
-    colours_per_chunk, n_chunks, slot, n_slots)``."""
-    d = len(lat)
-    order = np.argsort(lat, kind="stable")
-    first = np.searchsorted(lat[order], np.arange(n_lat))
-    rank = np.empty(d, np.int64)
-    rank[order] = np.arange(d) - first[lat[order]]
-    ppc = int(np.bincount(lat, minlength=n_lat).max())
-    n_split = -(-ppc // chunk)
-    piece = -(-ppc // n_split)
-    colour = lat * n_split + rank // piece
-    n_colours = n_lat * n_split
-    kc = max(1, min(chunk // piece, n_colours))
-    n_chunks = -(-n_colours // kc)
-    order = np.argsort(colour, kind="stable")
-    step = colour[order] // kc
-    starts = np.searchsorted(step, np.arange(n_chunks))
-    slot = np.empty(d, np.int64)
-    slot[order] = np.arange(d) - starts[step]
-    n_slots = int(np.bincount(step, minlength=n_chunks).max())
-    return colour, n_colours, kc, n_chunks, slot, n_slots
-
-
-def _row_groups(operand, nx: int):
-    """Row groups of the cut's operand, rows with the same receptive box: ``(boxes,
-    group_rows)``, the distinct boxes ``(G, 2 nx)`` (low corners then high) and each
-    group's rows ``(G, R)``, padded with the row count."""
-    lo = operand.lo.reshape(-1, nx)
-    hi = operand.hi.reshape(-1, nx)
-    rows_all = np.nonzero(np.all(hi >= lo, axis=1))[0]
-    boxes = np.concatenate([lo[rows_all], hi[rows_all]], axis=1)
-    uniq, inv = np.unique(boxes, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    n_groups = len(uniq)
-    r_max = int(np.bincount(inv, minlength=n_groups).max())
-    group_rows = np.full((n_groups, r_max), lo.shape[0], np.int64)
-    o = np.argsort(inv, kind="stable")
-    g_sorted = inv[o]
-    pos_in_group = np.arange(len(o)) - np.searchsorted(g_sorted, g_sorted)
-    group_rows[g_sorted, pos_in_group] = rows_all[o]
-    return uniq, group_rows
-
-
-def _slot_table(uniq, lattice, shape, colour, slot, sizes):
-    """For each chunk, group and colour of the chunk: the slot of the (unique) input element
-    of that colour inside the group's box, ``n_slots`` where there is none: ``(n_chunks, G,
-    colours_per_chunk)``."""
-    n_chunks, kc, n_slots = sizes
-    nx, n_groups = len(shape), len(uniq)
-    glo, ghi = uniq[:, :nx].astype(np.int64), uniq[:, nx:].astype(np.int64)
-    valid = np.ones((n_groups,) + lattice, bool)
-    flat = np.zeros((n_groups,) + lattice, np.int64)
-    strides = np.cumprod((shape[1:] + (1,))[::-1])[::-1]
-    for a in range(nx):
-        tau = np.arange(lattice[a])
-        j = glo[:, a : a + 1] + (tau[None] - glo[:, a : a + 1]) % lattice[a]  # (G, k_a)
-        bshape = [n_groups] + [1] * nx
-        bshape[1 + a] = lattice[a]
-        valid = valid & (j <= ghi[:, a : a + 1]).reshape(bshape)
-        flat = flat + (j * strides[a]).reshape(bshape)
-    valid = valid.reshape(n_groups, -1)
-    flat = np.where(valid, flat.reshape(n_groups, -1), 0)
-    table = np.full((n_groups, n_chunks * kc), n_slots, np.int64)
-    gi, ti = np.nonzero(valid)
-    pix = flat[gi, ti]
-    table[gi, colour[pix]] = slot[pix]
-    return table.reshape(n_groups, n_chunks, kc).transpose(1, 0, 2)
-
-
 ROUTES = ("auto", "cone", "probes", "dense")
 
 
 def insens_plan(
-    f: Callable, x: jax.Array, *, chunk_size: int = 128, route: str = "auto", batch: int = 1
+    f: Callable,
+    x: jax.Array,
+    *,
+    chunk_size: int | None = 128,
+    route: str = "auto",
+    batch: int = 1,
 ) -> InsensPlan:
     """The `InsensPlan` that `insens` uses for ``f`` at inputs shaped like ``x``.
 
-    The route is the one with the least predicted time for one call on ``batch`` inputs,
-    of the exact routes that apply. ``insens(f)`` makes the same choice for the batch size
-    it runs at: 1 when called on one input, ``B`` under ``jax.vmap`` over ``B`` inputs (the
-    innermost vmap's size where vmaps nest). The choice does not depend on the device.
+    The route is the exact route that applies with the least predicted time for one call on
+    ``batch`` inputs; ``insens(f)`` chooses alike at the batch size it runs at (1 on one input,
+    ``B`` under ``jax.vmap`` over ``B`` inputs, the innermost where vmaps nest), on any device.
 
-    Predicted seconds (``cost.seconds`` of every route, ``~`` in ``str(plan)``): the wall
-    time of one call of ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs
-    shaped like ``x``, compile excluded (per input: divide by ``batch``). Every route is
-    traced (not run) and the work of its program counted: operations executed, FLOPs of
-    matrix products and convolutions, elements written and moved, work done once per call
-    (`slp._src.costs`). A linear model of that work, with coefficients fitted by least
-    squares in log space to the measured time of every route on every network of the
-    benchmark zoo at batch 1 and 8 (``python experiments/bench_insens.py --zoo --fit``, on
-    the machine `slp._src.costs.CALIBRATION` names: a 2-core x86 CPU), predicts the seconds.
-    On another device the per-input terms are scaled by the ratio of the matrix-product
-    rates (`device_flop_rate`, measured once per process, against the calibration
-    machine's): an order of magnitude on other CPUs, a rough guess on accelerators.
+    Predicted seconds (``cost.seconds``, ``~`` in ``str(plan)``): the wall time of one call of
+    ``jax.jit(jax.vmap(insens(f, route=r)))`` on ``batch`` inputs like ``x``, compile excluded,
+    by a linear model (`slp._src.costs`) of the work counted in each route's traced (not run)
+    program, fitted to the benchmark zoo's times on the 2-core x86 CPU that `slp._src.costs`
+    names and scaled on other devices by the ratio of matrix-product rates (`device_flop_rate`):
+    an order of magnitude on other CPUs, a rough guess on accelerators.
 
     Args:
       f: per-example ReLU network ``f(x) -> logits``.
@@ -656,14 +589,25 @@ def insens_plan(
       The plan (route, cut, colouring, chunking, every route's predicted cost); see
       `InsensPlan`. ``plan.estimate_cost(k)`` predicts ``insens(f, probes=k)`` (FLOPs at
       the matrix-product rate: a lower bound).
+
+    Raises:
+      ValueError: if ``route`` is unknown or inapplicable to ``f``, ``chunk_size`` is below
+        1, or ``batch`` is not an int >= 1.
+
+    Examples:
+      >>> f = lambda x: jnp.maximum(x @ jnp.ones((4, 3)), 0) @ jnp.ones((3, 2))
+      >>> slp.insens_plan(f, jnp.ones(4), batch=8).route  # no convolution: no cone route
+      'dense'
     """
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be a positive integer (inputs per call); got {batch!r}")
-    rate = device_flop_rate()
-    speed = rate / float(_costs.CALIBRATION["flop_rate"])
-    plan = build_plan(net.trace(f, x), x, chunk_size, route, batch=int(batch), speed=speed)
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")
+    chunk = int(np.prod(np.shape(x))) if chunk_size is None else int(chunk_size)
+    speed = (rate := device_flop_rate()) / float(_costs.CALIBRATION["flop_rate"])
+    plan = build_plan(net.trace(f, x), x, chunk, route, batch=int(batch), speed=speed)
     return plan._replace(flop_rate=rate)
 
 

@@ -32,9 +32,33 @@ def insens_attribution(
     The same map as ``slp.insens(f)(x)`` (the transform), in the methods' calling convention
     ``(f, x, *, target, ...)``. Independent of ``target``: it explains the network's state.
 
-    ``precision``: of the norm products, as in `slp.insens` (None: float32 exact).
-    ``probes``, ``key``, ``exact_layers``: the unbiased estimate from ``probes`` Gaussian
-    forward-mode probes, as in `slp.insens` (None: exact).
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: ignored (accepted for the methods' calling convention).
+      include_pool_losers: also count max-pool losers with ``v > 0`` as inactive, as in
+        `slp.insens`.
+      precision: of the norm products, as in `slp.insens` (None: float32 exact).
+      probes, key, exact_layers: the unbiased estimate from ``probes`` Gaussian
+        forward-mode probes drawn with ``key``, the first ``exact_layers`` ReLU layers
+        exact, as in `slp.insens` (``probes=None``: the exact map).
+
+    Returns:
+      The Insens map ``Omega_hat``, shape ``X``.
+
+    Raises:
+      ValueError: if ``probes`` is given without a ``key``; and `slp.insens`'s errors.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> m = slp.attribute(f, x, "insens")  # by its registered name
+      >>> bool(jnp.allclose(m, slp.insens(f)(x)))
+      True
+      >>> slp.attributions.insens_attribution(f, x, probes=16, key=jax.random.key(0)).shape
+      (4,)
     """
     del target
     if probes is None:

@@ -120,6 +120,27 @@ def lrp(
 
     Returns:
       Relevance, shape ``X`` (see the module docstring for the toolboxes' start values).
+
+    Raises:
+      ValueError: if ``start`` is not one of the three above; if ``f(x)`` is not a vector;
+        if ``f`` has no dense or convolution layer, or its output is not computed by one;
+        if ``rule`` needs input bounds (`ZBox`: only a ``first_rule``).
+
+    Examples:
+      >>> from slp.attributions.relevance import Epsilon, ZBox
+      >>> rng = np.random.default_rng(0)
+      >>> W1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1, 0) @ W2  # no biases
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> r = slp.attributions.lrp(f, x, rule=Epsilon(0.0), target=0)  # LRP-0
+      >>> bool(jnp.allclose(r, x * jax.grad(lambda x: f(x)[0])(x), atol=1e-5))  # grad x input
+      True
+      >>> bool(jnp.allclose(r.sum(), f(x)[0], atol=1e-5))  # conserved: sum R = f(x)[t]
+      True
+      >>> slp.attributions.lrp(f, x, rule=ZBox(-1.0, 1.0))
+      Traceback (most recent call last):
+      ...
+      ValueError: ZBox can only be the first_rule
     """
     _check_start(start)
     program = net.trace(f, x)
@@ -180,6 +201,19 @@ def lrp_epsilon(
 
     Returns:
       Relevance, shape ``X``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1, 0) @ W2  # no biases
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> r = slp.attributions.lrp_epsilon(f, x, target=0)
+      >>> np.asarray(r).round(3)
+      array([-0.128, -0.424, -4.212, -3.719], dtype=float32)
+      >>> bool(jnp.allclose(r.sum(), f(x)[0], atol=1e-5))  # without biases: sum R = f(x)[t]
+      True
+      >>> bool(jnp.allclose(slp.attribute(f, x, "lrp_epsilon", target=0), r))  # by name
+      True
     """
     return lrp(f, x, rule=Epsilon(epsilon), target=target, start=start)
 
@@ -214,6 +248,24 @@ def lrp_alpha_beta(
 
     Returns:
       Relevance, shape ``X``.
+
+    Raises:
+      ValueError: if ``alpha - beta`` is not 1, ``alpha`` or ``beta`` is negative, or
+        ``bias`` is not one of the three above; and `lrp`'s errors.
+      TypeError: if ``bias`` is a bool (it is one of the three strings above).
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> r = slp.attributions.lrp_alpha_beta(f, x, target=1, alpha=2.0, beta=1.0)
+      >>> np.asarray(r).round(3)
+      array([-0.489,  0.613,  0.48 ,  0.142], dtype=float32)
+      >>> slp.attributions.lrp_alpha_beta(f, x, alpha=1.0, beta=1.0)
+      Traceback (most recent call last):
+      ...
+      ValueError: lrp_alpha_beta needs alpha - beta = 1; got alpha=1.0, beta=1.0
     """
     if abs(alpha - beta - 1) > 1e-12:
         raise ValueError(f"lrp_alpha_beta needs alpha - beta = 1; got alpha={alpha}, beta={beta}")
@@ -240,11 +292,37 @@ def _fixed_alpha_beta(
         return lrp(f, x, rule=rule, target=target, start=start)
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = doc or (
-        f"`lrp_alpha_beta` with ``alpha={alpha:g}, beta={beta:g}``. Returns relevance shaped "
-        "like ``x``."
-    )
+    method.__doc__ = doc or _FIXED_ALPHA_BETA_DOC.format(name=name, alpha=alpha, beta=beta)
     return register(name)(method)
+
+
+_FIXED_ALPHA_BETA_DOC = """`lrp_alpha_beta` with ``alpha={alpha:g}, beta={beta:g}``.
+
+    Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
+      bias: ``"split"`` (default), ``"none"`` or ``"full"``, as in `lrp_alpha_beta`.
+      stabilizer: added to the denominators with their sign.
+      start: the relevance that enters at the target output: ``"logit"`` (``f(x)[t]``;
+        iNNvestigate and Captum), ``"positive_logit"`` (``max(f(x)[t], 0)``) or ``"one"``
+        (1, Zennit with a one-hot ``attr_output``; 0 where ``f(x)[t] = 0``).
+
+    Returns:
+      Relevance, shape ``X``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> r = slp.attributions.{name}(f, x, target=1)
+      >>> r.shape
+      (4,)
+      >>> same = slp.attributions.lrp_alpha_beta(f, x, target=1, alpha={alpha:.1f}, beta={beta:.1f})
+      >>> bool(jnp.allclose(r, same))
+      True
+    """
 
 
 lrp_alpha1_beta0 = _fixed_alpha_beta(1.0, 0.0, "lrp_alpha1_beta0")
@@ -261,6 +339,9 @@ lrp_zplus = _fixed_alpha_beta(
     alpha=1, beta=0 without bias; for ReLU inputs ``(a w)^+ = a w^+``.
 
     Args:
+      f: per-example ReLU network ``f(x) -> logits``.
+      x: one input, shape ``X``.
+      target: class index; None means the arg-max logit.
       bias: ``"none"`` (the z+ rule as defined, iNNvestigate's ``ZPlus``) or ``"split"``
         (``b^+`` in the denominator: Zennit's ``ZPlus`` unless ``zero_params="bias"``).
       stabilizer: added to the denominators with their sign.
@@ -270,6 +351,17 @@ lrp_zplus = _fixed_alpha_beta(
 
     Returns:
       Relevance, shape like ``x``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> r = slp.attributions.lrp_zplus(f, x, target=1)
+      >>> np.asarray(r).round(3)  # f(x)[1] > 0: relevance >= 0
+      array([0.   , 0.147, 0.26 , 0.171], dtype=float32)
+      >>> bool(jnp.allclose(r.sum(), f(x)[1], atol=1e-5))  # biases ignored: sum R = f(x)[t]
+      True
     """,
 )
 
@@ -298,6 +390,18 @@ def deep_taylor(
 
     Returns:
       Relevance, shape ``X``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> x = jnp.array([1.0, -1.0, 1.0, -1.0])
+      >>> np.asarray(f(x)).round(3)  # the logits
+      array([-0.749,  0.578], dtype=float32)
+      >>> np.asarray(slp.attributions.deep_taylor(f, x, target=1)).round(3)
+      array([0.   , 0.164, 0.29 , 0.191], dtype=float32)
+      >>> np.asarray(slp.attributions.deep_taylor(f, x, target=0))  # logit <= 0: nothing
+      array([0., 0., 0., 0.], dtype=float32)
     """
     return lrp(f, x, rule=AlphaBeta(1.0, 0.0, "full", 0.0), target=target, start=start)
 
@@ -335,6 +439,18 @@ def deep_taylor_bounded(
 
     Returns:
       Relevance, shape ``X``.
+
+    Examples:
+      >>> rng = np.random.default_rng(0)
+      >>> W1, b1, W2 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (3,), (3, 2)])
+      >>> f = lambda x: jnp.maximum(x @ W1 + b1, 0) @ W2  # 4 inputs, 3 ReLUs, 2 logits
+      >>> pixels = jnp.array([1.0, 0.0, 1.0, 0.0])  # in [0, 1], the default bounds
+      >>> r = slp.attributions.deep_taylor_bounded(f, pixels, target=1)
+      >>> np.asarray(r).round(3)
+      array([0.   , 0.062, 0.11 , 0.073], dtype=float32)
+      >>> r2 = slp.attributions.deep_taylor_bounded(f, pixels, target=1, low=-1.0, high=2.0)
+      >>> r2.shape  # the same input in a wider domain
+      (4,)
     """
     return lrp(
         f,

@@ -171,34 +171,7 @@ def missing_parts(obj) -> tuple[str, ...]:
     return tuple(missing)
 
 
-INCOMPLETE: dict[str, tuple[str, ...]] = {
-    "slp.InsensEstimate": ("Examples",),
-    "slp.InsensPlan": ("Examples",),
-    "slp.LayerInsens": ("Examples",),
-    "slp.Projection": ("Examples",),
-    "slp.UnsupportedOperationError": ("Examples",),
-    "slp.activation_pattern": ("Args", "Examples"),
-    "slp.activities": ("Examples",),
-    "slp.attributions.deep_taylor": ("Examples",),
-    "slp.attributions.deep_taylor_bounded": ("Examples",),
-    "slp.attributions.insens_attribution": ("Args", "Returns", "Raises", "Examples"),
-    "slp.attributions.lrp": ("Raises", "Examples"),
-    "slp.attributions.lrp_alpha1_beta0": ("Args", "Returns", "Examples"),
-    "slp.attributions.lrp_alpha2_beta1": ("Args", "Returns", "Examples"),
-    "slp.attributions.lrp_alpha_beta": ("Raises", "Examples"),
-    "slp.attributions.lrp_epsilon": ("Examples",),
-    "slp.attributions.lrp_zplus": ("Args", "Examples"),
-    "slp.explicit_projections": ("Args", "Examples"),
-    "slp.insens": ("Raises", "Examples"),
-    "slp.insens_plan": ("Raises", "Examples"),
-    "slp.network.trace": ("Examples",),
-    "slp.per_example": ("Examples",),
-    "slp.plotting.mark_undefined": ("Args", "Examples"),
-    "slp.plotting.undefined_reason": ("Args", "Returns", "Examples"),
-    "slp.single_example": ("Args", "Returns", "Examples"),
-    "slp.switched_centres": ("Args", "Examples"),
-    "slp.switched_projections": ("Raises", "Examples"),
-}
+INCOMPLETE: dict[str, tuple[str, ...]] = {}
 """Public names whose docstrings still miss parts, with the parts; this list only shrinks."""
 
 
