@@ -261,6 +261,10 @@ def test_bench_metrics_smoke(tmp_path):
     assert saved["metrics"]["MaxSensitivity"]["options"] == {"nr_samples": 3}
     table = (tmp_path / "bench_metrics.md").read_text()
     assert table.startswith("| metric | group |") and "| MPRT | randomisation |" in table
+    floor = saved["explanation_floor"]  # the gradients alone: 3 noisy copies of 4 images
+    assert floor["gradients"] == 4 * 3 and floor["slp"]["seconds"] > 0 and "ratio" not in floor
+    assert "Explanations alone: the gradient at 3 noisy copies of each of the 4 images" in table
+    assert "MaxSensitivity takes" in table
     with pytest.raises(ValueError, match="unknown metric 'Fidelity'"):
         bench.main(argv + ["--metrics", "Fidelity"])
     assert "python experiments/bench_metrics.py" in bench.__doc__ and "minutes" in bench.__doc__

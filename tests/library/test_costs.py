@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 
 import slp
-from slp._src import costs
+from slp._src import costs, planner
 from tests.library.test_insens_fast import jacfwd_insens  # the naive route: Eq. 8 from jacfwd
 
 # --- The fit --------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_plan_chooses_and_predicts_with_the_cost_model():
         assert plan.batch == batch
         work = {r: c.work for r, c in plan.costs.items()}
         assert plan.route == costs.choose(work, batch=batch)
-        speed = plan.flop_rate / costs.CALIBRATION["flop_rate"]
+        speed = planner.device_speed(plan.flop_rate)
         for cost in plan.costs.values():
             want = costs.predict_seconds(cost.work, batch, speed=speed)
             assert cost.seconds == pytest.approx(want, rel=1e-12)
@@ -365,3 +365,13 @@ def test_minimax_fit_bounds_the_worst_prediction_and_ranks_the_routes():
             assert pred[fast] * costs.ORDER_MARGIN <= pred[slow] * (1 + 1e-9)
     with pytest.raises(ValueError, match="labels"):
         costs.fit_coefficients_minimax(samples, groups=[0])
+
+
+def test_device_speed_is_one_on_a_cpu_near_the_calibration_rate():
+    """The rate probe's noise on one CPU is not taken for speed: within SAME_CPU_BAND of the
+    calibration rate a CPU is the calibration machine; outside it the ratio scales."""
+    cal = float(costs.CALIBRATION["flop_rate"])
+    assert jax.devices()[0].platform == "cpu"
+    assert planner.device_speed(cal * 2.0) == 1.0 and planner.device_speed(cal / 2.5) == 1.0
+    assert planner.device_speed(cal * 4.0) == pytest.approx(4.0)
+    assert planner.device_speed(cal / 10) == pytest.approx(0.1)
