@@ -340,7 +340,7 @@ def explanation_floor(pb: Problem, net, args) -> dict[str, Any]:
     jax.block_until_ready(grad(*batches[0]))  # compile
     runs: dict[str, Any] = {"slp": lambda: jax.block_until_ready([grad(*v) for v in batches])}
     if net is not None:
-        xt, yt = np.asarray(x).transpose(0, 3, 1, 2).copy(), np.asarray(y)
+        xt, yt = np.array(x).transpose(0, 3, 1, 2).copy(), np.array(y)  # writable (torch)
         qb = args.quantus_batch
         torch_gradient(net, xt[:qb], yt[:qb])  # warm-up
         runs["torch"] = lambda: [
