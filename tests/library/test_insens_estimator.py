@@ -205,7 +205,7 @@ def test_stderr_needs_probes():
 
 
 def test_plan_predicts_seconds_from_work_and_measured_rate(small_net):
-    from slp._src import costs
+    from slp._src import costs, planner
 
     f, x, _, _ = small_net
     plan = slp.insens_plan(f, x)
@@ -214,7 +214,7 @@ def test_plan_predicts_seconds_from_work_and_measured_rate(small_net):
     for cost in plan.costs.values():
         # Written out: the fitted seconds per unit of work, per-image work scaled by the
         # measured rate over the calibration machine's.
-        speed = rate / costs.CALIBRATION["flop_rate"]
+        speed = planner.device_speed(rate)
         want = sum(
             costs.COEFFICIENTS.get(k, 0.0) * (v if costs.is_per_call(k) else v / speed)
             for k, v in cost.work.items()
