@@ -57,13 +57,15 @@ def union_geom(nk: int, vals, shape, what: str) -> Geom | Refusal:
     return Geom(tuple(shape), g0.link, g0.sigma, tuple(beta), tuple(recep), tuple(width))
 
 
-def embed_into(p: Pass, v: ConeVal, g: Geom, ng: Geom):
+def embed_into(p: Pass, v: ConeVal, g: Geom, ng: Geom, at: Geom | None = None):
     """``v``'s cone tangents (geometry ``g``) placed into the wider cone of ``ng``, at a
     static offset per element offset ``r``; slots of ``v``'s cone beyond ``ng``'s are ones
-    that ``v`` does not reach (zero). Materialised: zero at slots outside the value."""
+    that ``v`` does not reach (zero). Materialised: zero at slots outside the value.
+    ``at``: ``g`` as placed in ``ng``'s positions (a concatenation along a spatial axis;
+    None: in place)."""
     nk = p.nk
     # slot s of v's cone is slot s + offset of ng's
-    offsets = {k: -p.geo.shift(g, ng, k) for k in range(nk)}
+    offsets = {k: -p.geo.shift(at or g, ng, k) for k in range(nk)}
 
     def embed(sub, off, n_lead):
         for k in range(nk):
@@ -161,6 +163,23 @@ def _core(shape, link=None):
     return [a for a, n in enumerate(shape) if not (n == 1 and link[a] < 0)]
 
 
+def _relabel(z: Geom, new_shape) -> Geom | None:
+    """``z`` reshaped to ``new_shape`` by adding or dropping free axes of size 1 only (a
+    spatial axis of size 1 goes to the next new axis of size 1, in order), or None."""
+    link, a_new = [-1] * len(new_shape), 0
+    for a_old in _core(z.shape, z.link):
+        n = z.shape[a_old]
+        while a_new < len(new_shape) and new_shape[a_new] == 1 and n != 1:
+            a_new += 1  # new free axes of size 1
+        if a_new == len(new_shape) or new_shape[a_new] != n:
+            return None
+        link[a_new] = z.link[a_old]
+        a_new += 1
+    if any(n != 1 for n in new_shape[a_new:]):
+        return None
+    return dataclasses.replace(z, shape=tuple(new_shape), link=tuple(link))
+
+
 def _reshape_geometry(ctx, eqn, ins):
     z = single(eqn, ins, eqn.primitive.name)
     if isinstance(z, Refusal):
@@ -170,18 +189,17 @@ def _reshape_geometry(ctx, eqn, ins):
         return Refusal(f"a {eqn.primitive.name} that broadcasts an input-dependent value")
     if isinstance(z, Global):
         return [Global(z.geom, new_shape)], "global"
+    ng = _relabel(z, new_shape)
+    if ng is not None:
+        return [ng], "relabel"
     if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
         if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
             return [Global(z, new_shape)], "pool"
-        return Refusal("a reshape of a value with a spatial axis of size 1")
-    old = _core(z.shape, z.link)
-    new = [a for a, n in enumerate(new_shape) if n != 1]
-    if [z.shape[a] for a in old] != [new_shape[a] for a in new]:
-        return [Flat(z)], "flat"
-    link = [-1] * len(new_shape)
-    for a_old, a_new in zip(old, new, strict=True):
-        link[a_new] = z.link[a_old]
-    return [dataclasses.replace(z, shape=new_shape, link=tuple(link))], "relabel"
+        return Refusal(
+            "a reshape that merges a spatial axis of size 1 with others: not implemented on "
+            "the cone route"
+        )
+    return [Flat(z)], "flat"
 
 
 def _reshape_tangent(p, eqn, step, args):
@@ -211,6 +229,49 @@ def _reshape_carry(eqn, ins, shapes):
 
 
 SHAPE = ConeRule("shape", _reshape_geometry, _reshape_tangent, carry=_reshape_carry)
+
+
+def _broadcast_geometry(ctx, eqn, ins):
+    """``broadcast_in_dim`` that only adds axes of size 1 (e.g. ``h[None]``, or the rows of
+    an edge padding): operand axis ``i`` is output axis ``broadcast_dimensions[i]``. An
+    empty output carries no tangents at all."""
+    z = single(eqn, ins, eqn.primitive.name)
+    if isinstance(z, Refusal):
+        return z
+    if not isinstance(z, Geom):
+        return _reshape_geometry(ctx, eqn, ins)
+    out_shape, dims = ctx.shapes[eqn.outputs[0]], tuple(eqn.params["broadcast_dimensions"])
+    link = [-1] * len(out_shape)
+    for a, b in enumerate(dims):
+        link[b] = z.link[a]
+    ng = dataclasses.replace(z, shape=tuple(out_shape), link=tuple(link))
+    if 0 in out_shape:
+        return [ng], "empty"
+    if any(z.shape[a] != out_shape[b] for a, b in enumerate(dims)) or any(
+        out_shape[b] != 1 for b in range(len(out_shape)) if b not in dims
+    ):
+        return Refusal("a broadcast_in_dim that broadcasts an input-dependent value")
+    return [ng], "relabel"
+
+
+def _broadcast_tangent(p, eqn, step, args):
+    if step.data == "empty":
+        (ng,), z = step.outs, dep_arg(eqn, args)
+        return [ConeVal(jnp.zeros(z.t.shape[: p.n_pre] + ng.window_shape(), z.t.dtype))]
+    return _reshape_tangent(p, eqn, step, args)
+
+
+def _broadcast_carry(eqn, ins, shapes):
+    src = next(c for c in ins if c is not None)
+    out = [-1] * len(shapes[eqn.outputs[0]])
+    for a, b in enumerate(eqn.params["broadcast_dimensions"]):
+        out[b] = src[a]
+    return [tuple(out)], set()
+
+
+BROADCAST = ConeRule(
+    "broadcast_in_dim", _broadcast_geometry, _broadcast_tangent, carry=_broadcast_carry
+)
 
 
 # -- transposes: a relabelling of the axes ---------------------------------------------
@@ -249,15 +310,21 @@ def _rev_geometry(ctx, eqn, ins):
     (z,) = ins
     if not isinstance(z, Geom):
         return Refusal("a reversal of a globally pooled value")
-    if any(z.link[a] >= 0 for a in eqn.params["dimensions"]):
-        return Refusal("a reversal along a spatial axis (cones run in one direction)")
-    return [z], None
+    dims = [a for a in eqn.params["dimensions"] if z.shape[a] > 1]  # size 1: unchanged
+    if any(z.link[a] >= 0 for a in dims):
+        return Refusal(
+            "a reversal along a spatial axis (cones run in one direction) is not implemented "
+            "on the cone route"
+        )
+    return [z], tuple(dims)
 
 
 def _rev_tangent(p, eqn, step, args):
     (g,) = step.ins
+    if not step.data:
+        return [args[0]]
     t = p.materialize(args[0], g)
-    return [ConeVal(lax.rev(t, tuple(p.n_pre + a for a in eqn.params["dimensions"])))]
+    return [ConeVal(lax.rev(t, tuple(p.n_pre + a for a in step.data)))]
 
 
 REV = ConeRule("rev", _rev_geometry, _rev_tangent)
@@ -297,22 +364,42 @@ REDUCE_SUM = ConeRule(
 
 
 def _concat_geometry(ctx, eqn, ins):
-    """Cone values concatenated along a channel axis (e.g. Inception or DenseNet)."""
+    """Cone values concatenated along a channel axis (e.g. Inception or DenseNet), or along
+    a spatial axis (e.g. the rows of an edge or reflect padding): there operand ``i``,
+    placed at offset ``o_i``, is a value whose element ``P`` is its element ``P - o_i``
+    (``beta`` less ``sigma o_i``), and the output's cone covers every operand's."""
     if not all(eqn.dep):
         return Refusal("a concatenation of input-dependent values with constants")
     if not all(isinstance(v, Geom) for v in ins):
         return Refusal("a concatenation of globally pooled values")
     d = eqn.params["dimension"]
-    if ins[0].link[d] >= 0:
-        return Refusal("a concatenation along a spatial axis")
-    ng = union_geom(ctx.nk, ins, ctx.shapes[eqn.outputs[0]], "a concatenation")
-    return ng if isinstance(ng, Refusal) else ([ng], None)
+    out_shape = ctx.shapes[eqn.outputs[0]]
+    k = ins[0].link[d]
+    if k < 0:
+        ng = union_geom(ctx.nk, ins, out_shape, "a concatenation")
+        return ng if isinstance(ng, Refusal) else ([ng], tuple(ins))
+    placed, offset = [], 0
+    for v in ins:
+        beta = list(v.beta)
+        beta[k] = beta[k] - v.sigma[k] * offset
+        placed.append(dataclasses.replace(v, shape=out_shape, beta=tuple(beta)))
+        offset += v.shape[d]
+    ng = union_geom(ctx.nk, placed, out_shape, "a concatenation")
+    return ng if isinstance(ng, Refusal) else ([ng], tuple(placed))
 
 
 def _concat_tangent(p, eqn, step, args):
-    (ng,) = step.outs
-    ts = [embed_into(p, v, g, ng) for v, g in zip(args, step.ins, strict=True)]
-    return [ConeVal(jnp.concatenate(ts, p.n_pre + eqn.params["dimension"]))]
+    """Along a channel axis the embedded operands are concatenated; along a spatial one
+    they are summed (each is zero outside its own positions)."""
+    (ng,), d = step.outs, eqn.params["dimension"]
+    ts = [
+        embed_into(p, v, g, ng, at)
+        for v, g, at in zip(args, step.ins, step.data, strict=True)
+        if 0 not in g.shape or ng.link[d] < 0
+    ]
+    if ng.link[d] < 0:
+        return [ConeVal(jnp.concatenate(ts, p.n_pre + d))]
+    return [ConeVal(sum(ts[1:], ts[0]))]
 
 
 CONCATENATE = ConeRule("concatenate", _concat_geometry, _concat_tangent)
