@@ -113,6 +113,7 @@ def test_interior_padding_and_spatial_rev_are_refused_with_the_reason(x64):
         plan = slp.insens_plan(f, x)
         assert plan.route != "cone"
         assert reason in str(plan.not_taken["cone"])
+        assert "not implemented on the cone route" in str(plan.not_taken["cone"])
 
 
 @pytest.mark.parametrize("pool", ["mean", "max"])
@@ -141,3 +142,62 @@ def test_relu_after_global_pooling_takes_the_cone_route(x64, pool):
 
     assert (pre_activations(x)[1] <= 0).any() and (pre_activations(x)[1] > 0).any()
     _check_every_route(f, pre_activations, x)
+
+
+# -- upsampling, edge and reflect padding (sigma may be a fraction; concatenations along a
+# spatial axis). 10x10 inputs: the cones cover a part of the image only.
+
+
+def _transposed(seed, strides, padding="SAME"):
+    k = jnp.asarray(np.random.default_rng(seed + 100).normal(size=(3, 3, 3, 3)) / 3)
+    return lambda h: lax.conv_transpose(
+        h[None], k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
+
+
+def _strided(seed):
+    """A 3x3 convolution of stride 2 (the cones of a block start rho > 1 apart)."""
+    k = jnp.asarray(np.random.default_rng(seed + 200).normal(size=(3, 3, 3, 3)) / 3)
+    return lambda h: lax.conv_general_dilated(
+        h[None], k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
+
+
+MIDDLES = {
+    "edge_pad": lambda seed: lambda h: jnp.pad(h, ((1, 2), (2, 1), (0, 0)), mode="edge"),
+    "reflect_pad": lambda seed: lambda h: jnp.pad(h, ((1, 1), (1, 0), (0, 0)), mode="reflect"),
+    "symmetric_pad": lambda seed: lambda h: jnp.pad(h, ((1, 0), (0, 1), (0, 0)), "symmetric"),
+    "resize_nearest_x2": lambda seed: lambda h: jax.image.resize(h, (20, 20, 3), "nearest"),
+    "resize_nearest_3_2": lambda seed: lambda h: jax.image.resize(h, (15, 13, 3), "nearest"),
+    "resize_nearest_down": lambda seed: lambda h: jax.image.resize(h, (5, 7, 3), "nearest"),
+    "take_rows": lambda seed: lambda h: jnp.take(h, jnp.asarray([0, 2, 2, 3, 5, 9, 8]), axis=0),
+    "transposed_conv": lambda seed: _transposed(seed, (2, 2)),
+    "transposed_conv_valid_3_1": lambda seed: _transposed(seed, (3, 1), "VALID"),
+    # (no ReLU inside a middle: the reference records the network's own pre-activations)
+    "strided_then_transposed": lambda seed: lambda h: _transposed(seed, (2, 2))(_strided(seed)(h)),
+    "transposed_then_strided": lambda seed: lambda h: _strided(seed)(_transposed(seed, (2, 2))(h)),
+    "resize_then_edge_pad": lambda seed: (
+        lambda h: jnp.pad(
+            jax.image.resize(h, (20, 20, 3), "nearest"), ((1, 1), (1, 1), (0, 0)), mode="edge"
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", sorted(MIDDLES))
+def test_upsampling_and_edge_padding_take_the_cone_route(x64, name, seed):
+    """Each cone route map equals Insens from ``jax.jacfwd`` (float64) to 1e-10."""
+    f, pre = _network(MIDDLES[name](seed), 3, seed=seed)
+    x = jax.random.normal(jax.random.key(10 + seed), (10, 10, 1), jnp.float64)
+    plan = slp.insens_plan(f, x, route="cone")
+    assert plan.route == "cone", plan.not_taken
+    # the cones cover a part of a ReLU layer's positions only (the second layer's, where
+    # it is large enough)
+    relus = [e.ins[0] for e in plan.cone.steps.values() if e.rule.name == "relu"]
+    assert all(w < relus[0].shape[relus[0].axis_of(k)] for k, w in enumerate(relus[0].width))
+    if min(relus[1].shape[relus[1].axis_of(k)] for k in range(2)) >= 8:
+        assert all(w < relus[1].shape[relus[1].axis_of(k)] for k, w in enumerate(relus[1].width))
+    want = _insens_reference(pre, x)
+    got = np.asarray(slp.insens(f, route="cone")(x))
+    np.testing.assert_allclose(got, want, atol=TOL)

@@ -192,6 +192,9 @@ def _reshape_geometry(ctx, eqn, ins):
     ng = _relabel(z, new_shape)
     if ng is not None:
         return [ng], "relabel"
+    merged = _merge_repeat(z)
+    if merged is not None and _relabel(merged[0], new_shape) is not None:
+        return [_relabel(merged[0], new_shape)], ("merge",) + merged
     if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
         if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
             return [Global(z, new_shape)], "pool"
@@ -202,9 +205,62 @@ def _reshape_geometry(ctx, eqn, ins):
     return [Flat(z)], "flat"
 
 
+def _merge_repeat(z: Geom):
+    """A spatial axis ``a_s`` of size 1 beside a free axis ``a_f`` of size ``m`` (the
+    broadcast rows of an edge padding wider than 1) merged into one spatial axis: its
+    element ``P`` is the operand's element ``(0, P)``, bounded by ``sigma P + beta -
+    sigma (m - 1) ... sigma P + beta + recep - 1``. Returns ``(merged, a_s, a_f)`` (the
+    merged geometry has ``a_s`` dropped and ``a_f`` spatial), or None."""
+    for a_s, k in enumerate(z.link):
+        if k < 0 or z.shape[a_s] != 1:
+            continue
+        for a_f in (a_s - 1, a_s + 1):
+            if 0 <= a_f < len(z.shape) and z.link[a_f] < 0 and z.shape[a_f] > 1:
+                m = z.shape[a_f]
+                beta, recep, width = map(list, (z.beta, z.recep, z.width))
+                beta[k] = beta[k] - z.sigma[k] * (m - 1)
+                recep[k] = recep[k] + z.sigma[k] * (m - 1)
+                width[k] = -(-recep[k] // z.sigma[k])
+                link = list(z.link)
+                link[a_f] = k
+                keep = [a for a in range(len(z.shape)) if a != a_s]
+                merged = Geom(
+                    tuple(z.shape[a] for a in keep),
+                    tuple(link[a] for a in keep),
+                    z.sigma,
+                    tuple(beta),
+                    tuple(recep),
+                    tuple(width),
+                )
+                return merged, a_s, a_f
+    return None
+
+
+def _merge_tangent(p, t, g: Geom, merged: Geom, a_s: int, a_f: int):
+    """``t`` (geometry ``g``) in ``merged``'s layout (`_merge_repeat`): output slot ``e``
+    of element offset ``r`` is position ``P = rho B + d'[r] + e``, which reads the free
+    index ``P`` at the operand's only position 0, its cone slot ``-rho B - d[r]``."""
+    k, n_pre = g.link[a_s], p.n_pre
+    rho, d = p.geo.starts(g, k)
+    _, d_m = p.geo.starts(merged, k)
+    big = rho * p.block[k] + jnp.asarray(d_m)[:, None] + jnp.arange(merged.width[k])[None]
+    slot = -rho * p.block[k] - jnp.asarray(d)
+    ok = (big >= 0) & (big < g.shape[a_f]) & ((slot >= 0) & (slot < g.width[k]))[:, None]
+    shape = [1] * t.ndim
+    shape[k] = len(d)
+    t = jnp.take_along_axis(t, jnp.clip(slot, 0, g.width[k] - 1).reshape(shape), n_pre + a_s)
+    shape[n_pre + a_f] = merged.width[k]
+    big = jnp.clip(big, 0, g.shape[a_f] - 1).reshape(shape)
+    t = jnp.where(ok.reshape(shape), jnp.take_along_axis(t, big, n_pre + a_f), 0)
+    return jnp.squeeze(t, n_pre + a_s)
+
+
 def _reshape_tangent(p, eqn, step, args):
     z, g, (ng,) = dep_arg(eqn, args), next(v for v in step.ins if v is not None), step.outs
     n_pre = p.n_pre
+    if step.data[0] == "merge":
+        t = _merge_tangent(p, p.materialize(z, g), g, *step.data[1:])
+        return [ConeVal(t.reshape(t.shape[:n_pre] + ng.window_shape()))]
     if step.data == "relabel":
         mask = None if z.mask is None else z.mask.reshape(ng.shape)
         return [ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.window_shape()), mask, z.valid)]
@@ -232,9 +288,9 @@ SHAPE = ConeRule("shape", _reshape_geometry, _reshape_tangent, carry=_reshape_ca
 
 
 def _broadcast_geometry(ctx, eqn, ins):
-    """``broadcast_in_dim`` that only adds axes of size 1 (e.g. ``h[None]``, or the rows of
-    an edge padding): operand axis ``i`` is output axis ``broadcast_dimensions[i]``. An
-    empty output carries no tangents at all."""
+    """``broadcast_in_dim`` that adds free axes (e.g. ``h[None]``, or the repeated rows of
+    an edge padding): operand axis ``i`` is output axis ``broadcast_dimensions[i]``, each
+    new axis repeats the value. An empty output carries no tangents at all."""
     z = single(eqn, ins, eqn.primitive.name)
     if isinstance(z, Refusal):
         return z
@@ -247,18 +303,25 @@ def _broadcast_geometry(ctx, eqn, ins):
     ng = dataclasses.replace(z, shape=tuple(out_shape), link=tuple(link))
     if 0 in out_shape:
         return [ng], "empty"
-    if any(z.shape[a] != out_shape[b] for a, b in enumerate(dims)) or any(
-        out_shape[b] != 1 for b in range(len(out_shape)) if b not in dims
-    ):
-        return Refusal("a broadcast_in_dim that broadcasts an input-dependent value")
-    return [ng], "relabel"
+    if any(z.shape[a] != out_shape[b] for a, b in enumerate(dims)):
+        return Refusal("a broadcast_in_dim that stretches an axis of an input-dependent value")
+    return [ng], "repeat"
 
 
 def _broadcast_tangent(p, eqn, step, args):
+    (ng,), z = step.outs, dep_arg(eqn, args)
+    n_pre, dims = p.n_pre, eqn.params["broadcast_dimensions"]
+    win = ng.window_shape()
     if step.data == "empty":
-        (ng,), z = step.outs, dep_arg(eqn, args)
-        return [ConeVal(jnp.zeros(z.t.shape[: p.n_pre] + ng.window_shape(), z.t.dtype))]
-    return _reshape_tangent(p, eqn, step, args)
+        return [ConeVal(jnp.zeros(z.t.shape[:n_pre] + win, z.t.dtype))]
+    if step.data != "repeat":
+        return _reshape_tangent(p, eqn, step, args)
+    unit = tuple(n if b in dims else 1 for b, n in enumerate(win))
+    t = jnp.broadcast_to(z.t.reshape(z.t.shape[:n_pre] + unit), z.t.shape[:n_pre] + win)
+    if z.mask is None:
+        return [ConeVal(t, None, z.valid)]
+    unit = tuple(n if b in dims else 1 for b, n in enumerate(ng.shape))
+    return [ConeVal(t, jnp.broadcast_to(z.mask.reshape(unit), ng.shape), z.valid)]
 
 
 def _broadcast_carry(eqn, ins, shapes):

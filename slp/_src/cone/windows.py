@@ -372,7 +372,7 @@ def _pad_geometry(ctx, eqn, ins):
         return Refusal("a pad of a globally pooled value")
     config = tuple(eqn.params["padding_config"])
     if any(interior != 0 for _, _, interior in config):
-        return Refusal("interior padding (a dilation)")
+        return Refusal("interior padding (a dilation) is not implemented on the cone route")
     out_shape = ctx.shapes[eqn.outputs[0]]
     # Free axes are padded as they are; along a spatial one the output is a window of size 1
     # that starts ``lo`` elements before the operand (past its ends: tangents 0, as padding
