@@ -24,7 +24,6 @@ from slp._src.cone.rules import (
     NEG,
     REDUCE_SUM,
     RELU,
-    REV,
     SCALE,
     SHAPE,
     SPLIT,
@@ -34,7 +33,16 @@ from slp._src.cone.rules import (
     TRANSPOSE,
 )
 from slp._src.cone.tangents import norms
-from slp._src.cone.windows import CHANNEL_DOT, CONV, GATHER, MAX_POOL, PAD, SLICE, WINDOW_SUM
+from slp._src.cone.windows import (
+    CHANNEL_DOT,
+    CONV,
+    GATHER,
+    MAX_POOL,
+    PAD,
+    REV,
+    SLICE,
+    WINDOW_SUM,
+)
 
 __all__ = [
     "ConeGeometry",

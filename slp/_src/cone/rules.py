@@ -366,33 +366,6 @@ def _transpose_carry(eqn, ins, shapes):
 TRANSPOSE = ConeRule("transpose", _transpose_geometry, _transpose_tangent, carry=_transpose_carry)
 
 
-# -- reversals along free axes (channels) ------------------------------------------------
-
-
-def _rev_geometry(ctx, eqn, ins):
-    (z,) = ins
-    if not isinstance(z, Geom):
-        return Refusal("a reversal of a globally pooled value")
-    dims = [a for a in eqn.params["dimensions"] if z.shape[a] > 1]  # size 1: unchanged
-    if any(z.link[a] >= 0 for a in dims):
-        return Refusal(
-            "a reversal along a spatial axis (cones run in one direction) is not implemented "
-            "on the cone route"
-        )
-    return [z], tuple(dims)
-
-
-def _rev_tangent(p, eqn, step, args):
-    (g,) = step.ins
-    if not step.data:
-        return [args[0]]
-    t = p.materialize(args[0], g)
-    return [ConeVal(lax.rev(t, tuple(p.n_pre + a for a in step.data)))]
-
-
-REV = ConeRule("rev", _rev_geometry, _rev_tangent)
-
-
 # -- global sum pooling -------------------------------------------------------------------
 
 

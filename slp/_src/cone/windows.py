@@ -535,7 +535,13 @@ def _gather_geometry(ctx, eqn, ins):
         link[b] = z.link[others[j]]
     link[pos] = z.link[a]
     ng = dataclasses.replace(z, shape=tuple(out_shape), link=tuple(link))
-    k = z.link[a]
+    return [_taken(ng, z.link[a], n, idx)], _TakeData(a, pos, idx)
+
+
+def _taken(ng: Geom, k: int, n: int, idx: np.ndarray) -> Geom:
+    """``ng`` (a take of ``idx`` from ``n`` elements along spatial axis ``k``; -1: none)
+    with the bounds of `_gather_geometry` along ``k``."""
+    z = ng
     if k >= 0:
         q = Fraction(n, len(idx))
         dev = [Fraction(int(i)) - q * p for p, i in enumerate(idx) if i >= 0] or [Fraction(0)]
@@ -547,7 +553,7 @@ def _gather_geometry(ctx, eqn, ins):
         ng = dataclasses.replace(
             ng, sigma=tuple(sigma), beta=tuple(beta), recep=tuple(recep), width=tuple(width)
         )
-    return [ng], _TakeData(a, pos, idx)
+    return ng
 
 
 def _gather_tangent(p, eqn, step, args):
@@ -556,7 +562,11 @@ def _gather_tangent(p, eqn, step, args):
     ``idx[P] - rho B - d[r]`` (traced: it depends on the block), zero where that is
     outside the operand's cone or ``P`` outside the output."""
     g, (ng,), w = step.ins[0], step.outs, step.data
-    t = p.materialize(args[0], g)
+    return [ConeVal(_take_tangent(p, p.materialize(args[0], g), g, ng, w))]
+
+
+def _take_tangent(p, t, g: Geom, ng: Geom, w: _TakeData):
+    """`_gather_tangent` of the tangents ``t`` (geometry ``g``, materialised)."""
     ax, k = p.n_pre + w.axis, g.link[w.axis]
     idx = jnp.asarray(w.idx, jnp.int32)
     if k < 0:  # along a free axis: the same for every cone slot
@@ -564,7 +574,7 @@ def _gather_tangent(p, eqn, step, args):
         shape = [1] * t.ndim
         shape[ax] = len(w.idx)
         out = jnp.where((idx >= 0).reshape(shape), out, jnp.zeros((), t.dtype))
-        return [ConeVal(jnp.moveaxis(out, ax, p.n_pre + w.pos))]
+        return jnp.moveaxis(out, ax, p.n_pre + w.pos)
     rho, d = p.geo.starts(g, k)
     rho_n, d_n = p.geo.starts(ng, k)
     big = rho_n * p.block[k] + jnp.asarray(d_n)[:, None] + jnp.arange(ng.width[k])[None]
@@ -575,7 +585,7 @@ def _gather_tangent(p, eqn, step, args):
     shape[k], shape[ax] = slot.shape
     slot, ok = jnp.clip(slot, 0, g.width[k] - 1).reshape(shape), ok.reshape(shape)
     out = jnp.where(ok, jnp.take_along_axis(t, slot, axis=ax), jnp.zeros((), t.dtype))
-    return [ConeVal(jnp.moveaxis(out, ax, p.n_pre + w.pos))]
+    return jnp.moveaxis(out, ax, p.n_pre + w.pos)
 
 
 def _gather_carry(eqn, ins, shapes):
@@ -590,3 +600,40 @@ def _gather_carry(eqn, ins, shapes):
 
 
 GATHER = ConeRule("gather", _gather_geometry, _gather_tangent, carry=_gather_carry)
+
+
+# -- reversals (jnp.flip, reflect padding) ----------------------------------------------
+
+
+def _rev_geometry(ctx, eqn, ins):
+    """A reversal: along free axes and spatial axes of size 1 the same cones; along one
+    spatial axis of ``n`` elements a take of ``n - 1 ... 0`` (`_gather_geometry`: the cone
+    widens by ``2 (n - 1)`` elements, past the whole axis for a flip of a feature map)."""
+    (z,) = ins
+    if not isinstance(z, Geom):
+        return Refusal("a reversal of a globally pooled value")
+    dims = [a for a in eqn.params["dimensions"] if z.shape[a] > 1]  # size 1: unchanged
+    spatial = [a for a in dims if z.link[a] >= 0]
+    free = tuple(a for a in dims if z.link[a] < 0)
+    if len(spatial) > 1:
+        return Refusal(
+            "a reversal along several spatial axes at once is not implemented on the cone route"
+        )
+    if not spatial:
+        return [z], (None, free)
+    a = spatial[0]
+    take = _TakeData(a, a, np.arange(z.shape[a])[::-1].copy())
+    return [_taken(z, z.link[a], z.shape[a], take.idx)], (take, free)
+
+
+def _rev_tangent(p, eqn, step, args):
+    (g,), (ng,), (take, free) = step.ins, step.outs, step.data
+    if take is None and not free:
+        return [args[0]]
+    t = p.materialize(args[0], g)
+    if free:
+        t = lax.rev(t, tuple(p.n_pre + a for a in free))
+    return [ConeVal(t if take is None else _take_tangent(p, t, g, ng, take))]
+
+
+REV = ConeRule("rev", _rev_geometry, _rev_tangent)
