@@ -262,7 +262,7 @@ for _p in (lax.reshape_p, lax.squeeze_p, lax.broadcast_in_dim_p):
     declare(
         _p,
         boxes=_boxes.MOVING,
-        cone=_cone.SHAPE,
+        cone=_cone.BROADCAST if _p is lax.broadcast_in_dim_p else _cone.SHAPE,
         relevance=_relevance.REARRANGE
         if _p is not lax.broadcast_in_dim_p
         else _relevance.TRANSPOSE,
@@ -315,7 +315,7 @@ _INDICES = _not_implemented("indexing with input-dependent indices (operand {i})
 declare(
     lax.gather_p,
     boxes=_boxes.MOVING,
-    cone=_NO_CONE,
+    cone=_cone.GATHER,
     input_operands=_first,
     operands_refusal=_INDICES,
 )

@@ -103,16 +103,17 @@ def test_rev_over_channels_takes_the_cone_route(x64):
     _check_every_route(f, pre, x)
 
 
-def test_interior_padding_and_spatial_rev_are_refused_with_the_reason(x64):
+def test_interior_padding_and_a_rev_of_two_spatial_axes_are_refused_with_the_reason(x64):
     x = jax.random.normal(jax.random.key(4), (10, 10, 1), jnp.float64)
     dilated, _ = _network(
         lambda h: lax.pad(h, jnp.zeros((), h.dtype), [(0, 0, 1), (0, 0, 1), (0, 0, 0)]), 3
     )
-    flipped, _ = _network(lambda h: h[::-1], 3)
-    for f, reason in ((dilated, "interior padding"), (flipped, "reversal along a spatial")):
+    flipped, _ = _network(lambda h: h[::-1, ::-1], 3)  # one reversal along two axes
+    for f, reason in ((dilated, "interior padding"), (flipped, "reversal along several spatial")):
         plan = slp.insens_plan(f, x)
         assert plan.route != "cone"
         assert reason in str(plan.not_taken["cone"])
+        assert "not implemented on the cone route" in str(plan.not_taken["cone"])
 
 
 @pytest.mark.parametrize("pool", ["mean", "max"])
@@ -141,3 +142,76 @@ def test_relu_after_global_pooling_takes_the_cone_route(x64, pool):
 
     assert (pre_activations(x)[1] <= 0).any() and (pre_activations(x)[1] > 0).any()
     _check_every_route(f, pre_activations, x)
+
+
+# -- upsampling, edge and reflect padding (sigma may be a fraction; concatenations along a
+# spatial axis). 10x10 inputs: the cones cover a part of the image only.
+
+
+def _transposed(seed, strides, padding="SAME"):
+    k = jnp.asarray(np.random.default_rng(seed + 100).normal(size=(3, 3, 3, 3)) / 3)
+    return lambda h: lax.conv_transpose(
+        h[None], k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
+
+
+def _strided(seed):
+    """A 3x3 convolution of stride 2 (the cones of a block start rho > 1 apart)."""
+    k = jnp.asarray(np.random.default_rng(seed + 200).normal(size=(3, 3, 3, 3)) / 3)
+    return lambda h: lax.conv_general_dilated(
+        h[None], k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
+
+
+MIDDLES = {
+    "edge_pad": lambda seed: lambda h: jnp.pad(h, ((1, 2), (2, 1), (0, 0)), mode="edge"),
+    "reflect_pad": lambda seed: lambda h: jnp.pad(h, ((1, 1), (1, 0), (0, 0)), mode="reflect"),
+    "symmetric_pad": lambda seed: lambda h: jnp.pad(h, ((1, 0), (0, 1), (0, 0)), "symmetric"),
+    "resize_nearest_x2": lambda seed: lambda h: jax.image.resize(h, (20, 20, 3), "nearest"),
+    "resize_nearest_3_2": lambda seed: lambda h: jax.image.resize(h, (15, 13, 3), "nearest"),
+    "resize_nearest_down": lambda seed: lambda h: jax.image.resize(h, (5, 7, 3), "nearest"),
+    "take_rows": lambda seed: lambda h: jnp.take(h, jnp.asarray([0, 2, 2, 3, 5, 9, 8]), axis=0),
+    "transposed_conv": lambda seed: _transposed(seed, (2, 2)),
+    "transposed_conv_valid_3_1": lambda seed: _transposed(seed, (3, 1), "VALID"),
+    # (no ReLU inside a middle: the reference records the network's own pre-activations)
+    "strided_then_transposed": lambda seed: lambda h: _transposed(seed, (2, 2))(_strided(seed)(h)),
+    "transposed_then_strided": lambda seed: lambda h: _strided(seed)(_transposed(seed, (2, 2))(h)),
+    "flip_rows": lambda seed: lambda h: jnp.flip(h, 0),
+    "flip_rows_then_columns": lambda seed: lambda h: jnp.flip(jnp.flip(h, 0), 1),
+    "reflect_pad_2": lambda seed: lambda h: jnp.pad(h, ((2, 1), (0, 2), (0, 0)), mode="reflect"),
+    "resize_then_edge_pad": lambda seed: (
+        lambda h: jnp.pad(
+            jax.image.resize(h, (20, 20, 3), "nearest"), ((1, 1), (1, 1), (0, 0)), mode="edge"
+        )
+    ),
+}
+
+
+# Middles whose cones cover the whole second ReLU layer along some axis (a flip, a take of
+# rows out of order, small layers).
+WHOLE = {
+    "flip_rows",
+    "flip_rows_then_columns",
+    "reflect_pad_2",
+    "take_rows",
+    "resize_nearest_down",
+    "strided_then_transposed",
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", sorted(MIDDLES))
+def test_upsampling_and_edge_padding_take_the_cone_route(x64, name, seed):
+    """Each cone route map equals Insens from ``jax.jacfwd`` (float64) to 1e-10."""
+    f, pre = _network(MIDDLES[name](seed), 3, seed=seed)
+    x = jax.random.normal(jax.random.key(10 + seed), (10, 10, 1), jnp.float64)
+    plan = slp.insens_plan(f, x, route="cone")
+    assert plan.route == "cone", plan.not_taken
+    want = _insens_reference(pre, x)
+    got = np.asarray(slp.insens(f, route="cone")(x))
+    np.testing.assert_allclose(got, want, atol=TOL)
+    # the cones cover a part of the image only: in the first ReLU layer, and (but where the
+    # operation widens them past the whole layer) in the second
+    relus = [e.ins[0] for e in plan.cone.steps.values() if e.rule.name == "relu"]
+    for g in relus[:1] if name in WHOLE else relus[:2]:
+        assert all(w < g.shape[g.axis_of(k)] for k, w in enumerate(g.width)), name

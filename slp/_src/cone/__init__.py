@@ -17,13 +17,13 @@ Three rooms:
 from slp._src.cone.geometry import ConeGeometry, ConeRefusal, ConeRule, cone_geometry
 from slp._src.cone.rules import (
     ADD,
+    BROADCAST,
     CONCATENATE,
     DIVIDE,
     IDENTITY,
     NEG,
     REDUCE_SUM,
     RELU,
-    REV,
     SCALE,
     SHAPE,
     SPLIT,
@@ -33,7 +33,16 @@ from slp._src.cone.rules import (
     TRANSPOSE,
 )
 from slp._src.cone.tangents import norms
-from slp._src.cone.windows import CHANNEL_DOT, CONV, MAX_POOL, PAD, SLICE, WINDOW_SUM
+from slp._src.cone.windows import (
+    CHANNEL_DOT,
+    CONV,
+    GATHER,
+    MAX_POOL,
+    PAD,
+    REV,
+    SLICE,
+    WINDOW_SUM,
+)
 
 __all__ = [
     "ConeGeometry",
@@ -42,10 +51,12 @@ __all__ = [
     "cone_geometry",
     "norms",
     "ADD",
+    "BROADCAST",
     "CHANNEL_DOT",
     "CONCATENATE",
     "CONV",
     "DIVIDE",
+    "GATHER",
     "IDENTITY",
     "MAX_POOL",
     "NEG",

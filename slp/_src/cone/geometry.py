@@ -11,9 +11,12 @@ operation's `ConeRule` (its declaration's ``cone`` entry) for its part. It retur
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
+from fractions import Fraction
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from slp._src import interpreter as interp
@@ -32,6 +35,10 @@ class Geom:
     ``k`` depends on input coordinates ``sigma_k p + beta_k ... + recep_k - 1``, so
     input coordinate ``j`` reaches at most ``width_k`` consecutive elements, starting
     at ``floor((j - beta_k) / sigma_k) - width_k + 1`` (the element's *cone*).
+    ``sigma``, ``beta`` and ``recep`` are integers, or `fractions.Fraction` after an
+    upsampling (a transposed convolution, a nearest-neighbour resize: ``sigma < 1``); the
+    bounds above then hold as real intervals, and ``width = ceil(recep / sigma)`` still
+    bounds the number of elements reached.
 
     Attributes:
       shape: the value's shape.
@@ -195,28 +202,65 @@ class ConeGeometry:
     dtypes: Mapping[int, Any] = dataclasses.field(default_factory=dict)
 
     def starts(self, g: Geom, k: int) -> tuple[int, np.ndarray]:
-        """``(rho, d)``: cone start ``rho B + d[r]`` of element offset ``r`` along ``k``."""
-        rho = self.sigma_tot[k] // g.sigma[k]
-        r = np.arange(self.sigma_tot[k])
-        return rho, np.floor_divide(r - g.beta[k], g.sigma[k]) - g.width[k] + 1
+        """``(rho, d)``: cone start ``rho B + d[r]`` of element offset ``r`` along ``k``
+        (exact rational arithmetic: ``sigma`` may be a fraction)."""
+        rho = Fraction(self.sigma_tot[k]) / Fraction(g.sigma[k])
+        assert rho.denominator == 1, (self.sigma_tot, g.sigma)
+        beta, sigma = Fraction(g.beta[k]), Fraction(g.sigma[k])
+        d = [math.floor((r - beta) / sigma) - g.width[k] + 1 for r in range(self.sigma_tot[k])]
+        return int(rho), np.asarray(d, np.int64)
 
-    def shift(self, g: Geom, ng: Geom, k: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    def shift(
+        self, g: Geom, ng: Geom, k: int, stride: int = 1, pad: int = 0, scale: int = 1
+    ) -> np.ndarray:
         """Per element offset ``r``: ``kappa`` such that slot ``e`` of the cone in ``ng``
         (a window of ``g`` with ``stride`` and leading ``pad``, e.g. a pooling or a
         convolution) starts at slot ``stride e + kappa`` of the cone in ``g``:
-        ``stride (rho' B + d'[r]) - pad - (rho B + d[r])`` with ``stride rho' = rho``."""
-        return stride * self.starts(ng, k)[1] - pad - self.starts(g, k)[1]
+        ``stride (rho' B + d'[r]) - pad - (rho B + d[r])`` with ``stride rho' = rho``.
+        ``scale``: an input-dilated window (a transposed convolution) reads ``g``'s
+        positions spread ``scale`` apart: ``kappa`` counts dilated slots, ``scale`` per slot
+        of ``g`` (``stride rho' = scale rho``)."""
+        return stride * self.starts(ng, k)[1] - pad - scale * self.starts(g, k)[1]
 
 
 class GeoCtx(NamedTuple):
-    """What a geometry rule reads besides its operands: ``nk`` spatial axes, value shapes."""
+    """What a geometry rule reads besides its operands: ``nk`` spatial axes, value shapes,
+    and the program (for `static_value`)."""
 
     nk: int
     shapes: Mapping[int, tuple[int, ...]]
+    program: Any = None
 
     def shape(self, a) -> tuple[int, ...]:
         """Shape of operand ``a`` (a value id or a literal)."""
         return self.shapes[a] if isinstance(a, int) else tuple(np.shape(a.val))
+
+    def static_value(self, a) -> np.ndarray | None:
+        """The value of a constant operand ``a`` (e.g. a gather's indices, computed from
+        ``iota``) as a NumPy array, evaluated from the program's constants; None if it is
+        not known when the geometry is built (it depends on a traced constant)."""
+        if not isinstance(a, int):
+            return np.asarray(a.val)
+        program = self.program
+        producer = {o: e for e in program.eqns for o in e.outputs} if program else {}
+        env: dict[int, Any] = {}
+
+        def value(v):
+            if not isinstance(v, int):
+                return v.val
+            if v not in env:
+                if v in program.consts:
+                    env[v] = program.consts[v]
+                else:
+                    e = producer[v]
+                    env.update(zip(e.outputs, e.apply(*[value(u) for u in e.inputs]), strict=True))
+            return env[v]
+
+        try:
+            with jax.ensure_compile_time_eval():
+                return np.asarray(value(a))
+        except (jax.errors.JAXTypeError, KeyError):  # a traced constant
+            return None
 
 
 def single(eqn, ins, what: str):
@@ -337,6 +381,21 @@ def _step(ctx: GeoCtx, i: int, eqn, ins: tuple, end: int):
     return tuple(outs), Step(i, rule, ins, tuple(outs), data), None
 
 
+def _block_sizes(values, last) -> tuple[int, ...]:
+    """The block size per spatial axis: the smallest integer that is a whole multiple of
+    every value's ``sigma`` (the last value's, unless the network upsamples: then
+    ``sigma`` may be a fraction, and the block spans ``sigma_tot / sigma`` elements of
+    each value)."""
+    geoms = [v.geom if isinstance(v, (Flat, Global)) else v for v in values.values()]
+    out = []
+    for k, s in enumerate(last):
+        n = Fraction(s).numerator
+        for g in geoms:
+            n = math.lcm(n, Fraction(g.sigma[k]).numerator)
+        out.append(int(n))
+    return tuple(out)
+
+
 def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     """The cone route's geometry for ``program`` at inputs of shape ``x_shape``.
 
@@ -357,7 +416,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     if isinstance(spatial, ConeRefusal):
         return spatial
     nk = len(spatial)
-    ctx = GeoCtx(nk, shapes)
+    ctx = GeoCtx(nk, shapes, program)
     link = tuple(spatial.index(a) if a in spatial else -1 for a in range(len(x_shape)))
     ones, zeros = (1,) * nk, (0,) * nk
     values: dict[int, Any] = {program.input_id: Geom(x_shape, link, ones, zeros, ones, ones)}
@@ -382,7 +441,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
             last = next(v for v in ins if v is not None)
     if convs == 0:
         return ConeRefusal("no convolution before the first dense layer over the whole input")
-    sigma_tot = (last.geom if isinstance(last, Global) else last).sigma
+    sigma_tot = _block_sizes(values, (last.geom if isinstance(last, Global) else last).sigma)
     ranges = [np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
     blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
     dtypes = {i: v.dtype for i, v in avals.items()}

@@ -57,13 +57,15 @@ def union_geom(nk: int, vals, shape, what: str) -> Geom | Refusal:
     return Geom(tuple(shape), g0.link, g0.sigma, tuple(beta), tuple(recep), tuple(width))
 
 
-def embed_into(p: Pass, v: ConeVal, g: Geom, ng: Geom):
+def embed_into(p: Pass, v: ConeVal, g: Geom, ng: Geom, at: Geom | None = None):
     """``v``'s cone tangents (geometry ``g``) placed into the wider cone of ``ng``, at a
     static offset per element offset ``r``; slots of ``v``'s cone beyond ``ng``'s are ones
-    that ``v`` does not reach (zero). Materialised: zero at slots outside the value."""
+    that ``v`` does not reach (zero). Materialised: zero at slots outside the value.
+    ``at``: ``g`` as placed in ``ng``'s positions (a concatenation along a spatial axis;
+    None: in place)."""
     nk = p.nk
     # slot s of v's cone is slot s + offset of ng's
-    offsets = {k: -p.geo.shift(g, ng, k) for k in range(nk)}
+    offsets = {k: -p.geo.shift(at or g, ng, k) for k in range(nk)}
 
     def embed(sub, off, n_lead):
         for k in range(nk):
@@ -161,6 +163,23 @@ def _core(shape, link=None):
     return [a for a, n in enumerate(shape) if not (n == 1 and link[a] < 0)]
 
 
+def _relabel(z: Geom, new_shape) -> Geom | None:
+    """``z`` reshaped to ``new_shape`` by adding or dropping free axes of size 1 only (a
+    spatial axis of size 1 goes to the next new axis of size 1, in order), or None."""
+    link, a_new = [-1] * len(new_shape), 0
+    for a_old in _core(z.shape, z.link):
+        n = z.shape[a_old]
+        while a_new < len(new_shape) and new_shape[a_new] == 1 and n != 1:
+            a_new += 1  # new free axes of size 1
+        if a_new == len(new_shape) or new_shape[a_new] != n:
+            return None
+        link[a_new] = z.link[a_old]
+        a_new += 1
+    if any(n != 1 for n in new_shape[a_new:]):
+        return None
+    return dataclasses.replace(z, shape=tuple(new_shape), link=tuple(link))
+
+
 def _reshape_geometry(ctx, eqn, ins):
     z = single(eqn, ins, eqn.primitive.name)
     if isinstance(z, Refusal):
@@ -170,23 +189,78 @@ def _reshape_geometry(ctx, eqn, ins):
         return Refusal(f"a {eqn.primitive.name} that broadcasts an input-dependent value")
     if isinstance(z, Global):
         return [Global(z.geom, new_shape)], "global"
+    ng = _relabel(z, new_shape)
+    if ng is not None:
+        return [ng], "relabel"
+    merged = _merge_repeat(z)
+    if merged is not None and _relabel(merged[0], new_shape) is not None:
+        return [_relabel(merged[0], new_shape)], ("merge",) + merged
     if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
         if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
             return [Global(z, new_shape)], "pool"
-        return Refusal("a reshape of a value with a spatial axis of size 1")
-    old = _core(z.shape, z.link)
-    new = [a for a, n in enumerate(new_shape) if n != 1]
-    if [z.shape[a] for a in old] != [new_shape[a] for a in new]:
-        return [Flat(z)], "flat"
-    link = [-1] * len(new_shape)
-    for a_old, a_new in zip(old, new, strict=True):
-        link[a_new] = z.link[a_old]
-    return [dataclasses.replace(z, shape=new_shape, link=tuple(link))], "relabel"
+        return Refusal(
+            "a reshape that merges a spatial axis of size 1 with others: not implemented on "
+            "the cone route"
+        )
+    return [Flat(z)], "flat"
+
+
+def _merge_repeat(z: Geom):
+    """A spatial axis ``a_s`` of size 1 beside a free axis ``a_f`` of size ``m`` (the
+    broadcast rows of an edge padding wider than 1) merged into one spatial axis: its
+    element ``P`` is the operand's element ``(0, P)``, bounded by ``sigma P + beta -
+    sigma (m - 1) ... sigma P + beta + recep - 1``. Returns ``(merged, a_s, a_f)`` (the
+    merged geometry has ``a_s`` dropped and ``a_f`` spatial), or None."""
+    for a_s, k in enumerate(z.link):
+        if k < 0 or z.shape[a_s] != 1:
+            continue
+        for a_f in (a_s - 1, a_s + 1):
+            if 0 <= a_f < len(z.shape) and z.link[a_f] < 0 and z.shape[a_f] > 1:
+                m = z.shape[a_f]
+                beta, recep, width = map(list, (z.beta, z.recep, z.width))
+                beta[k] = beta[k] - z.sigma[k] * (m - 1)
+                recep[k] = recep[k] + z.sigma[k] * (m - 1)
+                width[k] = -(-recep[k] // z.sigma[k])
+                link = list(z.link)
+                link[a_f] = k
+                keep = [a for a in range(len(z.shape)) if a != a_s]
+                merged = Geom(
+                    tuple(z.shape[a] for a in keep),
+                    tuple(link[a] for a in keep),
+                    z.sigma,
+                    tuple(beta),
+                    tuple(recep),
+                    tuple(width),
+                )
+                return merged, a_s, a_f
+    return None
+
+
+def _merge_tangent(p, t, g: Geom, merged: Geom, a_s: int, a_f: int):
+    """``t`` (geometry ``g``) in ``merged``'s layout (`_merge_repeat`): output slot ``e``
+    of element offset ``r`` is position ``P = rho B + d'[r] + e``, which reads the free
+    index ``P`` at the operand's only position 0, its cone slot ``-rho B - d[r]``."""
+    k, n_pre = g.link[a_s], p.n_pre
+    rho, d = p.geo.starts(g, k)
+    _, d_m = p.geo.starts(merged, k)
+    big = rho * p.block[k] + jnp.asarray(d_m)[:, None] + jnp.arange(merged.width[k])[None]
+    slot = -rho * p.block[k] - jnp.asarray(d)
+    ok = (big >= 0) & (big < g.shape[a_f]) & ((slot >= 0) & (slot < g.width[k]))[:, None]
+    shape = [1] * t.ndim
+    shape[k] = len(d)
+    t = jnp.take_along_axis(t, jnp.clip(slot, 0, g.width[k] - 1).reshape(shape), n_pre + a_s)
+    shape[n_pre + a_f] = merged.width[k]
+    big = jnp.clip(big, 0, g.shape[a_f] - 1).reshape(shape)
+    t = jnp.where(ok.reshape(shape), jnp.take_along_axis(t, big, n_pre + a_f), 0)
+    return jnp.squeeze(t, n_pre + a_s)
 
 
 def _reshape_tangent(p, eqn, step, args):
     z, g, (ng,) = dep_arg(eqn, args), next(v for v in step.ins if v is not None), step.outs
     n_pre = p.n_pre
+    if step.data[0] == "merge":
+        t = _merge_tangent(p, p.materialize(z, g), g, *step.data[1:])
+        return [ConeVal(t.reshape(t.shape[:n_pre] + ng.window_shape()))]
     if step.data == "relabel":
         mask = None if z.mask is None else z.mask.reshape(ng.shape)
         return [ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.window_shape()), mask, z.valid)]
@@ -211,6 +285,56 @@ def _reshape_carry(eqn, ins, shapes):
 
 
 SHAPE = ConeRule("shape", _reshape_geometry, _reshape_tangent, carry=_reshape_carry)
+
+
+def _broadcast_geometry(ctx, eqn, ins):
+    """``broadcast_in_dim`` that adds free axes (e.g. ``h[None]``, or the repeated rows of
+    an edge padding): operand axis ``i`` is output axis ``broadcast_dimensions[i]``, each
+    new axis repeats the value. An empty output carries no tangents at all."""
+    z = single(eqn, ins, eqn.primitive.name)
+    if isinstance(z, Refusal):
+        return z
+    if not isinstance(z, Geom):
+        return _reshape_geometry(ctx, eqn, ins)
+    out_shape, dims = ctx.shapes[eqn.outputs[0]], tuple(eqn.params["broadcast_dimensions"])
+    link = [-1] * len(out_shape)
+    for a, b in enumerate(dims):
+        link[b] = z.link[a]
+    ng = dataclasses.replace(z, shape=tuple(out_shape), link=tuple(link))
+    if 0 in out_shape:
+        return [ng], "empty"
+    if any(z.shape[a] != out_shape[b] for a, b in enumerate(dims)):
+        return Refusal("a broadcast_in_dim that stretches an axis of an input-dependent value")
+    return [ng], "repeat"
+
+
+def _broadcast_tangent(p, eqn, step, args):
+    (ng,), z = step.outs, dep_arg(eqn, args)
+    n_pre, dims = p.n_pre, eqn.params["broadcast_dimensions"]
+    win = ng.window_shape()
+    if step.data == "empty":
+        return [ConeVal(jnp.zeros(z.t.shape[:n_pre] + win, z.t.dtype))]
+    if step.data != "repeat":
+        return _reshape_tangent(p, eqn, step, args)
+    unit = tuple(n if b in dims else 1 for b, n in enumerate(win))
+    t = jnp.broadcast_to(z.t.reshape(z.t.shape[:n_pre] + unit), z.t.shape[:n_pre] + win)
+    if z.mask is None:
+        return [ConeVal(t, None, z.valid)]
+    unit = tuple(n if b in dims else 1 for b, n in enumerate(ng.shape))
+    return [ConeVal(t, jnp.broadcast_to(z.mask.reshape(unit), ng.shape), z.valid)]
+
+
+def _broadcast_carry(eqn, ins, shapes):
+    src = next(c for c in ins if c is not None)
+    out = [-1] * len(shapes[eqn.outputs[0]])
+    for a, b in enumerate(eqn.params["broadcast_dimensions"]):
+        out[b] = src[a]
+    return [tuple(out)], set()
+
+
+BROADCAST = ConeRule(
+    "broadcast_in_dim", _broadcast_geometry, _broadcast_tangent, carry=_broadcast_carry
+)
 
 
 # -- transposes: a relabelling of the axes ---------------------------------------------
@@ -240,27 +364,6 @@ def _transpose_carry(eqn, ins, shapes):
 
 
 TRANSPOSE = ConeRule("transpose", _transpose_geometry, _transpose_tangent, carry=_transpose_carry)
-
-
-# -- reversals along free axes (channels) ------------------------------------------------
-
-
-def _rev_geometry(ctx, eqn, ins):
-    (z,) = ins
-    if not isinstance(z, Geom):
-        return Refusal("a reversal of a globally pooled value")
-    if any(z.link[a] >= 0 for a in eqn.params["dimensions"]):
-        return Refusal("a reversal along a spatial axis (cones run in one direction)")
-    return [z], None
-
-
-def _rev_tangent(p, eqn, step, args):
-    (g,) = step.ins
-    t = p.materialize(args[0], g)
-    return [ConeVal(lax.rev(t, tuple(p.n_pre + a for a in eqn.params["dimensions"])))]
-
-
-REV = ConeRule("rev", _rev_geometry, _rev_tangent)
 
 
 # -- global sum pooling -------------------------------------------------------------------
@@ -297,22 +400,42 @@ REDUCE_SUM = ConeRule(
 
 
 def _concat_geometry(ctx, eqn, ins):
-    """Cone values concatenated along a channel axis (e.g. Inception or DenseNet)."""
+    """Cone values concatenated along a channel axis (e.g. Inception or DenseNet), or along
+    a spatial axis (e.g. the rows of an edge or reflect padding): there operand ``i``,
+    placed at offset ``o_i``, is a value whose element ``P`` is its element ``P - o_i``
+    (``beta`` less ``sigma o_i``), and the output's cone covers every operand's."""
     if not all(eqn.dep):
         return Refusal("a concatenation of input-dependent values with constants")
     if not all(isinstance(v, Geom) for v in ins):
         return Refusal("a concatenation of globally pooled values")
     d = eqn.params["dimension"]
-    if ins[0].link[d] >= 0:
-        return Refusal("a concatenation along a spatial axis")
-    ng = union_geom(ctx.nk, ins, ctx.shapes[eqn.outputs[0]], "a concatenation")
-    return ng if isinstance(ng, Refusal) else ([ng], None)
+    out_shape = ctx.shapes[eqn.outputs[0]]
+    k = ins[0].link[d]
+    if k < 0:
+        ng = union_geom(ctx.nk, ins, out_shape, "a concatenation")
+        return ng if isinstance(ng, Refusal) else ([ng], tuple(ins))
+    placed, offset = [], 0
+    for v in ins:
+        beta = list(v.beta)
+        beta[k] = beta[k] - v.sigma[k] * offset
+        placed.append(dataclasses.replace(v, shape=out_shape, beta=tuple(beta)))
+        offset += v.shape[d]
+    ng = union_geom(ctx.nk, placed, out_shape, "a concatenation")
+    return ng if isinstance(ng, Refusal) else ([ng], tuple(placed))
 
 
 def _concat_tangent(p, eqn, step, args):
-    (ng,) = step.outs
-    ts = [embed_into(p, v, g, ng) for v, g in zip(args, step.ins, strict=True)]
-    return [ConeVal(jnp.concatenate(ts, p.n_pre + eqn.params["dimension"]))]
+    """Along a channel axis the embedded operands are concatenated; along a spatial one
+    they are summed (each is zero outside its own positions)."""
+    (ng,), d = step.outs, eqn.params["dimension"]
+    ts = [
+        embed_into(p, v, g, ng, at)
+        for v, g, at in zip(args, step.ins, step.data, strict=True)
+        if 0 not in g.shape or ng.link[d] < 0
+    ]
+    if ng.link[d] < 0:
+        return [ConeVal(jnp.concatenate(ts, p.n_pre + d))]
+    return [ConeVal(sum(ts[1:], ts[0]))]
 
 
 CONCATENATE = ConeRule("concatenate", _concat_geometry, _concat_tangent)

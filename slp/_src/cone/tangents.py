@@ -316,16 +316,17 @@ def _cut_columns(program, geo: ConeGeometry, p0: Pass, plan):
     # Elements of a block whose cones at the cut start at the same place share one slice
     # of the weights: split the block's offsets r by that start.
     w_full = w_mat.reshape(g.shape + (n_out,))
-    groups = []
+    groups, rhos = [], []
     for k in range(nk):
-        _, d = geo.starts(g, k)
+        rho, d = geo.starts(g, k)  # rho > 1 where the network upsamples
+        rhos.append(rho)
         groups.append([(int(u), np.nonzero(d == u)[0]) for u in np.unique(d)])
     pad = [(0, 0)] * w_full.ndim
     sizes = list(w_full.shape)
     for k in range(nk):
         ax = g.axis_of(k)
         us = [u for u, _ in groups[k]]
-        b_max = int(geo.blocks[:, k].max())
+        b_max = rhos[k] * int(geo.blocks[:, k].max())
         pad[ax] = (max(0, -min(us)), max(0, b_max + max(us) + g.width[k] - g.shape[ax]))
         sizes[ax] = g.width[k]
     w_cut = _matmul.split(jnp.pad(w_full, pad), hp)  # once, outside the loop
@@ -337,7 +338,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: Pass, plan):
             part = t
             for k, (u, members) in enumerate(combo):
                 ax = g.axis_of(k)
-                starts[ax] = (b[k] + u + pad[ax][0]).astype(jnp.int32)
+                starts[ax] = (rhos[k] * b[k] + u + pad[ax][0]).astype(jnp.int32)
                 part = lax.slice_in_dim(part, int(members[0]), int(members[-1]) + 1, axis=k)
             w_win = _matmul.each(
                 lambda w, s=starts: lax.dynamic_slice(w, s, sizes).reshape(-1, n_out), w_cut

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -30,17 +32,20 @@ class _ConvData(NamedTuple):
     pads: tuple[int, ...]  # per k: leading padding
     dilation: tuple[int, ...]  # per k: kernel (rhs) dilation
     kernel_shape: tuple[int, ...]
+    lhs_dilation: tuple[int, ...] = ()  # per k: input dilation (a transposed convolution)
 
 
 def _conv_geometry(ctx, eqn, ins):
+    """A convolution: output element ``P`` reads the (input-dilated by ``L``, padded)
+    operand at ``stride P - pad + dilation tap``, i.e. operand element ``(stride P - pad
+    + dilation tap) / L`` where that is whole: ``sigma`` becomes ``sigma stride / L`` (a
+    fraction for a transposed convolution, `Geom`)."""
     z = ins[0]
     if not isinstance(z, Geom):
         return Refusal("a convolution of a globally pooled value")
     prm = eqn.params
     dn = prm["dimension_numbers"]
     nsp = len(dn.lhs_spec) - 2
-    if any(d != 1 for d in (prm.get("lhs_dilation") or ())):
-        return Refusal("an input-dilated (transposed) convolution")
     if prm.get("batch_group_count", 1) != 1:
         return Refusal("a convolution with batch groups")
     b_ax, f_ax = dn.lhs_spec[0], dn.lhs_spec[1]
@@ -53,26 +58,38 @@ def _conv_geometry(ctx, eqn, ins):
         return Refusal("a convolution that does not slide along every spatial axis")
     kshape = ctx.shape(eqn.inputs[1])
     dil = prm.get("rhs_dilation") or (1,) * nsp
+    lhs_dil = prm.get("lhs_dilation") or (1,) * nsp
     sigma, beta, recep, width = map(list, (z.sigma, z.beta, z.recep, z.width))
-    strides, pads, dils = [0] * ctx.nk, [0] * ctx.nk, [0] * ctx.nk
+    strides, pads, dils, lds = ([0] * ctx.nk for _ in range(4))
     for i, k in enumerate(ks):
         size = kshape[dn.rhs_spec[2 + i]]
         strides[k], pads[k], dils[k] = prm["window_strides"][i], prm["padding"][i][0], dil[i]
-        beta[k] = beta[k] - sigma[k] * pads[k]
-        recep[k] = recep[k] + sigma[k] * dils[k] * (size - 1)
-        sigma[k] = sigma[k] * strides[k]
-        width[k] = -(-recep[k] // sigma[k])
+        lds[k] = lhs_dil[i]
+        unit = Fraction(sigma[k]) / lds[k]  # input coordinates per dilated position
+        beta[k] = _whole(beta[k] - unit * pads[k])
+        recep[k] = _whole(recep[k] + unit * dils[k] * (size - 1))
+        sigma[k] = _whole(unit * strides[k])
+        width[k] = math.ceil(Fraction(recep[k]) / Fraction(sigma[k]))
     out_shape = ctx.shapes[eqn.outputs[0]]
     link = [-1] * len(out_shape)
     for i in range(nsp):
         link[dn.out_spec[2 + i]] = ks[i]
     ng = Geom(out_shape, tuple(link), tuple(sigma), tuple(beta), tuple(recep), tuple(width))
-    return [ng], _ConvData(tuple(ks), tuple(strides), tuple(pads), tuple(dils), kshape)
+    data = _ConvData(tuple(ks), tuple(strides), tuple(pads), tuple(dils), kshape, tuple(lds))
+    return [ng], data
+
+
+def _whole(q):
+    """``q`` as an int where it is whole, else as a `fractions.Fraction`."""
+    q = Fraction(q)
+    return int(q) if q.denominator == 1 else q
 
 
 def _conv_kappas(p: Pass, step) -> dict[int, np.ndarray]:
     (g, _), (ng,), d = step.ins, step.outs, step.data
-    return {k: p.geo.shift(g, ng, k, d.strides[k], d.pads[k]) for k in range(p.nk)}
+    return {
+        k: p.geo.shift(g, ng, k, d.strides[k], d.pads[k], d.lhs_dilation[k]) for k in range(p.nk)
+    }
 
 
 def _conv_prepare(p: Pass, eqn, step, args):
@@ -136,8 +153,9 @@ def _cone_matrix(kernel, dn, d: _ConvData, w_in, w_out, kappa, groups=1):
     """A convolution as a matrix from an input cone to the output cone.
 
     Per spatial input axis ``k`` (cone widths ``w_in[k]``, ``w_out[k]``): rows
-    ``(s..., c)``, columns ``(e..., o)``, kernel tap ``(s - stride_k e - kappa_k) /
-    dilation_k``, zero where that is not a tap of the kernel. A grouped convolution
+    ``(s..., c)``, columns ``(e..., o)``, kernel tap ``(L_k s - stride_k e - kappa_k) /
+    dilation_k`` (``L_k``: the input dilation), zero where that is not a tap of the
+    kernel. A grouped convolution
     (``groups`` feature groups, e.g. depthwise) becomes its dense equivalent: zero
     between channels of different groups.
     """
@@ -153,7 +171,7 @@ def _cone_matrix(kernel, dn, d: _ConvData, w_in, w_out, kappa, groups=1):
     for i in range(nk):
         s_ = np.arange(w_in[i]).reshape([-1 if a == i else 1 for a in range(nk)] + [1] * nk)
         e_ = np.arange(w_out[i]).reshape([1] * nk + [-1 if a == i else 1 for a in range(nk)])
-        off = s_ - d.strides[i] * e_ - kappa[i]
+        off = d.lhs_dilation[i] * s_ - d.strides[i] * e_ - kappa[i]
         tap, rem = np.divmod(off, d.dilation[i])
         ok = ok & (rem == 0) & (tap >= 0) & (tap < ksz[i])
         idx.append(np.broadcast_to(np.clip(tap, 0, ksz[i] - 1), ok.shape))
@@ -354,7 +372,7 @@ def _pad_geometry(ctx, eqn, ins):
         return Refusal("a pad of a globally pooled value")
     config = tuple(eqn.params["padding_config"])
     if any(interior != 0 for _, _, interior in config):
-        return Refusal("interior padding (a dilation)")
+        return Refusal("interior padding (a dilation) is not implemented on the cone route")
     out_shape = ctx.shapes[eqn.outputs[0]]
     # Free axes are padded as they are; along a spatial one the output is a window of size 1
     # that starts ``lo`` elements before the operand (past its ends: tangents 0, as padding
@@ -456,3 +474,166 @@ def _channel_dot_carry(eqn, ins, shapes):
 CHANNEL_DOT = ConeRule(
     "channel_dot", _channel_dot_geometry, _channel_dot_tangent, carry=_channel_dot_carry
 )
+
+
+# -- gathers with constant indices along one axis (jnp.take, nearest-neighbour resizes) ---
+
+
+class _TakeData(NamedTuple):
+    """Static data of a gather that takes ``idx`` along operand axis ``axis`` (-1 in
+    ``idx``: no element, the fill value), the taken axis at output axis ``pos``."""
+
+    axis: int
+    pos: int
+    idx: np.ndarray
+
+
+def _take_axes(eqn, shape, out_rank: int):
+    """``(axis, pos, others)`` of a gather that is a take along one axis (``jnp.take``,
+    ``x[idx]``, one axis of ``jax.image.resize``), or None."""
+    dn, sizes = eqn.params["dimension_numbers"], tuple(eqn.params["slice_sizes"])
+    if getattr(dn, "operand_batching_dims", ()) or len(dn.start_index_map) != 1:
+        return None
+    a = dn.start_index_map[0]
+    others = [b for b in range(len(shape)) if b != a]
+    if tuple(dn.collapsed_slice_dims) != (a,) or out_rank != len(shape):
+        return None
+    if sizes[a] != 1 or any(sizes[b] != shape[b] for b in others):
+        return None
+    pos = [b for b in range(out_rank) if b not in dn.offset_dims]
+    return (a, pos[0], others) if len(pos) == 1 else None
+
+
+def _gather_geometry(ctx, eqn, ins):
+    """A take with constant indices ``idx`` along one axis. Along a spatial axis, output
+    element ``P`` is operand element ``idx[P]``, bounded by ``q P + min(idx - q P) ...
+    q P + max(idx - q P)`` with ``q = n / M`` (operand over output length): ``sigma``
+    becomes ``sigma q`` (a fraction when it upsamples) and the cone widens by the spread
+    of ``idx - q P`` (none for a resize by a whole factor beyond one element)."""
+    z = ins[0]
+    if not isinstance(z, Geom):
+        return Refusal("a gather of a globally pooled value")
+    out_shape = ctx.shapes[eqn.outputs[0]]
+    found = _take_axes(eqn, z.shape, len(out_shape))
+    i_shape = ctx.shape(eqn.inputs[1])
+    if found is None or len(i_shape) != 2 or i_shape[1] != 1:
+        return Refusal(
+            "a gather other than a take along one axis (jnp.take, x[idx], a nearest-neighbour "
+            "resize) is not implemented on the cone route"
+        )
+    a, pos, others = found
+    idx = ctx.static_value(eqn.inputs[1])
+    if idx is None:
+        return Refusal("a gather at indices not known when the route is planned")
+    n, idx = z.shape[a], np.asarray(idx, np.int64).reshape(-1)
+    if eqn.params["mode"] == lax.GatherScatterMode.FILL_OR_DROP:
+        idx = np.where((idx >= 0) & (idx < n), idx, -1)
+    else:  # clip, or promised in bounds (clipped, as XLA does)
+        idx = np.clip(idx, 0, n - 1)
+    link = [-1] * len(out_shape)
+    for j, b in enumerate(d for d in range(len(out_shape)) if d != pos):
+        link[b] = z.link[others[j]]
+    link[pos] = z.link[a]
+    ng = dataclasses.replace(z, shape=tuple(out_shape), link=tuple(link))
+    return [_taken(ng, z.link[a], n, idx)], _TakeData(a, pos, idx)
+
+
+def _taken(ng: Geom, k: int, n: int, idx: np.ndarray) -> Geom:
+    """``ng`` (a take of ``idx`` from ``n`` elements along spatial axis ``k``; -1: none)
+    with the bounds of `_gather_geometry` along ``k``."""
+    z = ng
+    if k >= 0:
+        q = Fraction(n, len(idx))
+        dev = [Fraction(int(i)) - q * p for p, i in enumerate(idx) if i >= 0] or [Fraction(0)]
+        sigma, beta, recep, width = map(list, (z.sigma, z.beta, z.recep, z.width))
+        beta[k] = _whole(beta[k] + sigma[k] * min(dev))
+        recep[k] = _whole(recep[k] + sigma[k] * (max(dev) - min(dev)))
+        sigma[k] = _whole(sigma[k] * q)
+        width[k] = math.ceil(Fraction(recep[k]) / Fraction(sigma[k]))
+        ng = dataclasses.replace(
+            ng, sigma=tuple(sigma), beta=tuple(beta), recep=tuple(recep), width=tuple(width)
+        )
+    return ng
+
+
+def _gather_tangent(p, eqn, step, args):
+    """Along a spatial axis, output cone slot ``e`` of element offset ``r`` is position
+    ``P = rho' B + d'[r] + e``, which reads operand position ``idx[P]``: cone slot
+    ``idx[P] - rho B - d[r]`` (traced: it depends on the block), zero where that is
+    outside the operand's cone or ``P`` outside the output."""
+    g, (ng,), w = step.ins[0], step.outs, step.data
+    return [ConeVal(_take_tangent(p, p.materialize(args[0], g), g, ng, w))]
+
+
+def _take_tangent(p, t, g: Geom, ng: Geom, w: _TakeData):
+    """`_gather_tangent` of the tangents ``t`` (geometry ``g``, materialised)."""
+    ax, k = p.n_pre + w.axis, g.link[w.axis]
+    idx = jnp.asarray(w.idx, jnp.int32)
+    if k < 0:  # along a free axis: the same for every cone slot
+        out = jnp.take(t, jnp.maximum(idx, 0), axis=ax)
+        shape = [1] * t.ndim
+        shape[ax] = len(w.idx)
+        out = jnp.where((idx >= 0).reshape(shape), out, jnp.zeros((), t.dtype))
+        return jnp.moveaxis(out, ax, p.n_pre + w.pos)
+    rho, d = p.geo.starts(g, k)
+    rho_n, d_n = p.geo.starts(ng, k)
+    big = rho_n * p.block[k] + jnp.asarray(d_n)[:, None] + jnp.arange(ng.width[k])[None]
+    at = idx[jnp.clip(big, 0, len(w.idx) - 1)]
+    slot = at - rho * p.block[k] - jnp.asarray(d)[:, None]
+    ok = (big >= 0) & (big < len(w.idx)) & (at >= 0) & (slot >= 0) & (slot < g.width[k])
+    shape = [1] * t.ndim
+    shape[k], shape[ax] = slot.shape
+    slot, ok = jnp.clip(slot, 0, g.width[k] - 1).reshape(shape), ok.reshape(shape)
+    out = jnp.where(ok, jnp.take_along_axis(t, slot, axis=ax), jnp.zeros((), t.dtype))
+    return jnp.moveaxis(out, ax, p.n_pre + w.pos)
+
+
+def _gather_carry(eqn, ins, shapes):
+    src, out_rank = ins[0], len(shapes[eqn.outputs[0]])
+    found = _take_axes(eqn, shapes[eqn.inputs[0]], out_rank)
+    if found is None:
+        return [(-1,) * out_rank], set()
+    a, pos, others = found
+    out = [src[b] for b in others]
+    out.insert(pos, src[a])
+    return [tuple(out)], set()
+
+
+GATHER = ConeRule("gather", _gather_geometry, _gather_tangent, carry=_gather_carry)
+
+
+# -- reversals (jnp.flip, reflect padding) ----------------------------------------------
+
+
+def _rev_geometry(ctx, eqn, ins):
+    """A reversal: along free axes and spatial axes of size 1 the same cones; along one
+    spatial axis of ``n`` elements a take of ``n - 1 ... 0`` (`_gather_geometry`: the cone
+    widens by ``2 (n - 1)`` elements, past the whole axis for a flip of a feature map)."""
+    (z,) = ins
+    if not isinstance(z, Geom):
+        return Refusal("a reversal of a globally pooled value")
+    dims = [a for a in eqn.params["dimensions"] if z.shape[a] > 1]  # size 1: unchanged
+    spatial = [a for a in dims if z.link[a] >= 0]
+    free = tuple(a for a in dims if z.link[a] < 0)
+    if len(spatial) > 1:
+        return Refusal(
+            "a reversal along several spatial axes at once is not implemented on the cone route"
+        )
+    if not spatial:
+        return [z], (None, free)
+    a = spatial[0]
+    take = _TakeData(a, a, np.arange(z.shape[a])[::-1].copy())
+    return [_taken(z, z.link[a], z.shape[a], take.idx)], (take, free)
+
+
+def _rev_tangent(p, eqn, step, args):
+    (g,), (ng,), (take, free) = step.ins, step.outs, step.data
+    if take is None and not free:
+        return [args[0]]
+    t = p.materialize(args[0], g)
+    if free:
+        t = lax.rev(t, tuple(p.n_pre + a for a in free))
+    return [ConeVal(t if take is None else _take_tangent(p, t, g, ng, take))]
+
+
+REV = ConeRule("rev", _rev_geometry, _rev_tangent)
