@@ -250,14 +250,17 @@ def slp_pass(name: str, pb: Problem, options: dict, args):
 
 
 def torch_gradient(model, inputs, targets, **kwargs):
-    """Quantus's ``explain_func``: the gradient of the target logit (torch autograd)."""
+    """Quantus's ``explain_func``: the gradient of the target logit with respect to the
+    input (torch autograd; no weight gradients)."""
     import numpy as np
     import torch
 
     x = torch.tensor(np.asarray(inputs), dtype=torch.float32, requires_grad=True)
     y = model(x)
-    y[torch.arange(len(x)), torch.as_tensor(np.asarray(targets))].sum().backward()
-    return x.grad.numpy()
+    score = y[torch.arange(len(x)), torch.as_tensor(np.array(targets))].sum()
+    # the input's gradient only: backward() would also accumulate every weight's gradient
+    (grad,) = torch.autograd.grad(score, x)
+    return grad.numpy()
 
 
 def quantus_pass(name: str, pb: Problem, options: dict, net, args, images: int):
