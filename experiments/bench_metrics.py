@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from lab import analysis
     from slp import metrics
+    from slp.metrics import _common as metrics_common
 
     names = args.metrics or list(metrics.available_metrics())
     for name in names:
@@ -438,7 +439,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
         net, _ = torch_port(pb.model, pb.params, np.asarray(pb.x[:1]))
     result: dict[str, Any] = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "config": {
+            **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "step_batch": metrics_common.STEP_BATCH,  # perturbed inputs per network call
+        },
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -20,8 +20,14 @@ import jax.numpy as jnp
 
 from slp.attributions.registry import attribute, get_method, resolve_target
 
-STEP_BATCH = 64
-"""Perturbed inputs one example sends through the network at once (`map_steps`)."""
+STEP_BATCH = 16
+"""Perturbed inputs one example sends through the network at once (`map_steps`).
+
+Under a `jax.vmap` over B examples a network call runs on ``B * STEP_BATCH`` inputs. XLA on
+CPU ran the 2CONV's gradient at 2,812 inputs/s in calls of 32, 1,668 in calls of 512 and
+1,603 in calls of 2,048: smaller calls are faster. MaxSensitivity (200 copies) on 32 digits
+per call ran 1.16x faster with 16 than with 64 and 1.28x faster with 8, but compiled in
+1.6x and 2x the time (the chunks are unrolled)."""
 
 BASELINES = ("black", "white", "mean")
 

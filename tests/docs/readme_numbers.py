@@ -311,26 +311,7 @@ RN, RNP, GPU = (
 )
 ATTR = "bench_attributions.json"
 QBENCH = "bench_metrics.json"
-QRERUN = "bench_metrics_rerun_maxsensitivity.json"
-
-
-def run_loads(d, pick):
-    """The lowest or highest 1-minute load average before any timed pass of a run."""
-    return pick(
-        x[0]
-        for r in d["metrics"].values()
-        for lib in ("slp", "quantus")
-        for x in r[lib]["load_before_runs"]
-    )
-
-
-def slowdown(lib: str, key: str):
-    """How many times longer MaxSensitivity's pass of ``lib`` took in bench_metrics.json
-    than in the quiet rerun."""
-    return lambda d: (
-        at(load(QBENCH), f"metrics/MaxSensitivity/{lib}/{key}")
-        / at(d, f"metrics/MaxSensitivity/{lib}/{key}")
-    )
+QSTEP64 = "bench_metrics_step64.json"
 
 
 EXPLAIN_AGAIN = (
@@ -1254,10 +1235,9 @@ NUMBERS: tuple[Numbers, ...] = (
             met=n
             not in (
                 "FaithfulnessCorrelation",
-                "MaxSensitivity",
-                "AvgSensitivity",
-                "RelativeInputStability",
-                "SmoothMPRT",
+                "Selectivity",
+                *EXPLAIN_AGAIN,
+                "NonSensitivity",
             ),
         )
         for n in (
@@ -1292,39 +1272,72 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         QSPEED,
-        r"between ([\d.]+ and [\d.]+) before the passes",
+        r"gradient at (\d+) noisy copies of each of the (\d+) digits",
         QBENCH,
-        (lambda d: run_loads(d, min), F2),
-        (lambda d: run_loads(d, max), F2),
+        ("explanation_floor/nr_samples", INT),
+    ),
+    N(QSPEED, r"noisy copies of each of the (\d+) digits", QBENCH, ("config/images", INT)),
+    N(
+        QSPEED,
+        r"\(([\d,]+) gradients, timed on the",
+        QBENCH,
+        (lambda d: d["config"]["images"] * d["explanation_floor"]["nr_samples"], ",d"),
+    ),
+    N(QSPEED, r"timed on the\s+first (\d+) digits", QBENCH, ("explanation_floor/images", INT)),
+    N(
+        QSPEED,
+        r"took ([\d.]+ s here and [\d.]+) s in torch",
+        QBENCH,
+        ("explanation_floor/slp/seconds", F1),
+        ("explanation_floor/torch/seconds", F1),
     ),
     N(
         QSPEED,
-        r"average ([\d.]+) before its passes",
-        QRERUN,
-        ("metrics/MaxSensitivity/slp/load_before_runs/0/0", F2),
+        r"took ([\d.]+ times that here and [\d.]+) times\s+torch's",
+        QBENCH,
+        (
+            lambda d: (
+                d["metrics"]["MaxSensitivity"]["slp"]["seconds"]
+                / d["explanation_floor"]["slp"]["seconds"]
+            ),
+            F2,
+        ),
+        (
+            lambda d: (
+                d["metrics"]["MaxSensitivity"]["quantus"]["seconds"]
+                / d["explanation_floor"]["torch"]["seconds"]
+            ),
+            F2,
+        ),
+    ),
+    N(QSPEED, r"sends (\d+) perturbed inputs", QBENCH, ("config/step_batch", INT)),
+    N(QSPEED, r"over (\d+)\s+digits, calls of", QBENCH, ("config/batch", INT)),
+    N(
+        QSPEED,
+        r"calls of (\d+)\)",
+        QBENCH,
+        (lambda d: d["config"]["step_batch"] * d["config"]["batch"], INT),
     ),
     N(
         QSPEED,
-        r"took ([\d.]+ s here and [\d.]+) s in Quantus \(scaled from \d+",
-        QRERUN,
+        r"With (\d+) at a time",
+        QSTEP64,
+        ("config/step_batch", INT),
+    ),
+    N(
+        QSPEED,
+        r"PixelFlipping took\s+([\d.]+ s and MaxSensitivity [\d.]+) s",
+        QSTEP64,
+        ("metrics/PixelFlipping/slp/seconds", F1),
         ("metrics/MaxSensitivity/slp/seconds", F1),
-        ("metrics/MaxSensitivity/quantus/seconds", F1),
     ),
     N(
         QSPEED,
-        r"in Quantus \(scaled from (\d+) images\): a ratio",
-        QRERUN,
-        ("metrics/MaxSensitivity/quantus/images", INT),
+        r"against ([\d.]+ s and [\d.]+) s now",
+        QBENCH,
+        ("metrics/PixelFlipping/slp/seconds", F1),
+        ("metrics/MaxSensitivity/slp/seconds", F1),
     ),
-    N(QSPEED, r"a ratio of ([\d.]+) instead", QRERUN, ("metrics/MaxSensitivity/ratio", F1)),
-    N(QSPEED, r"instead of\s+([\d.]+)\.", QBENCH, ("metrics/MaxSensitivity/ratio", F1)),
-    N(
-        QSPEED,
-        r"Quantus's pass was ([\d.]+) times faster",
-        QRERUN,
-        (slowdown("quantus", "measured_s"), F1),
-    ),
-    N(QSPEED, r"this library's ([\d.]+) times\.", QRERUN, (slowdown("slp", "seconds"), F1)),
     # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
     N(SPEED, r"All (\d+) zoo networks were timed", ZOO_ROUTES, (zoo_route_networks, INT)),
     N(
