@@ -36,10 +36,12 @@ The coefficients ``c_k >= 0`` (seconds per unit) are fitted by `fit_coefficients
 (the least worst factor between predicted and measured seconds, with the fastest route of
 each network and batch size predicted below every route more than 1.2 times slower; the
 least squares of the log errors, `fit_coefficients`, is the alternative) to timings of every
-route on every network of the benchmark zoo at batch 1 and 8: ``python experiments/bench_insens.py --zoo --fit`` measures them and prints a new
-table (``--fit-write`` writes it here). On another device the per-input terms are scaled
-by the ratio of this device's matrix-product rate to the calibration machine's
-(`slp.insens_plan`'s ``flop_rate``); the per-call terms are not.
+route on every network of the benchmark zoo at batch 1 and 8:
+``python experiments/bench_insens.py --zoo --fit`` measures them and prints a new table
+(``--fit-write`` writes it here). On another device the per-input terms are scaled by the
+ratio of this device's matrix-product rate to the calibration machine's (`slp.insens_plan`'s
+``flop_rate``; 1 on a CPU within 3 times of it, `slp._src.planner.device_speed`); the
+per-call terms are not.
 """
 
 from __future__ import annotations
