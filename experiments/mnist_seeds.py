@@ -33,9 +33,7 @@ from slp.config import DEFAULT_SIGMA
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser, g = cli.experiment_parser(__doc__)
-    g.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds"
-    )
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds")
     g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std")
     g.add_argument("--noise-seed", type=int, default=0, help="seed of the noise patterns")
     g.add_argument("--num-test", type=int, default=None, help="first N test images (None: all)")
@@ -84,9 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "seeds": list(args.seeds),
         "per_seed": per_seed,
-        "numbers": {
-            n: reproduce.spread([per_seed[str(s)][n] for s in args.seeds]) for n in names
-        },
+        "numbers": {n: reproduce.spread([per_seed[str(s)][n] for s in args.seeds]) for n in names},
         "config": {
             "sigma": args.sigma,
             "noise_seed": args.noise_seed,

@@ -57,9 +57,7 @@ def test_mnist_noise_reproduces_its_committed_results_and_catches_a_shift():
     assert "reproduced: all 6 numbers" in log[-1]
     shifted = copy.deepcopy(committed)
     sigma = committed["config"]["sigma"]
-    (row,) = [
-        r for r in shifted["variants"] if r["variant"] == "framed" and r["sigma"] == sigma
-    ]
+    (row,) = [r for r in shifted["variants"] if r["variant"] == "framed" and r["sigma"] == sigma]
     row["accuracy"] += 4 * seeds["numbers"]["framed_accuracy"]["std"]
     log.clear()
     assert mnist_noise.compare_with_committed(shifted, log.append) is False
