@@ -375,3 +375,16 @@ def test_device_speed_is_one_on_a_cpu_near_the_calibration_rate():
     assert planner.device_speed(cal * 2.0) == 1.0 and planner.device_speed(cal / 2.5) == 1.0
     assert planner.device_speed(cal * 4.0) == pytest.approx(4.0)
     assert planner.device_speed(cal / 10) == pytest.approx(0.1)
+
+
+def test_insens_plan_takes_chunk_size_none_as_insens_does():
+    """None: every input element in one step (as `slp.insens`); below 1: a ValueError."""
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)))
+
+    def f(x):
+        return jax.nn.relu(x @ w) @ jnp.ones((3, 2))
+
+    x = jnp.ones(6)
+    assert slp.insens_plan(f, x, chunk_size=None).dense.columns_per_step == 6
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer or None"):
+        slp.insens_plan(f, x, chunk_size=0)
