@@ -205,7 +205,8 @@ class ConeGeometry:
         """``(rho, d)``: cone start ``rho B + d[r]`` of element offset ``r`` along ``k``
         (exact rational arithmetic: ``sigma`` may be a fraction)."""
         rho = Fraction(self.sigma_tot[k]) / Fraction(g.sigma[k])
-        assert rho.denominator == 1, (self.sigma_tot, g.sigma)
+        if rho.denominator != 1:  # the block size is a multiple of every sigma by construction
+            raise RuntimeError(f"cone block {self.sigma_tot} is not a multiple of {g.sigma}")
         beta, sigma = Fraction(g.beta[k]), Fraction(g.sigma[k])
         d = [math.floor((r - beta) / sigma) - g.width[k] + 1 for r in range(self.sigma_tot[k])]
         return int(rho), np.asarray(d, np.int64)
