@@ -1248,30 +1248,27 @@ def _best_possible(routes: dict[str, Any]) -> float | None:
     return min(max(m[r] / min(m.values()) for m in meas) for r in common)
 
 
+def _timed_calls(networks: dict[str, Any]):
+    """``(label, batch, route record)`` of every route timed in a ``--zoo`` run; the label
+    ``"<network> @ <batch>"`` names the calls that compete for one choice."""
+    for name, entry in networks.items():
+        for batch, rec in (entry.get("routes") or {}).items():
+            for v in rec["routes"].values():
+                if "median_s" in v:
+                    yield f"{name} @ {batch}", int(batch), v
+
+
 def fit_samples(networks: dict[str, Any]) -> list[tuple[dict[str, float], float]]:
     """``(work amounts of the call, measured seconds)`` of every route timed in a ``--zoo``
     run (`slp._src.costs.fit_coefficients`)."""
     from slp._src import costs
 
-    return [
-        (costs.amounts(v["work"], int(batch)), v["median_s"])
-        for entry in networks.values()
-        for batch, rec in (entry.get("routes") or {}).items()
-        for v in rec["routes"].values()
-        if "median_s" in v
-    ]
+    return [(costs.amounts(v["work"], b), v["median_s"]) for _, b, v in _timed_calls(networks)]
 
 
 def fit_groups(networks: dict[str, Any]) -> list[str]:
-    """The label ``"<network> @ <batch>"`` of every sample of `fit_samples`, in its order:
-    the calls that compete for one choice."""
-    return [
-        f"{name} @ {batch}"
-        for name, entry in networks.items()
-        for batch, rec in (entry.get("routes") or {}).items()
-        for v in rec["routes"].values()
-        if "median_s" in v
-    ]
+    """The label of every sample of `fit_samples`, in its order (`_timed_calls`)."""
+    return [label for label, _, _ in _timed_calls(networks)]
 
 
 def recount_work(args, networks: dict[str, Any]) -> None:

@@ -176,6 +176,7 @@ class Problem:
       model, params, random_params: the flax TwoConv, its weights and a fresh initialisation.
       x: ``(N, H, W, 1)`` float32 images; y: ``(N,)`` int32 targets.
       a: ``(N, H, W, 1)`` gradient maps; masks: ``(N, H, W)`` bool; flags: ``(N, 4)``.
+      grad: the jitted ``(x batch, targets) -> gradient maps`` that made ``a``.
     """
 
 
@@ -205,8 +206,8 @@ def build_problem(args) -> Problem:
     pb.x, pb.y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     pb.random_params = pb.model.init(jax.random.fold_in(key, 1), pb.x[:1])
     f = as_single_example(pb.model, pb.params)
-    grad = jax.jit(jax.vmap(lambda xi, t: slp.attribute(f, xi, "gradient", target=t)))
-    pb.a = grad(pb.x, pb.y)
+    pb.grad = jax.jit(jax.vmap(lambda xi, t: slp.attribute(f, xi, "gradient", target=t)))
+    pb.a = pb.grad(pb.x, pb.y)
     pb.masks = pb.x[..., 0] > 0.5
     pb.flags = jnp.asarray(np.resize([[1, 0, 0, 1], [0, 1, 1, 0]], (args.images, 4)))
     return pb
@@ -328,16 +329,12 @@ def explanation_floor(pb: Problem, net, args) -> dict[str, Any]:
     import jax.numpy as jnp
     import numpy as np
 
-    import slp
-    from slp.models import as_single_example
-
     samples = settings("MaxSensitivity", tiny=args.tiny).get("nr_samples", 200)
     n = min(args.floor_images, args.images)
     x = jnp.repeat(pb.x[:n], samples, axis=0)
     x = x + jax.random.uniform(jax.random.key(args.seed + 3), x.shape, x.dtype, -0.2, 0.2)
     y = jnp.repeat(pb.y[:n], samples)
-    f = as_single_example(pb.model, pb.params)
-    grad = jax.jit(jax.vmap(lambda xi, t: slp.attribute(f, xi, "gradient", target=t)))
+    grad = pb.grad  # the gradient maps' own function
     b = args.batch
     batches = [jax.block_until_ready((x[i : i + b], y[i : i + b])) for i in range(0, len(x), b)]
     jax.block_until_ready(grad(*batches[0]))  # compile

@@ -230,7 +230,7 @@ class GeoCtx(NamedTuple):
 
     nk: int
     shapes: Mapping[int, tuple[int, ...]]
-    program: Any = None
+    program: Any
 
     def shape(self, a) -> tuple[int, ...]:
         """Shape of operand ``a`` (a value id or a literal)."""
@@ -243,25 +243,29 @@ class GeoCtx(NamedTuple):
         if not isinstance(a, int):
             return np.asarray(a.val)
         program = self.program
-        producer = {o: e for e in program.eqns for o in e.outputs} if program else {}
-        env: dict[int, Any] = {}
-
-        def value(v):
-            if not isinstance(v, int):
-                return v.val
-            if v not in env:
-                if v in program.consts:
-                    env[v] = program.consts[v]
-                else:
-                    e = producer[v]
-                    env.update(zip(e.outputs, e.apply(*[value(u) for u in e.inputs]), strict=True))
-            return env[v]
-
+        producer = {o: i for i, e in enumerate(program.eqns) for o in e.outputs}
+        needed, todo = set(), [a]
+        while todo:  # the operations that compute ``a``, back to the program's constants
+            v = todo.pop()
+            if v in producer and producer[v] not in needed:
+                needed.add(producer[v])
+                todo += [u for u in program.eqns[producer[v]].inputs if isinstance(u, int)]
         try:
             with jax.ensure_compile_time_eval():
-                return np.asarray(value(a))
+                return np.asarray(constant_values(program, sorted(needed))[a])
         except (jax.errors.JAXTypeError, KeyError):  # a traced constant
             return None
+
+
+def constant_values(program, order) -> dict[int, Any]:
+    """The program's constants and the values of its input-independent operations among
+    ``order`` (indices, in program order), by id."""
+    env = dict(program.consts)
+    for i in order:
+        eqn = program.eqns[i]
+        if eqn.kind == "const":
+            env.update(zip(eqn.outputs, eqn.apply(*eqn.args(env)), strict=True))
+    return env
 
 
 def single(eqn, ins, what: str):

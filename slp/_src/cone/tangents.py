@@ -19,7 +19,7 @@ from jax import lax
 from slp._src import cut as _cut
 from slp._src import interpreter as interp
 from slp._src import matmul as _matmul
-from slp._src.cone.geometry import ConeGeometry, Geom, Global
+from slp._src.cone.geometry import ConeGeometry, Geom, Global, constant_values
 
 # ----------------------------------------------------------------------------------
 # Tangents.
@@ -238,12 +238,7 @@ def input_tangents(p: Pass, g: Geom) -> ConeVal:
 def _constants(program, geo: ConeGeometry) -> dict[int, Any]:
     """Values of the constants the walked operations read (computed once per call)."""
     interp.INTERPRETATIONS["cone.constants"] += 1
-    env = dict(program.consts)
-    for i in geo.order:
-        eqn = program.eqns[i]
-        if eqn.kind == "const":
-            env.update(zip(eqn.outputs, eqn.apply(*eqn.args(env)), strict=True))
-    return env
+    return constant_values(program, geo.order)
 
 
 def args_of(p: Pass, eqn, env) -> list:
