@@ -17,8 +17,8 @@ measure of `lab.completeness` (against random and blurred-random orders), and th
 robustness to Gaussian noise on every pixel (there is no object mask in CIFAR-10) as a
 curve over --sigmas, --draws draws per image, and ROAD (Rong et al. 2022: 10-90% of the
 pixels removed by noisy linear imputation, most relevant first and least relevant first)
-against random and blurred-random orders; ``--families quantus`` adds the Quantus-named
-metrics. ROAD and those need `slp.metrics.evaluate`.
+against random and blurred-random orders, and the Quantus-named metrics of
+`lab.evaluation.QUANTUS` (`slp.metrics.evaluate`).
 
 Writes to --out (default runs/): cifar10_evaluation.json (``seeds``, every interval as
 ``ci95: [low, high]``), cifar10_evaluation.md, cifar10_evaluation_ranking.png,
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-sample", type=int, default=0, help="seed of the image sample")
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     g.add_argument(
-        "--families", nargs="+", default=["curves", "state_change", "robustness", "road"],
+        "--families", nargs="+",
+        default=["curves", "state_change", "robustness", "road", "quantus"],
         choices=["curves", "state_change", "robustness", "quantus", "road"],
         help="metric families ('road' and 'quantus' need slp.metrics.evaluate)",
     )  # fmt: skip
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise standard deviations of the robustness sweep",
     )
     g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
+    g.add_argument(
+        "--explain-images",
+        type=int,
+        default=100,
+        help="images scored by the Quantus-named metrics that explain again (MaxSensitivity, "
+        "AvgSensitivity, RandomLogit, MPRT, SmoothMPRT)",
+    )
     g.add_argument("--sweep-images", type=int, default=100, help="images of the sigma sweep")
     g.add_argument("--batch-size-maps", type=int, default=50, help="images per compiled call")
     g.add_argument(
@@ -82,6 +90,8 @@ if __name__ == "__main__":
 
 import cifar10
 import evaluate_mnist
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lab import analysis, evaluation
@@ -112,13 +122,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if baseline is None:
             _, baseline = cifar10.mean_colour(data.train()[0], config.num_train)
         model = ck.model
+        apply = evaluation.shared_apply(model)  # one for every seed: shared programs
         accuracy[str(seed)] = cifar10.training.accuracy(model, ck.params, data.test_x, data.test_y)
         log(f"seed {seed}: test accuracy {accuracy[str(seed)]:.4f} ({ck.path.name})")
 
-        def apply(p, x, model=model):
-            return model.apply(p, x[None])[0]
-
-        datas.append(evaluation.SeedData(seed, apply, ck.params, ck.path.stem, images, labels))
+        # a fresh initialisation for the parameter randomisation tests (MPRT, SmoothMPRT)
+        fresh = model.init(jax.random.key(1000 + seed), jnp.zeros((1, *images.shape[1:])))
+        datas.append(
+            evaluation.SeedData(seed, apply, ck.params, ck.path.stem, images, labels, fresh)
+        )
     setting = evaluation.Setting(
         seeds=tuple(args.seeds),
         num_images=len(images),
@@ -128,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sigmas=tuple(args.sigmas),
         draws=args.draws,
         sweep_images=min(args.sweep_images, len(images)),
+        explain_images=min(args.explain_images, len(images)),
         batch_size=args.batch_size_maps,
         noise_seed=args.seed_sample,
         cache=args.cache,

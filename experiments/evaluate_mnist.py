@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise standard deviations of the robustness sweep",
     )
     g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
+    g.add_argument(
+        "--explain-images",
+        type=int,
+        default=100,
+        help="images scored by the Quantus-named metrics that explain again (MaxSensitivity, "
+        "AvgSensitivity, RandomLogit, MPRT, SmoothMPRT)",
+    )
     g.add_argument("--sweep-images", type=int, default=100, help="images of the sigma sweep")
     g.add_argument("--batch-size-maps", type=int, default=32, help="images per compiled call")
     g.add_argument("--noise-seed", type=int, default=0, help="seed of noise and random orders")
@@ -104,10 +111,7 @@ def load_seed(args: argparse.Namespace, seed: int, images, labels) -> evaluation
     """The network trained from ``seed`` (trained first when its checkpoint is missing)."""
     ck = cli.checkpoint_from_options(argparse.Namespace(**{**vars(args), "seed": seed}))
     model = ck.model
-
-    def apply(p, x):
-        return model.apply(p, x[None])[0]
-
+    apply = evaluation.shared_apply(model)  # one function for every seed: shared programs
     # a fresh initialisation for the parameter randomisation test (MPRT)
     fresh = model.init(jax.random.key(1000 + seed), jnp.zeros((1, *images.shape[1:]), jnp.float32))
     return evaluation.SeedData(seed, apply, ck.params, ck.path.stem, images, labels, fresh)
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sigmas=tuple(args.sigmas),
         draws=args.draws,
         sweep_images=min(args.sweep_images, len(images)),
+        explain_images=min(args.explain_images, len(images)),
         batch_size=args.batch_size_maps,
         noise_seed=args.noise_seed,
         cache=args.cache,
@@ -193,6 +198,7 @@ def evaluate(setting, datas, aliases, args, argv, t0, log) -> dict[str, Any]:
             "dataset": setting.dataset,
             "num_images": setting.num_images,
             "sweep_images": setting.sweep_images,
+            "explain_images": setting.explain_images,
             "draws": setting.draws,
             "sigmas": list(setting.sigmas),
             "families": list(setting.families),

@@ -40,6 +40,7 @@ No figure here: `lab.evaluation_figures` draws them from the results.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -116,6 +117,8 @@ class Setting:
       noise_seed: seed of the noise, random orders and per-image keys.
       cache: folder of maps and per-image scores.
       identity_images: images on which the method identities are checked.
+      explain_images: the first images scored by the Quantus-named metrics that explain
+        again (`EXPLAINING`; <= num_images).
       baseline: the value of a removed pixel (deletion, insertion, the state-change
         measure's baseline replacement): one value, or one per channel.
       dataset: its name in the reports.
@@ -129,6 +132,7 @@ class Setting:
     sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     draws: int = 3
     sweep_images: int = 100
+    explain_images: int = 100
     fractions: tuple[float, ...] = completeness.DEFAULT_FRACTIONS
     noise_sigma: float = 0.5
     steps: int = 28
@@ -138,6 +142,19 @@ class Setting:
     identity_images: int = 32
     baseline: tuple[float, ...] = (0.0,)
     dataset: str = "MNIST"
+
+
+@functools.cache
+def shared_apply(model: Any) -> Callable:
+    """``apply(params, x) -> logits`` for one image of a flax ``model``, one function per
+    distinct model (flax modules of equal configuration are equal): networks of one
+    architecture trained from several seeds get the same function, so that every compiled
+    program (`slp.attribute_dataset`'s and the metric families') is shared by the seeds."""
+
+    def apply(params, x):
+        return model.apply(params, x[None])[0]
+
+    return apply
 
 
 class SeedData(NamedTuple):
@@ -186,7 +203,7 @@ QUANTUS = {
     "PixelFlipping": (
         {"features_in_step": 28},
         False,
-        "mean target probability as pixels are set to black, 28 per step, highest first",
+        "mean target probability as pixels are set to black, one image row per step, highest first",
     ),
     "RegionPerturbation": (
         {"patch_size": 4, "regions_evaluation": 20, "order": "morf"},
@@ -196,7 +213,8 @@ QUANTUS = {
     "FaithfulnessCorrelation": (
         {"nr_runs": 50, "subset_size": 56},
         True,
-        "Pearson of the map's sum on random 56-pixel subsets with the output drop",
+        "Pearson of the map's sum on random subsets (two image rows' worth of features) with "
+        "the output drop",
     ),
     "MaxSensitivity": (
         {"nr_samples": 10},
@@ -214,6 +232,12 @@ QUANTUS = {
         False,
         "mean Spearman of the map to the maps of the top-down randomised networks",
     ),
+    "SmoothMPRT": (
+        {"return_average_correlation": True, "nr_samples": 10},
+        False,
+        "mean Spearman of the 10-sample smoothed map to those of the networks randomised "
+        "cumulatively from the input layer up (Quantus's default order)",
+    ),
     "Sparseness": ({}, True, "Gini index of |map|"),
     "Complexity": ({}, False, "entropy of |map|'s share per pixel"),
 }
@@ -222,10 +246,25 @@ QUANTUS = {
 (RegionPerturbation as its drops are read: the area over the perturbation curve), and one
 line for the report. A metric that returns a curve is scored by the curve's mean."""
 
-RANDOMISATION = ("MPRT",)
+
+def quantus_options(metric: str, image_shape: Sequence[int]) -> dict[str, Any]:
+    """``QUANTUS[metric]``'s options for images of ``image_shape`` ``(H, W, C)``: the step of
+    PixelFlipping is one image row (all channels) and FaithfulnessCorrelation's subset two
+    rows, so that both divide the image (28 and 56 features on MNIST, 96 and 192 on
+    CIFAR-10)."""
+    options = dict(QUANTUS[metric][0])
+    row = int(np.prod(image_shape)) // int(image_shape[0])
+    if "features_in_step" in options:
+        options["features_in_step"] = row
+    if "subset_size" in options:
+        options["subset_size"] = 2 * row
+    return options
+
+
+RANDOMISATION = ("MPRT", "SmoothMPRT")
 """Metrics that need ``random_params`` (skipped for a network without them)."""
 
-EXPLAINING = ("MaxSensitivity", "AvgSensitivity", "RandomLogit", "MPRT")
+EXPLAINING = ("MaxSensitivity", "AvgSensitivity", "RandomLogit", "MPRT", "SmoothMPRT")
 """Metrics that explain again: they are given the method by name (``method=``)."""
 
 
@@ -403,22 +442,34 @@ def _baseline(setting: Setting) -> np.ndarray:
     return b[0] if b.size == 1 else b
 
 
+_PROGRAMS: dict[tuple, Any] = {}
+
+
+def _program(key: tuple, build: Callable[[], Any]) -> Any:
+    """The compiled program of ``key``, built once per process: the seeds whose networks
+    share one ``apply`` (`shared_apply`) share it, and only their parameters change."""
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = build()
+    return _PROGRAMS[key]
+
+
 def _curves_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
     baseline = _baseline(p.setting)
     opts = {"steps": p.setting.steps, "baseline": list(p.setting.baseline), "order": "signed"}
-    runner = None
     out: dict[str, dict[str, np.ndarray]] = {"Deletion": {}, "Insertion": {}}
     for name in names:
         cache: dict[str, Any] = {}
 
         def both(name=name, cache=cache):
-            nonlocal runner
             if "r" not in cache:
-                if runner is None:
-                    runner = analysis.CurveRunner(
+                runner = _program(
+                    ("curves", p.data.apply, p.setting.steps, p.setting.baseline,
+                     p.setting.batch_size),
+                    lambda: analysis.CurveRunner(
                         p.data.apply, baseline=baseline, steps=p.setting.steps,
                         batch_size=p.setting.batch_size,
-                    )  # fmt: skip
+                    ),
+                )  # fmt: skip
                 scores = _order_scores(p, name, absolute=False)
                 cache["r"] = runner(p.data.params, p.data.images, scores, p.data.labels)
             return cache["r"]
@@ -468,7 +519,10 @@ def _state_change_runner(p: Pipeline, replacement: str) -> Callable:
         )
         return completeness.area(changes), changes.changed
 
-    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+    fn = _program(
+        ("state_change", p.data.apply, replacement, s.fractions, s.baseline, s.noise_sigma),
+        lambda: jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0))),
+    )
     keys = jax.random.key_data(
         jax.random.split(jax.random.key(s.noise_seed + 2), len(p.data.images))
     )
@@ -557,63 +611,116 @@ def _robustness_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str,
     return out
 
 
-def _quantus_runner(p: Pipeline, metric: str, method: str) -> Callable:
-    """Per-image scores of ``metric`` for ``method``'s maps: a compiled function of maps."""
+JOINT = (("MaxSensitivity", "AvgSensitivity"),)
+"""Metrics computed by one program: with one key they draw the same perturbations, so the
+explanations are computed once (XLA merges the identical computations) and the largest
+and the mean change come from the same samples."""
+
+EXPLAIN_BATCH = {"SmoothMPRT": 4}
+"""Images per compiled call of the metrics whose explanations multiply memory (10 noisy
+copies x every randomised network; Integrated Gradients' 64 steps inside)."""
+
+
+def _quantus_runner(p: Pipeline, group: Sequence[str], method: str) -> Callable:
+    """Per-image scores of the metrics of ``group`` for ``method``'s maps, one compiled
+    function of the maps returning one ``(n,)`` array per metric (``n`` the images the
+    group is scored on, `quantus_images`)."""
     try:
         from slp.metrics import evaluate
     except ImportError as err:  # before the metrics package: say what is missing
         raise RuntimeError(
             "the 'quantus' family needs slp.metrics.evaluate (the Quantus-named metrics)"
         ) from err
-    options = dict(QUANTUS[metric][0])
-    if metric in EXPLAINING:
-        options["method"] = method
+    shape = p.data.images.shape[1:]
+    options = {m: quantus_options(m, shape) for m in group}
+    for m in group:
+        if m in EXPLAINING:
+            options[m]["method"] = method
     apply = p.data.apply
 
-    def one(params, x, attribution, target, key_data):
+    def one(params, random_params, x, attribution, target, key_data):
         key = jax.random.wrap_key_data(key_data)
-        if metric in RANDOMISATION:
-            out = evaluate(
-                metric, apply, x, attribution, target=target, key=key, params=params,
-                random_params=p.data.random_params, **options,
-            )  # fmt: skip
-        else:
-            f = lambda z: apply(params, z)  # noqa: E731
-            out = evaluate(metric, f, x, attribution, target=target, key=key, **options)
-        return jnp.mean(jnp.asarray(out, jnp.float32))  # a curve is scored by its mean
+        scores = []
+        for m in group:
+            if m in RANDOMISATION:
+                out = evaluate(
+                    m, apply, x, attribution, target=target, key=key, params=params,
+                    random_params=random_params, **options[m],
+                )  # fmt: skip
+            else:
+                f = lambda z: apply(params, z)  # noqa: E731
+                out = evaluate(m, f, x, attribution, target=target, key=key, **options[m])
+            scores.append(jnp.mean(jnp.asarray(out, jnp.float32)))  # a curve: its mean
+        return tuple(scores)
 
-    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+    fn = _program(
+        ("quantus", apply, tuple(group), method, _hash(options)),
+        lambda: jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0))),
+    )
+    n = quantus_images(p.setting, group, len(p.data.images))
     keys = jax.random.key_data(
         jax.random.split(jax.random.key(p.setting.noise_seed + 3), len(p.data.images))
     )
+    batch = min([p.setting.batch_size] + [EXPLAIN_BATCH.get(m, n) for m in group])
 
     def run(maps):
         return analysis._batched(
-            lambda x, a, t, k: fn(p.data.params, x, a, t, k),
-            p.setting.batch_size,
-            p.data.images,
-            np.asarray(maps, np.float32),
-            np.asarray(p.data.labels, np.int32),
-            np.asarray(keys),
+            lambda x, a, t, k: fn(p.data.params, p.data.random_params, x, a, t, k),
+            batch,
+            p.data.images[:n],
+            np.asarray(maps[:n], np.float32),
+            np.asarray(p.data.labels[:n], np.int32),
+            np.asarray(keys[:n]),
         )
 
     return run
 
 
+EXPLAIN_SHARE = {"SmoothMPRT": 0.5}
+"""Share of ``explain_images`` scored by the metrics ten times costlier than the others
+(SmoothMPRT explains 10 noisy copies on every randomised network)."""
+
+
+def quantus_images(setting: Setting, group: Sequence[str], num_images: int) -> int:
+    """Images a group of Quantus-named metrics is scored on: the first
+    ``setting.explain_images`` (times `EXPLAIN_SHARE`) for the metrics that explain
+    again, all others."""
+    if any(m in EXPLAINING for m in group):
+        share = min(EXPLAIN_SHARE.get(m, 1.0) for m in group)
+        return max(2, min(int(setting.explain_images * share), num_images))
+    return num_images
+
+
 def _quantus_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for metric, (options, _, _) in QUANTUS.items():
-        if metric in RANDOMISATION and p.data.random_params is None:
-            continue
-        out[metric] = {}
+    groups = [g for g in JOINT if all(m in QUANTUS for m in g)]
+    joint = {m for g in groups for m in g}
+    groups += [(m,) for m in QUANTUS if m not in joint]
+    if p.data.random_params is None:
+        groups = [g for g in groups if not any(m in RANDOMISATION for m in g)]
+    out: dict[str, dict[str, np.ndarray]] = {m: {} for g in groups for m in g}
+    shape = p.data.images.shape[1:]
+    for group in groups:
+        n = quantus_images(p.setting, group, len(p.data.images))
         for name in names:
             if name in CONTROLS:
                 continue
+            cache: dict[str, Any] = {}
 
-            def compute(metric=metric, name=name):
-                return _quantus_runner(p, metric, name)(p.maps(name))
+            def scores(group=group, name=name, cache=cache, n=n):
+                if "r" not in cache:
+                    got = _quantus_runner(p, group, name)(p.maps(name))
+                    cache["r"] = {}
+                    for m, values in zip(group, got, strict=True):
+                        full = np.full(len(p.data.images), np.nan)
+                        full[:n] = values
+                        cache["r"][m] = full
+                return cache["r"]
 
-            out[metric][name] = p.cached(metric, {"options": options}, name, compute)
+            for m in group:
+                opts: dict[str, Any] = {"options": quantus_options(m, shape)}
+                if m in EXPLAINING:
+                    opts["n"] = n
+                out[m][name] = p.cached(m, opts, name, lambda m=m, s=scores: s()[m])
     return out
 
 
@@ -639,7 +746,7 @@ def _road_family(p: Pipeline, names: Sequence[str]) -> dict[str, dict[str, np.nd
         lerf = evaluate("ROAD", f, x, -scores, **kw)
         return jnp.mean(morf.astype(jnp.float32)), jnp.mean(lerf.astype(jnp.float32))
 
-    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+    fn = _program(("road", apply), lambda: jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0))))
     keys = jax.random.key_data(
         jax.random.split(jax.random.key(p.setting.noise_seed + 4), len(p.data.images))
     )

@@ -64,6 +64,11 @@ def markdown(result: dict[str, Any]) -> list[str]:
         if result.get("sweep")
         else ""
     )
+    if "quantus" in cfg["families"] and "explain_images" in cfg:
+        sweep += (
+            f"; the Quantus-named metrics that explain again score the first "
+            f"{cfg['explain_images']}"
+        )
     lines = [
         f"# Every method on 2CONV trained from several seeds ({cfg.get('dataset', 'MNIST')})",
         "",

@@ -140,8 +140,9 @@ def _per_batch(
     return jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0)), out_shardings=sharding)
 
 
-# Keyed on f (and so on the weights it closes over): a few entries, not a leak of models.
-per_batch_cached = functools.lru_cache(maxsize=8)(_per_batch)
+# Keyed on f (and so on the weights it closes over): a few dozen entries (every method of
+# the registry on one network, or one method on a few), not a leak of models.
+per_batch_cached = functools.lru_cache(maxsize=32)(_per_batch)
 
 
 def _compiled(f, method, options: dict, **kw) -> Callable:
