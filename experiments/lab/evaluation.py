@@ -653,8 +653,9 @@ def _quantus_runner(p: Pipeline, group: Sequence[str], method: str) -> Callable:
             scores.append(jnp.mean(jnp.asarray(out, jnp.float32)))  # a curve: its mean
         return tuple(scores)
 
+    explains = any(m in EXPLAINING for m in group)  # else one program serves every method
     fn = _program(
-        ("quantus", apply, tuple(group), method, _hash(options)),
+        ("quantus", apply, tuple(group), method if explains else None, _hash(options)),
         lambda: jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0))),
     )
     n = quantus_images(p.setting, group, len(p.data.images))
