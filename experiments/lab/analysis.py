@@ -543,6 +543,7 @@ def faithfulness(curves, params, images, labels, clean_maps, *, seed, methods, l
                 entry[mode][f"auc_{kind}"] = summary(auc)
                 entry[mode][f"auc_{kind}_minus_random"] = summary(auc - rnd)
                 mean[mode][kind] = out[mode][kind].mean(axis=0).tolist()
+                mean[mode][f"{kind}/ci95"] = curve_interval(out[mode][kind])
         return entry, mean
 
     results[RANDOM], mean_curves[RANDOM] = record(random_out)
@@ -598,7 +599,17 @@ def method_colours(methods: Sequence[str]) -> dict[str, Any]:
     return colours
 
 
+def curve_interval(curves: np.ndarray) -> list[list[float]]:
+    """``[low, high]``, each ``(S,)``: the 95% t-interval of the mean curve at each step
+    over the images (rows of ``curves (N, S)``), the images as the only random effect."""
+    bounds = [ci95(summary(column)) for column in np.asarray(curves, np.float64).T]
+    return [[float(b[0]) for b in bounds], [float(b[1]) for b in bounds]]
+
+
 def curves_figure(mean_curves, methods, *, kind: str, title: str) -> Figure:
+    """Mean deletion and insertion curves of each method and of the random order, with
+    their 95% intervals over the images as bands where the results hold them
+    (``<kind>/ci95``; results written before they did are drawn without)."""
     fig = Figure(figsize=(14, 8))
     axes = fig.subplots(2, 2, sharex=True)
     colours = method_colours(methods)
@@ -607,14 +618,18 @@ def curves_figure(mean_curves, methods, *, kind: str, title: str) -> Figure:
         for c, order in enumerate(ORDERS):
             ax = axes[r, c]
             for m in methods:
+                curve = mean_curves[m][order][mode]
                 ax.plot(
-                    frac,
-                    mean_curves[m][order][mode][kind],
-                    color=colours[m],
-                    lw=2.5 if m == "insens" else 1.0,
+                    frac, curve[kind], color=colours[m], lw=2.5 if m == "insens" else 1.0,
                     label=m,
-                )
-            ax.plot(frac, mean_curves[RANDOM][mode][kind], "k--", lw=1.5, label="random order")
+                )  # fmt: skip
+                if f"{kind}/ci95" in curve:
+                    low, high = curve[f"{kind}/ci95"]
+                    ax.fill_between(frac, low, high, color=colours[m], alpha=0.15, lw=0)
+            rnd = mean_curves[RANDOM][mode]
+            ax.plot(frac, rnd[kind], "k--", lw=1.5, label="random order")
+            if f"{kind}/ci95" in rnd:
+                ax.fill_between(frac, *rnd[f"{kind}/ci95"], color="k", alpha=0.1, lw=0)
             ax.set_title(
                 f"{mode}, pixels ordered by {'the signed map' if order == 'signed' else '|map|'}",
                 fontsize=9,
@@ -623,7 +638,13 @@ def curves_figure(mean_curves, methods, *, kind: str, title: str) -> Figure:
             if r == 1:
                 ax.set_xlabel("share of pixels perturbed")
     axes[0, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title, fontsize=10)
+    bands = f"{kind}/ci95" in mean_curves[RANDOM]["deletion"]
+    note = (
+        "bands: 95% interval of the mean over the images"
+        if bands
+        else "no intervals: these results were written before they were recorded"
+    )
+    fig.suptitle(f"{title}\n{note}", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -180,3 +180,42 @@ def test_randomisation_figure_marks_points_from_fewer_images():
     ]
     assert len(hollow) == len(steps)  # deep_taylor's randomised points; "trained" is filled
     assert "95% interval" in fig._suptitle.get_text()
+
+
+def test_curves_figure_draws_each_mean_curve_with_its_interval():
+    """Deletion/insertion curves carry a 95% band over the images; the interval at each step
+    is the t-interval of that step's values (checked against scipy on hand-made curves)."""
+    from lab import analysis
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(3)
+    curves = rng.random((12, 5))
+    low, high = analysis.curve_interval(curves)
+    for k in range(5):
+        ref = sps.t.interval(0.95, 11, loc=curves[:, k].mean(), scale=sps.sem(curves[:, k]))
+        np.testing.assert_allclose([low[k], high[k]], ref, rtol=1e-12)
+
+    def entry():
+        return {
+            mode: {"probability": curves.mean(0).tolist(), "probability/ci95": [low, high]}
+            for mode in analysis.MODES
+        }
+
+    mean_curves = {
+        "fraction": np.linspace(0, 1, 5).tolist(),
+        analysis.RANDOM: entry(),
+        "insens": {order: entry() for order in analysis.ORDERS},
+    }
+    fig = analysis.curves_figure(mean_curves, ["insens"], kind="probability", title="t")
+    for ax in fig.get_axes():
+        if ax.lines:  # one band per drawn curve: Insens and the random order
+            assert len(ax.collections) == 2
+    assert "95% interval" in fig._suptitle.get_text()
+    for order in analysis.ORDERS:  # results without intervals: curves only, and it says so
+        for mode in analysis.MODES:
+            del mean_curves["insens"][order][mode]["probability/ci95"]
+    for mode in analysis.MODES:
+        del mean_curves[analysis.RANDOM][mode]["probability/ci95"]
+    fig = analysis.curves_figure(mean_curves, ["insens"], kind="probability", title="t")
+    assert all(not ax.collections for ax in fig.get_axes())
+    assert "no intervals" in fig._suptitle.get_text()
