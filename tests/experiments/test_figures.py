@@ -185,8 +185,9 @@ def test_randomisation_figure_marks_points_from_fewer_images():
 def test_curves_figure_draws_each_mean_curve_with_its_interval():
     """Deletion/insertion curves carry a 95% band over the images; the interval at each step
     is the t-interval of that step's values (checked against scipy on hand-made curves)."""
-    from lab import analysis
     from scipy import stats as sps
+
+    from lab import analysis
 
     rng = np.random.default_rng(3)
     curves = rng.random((12, 5))
