@@ -42,6 +42,7 @@ class _BoxRules(interp.Rules):
     def __init__(self, program: interp.Program):
         self.in_shape = program.input_shape
         self.nx = len(program.input_shape)
+        interp.walked("boxes")  # the operations' indices
         self.index = {id(e): i for i, e in enumerate(program.eqns)}
         self.dots: dict[int, tuple[Box, Box]] = {}
         # Per operation index: total box volume of its input-dependent operand and of its
@@ -317,7 +318,7 @@ def receptive_boxes(program: interp.Program, x):
     the box volumes of every input-dependent operation (`_BoxRules.volumes`)."""
     rules = _BoxRules(program)
     with jax.ensure_compile_time_eval():
-        res = interp.interpret(program, x, rules)
+        res = interp.interpret(program, x, rules, kind="boxes")
     relu = tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in res.relu_inputs)
     dots = {
         i: tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in pair)

@@ -19,6 +19,8 @@ from slp._src import matmul as _matmul
 class PreCut(interp.FrozenRules):
     """The switched network; records the operand and weights of the cut."""
 
+    walk = "pre-cut"
+
     def __init__(self, state, cut_eqn):
         super().__init__(state)
         self.cut_eqn = cut_eqn
@@ -35,6 +37,8 @@ class PreCut(interp.FrozenRules):
 class PostCut(interp.FrozenRules):
     """The switched network with the cut's output replaced by ``z`` (cast to the dtype of
     the cut's own output, as the network would have it)."""
+
+    walk = "post-cut"
 
     def __init__(self, state, cut_eqn, z):
         super().__init__(state)

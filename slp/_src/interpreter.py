@@ -24,6 +24,7 @@ non-finite guards.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -46,7 +47,8 @@ __all__ = [
     "Rules",
     "WalkResult",
     "interpret",
-    "INTERPRETATIONS",
+    "count_interpretations",
+    "walked",
     "operand_value",
     "NetworkState",
     "defined",
@@ -221,6 +223,8 @@ class Rules:
 
     #: matmul/conv precision used when re-binding linear operations.
     precision: Any = lax.Precision.HIGHEST
+    #: what a walk with these rules is for (`count_interpretations`; None: the class name).
+    walk: str | None = None
 
     def input(self, x):
         """The value given to the network input."""
@@ -253,13 +257,49 @@ class WalkResult(NamedTuple):
     pool_inputs: tuple
 
 
-#: How many times `interpret` ran, per rule set (its class name): every pass over a program
-#: is one. Counted while tracing (under `jax.jit` the loop runs once per compilation), so the
-#: count costs nothing in compiled code; tests read it to check how often a transform walks.
-INTERPRETATIONS: collections.Counter = collections.Counter()
+#: The counters of the open `count_interpretations` blocks (none: counting is off).
+_COUNTERS: list[collections.Counter] = []
 
 
-def interpret(program: Program, x, rules: Rules) -> WalkResult:
+@contextlib.contextmanager
+def count_interpretations():
+    """Counts the passes over a program's operations made inside the block, per kind.
+
+    Every full loop over ``program.eqns`` (or over the operations a route walks) is one
+    pass, labelled by what it is for: ``"trace"`` (building the program), ``"plan"``,
+    ``"boxes"``, ``"geometry"``, ``"tangents"``, ``"forward-vjp"``, ... (`walked`); every
+    `interpret` is one, labelled by its rule set. Passes are counted while tracing (under
+    `jax.jit` a walk runs once per compilation), so counting costs nothing in compiled code;
+    outside such a block it costs nothing at all. Blocks nest: each counts what runs in it.
+
+    Yields:
+      A `collections.Counter`, kind -> passes, filled as the block runs.
+
+    Examples:
+      >>> from slp._src import interpreter
+      >>> f = lambda x: jnp.maximum(x @ jnp.ones((4, 3)), 0) @ jnp.ones((3, 2))
+      >>> program = slp.network.trace(f, jnp.ones(4))
+      >>> with interpreter.count_interpretations() as passes:
+      ...     _ = interpreter.forward(program, jnp.ones(4))
+      >>> dict(passes)
+      {'forward': 1}
+    """
+    counter: collections.Counter = collections.Counter()
+    _COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _COUNTERS.pop(next(i for i, c in enumerate(_COUNTERS) if c is counter))
+
+
+def walked(kind: str) -> None:
+    """Records one pass over a program's operations, of ``kind``, in every open
+    `count_interpretations` block (nothing when none is open)."""
+    for counter in _COUNTERS:
+        counter[kind] += 1
+
+
+def interpret(program: Program, x, rules: Rules, *, kind: str | None = None) -> WalkResult:
     """Evaluates ``program`` on ``x`` with ``rules`` deciding the input-dependent steps.
 
     The one loop over a program's operations: constants are computed as they are, ReLUs and
@@ -270,11 +310,13 @@ def interpret(program: Program, x, rules: Rules) -> WalkResult:
       program: the traced network.
       x: the value given to the network input (``rules.input`` maps it first).
       rules: the rule set.
+      kind: what the pass is for, as `count_interpretations` counts it (None:
+        ``rules.walk``).
 
     Returns:
       `WalkResult`: the output and the values that entered every ReLU and max-pool.
     """
-    INTERPRETATIONS[type(rules).__name__] += 1
+    walked(kind or rules.walk or type(rules).__name__)
     env = dict(program.consts)
     env[program.input_id] = rules.input(x)
     relu_in: list = [None] * len(program.relu_shapes)
@@ -413,6 +455,8 @@ def defined(x: jax.Array, state: NetworkState) -> jax.Array:
 class ForwardRules(Rules):
     """The ordinary forward pass; records each max-pool's winners."""
 
+    walk = "forward"
+
     def __init__(self):
         self.winners: dict[int, jax.Array] = {}
 
@@ -451,7 +495,7 @@ def forward_and_vjp(program: Program, x: jax.Array) -> tuple[NetworkState, Calla
 
     def run(xp):
         rules = ForwardRules()
-        res = interpret(program, xp, rules)
+        res = interpret(program, xp, rules, kind="forward-vjp")
         winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
         return res.relu_inputs, (res.output, winners)
 
@@ -465,6 +509,8 @@ class FrozenRules(Rules):
     With these rules the walk is an affine function of its input whose value at the
     state's own input equals the network's (Theorem 1).
     """
+
+    walk = "frozen"
 
     def __init__(self, state: NetworkState):
         self.masks = tuple((v > 0).astype(v.dtype) for v in state.activities)

@@ -21,6 +21,8 @@ class ExplicitRules(interp.Rules):
     (reshapes, average pooling, ...) act on ``M`` through their own linear map.
     """
 
+    walk = "explicit"
+
     def __init__(self, state: interp.NetworkState):
         self.state = state
 

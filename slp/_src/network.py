@@ -41,7 +41,6 @@ from slp._src import guards as _guards
 from slp._src import primitives as _primitives
 from slp._src import provenance as _provenance
 from slp._src.interpreter import (
-    INTERPRETATIONS,
     NOT_IMPLEMENTED,
     NOT_PIECEWISE_LINEAR,
     Eqn,
@@ -54,6 +53,7 @@ from slp._src.interpreter import (
     Rules,
     UnsupportedOperationError,
     WalkResult,
+    count_interpretations,
     defined,
     forward,
     forward_and_vjp,
@@ -62,6 +62,7 @@ from slp._src.interpreter import (
     operand_value,
     pool_winners,
     select_winners,
+    walked,
 )
 
 __all__ = [
@@ -74,7 +75,8 @@ __all__ = [
     "Rules",
     "WalkResult",
     "interpret",
-    "INTERPRETATIONS",
+    "count_interpretations",
+    "walked",
     "operand_value",
     "NetworkState",
     "UnsupportedOperationError",
@@ -631,6 +633,7 @@ def trace(f: Callable, x: jax.Array) -> Program:
       tanh | not piecewise linear
     """
     check_input(x)
+    walked("trace")
     x_aval = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
     if not jnp.issubdtype(x_aval.dtype, jnp.floating):
         raise ValueError(f"the network input must be a floating-point array; got {x_aval.dtype}")

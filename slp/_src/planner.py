@@ -216,10 +216,12 @@ def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
     """First dense layer that depends on most of the input and that all later use goes through."""
     d = int(np.prod(program.input_shape))
     producer = {program.input_id: -1}
+    net.walked("cut")  # producers
     for i, e in enumerate(program.eqns):
         for o in e.outputs:
             producer[o] = i
     last_relu = max(relu_eqn_idx, default=-1)
+    net.walked("cut")  # the candidates
     for i, e in enumerate(program.eqns):
         if i >= last_relu:
             return None
@@ -237,6 +239,7 @@ def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
         if vol.size == 0 or vol.max() * 2 < d:
             continue
         # Everything after the cut must depend on the input only through its output.
+        net.walked("cut")
         later_ok = all(
             producer.get(a, i) >= i
             for later in program.eqns[i + 1 :]
@@ -267,6 +270,7 @@ def _shapes(program: net.Program) -> _Shapes:
     """`_Shapes` from the shapes the program recorded when traced (no walk)."""
     avals = program.avals
     flops, sizes, dots = {}, {}, {}
+    net.walked("shapes")
     for i, eqn in enumerate(program.eqns):
         if eqn.kind == "const":
             continue
@@ -331,6 +335,7 @@ def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post)
         return str(cone)
     per_block = int(np.prod(cone.sigma_tot)) * (d // int(np.prod([shape[a] for a in cone.spatial])))
     flops, mats, cones = after_flops, 0.0, 0.0
+    net.walked("cone-cost")
     for i in before:
         v_in, v_out = volumes.get(i, (d, d))
         if program.eqns[i].decl.cost.matrix:
@@ -362,6 +367,7 @@ class _Structure(NamedTuple):
 
 def _structure(program: net.Program, x) -> _Structure:
     d = int(np.prod(tuple(program.input_shape)))
+    net.walked("relus")
     relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
     shapes = _shapes(program)
     try:

@@ -112,7 +112,9 @@ def affine_layers(program: interp.Program) -> tuple[AffineLayer, ...]:
     """
     uses: collections.Counter = collections.Counter()
     consumer: dict[int, int] = {}
+    interp.walked("affine-layers")  # producers
     producer = {o: i for i, e in enumerate(program.eqns) for o in e.outputs}
+    interp.walked("affine-layers")  # uses
     for i, e in enumerate(program.eqns):
         for a in e.inputs:
             if isinstance(a, int):
@@ -121,6 +123,7 @@ def affine_layers(program: interp.Program) -> tuple[AffineLayer, ...]:
     if isinstance(program.output_id, int):
         uses[program.output_id] += 1
     layers = []
+    interp.walked("affine-layers")  # the layers
     for i, e in enumerate(program.eqns):
         if e.kind != "linear" or not _part(e).weight or sum(e.dep) != 1:
             continue
@@ -360,6 +363,8 @@ class LrpRules(interp.ForwardRules):
       first_rule: the rule of the layers fed by the input through linear operations only
         (None: ``rule``). If it `needs_bounds`, the walk's input is ``(x, low, high)``.
     """
+
+    walk = "lrp"
 
     def __init__(self, program: interp.Program, layers, rule, first_rule=None):
         super().__init__()

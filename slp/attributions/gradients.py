@@ -290,6 +290,8 @@ _deconv_relu.defvjp(_deconv_fwd, _deconv_bwd)
 class ReluBackwardRules(net.ForwardRules):
     """The forward pass with every ReLU replaced by ``relu_fn`` (same value, other VJP)."""
 
+    walk = "relu-backward"
+
     def __init__(self, relu_fn: Callable[[jax.Array], jax.Array]):
         super().__init__()
         self.relu_fn = relu_fn

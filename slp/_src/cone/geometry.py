@@ -243,6 +243,7 @@ class GeoCtx(NamedTuple):
         if not isinstance(a, int):
             return np.asarray(a.val)
         program = self.program
+        interp.walked("static-value")
         producer = {o: i for i, e in enumerate(program.eqns) for o in e.outputs}
         needed, todo = set(), [a]
         while todo:  # the operations that compute ``a``, back to the program's constants
@@ -260,6 +261,7 @@ class GeoCtx(NamedTuple):
 def constant_values(program, order) -> dict[int, Any]:
     """The program's constants and the values of its input-independent operations among
     ``order`` (indices, in program order), by id."""
+    interp.walked("constants")
     env = dict(program.consts)
     for i in order:
         eqn = program.eqns[i]
@@ -279,8 +281,11 @@ def single(eqn, ins, what: str):
 def _needed(program, end: int) -> tuple[int, ...]:
     """Indices of the operations that the end and the ReLUs before it read, in order."""
     eqns = program.eqns
+    interp.walked("needed")  # producers
     producer = {o: i for i, e in enumerate(eqns[: end + 1]) for o in e.outputs}
+    interp.walked("needed")  # the ReLUs
     todo = [end] + [i for i, e in enumerate(eqns[:end]) if e.kind == "relu"]
+    interp.walked("needed")  # back from the end
     seen: set[int] = set()
     while todo:
         i = todo.pop()
@@ -315,7 +320,7 @@ def _channel_axes(program, shapes, order, end: int) -> dict[int, int]:
     input features, a dense layer over channels), followed through relabelling operations
     (transposes, reshapes that add or drop unit axes), each with the index of the first
     operation that contracts it."""
-    interp.INTERPRETATIONS["cone.channel_axes"] += 1
+    interp.walked("channel-axes")
     carry = {program.input_id: tuple(range(len(program.input_shape)))}
     channels: dict[int, int] = {}
     for i in order:
@@ -427,7 +432,7 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     values: dict[int, Any] = {program.input_id: Geom(x_shape, link, ones, zeros, ones, ones)}
     steps: dict[int, Step] = {}
     convs, last = 0, None
-    interp.INTERPRETATIONS["cone.geometry"] += 1
+    interp.walked("geometry")
     for i in order:
         eqn = program.eqns[i]
         if eqn.kind == "const":

@@ -237,7 +237,6 @@ def input_tangents(p: Pass, g: Geom) -> ConeVal:
 
 def _constants(program, geo: ConeGeometry) -> dict[int, Any]:
     """Values of the constants the walked operations read (computed once per call)."""
-    interp.INTERPRETATIONS["cone.constants"] += 1
     return constant_values(program, geo.order)
 
 
@@ -260,7 +259,7 @@ def _tangents(program, p: Pass):
     (its pending mask applied), and the tangents of the cut's operand (None without a cut).
     """
     geo = p.geo
-    interp.INTERPRETATIONS["cone.tangents"] += 1
+    interp.walked("tangents")
     env: dict[int, Any] = {program.input_id: input_tangents(p, geo.values[program.input_id])}
     relu_in = {}
     for i in geo.order:
@@ -368,6 +367,7 @@ def norms(program, state, x, plan, precision) -> list:
     nk = len(geo.spatial)
     p0 = Pass(geo, None, state, precision, _constants(program, geo), {}, x.dtype)
     prepared = {}
+    interp.walked("prepare")
     for i, step in geo.steps.items():
         if step.rule.prepare is not None:
             eqn = program.eqns[i]
