@@ -1,0 +1,72 @@
+"""Passes over the program per exact Insens call (`slp._src.interpreter.count_interpretations`).
+
+Every full loop over a program's operations is one pass: the trace, the plan's (shapes,
+receptive boxes, the cut), the cone geometry's, the state with the VJP of the switched
+network, and each route's own walks. They are counted while `jax.jit` traces the call, so
+the count is that of one compilation. The numbers are pinned per route: a change that adds
+a pass fails here (lower them as passes merge; never raise them).
+
+Reference for the values: the brute-force dense-matrix network of `tests/reference.py`.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import slp
+from slp._src import interpreter
+from tests import reference as ref
+
+# Per route: passes over the program in one exact Insens call on a conv + max-pool + dense net.
+PASSES = {"cone": 19, "probes": 18, "dense": 16}
+
+
+def _conv_pool_dense(seed=1, in_shape=(8, 8, 2)):
+    """A small ReLU network: conv, ReLU, 2x2 max-pool, flatten, dense, ReLU, dense."""
+    rng = np.random.default_rng(seed)
+    spec = [
+        ("conv", 4, 3, 1, "SAME"),
+        ("relu",),
+        ("maxpool", 2, 2),
+        ("flatten",),
+        ("dense", 6),
+        ("relu",),
+        ("dense", 3),
+    ]
+    params = ref.init_params(spec, in_shape, rng)
+    return spec, params, ref.jax_function(spec, params), rng.normal(size=in_shape)
+
+
+def _breakdown(passes) -> str:
+    """The passes per kind, for an assertion message."""
+    return ", ".join(f"{k}: {n}" for k, n in sorted(passes.items()))
+
+
+@pytest.mark.parametrize("route", sorted(PASSES))
+def test_exact_insens_passes_over_the_program_are_pinned(x64, route):
+    spec, params, f, x = _conv_pool_dense()
+    with interpreter.count_interpretations() as passes:
+        got = slp.insens(f, route=route)(jnp.asarray(x))
+    total = sum(passes.values())
+    assert total == PASSES[route], f"{route}: {total} passes ({_breakdown(passes)})"
+    want = ref.dense_model(spec, params, x).insens()
+    np.testing.assert_allclose(np.asarray(got).reshape(-1), want, atol=1e-10)
+
+
+def test_a_compiled_call_does_not_walk_again(x64):
+    _, _, f, x = _conv_pool_dense()
+    fn = slp.insens(f, route="cone")
+    fn(jnp.asarray(x))
+    with interpreter.count_interpretations() as passes:
+        fn(jnp.asarray(-x))
+    assert not passes, _breakdown(passes)
+
+
+def test_counting_is_off_outside_a_block(x64):
+    _, _, f, x = _conv_pool_dense()
+    program = slp.network.trace(f, jnp.asarray(x))
+    with interpreter.count_interpretations() as passes:
+        pass
+    interpreter.forward(program, jnp.asarray(x))
+    assert not passes
+    assert not interpreter._COUNTERS
