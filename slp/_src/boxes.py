@@ -6,6 +6,7 @@ elements it can depend on; operations without a box rule give the whole input (s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -39,11 +40,11 @@ _BOX_DTYPE = np.float32  # coordinates are exact up to 2**24
 class _BoxRules(interp.Rules):
     """Walks a program propagating `Box` values; records the operand/output of each dot."""
 
-    def __init__(self, program: interp.Program):
+    def __init__(self, program: interp.Program, visit=None):
+        self.visit = visit
         self.in_shape = program.input_shape
         self.nx = len(program.input_shape)
-        interp.walked("boxes")  # the operations' indices
-        self.index = {id(e): i for i, e in enumerate(program.eqns)}
+        self.producers = program.producers
         self.dots: dict[int, tuple[Box, Box]] = {}
         # Per operation index: total box volume of its input-dependent operand and of its
         # output (the sum over elements of the number of input elements each depends on).
@@ -58,8 +59,16 @@ class _BoxRules(interp.Rules):
         hi = np.broadcast_to(np.asarray(self.in_shape, _BOX_DTYPE) - 1, lo.shape)
         return Box(lo, hi, dtype)
 
+    def at(self, eqn) -> int:
+        """The index of ``eqn`` into ``program.eqns`` (that of the operation making its
+        first output)."""
+        return self.producers[eqn.outputs[0]]
+
     def _record(self, eqn, z: Box, out: Box):
-        self.volumes[self.index[id(eqn)]] = (_volume(z), _volume(out))
+        i = self.at(eqn)
+        self.volumes[i] = (_volume(z), _volume(out))
+        if self.visit is not None:
+            self.visit(i, eqn)
 
     def relu(self, eqn, z):
         self._record(eqn, z, z)
@@ -304,7 +313,7 @@ def DOT(rules, eqn, args, avals):
     out = rules._dot(eqn, args, avals[0])
     if out is None:  # a product it does not take: the whole input
         out = rules._full(avals[0].shape, avals[0].dtype)
-    rules.dots[rules.index[id(eqn)]] = (args[eqn.dep.index(True)], out)
+    rules.dots[rules.at(eqn)] = (args[eqn.dep.index(True)], out)
     return [out]
 
 
@@ -313,10 +322,15 @@ def CONV(rules, eqn, args, avals):
     return _one(rules._conv(eqn, args, avals[0]))
 
 
-def receptive_boxes(program: interp.Program, x):
+def receptive_boxes(program: interp.Program, x, visit: Callable | None = None):
     """Boxes of every ReLU layer's input and of every dot_general's operand and output, and
-    the box volumes of every input-dependent operation (`_BoxRules.volumes`)."""
-    rules = _BoxRules(program)
+    the box volumes of every input-dependent operation (`_BoxRules.volumes`).
+
+    ``visit(i, eqn)``: called at every input-dependent operation as the walk passes it, in
+    program order, so that what else is read per operation comes from the same pass (the
+    planner's shapes and FLOPs); None: nothing.
+    """
+    rules = _BoxRules(program, visit)
     with jax.ensure_compile_time_eval():
         res = interp.interpret(program, x, rules, kind="boxes")
     relu = tuple(Box(np.asarray(b.lo), np.asarray(b.hi), b.dtype) for b in res.relu_inputs)

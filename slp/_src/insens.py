@@ -181,8 +181,7 @@ def _estimated_sq_norms(frozen, x, k: int, key, n_groups: int) -> list:
 def _exact_prefix(program, state, x, n: int, precision) -> list:
     """Exact ``|w_hat|^2`` of the first ``n`` ReLU layers by the cone route (None for the
     others)."""
-    net.walked("relus")
-    relu_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
+    relu_idx = program.relu_eqns
     if n > len(relu_idx):
         raise ValueError(f"exact_layers={n}, but the network has {len(relu_idx)} ReLU layers")
     geo = _cone.cone_geometry(program, tuple(x.shape), relu_idx[n - 1])

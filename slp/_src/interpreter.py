@@ -47,6 +47,8 @@ __all__ = [
     "Rules",
     "WalkResult",
     "interpret",
+    "constant_values",
+    "constant_value",
     "count_interpretations",
     "walked",
     "operand_value",
@@ -181,6 +183,10 @@ class Program:
       avals: per value id (the input, every constant and every operation's output), its
         shape and dtype as traced: the routes read shapes here rather than walking the
         program again.
+      producers: per id of an operation's output, the operation's index into ``eqns``
+        (recorded when traced, so that no route walks the program to find them).
+      relu_eqns: the indices into ``eqns`` of the ReLUs, in forward order (ReLU layer
+        ``l`` is ``eqns[relu_eqns[l]]``).
     """
 
     eqns: tuple[Eqn, ...]
@@ -195,6 +201,10 @@ class Program:
     pool_sources: tuple[int, ...]
     pool_input_shapes: tuple[tuple[int, ...], ...]
     avals: Mapping[int, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    producers: Mapping[int, int] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
+    relu_eqns: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,10 +275,12 @@ _COUNTERS: list[collections.Counter] = []
 def count_interpretations():
     """Counts the passes over a program's operations made inside the block, per kind.
 
-    Every full loop over ``program.eqns`` (or over the operations a route walks) is one
-    pass, labelled by what it is for: ``"trace"`` (building the program), ``"plan"``,
-    ``"boxes"``, ``"geometry"``, ``"tangents"``, ``"forward-vjp"``, ... (`walked`); every
-    `interpret` is one, labelled by its rule set. Passes are counted while tracing (under
+    Every loop over ``program.eqns`` (or over the operations a route walks, in program
+    order) is one pass, labelled by what it is for: ``"trace"`` (building the program),
+    ``"shapes"``, ``"boxes"``, ``"needed"``, ``"geometry"``, ``"tangents"``, ... (`walked`);
+    every `interpret` is one, labelled by its rule set (``"forward-vjp"``, ``"frozen"``,
+    ``"pre-cut"``, ...). Lookups from one value back through the operations that make it
+    (`constant_value`) are not passes. Passes are counted while tracing (under
     `jax.jit` a walk runs once per compilation), so counting costs nothing in compiled code;
     outside such a block it costs nothing at all. Blocks nest: each counts what runs in it.
 
@@ -338,6 +350,52 @@ def interpret(program: Program, x, rules: Rules, *, kind: str | None = None) -> 
         for i, o in zip(eqn.outputs, outs, strict=True):
             env[i] = o
     return WalkResult(operand_value(program.output_id, env), tuple(relu_in), tuple(pool_in))
+
+
+def constant_values(program: Program, order, visit: Callable | None = None) -> dict[int, Any]:
+    """The program's constants and the values of its input-independent operations among
+    ``order`` (indices, in program order), by id.
+
+    Args:
+      program: the traced network.
+      order: indices into ``program.eqns``, in program order.
+      visit: ``visit(i, env)``, called at every input-dependent operation ``i`` among
+        ``order`` with the values computed so far (those of every operation before it), so
+        that data built from them (the cone route's convolution matrices) comes from the
+        same pass; None: nothing.
+
+    Returns:
+      The values by id.
+    """
+    env = dict(program.consts)
+    for i in order:
+        eqn = program.eqns[i]
+        if eqn.kind == "const":
+            env.update(zip(eqn.outputs, eqn.apply(*eqn.args(env)), strict=True))
+        elif visit is not None:
+            visit(i, env)
+    return env
+
+
+def constant_value(program: Program, a: int | Lit) -> Any:
+    """The value of a constant operand ``a`` of ``program`` (e.g. a dense layer's weights).
+
+    Computed from the program's constants through the input-independent operations that make
+    it, found back from ``a`` by `Program.producers`: a few lookups, no pass over the
+    program (`count_interpretations` counts none).
+
+    Raises:
+      KeyError: if ``a`` depends on the network input.
+    """
+    if isinstance(a, Lit):
+        return a.val
+    needed, todo = set(), [a]
+    while todo:  # the operations that compute ``a``, back to the program's constants
+        i = program.producers.get(todo.pop())
+        if i is not None and i not in needed:
+            needed.add(i)
+            todo += [u for u in program.eqns[i].inputs if isinstance(u, int)]
+    return constant_values(program, sorted(needed))[a]
 
 
 def _tiled_window(eqn: Eqn, shape: tuple[int, ...]) -> tuple[int, ...] | None:

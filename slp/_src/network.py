@@ -658,6 +658,7 @@ def trace(f: Callable, x: jax.Array) -> Program:
     live, consts = _resolve(fl, in_id, out)
     eqns, sites = _classified(live, fl.avals, in_id)
     relu_shapes, pool_shapes, pool_sources, pool_in_shapes = sites
+    avals, producers, relu_eqns = _value_tables(fl, in_id, eqns, consts)
     return Program(
         eqns=tuple(eqns),
         consts=consts,
@@ -670,16 +671,24 @@ def trace(f: Callable, x: jax.Array) -> Program:
         pool_shapes=tuple(pool_shapes),
         pool_sources=tuple(pool_sources),
         pool_input_shapes=tuple(pool_in_shapes),
-        avals=_value_avals(fl, in_id, eqns, consts),
+        avals=avals,
+        producers=producers,
+        relu_eqns=relu_eqns,
     )
 
 
-def _value_avals(fl: _Flattener, in_id: int, eqns: list[Eqn], consts: dict) -> dict:
-    """Shape and dtype of the input, of every constant and of every operation's output."""
+def _value_tables(fl: _Flattener, in_id: int, eqns: list[Eqn], consts: dict) -> tuple:
+    """`Program`'s ``(avals, producers, relu_eqns)``, from one loop over ``eqns``: every
+    value's shape and dtype, the index of the operation making each, those of the ReLUs."""
     avals = {in_id: fl.avals[in_id]}
     for i in consts:
         avals[i] = fl.aval(i)
-    for e in eqns:
+    producers: dict[int, int] = {}
+    relu_eqns = []
+    for k, e in enumerate(eqns):
         for o in e.outputs:
             avals[o] = fl.avals[o]
-    return avals
+            producers[o] = k
+        if e.kind == "relu":
+            relu_eqns.append(k)
+    return avals, producers, tuple(relu_eqns)

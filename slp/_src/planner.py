@@ -148,8 +148,9 @@ class InsensPlan(NamedTuple):
       costs: every route that applies -> its predicted `RouteCost`.
       not_taken: every route not taken -> why: the operation that rules it out, or its
         predicted cost against the chosen one.
-      cone: the cone route's layout (`slp._src.cone`), when the cone route applies.
-      probes: the probe route's `ProbeLayout`.
+      cone: the cone route's layout (`slp._src.cone`), when the cone route applies (and
+        is asked for: `insens` on a given route builds that route's layout only).
+      probes: the probe route's `ProbeLayout` (None likewise).
       dense: the dense route's `DenseLayout`.
       forward_flops: FLOPs of one forward pass (linear operations, ReLUs and pools).
       flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
@@ -171,7 +172,7 @@ class InsensPlan(NamedTuple):
     costs: dict
     not_taken: dict
     cone: Any
-    probes: ProbeLayout
+    probes: ProbeLayout | None
     dense: DenseLayout
     forward_flops: float = 0.0
     flop_rate: float | None = None
@@ -212,20 +213,18 @@ def _widths(boxes) -> np.ndarray | None:
     return best
 
 
-def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
-    """First dense layer that depends on most of the input and that all later use goes through."""
+def _cut_candidate(program: net.Program, shapes, dots, relu_eqn_idx) -> int | None:
+    """First dense layer that depends on most of the input and that all later use goes through
+    (from ``shapes.dots`` and ``shapes.first_source``, `_Shapes`: no walk here)."""
     d = int(np.prod(program.input_shape))
-    producer = {program.input_id: -1}
-    net.walked("cut")  # producers
-    for i, e in enumerate(program.eqns):
-        for o in e.outputs:
-            producer[o] = i
     last_relu = max(relu_eqn_idx, default=-1)
-    net.walked("cut")  # the candidates
-    for i, e in enumerate(program.eqns):
+    # Per position i: the earliest operation (-1: the input) read by one at i or after.
+    later = np.minimum.accumulate(shapes.first_source[::-1])[::-1]
+    for i in sorted(shapes.dots):
         if i >= last_relu:
             return None
-        if e.kind != "linear" or not e.decl.cost.cut or sum(e.dep) != 1:
+        e = program.eqns[i]
+        if sum(e.dep) != 1:
             continue
         (lc, rc), (lb, rb) = e.params["dimension_numbers"]
         if lb or rb:
@@ -239,15 +238,7 @@ def _cut_candidate(program: net.Program, dots, relu_eqn_idx) -> int | None:
         if vol.size == 0 or vol.max() * 2 < d:
             continue
         # Everything after the cut must depend on the input only through its output.
-        net.walked("cut")
-        later_ok = all(
-            producer.get(a, i) >= i
-            for later in program.eqns[i + 1 :]
-            if later.kind != "const"
-            for a, dd in zip(later.inputs, later.dep, strict=True)
-            if dd
-        )
-        if later_ok:
+        if i + 1 >= len(later) or later[i + 1] >= i:
             return i
     return None
 
@@ -258,34 +249,54 @@ DENSE_BYTES = 64 * 2**20
 
 class _Shapes(NamedTuple):
     """Per input-dependent operation (index into ``program.eqns``): FLOPs per tangent column
-    (its cost rule, `slp._src.flops`), the size of its output, and for the operations that
-    may be the cut, the shapes of their input-dependent operand and of their output."""
+    (its cost rule, `slp._src.flops`), the size of its output, whether it is a matrix product,
+    for those that may be the cut the shapes of their input-dependent operand and output, and
+    (``first_source``) the earliest operation its input-dependent operands come from (-1: the
+    input; the number of operations for a constant)."""
 
     flops: dict[int, float]
     sizes: dict[int, int]
     dots: dict[int, tuple]
+    matrix: dict[int, bool]
+    first_source: np.ndarray
+
+
+def _no_shapes(program: net.Program) -> _Shapes:
+    """Empty `_Shapes` tables for ``program``, for `_add_shapes` to fill."""
+    n = len(program.eqns)
+    return _Shapes({}, {}, {}, {}, np.full(n, n, np.int64))
+
+
+def _add_shapes(program: net.Program, i: int, eqn: net.Eqn, table: _Shapes) -> None:
+    """Fills in the entries of the input-dependent operation ``i`` (``eqn``) of ``table``,
+    from the shapes the program recorded when traced."""
+    avals = program.avals
+    table.first_source[i] = min(
+        program.producers.get(a, -1) for a, dd in zip(eqn.inputs, eqn.dep, strict=True) if dd
+    )
+    table.matrix[i] = bool(eqn.decl.cost.matrix)
+    if eqn.kind in ("relu", "max_pool"):
+        args = [eqn.inputs[eqn.dep.index(True)]]
+    else:
+        args = list(eqn.inputs)
+    arg_shapes = [np.shape(a.val) if isinstance(a, net.Lit) else avals[a].shape for a in args]
+    out_shape = tuple(avals[eqn.outputs[0]].shape)
+    table.flops[i] = eqn.decl.cost.flops(eqn, arg_shapes, out_shape)
+    table.sizes[i] = int(np.prod(out_shape))
+    if eqn.kind == "linear" and eqn.decl.cost.cut:
+        operand = eqn.inputs[eqn.dep.index(True)]
+        table.dots[i] = (tuple(avals[operand].shape), out_shape)
 
 
 def _shapes(program: net.Program) -> _Shapes:
-    """`_Shapes` from the shapes the program recorded when traced (no walk)."""
-    avals = program.avals
-    flops, sizes, dots = {}, {}, {}
+    """`_Shapes` from the shapes the program recorded when traced, in one pass of its own
+    (where the receptive boxes' walk does not fill them in on its way)."""
+    table = _no_shapes(program)
     net.walked("shapes")
     for i, eqn in enumerate(program.eqns):
-        if eqn.kind == "const":
-            continue
-        if eqn.kind in ("relu", "max_pool"):
-            args = [eqn.inputs[eqn.dep.index(True)]]
-        else:
-            args = list(eqn.inputs)
-        arg_shapes = [np.shape(a.val) if isinstance(a, net.Lit) else avals[a].shape for a in args]
-        out_shape = tuple(avals[eqn.outputs[0]].shape)
-        flops[i] = eqn.decl.cost.flops(eqn, arg_shapes, out_shape)
-        sizes[i] = int(np.prod(out_shape))
-        if eqn.kind == "linear" and eqn.decl.cost.cut:
-            operand = eqn.inputs[eqn.dep.index(True)]
-            dots[i] = (tuple(avals[operand].shape), out_shape)
-    return _Shapes(flops, sizes, dots)
+        if eqn.kind != "const":
+            _add_shapes(program, i, eqn, table)
+    return table
 
 
 def _whole_boxes(program: net.Program, shapes: _Shapes):
@@ -318,11 +329,12 @@ def _probe_cost(probes: ProbeLayout, cut, flops, sizes, item: int) -> RouteCost:
     return RouteCost(probes.n_colours * f_pre + f_cut + f_post, peak, probes.n_chunks)
 
 
-def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post):
+def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post, matrix):
     """``(geometry, RouteCost)`` of the cone route, or why it does not apply (a string).
 
     ``before``: the input-dependent operations before the cut; ``after_flops``: the FLOPs
-    of the cut and of the rest of the network; ``s_post``: the size of the values after it.
+    of the cut and of the rest of the network; ``s_post``: the size of the values after it;
+    ``matrix``: per operation, whether it is a matrix product (`_Shapes`).
     """
     if not relu_eqn_idx:
         return "no ReLU layer"
@@ -335,10 +347,9 @@ def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post)
         return str(cone)
     per_block = int(np.prod(cone.sigma_tot)) * (d // int(np.prod([shape[a] for a in cone.spatial])))
     flops, mats, cones = after_flops, 0.0, 0.0
-    net.walked("cone-cost")
     for i in before:
         v_in, v_out = volumes.get(i, (d, d))
-        if program.eqns[i].decl.cost.matrix:
+        if matrix[i]:
             flops += 2.0 * v_in * v_out / d  # cone matrix products of every element
             mats += v_in * v_out / d**2
         else:
@@ -363,18 +374,28 @@ class _Structure(NamedTuple):
     before: list[int]
     flops: tuple[float, float, float, float]  # all, before the cut, after it, at it
     sizes: tuple[int, int, int]  # all (with the input), up to the cut (with it), after it
+    matrix: dict[int, bool]  # per input-dependent operation: a matrix product
 
 
-def _structure(program: net.Program, x) -> _Structure:
+def _structure(program: net.Program, x, boxes: bool = True) -> _Structure:
+    """The `_Structure` of ``program`` at inputs like ``x``; without ``boxes`` (the dense
+    route alone needs neither them nor a cut), no receptive boxes and no cut."""
     d = int(np.prod(tuple(program.input_shape)))
-    net.walked("relus")
-    relu_eqn_idx = [i for i, e in enumerate(program.eqns) if e.kind == "relu"]
-    shapes = _shapes(program)
-    try:
-        relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x)
-    except _boxes.NotConcrete:  # no structure known: every element depends on everything
-        relu_boxes, dots, volumes = _whole_boxes(program, shapes)
-    cut = _cut_candidate(program, dots, relu_eqn_idx)
+    relu_eqn_idx = list(program.relu_eqns)
+    relu_boxes = dots = volumes = cut = None
+    if boxes:
+        # The boxes' walk fills in the shapes on its way.
+        shapes = _no_shapes(program)
+        try:
+            relu_boxes, dots, volumes = _boxes.receptive_boxes(
+                program, x, lambda i, eqn: _add_shapes(program, i, eqn, shapes)
+            )
+        except _boxes.NotConcrete:  # no structure known: every element depends on everything
+            shapes = _shapes(program)
+            relu_boxes, dots, volumes = _whole_boxes(program, shapes)
+        cut = _cut_candidate(program, shapes, dots, relu_eqn_idx)
+    else:
+        shapes = _shapes(program)
     cut_pos = cut if cut is not None else len(program.eqns)
     # FLOPs per tangent column before, at and after the cut; sizes of the values.
     before = [i for i in shapes.flops if i < cut_pos]
@@ -403,6 +424,7 @@ def _structure(program: net.Program, x) -> _Structure:
             d + sum(shapes.sizes[i] for i in before),
             sum(shapes.sizes[i] for i in after),
         ),
+        shapes.matrix,
     )
 
 
@@ -423,11 +445,13 @@ def build_plan(
     traced program (`slp._src.costs`) and ``seconds`` predicted for one call on ``batch``
     inputs on a device ``speed`` times the calibration machine's matrix-product rate; the
     choice is the least predicted time at ``batch`` (not at ``speed``). Without, a given
-    route's layouts only (no ``work``, no ``seconds``).
+    route's layout only (no ``work``, no ``seconds``, no other route's layout: the dense
+    route's needs no receptive boxes, and neither it nor the probe route the cone geometry).
     """
     d = int(np.prod(tuple(program.input_shape)))
     item = np.dtype(program.input_dtype).itemsize
-    st = _structure(program, x)
+    every = count or route == "auto"  # every route's layout and cost
+    st = _structure(program, x, boxes=every or route != "dense")
     relu_boxes, dots, volumes, cut = st.relu_boxes, st.dots, st.volumes, st.cut
     chunk = max(1, int(chunk_size))
     flops_all, f_pre, f_post, cut_work = st.flops
@@ -442,20 +466,29 @@ def build_plan(
     costs["dense"] = RouteCost(d * flops_all, cols * s_all * item, dense.n_steps)
 
     # The probe route: always applies (without structure its probes are one-hot).
-    probes = _probe_layout(program, relu_boxes, dots, cut, st.pre, chunk)
-    costs["probes"] = _probe_cost(
-        probes, cut, (flops_all, f_pre, cut_work, d * f_post), (s_all, s_pre, s_post), item
-    )
+    probes = cone = None
+    if every or route == "probes":
+        probes = _probe_layout(program, relu_boxes, dots, cut, st.pre, chunk)
+        costs["probes"] = _probe_cost(
+            probes, cut, (flops_all, f_pre, cut_work, d * f_post), (s_all, s_pre, s_post), item
+        )
 
     # The cone route: convolutional networks whose operations it takes.
-    found = _cone_cost(
-        program, st.relu_eqn_idx, cut, volumes, st.before, cut_work + d * f_post, s_post
-    )
-    if isinstance(found, str):
-        cone = None
-        not_taken["cone"] = found
-    else:
-        cone, costs["cone"] = found
+    if every or route == "cone":
+        found = _cone_cost(
+            program,
+            st.relu_eqn_idx,
+            cut,
+            volumes,
+            st.before,
+            cut_work + d * f_post,
+            s_post,
+            st.matrix,
+        )
+        if isinstance(found, str):
+            not_taken["cone"] = found
+        else:
+            cone, costs["cone"] = found
 
     if route != "auto" and route not in costs:
         raise ValueError(f"the {route} route does not apply to this network: {not_taken[route]}")
@@ -474,7 +507,7 @@ def build_plan(
         forward_flops=float(flops_all),
         batch=int(batch),
     )
-    if count or route == "auto":  # every route's work from its traced program, its time
+    if every:  # every route's work from its traced program, its time
         costs = {
             r: _counted(c, _route_work(program, x, plan._replace(route=r), precision), r, flops_all)
             for r, c in costs.items()

@@ -112,8 +112,7 @@ def affine_layers(program: interp.Program) -> tuple[AffineLayer, ...]:
     """
     uses: collections.Counter = collections.Counter()
     consumer: dict[int, int] = {}
-    interp.walked("affine-layers")  # producers
-    producer = {o: i for i, e in enumerate(program.eqns) for o in e.outputs}
+    producer = program.producers
     interp.walked("affine-layers")  # uses
     for i, e in enumerate(program.eqns):
         for a in e.inputs:

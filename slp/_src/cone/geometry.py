@@ -240,34 +240,11 @@ class GeoCtx(NamedTuple):
         """The value of a constant operand ``a`` (e.g. a gather's indices, computed from
         ``iota``) as a NumPy array, evaluated from the program's constants; None if it is
         not known when the geometry is built (it depends on a traced constant)."""
-        if not isinstance(a, int):
-            return np.asarray(a.val)
-        program = self.program
-        interp.walked("static-value")
-        producer = {o: i for i, e in enumerate(program.eqns) for o in e.outputs}
-        needed, todo = set(), [a]
-        while todo:  # the operations that compute ``a``, back to the program's constants
-            v = todo.pop()
-            if v in producer and producer[v] not in needed:
-                needed.add(producer[v])
-                todo += [u for u in program.eqns[producer[v]].inputs if isinstance(u, int)]
         try:
             with jax.ensure_compile_time_eval():
-                return np.asarray(constant_values(program, sorted(needed))[a])
+                return np.asarray(interp.constant_value(self.program, a))
         except (jax.errors.JAXTypeError, KeyError):  # a traced constant
             return None
-
-
-def constant_values(program, order) -> dict[int, Any]:
-    """The program's constants and the values of its input-independent operations among
-    ``order`` (indices, in program order), by id."""
-    interp.walked("constants")
-    env = dict(program.consts)
-    for i in order:
-        eqn = program.eqns[i]
-        if eqn.kind == "const":
-            env.update(zip(eqn.outputs, eqn.apply(*eqn.args(env)), strict=True))
-    return env
 
 
 def single(eqn, ins, what: str):
@@ -280,11 +257,8 @@ def single(eqn, ins, what: str):
 
 def _needed(program, end: int) -> tuple[int, ...]:
     """Indices of the operations that the end and the ReLUs before it read, in order."""
-    eqns = program.eqns
-    interp.walked("needed")  # producers
-    producer = {o: i for i, e in enumerate(eqns[: end + 1]) for o in e.outputs}
-    interp.walked("needed")  # the ReLUs
-    todo = [end] + [i for i, e in enumerate(eqns[:end]) if e.kind == "relu"]
+    eqns, producer = program.eqns, program.producers
+    todo = [end] + [i for i in program.relu_eqns if i < end]
     interp.walked("needed")  # back from the end
     seen: set[int] = set()
     while todo:

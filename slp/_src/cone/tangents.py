@@ -19,7 +19,7 @@ from jax import lax
 from slp._src import cut as _cut
 from slp._src import interpreter as interp
 from slp._src import matmul as _matmul
-from slp._src.cone.geometry import ConeGeometry, Geom, Global, constant_values
+from slp._src.cone.geometry import ConeGeometry, Geom, Global
 
 # ----------------------------------------------------------------------------------
 # Tangents.
@@ -235,9 +235,21 @@ def input_tangents(p: Pass, g: Geom) -> ConeVal:
     return ConeVal(t.reshape(t.shape[: nk + 1] + tuple(win)))
 
 
-def _constants(program, geo: ConeGeometry) -> dict[int, Any]:
-    """Values of the constants the walked operations read (computed once per call)."""
-    return constant_values(program, geo.order)
+def _prepared(program, p0: Pass) -> Pass:
+    """``p0`` with the values of the constants the walked operations read and every rule's
+    loop-invariant data (`slp._src.cone.geometry.ConeRule.prepare`), both from one pass over
+    the geometry's operations (computed once per call, outside the loop over blocks)."""
+    geo, prepared = p0.geo, {}
+
+    def prepare(i, env):
+        step = geo.steps.get(i)
+        if step is not None and step.rule.prepare is not None:
+            p, eqn = p0._replace(consts=env), program.eqns[i]
+            prepared[i] = step.rule.prepare(p, eqn, step, args_of(p, eqn, {}))
+
+    interp.walked("constants")
+    consts = interp.constant_values(program, geo.order, prepare)
+    return p0._replace(consts=consts, prepared=prepared)
 
 
 def args_of(p: Pass, eqn, env) -> list:
@@ -365,14 +377,7 @@ def norms(program, state, x, plan, precision) -> list:
 
     geo = plan.cone
     nk = len(geo.spatial)
-    p0 = Pass(geo, None, state, precision, _constants(program, geo), {}, x.dtype)
-    prepared = {}
-    interp.walked("prepare")
-    for i, step in geo.steps.items():
-        if step.rule.prepare is not None:
-            eqn = program.eqns[i]
-            prepared[i] = step.rule.prepare(p0, eqn, step, args_of(p0, eqn, {}))
-    p0 = p0._replace(prepared=prepared)
+    p0 = _prepared(program, Pass(geo, None, state, precision, {}, {}, x.dtype))
     cols_of = _cut_columns(program, geo, p0, plan) if plan.cut is not None else None
 
     def step(b):
