@@ -18,6 +18,13 @@ from slp._src import interpreter
 from tests import reference as ref
 
 # Per route: passes over the program in one exact Insens call on a conv + max-pool + dense net.
+# Cone: the trace, the boxes (with the planner's shapes), the geometry's three (the operations
+# needed, the channel axes, the geometry), the constants (with the convolution matrices), the
+# state with the VJP, the tangents and the post-cut walk. Probes: the trace, the boxes, the
+# state with the VJP, two pre-cut walks (the cut's weights, the probes) and the post-cut
+# walk. Dense: the trace, the shapes, the state with the VJP and the switched network under
+# linearize. It was 19, 18 and 16 when the planner, the boxes and the geometry looked up
+# producers and ReLUs by walks of their own and a given route built every route's layout.
 PASSES = {"cone": 9, "probes": 6, "dense": 4}
 
 
