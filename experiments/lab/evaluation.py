@@ -915,7 +915,7 @@ def aggregate(
     Returns:
       ``{metric: {"higher_is_better", "description", "methods": {name: interval},
       "controls": {name: interval}, "top_group": {"members", "best", "n_images",
-      "adjusted_p"}, "vs_control": {control: {name: {"difference", "p_holm"}}}}}``;
+      "adjusted_p", "left_out"}, "vs_control": {control: {name: {"difference", "p_holm"}}}}}``;
       an interval is ``{"mean", "ci95": [low, high], "se", "n_images", "n_seeds"}``.
     """
     out = {}
@@ -929,16 +929,23 @@ def aggregate(
             "methods": {n: _interval_dict(v) for n, v in methods.items()},
             "controls": {n: _interval_dict(v) for n, v in controls.items()},
         }
+        # a method defined on fewer than 2 images in every seed (Deep Taylor on randomised
+        # networks) would leave no image to compare the others on: it is left out, and named
+        ranked = {n: v for n, v in methods.items() if stats.complete_images(v).sum() >= 2}
+        left_out = sorted(set(methods) - set(ranked))
         try:
-            top = stats.top_group(methods, higher_is_better=info.higher_is_better, alpha=alpha)
+            top = stats.top_group(ranked, higher_is_better=info.higher_is_better, alpha=alpha)
             entry["top_group"] = {
                 "best": top.best,
                 "members": list(top.members),
                 "n_images": top.n_images,
                 "adjusted_p": top.adjusted,
+                "left_out": left_out,
             }
         except ValueError as err:  # fewer than 2 methods or images: said in the report
-            entry["top_group"] = {"best": None, "members": [], "n_images": 0, "why": str(err)}
+            entry["top_group"] = {
+                "best": None, "members": [], "n_images": 0, "why": str(err), "left_out": left_out,
+            }  # fmt: skip
         entry["vs_control"] = {}
         for c, cv in controls.items():
             comps = {n: stats.compare(v, cv) for n, v in methods.items()}

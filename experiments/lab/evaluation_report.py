@@ -120,7 +120,14 @@ def markdown(result: dict[str, Any]) -> list[str]:
             m = metrics[name]
             arrow = "higher" if m["higher_is_better"] else "lower"
             n = m["top_group"]["n_images"]
-            lines.append(f"- `{name}`: {m['description']} ({arrow} is better; n = {n}).")
+            left = m["top_group"].get("left_out") or []
+            gone = (
+                f"; left out of the top group, defined on fewer than 2 images in every seed: "
+                f"{', '.join(left)}"
+                if left
+                else ""
+            )
+            lines.append(f"- `{name}`: {m['description']} ({arrow} is better; n = {n}{gone}).")
         lines.append("")
         rows = []
         for method in methods:
@@ -206,7 +213,7 @@ def ranking_figure(result: dict[str, Any], names: list[str] | None = None) -> Fi
         "(Holm-corrected paired tests); grey: control orders",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title
     return fig
 
 
