@@ -58,15 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0.5, 1.0, 2.0, 4.0],
         help="noise standard deviations of the robustness sweep",
     )
-    g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
-    g.add_argument(
-        "--explain-images",
-        type=int,
-        default=100,
-        help="images scored by the Quantus-named metrics that explain again (MaxSensitivity, "
-        "AvgSensitivity, RandomLogit, MPRT, SmoothMPRT)",
-    )
-    g.add_argument("--sweep-images", type=int, default=100, help="images of the sigma sweep")
+    cli.add_sample_options(g)
     g.add_argument("--batch-size-maps", type=int, default=32, help="images per compiled call")
     g.add_argument("--noise-seed", type=int, default=0, help="seed of noise and random orders")
     g.add_argument(

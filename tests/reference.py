@@ -247,3 +247,28 @@ def random_spec(rng: np.random.Generator, in_shape=(8, 8, 2)):
         spec += [("dense", int(rng.integers(2, 9))), ("relu",)]
     spec.append(("dense", int(rng.integers(2, 5))))
     return spec
+
+
+CONV_POOL_DENSE = (
+    ("conv", 4, 3, 1, "SAME"),
+    ("relu",),
+    ("maxpool", 2, 2),
+    ("flatten",),
+    ("dense", 6),
+    ("relu",),
+    ("dense", 3),
+)
+"""A small ReLU network: conv, ReLU, 2x2 max-pool, flatten, dense, ReLU, dense."""
+
+
+def conv_pool_dense(seed: int, in_shape=(8, 8, 2)):
+    """`CONV_POOL_DENSE` with random weights and one random input.
+
+    Returns:
+      ``(spec, params, f, x)``: ``f`` the JAX function of `jax_function`, ``x`` of
+      ``in_shape`` (float64 numpy).
+    """
+    rng = np.random.default_rng(seed)
+    spec = list(CONV_POOL_DENSE)
+    params = init_params(spec, in_shape, rng)
+    return spec, params, jax_function(spec, params), rng.normal(size=in_shape)

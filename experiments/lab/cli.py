@@ -312,3 +312,17 @@ def limit_xla_threads(threads: int) -> bool:
             f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}"
         ).strip()
     return unstarted
+
+
+def add_sample_options(g) -> None:
+    """The sample sizes of the multi-seed evaluations (experiments/evaluate_*.py):
+    ``--draws``, ``--explain-images`` and ``--sweep-images``."""
+    g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
+    g.add_argument(
+        "--explain-images",
+        type=int,
+        default=100,
+        help="images scored by the Quantus-named metrics that explain again (MaxSensitivity, "
+        "AvgSensitivity, RandomLogit, MPRT, SmoothMPRT)",
+    )
+    g.add_argument("--sweep-images", type=int, default=100, help="images of the sigma sweep")

@@ -28,22 +28,6 @@ from tests import reference as ref
 PASSES = {"cone": 9, "probes": 6, "dense": 4}
 
 
-def _conv_pool_dense(seed=1, in_shape=(8, 8, 2)):
-    """A small ReLU network: conv, ReLU, 2x2 max-pool, flatten, dense, ReLU, dense."""
-    rng = np.random.default_rng(seed)
-    spec = [
-        ("conv", 4, 3, 1, "SAME"),
-        ("relu",),
-        ("maxpool", 2, 2),
-        ("flatten",),
-        ("dense", 6),
-        ("relu",),
-        ("dense", 3),
-    ]
-    params = ref.init_params(spec, in_shape, rng)
-    return spec, params, ref.jax_function(spec, params), rng.normal(size=in_shape)
-
-
 def _breakdown(passes) -> str:
     """The passes per kind, for an assertion message."""
     return ", ".join(f"{k}: {n}" for k, n in sorted(passes.items()))
@@ -51,7 +35,7 @@ def _breakdown(passes) -> str:
 
 @pytest.mark.parametrize("route", sorted(PASSES))
 def test_exact_insens_passes_over_the_program_are_pinned(x64, route):
-    spec, params, f, x = _conv_pool_dense()
+    spec, params, f, x = ref.conv_pool_dense(1)
     with interpreter.count_interpretations() as passes:
         got = slp.insens(f, route=route)(jnp.asarray(x))
     total = sum(passes.values())
@@ -61,7 +45,7 @@ def test_exact_insens_passes_over_the_program_are_pinned(x64, route):
 
 
 def test_a_compiled_call_does_not_walk_again(x64):
-    _, _, f, x = _conv_pool_dense()
+    _, _, f, x = ref.conv_pool_dense(1)
     fn = slp.insens(f, route="cone")
     fn(jnp.asarray(x))
     with interpreter.count_interpretations() as passes:
@@ -70,7 +54,7 @@ def test_a_compiled_call_does_not_walk_again(x64):
 
 
 def test_counting_is_off_outside_a_block(x64):
-    _, _, f, x = _conv_pool_dense()
+    _, _, f, x = ref.conv_pool_dense(1)
     program = slp.network.trace(f, jnp.asarray(x))
     with interpreter.count_interpretations() as passes:
         pass

@@ -12,23 +12,8 @@ from slp._src import interpreter, network
 from tests import reference as ref
 
 
-def _conv_net(seed=0, in_shape=(8, 8, 2)):
-    rng = np.random.default_rng(seed)
-    spec = [
-        ("conv", 4, 3, 1, "SAME"),
-        ("relu",),
-        ("maxpool", 2, 2),
-        ("flatten",),
-        ("dense", 6),
-        ("relu",),
-        ("dense", 3),
-    ]
-    params = ref.init_params(spec, in_shape, rng)
-    return spec, params, ref.jax_function(spec, params), rng.normal(size=in_shape)
-
-
 def test_interpret_counts_one_pass_per_call(x64):
-    _, _, f, x = _conv_net()
+    _, _, f, x = ref.conv_pool_dense(0)
     program = network.trace(f, jnp.asarray(x))
     with interpreter.count_interpretations() as outer:
         with interpreter.count_interpretations() as passes:
