@@ -614,6 +614,17 @@ def not_in_top_group(metric: str, name: str):
     return get
 
 
+def sweep_top_group_count(name: str):
+    """In how many (variant, sigma) robustness tests of the sweep ``name`` is in the top group."""
+
+    def get(d):
+        sweep = d["sweep"]
+        keys = [f"Robustness-{v}-{s:g}" for v in sweep["variants"] for s in sweep["sigmas"]]
+        return sum(name in d["metrics"][k]["top_group"]["members"] for k in keys)
+
+    return get
+
+
 def identity(pair: str, key: str):
     return f"identities/{pair}/{key}"
 
@@ -647,23 +658,9 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(PVR, claim("the share of active hidden", 1), NOISE, ("paper/active_fraction", F2)),
     N(PVR, claim("the share of active hidden", 2), SEEDS, *seed_mean_ci("active_fraction"), SEED_N),
-    *(
-        N(
-            PVR,
-            claim(start, 2),
-            METRICS,
-            *image_mean_ci(ROB_PATH.format(m="insens", c=c, k="spearman")),
-            *image_mean_ci(ROB_PATH.format(m="smoothgrad", c=c, k="spearman")),
-            *([(ROB_PATH.format(m="insens", c=c, k="spearman/n"), INT)] if n else []),
-        )
-        for start, c, n in (
-            ("Insens is more robust in the presence", "bordered", True),
-            ("same, background noise", "background", False),
-        )
-    ),
     N(
         PVR,
-        claim("same, over the networks of every seed", 2),
+        claim("Insens is more robust in the presence", 2),
         EVAL,
         (not_in_top_group("Robustness-bordered-2", "insens"), F3),
         *interval("metrics/Robustness-bordered-2/methods/insens")[1:],
@@ -674,6 +671,41 @@ NUMBERS: tuple[Numbers, ...] = (
         ("config/sigmas/2", "g"),
         (lambda d: len(d["seeds"]), INT),
         ("metrics/Robustness-bordered-2/top_group/n_images", INT),
+    ),
+    N(
+        PVR,
+        claim("same, background noise", 2),
+        EVAL,
+        (not_in_top_group("Robustness-background-2", "insens"), F3),
+        *interval("metrics/Robustness-background-2/methods/insens")[1:],
+        (only_member("Robustness-background-2", "smoothgrad"), F3),
+        *interval("metrics/Robustness-background-2/methods/smoothgrad")[1:],
+        ("config/sigmas/2", "g"),
+        (lambda d: len(d["seeds"]), INT),
+        ("metrics/Robustness-background-2/top_group/n_images", INT),
+    ),
+    N(
+        PVR,
+        claim("same, framed noise", 2),
+        EVAL,
+        (not_in_top_group("Robustness-framed-2", "insens"), F3),
+        *interval("metrics/Robustness-framed-2/methods/insens")[1:],
+        (only_member("Robustness-framed-2", "deep_taylor_bounded"), F3),
+        *interval("metrics/Robustness-framed-2/methods/deep_taylor_bounded")[1:],
+        ("config/sigmas/2", "g"),
+        (lambda d: len(d["seeds"]), INT),
+        ("metrics/Robustness-framed-2/top_group/n_images", INT),
+    ),
+    N(
+        PVR,
+        claim("same, over the σ sweep", 2),
+        EVAL,
+        (sweep_top_group_count("insens"), INT),
+        (lambda d: len(d["sweep"]["variants"]) * len(d["sweep"]["sigmas"]), INT),
+        *((f"config/sigmas/{i}", "g") for i in range(4)),
+        (lambda d: len(d["seeds"]), INT),
+        ("config/sweep_images", INT),
+        ("config/draws", INT),
     ),
     N(
         PVR,
@@ -852,21 +884,25 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         HEADLINE,
-        r"bordered map (0\.\d+ \(.*?\)) against",
-        METRICS,
-        *image_mean_ci(ROB_PATH.format(m="insens", c="bordered", k="spearman")),
+        r"bordered map (\(σ \d\) 0\.\d+ \(.*?\)) against",
+        EVAL,
+        ("config/sigmas/2", "g"),
+        (not_in_top_group("Robustness-bordered-2", "insens"), F3),
+        *interval("metrics/Robustness-bordered-2/methods/insens")[1:],
     ),
     N(
         HEADLINE,
         r"SmoothGrad's (0\.\d+\s+\(.*?\)), over",
-        METRICS,
-        *image_mean_ci(ROB_PATH.format(m="smoothgrad", c="bordered", k="spearman")),
+        EVAL,
+        (in_top_group("Robustness-bordered-2", "smoothgrad"), F3),
+        *interval("metrics/Robustness-bordered-2/methods/smoothgrad")[1:],
     ),
     N(
         HEADLINE,
-        r"over (\d+) digits on one network",
-        METRICS,
-        (f"{ROB}/insens/bordered/spearman/n", INT),
+        r"over (\d+ networks × \d+ digits); Insens is in no top group",
+        EVAL,
+        (lambda d: len(d["seeds"]) if not sweep_top_group_count("insens")(d) else "in one", INT),
+        ("config/sweep_images", INT),
     ),
     N(
         HEADLINE,
