@@ -95,7 +95,7 @@ from slp._src.planner import (
     device_flop_rate,
     insens_plan,
 )
-from slp._src.routes import routed_norms, runtime_consts, switched_sq_norms
+from slp._src.routes import dense_norms, routed_norms, runtime_consts, switched_sq_norms
 
 __all__ = [
     "insens",
@@ -513,10 +513,17 @@ def insens(
         if probes is None:  # the route's work is counted (traced) only to choose one
             plan = build_plan(program, x, chunk, route, precision=prec, count=route == "auto")
         program = runtime_consts(program)
-        # One pass: the state, and the VJP of the switched network (eq. 8's sum over neurons).
-        state, vjp = net.forward_and_vjp(program, x)
+        # One pass: the state, and the VJP of the switched network (eq. 8's sum over neurons);
+        # the dense route also takes its tangent map from that pass.
+        jvp = None
+        if plan is not None and plan.route == "dense" and route != "auto":
+            state, jvp, vjp = net.forward_linearized(program, x)
+        else:
+            state, vjp = net.forward_and_vjp(program, x)
 
-        if probes is not None:
+        if jvp is not None:
+            sq = dense_norms(program, state, x, plan, jvp)
+        elif probes is not None:
             probe_key = default_key if key is None else key
             frozen = net.frozen_network(program, state)
             sq, sq_groups = _estimated_norms(

@@ -58,6 +58,7 @@ __all__ = [
     "FrozenRules",
     "forward",
     "forward_and_vjp",
+    "forward_linearized",
     "frozen_network",
     "pool_winners",
     "select_winners",
@@ -538,6 +539,18 @@ def forward(program: Program, x: jax.Array) -> NetworkState:
     return NetworkState(res.relu_inputs, winners, res.output)
 
 
+def _forward_walk(program: Program) -> Callable:
+    """``x' -> (relu_inputs, (output, winners))`` by the forward rules, for a transform."""
+
+    def run(xp):
+        rules = ForwardRules()
+        res = interpret(program, xp, rules, kind="forward-vjp")
+        winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
+        return res.relu_inputs, (res.output, winners)
+
+    return run
+
+
 def forward_and_vjp(program: Program, x: jax.Array) -> tuple[NetworkState, Callable]:
     """The state at ``x`` and the VJP of the switched network's ReLU inputs, in one pass.
 
@@ -551,14 +564,25 @@ def forward_and_vjp(program: Program, x: jax.Array) -> tuple[NetworkState, Calla
       one cotangent per ReLU layer (its shape).
     """
 
-    def run(xp):
-        rules = ForwardRules()
-        res = interpret(program, xp, rules, kind="forward-vjp")
-        winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
-        return res.relu_inputs, (res.output, winners)
-
-    activities, vjp, (output, winners) = jax.vjp(run, x, has_aux=True)
+    activities, vjp, (output, winners) = jax.vjp(_forward_walk(program), x, has_aux=True)
     return NetworkState(activities, winners, output), vjp
+
+
+def forward_linearized(program: Program, x: jax.Array) -> tuple[NetworkState, Callable, Callable]:
+    """The state at ``x`` with the switched network's JVP and VJP, in one pass.
+
+    `forward_and_vjp` by `jax.linearize`: the tangent map of the forward rules at ``x`` is
+    the switched network's (see there), kept for routes that push input directions
+    through the whole network (the dense route), and its transpose is the VJP.
+
+    Returns:
+      ``(state, jvp, vjp)``: the `NetworkState`; ``jvp(t) -> tuple`` of one tangent per
+      ReLU layer for an input tangent ``t`` (``x``'s shape); ``vjp(cotangents) ->
+      (x_cotangent,)``.
+    """
+
+    activities, jvp, (output, winners) = jax.linearize(_forward_walk(program), x, has_aux=True)
+    return NetworkState(activities, winners, output), jvp, jax.linear_transpose(jvp, x)
 
 
 class FrozenRules(Rules):

@@ -122,12 +122,16 @@ def probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     return [by_site[s] for s in range(len(program.relu_shapes))]
 
 
-def dense_norms(program, state, x, plan: InsensPlan) -> list:
+def dense_norms(program, state, x, plan: InsensPlan, jvp: Callable | None = None) -> list:
     """``|w_hat|^2`` per ReLU layer by the dense route: one-hot input directions through
-    the whole switched network by forward mode, ``plan.dense.columns_per_step`` at a time."""
-    frozen = net.frozen_network(program, state)
-    _, linear_fn = jax.linearize(lambda xp: frozen(xp).relu_inputs, x)
-    return list(switched_sq_norms(linear_fn, x, chunk_size=plan.dense.columns_per_step))
+    the whole switched network by forward mode, ``plan.dense.columns_per_step`` at a time.
+
+    ``jvp``: the switched network's tangent map at ``x`` where the caller has it
+    (`slp._src.interpreter.forward_linearized`); None linearizes the frozen network."""
+    if jvp is None:
+        frozen = net.frozen_network(program, state)
+        _, jvp = jax.linearize(lambda xp: frozen(xp).relu_inputs, x)
+    return list(switched_sq_norms(jvp, x, chunk_size=plan.dense.columns_per_step))
 
 
 def runtime_consts(program: net.Program) -> net.Program:
