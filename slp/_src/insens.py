@@ -361,6 +361,18 @@ def _jackknife(vjp, inactive, sq_groups, activities, count, probes: int) -> jax.
     return jnp.sqrt((n_groups - 1) / n_groups * jnp.sum(dev * dev, axis=0))
 
 
+def _exact_state(program, x, plan: InsensPlan, prec, *, auto: bool):
+    """The state, the switched network's VJP (eq. 8's sum over neurons) and the exact
+    ``|w_hat|^2`` per ReLU layer by ``plan.route`` (or the route chosen per batch size, with
+    ``auto``). The state and the VJP come from one pass; the dense route also takes its
+    tangent map from it."""
+    if plan.route == "dense" and not auto:
+        state, jvp, vjp = net.forward_linearized(program, x)
+        return state, vjp, dense_norms(program, state, x, plan, jvp)
+    state, vjp = net.forward_and_vjp(program, x)
+    return state, vjp, routed_norms(program, state, x, plan, prec, auto=auto)
+
+
 def insens(
     f: Callable,
     *,
@@ -513,24 +525,15 @@ def insens(
         if probes is None:  # the route's work is counted (traced) only to choose one
             plan = build_plan(program, x, chunk, route, precision=prec, count=route == "auto")
         program = runtime_consts(program)
-        # One pass: the state, and the VJP of the switched network (eq. 8's sum over neurons);
-        # the dense route also takes its tangent map from that pass.
-        jvp = None
-        if plan is not None and plan.route == "dense" and route != "auto":
-            state, jvp, vjp = net.forward_linearized(program, x)
+        if probes is None:
+            state, vjp, sq = _exact_state(program, x, plan, prec, auto=route == "auto")
         else:
             state, vjp = net.forward_and_vjp(program, x)
-
-        if jvp is not None:
-            sq = dense_norms(program, state, x, plan, jvp)
-        elif probes is not None:
             probe_key = default_key if key is None else key
             frozen = net.frozen_network(program, state)
             sq, sq_groups = _estimated_norms(
                 program, state, frozen, x, probes, probe_key, n_groups, exact_layers, prec
             )
-        else:
-            sq = routed_norms(program, state, x, plan, prec, auto=route == "auto")
         inactive = inactive_sets(program, state, include_pool_losers=include_pool_losers)
         count = sum(jnp.sum(i) for i in inactive) if inactive else jnp.zeros((), jnp.int32)
         # A NaN or inf in x, in a ReLU input or in the output (a non-finite weight) leaves
