@@ -17,7 +17,7 @@ from slp._src import matmul as _matmul
 
 
 class PreCut(interp.FrozenRules):
-    """The switched network; records the operand and weights of the cut."""
+    """The switched network; records the operand of the cut."""
 
     walk = "pre-cut"
 
@@ -25,12 +25,10 @@ class PreCut(interp.FrozenRules):
         super().__init__(state)
         self.cut_eqn = cut_eqn
         self.operand = None
-        self.weight = None
 
     def linear(self, eqn, args):
         if eqn is self.cut_eqn:
             self.operand = args[eqn.dep.index(True)]
-            self.weight = args[eqn.dep.index(False)]
         return super().linear(eqn, args)
 
 

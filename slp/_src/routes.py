@@ -22,6 +22,7 @@ from slp._src import costs as _costs
 from slp._src import cut as _cut
 from slp._src import matmul as _matmul
 from slp._src import network as net
+from slp._src.interpreter import constant_value
 
 if TYPE_CHECKING:
     from slp._src.planner import InsensPlan
@@ -91,10 +92,11 @@ def probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
         return tuple(res.relu_inputs[s] for s in plan.pre_sites), rules.operand
 
     if cut_eqn is not None:
-        probe_rules = _cut.PreCut(state, cut_eqn)
-        net.interpret(program, x, probe_rules)
-        # The cut's weights in their own dtype, its product's result type as the network's.
-        w_mat = _cut.cut_matrix(cut_eqn, probe_rules.weight, probe_rules.operand.shape)
+        # The cut's weights (a constant: found back from the cut, no walk) in their own
+        # dtype, its product's result type as the network's.
+        weight = constant_value(program, cut_eqn.inputs[cut_eqn.dep.index(False)])
+        operand_shape = program.avals[cut_eqn.inputs[cut_eqn.dep.index(True)]].shape
+        w_mat = _cut.cut_matrix(cut_eqn, weight, operand_shape)
         pet = cut_eqn.params.get("preferred_element_type")
         w_mat = jnp.concatenate([w_mat, jnp.zeros((1, w_mat.shape[1]), w_mat.dtype)], 0)
         group_rows = jnp.asarray(layout.group_rows)
