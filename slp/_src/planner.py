@@ -329,12 +329,13 @@ def _probe_cost(probes: ProbeLayout, cut, flops, sizes, item: int) -> RouteCost:
     return RouteCost(probes.n_colours * f_pre + f_cut + f_post, peak, probes.n_chunks)
 
 
-def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post, matrix):
+def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post, matrix, carry):
     """``(geometry, RouteCost)`` of the cone route, or why it does not apply (a string).
 
     ``before``: the input-dependent operations before the cut; ``after_flops``: the FLOPs
     of the cut and of the rest of the network; ``s_post``: the size of the values after it;
-    ``matrix``: per operation, whether it is a matrix product (`_Shapes`).
+    ``matrix``: per operation, whether it is a matrix product (`_Shapes`); ``carry``: the
+    channel axes found on the boxes' walk (`slp._src.cone.ChannelCarry`), or None.
     """
     if not relu_eqn_idx:
         return "no ReLU layer"
@@ -342,7 +343,7 @@ def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post,
     d = int(np.prod(shape))
     item = np.dtype(program.input_dtype).itemsize
     end = cut if cut is not None else relu_eqn_idx[-1]
-    cone = _cone.cone_geometry(program, shape, end)
+    cone = _cone.cone_geometry(program, shape, end, carry)
     if isinstance(cone, _cone.ConeRefusal):  # names the operation that rules it out
         return str(cone)
     per_block = int(np.prod(cone.sigma_tot)) * (d // int(np.prod([shape[a] for a in cone.spatial])))
@@ -375,6 +376,7 @@ class _Structure(NamedTuple):
     flops: tuple[float, float, float, float]  # all, before the cut, after it, at it
     sizes: tuple[int, int, int]  # all (with the input), up to the cut (with it), after it
     matrix: dict[int, bool]  # per input-dependent operation: a matrix product
+    carry: Any  # the channel axes found by the boxes' walk (`ChannelCarry`), or None
 
 
 def _structure(program: net.Program, x, boxes: bool = True) -> _Structure:
@@ -384,18 +386,22 @@ def _structure(program: net.Program, x, boxes: bool = True) -> _Structure:
     relu_eqn_idx = list(program.relu_eqns)
     relu_boxes = dots = volumes = cut = None
     if boxes:
-        # The boxes' walk fills in the shapes on its way.
+        # The boxes' walk fills in the shapes and finds the channel axes on its way.
         shapes = _no_shapes(program)
+        carry = _cone.ChannelCarry(program)
+
+        def visit(i, eqn):
+            _add_shapes(program, i, eqn, shapes)
+            carry.visit(i, eqn, strict=False)
+
         try:
-            relu_boxes, dots, volumes = _boxes.receptive_boxes(
-                program, x, lambda i, eqn: _add_shapes(program, i, eqn, shapes)
-            )
+            relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x, visit)
         except _boxes.NotConcrete:  # no structure known: every element depends on everything
-            shapes = _shapes(program)
+            shapes, carry = _shapes(program), None
             relu_boxes, dots, volumes = _whole_boxes(program, shapes)
         cut = _cut_candidate(program, shapes, dots, relu_eqn_idx)
     else:
-        shapes = _shapes(program)
+        shapes, carry = _shapes(program), None
     cut_pos = cut if cut is not None else len(program.eqns)
     # FLOPs per tangent column before, at and after the cut; sizes of the values.
     before = [i for i in shapes.flops if i < cut_pos]
@@ -425,6 +431,7 @@ def _structure(program: net.Program, x, boxes: bool = True) -> _Structure:
             sum(shapes.sizes[i] for i in after),
         ),
         shapes.matrix,
+        carry,
     )
 
 
@@ -484,6 +491,7 @@ def build_plan(
             cut_work + d * f_post,
             s_post,
             st.matrix,
+            st.carry,
         )
         if isinstance(found, str):
             not_taken["cone"] = found

@@ -18,16 +18,17 @@ from slp._src import interpreter
 from tests import reference as ref
 
 # Per route: passes over the program in one exact Insens call on a conv + max-pool + dense net.
-# Cone: the trace, the boxes (with the planner's shapes), the geometry's three (the operations
-# needed, the channel axes, the geometry), the constants (with the convolution matrices), the
-# state with the VJP, the tangents and the post-cut walk. Probes: the trace, the boxes, the
+# Cone: the trace, the boxes (with the planner's shapes and the channel axes), the geometry's
+# two (the operations needed, the geometry), the constants (with the convolution matrices),
+# the state with the VJP, the tangents and the post-cut walk. Probes: the trace, the boxes, the
 # state with the VJP, the pre-cut walk (the probes) and the post-cut walk. Dense: the trace,
 # the shapes and the state with the switched network's tangent map (its JVP, and its
 # transpose the VJP). It was 19, 18 and 16 when the planner, the boxes and the geometry looked
 # up producers and ReLUs by walks of their own and a given route built every route's layout;
-# then 9, 6 and 4 while the probe route walked the network to read the cut's weights and the
-# dense route walked the switched network again to linearize it.
-PASSES = {"cone": 9, "probes": 5, "dense": 3}
+# then 9, 6 and 4 while the cone geometry walked the network for the channel axes, the probe
+# route to read the cut's weights, and the dense route walked the switched network again to
+# linearize it.
+PASSES = {"cone": 8, "probes": 5, "dense": 3}
 
 
 def _breakdown(passes) -> str:
@@ -63,3 +64,23 @@ def test_counting_is_off_outside_a_block(x64):
     interpreter.forward(program, jnp.asarray(x))
     assert not passes
     assert not interpreter._COUNTERS
+
+
+def test_channel_axes_from_the_boxes_walk_match_a_walk_of_their_own(x64):
+    from slp._src.cone import geometry
+
+    spec, params, f, x = ref.conv_pool_dense(2)
+    program = slp.network.trace(f, jnp.asarray(x))
+    carry = geometry.ChannelCarry(program)
+    for i, eqn in enumerate(program.eqns):  # every input-dependent operation, as the boxes'
+        if any(eqn.dep):
+            carry.visit(i, eqn, strict=False)
+    for end in program.relu_eqns:
+        order = geometry._needed(program, end)
+        want = geometry._channel_axes(program, order, end)
+        assert carry.channels(order, end) == want
+        assert want  # the convolution contracts the input's channel axis
+    # a carry rule that failed at an operation the route walks: the geometry walks instead
+    order = geometry._needed(program, program.relu_eqns[-1])
+    carry.failed.add(next(i for i in order if program.eqns[i].kind != "const"))
+    assert carry.channels(order, program.relu_eqns[-1]) is None

@@ -14,7 +14,13 @@ Three rooms:
   field); a primitive the route does not take holds a `slp._src.interpreter.Refusal` there.
 """
 
-from slp._src.cone.geometry import ConeGeometry, ConeRefusal, ConeRule, cone_geometry
+from slp._src.cone.geometry import (
+    ChannelCarry,
+    ConeGeometry,
+    ConeRefusal,
+    ConeRule,
+    cone_geometry,
+)
 from slp._src.cone.rules import (
     ADD,
     BROADCAST,
@@ -45,6 +51,7 @@ from slp._src.cone.windows import (
 )
 
 __all__ = [
+    "ChannelCarry",
     "ConeGeometry",
     "ConeRefusal",
     "ConeRule",

@@ -289,29 +289,67 @@ def same_rank_carry(eqn, ins, shapes):
     return outs, set()
 
 
-def _channel_axes(program, shapes, order, end: int) -> dict[int, int]:
-    """Input axes that an operation before ``end`` contracts as channels (a convolution's
-    input features, a dense layer over channels), followed through relabelling operations
-    (transposes, reshapes that add or drop unit axes), each with the index of the first
-    operation that contracts it."""
-    interp.walked("channel-axes")
-    carry = {program.input_id: tuple(range(len(program.input_shape)))}
-    channels: dict[int, int] = {}
-    for i in order:
-        eqn = program.eqns[i]
-        if i >= end or eqn.kind == "const":
-            continue
-        ins = [carry.get(a) if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True)]
+class ChannelCarry:
+    """The input axes that operations contract as channels, found as a forward walk passes
+    (`visit` at every input-dependent operation, in program order): the receptive boxes'
+    walk of the planner, so that `cone_geometry` needs no walk of its own for them.
+
+    Carries, per input-dependent value, the input axis behind each of its axes (-1: none)
+    through relabelling operations (transposes, reshapes that add or drop unit axes), and
+    records each operation that contracts input axes as channels (a convolution's input
+    features, a dense layer over channels). `channels` keeps those of the operations a cone
+    route walks.
+    """
+
+    def __init__(self, program):
+        self.program = program
+        self.shapes = {i: tuple(v.shape) for i, v in program.avals.items()}
+        self.carry = {program.input_id: tuple(range(len(program.input_shape)))}
+        self.found: list[tuple[int, int]] = []  # (operation, input axis), in program order
+        self.failed: set[int] = set()  # operations whose carry rule did not take them
+
+    def visit(self, i: int, eqn, *, strict: bool = True) -> None:
+        """Carries the axes through operation ``i`` (``eqn``). Without ``strict``, an
+        operation its carry rule does not take (one after the route's end, which the rule
+        never sees otherwise) is recorded in ``failed`` rather than raising."""
+        ins = [self.carry.get(a) if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True)]
         if all(c is None for c in ins):
-            continue
+            return
         rule = _rule_of(eqn)
         fn = rule.carry if isinstance(rule, ConeRule) and rule.carry else same_rank_carry
-        outs, found = fn(eqn, ins, shapes)
-        for a in found:
-            if a >= 0:
-                channels.setdefault(a, i)
-        carry.update(zip(eqn.outputs, outs, strict=True))
-    return channels
+        try:
+            outs, found = fn(eqn, ins, self.shapes)
+        except Exception:
+            if strict:
+                raise
+            self.failed.add(i)
+            return
+        self.found += [(i, a) for a in found if a >= 0]
+        self.carry.update(zip(eqn.outputs, outs, strict=True))
+
+    def channels(self, order, end: int) -> dict[int, int] | None:
+        """Input axis -> the first operation among ``order`` before ``end`` that contracts it
+        as channels; None if the carry rule failed at one of those operations."""
+        keep = {i for i in order if i < end}
+        if keep & self.failed:
+            return None
+        out: dict[int, int] = {}
+        for i, a in self.found:
+            if i in keep:
+                out.setdefault(a, i)
+        return out
+
+
+def _channel_axes(program, order, end: int) -> dict[int, int]:
+    """`ChannelCarry.channels` by a walk of its own over the operations ``order`` before
+    ``end``."""
+    interp.walked("channel-axes")
+    carry = ChannelCarry(program)
+    for i in order:
+        eqn = program.eqns[i]
+        if i < end and eqn.kind != "const":
+            carry.visit(i, eqn)
+    return carry.channels(order, end)
 
 
 def _spatial_axes(program, x_shape, channels: dict[int, int]) -> tuple[int, ...] | ConeRefusal:
@@ -380,7 +418,9 @@ def _block_sizes(values, last) -> tuple[int, ...]:
     return tuple(out)
 
 
-def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
+def cone_geometry(
+    program, x_shape, end: int, carry: ChannelCarry | None = None
+) -> ConeGeometry | ConeRefusal:
     """The cone route's geometry for ``program`` at inputs of shape ``x_shape``.
 
     Args:
@@ -388,6 +428,8 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
       x_shape: the input shape.
       end: index into ``program.eqns`` of the cut (a dense layer over the whole input) or
         of the last ReLU; the route stops there.
+      carry: the channel axes found by a walk that visited every input-dependent operation
+        (the planner's boxes walk); None: a walk of its own finds them.
 
     Returns:
       The `ConeGeometry`, or a `ConeRefusal` naming what rules the route out.
@@ -396,7 +438,10 @@ def cone_geometry(program, x_shape, end: int) -> ConeGeometry | ConeRefusal:
     order = _needed(program, end)
     avals = _avals(program, order)
     shapes = {i: tuple(v.shape) for i, v in avals.items()}
-    spatial = _spatial_axes(program, x_shape, _channel_axes(program, shapes, order, end))
+    channels = None if carry is None else carry.channels(order, end)
+    if channels is None:
+        channels = _channel_axes(program, order, end)
+    spatial = _spatial_axes(program, x_shape, channels)
     if isinstance(spatial, ConeRefusal):
         return spatial
     nk = len(spatial)
