@@ -50,3 +50,33 @@ def test_evaluate_cifar10_end_to_end(tmp_path, monkeypatch):
             if entry["mean"] is not None:
                 assert entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
     assert (out / "cifar10_evaluation_ranking.png").stat().st_size > 1000
+
+
+def _script_arguments(text: str) -> list[str]:
+    """The arguments that ``experiments/gpu/evaluate_cifar10.sh`` passes to
+    ``evaluate_cifar10.py``, with its shell variables given stand-in values."""
+    import shlex
+
+    start = text.rindex("experiments/evaluate_cifar10.py")  # the command, not the comment
+    command = text[start:].split("\n\n")[0].replace("\\\n", " ")
+    words = shlex.split(command, comments=True)[1:]
+    stand_in = {
+        "${SOURCE[@]}": ["--source", "images", "--images-path", "cifar.zip"],
+        "$CACHE": ["cache"],
+        "$OUT": ["out"],
+        "$@": [],
+    }
+    return [v for w in words for v in stand_in.get(w, [w])]
+
+
+def test_the_gpu_script_passes_options_the_evaluation_takes():
+    import subprocess
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "gpu" / "evaluate_cifar10.sh"
+    subprocess.run(["bash", "-n", str(path)], check=True)  # the shell parses it
+    args = _script_arguments(path.read_text())
+    assert "--seeds" in args and "--cache" in args, args
+    parsed = helpers.load_script("evaluate_cifar10.py").build_parser().parse_args(args)
+    assert parsed.seeds == [0, 1, 2] and parsed.num_images == 200 and parsed.epochs == 5
+    assert str(parsed.cache) == "cache" and str(parsed.out) == "out"
