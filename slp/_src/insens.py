@@ -365,10 +365,14 @@ def _exact_state(program, x, plan: InsensPlan, prec, *, auto: bool):
     """The state, the switched network's VJP (eq. 8's sum over neurons) and the exact
     ``|w_hat|^2`` per ReLU layer by ``plan.route`` (or the route chosen per batch size, with
     ``auto``). The state and the VJP come from one pass; the dense route also takes its
-    tangent map from it."""
+    tangent map from it, the cone route its constants and convolution matrices."""
     if plan.route == "dense" and not auto:
         state, jvp, vjp = net.forward_linearized(program, x)
         return state, vjp, dense_norms(program, state, x, plan, jvp)
+    if plan.route == "cone" and not auto:  # its constants and matrices from the same pass
+        prepare = _cone.Prepare(program, plan.cone, prec)
+        state, vjp = net.forward_and_vjp(program, x, prepare)
+        return state, vjp, _cone.norms(program, state, x, plan, prec, prepare)
     state, vjp = net.forward_and_vjp(program, x)
     return state, vjp, routed_norms(program, state, x, plan, prec, auto=auto)
 

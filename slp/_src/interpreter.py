@@ -512,12 +512,23 @@ def defined(x: jax.Array, state: NetworkState) -> jax.Array:
 
 
 class ForwardRules(Rules):
-    """The ordinary forward pass; records each max-pool's winners."""
+    """The ordinary forward pass; records each max-pool's winners.
+
+    ``visit(eqn, args)``, if given, is called at every input-dependent linear operation with
+    its operands, so that data built from the constants it reads (the cone route's) comes
+    from this pass.
+    """
 
     walk = "forward"
 
-    def __init__(self):
+    def __init__(self, visit: Callable | None = None):
         self.winners: dict[int, jax.Array] = {}
+        self.visit = visit
+
+    def linear(self, eqn, args):
+        if self.visit is not None:
+            self.visit(eqn, args)
+        return super().linear(eqn, args)
 
     def relu(self, eqn, z):
         return jnp.where(z > 0, z, jnp.zeros_like(z))
@@ -539,11 +550,12 @@ def forward(program: Program, x: jax.Array) -> NetworkState:
     return NetworkState(res.relu_inputs, winners, res.output)
 
 
-def _forward_walk(program: Program) -> Callable:
-    """``x' -> (relu_inputs, (output, winners))`` by the forward rules, for a transform."""
+def _forward_walk(program: Program, visit: Callable | None = None) -> Callable:
+    """``x' -> (relu_inputs, (output, winners))`` by the forward rules (`ForwardRules`, with
+    ``visit``), for a transform."""
 
     def run(xp):
-        rules = ForwardRules()
+        rules = ForwardRules(visit)
         res = interpret(program, xp, rules, kind="forward-vjp")
         winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
         return res.relu_inputs, (res.output, winners)
@@ -551,7 +563,9 @@ def _forward_walk(program: Program) -> Callable:
     return run
 
 
-def forward_and_vjp(program: Program, x: jax.Array) -> tuple[NetworkState, Callable]:
+def forward_and_vjp(
+    program: Program, x: jax.Array, visit: Callable | None = None
+) -> tuple[NetworkState, Callable]:
     """The state at ``x`` and the VJP of the switched network's ReLU inputs, in one pass.
 
     The forward rules have the switched network's derivative at ``x``: a ReLU
@@ -559,12 +573,18 @@ def forward_and_vjp(program: Program, x: jax.Array) -> tuple[NetworkState, Calla
     a max-pool picks its winners on a value cut off from differentiation. So one pass gives
     both what `forward` and the VJP of `frozen_network` would.
 
+    Args:
+      program: the traced network.
+      x: its input.
+      visit: ``visit(eqn, args)`` at every input-dependent linear operation (`ForwardRules`);
+        None: nothing.
+
     Returns:
       ``(state, vjp)``: the `NetworkState`, and ``vjp(cotangents) -> (x_cotangent,)`` with
       one cotangent per ReLU layer (its shape).
     """
 
-    activities, vjp, (output, winners) = jax.vjp(_forward_walk(program), x, has_aux=True)
+    activities, vjp, (output, winners) = jax.vjp(_forward_walk(program, visit), x, has_aux=True)
     return NetworkState(activities, winners, output), vjp
 
 

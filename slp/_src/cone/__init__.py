@@ -38,7 +38,7 @@ from slp._src.cone.rules import (
     TILE,
     TRANSPOSE,
 )
-from slp._src.cone.tangents import norms
+from slp._src.cone.tangents import Prepare, norms
 from slp._src.cone.windows import (
     CHANNEL_DOT,
     CONV,
@@ -51,6 +51,7 @@ from slp._src.cone.windows import (
 )
 
 __all__ = [
+    "Prepare",
     "ChannelCarry",
     "ConeGeometry",
     "ConeRefusal",

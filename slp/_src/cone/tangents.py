@@ -235,6 +235,37 @@ def input_tangents(p: Pass, g: Geom) -> ConeVal:
     return ConeVal(t.reshape(t.shape[: nk + 1] + tuple(win)))
 
 
+class Prepare:
+    """The constants the cone route's operations read and every rule's loop-invariant data
+    (`slp._src.cone.geometry.ConeRule.prepare`), collected as the forward pass goes by:
+    `slp._src.interpreter.forward_and_vjp` calls it at every input-dependent linear
+    operation with its operands, so the route needs no pass of its own for them.
+
+    Args:
+      program: the traced network.
+      geo: the route's `ConeGeometry`.
+      precision: matrix-product precision (`slp._src.matmul`).
+    """
+
+    def __init__(self, program, geo: ConeGeometry, precision):
+        self.program, self.geo = program, geo
+        self.p0 = Pass(geo, None, None, precision, {}, {}, None)
+        self.consts: dict[int, Any] = {}
+        self.prepared: dict[int, Any] = {}
+
+    def __call__(self, eqn, args) -> None:
+        i = self.program.producers.get(eqn.outputs[0])
+        step = self.geo.steps.get(i)
+        if step is None:  # not on the route (after its end, or not needed by it)
+            return
+        for a, v, d in zip(eqn.inputs, args, eqn.dep, strict=True):
+            if not d and isinstance(a, int):
+                self.consts[a] = v
+        if step.rule.prepare is not None:
+            p = self.p0._replace(consts=self.consts)
+            self.prepared[i] = step.rule.prepare(p, eqn, step, args_of(p, eqn, {}))
+
+
 def _prepared(program, p0: Pass) -> Pass:
     """``p0`` with the values of the constants the walked operations read and every rule's
     loop-invariant data (`slp._src.cone.geometry.ConeRule.prepare`), both from one pass over
@@ -355,7 +386,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: Pass, plan):
     return cols
 
 
-def norms(program, state, x, plan, precision) -> list:
+def norms(program, state, x, plan, precision, prepare: Prepare | None = None) -> list:
     """``|w_hat|^2`` per ReLU layer by the cone route (`slp._src.insens` module docstring).
 
     One scan step per block of input elements: their cone tangents through the
@@ -369,6 +400,8 @@ def norms(program, state, x, plan, precision) -> list:
       x: the input.
       plan: the `slp.InsensPlan` (route ``"cone"``; ``plan.cone`` the geometry).
       precision: matrix-product precision (`slp._src.matmul`).
+      prepare: the constants and prepared data, collected on the forward pass that made
+        ``state`` (`Prepare`); None: one pass of its own computes them.
 
     Returns:
       Per ReLU layer, the squared norms ``|w_hat_i|^2`` in the layer's shape (None for
@@ -377,7 +410,11 @@ def norms(program, state, x, plan, precision) -> list:
 
     geo = plan.cone
     nk = len(geo.spatial)
-    p0 = _prepared(program, Pass(geo, None, state, precision, {}, {}, x.dtype))
+    p0 = Pass(geo, None, state, precision, {}, {}, x.dtype)
+    if prepare is None:
+        p0 = _prepared(program, p0)
+    else:  # collected on the forward pass
+        p0 = p0._replace(consts=prepare.consts, prepared=prepare.prepared)
     cols_of = _cut_columns(program, geo, p0, plan) if plan.cut is not None else None
 
     def step(b):
