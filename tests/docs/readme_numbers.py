@@ -273,14 +273,6 @@ def undefined_framed(d):
     return counts.pop() if len(counts) == 1 else f"the Deep Taylor variants differ: {counts}"
 
 
-def only_method_better_than_random(d):
-    """The deletion AUC of the single method better than random (signed order), if one."""
-    rnd = d["faithfulness"]["random"]["deletion"]["auc_probability"]["mean"]
-    s = summaries(d, "faithfulness", "signed/deletion/auc_probability")
-    better = {m: v["mean"] for m, v in s.items() if v["mean"] < rnd}
-    return better.get("deep_taylor_bounded") if list(better) == ["deep_taylor_bounded"] else better
-
-
 # The methods whose map is the input times something (zero where the input is zero).
 INPUT_MULTIPLES = (
     "gradient_x_input integrated_gradients deep_taylor "
@@ -571,6 +563,7 @@ ROB_PATH = "robustness/{m}/{c}/{k}"
 # --- "Every method on several networks": results/mnist_evaluation.json -------------------------
 
 EVAL = "mnist_evaluation.json"
+CEVAL = "cifar10_evaluation.json"  # the same evaluation on CIFAR-10
 EVAL_SECTION = MM  # its "Every method on several networks" section
 SC, SCN = "metrics/StateChange-baseline", "metrics/StateChange-noise"
 EVAL_SIZE = ((lambda d: len(d["seeds"]), INT), ("config/num_images", INT))
@@ -603,6 +596,17 @@ def in_top_group(metric: str, name: str):
     return get
 
 
+def best_of(metric: str, name: str):
+    """``name``'s mean on ``metric``, if it is the best method (the top group's first)."""
+
+    def get(d):
+        top = d["metrics"][metric]["top_group"]
+        mean = d["metrics"][metric]["methods"][name]["mean"]
+        return mean if top["best"] == name else f"the best is {top['best']}"
+
+    return get
+
+
 def not_in_top_group(metric: str, name: str):
     """``name``'s mean on ``metric``, if it is not in the top group."""
 
@@ -610,6 +614,22 @@ def not_in_top_group(metric: str, name: str):
         members = d["metrics"][metric]["top_group"]["members"]
         mean = d["metrics"][metric]["methods"][name]["mean"]
         return mean if name not in members else f"{name} is in the top group {members}"
+
+    return get
+
+
+def only_member_across_sigmas(variant: str, name: str, sigma: float):
+    """``name``'s mean at ``sigma``, if it alone is the top group at every sigma of the sweep
+    of noise ``variant``."""
+
+    def get(d):
+        tops = {
+            s: d["metrics"][f"Robustness-{variant}-{s:g}"]["top_group"]["members"]
+            for s in d["sweep"]["sigmas"]
+        }
+        if any(m != [name] for m in tops.values()):
+            return f"top groups {tops}"
+        return d["metrics"][f"Robustness-{variant}-{sigma:g}"]["methods"][name]["mean"]
 
     return get
 
@@ -706,6 +726,28 @@ NUMBERS: tuple[Numbers, ...] = (
         (lambda d: len(d["seeds"]), INT),
         ("config/sweep_images", INT),
         ("config/draws", INT),
+    ),
+    N(
+        PVR,
+        claim("same, CIFAR-10 (Gaussian", 2),
+        CEVAL,
+        (not_in_top_group("Robustness-gaussian-0.1", "insens"), F3),
+        *interval("metrics/Robustness-gaussian-0.1/methods/insens")[1:],
+        (only_member_across_sigmas("gaussian", "deep_taylor_bounded", 0.1), F3),
+        *interval("metrics/Robustness-gaussian-0.1/methods/deep_taylor_bounded")[1:],
+        ("config/sigmas/1", "g"),
+        (lambda d: len(d["seeds"]), INT),
+        ("metrics/Robustness-gaussian-0.1/top_group/n_images", INT),
+    ),
+    N(
+        PVR,
+        claim("same, CIFAR-10 (top pixels", 2),
+        CEVAL,
+        (only_member("StateChange-baseline", "insens"), F3),
+        *interval("metrics/StateChange-baseline/methods/insens")[1:],
+        *interval("metrics/StateChange-baseline/controls/random"),
+        (lambda d: len(d["seeds"]), INT),
+        ("config/num_images", INT),
     ),
     N(
         PVR,
@@ -869,6 +911,40 @@ NUMBERS: tuple[Numbers, ...] = (
         *interval("metrics/Deletion/controls/random"),
     ),
     # --- the README's headline results (each also on its docs page) ---------------------------
+    N(
+        HEADLINE,
+        r"paired tests\) took ([\d.]+) minutes for MNIST",
+        EVAL,
+        ("config/seconds/total", F1, 1 / 60),
+    ),
+    N(
+        HEADLINE,
+        r"minutes for MNIST \((\d+ networks × \d+) digits\)",
+        EVAL,
+        (lambda d: len(d["seeds"]), INT),
+        ("config/num_images", INT),
+    ),
+    N(
+        HEADLINE,
+        r"digits\) and ([\d.]+)\s+minutes for CIFAR-10",
+        CEVAL,
+        ("config/seconds/total", F1, 1 / 60),
+    ),
+    N(
+        HEADLINE,
+        r"minutes for CIFAR-10 \((\d+ networks × \d+) images\)",
+        CEVAL,
+        (lambda d: len(d["seeds"]), INT),
+        ("config/num_images", INT),
+    ),
+    N(
+        HEADLINE,
+        r"random\s+ones \((0\.\d+ \(.*?\) against 0\.\d+ \(.*?\))\), and its deletion",
+        CEVAL,
+        (only_member("StateChange-baseline", "insens"), F3),
+        *interval("metrics/StateChange-baseline/methods/insens")[1:],
+        *interval("metrics/StateChange-baseline/controls/random"),
+    ),
     N(
         HEADLINE,
         r"test accuracy is (0\.\d+ on clean\s+digits and 0\.\d+ / 0\.\d+ / 0\.\d+) on the",
@@ -1205,6 +1281,193 @@ NUMBERS: tuple[Numbers, ...] = (
     # --- CIFAR-10 ------------------------------------------------------------------------------
     N(CIF, r"(\d+) epochs:", "cifar10.json", ("config/train/epochs", INT)),
     N(CIF, r"test accuracy (0\.\d+)\.", "cifar10.json", ("test_accuracy", F3)),
+    # --- the CIFAR-10 evaluation over three networks (results/cifar10_evaluation.json) ------
+    N(CIF, r"JPEG copy from (\d+) seeds", CEVAL, (lambda d: len(d["seeds"]), INT)),
+    N(
+        CIF,
+        r"\(test accuracy (0\.\d+, 0\.\d+ and 0\.\d+);",
+        CEVAL,
+        *((f"test_accuracy/{s}", F4) for s in ("0", "1", "2")),
+    ),
+    N(CIF, r"explains its first\s+(\d+) test images", CEVAL, ("config/num_images", INT)),
+    N(
+        CIF,
+        r"Gaussian noise at σ (0\.\d+, 0\.\d+ and\s+0\.\d+, \d+) draws each",
+        CEVAL,
+        *((f"config/sigmas/{i}", "g") for i in range(3)),
+        ("config/draws", INT),
+    ),
+    N(
+        CIF,
+        r"explain again use the first (\d+,\s+SmoothMPRT the first \d+)\.",
+        CEVAL,
+        ("config/explain_images", INT),
+        ("metrics/SmoothMPRT/methods/insens/n_images", INT),
+    ),
+    N(CIF, r"The run took\s+([\d.]+) minutes", CEVAL, ("config/seconds/total", F1, 1 / 60)),
+    N(
+        CIF,
+        r"mean\s+colour, switch (0\.\d+ \(.*?\)) of the hidden",
+        CEVAL,
+        (only_member("StateChange-baseline", "insens"), F3),
+        *interval("metrics/StateChange-baseline/methods/insens")[1:],
+    ),
+    N(
+        CIF,
+        r"a random\s+order switches (0\.\d+ \(.*?\))\.",
+        CEVAL,
+        *interval("metrics/StateChange-baseline/controls/random"),
+    ),
+    N(
+        CIF,
+        r"noisy replacement gradient leads, (0\.\d+\s+\(.*?\)) against",
+        CEVAL,
+        (only_member("StateChange-noise", "gradient"), F3),
+        *interval("metrics/StateChange-noise/methods/gradient")[1:],
+    ),
+    N(
+        CIF,
+        r"against Insens's (0\.\d+ \(.*?\)) and random's",
+        CEVAL,
+        *interval("metrics/StateChange-noise/methods/insens"),
+    ),
+    N(
+        CIF,
+        r"and random's (0\.\d+ \(.*?\))\.\s+Insens is also",
+        CEVAL,
+        *interval("metrics/StateChange-noise/controls/random"),
+    ),
+    N(
+        CIF,
+        r"SmoothGrad and gradient, (0\.\d+\s+\(.*?\) on \d+) images",
+        CEVAL,
+        (in_top_group("SmoothMPRT", "insens"), F3),
+        *interval("metrics/SmoothMPRT/methods/insens")[1:],
+        ("metrics/SmoothMPRT/methods/insens/n_images", INT),
+    ),
+    N(
+        CIF,
+        r"deletion (0\.\d+ \(.*?\)), worse than a random order's",
+        CEVAL,
+        *interval("metrics/Deletion/methods/insens"),
+    ),
+    N(
+        CIF,
+        r"worse than a random order's (0\.\d+\s+\(.*?\));",
+        CEVAL,
+        *interval("metrics/Deletion/controls/random"),
+    ),
+    N(
+        CIF,
+        r"; insertion (0\.\d+ \(.*?\)), better than random's (?:.|\n)*?\(0\.2",
+        CEVAL,
+        *interval("metrics/Insertion/methods/insens"),
+    ),
+    N(
+        CIF,
+        r"better than random's (0\.\d+ \(.*?\));",
+        CEVAL,
+        *interval("metrics/Insertion/controls/random"),
+    ),
+    N(
+        CIF,
+        r"most relevant pixels first (0\.\d+ \(.*?\)), at",
+        CEVAL,
+        *interval("metrics/ROAD-MoRF/methods/insens"),
+    ),
+    N(
+        CIF,
+        r"blurred random order's\s+(0\.\d+ \(.*?\))\. SmoothGrad",
+        CEVAL,
+        *interval("metrics/ROAD-MoRF/controls/blurred_random"),
+    ),
+    N(
+        CIF,
+        r"FaithfulnessCorrelation \((0\.\d+ \(.*?\)) against Insens's (?:.|\n)*?\)\)\.",
+        CEVAL,
+        (only_member("FaithfulnessCorrelation", "smoothgrad"), F3),
+        *interval("metrics/FaithfulnessCorrelation/methods/smoothgrad")[1:],
+    ),
+    N(
+        CIF,
+        r"against Insens's (0\.\d+ \(.*?\))\)\.",
+        CEVAL,
+        *interval("metrics/FaithfulnessCorrelation/methods/insens"),
+    ),
+    N(
+        CIF,
+        r"images where every method is defined \((\d+, \d+ and \d+) of \d+\)",
+        CEVAL,
+        *((f"metrics/Robustness-gaussian-{s:g}/top_group/n_images", INT) for s in (0.05, 0.1, 0.2)),
+    ),
+    N(
+        CIF,
+        r"and \d+ of (\d+)\); at",
+        CEVAL,
+        ("config/sweep_images", INT),
+    ),
+    N(
+        CIF,
+        r"at σ (0\.\d+ Insens scores 0\.\d+\s+\(.*?\)) against its",
+        CEVAL,
+        ("config/sigmas/1", "g"),
+        (not_in_top_group("Robustness-gaussian-0.1", "insens"), F3),
+        *interval("metrics/Robustness-gaussian-0.1/methods/insens")[1:],
+    ),
+    N(
+        CIF,
+        r"against its (0\.\d+ \(.*?\))\. MaxSensitivity",
+        CEVAL,
+        (only_member("Robustness-gaussian-0.1", "deep_taylor_bounded"), F3),
+        *interval("metrics/Robustness-gaussian-0.1/methods/deep_taylor_bounded")[1:],
+    ),
+    N(
+        CIF,
+        r"MaxSensitivity: Insens (\d\.\d+\s+\(.*?\)), SmoothGrad",
+        CEVAL,
+        (not_in_top_group("MaxSensitivity", "insens"), F3),
+        *interval("metrics/MaxSensitivity/methods/insens")[1:],
+    ),
+    N(
+        CIF,
+        r"MaxSensitivity: Insens (?:.|\n)*?, SmoothGrad (0\.\d+ \(.*?\)) \(lower",
+        CEVAL,
+        (best_of("MaxSensitivity", "smoothgrad"), F3),
+        *interval("metrics/MaxSensitivity/methods/smoothgrad")[1:],
+    ),
+    N(
+        CIF,
+        r"RandomLogit (\d\.\d+) for Insens",
+        CEVAL,
+        ("metrics/RandomLogit/methods/insens/mean", F3),
+    ),
+    N(
+        CIF,
+        r"MPRT (0\.\d+\s+\(.*?\)) against SmoothGrad's",
+        CEVAL,
+        (not_in_top_group("MPRT", "insens"), F3),
+        *interval("metrics/MPRT/methods/insens")[1:],
+    ),
+    N(
+        CIF,
+        r"against SmoothGrad's (0\.\d+ \(.*?\)) \(lower is better\)\.\n- LRP",
+        CEVAL,
+        (best_of("MPRT", "smoothgrad"), F3),
+        *interval("metrics/MPRT/methods/smoothgrad")[1:],
+    ),
+    N(
+        CIF,
+        r"differ by up to (\d\.\de-\d+) of the",
+        CEVAL,
+        (lambda d: d["identities"]["lrp_epsilon = gradient_x_input"]["max_relative"], ".1e"),
+    ),
+    N(
+        CIF,
+        r"largest value on (\d+ images, above the 0\.\d+) tolerance",
+        CEVAL,
+        ("identities/lrp_epsilon = gradient_x_input/images", INT),
+        ("identity_tolerance", "g"),
+    ),
     N(CIF, r"\(σ = ([\d.]+)\)", "cifar10.json", ("config/sigma", "g")),
     N(
         CIF,
@@ -1976,52 +2239,47 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         LIM,
-        r"deletion AUC (0\.\d+ against 0\.\d+) for random \(lower is\s+better\)",
-        "cifar10.json",
-        (f"{FAITH}/insens/signed/deletion/auc_probability/mean", F3),
-        (f"{FAITH}/random/deletion/auc_probability/mean", F3),
+        r"(Over \d+ networks ×\s+\d+ test images) \(\[results/cifar10_evaluation",
+        CEVAL,
+        (lambda d: len(d["seeds"]), INT),
+        ("config/num_images", INT),
     ),
     N(
         LIM,
-        r"It still ranks (\d+th of \d+)",
-        "cifar10.json",
-        (rank_of(FAITH, "signed/deletion/auc_probability", False), INT),
-        (n_methods, INT),
+        r"deletion area (0\.\d+ \(.*?\) against 0\.\d+\s+\(.*?\)) for random",
+        CEVAL,
+        (not_in_top_group("Deletion", "insens"), F3),
+        *interval("metrics/Deletion/methods/insens")[1:],
+        *interval("metrics/Deletion/controls/random"),
     ),
     N(
         LIM,
-        r"only deep_taylor_bounded\s+\((0\.\d+)\) beats random",
-        "cifar10.json",
-        (only_method_better_than_random, F3),
+        r"Inserting them gives (0\.\d+\s+\(.*?\), above random's 0\.\d+ \(.*?\)) but",
+        CEVAL,
+        (not_in_top_group("Insertion", "insens"), F3),
+        *interval("metrics/Insertion/methods/insens")[1:],
+        *interval("metrics/Insertion/controls/random"),
     ),
     N(
         LIM,
-        r"Inserting them gives (0\.\d+, above the 0\.\d+) of random",
-        "cifar10.json",
-        (f"{FAITH}/insens/signed/insertion/auc_probability/mean", F3),
-        (f"{FAITH}/random/insertion/auc_probability/mean", F3),
+        r"top group's \(bounded Deep\s+Taylor (0\.\d+ \(.*?\))\)\. ROAD",
+        CEVAL,
+        (best_of("Insertion", "deep_taylor_bounded"), F3),
+        *interval("metrics/Insertion/methods/deep_taylor_bounded")[1:],
     ),
     N(
         LIM,
-        r"\(higher is\s+better; (rank \d+ of \d+)\)\. In \|map\|",
-        "cifar10.json",
-        (rank_of(FAITH, "signed/insertion/auc_probability", True), INT),
-        (n_methods, INT),
+        r"survives (0\.\d+ \(.*?\)) of the removals",
+        CEVAL,
+        (not_in_top_group("ROAD-MoRF", "insens"), F3),
+        *interval("metrics/ROAD-MoRF/methods/insens")[1:],
     ),
     N(
         LIM,
-        r"random level \((0\.\d+)\) and\s+insertion is above it",
-        "cifar10.json",
-        (f"{FAITH}/insens/abs/deletion/auc_probability/mean", F3),
+        r"(0\.\d+\s+\(.*?\)) for a blurred random order",
+        CEVAL,
+        *interval("metrics/ROAD-MoRF/controls/blurred_random"),
     ),
-    N(
-        LIM,
-        r"insertion is above it \((0\.\d+, rank \d+)\)\. \d+ test images",
-        "cifar10.json",
-        (f"{FAITH}/insens/abs/insertion/auc_probability/mean", F3),
-        (rank_of(FAITH, "abs/insertion/auc_probability", True), INT),
-    ),
-    N(LIM, r"\)\. (\d+) test images,", "cifar10.json", ("config/num_images", INT)),
     N(
         LIM,
         r"Deletion AUC (0\.\d+\s+against 0\.\d+) for random, but rank",
@@ -2074,20 +2332,21 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         LIM,
-        r"(rank \d+, \d+ and \d+ of \d+) on MNIST",
-        METRICS,
-        *((rank_of(ROB, f"{v}/spearman", True), INT) for v in ("bordered", "background", "framed")),
-        (n_methods, INT),
+        r"background and framed noise \((\d+) networks,",
+        EVAL,
+        (lambda d: len(d["seeds"]) if not sweep_top_group_count("insens")(d) else "in one", INT),
     ),
     N(
         LIM,
-        r"(rank \d+ of \d+) on CIFAR-10",
-        "cifar10.json",
-        (
-            lambda d: rank({m: v["spearman"] for m, v in d["robustness"].items()}, "insens", True),
-            INT,
-        ),
-        (n_methods, INT),
+        r"noise \((\d+ networks; at σ 0\.\d+ Insens 0\.\d+ \(.*?\), bounded Deep Taylor"
+        r" 0\.\d+\s+\(.*?\));",
+        CEVAL,
+        (lambda d: len(d["seeds"]) if not sweep_top_group_count("insens")(d) else "in one", INT),
+        ("config/sigmas/1", "g"),
+        (not_in_top_group("Robustness-gaussian-0.1", "insens"), F3),
+        *interval("metrics/Robustness-gaussian-0.1/methods/insens")[1:],
+        (best_of("Robustness-gaussian-0.1", "deep_taylor_bounded"), F3),
+        *interval("metrics/Robustness-gaussian-0.1/methods/deep_taylor_bounded")[1:],
     ),
 )
 
