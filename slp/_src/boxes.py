@@ -339,3 +339,24 @@ def receptive_boxes(program: interp.Program, x, visit: Callable | None = None):
         for i, pair in rules.dots.items()
     }
     return relu, dots, rules.volumes
+
+
+def whole_boxes(program: interp.Program, dots: dict, sizes: dict):
+    """`receptive_boxes`'s result when no structure is known (everything depends on all).
+
+    ``dots``: per dot_general (index into ``program.eqns``), the shapes of its
+    input-dependent operand and of its output; ``sizes``: per input-dependent operation,
+    the size of its output.
+    """
+    shape = tuple(program.input_shape)
+    nx, d = len(shape), int(np.prod(shape))
+    full = np.zeros(nx), np.asarray(shape) - 1.0
+
+    def whole(s):
+        lo = np.broadcast_to(full[0], tuple(s) + (nx,))
+        return Box(lo, np.broadcast_to(full[1], lo.shape), None)
+
+    relu_boxes = tuple(whole(s) for s in program.relu_shapes)
+    dot_boxes = {i: (whole(a), whole(o)) for i, (a, o) in dots.items()}
+    volumes = {i: (float(d) * d, float(d) * n) for i, n in sizes.items()}
+    return relu_boxes, dot_boxes, volumes

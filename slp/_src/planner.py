@@ -299,22 +299,6 @@ def _shapes(program: net.Program) -> _Shapes:
     return table
 
 
-def _whole_boxes(program: net.Program, shapes: _Shapes):
-    """Boxes, dot boxes and volumes when no structure is known (everything depends on all)."""
-    shape = tuple(program.input_shape)
-    nx, d = len(shape), int(np.prod(shape))
-    full = np.zeros(nx), np.asarray(shape) - 1.0
-
-    def whole(s):
-        lo = np.broadcast_to(full[0], tuple(s) + (nx,))
-        return _boxes.Box(lo, np.broadcast_to(full[1], lo.shape), None)
-
-    relu_boxes = tuple(whole(s) for s in program.relu_shapes)
-    dots = {i: (whole(a), whole(o)) for i, (a, o) in shapes.dots.items()}
-    volumes = {i: (float(d) * d, float(d) * n) for i, n in shapes.sizes.items()}
-    return relu_boxes, dots, volumes
-
-
 def _probe_cost(probes: ProbeLayout, cut, flops, sizes, item: int) -> RouteCost:
     """The probe route's `RouteCost`. ``flops``: the network's FLOPs per tangent column,
     those before the cut, the cut's and those after it (for every input element);
@@ -398,7 +382,7 @@ def _structure(program: net.Program, x, boxes: bool = True) -> _Structure:
             relu_boxes, dots, volumes = _boxes.receptive_boxes(program, x, visit)
         except _boxes.NotConcrete:  # no structure known: every element depends on everything
             shapes, carry = _shapes(program), None
-            relu_boxes, dots, volumes = _whole_boxes(program, shapes)
+            relu_boxes, dots, volumes = _boxes.whole_boxes(program, shapes.dots, shapes.sizes)
         cut = _cut_candidate(program, shapes, dots, relu_eqn_idx)
     else:
         shapes, carry = _shapes(program), None

@@ -160,3 +160,19 @@ def test_non_finite_input_gives_nan_map(bad):
     good = jnp.asarray(_random_net(0)[3], jnp.float32)
     maps = jax.vmap(slp.insens(f))(jnp.stack([good, x]))
     assert np.all(np.isfinite(np.asarray(maps[0]))) and np.all(np.isnan(np.asarray(maps[1])))
+
+
+def test_without_receptive_boxes_the_routes_still_give_the_reference_map(x64, monkeypatch):
+    """When the boxes cannot be computed (`NotConcrete`: no structure known), the planner
+    takes every element as depending on the whole input (`boxes.whole_boxes`)."""
+    from slp._src import boxes
+
+    def not_concrete(*args, **kwargs):
+        raise boxes.NotConcrete
+
+    spec, params, f, x = ref.conv_pool_dense(1)
+    want = ref.dense_model(spec, params, x).insens()
+    monkeypatch.setattr(boxes, "receptive_boxes", not_concrete)
+    for route in ("auto", "probes", "dense"):
+        got = slp.insens(f, route=route)(jnp.asarray(x))
+        np.testing.assert_allclose(np.asarray(got).reshape(-1), want, atol=1e-10)
