@@ -267,20 +267,24 @@ class Prepare:
 
 
 def _prepared(program, p0: Pass) -> Pass:
-    """``p0`` with the values of the constants the walked operations read and every rule's
-    loop-invariant data (`slp._src.cone.geometry.ConeRule.prepare`), both from one pass over
-    the geometry's operations (computed once per call, outside the loop over blocks)."""
-    geo, prepared = p0.geo, {}
+    """``p0`` with what `Prepare` collects, from a pass of its own over the geometry's
+    operations (their constants computed from the program's; once per call, outside the loop
+    over blocks), for callers without a forward pass to collect it on."""
+    collect = Prepare(program, p0.geo, p0.precision)
 
-    def prepare(i, env):
-        step = geo.steps.get(i)
-        if step is not None and step.rule.prepare is not None:
-            p, eqn = p0._replace(consts=env), program.eqns[i]
-            prepared[i] = step.rule.prepare(p, eqn, step, args_of(p, eqn, {}))
+    def visit(i, env):
+        eqn = program.eqns[i]
+        collect(
+            eqn,
+            [
+                None if d else interp.operand_value(a, env)
+                for a, d in zip(eqn.inputs, eqn.dep, strict=True)
+            ],
+        )
 
     interp.walked("constants")
-    consts = interp.constant_values(program, geo.order, prepare)
-    return p0._replace(consts=consts, prepared=prepared)
+    interp.constant_values(program, p0.geo.order, visit)
+    return p0._replace(consts=collect.consts, prepared=collect.prepared)
 
 
 def args_of(p: Pass, eqn, env) -> list:
