@@ -16,40 +16,6 @@ from slp._src import interpreter as interp
 from slp._src import matmul as _matmul
 
 
-class PreCut(interp.FrozenRules):
-    """The switched network; records the operand of the cut."""
-
-    walk = "pre-cut"
-
-    def __init__(self, state, cut_eqn):
-        super().__init__(state)
-        self.cut_eqn = cut_eqn
-        self.operand = None
-
-    def linear(self, eqn, args):
-        if eqn is self.cut_eqn:
-            self.operand = args[eqn.dep.index(True)]
-        return super().linear(eqn, args)
-
-
-class PostCut(interp.FrozenRules):
-    """The switched network with the cut's output replaced by ``z`` (cast to the dtype of
-    the cut's own output, as the network would have it)."""
-
-    walk = "post-cut"
-
-    def __init__(self, state, cut_eqn, z):
-        super().__init__(state)
-        self.cut_eqn = cut_eqn
-        self.z = z
-
-    def linear(self, eqn, args):
-        if eqn is self.cut_eqn:
-            out = jax.eval_shape(lambda *a: eqn.bind(*a), *args)
-            return [self.z.astype(out.dtype)]
-        return super().linear(eqn, args)
-
-
 def cut_matrix(eqn: interp.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
     """The cut's weights as a ``(operand size, output size)`` matrix (row-major rows).
 
@@ -66,17 +32,13 @@ def cut_matrix(eqn: interp.Eqn, weight: jax.Array, operand_shape) -> jax.Array:
     return jnp.transpose(weight, w_c + w_free).reshape(k, -1)
 
 
-def post_norms(program, state, x, plan, cols) -> list:
+def post_norms(post, dtype, cols) -> list:
     """Sums of squares at the post-cut ReLU layers of exact columns ``cols`` of the cut
-    (accumulated in at least float32, `slp._src.matmul.accumulator`)."""
-    cut_eqn = program.eqns[plan.cut]
-    z0 = jnp.zeros(plan.cut_out_shape, cols.dtype)  # `PostCut` casts it as the cut would
+    (accumulated in at least float32, `slp._src.matmul.accumulator`).
 
-    def post(z):
-        res = interp.interpret(program, x, PostCut(state, cut_eqn, z))
-        return tuple(res.relu_inputs[s] for s in plan.post_sites)
-
-    post_t = jax.vmap(lambda t: jax.jvp(post, (z0,), (t,))[1])(cols)
+    ``post``: the network after the cut (`slp._src.linear.Linearized.after_cut`); ``dtype``:
+    the cut output's (the columns are cast to it, as the network would have them)."""
+    post_t = jax.vmap(post)(cols.astype(dtype))
     return [_matmul.square_sum(t, 0) for t in post_t]
 
 

@@ -82,6 +82,7 @@ from jax import lax
 
 from slp._src import cone as _cone
 from slp._src import guards as _guards
+from slp._src import linear as _linear
 from slp._src import matmul as _matmul
 from slp._src import network as net
 from slp._src.planner import (
@@ -95,7 +96,13 @@ from slp._src.planner import (
     device_flop_rate,
     insens_plan,
 )
-from slp._src.routes import dense_norms, routed_norms, runtime_consts, switched_sq_norms
+from slp._src.routes import (
+    dense_norms,
+    probe_norms,
+    routed_norms,
+    runtime_consts,
+    switched_sq_norms,
+)
 
 __all__ = [
     "insens",
@@ -366,15 +373,21 @@ def _exact_state(program, x, plan: InsensPlan, prec, *, auto: bool):
     ``|w_hat|^2`` per ReLU layer by ``plan.route`` (or the route chosen per batch size, with
     ``auto``). The state and the VJP come from one pass; the dense route also takes its
     tangent map from it, the cone route its constants and convolution matrices."""
-    if plan.route == "dense" and not auto:
-        state, jvp, vjp = net.forward_linearized(program, x)
-        return state, vjp, dense_norms(program, state, x, plan, jvp)
-    if plan.route == "cone" and not auto:  # its constants and matrices from the same pass
+    if auto:
+        state, vjp = net.forward_and_vjp(program, x)
+        return state, vjp, routed_norms(program, state, x, plan, prec, auto=auto)
+    if plan.route == "dense":
+        lin = _linear.linearized(program, x)
+        return lin.state, lin.vjp, dense_norms(program, lin.state, x, plan, lin.jvp)
+    if plan.route == "cone":  # its constants and matrices from the same pass
         prepare = _cone.Prepare(program, plan.cone, prec)
-        state, vjp = net.forward_and_vjp(program, x, prepare)
-        return state, vjp, _cone.norms(program, state, x, plan, prec, prepare)
-    state, vjp = net.forward_and_vjp(program, x)
-    return state, vjp, routed_norms(program, state, x, plan, prec, auto=auto)
+        if plan.cut is None:
+            state, vjp = net.forward_and_vjp(program, x, prepare)
+            return state, vjp, _cone.norms(program, state, x, plan, prec, prepare)
+        lin = _linear.linearized(program, x, visit=prepare, cut=plan.cut)
+        return lin.state, lin.vjp, _cone.norms(program, lin.state, x, plan, prec, prepare, lin)
+    lin = _linear.linearized(program, x, cut=plan.cut)
+    return lin.state, lin.vjp, probe_norms(program, lin.state, x, plan, prec, lin)
 
 
 def insens(

@@ -58,7 +58,6 @@ __all__ = [
     "FrozenRules",
     "forward",
     "forward_and_vjp",
-    "forward_linearized",
     "frozen_network",
     "pool_winners",
     "select_winners",
@@ -586,23 +585,6 @@ def forward_and_vjp(
 
     activities, vjp, (output, winners) = jax.vjp(_forward_walk(program, visit), x, has_aux=True)
     return NetworkState(activities, winners, output), vjp
-
-
-def forward_linearized(program: Program, x: jax.Array) -> tuple[NetworkState, Callable, Callable]:
-    """The state at ``x`` with the switched network's JVP and VJP, in one pass.
-
-    `forward_and_vjp` by `jax.linearize`: the tangent map of the forward rules at ``x`` is
-    the switched network's (see there), kept for routes that push input directions
-    through the whole network (the dense route), and its transpose is the VJP.
-
-    Returns:
-      ``(state, jvp, vjp)``: the `NetworkState`; ``jvp(t) -> tuple`` of one tangent per
-      ReLU layer for an input tangent ``t`` (``x``'s shape); ``vjp(cotangents) ->
-      (x_cotangent,)``.
-    """
-
-    activities, jvp, (output, winners) = jax.linearize(_forward_walk(program), x, has_aux=True)
-    return NetworkState(activities, winners, output), jvp, jax.linear_transpose(jvp, x)
 
 
 class FrozenRules(Rules):

@@ -23,6 +23,7 @@ from slp._src import cut as _cut
 from slp._src import matmul as _matmul
 from slp._src import network as net
 from slp._src.interpreter import constant_value
+from slp._src.linear import cut_linearized, linearized
 
 if TYPE_CHECKING:
     from slp._src.planner import InsensPlan
@@ -77,21 +78,22 @@ def switched_sq_norms(
     return out
 
 
-def probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
-    """``|w_hat|^2`` per ReLU layer by the probe route (module docstring)."""
+def probe_norms(program, state, x, plan: InsensPlan, precision, lin=None) -> list:
+    """``|w_hat|^2`` per ReLU layer by the probe route (module docstring).
+
+    ``lin``: the switched network linearized at ``x`` with the plan's cut
+    (`slp._src.linear.linearized`) where the caller has it; None: a walk of its own."""
     layout = plan.probes
     kc = layout.colours_per_chunk
     colour = jnp.asarray(layout.colour)
     cut_eqn = program.eqns[plan.cut] if plan.cut is not None else None
     # The grouped product below is an einsum: split products fall back to float32.
     hp = _matmul.plain(precision)
-
-    def pre(xp):
-        rules = _cut.PreCut(state, cut_eqn)
-        res = net.interpret(program, xp, rules)
-        return tuple(res.relu_inputs[s] for s in plan.pre_sites), rules.operand
+    lin = cut_linearized(program, state, x, plan.cut, lin)
+    pre = lin.before_cut(plan.pre_sites)
 
     if cut_eqn is not None:
+        post = lin.after_cut(plan.post_sites)
         # The cut's weights (a constant: found back from the cut, no walk) in their own
         # dtype, its product's result type as the network's.
         weight = constant_value(program, cut_eqn.inputs[cut_eqn.dep.index(False)])
@@ -106,10 +108,11 @@ def probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
     def step(c):
         ids = c * kc + jnp.arange(kc, dtype=jnp.int32)
         probes = (colour[None] == ids.reshape((kc,) + (1,) * x.ndim)).astype(x.dtype)
-        pre_t, cut_t = jax.vmap(lambda t: jax.jvp(pre, (x,), (t,))[1])(probes)
-        sums = [_matmul.square_sum(t, 0) for t in pre_t]
+        pre_t = jax.vmap(pre)(probes)
         if cut_eqn is None:
-            return sums
+            return [_matmul.square_sum(t, 0) for t in pre_t]
+        *pre_t, cut_t = pre_t
+        sums = [_matmul.square_sum(t, 0) for t in pre_t]
         comp = cut_t.reshape(kc, -1)
         comp = jnp.concatenate([comp, jnp.zeros((kc, 1), comp.dtype)], 1)
         comp, w_g = _matmul.widen(comp[:, group_rows], w_groups, pet)
@@ -117,7 +120,7 @@ def probe_norms(program, state, x, plan: InsensPlan, precision) -> list:
         cols = jnp.zeros((layout.pixels_per_chunk + 1, parts.shape[-1]), parts.dtype)
         cols = cols.at[slots[c]].add(parts)[:-1]
         cols = cols.reshape((layout.pixels_per_chunk,) + plan.cut_out_shape)
-        return sums + _cut.post_norms(program, state, x, plan, cols)
+        return sums + _cut.post_norms(post, lin.shapes[1].dtype, cols)
 
     sums = _cut.scan_sum(step, jnp.arange(layout.n_chunks), layout.n_chunks)
     by_site = dict(zip(plan.pre_sites + plan.post_sites, sums, strict=True))
@@ -129,10 +132,9 @@ def dense_norms(program, state, x, plan: InsensPlan, jvp: Callable | None = None
     the whole switched network by forward mode, ``plan.dense.columns_per_step`` at a time.
 
     ``jvp``: the switched network's tangent map at ``x`` where the caller has it
-    (`slp._src.interpreter.forward_linearized`); None linearizes the frozen network."""
+    (`slp._src.linear.Linearized.jvp`); None linearizes the switched network."""
     if jvp is None:
-        frozen = net.frozen_network(program, state)
-        _, jvp = jax.linearize(lambda xp: frozen(xp).relu_inputs, x)
+        jvp = linearized(program, x, state=state).jvp
     return list(switched_sq_norms(jvp, x, chunk_size=plan.dense.columns_per_step))
 
 
@@ -150,7 +152,7 @@ def runtime_consts(program: net.Program) -> net.Program:
 
 
 def exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
-    """``|w_hat|^2`` of every ReLU layer by the route of `plan`."""
+    """``|w_hat|^2`` of every ReLU layer by the route of `plan`, from the state at ``x``."""
     if plan.route == "cone":
         return _cone.norms(program, state, x, plan, prec)
     if plan.route == "dense":

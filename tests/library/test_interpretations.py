@@ -19,16 +19,17 @@ from tests import reference as ref
 
 # Per route: passes over the program in one exact Insens call on a conv + max-pool + dense net.
 # Cone: the trace, the boxes (with the planner's shapes and the channel axes), the geometry's
-# two (the operations needed, the geometry), the state with the VJP (with the constants and
-# the convolution matrices), the tangents and the post-cut walk. Probes: the trace, the boxes,
-# the state with the VJP, the pre-cut walk (the probes) and the post-cut walk. Dense: the
-# trace, the shapes and the state with the switched network's tangent map (its JVP, and its
-# transpose the VJP). It was 19, 18 and 16 when the planner, the boxes and the geometry looked
-# up producers and ReLUs by walks of their own and a given route built every route's layout;
+# two (the operations needed, the geometry), the state with the tangent map and the VJP (one
+# walk under `jax.linearize`, with the constants and the convolution matrices) and the
+# tangents. Probes and dense: the trace, the boxes or shapes, and that one walk; the tangents
+# before and after the cut are pieces of its tangent map (`slp._src.linear.linear_part`), not
+# walks. It was 19, 18 and 16 when the planner, the boxes and the geometry looked up
+# producers and ReLUs by walks of their own and a given route built every route's layout;
 # then 9, 6 and 4 while the cone route walked the network for the channel axes and for the
 # constants, the probe route to read the cut's weights, and the dense route walked the
-# switched network again to linearize it.
-PASSES = {"cone": 7, "probes": 5, "dense": 3}
+# switched network again to linearize it; then 7, 5 and 3 while the cone and probe routes
+# walked the switched network after the cut (and the probe route before it) in each step.
+PASSES = {"cone": 6, "probes": 3, "dense": 3}
 
 
 def _breakdown(passes) -> str:

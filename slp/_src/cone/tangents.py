@@ -18,6 +18,7 @@ from jax import lax
 
 from slp._src import cut as _cut
 from slp._src import interpreter as interp
+from slp._src import linear as _linear
 from slp._src import matmul as _matmul
 from slp._src.cone.geometry import ConeGeometry, Geom, Global
 
@@ -390,7 +391,7 @@ def _cut_columns(program, geo: ConeGeometry, p0: Pass, plan):
     return cols
 
 
-def norms(program, state, x, plan, precision, prepare: Prepare | None = None) -> list:
+def norms(program, state, x, plan, precision, prepare: Prepare | None = None, lin=None) -> list:
     """``|w_hat|^2`` per ReLU layer by the cone route (`slp._src.insens` module docstring).
 
     One scan step per block of input elements: their cone tangents through the
@@ -406,6 +407,8 @@ def norms(program, state, x, plan, precision, prepare: Prepare | None = None) ->
       precision: matrix-product precision (`slp._src.matmul`).
       prepare: the constants and prepared data, collected on the forward pass that made
         ``state`` (`Prepare`); None: one pass of its own computes them.
+      lin: the network linearized at ``x`` with the plan's cut (`slp._src.linear.linearized`,
+        for the columns' way through the rest of the network); None: a walk of its own.
 
     Returns:
       Per ReLU layer, the squared norms ``|w_hat_i|^2`` in the layer's shape (None for
@@ -419,7 +422,11 @@ def norms(program, state, x, plan, precision, prepare: Prepare | None = None) ->
         p0 = _prepared(program, p0)
     else:  # collected on the forward pass
         p0 = p0._replace(consts=prepare.consts, prepared=prepare.prepared)
-    cols_of = _cut_columns(program, geo, p0, plan) if plan.cut is not None else None
+    cols_of = post = None
+    if plan.cut is not None:
+        cols_of = _cut_columns(program, geo, p0, plan)
+        lin = _linear.cut_linearized(program, state, x, plan.cut, lin)
+        post = lin.after_cut(plan.post_sites)
 
     def step(b):
         p = p0._replace(block=b)
@@ -437,7 +444,7 @@ def norms(program, state, x, plan, precision, prepare: Prepare | None = None) ->
             return sums
         cols = cols_of(cut_t, b)
         cols = cols.reshape((cols.shape[0],) + plan.cut_out_shape)
-        return sums + _cut.post_norms(program, state, x, plan, cols)
+        return sums + _cut.post_norms(post, lin.shapes[1].dtype, cols)
 
     blocks = jnp.asarray(geo.blocks, jnp.int32)
     sums = _cut.scan_sum(step, blocks, len(geo.blocks))
