@@ -187,6 +187,9 @@ class Program:
         (recorded when traced, so that no route walks the program to find them).
       relu_eqns: the indices into ``eqns`` of the ReLUs, in forward order (ReLU layer
         ``l`` is ``eqns[relu_eqns[l]]``).
+      ancestors: per operation, a bit set (an int, bit ``j`` for ``eqns[j]``) of itself and
+        every operation whose output it reads, directly or through others (recorded when
+        traced: `reads`).
     """
 
     eqns: tuple[Eqn, ...]
@@ -205,6 +208,16 @@ class Program:
         default_factory=dict, compare=False, repr=False
     )
     relu_eqns: tuple[int, ...] = ()
+    ancestors: tuple[int, ...] = dataclasses.field(default=(), compare=False, repr=False)
+
+    def reads(self, ends) -> tuple[int, ...]:
+        """The indices of the operations ``ends`` and of every operation they read from,
+        directly or through others, in program order (from `ancestors`: no walk)."""
+        mask = 0
+        for i in ends:
+            mask |= self.ancestors[i]
+        bits = bin(mask)[:1:-1]  # bit j at position j
+        return tuple(j for j, b in enumerate(bits) if b == "1")
 
 
 @dataclasses.dataclass(frozen=True)

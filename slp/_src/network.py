@@ -658,7 +658,7 @@ def trace(f: Callable, x: jax.Array) -> Program:
     live, consts = _resolve(fl, in_id, out)
     eqns, sites = _classified(live, fl.avals, in_id)
     relu_shapes, pool_shapes, pool_sources, pool_in_shapes = sites
-    avals, producers, relu_eqns = _value_tables(fl, in_id, eqns, consts)
+    avals, producers, relu_eqns, ancestors = _value_tables(fl, in_id, eqns, consts)
     return Program(
         eqns=tuple(eqns),
         consts=consts,
@@ -674,21 +674,29 @@ def trace(f: Callable, x: jax.Array) -> Program:
         avals=avals,
         producers=producers,
         relu_eqns=relu_eqns,
+        ancestors=ancestors,
     )
 
 
 def _value_tables(fl: _Flattener, in_id: int, eqns: list[Eqn], consts: dict) -> tuple:
-    """`Program`'s ``(avals, producers, relu_eqns)``, from one loop over ``eqns``: every
-    value's shape and dtype, the index of the operation making each, those of the ReLUs."""
+    """`Program`'s ``(avals, producers, relu_eqns, ancestors)``, from one loop over ``eqns``:
+    every value's shape and dtype, the index of the operation making each, those of the
+    ReLUs, and per operation the set of operations it reads from (a bit set)."""
     avals = {in_id: fl.avals[in_id]}
     for i in consts:
         avals[i] = fl.aval(i)
     producers: dict[int, int] = {}
     relu_eqns = []
+    ancestors = []
     for k, e in enumerate(eqns):
+        reach = 1 << k
+        for a in e.inputs:
+            if isinstance(a, int) and a in producers:
+                reach |= ancestors[producers[a]]
+        ancestors.append(reach)
         for o in e.outputs:
             avals[o] = fl.avals[o]
             producers[o] = k
         if e.kind == "relu":
             relu_eqns.append(k)
-    return avals, producers, tuple(relu_eqns)
+    return avals, producers, tuple(relu_eqns), tuple(ancestors)

@@ -9,6 +9,7 @@ a pass fails here (lower them as passes merge; never raise them).
 Reference for the values: the brute-force dense-matrix network of `tests/reference.py`.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,18 +19,20 @@ from slp._src import interpreter
 from tests import reference as ref
 
 # Per route: passes over the program in one exact Insens call on a conv + max-pool + dense net.
-# Cone: the trace, the boxes (with the planner's shapes and the channel axes), the geometry's
-# two (the operations needed, the geometry), the state with the tangent map and the VJP (one
-# walk under `jax.linearize`, with the constants and the convolution matrices) and the
-# tangents. Probes and dense: the trace, the boxes or shapes, and that one walk; the tangents
+# Cone: the trace (which also records what each operation reads, so the geometry needs no
+# walk back from its end), the boxes (with the planner's shapes and the channel axes), the
+# geometry, the state with the tangent map and the VJP (one walk under `jax.linearize`, with
+# the constants and the convolution matrices) and the cone tangents, in each scan step over
+# blocks. Probes and dense: the trace, the boxes or shapes, and that one walk; the tangents
 # before and after the cut are pieces of its tangent map (`slp._src.linear.linear_part`), not
 # walks. It was 19, 18 and 16 when the planner, the boxes and the geometry looked up
 # producers and ReLUs by walks of their own and a given route built every route's layout;
 # then 9, 6 and 4 while the cone route walked the network for the channel axes and for the
 # constants, the probe route to read the cut's weights, and the dense route walked the
 # switched network again to linearize it; then 7, 5 and 3 while the cone and probe routes
-# walked the switched network after the cut (and the probe route before it) in each step.
-PASSES = {"cone": 6, "probes": 3, "dense": 3}
+# walked the switched network after the cut (and the probe route before it) in each step and
+# the cone route walked back from its end for the operations it needs.
+PASSES = {"cone": 5, "probes": 3, "dense": 3}
 
 
 def _breakdown(passes) -> str:
@@ -85,3 +88,33 @@ def test_channel_axes_from_the_boxes_walk_match_a_walk_of_their_own(x64):
     order = geometry._needed(program, program.relu_eqns[-1])
     carry.failed.add(next(i for i in order if program.eqns[i].kind != "const"))
     assert carry.channels(order, program.relu_eqns[-1]) is None
+
+
+def _reads_by_search(program, ends) -> tuple[int, ...]:
+    """The operations ``ends`` read from, by a search back through the producers (reference)."""
+    seen, todo = set(), list(ends)
+    while todo:
+        i = todo.pop()
+        if i not in seen:
+            seen.add(i)
+            ins = [a for a in program.eqns[i].inputs if isinstance(a, int)]
+            todo += [program.producers[a] for a in ins if a in program.producers]
+    return tuple(sorted(seen))
+
+
+def test_what_an_operation_reads_is_recorded_when_traced(x64):
+    rng = np.random.default_rng(0)
+    w1, w2, w3, w4 = (jnp.asarray(rng.normal(size=s)) for s in [(4, 5), (5, 3), (3, 2), (4, 2)])
+
+    def f(x):  # a side branch (x @ w4) that only the output reads
+        return jax.nn.relu(jax.nn.relu(x @ w1) @ w2) @ w3 + (x @ w4)
+
+    _, _, g, x = ref.conv_pool_dense(0)
+    for fn, xx in [(f, jnp.asarray(rng.normal(size=4))), (g, jnp.asarray(x))]:
+        program = slp.network.trace(fn, xx)
+        for k in range(len(program.eqns)):
+            assert program.reads([k]) == _reads_by_search(program, [k])
+        ends = list(program.relu_eqns)
+        assert program.reads(ends) == _reads_by_search(program, ends)
+    side = [i for i, e in enumerate(program.eqns) if i not in program.reads(program.relu_eqns)]
+    assert side  # g's last dense layer and f's side branch are read by no ReLU

@@ -256,18 +256,9 @@ def single(eqn, ins, what: str):
 
 
 def _needed(program, end: int) -> tuple[int, ...]:
-    """Indices of the operations that the end and the ReLUs before it read, in order."""
-    eqns, producer = program.eqns, program.producers
-    todo = [end] + [i for i in program.relu_eqns if i < end]
-    interp.walked("needed")  # back from the end
-    seen: set[int] = set()
-    while todo:
-        i = todo.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        todo += [producer[a] for a in eqns[i].inputs if isinstance(a, int) and a in producer]
-    return tuple(sorted(seen))
+    """Indices of the operations that the end and the ReLUs before it read, in order (from
+    the program's `ancestors`, recorded when it was traced)."""
+    return program.reads([end] + [i for i in program.relu_eqns if i < end])
 
 
 def _avals(program, order) -> Mapping[int, Any]:
