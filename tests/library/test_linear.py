@@ -65,7 +65,9 @@ def test_linearized_with_a_cut_matches_the_switched_weights(x64, seed, frozen):
     state = interpreter.forward(program, jnp.asarray(x)) if frozen else None
     lin = linear.linearized(program, jnp.asarray(x), state=state, cut=cut)
     for k in range(3):
-        np.testing.assert_allclose(np.ravel(lin.state.activities[k]), want.activities[k], atol=1e-10)
+        np.testing.assert_allclose(
+            np.ravel(lin.state.activities[k]), want.activities[k], atol=1e-10
+        )
 
     t = rng.normal(size=x.shape)
     for k, tk in enumerate(lin.jvp(jnp.asarray(t))):
