@@ -565,7 +565,7 @@ def _eqn_work(eqn, d_in, v_in, loop: _Loop, acc: dict) -> tuple[list, list]:
     return [any(d_in)] * n_out, [any(v_in)] * n_out
 
 
-def program_work(fn, *args) -> dict[str, float]:
+def program_work(fn, *args, shapes: bool = False):
     """The work of ``fn(*args)`` (one example; every argument is the network's input or
     depends on it) by kind, from its traced program.
 
@@ -577,12 +577,13 @@ def program_work(fn, *args) -> dict[str, float]:
     whatever the batch: it counts, in FLOPs or elements, as ``setup``.
 
     Returns:
-      kind (`WORK_KINDS`) -> amount: ``ops`` and ``setup`` per call, the others per example.
+      kind (`WORK_KINDS`) -> amount: ``ops`` and ``setup`` per call, the others per example;
+      with ``shapes``, ``(that, the shapes of fn's outputs)`` from the same trace.
     """
     import jax
 
-    closed = jax.make_jaxpr(fn)(*args)
+    closed, out = jax.make_jaxpr(fn, return_shape=True)(*args)
     acc = {k: 0.0 for k in WORK_KINDS}
     n = len(closed.jaxpr.invars)
     _walk_jaxpr(closed.jaxpr, [True] * n, [True] * n, _Loop(), acc)
-    return acc
+    return (acc, out) if shapes else acc

@@ -689,11 +689,8 @@ def _value_tables(fl: _Flattener, in_id: int, eqns: list[Eqn], consts: dict) -> 
     relu_eqns = []
     ancestors = []
     for k, e in enumerate(eqns):
-        reach = 1 << k
-        for a in e.inputs:
-            if isinstance(a, int) and a in producers:
-                reach |= ancestors[producers[a]]
-        ancestors.append(reach)
+        ins = [ancestors[producers[a]] for a in e.inputs if isinstance(a, int) and a in producers]
+        ancestors.append(functools.reduce(int.__or__, ins, 1 << k))
         for o in e.outputs:
             avals[o] = fl.avals[o]
             producers[o] = k

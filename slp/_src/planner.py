@@ -9,6 +9,7 @@ cost model of `slp._src.costs`, its seconds; the route predicted fastest is chos
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -500,10 +501,7 @@ def build_plan(
         batch=int(batch),
     )
     if every:  # every route's work from its traced program, its time
-        costs = {
-            r: _counted(c, _route_work(program, x, plan._replace(route=r), precision), r, flops_all)
-            for r, c in costs.items()
-        }
+        costs = _counted_costs(program, x, plan, costs, precision, flops_all)
         costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
     return _chosen(plan, route, costs, not_taken, batch)
 
@@ -522,16 +520,21 @@ def _chosen(plan: InsensPlan, route: str, costs: dict, not_taken: dict, batch: i
     )
 
 
-def _route_work(program: net.Program, x, plan: InsensPlan, precision) -> dict[str, float]:
-    """The work of ``plan.route``'s squared norms for one input (`slp._src.costs.program_work`):
-    the forward pass and the route, as `insens` runs them."""
-    prog = runtime_consts(program)
-    prec = _matmul.resolve(precision)
-
-    def norms(xp):
-        return exact_norms(prog, net.forward(prog, xp), xp, plan, prec)
-
-    return _costs.program_work(norms, jax.ShapeDtypeStruct(x.shape, x.dtype))
+def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_all) -> dict:
+    """``costs`` with the work of each route's squared norms for one input, counted in its
+    traced program (`slp._src.costs.program_work`): the forward pass and the route, as
+    `insens` runs them (the forward pass traced once for all: each operation's work adds up)."""
+    prog, prec = runtime_consts(program), _matmul.resolve(precision)
+    x_struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    fwd, state = _costs.program_work(functools.partial(net.forward, prog), x_struct, shapes=True)
+    out = {}
+    for r, c in costs.items():
+        p = plan._replace(route=r)
+        work = _costs.program_work(
+            lambda xp, st, p=p: exact_norms(prog, st, xp, p, prec), x_struct, state
+        )
+        out[r] = _counted(c, {k: work[k] + fwd[k] for k in work}, r, flops_all)
+    return out
 
 
 def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:

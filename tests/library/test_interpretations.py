@@ -32,7 +32,14 @@ from tests import reference as ref
 # switched network again to linearize it; then 7, 5 and 3 while the cone and probe routes
 # walked the switched network after the cut (and the probe route before it) in each step and
 # the cone route walked back from its end for the operations it needs.
-PASSES = {"cone": 5, "probes": 3, "dense": 3}
+#
+# Auto (the default): the trace, the boxes and the geometry; the forward pass once and each
+# route once more (the dense one's switched network, the probe one's, the cone one's
+# constants, tangents and switched network) to count every route's work for the choice
+# (`slp._src.costs.program_work`); the state with the VJP; and the chosen route from that state
+# (its switched network). It was 15 when each route's count traced the forward pass again and
+# the probe and cone routes walked before and after the cut.
+PASSES = {"cone": 5, "probes": 3, "dense": 3, "auto": 11}
 
 
 def _breakdown(passes) -> str:
