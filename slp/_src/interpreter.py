@@ -58,6 +58,8 @@ __all__ = [
     "FrozenRules",
     "forward",
     "forward_and_vjp",
+    "forward_walk",
+    "CutTap",
     "frozen_network",
     "pool_winners",
     "select_winners",
@@ -562,15 +564,58 @@ def forward(program: Program, x: jax.Array) -> NetworkState:
     return NetworkState(res.relu_inputs, winners, res.output)
 
 
-def _forward_walk(program: Program, visit: Callable | None = None) -> Callable:
-    """``x' -> (relu_inputs, (output, winners))`` by the forward rules (`ForwardRules`, with
-    ``visit``), for a transform."""
+class CutTap(Rules):
+    """The rules ``inner``, and at the cut (``cut``, an operation of the program) its operand
+    recorded (``operand``) and ``tap`` added to its output: a tangent of ``tap`` enters the
+    network there."""
 
-    def run(xp):
-        rules = ForwardRules(visit)
-        res = interpret(program, xp, rules, kind="forward-vjp")
-        winners = tuple(rules.winners[i] for i in range(len(program.pool_shapes)))
-        return res.relu_inputs, (res.output, winners)
+    def __init__(self, inner: Rules, cut: Eqn, tap: jax.Array):
+        self.inner, self.cut, self.tap = inner, cut, tap
+        self.walk, self.precision = inner.walk, inner.precision
+        self.operand = None
+
+    def input(self, x):
+        return self.inner.input(x)
+
+    def relu(self, eqn, z):
+        return self.inner.relu(eqn, z)
+
+    def max_pool(self, eqn, z):
+        return self.inner.max_pool(eqn, z)
+
+    def linear(self, eqn, args):
+        outs = self.inner.linear(eqn, args)
+        if eqn is not self.cut:
+            return outs
+        self.operand = args[eqn.dep.index(True)]
+        return [outs[0] + self.tap]
+
+
+def forward_walk(
+    program: Program,
+    *,
+    visit: Callable | None = None,
+    state: NetworkState | None = None,
+    cut: int | None = None,
+) -> Callable:
+    """``(x', *tap) -> (relu_inputs, (output, winners))``, the walk that a transform
+    (`jax.vjp`, `jax.linearize`) differentiates.
+
+    By the forward rules (`ForwardRules`, with ``visit``) or, given the ``state``, the
+    switched network's (`FrozenRules`; output and winners then the state's). With ``cut``
+    (an index into ``program.eqns``), a ``tap`` is added to the cut's output and the cut's
+    operand follows the ReLU inputs (`CutTap`)."""
+    cut_eqn = None if cut is None else program.eqns[cut]
+
+    def run(xp, *tap):
+        inner = ForwardRules(visit) if state is None else FrozenRules(state)
+        rules = inner if cut_eqn is None else CutTap(inner, cut_eqn, tap[0])
+        res = interpret(program, xp, rules, kind="forward-vjp" if state is None else "frozen")
+        if state is None:
+            aux = (res.output, tuple(inner.winners[i] for i in range(len(program.pool_shapes))))
+        else:
+            aux = (state.output, state.winners)
+        return res.relu_inputs + (() if cut_eqn is None else (rules.operand,)), aux
 
     return run
 
@@ -596,7 +641,9 @@ def forward_and_vjp(
       one cotangent per ReLU layer (its shape).
     """
 
-    activities, vjp, (output, winners) = jax.vjp(_forward_walk(program, visit), x, has_aux=True)
+    activities, vjp, (output, winners) = jax.vjp(
+        forward_walk(program, visit=visit), x, has_aux=True
+    )
     return NetworkState(activities, winners, output), vjp
 
 

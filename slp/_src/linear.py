@@ -24,7 +24,7 @@ from jax.extend import core as jex_core
 
 from slp._src import interpreter as interp
 
-__all__ = ["CutTap", "Linearized", "cut_linearized", "linear_part", "linearized"]
+__all__ = ["Linearized", "cut_linearized", "linear_part", "linearized"]
 
 
 def _is_var(v) -> bool:
@@ -113,33 +113,6 @@ def linear_part(
     return part
 
 
-class CutTap(interp.Rules):
-    """The rules ``inner``, and at the cut (``cut``, an operation of the program) its operand
-    recorded (``operand``) and ``tap`` added to its output: a tangent of ``tap`` enters the
-    network there."""
-
-    def __init__(self, inner: interp.Rules, cut: interp.Eqn, tap: jax.Array):
-        self.inner, self.cut, self.tap = inner, cut, tap
-        self.walk, self.precision = inner.walk, inner.precision
-        self.operand = None
-
-    def input(self, x):
-        return self.inner.input(x)
-
-    def relu(self, eqn, z):
-        return self.inner.relu(eqn, z)
-
-    def max_pool(self, eqn, z):
-        return self.inner.max_pool(eqn, z)
-
-    def linear(self, eqn, args):
-        outs = self.inner.linear(eqn, args)
-        if eqn is not self.cut:
-            return outs
-        self.operand = args[eqn.dep.index(True)]
-        return [outs[0] + self.tap]
-
-
 class Linearized(NamedTuple):
     """The state of a network at ``x`` with its switched network's tangent map and VJP.
 
@@ -197,37 +170,21 @@ def linearized(
       visit: ``visit(eqn, args)`` at every input-dependent linear operation of the forward
         walk (`slp._src.interpreter.ForwardRules`); None: nothing.
       cut: index into ``program.eqns`` of an operation with one output where a tangent may
-        enter the network (`CutTap`), for `Linearized.before_cut` and `Linearized.after_cut`;
-        None: none.
+        enter the network (`slp._src.interpreter.CutTap`), for `Linearized.before_cut` and
+        `Linearized.after_cut`; None: none.
 
     Returns:
       The `Linearized`.
     """
-    cut_eqn = None if cut is None else program.eqns[cut]
-
-    def run(xp, *tap):
-        rules = interp.ForwardRules(visit) if state is None else interp.FrozenRules(state)
-        inner = rules
-        if cut_eqn is not None:
-            rules = CutTap(rules, cut_eqn, tap[0])
-        kind = "forward-vjp" if state is None else "frozen"
-        res = interp.interpret(program, xp, rules, kind=kind)
-        if state is None:
-            pools = range(len(program.pool_shapes))
-            aux = (res.output, tuple(inner.winners[i] for i in pools))
-        else:
-            aux = (state.output, state.winners)
-        extra = () if cut_eqn is None else (rules.operand,)
-        return res.relu_inputs + extra, aux
-
+    run = interp.forward_walk(program, visit=visit, state=state, cut=cut)
     primals = (x,)
-    if cut_eqn is not None:
-        out = program.avals[cut_eqn.outputs[0]]
+    if cut is not None:
+        out = program.avals[program.eqns[cut].outputs[0]]
         primals += (jnp.zeros(out.shape, out.dtype),)
     acts, tangent_map, (output, winners) = jax.linearize(run, *primals, has_aux=True)
     transpose = jax.linear_transpose(tangent_map, *primals)
     shapes = tuple(jax.ShapeDtypeStruct(p.shape, p.dtype) for p in primals)
-    if cut_eqn is None:
+    if cut is None:
         vjp = transpose
     else:
         pad = (jnp.zeros(acts[-1].shape, acts[-1].dtype),)

@@ -14,18 +14,9 @@ import slp
 from slp._src import interpreter, linear
 from tests import reference as ref
 
-# conv, ReLU, max-pool, then the cut (the first dense layer) and two more ReLU layers after it
-SPEC = (
-    ("conv", 4, 3, 1, "SAME"),
-    ("relu",),
-    ("maxpool", 2, 2),
-    ("flatten",),
-    ("dense", 6),
-    ("relu",),
-    ("dense", 5),
-    ("relu",),
-    ("dense", 3),
-)
+# `ref.CONV_POOL_DENSE` (conv, ReLU, max-pool, the cut: the first dense layer, ReLU) with one
+# more ReLU layer after the cut
+SPEC = ref.CONV_POOL_DENSE[:-1] + (("dense", 5), ("relu",), ("dense", 3))
 
 
 def _primitives(fn, *args) -> list[str]:

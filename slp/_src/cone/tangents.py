@@ -239,8 +239,8 @@ def input_tangents(p: Pass, g: Geom) -> ConeVal:
 class Prepare:
     """The constants the cone route's operations read and every rule's loop-invariant data
     (`slp._src.cone.geometry.ConeRule.prepare`), collected as the forward pass goes by:
-    `slp._src.interpreter.forward_and_vjp` calls it at every input-dependent linear
-    operation with its operands, so the route needs no pass of its own for them.
+    the forward walk (`slp._src.interpreter.forward_walk`) calls it at every input-dependent
+    linear operation with its operands, so the route needs no pass of its own for them.
 
     Args:
       program: the traced network.
