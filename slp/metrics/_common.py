@@ -12,6 +12,7 @@ which does not promise any order among ties, so the two agree exactly on maps wi
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -140,6 +141,42 @@ def rank(v: jax.Array) -> jax.Array:
     """Position of every entry of the 1-D ``v`` in ``argsort(v)`` (stable: ties by index)."""
     order = jnp.argsort(v, stable=True)
     return jnp.zeros(order.shape, jnp.int32).at[order].set(jnp.arange(v.size, dtype=jnp.int32))
+
+
+def smallest(keys: jax.Array, size: int) -> jax.Array:
+    """Mask of the ``size`` smallest entries of the 1-D unsigned ``keys``, ties by index:
+    the first ``size`` of ``argsort(keys, stable=True)``, without the sort.
+
+    A binary search over the key's bits finds the ``size``-th smallest value (one pass over
+    ``keys`` per bit); XLA on CPU sorts slowly.
+    """
+    bits = jnp.iinfo(keys.dtype).bits
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        enough = jnp.sum(keys <= mid) >= size
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+    top = jnp.asarray(jnp.iinfo(keys.dtype).max, keys.dtype)
+    value, _ = jax.lax.fori_loop(0, bits, halve, (jnp.zeros((), keys.dtype), top))
+    tie = keys == value
+    return (keys < value) | (tie & (jnp.cumsum(tie) <= size - jnp.sum(keys < value)))
+
+
+def random_subset(key: jax.Array, n: int, size: int) -> jax.Array:
+    """``(n,)`` mask of ``jax.random.choice(key, n, (size,), replace=False)``, the same
+    draw.
+
+    That choice sorts one fresh 32-bit key per entry (`jax.random.permutation`, one round
+    of sorting up to about 1,600 entries) and keeps the first ``size``: `smallest` of those
+    keys, without the sort. Larger ``n`` (more rounds) calls `jax.random.choice` itself.
+    """
+    rounds = math.ceil(3 * math.log(max(1, n)) / math.log(2**32 - 1))
+    if rounds != 1:
+        return jnp.zeros(n, bool).at[jax.random.choice(key, n, (size,), False)].set(True)
+    _, sub = jax.random.split(key)
+    return smallest(jax.random.bits(sub, (n,), jnp.uint32), size)
 
 
 def baseline_value(perturb_baseline: Any, x: jax.Array) -> jax.Array:

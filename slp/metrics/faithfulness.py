@@ -28,6 +28,7 @@ from slp.metrics._common import (
     normalise_by_max,
     positive,
     prepare,
+    random_subset,
     rank,
     require_key,
     score_function,
@@ -206,7 +207,7 @@ def faithfulness_correlation(
     b, xf, y = baseline_value(perturb_baseline, x), flat(x), score(x)
 
     def run(k):
-        chosen = jnp.zeros(a.size, bool).at[jax.random.choice(k, a.size, (size,), False)].set(True)
+        chosen = random_subset(k, a.size, size)
         drop = y - score(unflat(jnp.where(chosen, b, xf), x.shape))
         return jnp.sum(jnp.where(chosen, a, 0)), drop
 

@@ -219,6 +219,28 @@ def test_faithfulness_estimate_and_correlation_by_hand():
     assert float(anti) == pytest.approx(-1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("n, size", [(10, 3), (50, 49), (784, 1), (784, 224), (1500, 700)])
+def test_random_subset_is_jax_random_choice(n, size):
+    # the reference: jax's own draw without replacement, one key at a time
+    keys = jax.random.split(jax.random.key(11), 300)
+    got = jax.vmap(lambda k: metrics._common.random_subset(k, n, size))(keys)
+    for k, mask in zip(keys[:60], np.asarray(got)[:60], strict=True):
+        want = np.zeros(n, bool)
+        want[np.asarray(jax.random.choice(k, n, (size,), False))] = True
+        np.testing.assert_array_equal(mask, want)
+    assert (np.asarray(got).sum(1) == size).all()
+
+
+def test_smallest_breaks_ties_by_index_like_a_stable_sort():
+    rng = np.random.default_rng(0)
+    for size in (1, 5, 17, 39):
+        keys = rng.integers(0, 4, 40).astype(np.uint32)  # many ties
+        want = np.zeros(40, bool)
+        want[np.argsort(keys, kind="stable")[:size]] = True
+        got = metrics._common.smallest(jnp.asarray(keys), size)
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
 def test_monotonicity_by_hand():
     # restoring pixels from the baseline 0 adds w_j x_j at each step; the output after the
     # first step is the first one compared (Quantus's convention)
