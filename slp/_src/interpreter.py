@@ -18,7 +18,7 @@ a rule set reads its rule from there: nothing in this module or in the rule sets
 the registry, which is built on top of them.
 
 This module is the ground floor of ``slp._src``: it imports nothing else of slp but the
-non-finite guards.
+non-finite guards and the max-pool helpers (`slp._src.pooling`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from slp._src import guards as _guards
+from slp._src.pooling import pick_winners, pool_winners, select_winners
 
 __all__ = [
     "Eqn",
@@ -413,90 +413,6 @@ def constant_value(program: Program, a: int | Lit) -> Any:
     return constant_values(program, sorted(needed))[a]
 
 
-def _tiled_window(eqn: Eqn, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The window of a max-pool whose windows tile its input (stride = window, no padding,
-    no dilation, sizes divisible), else None."""
-    p = eqn.params
-    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
-    dil = tuple(p.get("window_dilation") or (1,) * len(win))
-    base = tuple(p.get("base_dilation") or (1,) * len(win))
-    if (
-        win == strides
-        and all(lo == 0 and hi == 0 for lo, hi in p["padding"])
-        and all(d == 1 for d in dil + base)
-        and all(n % w == 0 for n, w in zip(shape, win, strict=True))
-    ):
-        return win
-    return None
-
-
-def _windows(z: jax.Array, win: tuple[int, ...]) -> jax.Array:
-    """Tiled windows of ``z`` laid out along a trailing axis: ``out_shape + (prod(win),)``,
-    each window in row-major order."""
-    split = [s for n, w in zip(z.shape, win, strict=True) for s in (n // w, w)]
-    nd = z.ndim
-    perm = list(range(0, 2 * nd, 2)) + list(range(1, 2 * nd, 2))
-    out_shape = tuple(n // w for n, w in zip(z.shape, win, strict=True))
-    return z.reshape(split).transpose(perm).reshape(out_shape + (int(np.prod(win)),))
-
-
-def pool_winners(eqn: Eqn, z: jax.Array) -> jax.Array:
-    """Flat index into ``z`` of the winner of every window of the max-pool ``eqn``.
-
-    Ties go to the lowest flat index. Returns an int32 array of the pool's output shape.
-    """
-    win = _tiled_window(eqn, z.shape)
-    if win is not None:
-        # Row-major order inside a window is flat-index order, so argmax's first maximum
-        # is the lowest flat index among ties.
-        pos = jnp.argmax(_windows(z, win), axis=-1)
-        offsets = jnp.unravel_index(pos, win)
-        coords = [
-            lax.broadcasted_iota(jnp.int32, pos.shape, d) * w + o.astype(jnp.int32)
-            for d, (w, o) in enumerate(zip(win, offsets, strict=True))
-        ]
-        return jnp.ravel_multi_index(tuple(coords), z.shape, mode="clip").astype(jnp.int32)
-    p = eqn.params
-    idx = jnp.arange(z.size, dtype=jnp.int32).reshape(z.shape)
-
-    def pick(a, b):
-        (va, ia), (vb, ib) = a, b
-        take_b = (vb > va) | ((vb == va) & (ib < ia))
-        return jnp.where(take_b, vb, va), jnp.where(take_b, ib, ia)
-
-    init = (jnp.array(-jnp.inf, z.dtype), jnp.array(np.iinfo(np.int32).max, jnp.int32))
-    _, winners = lax.reduce_window(
-        (z, idx),
-        init,
-        pick,
-        p["window_dimensions"],
-        p["window_strides"],
-        p["padding"],
-        p.get("base_dilation"),
-        p.get("window_dilation"),
-    )
-    return winners
-
-
-def select_winners(eqn: Eqn, z: jax.Array, winners: jax.Array) -> jax.Array:
-    """The values of ``z`` at ``winners`` (flat indices, pool output shape); linear in ``z``.
-
-    For tiled windows (the usual 2x2 stride-2 pool) the winner is picked by a mask along
-    the window axis, so the derivative is elementwise -- far cheaper on CPU than the
-    scatter-add that transposes a gather.
-    """
-    win = _tiled_window(eqn, z.shape)
-    if win is None:
-        return z.reshape(-1)[winners.reshape(-1)].reshape(winners.shape)
-    coords = jnp.unravel_index(winners, z.shape)
-    pos = jnp.ravel_multi_index(
-        tuple(c % w for c, w in zip(coords, win, strict=True)), win, mode="clip"
-    )
-    zt = _windows(z, win)
-    won = lax.broadcasted_iota(pos.dtype, zt.shape, zt.ndim - 1) == pos[..., None]
-    return jnp.sum(jnp.where(won, zt, jnp.zeros_like(zt)), axis=-1)
-
-
 class NetworkState(NamedTuple):
     """The state of a network at one input: which neurons are on, which pool inputs win.
 
@@ -551,9 +467,8 @@ class ForwardRules(Rules):
         # Winners are chosen on a value cut off from differentiation (the choice is
         # piecewise constant), so the forward pass can be differentiated: the
         # derivative of a pool routes to its winners.
-        w = pool_winners(eqn, lax.stop_gradient(z))
-        self.winners[eqn.site] = w
-        return select_winners(eqn, z, w)
+        out, self.winners[eqn.site] = pick_winners(eqn, z)
+        return out
 
 
 def forward(program: Program, x: jax.Array) -> NetworkState:

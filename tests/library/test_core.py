@@ -461,3 +461,32 @@ def test_pool_winners_ties_go_to_lowest_flat_index(strides):
     else:
         np.testing.assert_array_equal(winners, [[4, 5, 2], [4, 10, 10], [8, 10, 10]])
     np.testing.assert_array_equal(net.select_winners(eqn, z, jnp.asarray(winners)), g(z))
+
+
+@pytest.mark.parametrize("strides", [(2, 2), (1, 1)])
+def test_forward_pool_routes_its_derivative_to_the_lowest_index_winner(strides):
+    """The forward pass's pool: the windows' maxima, winners as `pool_winners`, and a
+    derivative that goes to one winner per window (ties: the lowest flat index), not split
+    among tied entries as ``jax.grad`` of ``reduce_window`` max does."""
+    from slp._src import network as net
+    from slp._src.pooling import pick_winners
+
+    z = jnp.array([[1.0, 2, 0, 0], [3, 3, 0, -0.0], [1, 1, 5, 5], [1, 1, 5, 5]])
+
+    def g(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2, 2), strides, "VALID")
+
+    program = net.trace(g, z)
+    (eqn,) = [e for e in program.eqns if e.kind == "max_pool"]
+    out, winners = pick_winners(eqn, z)
+    np.testing.assert_array_equal(out, g(z))
+    np.testing.assert_array_equal(winners, net.pool_winners(eqn, z))
+    weights = jnp.arange(1.0, 1.0 + out.size).reshape(out.shape)
+    grad = jax.grad(lambda zz: jnp.sum(weights * pick_winners(eqn, zz)[0]))(z)
+    want = np.zeros(z.size)
+    np.add.at(want, np.asarray(winners).ravel(), np.asarray(weights).ravel())
+    np.testing.assert_array_equal(grad, want.reshape(z.shape))
+    if strides == (2, 2):  # by hand: windows 1..4 go to 4 (the first 3), 2, 8, 10
+        np.testing.assert_array_equal(
+            grad, [[0, 0, 2, 0], [1, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]
+        )
