@@ -485,7 +485,7 @@ def metric_speed_row(name: str, *, met: bool = True) -> Numbers:
         seconds(f"{path}/slp/seconds"),
         seconds(f"{path}/quantus/seconds"),
         *([(f"{path}/quantus/images", INT)] if scaled else []),
-        (f"{path}/ratio", F1),
+        (f"{path}/ratio", F2),
         (target_claim(name, met), INT),
     )
 
@@ -1561,7 +1561,7 @@ NUMBERS: tuple[Numbers, ...] = (
             n,
             met=n
             not in (
-                "FaithfulnessCorrelation",
+                "RegionPerturbation",
                 "Selectivity",
                 *EXPLAIN_AGAIN,
                 "NonSensitivity",
