@@ -1,7 +1,8 @@
 """Speed of every Quantus-named metric of `slp.metrics` against Quantus 0.6.0 on the same network.
 
 Run:
-    python experiments/bench_metrics.py --repeats 1    # 2 shared CPU cores: 41 minutes
+    python experiments/bench_metrics.py --repeats 1    # 2 quiet CPU cores: 10 minutes
+    python experiments/bench_metrics.py --repeats 1 --eigen-convolutions
     python experiments/bench_metrics.py                # two timed passes each: longer
     python experiments/bench_metrics.py --metrics PixelFlipping MaxSensitivity --images 64
     python experiments/bench_metrics.py --tiny --no-quantus --out /tmp/bench   # seconds
@@ -26,9 +27,10 @@ another value (`settings`), the same options on both sides:
   ``quantus.measured_s``, ``quantus.scaled``). Quantus first scores `WARMUP_IMAGES`
   images untimed, as slp's compiling call is timed apart.
 
-XLA and torch are both limited to ``--threads``. Other jobs may share the CPU: the two
-libraries take turns, ``--repeats`` timed passes each (the fastest counts), and the load
-average is recorded before every pass. Writes --out/bench_metrics.json
+XLA and torch are both limited to ``--threads``; XLA's YNNPACK convolutions use one of
+them (``--eigen-convolutions``: XLA's Eigen ones, which use all). Other jobs may share the
+CPU: the two libraries take turns, ``--repeats`` timed passes each (the fastest counts),
+and the load average is recorded before every pass. Writes --out/bench_metrics.json
 (``ratio`` = Quantus seconds / slp seconds, per Quantus class name) and
 --out/bench_metrics.md, and prints the table. ``--tiny``: a small random network on a few
 12x12 inputs, no checkpoint (the smoke test).
@@ -136,6 +138,12 @@ def parse_args(argv: list[str] | None = None):
         type=int,
         default=32,
         help="images whose noisy copies time the explanations alone (0: not timed)",
+    )
+    g.add_argument(
+        "--eigen-convolutions",
+        action="store_true",
+        help="XLA's multi-threaded Eigen convolutions instead of its YNNPACK ones, which run "
+        "on one thread on CPU (lab.cli.YNN_DOTS_ONLY; maps differ by rounding only)",
     )
     g.add_argument("--no-quantus", action="store_true", help="time slp only")
     g.add_argument("--tiny", action="store_true", help="small random network (smoke test)")
@@ -417,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the benchmark; returns the dict written to bench_metrics.json."""
     args = parse_args(argv)
     xla_threads_set = cli.limit_xla_threads(args.threads)
+    eigen = cli.eigen_convolutions(args.eigen_convolutions)
     import jax
 
     from lab import analysis
@@ -446,6 +455,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "jax_version": jax.__version__,
             "load_at_start": _load(),
             "xla_thread_limit_applied": xla_threads_set,
+            "xla_eigen_convolutions": eigen,
         },
         "metrics": {},
     }

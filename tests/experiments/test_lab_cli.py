@@ -148,3 +148,46 @@ def test_out_option_is_the_output_folder():
     cli.add_out_option(other, Path("elsewhere"))
     assert other.parse_args([]).out == Path("elsewhere")
     assert "output folder (default: elsewhere)" in " ".join(other.format_help().split())
+
+
+def test_eigen_convolutions_reads_and_sets_xla_flags(monkeypatch):
+    import os
+
+    # jax is imported in this process: the flags are read only, never changed
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    assert cli.eigen_convolutions(True) is False
+    assert "ynn" not in os.environ["XLA_FLAGS"]
+    monkeypatch.setenv("XLA_FLAGS", cli.YNN_DOTS_ONLY)
+    assert cli.eigen_convolutions(False) is True
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot,x")
+    assert cli.eigen_convolutions(True) is False
+
+
+def test_eigen_convolutions_keep_convolutions_out_of_ynnpack():
+    """In a fresh process the flag takes the convolution out of XLA's YNNPACK fusions (and
+    the default puts it in one: the test fails when a jaxlib changes either)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'experiments'); from lab import cli; "
+        "print(cli.eigen_convolutions(sys.argv[1] == 'on')); import jax, jax.numpy as jnp; "
+        "dn = ('NHWC', 'HWIO', 'NHWC'); "
+        "f = jax.jit(lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), 'SAME', "
+        "dimension_numbers=dn)); "
+        "txt = f.lower(jnp.ones((8, 14, 14, 32)), jnp.ones((5, 5, 32, 64))).compile().as_text(); "
+        "print(any('__ynn_fusion' in l and 'conv_general' in l for l in txt.splitlines()))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    runs = {
+        mode: subprocess.run(
+            [sys.executable, "-c", code, mode], cwd=root, env=env, capture_output=True, text=True
+        )
+        for mode in ("on", "off")
+    }
+    for r in runs.values():
+        assert r.returncode == 0, r.stderr
+    assert runs["on"].stdout.split() == ["True", "False"]
+    assert runs["off"].stdout.split() == ["False", "True"]
