@@ -294,24 +294,28 @@ def add_redraw_options(
 
 
 def limit_xla_threads(threads: int) -> bool:
-    """Limits XLA's CPU threads to ``threads``, if jax has not started yet.
+    """Limits this process to ``threads`` CPUs, if jax has not started yet.
 
-    XLA reads its thread limit once, when jax starts; a caller that imported jax already
-    (e.g. a test) keeps its own setting, which a benchmark's result then records.
+    XLA sizes its thread pools from the CPUs the process may run on when jax starts, and
+    has no flag for it (``intra_op_parallelism_threads`` is a TensorFlow option: in
+    ``XLA_FLAGS`` it is no flag, and XLA skips every flag after it), so the limit is the
+    process's CPU affinity: the first ``threads`` of its CPUs (Linux; elsewhere nothing
+    changes). It holds for torch too. A caller that imported jax already (e.g. a test)
+    keeps its own setting, which a benchmark's result then records.
 
     Returns:
-      Whether jax was not yet imported (the limit, or the caller's own XLA_FLAGS, holds).
+      Whether the process runs on at most ``threads`` CPUs, set here or already so.
     """
     import os
     import sys
 
-    unstarted = "jax" not in sys.modules
-    flags = os.environ.get("XLA_FLAGS", "")
-    if unstarted and "intra_op_parallelism_threads" not in flags:
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}"
-        ).strip()
-    return unstarted
+    if not hasattr(os, "sched_getaffinity"):
+        return False
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > threads and "jax" not in sys.modules:
+        os.sched_setaffinity(0, cpus[:threads])
+        return True
+    return len(cpus) <= threads
 
 
 YNN_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"

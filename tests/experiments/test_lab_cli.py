@@ -191,3 +191,26 @@ def test_eigen_convolutions_keep_convolutions_out_of_ynnpack():
         assert r.returncode == 0, r.stderr
     assert runs["on"].stdout.split() == ["True", "False"]
     assert runs["off"].stdout.split() == ["False", "True"]
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "sched_getaffinity")
+    or len(__import__("os").sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two CPUs",
+)
+def test_limit_xla_threads_pins_a_fresh_process_and_leaves_a_started_one():
+    import os
+    import subprocess
+    import sys
+
+    before = os.sched_getaffinity(0)
+    assert cli.limit_xla_threads(1) is False  # jax runs here already: nothing changes
+    assert os.sched_getaffinity(0) == before
+    code = (
+        "import os, sys; sys.path.insert(0, 'experiments'); from lab import cli; "
+        "print(cli.limit_xla_threads(1), len(os.sched_getaffinity(0)))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "1"]
