@@ -304,6 +304,7 @@ RN, RNP, GPU = (
 ATTR = "bench_attributions.json"
 QBENCH = "bench_metrics.json"
 QSTEP64 = "bench_metrics_step64.json"
+QEIGEN = "bench_metrics_eigen.json"
 
 
 EXPLAIN_AGAIN = (
@@ -469,6 +470,20 @@ def target_claim(name: str, met: bool):
         if (ratio >= target) != met:
             return f"{name}: ratio {ratio:.2f} against {target}x, printed as met={met}"
         return target
+
+    return get
+
+
+def lowest_ratio(name: str):
+    """The lowest ratio of a metrics benchmark, if it is metric ``name``'s and the run had
+    XLA's Eigen convolutions."""
+
+    def get(d):
+        lowest = min(d["metrics"], key=lambda k: d["metrics"][k]["ratio"])
+        eigen = d["machine"]["xla_eigen_convolutions"]
+        if lowest != name or not eigen:
+            return f"lowest ratio: {lowest}, Eigen convolutions: {eigen}"
+        return d["metrics"][name]["ratio"]
 
     return get
 
@@ -1636,6 +1651,26 @@ NUMBERS: tuple[Numbers, ...] = (
             ),
             F2,
         ),
+    ),
+    N(
+        QSPEED,
+        r"the lowest, Monotonicity, ([\d.]+×; NonSensitivity [\d.]+)×",
+        QEIGEN,
+        (lowest_ratio("Monotonicity"), F2),
+        ("metrics/NonSensitivity/ratio", F2),
+    ),
+    N(
+        QSPEED,
+        r"MPRT\s+met its five-times target \(([\d.]+)×\)",
+        QEIGEN,
+        ("metrics/MPRT/ratio", F2),
+    ),
+    N(QSPEED, r"XLA \(jax ([\d.]+)\) runs each", QEIGEN, ("machine/jax_version", "s")),
+    N(
+        QSPEED,
+        r"took ([\d.]+) times less time here than in torch",
+        QEIGEN,
+        ("explanation_floor/ratio", F2),
     ),
     N(QSPEED, r"sends (\d+) perturbed inputs", QBENCH, ("config/step_batch", INT)),
     N(QSPEED, r"over (\d+)\s+digits, calls of", QBENCH, ("config/batch", INT)),
