@@ -41,14 +41,19 @@ def _tiled_window(eqn: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return None
 
 
+def _split(z: jax.Array, win: tuple[int, ...]) -> jax.Array:
+    """``z`` with each axis split into (window, offset in the window): axes ``2d`` count
+    the windows along axis ``d``, axes ``2d + 1`` the offsets."""
+    return z.reshape([s for n, w in zip(z.shape, win, strict=True) for s in (n // w, w)])
+
+
 def _windows(z: jax.Array, win: tuple[int, ...]) -> jax.Array:
     """Tiled windows of ``z`` laid out along a trailing axis: ``out_shape + (prod(win),)``,
     each window in row-major order."""
-    split = [s for n, w in zip(z.shape, win, strict=True) for s in (n // w, w)]
     nd = z.ndim
     perm = list(range(0, 2 * nd, 2)) + list(range(1, 2 * nd, 2))
     out_shape = tuple(n // w for n, w in zip(z.shape, win, strict=True))
-    return z.reshape(split).transpose(perm).reshape(out_shape + (int(np.prod(win)),))
+    return _split(z, win).transpose(perm).reshape(out_shape + (int(np.prod(win)),))
 
 
 def pool_winners(eqn: Any, z: jax.Array) -> jax.Array:
@@ -119,10 +124,9 @@ def _flat_winners(pos: jax.Array, win: tuple[int, ...], shape: tuple[int, ...]) 
 
 
 def _window_maxima(z: jax.Array, win: tuple[int, ...]) -> jax.Array:
-    """The maximum of each tiled window of ``z`` (pool output shape), on ``z`` split into
-    (windows, offsets) without the transpose of `_windows`."""
-    split = [s for n, w in zip(z.shape, win, strict=True) for s in (n // w, w)]
-    return jnp.max(z.reshape(split), axis=tuple(range(1, len(split), 2)))
+    """The maximum of each tiled window of ``z`` (pool output shape), on `_split` without
+    the transpose of `_windows`."""
+    return jnp.max(_split(z, win), axis=tuple(range(1, 2 * z.ndim, 2)))
 
 
 @jax.custom_jvp
