@@ -323,7 +323,7 @@ YNN_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 
 In jaxlib 0.10.2 a YNNPACK convolution runs on one thread (a 5x5 convolution of 512
 14x14x32 inputs to 64 channels: 46 ms on 2 cores, 47 ms on 1); without it XLA's Eigen
-convolution uses every core of ``intra_op_parallelism_threads`` (28 ms on 2). The results
+convolution uses every core the process may run on (28 ms on 2). The results
 differ from the default only by floating-point rounding (Eigen sums in another order)."""
 
 

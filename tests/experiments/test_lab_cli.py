@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,9 +153,22 @@ def test_out_option_is_the_output_folder():
     assert "output folder (default: elsewhere)" in " ".join(other.format_help().split())
 
 
-def test_eigen_convolutions_reads_and_sets_xla_flags(monkeypatch):
-    import os
+def _fresh_process(code: str, *args: str, env: dict | None = None) -> list[str]:
+    """The words printed by ``code`` run in a new Python at the project root, with
+    ``experiments`` on its path (``lab`` imported there before jax)."""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, 'experiments'); " + code, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
 
+
+def test_eigen_convolutions_reads_and_sets_xla_flags(monkeypatch):
     # jax is imported in this process: the flags are read only, never changed
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
     assert cli.eigen_convolutions(True) is False
@@ -166,12 +182,8 @@ def test_eigen_convolutions_reads_and_sets_xla_flags(monkeypatch):
 def test_eigen_convolutions_keep_convolutions_out_of_ynnpack():
     """In a fresh process the flag takes the convolution out of XLA's YNNPACK fusions (and
     the default puts it in one: the test fails when a jaxlib changes either)."""
-    import os
-    import subprocess
-    import sys
-
     code = (
-        "import sys; sys.path.insert(0, 'experiments'); from lab import cli; "
+        "from lab import cli; "
         "print(cli.eigen_convolutions(sys.argv[1] == 'on')); import jax, jax.numpy as jnp; "
         "dn = ('NHWC', 'HWIO', 'NHWC'); "
         "f = jax.jit(lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), 'SAME', "
@@ -179,38 +191,19 @@ def test_eigen_convolutions_keep_convolutions_out_of_ynnpack():
         "txt = f.lower(jnp.ones((8, 14, 14, 32)), jnp.ones((5, 5, 32, 64))).compile().as_text(); "
         "print(any('__ynn_fusion' in l and 'conv_general' in l for l in txt.splitlines()))"
     )
-    root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    runs = {
-        mode: subprocess.run(
-            [sys.executable, "-c", code, mode], cwd=root, env=env, capture_output=True, text=True
-        )
-        for mode in ("on", "off")
-    }
-    for r in runs.values():
-        assert r.returncode == 0, r.stderr
-    assert runs["on"].stdout.split() == ["True", "False"]
-    assert runs["off"].stdout.split() == ["False", "True"]
+    assert _fresh_process(code, "on", env=env) == ["True", "False"]
+    assert _fresh_process(code, "off", env=env) == ["False", "True"]
 
 
 @pytest.mark.skipif(
-    not hasattr(__import__("os"), "sched_getaffinity")
-    or len(__import__("os").sched_getaffinity(0)) < 2,
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
     reason="needs CPU affinity and two CPUs",
 )
 def test_limit_xla_threads_pins_a_fresh_process_and_leaves_a_started_one():
-    import os
-    import subprocess
-    import sys
-
     before = os.sched_getaffinity(0)
     assert cli.limit_xla_threads(1) is False  # jax runs here already: nothing changes
     assert os.sched_getaffinity(0) == before
-    code = (
-        "import os, sys; sys.path.insert(0, 'experiments'); from lab import cli; "
-        "print(cli.limit_xla_threads(1), len(os.sched_getaffinity(0)))"
-    )
-    root = Path(__file__).resolve().parents[2]
-    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True", "1"]
+    code = "import os; from lab import cli; "
+    code += "print(cli.limit_xla_threads(1), len(os.sched_getaffinity(0)))"
+    assert _fresh_process(code) == ["True", "1"]
