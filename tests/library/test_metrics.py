@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from jax.extend import core as jex_core
 
 from slp import metrics
+from slp.metrics import _common
 
 
 def test_spearman_of_known_permutations():
@@ -220,3 +222,73 @@ def test_cascading_randomization_errors():
     other = _Net().init(jax.random.key(0), jnp.zeros((1, 5, 5, 1)))  # Dense_0 larger
     with pytest.raises(ValueError, match="differs in structure"):
         metrics.cascading_randomization(trained, other)
+
+
+# --- steps_vmap: vmap over a metric's steps, one batch axis under an outer vmap -----------------
+
+
+def _steps_problem():
+    """A per-example function mapping its steps with `steps_vmap` and with `jax.vmap`; its
+    closure holds a float input and an integer target, and its steps carry keys."""
+    w = jax.random.normal(jax.random.key(0), (5, 3))
+
+    def make(mapper):
+        def per_example(x, t, key):
+            def step(item):
+                z, k = item
+                return jnp.tanh(z @ w)[t] * x.sum(), jax.random.normal(k, ())
+
+            zs = x[None] * jnp.arange(4.0)[:, None]
+            return mapper(step, (zs, jax.random.split(key, 4)))
+
+        return per_example
+
+    return make(_common.steps_vmap), make(lambda fn, xs: jax.vmap(fn)(xs))
+
+
+def test_steps_vmap_is_vmap_under_vmaps_and_gradients():
+    ours, plain = _steps_problem()
+    xs = jax.random.normal(jax.random.key(1), (6, 5))
+    ts, keys = jnp.arange(6) % 3, jax.random.split(jax.random.key(2), 6)
+    two = (xs.reshape(2, 3, 5), ts.reshape(2, 3), keys.reshape(2, 3))
+    cases = [
+        (lambda f: f(xs[0], 1, keys[0]), "one example"),
+        (lambda f: jax.jit(jax.vmap(f))(xs, ts, keys), "vmap, batched target"),
+        (lambda f: jax.vmap(f, in_axes=(0, None, 0))(xs, 2, keys), "vmap, one target"),
+        (lambda f: jax.vmap(f, in_axes=(None, 0, None))(xs[0], ts, keys[0]), "only the target"),
+        (lambda f: jax.vmap(jax.vmap(f))(*two), "two vmaps"),
+    ]
+    for run, what in cases:
+        for got, want in zip(run(ours), run(plain), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=what)
+    grad = [jax.grad(lambda x, f=f: f(x, 1, keys[0])[0].sum())(xs[0]) for f in (ours, plain)]
+    np.testing.assert_allclose(grad[0], grad[1], rtol=1e-6)
+
+
+def test_steps_vmap_gives_the_function_one_batch_axis_under_vmap():
+    fn = lambda z: jnp.sin(z)  # noqa: E731
+    per_example = lambda x: _common.steps_vmap(fn, x[None] * jnp.arange(5.0)[:, None])  # noqa: E731
+    jaxpr = jax.make_jaxpr(jax.vmap(per_example))(jnp.ones((4, 3)))
+    shapes = [e.invars[0].aval.shape for e in _all_eqns(jaxpr.jaxpr) if e.primitive.name == "sin"]
+    assert shapes == [(20, 3)], shapes  # 4 examples x 5 steps on one axis, not (4, 5, 3)
+
+
+def test_steps_vmap_keeps_two_batch_axes_rather_than_repeat_a_large_closure():
+    # Per example, a 3 x 50 matrix (150 values) that fn only reads: repeating it for each of
+    # the 5 steps would exceed fn's largest value per step (50), so the steps stay an axis.
+    def per_example(w):
+        return _common.steps_vmap(lambda z: jnp.sin(z @ w), jnp.ones((5, 3)) * w[0, 0])
+
+    ws = jax.random.normal(jax.random.key(3), (4, 3, 50))
+    jaxpr = jax.make_jaxpr(jax.vmap(per_example))(ws)
+    shapes = [e.invars[0].aval.shape for e in _all_eqns(jaxpr.jaxpr) if e.primitive.name == "sin"]
+    assert shapes == [(4, 5, 50)], shapes
+    want = jax.vmap(lambda w: jax.vmap(lambda z: jnp.sin(z @ w))(jnp.ones((5, 3)) * w[0, 0]))(ws)
+    np.testing.assert_allclose(jax.vmap(per_example)(ws), want, rtol=1e-6)
+
+
+def _all_eqns(jaxpr):
+    for e in jaxpr.eqns:
+        yield e
+        for sub in jex_core.jaxprs_in_params(e.params):
+            yield from _all_eqns(sub)
