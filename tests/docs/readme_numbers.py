@@ -1572,16 +1572,7 @@ NUMBERS: tuple[Numbers, ...] = (
         *LOAD_AT_START_AND_END,
     ),
     *(
-        metric_speed_row(
-            n,
-            met=n
-            not in (
-                "RegionPerturbation",
-                "Selectivity",
-                *EXPLAIN_AGAIN,
-                "NonSensitivity",
-            ),
-        )
+        metric_speed_row(n, met=n not in EXPLAIN_AGAIN)
         for n in (
             "PixelFlipping",
             "FaithfulnessCorrelation",
@@ -1673,6 +1664,14 @@ NUMBERS: tuple[Numbers, ...] = (
         ("explanation_floor/ratio", F2),
     ),
     N(QSPEED, r"sends (\d+) perturbed inputs", QBENCH, ("config/step_batch", INT)),
+    N(QSPEED, r"`jax.vmap` over (\d+) digits, the", QBENCH, ("config/batch", INT)),
+    N(QSPEED, r"the\s+(\d+) steps of each used", QBENCH, ("config/step_batch", INT)),
+    N(
+        QSPEED,
+        r"the same (\d+) inputs on one axis",
+        QBENCH,
+        (lambda d: d["config"]["step_batch"] * d["config"]["batch"], INT),
+    ),
     N(QSPEED, r"over (\d+)\s+digits, calls of", QBENCH, ("config/batch", INT)),
     N(
         QSPEED,
@@ -1682,7 +1681,7 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         QSPEED,
-        r"With (\d+) at a time",
+        r"run with (\d+) at a time",
         QSTEP64,
         ("config/step_batch", INT),
     ),
@@ -1690,13 +1689,6 @@ NUMBERS: tuple[Numbers, ...] = (
         QSPEED,
         r"PixelFlipping took\s+([\d.]+ s and MaxSensitivity [\d.]+) s",
         QSTEP64,
-        ("metrics/PixelFlipping/slp/seconds", F1),
-        ("metrics/MaxSensitivity/slp/seconds", F1),
-    ),
-    N(
-        QSPEED,
-        r"against ([\d.]+ s and [\d.]+) s now",
-        QBENCH,
         ("metrics/PixelFlipping/slp/seconds", F1),
         ("metrics/MaxSensitivity/slp/seconds", F1),
     ),
