@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -192,6 +193,8 @@ class Program:
       ancestors: per operation, a bit set (an int, bit ``j`` for ``eqns[j]``) of itself and
         every operation whose output it reads, directly or through others (recorded when
         traced: `reads`).
+      uses: per id, how many operand slots read it (the program's output counts as one).
+      consumers: per id read by an operation, the index of the last operation reading it.
     """
 
     eqns: tuple[Eqn, ...]
@@ -211,6 +214,10 @@ class Program:
     )
     relu_eqns: tuple[int, ...] = ()
     ancestors: tuple[int, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    uses: Mapping[int, int] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    consumers: Mapping[int, int] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def reads(self, ends) -> tuple[int, ...]:
         """The indices of the operations ``ends`` and of every operation they read from,
@@ -220,6 +227,46 @@ class Program:
             mask |= self.ancestors[i]
         bits = bin(mask)[:1:-1]  # bit j at position j
         return tuple(j for j, b in enumerate(bits) if b == "1")
+
+
+def program_tables(eqns, known, aval: Callable, output) -> dict[str, Any]:
+    """`Program`'s tables of values, from one loop over ``eqns`` (the trace's, when it
+    builds the program): ``avals``, ``producers``, ``relu_eqns``, ``ancestors``, ``uses``
+    and ``consumers`` (see `Program`).
+
+    Args:
+      eqns: the operations, in program order.
+      known: the ids with a value before the first operation (the input, the constants).
+      aval: id -> its shape and dtype.
+      output: the program's output (an id or a `Lit`).
+    """
+    avals = {i: aval(i) for i in known}
+    producers: dict[int, int] = {}
+    uses: dict[int, int] = {}
+    consumers: dict[int, int] = {}
+    relu_eqns, ancestors = [], []
+    for k, e in enumerate(eqns):
+        ids = [a for a in e.inputs if isinstance(a, int)]
+        ins = [ancestors[producers[a]] for a in ids if a in producers]
+        ancestors.append(functools.reduce(int.__or__, ins, 1 << k))
+        for a in ids:
+            uses[a] = uses.get(a, 0) + 1
+            consumers[a] = k
+        for o in e.outputs:
+            avals[o] = aval(o)
+            producers[o] = k
+        if e.kind == "relu":
+            relu_eqns.append(k)
+    if isinstance(output, int):
+        uses[output] = uses.get(output, 0) + 1
+    return dict(
+        avals=avals,
+        producers=producers,
+        relu_eqns=tuple(relu_eqns),
+        ancestors=tuple(ancestors),
+        uses=uses,
+        consumers=consumers,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,7 @@ from slp._src.interpreter import (
     interpret,
     operand_value,
     pool_winners,
+    program_tables,
     select_winners,
     walked,
 )
@@ -658,7 +659,7 @@ def trace(f: Callable, x: jax.Array) -> Program:
     live, consts = _resolve(fl, in_id, out)
     eqns, sites = _classified(live, fl.avals, in_id)
     relu_shapes, pool_shapes, pool_sources, pool_in_shapes = sites
-    avals, producers, relu_eqns, ancestors = _value_tables(fl, in_id, eqns, consts)
+    tables = program_tables(eqns, [in_id, *consts], fl.aval, out)
     return Program(
         eqns=tuple(eqns),
         consts=consts,
@@ -671,29 +672,5 @@ def trace(f: Callable, x: jax.Array) -> Program:
         pool_shapes=tuple(pool_shapes),
         pool_sources=tuple(pool_sources),
         pool_input_shapes=tuple(pool_in_shapes),
-        avals=avals,
-        producers=producers,
-        relu_eqns=relu_eqns,
-        ancestors=ancestors,
+        **tables,
     )
-
-
-def _value_tables(fl: _Flattener, in_id: int, eqns: list[Eqn], consts: dict) -> tuple:
-    """`Program`'s ``(avals, producers, relu_eqns, ancestors)``, from one loop over ``eqns``:
-    every value's shape and dtype, the index of the operation making each, those of the
-    ReLUs, and per operation the set of operations it reads from (a bit set)."""
-    avals = {in_id: fl.avals[in_id]}
-    for i in consts:
-        avals[i] = fl.aval(i)
-    producers: dict[int, int] = {}
-    relu_eqns = []
-    ancestors = []
-    for k, e in enumerate(eqns):
-        ins = [ancestors[producers[a]] for a in e.inputs if isinstance(a, int) and a in producers]
-        ancestors.append(functools.reduce(int.__or__, ins, 1 << k))
-        for o in e.outputs:
-            avals[o] = fl.avals[o]
-            producers[o] = k
-        if e.kind == "relu":
-            relu_eqns.append(k)
-    return avals, producers, tuple(relu_eqns), tuple(ancestors)

@@ -5,7 +5,6 @@ layers carry a rule's vector-Jacobian product (the public methods are in
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -110,25 +109,15 @@ def affine_layers(program: interp.Program) -> tuple[AffineLayer, ...]:
     Returns:
       Tuple of `AffineLayer`, one per layer, in forward order.
     """
-    uses: collections.Counter = collections.Counter()
-    consumer: dict[int, int] = {}
-    producer = program.producers
-    interp.walked("affine-layers")  # uses
-    for i, e in enumerate(program.eqns):
-        for a in e.inputs:
-            if isinstance(a, int):
-                uses[a] += 1
-                consumer[a] = i
-    if isinstance(program.output_id, int):
-        uses[program.output_id] += 1
+    uses, consumer, producer = program.uses, program.consumers, program.producers
     layers = []
-    interp.walked("affine-layers")  # the layers
+    interp.walked("affine-layers")
     for i, e in enumerate(program.eqns):
         if e.kind != "linear" or not _part(e).weight or sum(e.dep) != 1:
             continue
         out, chain = e.outputs[0], []
         bias_eqn, bias_operand = -1, -1
-        while uses[out] == 1 and out in consumer:
+        while uses.get(out, 0) == 1 and out in consumer:
             j = consumer[out]
             c = program.eqns[j]
             if c.kind != "linear" or sum(c.dep) != 1:

@@ -125,3 +125,17 @@ def test_what_an_operation_reads_is_recorded_when_traced(x64):
         assert program.reads(ends) == _reads_by_search(program, ends)
     side = [i for i, e in enumerate(program.eqns) if i not in program.reads(program.relu_eqns)]
     assert side  # g's last dense layer and f's side branch are read by no ReLU
+
+
+# LRP (every rule): the trace twice (the non-finite guard's and the method's), the forward
+# pass, one loop over the operations for the affine layers (their uses and consumers are
+# recorded by the trace; it was two loops when the layers counted them) and the relevance pass.
+LRP_PASSES = {"trace": 2, "forward": 1, "affine-layers": 1, "lrp": 1}
+
+
+@pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_alpha_beta", "deep_taylor"])
+def test_relevance_passes_over_the_program_are_pinned(x64, method):
+    _, _, f, x = ref.conv_pool_dense(1)
+    with interpreter.count_interpretations() as passes:
+        slp.attribute(f, jnp.asarray(x), method)
+    assert dict(passes) == LRP_PASSES, _breakdown(passes)
