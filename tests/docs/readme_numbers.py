@@ -1652,11 +1652,29 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         QSPEED,
-        r"MPRT\s+met its five-times target \(([\d.]+)×\)",
+        r"MPRT reached ([\d.]+)×",
         QEIGEN,
         ("metrics/MPRT/ratio", F2),
     ),
     N(QSPEED, r"XLA \(jax ([\d.]+)\) runs each", QEIGEN, ("machine/jax_version", "s")),
+    N(
+        QSPEED,
+        r"load\s+average ([\d.]+ when it started, [\d.]+) when it ended",
+        QEIGEN,
+        *LOAD_AT_START_AND_END,
+    ),
+    N(
+        QSPEED,
+        r"PixelFlipping\s+took ([\d.]+) s there",
+        QEIGEN,
+        ("metrics/PixelFlipping/slp/seconds", F1),
+    ),
+    N(
+        QSPEED,
+        r"against ([\d.]+) s in the table's run",
+        QBENCH,
+        ("metrics/PixelFlipping/slp/seconds", F1),
+    ),
     N(
         QSPEED,
         r"took ([\d.]+) times less time here than in torch",
