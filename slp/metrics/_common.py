@@ -224,9 +224,9 @@ def map_steps(fn: Callable, xs: Any) -> Any:
     inside a loop 2-3 times slower than the same network unrolled.
     """
     n = jax.tree.leaves(xs)[0].shape[0]
+    run = _stepper(fn, xs)  # fn traced once, for every chunk
     parts = [
-        steps_vmap(fn, jax.tree.map(lambda v, i=i: v[i : i + STEP_BATCH], xs))
-        for i in range(0, n, STEP_BATCH)
+        run(jax.tree.map(lambda v, i=i: v[i : i + STEP_BATCH], xs)) for i in range(0, n, STEP_BATCH)
     ]
     return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
 
@@ -245,22 +245,41 @@ def steps_vmap(fn: Callable, xs: Any) -> Any:
     weights randomised per example stay one copy per example. The values are `jax.vmap`'s up
     to rounding (XLA may sum in another order); gradients go through ``jax.vmap(fn)`` itself.
     """
+    return _stepper(fn, xs)(xs)
+
+
+def _stepper(fn: Callable, xs: Any) -> Callable:
+    """`steps_vmap` of ``fn`` for step batches shaped like ``xs`` (any number of steps):
+    ``fn`` is traced here, once, for one step."""
     leaves, tree = jax.tree.flatten(xs)
     one = jax.tree.unflatten(tree, [jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for v in leaves])
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(one)
-    jaxpr, n = closed.jaxpr, len(closed.consts)
-    largest = max((math.prod(v.aval.shape) for e in jaxpr.eqns for v in e.outvars), default=0)
+    jaxpr, consts = closed.jaxpr, list(closed.consts)
+    largest = max((math.prod(v.aval.shape) for v in _outvars(jaxpr)), default=0)
+    unmapped = (False,) * len(consts)
 
     @jax.custom_jvp
     def run(consts, leaves):
-        return _merged(jaxpr, (False,) * n, largest)(consts, leaves)
+        return _merged(jaxpr, unmapped, largest)(consts, leaves)
 
     @run.defjvp
     def run_jvp(primals, tangents):
-        return jax.jvp(_mapped(jaxpr, (False,) * n), primals, tangents)
+        return jax.jvp(_mapped(jaxpr, unmapped), primals, tangents)
 
-    out = run(list(closed.consts), leaves)
-    return jax.tree.unflatten(jax.tree.structure(out_shape), out)
+    def apply(xs):
+        out = run(consts, jax.tree.leaves(xs))
+        return jax.tree.unflatten(jax.tree.structure(out_shape), out)
+
+    return apply
+
+
+def _outvars(jaxpr):
+    """Every value ``jaxpr`` computes, inside the jaxprs of its operations too (a network
+    applied through `jax.jit` is one operation at the top)."""
+    for e in jaxpr.eqns:
+        yield from e.outvars
+        for sub in jex_core.jaxprs_in_params(e.params):
+            yield from _outvars(sub)
 
 
 def _mapped(jaxpr, mapped: tuple[bool, ...]) -> Callable:
