@@ -320,7 +320,8 @@ def _cone_cost(program, relu_eqn_idx, cut, volumes, before, after_flops, s_post,
     ``before``: the input-dependent operations before the cut; ``after_flops``: the FLOPs
     of the cut and of the rest of the network; ``s_post``: the size of the values after it;
     ``matrix``: per operation, whether it is a matrix product (`_Shapes`); ``carry``: the
-    channel axes found on the boxes' walk (`slp._src.cone.ChannelCarry`), or None.
+    channel axes and the geometry found on the boxes' walk (`slp._src.cone.GeometryCarry`),
+    or None.
     """
     if not relu_eqn_idx:
         return "no ReLU layer"
@@ -361,7 +362,7 @@ class _Structure(NamedTuple):
     flops: tuple[float, float, float, float]  # all, before the cut, after it, at it
     sizes: tuple[int, int, int]  # all (with the input), up to the cut (with it), after it
     matrix: dict[int, bool]  # per input-dependent operation: a matrix product
-    carry: Any  # the channel axes found by the boxes' walk (`ChannelCarry`), or None
+    carry: Any  # the channel axes and geometry found by the boxes' walk (`GeometryCarry`)
 
 
 def _structure(program: net.Program, x, boxes: bool = True) -> _Structure:
@@ -373,7 +374,7 @@ def _structure(program: net.Program, x, boxes: bool = True) -> _Structure:
     if boxes:
         # The boxes' walk fills in the shapes and finds the channel axes on its way.
         shapes = _no_shapes(program)
-        carry = _cone.ChannelCarry(program)
+        carry = _cone.GeometryCarry(program)
 
         def visit(i, eqn):
             _add_shapes(program, i, eqn, shapes)

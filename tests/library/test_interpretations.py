@@ -9,6 +9,8 @@ a pass fails here (lower them as passes merge; never raise them).
 Reference for the values: the brute-force dense-matrix network of `tests/reference.py`.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,26 +22,29 @@ from tests import reference as ref
 
 # Per route: passes over the program in one exact Insens call on a conv + max-pool + dense net.
 # Cone: the trace (which also records what each operation reads, so the geometry needs no
-# walk back from its end), the boxes (with the planner's shapes and the channel axes), the
-# geometry, the state with the tangent map and the VJP (one walk under `jax.linearize`, with
-# the constants and the convolution matrices) and the cone tangents, in each scan step over
-# blocks. Probes and dense: the trace, the boxes or shapes, and that one walk; the tangents
-# before and after the cut are pieces of its tangent map (`slp._src.linear.linear_part`), not
-# walks. It was 19, 18 and 16 when the planner, the boxes and the geometry looked up
-# producers and ReLUs by walks of their own and a given route built every route's layout;
-# then 9, 6 and 4 while the cone route walked the network for the channel axes and for the
-# constants, the probe route to read the cut's weights, and the dense route walked the
-# switched network again to linearize it; then 7, 5 and 3 while the cone and probe routes
-# walked the switched network after the cut (and the probe route before it) in each step and
-# the cone route walked back from its end for the operations it needs.
+# walk back from its end), the boxes (with the planner's shapes, the channel axes and the
+# geometry: each operation's cone rule runs as the boxes' walk passes it,
+# `slp._src.cone.GeometryCarry`), the state with the tangent map and the VJP (one walk under
+# `jax.linearize`, with the constants and the convolution matrices) and the cone tangents, in
+# each scan step over blocks. Probes and dense: the trace, the boxes or shapes, and that one
+# walk; the tangents before and after the cut are pieces of its tangent map
+# (`slp._src.linear.linear_part`), not walks. It was 19, 18 and 16 when the planner, the boxes
+# and the geometry looked up producers and ReLUs by walks of their own and a given route built
+# every route's layout; then 9, 6 and 4 while the cone route walked the network for the
+# channel axes and for the constants, the probe route to read the cut's weights, and the dense
+# route walked the switched network again to linearize it; then 7, 5 and 3 while the cone and
+# probe routes walked the switched network after the cut (and the probe route before it) in
+# each step and the cone route walked back from its end for the operations it needs; then 5
+# while the geometry had a walk of its own.
 #
-# Auto (the default): the trace, the boxes and the geometry; the forward pass once and each
-# route once more (the dense one's switched network, the probe one's, the cone one's
+# Auto (the default): the trace and the boxes (with the geometry); the forward pass once and
+# each route once more (the dense one's switched network, the probe one's, the cone one's
 # constants, tangents and switched network) to count every route's work for the choice
 # (`slp._src.costs.program_work`); the state with the VJP; and the chosen route from that state
 # (its switched network). It was 15 when each route's count traced the forward pass again and
-# the probe and cone routes walked before and after the cut.
-PASSES = {"cone": 5, "probes": 3, "dense": 3, "auto": 11}
+# the probe and cone routes walked before and after the cut, then 11 while the geometry had a
+# walk of its own.
+PASSES = {"cone": 4, "probes": 3, "dense": 3, "auto": 10}
 
 
 def _breakdown(passes) -> str:
@@ -139,3 +144,81 @@ def test_relevance_passes_over_the_program_are_pinned(x64, method):
     with interpreter.count_interpretations() as passes:
         slp.attribute(f, jnp.asarray(x), method)
     assert dict(passes) == LRP_PASSES, _breakdown(passes)
+
+
+def _same(a, b) -> bool:
+    """Structural equality of two geometries (dataclasses, tuples, dicts, NumPy arrays)."""
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            _same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.shape(a) == np.shape(b) and bool(np.all(np.asarray(a) == np.asarray(b)))
+    return a == b
+
+
+def _geometry_cases():
+    """Networks with and without a cut, pooling and strides (`reference.random_spec`), in
+    HWC, and two of the zoo's."""
+    from experiment_helpers import load_script
+
+    rng = np.random.default_rng(3)
+    for seed in range(8):
+        spec = ref.random_spec(rng)
+        params = ref.init_params(spec, (8, 8, 2), rng)
+        yield (
+            f"random-{seed}",
+            ref.jax_function(spec, params),
+            jnp.asarray(rng.normal(size=(8, 8, 2))),
+        )
+    zoo = load_script("zoo.py")
+    for name in ["2conv-equinox", "resnet8"]:  # channels first; residual adds, global pooling
+        m = zoo.ZOO[name](jax.random.key(0), jnp.float64, small=True)
+        yield name, m.f, jnp.ones(m.input_shape)
+
+
+def test_geometry_from_the_boxes_walk_is_that_of_a_walk_of_its_own(x64):
+    from slp._src import planner
+    from slp._src.cone import geometry
+
+    checked = 0
+    for name, f, x in _geometry_cases():
+        program = slp.network.trace(f, x)
+        carry = planner._structure(program, x).carry
+        assert isinstance(carry, geometry.GeometryCarry), name
+        for end in program.relu_eqns + tuple(
+            i for i, e in enumerate(program.eqns) if e.kind == "linear"
+        ):
+            own = geometry.cone_geometry(program, x.shape, end)
+            with interpreter.count_interpretations() as passes:
+                got = geometry.cone_geometry(program, x.shape, end, carry)
+            assert _same(got, own), f"{name} at {end}: {got} != {own}"
+            if isinstance(own, geometry.ConeGeometry):
+                assert not passes, f"{name} at {end}: {_breakdown(passes)}"
+                checked += 1
+    assert checked >= 20  # routes that the geometry takes, not only refusals
+
+
+def test_geometry_walks_where_the_carried_one_does_not_hold(x64):
+    from slp._src import planner
+    from slp._src.cone import geometry
+
+    _, _, f, x = ref.conv_pool_dense(1)
+    program = slp.network.trace(f, jnp.asarray(x))
+    end = planner._structure(program, jnp.asarray(x)).cut  # the dense layer after the pooling
+    own = geometry.cone_geometry(program, x.shape, end)
+    assert isinstance(own, geometry.ConeGeometry)
+    for spoil in ["spatial", "operation"]:
+        carry = planner._structure(program, jnp.asarray(x)).carry
+        if spoil == "spatial":  # other spatial axes assumed (e.g. a later channel contraction)
+            carry.spatial = carry.spatial[:1]
+        else:  # an operation the route needs that the carried geometry does not reach
+            del carry.geometry[program.relu_eqns[0]]
+        with interpreter.count_interpretations() as passes:
+            got = geometry.cone_geometry(program, x.shape, end, carry)
+        assert dict(passes) == {"geometry": 1}, spoil
+        assert _same(got, own), spoil

@@ -19,6 +19,7 @@ from slp._src.cone.geometry import (
     ConeGeometry,
     ConeRefusal,
     ConeRule,
+    GeometryCarry,
     cone_geometry,
 )
 from slp._src.cone.rules import (
@@ -56,6 +57,7 @@ __all__ = [
     "ConeGeometry",
     "ConeRefusal",
     "ConeRule",
+    "GeometryCarry",
     "cone_geometry",
     "norms",
     "ADD",

@@ -363,20 +363,24 @@ def _spatial_axes(program, x_shape, channels: dict[int, int]) -> tuple[int, ...]
     )
 
 
-def _step(ctx: GeoCtx, i: int, eqn, ins: tuple, end: int):
-    """The geometry of operation ``i``: ``(outs, step, cut_operand)`` or a `ConeRefusal`.
-
-    ``cut_operand``: at the cut (``end``, unless it is a ReLU), the geometry of its operand,
-    and no outputs (the route stops there); else None.
-    """
+def _cut_step(i: int, eqn, ins: tuple):
+    """The cut (the route's end, a dense layer over the whole input; it takes a flattened or
+    pooled value too): ``((), step, the geometry of its operand)`` or a `ConeRefusal`."""
     rule = _rule_of(eqn)
     if isinstance(rule, Refusal):
         return refused_at(i, eqn, rule.reason)
-    if i == end and eqn.kind != "relu":  # the cut takes a flattened or pooled value too
-        z = single(eqn, ins, "the first dense layer")
-        if isinstance(z, Refusal):
-            return refused_at(i, eqn, z.reason)
-        return (), Step(i, rule, ins, (), None), (z if isinstance(z, Geom) else z.geom)
+    z = single(eqn, ins, "the first dense layer")
+    if isinstance(z, Refusal):
+        return refused_at(i, eqn, z.reason)
+    return (), Step(i, rule, ins, (), None), (z if isinstance(z, Geom) else z.geom)
+
+
+def _step(ctx: GeoCtx, i: int, eqn, ins: tuple):
+    """The geometry of operation ``i`` (not the cut): ``(outs, step, None)`` or a
+    `ConeRefusal`."""
+    rule = _rule_of(eqn)
+    if isinstance(rule, Refusal):
+        return refused_at(i, eqn, rule.reason)
     if any(isinstance(v, Flat) for v in ins) and not rule.elementwise:
         return refused_at(
             i,
@@ -419,8 +423,11 @@ def cone_geometry(
       x_shape: the input shape.
       end: index into ``program.eqns`` of the cut (a dense layer over the whole input) or
         of the last ReLU; the route stops there.
-      carry: the channel axes found by a walk that visited every input-dependent operation
-        (the planner's boxes walk); None: a walk of its own finds them.
+      carry: what a walk that visited every input-dependent operation found (the planner's
+        boxes walk): the channel axes (`ChannelCarry`), and with a `GeometryCarry` the
+        geometry of every operation; None: a walk of its own finds them. A walk of its own
+        also runs where the carried geometry does not hold for this ``end`` (it assumed
+        other spatial axes, or it does not reach an operation the route needs).
 
     Returns:
       The `ConeGeometry`, or a `ConeRefusal` naming what rules the route out.
@@ -435,21 +442,55 @@ def cone_geometry(
     spatial = _spatial_axes(program, x_shape, channels)
     if isinstance(spatial, ConeRefusal):
         return spatial
+    found = None
+    if isinstance(carry, GeometryCarry) and carry.holds(x_shape, spatial):
+        known = carry.geometry
+        found = _assemble(program, x_shape, spatial, order, end, lambda i, *_: known.get(i))
+    if found is None:  # the rules' geometry, operation by operation, in a walk of its own
+        ctx = GeoCtx(len(spatial), shapes, program)
+        interp.walked("geometry")
+        found = _assemble(
+            program, x_shape, spatial, order, end, lambda i, eqn, ins: _step(ctx, i, eqn, ins)
+        )
+    if isinstance(found, ConeRefusal):
+        return found
+    steps, values, last = found
+    sigma_tot = _block_sizes(values, (last.geom if isinstance(last, Global) else last).sigma)
     nk = len(spatial)
-    ctx = GeoCtx(nk, shapes, program)
+    ranges = [np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
+    blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
+    dtypes = {i: v.dtype for i, v in avals.items()}
+    return ConeGeometry(
+        spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes, dtypes
+    )
+
+
+def _input_geom(x_shape, spatial) -> Geom:
+    """The input's geometry: its spatial axes linked in order, unit strides and windows."""
+    nk = len(spatial)
     link = tuple(spatial.index(a) if a in spatial else -1 for a in range(len(x_shape)))
     ones, zeros = (1,) * nk, (0,) * nk
-    values: dict[int, Any] = {program.input_id: Geom(x_shape, link, ones, zeros, ones, ones)}
+    return Geom(tuple(x_shape), link, ones, zeros, ones, ones)
+
+
+def _assemble(program, x_shape, spatial, order, end: int, step_of: Callable):
+    """``(steps, values, last)`` of the operations ``order`` up to ``end``, each
+    operation's from ``step_of(i, eqn, ins)`` (`_step`'s result, or None where it is not
+    known: then None), the cut's (`_cut_step`) here; or the first `ConeRefusal`.
+
+    ``last``: the geometry of the value the route ends at (the cut's operand or the last
+    ReLU's input)."""
+    values: dict[int, Any] = {program.input_id: _input_geom(x_shape, spatial)}
     steps: dict[int, Step] = {}
     convs, last = 0, None
-    interp.walked("geometry")
     for i in order:
         eqn = program.eqns[i]
         if eqn.kind == "const":
             continue
         ins = tuple(values[a] if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True))
-        found = _step(ctx, i, eqn, ins, end)
-        if isinstance(found, ConeRefusal):
+        cut = i == end and eqn.kind != "relu"
+        found = _cut_step(i, eqn, ins) if cut else step_of(i, eqn, ins)
+        if found is None or isinstance(found, ConeRefusal):
             return found
         outs, steps[i], cut_operand = found
         if cut_operand is not None:
@@ -461,10 +502,65 @@ def cone_geometry(
             last = next(v for v in ins if v is not None)
     if convs == 0:
         return ConeRefusal("no convolution before the first dense layer over the whole input")
-    sigma_tot = _block_sizes(values, (last.geom if isinstance(last, Global) else last).sigma)
-    ranges = [np.arange(-(-x_shape[a] // s)) for a, s in zip(spatial, sigma_tot, strict=True)]
-    blocks = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, nk)
-    dtypes = {i: v.dtype for i, v in avals.items()}
-    return ConeGeometry(
-        spatial, sigma_tot, x_shape, blocks, end, order, steps, values, shapes, dtypes
-    )
+    return steps, values, last
+
+
+class GeometryCarry(ChannelCarry):
+    """`ChannelCarry`, and the geometry of every input-dependent operation as the same
+    forward walk passes (the planner's boxes walk), so that `cone_geometry` needs no walk of
+    its own: each operation's `ConeRule` runs once, on that walk.
+
+    The geometry needs the spatial axes, and so the channel axes, before the route's end is
+    known (the cut comes from the boxes). It takes those that the operations up to the first
+    convolution contract (the operations before it wait for it; their geometry is computed
+    then, once). `cone_geometry` uses it where the axes it finds for its end are the same,
+    and walks again otherwise.
+    """
+
+    def __init__(self, program):
+        super().__init__(program)
+        self.spatial: tuple[int, ...] | None = None
+        self.waiting: list[tuple[int, Any]] = []  # operations before the first convolution
+        self.values: dict[int, Any] = {}
+        self.geometry: dict[int, Any] = {}  # per operation reached: `_step`'s result
+        self.ctx: GeoCtx | None = None
+
+    def visit(self, i: int, eqn, *, strict: bool = True) -> None:
+        super().visit(i, eqn, strict=strict)
+        if self.ctx is not None:
+            self._geometry(i, eqn)
+            return
+        self.waiting.append((i, eqn))
+        rule = _rule_of(eqn)
+        if not (isinstance(rule, ConeRule) and rule.convolution) or i in self.failed:
+            return
+        channels: dict[int, int] = {}
+        for j, a in self.found:
+            channels.setdefault(a, j)
+        spatial = _spatial_axes(self.program, self.program.input_shape, channels)
+        if isinstance(spatial, ConeRefusal):
+            self.waiting = []
+            return
+        self.spatial = spatial
+        self.ctx = GeoCtx(len(spatial), self.shapes, self.program)
+        self.values[self.program.input_id] = _input_geom(self.program.input_shape, spatial)
+        for j, e in self.waiting:
+            self._geometry(j, e)
+        self.waiting = []
+
+    def _geometry(self, i: int, eqn) -> None:
+        """Records operation ``i``'s geometry (not as a cut) where its operands have one."""
+        if any(d and a not in self.values for a, d in zip(eqn.inputs, eqn.dep, strict=True)):
+            return  # it reads a value the route does not reach
+        ins = tuple(self.values[a] if d else None for a, d in zip(eqn.inputs, eqn.dep, strict=True))
+        try:
+            found = _step(self.ctx, i, eqn, ins)
+        except Exception:  # noqa: BLE001 - a walk of its own meets it again if the route needs it
+            return
+        self.geometry[i] = found
+        if not isinstance(found, ConeRefusal):
+            self.values.update(zip(eqn.outputs, found[0], strict=True))
+
+    def holds(self, x_shape, spatial) -> bool:
+        """Whether the geometry carried is that of inputs ``x_shape`` with ``spatial`` axes."""
+        return self.spatial == tuple(spatial) and tuple(x_shape) == tuple(self.program.input_shape)
