@@ -179,6 +179,12 @@ MIDDLES = {
     "flip_rows": lambda seed: lambda h: jnp.flip(h, 0),
     "flip_rows_then_columns": lambda seed: lambda h: jnp.flip(jnp.flip(h, 0), 1),
     "reflect_pad_2": lambda seed: lambda h: jnp.pad(h, ((2, 1), (0, 2), (0, 0)), mode="reflect"),
+    "repeat_x2": lambda seed: lambda h: jnp.repeat(jnp.repeat(h, 2, axis=0), 2, axis=1),
+    "repeat_rows_3": lambda seed: lambda h: jnp.repeat(h, 3, axis=0),
+    "repeat_columns_by_broadcast": lambda seed: (
+        lambda h: jnp.broadcast_to(h[:, :, None, :], (10, 10, 2, 3)).reshape(10, 20, 3)
+    ),
+    "repeat_then_strided": lambda seed: lambda h: _strided(seed)(jnp.repeat(h, 2, axis=1)),
     "resize_then_edge_pad": lambda seed: (
         lambda h: jnp.pad(
             jax.image.resize(h, (20, 20, 3), "nearest"), ((1, 1), (1, 1), (0, 0)), mode="edge"
@@ -196,6 +202,7 @@ WHOLE = {
     "take_rows",
     "resize_nearest_down",
     "strided_then_transposed",
+    "repeat_then_strided",  # a second ReLU layer 3 rows high, its cones 5 rows
 }
 
 
@@ -215,3 +222,66 @@ def test_upsampling_and_edge_padding_take_the_cone_route(x64, name, seed):
     relus = [e.ins[0] for e in plan.cone.steps.values() if e.rule.name == "relu"]
     for g in relus[:1] if name in WHOLE else relus[:2]:
         assert all(w < g.shape[g.axis_of(k)] for k, w in enumerate(g.width)), name
+
+
+def test_repeat_of_the_input_takes_the_cone_route(x64):
+    """``jnp.repeat`` before the first convolution: the input's channel axis is still
+    found (the repeated axis carries the height through the reshape)."""
+    rng = np.random.default_rng(4)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 2, 3)) / 3)
+    w2 = jnp.asarray(rng.normal(size=(20 * 6 * 3, 4)) / 19)
+
+    def pre_activations(x):
+        v1 = _conv(jnp.repeat(x, 2, axis=0), k1, "SAME")
+        v2 = jax.nn.relu(v1)[:, ::1].reshape(20, 6, 3).reshape(-1) @ w2
+        return v1, v2
+
+    def f(x):
+        return jax.nn.relu(pre_activations(x)[-1])
+
+    x = jax.random.normal(jax.random.key(3), (10, 6, 2), jnp.float64)
+    _check_every_route(f, pre_activations, x)
+
+
+def test_a_dense_layer_over_a_width_merged_with_channels_is_refused_with_the_reason(x64):
+    """A reshape that merges the width with the channels, then a dense layer over them, is a
+    layer over a spatial axis (not an upsampling): the cone route names it."""
+    rng = np.random.default_rng(5)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)) / 3)
+    w2, w3 = (jnp.asarray(rng.normal(size=s)) for s in [(18, 5), (30, 2)])
+
+    def f(x):
+        h = jax.nn.relu(_conv(x, k1, "SAME")).reshape(6, 18)
+        return jax.nn.relu(h @ w2).reshape(-1) @ w3
+
+    plan = slp.insens_plan(f, jnp.ones((6, 6, 1)))
+    assert "a dense layer over spatial axes" in plan.not_taken["cone"], plan.not_taken
+
+
+def _depth_to_space(h, r: int):
+    """(H, W, r r C) -> (H r, W r, C): the channels of each position fill an r x r block."""
+    hh, ww, c = h.shape
+    h = h.reshape(hh, ww, r, r, c // (r * r)).transpose(0, 2, 1, 3, 4)
+    return h.reshape(hh * r, ww * r, c // (r * r))
+
+
+@pytest.mark.parametrize("r", [2, 3])
+def test_depth_to_space_takes_the_cone_route(x64, r):
+    """A depth-to-space (pixel shuffle): the channels split into free axes, which then merge
+    with the height and the width; each element of a block reads another channel."""
+    rng = np.random.default_rng(6 + r)
+    k1 = jnp.asarray(rng.normal(size=(3, 3, 1, 2 * r * r)) / 3)
+    k2 = jnp.asarray(rng.normal(size=(3, 3, 2, 2)) / 3)
+    n = 6 * r * 6 * r * 2
+    w3 = jnp.asarray(rng.normal(size=(n, 4)) / np.sqrt(n))
+
+    def pre_activations(x):
+        v1 = _conv(x, k1, "SAME")
+        v2 = _conv(_depth_to_space(jax.nn.relu(v1), r), k2, "SAME")
+        return v1, v2, jax.nn.relu(v2).reshape(-1) @ w3
+
+    def f(x):
+        return jax.nn.relu(pre_activations(x)[-1])
+
+    x = jax.random.normal(jax.random.key(r), (6, 6, 1), jnp.float64)
+    _check_every_route(f, pre_activations, x)

@@ -13,6 +13,7 @@ from jax import lax
 
 from slp._src.cone.geometry import ConeRule, Flat, Geom, Global, single
 from slp._src.cone.tangents import ConeVal, Pass, dep_arg, scaled
+from slp._src.cone.windows import TakeData, take_tangent, taken
 from slp._src.interpreter import Refusal
 
 # -- identity: the value as it is ------------------------------------------------------
@@ -164,19 +165,48 @@ def _core(shape, link=None):
 
 
 def _relabel(z: Geom, new_shape) -> Geom | None:
-    """``z`` reshaped to ``new_shape`` by adding or dropping free axes of size 1 only (a
-    spatial axis of size 1 goes to the next new axis of size 1, in order), or None."""
+    """``z`` reshaped to ``new_shape`` by adding or dropping free axes of size 1 (a spatial
+    axis of size 1 goes to the next new axis of size 1, in order), or by regrouping free
+    axes (`_regroup`); or None."""
     link, a_new = [-1] * len(new_shape), 0
     for a_old in _core(z.shape, z.link):
         n = z.shape[a_old]
         while a_new < len(new_shape) and new_shape[a_new] == 1 and n != 1:
             a_new += 1  # new free axes of size 1
         if a_new == len(new_shape) or new_shape[a_new] != n:
-            return None
+            return _regroup(z, new_shape)
         link[a_new] = z.link[a_old]
         a_new += 1
     if any(n != 1 for n in new_shape[a_new:]):
+        return _regroup(z, new_shape)
+    return dataclasses.replace(z, shape=tuple(new_shape), link=tuple(link))
+
+
+def _regroup(z: Geom, new_shape) -> Geom | None:
+    """``z`` reshaped to ``new_shape`` where spatial axes (none of size 1) stay as they are
+    and the free axes between them split or merge among themselves (e.g. the channels of a
+    depth-to-space split into the block's rows, columns and channels), or None."""
+    if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
         return None
+    old = [a for a, n in enumerate(z.shape) if n > 1]
+    new = [b for b, n in enumerate(new_shape) if n > 1]
+    link, i, j = [-1] * len(new_shape), 0, 0
+    while i < len(old) or j < len(new):
+        if i < len(old) and z.link[old[i]] >= 0:  # a spatial axis: one new axis, the same
+            if j == len(new) or new_shape[new[j]] != z.shape[old[i]]:
+                return None
+            link[new[j]] = z.link[old[i]]
+            i, j = i + 1, j + 1
+            continue
+        size_old, size_new = 1, 1  # a run of free axes: as many elements in new axes
+        while i < len(old) and z.link[old[i]] < 0:
+            size_old *= z.shape[old[i]]
+            i += 1
+        while j < len(new) and size_new < size_old:
+            size_new *= new_shape[new[j]]
+            j += 1
+        if size_new != size_old or size_old == 1:
+            return None
     return dataclasses.replace(z, shape=tuple(new_shape), link=tuple(link))
 
 
@@ -195,6 +225,9 @@ def _reshape_geometry(ctx, eqn, ins):
     merged = _merge_repeat(z)
     if merged is not None and _relabel(merged[0], new_shape) is not None:
         return [_relabel(merged[0], new_shape)], ("merge",) + merged
+    ups = _upsamples(z, new_shape)
+    if ups:
+        return [_relabel(ups[-1][0], new_shape)], ("upsample", tuple(u[1:] for u in ups))
     if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
         if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
             return [Global(z, new_shape)], "pool"
@@ -236,6 +269,60 @@ def _merge_repeat(z: Geom):
     return None
 
 
+def _merge_upsample(z: Geom):
+    """Each way a spatial axis ``a_s`` of ``n > 1`` elements and the free axis ``a_f =
+    a_s + 1`` after it, of ``m > 1`` elements, merge into one spatial axis of ``n m``
+    elements (``jnp.repeat``'s nearest-neighbour upsampling: a broadcast to a new axis, then
+    this reshape): its element ``P`` is the operand's element ``(P // m, P % m)``, whose
+    cone is that of a take of ``P // m`` along ``a_s`` (`slp._src.cone.windows.taken`).
+    Yields ``(merged, taken, a_s, a_f)``: ``merged`` without ``a_f``, ``taken`` the take's
+    geometry with ``a_f`` still there."""
+    for a_s, k in enumerate(z.link[:-1]):
+        a_f, n = a_s + 1, z.shape[a_s]
+        m = z.shape[a_f]
+        if k < 0 or n < 2 or z.link[a_f] >= 0 or m < 2:
+            continue
+        shape = z.shape[:a_s] + (n * m,) + z.shape[a_f:]
+        took = taken(dataclasses.replace(z, shape=shape), k, n, np.arange(n * m) // m)
+        keep = [a for a in range(len(shape)) if a != a_f]
+        merged = dataclasses.replace(
+            took,
+            shape=tuple(shape[a] for a in keep),
+            link=tuple(took.link[a] for a in keep),
+        )
+        yield merged, took, a_s, a_f
+
+
+def _upsamples(z: Geom, new_shape, depth: int = 0) -> list | None:
+    """The merges of `_merge_upsample`, one after another, that turn ``z`` into a relabelling
+    of ``new_shape`` (e.g. a depth-to-space, which merges the height and the width each with
+    a free axis), or None. At most one merge per spatial axis."""
+    if depth == len(z.sigma):
+        return None
+    for up in _merge_upsample(z):
+        if _relabel(up[0], new_shape) is not None:
+            return [up]
+        more = _upsamples(up[0], new_shape, depth + 1)
+        if more:
+            return [up] + more
+    return None
+
+
+def _upsample_tangent(p, t, g: Geom, took: Geom, a_s: int, a_f: int):
+    """``t`` (geometry ``g``, materialised) in the layout of `_merge_upsample`'s merged
+    axis: the take of ``P // m`` along ``a_s``, then per cone slot (position ``P =
+    rho' B + d'[r] + e``) the free index ``P % m``."""
+    k, m, n_pre = g.link[a_s], g.shape[a_f], p.n_pre
+    idx = np.arange(g.shape[a_s] * m) // m
+    out = take_tangent(p, t, g, took, TakeData(a_s, a_s, idx))
+    rho, d = p.geo.starts(took, k)
+    big = rho * p.block[k] + jnp.asarray(d)[:, None] + jnp.arange(took.width[k])[None]
+    shape = [1] * out.ndim
+    shape[k], shape[n_pre + a_s] = big.shape
+    out = jnp.take_along_axis(out, jnp.mod(big, m).reshape(shape), n_pre + a_f)
+    return jnp.squeeze(out, n_pre + a_f)
+
+
 def _merge_tangent(p, t, g: Geom, merged: Geom, a_s: int, a_f: int):
     """``t`` (geometry ``g``) in ``merged``'s layout (`_merge_repeat`): output slot ``e``
     of element offset ``r`` is position ``P = rho B + d'[r] + e``, which reads the free
@@ -261,6 +348,17 @@ def _reshape_tangent(p, eqn, step, args):
     if step.data[0] == "merge":
         t = _merge_tangent(p, p.materialize(z, g), g, *step.data[1:])
         return [ConeVal(t.reshape(t.shape[:n_pre] + ng.window_shape()))]
+    if step.data[0] == "upsample":
+        t = p.materialize(z, g)
+        for took, a_s, a_f in step.data[1]:
+            t = _upsample_tangent(p, t, g, took, a_s, a_f)
+            keep = [a for a in range(len(took.shape)) if a != a_f]
+            g = dataclasses.replace(
+                took,
+                shape=tuple(took.shape[a] for a in keep),
+                link=tuple(took.link[a] for a in keep),
+            )
+        return [ConeVal(t.reshape(t.shape[:n_pre] + ng.window_shape()))]
     if step.data == "relabel":
         mask = None if z.mask is None else z.mask.reshape(ng.shape)
         return [ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.window_shape()), mask, z.valid)]
@@ -273,15 +371,32 @@ def _reshape_tangent(p, eqn, step, args):
     return [ConeVal(z.t.reshape(z.t.shape[:n_pre] + ng.shape))]
 
 
+REPEATED = -2
+"""The carry (`slp._src.cone.ChannelCarry`) of an axis that a broadcast adds: it follows no
+input axis (as -1), and its elements repeat the value."""
+
+
 def _reshape_carry(eqn, ins, shapes):
+    """Axes kept (up to axes of size 1) carry their input axis. Where adjacent axes merge
+    into one, the merged axis carries the input axis of one of them if every other is a
+    broadcast's repeat (`REPEATED`: ``jnp.repeat``'s upsampling), else none (e.g. a width
+    and a channel axis merged for a dense layer: a layer over a spatial axis, not over
+    channels); a reshape that splits axes carries none."""
     src = next(c for c in ins if c is not None)
     old_shape, new_shape = shapes[eqn.inputs[0]], shapes[eqn.outputs[0]]
     old, new = _core(old_shape), _core(new_shape)
-    out = [-1] * len(new_shape)
-    if [old_shape[a] for a in old] == [new_shape[a] for a in new]:
-        for a_old, a_new in zip(old, new, strict=True):
-            out[a_new] = src[a_old]
-    return [tuple(out)], set()
+    out, i = [-1] * len(new_shape), 0
+    for a_new in new:
+        group, size = [], 1
+        while i < len(old) and size < new_shape[a_new]:
+            group.append(src[old[i]])
+            size *= old_shape[old[i]]
+            i += 1
+        if size != new_shape[a_new]:
+            return [(-1,) * len(new_shape)], set()
+        rest = [c for c in group if c != REPEATED]
+        out[a_new] = group[0] if len(group) == 1 else (rest[0] if len(rest) == 1 else -1)
+    return [tuple(out) if i == len(old) else (-1,) * len(new_shape)], set()
 
 
 SHAPE = ConeRule("shape", _reshape_geometry, _reshape_tangent, carry=_reshape_carry)
@@ -303,8 +418,12 @@ def _broadcast_geometry(ctx, eqn, ins):
     ng = dataclasses.replace(z, shape=tuple(out_shape), link=tuple(link))
     if 0 in out_shape:
         return [ng], "empty"
-    if any(z.shape[a] != out_shape[b] for a, b in enumerate(dims)):
-        return Refusal("a broadcast_in_dim that stretches an axis of an input-dependent value")
+    stretched = [a for a, b in enumerate(dims) if z.shape[a] != out_shape[b]]
+    if any(z.shape[a] != 1 or z.link[a] >= 0 for a in stretched):
+        return Refusal(
+            "a broadcast_in_dim that stretches an axis of an input-dependent value (other "
+            "than a free axis of size 1)"
+        )
     return [ng], "repeat"
 
 
@@ -316,17 +435,23 @@ def _broadcast_tangent(p, eqn, step, args):
         return [ConeVal(jnp.zeros(z.t.shape[:n_pre] + win, z.t.dtype))]
     if step.data != "repeat":
         return _reshape_tangent(p, eqn, step, args)
-    unit = tuple(n if b in dims else 1 for b, n in enumerate(win))
-    t = jnp.broadcast_to(z.t.reshape(z.t.shape[:n_pre] + unit), z.t.shape[:n_pre] + win)
+    # a new axis, or a free axis of size 1 stretched: the value repeats along it
+    g = next(v for v in step.ins if v is not None)
+    unit = [1] * len(win)
+    for a, b in enumerate(dims):
+        unit[b] = g.window_shape()[a]
+    t = jnp.broadcast_to(z.t.reshape(z.t.shape[:n_pre] + tuple(unit)), z.t.shape[:n_pre] + win)
     if z.mask is None:
         return [ConeVal(t, None, z.valid)]
-    unit = tuple(n if b in dims else 1 for b, n in enumerate(ng.shape))
+    unit = [1] * len(ng.shape)
+    for a, b in enumerate(dims):
+        unit[b] = g.shape[a]
     return [ConeVal(t, jnp.broadcast_to(z.mask.reshape(unit), ng.shape), z.valid)]
 
 
 def _broadcast_carry(eqn, ins, shapes):
     src = next(c for c in ins if c is not None)
-    out = [-1] * len(shapes[eqn.outputs[0]])
+    out = [REPEATED] * len(shapes[eqn.outputs[0]])
     for a, b in enumerate(eqn.params["broadcast_dimensions"]):
         out[b] = src[a]
     return [tuple(out)], set()

@@ -479,7 +479,7 @@ CHANNEL_DOT = ConeRule(
 # -- gathers with constant indices along one axis (jnp.take, nearest-neighbour resizes) ---
 
 
-class _TakeData(NamedTuple):
+class TakeData(NamedTuple):
     """Static data of a gather that takes ``idx`` along operand axis ``axis`` (-1 in
     ``idx``: no element, the fill value), the taken axis at output axis ``pos``."""
 
@@ -535,10 +535,10 @@ def _gather_geometry(ctx, eqn, ins):
         link[b] = z.link[others[j]]
     link[pos] = z.link[a]
     ng = dataclasses.replace(z, shape=tuple(out_shape), link=tuple(link))
-    return [_taken(ng, z.link[a], n, idx)], _TakeData(a, pos, idx)
+    return [taken(ng, z.link[a], n, idx)], TakeData(a, pos, idx)
 
 
-def _taken(ng: Geom, k: int, n: int, idx: np.ndarray) -> Geom:
+def taken(ng: Geom, k: int, n: int, idx: np.ndarray) -> Geom:
     """``ng`` (a take of ``idx`` from ``n`` elements along spatial axis ``k``; -1: none)
     with the bounds of `_gather_geometry` along ``k``."""
     z = ng
@@ -562,10 +562,10 @@ def _gather_tangent(p, eqn, step, args):
     ``idx[P] - rho B - d[r]`` (traced: it depends on the block), zero where that is
     outside the operand's cone or ``P`` outside the output."""
     g, (ng,), w = step.ins[0], step.outs, step.data
-    return [ConeVal(_take_tangent(p, p.materialize(args[0], g), g, ng, w))]
+    return [ConeVal(take_tangent(p, p.materialize(args[0], g), g, ng, w))]
 
 
-def _take_tangent(p, t, g: Geom, ng: Geom, w: _TakeData):
+def take_tangent(p, t, g: Geom, ng: Geom, w: TakeData):
     """`_gather_tangent` of the tangents ``t`` (geometry ``g``, materialised)."""
     ax, k = p.n_pre + w.axis, g.link[w.axis]
     idx = jnp.asarray(w.idx, jnp.int32)
@@ -622,8 +622,8 @@ def _rev_geometry(ctx, eqn, ins):
     if not spatial:
         return [z], (None, free)
     a = spatial[0]
-    take = _TakeData(a, a, np.arange(z.shape[a])[::-1].copy())
-    return [_taken(z, z.link[a], z.shape[a], take.idx)], (take, free)
+    take = TakeData(a, a, np.arange(z.shape[a])[::-1].copy())
+    return [taken(z, z.link[a], z.shape[a], take.idx)], (take, free)
 
 
 def _rev_tangent(p, eqn, step, args):
@@ -633,7 +633,7 @@ def _rev_tangent(p, eqn, step, args):
     t = p.materialize(args[0], g)
     if free:
         t = lax.rev(t, tuple(p.n_pre + a for a in free))
-    return [ConeVal(t if take is None else _take_tangent(p, t, g, ng, take))]
+    return [ConeVal(t if take is None else take_tangent(p, t, g, ng, take))]
 
 
 REV = ConeRule("rev", _rev_geometry, _rev_tangent)
