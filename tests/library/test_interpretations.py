@@ -1,10 +1,11 @@
 """Passes over the program per exact Insens call (`slp._src.interpreter.count_interpretations`).
 
 Every full loop over a program's operations is one pass: the trace, the plan's (shapes,
-receptive boxes, the cut), the cone geometry's, the state with the VJP of the switched
-network, and each route's own walks. They are counted while `jax.jit` traces the call, so
-the count is that of one compilation. The numbers are pinned per route: a change that adds
-a pass fails here (lower them as passes merge; never raise them).
+receptive boxes, the cut and the cone geometry), the state with the VJP of the switched
+network, and each route's own walks (a cone geometry that walks on its own counts too).
+They are counted while `jax.jit` traces the call, so the count is that of one compilation.
+The numbers are pinned per route: a change that adds a pass fails here (lower them as
+passes merge; never raise them).
 
 Reference for the values: the brute-force dense-matrix network of `tests/reference.py`.
 """
