@@ -21,8 +21,8 @@ says which one a network gets, and why not the others):
   inference-mode batch norm), ReLUs, max/sum pooling, global average and max pooling,
   strided slices, upsampling (transposed convolutions, nearest resizes, ``jnp.repeat``,
   depth-to-space), padding, and transposes and reshapes between them (channel-first
-  layouts such as equinox's), with spatial axes longer than 1 until they are flattened or pooled
-  away; `insens_plan` names the operation that rules it out otherwise): input element
+  layouts such as equinox's), with spatial axes longer than 1 until they are flattened or
+  pooled away; `insens_plan` names the operation that rules it out otherwise): input element
   ``j`` reaches only a small window of each layer (its *cone*: e.g. 7x7 positions of
   2CONV's second conv layer). The Jacobian column of ``j`` restricted to its cone is
   propagated exactly, layer by layer: a convolution is an explicit matrix from input

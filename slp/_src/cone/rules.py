@@ -227,7 +227,7 @@ def _reshape_geometry(ctx, eqn, ins):
         return [_relabel(merged[0], new_shape)], ("merge",) + merged
     ups = _upsamples(z, new_shape)
     if ups:
-        return [_relabel(ups[-1][0], new_shape)], ("upsample", tuple(u[1:] for u in ups))
+        return [_relabel(ups[-1][0], new_shape)], ("upsample", tuple(ups))
     if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
         if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
             return [Global(z, new_shape)], "pool"
@@ -350,14 +350,9 @@ def _reshape_tangent(p, eqn, step, args):
         return [ConeVal(t.reshape(t.shape[:n_pre] + ng.window_shape()))]
     if step.data[0] == "upsample":
         t = p.materialize(z, g)
-        for took, a_s, a_f in step.data[1]:
+        for merged, took, a_s, a_f in step.data[1]:  # each merge from the one before
             t = _upsample_tangent(p, t, g, took, a_s, a_f)
-            keep = [a for a in range(len(took.shape)) if a != a_f]
-            g = dataclasses.replace(
-                took,
-                shape=tuple(took.shape[a] for a in keep),
-                link=tuple(took.link[a] for a in keep),
-            )
+            g = merged
         return [ConeVal(t.reshape(t.shape[:n_pre] + ng.window_shape()))]
     if step.data == "relabel":
         mask = None if z.mask is None else z.mask.reshape(ng.shape)
@@ -437,9 +432,9 @@ def _broadcast_tangent(p, eqn, step, args):
         return _reshape_tangent(p, eqn, step, args)
     # a new axis, or a free axis of size 1 stretched: the value repeats along it
     g = next(v for v in step.ins if v is not None)
-    unit = [1] * len(win)
+    unit, g_win = [1] * len(win), g.window_shape()
     for a, b in enumerate(dims):
-        unit[b] = g.window_shape()[a]
+        unit[b] = g_win[a]
     t = jnp.broadcast_to(z.t.reshape(z.t.shape[:n_pre] + tuple(unit)), z.t.shape[:n_pre] + win)
     if z.mask is None:
         return [ConeVal(t, None, z.valid)]
