@@ -285,3 +285,34 @@ def test_depth_to_space_takes_the_cone_route(x64, r):
 
     x = jax.random.normal(jax.random.key(r), (6, 6, 1), jnp.float64)
     _check_every_route(f, pre_activations, x)
+
+
+# -- elementwise operations that repeat one channel over the channels ----------------------
+
+SCALES = jnp.asarray([1.0, -2.0, 0.5]).reshape(1, 1, 3)
+ROW_SCALES = jnp.linspace(-1.0, 1.0, 10).reshape(1, 10, 1)
+STRETCHES = {
+    "sum": lambda h: h + h[..., :1],  # implicit broadcast of a size-1 channel axis
+    "difference, stretched first": lambda h: h[..., 1:2] - h,
+    "explicit broadcast": lambda h: h * 0.5 + jnp.broadcast_to(h[..., 2:], h.shape),
+    "plus a bias per channel": lambda h: h[..., 2:3] + SCALES,
+    "times a scale per channel": lambda h: h[..., :1] * SCALES,
+    "over a scale per channel": lambda h: h[..., 1:2] / SCALES,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRETCHES))
+def test_one_channel_repeated_over_the_channels_takes_the_cone_route(x64, name):
+    """``conv(x) + x[..., :1]`` and alike: a free axis of size 1 stretched by an elementwise
+    operation repeats the value (the ReLU's pending mask included)."""
+    f, pre = _network(STRETCHES[name], 3, seed=len(name))
+    x = jax.random.normal(jax.random.key(len(name)), (10, 10, 1), jnp.float64)
+    _check_every_route(f, pre, x)
+
+
+@pytest.mark.parametrize("middle", [lambda h: h + h[:1], lambda h: h[:, 2:3] * ROW_SCALES])
+def test_a_row_repeated_over_the_rows_is_refused_with_the_reason(x64, middle):
+    """A spatial axis of size 1 stretched over the others is not a cone: refused, named."""
+    f, _ = _network(middle, 3)
+    plan = slp.insens_plan(f, jnp.ones((10, 10, 1)))
+    assert "broadcasts an input-dependent value over a spatial axis" in plan.not_taken["cone"]

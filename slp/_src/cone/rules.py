@@ -83,22 +83,47 @@ def embed_into(p: Pass, v: ConeVal, g: Geom, ng: Geom, at: Geom | None = None):
     return p.by_runs(p.materialize(v, g), offsets, embed)
 
 
+def stretches_free_axes(z, shape) -> bool:
+    """Whether an elementwise operation's output ``shape`` is ``z``'s up to free axes of size
+    1 that it stretches (``conv(x) + x[..., :1]``: one channel repeated over the channels)."""
+    return (
+        isinstance(z, Geom)
+        and len(shape) == len(z.shape)
+        and all(
+            n == m or (n == 1 and k < 0) for n, m, k in zip(z.shape, shape, z.link, strict=True)
+        )
+    )
+
+
+def widen(p: Pass, t, ng: Geom):
+    """Materialised cone tangents ``t`` repeated along the free axes of size 1 that ``ng``
+    stretches (`stretches_free_axes`)."""
+    return jnp.broadcast_to(t, t.shape[: p.n_pre] + ng.window_shape())
+
+
+def stretched(p: Pass, z: ConeVal, g: Geom, ng: Geom) -> ConeVal:
+    """``z`` (geometry ``g``) as the value of geometry ``ng`` that repeats it along free
+    axes of size 1 (itself where ``ng`` stretches none)."""
+    return z if g.shape == ng.shape else ConeVal(widen(p, p.materialize(z, g), ng))
+
+
 def _add_geometry(ctx, eqn, ins):
     deps = [v for v, d in zip(ins, eqn.dep, strict=True) if d]
+    shape = ctx.shapes[eqn.outputs[0]]
     if len(deps) == 2:  # e.g. a residual connection
         a, b = deps
         if not (isinstance(a, Geom) and isinstance(b, Geom)):
             return Refusal("a sum of a globally pooled value and another input-dependent value")
-        if a.shape != b.shape:
-            return Refusal("a sum that broadcasts an input-dependent value")
-        ng = union_geom(ctx.nk, deps, a.shape, "a sum")
+        if not all(stretches_free_axes(v, shape) for v in deps):
+            return Refusal("a sum that broadcasts an input-dependent value over a spatial axis")
+        ng = union_geom(ctx.nk, deps, shape, "a sum")
         return ng if isinstance(ng, Refusal) else ([ng], None)
     z = single(eqn, ins, "a sum")
-    if isinstance(z, Refusal):
-        return z
-    if ctx.shapes[eqn.outputs[0]] != z.shape:
-        return Refusal("a sum that broadcasts an input-dependent value")
-    return [z], None
+    if isinstance(z, Refusal) or shape == z.shape:
+        return z if isinstance(z, Refusal) else ([z], None)
+    if not stretches_free_axes(z, shape):
+        return Refusal("a sum that broadcasts an input-dependent value over a spatial axis")
+    return [dataclasses.replace(z, shape=tuple(shape))], None
 
 
 def _sum_tangent(negate: bool):
@@ -113,9 +138,12 @@ def _sum_tangent(negate: bool):
 def _add_tangent(p, eqn, step, args, negate: bool):
     if all(eqn.dep):
         (ng,) = step.outs
-        ta, tb = (embed_into(p, a, g, ng) for a, g in zip(args, step.ins, strict=True))
+        ta, tb = (
+            widen(p, embed_into(p, a, g, ng), ng) for a, g in zip(args, step.ins, strict=True)
+        )
         return [ConeVal(ta - tb if negate else ta + tb)]
-    z = dep_arg(eqn, args)
+    g = next(v for v in step.ins if v is not None)
+    z = stretched(p, dep_arg(eqn, args), g, step.outs[0])
     return [z._replace(t=-z.t) if (negate and eqn.dep[1]) else z]
 
 
@@ -130,10 +158,12 @@ def _scale_geometry(ctx, eqn, ins):
     z = single(eqn, ins, "a product")
     if isinstance(z, Refusal):
         return z
-    const = eqn.inputs[1 - eqn.dep.index(True)]
-    if tuple(np.broadcast_shapes(ctx.shape(const), z.shape)) != z.shape:
-        return Refusal(f"a {eqn.primitive.name} that broadcasts an input-dependent value")
-    return [z], None
+    shape = ctx.shapes[eqn.outputs[0]]
+    if shape != z.shape and not stretches_free_axes(z, shape):
+        return Refusal(
+            f"a {eqn.primitive.name} that broadcasts an input-dependent value over a spatial axis"
+        )
+    return [dataclasses.replace(z, shape=tuple(shape)) if shape != z.shape else z], None
 
 
 def _divide_geometry(ctx, eqn, ins):
@@ -143,12 +173,13 @@ def _divide_geometry(ctx, eqn, ins):
 
 
 def _scale_tangent(p, eqn, step, args):
-    j = eqn.dep.index(True)
-    return [scaled(p, args[j], step.ins[j], args[1 - j])]
+    j, (ng,) = eqn.dep.index(True), step.outs
+    return [scaled(p, stretched(p, args[j], step.ins[j], ng), ng, args[1 - j])]
 
 
 def _divide_tangent(p, eqn, step, args):
-    return [scaled(p, args[0], step.ins[0], 1 / args[1])]
+    (ng,) = step.outs
+    return [scaled(p, stretched(p, args[0], step.ins[0], ng), ng, 1 / args[1])]
 
 
 SCALE = ConeRule("scale", _scale_geometry, _scale_tangent)
