@@ -251,17 +251,23 @@ def test_steps_vmap_is_vmap_under_vmaps_and_gradients():
     xs = jax.random.normal(jax.random.key(1), (6, 5))
     ts, keys = jnp.arange(6) % 3, jax.random.split(jax.random.key(2), 6)
     two = (xs.reshape(2, 3, 5), ts.reshape(2, 3), keys.reshape(2, 3))
+    # each case jitted: one compilation, not one per operation (the vmaps are what is tested)
     cases = [
-        (lambda f: f(xs[0], 1, keys[0]), "one example"),
+        (lambda f: jax.jit(f, static_argnums=1)(xs[0], 1, keys[0]), "one example"),
         (lambda f: jax.jit(jax.vmap(f))(xs, ts, keys), "vmap, batched target"),
-        (lambda f: jax.vmap(f, in_axes=(0, None, 0))(xs, 2, keys), "vmap, one target"),
-        (lambda f: jax.vmap(f, in_axes=(None, 0, None))(xs[0], ts, keys[0]), "only the target"),
-        (lambda f: jax.vmap(jax.vmap(f))(*two), "two vmaps"),
+        (lambda f: jax.jit(jax.vmap(f, in_axes=(0, None, 0)))(xs, 2, keys), "vmap, one target"),
+        (
+            lambda f: jax.jit(jax.vmap(f, in_axes=(None, 0, None)))(xs[0], ts, keys[0]),
+            "only the target",
+        ),
+        (lambda f: jax.jit(jax.vmap(jax.vmap(f)))(*two), "two vmaps"),
     ]
     for run, what in cases:
         for got, want in zip(run(ours), run(plain), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=what)
-    grad = [jax.grad(lambda x, f=f: f(x, 1, keys[0])[0].sum())(xs[0]) for f in (ours, plain)]
+    grad = [
+        jax.jit(jax.grad(lambda x, f=f: f(x, 1, keys[0])[0].sum()))(xs[0]) for f in (ours, plain)
+    ]
     np.testing.assert_allclose(grad[0], grad[1], rtol=1e-6)
 
 
