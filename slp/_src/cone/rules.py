@@ -95,16 +95,40 @@ def stretches_free_axes(z, shape) -> bool:
     )
 
 
-def widen(p: Pass, t, ng: Geom):
-    """Materialised cone tangents ``t`` repeated along the free axes of size 1 that ``ng``
-    stretches (`stretches_free_axes`)."""
-    return jnp.broadcast_to(t, t.shape[: p.n_pre] + ng.window_shape())
+def repeated(p: Pass, z: ConeVal, g: Geom, ng: Geom, dims) -> ConeVal:
+    """``z`` (geometry ``g``) as the value of geometry ``ng`` that repeats it along ``ng``'s
+    new axes and its free axes of size 1 stretched (operand axis ``a`` is ``ng``'s axis
+    ``dims[a]``); a pending mask stays pending, repeated alike."""
+    n_pre, win = p.n_pre, ng.window_shape()
+    unit, g_win = [1] * len(win), g.window_shape()
+    for a, b in enumerate(dims):
+        unit[b] = g_win[a]
+    t = jnp.broadcast_to(z.t.reshape(z.t.shape[:n_pre] + tuple(unit)), z.t.shape[:n_pre] + win)
+    if z.mask is None:
+        return ConeVal(t, None, z.valid)
+    unit = [1] * len(ng.shape)
+    for a, b in enumerate(dims):
+        unit[b] = g.shape[a]
+    return ConeVal(t, jnp.broadcast_to(z.mask.reshape(unit), ng.shape), z.valid)
 
 
-def stretched(p: Pass, z: ConeVal, g: Geom, ng: Geom) -> ConeVal:
-    """``z`` (geometry ``g``) as the value of geometry ``ng`` that repeats it along free
-    axes of size 1 (itself where ``ng`` stretches none)."""
-    return z if g.shape == ng.shape else ConeVal(widen(p, p.materialize(z, g), ng))
+def stretched(p: Pass, z: ConeVal, g: Geom, shape) -> tuple[ConeVal, Geom]:
+    """``z`` (geometry ``g``) and its geometry as an elementwise operation's operand of output
+    ``shape``: repeated along the free axes of size 1 it stretches (`repeated`), if any."""
+    if g.shape == tuple(shape):
+        return z, g
+    ng = dataclasses.replace(g, shape=tuple(shape))
+    return repeated(p, z, g, ng, range(len(g.shape))), ng
+
+
+def _elementwise_geometry(z, shape, what: str):
+    """The geometry of an elementwise operation's output of ``shape`` whose one
+    input-dependent operand is ``z``: ``z``'s, with the free axes it stretches."""
+    if isinstance(z, Refusal) or shape == z.shape:
+        return z if isinstance(z, Refusal) else ([z], None)
+    if not stretches_free_axes(z, shape):
+        return Refusal(f"{what} that broadcasts an input-dependent value over a spatial axis")
+    return [dataclasses.replace(z, shape=tuple(shape))], None
 
 
 def _add_geometry(ctx, eqn, ins):
@@ -118,12 +142,7 @@ def _add_geometry(ctx, eqn, ins):
             return Refusal("a sum that broadcasts an input-dependent value over a spatial axis")
         ng = union_geom(ctx.nk, deps, shape, "a sum")
         return ng if isinstance(ng, Refusal) else ([ng], None)
-    z = single(eqn, ins, "a sum")
-    if isinstance(z, Refusal) or shape == z.shape:
-        return z if isinstance(z, Refusal) else ([z], None)
-    if not stretches_free_axes(z, shape):
-        return Refusal("a sum that broadcasts an input-dependent value over a spatial axis")
-    return [dataclasses.replace(z, shape=tuple(shape))], None
+    return _elementwise_geometry(single(eqn, ins, "a sum"), shape, "a sum")
 
 
 def _sum_tangent(negate: bool):
@@ -139,11 +158,12 @@ def _add_tangent(p, eqn, step, args, negate: bool):
     if all(eqn.dep):
         (ng,) = step.outs
         ta, tb = (
-            widen(p, embed_into(p, a, g, ng), ng) for a, g in zip(args, step.ins, strict=True)
+            embed_into(p, *stretched(p, a, g, ng.shape), ng)
+            for a, g in zip(args, step.ins, strict=True)
         )
         return [ConeVal(ta - tb if negate else ta + tb)]
     g = next(v for v in step.ins if v is not None)
-    z = stretched(p, dep_arg(eqn, args), g, step.outs[0])
+    z, _ = stretched(p, dep_arg(eqn, args), g, step.outs[0].shape)
     return [z._replace(t=-z.t) if (negate and eqn.dep[1]) else z]
 
 
@@ -156,14 +176,7 @@ SUB = ConeRule("sub", _add_geometry, _sum_tangent(negate=True))
 
 def _scale_geometry(ctx, eqn, ins):
     z = single(eqn, ins, "a product")
-    if isinstance(z, Refusal):
-        return z
-    shape = ctx.shapes[eqn.outputs[0]]
-    if shape != z.shape and not stretches_free_axes(z, shape):
-        return Refusal(
-            f"a {eqn.primitive.name} that broadcasts an input-dependent value over a spatial axis"
-        )
-    return [dataclasses.replace(z, shape=tuple(shape)) if shape != z.shape else z], None
+    return _elementwise_geometry(z, ctx.shapes[eqn.outputs[0]], f"a {eqn.primitive.name}")
 
 
 def _divide_geometry(ctx, eqn, ins):
@@ -173,13 +186,12 @@ def _divide_geometry(ctx, eqn, ins):
 
 
 def _scale_tangent(p, eqn, step, args):
-    j, (ng,) = eqn.dep.index(True), step.outs
-    return [scaled(p, stretched(p, args[j], step.ins[j], ng), ng, args[1 - j])]
+    j = eqn.dep.index(True)
+    return [scaled(p, *stretched(p, args[j], step.ins[j], step.outs[0].shape), args[1 - j])]
 
 
 def _divide_tangent(p, eqn, step, args):
-    (ng,) = step.outs
-    return [scaled(p, stretched(p, args[0], step.ins[0], ng), ng, 1 / args[1])]
+    return [scaled(p, *stretched(p, args[0], step.ins[0], step.outs[0].shape), 1 / args[1])]
 
 
 SCALE = ConeRule("scale", _scale_geometry, _scale_tangent)
@@ -455,24 +467,13 @@ def _broadcast_geometry(ctx, eqn, ins):
 
 def _broadcast_tangent(p, eqn, step, args):
     (ng,), z = step.outs, dep_arg(eqn, args)
-    n_pre, dims = p.n_pre, eqn.params["broadcast_dimensions"]
-    win = ng.window_shape()
     if step.data == "empty":
-        return [ConeVal(jnp.zeros(z.t.shape[:n_pre] + win, z.t.dtype))]
+        return [ConeVal(jnp.zeros(z.t.shape[: p.n_pre] + ng.window_shape(), z.t.dtype))]
     if step.data != "repeat":
         return _reshape_tangent(p, eqn, step, args)
     # a new axis, or a free axis of size 1 stretched: the value repeats along it
     g = next(v for v in step.ins if v is not None)
-    unit, g_win = [1] * len(win), g.window_shape()
-    for a, b in enumerate(dims):
-        unit[b] = g_win[a]
-    t = jnp.broadcast_to(z.t.reshape(z.t.shape[:n_pre] + tuple(unit)), z.t.shape[:n_pre] + win)
-    if z.mask is None:
-        return [ConeVal(t, None, z.valid)]
-    unit = [1] * len(ng.shape)
-    for a, b in enumerate(dims):
-        unit[b] = g.shape[a]
-    return [ConeVal(t, jnp.broadcast_to(z.mask.reshape(unit), ng.shape), z.valid)]
+    return [repeated(p, z, g, ng, eqn.params["broadcast_dimensions"])]
 
 
 def _broadcast_carry(eqn, ins, shapes):
