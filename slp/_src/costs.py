@@ -40,7 +40,7 @@ route on every network of the benchmark zoo at batch 1 and 8:
 ``python experiments/bench_insens.py --zoo --fit`` measures them and prints a new table
 (``--fit-write`` writes it here). On another device the per-input terms are scaled by the
 ratio of this device's matrix-product rate to the calibration machine's (`slp.insens_plan`'s
-``flop_rate``; 1 on a CPU within 3 times of it, `slp._src.planner.device_speed`); the
+``flop_rate``; 1 on a CPU within 3 times of it, `slp._src.speed.device_speed`); the
 per-call terms are not.
 """
 
@@ -583,7 +583,15 @@ def program_work(fn, *args, shapes: bool = False):
     import jax
 
     closed, out = jax.make_jaxpr(fn, return_shape=True)(*args)
-    acc = {k: 0.0 for k in WORK_KINDS}
-    n = len(closed.jaxpr.invars)
-    _walk_jaxpr(closed.jaxpr, [True] * n, [True] * n, _Loop(), acc)
+    acc = jaxpr_work(closed, [True] * len(closed.jaxpr.invars))
     return (acc, out) if shapes else acc
+
+
+def jaxpr_work(closed, dependent) -> dict[str, float]:
+    """The work of a traced program (`program_work`) whose inputs depend on the network's
+    input where ``dependent`` (one flag per input of ``closed.jaxpr``); the others (weights
+    passed as arguments) count like its constants: work built from them alone is setup."""
+    acc = {k: 0.0 for k in WORK_KINDS}
+    flags = [bool(d) for d in dependent]
+    _walk_jaxpr(closed.jaxpr, flags, flags, _Loop(), acc)
+    return acc

@@ -9,14 +9,14 @@ cost model of `slp._src.costs`, its seconds; the route predicted fastest is chos
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from jax.extend import core as jex_core
 
 from slp._src import boxes as _boxes
 from slp._src import colouring as _colouring
@@ -25,8 +25,10 @@ from slp._src import costs as _costs
 from slp._src import matmul as _matmul
 from slp._src import network as net
 from slp._src.routes import exact_norms, runtime_consts
+from slp._src.speed import device_flop_rate, device_speed
 
 __all__ = [
+    "TracedNorms",
     "RouteCost",
     "ProbeLayout",
     "DenseLayout",
@@ -131,6 +133,26 @@ class DenseLayout(NamedTuple):
     n_steps: int
 
 
+class TracedNorms(NamedTuple):
+    """A route's squared norms for one input, traced once while its work was counted.
+
+    Attributes:
+      route: the route (``"cone"``, ``"probes"`` or ``"dense"``).
+      program: the closed jaxpr of ``(x, state, consts) -> norms`` (its inputs flattened in
+        that order; ``consts`` the network's weights by equation).
+      out_tree: the tree structure of the norms (a list, one array per ReLU layer).
+    """
+
+    route: str
+    program: Any
+    out_tree: Any
+
+    def __call__(self, x, state, consts) -> list:
+        leaves = jax.tree.leaves((x, state, consts))
+        out = jex_core.jaxpr_as_fun(self.program)(*leaves)
+        return jax.tree.unflatten(self.out_tree, out)
+
+
 class InsensPlan(NamedTuple):
     """How `insens` computes the squared norms for one network and input shape.
 
@@ -157,6 +179,9 @@ class InsensPlan(NamedTuple):
       flop_rate: the default device's measured float32 matrix-product rate (FLOP/s)
         behind the ``seconds`` of every cost (`insens_plan`), or None.
       batch: the inputs per call that every cost's ``seconds`` is predicted for.
+      traced: every route whose work was counted -> its squared norms for one input as a
+        traced program (`TracedNorms`), which `insens` runs without tracing the route again;
+        None when no route was counted.
 
     Examples:
       >>> plan = slp.insens_plan(lambda x: jnp.maximum(x, 0) @ jnp.ones((4, 2)), jnp.ones(4))
@@ -178,6 +203,7 @@ class InsensPlan(NamedTuple):
     forward_flops: float = 0.0
     flop_rate: float | None = None
     batch: int = 1
+    traced: dict | None = None
 
     def estimate_cost(self, probes: int) -> RouteCost:
         """Predicted cost of ``insens(f, probes=k)`` (no standard error): the forward pass,
@@ -502,8 +528,9 @@ def build_plan(
         batch=int(batch),
     )
     if every:  # every route's work from its traced program, its time
-        costs = _counted_costs(program, x, plan, costs, precision, flops_all)
+        costs, traced = _counted_costs(program, x, plan, costs, precision, flops_all)
         costs = {r: c._replace(seconds=c.predict(batch, speed=speed)) for r, c in costs.items()}
+        plan = plan._replace(traced=traced)
     return _chosen(plan, route, costs, not_taken, batch)
 
 
@@ -521,21 +548,34 @@ def _chosen(plan: InsensPlan, route: str, costs: dict, not_taken: dict, batch: i
     )
 
 
-def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_all) -> dict:
+def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_all):
     """``costs`` with the work of each route's squared norms for one input, counted in its
-    traced program (`slp._src.costs.program_work`): the forward pass and the route, as
-    `insens` runs them (the forward pass traced once for all: each operation's work adds up)."""
+    traced program (`slp._src.costs.jaxpr_work`): the forward pass and the route, as
+    `insens` runs them (the forward pass traced once for all: each operation's work adds up).
+
+    Returns:
+      ``(costs, traced)``: ``traced`` maps each route to its `TracedNorms`, which `insens`
+      runs rather than trace the route a second time.
+    """
     prog, prec = runtime_consts(program), _matmul.resolve(precision)
     x_struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
     fwd, state = _costs.program_work(functools.partial(net.forward, prog), x_struct, shapes=True)
-    out = {}
+    consts = dict(prog.consts)
+    dependent = [True] * len(jax.tree.leaves((x_struct, state)))
+    dependent += [False] * len(jax.tree.leaves(consts))  # the weights: setup work
+    out, traced = {}, {}
     for r, c in costs.items():
-        p = plan._replace(route=r)
-        work = _costs.program_work(
-            lambda xp, st, p=p: exact_norms(prog, st, xp, p, prec), x_struct, state
-        )
+        norms = functools.partial(_norms_with_consts, prog, plan._replace(route=r), prec)
+        closed, shapes = jax.make_jaxpr(norms, return_shape=True)(x_struct, state, consts)
+        work = _costs.jaxpr_work(closed, dependent)
         out[r] = _counted(c, {k: work[k] + fwd[k] for k in work}, r, flops_all)
-    return out
+        traced[r] = TracedNorms(r, closed, jax.tree.structure(shapes))
+    return out, traced
+
+
+def _norms_with_consts(program, plan: InsensPlan, prec, x, state, consts) -> list:
+    """`exact_norms` with the weights ``consts`` as an argument (to trace it with them)."""
+    return exact_norms(dataclasses.replace(program, consts=consts), state, x, plan, prec)
 
 
 def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:
@@ -645,51 +685,3 @@ def insens_plan(
     speed = device_speed(rate := device_flop_rate())
     plan = build_plan(net.trace(f, x), x, chunk, route, batch=int(batch), speed=speed)
     return plan._replace(flop_rate=rate)
-
-
-_FLOP_RATES: dict = {}
-
-
-SAME_CPU_BAND = 3.0
-"""A CPU whose measured matrix-product rate is within this factor of the calibration
-machine's is predicted at the calibration machine's speed (`device_speed`)."""
-
-
-def device_speed(rate: float) -> float:
-    """The factor the predicted seconds' per-input terms are divided by on a device whose
-    matrix-product rate is ``rate``: ``rate`` over the calibration machine's, or 1 on a CPU
-    within `SAME_CPU_BAND` of it. On the shared 2-core calibration CPU the measured rate
-    itself came out at 230-275 or 480 GFLOP/s from one process to the next while the routes'
-    times did not move, so a ratio that small is noise of the measurement, not speed."""
-    ratio = rate / float(_costs.CALIBRATION["flop_rate"])
-    same = jax.devices()[0].platform == "cpu" and 1 / SAME_CPU_BAND <= ratio <= SAME_CPU_BAND
-    return 1.0 if same else ratio
-
-
-def device_flop_rate() -> float:
-    """FLOP/s of a float32 matrix product at the highest precision on the default device.
-
-    Measured once per process and device: the median time of products of two 1024x1024
-    matrices on CPU (4096x4096 on accelerators) over at least 0.3 s and 5 products, after
-    two untimed calls. On a shared 2-core CPU the best of a few short products varied 2x
-    from one process to the next (192-445 GFLOP/s on one machine); this median varied
-    within 20% (231-275) over 8 processes.
-    """
-    import time
-
-    dev = jax.devices()[0]
-    tag = (dev.platform, dev.device_kind)
-    if tag not in _FLOP_RATES:
-        n = 1024 if dev.platform == "cpu" else 4096
-        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-        prod = jax.jit(lambda p, q: jnp.dot(p, q, precision=lax.Precision.HIGHEST))
-        prod(a, a).block_until_ready()
-        prod(a, a).block_until_ready()
-        times: list[float] = []
-        end = time.perf_counter() + 0.3
-        while len(times) < 5 or time.perf_counter() < end:
-            t0 = time.perf_counter()
-            prod(a, a).block_until_ready()
-            times.append(time.perf_counter() - t0)
-        _FLOP_RATES[tag] = 2.0 * n**3 / float(np.median(times))
-    return _FLOP_RATES[tag]

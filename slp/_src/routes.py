@@ -175,7 +175,11 @@ def routed_norms(program, state, x, plan: InsensPlan, prec, *, auto: bool) -> li
         return exact_norms(program, state, x, plan, prec)
     works = {r: c.work for r, c in plan.costs.items()}
 
+    traced = plan.traced or {}
+
     def run(route, xx, st, consts):
+        if route in traced:  # traced while its work was counted: not traced again
+            return traced[route](xx, st, consts)
         prog = dataclasses.replace(program, consts=consts)
         return exact_norms(prog, st, xx, plan._replace(route=route), prec)
 

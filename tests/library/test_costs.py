@@ -189,6 +189,25 @@ def test_program_work_counted_by_hand():
     assert n_out + n_body < work["ops"] < n_out + 3 * n_body
 
 
+def test_weights_passed_as_arguments_count_as_the_closed_over_ones():
+    """`jaxpr_work` with the weights as flagged arguments counts what `program_work` counts
+    with them closed over (the planner traces each route so, to run the same program)."""
+    w = jnp.arange(24.0).reshape(6, 4)
+
+    def fn(x, w):
+        return jnp.sum(jnp.maximum(x @ w, 0.0)) + jnp.sum(w.T @ w)  # w.T @ w: setup
+
+    x = jax.ShapeDtypeStruct((6,), jnp.float32)
+    closed_over = costs.program_work(lambda x: fn(x, w), x)
+    closed = jax.make_jaxpr(fn)(x, w)
+    assert costs.jaxpr_work(closed, [True, False]) == closed_over
+    assert closed_over["setup"] >= 2 * 4 * 6 * 4 and closed_over["weights"] == 6 * 4
+    # flagged as depending on the input, the weights' product is per-example work instead
+    both = costs.jaxpr_work(closed, [True, True])
+    assert both["matmul"] == closed_over["matmul"] + 2 * 4 * 6 * 4
+    assert both["setup"] < closed_over["setup"]
+
+
 def test_program_work_channel_first_and_grouped_convolutions_in_loops_apart():
     k_oihw = jnp.ones((4, 2, 3, 3))
     k_group = jnp.ones((3, 3, 1, 4))  # HWIO, 2 groups of 1 -> 2 channels each
@@ -304,6 +323,14 @@ def test_auto_runs_the_route_chosen_for_the_batch_size_of_the_call(monkeypatch):
         return exact(program, state, xx, plan, prec)
 
     monkeypatch.setattr(module, "exact_norms", spy)
+    # a route traced while its work was counted runs that program (not traced again)
+    traced_call = planner.TracedNorms.__call__
+
+    def traced_spy(self, *args):
+        ran.append(self.route)
+        return traced_call(self, *args)
+
+    monkeypatch.setattr(planner.TracedNorms, "__call__", traced_spy)
     f, shape = _small_conv_net()
     x = jax.random.uniform(jax.random.PRNGKey(0), (5, *shape))
     want = np.stack([jacfwd_insens(f, xi) for xi in x])

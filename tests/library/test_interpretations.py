@@ -41,11 +41,12 @@ from tests import reference as ref
 # Auto (the default): the trace and the boxes (with the geometry); the forward pass once and
 # each route once more (the dense one's switched network, the probe one's, the cone one's
 # constants, tangents and switched network) to count every route's work for the choice
-# (`slp._src.costs.program_work`); the state with the VJP; and the chosen route from that state
-# (its switched network). It was 15 when each route's count traced the forward pass again and
-# the probe and cone routes walked before and after the cut, then 11 while the geometry had a
-# walk of its own.
-PASSES = {"cone": 4, "probes": 3, "dense": 3, "auto": 10}
+# (`slp._src.costs.jaxpr_work`); and the state with the VJP. The chosen route runs the program
+# traced for its count (`slp._src.planner.TracedNorms`), with no walk of its own. It was 15
+# when each route's count traced the forward pass again and the probe and cone routes walked
+# before and after the cut, then 11 while the geometry had a walk of its own, then 10 while
+# the chosen route was traced again after its count.
+PASSES = {"cone": 4, "probes": 3, "dense": 3, "auto": 9}
 
 
 def _breakdown(passes) -> str:
@@ -62,6 +63,20 @@ def test_exact_insens_passes_over_the_program_are_pinned(x64, route):
     assert total == PASSES[route], f"{route}: {total} passes ({_breakdown(passes)})"
     want = ref.dense_model(spec, params, x).insens()
     np.testing.assert_allclose(np.asarray(got).reshape(-1), want, atol=1e-10)
+
+
+@pytest.mark.parametrize("batch", [2, 64])
+def test_auto_under_vmap_runs_a_counted_route_without_walking_it_again(x64, batch):
+    # Under vmap the route is chosen for the batch size (it may differ from the one for one
+    # input); every route was traced for its count, so none is walked again.
+    spec, params, f, x = ref.conv_pool_dense(1)
+    xs = np.stack([x * (1 + 0.1 * k) for k in range(batch)])
+    with interpreter.count_interpretations() as passes:
+        got = jax.vmap(slp.insens(f))(jnp.asarray(xs))
+    assert sum(passes.values()) == PASSES["auto"], _breakdown(passes)
+    for k in (0, batch - 1):
+        want = ref.dense_model(spec, params, xs[k]).insens()
+        np.testing.assert_allclose(np.asarray(got[k]).reshape(-1), want, atol=1e-10)
 
 
 def test_a_compiled_call_does_not_walk_again(x64):
