@@ -47,9 +47,9 @@ Choice. `insens_plan` traces every route that applies (without running it) and c
 work of its program: operations executed (loop bodies once per iteration), matrix-product
 and convolution FLOPs, elements written and moved, and what is built once per call from
 the weights. A linear cost model fitted to measured timings (`slp._src.costs`) turns the work
-into predicted seconds; `insens` takes the route predicted nearest the fastest at 1 and at
-8 inputs per call. It also predicts each route's FLOPs and peak memory from shapes and
-receptive-field boxes.
+into predicted seconds; `insens` takes the route predicted fastest for the batch size of the
+call, and runs the program traced for its count (no route is traced twice). It also
+predicts each route's FLOPs and peak memory from shapes and receptive-field boxes.
 
 The cone and probe routes stop at the first dense layer that depends on (most of) the whole input
 (the *cut*): its Jacobian columns are the block's (or probe's) columns of its operand
@@ -441,7 +441,8 @@ def insens(
         network's structure.)
       route: ``"auto"`` (the route `insens_plan` predicts to be fastest for the batch
         size of the call: 1 on one input, ``B`` under ``jax.vmap`` over ``B`` inputs;
-        choosing traces every route once, when compiling), ``"cone"``
+        choosing traces every route once, when compiling, and runs the chosen one's
+        traced program), ``"cone"``
         (error naming the operation where it does not apply), ``"probes"`` or
         ``"dense"``. Every route gives the same numbers up to rounding.
       precision: matrix-product precision of the squared norms (the bulk of the work;
