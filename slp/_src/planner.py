@@ -147,6 +147,9 @@ class TracedNorms(NamedTuple):
     program: Any
     out_tree: Any
 
+    def __repr__(self):  # the program's text runs to hundreds of lines
+        return f"TracedNorms(route={self.route!r}, {len(self.program.eqns)} operations)"
+
     def __call__(self, x, state, consts) -> list:
         leaves = jax.tree.leaves((x, state, consts))
         out = jex_core.jaxpr_as_fun(self.program)(*leaves)

@@ -5,6 +5,7 @@ by hand from the network's layers, and the prediction formula written out.
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -206,6 +207,17 @@ def test_weights_passed_as_arguments_count_as_the_closed_over_ones():
     both = costs.jaxpr_work(closed, [True, True])
     assert both["matmul"] == closed_over["matmul"] + 2 * 4 * 6 * 4
     assert both["setup"] < closed_over["setup"]
+
+
+def test_a_plan_shows_its_traced_routes_in_a_line_each():
+    """The plan keeps each counted route's traced program; its repr (what a notebook shows)
+    names the route and its size, not the program's text."""
+    f, shape = _small_conv_net()
+    plan = slp.insens_plan(f, jnp.ones(shape))
+    assert set(plan.traced) == set(plan.costs) == {"cone", "probes", "dense"}
+    for route, traced in plan.traced.items():
+        assert re.fullmatch(rf"TracedNorms\(route='{route}', \d+ operations\)", repr(traced))
+    assert "lambda" not in repr(plan)  # no program text
 
 
 def test_program_work_channel_first_and_grouped_convolutions_in_loops_apart():
