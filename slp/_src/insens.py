@@ -376,7 +376,7 @@ def _exact_state(program, x, plan: InsensPlan, prec, *, auto: bool):
     tangent map from it, the cone route its constants and convolution matrices."""
     if auto:
         state, vjp = net.forward_and_vjp(program, x)
-        return state, vjp, routed_norms(program, state, x, plan, prec, auto=auto)
+        return state, vjp, routed_norms(program, state, x, plan, prec)
     if plan.route == "dense":
         lin = _linear.linearized(program, x)
         return lin.state, lin.vjp, dense_norms(program, lin.state, x, plan, lin.jvp)

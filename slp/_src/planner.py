@@ -24,7 +24,7 @@ from slp._src import cone as _cone
 from slp._src import costs as _costs
 from slp._src import matmul as _matmul
 from slp._src import network as net
-from slp._src.routes import exact_norms, runtime_consts
+from slp._src.routes import exact_norms
 from slp._src.speed import device_flop_rate, device_speed
 
 __all__ = [
@@ -560,15 +560,15 @@ def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_a
       ``(costs, traced)``: ``traced`` maps each route to its `TracedNorms`, which `insens`
       runs rather than trace the route a second time.
     """
-    prog, prec = runtime_consts(program), _matmul.resolve(precision)
+    prec = _matmul.resolve(precision)
     x_struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    fwd, state = _costs.program_work(functools.partial(net.forward, prog), x_struct, shapes=True)
-    consts = dict(prog.consts)
+    fwd, state = _costs.program_work(functools.partial(net.forward, program), x_struct, shapes=True)
+    consts = dict(program.consts)
     dependent = [True] * len(jax.tree.leaves((x_struct, state)))
     dependent += [False] * len(jax.tree.leaves(consts))  # the weights: setup work
     out, traced = {}, {}
     for r, c in costs.items():
-        norms = functools.partial(_norms_with_consts, prog, plan._replace(route=r), prec)
+        norms = functools.partial(_norms_with_consts, program, plan._replace(route=r), prec)
         closed, shapes = jax.make_jaxpr(norms, return_shape=True)(x_struct, state, consts)
         work = _costs.jaxpr_work(closed, dependent)
         out[r] = _counted(c, {k: work[k] + fwd[k] for k in work}, r, flops_all)

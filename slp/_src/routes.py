@@ -160,9 +160,9 @@ def exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
     return probe_norms(program, state, x, plan, prec)
 
 
-def routed_norms(program, state, x, plan: InsensPlan, prec, *, auto: bool) -> list:
-    """`exact_norms` by ``plan.route`` or, with ``auto``, by the route predicted fastest for
-    the batch size it runs at.
+def routed_norms(program, state, x, plan: InsensPlan, prec) -> list:
+    """``|w_hat|^2`` of every ReLU layer by the route predicted fastest for the batch size it
+    runs at, each route running the program traced for its count (``plan.traced``).
 
     Called on one input, ``plan.route`` (chosen for one input per call). Under `jax.vmap`
     the batching rule sees the batch size and runs the route `slp._src.costs.choose` picks for
@@ -171,17 +171,10 @@ def routed_norms(program, state, x, plan: InsensPlan, prec, *, auto: bool) -> li
     (or a jit that traces them) batches them too. Differentiation goes through the route
     chosen for one input (every route gives the same numbers up to rounding).
     """
-    if not auto:
-        return exact_norms(program, state, x, plan, prec)
     works = {r: c.work for r, c in plan.costs.items()}
 
-    traced = plan.traced or {}
-
     def run(route, xx, st, consts):
-        if route in traced:  # traced while its work was counted: not traced again
-            return traced[route](xx, st, consts)
-        prog = dataclasses.replace(program, consts=consts)
-        return exact_norms(prog, st, xx, plan._replace(route=route), prec)
+        return plan.traced[route](xx, st, consts)
 
     @custom_batching.custom_vmap
     def norms(xx, st, consts):
