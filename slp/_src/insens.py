@@ -83,7 +83,6 @@ from jax import lax
 
 from slp._src import cone as _cone
 from slp._src import guards as _guards
-from slp._src import linear as _linear
 from slp._src import matmul as _matmul
 from slp._src import network as net
 from slp._src.planner import (
@@ -98,10 +97,9 @@ from slp._src.planner import (
     insens_plan,
 )
 from slp._src.routes import (
-    dense_norms,
-    probe_norms,
-    routed_norms,
+    routed_state,
     runtime_consts,
+    state_and_norms,
     switched_sq_norms,
 )
 
@@ -370,25 +368,13 @@ def _jackknife(vjp, inactive, sq_groups, activities, count, probes: int) -> jax.
 
 
 def _exact_state(program, x, plan: InsensPlan, prec, *, auto: bool):
-    """The state, the switched network's VJP (eq. 8's sum over neurons) and the exact
-    ``|w_hat|^2`` per ReLU layer by ``plan.route`` (or the route chosen per batch size, with
-    ``auto``). The state and the VJP come from one pass; the dense route also takes its
-    tangent map from it, the cone route its constants and convolution matrices."""
+    """The state, the switched network's VJP and the exact ``|w_hat|^2`` per ReLU layer by
+    ``plan.route`` (`state_and_norms`), or with ``auto`` by the route chosen for the batch
+    size of the call, from the programs traced while the routes' work was counted
+    (`routed_state`)."""
     if auto:
-        state, vjp = net.forward_and_vjp(program, x)
-        return state, vjp, routed_norms(program, state, x, plan, prec)
-    if plan.route == "dense":
-        lin = _linear.linearized(program, x)
-        return lin.state, lin.vjp, dense_norms(program, lin.state, x, plan, lin.jvp)
-    if plan.route == "cone":  # its constants and matrices from the same pass
-        prepare = _cone.Prepare(program, plan.cone, prec)
-        if plan.cut is None:
-            state, vjp = net.forward_and_vjp(program, x, prepare)
-            return state, vjp, _cone.norms(program, state, x, plan, prec, prepare)
-        lin = _linear.linearized(program, x, visit=prepare, cut=plan.cut)
-        return lin.state, lin.vjp, _cone.norms(program, lin.state, x, plan, prec, prepare, lin)
-    lin = _linear.linearized(program, x, cut=plan.cut)
-    return lin.state, lin.vjp, probe_norms(program, lin.state, x, plan, prec, lin)
+        return routed_state(program, x, plan)
+    return state_and_norms(program, x, plan, prec)
 
 
 def insens(

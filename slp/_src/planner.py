@@ -24,11 +24,11 @@ from slp._src import cone as _cone
 from slp._src import costs as _costs
 from slp._src import matmul as _matmul
 from slp._src import network as net
-from slp._src.routes import exact_norms
+from slp._src.routes import state_and_norms
 from slp._src.speed import device_flop_rate, device_speed
 
 __all__ = [
-    "TracedNorms",
+    "TracedRoute",
     "RouteCost",
     "ProbeLayout",
     "DenseLayout",
@@ -133,27 +133,67 @@ class DenseLayout(NamedTuple):
     n_steps: int
 
 
-class TracedNorms(NamedTuple):
-    """A route's squared norms for one input, traced once while its work was counted.
+class TracedRoute(NamedTuple):
+    """A route for one input, traced once while its work was counted: the state at ``x``
+    and the route's squared norms, with the weights as arguments.
 
     Attributes:
       route: the route (``"cone"``, ``"probes"`` or ``"dense"``).
-      program: the closed jaxpr of ``(x, state, consts) -> norms`` (its inputs flattened in
-        that order; ``consts`` the network's weights by equation).
-      out_tree: the tree structure of the norms (a list, one array per ReLU layer).
+      program: the closed jaxpr of ``(x, consts) -> (state, norms)`` (inputs and outputs
+        flattened in that order; ``consts`` the network's weights by equation), without the
+        operations whose results it does not return.
+      state_tree: the tree structure of the state (a `NetworkState`).
+      norms_tree: the tree structure of the norms (a list, one array per ReLU layer).
     """
 
     route: str
     program: Any
-    out_tree: Any
+    state_tree: Any
+    norms_tree: Any
+
+    @classmethod
+    def of(cls, route: str, closed, shapes) -> TracedRoute:
+        """The traced route from its closed jaxpr and the shapes of ``(state, norms)``."""
+        every = range(len(closed.jaxpr.outvars))
+        state_tree, norms_tree = (jax.tree.structure(s) for s in shapes)
+        return cls(route, _pruned(closed, every), state_tree, norms_tree)
 
     def __repr__(self):  # the program's text runs to hundreds of lines
-        return f"TracedNorms(route={self.route!r}, {len(self.program.eqns)} operations)"
+        return f"TracedRoute(route={self.route!r}, {len(self.program.eqns)} operations)"
 
-    def __call__(self, x, state, consts) -> list:
-        leaves = jax.tree.leaves((x, state, consts))
-        out = jex_core.jaxpr_as_fun(self.program)(*leaves)
-        return jax.tree.unflatten(self.out_tree, out)
+    def _run(self, outputs: range, x, consts) -> list:
+        program = _pruned(self.program, outputs)
+        return jex_core.jaxpr_as_fun(program)(*jax.tree.leaves((x, consts)))
+
+    def state(self, x, consts) -> tuple:
+        """``(activities, (output, winners))`` at ``x`` by the operations that compute the
+        state only (what `jax.vjp` differentiates, with ``has_aux``)."""
+        n = self.state_tree.num_leaves
+        state = jax.tree.unflatten(self.state_tree, self._run(range(n), x, consts))
+        return state.activities, (state.output, state.winners)
+
+    def norms(self, x, consts) -> list:
+        """The squared norms per ReLU layer at ``x`` (from a state of their own)."""
+        n, n_out = self.state_tree.num_leaves, len(self.program.jaxpr.outvars)
+        return jax.tree.unflatten(self.norms_tree, self._run(range(n, n_out), x, consts))
+
+
+def _pruned(closed, outputs):
+    """``closed`` (a closed jaxpr) returning only its outputs ``outputs`` (positions), without
+    the operations none of them needs (effects kept)."""
+    jaxpr = closed.jaxpr
+    outvars = [jaxpr.outvars[i] for i in outputs]
+    live = {v for v in outvars if isinstance(v, jex_core.Var)}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or any(v in live for v in eqn.outvars):
+            kept.append(eqn)
+            live.update(v for v in eqn.invars if isinstance(v, jex_core.Var))
+    info = jaxpr.debug_info
+    if info is not None and info.result_paths is not None:
+        info = info._replace(result_paths=tuple(info.result_paths[i] for i in outputs))
+    pruned = jaxpr.replace(eqns=kept[::-1], outvars=outvars, debug_info=info)
+    return jex_core.ClosedJaxpr(pruned, closed.consts)
 
 
 class InsensPlan(NamedTuple):
@@ -183,7 +223,7 @@ class InsensPlan(NamedTuple):
         behind the ``seconds`` of every cost (`insens_plan`), or None.
       batch: the inputs per call that every cost's ``seconds`` is predicted for.
       traced: every route whose work was counted -> its squared norms for one input as a
-        traced program (`TracedNorms`), which `insens` runs without tracing the route again;
+        traced program (`TracedRoute`), which `insens` runs without tracing the route again;
         None when no route was counted.
 
     Examples:
@@ -552,33 +592,33 @@ def _chosen(plan: InsensPlan, route: str, costs: dict, not_taken: dict, batch: i
 
 
 def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_all):
-    """``costs`` with the work of each route's squared norms for one input, counted in its
-    traced program (`slp._src.costs.jaxpr_work`): the forward pass and the route, as
-    `insens` runs them (the forward pass traced once for all: each operation's work adds up).
+    """``costs`` with the work of each route for one input, counted in its traced program
+    (`slp._src.costs.jaxpr_work`): the forward pass with the state and the route's squared
+    norms, as `insens` runs them on that route.
 
     Returns:
-      ``(costs, traced)``: ``traced`` maps each route to its `TracedNorms`, which `insens`
+      ``(costs, traced)``: ``traced`` maps each route to its `TracedRoute`, which `insens`
       runs rather than trace the route a second time.
     """
     prec = _matmul.resolve(precision)
     x_struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    fwd, state = _costs.program_work(functools.partial(net.forward, program), x_struct, shapes=True)
     consts = dict(program.consts)
-    dependent = [True] * len(jax.tree.leaves((x_struct, state)))
+    dependent = [True] * len(jax.tree.leaves(x_struct))
     dependent += [False] * len(jax.tree.leaves(consts))  # the weights: setup work
     out, traced = {}, {}
     for r, c in costs.items():
-        norms = functools.partial(_norms_with_consts, program, plan._replace(route=r), prec)
-        closed, shapes = jax.make_jaxpr(norms, return_shape=True)(x_struct, state, consts)
-        work = _costs.jaxpr_work(closed, dependent)
-        out[r] = _counted(c, {k: work[k] + fwd[k] for k in work}, r, flops_all)
-        traced[r] = TracedNorms(r, closed, jax.tree.structure(shapes))
+        run = functools.partial(_state_and_norms, program, plan._replace(route=r), prec)
+        closed, shapes = jax.make_jaxpr(run, return_shape=True)(x_struct, consts)
+        traced[r] = TracedRoute.of(r, closed, shapes)
+        work = _costs.jaxpr_work(traced[r].program, dependent)
+        out[r] = _counted(c, work, r, flops_all)
     return out, traced
 
 
-def _norms_with_consts(program, plan: InsensPlan, prec, x, state, consts) -> list:
-    """`exact_norms` with the weights ``consts`` as an argument (to trace it with them)."""
-    return exact_norms(dataclasses.replace(program, consts=consts), state, x, plan, prec)
+def _state_and_norms(program, plan: InsensPlan, prec, x, consts) -> tuple:
+    """`state_and_norms` (without the VJP) with the weights ``consts`` as an argument."""
+    state, _, sq = state_and_norms(dataclasses.replace(program, consts=consts), x, plan, prec)
+    return state, sq
 
 
 def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:

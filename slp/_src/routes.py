@@ -1,6 +1,7 @@
 """The exact routes of `slp.insens`: each computes the squared norms ``|w_hat_i|^2`` of every
-hidden neuron (the cone route in `slp._src.cone`, the probe and dense routes here), and
-`routed_norms` runs the route chosen for the batch size of the call.
+hidden neuron (the cone route in `slp._src.cone`, the probe and dense routes here);
+`state_and_norms` runs one route with the state it starts from, and `routed_state` the route
+chosen for the batch size of the call.
 
 The routes and the plan they read are described in `slp._src.insens`'s docstring; the plan is
 built in `slp._src.planner`.
@@ -33,8 +34,8 @@ __all__ = [
     "probe_norms",
     "dense_norms",
     "runtime_consts",
-    "exact_norms",
-    "routed_norms",
+    "state_and_norms",
+    "routed_state",
 ]
 
 
@@ -151,48 +152,72 @@ def runtime_consts(program: net.Program) -> net.Program:
     return dataclasses.replace(program, consts=consts)
 
 
-def exact_norms(program, state, x, plan: InsensPlan, prec) -> list[jax.Array]:
-    """``|w_hat|^2`` of every ReLU layer by the route of `plan`, from the state at ``x``."""
-    if plan.route == "cone":
-        return _cone.norms(program, state, x, plan, prec)
+def state_and_norms(program, x, plan: InsensPlan, prec):
+    """The state at ``x``, the switched network's VJP (eq. 8's sum over neurons) and the exact
+    ``|w_hat|^2`` per ReLU layer by ``plan.route``.
+
+    The state and the VJP come from one pass; the dense and probe routes also take their
+    tangent map from it, the cone route its constants and convolution matrices.
+
+    Returns:
+      ``(state, vjp, sq)``: the `NetworkState`, ``vjp(cotangents) -> (x_cotangent,)`` and
+      one array of squared norms per ReLU layer.
+    """
     if plan.route == "dense":
-        return dense_norms(program, state, x, plan)
-    return probe_norms(program, state, x, plan, prec)
+        lin = linearized(program, x)
+        return lin.state, lin.vjp, dense_norms(program, lin.state, x, plan, lin.jvp)
+    if plan.route == "cone":  # its constants and matrices from the same pass
+        prepare = _cone.Prepare(program, plan.cone, prec)
+        if plan.cut is None:
+            state, vjp = net.forward_and_vjp(program, x, prepare)
+            return state, vjp, _cone.norms(program, state, x, plan, prec, prepare)
+        lin = linearized(program, x, visit=prepare, cut=plan.cut)
+        return lin.state, lin.vjp, _cone.norms(program, lin.state, x, plan, prec, prepare, lin)
+    lin = linearized(program, x, cut=plan.cut)
+    return lin.state, lin.vjp, probe_norms(program, lin.state, x, plan, prec, lin)
 
 
-def routed_norms(program, state, x, plan: InsensPlan, prec) -> list:
-    """``|w_hat|^2`` of every ReLU layer by the route predicted fastest for the batch size it
-    runs at, each route running the program traced for its count (``plan.traced``).
+def routed_state(program, x, plan: InsensPlan):
+    """`state_and_norms` by the route predicted fastest for the batch size it runs at, each
+    route running the program traced for its count (``plan.traced``, `TracedRoute`).
 
-    Called on one input, ``plan.route`` (chosen for one input per call). Under `jax.vmap`
-    the batching rule sees the batch size and runs the route `slp._src.costs.choose` picks for
-    it: at 1 and 8 inputs per call the fastest route often differs (2CONV on a 2-core CPU:
-    probes at 1, the cone at 8). The weights are passed as arguments, so a vmap over them
-    (or a jit that traces them) batches them too. Differentiation goes through the route
-    chosen for one input (every route gives the same numbers up to rounding).
+    The state and the VJP come from the part of the program for ``plan.route`` (chosen for
+    one input per call) that computes the state. The squared norms: on one input, that
+    program's; under `jax.vmap` the batching rule sees the batch size and runs the norms of
+    the route `slp._src.costs.choose` picks for it: at 1 and 8 inputs per call the fastest
+    route often differs (2CONV on a 2-core CPU: probes at 1, the cone at 8). Each route's
+    norms program computes the state again; under `jax.jit` XLA computes the common
+    operations once. The weights are passed as arguments, so a vmap over them (or a jit that
+    traces them) batches them too. Differentiation goes through the route chosen for one
+    input (every route gives the same numbers up to rounding).
     """
     works = {r: c.work for r, c in plan.costs.items()}
+    consts = dict(program.consts)
+    acts, vjp, (output, winners) = jax.vjp(
+        lambda xx: plan.traced[plan.route].state(xx, consts), x, has_aux=True
+    )
+    state = net.NetworkState(acts, winners, output)
 
-    def run(route, xx, st, consts):
-        return plan.traced[route](xx, st, consts)
+    def run(route, xx, cs):
+        return plan.traced[route].norms(xx, cs)
 
     @custom_batching.custom_vmap
-    def norms(xx, st, consts):
-        return run(plan.route, xx, st, consts)
+    def norms(xx, cs):
+        return run(plan.route, xx, cs)
 
     @norms.def_vmap
-    def norms_batched(axis_size, in_batched, xx, st, consts):
+    def norms_batched(axis_size, in_batched, xx, cs):
         route = _costs.choose(works, batch=axis_size)
         axes = tuple(jax.tree.map(lambda b: 0 if b else None, list(in_batched)))
-        out = jax.vmap(lambda a, b, c: run(route, a, b, c), in_axes=axes)(xx, st, consts)
+        out = jax.vmap(lambda a, c: run(route, a, c), in_axes=axes)(xx, cs)
         return out, jax.tree.map(lambda _: True, out)
 
     @jax.custom_jvp
-    def differentiable(xx, st, consts):
-        return norms(xx, st, consts)
+    def differentiable(xx, cs):
+        return norms(xx, cs)
 
     @differentiable.defjvp
     def differentiable_jvp(primals, tangents):
-        return jax.jvp(lambda a, b, c: run(plan.route, a, b, c), primals, tangents)
+        return jax.jvp(lambda a, c: run(plan.route, a, c), primals, tangents)
 
-    return differentiable(x, state, dict(program.consts))
+    return state, vjp, differentiable(x, consts)

@@ -216,7 +216,7 @@ def test_a_plan_shows_its_traced_routes_in_a_line_each():
     plan = slp.insens_plan(f, jnp.ones(shape))
     assert set(plan.traced) == set(plan.costs) == {"cone", "probes", "dense"}
     for route, traced in plan.traced.items():
-        assert re.fullmatch(rf"TracedNorms\(route='{route}', \d+ operations\)", repr(traced))
+        assert re.fullmatch(rf"TracedRoute\(route='{route}', \d+ operations\)", repr(traced))
     assert "lambda" not in repr(plan)  # no program text
 
 
@@ -328,21 +328,14 @@ def test_auto_runs_the_route_chosen_for_the_batch_size_of_the_call(monkeypatch):
 
     monkeypatch.setattr(module._costs, "choose", rule)
     ran = []
-    exact = module.exact_norms
-
-    def spy(program, state, xx, plan, prec):
-        ran.append(plan.route)
-        return exact(program, state, xx, plan, prec)
-
-    monkeypatch.setattr(module, "exact_norms", spy)
     # a route traced while its work was counted runs that program (not traced again)
-    traced_call = planner.TracedNorms.__call__
+    traced_norms = planner.TracedRoute.norms
 
     def traced_spy(self, *args):
         ran.append(self.route)
-        return traced_call(self, *args)
+        return traced_norms(self, *args)
 
-    monkeypatch.setattr(planner.TracedNorms, "__call__", traced_spy)
+    monkeypatch.setattr(planner.TracedRoute, "norms", traced_spy)
     f, shape = _small_conv_net()
     x = jax.random.uniform(jax.random.PRNGKey(0), (5, *shape))
     want = np.stack([jacfwd_insens(f, xi) for xi in x])
