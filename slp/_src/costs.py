@@ -1,6 +1,6 @@
 """The Insens planner's cost model: predicted seconds of each exact route from counted work.
 
-`slp._src.planner.build_plan` traces every route's squared norms for one input (the forward pass
+`slp._src.planner.build_plan` traces every route for one input (the forward pass with the state
 and the route's loop, as `slp.insens` runs them, without running them) and counts the
 work of the traced program by kind (`program_work`):
 

@@ -48,7 +48,8 @@ work of its program: operations executed (loop bodies once per iteration), matri
 and convolution FLOPs, elements written and moved, and what is built once per call from
 the weights. A linear cost model fitted to measured timings (`slp._src.costs`) turns the work
 into predicted seconds; `insens` takes the route predicted fastest for the batch size of the
-call, and runs the program traced for its count (no route is traced twice). It also
+call, and runs the program traced for its count, which also gives the state and its VJP
+(no route is traced twice, and the network is walked for nothing else). It also
 predicts each route's FLOPs and peak memory from shapes and receptive-field boxes.
 
 The cone and probe routes stop at the first dense layer that depends on (most of) the whole input
