@@ -24,7 +24,7 @@ from slp._src import cone as _cone
 from slp._src import costs as _costs
 from slp._src import matmul as _matmul
 from slp._src import network as net
-from slp._src.routes import state_and_norms
+from slp._src.routes import state_and_every_route
 from slp._src.speed import device_flop_rate, device_speed
 
 __all__ = [
@@ -594,7 +594,9 @@ def _chosen(plan: InsensPlan, route: str, costs: dict, not_taken: dict, batch: i
 def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_all):
     """``costs`` with the work of each route for one input, counted in its traced program
     (`slp._src.costs.jaxpr_work`): the forward pass with the state and the route's squared
-    norms, as `insens` runs them on that route.
+    norms. Every route is traced in one program, from one walk of the network
+    (`state_and_every_route`); each route's part is that program without the operations
+    that only the other routes need.
 
     Returns:
       ``(costs, traced)``: ``traced`` maps each route to its `TracedRoute`, which `insens`
@@ -605,20 +607,26 @@ def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_a
     consts = dict(program.consts)
     dependent = [True] * len(jax.tree.leaves(x_struct))
     dependent += [False] * len(jax.tree.leaves(consts))  # the weights: setup work
-    out, traced = {}, {}
-    for r, c in costs.items():
-        run = functools.partial(_state_and_norms, program, plan._replace(route=r), prec)
-        closed, shapes = jax.make_jaxpr(run, return_shape=True)(x_struct, consts)
-        traced[r] = TracedRoute.of(r, closed, shapes)
+    run = functools.partial(_every_route, program, plan, prec, tuple(costs))
+    closed, (state, sqs) = jax.make_jaxpr(run, return_shape=True)(x_struct, consts)
+    n_state = len(jax.tree.leaves(state))
+    out, traced, start = {}, {}, n_state
+    for (r, c), sq in zip(costs.items(), sqs, strict=True):  # the state's outputs, then
+        n = len(jax.tree.leaves(sq))  # each route's norms in turn
+        part = _pruned(closed, [*range(n_state), *range(start, start + n)])
+        traced[r] = TracedRoute.of(r, part, (state, sq))
         work = _costs.jaxpr_work(traced[r].program, dependent)
         out[r] = _counted(c, work, r, flops_all)
+        start += n
     return out, traced
 
 
-def _state_and_norms(program, plan: InsensPlan, prec, x, consts) -> tuple:
-    """`state_and_norms` (without the VJP) with the weights ``consts`` as an argument."""
-    state, _, sq = state_and_norms(dataclasses.replace(program, consts=consts), x, plan, prec)
-    return state, sq
+def _every_route(program, plan: InsensPlan, prec, routes, x, consts) -> tuple:
+    """`state_and_every_route` with the weights ``consts`` as an argument: ``(state, sqs)``,
+    ``sqs`` a tuple of the norms of each of ``routes`` in that order."""
+    program = dataclasses.replace(program, consts=consts)
+    state, sqs = state_and_every_route(program, x, plan, prec, routes)
+    return state, tuple(sqs[r] for r in routes)
 
 
 def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:

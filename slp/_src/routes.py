@@ -35,6 +35,7 @@ __all__ = [
     "dense_norms",
     "runtime_consts",
     "state_and_norms",
+    "state_and_every_route",
     "routed_state",
 ]
 
@@ -175,6 +176,28 @@ def state_and_norms(program, x, plan: InsensPlan, prec):
         return lin.state, lin.vjp, _cone.norms(program, lin.state, x, plan, prec, prepare, lin)
     lin = linearized(program, x, cut=plan.cut)
     return lin.state, lin.vjp, probe_norms(program, lin.state, x, plan, prec, lin)
+
+
+def state_and_every_route(program, x, plan: InsensPlan, prec, routes) -> tuple:
+    """The state at ``x`` and the exact ``|w_hat|^2`` per ReLU layer by each of ``routes``,
+    from one walk: the network linearized at ``x`` with the plan's cut, collecting the cone
+    route's constants on the way (`state_and_norms` for one route).
+
+    Returns:
+      ``(state, {route: sq})``.
+    """
+    prepare = _cone.Prepare(program, plan.cone, prec) if "cone" in routes else None
+    lin = linearized(program, x, visit=prepare, cut=plan.cut)
+    out = {}
+    for route in routes:
+        one = plan._replace(route=route)
+        if route == "dense":
+            out[route] = dense_norms(program, lin.state, x, one, lin.jvp)
+        elif route == "cone":
+            out[route] = _cone.norms(program, lin.state, x, one, prec, prepare, lin)
+        else:
+            out[route] = probe_norms(program, lin.state, x, one, prec, lin)
+    return lin.state, out
 
 
 def routed_state(program, x, plan: InsensPlan):

@@ -38,17 +38,19 @@ from tests import reference as ref
 # each step and the cone route walked back from its end for the operations it needs; then 5
 # while the geometry had a walk of its own.
 #
-# Auto (the default): the trace and the boxes (with the geometry), then each route traced once
-# as it runs on its own (the dense and probe routes: one walk each; the cone: the walk with
-# its constants and the tangents) to count its work for the choice
-# (`slp._src.costs.jaxpr_work`). The state with the VJP and the chosen route's norms run the
-# programs traced for the count (`slp._src.planner.TracedRoute`), with no walk of their own.
+# Auto (the default): the trace and the boxes (with the geometry), then every route traced in
+# one program to count its work for the choice (`slp._src.costs.jaxpr_work`), from one walk
+# of the network linearized at the input with the cut (the cone route's constants collected
+# on the way) and the cone route's tangents: each route's part is that program without what
+# only the others need. The state with the VJP and the chosen route's norms run those parts
+# (`slp._src.planner.TracedRoute`), with no walk of their own: the cone route's own count.
 # It was 15 when each route's count traced the forward pass again and the probe and cone
 # routes walked before and after the cut, then 11 while the geometry had a walk of its own,
 # then 10 while the chosen route was traced again after its count, then 9 while the forward
 # pass was traced for the count apart from the routes, each route walked the switched network
-# again from the state, and the state with the VJP had a walk of its own.
-PASSES = {"cone": 4, "probes": 3, "dense": 3, "auto": 6}
+# again from the state, and the state with the VJP had a walk of its own, then 6 while each
+# route was traced for its count apart (one walk each, and the cone route's tangents).
+PASSES = {"cone": 4, "probes": 3, "dense": 3, "auto": 4}
 
 
 def _breakdown(passes) -> str:
