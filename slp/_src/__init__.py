@@ -5,6 +5,12 @@
 - `primitives`: the primitive registry; every walker dispatches through it.
 - `insens`: Insens, its routes, its plan and the unbiased estimator (public as
   ``slp.insens``, ``slp.insens_plan``, ``slp.InsensPlan``, ...).
+- `planner`, `costs`, `speed`: the Insens plan: each route's layout, its work counted in
+  its traced program, the cost model that turns work into predicted seconds, and the
+  device's matrix-product rate.
+- `routes`, `traced`, `linear`: the exact routes (the state, its VJP and the squared norms
+  from one walk), the traced programs that the default route runs, and pieces of a tangent
+  map.
 - `cone`, `boxes`, `cut`, `matmul`: the cone route, receptive-field boxes, the hand-over to
   explicit Jacobian columns, and matrix products at a chosen precision.
 - `matrices`, `relevance`: the explicit-matrix route of ``slp.explicit_projections`` and the
