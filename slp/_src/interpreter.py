@@ -586,7 +586,8 @@ def forward_walk(
     """``(x', *tap) -> (relu_inputs, (output, winners))``, the walk that a transform
     (`jax.vjp`, `jax.linearize`) differentiates.
 
-    By the forward rules (`ForwardRules`, with ``visit``) or, given the ``state``, the
+    By the forward rules (`ForwardRules`, with ``visit``; the ReLU's derivative the
+    switched network's product with the mask, `switched_relu`) or, given the ``state``, the
     switched network's (`FrozenRules`; output and winners then the state's). With ``cut``
     (an index into ``program.eqns``), a ``tap`` is added to the cut's output and the cut's
     operand follows the ReLU inputs (`CutTap`)."""

@@ -25,7 +25,7 @@ from slp._src import matmul as _matmul
 from slp._src import network as net
 from slp._src.routes import state_and_every_route
 from slp._src.speed import device_flop_rate, device_speed
-from slp._src.traced import TracedRoute, pruned
+from slp._src.traced import TracedRoute
 
 __all__ = [
     "TracedRoute",
@@ -550,8 +550,8 @@ def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_a
     out, traced, start = {}, {}, n_state
     for (r, c), sq in zip(costs.items(), sqs, strict=True):  # the state's outputs, then
         n = len(jax.tree.leaves(sq))  # each route's norms in turn
-        part = pruned(closed, [*range(n_state), *range(start, start + n)])
-        traced[r] = TracedRoute.of(r, part, (state, sq))
+        outputs = [*range(n_state), *range(start, start + n)]
+        traced[r] = TracedRoute.of(r, closed, outputs, (state, sq))
         work = _costs.jaxpr_work(traced[r].program, dependent)
         out[r] = _counted(c, work, r, flops_all)
         start += n
@@ -559,11 +559,8 @@ def _counted_costs(program, x, plan: InsensPlan, costs: dict, precision, flops_a
 
 
 def _every_route(program, plan: InsensPlan, prec, routes, x, consts) -> tuple:
-    """`state_and_every_route` with the weights ``consts`` as an argument: ``(state, sqs)``,
-    ``sqs`` a tuple of the norms of each of ``routes`` in that order."""
-    program = dataclasses.replace(program, consts=consts)
-    state, sqs = state_and_every_route(program, x, plan, prec, routes)
-    return state, tuple(sqs[r] for r in routes)
+    """`state_and_every_route` with the weights ``consts`` as an argument."""
+    return state_and_every_route(dataclasses.replace(program, consts=consts), x, plan, prec, routes)
 
 
 def _counted(cost: RouteCost, work: dict[str, float], route: str, forward: float) -> RouteCost:

@@ -184,20 +184,20 @@ def state_and_every_route(program, x, plan: InsensPlan, prec, routes) -> tuple:
     route's constants on the way (`state_and_norms` for one route).
 
     Returns:
-      ``(state, {route: sq})``.
+      ``(state, sqs)``: ``sqs`` a tuple, the norms by each of ``routes`` in that order.
     """
     prepare = _cone.Prepare(program, plan.cone, prec) if "cone" in routes else None
     lin = linearized(program, x, visit=prepare, cut=plan.cut)
-    out = {}
-    for route in routes:
+
+    def norms(route):
         one = plan._replace(route=route)
         if route == "dense":
-            out[route] = dense_norms(program, lin.state, x, one, lin.jvp)
-        elif route == "cone":
-            out[route] = _cone.norms(program, lin.state, x, one, prec, prepare, lin)
-        else:
-            out[route] = probe_norms(program, lin.state, x, one, prec, lin)
-    return lin.state, out
+            return dense_norms(program, lin.state, x, one, lin.jvp)
+        if route == "cone":
+            return _cone.norms(program, lin.state, x, one, prec, prepare, lin)
+        return probe_norms(program, lin.state, x, one, prec, lin)
+
+    return lin.state, tuple(norms(r) for r in routes)
 
 
 def routed_state(program, x, plan: InsensPlan):

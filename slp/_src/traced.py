@@ -33,11 +33,11 @@ class TracedRoute(NamedTuple):
     norms_tree: Any
 
     @classmethod
-    def of(cls, route: str, closed, shapes) -> TracedRoute:
-        """The traced route from its closed jaxpr and the shapes of ``(state, norms)``."""
-        every = range(len(closed.jaxpr.outvars))
+    def of(cls, route: str, closed, outputs: Sequence[int], shapes) -> TracedRoute:
+        """The traced route: the outputs ``outputs`` of the closed jaxpr ``closed`` (the
+        state's, then the norms'), whose shapes are ``shapes = (state, norms)``."""
         state_tree, norms_tree = (jax.tree.structure(s) for s in shapes)
-        return cls(route, pruned(closed, every), state_tree, norms_tree)
+        return cls(route, pruned(closed, outputs), state_tree, norms_tree)
 
     def __repr__(self):  # the program's text runs to hundreds of lines
         return f"TracedRoute(route={self.route!r}, {len(self.program.eqns)} operations)"
