@@ -340,3 +340,59 @@ def test_bench_fit_samples_and_write_coefficients(tmp_path):
     exec(text.split("# BEGIN FITTED: marker\n")[1].split("# END FITTED")[0], namespace)
     assert namespace["COEFFICIENTS"] == pytest.approx(fit, rel=1e-3)
     assert namespace["CALIBRATION"] == {"date": "today"}
+
+
+@pytest.mark.slow
+def test_bench_versions_smoke(tmp_path):
+    """experiments/bench_versions.py with this checkout on both sides: one tiny network, the
+    same route and the same maps in both workers, the report and the exit status."""
+    import json
+
+    bench = load_script("bench_versions.py")
+    root = str(bench.HERE.parent)
+    argv = ["--before", root, "--after", root, "--tiny", "--zoo-only", "mlp"]
+    argv += ["--batches", "1", "3", "--rounds", "2", "--builds", "1", "--out", str(tmp_path)]
+    result = bench.main(argv)
+    saved = json.loads((tmp_path / "bench_versions.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert [(r["network"], r["batch"]) for r in saved["results"]] == [("mlp", 1), ("mlp", 3)]
+    model = zoo.ZOO["mlp"](jax.random.key(0), small=True)
+    x = jnp.zeros(model.input_shape)
+    for row in saved["results"]:
+        chosen = slp.insens_plan(model.f, x, batch=row["batch"]).route
+        assert row["routes"] == {"before": chosen, "after": chosen}
+        assert row["max_rel_diff"] == 0.0  # one version: the same maps
+        assert row["before_call_s"] > 0 and row["after_call_s"] > 0
+        assert row["call_ratio"] == row["after_call_s"] / row["before_call_s"]
+        assert row["before_compile_s"] > 0 and row["compile_ratio"] > 0
+    assert saved["config"]["slp"]["before"] == saved["config"]["slp"]["after"]
+    assert bench.exit_status(result) == int(any(r["call_ratio"] > 1.05 for r in saved["results"]))
+    table = (tmp_path / "bench_versions.md").read_text()
+    assert [line.split(" | ")[:3] for line in table.splitlines() if line.startswith("| mlp")] == [
+        ["| mlp", str(r["batch"]), f"{r['routes']['before']} / {r['routes']['after']}"]
+        for r in saved["results"]
+    ]
+    with pytest.raises(SystemExit, match="unknown zoo network"):
+        bench.main(["--before", root, "--zoo-only", "nope", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a checkout of slp"):
+        bench.main(["--before", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_bench_versions_marks_slower_networks_and_exits_1():
+    """A call ratio over the tolerance is marked in the table and sets the exit status."""
+    bench = load_script("bench_versions.py")
+    row = {"network": "mlp", "batch": 8, "routes": {"before": "probes", "after": "probes"}}
+    row.update(before_call_s=0.010, after_call_s=0.0104, before_compile_s=1.0)
+    row.update(after_compile_s=1.2, max_rel_diff=0.0)
+    config = {"command": "c", "before": "a", "after": "b", "rounds": 9, "builds": 3}
+    config.update(cpus=2, load_start=1.0, load_end=1.0, tolerance=1.05)
+    fine = dict(row, call_ratio=1.04, compile_ratio=1.2)
+    slow = dict(row, network="resnet8", call_ratio=1.06, compile_ratio=1.2)
+    assert bench.exit_status({"results": [fine], "config": config}) == 0
+    result = {"results": [fine, slow], "config": config}
+    assert bench.exit_status(result) == 1
+    lines = bench.markdown(result).splitlines()
+    assert [line for line in lines if "slower" in line and line.startswith("|")] == [
+        next(line for line in lines if line.startswith("| resnet8 |"))
+    ]
+    assert "| 1.040 |" in next(line for line in lines if line.startswith("| mlp |"))
