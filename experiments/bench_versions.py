@@ -15,10 +15,13 @@ drawn from the same key, on the same uniform inputs. For each network and batch 
 - ``compile``: ``jax.jit(jax.vmap(slp.insens(model.f)))`` lowered and compiled
   ``--builds`` times with every cache of jax cleared first, the versions alternating (the
   time includes tracing and planning the route); the median is reported;
-- ``call``: after one untimed call, ``--rounds`` timed calls per version, alternating which
-  goes first; the median is reported;
-- the route each version's `slp.insens_plan` picks at that batch size, and the maps'
-  largest difference relative to the largest absolute value of the before version's maps.
+- ``call``: after one untimed call, timed calls per version, alternating which goes first,
+  at least ``--rounds`` of them and more until each version's calls add up to
+  ``--min-seconds`` (a call of a few milliseconds varies by tens of percent from one call
+  to the next on a shared machine); the median is reported;
+- the route each version's `slp.insens_plan` picks at that batch size (a version whose
+  planner does not take the batch size picks one route for every batch size), and the
+  maps' largest difference relative to the largest absolute value of the before version's.
 
 Writes ``--out/bench_versions.json`` and ``.md`` and exits with status 1 when a network's
 call is more than ``--tolerance`` times slower in the after version (the ratio of medians).
@@ -55,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--zoo-only", default=None, help="comma-separated zoo networks (default: all)"
     )
     parser.add_argument("--batches", type=int, nargs="+", default=[8], help="batch sizes")
-    parser.add_argument("--rounds", type=int, default=9, help="timed calls per version")
+    parser.add_argument("--rounds", type=int, default=9, help="least timed calls per version")
+    parser.add_argument(
+        "--min-seconds", type=float, default=2.0, help="least seconds of timed calls per version"
+    )
     parser.add_argument("--builds", type=int, default=3, help="compilations per version")
     parser.add_argument("--tiny", action="store_true", help="the zoo's small networks")
     parser.add_argument("--seed", type=int, default=0, help="key of weights and inputs")
@@ -162,11 +168,13 @@ def compare(workers: dict[str, Worker], name: str, batch: int, args, tmp: Path) 
     calls: dict[str, list[float]] = {v: [] for v in workers}
     for v in workers:
         workers[v].ask(op="call")
-    for i in range(args.rounds):
+    i = 0
+    while i < args.rounds or min(map(sum, calls.values())) < args.min_seconds:
         for v in list(workers)[:: 1 if i % 2 == 0 else -1]:
             calls[v].append(workers[v].ask(op="call")["seconds"])
+        i += 1
     scale = float(np.max(np.abs(maps["before"]))) or 1.0
-    row = {"network": name, "batch": batch, "routes": routes}
+    row = {"network": name, "batch": batch, "routes": routes, "rounds": i}
     row["max_rel_diff"] = float(np.max(np.abs(maps["after"] - maps["before"]))) / scale
     for v in workers:
         row[f"{v}_call_s"], row[f"{v}_compile_s"] = _median(calls[v]), _median(compiles[v])
@@ -185,6 +193,7 @@ def markdown(result: dict[str, Any]) -> str:
             r["network"],
             r["batch"],
             " / ".join(r["routes"].values()),
+            r["rounds"],
             f"{r['before_call_s'] * 1e3:.4g}",
             f"{r['after_call_s'] * 1e3:.4g}",
             f"{r['call_ratio']:.3f}" + (" slower" if r["call_ratio"] > cfg["tolerance"] else ""),
@@ -195,19 +204,22 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         for r in result["results"]
     ]
-    header = ["network", "batch", "route before / after", "call ms before", "call ms after"]
+    header = ["network", "batch", "route before / after", "calls"]
+    header += ["call ms before", "call ms after"]
     header += ["call after/before", "compile s before", "compile s after"]
     header += ["compile after/before", "maps max rel diff"]
     lines = [
         "# slp.insens in two versions, side by side",
         "",
         f"Produced by `{cfg['command']}` (before: {cfg['before']}; after: {cfg['after']}). "
-        f"Medians of {cfg['rounds']} calls and {cfg['builds']} compilations per version, the "
-        f"versions taking turns; {cfg['cpus']} CPUs, load average {cfg['load_start']:g} at "
-        f"the start and {cfg['load_end']:g} at the end. A call ratio over "
+        f"Medians of the calls (at least {cfg['rounds']} per version and "
+        f"{cfg['min_seconds']:g} s of them; the column calls) and of {cfg['builds']} "
+        f"compilations per version, the versions taking turns; {cfg['cpus']} CPUs, load "
+        f"average {cfg['load_start']:g} at the start and {cfg['load_end']:g} at the end. "
+        "A call ratio over "
         f"{cfg['tolerance']:g} is marked slower.",
         "",
-        *analysis.table(header, rows, align=["---"] * 3 + ["---:"] * 7),
+        *analysis.table(header, rows, align=["---"] * 3 + ["---:"] * 8),
     ]
     return "\n".join(lines) + "\n"
 
@@ -255,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         for w in workers.values():
             w.close()
-    config = {k: getattr(args, k) for k in ("rounds", "builds", "tolerance", "tiny", "seed")}
+    config = {k: getattr(args, k) for k in ("rounds", "min_seconds", "builds", "tolerance")}
+    config.update(tiny=args.tiny, seed=args.seed)
     config.update(
         before=_version(args.before),
         after=_version(args.after),

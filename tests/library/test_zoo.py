@@ -351,7 +351,8 @@ def test_bench_versions_smoke(tmp_path):
     bench = load_script("bench_versions.py")
     root = str(bench.HERE.parent)
     argv = ["--before", root, "--after", root, "--tiny", "--zoo-only", "mlp"]
-    argv += ["--batches", "1", "3", "--rounds", "2", "--builds", "1", "--out", str(tmp_path)]
+    argv += ["--batches", "1", "3", "--rounds", "2", "--min-seconds", "0", "--builds", "1"]
+    argv += ["--out", str(tmp_path)]
     result = bench.main(argv)
     saved = json.loads((tmp_path / "bench_versions.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -362,6 +363,7 @@ def test_bench_versions_smoke(tmp_path):
         chosen = slp.insens_plan(model.f, x, batch=row["batch"]).route
         assert row["routes"] == {"before": chosen, "after": chosen}
         assert row["max_rel_diff"] == 0.0  # one version: the same maps
+        assert row["rounds"] == 2
         assert row["before_call_s"] > 0 and row["after_call_s"] > 0
         assert row["call_ratio"] == row["after_call_s"] / row["before_call_s"]
         assert row["before_compile_s"] > 0 and row["compile_ratio"] > 0
@@ -382,9 +384,11 @@ def test_bench_versions_marks_slower_networks_and_exits_1():
     """A call ratio over the tolerance is marked in the table and sets the exit status."""
     bench = load_script("bench_versions.py")
     row = {"network": "mlp", "batch": 8, "routes": {"before": "probes", "after": "probes"}}
+    row["rounds"] = 9
     row.update(before_call_s=0.010, after_call_s=0.0104, before_compile_s=1.0)
     row.update(after_compile_s=1.2, max_rel_diff=0.0)
     config = {"command": "c", "before": "a", "after": "b", "rounds": 9, "builds": 3}
+    config["min_seconds"] = 2.0
     config.update(cpus=2, load_start=1.0, load_end=1.0, tolerance=1.05)
     fine = dict(row, call_ratio=1.04, compile_ratio=1.2)
     slow = dict(row, network="resnet8", call_ratio=1.06, compile_ratio=1.2)
