@@ -23,8 +23,9 @@ drawn from the same key, on the same uniform inputs. For each network and batch 
   planner does not take the batch size picks one route for every batch size), and the
   maps' largest difference relative to the largest absolute value of the before version's.
 
-Writes ``--out/bench_versions.json`` and ``.md`` and exits with status 1 when a network's
-call is more than ``--tolerance`` times slower in the after version (the ratio of medians).
+Writes ``--out/bench_versions.json`` and ``.md`` (``bench_versions_<tag>`` with ``--tag``)
+and exits with status 1 when a network's call is more than ``--tolerance`` times slower in
+the after version (the ratio of medians).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tolerance", type=float, default=1.05, help="largest after/before call-time ratio"
     )
+    parser.add_argument("--tag", default="", help="results file suffix (bench_versions_<tag>.json)")
     cli.add_out_option(parser)
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
@@ -280,8 +282,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     result = {"results": results, "config": config}
     args.out.mkdir(parents=True, exist_ok=True)
-    analysis.write_json(args.out / "bench_versions.json", result)
-    analysis.write_text(args.out / "bench_versions.md", markdown(result))
+    stem = "bench_versions" + (f"_{args.tag}" if args.tag else "")
+    analysis.write_json(args.out / f"{stem}.json", result)
+    analysis.write_text(args.out / f"{stem}.md", markdown(result))
     print(markdown(result))
     return result
 

@@ -352,9 +352,9 @@ def test_bench_versions_smoke(tmp_path):
     root = str(bench.HERE.parent)
     argv = ["--before", root, "--after", root, "--tiny", "--zoo-only", "mlp"]
     argv += ["--batches", "1", "3", "--rounds", "2", "--min-seconds", "0", "--builds", "1"]
-    argv += ["--out", str(tmp_path)]
+    argv += ["--out", str(tmp_path), "--tag", "smoke"]
     result = bench.main(argv)
-    saved = json.loads((tmp_path / "bench_versions.json").read_text())
+    saved = json.loads((tmp_path / "bench_versions_smoke.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert [(r["network"], r["batch"]) for r in saved["results"]] == [("mlp", 1), ("mlp", 3)]
     model = zoo.ZOO["mlp"](jax.random.key(0), small=True)
@@ -369,7 +369,7 @@ def test_bench_versions_smoke(tmp_path):
         assert row["before_compile_s"] > 0 and row["compile_ratio"] > 0
     assert saved["config"]["slp"]["before"] == saved["config"]["slp"]["after"]
     assert bench.exit_status(result) == int(any(r["call_ratio"] > 1.05 for r in saved["results"]))
-    table = (tmp_path / "bench_versions.md").read_text()
+    table = (tmp_path / "bench_versions_smoke.md").read_text()
     assert [line.split(" | ")[:3] for line in table.splitlines() if line.startswith("| mlp")] == [
         ["| mlp", str(r["batch"]), f"{r['routes']['before']} / {r['routes']['after']}"]
         for r in saved["results"]
