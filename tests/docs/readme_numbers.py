@@ -328,6 +328,37 @@ def zoo_route_networks(d) -> int:
     return len({row["network"] for row in d["route_check"]["rows"]})
 
 
+VERSIONS = "bench_versions.json"
+RECHECK = "bench_versions_recheck.json"
+"""`experiments/bench_versions.py`: the zoo in the version before the internals moved into
+``slp/_src`` and in this one; the recheck times the cases over the tolerance again."""
+
+
+def versions_range(key: str, pick):
+    """``pick`` (min or max) of ``key`` over the rows of a bench_versions file."""
+    return lambda d: pick(r[key] for r in d["results"])
+
+
+def versions_count(d, which: str) -> int:
+    """Rows of a bench_versions file: all, with the same route, or over the tolerance."""
+    rows = d["results"]
+    if which == "same route":
+        rows = [r for r in rows if r["routes"]["before"] == r["routes"]["after"]]
+    elif which == "slower":
+        rows = [r for r in rows if r["call_ratio"] > d["config"]["tolerance"]]
+    return len(rows)
+
+
+def versions_networks(d) -> int:
+    """The number of networks a bench_versions file timed."""
+    return len({r["network"] for r in d["results"]})
+
+
+def versions_batches(d) -> list[int]:
+    """The batch sizes a bench_versions file timed."""
+    return sorted({r["batch"] for r in d["results"]})
+
+
 def zoo_route_batches(d) -> list[int]:
     """The batch sizes at which the zoo's routes were timed."""
     return sorted({row["batch"] for row in d["route_check"]["rows"]})
@@ -1709,6 +1740,60 @@ NUMBERS: tuple[Numbers, ...] = (
         QSTEP64,
         ("metrics/PixelFlipping/slp/seconds", F1),
         ("metrics/MaxSensitivity/slp/seconds", F1),
+    ),
+    # --- Insens speed: before and after the redesign of the internals ---------------------------
+    N(
+        SPEED,
+        r"load average from ([\d.]+ to [\d.]+); \[results/bench_versions\.md",
+        VERSIONS,
+        ("config/load_start", F2),
+        ("config/load_end", F2),
+    ),
+    N(SPEED, r"on each of the (\d+) zoo networks", VERSIONS, (versions_networks, INT)),
+    N(
+        SPEED,
+        r"zoo networks at (\d+ and \d+) inputs per call, each version",
+        VERSIONS,
+        (lambda d: versions_batches(d)[0], INT),
+        (lambda d: versions_batches(d)[1], INT),
+    ),
+    N(
+        SPEED,
+        r"same route in (\d+ of \d+) cases",
+        VERSIONS,
+        (lambda d: versions_count(d, "same route"), INT),
+        (lambda d: versions_count(d, "all"), INT),
+    ),
+    N(SPEED, r"largest difference (\d+)\)", VERSIONS, (versions_range("max_rel_diff", max), ".0f")),
+    N(
+        SPEED,
+        r"The median call took ([\d.]+–[\d.]+) times as long",
+        VERSIONS,
+        (versions_range("call_ratio", min), F3),
+        (versions_range("call_ratio", max), F3),
+    ),
+    N(
+        SPEED,
+        r"(\d+ cases were over [\d.]+) \(",
+        VERSIONS,
+        (lambda d: versions_count(d, "slower"), INT),
+        ("config/tolerance", F2),
+    ),
+    N(SPEED, r"with at least (\d+) calls per version", RECHECK, ("config/rounds", INT)),
+    N(
+        SPEED,
+        r"bench_versions_recheck\.md\)\) took ([\d.]+–[\d.]+) times as long",
+        RECHECK,
+        (versions_range("call_ratio", min), F3),
+        (versions_range("call_ratio", max), F3),
+    ),
+    N(SPEED, r"median of (\d+) compilations\)", VERSIONS, ("config/builds", INT)),
+    N(
+        SPEED,
+        r"compilations\) was ([\d.]+–[\d.]+) times",
+        VERSIONS,
+        (versions_range("compile_ratio", min), F2),
+        (versions_range("compile_ratio", max), F2),
     ),
     # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
     N(SPEED, r"All (\d+) zoo networks were timed", ZOO_ROUTES, (zoo_route_networks, INT)),
