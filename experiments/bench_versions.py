@@ -81,7 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
 def worker(tree: Path, tiny: bool, seed: int) -> None:
     """Serves build/call requests (one JSON object per line on stdin) with the slp of
     ``tree``; answers one line each, after `REPLY`."""
-    sys.path[:0] = [str(tree), str(tree / "experiments")]
     import importlib.util
 
     import jax
@@ -98,6 +97,8 @@ def worker(tree: Path, tiny: bool, seed: int) -> None:
     def reply(obj):
         print(REPLY + json.dumps(obj), flush=True)
 
+    if not Path(slp.__file__).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"the worker of {tree} imported slp from {slp.__file__}")
     reply({"slp": slp.__file__})
     compiled = x = None
     for line in sys.stdin:
@@ -131,7 +132,15 @@ class Worker:
     def __init__(self, tree: Path, args: argparse.Namespace):
         cmd = [sys.executable, __file__, "--before", str(tree), "--worker", str(tree)]
         cmd += ["--seed", str(args.seed)] + (["--tiny"] if args.tiny else [])
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # slp is imported with this script's first imports: the version's checkout goes
+        # before everything else on the path of the worker's interpreter
+        # (not its experiments/: a script there is named like a module of Python's own)
+        path = [str(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+        self.slp = str(tree)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         self.slp = self.read()["slp"]
 
     def read(self) -> dict[str, Any]:

@@ -347,10 +347,14 @@ def test_bench_versions_smoke(tmp_path):
     """experiments/bench_versions.py with this checkout on both sides: one tiny network, the
     same route and the same maps in both workers, the report and the exit status."""
     import json
+    import shutil
 
     bench = load_script("bench_versions.py")
     root = str(bench.HERE.parent)
-    argv = ["--before", root, "--after", root, "--tiny", "--zoo-only", "mlp"]
+    # a copy of the library as the before version: its worker must import that copy
+    copy = tmp_path / "copy"
+    shutil.copytree(bench.HERE.parent / "slp", copy / "slp", ignore=shutil.ignore_patterns("*.pyc"))
+    argv = ["--before", str(copy), "--after", root, "--tiny", "--zoo-only", "mlp"]
     argv += ["--batches", "1", "3", "--rounds", "2", "--min-seconds", "0", "--builds", "1"]
     argv += ["--out", str(tmp_path), "--tag", "smoke"]
     result = bench.main(argv)
@@ -367,7 +371,10 @@ def test_bench_versions_smoke(tmp_path):
         assert row["before_call_s"] > 0 and row["after_call_s"] > 0
         assert row["call_ratio"] == row["after_call_s"] / row["before_call_s"]
         assert row["before_compile_s"] > 0 and row["compile_ratio"] > 0
-    assert saved["config"]["slp"]["before"] == saved["config"]["slp"]["after"]
+    assert saved["config"]["slp"] == {
+        "before": str(copy / "slp" / "__init__.py"),
+        "after": str(bench.HERE.parent / "slp" / "__init__.py"),
+    }
     assert bench.exit_status(result) == int(any(r["call_ratio"] > 1.05 for r in saved["results"]))
     table = (tmp_path / "bench_versions_smoke.md").read_text()
     assert [line.split(" | ")[:3] for line in table.splitlines() if line.startswith("| mlp")] == [
