@@ -83,6 +83,11 @@ def worker(tree: Path, tiny: bool, seed: int) -> None:
     ``tree``; answers one line each, after `REPLY`."""
     import importlib.util
 
+    # the version's own experiments/lab, which the zoo imports (this script loaded this
+    # checkout's; a checkout without one keeps it)
+    sys.path.insert(0, str(tree / "experiments"))
+    for name in [m for m in sys.modules if m == "lab" or m.startswith("lab.")]:
+        del sys.modules[name]
     import jax
     import jax.numpy as jnp
     import numpy as np
