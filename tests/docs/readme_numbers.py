@@ -329,14 +329,20 @@ def zoo_route_networks(d) -> int:
 
 
 VERSIONS = "bench_versions.json"
-RECHECK = "bench_versions_recheck.json"
 """`experiments/bench_versions.py`: the zoo in the version before the internals moved into
-``slp/_src`` and in this one; the recheck times the cases over the tolerance again."""
+``slp/_src`` and in this one."""
 
 
 def versions_range(key: str, pick):
     """``pick`` (min or max) of ``key`` over the rows of a bench_versions file."""
     return lambda d: pick(r[key] for r in d["results"])
+
+
+def versions_same_route(key: str, pick):
+    """``pick`` (min or max) of ``key`` over the rows where both versions took one route."""
+    return lambda d: pick(
+        r[key] for r in d["results"] if r["routes"]["before"] == r["routes"]["after"]
+    )
 
 
 def versions_count(d, which: str) -> int:
@@ -1752,47 +1758,57 @@ NUMBERS: tuple[Numbers, ...] = (
     N(SPEED, r"on each of the (\d+) zoo networks", VERSIONS, (versions_networks, INT)),
     N(
         SPEED,
-        r"zoo networks at (\d+ and \d+) inputs per call, each version",
+        r"zoo networks at (\d+ and \d+)\s+inputs per call, each version",
         VERSIONS,
         (lambda d: versions_batches(d)[0], INT),
         (lambda d: versions_batches(d)[1], INT),
     ),
+    N(SPEED, r"maps agree to (\S+) of their", VERSIONS, (versions_range("max_rel_diff", max), E1)),
     N(
         SPEED,
-        r"same route in (\d+ of \d+) cases",
-        VERSIONS,
-        (lambda d: versions_count(d, "same route"), INT),
-        (lambda d: versions_count(d, "all"), INT),
-    ),
-    N(SPEED, r"largest difference (\d+)\)", VERSIONS, (versions_range("max_rel_diff", max), ".0f")),
-    N(
-        SPEED,
-        r"The median call took ([\d.]+–[\d.]+) times as long",
+        r"The median call\s+took ([\d.]+–[\d.]+) times as long",
         VERSIONS,
         (versions_range("call_ratio", min), F3),
         (versions_range("call_ratio", max), F3),
     ),
     N(
         SPEED,
-        r"(\d+ cases were over [\d.]+) \(",
+        r"(\d+ cases were over [\d.]+)\.",
         VERSIONS,
         (lambda d: versions_count(d, "slower"), INT),
         ("config/tolerance", F2),
     ),
-    N(SPEED, r"with at least (\d+) calls per version", RECHECK, ("config/rounds", INT)),
     N(
         SPEED,
-        r"bench_versions_recheck\.md\)\) took ([\d.]+–[\d.]+) times as long",
-        RECHECK,
-        (versions_range("call_ratio", min), F3),
-        (versions_range("call_ratio", max), F3),
-    ),
-    N(SPEED, r"median of (\d+) compilations\)", VERSIONS, ("config/builds", INT)),
-    N(
-        SPEED,
-        r"compilations\) was ([\d.]+–[\d.]+) times",
+        r"same route was\s+chosen in (\d+ of \d+) cases",
         VERSIONS,
-        (versions_range("compile_ratio", min), F2),
+        (lambda d: versions_count(d, "same route"), INT),
+        (lambda d: versions_count(d, "all"), INT),
+    ),
+    N(
+        SPEED,
+        r"cases, where the call took ([\d.]+–[\d.]+) times",
+        VERSIONS,
+        (versions_same_route("call_ratio", min), F3),
+        (versions_same_route("call_ratio", max), F3),
+    ),
+    N(
+        SPEED,
+        r"in the other (\d+) the\s+route now chosen",
+        VERSIONS,
+        (lambda d: versions_count(d, "all") - versions_count(d, "same route"), INT),
+    ),
+    N(
+        SPEED,
+        r"was ([\d.]+–[\d.]+) times the before version's on the same route",
+        VERSIONS,
+        (versions_same_route("compile_ratio", min), F2),
+        (versions_same_route("compile_ratio", max), F2),
+    ),
+    N(
+        SPEED,
+        r"on the same route, and ([\d.]+) times",
+        VERSIONS,
         (versions_range("compile_ratio", max), F2),
     ),
     # --- Insens speed: 2CONV on the CPU --------------------------------------------------------
