@@ -333,16 +333,20 @@ VERSIONS = "bench_versions.json"
 ``slp/_src`` and in this one."""
 
 
-def versions_range(key: str, pick):
-    """``pick`` (min or max) of ``key`` over the rows of a bench_versions file."""
-    return lambda d: pick(r[key] for r in d["results"])
-
-
-def versions_same_route(key: str, pick):
-    """``pick`` (min or max) of ``key`` over the rows where both versions took one route."""
+def versions_range(key: str, pick, *, same_route: bool = False):
+    """``pick`` (min or max) of ``key`` over the rows of a bench_versions file (``same_route``:
+    the rows where both versions took one route)."""
     return lambda d: pick(
-        r[key] for r in d["results"] if r["routes"]["before"] == r["routes"]["after"]
+        r[key]
+        for r in d["results"]
+        if not same_route or r["routes"]["before"] == r["routes"]["after"]
     )
+
+
+def versions_span(pattern: str, key: str, fmt: str, *, same_route: bool = False) -> Numbers:
+    """A row printing the lowest and highest ``key`` of bench_versions as "low–high"."""
+    low, high = (versions_range(key, pick, same_route=same_route) for pick in (min, max))
+    return N(SPEED, pattern, VERSIONS, (low, fmt), (high, fmt))
 
 
 def versions_count(d, which: str) -> int:
@@ -1764,13 +1768,7 @@ NUMBERS: tuple[Numbers, ...] = (
         (lambda d: versions_batches(d)[1], INT),
     ),
     N(SPEED, r"maps agree to (\S+) of their", VERSIONS, (versions_range("max_rel_diff", max), E1)),
-    N(
-        SPEED,
-        r"The median call\s+took ([\d.]+–[\d.]+) times as long",
-        VERSIONS,
-        (versions_range("call_ratio", min), F3),
-        (versions_range("call_ratio", max), F3),
-    ),
+    versions_span(r"The median call\s+took ([\d.]+–[\d.]+) times as long", "call_ratio", F3),
     N(
         SPEED,
         r"(\d+ cases were over [\d.]+)\.",
@@ -1785,12 +1783,8 @@ NUMBERS: tuple[Numbers, ...] = (
         (lambda d: versions_count(d, "same route"), INT),
         (lambda d: versions_count(d, "all"), INT),
     ),
-    N(
-        SPEED,
-        r"cases, where the call took ([\d.]+–[\d.]+) times",
-        VERSIONS,
-        (versions_same_route("call_ratio", min), F3),
-        (versions_same_route("call_ratio", max), F3),
+    versions_span(
+        r"cases, where the call took ([\d.]+–[\d.]+) times", "call_ratio", F3, same_route=True
     ),
     N(
         SPEED,
@@ -1798,12 +1792,11 @@ NUMBERS: tuple[Numbers, ...] = (
         VERSIONS,
         (lambda d: versions_count(d, "all") - versions_count(d, "same route"), INT),
     ),
-    N(
-        SPEED,
+    versions_span(
         r"was ([\d.]+–[\d.]+) times the before version's on the same route",
-        VERSIONS,
-        (versions_same_route("compile_ratio", min), F2),
-        (versions_same_route("compile_ratio", max), F2),
+        "compile_ratio",
+        F2,
+        same_route=True,
     ),
     N(
         SPEED,
