@@ -94,6 +94,8 @@ def worker(tree: Path, tiny: bool, seed: int) -> None:
 
     import slp
 
+    if not Path(slp.__file__).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"the worker of {tree} imported slp from {slp.__file__}")
     spec = importlib.util.spec_from_file_location("bench_versions_zoo", HERE / "zoo.py")
     zoo = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = zoo
@@ -102,8 +104,6 @@ def worker(tree: Path, tiny: bool, seed: int) -> None:
     def reply(obj):
         print(REPLY + json.dumps(obj), flush=True)
 
-    if not Path(slp.__file__).resolve().is_relative_to(tree.resolve()):
-        raise SystemExit(f"the worker of {tree} imported slp from {slp.__file__}")
     reply({"slp": slp.__file__})
     compiled = x = None
     for line in sys.stdin:
