@@ -6,7 +6,10 @@ Run:
     python experiments/bench_insens.py --batches 64 1024 8192 --precisions tf32x3 bf16x6 \
         --variant-batches 1024 8192 --naive-max-batch 64 --max-memory-gb 60   # H100: 2 min
     python experiments/bench_insens.py --zoo --naive-batch 64   # the model zoo: 2 cores, 30-40 min
-    python experiments/bench_insens.py --zoo --no-naive --fit --fit-write  # recalibrate: 20-30 min
+    python experiments/bench_insens.py --zoo --no-naive --fit --out runs/fit_full   # 12 min
+    python experiments/bench_insens.py --zoo --no-naive --fit --tiny --out runs/fit_tiny  # 4 min
+    python experiments/bench_insens.py --zoo --fit --fit-write --fit-from \
+        runs/fit_full/bench_insens_zoo_cpu.json runs/fit_tiny/bench_insens_zoo_cpu.json  # refit
     python experiments/bench_insens.py --zoo --batch 4 --repeats 1 --out /tmp/zoo  # 20 min
 
 The full-size TwoConv (conv 5x5x32 -> max-pool -> conv 5x5x64 -> max-pool -> dense 1024
@@ -56,8 +59,10 @@ Then, at every ``--route-batches`` size (1 and 8), every exact route of every ne
 status 1 when a chosen route takes more than 1.2 times the fastest's time or a prediction
 is off by more than 3 times (a line per case says which). ``--fit`` fits the
 planner's cost model (`slp._src.costs`) to these timings and prints its table and the check it
-would pass; ``--fit-write`` writes the table into ``slp/_src/costs.py``; ``--fit-from FILE``
-refits from the timings an earlier run recorded (nothing is timed).
+would pass; ``--fit-write`` writes the table into ``slp/_src/costs.py``; ``--fit-from FILE
+[FILE ...]`` refits from the timings earlier runs recorded (nothing is timed; each run's
+work counted again at the size it timed, so a full-size and a ``--tiny`` run fit together;
+the committed table comes from both).
 Writes --out/bench_insens_zoo_<platform>.json and a markdown report
 bench_insens_zoo_<platform>.md.
 """
@@ -178,7 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="--zoo: do not time a route predicted more than this many times slower than "
-        "the fastest prediction (default 10; 100 with --fit, whose fit wants every route)",
+        "the fastest prediction (default 10; 100 with --fit, whose fit wants every route); "
+        "a route predicted under 50 ms is always timed",
     )
     p.add_argument(
         "--max-call-s",
@@ -1008,7 +1014,8 @@ def route_table(result: dict[str, Any]) -> list[str]:
         f"excluded: median of {cfg.get('route_repeats')} calls per route, the routes of one "
         f"network and batch size taking turns; in brackets `slp.insens_plan(f, x, "
         f"batch=B)`'s predicted seconds per call. A route predicted more than "
-        f"{cfg.get('skip_factor')}x slower than the fastest prediction is not timed. "
+        f"{cfg.get('skip_factor')}x slower than the fastest prediction (and over "
+        f"{ALWAYS_TIMED_S * 1e3:g} ms) is not timed. "
         f"chosen: the route `slp.insens(f)` runs at that batch size (`insens_plan(f, x, "
         f"batch=B).route`); chosen/fastest: its measured time over the fastest's; best one "
         f"route: the least, over the routes, of a route's worst chosen/fastest at both batch "
@@ -1047,7 +1054,7 @@ def route_table(result: dict[str, Any]) -> list[str]:
             *[f"{k}: {v:.4g}" for k, v in fit["coefficients"].items()],
             "```",
             "",
-            f"With them: worst chosen/fastest {fit['check']['worst_chosen_vs_fastest']:.3g}, "
+            f"With them: worst chosen/fastest {_ratio(fit['check']['worst_chosen_vs_fastest'])}, "
             f"worst prediction off by {fit['check']['worst_prediction']:.3g}x, "
             f"{len(fit['check']['failures'])} failure(s).",
         ]
@@ -1101,12 +1108,18 @@ def time_interleaved(
     }
 
 
+ALWAYS_TIMED_S = 0.05
+"""`zoo_routes`: a route predicted to take less than this (seconds per call) is timed however
+much slower than the fastest prediction (a fit needs the cheap calls it would mispredict)."""
+
+
 def zoo_routes(args, model, x_all) -> dict[str, Any]:
     """Every exact route of one zoo network at every ``--route-batches`` size: predicted
     (`slp.insens_plan`) and measured seconds per call, the chosen route against the fastest.
 
-    A route predicted more than ``--skip-factor`` times slower than the fastest prediction
-    is not measured (with predictions within 3x, it cannot be the fastest).
+    A route predicted more than ``--skip-factor`` times slower than the fastest prediction,
+    and over `ALWAYS_TIMED_S`, is not measured (with predictions within 3x, it cannot be the
+    fastest).
     """
     import jax
 
@@ -1121,7 +1134,7 @@ def zoo_routes(args, model, x_all) -> dict[str, Any]:
         fns = {}
         for r, c in plan.costs.items():
             rec["routes"][r] = {"predicted_s": c.seconds, "work": c.work}
-            if c.seconds > args.skip_factor * least and r != plan.route:
+            if c.seconds > max(args.skip_factor * least, ALWAYS_TIMED_S) and r != plan.route:
                 rec["routes"][r]["skipped"] = (
                     f"predicted {c.seconds / least:.3g}x the fastest prediction"
                 )
@@ -1226,13 +1239,20 @@ def route_verdicts(
     return {
         "rows": rows,
         "failures": failures,
+        # over the rows whose chosen route was timed (an untimed one is a failure line)
         "worst_chosen_vs_fastest": max(
-            (r["chosen_vs_fastest"] or math.inf for r in rows), default=None
+            (r["chosen_vs_fastest"] for r in rows if r["chosen_vs_fastest"] is not None),
+            default=None,
         ),
         "worst_prediction": max(
             (max(r["worst_prediction"], 1 / r["worst_prediction"]) for r in rows), default=None
         ),
     }
+
+
+def _ratio(v: float | None) -> str:
+    """A ratio for a report line: 3 significant digits, or "?" where none was measured."""
+    return "?" if v is None else f"{v:.3g}"
 
 
 def _best_possible(routes: dict[str, Any]) -> float | None:
@@ -1271,9 +1291,10 @@ def fit_groups(networks: dict[str, Any]) -> list[str]:
     return [label for label, _, _ in _timed_calls(networks)]
 
 
-def recount_work(args, networks: dict[str, Any]) -> None:
+def recount_work(args, networks: dict[str, Any], *, tiny: bool | None = None) -> None:
     """Replaces the recorded work of every route by the current planner's count (``--fit-from``:
-    the timings of an earlier run, the work as counted now)."""
+    the timings of an earlier run, the work as counted now), on the networks of the run's
+    size (``tiny``: its ``--tiny``; None: this run's)."""
     import jax
     import jax.numpy as jnp
     import zoo
@@ -1284,7 +1305,7 @@ def recount_work(args, networks: dict[str, Any]) -> None:
         if not entry.get("routes"):
             continue
         model = zoo.ZOO[name.split(" #")[0]](
-            jax.random.key(args.seed), jnp.float32, small=args.tiny
+            jax.random.key(args.seed), jnp.float32, small=args.tiny if tiny is None else tiny
         )
         x = jnp.zeros(tuple(model.input_shape), jnp.float32)
         plan = slp.insens_plan(model.f, x, chunk_size=args.chunk_size)
@@ -1302,7 +1323,7 @@ def recorded_runs(args) -> dict[str, Any]:
     runs = [json.loads(Path(f).read_text()) for f in args.fit_from]
     result = {**runs[0], "networks": {}}
     for k, run in enumerate(runs, 1):
-        recount_work(args, run["networks"])
+        recount_work(args, run["networks"], tiny=run.get("config", {}).get("tiny"))
         for name, entry in run["networks"].items():
             result["networks"][name if k == 1 else f"{name} #{k}"] = entry
     rates = [r["machine"].get("flop_rate") for r in runs]
@@ -1347,7 +1368,7 @@ def fit_report(args, result: dict[str, Any]) -> dict[str, Any]:
     source = costs.coefficients_source(coef, calibration)
     print(f"\nfitted on {len(fit_samples(result['networks']))} timed calls:\n{source}")
     print(
-        f"with them: chosen route at most {check['worst_chosen_vs_fastest']:.3g}x the fastest, "
+        f"with them: chosen route at most {_ratio(check['worst_chosen_vs_fastest'])}x the fastest, "
         f"predictions within {check['worst_prediction']:.3g}x; "
         f"{len(check['failures'])} failure(s)"
     )

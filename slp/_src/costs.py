@@ -36,12 +36,13 @@ The coefficients ``c_k >= 0`` (seconds per unit) are fitted by `fit_coefficients
 (the least worst factor between predicted and measured seconds, with the fastest route of
 each network and batch size predicted below every route more than 1.2 times slower; the
 least squares of the log errors, `fit_coefficients`, is the alternative) to timings of every
-route on every network of the benchmark zoo at batch 1 and 8:
+route on every network of the benchmark zoo at batch 1 and 8, at full size and at its small
+size (``--tiny``: calls of a millisecond, where the per-call terms decide):
 ``python experiments/bench_insens.py --zoo --fit`` measures them and prints a new table
-(``--fit-write`` writes it here). On another device the per-input terms are scaled by the
-ratio of this device's matrix-product rate to the calibration machine's (`slp.insens_plan`'s
-``flop_rate``; 1 on a CPU within 3 times of it, `slp._src.speed.device_speed`); the
-per-call terms are not.
+(``--fit-write`` writes it here; ``--fit-from`` fits the runs of both sizes together). On
+another device the per-input terms are scaled by the ratio of this device's matrix-product
+rate to the calibration machine's (`slp.insens_plan`'s ``flop_rate``; 1 on a CPU within 3
+times of it, `slp._src.speed.device_speed`); the per-call terms are not.
 """
 
 from __future__ import annotations
@@ -58,48 +59,49 @@ PER_CALL = ("call", "ops", "weights", "setup")
 
 # BEGIN FITTED: `python experiments/bench_insens.py --zoo --fit --fit-write` rewrites this.
 COEFFICIENTS: dict[str, float] = {
-    "cone.call": 0.002031,
+    "cone.call": 0.0004363,
     "cone.ops": 0.0,
-    "cone.weights": 7.642e-11,
-    "cone.setup": 4.586e-11,
-    "cone.matmul": 2.452e-12,
+    "cone.weights": 2.124e-10,
+    "cone.setup": 5.943e-11,
+    "cone.matmul": 4.286e-12,
     "cone.conv": 0.0,
-    "cone.conv_taps": 0.0,
+    "cone.conv_taps": 7.818e-09,
     "cone.elementwise": 0.0,
-    "cone.memory": 1.721e-10,
-    "probes.call": 0.001259,
-    "probes.ops": 0.0,
+    "cone.memory": 2.827e-10,
+    "probes.call": 0.0,
+    "probes.ops": 2.615e-06,
     "probes.weights": 0.0,
-    "probes.setup": 1.098e-11,
-    "probes.matmul": 3.349e-13,
+    "probes.setup": 4.944e-11,
+    "probes.matmul": 4.401e-12,
     "probes.conv": 0.0,
-    "probes.conv_taps": 2.991e-10,
+    "probes.conv_taps": 7.672e-10,
     "probes.elementwise": 0.0,
-    "probes.memory": 8.033e-10,
+    "probes.memory": 9.792e-10,
     "dense.call": 0.0,
-    "dense.ops": 0.0,
+    "dense.ops": 3.81e-06,
     "dense.weights": 0.0,
-    "dense.setup": 7.952e-12,
+    "dense.setup": 9.363e-12,
     "dense.matmul": 0.0,
-    "dense.conv": 6.028e-12,
-    "dense.conv_taps": 1.99e-10,
-    "dense.elementwise": 0.0,
-    "dense.memory": 9.66e-10,
-    "conv_cf": 7.991e-11,
-    "conv_grouped": 1.184e-09,
+    "dense.conv": 0.0,
+    "dense.conv_taps": 7.066e-10,
+    "dense.elementwise": 1.347e-09,
+    "dense.memory": 0.0,
+    "conv_cf": 5.387e-11,
+    "conv_grouped": 1.7e-09,
     "forward": 0.0,
 }
 
 CALIBRATION: dict[str, object] = {
     "command": (
-        "python experiments/bench_insens.py --zoo --no-naive --fit --fit-write --out runs/fit1, "
-        "refitted by python experiments/bench_insens.py --zoo --fit --fit-from "
-        "runs/fit1/bench_insens_zoo_cpu.json"
+        "python experiments/bench_insens.py --zoo --no-naive --fit --out runs/fit_full + python "
+        "experiments/bench_insens.py --zoo --no-naive --fit --tiny --out runs/fit_tiny, refitted "
+        "by python experiments/bench_insens.py --zoo --fit --fit-from "
+        "runs/fit_full/bench_insens_zoo_cpu.json runs/fit_tiny/bench_insens_zoo_cpu.json"
     ),
-    "machine": "2-core AMD EPYC (x86_64, cpu)",
-    "date": "2026-12-06",
-    "flop_rate": 2.539e11,
-    "load_average": 1.77,
+    "machine": "2-core Intel(R) Xeon(R) Processor (x86_64, cpu)",
+    "date": "2026-12-07",
+    "flop_rate": 2.747e11,
+    "load_average": 1.07,
 }
 # END FITTED
 """`COEFFICIENTS`: seconds per unit of each kind of work (module docstring) on the

@@ -93,7 +93,7 @@ ALLOWED = (
     r"target of 20,000 img/s at batch ≥ 1024",  # a goal, not a measurement
     r"arXiv:1909\.11275v1",  # the paper's identifier and version
     r"at least 1× Quantus on every\s+metric, and at least 5×|The [15]× target",  # speed goals
-    r"more than 1\.2 times slower|\b1\.2\s+target",  # the planner's goal (and its fit's rule)
+    r"more\s+than 1\.2 times slower|\b1\.2\s+target",  # the planner's goal (and its fit's rule)
 )
 
 
@@ -321,6 +321,15 @@ EXPLAIN_AGAIN = (
 LATTICE = "pong_lattice.json"
 ZOO = "bench_insens_zoo_cpu.json"
 ZOO_ROUTES = "bench_insens_zoo_routes_cpu.json"
+ZOO_TINY = "bench_insens_zoo_routes_tiny_cpu.json"
+"""The zoo's networks at their small size (``--tiny``), timed with the fitted table."""
+ZOO_TINY_BEFORE = "bench_insens_zoo_routes_tiny_previous_fit_cpu.json"
+"""The same, timed with the table fitted to the full-size networks alone."""
+
+
+def zoo_slow_choices(d, slack: float = 1.2) -> int:
+    """How many network and batch cases chose a route over ``slack`` times the fastest."""
+    return sum(1 for r in d["route_check"]["rows"] if (r["chosen_vs_fastest"] or 0) > slack)
 
 
 def zoo_route_networks(d) -> int:
@@ -1808,7 +1817,7 @@ NUMBERS: tuple[Numbers, ...] = (
     N(SPEED, r"All (\d+) zoo networks were timed", ZOO_ROUTES, (zoo_route_networks, INT)),
     N(
         SPEED,
-        r"timed at (\d+ and \d+) inputs per call",
+        r"at (\d+ and \d+) inputs per call",
         ZOO_ROUTES,
         (lambda d: zoo_route_batches(d)[0], INT),
         (lambda d: zoo_route_batches(d)[1], INT),
@@ -1855,6 +1864,50 @@ NUMBERS: tuple[Numbers, ...] = (
         (zoo_copies_ms("probes", 1, max), ".0f"),
     ),
     N(SPEED, r"was within ([\d.]+) times\.", ZOO_ROUTES, (zoo_copies_worst_choice(1), F2)),
+    N(
+        SPEED,
+        r"the small 2CONV takes ([\d.]+) ms a call",
+        ZOO_TINY,
+        (zoo_ms("2conv-linen", 1, "cone"), F2),
+    ),
+    N(
+        SPEED,
+        r"the cone route was up to ([\d.]+) times faster",
+        ZOO_TINY_BEFORE,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"(\d+ of the \d+) network and\s+batch cases over",
+        ZOO_TINY_BEFORE,
+        (zoo_slow_choices, INT),
+        (lambda d: len(d["route_check"]["rows"]), INT),
+    ),
+    N(
+        SPEED,
+        r"predictions off by up to ([\d.]+) times",
+        ZOO_TINY_BEFORE,
+        ("route_check/worst_prediction", F1),
+    ),
+    N(
+        SPEED,
+        r"tiny_previous_fit_cpu\.md\),\s+([\d.]+) minutes",
+        ZOO_TINY_BEFORE,
+        (lambda d: d["wall_s"] / 60, F1),
+    ),
+    N(SPEED, r"--tiny`, ([\d.]+) minutes", ZOO_TINY, (lambda d: d["wall_s"] / 60, F1)),
+    N(
+        SPEED,
+        r"route took at most ([\d.]+) times the fastest at the small size",
+        ZOO_TINY,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"the predictions were within\s+([\d.]+) times",
+        ZOO_TINY,
+        ("route_check/worst_prediction", F2),
+    ),
     N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
     N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
     zoo_row("2conv-linen", ".1f", ".2f", ".0f"),

@@ -10,6 +10,7 @@ network gets is read from `slp.insens` and `slp.insens_plan`, never assumed.
 
 from __future__ import annotations
 
+import json
 import re
 
 import jax
@@ -293,6 +294,13 @@ def test_bench_route_verdicts_and_exit_status():
     assert "predicted 0.25x" in check["failures"][1] and "boom" in check["failures"][2]
     assert check["worst_chosen_vs_fastest"] == 1.25 and check["worst_prediction"] == 4.0
     assert bench.exit_status({"route_check": check}) == 1
+    # a chosen route that was not timed: a failure, and no infinite ratio in the JSON
+    untimed = {"e": _recorded({"cone": (1.0, None), "probes": (2.0, 1.0)}, "cone")}
+    check = bench.route_verdicts(untimed)
+    assert check["failures"] == ["e at batch 1: chosen cone was not timed"]
+    assert check["worst_chosen_vs_fastest"] is None
+    json.dumps(check, allow_nan=False)
+    assert bench.exit_status({"route_check": check}) == 1
     # cone 1.3x the fastest at batch 1, probes 2x at batch 8: no one route does better
     # than 1.3x at both, and the failure says so
     flips = _recorded({"cone": (1.0, 1.3), "probes": (1.0, 1.0)}, "cone")
@@ -340,6 +348,38 @@ def test_bench_fit_samples_and_write_coefficients(tmp_path):
     exec(text.split("# BEGIN FITTED: marker\n")[1].split("# END FITTED")[0], namespace)
     assert namespace["COEFFICIENTS"] == pytest.approx(fit, rel=1e-3)
     assert namespace["CALIBRATION"] == {"date": "today"}
+
+
+def test_bench_fit_from_recounts_each_run_at_its_own_size(tmp_path):
+    """--fit-from: the networks of each recorded run get the work of the size that run timed
+    (its ``--tiny``), whatever this run's size; the second file's are named ``<name> #2``."""
+    import argparse
+
+    bench = load_script("bench_insens.py")
+    files = []
+    for k, tiny in enumerate((False, True)):
+        rec = _recorded({"dense": (1.0, 1.0)}, "dense", {"dense": {"dense.call": 0.0}})
+        run = {
+            "command": f"run {k}",
+            "config": {"tiny": tiny},
+            "machine": {"load_at_start": [0.5 + k, 0.0, 0.0], "flop_rate": 2.0 + 2 * k},
+            "networks": {"mlp": rec},
+        }
+        files.append(tmp_path / f"run{k}.json")
+        files[-1].write_text(json.dumps(run))
+    args = argparse.Namespace(fit_from=files, seed=0, chunk_size=128, tiny=False)
+    result = bench.recorded_runs(args)
+    assert list(result["networks"]) == ["mlp", "mlp #2"]
+    assert result["machine"]["flop_rate"] == 3.0 and result["machine"]["load_at_start"][0] == 1.5
+    for name, small in (("mlp", False), ("mlp #2", True)):
+        model = zoo.ZOO["mlp"](jax.random.key(0), jnp.float32, small=small)
+        plan = slp.insens_plan(model.f, jnp.zeros(model.input_shape), chunk_size=128)
+        got = result["networks"][name]["routes"]["1"]["routes"]["dense"]["work"]
+        assert got == plan.costs["dense"].work
+    full, tiny = (
+        result["networks"][n]["routes"]["1"]["routes"]["dense"]["work"] for n in ("mlp", "mlp #2")
+    )
+    assert full["dense.matmul"] > 10 * tiny["dense.matmul"]  # the two sizes, told apart
 
 
 @pytest.mark.slow
