@@ -166,7 +166,7 @@ class InsensPlan(NamedTuple):
     Examples:
       >>> plan = slp.insens_plan(lambda x: jnp.maximum(x, 0) @ jnp.ones((4, 2)), jnp.ones(4))
       >>> plan.route, sorted(plan.costs), plan.not_taken["cone"][:26], plan.cost.steps
-      ('dense', ['dense', 'probes'], 'cone route: no convolution', 1)
+      ('probes', ['dense', 'probes'], 'cone route: no convolution', 1)
     """
 
     route: str
