@@ -265,15 +265,16 @@ def _reshape_geometry(ctx, eqn, ins):
     ng = _relabel(z, new_shape)
     if ng is not None:
         return [ng], "relabel"
+    sizes = [z.shape[a] for a, k in enumerate(z.link) if k >= 0]
+    if sizes and all(n == 1 for n in sizes):  # e.g. a 1x1 map flattened: before any merge
+        return [Global(z, new_shape)], "pool"
     merged = _merge_repeat(z)
     if merged is not None and _relabel(merged[0], new_shape) is not None:
         return [_relabel(merged[0], new_shape)], ("merge",) + merged
     ups = _upsamples(z, new_shape)
     if ups:
         return [_relabel(ups[-1][0], new_shape)], ("upsample", tuple(ups))
-    if any(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):
-        if all(z.shape[a] == 1 for a, k in enumerate(z.link) if k >= 0):  # e.g. 1x1 flattened
-            return [Global(z, new_shape)], "pool"
+    if any(n == 1 for n in sizes):
         return Refusal(
             "a reshape that merges a spatial axis of size 1 with others: not implemented on "
             "the cone route"
