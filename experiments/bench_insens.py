@@ -1291,10 +1291,10 @@ def fit_groups(networks: dict[str, Any]) -> list[str]:
     return [label for label, _, _ in _timed_calls(networks)]
 
 
-def recount_work(args, networks: dict[str, Any], *, tiny: bool | None = None) -> None:
+def recount_work(args, networks: dict[str, Any], *, tiny: bool) -> None:
     """Replaces the recorded work of every route by the current planner's count (``--fit-from``:
     the timings of an earlier run, the work as counted now), on the networks of the run's
-    size (``tiny``: its ``--tiny``; None: this run's)."""
+    size (``tiny``: its ``--tiny``)."""
     import jax
     import jax.numpy as jnp
     import zoo
@@ -1304,9 +1304,7 @@ def recount_work(args, networks: dict[str, Any], *, tiny: bool | None = None) ->
     for name, entry in networks.items():
         if not entry.get("routes"):
             continue
-        model = zoo.ZOO[name.split(" #")[0]](
-            jax.random.key(args.seed), jnp.float32, small=args.tiny if tiny is None else tiny
-        )
+        model = zoo.ZOO[name.split(" #")[0]](jax.random.key(args.seed), jnp.float32, small=tiny)
         x = jnp.zeros(tuple(model.input_shape), jnp.float32)
         plan = slp.insens_plan(model.f, x, chunk_size=args.chunk_size)
         for rec in entry["routes"].values():
@@ -1323,7 +1321,7 @@ def recorded_runs(args) -> dict[str, Any]:
     runs = [json.loads(Path(f).read_text()) for f in args.fit_from]
     result = {**runs[0], "networks": {}}
     for k, run in enumerate(runs, 1):
-        recount_work(args, run["networks"], tiny=run.get("config", {}).get("tiny"))
+        recount_work(args, run["networks"], tiny=run.get("config", {}).get("tiny", args.tiny))
         for name, entry in run["networks"].items():
             result["networks"][name if k == 1 else f"{name} #{k}"] = entry
     rates = [r["machine"].get("flop_rate") for r in runs]

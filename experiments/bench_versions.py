@@ -142,7 +142,6 @@ class Worker:
         # (not its experiments/: a script there is named like a module of Python's own)
         path = [str(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-        self.slp = str(tree)
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )

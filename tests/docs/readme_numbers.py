@@ -378,6 +378,15 @@ def versions_batches(d) -> list[int]:
     return sorted({r["batch"] for r in d["results"]})
 
 
+def two_batches(batches):
+    """The values of a row printing "B1 and B2": the first two of ``batches(d)``."""
+    return ((lambda d: batches(d)[0], INT), (lambda d: batches(d)[1], INT))
+
+
+MINUTES = (lambda d: d["wall_s"] / 60, F1)
+"""The value of a row printing a benchmark's wall time in minutes."""
+
+
 def zoo_route_batches(d) -> list[int]:
     """The batch sizes at which the zoo's routes were timed."""
     return sorted({row["batch"] for row in d["route_check"]["rows"]})
@@ -1773,8 +1782,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"zoo networks at (\d+ and \d+)\s+inputs per call, each version",
         VERSIONS,
-        (lambda d: versions_batches(d)[0], INT),
-        (lambda d: versions_batches(d)[1], INT),
+        *two_batches(versions_batches),
     ),
     N(SPEED, r"maps agree to (\S+) of their", VERSIONS, (versions_range("max_rel_diff", max), E1)),
     versions_span(r"The median call\s+took ([\d.]+–[\d.]+) times as long", "call_ratio", F3),
@@ -1819,14 +1827,13 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"at (\d+ and \d+) inputs per call",
         ZOO_ROUTES,
-        (lambda d: zoo_route_batches(d)[0], INT),
-        (lambda d: zoo_route_batches(d)[1], INT),
+        *two_batches(zoo_route_batches),
     ),
     N(
         SPEED,
         r"--no-naive --route-repeats \d+`, ([\d.]+) minutes",
         ZOO_ROUTES,
-        (lambda d: d["wall_s"] / 60, F1),
+        MINUTES,
     ),
     N(
         SPEED,
@@ -1893,9 +1900,9 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"tiny_previous_fit_cpu\.md\),\s+([\d.]+) minutes",
         ZOO_TINY_BEFORE,
-        (lambda d: d["wall_s"] / 60, F1),
+        MINUTES,
     ),
-    N(SPEED, r"--tiny`, ([\d.]+) minutes", ZOO_TINY, (lambda d: d["wall_s"] / 60, F1)),
+    N(SPEED, r"--tiny`, ([\d.]+) minutes", ZOO_TINY, MINUTES),
     N(
         SPEED,
         r"route took at most ([\d.]+) times the fastest at the small size",
