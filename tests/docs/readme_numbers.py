@@ -325,11 +325,24 @@ ZOO_TINY = "bench_insens_zoo_routes_tiny_cpu.json"
 """The zoo's networks at their small size (``--tiny``), timed with the fitted table."""
 ZOO_TINY_BEFORE = "bench_insens_zoo_routes_tiny_previous_fit_cpu.json"
 """The same, timed with the table fitted to the full-size networks alone."""
+ZOO_B64 = "bench_insens_zoo_routes_tiny_b64_cpu.json"
+"""The zoo's small networks at 64 inputs per call, timed with the fitted table."""
+ZOO_B64_BEFORE = "bench_insens_zoo_routes_tiny_b64_previous_fit_cpu.json"
+"""The same, timed with the table fitted to 1 and 8 inputs per call alone."""
 
 
 def zoo_slow_choices(d, slack: float = 1.2) -> int:
     """How many network and batch cases chose a route over ``slack`` times the fastest."""
     return sum(1 for r in d["route_check"]["rows"] if (r["chosen_vs_fastest"] or 0) > slack)
+
+
+def zoo_chosen_vs_fastest(net: str, batch: int):
+    """The chosen route's measured time over the fastest's, on zoo network ``net`` at ``batch``."""
+    return lambda d: next(
+        r["chosen_vs_fastest"]
+        for r in d["route_check"]["rows"]
+        if r["network"] == net and r["batch"] == batch
+    )
 
 
 def zoo_route_networks(d) -> int:
@@ -1913,6 +1926,51 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"the predictions were within\s+([\d.]+) times",
         ZOO_TINY,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"and at (\d+) inputs on the small ones",
+        ZOO_B64,
+        (lambda d: zoo_route_batches(d)[0], INT),
+    ),
+    N(
+        SPEED,
+        r"at (\d+ and \d+) inputs per call alone",
+        ZOO_TINY,
+        *two_batches(zoo_route_batches),
+    ),
+    N(
+        SPEED,
+        r"chose a route up to ([\d.]+) times slower",
+        ZOO_B64_BEFORE,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"the small Q-network the probes at ([\d.]+) times",
+        ZOO_B64_BEFORE,
+        (zoo_chosen_vs_fastest("qnetwork", 64), F2),
+    ),
+    N(
+        SPEED,
+        r"(\d+ of the \d+) networks were over",
+        ZOO_B64_BEFORE,
+        (zoo_slow_choices, INT),
+        (lambda d: len(d["route_check"]["rows"]), INT),
+    ),
+    N(SPEED, r"--route-batches 64`,\s+([\d.]+) minutes", ZOO_B64_BEFORE, MINUTES),
+    N(SPEED, r"the same command,\s+([\d.]+) minutes", ZOO_B64, MINUTES),
+    N(
+        SPEED,
+        r"the chosen route took at most ([\d.]+) times the fastest, and the",
+        ZOO_B64,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"the predictions came within ([\d.]+)\s+times the measured",
+        ZOO_B64,
         ("route_check/worst_prediction", F2),
     ),
     N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
