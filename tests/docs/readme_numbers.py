@@ -329,6 +329,8 @@ ZOO_B64 = "bench_insens_zoo_routes_tiny_b64_cpu.json"
 """The zoo's small networks at 64 inputs per call, timed with the fitted table."""
 ZOO_B64_BEFORE = "bench_insens_zoo_routes_tiny_b64_previous_fit_cpu.json"
 """The same, timed with the table fitted to 1 and 8 inputs per call alone."""
+ZOO_FULL64 = "bench_insens_zoo_routes_b64_cpu.json"
+"""Eight of the zoo's full-size networks at 64 inputs per call, timed with the fitted table."""
 
 
 def zoo_slow_choices(d, slack: float = 1.2) -> int:
@@ -1960,7 +1962,7 @@ NUMBERS: tuple[Numbers, ...] = (
         (lambda d: len(d["route_check"]["rows"]), INT),
     ),
     N(SPEED, r"--route-batches 64`,\s+([\d.]+) minutes", ZOO_B64_BEFORE, MINUTES),
-    N(SPEED, r"the same command,\s+([\d.]+) minutes", ZOO_B64, MINUTES),
+    N(SPEED, r"the same\s+command, ([\d.]+) minutes", ZOO_B64, MINUTES),
     N(
         SPEED,
         r"the chosen route took at most ([\d.]+) times the fastest, and the",
@@ -1972,6 +1974,46 @@ NUMBERS: tuple[Numbers, ...] = (
         r"the predictions came within ([\d.]+)\s+times the measured",
         ZOO_B64,
         ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"Timed at (\d+\s+inputs on \d+) of the full-size",
+        ZOO_FULL64,
+        (lambda d: zoo_route_batches(d)[0], INT),
+        (zoo_route_networks, INT),
+    ),
+    N(
+        SPEED,
+        r"was the\s+fastest on (\d+ of the \d+), but",
+        ZOO_FULL64,
+        (lambda d: zoo_route_networks(d) - zoo_slow_choices(d, 1.005), INT),
+        (zoo_route_networks, INT),
+    ),
+    N(
+        SPEED,
+        r"the dense route at ([\d.]+) times the\s+probes",
+        ZOO_FULL64,
+        (zoo_chosen_vs_fastest("mlp", 64), F2),
+    ),
+    N(SPEED, r"--zoo-only 2conv-linen\S+`,\s+([\d.]+) minutes, predictions", ZOO_FULL64, MINUTES),
+    N(
+        SPEED,
+        r"minutes, predictions within ([\d.]+) times;",
+        ZOO_FULL64,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"on either route \((\d+ ms against \d+) ms a call",
+        ZOO_FULL64,
+        (zoo_ms("mlp", 64, "dense"), ".0f"),
+        (zoo_ms("mlp", 64, "probes"), ".0f"),
+    ),
+    N(
+        SPEED,
+        r"The other (\d+) full-size networks \(",
+        ZOO_FULL64,
+        (lambda d: zoo_route_networks(load(ZOO_ROUTES)) - zoo_route_networks(d), INT),
     ),
     N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
     N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
