@@ -59,35 +59,35 @@ PER_CALL = ("call", "ops", "weights", "setup")
 
 # BEGIN FITTED: `python experiments/bench_insens.py --zoo --fit --fit-write` rewrites this.
 COEFFICIENTS: dict[str, float] = {
-    "cone.call": 0.000492,
-    "cone.ops": 0.0,
-    "cone.weights": 2.923e-10,
-    "cone.setup": 1.61e-11,
-    "cone.matmul": 2.164e-12,
-    "cone.conv": 3.066e-10,
-    "cone.conv_taps": 4.306e-09,
-    "cone.elementwise": 1.866e-10,
-    "cone.memory": 0.0,
+    "cone.call": 0.0004809,
+    "cone.ops": 4.59e-09,
+    "cone.weights": 2.673e-10,
+    "cone.setup": 4.198e-11,
+    "cone.matmul": 2.341e-12,
+    "cone.conv": 3.049e-10,
+    "cone.conv_taps": 6.055e-09,
+    "cone.elementwise": 3.468e-11,
+    "cone.memory": 1.355e-10,
     "probes.call": 0.0,
-    "probes.ops": 2.657e-06,
+    "probes.ops": 2.673e-06,
     "probes.weights": 0.0,
-    "probes.setup": 2.966e-11,
-    "probes.matmul": 5.1e-12,
+    "probes.setup": 5.909e-11,
+    "probes.matmul": 3.768e-12,
     "probes.conv": 0.0,
-    "probes.conv_taps": 9.23e-10,
+    "probes.conv_taps": 8.268e-10,
     "probes.elementwise": 0.0,
-    "probes.memory": 6.654e-10,
+    "probes.memory": 3.959e-10,
     "dense.call": 0.0,
-    "dense.ops": 3.715e-06,
+    "dense.ops": 3.686e-06,
     "dense.weights": 0.0,
-    "dense.setup": 8.596e-12,
+    "dense.setup": 8.732e-12,
     "dense.matmul": 0.0,
     "dense.conv": 0.0,
-    "dense.conv_taps": 8.849e-10,
-    "dense.elementwise": 1.072e-09,
+    "dense.conv_taps": 8.241e-10,
+    "dense.elementwise": 1.145e-09,
     "dense.memory": 0.0,
-    "conv_cf": 5.233e-11,
-    "conv_grouped": 1.7e-09,
+    "conv_cf": 5.586e-11,
+    "conv_grouped": 1.751e-09,
     "forward": 0.0,
 }
 
@@ -96,13 +96,16 @@ CALIBRATION: dict[str, object] = {
         "python experiments/bench_insens.py --zoo --no-naive --fit --out runs/fit_full + python "
         "experiments/bench_insens.py --zoo --no-naive --fit --tiny --out runs/fit_tiny + python "
         "experiments/bench_insens.py --zoo --tiny --no-naive --route-batches 64 --route-repeats 9"
-        " --out runs/tiny64, refitted by python experiments/bench_insens.py --zoo --fit --fit-"
-        "from runs/fit_full/bench_insens_zoo_cpu.json runs/fit_tiny/bench_insens_zoo_cpu.json "
-        "runs/tiny64/bench_insens_zoo_cpu.json"
+        " --out runs/tiny64 + python experiments/bench_insens.py --zoo --no-naive --route-repeats"
+        " 5 --route-batches 64 --zoo-only 2conv-linen,mlp,bn-cnn-linen,depthwise-linen,residual-"
+        "linen,densenet-linen,convpool-equinox,convpool-haiku --out runs/full64, refitted by "
+        "python experiments/bench_insens.py --zoo --fit --fit-from "
+        "runs/fit_full/bench_insens_zoo_cpu.json runs/fit_tiny/bench_insens_zoo_cpu.json "
+        "runs/tiny64/bench_insens_zoo_cpu.json runs/full64/bench_insens_zoo_cpu.json"
     ),
     "machine": "2-core Intel(R) Xeon(R) Processor (x86_64, cpu)",
     "date": "2026-12-07",
-    "flop_rate": 2.833e11,
+    "flop_rate": 2.876e11,
     "load_average": 1.07,
 }
 # END FITTED

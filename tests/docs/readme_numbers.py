@@ -329,8 +329,19 @@ ZOO_B64 = "bench_insens_zoo_routes_tiny_b64_cpu.json"
 """The zoo's small networks at 64 inputs per call, timed with the fitted table."""
 ZOO_B64_BEFORE = "bench_insens_zoo_routes_tiny_b64_previous_fit_cpu.json"
 """The same, timed with the table fitted to 1 and 8 inputs per call alone."""
+ZOO_TINY_RERUN = "bench_insens_zoo_routes_tiny_rerun_cpu.json"
+"""A second run of the small networks with the fitted table."""
+ZOO_TINY_CF082BD = "bench_insens_zoo_routes_tiny_cf082bd_cpu.json"
+"""The small networks at 1 and 8 inputs per call, timed with the table of commit cf082bd."""
+ZOO_ROUTES_CF082BD = "bench_insens_zoo_routes_cf082bd_cpu.json"
+"""The full-size networks at 1 and 8 inputs per call, timed with the table of commit cf082bd."""
+ZOO_B64_CF082BD = "bench_insens_zoo_routes_tiny_b64_cf082bd_cpu.json"
+"""The small networks at 64 inputs per call, timed with the table of commit cf082bd (fitted
+with them, without the full-size networks at 64)."""
 ZOO_FULL64 = "bench_insens_zoo_routes_b64_cpu.json"
 """Eight of the zoo's full-size networks at 64 inputs per call, timed with the fitted table."""
+ZOO_FULL64_CF082BD = "bench_insens_zoo_routes_b64_cf082bd_cpu.json"
+"""The same, timed with the table of commit cf082bd."""
 
 
 def zoo_slow_choices(d, slack: float = 1.2) -> int:
@@ -345,6 +356,44 @@ def zoo_chosen_vs_fastest(net: str, batch: int):
         for r in d["route_check"]["rows"]
         if r["network"] == net and r["batch"] == batch
     )
+
+
+def zoo_worst_choice_is(net: str, batch: int):
+    """The worst chosen/fastest of a zoo run, read from ``net`` at ``batch`` (None unless that
+    case is the worst, so a row naming it fails when another network is worse)."""
+
+    def get(d):
+        worst = d["route_check"]["worst_chosen_vs_fastest"]
+        mine = zoo_chosen_vs_fastest(net, batch)(d)
+        return mine if mine == worst else None
+
+    return get
+
+
+def zoo_predictions_off(d, *, chosen: bool = False, factor: float = 3.0) -> int:
+    """How many timed routes' predictions were off by more than ``factor`` (``chosen``: of
+    the chosen routes only)."""
+    return sum(
+        1
+        for r in d["route_check"]["rows"]
+        for route, ratio in r["predicted_vs_measured"].items()
+        if max(ratio, 1 / ratio) > factor and (not chosen or route == r["chosen"])
+    )
+
+
+def zoo_all_same_choices(run: str) -> int | None:
+    """The number of network and batch cases of zoo run ``run`` when the current cost table,
+    given the work the run recorded, chooses the route the run's table chose in every one
+    (None when it differs in any)."""
+    from slp._src import costs
+
+    same = total = 0
+    for net in load(run)["networks"].values():
+        for batch, rec in net["routes"].items():
+            work = {r: v["work"] for r, v in rec["routes"].items()}
+            same += costs.choose(work, batch=int(batch)) == rec["chosen"]
+            total += 1
+    return total if same == total else None
 
 
 def zoo_route_networks(d) -> int:
@@ -1889,7 +1938,7 @@ NUMBERS: tuple[Numbers, ...] = (
     N(
         SPEED,
         r"the small 2CONV takes ([\d.]+) ms a call",
-        ZOO_TINY,
+        ZOO_TINY_CF082BD,
         (zoo_ms("2conv-linen", 1, "cone"), F2),
     ),
     N(
@@ -1917,18 +1966,105 @@ NUMBERS: tuple[Numbers, ...] = (
         ZOO_TINY_BEFORE,
         MINUTES,
     ),
-    N(SPEED, r"--tiny`, ([\d.]+) minutes", ZOO_TINY, MINUTES),
+    N(SPEED, r"--tiny`, ([\d.]+) minutes", ZOO_TINY_CF082BD, MINUTES),
     N(
         SPEED,
         r"route took at most ([\d.]+) times the fastest at the small size",
-        ZOO_TINY,
+        ZOO_TINY_CF082BD,
         ("route_check/worst_chosen_vs_fastest", F2),
     ),
     N(
         SPEED,
         r"the predictions were within\s+([\d.]+) times",
+        ZOO_TINY_CF082BD,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"the same\s+choice as that one in all (\d+) cases",
+        ZOO_TINY_CF082BD,
+        (lambda d: zoo_all_same_choices(ZOO_TINY_CF082BD), INT),
+    ),
+    N(
+        SPEED,
+        r"\(and in all (\d+) at full size:",
+        ZOO_ROUTES_CF082BD,
+        (lambda d: zoo_all_same_choices(ZOO_ROUTES_CF082BD), INT),
+    ),
+    N(SPEED, r"relative speeds \(([\d.]+) and", ZOO_TINY, MINUTES),
+    N(SPEED, r"relative speeds \([\d.]+ and ([\d.]+)\s+minutes", ZOO_TINY_RERUN, MINUTES),
+    N(
+        SPEED,
+        r"the chosen route took at most ([\d.]+) and",
+        ZOO_TINY,
+        (zoo_worst_choice_is("densenet-linen", 1), F2),
+    ),
+    N(
+        SPEED,
+        r"the chosen route took at most [\d.]+ and ([\d.]+) times",
+        ZOO_TINY_RERUN,
+        (zoo_worst_choice_is("qnetwork", 8), F2),
+    ),
+    N(
+        SPEED,
+        r"took the dense route, ([\d.]+) ms",
+        ZOO_TINY,
+        (zoo_ms("densenet-linen", 1, "dense"), F2),
+    ),
+    N(
+        SPEED,
+        r"the cone route took\s+([\d.]+) ms",
+        ZOO_TINY,
+        (zoo_ms("densenet-linen", 1, "cone"), F2),
+    ),
+    N(
+        SPEED,
+        r"the faster: ([\d.]+ against [\d.]+) ms\)",
+        ZOO_TINY_CF082BD,
+        (zoo_ms("densenet-linen", 1, "dense"), F2),
+        (zoo_ms("densenet-linen", 1, "cone"), F2),
+    ),
+    N(
+        SPEED,
+        r"the same case took ([\d.]+ against [\d.]+) ms",
+        ZOO_TINY_RERUN,
+        (zoo_ms("densenet-linen", 1, "dense"), F2),
+        (zoo_ms("densenet-linen", 1, "cone"), F2),
+    ),
+    N(
+        SPEED,
+        r"the same case took [\d.]+ against [\d.]+ ms, and the small Q-network at eight inputs\s+"
+        r"took the cone route, (\d+ ms against the probes' \d+) ms",
+        ZOO_TINY_RERUN,
+        (zoo_ms("qnetwork", 8, "cone"), ".0f"),
+        (zoo_ms("qnetwork", 8, "probes"), ".0f"),
+    ),
+    N(
+        SPEED,
+        r"predictions were within ([\d.]+) and",
         ZOO_TINY,
         ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"predictions were within [\d.]+ and ([\d.]+) times",
+        ZOO_TINY_RERUN,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(SPEED, r"times; (\d+) and \d+ of them were off", ZOO_TINY, (zoo_predictions_off, INT)),
+    N(SPEED, r"times; \d+ and (\d+) of them were off", ZOO_TINY_RERUN, (zoo_predictions_off, INT)),
+    N(
+        SPEED,
+        r"predicted at ([\d.]+) of its time in the second run",
+        ZOO_TINY_RERUN,
+        (
+            lambda d: next(
+                r["predicted_vs_measured"]["dense"]
+                for r in d["route_check"]["rows"]
+                if r["network"] == "densenet-linen" and r["batch"] == 8 and r["chosen"] == "dense"
+            ),
+            F2,
+        ),
     ),
     N(
         SPEED,
@@ -1950,6 +2086,12 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         SPEED,
+        r"and on (\d+) of the full-size ones",
+        ZOO_FULL64,
+        (zoo_route_networks, INT),
+    ),
+    N(
+        SPEED,
         r"the small Q-network the probes at ([\d.]+) times",
         ZOO_B64_BEFORE,
         (zoo_chosen_vs_fastest("qnetwork", 64), F2),
@@ -1962,56 +2104,122 @@ NUMBERS: tuple[Numbers, ...] = (
         (lambda d: len(d["route_check"]["rows"]), INT),
     ),
     N(SPEED, r"--route-batches 64`,\s+([\d.]+) minutes", ZOO_B64_BEFORE, MINUTES),
-    N(SPEED, r"the same\s+command, ([\d.]+) minutes", ZOO_B64, MINUTES),
     N(
         SPEED,
-        r"the chosen route took at most ([\d.]+) times the fastest, and the",
-        ZOO_B64,
-        ("route_check/worst_chosen_vs_fastest", F2),
+        r"commit `cf082bd`\), fitted with those timings too, chose the fastest route\s+"
+        r"on them \(the same command, ([\d.]+) minutes",
+        ZOO_B64_CF082BD,
+        MINUTES,
     ),
     N(
         SPEED,
-        r"the predictions came within ([\d.]+)\s+times the measured",
-        ZOO_B64,
-        ("route_check/worst_prediction", F2),
-    ),
-    N(
-        SPEED,
-        r"Timed at (\d+\s+inputs on \d+) of the full-size",
-        ZOO_FULL64,
+        r"timed at (\d+ inputs on \d+) of the full-size",
+        ZOO_FULL64_CF082BD,
         (lambda d: zoo_route_batches(d)[0], INT),
         (zoo_route_networks, INT),
     ),
     N(
         SPEED,
-        r"was the\s+fastest on (\d+ of the \d+), but",
-        ZOO_FULL64,
-        (lambda d: zoo_route_networks(d) - zoo_slow_choices(d, 1.005), INT),
-        (zoo_route_networks, INT),
-    ),
-    N(
-        SPEED,
-        r"the dense route at ([\d.]+) times the\s+probes",
-        ZOO_FULL64,
+        r"the dense route on the MLP at\s+([\d.]+) times the probes",
+        ZOO_FULL64_CF082BD,
         (zoo_chosen_vs_fastest("mlp", 64), F2),
     ),
-    N(SPEED, r"--zoo-only 2conv-linen\S+`,\s+([\d.]+) minutes, predictions", ZOO_FULL64, MINUTES),
     N(
         SPEED,
-        r"minutes, predictions within ([\d.]+) times;",
-        ZOO_FULL64,
-        ("route_check/worst_prediction", F2),
-    ),
-    N(
-        SPEED,
-        r"on either route \((\d+ ms against \d+) ms a call",
-        ZOO_FULL64,
+        r"\((\d+ ms against \d+) ms a call\); the other",
+        ZOO_FULL64_CF082BD,
         (zoo_ms("mlp", 64, "dense"), ".0f"),
         (zoo_ms("mlp", 64, "probes"), ".0f"),
     ),
     N(
         SPEED,
-        r"The other (\d+) full-size networks \(",
+        r"the other (\d+ of the \d+) were within",
+        ZOO_FULL64_CF082BD,
+        (lambda d: zoo_route_networks(d) - zoo_slow_choices(d, 1.005), INT),
+        (zoo_route_networks, INT),
+    ),
+    N(
+        SPEED,
+        r"the other \d+ of the \d+ were within\s+([\d.]+) times",
+        ZOO_FULL64_CF082BD,
+        (
+            lambda d: max(
+                r["chosen_vs_fastest"] for r in d["route_check"]["rows"] if r["network"] != "mlp"
+            ),
+            F2,
+        ),
+    ),
+    N(
+        SPEED,
+        r"--zoo-only 2conv-linen\S+`,\s+([\d.]+) minutes; \[results/bench_insens_zoo_routes_b64_cf",
+        ZOO_FULL64_CF082BD,
+        MINUTES,
+    ),
+    N(
+        SPEED,
+        r"on the (\d+)\s+full-size networks at (?:\d+) inputs \(the",
+        ZOO_FULL64,
+        (zoo_route_networks, INT),
+    ),
+    N(
+        SPEED,
+        r"full-size networks at (\d+) inputs \(the",
+        ZOO_FULL64,
+        (lambda d: zoo_route_batches(d)[0], INT),
+    ),
+    N(SPEED, r"the `--zoo-only` command, ([\d.]+) minutes", ZOO_FULL64, MINUTES),
+    N(
+        SPEED,
+        r"the chosen\s+route took at most ([\d.]+) times the fastest, predictions",
+        ZOO_FULL64,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"the fastest, predictions within ([\d.]+) times; on the small",
+        ZOO_FULL64,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"networks at (\d+) inputs \(the `--tiny` command",
+        ZOO_B64,
+        (lambda d: zoo_route_batches(d)[0], INT),
+    ),
+    N(SPEED, r"the `--tiny` command above, ([\d.]+) minutes", ZOO_B64, MINUTES),
+    N(
+        SPEED,
+        r"at most ([\d.]+) times \(the small `resnet8`",
+        ZOO_B64,
+        (zoo_worst_choice_is("resnet8", 64), F2),
+    ),
+    N(
+        SPEED,
+        r"predictions within ([\d.]+) times\. That last factor",
+        ZOO_B64,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"measured it at\s+(\d+) ms a call",
+        ZOO_B64,
+        (zoo_ms("2conv-jnp", 64, "probes"), ".0f"),
+    ),
+    N(
+        SPEED,
+        r"the same command measured (\d+) ms",
+        ZOO_B64_CF082BD,
+        (zoo_ms("2conv-jnp", 64, "probes"), ".0f"),
+    ),
+    N(
+        SPEED,
+        r"the\s+cone route, chosen, took (\d+) ms",
+        ZOO_B64,
+        (zoo_ms("2conv-jnp", 64, "cone"), ".0f"),
+    ),
+    N(
+        SPEED,
+        r"the other (\d+) full-size networks \(the",
         ZOO_FULL64,
         (lambda d: zoo_route_networks(load(ZOO_ROUTES)) - zoo_route_networks(d), INT),
     ),
