@@ -340,6 +340,8 @@ ZOO_B64_CF082BD = "bench_insens_zoo_routes_tiny_b64_cf082bd_cpu.json"
 with them, without the full-size networks at 64)."""
 ZOO_FULL64 = "bench_insens_zoo_routes_b64_cpu.json"
 """Eight of the zoo's full-size networks at 64 inputs per call, timed with the fitted table."""
+ZOO_FULL64_REST = "bench_insens_zoo_routes_b64_rest_cpu.json"
+"""The other seven full-size networks at 64 inputs per call (not in the fit at that size)."""
 ZOO_FULL64_CF082BD = "bench_insens_zoo_routes_b64_cf082bd_cpu.json"
 """The same, timed with the table of commit cf082bd."""
 
@@ -2219,9 +2221,36 @@ NUMBERS: tuple[Numbers, ...] = (
     ),
     N(
         SPEED,
-        r"the other (\d+) full-size networks \(the",
-        ZOO_FULL64,
-        (lambda d: zoo_route_networks(load(ZOO_ROUTES)) - zoo_route_networks(d), INT),
+        r"The other (\d+) full-size networks \(the",
+        ZOO_FULL64_REST,
+        (zoo_route_networks, INT),
+    ),
+    N(SPEED, r"timed at (\d+) after it", ZOO_FULL64_REST, (lambda d: zoo_route_batches(d)[0], INT)),
+    N(SPEED, r"resnet8,qnetwork`,\s+([\d.]+) minutes", ZOO_FULL64_REST, MINUTES),
+    N(
+        SPEED,
+        r"b64_rest_cpu\.md\)\):\s+the chosen route took at most ([\d.]+) times",
+        ZOO_FULL64_REST,
+        ("route_check/worst_chosen_vs_fastest", F2),
+    ),
+    N(
+        SPEED,
+        r"the predicted times were off by at\s+most ([\d.]+) times, the one off",
+        ZOO_FULL64_REST,
+        ("route_check/worst_prediction", F2),
+    ),
+    N(
+        SPEED,
+        r"not chosen \((\d+ s a call measured, \d+) s predicted\)",
+        ZOO_FULL64_REST,
+        (
+            lambda d: d["networks"]["qnetwork"]["routes"]["64"]["routes"]["probes"]["median_s"],
+            ".0f",
+        ),
+        (
+            lambda d: d["networks"]["qnetwork"]["routes"]["64"]["routes"]["probes"]["predicted_s"],
+            ".0f",
+        ),
     ),
     N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
     N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
