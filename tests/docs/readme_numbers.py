@@ -383,19 +383,26 @@ def zoo_predictions_off(d, *, chosen: bool = False, factor: float = 3.0) -> int:
     )
 
 
-def zoo_all_same_choices(run: str) -> int | None:
-    """The number of network and batch cases of zoo run ``run`` when the current cost table,
-    given the work the run recorded, chooses the route the run's table chose in every one
-    (None when it differs in any)."""
+def zoo_changed_choices(d) -> list[tuple[str, int]]:
+    """The (network, batch) cases of a zoo run where the current cost table, given the work
+    the run recorded, chooses another route than the run's table chose."""
     from slp._src import costs
 
-    same = total = 0
-    for net in load(run)["networks"].values():
-        for batch, rec in net["routes"].items():
-            work = {r: v["work"] for r, v in rec["routes"].items()}
-            same += costs.choose(work, batch=int(batch)) == rec["chosen"]
-            total += 1
-    return total if same == total else None
+    return [
+        (name, int(batch))
+        for name, net in d["networks"].items()
+        for batch, rec in net["routes"].items()
+        if costs.choose({r: v["work"] for r, v in rec["routes"].items()}, batch=int(batch))
+        != rec["chosen"]
+    ]
+
+
+def zoo_all_same_choices(run: str) -> int | None:
+    """The number of network and batch cases of zoo run ``run`` when the current cost table
+    chooses the route the run's table chose in every one (None when it differs in any)."""
+    d = load(run)
+    total = sum(len(net["routes"]) for net in d["networks"].values())
+    return None if zoo_changed_choices(d) else total
 
 
 def zoo_route_networks(d) -> int:
@@ -462,9 +469,21 @@ TWO_CONV_COPIES = ("2conv-nnx", "2conv-equinox", "2conv-haiku", "2conv-jnp", "2c
 """The zoo's 2CONV written in other ways than flax.linen: the same network."""
 
 
-def zoo_ms(net: str, batch: int, route: str):
-    """Measured milliseconds of ``route`` on zoo network ``net`` at ``batch`` inputs."""
-    return lambda d: 1e3 * d["networks"][net]["routes"][str(batch)]["routes"][route]["median_s"]
+def zoo_ms(net: str, batch: int, route: str, key: str = "median_s"):
+    """Milliseconds of ``route`` on zoo network ``net`` at ``batch`` inputs: measured
+    (``key="median_s"``) or predicted (``"predicted_s"``)."""
+    return lambda d: 1e3 * d["networks"][net]["routes"][str(batch)]["routes"][route][key]
+
+
+def zoo_ms_pair(net: str, batch: int, first: str, second: str, fmt: str) -> tuple:
+    """The measured milliseconds of two routes on ``net`` at ``batch``, as two values of a row
+    printing "<first> ... against <second>"."""
+    return (zoo_ms(net, batch, first), fmt), (zoo_ms(net, batch, second), fmt)
+
+
+def zoo_first_batch(d) -> int:
+    """The (first) batch size at which a zoo run timed its routes."""
+    return zoo_route_batches(d)[0]
 
 
 def zoo_copies_ms(route: str, batch: int, pick):
@@ -1924,8 +1943,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"on one input, (cone \d+ ms against the probes' \d+) ms",
         ZOO_ROUTES,
-        (zoo_ms("2conv-linen", 1, "cone"), ".0f"),
-        (zoo_ms("2conv-linen", 1, "probes"), ".0f"),
+        *zoo_ms_pair("2conv-linen", 1, "cone", "probes", ".0f"),
     ),
     N(
         SPEED,
@@ -2023,23 +2041,20 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"the faster: ([\d.]+ against [\d.]+) ms\)",
         ZOO_TINY_CF082BD,
-        (zoo_ms("densenet-linen", 1, "dense"), F2),
-        (zoo_ms("densenet-linen", 1, "cone"), F2),
+        *zoo_ms_pair("densenet-linen", 1, "dense", "cone", F2),
     ),
     N(
         SPEED,
         r"the same case took ([\d.]+ against [\d.]+) ms",
         ZOO_TINY_RERUN,
-        (zoo_ms("densenet-linen", 1, "dense"), F2),
-        (zoo_ms("densenet-linen", 1, "cone"), F2),
+        *zoo_ms_pair("densenet-linen", 1, "dense", "cone", F2),
     ),
     N(
         SPEED,
         r"the same case took [\d.]+ against [\d.]+ ms, and the small Q-network at eight inputs\s+"
         r"took the cone route, (\d+ ms against the probes' \d+) ms",
         ZOO_TINY_RERUN,
-        (zoo_ms("qnetwork", 8, "cone"), ".0f"),
-        (zoo_ms("qnetwork", 8, "probes"), ".0f"),
+        *zoo_ms_pair("qnetwork", 8, "cone", "probes", ".0f"),
     ),
     N(
         SPEED,
@@ -2072,7 +2087,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"and at (\d+) inputs on the small ones",
         ZOO_B64,
-        (lambda d: zoo_route_batches(d)[0], INT),
+        (zoo_first_batch, INT),
     ),
     N(
         SPEED,
@@ -2117,7 +2132,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"timed at (\d+ inputs on \d+) of the full-size",
         ZOO_FULL64_CF082BD,
-        (lambda d: zoo_route_batches(d)[0], INT),
+        (zoo_first_batch, INT),
         (zoo_route_networks, INT),
     ),
     N(
@@ -2130,8 +2145,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"\((\d+ ms against \d+) ms a call\); the other",
         ZOO_FULL64_CF082BD,
-        (zoo_ms("mlp", 64, "dense"), ".0f"),
-        (zoo_ms("mlp", 64, "probes"), ".0f"),
+        *zoo_ms_pair("mlp", 64, "dense", "probes", ".0f"),
     ),
     N(
         SPEED,
@@ -2167,7 +2181,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"full-size networks at (\d+) inputs \(the",
         ZOO_FULL64,
-        (lambda d: zoo_route_batches(d)[0], INT),
+        (zoo_first_batch, INT),
     ),
     N(SPEED, r"the `--zoo-only` command, ([\d.]+) minutes", ZOO_FULL64, MINUTES),
     N(
@@ -2186,7 +2200,7 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"networks at (\d+) inputs \(the `--tiny` command",
         ZOO_B64,
-        (lambda d: zoo_route_batches(d)[0], INT),
+        (zoo_first_batch, INT),
     ),
     N(SPEED, r"the `--tiny` command above, ([\d.]+) minutes", ZOO_B64, MINUTES),
     N(
@@ -2194,6 +2208,16 @@ NUMBERS: tuple[Numbers, ...] = (
         r"at most ([\d.]+) times \(the small `resnet8`",
         ZOO_B64,
         (zoo_worst_choice_is("resnet8", 64), F2),
+    ),
+    N(
+        SPEED,
+        r"against the dense route: (\d+ of the \d+) choices there\s+changed",
+        ZOO_B64_CF082BD,
+        (
+            lambda d: 1 if zoo_changed_choices(d) == [("resnet8", 64)] else None,
+            INT,
+        ),
+        (zoo_route_networks, INT),
     ),
     N(
         SPEED,
@@ -2225,7 +2249,7 @@ NUMBERS: tuple[Numbers, ...] = (
         ZOO_FULL64_REST,
         (zoo_route_networks, INT),
     ),
-    N(SPEED, r"timed at (\d+) after it", ZOO_FULL64_REST, (lambda d: zoo_route_batches(d)[0], INT)),
+    N(SPEED, r"timed at (\d+) after it", ZOO_FULL64_REST, (zoo_first_batch, INT)),
     N(SPEED, r"resnet8,qnetwork`,\s+([\d.]+) minutes", ZOO_FULL64_REST, MINUTES),
     N(
         SPEED,
@@ -2243,14 +2267,8 @@ NUMBERS: tuple[Numbers, ...] = (
         SPEED,
         r"not chosen \((\d+ s a call measured, \d+) s predicted\)",
         ZOO_FULL64_REST,
-        (
-            lambda d: d["networks"]["qnetwork"]["routes"]["64"]["routes"]["probes"]["median_s"],
-            ".0f",
-        ),
-        (
-            lambda d: d["networks"]["qnetwork"]["routes"]["64"]["routes"]["probes"]["predicted_s"],
-            ".0f",
-        ),
+        (zoo_ms("qnetwork", 64, "probes"), ".0f", 1e-3),
+        (zoo_ms("qnetwork", 64, "probes", "predicted_s"), ".0f", 1e-3),
     ),
     N(SPEED, r"load average ([\d.]+ → [\d.]+) from start to end", ZOO, *LOAD_AT_START_AND_END),
     N(SPEED, r"runs on\s+a batch of (\d+) images; the naive route", ZOO, ("config/batch", INT)),
