@@ -131,11 +131,17 @@ def get_method(name: str) -> Callable:
 
     Raises:
       ValueError: no method of that name; the message lists those that exist.
+      TypeError: ``name`` is not a string.
 
     Examples:
       >>> slp.attributions.get_method("gradient").__name__
       'gradient'
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"an attribution method is named by a string from slp.available_methods(); got "
+            f"{type(name).__name__} (the call is slp.attribute(f, x, method))"
+        )
     try:
         return _METHODS[name]
     except KeyError:
@@ -179,7 +185,8 @@ def attribute(
     Raises:
       ValueError: an unknown method, or a concrete ``target`` out of range or of the wrong
         shape.
-      TypeError: an option the method does not take, or a ``target`` that is not an integer.
+      TypeError: an option the method does not take, a ``target`` that is not an integer,
+        or ``f`` that is not callable (the arguments in another order).
 
     Examples:
       >>> W1 = jnp.array([[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]])
@@ -190,6 +197,11 @@ def attribute(
       >>> slp.attribute(f, x, "integrated_gradients", convention="captum", target=0)
       Array([1., 1.], dtype=float32)
     """
+    if not callable(f):
+        got = repr(f) if isinstance(f, str) else f"a {type(f).__name__}"
+        raise TypeError(
+            f"slp.attribute(f, x, method) takes the network function first; got {got} as f"
+        )
     fn = get_method(method)
     options = {**convention_options(convention, method), **options}
     params = inspect.signature(fn).parameters

@@ -98,6 +98,9 @@ Maps with a channel axis ``(H, W, C)`` become pixel maps ``(H, W)`` with `pixel_
 (channels summed, keeping the signed total per pixel, as `slp.plotting` draws them).
 Undefined values (the correlation of a constant map, the share of an all-zero map) are
 NaN, so that callers can drop them explicitly instead of averaging in a made-up number.
+A map with a NaN or inf entry (slp's maps are NaN where they are undefined) has no score:
+`evaluate` raises for a concrete one and gives NaN under `jax.jit` or `jax.vmap`, and the
+curves and `spearman` are NaN.
 """
 
 from __future__ import annotations

@@ -123,8 +123,11 @@ def _perturbation_curve(f, x, scores, *, target, baseline, steps, insert):
     logits = jax.vmap(lambda n: f(at_step(n)))(counts)
     y = f(x)
     t = resolve_target(y, target)  # raises for a concrete target out of range
-    # A traced one out of range would read a clamped index: NaN instead, as the methods do.
-    ok = True if target is None else check_target(target, y.shape[0])
+    # A traced one out of range would read a clamped index: NaN instead, as the methods do;
+    # and NaN where the scores have a NaN or inf entry (the order is undefined).
+    ok = jnp.all(jnp.isfinite(scores))
+    if target is not None:
+        ok = ok & check_target(target, y.shape[0])
     fraction = counts.astype(logits.dtype) / n_pixels
     return PerturbationCurve(
         fraction=fraction,
@@ -137,7 +140,8 @@ _CURVE_ARGS = """
     Args:
       f: per-example network ``f(x) -> logits``.
       x: one image ``(H, W)`` or ``(H, W, C)``.
-      scores: pixel importances ``(H, W)`` (see `pixel_map`; ties: `pixel_order`).
+      scores: pixel importances ``(H, W)`` (see `pixel_map`; ties: `pixel_order`); with a
+        NaN or inf entry the order is undefined and the curves are NaN.
       target: class whose output is followed; None: the arg-max logit at ``x``. A
         concrete index out of range raises ValueError; a traced one gives NaN curves.
       baseline: the value of a pixel not (or no longer) in ``x``: a scalar or an array

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from slp._src.guards import nan_unless
 from slp.attributions.registry import check_target
@@ -89,8 +90,9 @@ def metric(
       reference: the paper the metric comes from.
 
     Returns:
-      The decorator. The function it returns is the one decorated, except that a traced
-      ``target`` out of range gives a NaN score (see `guard_target`).
+      The decorator. The function it returns is the one decorated, except for the checks
+      of `guard_inputs`: a map with a NaN or inf entry, or a ``target`` out of range, raises
+      (concrete) or gives a NaN score (traced).
     """
     if group not in GROUPS:
         raise ValueError(f"group {group!r} is not one of {GROUPS}")
@@ -103,8 +105,7 @@ def metric(
         if inputs != tuple(n for n in _INPUTS if n in inputs):
             raise TypeError(f"{fn.__name__}: positional parameters {inputs} not among {_INPUTS}")
         keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
-        if any(p.name == "target" for p in keyword):
-            fn = guard_target(fn)
+        fn = guard_inputs(fn, inputs, takes_target=any(p.name == "target" for p in keyword))
         _METRICS[name] = MetricSpec(
             name=name,
             group=group,
@@ -122,33 +123,49 @@ def metric(
     return deco
 
 
-def guard_target(fn: Callable) -> Callable:
-    """``fn`` whose score is NaN where a traced ``target`` is out of range.
+def guard_inputs(fn: Callable, inputs: tuple[str, ...], *, takes_target: bool) -> Callable:
+    """``fn`` that refuses a map with a NaN or inf entry and, if it takes one, a ``target``
+    out of range: a concrete one raises, a traced one gives a NaN score.
 
-    A concrete ``target`` out of range already raises the ValueError of
-    `slp.attributions.registry.check_target` inside ``fn``; a traced one (``vmap`` or ``jit``
-    over targets) cannot raise, and indexing with it would read a clamped logit: the score
-    is NaN instead, as the registered methods' maps are. Bool and integer scores
-    (Monotonicity, Completeness, NonSensitivity, InputInvariance) become float32 under a
-    traced target, so that they can hold that NaN.
+    A map with a non-finite entry is undefined (`slp.insens` and the registered methods
+    return NaN maps for a NaN input or a traced target out of range); sorting or summing
+    it would give a plausible-looking score. A concrete ``target`` out of range raises the
+    ValueError of `slp.attributions.registry.check_target` inside ``fn``; a traced one
+    (``vmap`` or ``jit`` over targets) cannot raise, and indexing with it would read a
+    clamped logit. Under a trace the score is NaN instead, as the methods' maps are; bool
+    and integer scores (Monotonicity, Completeness, NonSensitivity, InputInvariance)
+    become float32 there, so that they can hold that NaN (True is 1.0).
 
     Args:
       fn: a metric function ``fn(f, x, ..., *, target, ...)`` where ``f(x)`` (or, with a
         ``params`` option, ``f(params, x)``) returns the logits.
+      inputs: ``fn``'s positional parameters (among ``f``, ``x``, ``attribution``).
+      takes_target: whether ``fn`` takes ``target``.
 
     Returns:
       The guarded function, with ``fn``'s name, signature and docstring.
     """
+    at = inputs.index("attribution") if "attribution" in inputs else None
+    if at is None and not takes_target:
+        return fn
 
     @functools.wraps(fn)
-    def guarded(f, x, *args, target=None, **kwargs):
-        out = fn(f, x, *args, target=target, **kwargs)
-        if not isinstance(target, jax.core.Tracer):
+    def guarded(*args, **kwargs):
+        checks = []
+        if at is not None:
+            finite = _finite_map(args[at] if len(args) > at else kwargs["attribution"])
+            if finite is not None:
+                checks.append(finite)
+        out = fn(*args, **kwargs)
+        target = kwargs.get("target")
+        if takes_target and isinstance(target, jax.core.Tracer):
+            f, x = args[0], args[1]
+            p = kwargs.get("params")
+            logits = jax.eval_shape(f, p, x) if p is not None else jax.eval_shape(f, x)
+            checks.append(check_target(target, logits.shape[-1]))
+        if not checks:
             return out
-        logits = jax.eval_shape(f, kwargs["params"], x) if "params" in kwargs else None
-        if logits is None:
-            logits = jax.eval_shape(f, x)
-        ok = check_target(target, logits.shape[-1])
+        ok = functools.reduce(jnp.logical_and, checks)
 
         def floating(v):
             v = jnp.asarray(v)
@@ -157,6 +174,22 @@ def guard_target(fn: Callable) -> Callable:
         return nan_unless(ok, jax.tree.map(floating, out))
 
     return guarded
+
+
+def _finite_map(a) -> jax.Array | None:
+    """Whether every entry of the map ``a`` is finite, for a traced map (a traced bool); for
+    a concrete one, raises ValueError unless it is, and returns None."""
+    if isinstance(a, jax.core.Tracer):
+        return jnp.all(jnp.isfinite(a))
+    arr = np.asarray(a)
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"the attribution map has {bad} NaN or inf entr{'y' if bad == 1 else 'ies'} of "
+            f"{arr.size}: its score is undefined (a NaN map comes from a NaN or inf input, "
+            "or from a traced target out of range)"
+        )
+    return None
 
 
 def available_metrics(group: str | None = None) -> tuple[str, ...]:
@@ -194,6 +227,7 @@ def get_metric(name: str) -> MetricSpec:
 
     Raises:
       ValueError: for a name that is not registered (the message lists those that are).
+      TypeError: for a name that is not a string.
 
     Examples:
       >>> spec = slp.metrics.get_metric("PixelFlipping")
@@ -202,6 +236,12 @@ def get_metric(name: str) -> MetricSpec:
       >>> spec.options["features_in_step"], spec.options["perturb_baseline"]
       (1, 'black')
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"a metric is named by Quantus's class name, a string from "
+            f"slp.metrics.available_metrics(); got {type(name).__name__} (the call is "
+            "slp.metrics.evaluate(name, f, x, attribution))"
+        )
     try:
         return _METRICS[name]
     except KeyError:
@@ -250,8 +290,10 @@ def evaluate(
       the metric's function documents.
 
     Raises:
-      TypeError: for an option the metric does not take (the message lists those it does).
-      ValueError: for an unknown ``name`` (from `get_metric`).
+      TypeError: for an option the metric does not take (the message lists those it does),
+        or a ``name`` that is not a string.
+      ValueError: for an unknown ``name`` (from `get_metric`), or a concrete map with a NaN
+        or inf entry (a traced one gives a NaN score, `guard_inputs`).
 
     Examples:
       A linear two-class network on a 4x4 one-channel image; for it, gradient x input is

@@ -88,7 +88,8 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
       b: array with ``n`` entries.
 
     Returns:
-      Scalar in [-1, 1]; NaN when either map is constant.
+      Scalar in [-1, 1]; NaN when either map is constant or has a NaN or inf entry (whose
+      rank is undefined).
 
     Examples:
       >>> float(slp.metrics.spearman(jnp.array([1.0, 2, 3]), jnp.array([2.0, 4, 7])))
@@ -97,7 +98,8 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
       0.0
     """
     a, b = _pair(a, b)
-    return pearson(average_ranks(a), average_ranks(b))
+    finite = jnp.all(jnp.isfinite(a)) & jnp.all(jnp.isfinite(b))
+    return jnp.where(finite, pearson(average_ranks(a), average_ranks(b)), jnp.nan)
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -596,6 +596,13 @@ def test_errors_name_the_problem():
         A.lrp_epsilon(lambda x: jax.nn.relu(x), jnp.ones(3))
     with pytest.raises(ValueError, match="unknown precision 'fast'"):
         slp.attribute(f, xs[0], "insens", precision="fast")
+    # the arguments in another order (Quantus and Captum put the method or the input first)
+    with pytest.raises(TypeError, match=r"takes the network function first; got 'gradient'"):
+        slp.attribute("gradient", f, xs[0])
+    with pytest.raises(TypeError, match="takes the network function first; got a ArrayImpl"):
+        slp.attribute(xs[0], f, "gradient")
+    with pytest.raises(TypeError, match="named by a string.*got function"):
+        slp.attributions.get_method(f)
 
 
 @pytest.mark.slow

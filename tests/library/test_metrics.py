@@ -55,6 +55,10 @@ def test_undefined_similarities_are_nan():
     assert np.isnan(metrics.spearman(a, jnp.ones(4)))
     assert np.isnan(metrics.pearson(jnp.ones(4), a))
     assert np.isnan(metrics.cosine_similarity(a, jnp.zeros(4)))
+    # a NaN or inf entry has no rank: NaN, not the correlation of the rest
+    for bad in (jnp.nan, jnp.inf):
+        assert np.isnan(metrics.spearman(a.at[1].set(bad), a)), bad
+        assert np.isnan(jax.jit(metrics.spearman)(a, a.at[3].set(-bad))), bad
     with pytest.raises(ValueError, match="same number of entries"):
         metrics.spearman(a, jnp.arange(5.0))
 
@@ -176,6 +180,11 @@ def test_curve_input_errors():
         metrics.insertion_curve(f, jnp.ones((2, 2)), jnp.ones((2, 2)), steps=0)
     with pytest.raises(ValueError, match="1-D"):
         metrics.curve_area(jnp.ones(3), jnp.ones(4))
+    # scores with a NaN: no order, so NaN curves (the fractions stay)
+    nan_scores = jnp.ones((2, 2)).at[0, 1].set(jnp.nan)
+    curve = metrics.deletion_curve(f, jnp.ones((2, 2)), nan_scores, steps=4)
+    assert np.all(np.isnan(curve.logit)) and np.all(np.isnan(curve.probability))
+    np.testing.assert_allclose(curve.fraction, [0, 0.25, 0.5, 0.75, 1])
 
 
 class _Net(nn.Module):

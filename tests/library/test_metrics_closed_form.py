@@ -76,6 +76,8 @@ def test_unknown_metric_and_option_errors_list_what_exists():
         metrics.evaluate("Sparseness", None, None, A, patch_size=2)
     with pytest.raises(ValueError, match="unknown group"):
         metrics.available_metrics("fidelity")
+    with pytest.raises(TypeError, match="Quantus's class name.*got function"):
+        metrics.evaluate(lambda x: x, "Sparseness", None, A)  # the name second
 
 
 # ---------------------------------------------------------------------------- complexity
@@ -651,3 +653,27 @@ def test_a_target_out_of_range_raises_or_gives_nan(name):
     alone = jax.jit(one, static_argnums=2)(x[0], a[0], 1, keys[0])  # a concrete target
     np.testing.assert_allclose(np.asarray(batched[0], float), np.asarray(alone, float), rtol=2e-5)
     assert np.all(np.isnan(np.asarray(batched[1], float)))
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_a_map_with_a_non_finite_entry_raises_or_gives_nan(bad):
+    """A concrete map with a NaN or inf entry raises; a traced one (under jit or vmap) gives
+    a NaN score for that example, bool scores included, and the others' scores unchanged."""
+    x = jnp.asarray(_RNG.uniform(size=(2, 4, 4, 1)), jnp.float32)
+    a = jnp.asarray(_RNG.normal(size=(2, 4, 4)), jnp.float32)
+    broken = a[1].at[2, 3].set(bad)
+    for name, f, opts in [
+        ("Sparseness", None, {}),
+        ("PointingGame", None, {"mask": MASK.repeat(2, 0).repeat(2, 1)}),
+        ("PixelFlipping", MLP, {"features_in_step": 2}),
+        ("Monotonicity", MLP, {"features_in_step": 4}),  # a bool score
+    ]:
+        with pytest.raises(ValueError, match="1 NaN or inf entry of 16"):
+            metrics.evaluate(name, f, x[1], broken, **opts)
+
+        def one(x, a, name=name, f=f, opts=opts):
+            return metrics.evaluate(name, f, x, a, **opts)
+
+        batched = np.asarray(jax.jit(jax.vmap(one))(x, jnp.stack([a[0], broken])), float)
+        assert np.all(np.isnan(batched[1])), name
+        np.testing.assert_allclose(batched[0], np.asarray(one(x[0], a[0]), float), rtol=2e-5)
