@@ -133,6 +133,11 @@ def _output_options(g) -> None:
         help="images per output file, a multiple of --batch-size (default: --batch-size)",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    g.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, show Python's traceback rather than one line (default: one line)",
+    )
 
 
 def _distributed_options(g) -> None:
@@ -283,7 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "maps":
-        maps(args)
+        try:
+            maps(args)
+        except (ValueError, TypeError, OSError) as err:  # bad input: the message names it
+            if args.traceback:
+                raise
+            raise SystemExit(
+                f"error: {type(err).__name__}: {err}\n(--traceback shows where it was raised)"
+            ) from None
     return 0
 
 

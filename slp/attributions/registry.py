@@ -81,9 +81,22 @@ def register(name: str) -> Callable[[Callable], Callable]:
     def deco(fn: Callable) -> Callable:
         if name in _METHODS:
             raise ValueError(f"attribution method {name!r} is already registered")
+        numeric = {
+            n: p.default
+            for n, p in inspect.signature(fn).parameters.items()
+            if p.kind is p.KEYWORD_ONLY
+            and isinstance(p.default, int | float)
+            and not isinstance(p.default, bool)
+        }
 
         @functools.wraps(fn)
         def method(f, x, *args, **kwargs):
+            for option, value in kwargs.items():
+                if option in numeric and isinstance(value, str):
+                    raise TypeError(
+                        f"{name}: option {option} takes a number (default "
+                        f"{numeric[option]!r}); got the string {value!r}"
+                    )
             ok, out_shape = _defined(f, x)
             target = kwargs.get("target")
             if target is not None and len(out_shape) == 1:  # else the method says what f lacks

@@ -457,7 +457,7 @@ def test_command_line_help_lists_every_flag_with_defaults():
     for flag in (
         "--method", "--checkpoint", "--data", "--out", "--batch-size", "--chunk-size",
         "--option", "--target", "--seed", "--limit", "--coordinator-address",
-        "--num-processes", "--process-id", "--distributed", "--cpu-collectives",
+        "--num-processes", "--process-id", "--distributed", "--cpu-collectives", "--traceback",
     ):  # fmt: skip
         assert flag in text
     assert "(default: 256)" in text and "(default: insens)" in text

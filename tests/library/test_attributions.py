@@ -603,6 +603,10 @@ def test_errors_name_the_problem():
         slp.attribute(xs[0], f, "gradient")
     with pytest.raises(TypeError, match="named by a string.*got function"):
         slp.attributions.get_method(f)
+    with pytest.raises(TypeError, match="option steps takes a number .*64.* got the string '32'"):
+        slp.attribute(f, xs[0], "integrated_gradients", steps="32")
+    with pytest.raises(TypeError, match="option epsilon takes a number"):
+        A.lrp_epsilon(f, xs[0], epsilon="1e-6")
 
 
 @pytest.mark.slow

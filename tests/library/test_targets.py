@@ -165,6 +165,43 @@ def test_command_line_refuses_an_out_of_range_target(tmp_path, capsys):
     assert "expected 'predicted', 'label' or a class index, got 'three'" in capsys.readouterr().err
 
 
+def test_command_line_reports_bad_input_in_one_line(tmp_path):
+    """The library's errors for bad input (a data file of integers, a missing file, a string
+    for a numeric option) end the command with one ``error:`` line naming the problem and
+    no output folder; ``--traceback`` raises them as they are."""
+    from slp.__main__ import main
+
+    config = training.TrainConfig(features=(2, 3), hidden=8, input_shape=(6, 6, 1))
+    params = training.init_params(config)
+    ckpt = training.save_checkpoint(tmp_path / "tiny.msgpack", params, {"config": config.to_dict()})
+    np.save(tmp_path / "x.npy", np.zeros((4, 6, 6, 1), np.float32))
+    np.save(tmp_path / "u8.npy", np.zeros((4, 6, 6, 1), np.uint8))
+    out = tmp_path / "maps"
+    base = ["maps", "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]
+    cases = [
+        (["--data", str(tmp_path / "u8.npy")], "ValueError: images have dtype uint8"),
+        (["--data", str(tmp_path / "none.npy")], "FileNotFoundError: .*none.npy"),
+        (
+            [
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--method",
+                "lrp_epsilon",
+                "--option",
+                "epsilon=abc",
+            ],
+            "TypeError: lrp_epsilon: option epsilon takes a number .* got the string 'abc'",
+        ),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit, match=f"^error: {message}") as err:
+            main([*base, *extra])
+        assert "--traceback shows where" in str(err.value)
+        assert not out.exists()
+    with pytest.raises(ValueError, match="images have dtype uint8"):
+        main([*base, "--data", str(tmp_path / "u8.npy"), "--traceback"])
+
+
 def test_perturbation_curves_check_the_target():
     f, x = _net()
     img = x[..., 0]
