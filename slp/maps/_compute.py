@@ -169,10 +169,15 @@ def check_images(f: Callable, params, source: Source) -> tuple[jax.ShapeDtypeStr
     try:
         y = jax.eval_shape(logits_of, x_spec)
     except Exception as err:  # any failure means f does not take such an image
+        how = (
+            "images are (N, *X) with X one example's shape"
+            if source.repeatable
+            else "an iterable is read as batches (b, *X): for a list of single examples "
+            "pass np.stack(images)"
+        )
         raise ValueError(
             f"f does not accept one image of shape {source.image_shape} and dtype "
-            f"{source.dtype} (images are (N, *X) with X one example's shape): "
-            f"{type(err).__name__}: {err}"
+            f"{source.dtype} ({how}): {type(err).__name__}: {err}"
         ) from err
     if isinstance(y, jax.ShapeDtypeStruct):
         # Here, with concrete params: inside the compiled step they are traced, and the

@@ -130,6 +130,8 @@ def _model_fingerprint(f: Callable, params, x_spec: jax.ShapeDtypeStruct) -> str
 
 
 def check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output directory {out} is a file; pass a folder as `out`")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test.", suffix=".tmp")

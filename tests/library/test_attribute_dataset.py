@@ -407,6 +407,9 @@ def test_output_directory_not_writable(tmp_path):
     blocker.write_text("")
     with pytest.raises(PermissionError, match="not writable"):
         slp.attribute_dataset(f, x, "gradient", batch_size=5, out=blocker / "maps")
+    with pytest.raises(FileExistsError, match="a_file is a file; pass a folder"):
+        slp.attribute_dataset(f, x, "gradient", batch_size=5, out=blocker)
+    assert blocker.read_text() == ""
     if os.geteuid() != 0:  # root writes into read-only folders
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
@@ -416,6 +419,9 @@ def test_output_directory_not_writable(tmp_path):
 
 def test_images_of_the_wrong_shape_or_dtype(tmp_path):
     f = network()
+    # a list of single images is an iterable of batches: the message says how to pass it
+    with pytest.raises(ValueError, match=r"read as batches .* np.stack\(images\)"):
+        slp.attribute_dataset(f, list(make_images()[:3]), "gradient", batch_size=2)
     with pytest.raises(ValueError, match=r"does not accept one image of shape \(5, 5, 1\)"):
         slp.attribute_dataset(f, np.zeros((4, 5, 5, 1), np.float32), "gradient", batch_size=2)
     with pytest.raises(ValueError, match="dtype uint8.*floating"):
