@@ -73,9 +73,21 @@ class TrainConfig:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"num_train must be None or >= 1, got {self.num_train}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {self.hidden}")
         # JSON turns tuples into lists; keep the frozen config hashable either way.
         object.__setattr__(self, "features", tuple(int(f) for f in self.features))
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if not self.features or min(self.features) < 1:
+            raise ValueError(
+                f"features must be one or more channel counts >= 1, got {self.features}"
+            )
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ValueError(
+                f"input_shape must be one image's (H, W, C), each >= 1; got {self.input_shape}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain JSON-compatible dict (tuples become lists)."""

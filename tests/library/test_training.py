@@ -142,7 +142,19 @@ def test_train_rejects_bad_input(data):
 
 
 @pytest.mark.parametrize(
-    "field, value", [("epochs", 0), ("batch_size", 0), ("learning_rate", 0.0), ("num_train", 0)]
+    "field, value",
+    [
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("learning_rate", 0.0),
+        ("num_train", 0),
+        ("num_classes", 0),
+        ("hidden", -1),
+        ("features", ()),
+        ("features", (8, 0)),
+        ("input_shape", (28, 28)),
+        ("input_shape", (28, 0, 1)),
+    ],
 )
 def test_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
