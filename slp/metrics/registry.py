@@ -145,21 +145,21 @@ def guard_inputs(fn: Callable, inputs: tuple[str, ...], *, takes_target: bool) -
     Returns:
       The guarded function, with ``fn``'s name, signature and docstring.
     """
-    at = inputs.index("attribution") if "attribution" in inputs else None
-    if at is None and not takes_target:
+    if "attribution" not in inputs and not takes_target:
         return fn
 
     @functools.wraps(fn)
     def guarded(*args, **kwargs):
+        given = {**dict(zip(inputs, args, strict=False)), **kwargs}  # positional or by name
         checks = []
-        if at is not None:
-            finite = _finite_map(args[at] if len(args) > at else kwargs["attribution"])
+        if "attribution" in inputs:
+            finite = _finite_map(given["attribution"])
             if finite is not None:
                 checks.append(finite)
         out = fn(*args, **kwargs)
         target = kwargs.get("target")
         if takes_target and isinstance(target, jax.core.Tracer):
-            f, x = args[0], args[1]
+            f, x = given["f"], given["x"]
             p = kwargs.get("params")
             logits = jax.eval_shape(f, p, x) if p is not None else jax.eval_shape(f, x)
             checks.append(check_target(target, logits.shape[-1]))

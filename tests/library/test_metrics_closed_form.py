@@ -677,3 +677,18 @@ def test_a_map_with_a_non_finite_entry_raises_or_gives_nan(bad):
         batched = np.asarray(jax.jit(jax.vmap(one))(x, jnp.stack([a[0], broken])), float)
         assert np.all(np.isnan(batched[1])), name
         np.testing.assert_allclose(batched[0], np.asarray(one(x[0], a[0]), float), rtol=2e-5)
+
+
+def test_the_guards_read_arguments_given_by_name():
+    """``f``, ``x`` and ``attribution`` by keyword: the target and map checks still run."""
+    x = jnp.asarray(_RNG.uniform(size=(4, 4, 1)), jnp.float32)
+    a = jnp.asarray(_RNG.normal(size=(4, 4)), jnp.float32)
+
+    def one(t, a):
+        return metrics.pixel_flipping(f=MLP, x=x, attribution=a, target=t, features_in_step=4)
+
+    got = np.asarray(jax.vmap(one)(jnp.array([1, 3, 1]), jnp.stack([a, a, a.at[0, 0].set(np.nan)])))
+    np.testing.assert_allclose(got[0], one(1, a), rtol=1e-6)
+    assert np.all(np.isnan(got[1:]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        metrics.sparseness(attribution=a.at[1, 1].set(np.inf))
