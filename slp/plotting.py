@@ -52,8 +52,8 @@ __all__ = [
 
 HEATMAP_CMAP = LinearSegmentedColormap.from_list(
     "slp_blue_white_red", [(0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)], N=255
-)
-"""Blue (negative) - white (zero) - red (positive)."""
+).with_extremes(bad="black")
+"""Blue (negative) - white (zero) - red (positive); a NaN or inf entry black."""
 
 PER_MAP_KEY_LABEL = "red positive, blue negative, white 0; each map scaled to its own max |value|"
 """Label of the colour key of a figure whose maps each have their own symmetric scale."""
@@ -159,7 +159,8 @@ def heatmap(ax: Axes, values: np.ndarray, *, title: str | None = None, limit=Non
 
     A map with nothing to show (no finite value, or all zero: e.g. Deep Taylor when the
     target's logit is not positive) is hatched and marked "undefined" (`mark_undefined`),
-    never drawn as a blank panel.
+    never drawn as a blank panel. A map with some NaN or inf entries draws them black and
+    says how many at its foot, so that none reads as a 0.
 
     Args:
       ax: the axes to draw into (ticks are removed).
@@ -183,12 +184,27 @@ def heatmap(ax: Axes, values: np.ndarray, *, title: str | None = None, limit=Non
     limit = symmetric_limit(values) if limit is None else float(limit)
     if not limit > 0:
         raise ValueError(f"limit must be > 0, got {limit}")
+    why = undefined_reason(values)
+    if why is not None:  # white behind the "undefined" mark, not black NaN
+        values = np.where(np.isfinite(values), values, 0.0)
     im = ax.imshow(values, cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
     _decorate(ax, title)
-    why = undefined_reason(values)
     if why is not None:
         mark_undefined(ax, why)
+    elif bad := int(values.size - np.count_nonzero(np.isfinite(values))):
+        _mark_not_finite(ax, bad)
     return im
+
+
+def _mark_not_finite(ax: Axes, count: int) -> None:
+    """Writes at the foot of a map that ``count`` of its entries (drawn black) are NaN or inf,
+    so that they are not read as values (gid ``"not-finite"``)."""
+    text = ax.text(
+        0.5, 0.02, f"{count} not finite (black)", transform=ax.transAxes, ha="center",
+        va="bottom", fontsize=6, zorder=3,
+        bbox={"facecolor": "white", "edgecolor": "0.6", "boxstyle": "round,pad=0.15"},
+    )  # fmt: skip
+    text.set_gid("not-finite")
 
 
 def show_image(ax: Axes, image: np.ndarray, *, title: str | None = None):

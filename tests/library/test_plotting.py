@@ -57,6 +57,27 @@ def test_heatmap_sums_channels_and_ignores_nonfinite_for_the_scale():
         plotting.to_2d(np.zeros((1, 2, 2, 1)))
 
 
+def test_heatmap_draws_non_finite_entries_black_and_counts_them():
+    """A NaN or inf entry is not drawn as a 0 (white): black, with a count at the map's foot;
+    a map with no finite entry stays a hatched white "undefined" panel, without the count."""
+    values = np.array([[2.0, np.nan], [0.0, -np.inf]])
+    px = render_pixels(lambda ax: plotting.heatmap(ax, values))
+    np.testing.assert_array_equal(px[10, 30], [0, 0, 0])  # NaN: black
+    np.testing.assert_array_equal(px[10, 10], [255, 0, 0])  # the finite ones as before
+    np.testing.assert_array_equal(px[30, 10], [255, 255, 255])
+    fig = Figure()
+    a, b = fig.subplots(1, 2)
+    plotting.heatmap(a, values)
+    plotting.heatmap(b, np.full((2, 2), np.nan))
+    assert [t.get_text() for t in a.texts if t.get_gid() == "not-finite"] == [
+        "2 not finite (black)"
+    ]
+    assert not [t for t in b.texts if t.get_gid() == "not-finite"]
+    assert [t.get_gid() for t in b.texts] == [plotting.UNDEFINED_MARK]
+    px = render_pixels(lambda ax: plotting.heatmap(ax, np.full((3, 3), np.nan)), size_px=80)
+    assert (px[6:-6, 6:-6] == 255).all(axis=-1).mean() > 0.5  # white behind the hatching
+
+
 def test_show_image_is_grayscale_on_unit_range():
     img = np.array([[0.0, 1.0], [0.5, 1.0]])[..., None]
     px = render_pixels(lambda ax: plotting.show_image(ax, img))
