@@ -330,6 +330,11 @@ def explainer(explain: Callable | None, method: str) -> Callable:
     A registered method that takes a ``key`` (SmoothGrad) gets the key it is given.
     """
     if explain is not None:
+        if isinstance(explain, str):
+            raise TypeError(
+                f"explain must be a function (f, x, target, key) -> map, got the string "
+                f"{explain!r}; a registered method is named by method={explain!r}"
+            )
         if not callable(explain):
             raise TypeError(
                 f"explain must be a function (f, x, target, key) -> map, "
@@ -349,6 +354,8 @@ def require_key(key: Any, name: str) -> jax.Array:
     """``key``, or a clear error for the random metric ``name``."""
     if key is None:
         raise ValueError(f"{name} draws random numbers: pass key=jax.random.key(seed)")
+    if isinstance(key, int | float | str):
+        raise TypeError(f"{name}: key must be a PRNG key, jax.random.key({key!r}); got {key!r}")
     return key
 
 

@@ -401,6 +401,10 @@ def test_robustness_bad_input():
         metrics.evaluate("MaxSensitivity", f, X, SCORES, key=jax.random.key(0), method="saliency")
     with pytest.raises(ValueError, match="upper_bound > lower_bound"):
         metrics.evaluate("AvgSensitivity", f, X, SCORES, key=jax.random.key(0), upper_bound=0.1)
+    with pytest.raises(TypeError, match=r"key must be a PRNG key, jax.random.key\(3\)"):
+        metrics.evaluate("MaxSensitivity", f, X, SCORES, key=3)
+    with pytest.raises(TypeError, match="got the string 'insens'; .* method='insens'"):
+        metrics.evaluate("MaxSensitivity", f, X, SCORES, key=jax.random.key(0), explain="insens")
     rgb = linear(jnp.ones((2, 2, 3)), 0.0)
     with pytest.raises(ValueError, match="maps explain returns are shaped"):
         metrics.evaluate(
