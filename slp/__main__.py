@@ -190,7 +190,7 @@ def _images(spec: str, data_dir, limit):
 
 def _checkpoint(args):
     """``(apply(params, x), params, number of classes)`` of the requested 2CONV checkpoint."""
-    from slp import data, training
+    from slp import checkpoints, data, training
 
     path = args.checkpoint
     if path is None:
@@ -204,7 +204,10 @@ def _checkpoint(args):
     sidecar = Path(path).with_suffix(".json")
     if not sidecar.is_file():
         raise SystemExit(f"error: checkpoint sidecar not found: {sidecar}")
-    config = training.TrainConfig.from_dict(json.loads(sidecar.read_text())["config"])
+    metadata = checkpoints.read_metadata(path)  # the sidecar's JSON and format checked
+    if "config" not in metadata:
+        raise SystemExit(f"error: {sidecar} holds no training config: not a 2CONV checkpoint")
+    config = training.TrainConfig.from_dict(metadata["config"])
     params, _ = training.load_checkpoint(path, config=config)
     model = training.make_model(config)
 

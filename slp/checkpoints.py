@@ -106,7 +106,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
       FileNotFoundError: the array file or its sidecar is missing.
-      ValueError: the sidecar is not of `FORMAT`.
+      ValueError: the sidecar is not JSON, or not of `FORMAT`.
 
     Examples:
       >>> import tempfile, pathlib
@@ -120,7 +120,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     for p, what in ((path, "array file"), (sidecar, "sidecar")):
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint {what} not found: {p}")
-    metadata = json.loads(sidecar.read_text())
+    try:
+        metadata = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"checkpoint sidecar {sidecar} is not valid JSON: {err}") from err
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         found = metadata.get("format") if isinstance(metadata, dict) else None
         raise ValueError(

@@ -69,6 +69,9 @@ def test_missing_files_damaged_bytes_and_other_formats_are_refused(tmp_path):
     sidecar.write_text(json.dumps({"format": 0}))
     with pytest.raises(ValueError, match="sidecar format 0"):
         checkpoints.load(path, tree)
+    sidecar.write_text('{"format": ')  # cut off while written by another program
+    with pytest.raises(ValueError, match=r"sidecar .*a\.json is not valid JSON"):
+        checkpoints.load(path, tree)
     sidecar.write_text(json.dumps({"format": checkpoints.FORMAT}))
     path.write_bytes(b"\xc1 not msgpack")
     with pytest.raises(ValueError, match="not a readable msgpack file|does not fit"):
