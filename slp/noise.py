@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slp._src.guards import check_key
 from slp.config import DEFAULT_SIGMA
 
 __all__ = [
@@ -272,7 +273,9 @@ def add_noise(key: jax.Array, x: jax.Array, clean: jax.Array, *, sigma: float) -
       array shaped and typed like `x`.
 
     Raises:
-      ValueError: `clean`'s shape is not `x`'s `(H, W)`.
+      ValueError: `clean`'s shape is not `x`'s `(H, W)`; a concrete `sigma` is negative or a
+        concrete `x` is outside [0, 1].
+      TypeError: `key` is a seed (a number), not a PRNG key.
 
     Examples:
       >>> x = jnp.zeros((8, 8)).at[3:5, 3:5].set(1.0)  # a 2x2 "digit"
@@ -283,10 +286,27 @@ def add_noise(key: jax.Array, x: jax.Array, clean: jax.Array, *, sigma: float) -
     x = jnp.asarray(x)
     if clean.shape != x.shape[:2]:
         raise ValueError(f"clean mask shape {clean.shape} does not match image shape {x.shape}")
+    _check_concrete(x, sigma)
+    check_key(key, "noise")
     z = jax.random.normal(key, x.shape, dtype=x.dtype)
     noisy = jnp.clip(x + sigma * z, 0.0, 1.0)
     keep = clean if x.ndim == 2 else clean[..., None]
     return jnp.where(keep, x, noisy)
+
+
+def _check_concrete(x: jax.Array, sigma) -> None:
+    """Refuses a concrete negative ``sigma`` and a concrete image outside [0, 1], whose noisy
+    pixels the clipping to [0, 1] would flatten (traced ones pass: they cannot be read)."""
+    if not isinstance(sigma, jax.core.Tracer) and np.ndim(sigma) == 0 and float(sigma) < 0:
+        raise ValueError(f"sigma must be >= 0, got {float(sigma)}")
+    if isinstance(x, jax.core.Tracer) or x.size == 0:
+        return
+    lo, hi = float(jnp.min(x)), float(jnp.max(x))
+    if lo < -1e-6 or hi > 1 + 1e-6:  # rounding of a transform of [0, 1] data passes
+        raise ValueError(
+            f"the noise model takes intensities in [0, 1] (noisy pixels are clipped to it); "
+            f"the image holds [{lo:.4g}, {hi:.4g}]: scale it first (e.g. / 255)"
+        )
 
 
 def make_noisy(

@@ -200,6 +200,13 @@ def check_one_example(f: Callable, x_aval, out_aval) -> None:
     )
 
 
+def check_key(key, who: str) -> None:
+    """Raises TypeError where a seed (a Python number or string) is given as ``who``'s PRNG
+    key, which JAX would refuse with "invalid PRNG key data"."""
+    if isinstance(key, int | float | str):
+        raise TypeError(f"{who}: key must be a PRNG key, jax.random.key({key!r}); got {key!r}")
+
+
 def all_finite(*trees) -> jax.Array:
     """True (a bool scalar) when every floating-point leaf of ``trees`` is finite."""
     leaves = [

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slp._src import guards as _guards
 from slp._src import network as net
 from slp.attributions._walk import walker_function
 from slp.attributions.registry import register, resolve_target
@@ -172,7 +173,13 @@ def integrated_gradients(
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     f = walker_function(f, x)
     t = resolve_target(f(x), target)
-    base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
+    try:
+        base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"baseline must be a scalar or an array of x's shape {tuple(x.shape)} (or one "
+            f"that broadcasts to it); got shape {np.shape(baseline)}"
+        ) from err
     diff = x - base
     grad = _grad_of_target(f, t)
     a = jnp.asarray(alphas, x.dtype)
@@ -235,6 +242,7 @@ def smoothgrad(
             "smoothgrad needs an explicit PRNG key, e.g. key=jax.random.key(0) "
             "(split it per example when batching with vmap)"
         )
+    _guards.check_key(key, "smoothgrad")
     if not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"samples must be a positive integer; got {samples!r}")
     f = walker_function(f, x)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax import custom_batching
 from jax.extend import core as jex_core
 
+from slp._src.guards import check_key
 from slp.attributions.registry import attribute, get_method, resolve_target
 
 STEP_BATCH = 16
@@ -354,8 +355,7 @@ def require_key(key: Any, name: str) -> jax.Array:
     """``key``, or a clear error for the random metric ``name``."""
     if key is None:
         raise ValueError(f"{name} draws random numbers: pass key=jax.random.key(seed)")
-    if isinstance(key, int | float | str):
-        raise TypeError(f"{name}: key must be a PRNG key, jax.random.key({key!r}); got {key!r}")
+    check_key(key, name)
     return key
 
 

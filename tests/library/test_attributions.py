@@ -607,6 +607,10 @@ def test_errors_name_the_problem():
         slp.attribute(f, xs[0], "integrated_gradients", steps="32")
     with pytest.raises(TypeError, match="option epsilon takes a number"):
         A.lrp_epsilon(f, xs[0], epsilon="1e-6")
+    with pytest.raises(ValueError, match=r"baseline must be a scalar or .* got shape \(3,\)"):
+        slp.attribute(f, xs[0], "integrated_gradients", baseline=jnp.zeros(3))
+    with pytest.raises(TypeError, match=r"smoothgrad: key must be a PRNG key"):
+        slp.attribute(f, xs[0], "smoothgrad", key=7)
 
 
 @pytest.mark.slow

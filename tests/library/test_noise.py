@@ -127,6 +127,20 @@ def test_noise_spares_clean_pixels_and_stays_in_unit_interval():
     np.testing.assert_array_equal(noise.make_noisy("bordered", key, x, sigma=0.0), x)
 
 
+def test_noise_refuses_a_negative_sigma_an_image_outside_the_unit_range_and_a_seed():
+    x, key = square_digit(), jax.random.key(0)
+    with pytest.raises(ValueError, match="sigma must be >= 0, got -0.5"):
+        noise.make_noisy("bordered", key, x, sigma=-0.5)
+    with pytest.raises(ValueError, match=r"intensities in \[0, 1\].*\[0, 255\].*/ 255"):
+        noise.make_noisy("background", key, x * 255, sigma=0.5)
+    with pytest.raises(TypeError, match=r"key must be a PRNG key, jax.random.key\(0\)"):
+        noise.make_noisy("framed", 0, x, sigma=0.5)
+    # traced values cannot be read: under vmap an image is not checked, and is clipped
+    y = noise.make_noisy_batch("bordered", jax.random.split(key, 1), jnp.asarray(x[None] * 2))
+    assert float(y.max()) <= 2.0
+    noise.make_noisy("bordered", key, x * (1 + 1e-7), sigma=0.5)  # rounding passes
+
+
 def _clipped_normal_mean(sigma: float) -> float:
     """E[clip(sigma Z, 0, 1)] for Z ~ N(0, 1), from the normal pdf and cdf."""
     a = 1.0 / sigma
