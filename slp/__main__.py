@@ -201,12 +201,12 @@ def _checkpoint(args):
                 f"error: no checkpoint at {path}; train one with `python experiments/train.py` "
                 "or pass --checkpoint"
             )
-    sidecar = Path(path).with_suffix(".json")
-    if not sidecar.is_file():
-        raise SystemExit(f"error: checkpoint sidecar not found: {sidecar}")
-    metadata = checkpoints.read_metadata(path)  # the sidecar's JSON and format checked
+    metadata = checkpoints.read_metadata(path)  # both files there, the sidecar's JSON and format
     if "config" not in metadata:
-        raise SystemExit(f"error: {sidecar} holds no training config: not a 2CONV checkpoint")
+        raise SystemExit(
+            f"error: {Path(path).with_suffix('.json')} holds no training config: not a 2CONV "
+            "checkpoint"
+        )
     config = training.TrainConfig.from_dict(metadata["config"])
     params, _ = training.load_checkpoint(path, config=config)
     model = training.make_model(config)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slp._src.guards import nan_unless
+from slp._src.guards import all_finite, nan_unless
 from slp.attributions.registry import check_target
 
 __all__ = [
@@ -180,7 +180,7 @@ def _finite_map(a) -> jax.Array | None:
     """Whether every entry of the map ``a`` is finite, for a traced map (a traced bool); for
     a concrete one, raises ValueError unless it is, and returns None."""
     if isinstance(a, jax.core.Tracer):
-        return jnp.all(jnp.isfinite(a))
+        return all_finite(a)
     arr = np.asarray(a)
     if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
