@@ -59,18 +59,22 @@ COMPARE = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.script_parser(__doc__, summary=False)
-    p.add_argument("--batch", type=int, default=64, help="images per batch")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for XLA and torch")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per method (median)")
-    p.add_argument("--ig-steps", type=int, default=64, help="Integrated Gradients steps")
+    p.add_argument("--batch", type=cli.positive, default=64, help="images per batch")
+    p.add_argument("--threads", type=cli.positive, default=2, help="CPU threads for XLA and torch")
+    p.add_argument(
+        "--repeats", type=cli.positive, default=3, help="timed calls per method (median)"
+    )
+    p.add_argument("--ig-steps", type=cli.positive, default=64, help="Integrated Gradients steps")
     p.add_argument(
         "--ig-batch-size",
-        type=int,
+        type=cli.positive,
         default=None,
         help="IG path points evaluated at once per image (default all; fewer bound memory "
         "but run slower on CPU)",
     )
-    p.add_argument("--smoothgrad-samples", type=int, default=32, help="SmoothGrad noise samples")
+    p.add_argument(
+        "--smoothgrad-samples", type=cli.positive, default=32, help="SmoothGrad noise samples"
+    )
     p.add_argument(
         "--methods",
         nargs="+",
@@ -79,7 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-torch", action="store_true", help="skip Captum and Zennit")
     p.add_argument("--tiny", action="store_true", help="tiny network and batch (smoke test)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, biases and inputs")
+    p.add_argument(
+        "--seed", type=cli.non_negative, default=0, help="seed of weights, biases and inputs"
+    )
     cli.add_out_option(p)
     args = p.parse_args(argv)
     for name in ("batch", "threads", "repeats", "ig_steps", "ig_batch_size", "smoothgrad_samples"):

@@ -47,16 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--methods", nargs="+", default=["insens", "gradient"], help="registered method names"
     )
-    parser.add_argument("--num-images", type=int, default=512, help="images per timed call")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per batch")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds")
     parser.add_argument(
-        "--fake-devices", type=int, default=4, help="CPU host devices (ignored on a GPU)"
+        "--num-images", type=cli.positive, default=512, help="images per timed call"
+    )
+    parser.add_argument("--batch-size", type=cli.positive, default=128, help="images per batch")
+    parser.add_argument("--repeats", type=cli.positive, default=2, help="interleaved rounds")
+    parser.add_argument(
+        "--fake-devices", type=cli.positive, default=4, help="CPU host devices (ignored on a GPU)"
     )
     parser.add_argument(
-        "--features", type=int, nargs=2, default=[32, 64], help="2CONV's conv widths"
+        "--features", type=cli.positive, nargs=2, default=[32, 64], help="2CONV's conv widths"
     )
-    parser.add_argument("--hidden", type=int, default=1024, help="2CONV's hidden dense width")
+    parser.add_argument(
+        "--hidden", type=cli.positive, default=1024, help="2CONV's hidden dense width"
+    )
     parser.add_argument("--tag", default="cpu", help="results file suffix")
     cli.add_out_option(parser)
     parser.add_argument(

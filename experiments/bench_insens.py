@@ -92,11 +92,11 @@ NAIVE_HEADROOM = 3.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.script_parser(__doc__, summary=False)
     p.add_argument(
-        "--batches", type=int, nargs="+", default=[1, 64, 1024], help="batch sizes timed"
+        "--batches", type=cli.positive, nargs="+", default=[1, 64, 1024], help="batch sizes timed"
     )
     p.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES, help="what to time")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per case (median)")
-    p.add_argument("--chunk-size", type=int, default=128, help="slp.insens chunk_size")
+    p.add_argument("--repeats", type=cli.positive, default=3, help="timed calls per case (median)")
+    p.add_argument("--chunk-size", type=cli.positive, default=128, help="slp.insens chunk_size")
     p.add_argument(
         "--insens-route",
         default="auto",
@@ -105,13 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--max-memory-gb",
-        type=float,
+        type=cli.positive_float,
         default=None,
         help="skip cases whose XLA estimate is larger (default: half the free memory)",
     )
     p.add_argument(
         "--naive-max-batch",
-        type=int,
+        type=cli.positive,
         default=256,
         help="skip the naive route above this batch size (it needs ~113 MiB per image)",
     )
@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--variant-batches",
-        type=int,
+        type=cli.positive,
         nargs="+",
         default=None,
         help="batch sizes for the --precisions variants (default: --batches)",
@@ -141,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--check-images",
-        type=int,
+        type=cli.positive,
         default=None,
         help="images for the exactness check (default: the smallest batch size >= 8)",
     )
@@ -159,10 +159,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="every network of experiments/zoo.py on one batch (--batch): route, compile "
         "time, speed and memory of slp.insens against the naive route",
     )
-    p.add_argument("--batch", type=int, default=64, help="--zoo: images per network")
+    p.add_argument("--batch", type=cli.positive, default=64, help="--zoo: images per network")
     p.add_argument(
         "--naive-batch",
-        type=int,
+        type=cli.positive,
         default=1,
         help="--zoo: images for the naive route (its cost is linear in the images; halved "
         "while XLA's estimate exceeds a third of the memory limit)",
@@ -170,17 +170,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--zoo-only", default=None, help="--zoo: comma-separated zoo networks")
     p.add_argument(
         "--route-batches",
-        type=int,
+        type=cli.positive,
         nargs="+",
         default=[1, 8],
         help="--zoo: batch sizes at which every exact route is timed against its prediction",
     )
     p.add_argument(
-        "--route-repeats", type=int, default=7, help="--zoo: timed calls per route (median)"
+        "--route-repeats",
+        type=cli.positive,
+        default=7,
+        help="--zoo: timed calls per route (median)",
     )
     p.add_argument(
         "--skip-factor",
-        type=float,
+        type=cli.positive_float,
         default=None,
         help="--zoo: do not time a route predicted more than this many times slower than "
         "the fastest prediction (default 10; 100 with --fit, whose fit wants every route); "
@@ -188,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--max-call-s",
-        type=float,
+        type=cli.positive_float,
         default=5.0,
         help="--zoo: a route whose first call takes longer is timed by that call alone",
     )
@@ -223,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="--zoo --fit: refit from the timings recorded in these results files (nothing is "
         "timed; the work is counted by the current planner)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    p.add_argument("--seed", type=cli.non_negative, default=0, help="seed of weights and inputs")
     cli.add_out_option(p)
     p.add_argument("--worker", nargs=2, metavar=("ROUTE", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)

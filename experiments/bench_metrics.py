@@ -117,12 +117,15 @@ def parse_args(argv: list[str] | None = None):
     p = cli.script_parser(__doc__, summary=False)
     cli.add_training_options(p)
     g = p.add_argument_group("benchmark")
-    g.add_argument("--images", type=int, default=256, help="MNIST test images")
-    g.add_argument("--batch", type=int, default=32, help="images per compiled slp call")
-    g.add_argument("--quantus-batch", type=int, default=64, help="Quantus's batch_size")
-    g.add_argument("--threads", type=int, default=2, help="CPU threads for XLA and torch")
+    g.add_argument("--images", type=cli.positive, default=256, help="MNIST test images")
+    g.add_argument("--batch", type=cli.positive, default=32, help="images per compiled slp call")
+    g.add_argument("--quantus-batch", type=cli.positive, default=64, help="Quantus's batch_size")
+    g.add_argument("--threads", type=cli.positive, default=2, help="CPU threads for XLA and torch")
     g.add_argument(
-        "--repeats", type=int, default=2, help="timed passes per library (the fastest counts)"
+        "--repeats",
+        type=cli.positive,
+        default=2,
+        help="timed passes per library (the fastest counts)",
     )
     g.add_argument("--metrics", nargs="+", default=None, help="Quantus names (default: all)")
     g.add_argument(
@@ -135,7 +138,7 @@ def parse_args(argv: list[str] | None = None):
     )
     g.add_argument(
         "--floor-images",
-        type=int,
+        type=cli.positive,
         default=32,
         help="images whose noisy copies time the explanations alone (0: not timed)",
     )

@@ -58,16 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--zoo-only", default=None, help="comma-separated zoo networks (default: all)"
     )
-    parser.add_argument("--batches", type=int, nargs="+", default=[8], help="batch sizes")
-    parser.add_argument("--rounds", type=int, default=9, help="least timed calls per version")
+    parser.add_argument("--batches", type=cli.positive, nargs="+", default=[8], help="batch sizes")
     parser.add_argument(
-        "--min-seconds", type=float, default=2.0, help="least seconds of timed calls per version"
+        "--rounds", type=cli.positive, default=9, help="least timed calls per version"
     )
-    parser.add_argument("--builds", type=int, default=3, help="compilations per version")
-    parser.add_argument("--tiny", action="store_true", help="the zoo's small networks")
-    parser.add_argument("--seed", type=int, default=0, help="key of weights and inputs")
     parser.add_argument(
-        "--tolerance", type=float, default=1.05, help="largest after/before call-time ratio"
+        "--min-seconds",
+        type=cli.positive_float,
+        default=2.0,
+        help="least seconds of timed calls per version",
+    )
+    parser.add_argument("--builds", type=cli.positive, default=3, help="compilations per version")
+    parser.add_argument("--tiny", action="store_true", help="the zoo's small networks")
+    parser.add_argument(
+        "--seed", type=cli.non_negative, default=0, help="key of weights and inputs"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=cli.positive_float,
+        default=1.05,
+        help="largest after/before call-time ratio",
     )
     parser.add_argument("--tag", default="", help="results file suffix (bench_versions_<tag>.json)")
     cli.add_out_option(parser)

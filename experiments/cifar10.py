@@ -63,12 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_measure_options(g, images=100, random_images=50, steps=64, batch_size=20)
     g.add_argument(
-        "--num-test", type=int, default=None, help="test images for accuracy (None: all)"
+        "--num-test", type=cli.positive, default=None, help="test images for accuracy (None: all)"
     )
-    g.add_argument("--figure-classes", type=int, default=6, help="classes in the figure")
-    g.add_argument("--examples-per-class", type=int, default=1, help="figure images per class")
-    g.add_argument("--sigma", type=float, default=0.1, help="std of the robustness noise")
-    g.add_argument("--seed-sample", type=int, default=0, help="seed of sample, noise, orders")
+    g.add_argument("--figure-classes", type=cli.positive, default=6, help="classes in the figure")
+    g.add_argument(
+        "--examples-per-class", type=cli.positive, default=1, help="figure images per class"
+    )
+    g.add_argument(
+        "--sigma", type=cli.non_negative_float, default=0.1, help="std of the robustness noise"
+    )
+    g.add_argument(
+        "--seed-sample", type=cli.non_negative, default=0, help="seed of sample, noise, orders"
+    )
     cli.add_redraw_options(
         g, figures_only="only redraw cifar10_figure6.png (trains the checkpoint if it is missing)"
     )

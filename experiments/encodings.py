@@ -53,12 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser, g = cli.experiment_parser(__doc__)
     g.add_argument("--dataset", choices=DATASETS, default="fashion_mnist", help="data set")
-    g.add_argument("--num-images", type=int, default=100, help="test images measured")
+    g.add_argument("--num-images", type=cli.positive, default=100, help="test images measured")
     g.add_argument(
-        "--num-test", type=int, default=None, help="test images for accuracy (None: all)"
+        "--num-test", type=cli.positive, default=None, help="test images for accuracy (None: all)"
     )
-    g.add_argument("--examples", type=int, nargs="+", default=[0, 1, 2], help="figure images")
-    g.add_argument("--batch-size-maps", type=int, default=25, help="images per compiled call")
+    g.add_argument(
+        "--examples", type=cli.non_negative, nargs="+", default=[0, 1, 2], help="figure images"
+    )
+    g.add_argument(
+        "--batch-size-maps", type=cli.positive, default=25, help="images per compiled call"
+    )
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     cli.add_redraw_options(
         g,

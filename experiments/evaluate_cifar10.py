@@ -47,10 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CIFAR-10 source (default: official if present, else the image copy)",
     )
     g.add_argument("--images-path", type=Path, default=None, help="zip/folder of the image copy")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    g.add_argument("--num-images", type=int, default=200, help="test images per seed")
-    g.add_argument("--num-test", type=int, default=None, help="test images for accuracy")
-    g.add_argument("--seed-sample", type=int, default=0, help="seed of the image sample")
+    g.add_argument(
+        "--seeds", type=cli.non_negative, nargs="+", default=[0, 1, 2], help="training seeds"
+    )
+    g.add_argument("--num-images", type=cli.positive, default=200, help="test images per seed")
+    g.add_argument("--num-test", type=cli.positive, default=None, help="test images for accuracy")
+    g.add_argument(
+        "--seed-sample", type=cli.non_negative, default=0, help="seed of the image sample"
+    )
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     g.add_argument(
         "--families", nargs="+",
@@ -60,13 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     g.add_argument(
         "--sigmas",
-        type=float,
+        type=cli.non_negative_float,
         nargs="+",
         default=[0.05, 0.1, 0.2],
         help="noise standard deviations of the robustness sweep",
     )
+    parser.checks += [cli.distinct("seeds", "methods", "sigmas"), cli.known_methods]
     cli.add_sample_options(g)
-    g.add_argument("--batch-size-maps", type=int, default=50, help="images per compiled call")
+    g.add_argument(
+        "--batch-size-maps", type=cli.positive, default=50, help="images per compiled call"
+    )
     g.add_argument(
         "--cache", type=Path, default=Path("runs/evaluation_cache_cifar10"), help="maps, scores"
     )

@@ -40,8 +40,10 @@ from lab import cli
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser, g = cli.experiment_parser(__doc__)
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds")
-    g.add_argument("--num-images", type=int, default=500, help="test images per seed")
+    g.add_argument(
+        "--seeds", type=cli.non_negative, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds"
+    )
+    g.add_argument("--num-images", type=cli.positive, default=500, help="test images per seed")
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
     g.add_argument(
         "--families",
@@ -53,14 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--sigmas",
-        type=float,
+        type=cli.non_negative_float,
         nargs="+",
         default=[0.5, 1.0, 2.0, 4.0],
         help="noise standard deviations of the robustness sweep",
     )
+    parser.checks += [cli.distinct("seeds", "methods", "sigmas"), cli.known_methods]
     cli.add_sample_options(g)
-    g.add_argument("--batch-size-maps", type=int, default=32, help="images per compiled call")
-    g.add_argument("--noise-seed", type=int, default=0, help="seed of noise and random orders")
+    g.add_argument(
+        "--batch-size-maps", type=cli.positive, default=32, help="images per compiled call"
+    )
+    g.add_argument(
+        "--noise-seed", type=cli.non_negative, default=0, help="seed of noise and random orders"
+    )
     g.add_argument(
         "--cache", type=Path, default=Path("runs/evaluation_cache"), help="maps and scores"
     )

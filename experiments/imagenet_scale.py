@@ -49,33 +49,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.script_parser(__doc__, summary=False)
     cli.add_out_option(parser)
     parser.add_argument(
-        "--ks", type=int, nargs="+", default=[8, 32, 128, 512], help="probes k of the error part"
+        "--ks",
+        type=cli.positive,
+        nargs="+",
+        default=[8, 32, 128, 512],
+        help="probes k of the error part",
     )
-    parser.add_argument("--keys", type=int, default=3, help="keys per k and image")
+    parser.add_argument("--keys", type=cli.positive, default=3, help="keys per k and image")
     parser.add_argument(
-        "--hybrid-ks", type=int, nargs="*", default=[32, 128], help="k with exact first layers"
+        "--hybrid-ks",
+        type=cli.positive,
+        nargs="*",
+        default=[32, 128],
+        help="k with exact first layers",
     )
-    parser.add_argument("--error-images", type=int, default=3, help="images per network (error)")
+    parser.add_argument(
+        "--error-images", type=cli.positive, default=3, help="images per network (error)"
+    )
     parser.add_argument(
         "--error-nets",
         nargs="+",
         default=["2conv-mnist", "2conv-cifar10", "resnet8", "vgg16"],
         help="networks of the error part",
     )
-    parser.add_argument("--vgg-side", type=int, default=32, help="VGG-16 input side (error)")
-    parser.add_argument("--vgg-images", type=int, default=1, help="VGG-16 images (error)")
     parser.add_argument(
-        "--vgg-ks", type=int, nargs="*", default=[8, 32, 128], help="VGG-16 k (error)"
+        "--vgg-side", type=cli.positive, default=32, help="VGG-16 input side (error)"
+    )
+    parser.add_argument("--vgg-images", type=cli.positive, default=1, help="VGG-16 images (error)")
+    parser.add_argument(
+        "--vgg-ks", type=cli.positive, nargs="*", default=[8, 32, 128], help="VGG-16 k (error)"
     )
     parser.add_argument(
         "--time-nets", nargs="+", default=["vgg16", "resnet50"], help="networks of the time part"
     )
-    parser.add_argument("--time-side", type=int, default=224, help="input side of the time part")
     parser.add_argument(
-        "--time-ks", type=int, nargs="+", default=[32, 64, 128], help="k of the time part"
+        "--time-side", type=cli.positive, default=224, help="input side of the time part"
     )
-    parser.add_argument("--stderr-k", type=int, default=32, help="k of the timed standard error")
-    parser.add_argument("--repeats", type=int, default=2, help="timed calls after compiling")
+    parser.add_argument(
+        "--time-ks", type=cli.positive, nargs="+", default=[32, 64, 128], help="k of the time part"
+    )
+    parser.add_argument(
+        "--stderr-k", type=cli.positive, default=32, help="k of the timed standard error"
+    )
+    parser.add_argument(
+        "--repeats", type=cli.positive, default=2, help="timed calls after compiling"
+    )
     parser.add_argument(
         "--plan-nets",
         nargs="+",
@@ -85,8 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baselines", action="store_true", help="VGG-16 at 224 against Zennit and Captum"
     )
-    parser.add_argument("--baseline-images", type=int, default=2, help="images of the baselines")
-    parser.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients points")
+    parser.add_argument(
+        "--baseline-images", type=cli.positive, default=2, help="images of the baselines"
+    )
+    parser.add_argument(
+        "--ig-steps", type=cli.positive, default=16, help="integrated-gradients points"
+    )
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["error", "time", "plan"], help="parts not run"
     )

@@ -34,15 +34,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cli.add_out_option(parser, OUT)
     parser.add_argument(
         "--epochs",
-        type=int,
+        type=cli.positive,
         default=None,
         help="epochs (None: those of slp.data.example.example_config())",
     )
     parser.add_argument(
-        "--num-train", type=int, default=None, help="first N training images only (None: all)"
+        "--num-train",
+        type=cli.positive,
+        default=None,
+        help="first N training images only (None: all)",
     )
     parser.add_argument(
-        "--num-test", type=int, default=None, help="first N test images for accuracy (None: all)"
+        "--num-test",
+        type=cli.positive,
+        default=None,
+        help="first N test images for accuracy (None: all)",
     )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="None: $SLP_DATA_DIR, else ~/.cache/slp"

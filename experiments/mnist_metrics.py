@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser, g = cli.experiment_parser(__doc__)
     cli.add_measure_options(g, images=200, random_images=100, steps=56, batch_size=25)
-    g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std")
-    g.add_argument("--noise-seed", type=int, default=0, help="seed of noise, keys, random orders")
+    g.add_argument("--sigma", type=cli.non_negative_float, default=DEFAULT_SIGMA, help="noise std")
+    g.add_argument(
+        "--noise-seed", type=cli.non_negative, default=0, help="seed of noise, keys, random orders"
+    )
     g.add_argument("--baseline", type=float, default=0.0, help="value of deleted pixels")
     cli.add_redraw_options(
         g, replot="only rewrite the markdown and PNGs from <out>/mnist_metrics.json"

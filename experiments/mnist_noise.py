@@ -55,26 +55,39 @@ DEFAULT_SWEEP = tuple(round(0.1 * k, 1) for k in range(1, 11)) + (1.25, 1.5, 2.0
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser, g = cli.experiment_parser(__doc__)
-    g.add_argument("--num-test", type=int, default=None, help="first N test images (None: all)")
-    g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std of the main table")
+    g.add_argument(
+        "--num-test", type=cli.positive, default=None, help="first N test images (None: all)"
+    )
+    g.add_argument(
+        "--sigma",
+        type=cli.non_negative_float,
+        default=DEFAULT_SIGMA,
+        help="noise std of the main table",
+    )
     g.add_argument(
         "--sigmas",
-        type=float,
+        type=cli.non_negative_float,
         nargs="+",
         default=list(DEFAULT_SWEEP),
         help="noise stds of the sweep",
     )
-    g.add_argument("--noise-seed", type=int, default=0, help="seed of the noise patterns")
     g.add_argument(
-        "--examples", type=int, nargs="+", default=[0, 1, 4], help="test indices in Figure 4"
+        "--noise-seed", type=cli.non_negative, default=0, help="seed of the noise patterns"
+    )
+    g.add_argument(
+        "--examples",
+        type=cli.non_negative,
+        nargs="+",
+        default=[0, 1, 4],
+        help="test indices in Figure 4",
     )
     g.add_argument(
         "--layer-images",
-        type=int,
+        type=cli.positive,
         default=1000,
         help="first N test images of the per-layer Insens measures (clean and each variant)",
     )
-    g.add_argument("--batch-size-eval", type=int, default=1000, help="forward-pass batch")
+    g.add_argument("--batch-size-eval", type=cli.positive, default=1000, help="forward-pass batch")
     g.add_argument(
         "--methods", nargs="+", default=None, help="attribution methods (default: all registered)"
     )

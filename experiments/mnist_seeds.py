@@ -33,12 +33,24 @@ from slp.config import DEFAULT_SIGMA
 def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser, g = cli.experiment_parser(__doc__)
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds")
-    g.add_argument("--sigma", type=float, default=DEFAULT_SIGMA, help="noise std")
-    g.add_argument("--noise-seed", type=int, default=0, help="seed of the noise patterns")
-    g.add_argument("--num-test", type=int, default=None, help="first N test images (None: all)")
-    g.add_argument("--batch-size-eval", type=int, default=1000, help="forward-pass batch")
+    g.add_argument(
+        "--seeds", type=cli.non_negative, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds"
+    )
+    g.add_argument("--sigma", type=cli.non_negative_float, default=DEFAULT_SIGMA, help="noise std")
+    g.add_argument(
+        "--noise-seed", type=cli.non_negative, default=0, help="seed of the noise patterns"
+    )
+    g.add_argument(
+        "--num-test", type=cli.positive, default=None, help="first N test images (None: all)"
+    )
+    g.add_argument("--batch-size-eval", type=cli.positive, default=1000, help="forward-pass batch")
+    parser.checks += [cli.distinct("seeds"), _two_seeds]
     return parser
+
+
+def _two_seeds(args: argparse.Namespace) -> None:
+    if len(args.seeds) < 2:
+        raise ValueError("give at least two --seeds (the spread over seeds needs two networks)")
 
 
 if __name__ == "__main__":
@@ -69,8 +81,6 @@ def seed_numbers(args: argparse.Namespace, seed: int, images, labels, keys) -> d
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Trains (or loads) every seed's network, measures it, writes mnist_seeds.json."""
     args = build_parser().parse_args(argv)
-    if len(set(args.seeds)) < 2:
-        raise SystemExit("mnist_seeds: give at least two different --seeds")
     args.examples = [0]  # mnist_noise.load_test_images checks its figure's examples
     images, labels = mnist_noise.load_test_images(args)
     keys = jax.random.split(jax.random.key(args.noise_seed), len(images))

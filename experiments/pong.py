@@ -42,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_out_option(parser)
     parser.add_argument("--name", default="pong", help="file stem of the outputs")
     parser.add_argument(
-        "--seed", type=int, default=2019, help="seed of the environment and of the methods' keys"
+        "--seed",
+        type=cli.non_negative,
+        default=2019,
+        help="seed of the environment and of the methods' keys",
     )
     parser.add_argument(
         "--search-steps",
-        type=int,
+        type=cli.positive,
         default=400,
         help="agent steps searched for the game state shown",
     )

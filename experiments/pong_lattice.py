@@ -43,9 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The options (importing this costs no jax: ``--help`` answers at once)."""
     parser = cli.script_parser(__doc__)
     cli.add_out_option(parser)
-    parser.add_argument("--seeds", type=int, default=5, help="random initialisations per network")
-    parser.add_argument("--frame-seed", type=int, default=2019, help="environment seed")
-    parser.add_argument("--steps", type=int, default=60, help="random actions before the frame")
+    parser.add_argument(
+        "--seeds", type=cli.positive, default=5, help="random initialisations per network"
+    )
+    parser.add_argument(
+        "--frame-seed", type=cli.non_negative, default=2019, help="environment seed"
+    )
+    parser.add_argument(
+        "--steps", type=cli.non_negative, default=60, help="random actions before the frame"
+    )
     return parser
 
 

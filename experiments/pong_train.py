@@ -51,23 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="DQN configuration (lab.rl.config.PRESETS)",
     )
-    parser.add_argument("--total-steps", type=int, default=10_000_000, help="agent steps in all")
     parser.add_argument(
-        "--max-seconds", type=float, default=None, help="wall-time limit of training"
+        "--total-steps", type=cli.positive, default=10_000_000, help="agent steps in all"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of agent and environments")
+    parser.add_argument(
+        "--max-seconds", type=cli.positive_float, default=None, help="wall-time limit of training"
+    )
+    parser.add_argument(
+        "--seed", type=cli.non_negative, default=0, help="seed of agent and environments"
+    )
     parser.add_argument(
         "--checkpoint-dir", type=Path, default=None, help="None: <data dir>/checkpoints/pong"
     )
-    parser.add_argument("--checkpoint-every", type=int, default=100_000, help="agent steps")
+    parser.add_argument(
+        "--checkpoint-every", type=cli.positive, default=100_000, help="agent steps"
+    )
     parser.add_argument("--no-resume", action="store_true", help="start afresh")
     parser.add_argument("--save-replay", action="store_true", help="checkpoint the replay buffer")
     parser.add_argument("--eval-only", action="store_true", help="skip training")
-    parser.add_argument("--eval-episodes", type=int, default=10, help="0 skips evaluation")
     parser.add_argument(
-        "--eval-epsilon", type=float, default=0.01, help="exploration in evaluation"
+        "--eval-episodes", type=cli.non_negative, default=10, help="0 skips evaluation"
     )
-    parser.add_argument("--eval-seed", type=int, default=12345, help="seed of evaluation episodes")
+    parser.add_argument(
+        "--eval-epsilon", type=cli.probability, default=0.01, help="exploration in evaluation"
+    )
+    parser.add_argument(
+        "--eval-seed", type=cli.non_negative, default=12345, help="seed of evaluation episodes"
+    )
     cli.add_out_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cli.add_training_options(parser)
     cli.add_out_option(parser)
     parser.add_argument(
-        "--num-test", type=int, default=None, help="first N test images only (None: all)"
+        "--num-test", type=cli.positive, default=None, help="first N test images only (None: all)"
     )
     args = parser.parse_args(argv)
 

@@ -7,7 +7,12 @@
 - `add_training_options` / `checkpoint_from_options`: the options of a 2CONV training run
   (`slp.config.TrainConfig`) and the places it reads and writes.
 - `script_parser`, `add_out_option`: a script's parser in that layout, described by its
-  docstring, and the folder it writes to.
+  docstring (a `ScriptParser`: it also checks the options that depend on each other), and the
+  folder it writes to.
+- `at_least`, `positive`, `non_negative`, `non_negative_float`, `positive_float`,
+  `probability`: option types that refuse a value with no meaning (``--batch-size 0``,
+  ``--sigma -1``) when the options are parsed, before any data is loaded or any network is
+  trained.
 - `experiment_parser`, `add_measure_options`, `parse_measure_args`: the parser start and the
   measure options shared by the MNIST and CIFAR-10 experiments.
 - `add_redraw_options`: ``--replot`` / ``--figures-only``, a script's shortcuts past its
@@ -35,19 +40,119 @@ __all__ = [
     "RUNS",
     "TRAINING_FIELDS",
     "HelpFormatter",
+    "ScriptParser",
     "add_measure_options",
     "add_options",
     "add_out_option",
     "add_redraw_options",
     "add_training_options",
+    "at_least",
+    "distinct",
     "checkpoint_from_options",
     "experiment_parser",
     "field_help",
     "from_options",
+    "known_methods",
+    "non_negative",
+    "non_negative_float",
     "parse_measure_args",
+    "positive",
+    "positive_float",
+    "probability",
     "script_parser",
     "training_config",
 ]
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` that also runs ``checks`` on the parsed options.
+
+    Each check is a callable ``check(args)`` that raises a ValueError for options that do not
+    go together (e.g. a training configuration that `slp.config.TrainConfig` refuses); its
+    message becomes a usage error (the usage, ``<script>: error: <message>``, exit status
+    2), as for a malformed option, before the script loads data or trains anything.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checks: list = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, rest = super().parse_known_args(args, namespace)
+        for check in self.checks:
+            try:
+                check(parsed)
+            except ValueError as e:
+                self.error(str(e))
+        return parsed, rest
+
+
+def at_least(
+    minimum: float, kind: type = int, maximum: float | None = None, *, strict: bool = False
+):
+    """An option type: a number of type `kind` (int or float), at least `minimum` (above it
+    if `strict`) and at most `maximum` (None: no upper bound); anything else is a usage
+    error that names the option, the bound and the value given."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if value != value:  # NaN passes no comparison below
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        low = value <= minimum if strict else value < minimum
+        if low or (maximum is not None and value > maximum):
+            bound = f"{'>' if strict else '>='} {minimum}"
+            if maximum is not None:
+                bound = f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+def distinct(*names: str):
+    """A `ScriptParser` check: no value repeats in the list options `names` (attribute
+    names; an option left at None passes). A training seed given twice would count one
+    network as two in the intervals over seeds; a method or noise level twice, one row or
+    point as two."""
+
+    def check(args: argparse.Namespace) -> None:
+        for name in names:
+            values = getattr(args, name) or []
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:
+                flag = "--" + name.replace("_", "-")
+                shown = ", ".join(map(str, repeated))
+                raise ValueError(f"{flag} repeats {shown}: give each value once")
+
+    return check
+
+
+def known_methods(args: argparse.Namespace) -> None:
+    """A `ScriptParser` check: every name in ``--methods`` is a registered attribution method
+    (the error lists them). Imports jax, so it runs only once the options parse."""
+    if getattr(args, "methods", None):
+        from slp.attributions import get_method
+
+        for method in args.methods:
+            get_method(method)
+
+
+positive = at_least(1)
+"""Option type: an integer >= 1 (counts of images, steps, repeats; batch sizes)."""
+non_negative = at_least(0)
+"""Option type: an integer >= 0 (seeds, indices, counts where 0 means none)."""
+positive_float = at_least(0.0, float, strict=True)
+"""Option type: a number > 0 (seconds, factors, sizes)."""
+non_negative_float = at_least(0.0, float)
+"""Option type: a number >= 0 (noise standard deviations)."""
+probability = at_least(0.0, float, 1.0)
+"""Option type: a number in [0, 1]."""
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -162,6 +267,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     """
     g = parser.add_argument_group("training (slp.config.TrainConfig)")
     add_options(g, TrainConfig, TRAINING_FIELDS)
+    if isinstance(parser, ScriptParser):  # TrainConfig's own checks, when the options parse
+        parser.checks.append(training_config)
     g.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     g = parser.add_argument_group("locations")
@@ -211,7 +318,7 @@ def script_parser(doc: str, *, summary: bool = True) -> argparse.ArgumentParser:
     """A script's parser in the project's help layout (`HelpFormatter`), described by the
     first line of the script's docstring `doc` (``summary=False``: by all of it)."""
     description = doc.split("\n")[0] if summary else doc
-    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    return ScriptParser(description=description, formatter_class=HelpFormatter)
 
 
 RUNS = Path("runs")
@@ -249,29 +356,26 @@ def add_measure_options(
     """The options of the measures shared by the MNIST and CIFAR-10 experiments (their
     defaults differ): images measured, images randomised, curve steps, images per
     compiled call and the methods. `parse_measure_args` checks them."""
-    g.add_argument("--num-images", type=int, default=images, help="test images measured")
+    g.add_argument("--num-images", type=positive, default=images, help="test images measured")
     g.add_argument(
         "--num-random-images",
-        type=int,
+        type=positive,
         default=random_images,
         help="test images for randomisation",
     )
-    g.add_argument("--steps", type=int, default=steps, help="deletion/insertion curve steps")
+    g.add_argument("--steps", type=positive, default=steps, help="deletion/insertion curve steps")
     g.add_argument(
-        "--batch-size-maps", type=int, default=batch_size, help="images per compiled call"
+        "--batch-size-maps", type=positive, default=batch_size, help="images per compiled call"
     )
     g.add_argument("--methods", nargs="+", default=None, help="default: all registered")
 
 
 def parse_measure_args(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
-    """Parses; checks ``--methods`` against the registered methods (an error lists them) and
+    """Parses; checks ``--methods`` (registered, each once: `known_methods`, `distinct`) and
     the image counts of `add_measure_options`."""
+    if isinstance(parser, ScriptParser):
+        parser.checks += [distinct("methods"), known_methods]
     args = parser.parse_args(argv)
-    if args.methods:
-        from slp.attributions import get_method  # imports jax: only once the options parse
-
-        for method in args.methods:
-            get_method(method)
     if args.num_images < 2 or args.num_random_images < 1:
         parser.error("--num-images must be >= 2 and --num-random-images >= 1")
     return args
@@ -348,12 +452,12 @@ def eigen_convolutions(enabled: bool) -> bool:
 def add_sample_options(g) -> None:
     """The sample sizes of the multi-seed evaluations (experiments/evaluate_*.py):
     ``--draws``, ``--explain-images`` and ``--sweep-images``."""
-    g.add_argument("--draws", type=int, default=3, help="noise draws per image and sigma")
+    g.add_argument("--draws", type=positive, default=3, help="noise draws per image and sigma")
     g.add_argument(
         "--explain-images",
-        type=int,
+        type=positive,
         default=100,
         help="images scored by the Quantus-named metrics that explain again (MaxSensitivity, "
         "AvgSensitivity, RandomLogit, MPRT, SmoothMPRT)",
     )
-    g.add_argument("--sweep-images", type=int, default=100, help="images of the sigma sweep")
+    g.add_argument("--sweep-images", type=positive, default=100, help="images of the sigma sweep")

@@ -201,7 +201,7 @@ def test_readme_first_command_keeps_the_committed_results_and_the_readme_tests_p
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def test_mnist_seeds_script_measures_every_seed(tmp_path, fake_data):
+def test_mnist_seeds_script_measures_every_seed(tmp_path, fake_data, capsys):
     script = load_script("mnist_seeds.py")
     args = [*TINY_TRAIN, "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path)]
     result = script.main([*args, "--seeds", "0", "1", "--sigma", "0.5", "--num-test", "60"])
@@ -213,5 +213,10 @@ def test_mnist_seeds_script_measures_every_seed(tmp_path, fake_data):
     assert saved["numbers"]["clean_accuracy"]["values"] == clean
     assert saved["numbers"]["clean_accuracy"]["std"] == pytest.approx(np.std(clean, ddof=1))
     assert len(list((tmp_path / "ck").glob("*.msgpack"))) == 2
-    with pytest.raises(SystemExit, match="at least two"):
-        script.main([*args, "--seeds", "3"])
+    capsys.readouterr()
+    refused = {"3": "give at least two --seeds", "3 3": "--seeds repeats 3"}
+    for seeds, message in refused.items():  # usage errors, before any training
+        with pytest.raises(SystemExit) as e:
+            script.main([*args, "--seeds", *seeds.split()])
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err

@@ -207,3 +207,101 @@ def test_limit_xla_threads_pins_a_fresh_process_and_leaves_a_started_one():
     code = "import os; from lab import cli; "
     code += "print(cli.limit_xla_threads(1), len(os.sched_getaffinity(0)))"
     assert _fresh_process(code) == ["True", "1"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad", "message"),
+    [
+        (cli.positive, ("1", 1), "0", "must be >= 1, got 0"),
+        (cli.positive, ("7", 7), "2.5", "expected an integer, got '2.5'"),
+        (cli.non_negative, ("0", 0), "-1", "must be >= 0, got -1"),
+        (cli.positive_float, ("0.5", 0.5), "0", "must be > 0.0, got 0"),
+        (cli.non_negative_float, ("0", 0.0), "-0.1", "must be >= 0.0, got -0.1"),
+        (cli.non_negative_float, ("2", 2.0), "nan", "expected a number, got 'nan'"),
+        (cli.probability, ("1", 1.0), "1.5", "must be in [0.0, 1.0], got 1.5"),
+    ],
+)
+def test_option_types_refuse_values_without_meaning(capsys, kind, good, bad, message):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=kind)
+    assert parser.parse_args(["--n", good[0]]).n == good[1]
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--n", bad])
+    assert e.value.code == 2
+    assert f"argument --n: {message}" in capsys.readouterr().err
+
+
+def test_script_parser_turns_a_failed_check_into_a_usage_error(capsys):
+    parser = cli.script_parser("A script.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--methods", nargs="+", default=None)
+    parser.checks.append(cli.distinct("seeds", "methods"))
+    assert parser.parse_args(["--seeds", "3", "4"]).seeds == [3, 4]
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--seeds", "3", "4", "3", "4", "5"])
+    assert e.value.code == 2
+    assert "error: --seeds repeats 3, 4: give each value once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--methods", "a", "b", "a"])
+    assert "--methods repeats a" in capsys.readouterr().err
+
+
+def test_training_options_are_checked_by_train_config_when_they_parse(capsys):
+    parser = cli.script_parser("A script.")
+    cli.add_training_options(parser)
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--epochs", "0"])
+    assert e.value.code == 2
+    assert "error: epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert cli.training_config(parser.parse_args(["--epochs", "2"])).epochs == 2
+
+
+def test_every_numeric_option_of_the_scripts_has_a_range():
+    # A bare int/float option lets `--batch-size 0` or `--sigma -1` through to fail (or
+    # worse, run) after minutes of training; every one names its range (lab.cli's types).
+    import ast
+
+    allowed = {"--baseline"}  # the value of deleted pixels: any number
+    bare = []
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                flag = next((a.value for a in node.args if isinstance(a, ast.Constant)), "")
+                for kw in node.keywords:
+                    kind = getattr(kw.value, "id", None)
+                    if kw.arg == "type" and kind in ("int", "float") and flag not in allowed:
+                        bare.append(f"{path.name}:{node.lineno} {flag}")
+    assert not bare, bare
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("train.py", ["--epochs", "0"], "epochs must be >= 1, got 0"),
+        ("mnist_noise.py", ["--num-test", "-3"], "argument --num-test: must be >= 1, got -3"),
+        ("mnist_noise.py", ["--sigma", "-1"], "argument --sigma: must be >= 0.0, got -1"),
+        ("evaluate_mnist.py", ["--seeds", "0", "0"], "--seeds repeats 0"),
+        ("evaluate_cifar10.py", ["--batch-size-maps", "0"], "must be >= 1, got 0"),
+        ("mnist_seeds.py", ["--seeds", "1"], "give at least two --seeds"),
+        ("cifar10.py", ["--hidden", "0"], "hidden must be >= 1, got 0"),
+        ("pong_train.py", ["--eval-epsilon", "2"], "must be in [0.0, 1.0], got 2"),
+        ("bench_metrics.py", ["--images", "0"], "argument --images: must be >= 1, got 0"),
+    ],
+)
+def test_scripts_refuse_bad_options_before_any_work(tmp_path, script, args, message):
+    # One usage line and exit status 2, before jax loads (the first parse of each script),
+    # so nothing is downloaded, trained or written.
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [sys.executable, f"experiments/{script}", *args, "--out", str(tmp_path / "out")],
+        cwd=root,
+        env={**os.environ, "SLP_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert message in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
