@@ -59,6 +59,11 @@ PER_MAP_KEY_LABEL = "red positive, blue negative, white 0; each map scaled to it
 """Label of the colour key of a figure whose maps each have their own symmetric scale."""
 
 
+_MAX_CHANNELS = 4
+"""The most channels a drawn map has (RGB, RGBA, a stack of 4 Atari frames): a map with at
+most that many rows and more channels is refused by `to_2d` as channels first."""
+
+
 def to_2d(values: np.ndarray) -> np.ndarray:
     """A map `(H, W)` from `(H, W)`, `(H, W, 1)` or `(H, W, C)` (channels summed).
 
@@ -69,8 +74,21 @@ def to_2d(values: np.ndarray) -> np.ndarray:
 
     Returns:
       float numpy array `(H, W)`.
+
+    Raises:
+      ValueError: ``values`` has neither 2 nor 3 axes, or 3 axes that read as channels first
+        `(C, H, W)` or as a stack of a few maps (a first axis of at most 4 and a last one
+        of more than 4): summed over its last axis it would draw a strip of the wrong map.
     """
-    return pixel_map(np.asarray(values, dtype=np.float64))
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 3 and values.shape[0] <= _MAX_CHANNELS < values.shape[-1]:
+        raise ValueError(
+            f"a map of shape {values.shape} reads as channels first (C, H, W) or as a stack "
+            f"of {values.shape[0]} maps; slp's maps are channels last (H, W, C) and one map "
+            "is drawn at a time: pass np.moveaxis(values, 0, -1), or one map of the stack"
+        )
+    return pixel_map(values)
+
 
 
 def symmetric_limit(values: np.ndarray) -> float:

@@ -57,6 +57,18 @@ def test_heatmap_sums_channels_and_ignores_nonfinite_for_the_scale():
         plotting.to_2d(np.zeros((1, 2, 2, 1)))
 
 
+def test_heatmap_refuses_a_channels_first_map_or_a_stack_of_maps():
+    # (C, H, W), the torch layout, and (N, H, W), a few maps stacked, would be drawn as C
+    # (or N) rows of the map summed over its columns: a strip of the wrong map.
+    ax = Figure().add_subplot()
+    for shape in [(3, 16, 16), (1, 28, 28), (2, 28, 28), (4, 84, 84)]:
+        with pytest.raises(ValueError, match=r"channels first \(C, H, W\).*np.moveaxis"):
+            plotting.heatmap(ax, np.ones(shape))
+    # channels last, up to the 4 frames of an Atari state, and tall maps of any width
+    for shape in [(16, 16, 3), (84, 84, 4), (28, 28, 1), (5, 7, 6), (2, 3, 4)]:
+        plotting.heatmap(ax, np.ones(shape))
+
+
 def test_heatmap_draws_non_finite_entries_black_and_counts_them():
     """A NaN or inf entry is not drawn as a 0 (white): black, with a count at the map's foot;
     a map with no finite entry stays a hatched white "undefined" panel, without the count."""
