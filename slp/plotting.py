@@ -90,7 +90,6 @@ def to_2d(values: np.ndarray) -> np.ndarray:
     return pixel_map(values)
 
 
-
 def symmetric_limit(values: np.ndarray) -> float:
     """The colour limit `L` of a map, so that it is drawn on `[-L, L]`.
 
