@@ -37,7 +37,6 @@ of devices or processes, or on which run computed a chunk.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -328,6 +327,8 @@ def read_maps(out: str | os.PathLike, *, mmap: bool = False, verify: bool = True
 
     Raises:
       FileNotFoundError: no manifest in ``out``.
+      ManifestMismatchError: the manifest is not one (not JSON, or without the chunk
+        size, the number of images or the maps' shape and dtype), naming it.
       IncompleteMapsError: chunks are missing (the run is unfinished), listing them; or a
         chunk cannot be read, has the wrong shape or (``verify``) does not match its
         receipt, naming its file.
@@ -348,7 +349,7 @@ def read_maps(out: str | os.PathLike, *, mmap: bool = False, verify: bool = True
         raise FileNotFoundError(
             f"{out} holds no {_store.MANIFEST}; not an attribute_dataset folder"
         )
-    manifest = json.loads(path.read_text())
+    manifest = _store.read_manifest(out, ("num_images", "chunk_size", "map_shape", "map_dtype"))
     n = manifest["num_images"]
     chunk = manifest["chunk_size"]
     if n is None:

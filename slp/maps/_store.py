@@ -162,10 +162,34 @@ def _manifest_mismatch(found: dict, expected: dict) -> list[str]:
     ]
 
 
+def read_manifest(out: Path, required: tuple[str, ...] = ()) -> dict:
+    """The manifest in ``out`` (a JSON object holding the keys `required`).
+
+    Raises:
+      ManifestMismatchError: the file is not such a JSON object (cut off or written by
+        another program; attribute_dataset writes it atomically), naming it.
+    """
+    path = out / MANIFEST
+    try:
+        found = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        found, why = None, f"not JSON: {err}"
+    else:
+        why = "not a JSON object" if not isinstance(found, dict) else None
+    if why is None and (missing := [k for k in required if k not in found]):
+        why = "no " + ", ".join(missing)
+    if why is not None:
+        raise ManifestMismatchError(
+            f"{path} is not a manifest of attribute_dataset ({why}); remove the folder to "
+            "start again, or use another `out`"
+        )
+    return found
+
+
 def prepare_manifest(out: Path, expected: dict, *, writer: bool) -> None:
     path = out / MANIFEST
     if path.is_file():
-        found = json.loads(path.read_text())
+        found = read_manifest(out)
         diffs = _manifest_mismatch(found, expected)
         if diffs:
             raise ManifestMismatchError(

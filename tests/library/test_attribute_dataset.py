@@ -401,6 +401,29 @@ def test_mismatched_manifest(tmp_path):
     assert len(list(tmp_path.glob("maps-*.npy"))) == 5  # nothing was added or rewritten
 
 
+def test_a_manifest_that_is_not_one_is_named(tmp_path):
+    # attribute_dataset writes its manifest atomically; one cut off or written by another
+    # program is named, for the reader and for a resumed run, instead of a bare JSON error.
+    f, x = network(), make_images()
+    slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path, progress=False)
+    manifest = tmp_path / "manifest.json"
+    text = manifest.read_text()
+    for broken, why in [
+        (text[: len(text) // 2], r"not JSON"),
+        ("[1, 2]", r"not a JSON object"),
+        ("{}", r"no num_images, chunk_size, map_shape, map_dtype"),
+    ]:
+        manifest.write_text(broken)
+        pattern = rf"manifest.json is not a manifest of attribute_dataset \({why}"
+        with pytest.raises(slp.ManifestMismatchError, match=pattern):
+            slp.read_maps(tmp_path)
+        if broken != "{}":  # an empty object is read as other arguments (every key differs)
+            with pytest.raises(slp.ManifestMismatchError, match=pattern):
+                slp.attribute_dataset(f, x, "gradient", batch_size=5, out=tmp_path)
+    manifest.write_text(text)
+    assert slp.read_maps(tmp_path).shape == x.shape
+
+
 def test_output_directory_not_writable(tmp_path):
     f, x = network(), make_images()
     blocker = tmp_path / "a_file"
