@@ -4,10 +4,14 @@ One mechanism for every network the project trains (2CONV in `slp.training`, the
 Q-network of the experiments):
 
 - ``<name>.msgpack``: the tree as flax's state dict (nested dicts of arrays), msgpack-encoded;
-- ``<name>.json``: the metadata (JSON), with ``format`` (`FORMAT`) added.
+- ``<name>.json``: the metadata (JSON), with ``format`` (`FORMAT`) and ``array_sha256`` (the
+  SHA-256 of the array file) added.
 
 `save` writes both atomically, the arrays first, so a sidecar never points at a missing or
-partial array file. `load` checks the format and restores the tree into a template whose
+partial array file. `load` checks the format and the array file's SHA-256 (an array file
+changed or damaged since it was written is refused, not read as other weights; a sidecar
+written before the hash was recorded has none, and its array file is read unchecked) and
+restores the tree into a template whose
 shapes the caller derives from the metadata (the network's config, its observation shape,
 ...): nothing here assumes a shape, and a file whose structure, shapes or dtypes differ from
 the template is refused with a message that names the first difference.
@@ -19,6 +23,7 @@ that a person can read serve that, with no further dependency.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -48,7 +53,7 @@ class Checkpoint(NamedTuple):
     Attributes:
       model: the flax module (TwoConv) the parameters belong to.
       params: its parameters (pytree of float32 arrays).
-      metadata: the JSON sidecar: `format`, `config` (dict), `test_accuracy`
+      metadata: the JSON sidecar: `format`, `array_sha256`, `config` (dict), `test_accuracy`
         (float or None), `history` (list of per-epoch dicts), `train_seconds`.
       path: the parameter file (`<name>.msgpack`).
       reused: True when loaded from disk, False when just trained.
@@ -73,7 +78,7 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]) -> Path:
       path: the array file, conventionally ``<dir>/<name>.msgpack``; the sidecar is the same
         path with suffix ``.json``.
       tree: a pytree of arrays (flax parameters, optimiser states, dicts of numpy arrays).
-      metadata: JSON-serialisable dict; ``format`` is added.
+      metadata: JSON-serialisable dict; ``format`` and ``array_sha256`` are added.
 
     Returns:
       The array file's path.
@@ -86,10 +91,12 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]) -> Path:
       ['w.json', 'w.msgpack']
     """
     path = Path(path)
-    sidecar = json.dumps({**metadata, "format": FORMAT}, indent=2, sort_keys=True) + "\n"
     state = flax.serialization.to_state_dict(jax.device_get(tree))
+    data = flax.serialization.msgpack_serialize(state)
+    recorded = {**metadata, "format": FORMAT, "array_sha256": hashlib.sha256(data).hexdigest()}
+    sidecar = json.dumps(recorded, indent=2, sort_keys=True) + "\n"
     with atomic_writer(path) as fh:
-        fh.write(flax.serialization.msgpack_serialize(state))
+        fh.write(data)
     with atomic_writer(path.with_suffix(".json")) as fh:
         fh.write(sidecar.encode())
     return path
@@ -148,8 +155,9 @@ def load(
 
     Raises:
       FileNotFoundError: either file is missing.
-      ValueError: the format differs, or the file's structure, shapes or dtypes differ from
-        the template's (the message names the first difference).
+      ValueError: the format differs; the array file does not match the SHA-256 in the
+        sidecar, or is not a msgpack file (cut off, damaged); or its structure, shapes or
+        dtypes differ from the template's (the message names the first difference).
 
     Examples:
       >>> import tempfile, pathlib
@@ -168,13 +176,24 @@ def load(
     if callable(template):
         template = template(metadata)
     want = jax.tree.map(lambda s: np.zeros(np.shape(s), s.dtype), template)
+    data = path.read_bytes()
+    recorded = metadata.get("array_sha256")
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        raise ValueError(
+            f"checkpoint {path} does not match the SHA-256 its sidecar recorded when it was "
+            "written: the array file was changed or damaged since; write it again (a trained "
+            "network: train again, e.g. retrain=True or --retrain; or restore the file)"
+        )
     try:
-        state = flax.serialization.msgpack_restore(path.read_bytes())
+        state = flax.serialization.msgpack_restore(data)
+    except Exception as err:  # noqa: BLE001 - msgpack's own error types for damaged bytes
+        raise ValueError(
+            f"checkpoint {path} is not a readable msgpack file (cut off or damaged?): {err}"
+        ) from err
+    try:
         tree = flax.serialization.from_state_dict(want, state)
     except (ValueError, TypeError, KeyError) as err:  # a structure that does not fit
         raise ValueError(f"checkpoint {path} does not fit its template: {err}") from err
-    except Exception as err:  # noqa: BLE001 - msgpack's own error types for damaged bytes
-        raise ValueError(f"checkpoint {path} is not a readable msgpack file: {err}") from err
     leaves = jax.tree_util.tree_leaves_with_path(tree)
     for (where, got), expected in zip(leaves, jax.tree.leaves(want), strict=True):
         got = np.asarray(got)

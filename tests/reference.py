@@ -222,7 +222,8 @@ def dense_model(spec, params, x) -> Reference:
 
 
 def random_spec(rng: np.random.Generator, in_shape=(8, 8, 2)):
-    """A random small conv/pool/dense ReLU architecture valid for ``in_shape``."""
+    """A random small conv/pool/dense ReLU architecture valid for ``in_shape``, with at
+    least one ReLU layer."""
     spec, (h, w, _) = [], in_shape
     for _ in range(rng.integers(0, 3)):
         k = int(rng.choice([1, 2, 3]))
@@ -245,6 +246,8 @@ def random_spec(rng: np.random.Generator, in_shape=(8, 8, 2)):
     spec.append(("flatten",))
     for _ in range(rng.integers(0, 3)):
         spec += [("dense", int(rng.integers(2, 9))), ("relu",)]
+    if ("relu",) not in spec:  # Insens refuses a network without ReLU layers (nothing to
+        spec += [("dense", 5), ("relu",)]  # average); no draw here: the other specs stay
     spec.append(("dense", int(rng.integers(2, 5))))
     return spec
 

@@ -94,6 +94,8 @@ from slp._src.planner import (
     ProbeLayout,
     RouteCost,
     build_plan,
+    check_chunk_size,
+    check_has_neurons,
     device_flop_rate,
     insens_plan,
 )
@@ -290,6 +292,23 @@ def _mean(total: jax.Array, count) -> jax.Array:
     return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(total.dtype), 0)
 
 
+def _traced(f: Callable, x, batched: bool, pool_losers: bool) -> net.Program:
+    """``f`` traced at ``x`` (`slp._src.network.trace`), checked to have neurons to average
+    over (`check_has_neurons`); with ``batched``, an error in calling ``f`` says how the
+    batch was read."""
+    try:
+        program = net.trace(f, x)
+    except ValueError as err:
+        if not batched:
+            raise
+        raise ValueError(
+            f"{err}\n(batched=True reads x's first axis as the batch: each example has "
+            f"shape {tuple(x.shape)})"
+        ) from err
+    check_has_neurons(program, pool_losers)
+    return program
+
+
 def _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layers) -> int | None:
     """`insens`'s ``probes`` (an int >= 3, or None) after checking the options that go with it."""
     if probes is not None:
@@ -299,6 +318,7 @@ def _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layer
                 f"k > 2) or None for the exact map; got {probes!r}"
             )
         probes = int(probes)
+        _guards.check_key(key, "insens(probes=k)")
         if key is None:
             raise ValueError(
                 "probes=k draws random probes: pass a key, e.g. "
@@ -512,8 +532,7 @@ def insens(
       ...
       ValueError: probes=k draws random probes: pass a key, ...
     """
-    if chunk_size is not None and int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size}")
+    check_chunk_size(chunk_size)
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
     probes = _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layers)
@@ -525,7 +544,7 @@ def insens(
         f = _guards.per_example(f)
 
     def fn(x, key=None):
-        program = net.trace(f, x)
+        program = _traced(f, x, batched, include_pool_losers)
         chunk = int(np.prod(x.shape)) if chunk_size is None else int(chunk_size)
         plan = None
         if probes is None:  # the route's work is counted (traced) only to choose one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import jax
@@ -25,7 +26,8 @@ def test_round_trip_keeps_values_dtypes_and_metadata(tmp_path):
     tree = _tree()
     path = checkpoints.save(tmp_path / "a.msgpack", tree, {"note": "x", "n": 3})
     got, meta = checkpoints.load(path, tree)
-    assert meta == {"note": "x", "n": 3, "format": checkpoints.FORMAT}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # of the array file, as written
+    assert meta == {"note": "x", "n": 3, "format": checkpoints.FORMAT, "array_sha256": digest}
     assert json.loads(path.with_suffix(".json").read_text())["format"] == checkpoints.FORMAT
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(tree), strict=True):
         assert a.dtype == np.asarray(b).dtype
@@ -78,6 +80,28 @@ def test_missing_files_damaged_bytes_and_other_formats_are_refused(tmp_path):
         checkpoints.load(path, tree)
     sidecar.unlink()
     with pytest.raises(FileNotFoundError, match="sidecar not found"):
+        checkpoints.load(path, tree)
+
+
+def test_an_array_file_changed_since_it_was_written_is_refused(tmp_path):
+    # A flipped byte can still be a msgpack file of the right shapes: other weights, read
+    # without a word but for the SHA-256 the sidecar recorded.
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    path = checkpoints.save(tmp_path / "a.msgpack", tree, {})
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40  # the last weight's last byte
+    path.write_bytes(bytes(data))
+    unchecked = tmp_path / "b.msgpack"  # the same bytes with the hash left out of the sidecar
+    unchecked.write_bytes(bytes(data))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    del meta["array_sha256"]  # a sidecar written before the hash was recorded
+    unchecked.with_suffix(".json").write_text(json.dumps(meta))
+    got, _ = checkpoints.load(unchecked, tree)
+    assert not np.array_equal(got["w"], tree["w"])  # what the hash is there to catch
+    with pytest.raises(ValueError, match=r"a\.msgpack does not match the SHA-256 its sidecar"):
+        checkpoints.load(path, tree)
+    path.write_bytes(bytes(data[: len(data) // 2]))  # cut off
+    with pytest.raises(ValueError, match="does not match the SHA-256"):
         checkpoints.load(path, tree)
 
 

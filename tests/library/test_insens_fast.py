@@ -832,6 +832,50 @@ def test_bad_options():
         slp.insens(f, precision="tf32x6")
 
 
+@pytest.mark.parametrize("bad", [2.5, "8", True, -1])
+def test_a_chunk_size_that_is_not_a_positive_integer_is_refused(bad):
+    # 2.5 used to be truncated to 2 without a word
+    for build in (lambda: slp.insens(jax.nn.relu, chunk_size=bad),
+                  lambda: slp.insens_plan(jax.nn.relu, jnp.ones(3), chunk_size=bad)):  # fmt: skip
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer or None"):
+            build()
+
+
+def test_a_network_without_relu_or_an_input_without_elements_is_refused():
+    # A linear network used to get an all-zero map (the empty mean's 0) as if every neuron
+    # were active; a scalar or empty input failed inside numpy.
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(6, 4)), rng.normal(size=(4, 2))
+    no_relu = "the network has no ReLU layer"
+    for call in (
+        lambda: slp.insens(lambda x: x @ w1 @ w2)(jnp.ones(6)),
+        lambda: slp.insens(lambda x: x @ w1 @ w2, probes=4, key=jax.random.key(0))(jnp.ones(6)),
+        lambda: slp.insens_plan(lambda x: x @ w1 @ w2, jnp.ones(6)),
+        lambda: slp.attribute(lambda x: x @ w1 @ w2, jnp.ones(6), "insens"),
+    ):
+        with pytest.raises(ValueError, match=no_relu):
+            call()
+    f = lambda x: jax.nn.relu(x * w1[0]) @ w1[:4]  # noqa: E731 - a scalar input
+    with pytest.raises(ValueError, match=r"at least one axis.*shape \(\) \(reshape"):
+        slp.insens(f)(jnp.float32(1.0))
+    np.testing.assert_allclose(  # what the hint says gives the same network
+        slp.insens(lambda x: f(x[0]))(jnp.ones(1)).shape, (1,)
+    )
+    with pytest.raises(ValueError, match=r"one element; got shape \(0, 3\)"):
+        slp.insens(lambda x: jax.nn.relu(x.sum(0)))(jnp.ones((0, 3)))
+
+
+def test_batched_insens_says_how_it_read_the_batch():
+    w = jnp.ones((12, 3))
+    with pytest.raises(ValueError, match=r"batched=True reads x's first axis .* shape \(\)"):
+        slp.insens(lambda x: jax.nn.relu(x @ w), batched=True)(jnp.ones(12))
+
+
+def test_an_integer_key_for_the_estimator_asks_for_a_prng_key():
+    with pytest.raises(TypeError, match=r"key must be a PRNG key, jax\.random\.key\(3\)"):
+        slp.insens(jax.nn.relu, probes=4, key=3)
+
+
 @pytest.mark.slow
 def test_bench_smoke(tmp_path):
     """experiments/bench_insens.py on a tiny network: every route, ratios, exact maps."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import flax.linen as nn
@@ -177,9 +178,11 @@ def test_checkpoint_roundtrip_is_exact_and_atomic(tmp_path, trained):
     meta = {"config": TINY.to_dict(), "test_accuracy": 0.5, "note": "x"}
     T.save_checkpoint(path, trained.params, meta)
     assert sorted(p.name for p in path.parent.iterdir()) == ["net.json", "net.msgpack"]
-    assert json.loads(path.with_suffix(".json").read_text()) == {**meta, "format": 1}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    recorded = {**meta, "format": 1, "array_sha256": digest}
+    assert json.loads(path.with_suffix(".json").read_text()) == recorded
     params, loaded_meta = T.load_checkpoint(path, config=TINY)
-    assert loaded_meta == {**meta, "format": 1}
+    assert loaded_meta == recorded
     assert _leaves_equal(params, trained.params)
     assert jax.tree.structure(params) == jax.tree.structure(trained.params)
 
