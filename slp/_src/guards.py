@@ -251,3 +251,35 @@ def raise_unless(ok: jax.Array) -> jax.Array:
     return jax.pure_callback(
         _checked, jax.ShapeDtypeStruct(jnp.shape(ok), jnp.bool_), ok, vmap_method="expand_dims"
     )
+
+
+def check_chunk_size(chunk_size) -> None:
+    """Raises ValueError unless ``chunk_size`` (of `insens` and `insens_plan`) is None or an
+    integer >= 1 (a float such as 2.5 is refused, not rounded)."""
+    if chunk_size is None:
+        return
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
+
+
+def check_has_neurons(program, pool_losers: bool = True) -> None:
+    """Raises ValueError when Insens has nothing to average: an input with no element or no
+    axis (the receptive boxes index the input's axes), or a network with no ReLU layer (no
+    hidden neuron can be inactive, so every map would be the zero of an empty mean), unless
+    ``pool_losers`` and the network max-pools (the losers are averaged over then)."""
+    shape = tuple(program.input_shape)
+    if not shape or not int(np.prod(shape)):
+        raise ValueError(
+            f"Insens needs an input with at least one axis and one element; got shape {shape}"
+            + (" (reshape a scalar input to (1,))" if not shape else "")
+        )
+    if not program.relu_shapes and not (pool_losers and program.pool_shapes):
+        raise ValueError(
+            "the network has no ReLU layer: no hidden neuron can be inactive, so Insens (the "
+            "mean over inactive ReLU neurons) has nothing to average. A gradient-based method "
+            "(slp.available_methods()) explains a network without ReLUs"
+        )

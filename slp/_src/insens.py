@@ -94,8 +94,6 @@ from slp._src.planner import (
     ProbeLayout,
     RouteCost,
     build_plan,
-    check_chunk_size,
-    check_has_neurons,
     device_flop_rate,
     insens_plan,
 )
@@ -305,7 +303,7 @@ def _traced(f: Callable, x, batched: bool, pool_losers: bool) -> net.Program:
             f"{err}\n(batched=True reads x's first axis as the batch: each example has "
             f"shape {tuple(x.shape)})"
         ) from err
-    check_has_neurons(program, pool_losers)
+    _guards.check_has_neurons(program, pool_losers)
     return program
 
 
@@ -532,7 +530,7 @@ def insens(
       ...
       ValueError: probes=k draws random probes: pass a key, ...
     """
-    check_chunk_size(chunk_size)
+    _guards.check_chunk_size(chunk_size)
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
     probes = _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layers)

@@ -21,6 +21,7 @@ from slp._src import boxes as _boxes
 from slp._src import colouring as _colouring
 from slp._src import cone as _cone
 from slp._src import costs as _costs
+from slp._src import guards as _guards
 from slp._src import matmul as _matmul
 from slp._src import network as net
 from slp._src.routes import state_and_every_route
@@ -665,42 +666,10 @@ def insens_plan(
         raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be a positive integer (inputs per call); got {batch!r}")
-    check_chunk_size(chunk_size)
+    _guards.check_chunk_size(chunk_size)
     chunk = int(np.prod(np.shape(x))) if chunk_size is None else int(chunk_size)
     speed = device_speed(rate := device_flop_rate())
     program = net.trace(f, x)
-    check_has_neurons(program)
+    _guards.check_has_neurons(program)
     plan = build_plan(program, x, chunk, route, batch=int(batch), speed=speed)
     return plan._replace(flop_rate=rate)
-
-
-def check_chunk_size(chunk_size) -> None:
-    """Raises ValueError unless ``chunk_size`` (of `insens` and `insens_plan`) is None or an
-    integer >= 1 (a float such as 2.5 is refused, not rounded)."""
-    if chunk_size is None:
-        return
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, (int, np.integer))
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
-
-
-def check_has_neurons(program: net.Program, pool_losers: bool = True) -> None:
-    """Raises ValueError when Insens has nothing to average: an input with no element or no
-    axis (the receptive boxes index the input's axes), or a network with no ReLU layer (no
-    hidden neuron can be inactive, so every map would be the zero of an empty mean), unless
-    ``pool_losers`` and the network max-pools (the losers are averaged over then)."""
-    shape = tuple(program.input_shape)
-    if not shape or not int(np.prod(shape)):
-        raise ValueError(
-            f"Insens needs an input with at least one axis and one element; got shape {shape}"
-            + (" (reshape a scalar input to (1,))" if not shape else "")
-        )
-    if not program.relu_shapes and not (pool_losers and program.pool_shapes):
-        raise ValueError(
-            "the network has no ReLU layer: no hidden neuron can be inactive, so Insens (the "
-            "mean over inactive ReLU neurons) has nothing to average. A gradient-based method "
-            "(slp.available_methods()) explains a network without ReLUs"
-        )

@@ -318,6 +318,20 @@ def check_target(
     return jnp.asarray(True)
 
 
+def check_logits_shape(shape) -> None:
+    """Raises ValueError unless ``shape`` (of ``f(x)`` for one example) is a vector's, with
+    the usual fix for a scalar output and for a batch axis of one left in."""
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return
+    hint = ""
+    if not shape:
+        hint = " (a scalar output, e.g. one score: explain lambda x: f(x)[None])"
+    elif len(shape) == 2 and shape[0] == 1:
+        hint = " (a batch axis of one left in: explain lambda x: f(x)[0])"
+    raise ValueError(f"attribution needs f(x) to be a vector of logits; got {shape}{hint}")
+
+
 def resolve_target(y: jax.Array, target):
     """The class whose logit is explained, for the logits ``y`` of one example.
 
@@ -329,8 +343,7 @@ def resolve_target(y: jax.Array, target):
       ValueError: if ``y`` is not a vector, or a concrete ``target`` is out of range.
       TypeError: if ``target`` is not an integer.
     """
-    if y.ndim != 1:
-        raise ValueError(f"attribution needs f(x) to be a vector of logits; got {y.shape}")
+    check_logits_shape(y.shape)
     if target is None:
         return jnp.argmax(jax.lax.stop_gradient(y))
     check_target(target, y.shape[0])

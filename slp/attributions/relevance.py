@@ -57,7 +57,7 @@ from slp._src.relevance import (
 from slp._src.relevance import FromInput as _FromInput
 from slp._src.relevance import Pending as _Pending
 from slp._src.relevance import divide as _divide
-from slp.attributions.registry import register, resolve_target
+from slp.attributions.registry import check_logits_shape, register, resolve_target
 
 __all__ = [
     "AffineLayer",
@@ -144,10 +144,7 @@ def lrp(
     """
     _check_start(start)
     program = net.trace(f, x)
-    if len(program.output_shape) != 1:
-        raise ValueError(
-            f"attribution needs f(x) to be a vector of logits; got {program.output_shape}"
-        )
+    check_logits_shape(program.output_shape)
     layers = affine_layers(program)
     if not layers:
         raise ValueError("LRP needs at least one dense or convolution layer; the network has none")

@@ -592,6 +592,13 @@ def test_errors_name_the_problem():
         A.guided_backprop(f, xs[0], target=-1)
     with pytest.raises(ValueError, match="vector of logits"):
         A.lrp_epsilon(lambda x: x.T, jnp.ones((2, 2)))
+    # the two usual causes get their fix: a batch axis of one left in, a scalar score
+    with pytest.raises(ValueError, match=r"got \(1, 3\) \(a batch axis .*f\(x\)\[0\]"):
+        slp.attribute(lambda x: f(x)[None], xs[0], "gradient")
+    with pytest.raises(ValueError, match=r"got \(1, 3\) \(a batch axis"):
+        A.lrp_epsilon(lambda x: f(x)[None], xs[0])
+    with pytest.raises(ValueError, match=r"got \(\) \(a scalar output.*f\(x\)\[None\]"):
+        slp.attribute(lambda x: f(x)[0], xs[0], "integrated_gradients")
     with pytest.raises(ValueError, match="at least one dense or convolution"):
         A.lrp_epsilon(lambda x: jax.nn.relu(x), jnp.ones(3))
     with pytest.raises(ValueError, match="unknown precision 'fast'"):
