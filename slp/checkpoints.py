@@ -10,11 +10,11 @@ Q-network of the experiments):
 `save` writes both atomically, the arrays first, so a sidecar never points at a missing or
 partial array file. `load` checks the format and the array file's SHA-256 (an array file
 changed or damaged since it was written is refused, not read as other weights; a sidecar
-written before the hash was recorded has none, and its array file is read unchecked) and
-restores the tree into a template whose
-shapes the caller derives from the metadata (the network's config, its observation shape,
-...): nothing here assumes a shape, and a file whose structure, shapes or dtypes differ from
-the template is refused with a message that names the first difference.
+written before the hash was recorded has none, and its array file is read unchecked), then
+restores the tree into a template whose shapes the caller derives from the metadata (the
+network's config, its observation shape, ...): nothing here assumes a shape, and a file
+whose structure, shapes or dtypes differ from the template is refused with a message that
+names the first difference.
 
 Why not orbax-checkpoint: the states here are small (at most a few hundred MB with a DQN's
 optimiser), written by one process, and read back whole; a msgpack file and a JSON file
