@@ -643,8 +643,10 @@ def trace(f: Callable, x: jax.Array) -> Program:
     except Exception as err:  # noqa: BLE001 - flax raises its own error types for shapes
         raise ValueError(
             f"calling the network on one input of shape {x_aval.shape} and dtype "
-            f"{x_aval.dtype} failed. slp transforms take a function of a single example; "
-            f"batch with jax.vmap. Original error: {err}"
+            f"{x_aval.dtype} failed. slp transforms take a function of a single example (no "
+            "batch axis): to explain a batch, map over it with jax.vmap; for a model that "
+            "expects a batch axis, pass lambda x: f(x[None])[0]. Original error: "
+            f"{err}"
         ) from err
     if not isinstance(out_shape, jax.ShapeDtypeStruct):
         raise ValueError(

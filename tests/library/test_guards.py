@@ -214,3 +214,15 @@ def test_per_example_vector_outputs_of_the_input_length_pass():
         slp.attribute(zero_logit, x, "gradient", target=4),
         jax.grad(lambda x: zero_logit(x)[4])(x),
     )
+
+
+def test_a_model_that_expects_a_batch_axis_is_told_how_to_wrap_it():
+    # A model written for batches (flattening per row) fails on one example; the error says
+    # both ways out, and the one for this case gives the per-example map.
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(12, 3)))
+    model = lambda xb: jax.nn.relu(xb.reshape(xb.shape[0], -1) @ w)  # noqa: E731
+    x = jnp.ones((3, 4))
+    with pytest.raises(ValueError, match=r"map over it with jax\.vmap.*f\(x\[None\]\)\[0\]"):
+        slp.attribute(model, x, "gradient")
+    got = slp.attribute(lambda x: model(x[None])[0], x, "gradient", target=1)
+    np.testing.assert_allclose(got, jax.grad(lambda x: model(x[None])[0, 1])(x), rtol=1e-6)
