@@ -376,8 +376,8 @@ def parse_measure_args(parser: argparse.ArgumentParser, argv) -> argparse.Namesp
     if isinstance(parser, ScriptParser):
         parser.checks += [distinct("methods"), known_methods]
     args = parser.parse_args(argv)
-    if args.num_images < 2 or args.num_random_images < 1:
-        parser.error("--num-images must be >= 2 and --num-random-images >= 1")
+    if args.num_images < 2:  # --num-random-images: >= 1 by its type
+        parser.error("--num-images must be >= 2")
     return args
 
 

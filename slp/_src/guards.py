@@ -203,7 +203,7 @@ def check_one_example(f: Callable, x_aval, out_aval) -> None:
 def check_key(key, who: str) -> None:
     """Raises TypeError where a seed (a Python number or string) is given as ``who``'s PRNG
     key, which JAX would refuse with "invalid PRNG key data"."""
-    if isinstance(key, int | float | str):
+    if isinstance(key, int | float | str | np.integer | np.floating):
         raise TypeError(f"{who}: key must be a PRNG key, jax.random.key({key!r}); got {key!r}")
 
 
@@ -253,16 +253,17 @@ def raise_unless(ok: jax.Array) -> jax.Array:
     )
 
 
+def is_count(value, minimum: int = 1) -> bool:
+    """Whether ``value`` is an integer (Python or NumPy, not a bool) of at least ``minimum``:
+    the test of every count option (sizes, steps, samples, probes), so that 2.5 or True is
+    refused rather than rounded or read as 1."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
+
+
 def check_chunk_size(chunk_size) -> None:
     """Raises ValueError unless ``chunk_size`` (of `insens` and `insens_plan`) is None or an
-    integer >= 1 (a float such as 2.5 is refused, not rounded)."""
-    if chunk_size is None:
-        return
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, (int, np.integer))
-        or chunk_size < 1
-    ):
+    integer >= 1 (`is_count`)."""
+    if chunk_size is not None and not is_count(chunk_size):
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
 
 

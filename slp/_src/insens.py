@@ -310,7 +310,7 @@ def _traced(f: Callable, x, batched: bool, pool_losers: bool) -> net.Program:
 def _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layers) -> int | None:
     """`insens`'s ``probes`` (an int >= 3, or None) after checking the options that go with it."""
     if probes is not None:
-        if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 3:
+        if not _guards.is_count(probes, 3):
             raise ValueError(
                 f"probes must be an integer >= 3 (the unbiased correction (k - 2)/k needs "
                 f"k > 2) or None for the exact map; got {probes!r}"
@@ -326,10 +326,8 @@ def _checked_estimator_options(probes, key, return_stderr, by_layer, exact_layer
             raise ValueError(f"return_stderr needs probes >= 6; got {probes}")
         if return_stderr and by_layer:
             raise ValueError("return_stderr is not available with by_layer")
-        if isinstance(exact_layers, bool) or not isinstance(exact_layers, (int, np.integer)):
+        if not _guards.is_count(exact_layers, 0):
             raise ValueError(f"exact_layers must be a non-negative integer; got {exact_layers!r}")
-        if exact_layers < 0:
-            raise ValueError(f"exact_layers must be a non-negative integer; got {exact_layers}")
     elif exact_layers:
         raise ValueError("exact_layers applies to the estimate (probes=k); exact is exact")
     elif return_stderr:

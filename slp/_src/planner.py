@@ -664,7 +664,7 @@ def insens_plan(
     """
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {ROUTES}")
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+    if not _guards.is_count(batch):
         raise ValueError(f"batch must be a positive integer (inputs per call); got {batch!r}")
     _guards.check_chunk_size(chunk_size)
     chunk = int(np.prod(np.shape(x))) if chunk_size is None else int(chunk_size)

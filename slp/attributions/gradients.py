@@ -101,7 +101,7 @@ def path_points(steps: int, quadrature: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"unknown quadrature {quadrature!r}; choose one of {', '.join(_QUADRATURES)}"
         )
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    if not _guards.is_count(steps):
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     n = int(steps)
     if quadrature in ("linspace", "riemann_trapezoid") and n < 2:
@@ -243,7 +243,7 @@ def smoothgrad(
             "(split it per example when batching with vmap)"
         )
     _guards.check_key(key, "smoothgrad")
-    if not isinstance(samples, (int, np.integer)) or samples < 1:
+    if not _guards.is_count(samples):
         raise ValueError(f"samples must be a positive integer; got {samples!r}")
     f = walker_function(f, x)
     t = resolve_target(f(x), target)

@@ -47,6 +47,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from slp._src import guards as _guards
 from slp.attributions.registry import get_method
 from slp.maps import _compute, _store
 from slp.maps._store import IncompleteMapsError, ManifestMismatchError
@@ -218,7 +219,7 @@ def attribute_dataset(
 def _check_sizes(method: str, batch_size, chunk_size, options: dict) -> tuple[int, int]:
     """``(batch_size, chunk_size)`` as ints, once the method exists and the sizes fit."""
     get_method(method)  # a clear error listing the registered methods
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not _guards.is_count(batch_size):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     batch_size = int(batch_size)
     chunk_size = batch_size if chunk_size is None else int(chunk_size)
